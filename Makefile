@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench browser clean
+
+# The virtualenv is rebuilt when pyproject.toml changes. torch/torchvision are pinned in
+# pyproject.toml: on this machine pip takes them from local files (no multi-GB download).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,deploy]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cnnlab train mnist-sample --model simple_cnn --epochs 15 --name demo
+
+# Chromium renders report.html in one test; installed when possible, else that test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1) \
+	  || echo "chromium not installed: the browser test of report.html will be skipped"; }
+
+# pytest exits 5 when it ran no test: that is a failure, not a green run.
+test: $(STAMP) browser
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no test was executed" >&2; exit 1; fi; exit $$status
+
+test-all: $(STAMP) browser
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,65 @@
+"""``cnnlab evaluate`` and ``cnnlab predict``: everything from the run folder alone."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import Any
+
+from cnnlab.cli.parser import positive_int
+
+
+def add_parser(subparsers: Any) -> None:
+    e = subparsers.add_parser("evaluate", help="score a run on its test split or another data set")
+    e.add_argument("run", help="run folder, e.g. runs/simple_cnn-mnist-sample")
+    e.add_argument("--data", help="another image folder or built-in set to evaluate on")
+    e.set_defaults(func=run_evaluate)
+    p = subparsers.add_parser("predict", help="classify images with a trained run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--top-k", dest="top_k", type=positive_int, default=3, help="classes per image (default 3)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=run_predict)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.evaluate.run import evaluate_run
+
+    out_dir, metrics = evaluate_run(args.run, args.data)
+    line = f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.2%}"
+    if metrics.get("top5_accuracy") is not None:
+        line += f"  top-5 {metrics['top5_accuracy']:.2%}"
+    print(line)
+    print(f"results: {out_dir}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from cnnlab.deploy.predict import predict_paths
+
+    rows = predict_paths(args.run, args.inputs, args.top_k)
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for row in rows:
+            for rank, guess in enumerate(row["top"], 1):
+                writer.writerow([row["path"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
+            if row.get("error"):
+                writer.writerow([row["path"], "", "", "", row["error"]])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("image", *[f"#{k}" for k in range(1, args.top_k + 1)])
+        for row in rows:
+            cells = [f"{g['class']} ({g['probability']:.1%})" for g in row["top"]]
+            if row.get("error"):
+                cells = [f"[red]skipped: {row['error']}[/red]"]
+            table.add_row(row["path"], *cells)
+        Console().print(table)
+    return 0 if any(row["top"] for row in rows) else 2

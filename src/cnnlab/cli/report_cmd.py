@@ -1,0 +1,75 @@
+"""`cnnlab report RUN_DIR` and `cnnlab runs compare RUN [RUN ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import webbrowser
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnlab.evaluate.compare import compare_runs, format_value
+from cnnlab.evaluate.report import write_report
+
+COLUMNS = [
+    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
+    ("test_acc", "Test acc"), ("params", "Params"), ("train_seconds", "Train time"),
+]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Registers `report RUN_DIR [--open]`."""
+    parser = subparsers.add_parser(
+        "report", help="rebuild a run's self-contained HTML report",
+        description="Rebuild RUN_DIR/report.html from the files in a run folder (missing figures are redrawn).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder (holds run.json)")
+    parser.add_argument("--open", action="store_true", help="open the report in the default web browser")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Writes the report and optionally opens it; returns the exit code."""
+    console = Console()
+    path = write_report(args.run_dir)
+    console.print(f"Report written to [bold]{path}[/bold]")
+    if getattr(args, "open", False):
+        try:
+            opened = webbrowser.open(path.resolve().as_uri())
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            console.print(f"No web browser available here: open {path} yourself.")
+    return 0
+
+
+def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Registers `runs compare RUN [RUN ...] [--out DIR]`; returns the `runs` sub-commands for more."""
+    runs = subparsers.add_parser("runs", help="work with several run folders", description="Work with run folders.")
+    commands = runs.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
+    compare = commands.add_parser(
+        "compare", help="compare runs side by side",
+        description="Table of runs (model, data, epochs, accuracy, size, time) and their validation curves.",
+    )
+    compare.add_argument("runs", metavar="RUN", nargs="+", type=Path, help="run folders (each holds run.json)")
+    compare.add_argument("--out", type=Path, default=Path("comparison"),
+                         help="folder for comparison.csv and comparison.png (default: ./comparison)")
+    compare.set_defaults(func=run_compare)
+    return commands
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Prints the comparison table and where the files went; returns the exit code."""
+    rows, png = compare_runs(list(args.runs), args.out)
+    table = Table(title=f"{len(rows)} runs")
+    for key, label in COLUMNS:
+        text = key in ("run", "model", "data")  # wrap long names rather than cut them to "simple…"
+        table.add_column(label, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
+    for row in rows:
+        table.add_row(*(format_value(key, row.get(key)) for key, _ in COLUMNS))
+    console = Console()
+    console.print(table)
+    console.print(f"Curves: [bold]{png}[/bold]\nTable:  [bold]{Path(args.out) / 'comparison.csv'}[/bold]")
+    return 0

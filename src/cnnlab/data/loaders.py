@@ -1,0 +1,102 @@
+"""Batches straight from in-memory uint8 tensors: one index operation per batch, no collate."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnlab.data.types import ImageSet, PreparedData
+
+EVAL_BATCH_SIZE = 512  # no gradients at evaluation: larger batches amortise per-call overhead
+
+
+class _BatchIndexed(Dataset):
+    """Indexed by a whole list of positions, returning the stacked batch (images, labels)."""
+
+    def __init__(self, image_set: ImageSet) -> None:
+        self.images, self.labels = image_set.images, image_set.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Yields lists of positions; the order depends only on (seed, epoch), so resumes replay it.
+
+    Lightning calls ``set_epoch`` before each epoch. With ``class_weights`` given, positions are
+    drawn with replacement so that each class is seen equally often (a balanced sampler).
+    """
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        balanced: bool = False,
+    ) -> None:
+        self.size, self.batch_size, self.shuffle, self.seed = len(labels), batch_size, shuffle, seed
+        self.epoch = 0
+        self.weights = None
+        if balanced:
+            counts = torch.bincount(labels).clamp(min=1).double()
+            self.weights = (1.0 / counts)[labels]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.size + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+
+
+def batch_loader(
+    image_set: ImageSet,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    balanced: bool = False,
+) -> DataLoader:
+    """A DataLoader of (uint8 images, labels) batches from an in-memory split."""
+    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced)
+    return DataLoader(
+        _BatchIndexed(image_set),
+        sampler=sampler,
+        batch_size=None,  # the sampler already yields whole batches
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Serves the prepared splits to the Lightning Trainer."""
+
+    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False):
+        super().__init__()
+        self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
+
+    def train_dataloader(self) -> DataLoader:
+        return batch_loader(
+            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.data.splits["val"], max(self.batch_size, EVAL_BATCH_SIZE))
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.data.splits["test"], max(self.batch_size, EVAL_BATCH_SIZE))

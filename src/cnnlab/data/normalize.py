@@ -1,0 +1,36 @@
+"""uint8 batches to the float input a model wants: the one place pixel scaling happens."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """``(x / 255 - mean) / std`` per channel; mean 0 and std 1 is the lesson's plain rescale."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    @staticmethod
+    def to_unit(images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) to float in [0, 1]."""
+        return images.float().div_(255.0)
+
+    def forward(self, unit: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1] to the model's input scale."""
+        return (unit - self.mean) / self.std
+
+
+def default_stats(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list[float], list[float]]:
+    """The model's own mean/std (repeated to ``channels``), or 0/1 for models without any."""
+    mean = list(mean) if mean is not None else [0.0]
+    std = list(std) if std is not None else [1.0]
+    if len(mean) != channels:  # e.g. a gray model given ImageNet RGB stats: average them
+        mean = [sum(mean) / len(mean)] * channels
+        std = [sum(std) / len(std)] * channels
+    return mean, std

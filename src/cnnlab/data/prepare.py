@@ -1,0 +1,135 @@
+"""Turns a data config into train/val/test tensors: the single entry point of ``cnnlab.data``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.config import DataConfig
+from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
+from cnnlab.data.decode import IMAGE_EXTENSIONS
+from cnnlab.data.discover import discover
+from cnnlab.data.folder import decode_files, default_side, guess_format
+from cnnlab.data.splits import SplitSpec, hold_out
+from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
+from cnnlab.errors import CnnlabError
+
+log = logging.getLogger("cnnlab")
+
+
+@dataclass(frozen=True)
+class InputNeeds:
+    """What a model asks of its input (a pretrained backbone wants 3 channels at its size)."""
+
+    channels: int | None = None
+    image_size: int | None = None
+
+
+def convert_images(images: torch.Tensor, channels: int, size: int | None) -> torch.Tensor:
+    """Changes uint8 (N, C, H, W) images to ``channels`` (luminance or replication) and size."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if size is not None and tuple(images.shape[2:]) != (size, size):
+        resized = []
+        for chunk in images.split(1024):  # bounded memory for large sets
+            out = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
+            resized.append(out.round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(resized)
+    return images.contiguous()
+
+
+def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
+    pool, test, class_names = load_builtin(cfg.source)
+    channels = cfg.channels or needs.channels or pool.images.shape[1]
+    size = cfg.image_size or needs.image_size
+    given = {"test": test} if test is not None else {}
+    for image_set in [pool, *given.values()]:
+        image_set.images = convert_images(image_set.images, channels, size)
+    return pool, given, class_names
+
+
+def _folder(
+    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile]
+) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
+    root = Path(cfg.source).expanduser()
+    listing = discover(root, IMAGE_EXTENSIONS)
+    skipped += [SkippedFile(str(path), reason) for path, reason in listing.ignored]
+    class_names = sorted({label for _, label in listing.files["train"]})
+    if len(class_names) < 2:
+        raise CnnlabError(
+            f"'{root}' has {len(class_names)} class folder(s); a classifier needs at least 2 "
+            "(one subfolder per class)"
+        )
+    for split, files in listing.files.items():
+        extra = sorted({label for _, label in files} - set(class_names))
+        if extra:
+            raise CnnlabError(
+                f"class '{extra[0]}' is in the {split} split but not in train; add its training "
+                f"images or remove it from {split}"
+            )
+        missing = sorted(set(class_names) - {label for _, label in files})
+        if missing and split != "train":
+            log.warning("classes only in train, not in %s: %s", split, ", ".join(missing))
+    all_paths = [path for files in listing.files.values() for path, _ in files]
+    gray, median_side = guess_format(all_paths)
+    channels = cfg.channels or needs.channels or (1 if gray else 3)
+    size = cfg.image_size or needs.image_size or default_side(median_side)
+    index = {name: i for i, name in enumerate(class_names)}
+    decoded = {}
+    for split, files in listing.files.items():
+        labelled = [(path, index[label]) for path, label in files]
+        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers)
+        skipped += bad
+    pool = decoded.pop("train")
+    return pool, decoded, class_names
+
+
+def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None:
+    for split, image_set in splits.items():
+        if len(image_set) == 0:
+            raise CnnlabError(f"no usable image left in the {split} split (see skipped files)")
+    counts = splits["train"].class_counts(len(class_names))
+    for name, count in zip(class_names, counts):
+        if count == 0:
+            raise CnnlabError(f"no usable training image left in class '{name}' (see skipped files)")
+
+
+def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -> PreparedData:
+    """Loads, decodes and splits the data named by ``cfg.source``.
+
+    Missing val/test splits are held out of train (stratified, seeded), so the same config and
+    seed always give the same split.
+
+    Raises:
+        CnnlabError: for a missing path, too few classes or images, or unusable data.
+    """
+    skipped: list[SkippedFile] = []
+    if cfg.source in BUILTIN_NAMES:
+        pool, given, class_names = _builtin(cfg, needs)
+    else:
+        pool, given, class_names = _folder(cfg, needs, skipped)
+    labels = pool.labels.numpy()
+    splits = dict(given)
+    if "test" not in splits:
+        test_spec = SplitSpec.parse(cfg.test_split, "--test-split")
+        kept, held = hold_out(labels, test_spec, seed, class_names, "test")
+        splits["test"], pool, labels = pool.subset(held), pool.subset(kept), labels[kept]
+    if "val" not in splits:
+        val_spec = SplitSpec.parse(cfg.val_split, "--val-split")
+        if val_spec.kind == "fraction":  # a fraction of all images, as in 80/10/10
+            total = len(labels) + len(splits["test"]) if "test" not in given else len(labels)
+            val_spec = SplitSpec("count", val_spec.size(total))
+        kept, held = hold_out(labels, val_spec, seed, class_names, "val")
+        splits["val"], pool = pool.subset(held), pool.subset(kept)
+    splits["train"] = pool
+    _check_nonempty(splits, class_names)
+    ordered = {name: splits[name] for name in ("train", "val", "test")}
+    return PreparedData(ordered, class_names, cfg.source, skipped)

@@ -1,0 +1,94 @@
+"""Seeded, stratified splits, and the small language that says how big a split is."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How many images to hold out: a fraction of all, a count, or the last N (unshuffled)."""
+
+    kind: str  # "fraction" | "count" | "last"
+    value: float
+
+    @classmethod
+    def parse(cls, text: str | float | int, option: str) -> "SplitSpec":
+        """Parses ``0.1``, ``500`` or ``last:10000``; ``option`` names the flag in errors."""
+        raw = str(text).strip()
+        try:
+            if raw.startswith("last:"):
+                count = int(raw.split(":", 1)[1])
+                if count < 1:
+                    raise ValueError
+                return cls("last", count)
+            number = float(raw)
+        except ValueError:
+            raise CnnlabError(
+                f"{option} '{raw}' is not a split size; use a fraction (0.1), a count (500) "
+                "or last:N (the last N images, as the lesson's MNIST split)"
+            ) from None
+        if 0 <= number < 1:
+            return cls("fraction", number)
+        if number >= 1 and number.is_integer():
+            return cls("count", int(number))
+        raise CnnlabError(f"{option} '{raw}' must be a fraction in [0, 1) or a whole count")
+
+    def size(self, total: int) -> int:
+        """Number of images this spec takes out of ``total``."""
+        if self.kind == "fraction":
+            return int(round(self.value * total))
+        return int(self.value)
+
+
+def hold_out(
+    labels: np.ndarray,
+    spec: SplitSpec,
+    seed: int,
+    class_names: Sequence[str],
+    split_name: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits positions ``0..len(labels)-1`` into (kept, held-out) per ``spec``.
+
+    Stratified and seeded, except ``last:N`` which takes the last N in order.
+
+    Raises:
+        CnnlabError: when the split would leave a class without images.
+    """
+    total = len(labels)
+    positions = np.arange(total)
+    count = spec.size(total)
+    if count == 0:
+        return positions, positions[:0]
+    if count >= total:
+        raise CnnlabError(
+            f"the {split_name} split ({count} images) would take all {total} images; "
+            f"use a smaller --{split_name}-split"
+        )
+    if spec.kind == "last":
+        return positions[: total - count], positions[total - count :]
+    counts = Counter(labels.tolist())
+    rarest, rarest_count = min(counts.items(), key=lambda item: item[1])
+    if rarest_count < 2:
+        raise CnnlabError(
+            f"class '{class_names[rarest]}' has only {rarest_count} image left, too few to split "
+            f"into train and {split_name}; add images or provide a {split_name}/ folder"
+        )
+    num_classes = len(counts)
+    count = max(count, num_classes)  # stratification needs one image of each class, at least
+    if total - count < num_classes:
+        raise CnnlabError(
+            f"{total} images are too few for a {split_name} split holding all {num_classes} "
+            f"classes; add images or provide a {split_name}/ folder"
+        )
+    kept, held = train_test_split(
+        positions, test_size=count, stratify=labels, random_state=seed, shuffle=True
+    )
+    return np.sort(kept), np.sort(held)

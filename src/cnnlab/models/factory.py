@@ -1,0 +1,77 @@
+"""``create_model``: the only way cnnlab makes a network, and the input it expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import simple_cnn as _own_models  # noqa: F401  (registers the lesson's CNNs)
+from cnnlab.models.registry import own_builder, resolve_name
+from cnnlab.models.weights import load_local_weights, load_pretrained_timm
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """How a model wants its images: from its pretrained config, never hard-coded constants."""
+
+    channels: int | None  # None: whatever the data has (own CNNs adapt)
+    image_size: int | None  # None: the data's own size
+    mean: tuple[float, ...] | None  # None: plain 0-1 rescale, the lesson's 1/255
+    std: tuple[float, ...] | None
+    interpolation: str = "bilinear"
+
+
+def model_input(name: str, pretrained: bool) -> ModelInput:
+    """What the named model expects of its input, before it is built."""
+    resolved = resolve_name(name)
+    if own_builder(resolved) is not None:
+        return ModelInput(None, None, None, None)
+    from timm.models import get_pretrained_cfg
+
+    pretrained_cfg = get_pretrained_cfg(resolved)  # accepts "arch" and "arch.tag"
+    cfg = pretrained_cfg.to_dict() if pretrained_cfg is not None else {}
+    size = cfg.get("input_size", (3, 224, 224))
+    return ModelInput(
+        channels=3 if pretrained else None,  # ImageNet stems want RGB; grayscale is expanded
+        image_size=int(size[-1]) if pretrained else None,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+    )
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: tuple[int, int],
+    pretrained: bool = False,
+    weights: str | None = None,
+    dropout: float = 0.5,
+) -> nn.Module:
+    """Builds a model by name: an own CNN (``simple_cnn``, ...) or any timm model.
+
+    Args:
+        pretrained: start from ImageNet weights (built in for efficientnet_lite0; else the hub).
+        weights: a local state dict (.safetensors/.pth); a classifier of another size is dropped.
+
+    Raises:
+        CnnlabError: unknown name, unavailable weights, or a weights file that does not fit.
+    """
+    resolved = resolve_name(name)
+    builder = own_builder(resolved)
+    if builder is not None:
+        if pretrained:
+            raise CnnlabError(f"'{name}' is trained from scratch and has no pretrained weights; drop --pretrained")
+        model = builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size, dropout=dropout)
+    elif pretrained and weights is None:
+        model = load_pretrained_timm(resolved, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout)
+    else:
+        model = timm.create_model(resolved, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout)
+    if weights is not None:
+        load_local_weights(model, weights)
+    return model

@@ -1,0 +1,105 @@
+"""Starting weights: the hub (online), the built-in EfficientNet-Lite0, or a local file.
+
+Files are read as plain tensors only (safetensors, or ``torch.load(weights_only=True)``): a file
+that needs arbitrary unpickling is refused, since unpickling can run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
+
+log = logging.getLogger("cnnlab")
+
+
+def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_rate: float) -> nn.Module:
+    """A timm model with ImageNet weights and a fresh ``num_classes`` classifier."""
+    if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
+        model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+        load_lite0_imagenet(model)
+        model.reset_classifier(num_classes)
+        return model
+    try:
+        return timm.create_model(
+            resolved, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+        )
+    except Exception as exc:  # hub errors vary (offline, 404, gated): all mean "no weights"
+        raise CnnlabError(
+            f"could not get ImageNet weights for '{resolved}' ({type(exc).__name__}; offline?); "
+            "pass a local file with --weights FILE, or use --model efficientnet_lite0 whose "
+            "weights are built in"
+        ) from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Reads tensors from .safetensors or a .pt/.pth/.ckpt state dict, without unpickling code."""
+    if not path.is_file():
+        raise CnnlabError(f"weights file '{path}' not found; check the --weights path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CnnlabError(
+            f"'{path}' holds pickled Python objects, which could run code; cnnlab loads plain "
+            "tensors only: save it with torch.save(model.state_dict(), ...) or as .safetensors"
+        ) from None
+    except Exception as exc:  # truncated or not a weights file at all
+        raise CnnlabError(f"'{path}' is not a readable weights file ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
+        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CnnlabError(f"'{path}' is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the final classifier, the part that may differ in size."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier")
+    if names:
+        return tuple(names) if isinstance(names, (list, tuple)) else (names,)
+    last_linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return (last_linear[-1],) if last_linear else ()
+
+
+def load_local_weights(model: nn.Module, path_text: str) -> None:
+    """Loads a local state dict; a classifier of another size is dropped and reported.
+
+    Raises:
+        CnnlabError: for any other mismatch, naming how many keys and one example.
+    """
+    path = Path(path_text).expanduser()
+    state = read_state_dict(path)
+    own = model.state_dict()
+    heads = _classifier_prefixes(model)
+    dropped = [
+        k for k in state
+        if k.startswith(heads) and k in own and own[k].shape != state[k].shape
+    ]
+    for key in dropped:
+        del state[key]
+    missing = [k for k in own if k not in state and k not in dropped and not k.startswith(heads)]
+    unexpected = [k for k in state if k not in own]
+    resized = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or resized:
+        example = (missing or unexpected or resized)[0]
+        raise CnnlabError(
+            f"'{path}' does not fit this model: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(resized)} differently shaped keys (e.g. '{example}'); "
+            "is it for another architecture?"
+        )
+    model.load_state_dict(state, strict=False)
+    if dropped:
+        log.warning("%s: classifier of another size dropped (%s); it starts fresh", path.name, ", ".join(dropped))

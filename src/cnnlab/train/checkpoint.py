@@ -1,0 +1,84 @@
+"""Reading checkpoints back: plain tensors only (``weights_only=True``), never arbitrary pickles."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.data.normalize import Normalize
+from cnnlab.errors import CnnlabError
+from cnnlab.train.build import build_model
+from cnnlab.train.run_dir import RunFiles, read_meta, read_run_config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a Lightning checkpoint safely.
+
+    Raises:
+        CnnlabError: when the file is missing, truncated, or needs unsafe unpickling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"checkpoint '{path}' not found; was the run finished or interrupted early?")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CnnlabError(
+            f"checkpoint '{path}' holds pickled Python objects that could run code; refused "
+            "(cnnlab checkpoints hold plain tensors only)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CnnlabError(
+            f"checkpoint '{path}' is damaged or truncated ({type(exc).__name__}); use the other "
+            "checkpoint in the same folder (best.ckpt / last.ckpt) or train again"
+        ) from None
+
+
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's weights from a ClassifierModule checkpoint (``model.`` prefix removed)."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CnnlabError("checkpoint has no state_dict; it was not written by cnnlab")
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def load_module_weights(module: nn.Module, path: str | Path) -> None:
+    """Loads a checkpoint's network weights into a ClassifierModule's model."""
+    module.model.load_state_dict(model_state(read_checkpoint(path)))
+
+
+@dataclass
+class TrainedModel:
+    """A reopened run: its network in eval mode, input scaling, classes and metadata."""
+
+    model: nn.Module
+    normalize: Normalize
+    class_names: list[str]
+    meta: dict[str, Any]
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["preprocess"]["channels"])
+
+    @property
+    def image_size(self) -> int | list[int]:
+        return self.meta["preprocess"]["image_size"]
+
+
+def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
+    """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights."""
+    config = read_run_config(files)
+    meta = read_meta(files)
+    # Architecture only: the trained weights replace any starting weights.
+    config = replace(config, model=replace(config.model, pretrained=False, weights=None))
+    model = build_model(config, len(meta["class_names"]), meta["preprocess"])
+    path = files.best if which == "best" and files.best.is_file() else files.last
+    model.load_state_dict(model_state(read_checkpoint(path)))
+    model.eval()
+    normalize = Normalize(meta["preprocess"]["mean"], meta["preprocess"]["std"])
+    return TrainedModel(model, normalize, list(meta["class_names"]), meta)

@@ -1,0 +1,94 @@
+"""The LightningModule: what one training step is. The Trainer owns the loop, devices and I/O."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from cnnlab.config import TrainConfig
+from cnnlab.data.normalize import Normalize
+
+MixFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class ClassifierModule(L.LightningModule):
+    """Wraps a classifier: pixel scaling and augmentation on the device, loss, metrics, optimiser.
+
+    Batches arrive as uint8 (N, C, H, W); converting and augmenting after the transfer keeps the
+    host-to-device copy 4x smaller and lets a GPU do the augmentation.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        normalize: Normalize,
+        train_cfg: TrainConfig,
+        augment: nn.Module | None = None,
+        mix: MixFn | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.normalize, self.augment, self.mix = model, normalize, augment, mix
+        self.train_cfg, self.label_smoothing = train_cfg, label_smoothing
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.metadata = metadata or {}  # class names, preprocessing: saved in every checkpoint
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        unit = Normalize.to_unit(images)
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            unit = self.augment(unit)  # train batches only: never validation or test
+        return self.normalize(unit), labels
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # Soft targets from mixup/cutmix already carry the label smoothing.
+        smoothing = 0.0 if target.ndim == 2 else self.label_smoothing
+        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=smoothing)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        target = labels
+        if self.mix is not None:
+            images, target = self.mix(images, labels)  # soft targets (N, classes)
+        logits = self(images)
+        loss = self._loss(logits, target)
+        self.train_acc(logits.detach(), labels)
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_acc(logits, labels)
+        self.log("val_loss", self._loss(logits, labels), on_epoch=True, prog_bar=True)
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_start(self) -> None:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("lr", lr, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]  # frozen layers excluded
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cnnlab"] = self.metadata

@@ -1,0 +1,72 @@
+"""Every bad input is one line naming the problem and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _images(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(np.full((12, 12, 3), i * 10, dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def _empty(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def _one_class(tmp: Path) -> Path:
+    _images(tmp / "one" / "cats", 10)
+    return tmp / "one"
+
+
+def _too_few(tmp: Path) -> Path:
+    _images(tmp / "few" / "cats", 10)
+    _images(tmp / "few" / "dogs", 1)
+    return tmp / "few"
+
+
+def _only_in_test(tmp: Path) -> Path:
+    _images(tmp / "split" / "train" / "cats", 6)
+    _images(tmp / "split" / "train" / "dogs", 6)
+    _images(tmp / "split" / "test" / "birds", 2)
+    return tmp / "split"
+
+
+CASES = [
+    ("missing path", lambda t: ["train", t / "nope"], "not found"),
+    ("empty folder", lambda t: ["train", _empty(t)], "no images found"),
+    ("one class only", lambda t: ["train", _one_class(t)], "at least 2"),
+    ("too few to split", lambda t: ["train", _too_few(t)], "'dogs'"),
+    ("class only in test", lambda t: ["train", _only_in_test(t)], "'birds'"),
+    ("unknown model", lambda t: ["train", "digits", "--model", "resnt50"], "did you mean resnet50"),
+    ("unknown option", lambda t: ["train", "digits", "--epoch", "3"], "did you mean --epochs"),
+    ("bad learning rate", lambda t: ["train", "digits", "--lr", "-1"], "--lr"),
+    ("bad dropout", lambda t: ["train", "digits", "--dropout", "1.5"], "--dropout"),
+    ("bad split", lambda t: ["train", "digits", "--val-split", "lots"], "--val-split"),
+    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")], "did you mean 'epochs'"),
+    ("missing run folder", lambda t: ["evaluate", t / "runs" / "nope"], "not found"),
+    ("not a run folder", lambda t: ["evaluate", _empty(t)], "not a cnnlab run"),
+    ("unknown command", lambda t: ["trian"], "invalid choice"),
+]
+
+
+def _yaml(tmp: Path, text: str) -> Path:
+    path = tmp / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name,argv,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(cli, tmp_path, name, argv, expected):
+    code, out, err = cli(*argv(tmp_path))
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert expected in lines[0], lines[0]

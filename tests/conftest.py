@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny generated image folders and a fast CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.cli.main import main
+
+
+def write_shapes_folder(root: Path, per_class: int = 24, size: int = 20, seed: int = 0) -> Path:
+    """A flat ``root/<class>/*.png`` folder of three easy classes: bright bars in three places."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(["left", "middle", "right"]):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+            start = label * size // 3
+            image[:, start : start + size // 3] = rng.integers(180, 256)
+            Image.fromarray(image).save(folder / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def shapes_folder(tmp_path: Path) -> Path:
+    return write_shapes_folder(tmp_path / "shapes")
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Runs ``cnnlab ARGS`` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

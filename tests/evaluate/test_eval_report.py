@@ -1,0 +1,170 @@
+"""The HTML report, run history loading, run comparison and their CLI commands, on fake run folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.cli import report_cmd
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import figures as F
+from cnnlab.evaluate.compare import compare_runs, load_history
+from cnnlab.evaluate.metrics import classification_report_text, compute_metrics
+from cnnlab.evaluate.report import SECTIONS, write_report
+
+NAMES = ["circle", "square", "triangle"]
+SECTION_IDS = [sid for sid, _ in SECTIONS]
+# Lightning's CSVLogger: train and val metrics of one epoch on separate rows, lr from LearningRateMonitor.
+METRICS_CSV = """epoch,step,lr-Adam,train_acc,train_loss,val_acc,val_loss
+0,4,0.001,,,,
+0,4,,,,0.50,1.10
+0,4,,0.40,1.30,,
+1,9,0.001,,,,
+1,9,,,,0.70,0.80
+1,9,,0.65,0.90,,
+0,14,0.0001,,,,
+0,14,,,,0.80,0.60
+0,14,,0.75,0.70,,
+"""
+
+
+def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "completed") -> Path:
+    """A run folder like the trainer writes; ``full=False`` is an interrupted run with run.json only."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    rng = np.random.default_rng(len(name))
+    y = rng.integers(0, 3, 30)
+    probs = rng.dirichlet(np.ones(3), 30)
+    probs[np.arange(30), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    run = {
+        "name": name, "created": "2024-05-01T12:00:00", "cnnlab_version": "0.1.0",
+        "command": ["cnnlab", "train", "--data", "shapes", "--model", "simple_cnn", "--epochs", "3"],
+        "status": status, "class_names": NAMES,
+        "preprocess": {"image_size": 16, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "data": {"source": "shapes <demo>", "skipped": 1, "splits": {
+            "train": {"count": 90, "per_class": {"circle": 30, "square": 30, "triangle": 30}},
+            "val": {"count": 15, "per_class": {"circle": 5, "square": 5, "triangle": 5}},
+            "test": {"count": 30, "per_class": {"circle": 9, "square": 11, "triangle": 10}}}},
+        "model": {"name": "simple_cnn", "params_total": 12345, "params_trainable": 2345},
+        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68},
+                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77}],
+        "timing": {"train_seconds": 5.5, "total_seconds": 7.25},
+    }
+    (run_dir / "run.json").write_text(json.dumps(run))
+    if not full:
+        return run_dir
+    (run_dir / "metrics.json").write_text(json.dumps({"test": compute_metrics(y, probs, NAMES), "extra": 1}))
+    (run_dir / "metrics.csv").write_text(METRICS_CSV)
+    (run_dir / "config.yaml").write_text("model:\n  name: simple_cnn\ntrain:\n  epochs: 3\n")
+    (run_dir / "model_summary.txt").write_text("Layer (type)   Output Shape   Param #\nConv2d-1  [8, 16, 16]  224\n")
+    (run_dir / "classification_report.txt").write_text(classification_report_text(y, probs.argmax(1), NAMES))
+    (run_dir / "skipped_files.csv").write_text("path,reason\nbad/<script>alert(1)</script>.png,not an image\n")
+    images = rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8)
+    F.plot_samples_per_class(images, y, NAMES, run_dir / "samples.png", per_class=3)
+    F.plot_reliability(y, probs, run_dir / "reliability.png")
+    wrong = np.flatnonzero(probs.argmax(1) != y)[:4]
+    F.plot_misclassified(images[wrong], y[wrong], probs.argmax(1)[wrong], probs.max(1)[wrong], NAMES,
+                         run_dir / "misclassified.png")
+    return run_dir
+
+
+def test_report_has_every_section_inline_images_and_no_network(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}"><h2>' in page
+    assert not re.search(r"https?://", page) and "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "shapes &lt;demo&gt;" in page  # escaped
+    # 3 written by make_run + 6 the report redrew from metrics.csv, metrics.json and run.json.
+    assert page.count('src="data:image/png;base64,') == 9
+    for name in ("history.png", "class_counts.png", "confusion_matrix.png", "confusion_matrix_normalized.png",
+                 "per_class_accuracy.png", "most_confused.png"):
+        assert (run_dir / name).is_file() and f"({name})</figcaption>" in page
+    assert "cnnlab train --data shapes --model simple_cnn --epochs 3" in page
+    assert "finetune improved test accuracy from 68.00% to 77.00% (+9.00 points)" in page
+    assert "epochs: 3" in page and "Conv2d-1" in page and "macro avg" in page
+    assert "12,345 total" in page and "0:06" in page  # params and train time formatted
+
+
+def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, full=False, status="interrupted")
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert all(f'id="{sid}"' in page for sid in SECTION_IDS)
+    assert "interrupted" in page and "not available" in page
+    assert "77.00%" in page  # test accuracy falls back to the last stage's
+    with pytest.raises(CnnlabError, match="not a cnnlab run folder"):
+        write_report(tmp_path / "nowhere")
+
+
+def test_load_history_merges_rows_and_renumbers_restarted_epochs(tmp_path: Path) -> None:
+    hist = load_history(make_run(tmp_path))
+    assert list(hist.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "stage"]
+    assert hist["epoch"].tolist() == [0, 1, 2]
+    assert hist["val_acc"].tolist() == [0.5, 0.7, 0.8] and hist["train_acc"].tolist() == [0.4, 0.65, 0.75]
+    assert hist["lr"].tolist() == [0.001, 0.001, 0.0001]
+    assert hist["stage"].tolist() == ["frozen", "frozen", "finetune"]  # from run.json's stages
+    assert load_history(make_run(tmp_path, "empty", full=False)).empty
+
+
+def test_compare_runs_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = make_run(tmp_path, "run-a"), make_run(tmp_path, "run-b", full=False)
+    rows, png = compare_runs([a, b], tmp_path / "cmp")
+    assert [r["run"] for r in rows] == ["run-a", "run-b"]
+    assert rows[0]["epochs"] == 3 and rows[0]["best_val_acc"] == 0.8 and rows[0]["params"] == 12345
+    assert rows[1]["epochs"] == 3 and rows[1]["test_acc"] == 0.77 and rows[1]["best_val_acc"] == 0.8
+    with Image.open(png) as img:
+        assert img.size == (round(11 * F.DPI), round(4.2 * F.DPI))
+    assert (tmp_path / "cmp" / "comparison.csv").read_text().startswith("run,model,data,epochs")
+
+    parser = argparse.ArgumentParser(prog="cnnlab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    report_cmd.add_parser(sub)
+    report_cmd.add_runs_parser(sub)
+    args = parser.parse_args(["runs", "compare", str(a), str(b), "--out", str(tmp_path / "cli")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "run-a" in out and "run-b" in out and "comparison.png" in out
+    assert (tmp_path / "cli" / "comparison.png").stat().st_size > 0
+    with pytest.raises(CnnlabError, match="not-a-run"):
+        compare_runs([a, tmp_path / "not-a-run"], tmp_path / "x")
+
+
+def test_report_cli_and_open(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    run_dir = make_run(tmp_path, full=False)
+    opened: list[str] = []
+    monkeypatch.setattr(report_cmd.webbrowser, "open", lambda uri: opened.append(uri) or False)
+    parser = argparse.ArgumentParser(prog="cnnlab")
+    report_cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(run_dir), "--open"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out and "No web browser" in out
+    assert opened and opened[0].startswith("file://")
+
+
+def test_report_renders_in_chromium(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed: apt-get install chromium to run the browser test")
+    report = write_report(make_run(tmp_path))
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*base, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for sid in SECTION_IDS:
+        assert f'id="{sid}"' in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", report.as_uri()],
+                   capture_output=True, timeout=60, check=True)
+    with Image.open(shot) as img:
+        assert img.size == (1200, 3000) and img.getextrema() != ((255, 255),) * len(img.getbands())

@@ -1,0 +1,85 @@
+"""End to end through the CLI: train, then evaluate and predict from the run folder alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import read_json
+
+RUN_FILES = [
+    "config.yaml", "run.json", "metrics.csv", "metrics.json", "checkpoints/best.ckpt",
+    "checkpoints/last.ckpt", "history.png", "confusion_matrix.png", "classification_report.txt",
+    "model_summary.txt", "skipped_files.csv", "report.html",
+]
+
+
+def test_train_on_generated_folder_writes_every_file_and_learns(cli, shapes_folder, tmp_path):
+    code, out, err = cli("train", shapes_folder, "--epochs", "6", "--batch-size", "16",
+                         "--runs-dir", tmp_path / "runs", "--name", "shapes")
+    assert code == 0, err
+    run = tmp_path / "runs" / "shapes"
+    for name in RUN_FILES:
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    metrics = read_json(run / "metrics.json")["test"]
+    assert metrics["accuracy"] > 0.7  # chance is 1/3
+    meta = read_json(run / "run.json")
+    assert meta["class_names"] == ["left", "middle", "right"]
+    assert meta["status"] == "completed"
+    assert meta["data"]["splits"]["train"]["count"] == 58  # 72 images, 80/10/10 stratified
+    assert "epoch 6/6" in out or "epoch" in out
+    assert "report:" in out
+
+
+def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):
+    runs = tmp_path / "runs"
+    code, out, err = cli("train", "mnist-sample", "--epochs", "1", "--runs-dir", runs, "--name", "m")
+    assert code == 0, err
+    run = runs / "m"
+    metrics = read_json(run / "metrics.json")["test"]
+    assert metrics["accuracy"] > 0.6  # chance is 0.1; one epoch of the lesson's CNN gives ~0.85
+    assert "top5_accuracy" in metrics  # 10 classes > 5
+    assert set(metrics["per_class"]) == {str(d) for d in range(10)}
+    # evaluate needs only the run folder, and reproduces the same test accuracy
+    code, out, err = cli("evaluate", run)
+    assert code == 0, err
+    assert read_json(run / "metrics.json")["test"]["accuracy"] == metrics["accuracy"]
+
+
+def test_predict_from_run_folder(cli, shapes_folder, tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("train", shapes_folder, "--epochs", "5", "--batch-size", "16", "--runs-dir", runs, "--name", "p")[0] == 0
+    images = [shapes_folder / "right" / "img_000.png", shapes_folder / "left"]
+    code, out, err = cli("predict", runs / "p", *images, "--top-k", "2", "--format", "csv")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "path,rank,class,probability,error"
+    assert len(lines) == 1 + 2 * 25  # 1 file + 24 in left/, two guesses each
+    first = lines[1].split(",")
+    assert first[2] == "right"
+    code, out, _ = cli("predict", runs / "p", shapes_folder / "middle" / "img_001.png", "--format", "json")
+    assert '"class": "middle"' in out
+
+
+def test_deterministic_runs_give_identical_metrics(cli, shapes_folder, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        code, _, err = cli("train", shapes_folder, "--epochs", "2", "--batch-size", "16", "--deterministic",
+                           "--seed", "7", "--runs-dir", tmp_path / "runs", "--name", name)
+        assert code == 0, err
+        results.append(read_json(tmp_path / "runs" / name / "metrics.json")["test"])
+        results.append((tmp_path / "runs" / name / "metrics.csv").read_text())
+    assert results[0] == results[2]
+    assert results[1] == results[3]
+
+
+def test_console_script_runs_as_a_real_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0  # one line
+    assert "not found" in result.stderr
