@@ -40,6 +40,22 @@ class ModelConfig:
     pretrained: bool = False  # ImageNet weights (built in for efficientnet_lite0, else the hub)
     weights: str | None = None  # a local .safetensors/.pth state dict; never unpickled
     dropout: float = 0.5  # the lesson's dropout before the last layer
+    head: str = "default"  # default (the model's own), linear, lesson, production
+    binary_head: str = "softmax"  # softmax (2 outputs) or sigmoid (1 output, the lesson's binary way)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Two-stage transfer learning: train the head on a frozen base, then fine-tune its top."""
+
+    stages: str = "auto"  # auto (both when pretrained, else full), frozen, both, full
+    frozen_epochs: int | None = None  # stage 1 length; None: train.epochs
+    finetune_epochs: int | None = None  # stage 2 length; None: train.epochs
+    finetune_layers: int = 10  # unfreeze the last N layers (the lesson's Keras default)
+    finetune_blocks: int | None = None  # or the last K blocks, by the model's own structure
+    finetune_lr: float = 1e-5  # the lesson's fine-tuning learning rate
+    layer_decay: float | None = None  # LR multiplier per block going down (e.g. 0.75); None: off
+    feature_cache: bool = True  # frozen base: compute features once, train only the head
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,12 @@ class TrainConfig:
     lr_factor: float = 0.5
     min_lr: float = 1e-7
     class_weights: str = "none"  # none, or auto: inverse class frequency in the loss
+    optimizer: str = "adam"  # adam, adamw, sgd (momentum, nesterov)
+    scheduler: str = "plateau"  # plateau (ReduceLROnPlateau, the lesson's), onecycle, cosine, none
+    momentum: float = 0.9  # sgd only
+    time_budget: float | None = None  # seconds of training; schedules fit inside it
+    channels_last: bool = False  # NHWC memory layout: faster for some CPUs/GPUs, measure
+    compile: bool = False  # torch.compile the model where it measurably helps
     seed: int = 42
     deterministic: bool = False  # bit-identical metrics on the same machine, a little slower
     accelerator: str = "auto"  # cpu, cuda, mps or auto
@@ -69,6 +91,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     name: str | None = None  # run folder name; None: <model>-<data>, numbered if taken
     runs_dir: str = "runs"
 
@@ -78,6 +101,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "augment": AugmentConfig,
     "train": TrainConfig,
+    "transfer": TransferConfig,
 }
 
 
@@ -188,6 +212,18 @@ def validate(config: RunConfig) -> None:
     _check(isinstance(train.min_lr, (int, float)) and train.min_lr >= 0, f"--min-lr must be 0 or more, got {train.min_lr}")
     _check(train.class_weights in ("none", "auto"), f"--class-weights must be none or auto, got '{train.class_weights}'")
     _check(isinstance(train.seed, int), f"--seed must be a whole number, got {train.seed}")
+    _check(train.optimizer in ("adam", "adamw", "sgd"), f"--optimizer must be adam, adamw or sgd, got '{train.optimizer}'")
+    _check(train.scheduler in ("plateau", "onecycle", "cosine", "none"),
+           f"--scheduler must be plateau, onecycle, cosine or none, got '{train.scheduler}'")
+    _check(train.time_budget is None or train.time_budget > 0, f"--time-budget must be > 0 seconds, got {train.time_budget}")
+    _check(model.head in ("default", "linear", "lesson", "production"),
+           f"--head must be default, linear, lesson or production, got '{model.head}'")
+    _check(model.binary_head in ("softmax", "sigmoid"), f"--binary-head must be softmax or sigmoid, got '{model.binary_head}'")
+    transfer = config.transfer
+    _check(transfer.stages in ("auto", "frozen", "both", "full"),
+           f"--stages must be auto, frozen, both or full, got '{transfer.stages}'")
+    _check(transfer.finetune_lr > 0, f"--finetune-lr must be greater than 0, got {transfer.finetune_lr}")
+    _check(transfer.finetune_layers >= 0, f"--finetune-layers must be 0 or more, got {transfer.finetune_layers}")
     _check(train.accelerator in ("auto", "cpu", "cuda", "gpu", "mps"),
            f"--accelerator must be auto, cpu, cuda or mps, got '{train.accelerator}'")
     precisions = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")

@@ -110,7 +110,7 @@ def load_history(run_dir: Path) -> pd.DataFrame:
     return hist[[c for c in HISTORY_COLUMNS if c in hist]].reset_index(drop=True)
 
 
-def test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -> float | None:
+def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -> float | None:
     """Test accuracy from metrics.json, else from the last stage that recorded one."""
     test = metrics.get("test")
     if isinstance(test, dict) and test.get("accuracy") is not None:
@@ -137,7 +137,7 @@ def summarise_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         "data": (run.get("data") or {}).get("source"),
         "epochs": epochs,
         "best_val_acc": best_val,
-        "test_acc": test_accuracy(metrics, stages),
+        "test_acc": final_test_accuracy(metrics, stages),
         "params": (run.get("model") or {}).get("params_total"),
         "train_seconds": (run.get("timing") or {}).get("train_seconds"),
         "status": run.get("status"),

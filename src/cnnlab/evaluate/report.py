@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from cnnlab.evaluate.compare import (
-    format_value, read_optional_json, read_run_json, redraw_missing_figures, test_accuracy,
+    final_test_accuracy, format_value, read_optional_json, read_run_json, redraw_missing_figures,
 )
 from cnnlab.io import atomic_write_text
 
@@ -104,7 +104,7 @@ def _pct(value: Any) -> str:
 def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
     pre = run.get("preprocess") or {}
-    acc = test_accuracy(metrics, [s for s in run.get("stages") or [] if isinstance(s, dict)])
+    acc = final_test_accuracy(metrics, [s for s in run.get("stages") or [] if isinstance(s, dict)])
     status = str(run.get("status", "unknown"))
     out = []
     if status != "completed":
