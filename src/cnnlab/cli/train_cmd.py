@@ -40,6 +40,22 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "accelerator": ("train", "accelerator"),
     "devices": ("train", "devices"),
     "precision": ("train", "precision"),
+    "optimizer": ("train", "optimizer"),
+    "scheduler": ("train", "scheduler"),
+    "momentum": ("train", "momentum"),
+    "time_budget": ("train", "time_budget"),
+    "channels_last": ("train", "channels_last"),
+    "compile": ("train", "compile"),
+    "head": ("model", "head"),
+    "binary_head": ("model", "binary_head"),
+    "stages": ("transfer", "stages"),
+    "frozen_epochs": ("transfer", "frozen_epochs"),
+    "finetune_epochs": ("transfer", "finetune_epochs"),
+    "finetune_layers": ("transfer", "finetune_layers"),
+    "finetune_blocks": ("transfer", "finetune_blocks"),
+    "finetune_lr": ("transfer", "finetune_lr"),
+    "layer_decay": ("transfer", "layer_decay"),
+    "feature_cache": ("transfer", "feature_cache"),
     "name": (None, "name"),
     "runs_dir": (None, "runs_dir"),
 }
@@ -83,6 +99,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--accelerator", help="cpu, cuda, mps or auto")
     t.add_argument("--devices", help="number or list of devices (default auto)")
     t.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed or auto")
+    t.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default adam (the lesson's)")
+    t.add_argument("--scheduler", choices=("plateau", "onecycle", "cosine", "none"),
+                   help="plateau: ReduceLROnPlateau (default); onecycle/cosine step per batch")
+    t.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    t.add_argument("--time-budget", dest="time_budget", type=positive_float, metavar="SECONDS",
+                   help="stop at the best point reachable within this much training time")
+    t.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    x = p.add_argument_group("transfer learning")
+    x.add_argument("--head", choices=("default", "linear", "lesson", "production"),
+                   help="lesson: GAP-Dense256-Dropout0.5; production: GAP-BN-Dense512-Dense256")
+    x.add_argument("--binary-head", dest="binary_head", choices=("softmax", "sigmoid"),
+                   help="two-class tasks: sigmoid gives one output, as the lesson")
+    x.add_argument("--stages", choices=("auto", "frozen", "both", "full"),
+                   help="auto: frozen then fine-tune when pretrained (default)")
+    x.add_argument("--frozen-epochs", dest="frozen_epochs", type=positive_int, help="stage 1 epochs (default --epochs)")
+    x.add_argument("--finetune-epochs", dest="finetune_epochs", type=positive_int, help="stage 2 epochs (default --epochs)")
+    x.add_argument("--finetune-layers", dest="finetune_layers", type=int, help="unfreeze the last N layers (default 10)")
+    x.add_argument("--finetune-blocks", dest="finetune_blocks", type=positive_int, help="or the last K blocks")
+    x.add_argument("--finetune-lr", dest="finetune_lr", type=positive_float, help="stage 2 learning rate (default 1e-5)")
+    x.add_argument("--layer-decay", dest="layer_decay", type=positive_float, help="layer-wise LR decay, e.g. 0.75")
+    x.add_argument("--feature-cache", dest="feature_cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="frozen stage: compute backbone features once (default on)")
     add_augment_arguments(p)
     p.set_defaults(func=run)
     return p

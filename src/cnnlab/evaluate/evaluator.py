@@ -92,7 +92,9 @@ def evaluate_split(
 
 def write_training_figures(run_dir: Path, train_set: ImageSet, class_names: list[str], counts: dict) -> None:
     """History curves, the sample grid and class counts: the pictures of how training went."""
-    figures.plot_history(load_history(run_dir), run_dir / "history.png")
+    history = load_history(run_dir)
+    if len(history):  # empty when interrupted before the first epoch ended
+        figures.plot_history(history, run_dir / "history.png")
     per_class = [(train_set.labels == c).nonzero()[:8, 0] for c in range(len(class_names))]
     index = torch.cat(per_class)  # a few of each class: no need to pass the whole split
     figures.plot_samples_per_class(

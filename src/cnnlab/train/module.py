@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.normalize import Normalize
+from cnnlab.train.optim import build_optimizer, build_scheduler
 
 MixFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -82,13 +83,10 @@ class ClassifierModule(L.LightningModule):
         self.log("lr", lr, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
         params = [p for p in self.model.parameters() if p.requires_grad]  # frozen layers excluded
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        optimizer = build_optimizer(params, self.train_cfg, self.train_cfg.lr)
+        scheduler = build_scheduler(optimizer, self.train_cfg, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cnnlab"] = self.metadata
