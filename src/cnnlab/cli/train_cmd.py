@@ -69,6 +69,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("data", nargs="?", help="image folder, CSV listing, or built-in set (mnist-sample, digits, ...)")
     p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last checkpoint")
     p.add_argument("--name", help="run folder name (default <model>-<data>, numbered if taken)")
     p.add_argument("--runs-dir", dest="runs_dir", help="where run folders go (default runs)")
     m = p.add_argument_group("model")
@@ -153,12 +154,28 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.config import validate
+    from cnnlab.errors import CnnlabError
     from cnnlab.evaluate.run import train_and_evaluate
+    from cnnlab.train.fit import TrainingInterrupted
 
-    config = config_from_args(args)
-    validate(config)
     command = "cnnlab " + shlex.join(sys.argv[1:])
-    files, metrics = train_and_evaluate(config, command)
+    if args.resume:
+        given = [dest for dest in FLAG_FIELDS if getattr(args, dest, None) is not None]
+        if given or args.config or augment_overrides_from_args(args) or getattr(args, "augment", None):
+            raise CnnlabError("--resume continues a run with its saved options; drop the other options")
+        config = None
+    else:
+        if args.data is None:
+            raise CnnlabError("no data given; e.g. cnnlab train mnist-sample, or --resume runs/<name>")
+        config = config_from_args(args)
+        validate(config)
+    try:
+        files, metrics = train_and_evaluate(config, command, resume_path=args.resume)
+    except TrainingInterrupted as stop:
+        root = stop.result.files.root
+        print(f"\ninterrupted: the last finished epoch is saved; report: {root / 'report.html'}")
+        print(f"resume with: cnnlab train --resume {root}")
+        return 130
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {files.root}")
     print(f"report:     {files.report}")

@@ -21,7 +21,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate.evaluator import evaluate_split, write_training_figures
 from cnnlab.evaluate.report import write_report
 from cnnlab.train.checkpoint import TrainedModel, load_trained
-from cnnlab.train.fit import FitResult, fit
+from cnnlab.train.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.train.run_dir import RunFiles, open_run, read_run_config, update_meta
 
 log = logging.getLogger("cnnlab")
@@ -47,10 +47,31 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     return metrics
 
 
-def train_and_evaluate(config: RunConfig, command: str) -> tuple[RunFiles, dict[str, Any]]:
-    """``cnnlab train``: fit, then score the best weights on the test split."""
-    result = fit(config, command)
+def train_and_evaluate(
+    config: RunConfig | None, command: str, resume_path: str | None = None
+) -> tuple[RunFiles, dict[str, Any]]:
+    """``cnnlab train``: fit (or resume), then score the best weights on the test split.
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C, once the report of what was done is written.
+    """
+    try:
+        result = resume(resume_path) if resume_path else fit(config, command)
+    except TrainingInterrupted as stop:
+        finish_interrupted(stop.result)
+        raise
     return result.files, finish_run(result)
+
+
+def finish_interrupted(result: FitResult) -> None:
+    """Scores what the interrupted run has (its best checkpoint so far) and writes the report."""
+    files = result.files
+    if files.best.is_file() or files.last.is_file():
+        test = result.data.splits["test"]
+        evaluate_split(result.module.model, result.module.normalize, test, result.data.class_names, files.root)
+    counts = {name: split["per_class"] for name, split in result.data.summary()["splits"].items()}
+    write_training_figures(files.root, result.data.splits["train"], result.data.class_names, counts)
+    write_report(files.root)
 
 
 def _other_data(source: str, trained: TrainedModel) -> ImageSet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import timm
@@ -9,8 +10,11 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import simple_cnn as _own_models  # noqa: F401  (registers the lesson's CNNs)
+from cnnlab.models.heads import HEADS, HeadedModel, build_head, feature_dim, output_count
 from cnnlab.models.registry import own_builder, resolve_name
 from cnnlab.models.weights import load_local_weights, load_pretrained_timm
+
+log = logging.getLogger("cnnlab")
 
 
 @dataclass(frozen=True)
@@ -52,26 +56,45 @@ def create_model(
     pretrained: bool = False,
     weights: str | None = None,
     dropout: float = 0.5,
+    head: str = "default",
+    binary_head: str = "softmax",
 ) -> nn.Module:
     """Builds a model by name: an own CNN (``simple_cnn``, ...) or any timm model.
 
     Args:
         pretrained: start from ImageNet weights (built in for efficientnet_lite0; else the hub).
         weights: a local state dict (.safetensors/.pth); a classifier of another size is dropped.
+        head: ``default`` keeps timm's classifier (a plain timm model); ``linear``, ``lesson`` or
+            ``production`` wrap the pooled backbone in a ``HeadedModel``. Own CNNs keep their
+            own head (they already are the lesson's network) and ignore this.
+        binary_head: ``sigmoid`` gives a single logit for a 2-class task (train with BCE).
 
     Raises:
-        CnnlabError: unknown name, unavailable weights, or a weights file that does not fit.
+        CnnlabError: unknown name or head, unavailable weights, or a weights file that does not fit.
     """
+    if head not in HEADS:
+        raise CnnlabError(f"--head must be one of {', '.join(HEADS)}, got '{head}'")
+    outputs = output_count(num_classes, binary_head)
     resolved = resolve_name(name)
     builder = own_builder(resolved)
     if builder is not None:
         if pretrained:
             raise CnnlabError(f"'{name}' is trained from scratch and has no pretrained weights; drop --pretrained")
-        model = builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size, dropout=dropout)
-    elif pretrained and weights is None:
-        model = load_pretrained_timm(resolved, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout)
+        if head != "default":
+            log.info("'%s' has its own head; --head %s is ignored", name, head)
+        model = builder(num_classes=outputs, in_chans=in_chans, image_size=image_size, dropout=dropout)
     else:
-        model = timm.create_model(resolved, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=dropout)
+        custom = head != "default"
+        # A custom head brings its own dropout; the backbone's pooled output must stay clean.
+        timm_classes, drop_rate = (0, 0.0) if custom else (outputs, dropout)
+        if pretrained and weights is None:
+            model = load_pretrained_timm(resolved, num_classes=timm_classes, in_chans=in_chans, drop_rate=drop_rate)
+        else:
+            model = timm.create_model(
+                resolved, pretrained=False, num_classes=timm_classes, in_chans=in_chans, drop_rate=drop_rate
+            )
+        if custom:
+            model = HeadedModel(model, build_head(head, feature_dim(model), outputs, dropout), kind=head)
     if weights is not None:
         load_local_weights(model, weights)
     return model

@@ -22,6 +22,7 @@ def model_summary(model: nn.Module, input_shape: tuple[int, int, int], depth: in
         input_size=(1, *input_shape),
         col_names=("output_size", "num_params", "trainable"),
         depth=depth,
+        mode="eval",  # no dropout draws: a summary must not shift the random stream
         verbose=0,
         device="cpu",
     )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models.heads import HeadedModel
 from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
 
 log = logging.getLogger("cnnlab")
@@ -74,23 +75,21 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return (last_linear[-1],) if last_linear else ()
 
 
-def load_local_weights(model: nn.Module, path_text: str) -> None:
-    """Loads a local state dict; a classifier of another size is dropped and reported.
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of the modules named by ``prefixes`` (whole name parts only)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
-    Raises:
-        CnnlabError: for any other mismatch, naming how many keys and one example.
-    """
-    path = Path(path_text).expanduser()
-    state = read_state_dict(path)
+
+def _fit_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Loads ``state`` into ``model``, dropping (and reporting) classifier keys that do not fit."""
     own = model.state_dict()
     heads = _classifier_prefixes(model)
-    dropped = [
-        k for k in state
-        if k.startswith(heads) and k in own and own[k].shape != state[k].shape
-    ]
+    # A classifier of another size, another head design, or none at all (a backbone with
+    # num_classes=0): none of it can be used, and the model's own head starts fresh.
+    dropped = [k for k in state if _under(k, heads) and (k not in own or own[k].shape != state[k].shape)]
     for key in dropped:
         del state[key]
-    missing = [k for k in own if k not in state and k not in dropped and not k.startswith(heads)]
+    missing = [k for k in own if k not in state and not _under(k, heads)]
     unexpected = [k for k in state if k not in own]
     resized = [k for k in state if k in own and own[k].shape != state[k].shape]
     if missing or unexpected or resized:
@@ -102,4 +101,29 @@ def load_local_weights(model: nn.Module, path_text: str) -> None:
         )
     model.load_state_dict(state, strict=False)
     if dropped:
-        log.warning("%s: classifier of another size dropped (%s); it starts fresh", path.name, ", ".join(dropped))
+        log.warning("%s: classifier of another size or design not used (%s); it starts fresh",
+                    path.name, ", ".join(dropped[:4]) + (" ..." if len(dropped) > 4 else ""))
+
+
+def load_local_weights(model: nn.Module, path_text: str) -> None:
+    """Loads a local state dict; a classifier of another size is dropped and reported.
+
+    Works across head designs: a plain timm file (``conv_stem...``, ``classifier...``) loads into a
+    custom-head model's backbone, and a custom-head file (``backbone...``, ``head...``) into a
+    plain timm model; in both cases the file's classifier is not used.
+
+    Raises:
+        CnnlabError: for any other mismatch, naming how many keys and one example.
+    """
+    path = Path(path_text).expanduser()
+    state = read_state_dict(path)
+    from_headed = any(k.startswith("backbone.") for k in state)
+    if isinstance(model, HeadedModel) and not from_headed:
+        _fit_state(model.backbone, state, path)
+    elif from_headed and not isinstance(model, HeadedModel):
+        head_keys = [k for k in state if not k.startswith("backbone.")]
+        if head_keys:
+            log.warning("%s: head of another design not used (%s); it starts fresh", path.name, head_keys[0])
+        _fit_state(model, {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, path)
+    else:
+        _fit_state(model, state, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -21,16 +22,29 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
+from cnnlab.errors import CnnlabError
 from cnnlab.models import model_input, resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.train.build import build_model, preprocess_meta
 from cnnlab.train.checkpoint import load_module_weights
 from cnnlab.train.module import ClassifierModule
-from cnnlab.train.run_dir import RunFiles, new_run_dir, write_meta, write_skipped
+from cnnlab.train.resume import check_same_data, resume_point, trim_history
+from cnnlab.train.run_dir import RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_meta, write_skipped
 from cnnlab.train.trainer import build_trainer
 
 log = logging.getLogger("cnnlab")
+
+
+@dataclass
+class RunContext:
+    """A run being trained: its config, folder, data, network and metadata."""
+
+    config: RunConfig
+    files: RunFiles
+    data: PreparedData
+    model: torch.nn.Module
+    meta: dict[str, Any]
 
 
 @dataclass
@@ -43,32 +57,47 @@ class FitResult:
     meta: dict[str, Any]
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume."""
+
+    def __init__(self, result: FitResult) -> None:
+        super().__init__(f"interrupted: {result.files.root}")
+        self.result = result
+
+
 def _class_weights(data: PreparedData) -> torch.Tensor:
     counts = torch.tensor(data.splits["train"].class_counts(data.num_classes), dtype=torch.float32)
     return counts.sum() / (counts.clamp(min=1) * len(counts))  # inverse frequency, mean ~1
 
 
-def fit(config: RunConfig, command: str) -> FitResult:
-    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint.
-
-    Raises:
-        CnnlabError: for bad data or options, before any expensive work where possible.
-    """
-    started = time.perf_counter()
+def _prepare(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     wanted = model_input(config.model.name, config.model.pretrained)
     data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size))
-    for warning in meaning_warnings(config.augment, data.channels, data.class_names):
-        log.warning(warning)
     preprocess = preprocess_meta(data, config)
     model = build_model(config, data.num_classes, preprocess)
+    try:
+        summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
+    except RuntimeError as exc:
+        raise CnnlabError(
+            f"model '{config.model.name}' cannot take {data.image_size[0]}x{data.image_size[1]} px "
+            f"images ({str(exc).splitlines()[0][:80]}); use a larger --image-size"
+        ) from None
+    return data, preprocess, model, summary
+
+
+def start_run(config: RunConfig, command: str) -> RunContext:
+    """Prepares data and model (failing fast on bad input), then creates the run folder."""
+    data, preprocess, model, summary = _prepare(config)
+    for warning in meaning_warnings(config.augment, data.channels, data.class_names):
+        log.warning(warning)
     files = new_run_dir(config)
     save_config(config, files.config)
     write_skipped(files, data.skipped)
     if data.skipped:
         log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
-    summary = model_summary(model, (data.channels, *data.image_size))
     atomic_write_text(files.summary, summary + "\n")
+    print(summary)
     total, trainable = count_parameters(model)
     meta: dict[str, Any] = {
         "name": files.root.name,
@@ -85,40 +114,114 @@ def fit(config: RunConfig, command: str) -> FitResult:
         "timing": {},
     }
     write_meta(files, meta)
-    print(summary)
+    return RunContext(config, files, data, model, meta)
 
-    aug = config.augment
+
+def reopen_run(path: str) -> tuple[RunContext, str | None]:
+    """A stopped run, rebuilt from its folder, and the checkpoint to continue from (if any).
+
+    Raises:
+        CnnlabError: when the run is complete, or its data changed since it started.
+    """
+    files = open_run(path)
+    meta = read_meta(files)
+    if meta.get("status") == "completed":
+        raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
+    config = read_run_config(files)
+    data, _, model, _ = _prepare(config)
+    check_same_data(meta, data)
+    return RunContext(config, files, data, model, meta), resume_point(files)
+
+
+def _module(ctx: RunContext) -> ClassifierModule:
+    aug, data = ctx.config.augment, ctx.data
     mix = None
     if aug.mixup > 0 or aug.cutmix > 0:
         mix = partial(mix_batch, num_classes=data.num_classes, mixup_alpha=aug.mixup,
                       cutmix_alpha=aug.cutmix, label_smoothing=aug.label_smoothing)
-    module = ClassifierModule(
-        model,
+    preprocess = ctx.meta["preprocess"]
+    return ClassifierModule(
+        ctx.model,
         data.num_classes,
         Normalize(preprocess["mean"], preprocess["std"]),
-        config.train,
+        ctx.config.train,
         augment=build_batch_augment(aug),
         mix=mix,
         label_smoothing=aug.label_smoothing,
-        class_weights=_class_weights(data) if config.train.class_weights == "auto" else None,
-        metadata={k: meta[k] for k in ("class_names", "preprocess", "model")},
+        class_weights=_class_weights(data) if ctx.config.train.class_weights == "auto" else None,
+        metadata={k: ctx.meta[k] for k in ("class_names", "preprocess", "model")},
     )
-    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, config.data.sampler == "balanced")
+
+
+def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
+    """Trains (or continues) the run's network with the Lightning Trainer; loads the best weights.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
+        CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
+    """
+    config, files = ctx.config, ctx.files
+    # The same random stream from here on, whatever ran before (a fresh run, or a resume of a
+    # run killed before its first checkpoint); a checkpoint's own RNG state replaces it.
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    module = _module(ctx)
+    datamodule = ImageDataModule(ctx.data, config.data.batch_size, config.train.seed, config.data.sampler == "balanced")
     trainer, checkpoint = build_trainer(config.train, files, config.train.epochs)
-    fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_seconds = time.perf_counter() - fit_started
-    best_path = checkpoint.best_model_path or str(files.last)
-    load_module_weights(module, best_path)  # EarlyStopping's "restore best weights"
+    if resume_from:
+        trim_history(files, resume_from)
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful shutdown followed by exit(1).
+        if not trainer.interrupted:
+            raise
+        interrupted = True
+    except (torch.OutOfMemoryError, MemoryError):
+        batch = config.data.batch_size
+        raise CnnlabError(
+            f"out of memory at batch size {batch}; try --batch-size {max(1, batch // 2)} "
+            "(or a smaller --image-size)"
+        ) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise CnnlabError(
+            f"disk full while writing to {files.root}; the previous checkpoint is kept. Free some "
+            f"space, then: cnnlab train --resume {files.root}"
+        ) from None
+    seconds = time.perf_counter() - started
+    best_path = checkpoint.best_model_path or (str(files.last) if files.last.exists() else None)
+    if best_path:
+        load_module_weights(module, best_path)  # EarlyStopping's "restore best weights"
+    previous = ctx.meta.get("timing", {}).get("train_seconds", 0.0) if resume_from else 0.0
     best_score = checkpoint.best_model_score
-    meta["stages"] = [{
+    ctx.meta["stages"] = [{
         "name": "train",
         "epochs": trainer.current_epoch,
-        "seconds": round(train_seconds, 2),
+        "seconds": round(previous + seconds, 2),
         "best_val_loss": float(best_score) if best_score is not None else None,
     }]
-    meta["timing"] = {"train_seconds": round(train_seconds, 2),
-                      "total_seconds": round(time.perf_counter() - started, 2)}
-    meta["status"] = "trained"
-    write_meta(files, meta)
-    return FitResult(files, module, data, meta)
+    ctx.meta["timing"] = {"train_seconds": round(previous + seconds, 2)}
+    ctx.meta["status"] = "interrupted" if interrupted else "trained"
+    write_meta(files, ctx.meta)
+    result = FitResult(files, module, ctx.data, ctx.meta)
+    if interrupted:
+        raise TrainingInterrupted(result)
+    return result
+
+
+def fit(config: RunConfig, command: str) -> FitResult:
+    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint."""
+    return train_run(start_run(config, command))
+
+
+def resume(path: str) -> FitResult:
+    """Continues a stopped run from its last checkpoint (or from scratch if it has none)."""
+    ctx, checkpoint = reopen_run(path)
+    if checkpoint is None:
+        log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
+    ctx.meta["status"] = "running"
+    write_meta(ctx.files, ctx.meta)
+    return train_run(ctx, checkpoint)

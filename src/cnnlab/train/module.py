@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.normalize import Normalize
+from cnnlab.train import rng
 from cnnlab.train.optim import build_optimizer, build_scheduler
 
 MixFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -90,3 +91,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cnnlab"] = self.metadata
+        checkpoint["cnnlab_rng"] = rng.capture()  # a resumed run replays the same dropout/augment draws
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "cnnlab_rng" in checkpoint:
+            rng.restore(checkpoint["cnnlab_rng"])

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnlab.config import TrainConfig
+from cnnlab.io import atomic_write_bytes
 from cnnlab.train.callbacks import EpochLines
+from cnnlab.train.history_logger import HistoryCSVLogger
 from cnnlab.train.run_dir import RunFiles
 
 
@@ -32,6 +38,16 @@ def quiet_lightning() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temp file, fsyncs, then renames: a kill -9 or a full disk
+    mid-write leaves the previous checkpoint intact, never half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -72,11 +88,13 @@ def build_trainer(
         deterministic=cfg.deterministic,
         callbacks=[checkpoint, early_stopping, progress, *(extra_callbacks or [])],
         logger=[
-            CSVLogger(save_dir=files.root, name="", version=""),
+            # Flushed at every (epoch-level) log call: a killed run keeps its history.
+            HistoryCSVLogger(save_dir=files.root, name="", version="", flush_logs_every_n_steps=1),
             TensorBoardLogger(save_dir=files.root, name="tensorboard", version="", default_hp_metric=False),
         ],
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
+        plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )

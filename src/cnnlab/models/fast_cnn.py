@@ -1,0 +1,167 @@
+"""Small batch-normalised CNNs that train fast from scratch on a CPU (``--recipe fast``, ``fast-cifar``).
+
+``fast_cnn``: conv-BN-ReLU blocks (widths 32-64-128 by default), each followed by a 2x2 max-pool,
+then a global max-pool and one linear layer: the shape of the fastest published MNIST trainers.
+
+``fast_cifar``: the airbench94 design (Keller Jordan, 2024) at CPU size: a 2x2 patch-whitening
+stem whose weights come from the first training batch's patch covariance (then frozen), three
+conv groups (conv, max-pool, BN, GELU, conv, BN, GELU), a global max-pool and a bias-free
+linear layer whose output is scaled down (1/9), so early logits stay small.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.models.registry import register_model
+
+_BN_MOMENTUM = 0.4  # torch convention (weight of the new batch); airbench's 0.6 in Keras terms
+_LOGIT_SCALE = 1 / 9  # airbench: a small output scale lets a high learning rate start calmly
+
+
+def conv_bn(in_chans: int, out_chans: int, act: type[nn.Module] = nn.ReLU) -> list[nn.Module]:
+    """3x3 'same' convolution without bias (BN has one), BN, activation."""
+    return [
+        nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_chans, momentum=_BN_MOMENTUM),
+        act(),
+    ]
+
+
+class FastCNN(nn.Module):
+    """conv-BN-ReLU blocks with 2x2 max-pools, global max-pool, dropout, linear.
+
+    Pools stop once the map is 2 px or smaller, so 8x8 images work with the same widths.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 1,
+        image_size: tuple[int, int] = (28, 28),
+        widths: Sequence[int] = (32, 64, 128),
+        dropout: float = 0.0,
+        flatten: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        side, chans = min(image_size), in_chans
+        for width in widths:
+            layers.append(nn.Conv2d(chans, width, 3, padding=1, bias=False))
+            if side >= 4:  # keep at least 2x2 for the global pool
+                # Pool before BN and ReLU (both monotone): they then touch 4x fewer values.
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+            layers += [nn.BatchNorm2d(width, momentum=_BN_MOMENTUM), nn.ReLU(inplace=True)]
+            chans = width
+        self.features = nn.Sequential(*layers)
+        pool = nn.Identity() if flatten else nn.AdaptiveMaxPool2d(1)
+        flat = chans * (side * side if flatten else 1)
+        self.head = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class PatchWhitening(nn.Module):
+    """A 2x2 convolution whose filters whiten image patches (airbench's first layer).
+
+    The filters are the eigenvectors of the patch covariance of the first training batch,
+    scaled by 1/sqrt(eigenvalue), plus their negatives (so the GELU after it loses nothing).
+    They are set once (``initialised`` is saved in checkpoints) and never trained.
+    """
+
+    def __init__(self, in_chans: int, eps: float = 5e-4) -> None:
+        super().__init__()
+        self.out_chans = 2 * in_chans * 4  # 2x2 patches, each filter and its negative
+        self.conv = nn.Conv2d(in_chans, self.out_chans, 2, padding=0, bias=True)
+        self.conv.weight.requires_grad_(False)  # frozen: whitening is a fixed change of basis
+        self.eps = eps
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Sets the filters from a batch (N, C, H, W) of normalised training images."""
+        c = x.shape[1]
+        patches = F.unfold(x.float(), kernel_size=2).transpose(1, 2).reshape(-1, c * 4)
+        patches = patches - patches.mean(0, keepdim=True)
+        cov = patches.T @ patches / max(len(patches) - 1, 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov.double())
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.eps)[:, None]).float()
+        filters = filters.flip(0).reshape(c * 4, c, 2, 2)  # strongest components first
+        self.conv.weight.copy_(torch.cat([filters, -filters]))
+        self.conv.bias.zero_()
+        self.initialised.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not bool(self.initialised):
+            self.init_from(x)  # the first training batch; a checkpoint load skips this
+        return self.conv(x)
+
+
+class ConvGroup(nn.Module):
+    """airbench's block: conv, 2x2 max-pool, BN, GELU, conv, BN, GELU."""
+
+    def __init__(self, in_chans: int, out_chans: int, pool: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(out_chans, momentum=_BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chans, momentum=_BN_MOMENTUM)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class FastCifarNet(nn.Module):
+    """airbench94's network with configurable widths (airbench: 64/256/256)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        image_size: tuple[int, int] = (32, 32),
+        widths: Sequence[int] = (64, 256, 256),
+        whiten: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if whiten:
+            stem: nn.Module = PatchWhitening(in_chans)
+            chans = stem.out_chans
+        else:
+            chans = 2 * in_chans * 4
+            stem = nn.Conv2d(in_chans, chans, 3, padding=1, bias=False)
+        side = min(image_size) - (1 if whiten else 0)
+        groups: list[nn.Module] = []
+        for width in widths:
+            groups.append(ConvGroup(chans, width, pool=side >= 4))
+            side = side // 2 if side >= 4 else side
+            chans = width
+        self.stem, self.act = stem, nn.GELU()
+        self.groups = nn.Sequential(*groups)
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(chans, num_classes, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.groups(self.act(self.stem(x)))) * _LOGIT_SCALE
+
+
+@register_model("fast_cnn")
+def fast_cnn(num_classes: int, in_chans: int, image_size: tuple[int, int], dropout: float = 0.0) -> nn.Module:
+    """``--recipe fast``'s MNIST net: conv-BN-ReLU 32-64-128 with max-pools (about 100k params)."""
+    return FastCNN(num_classes, in_chans, image_size, dropout=dropout)
+
+
+@register_model("fast_cifar")
+def fast_cifar(num_classes: int, in_chans: int, image_size: tuple[int, int], dropout: float = 0.0) -> nn.Module:
+    """``--recipe fast-cifar``'s net: airbench94's design at CPU width."""
+    return FastCifarNet(num_classes, in_chans, image_size, dropout=dropout)

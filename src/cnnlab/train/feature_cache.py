@@ -1,0 +1,186 @@
+"""Feature cache: with a frozen backbone, compute pooled features once and train only the head.
+
+Stage 1 of transfer learning runs the frozen backbone over the same images every epoch. Its
+output never changes (eval mode, frozen weights), so one pass per split is enough; after that an
+epoch is a few small matrix products. Augmentation is kept as a fixed number of augmented views
+of the training set, one used per epoch in turn.
+
+Integration: ``cache_features`` -> ``FeatureDataModule`` -> ``FeatureHeadModule`` (a
+``ClassifierModule`` whose forward runs only the head, so its loss, metrics, optimiser,
+scheduler and checkpoints are the same, and its checkpoints hold the whole model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches
+from cnnlab.data.normalize import Normalize
+from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.models.heads import head_forward, pooled_features
+from cnnlab.train.module import ClassifierModule
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # float [0, 1] (N, C, H, W) -> same
+
+
+@dataclass
+class FeatureSet:
+    """Pooled features of one split: ``features`` float (views * N, D), ``labels`` int64 (views * N,).
+
+    Rows ``v * N ... (v + 1) * N`` are view ``v`` of the N images (``views`` > 1: augmented views).
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    views: int = 1
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.views
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def extract_features(
+    model: nn.Module,
+    images: ImageSet | torch.Tensor,
+    normalize: Normalize,
+    batch_size: int = 256,
+    augment: Augment | None = None,
+    views: int = 1,
+    device: torch.device | str | None = None,
+) -> FeatureSet:
+    """Runs the (frozen) backbone once over ``images`` (uint8 N, C, H, W) in eval mode.
+
+    Args:
+        augment: applied to [0, 1] images before normalising; with ``views`` > 1 each view is
+            a fresh draw (the augmentation uses torch's global RNG: seed before calling).
+        device: where to compute; default the model's. Features are returned on the CPU.
+    """
+    tensor = images.images if isinstance(images, ImageSet) else images
+    labels = images.labels if isinstance(images, ImageSet) else torch.zeros(len(tensor), dtype=torch.long)
+    device = torch.device(device) if device is not None else _model_device(model)
+    normalize = normalize.to(device)
+    was_training = model.training
+    model.eval()
+    chunks: list[torch.Tensor] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(views):
+                for start in range(0, len(tensor), batch_size):
+                    unit = Normalize.to_unit(tensor[start : start + batch_size].to(device))
+                    if augment is not None:
+                        unit = augment(unit)
+                    chunks.append(pooled_features(model, normalize(unit)).float().cpu())
+    finally:
+        model.train(was_training)
+    # Concatenating outside inference mode gives a normal tensor, usable in autograd later.
+    features = torch.cat(chunks) if chunks else torch.zeros(0, 0)
+    return FeatureSet(features.clone(), labels.repeat(views).clone(), views)
+
+
+def cache_features(
+    model: nn.Module,
+    data: PreparedData,
+    normalize: Normalize,
+    batch_size: int = 256,
+    augment: Augment | None = None,
+    train_views: int = 1,
+    device: torch.device | str | None = None,
+) -> dict[str, FeatureSet]:
+    """Features of every split; the training split as ``train_views`` augmented views when
+    ``augment`` is given (validation and test are never augmented)."""
+    result = {}
+    for name, image_set in data.splits.items():
+        is_train = name == "train" and augment is not None
+        result[name] = extract_features(
+            model, image_set, normalize, batch_size,
+            augment=augment if is_train else None, views=max(1, train_views) if is_train else 1, device=device,
+        )
+    return result
+
+
+class _Rows(Dataset):
+    """Indexed by a whole list of row positions, returning the stacked batch."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.features, self.labels = features.features, features.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return self.features[index], self.labels[index]
+
+
+class _ViewBatches(EpochBatches):
+    """The image loader's batch order (same seed -> same batches), on view ``epoch % views``."""
+
+    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, seed: int, balanced: bool) -> None:
+        super().__init__(features.labels[: len(features)], batch_size, shuffle, seed, balanced)
+        self.views = features.views
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = (self.epoch % self.views) * self.size
+        for positions in super().__iter__():
+            yield [offset + p for p in positions]
+
+
+def feature_loader(
+    features: FeatureSet, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False
+) -> DataLoader:
+    """A DataLoader of (features, labels) batches, like ``cnnlab.data.loaders.batch_loader``."""
+    sampler = _ViewBatches(features, batch_size, shuffle, seed, balanced)
+    return DataLoader(_Rows(features), sampler=sampler, batch_size=None)
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Serves cached features in place of ``ImageDataModule`` (same batch order and sizes)."""
+
+    def __init__(self, features: dict[str, FeatureSet], batch_size: int, seed: int, balanced: bool = False):
+        super().__init__()
+        self.features, self.batch_size, self.seed, self.balanced = features, batch_size, seed, balanced
+
+    def train_dataloader(self) -> DataLoader:
+        return feature_loader(self.features["train"], self.batch_size, True, self.seed, self.balanced)
+
+    def val_dataloader(self) -> DataLoader:
+        return feature_loader(self.features["val"], max(self.batch_size, EVAL_BATCH_SIZE))
+
+    def test_dataloader(self) -> DataLoader:
+        return feature_loader(self.features["test"], max(self.batch_size, EVAL_BATCH_SIZE))
+
+
+class FeatureHeadModule(ClassifierModule):
+    """A ClassifierModule trained on cached features: the forward pass is the head alone.
+
+    Holds the whole model (so checkpoints load like any ClassifierModule's), but only the head
+    runs, and only trainable parameters (the head, after ``freeze_backbone``) are optimised.
+    Batches are features already: no pixel scaling, augmentation or mixing.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, train_cfg: Any, **kwargs: Any) -> None:
+        kwargs.pop("augment", None)
+        kwargs.pop("mix", None)
+        kwargs.pop("normalize", None)
+        super().__init__(model=model, num_classes=num_classes, normalize=Normalize([0.0], [1.0]),
+                         train_cfg=train_cfg, augment=None, mix=None, **kwargs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return head_forward(self.model, features)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch  # features: nothing to convert

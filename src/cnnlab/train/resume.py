@@ -1,0 +1,40 @@
+"""What ``--resume`` needs: where to continue from, and proof that the data is the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.data.types import PreparedData
+from cnnlab.errors import CnnlabError
+from cnnlab.train.history_logger import read_rows, write_rows
+from cnnlab.train.checkpoint import read_checkpoint
+from cnnlab.train.run_dir import RunFiles
+
+
+def resume_point(files: RunFiles) -> str | None:
+    """``last.ckpt`` if there is one (checked readable, safely), else None: start from scratch."""
+    if not files.last.is_file():
+        return None
+    read_checkpoint(files.last)  # a truncated or unsafe file is a clear error, not a traceback
+    return str(files.last)
+
+
+def check_same_data(meta: dict[str, Any], data: PreparedData) -> None:
+    """Refuses to resume on a different split: the result would not be the run it claims to be."""
+    saved = meta.get("data", {}).get("splits", {})
+    for name, image_set in data.splits.items():
+        expected = saved.get(name, {}).get("fingerprint")
+        if expected and expected != image_set.fingerprint():
+            raise CnnlabError(
+                f"the {name} split differs from when the run started (files added, removed or "
+                "changed); restore the data or start a new run"
+            )
+
+
+def trim_history(files: RunFiles, checkpoint_path: str) -> None:
+    """Drops metrics.csv rows of epochs after the checkpoint, which the resumed run redoes."""
+    last_epoch = int(read_checkpoint(checkpoint_path).get("epoch", 0))  # saved at this epoch's end
+    rows = read_rows(files.metrics_csv)
+    kept = [row for row in rows if float(row.get("epoch", 0)) <= last_epoch]
+    if len(kept) != len(rows):
+        write_rows(files.metrics_csv, kept)

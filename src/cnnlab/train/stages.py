@@ -1,0 +1,141 @@
+"""Two-stage transfer learning as data: which stages run, how long, at what LR, and what trains.
+
+Stage 1 (``frozen``) trains the head on a frozen backbone at ``train.lr``; stage 2 (``finetune``)
+also unfreezes the backbone's top (``transfer.finetune_layers`` layers, or
+``transfer.finetune_blocks`` blocks) at ``transfer.finetune_lr``. A ``train`` stage trains
+everything at ``train.lr`` (from scratch, or ``--stages full``). One ``trainer.fit`` per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lightning as L
+from torch import nn
+
+from cnnlab.config import RunConfig, TransferConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.models.freeze import (
+    freeze_backbone,
+    param_groups,
+    set_frozen_bn_eval,
+    trainable_summary,
+    unfreeze_all,
+    unfreeze_last_blocks,
+    unfreeze_last_layers,
+)
+
+log = logging.getLogger("cnnlab")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``trainer.fit``: its name, length, learning rate and what is trainable."""
+
+    name: str  # frozen | finetune | train
+    epochs: int
+    lr: float
+    prepare: str  # head: only the head trains | top: head + backbone top | all: everything
+    layer_decay: float | None = None  # LR decay per block going down (finetune/train only)
+    # Backbone BatchNorm in inference mode even where unfrozen (Keras' fine-tuning advice): its
+    # ImageNet statistics are kept, and the head sees the features it was trained on.
+    bn_eval: bool = False
+
+    @property
+    def head_only(self) -> bool:
+        """True when the backbone is entirely frozen: the feature cache applies."""
+        return self.prepare == "head"
+
+
+def plan_stages(config: RunConfig, pretrained: bool) -> list[Stage]:
+    """The stages ``config.transfer.stages`` asks for.
+
+    Args:
+        pretrained: the backbone starts from learned weights (``--pretrained`` or ``--weights``).
+
+    ``auto`` is ``both`` when pretrained, else one ``train`` stage; ``frozen`` is stage 1 only;
+    ``full`` is one stage with everything trainable. Stages of 0 epochs are left out.
+
+    Raises:
+        CnnlabError: unknown ``stages`` value or a negative epoch count.
+    """
+    transfer, train = config.transfer, config.train
+    mode = transfer.stages
+    if mode == "auto":
+        mode = "both" if pretrained else "full"
+    if mode not in ("frozen", "both", "full"):
+        raise CnnlabError(f"--stages must be auto, frozen, both or full, got '{transfer.stages}'")
+    if mode != "full" and not pretrained:
+        log.warning("--stages %s on a randomly initialised backbone: only the head learns in stage 1", mode)
+    frozen_epochs = train.epochs if transfer.frozen_epochs is None else transfer.frozen_epochs
+    finetune_epochs = train.epochs if transfer.finetune_epochs is None else transfer.finetune_epochs
+    if min(frozen_epochs, finetune_epochs) < 0:
+        raise CnnlabError("--frozen-epochs and --finetune-epochs must be 0 or more")
+    if mode == "full":
+        return [Stage("train", train.epochs, train.lr, "all", transfer.layer_decay)]
+    stages = [Stage("frozen", frozen_epochs, train.lr, "head")]
+    if mode == "both":
+        stages.append(Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True))
+    stages = [stage for stage in stages if stage.epochs > 0]
+    if not stages:
+        raise CnnlabError("every stage has 0 epochs; set --frozen-epochs or --finetune-epochs above 0")
+    return stages
+
+
+def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) -> tuple[int, int]:
+    """Sets ``requires_grad`` for ``stage`` and puts frozen BatchNorm layers in eval mode.
+
+    Returns:
+        (trainable, frozen) parameter counts, for the log and run.json.
+    """
+    if stage.prepare == "all":
+        unfreeze_all(model)
+    else:
+        freeze_backbone(model)
+        if stage.prepare == "top":
+            if transfer_cfg.finetune_blocks is not None:
+                names = unfreeze_last_blocks(model, transfer_cfg.finetune_blocks)
+            else:
+                names = unfreeze_last_layers(model, transfer_cfg.finetune_layers)
+            if names:
+                log.info("fine-tuning %d backbone layers: %s ... %s", len(names), names[0], names[-1])
+    model.train()
+    set_frozen_bn_eval(model, include_trainable=stage.bn_eval)
+    return trainable_summary(model)
+
+
+def stage_param_groups(model: nn.Module, stage: Stage, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer groups for ``stage`` (trainable parameters only, layer decay if set)."""
+    return param_groups(model, stage.lr, stage.layer_decay, weight_decay)
+
+
+def use_feature_cache(stage: Stage, config: RunConfig) -> bool:
+    """Whether ``stage`` can train the head on cached features instead of images.
+
+    Needs a frozen backbone and ``transfer.feature_cache``; mixup/cutmix mix pixels, which cached
+    features cannot reproduce, so they turn it off. Other augmentation is cached as fixed views.
+    """
+    mixing = config.augment.mixup > 0 or config.augment.cutmix > 0
+    return stage.head_only and config.transfer.feature_cache and not mixing
+
+
+def improvement_line(before: float, after: float) -> str:
+    """The line logged after stage 2, accuracies as fractions: 'improvement ...: +1.23 points'."""
+    return f"improvement from fine-tuning: {100.0 * (after - before):+.2f} points"
+
+
+class FrozenBatchNormEval(L.Callback):
+    """Keeps frozen BatchNorm layers in eval mode through Lightning's train/eval switches.
+
+    Add to each stage's Trainer: ``extra_callbacks=[FrozenBatchNormEval(stage.bn_eval)]``;
+    cheap when nothing is frozen.
+    """
+
+    def __init__(self, include_trainable: bool = False) -> None:
+        self.include_trainable = include_trainable  # also the backbone's trainable BN layers
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's validation loop restores each module's mode afterwards, so once per
+        # epoch is enough even with mid-epoch validation.
+        set_frozen_bn_eval(getattr(pl_module, "model", pl_module), self.include_trainable)

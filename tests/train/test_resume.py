@@ -1,0 +1,91 @@
+"""Crash safety: a run killed (SIGKILL) or stopped (Ctrl-C) at any point resumes to the same result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_json
+
+TRAIN = ["digits", "--epochs", "4", "--deterministic", "--seed", "3", "--batch-size", "64"]
+
+
+def _cnnlab(*args: str) -> list[str]:
+    return [sys.executable, "-u", "-m", "cnnlab", *map(str, args)]
+
+
+def _start(runs: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    log = runs.parent / f"{name}.log"
+    handle = log.open("w")
+    process = subprocess.Popen(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", name),
+                               stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"})
+    return process, log
+
+
+def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in log.read_text():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended before '{text}':\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"'{text}' not seen in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    runs = tmp_path_factory.mktemp("ref") / "runs"
+    subprocess.run(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "full"), check=True,
+                   capture_output=True, timeout=300)
+    return {"metrics": read_json(runs / "full" / "metrics.json")["test"],
+            "history": (runs / "full" / "metrics.csv").read_text()}
+
+
+@pytest.mark.parametrize("after,delay", [("Trainable params", 0.0), ("epoch 1/4", 0.4), ("epoch 3/4", 0.0)],
+                         ids=["before-first-epoch", "mid-epoch-2", "after-epoch-3"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, after, delay):
+    runs = tmp_path / "runs"
+    process, log = _start(runs, "k")
+    _wait_for(log, after, process)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    resumed = subprocess.run(_cnnlab("train", "--resume", runs / "k"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_json(runs / "k" / "metrics.json")["test"] == reference["metrics"]
+    assert (runs / "k" / "metrics.csv").read_text() == reference["history"]
+    assert read_json(runs / "k" / "run.json")["status"] == "completed"
+
+
+def test_ctrl_c_saves_reports_and_resumes(tmp_path, reference):
+    runs = tmp_path / "runs"
+    process, log = _start(runs, "c")
+    _wait_for(log, "epoch 2/4", process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    output = log.read_text()
+    assert "resume with: cnnlab train --resume" in output
+    assert "Traceback" not in output
+    run = runs / "c"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "report.html").is_file()
+    assert read_json(run / "run.json")["status"] == "interrupted"
+    resumed = subprocess.run(_cnnlab("train", "--resume", run), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_json(run / "metrics.json")["test"] == reference["metrics"]
+
+
+def test_resume_refuses_a_completed_run_and_extra_options(cli, tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("train", "digits", "--epochs", "1", "--runs-dir", runs, "--name", "done")[0] == 0
+    code, _, err = cli("train", "--resume", runs / "done")
+    assert code == 2 and "already complete" in err
+    code, _, err = cli("train", "--resume", runs / "done", "--epochs", "3")
+    assert code == 2 and "drop the other options" in err
