@@ -46,7 +46,7 @@ def data() -> PreparedData:
 
 def _model(head: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model("resnet18", num_classes=3, in_chans=3, image_size=(32, 32), head=head, dropout=0.0)
+    model = create_model("test_resnet", num_classes=3, in_chans=3, image_size=(32, 32), head=head, dropout=0.0)
     freeze_backbone(model)
     return model
 
@@ -54,7 +54,7 @@ def _model(head: str) -> torch.nn.Module:
 def test_features_match_the_model_and_train_mode_is_restored(data: PreparedData) -> None:
     model = _model("lesson").train()
     features = extract_features(model, data.splits["val"], NORM, batch_size=8)
-    assert features.features.shape == (30, 512) and len(features) == 30 and model.training
+    assert features.features.shape == (30, 96) and len(features) == 30 and model.training
     model.eval()
     with torch.no_grad():
         x = NORM(data.splits["val"].images.float() / 255)
@@ -74,7 +74,7 @@ def test_augmented_views_rotate_by_epoch(data: PreparedData) -> None:
 
     cached = cache_features(_model("linear"), data, NORM, batch_size=64, augment=augment, train_views=2)
     train = cached["train"]
-    assert train.views == 2 and train.features.shape == (140, 512) and len(train) == 70
+    assert train.views == 2 and train.features.shape == (140, 96) and len(train) == 70
     assert cached["val"].views == 1 and sum(calls) == 140  # validation and test never augmented
     loader = feature_loader(train, 70, shuffle=False)
     for epoch, offset in [(0, 0), (1, 70), (2, 0)]:

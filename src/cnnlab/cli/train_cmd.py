@@ -68,8 +68,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Train, evaluate on the test split, and write runs/<name>/ with a report.",
     )
     p.add_argument("data", nargs="?", help="image folder, CSV listing, or built-in set (mnist-sample, digits, ...)")
-    p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last checkpoint")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Every option of a training run (shared by ``train`` and the experiments)."""
+    p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     p.add_argument("--name", help="run folder name (default <model>-<data>, numbered if taken)")
     p.add_argument("--runs-dir", dest="runs_dir", help="where run folders go (default runs)")
     m = p.add_argument_group("model")
@@ -124,8 +131,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     x.add_argument("--feature-cache", dest="feature_cache", action=argparse.BooleanOptionalAction, default=None,
                    help="frozen stage: compute backbone features once (default on)")
     add_augment_arguments(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

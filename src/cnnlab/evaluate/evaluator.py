@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.augment.options import AugmentConfig
+from cnnlab.augment.preview import preset_preview
 from cnnlab.data.loaders import EVAL_BATCH_SIZE
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
@@ -90,8 +92,10 @@ def evaluate_split(
     return metrics
 
 
-def write_training_figures(run_dir: Path, train_set: ImageSet, class_names: list[str], counts: dict) -> None:
-    """History curves, the sample grid and class counts: the pictures of how training went."""
+def write_training_figures(
+    run_dir: Path, train_set: ImageSet, class_names: list[str], counts: dict, augment: AugmentConfig | None = None
+) -> None:
+    """History curves, the sample grid, class counts and (when used) the augmentation preview."""
     history = load_history(run_dir)
     if len(history):  # empty when interrupted before the first epoch ended
         figures.plot_history(history, run_dir / "history.png")
@@ -101,3 +105,6 @@ def write_training_figures(run_dir: Path, train_set: ImageSet, class_names: list
         train_set.images[index].numpy(), train_set.labels[index].numpy(), class_names, run_dir / "samples.png"
     )
     figures.plot_class_counts(counts, run_dir / "class_counts.png")
+    if augment is not None and augment != AugmentConfig():
+        picks = [train_set.images[int(i)].permute(1, 2, 0).numpy() for i in index[:: max(1, len(index) // 4)][:4]]
+        preset_preview(picks, augment, draws=6, out=run_dir / "augmentation.png")

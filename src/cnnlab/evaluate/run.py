@@ -41,7 +41,7 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")},
     )
     counts = {name: split["per_class"] for name, split in data.summary()["splits"].items()}
-    write_training_figures(files.root, data.splits["train"], data.class_names, counts)
+    write_training_figures(files.root, data.splits["train"], data.class_names, counts, result.config.augment)
     update_meta(files, status="completed")
     write_report(files.root)
     return metrics
@@ -70,7 +70,8 @@ def finish_interrupted(result: FitResult) -> None:
         test = result.data.splits["test"]
         evaluate_split(result.module.model, result.module.normalize, test, result.data.class_names, files.root)
     counts = {name: split["per_class"] for name, split in result.data.summary()["splits"].items()}
-    write_training_figures(files.root, result.data.splits["train"], result.data.class_names, counts)
+    write_training_figures(files.root, result.data.splits["train"], result.data.class_names, counts,
+                           result.config.augment)
     write_report(files.root)
 
 

@@ -55,6 +55,7 @@ class FitResult:
     module: ClassifierModule
     data: PreparedData
     meta: dict[str, Any]
+    config: RunConfig
 
 
 class TrainingInterrupted(Exception):
@@ -206,7 +207,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     ctx.meta["timing"] = {"train_seconds": round(previous + seconds, 2)}
     ctx.meta["status"] = "interrupted" if interrupted else "trained"
     write_meta(files, ctx.meta)
-    result = FitResult(files, module, ctx.data, ctx.meta)
+    result = FitResult(files, module, ctx.data, ctx.meta, config)
     if interrupted:
         raise TrainingInterrupted(result)
     return result

@@ -1,0 +1,51 @@
+"""``cnnlab experiment augmentation``: the lesson's exercise 3 as one command."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from cnnlab.cli.train_cmd import add_run_arguments, config_from_args
+from cnnlab.errors import CnnlabError
+
+
+def add_parser(subparsers: Any) -> None:
+    experiment = subparsers.add_parser("experiment", help="train several runs and compare them")
+    kinds = experiment.add_subparsers(dest="experiment", metavar="KIND", required=True)
+    p = kinds.add_parser(
+        "augmentation",
+        help="the same model with and without augmentation (same seed, same epochs)",
+        description="Trains twice, without and with augmentation (default: the lesson's preset), "
+        "then overlays the curves and tables train/val/test accuracy and the train-val gap.",
+    )
+    p.add_argument("data", help="image folder or built-in set")
+    add_run_arguments(p)
+    p.set_defaults(func=run_augmentation)
+
+
+def run_augmentation(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab.compare.augmentation import augmentation_experiment
+    from cnnlab.config import validate
+
+    if getattr(args, "mixup", None) or getattr(args, "cutmix", None):
+        raise CnnlabError("mixup/cutmix change the targets; compare them with separate runs")
+    config = config_from_args(args)
+    validate(config)
+    result = augmentation_experiment(config, "cnnlab " + shlex.join(sys.argv[1:]))
+    table = Table("augmentation", "epochs", "train acc", "val acc", "test acc", "train-val gap",
+                  title="With vs without augmentation")
+    for row in result.rows:
+        gap = "-" if row["train_val_gap"] is None else f"{row['train_val_gap'] * 100:+.2f} pts"
+        pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+        table.add_row(row["arm"], str(row["epochs"]), pct(row["train_acc"]), pct(row["val_acc"]),
+                      pct(row["test_acc"]), gap)
+    Console().print(table)
+    print(f"curves:  {result.figure}")
+    for row in result.rows:
+        print(f"run ({row['arm']} augmentation): {row['run']}")
+    return 0
