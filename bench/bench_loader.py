@@ -9,6 +9,8 @@ with float batches in [0, 1] (what the model's Normalize gets):
   cnnlab cold  discover + decode (thread pool of W) + write the cache + batch_loader, empty cache
   cnnlab cold, processes   the same decoding on a process pool of W (no cache): threads or processes?
   cnnlab warm  discover + read the cache + batch_loader
+  cnnlab warm, torch 1 thread   the same with torch.set_num_threads(1): on a busy machine torch's
+               2-thread ops on small batches wait for the other core (see the note in the output)
 Each is run --repeats times, interleaved, and the best time is kept (the machine is shared).
 Writes the table to bench/out/loader.md.
 """
@@ -116,6 +118,16 @@ def run_cnnlab(root: Path, size: int, workers: int, batch: int, cache: bool) -> 
     return drain_cnnlab(image_set, batch)
 
 
+def one_thread(fn: Callable[..., int], *args: object) -> int:
+    """Runs ``fn`` with torch limited to one intra-op thread, as DataLoader workers are."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _chunk(args: tuple[list[str], int]) -> tuple[np.ndarray, list[str | None]]:
     from cnnlab.data.folder import decode_into
 
@@ -144,6 +156,7 @@ def bench(name: str, root: Path, size: int, args: argparse.Namespace) -> list[di
         "cnnlab cold, no cache write (threads)": lambda: run_cnnlab(root, size, args.workers, args.batch, False),
         "cnnlab cold, no cache write (processes)": lambda: run_processes(root, size, args.workers, args.batch),
         "cnnlab warm (cache)": lambda: run_cnnlab(root, size, args.workers, args.batch, True),
+        "cnnlab warm (cache), torch 1 thread": lambda: one_thread(run_cnnlab, root, size, args.workers, args.batch, True),
     }
     best = {m: float("inf") for m in methods}
     for _ in range(args.repeats):

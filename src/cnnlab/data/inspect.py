@@ -142,8 +142,9 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     """
     listing = discover(Path(source).expanduser(), IMAGE_EXTENSIONS)
     items = [FileFacts(path, split, label) for split in SPLIT_ORDER for path, label in listing.files.get(split, [])]
+    chunks = [items[i : i + 64] for i in range(0, len(items), 64)]  # one task per 64 files, not per file
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        facts = list(pool.map(lambda f: _examine(f, decode), items, chunksize=64))
+        facts = [f for chunk in pool.map(lambda c: [_examine(f, decode) for f in c], chunks) for f in chunk]
     splits: dict[str, Any] = {}
     imbalance: dict[str, float] = {}
     for split in SPLIT_ORDER:

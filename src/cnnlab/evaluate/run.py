@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ def _side(trained: TrainedModel) -> int:
 
 def finish_run(result: FitResult) -> dict[str, Any]:
     """Evaluates a freshly trained model on its test split and writes figures and report."""
+    started = time.perf_counter()
     files, data = result.files, result.data
     test = data.splits["test"]
     metrics = evaluate_split(
@@ -42,7 +44,10 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     )
     counts = {name: split["per_class"] for name, split in data.summary()["splits"].items()}
     write_training_figures(files.root, data.splits["train"], data.class_names, counts, result.config.augment)
-    update_meta(files, status="completed")
+    timing = dict(result.meta.get("timing", {}))
+    timing["evaluate_seconds"] = round(time.perf_counter() - started, 2)
+    timing["total_seconds"] = round(timing.get("train_seconds", 0) + timing["evaluate_seconds"], 2)
+    update_meta(files, status="completed", timing=timing)
     write_report(files.root)
     return metrics
 
