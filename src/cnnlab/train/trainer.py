@@ -96,6 +96,6 @@ def build_trainer(
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
-        log_every_n_steps=10,
+        log_every_n_steps=1,  # only epoch-level metrics are logged; silences a small-data warning
     )
     return trainer, checkpoint
