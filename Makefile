@@ -1,4 +1,6 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,8 @@ STAMP := $(VENV)/.installed
 # pyproject.toml: on this machine pip takes them from local files (no multi-GB download).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,deploy]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,deploy]" 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -4,7 +4,7 @@
     PYTHONPATH=src python bench/bench_transfer.py --sizes 96 --variants
 
 Per image size, in one run: stage 1 (frozen backbone, the lesson's head GAP-Dense256-ReLU-
-Dropout0.5-Dense10, Adam 1e-3) trained on the feature cache, and stage 2 (last 10 layers
+Dropout0.5-Dense10, Adam 1e-3) trained on the feature cache, channels_last, and stage 2 (last 10 layers
 unfrozen, Adam 1e-5, BatchNorm kept in inference mode) on images; test accuracy and wall time
 of each; and one stage-1 epoch with the cache vs without it (images through the frozen
 backbone each epoch), both as train + validation passes. ``--variants`` adds stage-2
@@ -97,12 +97,13 @@ class Fit:
         self.model, self.stage, self.step, self.evaluate, self.n_train = model, stage, step, evaluate, n_train
 
     def run(self, bn_eval_all: bool) -> tuple[float, int, float]:
-        """Returns (seconds, epochs run, mean seconds per epoch)."""
+        """Returns (seconds, epochs run, mean seconds per train + validation pass)."""
         optimizer = torch.optim.Adam(stage_param_groups(self.model, self.stage))
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3, min_lr=1e-7)
         sampler = EpochBatches(torch.zeros(self.n_train, dtype=torch.long), BATCH, shuffle=True, seed=42)
-        best, best_state, bad, started, epochs = float("inf"), None, 0, time.perf_counter(), 0
+        best, best_state, bad, started, epochs, busy = float("inf"), None, 0, time.perf_counter(), 0, 0.0
         for epoch in range(self.stage.epochs):
+            epoch_started = time.perf_counter()
             self.model.train()
             set_frozen_bn_eval(self.model, include_trainable=bn_eval_all)
             sampler.set_epoch(epoch)
@@ -111,6 +112,7 @@ class Fit:
                 self.step(torch.as_tensor(positions)).backward()
                 optimizer.step()
             val_loss, _ = self.evaluate("val")
+            busy += time.perf_counter() - epoch_started  # train + validation, without bookkeeping
             plateau.step(val_loss)
             epochs += 1
             if val_loss < best:
@@ -122,7 +124,11 @@ class Fit:
                     break
         self.model.load_state_dict(best_state)
         seconds = time.perf_counter() - started
-        return seconds, epochs, seconds / epochs
+        return seconds, epochs, busy / epochs
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def image_eval(model: torch.nn.Module, data: PreparedData, norm: Normalize):
@@ -130,14 +136,15 @@ def image_eval(model: torch.nn.Module, data: PreparedData, norm: Normalize):
         model.eval()
         images, labels = data.splits[split].images, data.splits[split].labels
         with torch.inference_mode():
-            logits = torch.cat([model(norm(Normalize.to_unit(images[i : i + 256]))) for i in range(0, len(images), 256)])
+            logits = torch.cat([model(nhwc(norm(Normalize.to_unit(images[i : i + 256]))))
+                                for i in range(0, len(images), 256)])
         return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
     return evaluate
 
 
 def image_step(model: torch.nn.Module, data: PreparedData, norm: Normalize):
     images, labels = data.splits["train"].images, data.splits["train"].labels
-    return lambda idx: F.cross_entropy(model(norm(Normalize.to_unit(images[idx]))), labels[idx])
+    return lambda idx: F.cross_entropy(model(nhwc(norm(Normalize.to_unit(images[idx])))), labels[idx])
 
 
 def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[dict]:
@@ -150,6 +157,7 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
     torch.manual_seed(0)
     model = create_model("efficientnet_lite0", pretrained=True, num_classes=10, in_chans=3,
                          image_size=(size, size), head="lesson", dropout=0.5)
+    model = model.to(memory_format=torch.channels_last)  # ~2x faster depthwise convs on CPU
     apply_stage(model, stage1, config.transfer)
     uncached = copy.deepcopy(model)
     n = len(data.splits["train"])
@@ -178,9 +186,8 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
     rows = []
     variants = [("lesson: 10 layers, lr 1e-5, BN eval", {}, True)]
     if args.variants and size == args.sizes[0]:
-        variants += [("10 layers, lr 1e-5, BN train", {}, False),
-                     ("10 layers, lr 1e-4, BN eval", {"lr": 1e-4}, True),
-                     ("2 blocks, lr 1e-4, BN eval", {"lr": 1e-4, "blocks": 2}, True)]
+            variants += [("10 layers, lr 1e-5, BN train", {}, False),
+                     ("10 layers, lr 1e-4, BN eval", {"lr": 1e-4}, True)]
     stage1_state = copy.deepcopy(model.state_dict())
     for label, change, bn_eval in variants:
         model.load_state_dict(stage1_state)
@@ -223,7 +230,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 160])
     parser.add_argument("--frozen-epochs", type=int, default=15)
-    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", action="store_true", help="stage-2 alternatives at the first size")
     args = parser.parse_args()

@@ -184,3 +184,13 @@ def test_killed_writer_leaves_no_half_entry(tmp_path):
         hits = store.load([file_key(p) for p in files], 8, 3, out)
     for i in np.flatnonzero(hits):  # whatever is there is whole: one value per image
         assert (out[i] == (i * 7 + 100) % 256).all()
+
+
+def test_process_pool_decodes_the_same_as_threads(tmp_path, monkeypatch):
+    files = _files(tmp_path, count=150)
+    threads, bad_t = decode_files(files, 3, 16, workers=2, cache=False)
+    monkeypatch.setattr(folder, "PROCESS_MIN_FILES", 0)  # small outputs and any count: processes
+    assert folder._use_processes(len(files), 3, 16, 2)
+    processes, bad_p = decode_files(files, 3, 16, workers=2, cache=False)
+    assert torch_equal(threads.images, processes.images) and threads.ids == processes.ids
+    assert [(s.path, s.reason) for s in bad_t] == [(s.path, s.reason) for s in bad_p]

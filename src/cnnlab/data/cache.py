@@ -40,7 +40,7 @@ PAGE_SIZE = 65536  # large pages: a 150 KB image spans 3 pages instead of 37 (2x
 BUSY_TIMEOUT_S = 120.0  # another run writing its batch: wait, do not fail
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS decoded (
+CREATE TABLE decoded (
     path TEXT NOT NULL, side INTEGER NOT NULL, channels INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, pixels BLOB NOT NULL,
     PRIMARY KEY (path, side, channels)
@@ -96,17 +96,17 @@ class DecodedCache:
         if self._db is None and not self._broken:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                db = self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
                 db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a cache may lose the last commit
-                with db:
-                    db.execute("BEGIN IMMEDIATE")
-                    if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
-                        db.execute("DROP TABLE IF EXISTS decoded")
-                        db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
-                    db.execute(_SCHEMA)
-                self._db = db
+                if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                    with db:  # new file or old format: (re)create under the write lock, re-checked
+                        db.execute("BEGIN IMMEDIATE")
+                        if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                            db.execute("DROP TABLE IF EXISTS decoded")
+                            db.execute(_SCHEMA)
+                            db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
         return self._db
@@ -147,6 +147,8 @@ class DecodedCache:
             (key.path, side, channels, key.size, key.mtime_ns, np.ascontiguousarray(image).tobytes())
             for key, image in entries
         ]
+        if not rows:
+            return 0  # do not take the write lock for nothing
         try:
             with db:  # one transaction: all rows or, if interrupted, none
                 db.execute("BEGIN IMMEDIATE")
@@ -158,6 +160,8 @@ class DecodedCache:
 
     def stats(self) -> tuple[int, int]:
         """(entries, bytes on disk)."""
+        if not self.path.exists():
+            return 0, 0
         db = self._connect()
         count = db.execute("SELECT COUNT(*) FROM decoded").fetchone()[0] if db is not None else 0
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
@@ -165,7 +169,7 @@ class DecodedCache:
 
     def prune(self) -> int:
         """Deletes the entries whose file is gone or changed; returns how many."""
-        db = self._connect()
+        db = self._connect() if self.path.exists() else None
         if db is None:
             return 0
         stale = []

@@ -53,6 +53,12 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def _channels_last(model: nn.Module) -> bool:
+    """Whether the model was converted to channels_last (then its input should match)."""
+    weight = next((p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1), None)
+    return weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def extract_features(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
@@ -73,6 +79,8 @@ def extract_features(
     labels = images.labels if isinstance(images, ImageSet) else torch.zeros(len(tensor), dtype=torch.long)
     device = torch.device(device) if device is not None else _model_device(model)
     normalize = normalize.to(device)
+    # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
+    layout = torch.channels_last if _channels_last(model) else torch.contiguous_format
     was_training = model.training
     model.eval()
     chunks: list[torch.Tensor] = []
@@ -83,7 +91,8 @@ def extract_features(
                     unit = Normalize.to_unit(tensor[start : start + batch_size].to(device))
                     if augment is not None:
                         unit = augment(unit)
-                    chunks.append(pooled_features(model, normalize(unit)).float().cpu())
+                    x = normalize(unit).contiguous(memory_format=layout)
+                    chunks.append(pooled_features(model, x).float().cpu())
     finally:
         model.train(was_training)
     # Concatenating outside inference mode gives a normal tensor, usable in autograd later.
@@ -110,6 +119,30 @@ def cache_features(
             augment=augment if is_train else None, views=max(1, train_views) if is_train else 1, device=device,
         )
     return result
+
+
+def feature_logits(model: nn.Module, features: FeatureSet, batch_size: int = 4096) -> torch.Tensor:
+    """The head's logits for the first view of ``features`` (eval mode; the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    rows = features.features[: len(features)]
+    try:
+        with torch.inference_mode():
+            out = [head_forward(model, rows[i : i + batch_size].to(device)).cpu() for i in range(0, len(rows), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def feature_accuracy(model: nn.Module, features: FeatureSet) -> float:
+    """Accuracy of the head on cached features, e.g. the test split after stage 1 (no image pass).
+
+    A single sigmoid logit counts as class 1 when positive.
+    """
+    logits = feature_logits(model, features)
+    predicted = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    return float((predicted == features.labels[: len(features)]).float().mean())
 
 
 class _Rows(Dataset):

@@ -1,0 +1,191 @@
+"""Shared helpers for the training benchmarks: data, machine facts, and one cnnlab training run.
+
+A run here is cnnlab's real training path (model factory, ``apply_speedups``, ClassifierModule,
+ImageDataModule, ``build_trainer``'s Lightning Trainer and callbacks); what it adds is a
+``TestProbe`` callback that scores the test split now and then, off the clock.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from cnnlab.augment.batch import build_batch_augment
+from cnnlab.config import RunConfig, merge_config, validate
+from cnnlab.data.loaders import ImageDataModule
+from cnnlab.data.normalize import Normalize
+from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.models import model_input
+from cnnlab.train.build import build_model, preprocess_meta
+from cnnlab.train.checkpoint import load_module_weights
+from cnnlab.train.module import ClassifierModule
+from cnnlab.train.optim import apply_speedups
+from cnnlab.train.recipes import recipe_overrides
+from cnnlab.train.run_dir import new_run_dir
+from cnnlab.train.time_budget import TimeBudget
+from cnnlab.train.trainer import build_trainer
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+DATASETS = Path.home() / ".cache" / "cnnlab" / "datasets"
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def dataset(name: str) -> Path:
+    """``~/.cache/cnnlab/datasets/<name>``, unpacked from ../shared/data on first use."""
+    root = DATASETS / name
+    if not (root / "train").is_dir():
+        DATASETS.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(SHARED / f"{name}.tar.gz") as tar:
+            tar.extractall(DATASETS, filter="data")
+    return root
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line: CPU, cores, torch threads and version, load average now."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} intra-op threads; load average {load} (shared machine)")
+
+
+def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults -> recipe -> ``updates``, as ``cnnlab train DATA --recipe NAME`` with flags does."""
+    config = merge_config(RunConfig(), recipe_overrides(recipe), where=f"recipe {recipe}")
+    extra: dict[str, Any] = {"data": {"source": str(source)}, "train": {"seed": seed}}
+    for section, values in (updates or {}).items():
+        extra.setdefault(section, {}).update(values)
+    config = merge_config(config, extra, where="the benchmark")
+    validate(config)
+    return config
+
+
+def load_data(config: RunConfig) -> PreparedData:
+    """Decodes and splits once; every seed then trains on the same split (the seed varies training)."""
+    wanted = model_input(config.model.name, config.model.pretrained)
+    return prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size))
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, normalize: Normalize, images: ImageSet, batch: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode, fp32) on an in-memory split."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in zip(images.images.split(batch), images.labels.split(batch)):
+        correct += int((model(normalize(Normalize.to_unit(x))).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / len(images)
+
+
+class TestProbe(L.Callback):
+    """Scores the test split every ``every`` training batches and at the end; its time is excluded.
+
+    ``points`` holds (training seconds, epochs done, test accuracy); training seconds are wall
+    time since the first batch minus the probes' own time (validation and checkpoints count).
+    """
+
+    def __init__(self, test: ImageSet, normalize: Normalize, every: int, stop_at: float | None = None) -> None:
+        self.test, self.normalize, self.every, self.stop_at = test, normalize, max(every, 1), stop_at
+        self.points: list[tuple[float, float, float]] = []
+        self.start, self.excluded = 0.0, 0.0
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+    def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs: float) -> None:
+        seconds = self.train_seconds()
+        began = time.perf_counter()
+        acc = accuracy(pl_module.model, self.normalize, self.test)
+        self.points.append((seconds, epochs, acc))
+        if self.stop_at is not None and acc >= self.stop_at:
+            trainer.should_stop = True  # e.g. the capped lesson run: its goal is reached
+        self.excluded += time.perf_counter() - began
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (batch_idx + 1) % self.every == 0 and batch_idx + 1 < trainer.num_training_batches:
+            self._probe(trainer, pl_module, trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._probe(trainer, pl_module, float(trainer.current_epoch + 1))
+
+    def first_reaching(self, target: float) -> tuple[float, float] | None:
+        """(training seconds, epochs) when test accuracy first reached ``target``, or None."""
+        return next(((s, e) for s, e, a in self.points if a >= target), None)
+
+
+@dataclass
+class RunResult:
+    """What one benchmark run measured."""
+
+    train_seconds: float
+    epochs: float
+    final_acc: float  # best checkpoint (lowest val_loss), as cnnlab evaluates it
+    probe: TestProbe | None = None
+    budget: TimeBudget | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0, stop_at: float | None = None,
+               workdir: Path | None = None) -> RunResult:
+    """Trains ``config`` on ``data`` the way ``cnnlab train`` does; scores the best checkpoint on test."""
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    preprocess = preprocess_meta(data, config)
+    model = apply_speedups(build_model(config, data.num_classes, preprocess), config.train)
+    normalize = Normalize(preprocess["mean"], preprocess["std"])
+    module = ClassifierModule(model, data.num_classes, normalize, config.train,
+                              augment=build_batch_augment(config.augment),
+                              label_smoothing=config.augment.label_smoothing)
+    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        files = new_run_dir(merge_config(config, {"runs_dir": tmp, "name": "bench"}))
+        callbacks: list[L.Callback] = []
+        probe = None
+        if probes_per_epoch:
+            batches = -(-len(data.splits["train"]) // config.data.batch_size)
+            probe = TestProbe(data.splits["test"], normalize, batches // probes_per_epoch, stop_at)
+            callbacks.append(probe)
+        budget = TimeBudget(config.train.time_budget) if config.train.time_budget else None
+        if budget is not None:
+            callbacks.append(budget)
+        trainer, checkpoint = build_trainer(config.train, files, config.train.epochs, extra_callbacks=callbacks)
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        wall = time.perf_counter() - started
+        load_module_weights(module, checkpoint.best_model_path or str(files.last))
+    seconds = probe.train_seconds() if probe is not None else wall
+    epochs = probe.points[-1][1] if probe is not None and probe.points else float(trainer.current_epoch)
+    return RunResult(seconds, epochs, accuracy(module.model, normalize, data.splits["test"]),
+                     probe, budget, {"wall_seconds": wall})
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    """'median (min-max)' of the values, or 'not reached' for an empty list."""
+    if not values:
+        return "not reached"
+    text = fmt.format(statistics.median(values))
+    return text + (f" ({fmt.format(min(values))}-{fmt.format(max(values))})" if len(values) > 1 else "")

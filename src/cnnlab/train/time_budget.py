@@ -1,0 +1,189 @@
+"""Training inside a wall-clock budget: a learning-rate shape that ends when the time does, and a
+callback that stops early enough for the final validation (and its best checkpoint) to fit.
+
+``--time-budget SECONDS`` counts training wall time from the first batch (data loading and model
+building are not counted; validation, checkpoints and any ``torch.compile`` warm-up are). Where
+the budget ends depends on how fast this machine is right now, so budgeted runs are not
+repeatable step for step, even with ``--seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+Clock = Callable[[], float]
+
+WARMUP = 0.25  # fraction of the run spent warming up, as the step-based onecycle (pct_start)
+START_DIV = 25.0  # warm-up starts at lr / 25, OneCycleLR's div_factor
+SAFETY = 1.2  # estimates of what is left are scaled up: a shared machine can slow down mid-run
+
+
+def onecycle_factor(progress: float) -> float:
+    """LR multiplier at ``progress`` in [0, 1]: linear warm-up, then cosine down to 0."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < WARMUP:
+        return 1 / START_DIV + (1 - 1 / START_DIV) * p / WARMUP
+    return 0.5 * (1 + math.cos(math.pi * (p - WARMUP) / (1 - WARMUP)))
+
+
+def cosine_factor(progress: float) -> float:
+    """LR multiplier at ``progress`` in [0, 1]: cosine from 1 to 0."""
+    return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+class BudgetSchedule:
+    """``LambdaLR`` factor whose progress is the larger of steps done and budget used.
+
+    Whichever ends first (the epochs or the time) ends the schedule at its low point. Until a
+    :class:`TimeBudget` callback attaches itself (``clock``), time runs from construction.
+    """
+
+    def __init__(self, shape: str, seconds: float, total_steps: int, clock: Clock = time.perf_counter) -> None:
+        self.shape = onecycle_factor if shape == "onecycle" else cosine_factor
+        self.seconds, self.total_steps = seconds, max(total_steps, 1)
+        self._clock, self._start = clock, clock()
+        self.budget: TimeBudget | None = None
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done at optimizer step ``step``."""
+        if self.budget is not None:
+            used = self.budget.progress()
+        else:
+            used = (self._clock() - self._start) / self.seconds
+        return max(step / self.total_steps, used)
+
+    def __call__(self, step: int) -> float:
+        return self.shape(self.progress(step))
+
+
+def budget_scheduler(
+    optimizer: torch.optim.Optimizer, shape: str, seconds: float, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR following ``shape`` (onecycle or cosine) over the time budget."""
+    schedule = BudgetSchedule(shape, seconds, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler.budget_schedule = schedule  # type: ignore[attr-defined]  # found by TimeBudget
+    return scheduler
+
+
+class TimeBudget(L.Callback):
+    """Stops training so that it ends, final validation and checkpoint included, within ``seconds``.
+
+    After every training batch it asks: if training went on, would the next batch plus the
+    validation that must follow still fit? If not, it sets ``trainer.should_stop``; Lightning
+    then validates at once (mid-epoch if need be), ModelCheckpoint keeps the best weights, and
+    training ends. A validation never measured yet is estimated from the training speed.
+
+    Args:
+        seconds: the training budget, wall time.
+        clock: seconds as a float (tests pass a fake one).
+    """
+
+    def __init__(self, seconds: float, clock: Clock = time.perf_counter) -> None:
+        if not seconds > 0:
+            raise ValueError(f"time budget must be > 0 seconds, got {seconds}")
+        self.seconds, self._clock = float(seconds), clock
+        self.start: float | None = None
+        self.stopped_early = False
+        self._batch_start = 0.0
+        self._batch_s: float | None = None  # recent seconds per training batch (moving average)
+        self._image_s: float | None = None  # seconds per training image
+        self._val_s: float | None = None  # slowest validation seen, checkpoint saving included
+        self._val_start: float | None = None
+        self._val_images = 0
+
+    # --- estimates -------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds since training started (0 before)."""
+        return 0.0 if self.start is None else self._clock() - self.start
+
+    def validation_estimate(self) -> float:
+        """Seconds one validation (with checkpointing) is expected to take."""
+        if self._val_s is not None:
+            return self._val_s
+        if self._image_s is None:
+            return 0.0
+        # Forward only, no augmentation, big batches: about a third of a training image's cost.
+        return self._val_images * self._image_s / 3
+
+    def reserve(self, last_in_epoch: bool = False) -> float:
+        """Seconds to keep back now: the next batch and the final validation (two at an epoch end)."""
+        batch = self._batch_s or 0.0
+        validations = 2 if last_in_epoch else 1
+        return SAFETY * (batch + validations * self.validation_estimate())
+
+    def progress(self) -> float:
+        """Fraction of the usable budget spent; 1.0 is where training must stop."""
+        usable = max(self.seconds - SAFETY * self.validation_estimate(), 1e-9)
+        return min(self.elapsed() / usable, 1.0)
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = self._clock()
+        self.stopped_early = False
+        for config in trainer.lr_scheduler_configs:  # let a budget-shaped LR share this clock
+            schedule = getattr(config.scheduler, "budget_schedule", None)
+            if isinstance(schedule, BudgetSchedule):
+                schedule.budget = self
+        loaders = trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders] if loaders is not None else []
+        self._val_images = sum(_dataset_size(loader) for loader in loaders)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        now = self._clock()
+        if self._val_start is not None:  # a validation (and its checkpoint saving) just ended
+            self._record_validation(now - self._val_start)
+        self._batch_start = now
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        seconds = self._clock() - self._batch_start
+        # Moving average: the first batches are slow (allocation, compile), later ones settle.
+        self._batch_s = seconds if self._batch_s is None else 0.7 * self._batch_s + 0.3 * seconds
+        images = _batch_size(batch)
+        if images:
+            self._image_s = self._batch_s / images
+        last = batch_idx + 1 >= trainer.num_training_batches
+        if self.elapsed() + self.reserve(last) >= self.seconds:
+            trainer.should_stop = True
+            self.stopped_early = True
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_start = self._clock()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_start is not None:
+            self._record_validation(self._clock() - self._val_start)
+
+    def _record_validation(self, seconds: float) -> None:
+        self._val_s = seconds if self._val_s is None else max(self._val_s, seconds)
+        self._val_start = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}  # a resumed run gets a fresh budget: documented
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+def _batch_size(batch: Any) -> int:
+    """Images in a (images, labels) batch, 0 when the shape is unknown."""
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return int(batch[0].shape[0])
+    return 0
+
+
+def _dataset_size(loader: Any) -> int:
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return 0
