@@ -14,7 +14,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models import create_model
-from cnnlab.models.freeze import freeze_backbone
+from cnnlab.models.freeze import freeze_backbone, set_frozen_bn_eval
 from cnnlab.models.heads import classifier_of, head_forward, pooled_features
 from cnnlab.train.feature_cache import (
     FeatureDataModule,
@@ -26,6 +26,16 @@ from cnnlab.train.feature_cache import (
 )
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.stages import FrozenBatchNormEval
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy shared CPU (was 5-40x slower)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
 
 NORM = Normalize([0.5] * 3, [0.5] * 3)
 
@@ -54,8 +64,11 @@ def _model(head: str) -> torch.nn.Module:
 
 def test_features_match_the_model_and_train_mode_is_restored(data: PreparedData) -> None:
     model = _model("lesson").train()
+    set_frozen_bn_eval(model)
+    modes = [m.training for m in model.modules()]
     features = extract_features(model, data.splits["val"], NORM, batch_size=8)
-    assert features.features.shape == (30, 96) and len(features) == 30 and model.training
+    assert features.features.shape == (30, 96) and len(features) == 30
+    assert [m.training for m in model.modules()] == modes  # frozen BN still in eval, the rest training
     model.eval()
     with torch.no_grad():
         x = NORM(data.splits["val"].images.float() / 255)

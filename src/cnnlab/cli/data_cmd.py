@@ -86,7 +86,7 @@ def _print_report(report: dict[str, Any]) -> None:
     if not console.is_terminal:  # piped or captured: full lines for grep, not 80-column wraps
         console = Console(width=160)
     table = Table("split", "class", "images", "share", "formats", "modes", "size min/median/max", "skipped",
-                  title=f"{report['source']} ({report['layout']} layout, {report['checked']})")
+                  title=f"{report['source']} ({report['layout']} layout)", caption=f"checked: {report['checked']}")
     for split, stats in report["splits"].items():
         for name, c in stats["classes"].items():
             sizes = list(dict.fromkeys(c["size"].values())) if c["size"] else ["-"]
@@ -162,6 +162,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from cnnlab.data.decode import IMAGE_EXTENSIONS
     from cnnlab.data.discover import discover
     from cnnlab.data.folder import decode_files, default_side, guess_format
+    from cnnlab.data.types import ImageSet  # noqa: F401  (imports torch now, not inside the timing)
 
     listing = discover(Path(args.data).expanduser(), IMAGE_EXTENSIONS)
     paths = [path for files in listing.files.values() for path, _ in files]

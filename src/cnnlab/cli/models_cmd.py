@@ -80,7 +80,8 @@ def _weights(name: str, cfg: dict[str, Any]) -> str:
 def _row(shown: str, target: str) -> list[str]:
     cfg = _cfg(target)
     size = cfg.get("input_size")
-    return [shown, target if target != shown else "", _count(target), str(size[-1]) if size else "", _weights(target, cfg)]
+    timm_name = target if target != shown else ""
+    return [shown, timm_name, _count(target), str(size[-1]) if size else "", _weights(target, cfg)]
 
 
 def collect(pretrained: bool, pattern: str | None, limit: int) -> tuple[list[list[str]], int]:

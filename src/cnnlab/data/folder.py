@@ -80,12 +80,13 @@ def _use_processes(count: int, channels: int, size: int, workers: int) -> bool:
 def _decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int) -> list[str | None]:
     """Decodes in chunks of CHUNK files on a pool of ``workers``, into ``out``.
 
-    Threads or processes, whichever bench/bench_loader.py measured faster (2 cores, 2 workers,
-    10k CIFAR-10 JPEGs kept at 32 px: threads 2,619 img/s, processes 4,845; 2,000 400-px JPEGs
-    to 224 px: threads 406 img/s, processes 336). A 32-px JPEG spends most of its ~300 us in
-    PIL's Python code, which holds the GIL, so only processes use both cores; a large JPEG
-    spends it in libjpeg and resampling, which release the GIL, and threads then win as they
-    write straight into ``out`` while processes pickle 150 KB per image back.
+    Threads or processes, whichever bench/bench_loader.py measured faster (2-core AMD EPYC,
+    2 workers, decode only). CIFAR-10 JPEGs kept at 32 px: processes 5,130 img/s vs threads
+    3,380 with a core free, and even (4,245 vs 4,029) when other jobs kept both cores busy.
+    400-px JPEGs to 224 px: threads 368 img/s vs processes 292. A 32-px JPEG spends most of its
+    ~300 us in PIL's Python code, which holds the GIL, so only processes use both cores; a big
+    JPEG spends it in libjpeg and resampling, which release the GIL, and threads then win as
+    they write straight into ``out`` while processes pickle 150 KB per image back.
     """
     starts = list(range(0, len(paths), CHUNK))
     if _use_processes(len(paths), channels, size, workers):
@@ -138,6 +139,7 @@ def decode_files(
         # re-decoded next time rather than served stale.
         keys = [file_key(path) for path, _ in files]
         hits = store.load(keys, size, channels, out)
+        store.close()  # no open SQLite handle across the fork of decoding processes; save reopens
     todo = np.flatnonzero(~hits)
     target = out if len(todo) == count else np.empty((len(todo), channels, size, size), dtype=np.uint8)
     reasons = _decode_parallel([str(files[i][0]) for i in todo], target, channels, size, workers)

@@ -183,9 +183,16 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     return Inspection(facts, report)
 
 
-def sample_images(inspection: Inspection, per_class: int = 8, size: int = 64) -> tuple[np.ndarray, list[int], list[str]]:
-    """First usable training images of each class, decoded to (N, C, size, size) uint8 for a grid."""
+def sample_images(
+    inspection: Inspection, per_class: int = 8, size: int | None = None
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """First usable training images of each class as (N, C, size, size) uint8, for a grid.
+
+    ``size`` defaults to the median shorter side, at most 64: small images are not blown up.
+    """
     good = [f for f in inspection.facts if f.split == "train" and f.reason is None]
+    if size is None:
+        size = min(64, int(np.median([min(f.width, f.height) for f in good]))) if good else 64
     class_names = sorted({f.label for f in good})
     gray = all(is_grayscale(ImageInfo(f.format, f.mode, f.width, f.height)) for f in good)
     channels = 1 if gray else 3

@@ -15,6 +15,7 @@ from cnnlab.data.loaders import EVAL_BATCH_SIZE
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.evaluate import figures
+from cnnlab.models.outputs import as_class_logits
 from cnnlab.evaluate.compare import load_history
 from cnnlab.evaluate.metrics import MetricAccumulator, classification_report_text, most_confused_pairs
 from cnnlab.io import atomic_write_json, atomic_write_text
@@ -32,7 +33,7 @@ def batched_probs(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(normalize(Normalize.to_unit(batch)))
+            logits = as_class_logits(model(normalize(Normalize.to_unit(batch))))
             yield start, torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 

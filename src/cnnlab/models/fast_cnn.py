@@ -85,13 +85,16 @@ class PatchWhitening(nn.Module):
 
     def _set_filters(self, x: torch.Tensor, c: int) -> None:
         patches = F.unfold(x, kernel_size=2).transpose(1, 2).reshape(-1, c * 4)
-        patches = patches - patches.mean(0, keepdim=True)
-        cov = patches.T @ patches / max(len(patches) - 1, 1)
+        mean = patches.mean(0)
+        centred = patches - mean
+        cov = centred.T @ centred / max(len(patches) - 1, 1)
         eigenvalues, eigenvectors = torch.linalg.eigh(cov.double())
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.eps)[:, None]).float()
-        filters = filters.flip(0).reshape(c * 4, c, 2, 2)  # strongest components first
-        self.conv.weight.copy_(torch.cat([filters, -filters]))
-        self.conv.bias.zero_()
+        rows = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.eps)[:, None]).float()
+        rows = rows.flip(0)  # strongest components first
+        rows = torch.cat([rows, -rows])
+        self.conv.weight.copy_(rows.reshape(-1, c, 2, 2))
+        # Centre the outputs: cnnlab feeds own models 0-1 pixels, not mean-subtracted ones.
+        self.conv.bias.copy_(-(rows @ mean))
         self.initialised.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

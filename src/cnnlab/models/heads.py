@@ -11,7 +11,7 @@ keys are unchanged); ``pooled_features``/``head_forward``/``classifier_of`` trea
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -141,9 +141,6 @@ class HeadedModel(nn.Module):
 
         return match
 
-    def describe(self) -> dict[str, Any]:
-        return {"head": self.head_kind, "features": self.num_features}
-
 
 def classifier_of(model: nn.Module) -> nn.Module:
     """The module trained in stage 1: a HeadedModel's head, timm's classifier, an own CNN's head.
@@ -166,7 +163,9 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.forward_features(x)
     if hasattr(model, "forward_head") and hasattr(model, "forward_features"):  # a plain timm model
         return model.forward_head(model.forward_features(x), pre_logits=True)
-    raise CnnlabError(f"{type(model).__name__} cannot split into features and head; the feature cache needs a timm model")
+    raise CnnlabError(
+        f"{type(model).__name__} cannot split into features and head; the feature cache needs a timm model"
+    )
 
 
 def head_forward(model: nn.Module, features: torch.Tensor) -> torch.Tensor:

@@ -39,4 +39,6 @@ def build_model(config: RunConfig, num_classes: int, preprocess: dict[str, Any])
         pretrained=config.model.pretrained,
         weights=config.model.weights,
         dropout=config.model.dropout,
+        head=config.model.head,
+        binary_head=config.model.binary_head,
     )

@@ -47,9 +47,14 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """Loads a checkpoint's network weights into ``model``."""
+    model.load_state_dict(model_state(read_checkpoint(path)))
+
+
 def load_module_weights(module: nn.Module, path: str | Path) -> None:
     """Loads a checkpoint's network weights into a ClassifierModule's model."""
-    module.model.load_state_dict(model_state(read_checkpoint(path)))
+    load_model_weights(module.model, path)
 
 
 @dataclass

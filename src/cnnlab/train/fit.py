@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,7 +19,6 @@ from cnnlab.augment.batch import build_batch_augment
 from cnnlab.augment.mix import mix_batch
 from cnnlab.augment.presets import meaning_warnings
 from cnnlab.config import RunConfig, save_config
-from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
@@ -27,11 +27,13 @@ from cnnlab.models import model_input, resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.train.build import build_model, preprocess_meta
-from cnnlab.train.checkpoint import load_module_weights
+from cnnlab.train.checkpoint import load_model_weights, load_module_weights, read_checkpoint
+from cnnlab.train.feature_cache import FeatureHeadModule
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.resume import check_same_data, resume_point, trim_history
 from cnnlab.train.run_dir import RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_meta, write_skipped
-from cnnlab.train.trainer import build_trainer
+from cnnlab.train.staged import fit_stage, image_accuracy
+from cnnlab.train.stages import improvement_line, plan_stages
 
 log = logging.getLogger("cnnlab")
 
@@ -134,55 +136,37 @@ def reopen_run(path: str) -> tuple[RunContext, str | None]:
     return RunContext(config, files, data, model, meta), resume_point(files)
 
 
-def _module(ctx: RunContext) -> ClassifierModule:
+def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     aug, data = ctx.config.augment, ctx.data
     mix = None
     if aug.mixup > 0 or aug.cutmix > 0:
         mix = partial(mix_batch, num_classes=data.num_classes, mixup_alpha=aug.mixup,
                       cutmix_alpha=aug.cutmix, label_smoothing=aug.label_smoothing)
     preprocess = ctx.meta["preprocess"]
-    return ClassifierModule(
-        ctx.model,
-        data.num_classes,
-        Normalize(preprocess["mean"], preprocess["std"]),
-        ctx.config.train,
-        augment=build_batch_augment(aug),
-        mix=mix,
-        label_smoothing=aug.label_smoothing,
-        class_weights=_class_weights(data) if ctx.config.train.class_weights == "auto" else None,
-        metadata={k: ctx.meta[k] for k in ("class_names", "preprocess", "model")},
-    )
+    return {
+        "model": ctx.model,
+        "num_classes": data.num_classes,
+        "normalize": Normalize(preprocess["mean"], preprocess["std"]),
+        "train_cfg": ctx.config.train,
+        "augment": build_batch_augment(aug),
+        "mix": mix,
+        "label_smoothing": aug.label_smoothing,
+        "class_weights": _class_weights(data) if ctx.config.train.class_weights == "auto" else None,
+        "metadata": {k: ctx.meta[k] for k in ("class_names", "preprocess", "model")},
+    }
 
 
-def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
-    """Trains (or continues) the run's network with the Lightning Trainer; loads the best weights.
+def _checkpoint_stage(path: str | None) -> str | None:
+    return (read_checkpoint(path).get("cnnlab") or {}).get("stage") if path else None
 
-    Raises:
-        TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
-        CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
-    """
-    config, files = ctx.config, ctx.files
-    # The same random stream from here on, whatever ran before (a fresh run, or a resume of a
-    # run killed before its first checkpoint); a checkpoint's own RNG state replaces it.
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
-    module = _module(ctx)
-    datamodule = ImageDataModule(ctx.data, config.data.batch_size, config.train.seed, config.data.sampler == "balanced")
-    trainer, checkpoint = build_trainer(config.train, files, config.train.epochs)
-    if resume_from:
-        trim_history(files, resume_from)
-    started = time.perf_counter()
-    interrupted = False
+
+def _fit_guarded(run: Any, files: RunFiles, batch_size: int) -> Any:
+    """Runs ``run()`` turning out-of-memory and a full disk into clear, actionable errors."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except SystemExit:
-        # Lightning turns Ctrl-C into a graceful shutdown followed by exit(1).
-        if not trainer.interrupted:
-            raise
-        interrupted = True
+        return run()
     except (torch.OutOfMemoryError, MemoryError):
-        batch = config.data.batch_size
         raise CnnlabError(
-            f"out of memory at batch size {batch}; try --batch-size {max(1, batch // 2)} "
+            f"out of memory at batch size {batch_size}; try --batch-size {max(1, batch_size // 2)} "
             "(or a smaller --image-size)"
         ) from None
     except OSError as exc:
@@ -192,25 +176,72 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
             f"disk full while writing to {files.root}; the previous checkpoint is kept. Free some "
             f"space, then: cnnlab train --resume {files.root}"
         ) from None
-    seconds = time.perf_counter() - started
-    best_path = checkpoint.best_model_path or (str(files.last) if files.last.exists() else None)
-    if best_path:
-        load_module_weights(module, best_path)  # EarlyStopping's "restore best weights"
-    previous = ctx.meta.get("timing", {}).get("train_seconds", 0.0) if resume_from else 0.0
-    best_score = checkpoint.best_model_score
-    ctx.meta["stages"] = [{
-        "name": "train",
-        "epochs": trainer.current_epoch,
-        "seconds": round(previous + seconds, 2),
-        "best_val_loss": float(best_score) if best_score is not None else None,
-    }]
-    ctx.meta["timing"] = {"train_seconds": round(previous + seconds, 2)}
-    ctx.meta["status"] = "interrupted" if interrupted else "trained"
+
+
+def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
+    """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
+
+    A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
+    fine-tunes the top at a low learning rate (``cnnlab.train.stages``).
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
+        CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
+    """
+    config, files = ctx.config, ctx.files
+    # The same random stream from here on, whatever ran before (a fresh run, or a resume of a
+    # run killed before its first checkpoint); a checkpoint's own RNG state replaces it.
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    pretrained = config.model.pretrained or bool(config.model.weights)
+    plan = plan_stages(config, pretrained)
+    records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
+    finished = {r["name"] for r in records}
+    checkpoint_stage = _checkpoint_stage(resume_from)
+    if records and files.best.is_file() and checkpoint_stage in finished | {None}:
+        load_model_weights(ctx.model, files.best)  # the next stage starts from the best so far
+    module_kwargs = _module_kwargs(ctx)
+    module = None
+    for stage in plan:
+        if stage.name in finished:
+            continue
+        ckpt = resume_from if checkpoint_stage == stage.name else None
+        if ckpt:
+            trim_history(files, ckpt)
+        best_so_far = records[-1].get("best_val_loss") if records else None
+        outcome = _fit_guarded(
+            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, {"weights_only": True}),
+            files, config.data.batch_size,
+        )
+        module = outcome.module
+        best = outcome.record.pop("best_checkpoint")
+        if best and Path(best).is_file():
+            load_module_weights(module, best)  # EarlyStopping's "restore best weights"
+        outcome.record["test_acc"] = image_accuracy(ctx.model, module_kwargs["normalize"], ctx.data.splits["test"])
+        if outcome.interrupted:
+            ctx.meta["status"] = "interrupted"
+            ctx.meta["stages"] = records + [outcome.record]
+            write_meta(files, ctx.meta)
+            raise TrainingInterrupted(FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config))
+        outcome.record["done"] = True
+        records.append(outcome.record)
+        ctx.meta["stages"] = records
+        write_meta(files, ctx.meta)
+    if len(records) > 1:
+        ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
+        log.info(ctx.meta["improvement"])
+    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
+    ctx.meta["status"] = "trained"
     write_meta(files, ctx.meta)
-    result = FitResult(files, module, ctx.data, ctx.meta, config)
-    if interrupted:
-        raise TrainingInterrupted(result)
-    return result
+    if module is None:  # every stage was already done: rebuild a module around the best weights
+        module = ClassifierModule(**module_kwargs)
+    return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
+
+
+def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> ClassifierModule:
+    """Evaluation sees images, so a feature-cache module is swapped for an image one."""
+    if isinstance(module, FeatureHeadModule):
+        return ClassifierModule(**module_kwargs)
+    return module
 
 
 def fit(config: RunConfig, command: str) -> FitResult:

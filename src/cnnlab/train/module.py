@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.normalize import Normalize
+from cnnlab.models.outputs import as_class_logits
 from cnnlab.train import rng
 from cnnlab.train.optim import build_optimizer, build_scheduler
 
@@ -36,17 +37,22 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None,
         metadata: dict[str, Any] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.model, self.normalize, self.augment, self.mix = model, normalize, augment, mix
         self.train_cfg, self.label_smoothing = train_cfg, label_smoothing
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.metadata = metadata or {}  # class names, preprocessing: saved in every checkpoint
+        self.param_groups = param_groups  # a transfer stage's groups (own LR per block); None: all trainable
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return as_class_logits(self(x))  # a one-output sigmoid head becomes [0, z]: CE == BCE
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
@@ -65,7 +71,7 @@ class ClassifierModule(L.LightningModule):
         target = labels
         if self.mix is not None:
             images, target = self.mix(images, labels)  # soft targets (N, classes)
-        logits = self(images)
+        logits = self._logits(images)
         loss = self._loss(logits, target)
         self.train_acc(logits.detach(), labels)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
@@ -74,7 +80,7 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         images, labels = batch
-        logits = self(images)
+        logits = self._logits(images)
         self.val_acc(logits, labels)
         self.log("val_loss", self._loss(logits, labels), on_epoch=True, prog_bar=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
@@ -84,7 +90,7 @@ class ClassifierModule(L.LightningModule):
         self.log("lr", lr, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.model.parameters() if p.requires_grad]  # frozen layers excluded
+        params = self.param_groups or [p for p in self.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, self.train_cfg, self.train_cfg.lr)
         scheduler = build_scheduler(optimizer, self.train_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

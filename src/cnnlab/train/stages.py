@@ -76,7 +76,9 @@ def plan_stages(config: RunConfig, pretrained: bool) -> list[Stage]:
         return [Stage("train", train.epochs, train.lr, "all", transfer.layer_decay)]
     stages = [Stage("frozen", frozen_epochs, train.lr, "head")]
     if mode == "both":
-        stages.append(Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True))
+        stages.append(
+            Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True)
+        )
     stages = [stage for stage in stages if stage.epochs > 0]
     if not stages:
         raise CnnlabError("every stage has 0 epochs; set --frozen-epochs or --finetune-epochs above 0")

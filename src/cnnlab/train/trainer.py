@@ -32,6 +32,7 @@ def quiet_lightning() -> None:
         ".*Experiment logs directory.*exists.*",
         ".*Checkpoint directory.*exists and is not empty.*",
         ".*LeafSpec.*",
+        ".*module\\(s\\) in eval mode at the start of training.*",  # frozen BatchNorm, on purpose
         ".*overridden `on_after_batch_transfer`.*",  # intended: the module owns device-side work
         ".*TensorBoard support.*",
         ".*tensorboardX.*",

@@ -1,0 +1,85 @@
+"""Recipes: valid configs, close-match errors, precedence, the recipes command, a tiny run each."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import recipes_cmd
+from cnnlab.config import RunConfig, merge_config, validate
+from cnnlab.errors import CnnlabError
+from cnnlab.train.recipes import RECIPE_HELP, RECIPES, apply_recipe, recipe_names, recipe_overrides
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_each_recipe_is_a_valid_config(name: str) -> None:
+    config = merge_config(RunConfig(), recipe_overrides(name))
+    validate(config)
+    assert name in RECIPE_HELP
+
+
+def test_lesson_is_the_lessons_setup() -> None:
+    train = apply_recipe(RunConfig(), "lesson").train
+    assert (train.optimizer, train.lr, train.epochs, train.patience, train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
+    config = apply_recipe(RunConfig(), "lesson")
+    assert config.model.name == "simple_cnn" and config.data.batch_size == 128
+    assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
+
+
+def test_unknown_recipe_names_the_closest() -> None:
+    with pytest.raises(CnnlabError, match="did you mean 'fast'"):
+        recipe_overrides("fsat")
+    with pytest.raises(CnnlabError, match="known recipes"):
+        recipe_overrides("zzz")
+
+
+def test_overrides_are_a_copy() -> None:
+    recipe_overrides("fast")["train"]["lr"] = 99.0
+    assert RECIPES["fast"]["train"]["lr"] != 99.0
+
+
+def test_yaml_and_flags_override_the_recipe() -> None:
+    config = apply_recipe(RunConfig(), "fast")  # defaults -> recipe
+    config = merge_config(config, {"train": {"epochs": 7}})  # -> YAML
+    config = merge_config(config, {"data": {"batch_size": 32}})  # -> flags
+    assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn")
+    assert config.train.optimizer == "sgd"  # untouched recipe values stay
+
+
+def test_recipes_list_and_show(capsys: pytest.CaptureFixture) -> None:
+    assert recipes_cmd.run(argparse.Namespace(recipes_command="list")) == 0
+    out = capsys.readouterr().out
+    for name in recipe_names():
+        assert name in out
+    assert recipes_cmd.run(argparse.Namespace(recipes_command="show", name="fast-cifar")) == 0
+    assert "fast_cifar" in capsys.readouterr().out
+    with pytest.raises(CnnlabError):
+        recipes_cmd.run(argparse.Namespace(recipes_command="show", name="nope"))
+
+
+def test_parser_registers_list_and_show() -> None:
+    parser = argparse.ArgumentParser()
+    recipes_cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["recipes", "show", "lesson"])
+    assert (args.recipes_command, args.name, args.func) == ("show", "lesson", recipes_cmd.run)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
+    from cnnlab.evaluate.run import train_and_evaluate
+
+    config = merge_config(RunConfig(), recipe_overrides(name))
+    config = merge_config(config, {
+        "data": {"source": "digits", "batch_size": 256},
+        "train": {"epochs": 1},
+        "runs_dir": str(tmp_path), "name": name,
+    })
+    validate(config)
+    files, metrics = train_and_evaluate(config, "test")
+    assert files.best.is_file() or files.last.is_file()
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    saved = dataclasses.asdict(config)
+    assert saved["model"]["name"] == RECIPES[name]["model"]["name"]
