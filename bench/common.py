@@ -175,12 +175,20 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
         trainer, checkpoint = build_trainer(config.train, files, config.train.epochs, extra_callbacks=callbacks)
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
-        wall = time.perf_counter() - started
+        finished = time.perf_counter()
+        wall = finished - started
         load_module_weights(module, checkpoint.best_model_path or str(files.last))
-    seconds = probe.train_seconds() if probe is not None else wall
-    epochs = probe.points[-1][1] if probe is not None and probe.points else float(trainer.current_epoch)
+    if probe is not None:
+        seconds = probe.train_seconds()
+    elif budget is not None and budget.start is not None:
+        seconds = finished - budget.start  # the budget's own clock: from the first batch
+    else:
+        seconds = wall
+    batches = -(-len(data.splits["train"]) // config.data.batch_size)
+    epochs = trainer.global_step / batches  # fractional: a budget can end mid-epoch
+    images = min(trainer.global_step * config.data.batch_size, epochs * len(data.splits["train"]))
     return RunResult(seconds, epochs, accuracy(module.model, normalize, data.splits["test"]),
-                     probe, budget, {"wall_seconds": wall})
+                     probe, budget, {"wall_seconds": wall, "images_per_s": images / max(seconds, 1e-9)})
 
 
 def spread(values: list[float], fmt: str = "{:.1f}") -> str:

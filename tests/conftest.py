@@ -26,6 +26,21 @@ def write_shapes_folder(root: Path, per_class: int = 24, size: int = 20, seed: i
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests decode into their own cache, never the user's ~/.cache/cnnlab."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cnnlab-cache")
+    old = os.environ.get("CNNLAB_CACHE_DIR")
+    os.environ["CNNLAB_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("CNNLAB_CACHE_DIR", None)
+    else:
+        os.environ["CNNLAB_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def shapes_folder(tmp_path: Path) -> Path:
     return write_shapes_folder(tmp_path / "shapes")

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from cnnlab.cli import augment_cmd, evaluate_cmd, experiment_cmd, info_cmd, report_cmd, train_cmd
+from cnnlab.cli import augment_cmd, data_cmd, evaluate_cmd, experiment_cmd, info_cmd, report_cmd, train_cmd
 from cnnlab.cli.parser import Parser
 from cnnlab.errors import CnnlabError
 
@@ -21,6 +21,7 @@ def build_parser() -> Parser:
     evaluate_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
+    data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)
     info_cmd.add_parser(commands)

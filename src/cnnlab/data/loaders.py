@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -17,14 +18,16 @@ class _BatchIndexed(Dataset):
     """Indexed by a whole list of positions, returning the stacked batch (images, labels)."""
 
     def __init__(self, image_set: ImageSet) -> None:
-        self.images, self.labels = image_set.images, image_set.labels
+        self._images, self._labels = image_set.images.numpy(), image_set.labels.numpy()  # shared memory
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self._labels)
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(positions, dtype=torch.long)
-        return self.images[index], self.labels[index]
+        # NumPy fancy indexing: torch's multi-threaded gather was 60x slower for small uint8
+        # batches on a busy 2-core machine (12 ms vs 0.2 ms per 128 CIFAR images, measured).
+        index = np.asarray(positions)
+        return torch.from_numpy(self._images[index]), torch.from_numpy(self._labels[index])
 
 
 class EpochBatches(Sampler[list[int]]):

@@ -10,7 +10,9 @@ repeatable step for step, even with ``--seed``.
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from typing import Any, Callable
 
 import lightning as L
@@ -91,9 +93,10 @@ class TimeBudget(L.Callback):
         self.start: float | None = None
         self.stopped_early = False
         self._batch_start = 0.0
-        self._batch_s: float | None = None  # recent seconds per training batch (moving average)
+        # Median of recent batches: one batch slowed by another process must not end the run.
+        self._batches: deque[float] = deque(maxlen=25)
         self._image_s: float | None = None  # seconds per training image
-        self._val_s: float | None = None  # slowest validation seen, checkpoint saving included
+        self._val_s: float | None = None  # latest validation, checkpoint saving included
         self._val_start: float | None = None
         self._val_images = 0
 
@@ -112,15 +115,18 @@ class TimeBudget(L.Callback):
         # Forward only, no augmentation, big batches: about a third of a training image's cost.
         return self._val_images * self._image_s / 3
 
+    def batch_estimate(self) -> float:
+        """Seconds one training batch is expected to take (median of the recent ones)."""
+        return statistics.median(self._batches) if self._batches else 0.0
+
     def reserve(self, last_in_epoch: bool = False) -> float:
         """Seconds to keep back now: the next batch and the final validation (two at an epoch end)."""
-        batch = self._batch_s or 0.0
         validations = 2 if last_in_epoch else 1
-        return SAFETY * (batch + validations * self.validation_estimate())
+        return SAFETY * (self.batch_estimate() + validations * self.validation_estimate())
 
     def progress(self) -> float:
-        """Fraction of the usable budget spent; 1.0 is where training must stop."""
-        usable = max(self.seconds - SAFETY * self.validation_estimate(), 1e-9)
+        """Fraction of the usable budget spent; 1.0 is about where training stops."""
+        usable = max(self.seconds - self.reserve(), 1e-9)
         return min(self.elapsed() / usable, 1.0)
 
     # --- Lightning hooks ---------------------------------------------------------------------
@@ -145,12 +151,10 @@ class TimeBudget(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        seconds = self._clock() - self._batch_start
-        # Moving average: the first batches are slow (allocation, compile), later ones settle.
-        self._batch_s = seconds if self._batch_s is None else 0.7 * self._batch_s + 0.3 * seconds
+        self._batches.append(self._clock() - self._batch_start)
         images = _batch_size(batch)
         if images:
-            self._image_s = self._batch_s / images
+            self._image_s = self.batch_estimate() / images
         last = batch_idx + 1 >= trainer.num_training_batches
         if self.elapsed() + self.reserve(last) >= self.seconds:
             trainer.should_stop = True
@@ -165,7 +169,7 @@ class TimeBudget(L.Callback):
             self._record_validation(self._clock() - self._val_start)
 
     def _record_validation(self, seconds: float) -> None:
-        self._val_s = seconds if self._val_s is None else max(self._val_s, seconds)
+        self._val_s = seconds
         self._val_start = None
 
     def state_dict(self) -> dict[str, Any]:
