@@ -3,6 +3,7 @@
     PYTHONPATH=src python bench/bench_cifar.py                   # 5 + 10 min, lesson 5 min: ~22 min
     PYTHONPATH=src python bench/bench_cifar.py --budgets 1200 --no-lesson    # the 20-min point
     PYTHONPATH=src python bench/bench_cifar.py --fresh ...       # forget earlier results
+    PYTHONPATH=src python bench/bench_cifar.py --speed           # step time per speed-up, ~3 min
 
 Each point is one run of ``cnnlab train cifar10 --recipe fast-cifar --time-budget SECONDS``
 (epochs set high, so the time decides; the LR schedule fits the budget), scored on the 10,000
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import OUT, dataset, load_data, machine, recipe_config, spread, train_once  # noqa: E402
+from common import OUT, dataset, load_data, machine, recipe_config, speed_table, spread, train_once  # noqa: E402
 from cnnlab.train.trainer import quiet_lightning  # noqa: E402
 
 RESULTS = OUT / "cifar.json"
@@ -38,7 +39,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-lesson", dest="lesson", action="store_false", help="skip the lesson recipe run")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--fresh", action="store_true", help="discard results of earlier invocations")
+    p.add_argument("--speed", action="store_true", help="only the per-step speed-up table (fast_cifar)")
     return p.parse_args(argv)
+
+
+def speed(command: str) -> int:
+    """Per-step timing of each speed-up for the fast-cifar network."""
+    text = "\n".join(["# Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", "",
+                      f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
+                      *speed_table("fast_cifar", 3, 32, 256, rounds=4), ""])
+    OUT.mkdir(exist_ok=True)
+    (OUT / "speedups_cifar.md").write_text(text)
+    print(text)
+    return 0
 
 
 def table(results: list[dict]) -> list[str]:
@@ -62,10 +75,12 @@ def table(results: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.speed:
+        return speed(command)
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
-    command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     source = dataset("cifar10")
     started = time.perf_counter()

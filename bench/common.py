@@ -31,7 +31,7 @@ from cnnlab.train.build import build_model, preprocess_meta
 from cnnlab.train.checkpoint import load_module_weights
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.optim import apply_speedups
-from cnnlab.train.recipes import recipe_overrides
+from cnnlab.train.recipes import apply_recipe
 from cnnlab.train.run_dir import new_run_dir
 from cnnlab.train.time_budget import TimeBudget
 from cnnlab.train.trainer import build_trainer
@@ -71,7 +71,7 @@ def machine() -> str:
 
 def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] | None = None) -> RunConfig:
     """Defaults -> recipe -> ``updates``, as ``cnnlab train DATA --recipe NAME`` with flags does."""
-    config = merge_config(RunConfig(), recipe_overrides(recipe), where=f"recipe {recipe}")
+    config = apply_recipe(RunConfig(), recipe)
     extra: dict[str, Any] = {"data": {"source": str(source)}, "train": {"seed": seed}}
     for section, values in (updates or {}).items():
         extra.setdefault(section, {}).update(values)
@@ -167,7 +167,7 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
         probe = None
         if probes_per_epoch:
             batches = -(-len(data.splits["train"]) // config.data.batch_size)
-            probe = TestProbe(data.splits["test"], normalize, batches // probes_per_epoch, stop_at)
+            probe = TestProbe(data.splits["test"], normalize, -(-batches // probes_per_epoch), stop_at)
             callbacks.append(probe)
         budget = TimeBudget(config.train.time_budget) if config.train.time_budget else None
         if budget is not None:
@@ -197,3 +197,63 @@ def spread(values: list[float], fmt: str = "{:.1f}") -> str:
         return "not reached"
     text = fmt.format(statistics.median(values))
     return text + (f" ({fmt.format(min(values))}-{fmt.format(max(values))})" if len(values) > 1 else "")
+
+
+SPEED_VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32, NCHW (default)": {},
+    "channels_last": {"channels_last": True},
+    "bf16-mixed": {"bf16": True},
+    "channels_last + bf16-mixed": {"channels_last": True, "bf16": True},
+    "channels_last + bf16 + compile": {"channels_last": True, "bf16": True, "compile": True},
+    "channels_last + bf16, 1 thread": {"channels_last": True, "bf16": True, "threads": 1},
+}
+
+
+def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: int = 5,
+                variants: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Markdown rows: training-step time per image (forward, backward, SGD step) for each speed-up.
+
+    All variants are built first, then timed round-robin (5 steps each per round), so a change in
+    the machine's load hits them alike; the table gives median and min-max over rounds.
+    """
+    import torch.nn.functional as F
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.models import create_model
+
+    variants = variants or SPEED_VARIANTS
+    default_threads = torch.get_num_threads()
+    steps: dict[str, Any] = {}
+    for label, v in variants.items():
+        torch.manual_seed(0)
+        model = create_model(model_name, num_classes=10, in_chans=in_chans, image_size=(side, side), dropout=0.0)
+        model = apply_speedups(model, TrainConfig(channels_last=v.get("channels_last", False),
+                                                  compile=v.get("compile", False)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        x, y = torch.rand(batch, in_chans, side, side), torch.randint(0, 10, (batch,))
+
+        def step(model=model, optimizer=optimizer, x=x, y=y, v=v) -> None:
+            torch.set_num_threads(v.get("threads", default_threads))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v.get("bf16", False)):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        began = time.perf_counter()
+        step(), step()  # warm-up (and compilation)
+        steps[label] = (step, time.perf_counter() - began)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, (step, _) in steps.items():
+            began = time.perf_counter()
+            for _ in range(5):
+                step()
+            times[label].append((time.perf_counter() - began) / 5 / batch * 1e6)
+    torch.set_num_threads(default_threads)
+    base = statistics.median(next(iter(times.values())))
+    lines = ["| variant | us per image (median, min-max) | time vs default | warm-up (s) |", "|---|---|---|---|"]
+    for label, values in times.items():
+        lines.append(f"| {label} | {spread(values, '{:.0f}')} | {statistics.median(values) / base:.2f}x | "
+                     f"{steps[label][1]:.1f} |")
+    return lines

@@ -28,6 +28,16 @@ def test_lesson_is_the_lessons_setup() -> None:
     assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
 
 
+def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnlab.train import optim
+
+    monkeypatch.setattr(optim, "bf16_is_fast", lambda: False)
+    assert apply_recipe(RunConfig(), "fast").train.precision == "auto"  # fp32 on such a CPU
+    monkeypatch.setattr(optim, "bf16_is_fast", lambda: True)
+    assert apply_recipe(RunConfig(), "fast").train.precision == "bf16-mixed"
+    assert RECIPES["fast"]["train"]["precision"] == "bf16-mixed"  # the data itself is unchanged
+
+
 def test_unknown_recipe_names_the_closest() -> None:
     with pytest.raises(CnnlabError, match="did you mean 'fast'"):
         recipe_overrides("fsat")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -76,6 +78,21 @@ def compile_model(model: nn.Module) -> bool:
     except Exception as exc:  # noqa: BLE001  any failure here only means "no compile"
         log.warning("torch.compile is not available here (%s); training without it", str(exc).splitlines()[0])
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_is_fast() -> bool:
+    """Whether bf16 autocast runs natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX.
+
+    Elsewhere CPU bf16 is emulated and slower than fp32, so recipes fall back to full precision.
+    """
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def apply_speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:

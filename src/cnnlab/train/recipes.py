@@ -2,7 +2,8 @@
 
 A recipe is a nested dict in the shape of the YAML config (sections data, model, augment, train,
 transfer). ``cnnlab train --recipe NAME`` applies it on top of the defaults, before ``--config``
-and the flags, so any part can still be changed: defaults -> recipe -> YAML -> flags.
+and the flags, so any part can still be changed: defaults -> recipe -> YAML -> flags. The
+resolved values land in the run's config.yaml like any others.
 
 Validation splits are data-dependent, so recipes give them as fractions of the training images
 (when the data has its own test split, as MNIST and CIFAR-10 folders do):
@@ -43,7 +44,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": {"rotation": 10.0, "width_shift": 0.1, "height_shift": 0.1, "fill_mode": "constant",
                     "label_smoothing": 0.1},
         "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                  "scheduler": "onecycle", "epochs": 3, "patience": 5,
+                  "scheduler": "onecycle", "epochs": 5, "patience": 5,
                   "channels_last": True, "compile": False, "precision": "bf16-mixed"},
     },
     # CIFAR-sized photos (32x32 RGB): airbench94's recipe at CPU width: whitened stem, flips and
@@ -85,5 +86,15 @@ def recipe_overrides(name: str) -> dict[str, Any]:
 
 
 def apply_recipe(config: RunConfig, name: str) -> RunConfig:
-    """``config`` with recipe ``name`` merged in (use on the defaults, before YAML and flags)."""
-    return merge_config(config, recipe_overrides(name), where=f"recipe '{name}'")
+    """``config`` with recipe ``name`` merged in (use on the defaults, before YAML and flags).
+
+    A recipe's ``bf16-mixed`` becomes ``auto`` (fp32 on a CPU) where bf16 is not native: there it
+    is emulated and slower than fp32, the opposite of what the recipe is for.
+    """
+    from cnnlab.train.optim import bf16_is_fast
+
+    overrides = recipe_overrides(name)
+    train = overrides.get("train", {})
+    if train.get("precision") == "bf16-mixed" and not bf16_is_fast():
+        train["precision"] = "auto"
+    return merge_config(config, overrides, where=f"recipe '{name}'")
