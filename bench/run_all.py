@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_augment.py", "bench_loader.py", "bench_mnist.py", "bench_cifar.py", "bench_transfer.py"]
+BENCHES = ["bench_augment.py", "bench_loader.py", "bench_mnist.py", "bench_cifar.py", "bench_transfer.py", "bench_augment_epoch.py"]
 
 
 def main() -> int:
@@ -18,6 +18,7 @@ def main() -> int:
         print(f"\n=== {name} ===", flush=True)
         if subprocess.run([sys.executable, str(here / name)]).returncode != 0:
             failed.append(name)
+    subprocess.run([sys.executable, str(here / "collect.py")])
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

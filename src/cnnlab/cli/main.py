@@ -6,7 +6,17 @@ import logging
 import os
 import sys
 
-from cnnlab.cli import augment_cmd, data_cmd, evaluate_cmd, experiment_cmd, info_cmd, report_cmd, train_cmd
+from cnnlab.cli import (
+    augment_cmd,
+    data_cmd,
+    evaluate_cmd,
+    experiment_cmd,
+    info_cmd,
+    models_cmd,
+    recipes_cmd,
+    report_cmd,
+    train_cmd,
+)
 from cnnlab.cli.parser import Parser
 from cnnlab.errors import CnnlabError
 
@@ -24,6 +34,8 @@ def build_parser() -> Parser:
     data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)
+    models_cmd.add_parser(commands)
+    recipes_cmd.add_parser(commands)
     info_cmd.add_parser(commands)
     return parser
 

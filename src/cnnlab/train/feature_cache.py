@@ -86,23 +86,32 @@ def extract_features(
     Args:
         augment: applied to [0, 1] images before normalising; with ``views`` > 1 each view is
             a fresh draw (the augmentation uses torch's global RNG: seed before calling).
-        device: where to compute; default the model's. Features are returned on the CPU.
+        device: where to compute, e.g. "cuda" while the model still sits on the CPU before
+            ``trainer.fit``: the model (and an ``nn.Module`` augment) is moved there for the
+            pass and back afterwards. Default: the model's device. Features end on the CPU.
     """
     tensor = images.images if isinstance(images, ImageSet) else images
     labels = images.labels if isinstance(images, ImageSet) else torch.zeros(len(tensor), dtype=torch.long)
-    device = torch.device(device) if device is not None else _model_device(model)
+    home = _model_device(model)
+    device = torch.device(device) if device is not None else home
     normalize = normalize.to(device)
     # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
     layout = torch.channels_last if _channels_last(model) else torch.contiguous_format
     chunks: list[torch.Tensor] = []
-    with _eval_mode(model), torch.inference_mode():
-        for _ in range(views):
-            for start in range(0, len(tensor), batch_size):
-                unit = Normalize.to_unit(tensor[start : start + batch_size].to(device))
-                if augment is not None:
-                    unit = augment(unit)
-                x = normalize(unit).contiguous(memory_format=layout)
-                chunks.append(pooled_features(model, x).float().cpu())
+    model.to(device)
+    if isinstance(augment, nn.Module):
+        augment.to(device)
+    try:
+        with _eval_mode(model), torch.inference_mode():
+            for _ in range(views):
+                for start in range(0, len(tensor), batch_size):
+                    unit = Normalize.to_unit(tensor[start : start + batch_size].to(device))
+                    if augment is not None:
+                        unit = augment(unit)
+                    x = normalize(unit).contiguous(memory_format=layout)
+                    chunks.append(pooled_features(model, x).float().cpu())
+    finally:
+        model.to(home)  # in place: the parameters (and an optimizer holding them) stay the same objects
     # Concatenated outside inference mode: a normal tensor, usable in autograd later.
     features = torch.cat(chunks) if chunks else torch.zeros(0, 0)
     return FeatureSet(features, labels.repeat(views), views)

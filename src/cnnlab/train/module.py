@@ -86,7 +86,7 @@ class ClassifierModule(L.LightningModule):
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        lr = max(group["lr"] for group in self.trainer.optimizers[0].param_groups)  # the top group's
         self.log("lr", lr, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> Any:

@@ -40,7 +40,7 @@ class StageOutcome:
 
 def image_accuracy(model: torch.nn.Module, normalize: Normalize, image_set: ImageSet) -> float:
     """Top-1 accuracy on uint8 images, batched, in eval mode (the mode is restored)."""
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # frozen BN stays in eval
     model.eval()
     device = next(model.parameters()).device
     normalize = normalize.to(device)
@@ -50,8 +50,20 @@ def image_accuracy(model: torch.nn.Module, normalize: Normalize, image_set: Imag
             batch = image_set.images[start : start + EVAL_BATCH_SIZE].to(device)
             logits = as_class_logits(model(normalize(Normalize.to_unit(batch))))
             correct += int((logits.argmax(1).cpu() == image_set.labels[start : start + EVAL_BATCH_SIZE]).sum())
-    model.train(was_training)
+    for module, training in modes:
+        module.training = training
     return correct / max(1, len(image_set))
+
+
+def _feature_device(config: RunConfig) -> str:
+    """Where to run the one feature-extraction pass: the training accelerator when there is one."""
+    wanted = config.train.accelerator
+    if torch.cuda.is_available() and wanted in ("auto", "cuda", "gpu"):
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available() and wanted in ("auto", "mps"):
+        return "mps"
+    return "cpu"
 
 
 def stage_train_config(config: RunConfig, stage: Stage) -> Any:
@@ -87,7 +99,8 @@ def fit_stage(
         augment = build_batch_augment(config.augment)
         L.seed_everything(config.train.seed, workers=True, verbose=False)  # same augmented views on resume
         features = cache_features(model, data, kwargs["normalize"], augment=augment,
-                                  train_views=AUGMENTED_VIEWS if augment is not None else 1)
+                                  train_views=AUGMENTED_VIEWS if augment is not None else 1,
+                                  device=_feature_device(config))
         module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, config.data.batch_size, config.train.seed, balanced)

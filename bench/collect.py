@@ -1,0 +1,41 @@
+"""Rebuilds BENCHMARKS.md from the tables the benchmarks wrote to bench/out/ (run after them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = [
+    ("loader", "Data loading (issue #3)"),
+    ("augment_epoch", "Augmentation cost per epoch (issue #4)"),
+    ("augment", "Batched augmentation vs per-image PIL (issue #4)"),
+    ("transfer", "Transfer learning (issue #5)"),
+    ("mnist", "MNIST from scratch (issue #7)"),
+    ("cifar", "CIFAR-10 from scratch (issue #7)"),
+]
+INTRO = """# Benchmarks
+
+Every figure here comes from a committed script in `bench/`, run on this project's machine: an
+AMD EPYC with **2 logical cores, no GPU, 24 GiB**, torch 2.14.1 (CPU), Python 3.11. The machine is
+shared and was busy while these ran (load average 3-6 on 2 cores), so each script runs the things
+it compares side by side, interleaved, and the **ratio** is the figure to trust; absolute seconds
+vary from run to run. `make bench` runs them all (each writes `bench/out/<name>.md`), then
+`python bench/collect.py` rebuilds this page.
+"""
+
+
+def main() -> None:
+    parts = [INTRO]
+    for name, title in SECTIONS:
+        path = HERE / "out" / f"{name}.md"
+        if not path.is_file():
+            continue
+        lines = path.read_text().strip().splitlines()
+        if lines and lines[0].startswith("# "):
+            lines = lines[1:]
+        parts.append(f"## {title}\n\n" + "\n".join(lines).strip() + "\n")
+    (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
