@@ -76,6 +76,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of a training run (shared by ``train`` and the experiments)."""
+    p.add_argument("--recipe", help="a named setup (cnnlab recipes list): lesson, fast, fast-cifar")
     p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     p.add_argument("--name", help="run folder name (default <model>-<data>, numbered if taken)")
     p.add_argument("--runs-dir", dest="runs_dir", help="where run folders go (default runs)")
@@ -134,8 +135,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then ``--config`` YAML, then the flags given on the command line."""
+    """Defaults, then ``--recipe``, then ``--config`` YAML, then the flags given on the command line."""
     config = RunConfig()
+    if getattr(args, "recipe", None):
+        from cnnlab.train.recipes import apply_recipe
+
+        config = apply_recipe(config, args.recipe)
     if args.config is not None:
         config = merge_config(config, load_yaml(args.config), where=str(args.config))
     updates: dict[str, Any] = {}
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     command = "cnnlab " + shlex.join(sys.argv[1:])
     if args.resume:
         given = [dest for dest in FLAG_FIELDS if getattr(args, dest, None) is not None]
-        if given or args.config or augment_overrides_from_args(args) or getattr(args, "augment", None):
+        if given or args.config or args.recipe or augment_overrides_from_args(args) or getattr(args, "augment", None):
             raise CnnlabError("--resume continues a run with its saved options; drop the other options")
         config = None
     else:

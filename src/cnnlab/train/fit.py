@@ -30,6 +30,7 @@ from cnnlab.train.build import build_model, preprocess_meta
 from cnnlab.train.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.train.feature_cache import FeatureHeadModule
 from cnnlab.train.module import ClassifierModule
+from cnnlab.train.optim import apply_speedups
 from cnnlab.train.resume import check_same_data, resume_point, trim_history
 from cnnlab.train.run_dir import RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_meta, write_skipped
 from cnnlab.train.staged import fit_stage, image_accuracy
@@ -192,6 +193,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     # The same random stream from here on, whatever ran before (a fresh run, or a resume of a
     # run killed before its first checkpoint); a checkpoint's own RNG state replaces it.
     L.seed_everything(config.train.seed, workers=True, verbose=False)
+    apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
     pretrained = config.model.pretrained or bool(config.model.weights)
     plan = plan_stages(config, pretrained)
     records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
