@@ -80,7 +80,9 @@ def build_trainer(
         enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
     )
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
-    budget = [TimeBudget(cfg.time_budget)] if cfg.time_budget else []
+    extra_callbacks = list(extra_callbacks or [])
+    has_budget = any(isinstance(c, TimeBudget) for c in extra_callbacks)
+    budget = [TimeBudget(cfg.time_budget)] if cfg.time_budget and not has_budget else []
     # A live bar in a terminal; plain epoch lines in logs and CI, where bars turn into garbage.
     progress = RichProgressBar(leave=True) if sys.stderr.isatty() else EpochLines()
     trainer = L.Trainer(
@@ -89,7 +91,7 @@ def build_trainer(
         devices=cfg.devices,
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, early_stopping, progress, *budget, *(extra_callbacks or [])],
+        callbacks=[checkpoint, early_stopping, progress, *budget, *extra_callbacks],
         logger=[
             # Flushed at every (epoch-level) log call: a killed run keeps its history.
             HistoryCSVLogger(save_dir=files.root, name="", version="", flush_logs_every_n_steps=1),
