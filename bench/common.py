@@ -99,31 +99,37 @@ def accuracy(model: torch.nn.Module, normalize: Normalize, images: ImageSet, bat
 
 
 class TestProbe(L.Callback):
-    """Scores the test split every ``every`` training batches and at the end; its time is excluded.
+    """Scores the test split every ``every`` training batches and at each epoch end, off the clock.
 
-    ``points`` holds (training seconds, epochs done, test accuracy); training seconds are wall
-    time since the first batch minus the probes' own time (validation and checkpoints count).
+    ``points`` holds (training seconds, CPU seconds, epochs done, test accuracy). Training seconds
+    are wall time since the first batch minus the probes' own time (validation and checkpoints
+    count); CPU seconds are this process's CPU time over the same span, which other processes
+    on a shared machine disturb much less than wall time.
     """
 
     def __init__(self, test: ImageSet, normalize: Normalize, every: int, stop_at: float | None = None) -> None:
         self.test, self.normalize, self.every, self.stop_at = test, normalize, max(every, 1), stop_at
-        self.points: list[tuple[float, float, float]] = []
-        self.start, self.excluded = 0.0, 0.0
+        self.points: list[tuple[float, float, float, float]] = []
+        self.start = self.cpu_start = self.excluded = self.cpu_excluded = 0.0
 
     def train_seconds(self) -> float:
         return time.perf_counter() - self.start - self.excluded
 
+    def cpu_seconds(self) -> float:
+        return time.process_time() - self.cpu_start - self.cpu_excluded
+
     def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs: float) -> None:
-        seconds = self.train_seconds()
-        began = time.perf_counter()
+        seconds, cpu = self.train_seconds(), self.cpu_seconds()
+        began, cpu_began = time.perf_counter(), time.process_time()
         acc = accuracy(pl_module.model, self.normalize, self.test)
-        self.points.append((seconds, epochs, acc))
+        self.points.append((seconds, cpu, epochs, acc))
         if self.stop_at is not None and acc >= self.stop_at:
             trainer.should_stop = True  # e.g. the capped lesson run: its goal is reached
         self.excluded += time.perf_counter() - began
+        self.cpu_excluded += time.process_time() - cpu_began
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -133,9 +139,9 @@ class TestProbe(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probe(trainer, pl_module, float(trainer.current_epoch + 1))
 
-    def first_reaching(self, target: float) -> tuple[float, float] | None:
-        """(training seconds, epochs) when test accuracy first reached ``target``, or None."""
-        return next(((s, e) for s, e, a in self.points if a >= target), None)
+    def first_reaching(self, target: float) -> tuple[float, float, float] | None:
+        """(training seconds, CPU seconds, epochs) when test accuracy first reached ``target``, or None."""
+        return next(((s, c, e) for s, c, e, a in self.points if a >= target), None)
 
 
 @dataclass

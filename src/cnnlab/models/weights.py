@@ -6,9 +6,12 @@ that needs arbitrary unpickling is refused, since unpickling can run code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
+import socket
 from pathlib import Path
+from typing import Iterator
 
 import timm
 import torch
@@ -21,6 +24,33 @@ from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
 log = logging.getLogger("cnnlab")
 
 
+def _hub_reachable(host: str = "huggingface.co", seconds: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=seconds).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_mode() -> Iterator[None]:
+    """Offline, the hub client retries for about a minute and logs each try; instead, look only
+    in the local cache (weights downloaded earlier still load) and fail at once, quietly."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE  # read from the environment at import: patch the constant
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    if not saved and not _hub_reachable():
+        constants.HF_HUB_OFFLINE = True
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
+        constants.HF_HUB_OFFLINE = saved
+
+
 def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_rate: float) -> nn.Module:
     """A timm model with ImageNet weights and a fresh ``num_classes`` classifier."""
     if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
@@ -29,9 +59,10 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
         model.reset_classifier(num_classes)
         return model
     try:
-        return timm.create_model(
-            resolved, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
-        )
+        with _hub_mode():
+            return timm.create_model(
+                resolved, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+            )
     except Exception as exc:  # hub errors vary (offline, 404, gated): all mean "no weights"
         raise CnnlabError(
             f"could not get ImageNet weights for '{resolved}' ({type(exc).__name__}; offline?); "
