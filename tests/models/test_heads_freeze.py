@@ -21,13 +21,7 @@ from cnnlab.models.freeze import (
 from cnnlab.models.heads import HeadedModel, binary_logits_to_probs, head_forward, pooled_features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy shared CPU (was 5-40x slower)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))

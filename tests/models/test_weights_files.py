@@ -16,13 +16,7 @@ from cnnlab.models import create_model
 from cnnlab.models.heads import HeadedModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy shared CPU (was 5-40x slower)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _make(path: Path | None = None, head: str = "default", num_classes: int = 3, name: str = "resnet18"):
