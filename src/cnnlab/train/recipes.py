@@ -36,15 +36,16 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "epochs": 15, "patience": 5, "lr_patience": 3, "lr_factor": 0.5,
                   "channels_last": False, "compile": False, "precision": "auto"},
     },
-    # MNIST-sized data (small grayscale images): a BN CNN with one-cycle SGD. 99% in about one
-    # epoch; small shifts and rotations (digits tolerate 10 degrees) reach 99.5% in a few.
+    # MNIST-sized data (small grayscale images): a BN CNN, SGD-Nesterov with a cosine decay from
+    # the peak (no warm-up: measured 99.0% after 0.6-1.0 epochs, against 1.25 with one-cycle's),
+    # small shifts and rotations (digits tolerate 10 degrees) to reach 99.5% in a few epochs.
     "fast": {
         "data": {"batch_size": 128, "val_split": "0.08333"},
         "model": {"name": "fast_cnn", "dropout": 0.0},
         "augment": {"rotation": 10.0, "width_shift": 0.1, "height_shift": 0.1, "fill_mode": "constant",
                     "label_smoothing": 0.1},
         "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                  "scheduler": "onecycle", "epochs": 5, "patience": 5,
+                  "scheduler": "cosine", "epochs": 5, "patience": 5,
                   "channels_last": True, "compile": False, "precision": "bf16-mixed"},
     },
     # CIFAR-sized photos (32x32 RGB): airbench94's recipe at CPU width: whitened stem, flips and

@@ -76,6 +76,8 @@ def budget_scheduler(
 class TimeBudget(L.Callback):
     """Stops training so that it ends, final validation and checkpoint included, within ``seconds``.
 
+    A resumed run (``--resume``) gets the whole budget again: the clock starts at each ``fit``.
+
     After every training batch it asks: if training went on, would the next batch plus the
     validation that must follow still fit? If not, it sets ``trainer.should_stop``; Lightning
     then validates at once (mid-epoch if need be), ModelCheckpoint keeps the best weights, and
@@ -138,9 +140,7 @@ class TimeBudget(L.Callback):
             schedule = getattr(config.scheduler, "budget_schedule", None)
             if isinstance(schedule, BudgetSchedule):
                 schedule.budget = self
-        loaders = trainer.val_dataloaders
-        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders] if loaders is not None else []
-        self._val_images = sum(_dataset_size(loader) for loader in loaders)
+        self._val_images = _validation_size(trainer)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         now = self._clock()
@@ -172,12 +172,6 @@ class TimeBudget(L.Callback):
         self._val_s = seconds
         self._val_start = None
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"seconds": self.seconds}  # a resumed run gets a fresh budget: documented
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
-
 
 def _batch_size(batch: Any) -> int:
     """Images in a (images, labels) batch, 0 when the shape is unknown."""
@@ -186,8 +180,19 @@ def _batch_size(batch: Any) -> int:
     return 0
 
 
-def _dataset_size(loader: Any) -> int:
-    try:
-        return len(loader.dataset)
-    except (AttributeError, TypeError):
-        return 0
+def _validation_size(trainer: L.Trainer) -> int:
+    """Images in the validation set (0 if unknown); Lightning builds its loaders only when first used."""
+    loaders = trainer.val_dataloaders
+    if loaders is None and trainer.datamodule is not None:
+        try:
+            loaders = trainer.datamodule.val_dataloader()
+        except Exception:  # noqa: BLE001  no val loader, or one that cannot be built yet: estimate 0
+            return 0
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders] if loaders is not None else []
+    total = 0
+    for loader in loaders:
+        try:
+            total += len(loader.dataset)
+        except (AttributeError, TypeError):
+            pass
+    return total
