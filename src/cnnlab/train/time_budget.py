@@ -63,14 +63,27 @@ class BudgetSchedule:
         return self.shape(self.progress(step))
 
 
-def budget_scheduler(
-    optimizer: torch.optim.Optimizer, shape: str, seconds: float, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR following ``shape`` (onecycle or cosine) over the time budget."""
-    schedule = BudgetSchedule(shape, seconds, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scheduler.budget_schedule = schedule  # type: ignore[attr-defined]  # found by TimeBudget
-    return scheduler
+class BudgetLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR over a :class:`BudgetSchedule` whose state holds plain numbers only.
+
+    LambdaLR would save a callable object's ``__dict__`` (functions, the clock, the callback)
+    in the checkpoint, which cnnlab's ``weights_only`` loading rightly refuses; the schedule is
+    rebuilt from the config instead, and the step count (``last_epoch``) is what is saved.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: BudgetSchedule) -> None:
+        self.budget_schedule = schedule  # found by TimeBudget, which then lends it its clock
+        super().__init__(optimizer, schedule)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas", "budget_schedule")}
+        state["lr_lambdas"] = [None] * len(self.lr_lambdas)
+        return state
+
+
+def budget_scheduler(optimizer: torch.optim.Optimizer, shape: str, seconds: float, total_steps: int) -> BudgetLR:
+    """A per-step LR schedule following ``shape`` (onecycle or cosine) over the time budget."""
+    return BudgetLR(optimizer, BudgetSchedule(shape, seconds, total_steps))
 
 
 class TimeBudget(L.Callback):
