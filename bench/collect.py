@@ -10,6 +10,8 @@ SECTIONS = [
     ("augment_epoch", "Augmentation cost per epoch (issue #4)"),
     ("augment", "Batched augmentation vs per-image PIL (issue #4)"),
     ("transfer", "Transfer learning (issue #5)"),
+    ("photo_folder", "A small folder of real photos (issue #5)"),
+    ("eval_batch", "Inference batch size on a CPU (issue #5)"),
     ("mnist", "MNIST from scratch (issue #7)"),
     ("cifar", "CIFAR-10 from scratch (issue #7)"),
 ]

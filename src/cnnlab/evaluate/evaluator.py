@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnlab.augment.options import AugmentConfig
 from cnnlab.augment.preview import preset_preview
-from cnnlab.data.loaders import EVAL_BATCH_SIZE
+from cnnlab.data.loaders import eval_batch_size
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.evaluate import figures
@@ -24,10 +24,11 @@ MAX_KEPT_PROBS = 20_000_000  # probabilities kept for the reliability diagram (~
 
 
 def batched_probs(
-    model: nn.Module, normalize: Normalize, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+    model: nn.Module, normalize: Normalize, images: torch.Tensor, batch_size: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (start, softmax probabilities) per batch of uint8 ``images``: memory stays flat."""
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(images.shape, device)
     normalize = normalize.to(device)
     model.eval()
     with torch.inference_mode():

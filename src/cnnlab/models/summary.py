@@ -28,3 +28,25 @@ def model_summary(model: nn.Module, input_shape: tuple[int, int, int], depth: in
     )
     model.train(was_training)  # torchinfo leaves the model in eval mode
     return str(stats)  # ends with trainable and non-trainable (frozen) parameter counts
+
+
+def trainable_table(model: nn.Module) -> str:
+    """Parameters per top-level module and whether they train, as Keras prints after freezing.
+
+    A module is ``trainable``, ``frozen``, or ``partly`` (with how much of it trains): after
+    unfreezing the top 10 layers, the backbone's block stack shows as partly trainable.
+    """
+    rows = [("module", "parameters", "trains")]
+    for name, child in model.named_children():
+        params = list(child.parameters())
+        total = sum(p.numel() for p in params)
+        if not total:
+            continue
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        state = "yes" if trainable == total else "no" if trainable == 0 else f"partly: {trainable:,}"
+        rows.append((name, f"{total:,}", state))
+    total, trainable = count_parameters(model)
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"  {a:<{widths[0]}}  {b:>{widths[1]}}  {c}" for a, b, c in rows]
+    lines.append(f"  Trainable params: {trainable:,}  Frozen params: {total - trainable:,}")
+    return "\n".join(lines)

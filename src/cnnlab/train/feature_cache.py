@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches
+from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, eval_batch_size
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
@@ -76,7 +76,7 @@ def extract_features(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
     normalize: Normalize,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     augment: Augment | None = None,
     views: int = 1,
     device: torch.device | str | None = None,
@@ -95,6 +95,7 @@ def extract_features(
     home = _model_device(model)
     device = torch.device(device) if device is not None else home
     normalize = normalize.to(device)
+    batch_size = batch_size or eval_batch_size(tensor.shape, device)
     # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
     layout = torch.channels_last if _channels_last(model) else torch.contiguous_format
     chunks: list[torch.Tensor] = []
@@ -121,7 +122,7 @@ def cache_features(
     model: nn.Module,
     data: PreparedData,
     normalize: Normalize,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     augment: Augment | None = None,
     train_views: int = 1,
     device: torch.device | str | None = None,

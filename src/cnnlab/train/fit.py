@@ -24,6 +24,7 @@ from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models import model_input, resolve_name
+from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.train.build import build_model, preprocess_meta
@@ -80,6 +81,9 @@ def _prepare(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.
     data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size))
     preprocess = preprocess_meta(data, config)
     model = build_model(config, data.num_classes, preprocess)
+    pretrained = config.model.pretrained or bool(config.model.weights)
+    if plan_stages(config, pretrained, warn=False)[0].head_only:
+        freeze_backbone(model)  # the summary's Trainable column then shows stage 1 as it will run
     try:
         summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
     except RuntimeError as exc:

@@ -16,10 +16,11 @@ import torch
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig
-from cnnlab.data.loaders import EVAL_BATCH_SIZE, ImageDataModule
+from cnnlab.data.loaders import ImageDataModule, eval_batch_size
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.models.outputs import as_class_logits
+from cnnlab.models.summary import trainable_table
 from cnnlab.train.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
@@ -44,15 +45,19 @@ def image_accuracy(model: torch.nn.Module, normalize: Normalize, image_set: Imag
     model.eval()
     device = next(model.parameters()).device
     normalize = normalize.to(device)
-    correct = 0
+    correct, size = 0, eval_batch_size(image_set.images.shape, device)
     with torch.inference_mode():
-        for start in range(0, len(image_set), EVAL_BATCH_SIZE):
-            batch = image_set.images[start : start + EVAL_BATCH_SIZE].to(device)
+        for start in range(0, len(image_set), size):
+            batch = image_set.images[start : start + size].to(device)
             logits = as_class_logits(model(normalize(Normalize.to_unit(batch))))
-            correct += int((logits.argmax(1).cpu() == image_set.labels[start : start + EVAL_BATCH_SIZE]).sum())
+            correct += int((logits.argmax(1).cpu() == image_set.labels[start : start + size]).sum())
     for module, training in modes:
         module.training = training
     return correct / max(1, len(image_set))
+
+
+_WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
+                "all": "every layer trains"}
 
 
 def _feature_device(config: RunConfig) -> str:
@@ -89,11 +94,13 @@ def fit_stage(
     config, model, data = ctx.config, ctx.model, ctx.data
     train_cfg = stage_train_config(config, stage)
     trainable, frozen = apply_stage(model, stage, config.transfer)
-    log.info("stage %s: %s trainable, %s frozen parameters, lr %g", stage.name, f"{trainable:,}", f"{frozen:,}", stage.lr)
     groups = stage_param_groups(model, stage, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
     cached = use_feature_cache(stage, config)
+    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}"
+          f"{' (backbone features computed once, then cached)' if cached else ''}, "
+          f"lr {stage.lr:g}, up to {stage.epochs} epochs\n{trainable_table(model)}", flush=True)
     balanced = config.data.sampler == "balanced"
     if cached:
         augment = build_batch_augment(config.augment)

@@ -48,11 +48,12 @@ class Stage:
         return self.prepare == "head"
 
 
-def plan_stages(config: RunConfig, pretrained: bool) -> list[Stage]:
+def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[Stage]:
     """The stages ``config.transfer.stages`` asks for.
 
     Args:
         pretrained: the backbone starts from learned weights (``--pretrained`` or ``--weights``).
+        warn: log a warning for frozen stages on a random backbone (once per run, not per call).
 
     ``auto`` is ``both`` when pretrained, else one ``train`` stage; ``frozen`` is stage 1 only;
     ``full`` is one stage with everything trainable. Stages of 0 epochs are left out.
@@ -66,7 +67,7 @@ def plan_stages(config: RunConfig, pretrained: bool) -> list[Stage]:
         mode = "both" if pretrained else "full"
     if mode not in ("frozen", "both", "full"):
         raise CnnlabError(f"--stages must be auto, frozen, both or full, got '{transfer.stages}'")
-    if mode != "full" and not pretrained:
+    if mode != "full" and not pretrained and warn:
         log.warning("--stages %s on a randomly initialised backbone: only the head learns in stage 1", mode)
     frozen_epochs = train.epochs if transfer.frozen_epochs is None else transfer.frozen_epochs
     finetune_epochs = train.epochs if transfer.finetune_epochs is None else transfer.finetune_epochs

@@ -1,0 +1,54 @@
+"""`cnnlab train PHOTOS --model efficientnet_lite0 --pretrained`: both stages, from the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from conftest import read_json
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int = 0) -> Path:
+    """Two classes of real photos: random crops of scikit-learn's temple and flower pictures."""
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images  # china.jpg (a temple), flower.jpg
+    for name, photo in zip(["temple", "flower"], photos):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            top = rng.integers(0, photo.shape[0] - 2 * side)
+            left = rng.integers(0, photo.shape[1] - 2 * side)
+            crop = Image.fromarray(photo[top : top + 2 * side, left : left + 2 * side]).resize((side, side))
+            crop.save(root / name / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def stage_tables(out: str) -> dict[str, str]:
+    """The per-stage blocks the run prints: stage name -> text up to its totals line."""
+    return dict(re.findall(r"stage '(\w+)':(.*?Trainable params: [\d,]+  Frozen params: [\d,]+)", out, re.S))
+
+
+def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, tmp_path: Path) -> None:
+    photos = write_photo_crops(tmp_path / "photos")
+    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64",
+                         "--frozen-epochs", "20", "--finetune-epochs", "1", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    tables = stage_tables(out)
+    assert list(tables) == ["frozen", "finetune"]
+    assert "features computed once" in tables["frozen"] and re.search(r"blocks\s+[\d,]+\s+no", tables["frozen"])
+    assert re.search(r"blocks\s+[\d,]+\s+partly: [\d,]+", tables["finetune"])  # the top 10 layers only
+    trainable = [int(n.replace(",", "")) for n in re.findall(r"Trainable params: ([\d,]+)  Frozen", out)]
+    assert trainable[0] == 1280 * 2 + 2 and trainable[1] > trainable[0]  # head, then head + backbone top
+    # The architecture summary printed first already shows stage 1's frozen backbone.
+    assert re.search(r"Trainable params: 2,562\nNon-trainable params: [\d,]+", out)
+    meta = read_json(next((tmp_path / "runs").iterdir()) / "run.json")
+    frozen, finetune = meta["stages"]
+    assert frozen["feature_cache"] and not finetune["feature_cache"]
+    assert frozen["test_acc"] >= 0.9 and finetune["test_acc"] >= 0.9  # ImageNet features separate them
+    assert meta["improvement"].startswith("improvement from fine-tuning: ") and "improvement from fine-tuning" in err
