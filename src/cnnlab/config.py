@@ -49,8 +49,10 @@ class TransferConfig:
     """Two-stage transfer learning: train the head on a frozen base, then fine-tune its top."""
 
     stages: str = "auto"  # auto (both when pretrained, else full), frozen, both, full
-    frozen_epochs: int | None = None  # stage 1 length; None: train.epochs
-    finetune_epochs: int | None = None  # stage 2 length; None: train.epochs
+    # Lengths chosen for a 2-core CPU (BENCHMARKS.md): cached stage-1 epochs cost milliseconds;
+    # stage 2 at 1e-5 gave under a point in 3 epochs, each a minute per 1,000 images at 224 px.
+    frozen_epochs: int | None = None  # stage 1; None: max(train.epochs, 50) on cached features, else train.epochs
+    finetune_epochs: int | None = 3  # stage 2; None: train.epochs
     finetune_layers: int = 10  # unfreeze the last N layers (the lesson's Keras default)
     finetune_blocks: int | None = None  # or the last K blocks, by the model's own structure
     finetune_lr: float = 1e-5  # the lesson's fine-tuning learning rate

@@ -35,8 +35,11 @@ def _config(**transfer) -> RunConfig:
 
 def test_plan_auto_is_two_stages_when_pretrained_else_one() -> None:
     frozen, finetune = plan_stages(_config(), pretrained=True)
-    assert (frozen.name, frozen.epochs, frozen.lr, frozen.prepare) == ("frozen", 15, 1e-3, "head")
-    assert (finetune.name, finetune.epochs, finetune.lr, finetune.prepare) == ("finetune", 15, 1e-5, "top")
+    assert (frozen.name, frozen.epochs, frozen.lr, frozen.prepare) == ("frozen", 50, 1e-3, "head")  # cached: cheap
+    assert (finetune.name, finetune.epochs, finetune.lr, finetune.prepare) == ("finetune", 3, 1e-5, "top")
+    (uncached, _) = plan_stages(_config(feature_cache=False), pretrained=True)
+    assert uncached.epochs == 15  # every epoch runs the backbone: --epochs
+    assert plan_stages(_config(finetune_epochs=None), pretrained=True)[1].epochs == 15
     assert finetune.bn_eval and frozen.head_only and not finetune.head_only
     (train,) = plan_stages(_config(), pretrained=False)
     assert (train.name, train.epochs, train.lr, train.prepare) == ("train", 15, 1e-3, "all")

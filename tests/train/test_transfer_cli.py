@@ -52,3 +52,16 @@ def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, 
     assert frozen["feature_cache"] and not finetune["feature_cache"]
     assert frozen["test_acc"] >= 0.9 and finetune["test_acc"] >= 0.9  # ImageNet features separate them
     assert meta["improvement"].startswith("improvement from fine-tuning: ") and "improvement from fine-tuning" in err
+
+
+def test_lesson_frozen_base_command_trains_only_the_lesson_head(cli, tmp_path: Path) -> None:
+    photos = write_photo_crops(tmp_path / "photos", per_class=20)
+    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--head", "lesson",
+                         "--stages", "frozen", "--image-size", "64", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    tables = stage_tables(out)
+    assert list(tables) == ["frozen"]
+    lesson_head = 1280 * 256 + 256 + 256 * 2 + 2  # GAP-Dense256-ReLU-Dropout-Dense(2)
+    assert f"Trainable params: {lesson_head:,}  Frozen" in tables["frozen"]
+    (stage,) = read_json(next((tmp_path / "runs").iterdir()) / "run.json")["stages"]
+    assert stage["params_trainable"] == lesson_head and stage["test_acc"] >= 0.75

@@ -28,6 +28,11 @@ from cnnlab.models.freeze import (
 
 log = logging.getLogger("cnnlab")
 
+# Stage 1's default length on the feature cache, where an epoch costs milliseconds: a head on a
+# few hundred images (two batches an epoch) was still improving after 15 epochs (measured on
+# 240 photos: val loss 0.31 after 15, 0.26 after 50+). Early stopping usually ends it sooner.
+CACHED_FROZEN_EPOCHS = 50
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -69,7 +74,10 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
         raise CnnlabError(f"--stages must be auto, frozen, both or full, got '{transfer.stages}'")
     if mode != "full" and not pretrained and warn:
         log.warning("--stages %s on a randomly initialised backbone: only the head learns in stage 1", mode)
-    frozen_epochs = train.epochs if transfer.frozen_epochs is None else transfer.frozen_epochs
+    frozen_epochs = transfer.frozen_epochs
+    if frozen_epochs is None:
+        cached = use_feature_cache(Stage("frozen", train.epochs, train.lr, "head"), config)
+        frozen_epochs = max(train.epochs, CACHED_FROZEN_EPOCHS) if cached else train.epochs
     finetune_epochs = train.epochs if transfer.finetune_epochs is None else transfer.finetune_epochs
     if min(frozen_epochs, finetune_epochs) < 0:
         raise CnnlabError("--frozen-epochs and --finetune-epochs must be 0 or more")
