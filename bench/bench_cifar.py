@@ -75,10 +75,10 @@ def table(results: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.speed:
-        return speed(command)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speed:
+        return speed(command)
     quiet_lightning()
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     source = dataset("cifar10")

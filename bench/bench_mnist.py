@@ -91,10 +91,10 @@ def speedups(runs: dict[str, list[RunResult]], index: int) -> tuple[list[float],
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.speed:
-        return speed(command)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speed:
+        return speed(command)
     quiet_lightning()
     source = dataset("mnist")
     lesson_cfg = recipe_config("lesson", source, 0, {"train": {"epochs": args.lesson_epochs}})

@@ -12,8 +12,11 @@ SECTIONS = [
     ("transfer", "Transfer learning (issue #5)"),
     ("photo_folder", "A small folder of real photos (issue #5)"),
     ("eval_batch", "Inference batch size on a CPU (issue #5)"),
+    ("finetune_step", "Fine-tuning step: channels_last (issue #5)"),
     ("mnist", "MNIST from scratch (issue #7)"),
     ("cifar", "CIFAR-10 from scratch (issue #7)"),
+    ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
+    ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
 ]
 INTRO = """# Benchmarks
 

@@ -114,8 +114,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     t.add_argument("--time-budget", dest="time_budget", type=positive_float, metavar="SECONDS",
                    help="stop at the best point reachable within this much training time")
-    t.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    t.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default on: 1.3-1.7x faster conv training here, same results)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default off: it measured no faster on CPU)")
     x = p.add_argument_group("transfer learning")
     x.add_argument("--head", choices=("default", "linear", "lesson", "production"),
                    help="lesson: GAP-Dense256-Dropout0.5; production: GAP-BN-Dense512-Dense256")
