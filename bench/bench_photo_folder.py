@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
+
 from common import DATASETS, OUT, dataset, machine  # noqa: E402
 
 PAIRS = [("cat", "dog"), ("airplane", "ship")]
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=150, help="training photos per class (default 150)")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for each command (0: torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # as each command gets it, so the machine line says so
     command = "PYTHONPATH=src python bench/bench_photo_folder.py " + " ".join(argv if argv is not None else sys.argv[1:])
     runs_dir = DATASETS.parent / "bench-runs" / "photo-folder"
     shutil.rmtree(runs_dir, ignore_errors=True)
