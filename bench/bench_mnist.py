@@ -50,9 +50,9 @@ def speed(command: str) -> int:
     """Per-step timing of each speed-up for the lesson's and the fast recipe's networks."""
     parts = ["# Training-step speed-ups on this CPU (MNIST-sized networks)", "",
              f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-             "Forward + backward + SGD step on random 28x28x1 batches of 128; variants timed round-robin.", ""]
+             "Forward + backward + SGD step on random 28x28x1 batches of 128; variants timed round-robin, 15 rounds.", ""]
     for name in ("simple_cnn", "fast_cnn"):
-        parts += [f"**{name}**", "", *speed_table(name, 1, 28, 128), ""]
+        parts += [f"**{name}**", "", *speed_table(name, 1, 28, 128, rounds=15), ""]
         print("\n".join(parts[-4:]), flush=True)
     OUT.mkdir(exist_ok=True)
     (OUT / "speedups_mnist.md").write_text("\n".join(parts))

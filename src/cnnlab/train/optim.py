@@ -100,7 +100,7 @@ def apply_speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 
     Neither changes what is computed, only how (float rounding aside), nor the state-dict keys, so
     checkpoints load into a plain model. Measured on a 2-core AMD EPYC (Zen 4), see BENCHMARKS.md:
-    channels_last makes conv nets' training steps 1.3-1.7x faster (1.5x for Lite0 fine-tuning), so
+    channels_last makes conv nets' training steps 1.3-2x faster (1.5x for Lite0 fine-tuning), so
     it is on by default; torch.compile makes them slower or no faster (and costs 12-55 s of
     compiling), so it is off by default and in every recipe.
     """
