@@ -22,11 +22,18 @@ def _cnnlab(*args: str) -> list[str]:
     return [sys.executable, "-u", "-m", "cnnlab", *map(str, args)]
 
 
+def _interruptible() -> None:
+    """Ctrl-C reaches the child even when the tests run as a background job, whose shell starts
+    them with SIGINT ignored (inherited through exec, so Python would not install its handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(runs: Path, name: str) -> tuple[subprocess.Popen, Path]:
     log = runs.parent / f"{name}.log"
     handle = log.open("w")
     process = subprocess.Popen(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", name),
-                               stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"})
+                               stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"},
+                               preexec_fn=_interruptible)
     return process, log
 
 
