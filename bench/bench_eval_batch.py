@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import OUT, machine  # noqa: E402
+from common import write_page  # noqa: E402
 from cnnlab.data.loaders import EVAL_BATCH_SIZE, eval_batch_size  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 
@@ -58,17 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         ours, fixed = (statistics.median(timings[b]) for b in (chosen, EVAL_BATCH_SIZE))
         rows.append(f"| {name} | {side} | {chosen} | {ours:.0f} | {fixed:.0f} | {ours / fixed:.2f}x |")
         print(rows[-1], flush=True)
-    text = "\n".join([
-        "# Inference batch size on a CPU", "",
-        f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-        "Evaluation, prediction and feature extraction batch by a pixel budget on a CPU (about 400k pixels, "
-        "`cnnlab.data.loaders.eval_batch_size`) instead of a fixed 512 images: large batches of large "
-        "images outgrow the caches. Median of interleaved rounds over the same images.", "",
-        *rows, "",
-    ])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "eval_batch.md").write_text(text)
-    print("\n" + text)
+    write_page("eval_batch", "Inference batch size on a CPU", command,
+               "Evaluation, prediction and feature extraction batch by a pixel budget on a CPU (about 400k pixels, "
+               "`cnnlab.data.loaders.eval_batch_size`) instead of a fixed 512 images: large batches of large "
+               "images outgrow the caches. Median of interleaved rounds over the same images.",
+               rows)
     return 0
 
 

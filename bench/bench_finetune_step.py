@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common import OUT, machine, spread  # noqa: E402
+from common import spread, write_page  # noqa: E402
 from cnnlab.config import TrainConfig  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 from cnnlab.models.freeze import freeze_backbone, set_frozen_bn_eval, unfreeze_last_layers  # noqa: E402
@@ -70,17 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {side} | {batch} | {spread(times[False], '{:.1f}')} | {spread(times[True], '{:.1f}')} | "
                     f"{nchw / nhwc:.2f}x |")
         print(rows[-1], flush=True)
-    text = "\n".join([
-        "# Fine-tuning step on a CPU: channels_last", "",
-        f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-        "EfficientNet-Lite0, last 10 layers + head trainable, BatchNorm in inference mode, Adam; time per "
-        "image of one training step, median (min-max) of interleaved rounds. cnnlab turns channels_last on "
-        "for pretrained backbones by default (`--channels-last` / `--no-channels-last`).", "",
-        *rows, "",
-    ])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "finetune_step.md").write_text(text)
-    print("\n" + text)
+    write_page("finetune_step", "Fine-tuning step on a CPU: channels_last", command,
+               "EfficientNet-Lite0, last 10 layers + head trainable, BatchNorm in inference mode, Adam; time per "
+               "image of one training step, median (min-max) of interleaved rounds. cnnlab trains in channels_last by "
+               "default (`--no-channels-last` turns it off).",
+               rows)
     return 0
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import DATASETS, OUT, dataset, machine  # noqa: E402
+from common import DATASETS, dataset, write_page  # noqa: E402
 
 PAIRS = [("cat", "dog"), ("airplane", "ship")]
 VARIANTS = [  # (label, extra flags): the defaults, then the cheaper choices a user can make
@@ -89,19 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{100 * stages[0]['test_acc']:.1f}% | {100 * stages[-1]['test_acc']:.1f}% | "
                         f"{100 * held_acc:.1f}% |")
             print(rows[-1], flush=True)
-    text = "\n".join([
-        "# A small folder of real photos, pretrained EfficientNet-Lite0, offline", "",
-        f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-        f"Each row is one `cnnlab train FOLDER --model efficientnet_lite0 --pretrained [flags]` on {args.per_class} "
-        "CIFAR-10 training photos per class (a flat folder: cnnlab keeps 80% for training, 10% for validation, "
-        "10% for its own test split), timed from process start to the written report, with the built-in "
-        "ImageNet weights and no network. The held-out column is `cnnlab evaluate RUN --data` on the two "
-        "classes' 2,000 CIFAR-10 test photos.", "",
-        *rows, "",
-    ])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "photo_folder.md").write_text(text)
-    print("\n" + text)
+    write_page("photo_folder", "A small folder of real photos, pretrained EfficientNet-Lite0, offline", command,
+               f"Each row is one `cnnlab train FOLDER --model efficientnet_lite0 --pretrained [flags]` on {args.per_class} "
+               "CIFAR-10 training photos per class (a flat folder: cnnlab keeps 80% for training, 10% for validation, "
+               "10% for its own test split), timed from process start to the written report, with the built-in "
+               "ImageNet weights and no network. The held-out column is `cnnlab evaluate RUN --data` on the two "
+               "classes' 2,000 CIFAR-10 test photos.",
+               rows)
     return 0
 
 

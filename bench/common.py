@@ -69,6 +69,16 @@ def machine() -> str:
             f"{torch.get_num_threads()} intra-op threads; load average {load} (shared machine)")
 
 
+def write_page(name: str, title: str, command: str, intro: str, body: list[str]) -> str:
+    """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it."""
+    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine()}  ", "", intro, "",
+                      *body, ""])
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.md").write_text(text)
+    print("\n" + text)
+    return text
+
+
 def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] | None = None) -> RunConfig:
     """Defaults -> recipe -> ``updates``, as ``cnnlab train DATA --recipe NAME`` with flags does."""
     config = apply_recipe(RunConfig(), recipe)
