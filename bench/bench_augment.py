@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from cnnlab.augment import BatchAugment, resolve_augment
+from cnnlab.augment import BatchAugment
+from cnnlab.config import resolve_augment
 
 BATCH = 256
 SHAPES = {"32x32 RGB": (3, 32, 32), "28x28 gray": (1, 28, 28)}

@@ -19,14 +19,13 @@ from pathlib import Path
 from common import OUT, dataset, load_data, machine
 
 from cnnlab.augment.batch import build_batch_augment
-from cnnlab.augment.presets import resolve_augment
-from cnnlab.config import RunConfig, merge_config
+from cnnlab.config import RunConfig, merge_config, resolve_augment
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.models import create_model
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.run_dir import RunFiles
-from cnnlab.train.trainer import build_trainer
+from cnnlab.train.trainer import build_trainer, quiet_lightning
 
 
 def epoch_seconds(data, config: RunConfig, preset: str, folder: Path) -> float:
@@ -36,10 +35,11 @@ def epoch_seconds(data, config: RunConfig, preset: str, folder: Path) -> float:
     module = ClassifierModule(model, data.num_classes, Normalize([0.0], [1.0]), config.train,
                               augment=build_batch_augment(resolve_augment(preset)))
     files = RunFiles(folder / preset)
-    trainer, _ = build_trainer(replace(config.train, epochs=1), files, max_epochs=1)
     datamodule = ImageDataModule(data, config.data.batch_size, seed=0)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with quiet_lightning():
+        trainer, _ = build_trainer(replace(config.train, epochs=1), files, 1, "train")
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - started
 
 

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from common import OUT, dataset, load_data, machine, recipe_config, speed_table, spread, train_once  # noqa: E402
-from cnnlab.train.trainer import quiet_lightning  # noqa: E402
 
 RESULTS = OUT / "cifar.json"
 GOAL = (0.90, 900)  # the goal: 90% test accuracy within 15 minutes
@@ -109,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.speed:
         return speed(command)
-    quiet_lightning()
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     source = dataset("cifar10")
     started = time.perf_counter()

@@ -82,10 +82,9 @@ def big_jpegs(total: int = 2000, side: int = 400) -> Path:
 
 
 def listing(root: Path) -> list[tuple[Path, int]]:
-    from cnnlab.data.decode import IMAGE_EXTENSIONS
     from cnnlab.data.discover import discover
 
-    files = discover(root, IMAGE_EXTENSIONS).files["train"]
+    files = discover(root).files["train"]
     names = {name: i for i, name in enumerate(sorted({label for _, label in files}))}
     return [(path, names[label]) for path, label in files]
 

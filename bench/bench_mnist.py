@@ -29,7 +29,6 @@ import torch  # noqa: E402
 
 from common import (OUT, RunResult, dataset, load_data, machine, recipe_config, speed_table, spread,  # noqa: E402
                     train_once)
-from cnnlab.train.trainer import quiet_lightning  # noqa: E402
 
 GOALS = (0.990, 0.995)
 
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.speed:
         return speed(command)
-    quiet_lightning()
     source = dataset("mnist")
     lesson_cfg = recipe_config("lesson", source, 0, {"train": {"epochs": args.lesson_epochs}})
     fast_cfg = recipe_config("fast", source, 0, {"train": {"epochs": args.fast_epochs}} if args.fast_epochs else None)

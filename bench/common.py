@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from cnnlab.augment.batch import build_batch_augment
-from cnnlab.config import RunConfig, merge_config, validate
+from cnnlab.config import RunConfig, build_config, merge_config
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
@@ -31,10 +31,9 @@ from cnnlab.train.build import build_model, preprocess_meta
 from cnnlab.train.checkpoint import load_module_weights
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.optim import apply_speedups
-from cnnlab.train.recipes import apply_recipe
 from cnnlab.train.run_dir import new_run_dir
 from cnnlab.train.time_budget import TimeBudget
-from cnnlab.train.trainer import build_trainer
+from cnnlab.train.trainer import build_trainer, quiet_lightning
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -81,13 +80,8 @@ def write_page(name: str, title: str, command: str, intro: str, body: list[str])
 
 def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] | None = None) -> RunConfig:
     """Defaults -> recipe -> ``updates``, as ``cnnlab train DATA --recipe NAME`` with flags does."""
-    config = apply_recipe(RunConfig(), recipe)
-    extra: dict[str, Any] = {"data": {"source": str(source)}, "train": {"seed": seed}}
-    for section, values in (updates or {}).items():
-        extra.setdefault(section, {}).update(values)
-    config = merge_config(config, extra, where="the benchmark")
-    validate(config)
-    return config
+    config = build_config(recipe=recipe, data=str(source), seed=seed)
+    return merge_config(config, updates or {}, where="the benchmark")
 
 
 def load_data(config: RunConfig) -> PreparedData:
@@ -188,9 +182,11 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
         budget = TimeBudget(config.train.time_budget) if config.train.time_budget else None
         if budget is not None:
             callbacks.append(budget)
-        trainer, checkpoint = build_trainer(config.train, files, config.train.epochs, extra_callbacks=callbacks)
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        with quiet_lightning():
+            trainer, checkpoint = build_trainer(config.train, files, config.train.epochs, "train",
+                                                extra_callbacks=callbacks)
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=datamodule)
         finished = time.perf_counter()
         wall = finished - started
         load_module_weights(module, checkpoint.best_model_path or str(files.last))

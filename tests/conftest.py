@@ -74,3 +74,18 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture):
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a written PNG, checking it is a real, non-empty image."""
+    assert path.is_file() and path.stat().st_size > 1000
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return img.size
+
+
+def px(inches: float) -> int:
+    """Pixels of a figure dimension in inches, at cnnlab's figure resolution."""
+    from cnnlab.figures import DPI
+
+    return int(round(inches * DPI))

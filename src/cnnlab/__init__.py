@@ -1,3 +1,5 @@
 """cnnlab: train, evaluate, explain and shrink CNN image classifiers."""
 
-__version__ = "0.1.0"
+from cnnlab.version import __version__
+
+__all__ = ["__version__"]

@@ -40,8 +40,3 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Writes ``data`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    """Reads a JSON file written by :func:`atomic_write_json`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

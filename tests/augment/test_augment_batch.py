@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.augment import AugmentConfig, BatchAugment, affine_batch, build_batch_augment, resolve_augment
+from cnnlab.augment import BatchAugment, affine_batch, build_batch_augment
+from cnnlab.config import AugmentConfig, resolve_augment
 from cnnlab.augment.batch import affine_theta, warp
 
 

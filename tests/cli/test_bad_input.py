@@ -49,10 +49,15 @@ CASES = [
     ("bad learning rate", lambda t: ["train", "digits", "--lr", "-1"], "--lr"),
     ("bad dropout", lambda t: ["train", "digits", "--dropout", "1.5"], "--dropout"),
     ("bad split", lambda t: ["train", "digits", "--val-split", "lots"], "--val-split"),
-    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")], "did you mean 'epochs'"),
+    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")], "did you mean epochs"),
+    ("bad config value", lambda t: ["train", "digits", "--config", _yaml(t, "transfer:\n  frozen_epochs: -1\n")],
+     "--frozen-epochs must be at least 0"),
+    ("mistyped choice", lambda t: ["train", "digits", "--optimizer", "adamm"], "did you mean adam"),
+    ("unknown recipe", lambda t: ["train", "digits", "--recipe", "fsat"], "did you mean fast"),
     ("missing run folder", lambda t: ["evaluate", t / "runs" / "nope"], "not found"),
     ("not a run folder", lambda t: ["evaluate", _empty(t)], "not a cnnlab run"),
-    ("unknown command", lambda t: ["trian"], "invalid choice"),
+    ("unknown command", lambda t: ["trian"], "unknown command 'trian'; did you mean train?"),
+    ("unknown sub-command", lambda t: ["data", "inspekt", "x"], "did you mean inspect"),
 ]
 
 

@@ -85,19 +85,3 @@ def write_messy_folder(root: Path) -> Path:
     macosx.mkdir(parents=True)
     (macosx / "._img_1.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
     return root
-
-
-def run_data_cli(*args: object) -> int:
-    """``cnnlab data ARGS`` through a parser holding only data_cmd, as main() runs it."""
-    from cnnlab.cli import data_cmd
-    from cnnlab.cli.parser import Parser
-    from cnnlab.errors import CnnlabError
-
-    parser = Parser(prog="cnnlab")
-    data_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args([str(a) for a in args])
-    try:
-        return int(parsed.func(parsed) or 0)
-    except CnnlabError as exc:
-        print(f"cnnlab data: error: {exc}")
-        return 2

@@ -8,7 +8,6 @@ import pytest
 from messy import noise, write_messy_folder
 
 from cnnlab.config import DataConfig
-from cnnlab.data.decode import IMAGE_EXTENSIONS
 from cnnlab.data.discover import discover
 from cnnlab.data.prepare import prepare_data
 from cnnlab.errors import CnnlabError
@@ -35,7 +34,7 @@ def test_csv_with_relative_paths_trains_from_its_own_folder(tmp_path, monkeypatc
     rows.append("pics\\cat\\0.png,cat,valid")  # written on Windows: backslashes, 'valid'
     (base / "labels.csv").write_text("\n".join(rows) + "\n\n")
     monkeypatch.chdir(tmp_path)  # relative to the CSV, not to the working folder
-    listing = discover(Path("project/labels.csv"), IMAGE_EXTENSIONS)
+    listing = discover(Path("project/labels.csv"))
     assert listing.layout == "csv" and {s: len(f) for s, f in listing.files.items()} == {"train": 20, "test": 4, "val": 1}
     assert listing.files["val"][0][0] == Path("project/pics/cat/0.png")
     data = prepare_data(DataConfig(source="project/labels.csv"), seed=0)
@@ -51,17 +50,17 @@ def test_csv_with_relative_paths_trains_from_its_own_folder(tmp_path, monkeypatc
 def test_csv_mistakes_are_one_line_errors(tmp_path, text, message):
     (tmp_path / "list.csv").write_text(text)
     with pytest.raises(CnnlabError, match=message):
-        discover(tmp_path / "list.csv", IMAGE_EXTENSIONS)
+        discover(tmp_path / "list.csv")
 
 
 def test_tsv_listing(tmp_path):
     _images(tmp_path / "a", 2)
     (tmp_path / "list.tsv").write_text("path\tlabel\na/0.png\tx\na/1.png\ty\n")
-    assert [label for _, label in discover(tmp_path / "list.tsv", IMAGE_EXTENSIONS).files["train"]] == ["x", "y"]
+    assert [label for _, label in discover(tmp_path / "list.tsv").files["train"]] == ["x", "y"]
 
 
 def test_messy_folder_skips_litter_and_finds_nested_files(tmp_path):
-    listing = discover(write_messy_folder(tmp_path / "messy"), IMAGE_EXTENSIONS)
+    listing = discover(write_messy_folder(tmp_path / "messy"))
     names = {path.name for files in listing.files.values() for path, _ in files}
     assert "inside.png" in names and "ünïcödé näme.jpg" in names and "with space.png" in names
     assert not any(n.startswith(".") or "MACOSX" in str(p) for files in listing.files.values() for p, _ in files
@@ -72,7 +71,7 @@ def test_messy_folder_skips_litter_and_finds_nested_files(tmp_path):
 def test_archive_wrapper_folder_is_looked_into(tmp_path):
     _images(tmp_path / "download" / "cifar" / "train" / "a", 2)
     _images(tmp_path / "download" / "cifar" / "test" / "a", 1)
-    listing = discover(tmp_path / "download", IMAGE_EXTENSIONS)
+    listing = discover(tmp_path / "download")
     assert listing.root == tmp_path / "download" / "cifar" and set(listing.files) == {"train", "test"}
 
 
@@ -82,7 +81,7 @@ def test_strays_are_reported_and_readmes_are_not(tmp_path):
     noise(9).save(tmp_path / "flat" / "stray.jpg")
     (tmp_path / "flat" / "README.md").write_text("about the data")
     (tmp_path / "flat" / "a" / "notes.txt").write_text("x")
-    listing = discover(tmp_path / "flat", IMAGE_EXTENSIONS)
+    listing = discover(tmp_path / "flat")
     reasons = {p.name: r for p, r in listing.ignored}
     assert set(reasons) == {"stray.jpg", "notes.txt"} and "not inside a class folder" in reasons["stray.jpg"]
     assert listing.layout == "flat" and len(listing.files["train"]) == 4
@@ -94,5 +93,5 @@ def test_order_is_sorted_by_path_components(tmp_path):
     noise(5).save(folder / "b.png")
     noise(6).save(folder / "b-c.png")
     _images(tmp_path / "d" / "z", 1)
-    files = [p.relative_to(tmp_path / "d").as_posix() for p, _ in discover(tmp_path / "d", IMAGE_EXTENSIONS).files["train"]]
+    files = [p.relative_to(tmp_path / "d").as_posix() for p, _ in discover(tmp_path / "d").files["train"]]
     assert files == sorted(files, key=lambda s: s.split("/")) == ["a/b/0.png", "a/b-c.png", "a/b.png", "z/0.png"]

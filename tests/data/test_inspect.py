@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from messy import BAD, GOOD_PER_CLASS, ODD_BUT_FINE, noise, run_data_cli, write_messy_folder
+from messy import BAD, GOOD_PER_CLASS, ODD_BUT_FINE, noise, write_messy_folder
 
 from cnnlab.data.inspect import inspect_data
 
@@ -46,15 +46,16 @@ def test_header_only_check_misses_only_the_truncated_file(messy):
     assert {Path(s["path"]).name for s in report["skipped"]} == set(BAD) - {"truncated.jpg"}
 
 
-def test_cli_table_json_and_figures(messy, tmp_path, capsys):
-    samples, counts = tmp_path / "samples.png", tmp_path / "counts.png"
-    assert run_data_cli("data", "inspect", messy, "--samples", samples, "--counts", counts, "--decode") == 0
-    out = capsys.readouterr().out
+def test_cli_table_json_and_figures(cli, messy, tmp_path):
+    code, out, _ = cli("data", "inspect", messy, "--out", tmp_path / "figs", "--decode")
+    assert code == 0
     for fragment in ("cat", "dog", "skipped files (4)", "leak.png", "dup_of_0.png", "verdict: 3 problems", "zero-byte"):
         assert fragment in out, fragment
-    assert samples.stat().st_size > 1000 and counts.stat().st_size > 1000
-    assert run_data_cli("data", "inspect", messy, "--json", "--strict") == 1
-    report = json.loads(capsys.readouterr().out)
+    for name in ("samples.png", "class_counts.png"):
+        assert (tmp_path / "figs" / name).stat().st_size > 1000 and name in out
+    code, out, _ = cli("data", "inspect", messy, "--format", "json", "--strict")
+    assert code == 1
+    report = json.loads(out)
     assert report["images"] == 12 + 17 + 9 + 1  # truncated.jpg passes a header-only check
     assert len(report["leakage"]) == 1 and report["verdict"] == "3 problems: " + "; ".join(report["problems"])
 
@@ -71,18 +72,20 @@ def test_clean_folder_is_ok_and_conflicting_labels_are_found(tmp_path, capsys):
     assert "held-out val/test may get copies" not in report["verdict"]  # a conflict, not a duplicate
 
 
-def test_data_list_and_errors(tmp_path, capsys):
-    assert run_data_cli("data", "list") == 0
-    out = capsys.readouterr().out
+def test_data_list_and_errors(cli, tmp_path):
+    code, out, _ = cli("data", "list")
+    assert code == 0
     assert all(name in out for name in ("mnist-sample", "digits", "synthetic-colors", "cifar10", "online"))
-    assert run_data_cli("data", "inspect", tmp_path / "nope") == 2
-    assert "not found" in capsys.readouterr().out
+    code, _, err = cli("data", "inspect", tmp_path / "nope")
+    assert code == 2 and "not found" in err
+    code, _, err = cli("data", "cache", tmp_path, "--image-size", "4")
+    assert code == 2 and "--image-size must be between 8 and 4096, got 4" in err  # train's check
 
 
-def test_data_cache_warms_the_cache_for_training(messy, capsys):
-    assert run_data_cli("data", "cache", messy, "--size", "16") == 0
-    out = capsys.readouterr().out
+def test_data_cache_warms_the_cache_for_training(cli, messy):
+    code, out, _ = cli("data", "cache", messy, "--image-size", "16")
+    assert code == 0
     assert "cached 38 images at 16x16, 3 channel(s)" in out and "4 unreadable" in out
-    assert run_data_cli("data", "cache") == 0
-    assert "38 images" in capsys.readouterr().out
-    assert run_data_cli("data", "cache", "--clear") == 0
+    code, out, _ = cli("data", "cache")
+    assert code == 0 and "38 images" in out
+    assert cli("data", "cache", "--clear")[0] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -16,23 +15,23 @@ from PIL import Image
 from cnnlab.cli import report_cmd
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import figures as F
-from cnnlab.evaluate.compare import compare_runs, load_history
+from cnnlab.evaluate.compare import compare_runs
 from cnnlab.evaluate.metrics import classification_report_text, compute_metrics
 from cnnlab.evaluate.report import SECTIONS, write_report
+from cnnlab.figures import DPI, plot_samples_per_class
+from cnnlab.train.history import load_history
 
 NAMES = ["circle", "square", "triangle"]
 SECTION_IDS = [sid for sid, _ in SECTIONS]
-# Lightning's CSVLogger: train and val metrics of one epoch on separate rows, lr from LearningRateMonitor.
-METRICS_CSV = """epoch,step,lr-Adam,train_acc,train_loss,val_acc,val_loss
-0,4,0.001,,,,
-0,4,,,,0.50,1.10
-0,4,,0.40,1.30,,
-1,9,0.001,,,,
-1,9,,,,0.70,0.80
-1,9,,0.65,0.90,,
-0,14,0.0001,,,,
-0,14,,,,0.80,0.60
-0,14,,0.75,0.70,,
+# As cnnlab's history logger writes it: the stage on every row, each stage counting its epochs
+# from 0, validation and training metrics of one epoch on separate rows.
+METRICS_CSV = """stage,epoch,step,lr,train_acc,train_loss,val_acc,val_loss
+frozen,0,4,,,,0.50,1.10
+frozen,0,4,0.001,0.40,1.30,,
+frozen,1,9,,,,0.70,0.80
+frozen,1,9,0.001,0.65,0.90,,
+finetune,0,14,,,,0.80,0.60
+finetune,0,14,0.0001,0.75,0.70,,
 """
 
 
@@ -69,7 +68,7 @@ def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "
     (run_dir / "classification_report.txt").write_text(classification_report_text(y, probs.argmax(1), NAMES))
     (run_dir / "skipped_files.csv").write_text("path,reason\nbad/<script>alert(1)</script>.png,not an image\n")
     images = rng.integers(0, 256, (30, 3, 16, 16), dtype=np.uint8)
-    F.plot_samples_per_class(images, y, NAMES, run_dir / "samples.png", per_class=3)
+    plot_samples_per_class(images, y, NAMES, run_dir / "samples.png", per_class=3)
     F.plot_reliability(y, probs, run_dir / "reliability.png")
     wrong = np.flatnonzero(probs.argmax(1) != y)[:4]
     F.plot_misclassified(images[wrong], y[wrong], probs.argmax(1)[wrong], probs.max(1)[wrong], NAMES,
@@ -93,6 +92,11 @@ def test_report_has_every_section_inline_images_and_no_network(tmp_path: Path) -
     assert "finetune improved test accuracy from 68.00% to 77.00% (+9.00 points)" in page
     assert "epochs: 3" in page and "Conv2d-1" in page and "macro avg" in page
     assert "12,345 total" in page and "0:06" in page  # params and train time formatted
+    # Results first: the numbers and curves, then the results, then data, then the folded details.
+    assert page.index('id="training"') < page.index('id="results"') < page.index('id="data"') < page.index('id="reproduce"')
+    assert page.index("(history.png)") < page.index("(confusion_matrix.png)") < page.index("(class_counts.png)")
+    assert re.search(r"<details><summary>Config \(config.yaml\)</summary><pre>.*epochs: 3", page, re.S)
+    assert re.search(r"<details><summary>Model summary</summary><pre>.*Conv2d-1", page, re.S)
 
 
 def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None:
@@ -101,52 +105,49 @@ def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None
     assert all(f'id="{sid}"' in page for sid in SECTION_IDS)
     assert "interrupted" in page and "not available" in page
     assert "77.00%" in page  # test accuracy falls back to the last stage's
-    with pytest.raises(CnnlabError, match="not a cnnlab run folder"):
+    with pytest.raises(CnnlabError, match="not found"):
         write_report(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CnnlabError, match="not a cnnlab run folder"):
+        write_report(tmp_path / "empty")
 
 
-def test_load_history_merges_rows_and_renumbers_restarted_epochs(tmp_path: Path) -> None:
-    hist = load_history(make_run(tmp_path))
-    assert list(hist.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "stage"]
-    assert hist["epoch"].tolist() == [0, 1, 2]
+def test_load_history_merges_rows_and_puts_stages_one_after_another(tmp_path: Path) -> None:
+    hist = load_history(make_run(tmp_path) / "metrics.csv")
+    assert list(hist.columns) == ["epoch", "stage", "stage_epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    assert hist["epoch"].tolist() == [0, 1, 2] and hist["stage_epoch"].tolist() == [0, 1, 0]
     assert hist["val_acc"].tolist() == [0.5, 0.7, 0.8] and hist["train_acc"].tolist() == [0.4, 0.65, 0.75]
     assert hist["lr"].tolist() == [0.001, 0.001, 0.0001]
-    assert hist["stage"].tolist() == ["frozen", "frozen", "finetune"]  # from run.json's stages
-    assert load_history(make_run(tmp_path, "empty", full=False)).empty
+    assert hist["stage"].tolist() == ["frozen", "frozen", "finetune"]
+    assert load_history(make_run(tmp_path, "empty", full=False) / "metrics.csv").empty
 
 
-def test_compare_runs_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_runs_and_cli(cli, tmp_path: Path) -> None:
     a, b = make_run(tmp_path, "run-a"), make_run(tmp_path, "run-b", full=False)
     rows, png = compare_runs([a, b], tmp_path / "cmp")
     assert [r["run"] for r in rows] == ["run-a", "run-b"]
     assert rows[0]["epochs"] == 3 and rows[0]["best_val_acc"] == 0.8 and rows[0]["params"] == 12345
-    assert rows[1]["epochs"] == 3 and rows[1]["test_acc"] == 0.77 and rows[1]["best_val_acc"] == 0.8
+    assert rows[1]["epochs"] is None and rows[1]["test_acc"] == 0.77 and rows[1]["best_val_acc"] is None
     with Image.open(png) as img:
-        assert img.size == (round(11 * F.DPI), round(4.2 * F.DPI))
+        assert img.size == (round(11 * DPI), round(4.2 * DPI))
     assert (tmp_path / "cmp" / "comparison.csv").read_text().startswith("run,model,data,epochs")
 
-    parser = argparse.ArgumentParser(prog="cnnlab")
-    sub = parser.add_subparsers(dest="command", required=True)
-    report_cmd.add_parser(sub)
-    report_cmd.add_runs_parser(sub)
-    args = parser.parse_args(["runs", "compare", str(a), str(b), "--out", str(tmp_path / "cli")])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli("runs", "compare", a, b, "--out", tmp_path / "cli")
+    assert code == 0
     assert "run-a" in out and "run-b" in out and "comparison.png" in out
     assert (tmp_path / "cli" / "comparison.png").stat().st_size > 0
     with pytest.raises(CnnlabError, match="not-a-run"):
         compare_runs([a, tmp_path / "not-a-run"], tmp_path / "x")
+    code, out, _ = cli("runs", "compare", a, b, "--out", tmp_path / "cli", "--format", "json")
+    assert code == 0 and [r["run"] for r in json.loads(out)] == ["run-a", "run-b"]
 
 
-def test_report_cli_and_open(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_report_cli_and_open(cli, tmp_path: Path, monkeypatch) -> None:
     run_dir = make_run(tmp_path, full=False)
     opened: list[str] = []
     monkeypatch.setattr(report_cmd.webbrowser, "open", lambda uri: opened.append(uri) or False)
-    parser = argparse.ArgumentParser(prog="cnnlab")
-    report_cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", str(run_dir), "--open"])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli("report", run_dir, "--open")
+    assert code == 0
     assert "report.html" in out and "No web browser" in out
     assert opened and opened[0].startswith("file://")
 

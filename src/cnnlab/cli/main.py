@@ -1,4 +1,8 @@
-"""The ``cnnlab`` command: parses, builds a config, calls one library function per command."""
+"""The ``cnnlab`` command: parses, builds a config, calls one library function per command.
+
+Only argparse and the config schema are imported here; each command imports what it needs
+(torch, Lightning, matplotlib) when it runs, so ``cnnlab --help`` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ from cnnlab.cli import (
 )
 from cnnlab.cli.parser import Parser
 from cnnlab.errors import CnnlabError
+from cnnlab.version import __version__
+
+# The sub-command layers below ``command``: their dests, for errors worded in the right terms.
+NESTED_COMMANDS = ("data_command", "augment_command", "runs_command", "models_command", "recipes_command",
+                   "experiment")
 
 
 def build_parser() -> Parser:
@@ -26,6 +35,7 @@ def build_parser() -> Parser:
         prog="cnnlab",
         description="Train, evaluate, explain and shrink CNN image classifiers.",
     )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
@@ -54,11 +64,12 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a user error, 130 for Ctrl-C)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorBoard may load TensorFlow: no banner
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # reported by the sub-command's parser, so the hint is in its terms
-        parser.subcommand(args.command).error(f"unrecognized arguments: {' '.join(extras)}")
+        path = [args.command] + [getattr(args, d) for d in NESTED_COMMANDS if getattr(args, d, None)]
+        parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
     try:
         return int(args.func(args) or 0)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import difflib
+import re
 import sys
 from typing import NoReturn
 
+from cnnlab.errors import suggest
+
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but ``cnnlab train: error: unknown option --epoch; did you mean --epochs?``."""
+    """argparse, but ``cnnlab train: error: unknown option --epoch; did you mean --epochs?``.
+
+    A mistyped option, command or choice all get the same hint.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --epoch must not silently mean --epochs
@@ -24,41 +31,41 @@ class Parser(argparse.ArgumentParser):
                     flags += sub.all_flags() if isinstance(sub, Parser) else []
         return flags
 
-    def subcommand(self, name: str) -> "Parser":
-        """The parser of sub-command ``name`` (for errors worded in its terms)."""
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-                return action.choices[name]
-        return self
+    def subcommand(self, names: list[str]) -> "Parser":
+        """The parser of the sub-command path ``names`` (for errors worded in its terms)."""
+        parser = self
+        for name in names:
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                    parser = action.choices[name]
+                    break
+        return parser
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
             unknown = message.split(":", 1)[1].split()
-            flags = self.all_flags()
             first = next((u for u in unknown if u.startswith("-")), unknown[0])
-            close = difflib.get_close_matches(first.split("=")[0], flags, n=1)
             if first.startswith("-"):
-                message = f"unknown option {first}"
+                message = f"unknown option {first}" + suggest(first.split("=")[0], self.all_flags(),
+                                                              f"see '{self.prog} --help'")
             else:
-                message = f"unexpected argument '{first}'"
-            message += f"; did you mean {close[0]}?" if close else f"; see '{self.prog} --help'"
-        elif message.startswith("invalid choice:") or message.startswith("argument"):
-            message = message.replace("\n", " ")
+                message = f"unexpected argument '{first}'; see '{self.prog} --help'"
+        else:
+            found = _INVALID_CHOICE.match(message.replace("\n", " "))
+            if found:
+                choices = [c.strip(" '") for c in found["choices"].split(",")]
+                what = "command" if found["arg"] in ("COMMAND", "ACTION") else found["arg"]
+                message = f"unknown {what} '{found['value']}'" + suggest(
+                    found["value"], choices, f"choose from {', '.join(choices)}")
+            else:
+                message = message.replace("\n", " ")
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+    """argparse type of a command's own count options (not config fields): an integer >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value

@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="recipes_command", metavar="COMMAND", required=True)
     commands.add_parser("list", help="table of the recipes and their main settings")
     show = commands.add_parser("show", help="one recipe as YAML (a starting point for --config)")
-    show.add_argument("name", help="recipe name, as in 'cnnlab recipes list'")
+    show.add_argument("name", metavar="RECIPE", help="recipe name, as in 'cnnlab recipes list'")
     p.set_defaults(func=run)
     return p
 
@@ -39,7 +39,7 @@ def _augment_text(augment: dict[str, Any]) -> str:
 
 def recipe_rows() -> list[dict[str, str]]:
     """One row of display strings per recipe (what ``recipes list`` prints)."""
-    from cnnlab.train.recipes import RECIPE_HELP, recipe_names, recipe_overrides
+    from cnnlab.config import RECIPE_HELP, recipe_names, recipe_overrides
 
     rows = []
     for name in recipe_names():
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab.train.recipes import recipe_overrides
+    from cnnlab.config import recipe_overrides
 
     console = Console()
     if args.recipes_command == "show":

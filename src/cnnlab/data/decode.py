@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +27,6 @@ from cnnlab.errors import CnnlabError
 # PIL's own default (~89 Mpx), but checked by us from the header: explicit and per call.
 DEFAULT_MAX_PIXELS: int = 89_478_485
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
-
 # Only these decoders may run. A file's extension says nothing about its content, and
 # opening with every registered plugin would let e.g. an EPS file renamed .jpg start
 # Ghostscript. The JPEG opener also yields "MPO" (camera JPEGs with a preview image).
@@ -41,9 +38,6 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"}) | _HIGH_DEPTH_MODES
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _EXIF_ORIENTATION = 0x0112
-
-Image.init()  # register all plugins now, not lazily inside racing worker threads
-
 
 class UnreadableImage(Exception):
     """A file that cannot be decoded; ``reason`` is short and meant for humans."""
@@ -63,22 +57,18 @@ class ImageInfo:
     height: int
 
 
-def _install_filters() -> list[tuple[object, ...]]:
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_PIL_FILTERS: list[tuple[object, ...]] = []
+_prepared = threading.Lock()
+_done = False
+
+
+def _install_filters() -> None:
+    # warnings.catch_warnings() swaps the process-global filter list, so using it per file
+    # from several threads races. Filters scoped to PIL's own modules are the thread-safe way
+    # to quiet "Possibly corrupt EXIF data", bomb warnings and the like.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL(\.|$)")
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-    return list(warnings.filters[:2])
-
-
-# warnings.catch_warnings() swaps the process-global filter list, so using it per file
-# from several threads races. Permanent filters scoped to PIL's modules are the
-# thread-safe way to quiet "Possibly corrupt EXIF data", bomb warnings and the like.
-_PIL_FILTERS = _install_filters()
-
-
-def _quiet_pil_warnings() -> None:
-    # pytest resets filters around each test: re-add if gone (racing duplicates are harmless).
-    if any(f not in warnings.filters for f in _PIL_FILTERS):
-        _install_filters()
+    _PIL_FILTERS[:] = list(warnings.filters[:2])
 
 
 def _quiet_libtiff_and_logs() -> None:
@@ -101,7 +91,23 @@ def _quiet_libtiff_and_logs() -> None:
         pass
 
 
-_quiet_libtiff_and_logs()
+def prepare_decoders() -> None:
+    """Readies PIL for decoding many untrusted files at once; call before starting threads.
+
+    Registers every plugin now rather than lazily inside racing worker threads, and quiets
+    per-file warnings and logs of PIL and libtiff (bad files are reported by cnnlab instead).
+    Runs once per process; later calls only re-add the warning filters if something (pytest,
+    between tests) removed them.
+    """
+    global _done
+    with _prepared:
+        if not _done:
+            Image.init()
+            _install_filters()
+            _quiet_libtiff_and_logs()
+            _done = True
+        elif any(f not in warnings.filters for f in _PIL_FILTERS):
+            _install_filters()
 
 
 def is_grayscale(info: ImageInfo) -> bool:
@@ -172,7 +178,7 @@ def decode_image(
 @contextlib.contextmanager
 def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """Open ``path`` with the allowed decoders; any failure inside becomes UnreadableImage."""
-    _quiet_pil_warnings()
+    prepare_decoders()
     fmt: str | None = None
     try:
         if os.stat(path).st_size == 0:

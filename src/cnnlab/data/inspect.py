@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.data.decode import IMAGE_EXTENSIONS, ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
 from cnnlab.data.discover import discover
 
 IMBALANCE_LIMIT = 3.0  # max/min class count above which training needs --sampler balanced or weights
@@ -140,7 +140,7 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     Raises:
         CnnlabError: when ``source`` is missing or holds no class folders.
     """
-    listing = discover(Path(source).expanduser(), IMAGE_EXTENSIONS)
+    listing = discover(Path(source))
     items = [FileFacts(path, split, label) for split in SPLIT_ORDER for path, label in listing.files.get(split, [])]
     chunks = [items[i : i + 64] for i in range(0, len(items), 64)]  # one task per 64 files, not per file
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -210,3 +210,13 @@ def sample_images(
             taken += 1
     stacked = np.stack(images) if images else np.zeros((0, channels, size, size), np.uint8)
     return stacked, labels, class_names
+
+
+def write_inspection_figures(inspection: Inspection, out_dir: Path) -> list[Path]:
+    """``samples.png`` (a few images per class) and ``class_counts.png`` (images per class and split)."""
+    from cnnlab.figures import plot_class_counts, plot_samples_per_class
+
+    images, labels, names = sample_images(inspection)
+    counts = {s: {n: c["count"] for n, c in st["classes"].items()} for s, st in inspection.report["splits"].items()}
+    return [plot_samples_per_class(images, labels, names, Path(out_dir) / "samples.png"),
+            plot_class_counts(counts, Path(out_dir) / "class_counts.png")]

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from cnnlab.config import DataConfig
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
-from cnnlab.data.decode import IMAGE_EXTENSIONS
-from cnnlab.data.discover import discover
+from cnnlab.data.discover import Listing, discover
 from cnnlab.data.folder import decode_files, default_side, guess_format
-from cnnlab.data.splits import SplitSpec, hold_out
+from cnnlab.config import SplitSpec
+from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
 from cnnlab.errors import CnnlabError
 
@@ -46,6 +46,16 @@ def convert_images(images: torch.Tensor, channels: int, size: int | None) -> tor
     return images.contiguous()
 
 
+def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> tuple[int, int]:
+    """(channels, side) the images of ``listing`` are decoded to: as asked, as the model needs, or
+    from the files (grayscale when all are; the median shorter side, capped for a CPU)."""
+    if (cfg.channels or needs.channels) and (cfg.image_size or needs.image_size):
+        return int(cfg.channels or needs.channels), int(cfg.image_size or needs.image_size)
+    gray, median_side = guess_format([path for files in listing.files.values() for path, _ in files])
+    channels = cfg.channels or needs.channels or (1 if gray else 3)
+    return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
+
+
 def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
     pool, test, class_names = load_builtin(cfg.source)
     channels = cfg.channels or needs.channels or pool.images.shape[1]
@@ -60,7 +70,7 @@ def _folder(
     cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile]
 ) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
     root = Path(cfg.source).expanduser()
-    listing = discover(root, IMAGE_EXTENSIONS)
+    listing = discover(root)
     skipped += [SkippedFile(str(path), reason) for path, reason in listing.ignored]
     class_names = sorted({label for _, label in listing.files["train"]})
     if len(class_names) < 2:
@@ -78,10 +88,7 @@ def _folder(
         missing = sorted(set(class_names) - {label for _, label in files})
         if missing and split != "train":
             log.warning("classes only in train, not in %s: %s", split, ", ".join(missing))
-    all_paths = [path for files in listing.files.values() for path, _ in files]
-    gray, median_side = guess_format(all_paths)
-    channels = cfg.channels or needs.channels or (1 if gray else 3)
-    size = cfg.image_size or needs.image_size or default_side(median_side)
+    channels, size = image_format(listing, cfg, needs)
     index = {name: i for i, name in enumerate(class_names)}
     decoded = {}
     for split, files in listing.files.items():
@@ -133,3 +140,66 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -
     _check_nonempty(splits, class_names)
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     return PreparedData(ordered, class_names, cfg.source, skipped)
+
+
+@dataclass(frozen=True)
+class CacheWarmup:
+    """What ``warm_cache`` did: images decoded (or found) at which format, and files it could not read."""
+
+    images: int
+    skipped: int
+    channels: int
+    size: int
+
+
+def warm_cache(cfg: DataConfig) -> CacheWarmup:
+    """Decodes every image of the folder ``cfg.source`` into the decoded-image cache, ahead of training.
+
+    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels).
+
+    Raises:
+        CnnlabError: a missing folder, or one without a usable image.
+    """
+    listing = discover(Path(cfg.source))
+    channels, size = image_format(listing, cfg)
+    count = skipped = 0
+    for files in listing.files.values():
+        decoded, bad = decode_files([(path, 0) for path, _ in files], channels, size, cfg.workers, cache=True)
+        count, skipped = count + len(decoded), skipped + len(bad)
+    if count == 0:
+        raise CnnlabError(f"no usable image in '{cfg.source}'; see cnnlab data inspect {cfg.source}")
+    return CacheWarmup(count, skipped, channels, size)
+
+
+def load_for_classes(source: str, class_names: list[str], channels: int, size: int, workers: int) -> ImageSet:
+    """Every image of ``source`` (its test split if it has one), labelled by a trained model's classes.
+
+    Raises:
+        CnnlabError: a class the model does not know, or no usable image.
+    """
+    if source in BUILTIN_NAMES:
+        pool, test, names = load_builtin(source)
+        image_set = test if test is not None else pool
+        image_set.images = convert_images(image_set.images, channels, size)
+        files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
+    else:
+        listing = discover(Path(source))
+        files = listing.files.get("test") or [f for split in listing.files.values() for f in split]
+        image_set = None
+    unknown = sorted({label for _, label in files} - set(class_names))
+    if unknown:
+        raise CnnlabError(
+            f"'{source}' has class '{unknown[0]}' that the model was not trained on "
+            f"(it knows: {', '.join(class_names[:10])}{'...' if len(class_names) > 10 else ''})"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    if image_set is not None:
+        image_set.labels = torch.tensor([index[label] for _, label in files])
+        return image_set
+    decoded, skipped = decode_files([(p, index[label]) for p, label in files], channels, size, workers)
+    if skipped:
+        log.warning("%d unreadable files skipped in %s (first: %s: %s)", len(skipped), source, skipped[0].path,
+                    skipped[0].reason)
+    if len(decoded) == 0:
+        raise CnnlabError(f"no usable image in '{source}'")
+    return decoded

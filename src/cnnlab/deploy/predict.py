@@ -5,60 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from cnnlab.data.decode import IMAGE_EXTENSIONS, UnreadableImage, decode_image
-from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.evaluator import batched_probs
+from cnnlab.data.discover import expand_inputs
+from cnnlab.data.folder import decode_files
+from cnnlab.models.inference import predict_probs
 from cnnlab.train.checkpoint import load_trained
-from cnnlab.train.run_dir import open_run
+from cnnlab.train.run_dir import open_run, read_run_config
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, and every image file below each folder (hidden files skipped), in order."""
-    paths: list[Path] = []
-    for text in inputs:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            paths += sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise CnnlabError(f"input '{text}' not found; give image files or folders")
-    if not paths:
-        raise CnnlabError(f"no image files found in {', '.join(inputs)}")
-    return paths
+def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` most probable classes of one probability row, most probable first."""
+    values, order = probs.topk(min(k, len(class_names)))
+    return [{"class": class_names[int(c)], "probability": float(v)} for v, c in zip(values, order)]
 
 
-def predict_paths(run: str | Path, inputs: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict_paths(run: str | Path, inputs: list[str], top_k_classes: int = 3) -> list[dict[str, Any]]:
     """Top-k classes per image: ``[{path, top: [{class, probability}], error}]``.
 
-    Unreadable files get an ``error`` and an empty ``top`` rather than stopping the batch.
+    Files and folders are decoded in parallel (and through the decoded-image cache), as for
+    training; unreadable files get an ``error`` and an empty ``top`` rather than stopping the batch.
     """
-    trained = load_trained(open_run(run))
-    size = trained.image_size
-    side = size if isinstance(size, int) else int(size[0])
+    files = open_run(run)
+    trained = load_trained(files)
     paths = expand_inputs(inputs)
+    workers = read_run_config(files).data.workers
+    decoded, skipped = decode_files([(path, i) for i, path in enumerate(paths)], trained.channels, trained.side,
+                                    workers)
     rows: list[dict[str, Any]] = [{"path": str(p), "top": [], "error": None} for p in paths]
-    arrays, positions = [], []
-    for i, path in enumerate(paths):
-        try:
-            arrays.append(decode_image(path, channels=trained.channels, size=side))
-            positions.append(i)
-        except UnreadableImage as exc:
-            rows[i]["error"] = exc.reason
-    if arrays:
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        k = min(top_k, len(trained.class_names))
-        for start, probs in batched_probs(trained.model, trained.normalize, images):
-            for offset, row_probs in enumerate(probs):
-                best = np.argsort(-row_probs)[:k]
-                rows[positions[start + offset]]["top"] = [
-                    {"class": trained.class_names[c], "probability": float(row_probs[c])} for c in best
-                ]
+    position = {str(path): i for i, path in enumerate(paths)}
+    for item in skipped:
+        rows[position[item.path]]["error"] = item.reason
+    positions = decoded.labels.tolist()  # the label slot carries each image's position in ``paths``
+    for start, probs in predict_probs(trained.model, decoded.images, trained.normalize):
+        for offset, row_probs in enumerate(probs):
+            rows[positions[start + offset]]["top"] = top_k(row_probs, trained.class_names, top_k_classes)
     return rows

@@ -1,41 +1,42 @@
-"""Scores a trained model on a split and writes the numbers and pictures of the run folder."""
+"""Scores a trained model on a split and writes the numbers and pictures of a run folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.augment.options import AugmentConfig
-from cnnlab.augment.preview import preset_preview
-from cnnlab.data.loaders import eval_batch_size
+from cnnlab.config import AugmentConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.evaluate import figures
-from cnnlab.models.outputs import as_class_logits
-from cnnlab.evaluate.compare import load_history
 from cnnlab.evaluate.metrics import MetricAccumulator, classification_report_text, most_confused_pairs
+from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.models.inference import predict_probs
+from cnnlab.train.history import load_history
+from cnnlab.train.run_dir import ResultFiles, RunFiles
 
 MAX_KEPT_PROBS = 20_000_000  # probabilities kept for the reliability diagram (~80 MB as float32)
+HARDEST = 25  # misclassified images shown
 
 
-def batched_probs(
-    model: nn.Module, normalize: Normalize, images: torch.Tensor, batch_size: int | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (start, softmax probabilities) per batch of uint8 ``images``: memory stays flat."""
-    device = next(model.parameters()).device
-    batch_size = batch_size or eval_batch_size(images.shape, device)
-    normalize = normalize.to(device)
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(device, non_blocking=True)
-            logits = as_class_logits(model(normalize(Normalize.to_unit(batch))))
-            yield start, torch.softmax(logits.float(), dim=1).cpu().numpy()
+def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names: list[str],
+                        only_missing: bool = False) -> None:
+    """The figures a metrics dict alone can draw: both confusion matrices, most confused, per class."""
+    cm = np.asarray(metrics["confusion_matrix"])
+    recall = {name: row["recall"] for name, row in metrics["per_class"].items()}
+    jobs = {
+        "confusion_matrix": lambda out: figures.plot_confusion_matrix(cm, class_names, out),
+        "confusion_matrix_normalized": lambda out: figures.plot_confusion_matrix(cm, class_names, out, True),
+        "most_confused": lambda out: figures.plot_most_confused(most_confused_pairs(cm, class_names), out),
+        "per_class_accuracy": lambda out: figures.plot_per_class_accuracy(recall, out),
+    }
+    for key, draw in jobs.items():
+        if not (only_missing and files.figure(key).exists()):
+            draw(files.figure(key))
 
 
 def evaluate_split(
@@ -43,70 +44,68 @@ def evaluate_split(
     normalize: Normalize,
     image_set: ImageSet,
     class_names: list[str],
-    out_dir: Path,
+    files: ResultFiles,
     split: str = "test",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics, ``classification_report.txt`` and the result figures for one split.
+    """Metrics, the classification report and the result figures for one split.
 
     Returns:
-        The metrics dict, also written to ``out_dir/metrics.json`` under ``split``.
+        The metrics dict, also written to ``files.metrics_json`` under ``split``.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.root.mkdir(parents=True, exist_ok=True)
     labels = image_set.labels.numpy()
-    accumulator = MetricAccumulator(len(class_names), keep_hardest=25)
+    accumulator = MetricAccumulator(len(class_names), keep_hardest=HARDEST)
     keep_probs = len(labels) * len(class_names) <= MAX_KEPT_PROBS
-    kept, predictions = [], np.empty(len(labels), dtype=np.int64)
-    for start, probs in batched_probs(model, normalize, image_set.images):
-        accumulator.update(labels[start : start + len(probs)], probs)
-        predictions[start : start + len(probs)] = probs.argmax(1)
+    kept = []
+    for start, probs in predict_probs(model, image_set.images, normalize):
+        accumulator.update(labels[start : start + len(probs)], probs.numpy())
         if keep_probs:
-            kept.append(probs)
+            kept.append(probs.numpy())
     metrics = accumulator.compute(class_names)
-    atomic_write_json(out_dir / "metrics.json", {split: metrics, **(extra or {})})
-    atomic_write_text(
-        out_dir / "classification_report.txt",
-        classification_report_text(labels, predictions, class_names) + "\n",
-    )
-    cm = np.asarray(metrics["confusion_matrix"])
-    figures.plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png")
-    figures.plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix_normalized.png", normalize=True)
-    figures.plot_most_confused(most_confused_pairs(cm, class_names), out_dir / "most_confused.png")
-    figures.plot_per_class_accuracy(
-        {name: row["recall"] for name, row in metrics["per_class"].items()}, out_dir / "per_class_accuracy.png"
-    )
+    atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
+    atomic_write_text(files.classification_report,
+                      classification_report_text(labels, accumulator.predictions(), class_names) + "\n")
+    draw_metric_figures(files, metrics, class_names)
     hardest = accumulator.hardest()
-    misclassified = out_dir / "misclassified.png"
+    misclassified = files.figure("misclassified")
     if hardest:
         index = [row["index"] for row in hardest]
         figures.plot_misclassified(
-            image_set.images[index].numpy(),
-            [row["true"] for row in hardest],
-            [row["pred"] for row in hardest],
-            [row["confidence"] for row in hardest],
-            class_names,
-            misclassified,
+            image_set.images[index].numpy(), [row["true"] for row in hardest], [row["pred"] for row in hardest],
+            [row["confidence"] for row in hardest], class_names, misclassified,
         )
     else:
         misclassified.unlink(missing_ok=True)  # nothing wrong any more: no stale grid
     if keep_probs:
-        figures.plot_reliability(labels, np.concatenate(kept), out_dir / "reliability.png")
+        figures.plot_reliability(labels, np.concatenate(kept), files.figure("reliability"))
     return metrics
 
 
-def write_training_figures(
-    run_dir: Path, train_set: ImageSet, class_names: list[str], counts: dict, augment: AugmentConfig | None = None
-) -> None:
+def draw_history(files: RunFiles) -> None:
+    """history.png from metrics.csv (nothing when no epoch has finished yet)."""
+    history = load_history(files.metrics_csv)
+    if len(history):
+        plot_curves({files.root.name: history}, files.figure("history"), "Training history")
+
+
+def class_counts(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Images per split and class, as run.json records them."""
+    splits = (meta.get("data") or {}).get("splits") or {}
+    return {s: v["per_class"] for s, v in splits.items() if isinstance(v, dict) and v.get("per_class")}
+
+
+def write_training_figures(files: RunFiles, train_set: ImageSet, class_names: list[str], meta: dict[str, Any],
+                           augment: AugmentConfig | None = None) -> None:
     """History curves, the sample grid, class counts and (when used) the augmentation preview."""
-    history = load_history(run_dir)
-    if len(history):  # empty when interrupted before the first epoch ended
-        figures.plot_history(history, run_dir / "history.png")
+    from cnnlab.augment.preview import preset_preview
+
+    draw_history(files)
     per_class = [(train_set.labels == c).nonzero()[:8, 0] for c in range(len(class_names))]
     index = torch.cat(per_class)  # a few of each class: no need to pass the whole split
-    figures.plot_samples_per_class(
-        train_set.images[index].numpy(), train_set.labels[index].numpy(), class_names, run_dir / "samples.png"
-    )
-    figures.plot_class_counts(counts, run_dir / "class_counts.png")
+    plot_samples_per_class(train_set.images[index].numpy(), train_set.labels[index].numpy(), class_names,
+                           files.figure("samples"))
+    plot_class_counts(class_counts(meta), files.figure("class_counts"))
     if augment is not None and augment != AugmentConfig():
         picks = [train_set.images[int(i)].permute(1, 2, 0).numpy() for i in index[:: max(1, len(index) // 4)][:4]]
-        preset_preview(picks, augment, draws=6, out=run_dir / "augmentation.png")
+        preset_preview(picks, augment, draws=6, out=files.figure("augmentation"))

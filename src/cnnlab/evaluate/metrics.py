@@ -81,44 +81,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _metrics_from_parts(
-    cm: np.ndarray, nll_sum: float, top5_hits: int | None, auc: float | None, ece: float, class_names: Sequence[str]
-) -> dict[str, Any]:
-    """The shared tail of compute_metrics and MetricAccumulator.compute, driven by the confusion matrix."""
-    k = len(class_names)
-    n = int(cm.sum())
-    # Re-expanding the counts into label pairs lets scikit-learn do every score; pairs are O(N)
-    # ints, far smaller than the N x K probabilities, and the counts alone fix every score.
-    rows, cols = np.nonzero(cm)
-    counts = cm[rows, cols]
-    y_true, y_pred = np.repeat(rows, counts), np.repeat(cols, counts)
-    labels = list(range(k))
-    prec, rec, f1, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    report = skm.classification_report(
-        y_true, y_pred, labels=labels, target_names=[f"#{i}" for i in labels], output_dict=True, zero_division=0
-    )
-    present = sup > 0  # balanced accuracy averages recall over classes that occur in y_true
-    out: dict[str, Any] = {
-        "num_samples": n,
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "balanced_accuracy": float(rec[present].mean()) if present.any() else 0.0,
-        "loss": nll_sum / n,
-        "per_class": {
-            name: {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]}
-            for i, name in enumerate(class_names)
-        },
-        "macro_avg": report["macro avg"],
-        "weighted_avg": report["weighted avg"],
-        "confusion_matrix": cm.astype(np.int64),
-        "ece": ece,
-    }
-    if top5_hits is not None:
-        out["top5_accuracy"] = top5_hits / n
-    if k == 2:
-        out["roc_auc"] = auc
-    return _plain(out)
-
-
 def _binary_auc(y: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC-AUC of the positive class, or None when only one class occurs (AUC is undefined)."""
     return float(skm.roc_auc_score(y, scores)) if np.unique(y).size == 2 else None
@@ -137,18 +99,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
         per_class, macro_avg, weighted_avg, confusion_matrix (rows = true), roc_auc (K == 2),
         ece, num_samples.
     """
-    y, p = _check(y_true, probs, len(class_names))
-    if y.size == 0:
-        raise CnnlabError("no samples to evaluate: the test split is empty")
-    k = len(class_names)
-    y_pred = p.argmax(axis=1)
-    cm = skm.confusion_matrix(y, y_pred, labels=list(range(k)))
-    top5 = None
-    if k > 5:
-        top5 = int(skm.top_k_accuracy_score(y, p, k=5, labels=list(range(k)), normalize=False))
-    auc = _binary_auc(y, p[:, 1]) if k == 2 else None
-    ece = _calibration_from_counts(_calibration_counts(y, p, ECE_BINS))["ece"]
-    return _metrics_from_parts(cm, float(_nll(y, p).sum()), top5, auc, ece, class_names)
+    accumulator = MetricAccumulator(len(class_names), keep_hardest=0)
+    accumulator.update(y_true, probs)
+    return accumulator.compute(class_names)
 
 
 def classification_report_text(
@@ -172,25 +125,23 @@ def most_confused_pairs(cm: np.ndarray | list, class_names: Sequence[str], k: in
 
 
 class MetricAccumulator:
-    """Streams (labels, probabilities) batches and returns the same dict as :func:`compute_metrics`.
+    """Streams (labels, probabilities) batches and computes every test-set number at the end.
 
-    Keeps the confusion matrix, summed NLL, top-5 hits, calibration bin sums, the positive-class
-    scores for binary ROC-AUC, and the ``keep_hardest`` highest-loss examples' indices.
+    Keeps what the scores need without holding N x K floats: the true and predicted labels (for
+    scikit-learn's scores), summed NLL, top-5 hits, calibration bin sums, the positive-class
+    scores for binary ROC-AUC, and the ``keep_hardest`` highest-loss mistakes' indices.
     """
 
-    def __init__(self, num_classes: int, keep_hardest: int = 25, misclassified_only: bool = True) -> None:
-        """Args: number of classes; how many high-loss examples to keep; whether to keep only wrong ones."""
+    def __init__(self, num_classes: int, keep_hardest: int = 25) -> None:
         self.num_classes = num_classes
         self.keep_hardest = keep_hardest
-        self.misclassified_only = misclassified_only
-        self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._true: list[np.ndarray] = []
+        self._pred: list[np.ndarray] = []
         self.nll_sum = 0.0
         self.top5_hits = 0
         self.calib = np.zeros((ECE_BINS, 3))
-        self._binary_y: list[np.ndarray] = []
         self._binary_scores: list[np.ndarray] = []
-        # Columns: global index, loss, true, pred, confidence.
-        self._hard = np.zeros((0, 5))
+        self._hard = np.zeros((0, 5))  # columns: global index, loss, true, pred, confidence
         self.seen = 0
 
     def update(self, y_true_batch: np.ndarray, probs_batch: np.ndarray) -> None:
@@ -198,44 +149,63 @@ class MetricAccumulator:
         y, p = _check(y_true_batch, probs_batch, self.num_classes)
         if y.size == 0:
             return  # e.g. the last, empty shard of a distributed loader
-        labels = list(range(self.num_classes))
         pred = p.argmax(axis=1)
-        self.cm += skm.confusion_matrix(y, pred, labels=labels)
+        self._true.append(y)
+        self._pred.append(pred)
         nll = _nll(y, p)
         self.nll_sum += float(nll.sum())
         if self.num_classes > 5:
-            self.top5_hits += int(skm.top_k_accuracy_score(y, p, k=5, labels=labels, normalize=False))
+            self.top5_hits += int(skm.top_k_accuracy_score(y, p, k=5, labels=list(range(self.num_classes)),
+                                                           normalize=False))
         if self.num_classes == 2:
-            self._binary_y.append(y)
             self._binary_scores.append(p[:, 1])
         self.calib += _calibration_counts(y, p, ECE_BINS)
-        idx = np.arange(self.seen, self.seen + y.size)
-        batch = np.stack([idx, nll, y, pred, p.max(axis=1)], axis=1)
-        if self.misclassified_only:
-            batch = batch[pred != y]
-        merged = np.concatenate([self._hard, batch])
-        if len(merged) > self.keep_hardest:
-            merged = merged[np.argsort(-merged[:, 1], kind="stable")[: self.keep_hardest]]
-        self._hard = merged
+        if self.keep_hardest:
+            idx = np.arange(self.seen, self.seen + y.size)
+            batch = np.stack([idx, nll, y, pred, p.max(axis=1)], axis=1)[pred != y]
+            merged = np.concatenate([self._hard, batch])
+            self._hard = merged[np.argsort(-merged[:, 1], kind="stable")[: self.keep_hardest]]
         self.seen += y.size
 
+    def predictions(self) -> np.ndarray:
+        """The predicted labels of every sample seen, in order."""
+        return np.concatenate(self._pred) if self._pred else np.zeros(0, np.int64)
+
     def hardest(self) -> list[dict[str, Any]]:
-        """Kept examples, highest loss first: {index, loss, true, pred, confidence}."""
-        rows = self._hard[np.argsort(-self._hard[:, 1], kind="stable")]
+        """Kept mistakes, highest loss first: {index, loss, true, pred, confidence}."""
         return [
             {"index": int(r[0]), "loss": float(r[1]), "true": int(r[2]), "pred": int(r[3]), "confidence": float(r[4])}
-            for r in rows
+            for r in self._hard
         ]
 
     def compute(self, class_names: Sequence[str]) -> dict[str, Any]:
-        """The metrics dict over every batch seen so far."""
-        if len(class_names) != self.num_classes:
-            raise CnnlabError(f"{len(class_names)} class names given for {self.num_classes} classes")
+        """The metrics dict over every batch seen so far (see :func:`compute_metrics`)."""
+        k = self.num_classes
+        if len(class_names) != k:
+            raise CnnlabError(f"{len(class_names)} class names given for {k} classes")
         if self.seen == 0:
             raise CnnlabError("no samples to evaluate: the test split is empty")
-        auc = None
-        if self.num_classes == 2:
-            auc = _binary_auc(np.concatenate(self._binary_y), np.concatenate(self._binary_scores))
-        top5 = self.top5_hits if self.num_classes > 5 else None
-        ece = _calibration_from_counts(self.calib)["ece"]
-        return _metrics_from_parts(self.cm, self.nll_sum, top5, auc, ece, class_names)
+        y_true, y_pred, labels = np.concatenate(self._true), self.predictions(), list(range(k))
+        prec, rec, f1, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        report = skm.classification_report(y_true, y_pred, labels=labels, target_names=[f"#{i}" for i in labels],
+                                           output_dict=True, zero_division=0)
+        present = sup > 0  # balanced accuracy averages recall over classes that occur in y_true
+        out: dict[str, Any] = {
+            "num_samples": self.seen,
+            "accuracy": skm.accuracy_score(y_true, y_pred),
+            "balanced_accuracy": float(rec[present].mean()) if present.any() else 0.0,
+            "loss": self.nll_sum / self.seen,
+            "per_class": {
+                name: {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]}
+                for i, name in enumerate(class_names)
+            },
+            "macro_avg": report["macro avg"],
+            "weighted_avg": report["weighted avg"],
+            "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels),
+            "ece": _calibration_from_counts(self.calib)["ece"],
+        }
+        if k > 5:
+            out["top5_accuracy"] = self.top5_hits / self.seen
+        if k == 2:
+            out["roc_auc"] = _binary_auc(y_true, np.concatenate(self._binary_scores))
+        return _plain(out)

@@ -1,26 +1,31 @@
 """One self-contained HTML page per run: figures inlined as base64 PNGs, inline CSS, no scripts.
 
-The page opens from a file, mail attachment or archive with no network, and every text from the
-run folder is HTML-escaped. Missing files (an interrupted run) leave a short note, not an error.
+The page reads results first: the headline numbers, the training curves, the test results
+(confusion matrix, mistakes); then the data; then, folded, the config and model summary. It
+opens from a file, mail attachment or archive with no network, and every text from the run
+folder is HTML-escaped. Missing files (an interrupted run) leave a short note, not an error.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import shlex
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from cnnlab.evaluate.compare import (
-    final_test_accuracy, format_value, read_optional_json, read_run_json, redraw_missing_figures,
-)
+import pandas as pd
+
+from cnnlab.evaluate.compare import final_test_accuracy, format_value
+from cnnlab.evaluate.evaluator import class_counts, draw_history, draw_metric_figures
+from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
+from cnnlab.train.history import load_history
+from cnnlab.train.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
 
 SECTIONS = [
-    ("summary", "Summary"), ("command", "Command"), ("config", "Config"), ("data", "Data"),
-    ("model", "Model"), ("training", "Training"), ("results", "Results"), ("samples", "Data samples"),
+    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("data", "Data"),
+    ("reproduce", "Reproduce"),
 ]
 MAX_SKIPPED_ROWS = 100
 MAX_CLASS_ROWS = 60
@@ -37,19 +42,13 @@ th{background:#eef3f8}tr:nth-child(even) td{background:#fafcff}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#666;font-size:13px}
+details{margin:.6em 0}summary{cursor:pointer;color:#1d3f66;font-weight:600}
+.headline{display:flex;flex-wrap:wrap;gap:1.5em;align-items:baseline}
 .big{font-size:2.6em;font-weight:700;color:#1d6b35;margin:.2em 0}.big small{font-size:.4em;color:#555}
+.stat{font-size:1.3em;font-weight:600}.stat small{display:block;font-size:.6em;color:#666;font-weight:400}
 .muted{color:#777}.missing{color:#999;font-style:italic}.good{color:#1d6b35;font-weight:600}
 .banner{padding:.6em 1em;border-radius:4px;background:#fff3cd;border:1px solid #e0c060}
 """
-
-FIGURES = {  # file -> caption
-    "history.png": "Training and validation accuracy and loss per epoch", "class_counts.png": "Images per class",
-    "confusion_matrix.png": "Confusion matrix (counts; rows = true class)",
-    "confusion_matrix_normalized.png": "Confusion matrix normalised per true class (recall)",
-    "per_class_accuracy.png": "Accuracy (recall) per class", "most_confused.png": "Most frequent mistakes",
-    "misclassified.png": "Misclassified test images", "reliability.png": "Calibration: confidence vs accuracy",
-    "samples.png": "Sample images per class", "augmentation.png": "Augmented training images",
-}
 
 
 def _e(value: Any) -> str:
@@ -57,16 +56,9 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _read(path: Path) -> str | None:
-    """A text file's contents, or None when it is missing."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()) -> str:
     """An escaped HTML table; columns listed in ``numeric`` are right-aligned."""
+    numeric = set(numeric)
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{_e(v)}</td>' for i, v in enumerate(r)) + "</tr>"
@@ -81,35 +73,60 @@ def _pairs(rows: Iterable[tuple[str, Any]]) -> str:
     return f"<table><tbody>{body}</tbody></table>"
 
 
+def _folded(title: str, body: str) -> str:
+    return f"<details><summary>{_e(title)}</summary>{body}</details>"
+
+
 def _missing(what: str) -> str:
     return f'<p class="missing">{_e(what)} not available (the run may have been interrupted).</p>'
 
 
-def _figure(run_dir: Path, name: str) -> str:
+def _figure(files: RunFiles, key: str) -> str:
     """An <img> with the PNG inlined as a data URI, or "" when the file is missing."""
+    path = files.figure(key)
     try:
-        data = (run_dir / name).read_bytes()
+        data = path.read_bytes()
     except OSError:
         return ""
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    caption = FIGURES.get(name, name)
+    caption = FIGURES[key].caption
     return (f'<figure><img src="{uri}" alt="{_e(caption)}">'
-            f"<figcaption>{_e(caption)} ({_e(name)})</figcaption></figure>")
+            f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>")
 
 
 def _pct(value: Any) -> str:
     return format_value("test_acc", value)  # "12.34%", or "—" for None
 
 
+def _stat(value: str, label: str) -> str:
+    return f'<div class="stat">{_e(value)}<small>{_e(label)}</small></div>'
+
+
 def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
     pre = run.get("preprocess") or {}
-    acc = final_test_accuracy(metrics, [s for s in run.get("stages") or [] if isinstance(s, dict)])
+    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
     status = str(run.get("status", "unknown"))
     out = []
     if status != "completed":
         out.append(f'<p class="banner">Run status: <b>{_e(status)}</b>: results may be partial.</p>')
-    out.append(f'<p class="big">{_e(_pct(acc))} <small>test accuracy</small></p>')
+    stats = [_stat(format_value("train_seconds", timing.get("train_seconds")), "training time")]
+    if test.get("balanced_accuracy") is not None:
+        stats.insert(0, _stat(_pct(test["balanced_accuracy"]), "balanced accuracy"))
+    if test.get("top5_accuracy") is not None:
+        stats.insert(0, _stat(_pct(test["top5_accuracy"]), "top-5 accuracy"))
+    if test.get("loss") is not None:
+        stats.append(_stat(f"{float(test['loss']):.4f}", "test loss"))
+    out.append(f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
+               f'<small>test accuracy</small></p>{"".join(stats)}</div>')
+    out.append(_improvement(stages))
+    resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
+    if resumes:
+        times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
+        out.append(f"<p>Resumed {times}: {_e('; '.join(resumes))}. Times count the work of every attempt.</p>")
+    for note in (run.get("notes") or []):
+        out.append(f'<p class="banner">{_e(note)}</p>')
     names = run.get("class_names") or []
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
     params = model.get("params_total")
@@ -119,68 +136,36 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Parameters", f"{format_value('params', params)} total, {trainable} trainable" if params else "—"),
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s)" if pre else "—"),
-        ("Training time", format_value("train_seconds", timing.get("train_seconds"))),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
     return "".join(out) + _pairs(rows)
 
 
-def _data(run_dir: Path, run: dict[str, Any]) -> str:
-    data = run.get("data") or {}
-    splits = {k: v for k, v in (data.get("splits") or {}).items() if isinstance(v, dict)}
-    out = []
-    if splits:
-        out.append(_table(["Split", "Images"], [(s, v.get("count", "—")) for s, v in splits.items()], numeric=[1]))
-        classes = list(dict.fromkeys(c for v in splits.values() for c in (v.get("per_class") or {})))
-        if classes:
-            rows = [[c] + [(v.get("per_class") or {}).get(c, 0) for v in splits.values()]
-                    for c in classes[:MAX_CLASS_ROWS]]
-            out.append(_table(["Class", *splits], rows, numeric=range(1, len(splits) + 1)))
-            if len(classes) > MAX_CLASS_ROWS:
-                out.append(f'<p class="muted">… and {len(classes) - MAX_CLASS_ROWS} more classes (see figure).</p>')
-    else:
-        out.append(_missing("Split counts"))
-    out.append(_figure(run_dir, "class_counts.png"))
-    if data.get("skipped"):
-        out.append(f"<p>{_e(data['skipped'])} file(s) were skipped while loading.</p>")
-    skipped = (_read(run_dir / "skipped_files.csv") or "").splitlines()
-    rows = [(r.get("path", ""), r.get("reason", "")) for r in csv.DictReader(skipped)]
-    if rows:
-        out.append("<h3>Skipped files</h3>" + _table(["Path", "Reason"], rows[:MAX_SKIPPED_ROWS]))
-        if len(rows) > MAX_SKIPPED_ROWS:
-            out.append(f'<p class="muted">… and {len(rows) - MAX_SKIPPED_ROWS} more in skipped_files.csv.</p>')
-    return "".join(out)
-
-
 def _improvement(stages: list[dict[str, Any]]) -> str:
-    """The "improvement from fine-tuning" line: last stage vs first, on test (else best val) accuracy."""
+    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy."""
     if len(stages) < 2:
         return ""
-    for key, label in (("test_acc", "test"), ("best_val_acc", "best validation")):
-        a, b = stages[0].get(key), stages[-1].get(key)
-        if a is not None and b is not None:
-            diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
-            return (f'<p class="good">{_e(name)} {"improved" if diff > 0 else "changed"} {label} accuracy '
-                    f"from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
-    return ""
+    a, b = stages[0].get("test_acc"), stages[-1].get("test_acc")
+    if a is None or b is None:
+        return ""
+    diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
+    return (f'<p class="good">{_e(name)} {"improved" if diff > 0 else "changed"} test accuracy '
+            f"from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
 
 
-def _training(run_dir: Path, run: dict[str, Any]) -> str:
-    out = [_figure(run_dir, "history.png") or _missing("Training history")]
+def _training(files: RunFiles, run: dict[str, Any]) -> str:
+    out = [_figure(files, "history") or _missing("Training history")]
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
+        history = load_history(files.metrics_csv)
+        best_val = history.groupby("stage")["val_acc"].max() if "val_acc" in history else pd.Series(dtype=float)
         rows = [[s.get("name", "—"), s.get("epochs", "—"), format_value("train_seconds", s.get("seconds")),
-                 _pct(s.get("best_val_acc")), _pct(s.get("test_acc"))] for s in stages]
-        headers = ["Stage", "Epochs", "Time", "Best val acc", "Test acc"]
-        if any(s.get("best_val_loss") is not None for s in stages):  # what checkpointing monitors
-            headers.append("Best val loss")
-            for row, s in zip(rows, stages):
-                row.append("—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}")
+                 _pct(best_val.get(s.get("name"))), _pct(s.get("test_acc")),
+                 "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}"] for s in stages]
+        headers = ["Stage", "Epochs", "Time", "Best val acc", "Test acc", "Best val loss"]
         keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
-        rows = [[r[i] for i in keep] for r in rows]
-        out.append(_table([headers[i] for i in keep], rows, numeric=range(1, len(keep))))
-        out.append(_improvement(stages))
+        out.append(_table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep))))
     return "".join(out)
 
 
@@ -199,7 +184,7 @@ def _metric_cell(split: dict[str, Any], key: str) -> str:
     return f"{float(value):.4f}" if key in ("loss", "ece") else _pct(value)
 
 
-def _results(run_dir: Path, metrics: dict[str, Any]) -> str:
+def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
     splits = {k: v for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v}
     out = []
     if splits:
@@ -208,17 +193,80 @@ def _results(run_dir: Path, metrics: dict[str, Any]) -> str:
         out.append(_table(["Metric", *splits], rows, numeric=range(1, len(splits) + 1)))
     else:
         out.append(_missing("Test metrics (metrics.json)"))
-    report = _read(run_dir / "classification_report.txt")
+    for key in ("confusion_matrix", "misclassified", "per_class_accuracy", "most_confused"):
+        out.append(_figure(files, key))
+    more = _figure(files, "confusion_matrix_normalized") + _figure(files, "reliability")
+    report = read_text(files.classification_report)
     if report:
-        out.append(f"<h3>Classification report</h3><pre>{_e(report)}</pre>")
-    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy.png",
-                 "most_confused.png", "misclassified.png", "reliability.png"):
-        out.append(_figure(run_dir, name))
+        more += f"<pre>{_e(report)}</pre>"
+    if more:
+        out.append(_folded("Normalised confusion matrix, calibration and the classification report", more))
     return "".join(out)
 
 
-def write_report(run_dir: Path, regenerate: bool = True) -> Path:
-    """Builds ``run_dir/report.html`` from the run folder's files.
+def _data(files: RunFiles, run: dict[str, Any]) -> str:
+    data = run.get("data") or {}
+    splits = {k: v for k, v in (data.get("splits") or {}).items() if isinstance(v, dict)}
+    out = []
+    if splits:
+        out.append(_table(["Split", "Images"], [(s, v.get("count", "—")) for s, v in splits.items()], numeric=[1]))
+        classes = list(dict.fromkeys(c for v in splits.values() for c in (v.get("per_class") or {})))
+        if classes:
+            rows = [[c] + [(v.get("per_class") or {}).get(c, 0) for v in splits.values()]
+                    for c in classes[:MAX_CLASS_ROWS]]
+            table = _table(["Class", *splits], rows, numeric=range(1, len(splits) + 1))
+            if len(classes) > MAX_CLASS_ROWS:
+                table += f'<p class="muted">… and {len(classes) - MAX_CLASS_ROWS} more classes (see figure).</p>'
+            out.append(_folded(f"Images per class ({len(classes)} classes)", table))
+    else:
+        out.append(_missing("Split counts"))
+    out += [_figure(files, "class_counts"), _figure(files, "samples"), _figure(files, "augmentation")]
+    skipped = [(r.get("path", ""), r.get("reason", "")) for r in read_skipped(files)]
+    if skipped:
+        table = _table(["Path", "Reason"], skipped[:MAX_SKIPPED_ROWS])
+        if len(skipped) > MAX_SKIPPED_ROWS:
+            table += f'<p class="muted">… and {len(skipped) - MAX_SKIPPED_ROWS} more in {files.skipped.name}.</p>'
+        out.append(_folded(f"Skipped files ({len(skipped)})", table))
+    return "".join(out)
+
+
+def _reproduce(files: RunFiles, run: dict[str, Any]) -> str:
+    command = run.get("command")
+    if isinstance(command, list):
+        command = shlex.join(map(str, command))
+    out = [f"<p>To reproduce this run:</p><pre>{_e(command)}</pre>" if command else _missing("Command")]
+    config, summary = read_text(files.config), read_text(files.summary)
+    out.append(_folded("Config (config.yaml)", f"<pre>{_e(config)}</pre>") if config else _missing("config.yaml"))
+    out.append(_folded("Model summary", f"<pre>{_e(summary)}</pre>") if summary else _missing("The model summary"))
+    return "".join(out)
+
+
+def redraw_missing_figures(files: RunFiles, run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Draws the figures that metrics.csv, metrics.json and run.json can rebuild, if they are missing.
+
+    Image grids need the images, so they are not redrawn. Returns problems worth showing.
+    """
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    names = list(run.get("class_names") or (test.get("per_class") or {}).keys())
+    counts = class_counts(run)
+    jobs: list[tuple[str, Callable[[], Any]]] = [("history", lambda: draw_history(files))]
+    if counts:
+        jobs.append(("class_counts", lambda: plot_class_counts(counts, files.figure("class_counts"))))
+    if test.get("confusion_matrix") is not None and test.get("per_class") and names:
+        jobs.append(("results", lambda: draw_metric_figures(files, test, names, only_missing=True)))
+    notes = []
+    for key, job in jobs:
+        if key in FIGURES and files.figure(key).exists():
+            continue
+        try:
+            job()
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # a damaged file must not stop the page
+            notes.append(f"could not draw {key}: {exc}")
+    return notes
+
+
+def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
+    """Builds the run folder's ``report.html`` from its files.
 
     Args:
         run_dir: a run folder (must contain run.json).
@@ -228,26 +276,18 @@ def write_report(run_dir: Path, regenerate: bool = True) -> Path:
     Returns:
         The path of the written report.
     """
-    run_dir = Path(run_dir)
-    run = read_run_json(run_dir)
-    metrics = read_optional_json(run_dir / "metrics.json")
-    notes = redraw_missing_figures(run_dir) if regenerate else []
-    command = run.get("command")
-    if isinstance(command, list):
-        command = shlex.join(map(str, command))
-    config, summary = _read(run_dir / "config.yaml"), _read(run_dir / "model_summary.txt")
-    samples = _figure(run_dir, "samples.png") + _figure(run_dir, "augmentation.png")
+    files = open_run(run_dir)
+    run = read_meta(files)
+    metrics = read_optional_json(files.metrics_json)
+    notes = redraw_missing_figures(files, run, metrics) if regenerate else []
     bodies = {
         "summary": _summary(run, metrics),
-        "command": f"<p>To reproduce this run:</p><pre>{_e(command)}</pre>" if command else _missing("Command"),
-        "config": f"<pre>{_e(config)}</pre>" if config else _missing("config.yaml"),
-        "data": _data(run_dir, run),
-        "model": f"<pre>{_e(summary)}</pre>" if summary else _missing("The model summary"),
-        "training": _training(run_dir, run),
-        "results": _results(run_dir, metrics),
-        "samples": samples or _missing("Sample images"),
+        "training": _training(files, run),
+        "results": _results(files, metrics),
+        "data": _data(files, run),
+        "reproduce": _reproduce(files, run),
     }
-    title = f"cnnlab run: {run.get('name', run_dir.name)}"
+    title = f"cnnlab run: {run.get('name', files.root.name)}"
     nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in SECTIONS)
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>',
@@ -255,9 +295,8 @@ def write_report(run_dir: Path, regenerate: bool = True) -> Path:
         f"<h1>{_e(title)}</h1><nav>{nav}</nav>",
         *(f'<p class="banner">{_e(n)}</p>' for n in notes),
         *(f'<section id="{sid}"><h2>{_e(label)}</h2>{bodies[sid]}</section>' for sid, label in SECTIONS),
-        f'<p class="muted">Generated by cnnlab {_e(run.get("cnnlab_version", ""))} from {_e(run_dir.name)}.</p>',
+        f'<p class="muted">Generated by cnnlab {_e(run.get("cnnlab_version", ""))} from {_e(files.root.name)}.</p>',
         "</body></html>\n",
     ]
-    out = run_dir / "report.html"
-    atomic_write_text(out, "\n".join(parts))
-    return out
+    atomic_write_text(files.report, "\n".join(parts))
+    return files.report

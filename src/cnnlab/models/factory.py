@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import timm
 from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import simple_cnn as _own_models  # noqa: F401  (registers the lesson's CNNs)
 from cnnlab.models import fast_cnn as _fast_models  # noqa: F401  (registers fast_cnn, fast_cifar)
-from cnnlab.models.heads import HEADS, HeadedModel, build_head, feature_dim, output_count
+from cnnlab.models.heads import HeadedModel, build_head, feature_dim, output_count
 from cnnlab.models.registry import own_builder, resolve_name
 from cnnlab.models.weights import load_local_weights, load_pretrained_timm
 
@@ -34,17 +33,18 @@ def model_input(name: str, pretrained: bool) -> ModelInput:
     resolved = resolve_name(name)
     if own_builder(resolved) is not None:
         return ModelInput(None, None, None, None)
+    from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 
     pretrained_cfg = get_pretrained_cfg(resolved)  # accepts "arch" and "arch.tag"
-    cfg = pretrained_cfg.to_dict() if pretrained_cfg is not None else {}
-    size = cfg.get("input_size", (3, 224, 224))
+    # timm's own resolution: the weights' config, and timm's defaults where it says nothing.
+    cfg = resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg is not None else {})
     return ModelInput(
         channels=3 if pretrained else None,  # ImageNet stems want RGB; grayscale is expanded
-        image_size=int(size[-1]) if pretrained else None,
-        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        interpolation=str(cfg.get("interpolation", "bilinear")),
+        image_size=int(cfg["input_size"][-1]) if pretrained else None,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=str(cfg["interpolation"]),
     )
 
 
@@ -73,8 +73,6 @@ def create_model(
     Raises:
         CnnlabError: unknown name or head, unavailable weights, or a weights file that does not fit.
     """
-    if head not in HEADS:
-        raise CnnlabError(f"--head must be one of {', '.join(HEADS)}, got '{head}'")
     outputs = output_count(num_classes, binary_head)
     resolved = resolve_name(name)
     builder = own_builder(resolved)
@@ -91,11 +89,13 @@ def create_model(
         if pretrained and weights is None:
             model = load_pretrained_timm(resolved, num_classes=timm_classes, in_chans=in_chans, drop_rate=drop_rate)
         else:
+            import timm  # here, not at the top: own CNNs train without paying for timm's import (~2 s)
+
             model = timm.create_model(
                 resolved, pretrained=False, num_classes=timm_classes, in_chans=in_chans, drop_rate=drop_rate
             )
         if custom:
-            model = HeadedModel(model, build_head(head, feature_dim(model), outputs, dropout), kind=head)
+            model = HeadedModel(model, build_head(head, feature_dim(model), outputs, dropout))
     if weights is not None:
         load_local_weights(model, weights)
     return model

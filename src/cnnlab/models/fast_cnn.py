@@ -62,8 +62,15 @@ class FastCNN(nn.Module):
             flat = hidden
         self.head = nn.Sequential(*head, nn.Dropout(dropout), nn.Linear(flat, num_classes))
 
+    # timm's interface, so transfer stages, the feature cache and explain treat it like a timm model.
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 class PatchWhitening(nn.Module):

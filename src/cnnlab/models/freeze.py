@@ -137,13 +137,6 @@ def set_frozen_bn_eval(model: nn.Module, include_trainable: bool = False) -> int
     return count
 
 
-def trainable_summary(model: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trainable, frozen
-
-
 def param_groups(
     model: nn.Module, lr: float, layer_decay: float | None = None, weight_decay: float = 0.0
 ) -> list[dict[str, Any]]:

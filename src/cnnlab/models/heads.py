@@ -11,15 +11,16 @@ keys are unchanged); ``pooled_features``/``head_forward``/``classifier_of`` trea
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.config.sections import Head
 from cnnlab.errors import CnnlabError
 
-HEADS: tuple[str, ...] = ("default", "linear", "lesson", "production")
+HEADS: tuple[str, ...] = get_args(Head)  # the allowed values, from the config schema
 _HEAD_GROUP = 10**9  # group ordinal of the head: after every backbone group
 
 
@@ -49,12 +50,6 @@ def output_count(num_classes: int, binary_head: str = "softmax") -> int:
             raise CnnlabError(f"--binary-head sigmoid needs exactly 2 classes, the data has {num_classes}; use softmax")
         return 1
     return num_classes
-
-
-def binary_logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
-    """(N,) or (N, 1) sigmoid logits -> (N, 2) probabilities [p(class 0), p(class 1)]."""
-    positive = torch.sigmoid(logits.reshape(-1).float())
-    return torch.stack([1.0 - positive, positive], dim=1)
 
 
 def build_head(kind: str, in_features: int, num_outputs: int, dropout: float = 0.5) -> nn.Module:
@@ -93,9 +88,9 @@ def feature_dim(backbone: nn.Module) -> int:
 class HeadedModel(nn.Module):
     """A timm backbone (classifier removed, pooling kept) followed by a cnnlab head."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, kind: str = "custom") -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
-        self.backbone, self.head, self.head_kind = backbone, head, kind
+        self.backbone, self.head = backbone, head
         self.num_features = feature_dim(backbone)
         cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
         cfg["classifier"] = "head"  # so timm helpers and weight loading find the head here
@@ -157,20 +152,26 @@ def classifier_of(model: nn.Module) -> nn.Module:
     raise CnnlabError(f"{type(model).__name__} has no classifier (head/classifier/fc) to train on its own")
 
 
+def splits_into_features_and_head(model: nn.Module) -> bool:
+    """Whether :func:`pooled_features` and :func:`head_forward` work for ``model``."""
+    return isinstance(model, HeadedModel) or (hasattr(model, "forward_head") and hasattr(model, "forward_features"))
+
+
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Normalised images -> the vector the classifier sees (N, D), for any supported model."""
     if isinstance(model, HeadedModel):
         return model.forward_features(x)
-    if hasattr(model, "forward_head") and hasattr(model, "forward_features"):  # a plain timm model
+    if hasattr(model, "forward_head") and hasattr(model, "forward_features"):  # a timm model, or an own CNN
         return model.forward_head(model.forward_features(x), pre_logits=True)
     raise CnnlabError(
-        f"{type(model).__name__} cannot split into features and head; the feature cache needs a timm model"
+        f"{type(model).__name__} cannot split into features and head (no forward_features/forward_head); "
+        "use --no-feature-cache"
     )
 
 
 def head_forward(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Pooled features -> logits; ``head_forward(m, pooled_features(m, x)) == m(x)``."""
-    if isinstance(model, HeadedModel):
+    if isinstance(model, HeadedModel) or not hasattr(model, "get_classifier"):  # own CNNs: their own head
         return model.forward_head(features)
     # timm CNNs apply their drop_rate right before the classifier, after pre-logits.
     drop = float(getattr(model, "drop_rate", 0.0) or 0.0)

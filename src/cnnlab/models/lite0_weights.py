@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models.weights import state_mismatch
 
 LITE0_TIMM_NAME: str = "tf_efficientnet_lite0"
 """timm architecture the packaged weights fit (TF 'same' padding, BN eps 1e-3)."""
@@ -178,9 +179,7 @@ def load_lite0_imagenet(model: torch.nn.Module) -> None:
     state = lite0_imagenet_state_dict()
     own = model.state_dict()
     # Diagnose here rather than relay load_state_dict's multi-line error verbatim.
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    resized = [k for k in state if k in own and own[k].shape != state[k].shape]
+    missing, unexpected, resized = state_mismatch(own, state)
     if missing or unexpected or resized:
         example = (missing or unexpected or resized)[0]
         raise CnnlabError(

@@ -50,8 +50,15 @@ class SimpleCNN(nn.Module):
             nn.Linear(128, num_classes),
         )
 
+    # timm's interface, so transfer stages, the feature cache and explain treat it like a timm model.
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.classifier(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model("simple_cnn")

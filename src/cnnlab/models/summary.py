@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
+
+_COUNT_UNITS = {"NONE": "count", "KILOBYTES": "thousands", "MEGABYTES": "millions", "GIGABYTES": "billions",
+                "TERABYTES": "trillions"}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -27,7 +32,10 @@ def model_summary(model: nn.Module, input_shape: tuple[int, int, int], depth: in
         device="cpu",
     )
     model.train(was_training)  # torchinfo leaves the model in eval mode
-    return str(stats)  # ends with trainable and non-trainable (frozen) parameter counts
+    # torchinfo prints the count's unit as an enum ("Total mult-adds (Units.MEGABYTES)"); it is a
+    # count of multiply-adds in millions, not bytes.
+    text = re.sub(r"\(Units\.(\w+)\)", lambda m: f"({_COUNT_UNITS.get(m[1], m[1].lower())})", str(stats))
+    return text  # ends with trainable and non-trainable (frozen) parameter counts
 
 
 def trainable_table(model: nn.Module) -> str:

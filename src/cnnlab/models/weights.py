@@ -13,13 +13,11 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-import timm
 import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import HeadedModel
-from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
 
 log = logging.getLogger("cnnlab")
 
@@ -53,6 +51,10 @@ def _hub_mode() -> Iterator[None]:
 
 def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_rate: float) -> nn.Module:
     """A timm model with ImageNet weights and a fresh ``num_classes`` classifier."""
+    import timm
+
+    from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
+
     if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
         model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
         load_lite0_imagenet(model)
@@ -111,6 +113,16 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                   optional: tuple[str, ...] = ()) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, differently shaped) keys of ``state`` against a model's ``own`` state;
+    keys under the ``optional`` prefixes may be missing. Named here to say why loading fails."""
+    missing = [k for k in own if k not in state and not _under(k, optional)]
+    unexpected = [k for k in state if k not in own]
+    resized = [k for k in state if k in own and own[k].shape != state[k].shape]
+    return missing, unexpected, resized
+
+
 def _fit_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Loads ``state`` into ``model``, dropping (and reporting) classifier keys that do not fit."""
     own = model.state_dict()
@@ -120,9 +132,7 @@ def _fit_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
     dropped = [k for k in state if _under(k, heads) and (k not in own or own[k].shape != state[k].shape)]
     for key in dropped:
         del state[key]
-    missing = [k for k in own if k not in state and not _under(k, heads)]
-    unexpected = [k for k in state if k not in own]
-    resized = [k for k in state if k in own and own[k].shape != state[k].shape]
+    missing, unexpected, resized = state_mismatch(own, state, heads)
     if missing or unexpected or resized:
         example = (missing or unexpected or resized)[0]
         raise CnnlabError(

@@ -74,11 +74,24 @@ class TrainedModel:
     def image_size(self) -> int | list[int]:
         return self.meta["preprocess"]["image_size"]
 
+    @property
+    def side(self) -> int:
+        """The (square) side images are decoded to for this model."""
+        size = self.image_size
+        return size if isinstance(size, int) else int(size[0])
+
 
 def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
-    """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights."""
+    """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights.
+
+    Raises:
+        CnnlabError: when the run has no checkpoint yet.
+    """
     config = read_run_config(files)
     meta = read_meta(files)
+    if not files.best.is_file() and not files.last.is_file():
+        raise CnnlabError(f"run '{files.root}' has no checkpoint yet (it stopped before its first epoch "
+                          f"ended); resume it with: cnnlab train --resume {files.root}")
     # Architecture only: the trained weights replace any starting weights.
     config = replace(config, model=replace(config.model, pretrained=False, weights=None))
     model = build_model(config, len(meta["class_names"]), meta["preprocess"])

@@ -12,22 +12,22 @@ scheduler and checkpoints are the same, and its checkpoints hold the whole model
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, eval_batch_size
+from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
+from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
+from cnnlab.progress import Listener, Progress
 from cnnlab.train.module import ClassifierModule
 
-Augment = Callable[[torch.Tensor], torch.Tensor]  # float [0, 1] (N, C, H, W) -> same
 
 
 @dataclass
@@ -44,32 +44,6 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.labels) // self.views
 
-    @property
-    def dim(self) -> int:
-        return int(self.features.shape[1])
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode inside; afterwards every module's own mode back (frozen BN stays in eval)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _channels_last(model: nn.Module) -> bool:
-    """Whether the model was converted to channels_last (then its input should match)."""
-    weight = next((p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1), None)
-    return weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def extract_features(
@@ -80,6 +54,7 @@ def extract_features(
     augment: Augment | None = None,
     views: int = 1,
     device: torch.device | str | None = None,
+    progress: Progress | None = None,
 ) -> FeatureSet:
     """Runs the (frozen) backbone once over ``images`` (uint8 N, C, H, W) in eval mode.
 
@@ -89,28 +64,22 @@ def extract_features(
         device: where to compute, e.g. "cuda" while the model still sits on the CPU before
             ``trainer.fit``: the model (and an ``nn.Module`` augment) is moved there for the
             pass and back afterwards. Default: the model's device. Features end on the CPU.
+        progress: advanced by each batch's images.
     """
     tensor = images.images if isinstance(images, ImageSet) else images
     labels = images.labels if isinstance(images, ImageSet) else torch.zeros(len(tensor), dtype=torch.long)
-    home = _model_device(model)
+    home = model_device(model)
     device = torch.device(device) if device is not None else home
-    normalize = normalize.to(device)
-    batch_size = batch_size or eval_batch_size(tensor.shape, device)
-    # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
-    layout = torch.channels_last if _channels_last(model) else torch.contiguous_format
     chunks: list[torch.Tensor] = []
     model.to(device)
     if isinstance(augment, nn.Module):
         augment.to(device)
     try:
-        with _eval_mode(model), torch.inference_mode():
-            for _ in range(views):
-                for start in range(0, len(tensor), batch_size):
-                    unit = Normalize.to_unit(tensor[start : start + batch_size].to(device))
-                    if augment is not None:
-                        unit = augment(unit)
-                    x = normalize(unit).contiguous(memory_format=layout)
-                    chunks.append(pooled_features(model, x).float().cpu())
+        for _ in range(views):
+            for _, out in run_batches(model, tensor, normalize, pooled_features, batch_size, augment):
+                chunks.append(out)
+                if progress is not None:
+                    progress.advance(len(out))
     finally:
         model.to(home)  # in place: the parameters (and an optimizer holding them) stay the same objects
     # Concatenated outside inference mode: a normal tensor, usable in autograd later.
@@ -126,36 +95,24 @@ def cache_features(
     augment: Augment | None = None,
     train_views: int = 1,
     device: torch.device | str | None = None,
+    listener: Listener | None = None,
 ) -> dict[str, FeatureSet]:
     """Features of every split; the training split as ``train_views`` augmented views when
-    ``augment`` is given (validation and test are never augmented)."""
-    result = {}
-    for name, image_set in data.splits.items():
-        is_train = name == "train" and augment is not None
-        result[name] = extract_features(
-            model, image_set, normalize, batch_size,
-            augment=augment if is_train else None, views=max(1, train_views) if is_train else 1, device=device,
-        )
-    return result
+    ``augment`` is given (validation and test are never augmented).
 
-
-def feature_logits(model: nn.Module, features: FeatureSet, batch_size: int = 4096) -> torch.Tensor:
-    """The head's logits for the first view of ``features`` (eval mode; the mode is restored)."""
-    device = _model_device(model)
-    rows = features.features[: len(features)]
-    with _eval_mode(model), torch.inference_mode():
-        out = [head_forward(model, rows[i : i + batch_size].to(device)).cpu() for i in range(0, len(rows), batch_size)]
-    return torch.cat(out)
-
-
-def feature_accuracy(model: nn.Module, features: FeatureSet) -> float:
-    """Accuracy of the head on cached features, e.g. the test split after stage 1 (no image pass).
-
-    A single sigmoid logit counts as class 1 when positive.
+    Shows progress (this pass takes minutes for thousands of photos on a CPU); ``listener`` hears
+    each batch (done, total, seconds), e.g. to see early that a time budget cannot be met.
     """
-    logits = feature_logits(model, features)
-    predicted = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-    return float((predicted == features.labels[: len(features)]).float().mean())
+    views = {name: max(1, train_views) if name == "train" and augment is not None else 1 for name in data.splits}
+    total = sum(len(image_set) * views[name] for name, image_set in data.splits.items())
+    result = {}
+    with Progress("extracting backbone features", total, listener=listener) as progress:
+        for name, image_set in data.splits.items():
+            result[name] = extract_features(
+                model, image_set, normalize, batch_size, augment=augment if name == "train" else None,
+                views=views[name], device=device, progress=progress,
+            )
+    return result
 
 
 class _Rows(Dataset):

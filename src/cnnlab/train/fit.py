@@ -14,17 +14,17 @@ from typing import Any
 import lightning as L
 import torch
 
-import cnnlab
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.augment.mix import mix_batch
-from cnnlab.augment.presets import meaning_warnings
-from cnnlab.config import RunConfig, save_config
+from cnnlab.augment.meaning import meaning_warnings
+from cnnlab.config import RunConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models import model_input, resolve_name
 from cnnlab.models.freeze import freeze_backbone
+from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.train.build import build_model, preprocess_meta
@@ -32,9 +32,14 @@ from cnnlab.train.checkpoint import load_model_weights, load_module_weights, rea
 from cnnlab.train.feature_cache import FeatureHeadModule
 from cnnlab.train.module import ClassifierModule
 from cnnlab.train.optim import apply_speedups
-from cnnlab.train.resume import check_same_data, resume_point, trim_history
-from cnnlab.train.run_dir import RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_meta, write_skipped
-from cnnlab.train.staged import fit_stage, image_accuracy
+from cnnlab.train.budget import MIN_STAGE_SECONDS, split_line, stage_budget
+from cnnlab.train.history import trim_history
+from cnnlab.train.resume import check_same_data, resume_point
+from cnnlab.train.run_dir import (
+    RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
+)
+from cnnlab.version import __version__
+from cnnlab.train.staged import checkpoint_seconds, fit_stage
 from cnnlab.train.stages import improvement_line, plan_stages
 
 log = logging.getLogger("cnnlab")
@@ -100,7 +105,7 @@ def start_run(config: RunConfig, command: str) -> RunContext:
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
     files = new_run_dir(config)
-    save_config(config, files.config)
+    write_config(files, config)
     write_skipped(files, data.skipped)
     if data.skipped:
         log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
@@ -110,7 +115,7 @@ def start_run(config: RunConfig, command: str) -> RunContext:
     meta: dict[str, Any] = {
         "name": files.root.name,
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "cnnlab_version": cnnlab.__version__,
+        "cnnlab_version": __version__,
         "command": command,
         "status": "running",
         "class_names": data.class_names,
@@ -161,10 +166,6 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def _checkpoint_stage(path: str | None) -> str | None:
-    return (read_checkpoint(path).get("cnnlab") or {}).get("stage") if path else None
-
-
 def _fit_guarded(run: Any, files: RunFiles, batch_size: int) -> Any:
     """Runs ``run()`` turning out-of-memory and a full disk into clear, actionable errors."""
     try:
@@ -183,47 +184,83 @@ def _fit_guarded(run: Any, files: RunFiles, batch_size: int) -> Any:
         ) from None
 
 
+def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
+    """Records this attempt in run.json: when it started, and (for a resume) where it picked up."""
+    attempt: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds")}
+    if ctx.meta.get("attempts"):
+        attempt["resumed_at"] = where
+    ctx.meta.setdefault("attempts", []).append(attempt)
+    return attempt
+
+
+def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None,
+                       todo: list[Any]) -> str:
+    """Where a resumed run picks up, in words: 'after epoch 2 of stage finetune', ..."""
+    if resumable is not None:
+        return f"after epoch {int(epoch or 0) + 1} of stage {resumable}"
+    if not todo:
+        return "at the final evaluation"
+    if records:
+        return f"at the start of stage {todo[0].name}"
+    return "at the start (no checkpoint yet)"
+
+
 def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
 
     A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
-    fine-tunes the top at a low learning rate (``cnnlab.train.stages``).
+    fine-tunes the top at a low learning rate (``cnnlab.train.stages``). A resumed run keeps the
+    history of its finished stages, redoes only what its checkpoint does not hold, and keeps
+    counting each stage's time (and the time budget) where it stopped.
 
     Raises:
         TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
         CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
     """
     config, files = ctx.config, ctx.files
-    # The same random stream from here on, whatever ran before (a fresh run, or a resume of a
-    # run killed before its first checkpoint); a checkpoint's own RNG state replaces it.
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
     apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
     pretrained = config.model.pretrained or bool(config.model.weights)
     plan = plan_stages(config, pretrained)
     records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
-    finished = {r["name"] for r in records}
-    checkpoint_stage = _checkpoint_stage(resume_from)
-    if records and files.best.is_file() and checkpoint_stage in finished | {None}:
+    finished = [r["name"] for r in records]
+    checkpoint = read_checkpoint(resume_from) if resume_from else {}
+    checkpoint_stage = (checkpoint.get("cnnlab") or {}).get("stage")
+    resumable = checkpoint_stage if checkpoint_stage not in finished else None
+    trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
+    if records and files.best.is_file() and resumable is None:
         load_model_weights(ctx.model, files.best)  # the next stage starts from the best so far
+    todo = [stage for stage in plan if stage.name not in finished]
+    attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
+    write_meta(files, ctx.meta)  # the attempt is on record even if this process is killed
+    budget_total = config.train.time_budget
+    if budget_total and not records and resumable is None:
+        print(split_line(budget_total, [stage.name for stage in plan]))
     module_kwargs = _module_kwargs(ctx)
     module = None
-    for stage in plan:
-        if stage.name in finished:
-            continue
-        ckpt = resume_from if checkpoint_stage == stage.name else None
-        if ckpt:
-            trim_history(files, ckpt)
+    for index, stage in enumerate(todo):
+        ckpt = resume_from if stage.name == resumable else None
+        budget = None
+        if budget_total:
+            used = sum(r["seconds"] for r in records)
+            budget = stage_budget(budget_total, len(todo) - index, used, checkpoint_seconds(ckpt))
+            if budget.left < MIN_STAGE_SECONDS and records:
+                ctx.meta.setdefault("notes", []).append(
+                    f"the time budget ({budget_total:g} s) was used up before stage '{stage.name}': it was skipped")
+                log.warning(ctx.meta["notes"][-1])
+                break
         best_so_far = records[-1].get("best_val_loss") if records else None
         outcome = _fit_guarded(
-            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, {"weights_only": True}),
+            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage)),
             files, config.data.batch_size,
         )
         module = outcome.module
         best = outcome.record.pop("best_checkpoint")
         if best and Path(best).is_file():
             load_module_weights(module, best)  # EarlyStopping's "restore best weights"
-        outcome.record["test_acc"] = image_accuracy(ctx.model, module_kwargs["normalize"], ctx.data.splits["test"])
+        test = ctx.data.splits["test"]
+        outcome.record["test_acc"] = accuracy(ctx.model, test.images, test.labels, module_kwargs["normalize"])
         if outcome.interrupted:
+            attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
             ctx.meta["stages"] = records + [outcome.record]
             write_meta(files, ctx.meta)
@@ -232,13 +269,22 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         records.append(outcome.record)
         ctx.meta["stages"] = records
         write_meta(files, ctx.meta)
+        if outcome.budget_spent and index + 1 < len(todo):
+            ctx.meta.setdefault("notes", []).append(
+                f"the time budget ({budget_total:g} s) could not be met: feature extraction alone outran it, "
+                "so only stage 1 was trained")
+            break
     if len(records) > 1:
         ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
         log.info(ctx.meta["improvement"])
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
+    if budget_total:
+        ctx.meta["timing"]["budget_seconds"] = budget_total
+    attempt["ended"] = "trained"
     ctx.meta["status"] = "trained"
     write_meta(files, ctx.meta)
     if module is None:  # every stage was already done: rebuild a module around the best weights
+        load_model_weights(ctx.model, files.best)
         module = ClassifierModule(**module_kwargs)
     return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
 

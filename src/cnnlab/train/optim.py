@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -66,18 +67,27 @@ def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ..
 def compile_model(model: nn.Module) -> bool:
     """``torch.compile`` in place (state-dict keys unchanged); False and a warning if unavailable.
 
-    A graph that fails to compile later runs eagerly (dynamo's ``suppress_errors``), so a
-    missing C++ compiler costs speed, never the run.
+    Compiling happens at the first forward pass, so train inside :func:`compile_fallback`.
     """
     try:
-        import torch._dynamo
-
-        torch._dynamo.config.suppress_errors = True
         model.compile()  # nn.Module.compile: unlike torch.compile(model), no "_orig_mod." prefix
         return True
     except Exception as exc:  # noqa: BLE001  any failure here only means "no compile"
         log.warning("torch.compile is not available here (%s); training without it", str(exc).splitlines()[0])
         return False
+
+
+@contextlib.contextmanager
+def compile_fallback(enabled: bool) -> Iterator[None]:
+    """While inside, a graph that fails to compile runs eagerly (dynamo's ``suppress_errors``), so a
+    missing C++ compiler costs speed, never the run; the setting is restored afterwards."""
+    if not enabled:
+        yield
+        return
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(suppress_errors=True):
+        yield
 
 
 @functools.lru_cache(maxsize=1)

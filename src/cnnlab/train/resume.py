@@ -6,7 +6,6 @@ from typing import Any
 
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
-from cnnlab.train.history_logger import read_rows, write_rows
 from cnnlab.train.checkpoint import read_checkpoint
 from cnnlab.train.run_dir import RunFiles
 
@@ -29,12 +28,3 @@ def check_same_data(meta: dict[str, Any], data: PreparedData) -> None:
                 f"the {name} split differs from when the run started (files added, removed or "
                 "changed); restore the data or start a new run"
             )
-
-
-def trim_history(files: RunFiles, checkpoint_path: str) -> None:
-    """Drops metrics.csv rows of epochs after the checkpoint, which the resumed run redoes."""
-    last_epoch = int(read_checkpoint(checkpoint_path).get("epoch", 0))  # saved at this epoch's end
-    rows = read_rows(files.metrics_csv)
-    kept = [row for row in rows if float(row.get("epoch", 0)) <= last_epoch]
-    if len(kept) != len(rows):
-        write_rows(files.metrics_csv, kept)

@@ -1,25 +1,71 @@
-"""The run folder: everything a later command needs, in files with fixed names."""
+"""The run folder: every file a run writes, named here and nowhere else, and the ways to open one.
+
+``runs/<name>/`` holds everything a later command needs. Evaluations on other data go to
+``runs/<name>/eval/<data>/``, with the same result files (``ResultFiles``) as the run's own.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.config import RunConfig, from_dict, load_yaml
+from cnnlab.config import RunConfig, config_yaml, from_dict, load_yaml
 from cnnlab.data.types import SkippedFile
 from cnnlab.errors import CnnlabError
-from cnnlab.io import atomic_write_json, atomic_write_text, read_json
+from cnnlab.io import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
-class RunFiles:
-    """Names of the files in ``runs/<name>/``."""
+class FigureFile:
+    """A figure a run can hold: its file name and the caption the report gives it."""
+
+    file: str
+    caption: str
+
+
+# Every figure of a run, in the order the report shows them within its sections.
+FIGURES: dict[str, FigureFile] = {
+    "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch"),
+    "confusion_matrix": FigureFile("confusion_matrix.png", "Confusion matrix (counts; rows = true class)"),
+    "confusion_matrix_normalized": FigureFile("confusion_matrix_normalized.png",
+                                              "Confusion matrix normalised per true class (recall)"),
+    "misclassified": FigureFile("misclassified.png", "The most confident mistakes on the test set"),
+    "per_class_accuracy": FigureFile("per_class_accuracy.png", "Accuracy (recall) per class"),
+    "most_confused": FigureFile("most_confused.png", "Most frequent mistakes"),
+    "reliability": FigureFile("reliability.png", "Calibration: confidence vs accuracy"),
+    "class_counts": FigureFile("class_counts.png", "Images per class"),
+    "samples": FigureFile("samples.png", "Sample images per class"),
+    "augmentation": FigureFile("augmentation.png", "Augmented training images"),
+}
+
+
+@dataclass(frozen=True)
+class ResultFiles:
+    """The files of one evaluation: the metrics, the text report and the result figures."""
 
     root: Path
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def classification_report(self) -> Path:
+        return self.root / "classification_report.txt"
+
+    def figure(self, key: str) -> Path:
+        """The path of figure ``key`` (a key of :data:`FIGURES`)."""
+        return self.root / FIGURES[key].file
+
+
+@dataclass(frozen=True)
+class RunFiles(ResultFiles):
+    """Names of the files in ``runs/<name>/``."""
 
     @property
     def config(self) -> Path:
@@ -32,10 +78,6 @@ class RunFiles:
     @property
     def metrics_csv(self) -> Path:
         return self.root / "metrics.csv"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.root / "metrics.json"
 
     @property
     def checkpoints(self) -> Path:
@@ -60,6 +102,23 @@ class RunFiles:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (``tensorboard --logdir runs``)."""
+        return self.root / "tensorboard"
+
+    def evaluation(self, data: str) -> ResultFiles:
+        """Where ``cnnlab evaluate RUN --data DATA`` writes, so the run's own results stay."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(data.rstrip("/\\")).name or data).strip("-") or "data"
+        return ResultFiles(self.root / "eval" / name)
+
+    def written_names(self) -> list[str]:
+        """Paths (relative, ``*`` for any file below a folder) of everything a run may write."""
+        files = [self.config, self.meta, self.metrics_csv, self.metrics_json, self.classification_report,
+                 self.best, self.last, self.skipped, self.summary, self.report]
+        names = [p.relative_to(self.root).as_posix() for p in files]
+        return names + [f.file for f in FIGURES.values()] + ["tensorboard/*", "eval/*"]
 
 
 def default_name(config: RunConfig) -> str:
@@ -93,13 +152,41 @@ def open_run(path: str | Path) -> RunFiles:
     files = RunFiles(Path(path).expanduser())
     if not files.root.is_dir():
         raise CnnlabError(f"run folder '{files.root}' not found; runs are in runs/<name>")
-    if not files.meta.is_file() or not files.config.is_file():
-        raise CnnlabError(f"'{files.root}' is not a cnnlab run folder (no run.json/config.yaml)")
+    if not files.meta.is_file():
+        raise CnnlabError(f"'{files.root}' is not a cnnlab run folder (no run.json in it)")
     return files
 
 
 def read_meta(files: RunFiles) -> dict[str, Any]:
-    return read_json(files.meta)
+    """run.json, checked to hold a JSON object.
+
+    Raises:
+        CnnlabError: when it is not valid JSON (e.g. edited by hand).
+    """
+    try:
+        data = json.loads(files.meta.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{files.meta} is not valid JSON ({exc}); restore it or train again") from None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{files.meta} should hold a JSON object")
+    return data
+
+
+def read_optional_json(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing or unreadable (an interrupted run)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_text(path: Path) -> str | None:
+    """A text file of the run, or None when it is missing."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def write_meta(files: RunFiles, meta: dict[str, Any]) -> None:
@@ -115,7 +202,13 @@ def update_meta(files: RunFiles, **changes: Any) -> dict[str, Any]:
 
 
 def read_run_config(files: RunFiles) -> RunConfig:
+    if not files.config.is_file():
+        raise CnnlabError(f"'{files.root}' has no config.yaml; it is not a complete cnnlab run folder")
     return from_dict(load_yaml(files.config))
+
+
+def write_config(files: RunFiles, config: RunConfig) -> None:
+    atomic_write_text(files.config, config_yaml(config))
 
 
 def write_skipped(files: RunFiles, skipped: list[SkippedFile]) -> None:
@@ -125,3 +218,9 @@ def write_skipped(files: RunFiles, skipped: list[SkippedFile]) -> None:
     writer.writerow(["path", "reason"])
     writer.writerows([item.path, item.reason] for item in skipped)
     atomic_write_text(files.skipped, buffer.getvalue())
+
+
+def read_skipped(files: RunFiles) -> list[dict[str, str]]:
+    """The rows of skipped_files.csv (path, reason), [] when there is none."""
+    text = read_text(files.skipped) or ""
+    return list(csv.DictReader(text.splitlines()))

@@ -1,13 +1,17 @@
 """One Lightning ``fit`` per transfer stage: frozen head training, then fine-tuning the top.
 
 Each stage has its own optimiser (only trainable parameters, at the stage's LR), early stopping
-and LR schedule; a frozen stage trains on cached backbone features when it can.
+and LR schedule; a frozen stage trains on cached backbone features when it can. A stage's clock
+runs from its start (feature extraction included) and is saved in every checkpoint, so a
+resumed stage goes on counting where it stopped: run.json and ``--time-budget`` see all the work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from typing import Any
 
@@ -15,19 +19,23 @@ import lightning as L
 import torch
 
 from cnnlab.augment.batch import build_batch_augment
-from cnnlab.config import RunConfig
-from cnnlab.data.loaders import ImageDataModule, eval_batch_size
-from cnnlab.data.normalize import Normalize
-from cnnlab.data.types import ImageSet
-from cnnlab.models.outputs import as_class_logits
+from cnnlab.config import RunConfig, TrainConfig
+from cnnlab.data.loaders import ImageDataModule
+from cnnlab.models.heads import splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
+from cnnlab.train.budget import StageBudget
+from cnnlab.train.checkpoint import read_checkpoint
 from cnnlab.train.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
 from cnnlab.train.module import ClassifierModule
+from cnnlab.train.optim import compile_fallback
 from cnnlab.train.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
-from cnnlab.train.trainer import build_trainer
+from cnnlab.train.time_budget import TimeBudget
+from cnnlab.train.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
 AUGMENTED_VIEWS = 5  # augmented copies of the training set cached for a frozen stage
+CLOCK_KEY = "cnnlab_stage_seconds"  # in a checkpoint: the seconds its stage had used when it was saved
+CLOCK = time.perf_counter  # what stage times and budgets are measured with (tests put a fake one here)
 
 
 @dataclasses.dataclass
@@ -37,27 +45,30 @@ class StageOutcome:
     module: ClassifierModule
     record: dict[str, Any]
     interrupted: bool
-
-
-def image_accuracy(model: torch.nn.Module, normalize: Normalize, image_set: ImageSet) -> float:
-    """Top-1 accuracy on uint8 images, batched, in eval mode (the mode is restored)."""
-    modes = [(module, module.training) for module in model.modules()]  # frozen BN stays in eval
-    model.eval()
-    device = next(model.parameters()).device
-    normalize = normalize.to(device)
-    correct, size = 0, eval_batch_size(image_set.images.shape, device)
-    with torch.inference_mode():
-        for start in range(0, len(image_set), size):
-            batch = image_set.images[start : start + size].to(device)
-            logits = as_class_logits(model(normalize(Normalize.to_unit(batch))))
-            correct += int((logits.argmax(1).cpu() == image_set.labels[start : start + size]).sum())
-    for module, training in modes:
-        module.training = training
-    return correct / max(1, len(image_set))
+    budget_spent: bool = False  # extraction alone outran the time budget: later stages are skipped
 
 
 _WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
                 "all": "every layer trains"}
+
+
+class StageClock(L.Callback):
+    """The seconds a stage has used: this attempt's, plus those of earlier attempts (``already``)."""
+
+    def __init__(self, already: float = 0.0, clock: Any = None) -> None:
+        self.clock = clock or CLOCK
+        self.already, self.start = already, self.clock()
+
+    def seconds(self) -> float:
+        return self.already + self.clock() - self.start
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CLOCK_KEY] = self.seconds()
+
+
+def checkpoint_seconds(path: str | None) -> float:
+    """The seconds a checkpoint's stage had used when it was saved (0 without a checkpoint)."""
+    return float(read_checkpoint(path).get(CLOCK_KEY, 0.0)) if path else 0.0
 
 
 def _feature_device(config: RunConfig) -> str:
@@ -71,9 +82,29 @@ def _feature_device(config: RunConfig) -> str:
     return "cpu"
 
 
-def stage_train_config(config: RunConfig, stage: Stage) -> Any:
-    """The run's training options with the stage's length and learning rate."""
-    return dataclasses.replace(config.train, epochs=stage.epochs, lr=stage.lr)
+def stage_train_config(config: RunConfig, stage: Stage, budget: StageBudget | None) -> TrainConfig:
+    """The run's training options with the stage's length, learning rate and share of the budget."""
+    seconds = max(budget.seconds, 1e-3) if budget is not None else None
+    return dataclasses.replace(config.train, epochs=stage.epochs, lr=stage.lr, time_budget=seconds)
+
+
+class _ExtractionWatch:
+    """Says at once when extracting features will take longer than the stage's budget allows."""
+
+    def __init__(self, clock: StageClock, budget: StageBudget) -> None:
+        self.clock, self.budget, self.too_long = clock, budget, False
+        self.started = clock.seconds()
+
+    def __call__(self, done: int, total: int, _seconds: float) -> None:
+        spent = self.clock.seconds() - self.started
+        if self.too_long or done >= total or spent < 0.5:  # a first estimate needs half a second
+            return
+        expected = self.clock.seconds() + spent * (total - done) / done
+        if expected > self.budget.seconds:
+            self.too_long = True
+            log.warning("the time budget cannot be met: extracting the backbone's features alone takes about "
+                        "%.0f s of the %.0f s this stage may use; training the head briefly on them, and no "
+                        "fine-tuning", expected, self.budget.seconds)
 
 
 def fit_stage(
@@ -82,56 +113,70 @@ def fit_stage(
     module_kwargs: dict[str, Any],
     resume_from: str | None,
     best_so_far: float | None,
-    fit_kwargs: dict[str, Any],
+    budget: StageBudget | None,
+    position: int = 0,
 ) -> StageOutcome:
     """Trains one stage; returns the module with the stage's best weights loaded.
 
     Args:
+        resume_from: the checkpoint of this stage to continue from, or None to start it.
         best_so_far: the previous stage's best val_loss: best.ckpt is replaced only by a better one.
-        fit_kwargs: passed to ``trainer.fit`` (the caller handles interrupts and errors around it).
+        budget: the stage's share of ``--time-budget`` (None: no budget).
+        position: the stage's place in the plan: its random stream starts from seed + position,
+            whatever ran before it, so a run resumed at this stage draws what an uninterrupted one
+            does (a checkpoint's saved RNG state then takes over).
     """
-    started = time.perf_counter()  # a frozen stage's time includes extracting its features
     config, model, data = ctx.config, ctx.model, ctx.data
-    train_cfg = stage_train_config(config, stage)
+    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
+    stage_clock = StageClock(checkpoint_seconds(resume_from))
+    train_cfg = stage_train_config(config, stage, budget)
     trainable, frozen = apply_stage(model, stage, config.transfer)
     groups = stage_param_groups(model, stage, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    cached = use_feature_cache(stage, config)
+    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model)
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}"
           f"{' (backbone features computed once, then cached)' if cached else ''}, "
-          f"lr {stage.lr:g}, up to {stage.epochs} epochs\n{trainable_table(model)}", flush=True)
+          f"lr {stage.lr:g}, up to {stage.epochs} epochs"
+          f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
     balanced = config.data.sampler == "balanced"
+    watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
     if cached:
         augment = build_batch_augment(config.augment)
-        L.seed_everything(config.train.seed, workers=True, verbose=False)  # same augmented views on resume
         features = cache_features(model, data, kwargs["normalize"], augment=augment,
                                   train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                  device=_feature_device(config))
+                                  device=_feature_device(config), listener=watch)
         module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, config.data.batch_size, config.train.seed, balanced)
     else:
         module = ClassifierModule(**kwargs)
         datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, balanced)
-    trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs,
-                                        extra_callbacks=[FrozenBatchNormEval(stage.bn_eval)])
-    if best_so_far is not None and ctx.files.best.is_file() and resume_from is None:
-        checkpoint.best_model_score = torch.tensor(best_so_far)
-        checkpoint.best_model_path = str(ctx.files.best)
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock]
+    if budget is not None:
+        callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
+                                    already=stage_clock.already))
     interrupted = False
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, **fit_kwargs)
-    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
-        if not trainer.interrupted:
-            raise
-        interrupted = True
-    seconds = time.perf_counter() - started
+    with quiet_lightning(), compile_fallback(config.train.compile):
+        trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks)
+        if best_so_far is not None and ctx.files.best.is_file() and resume_from is None:
+            checkpoint.best_model_score = torch.tensor(best_so_far)
+            checkpoint.best_model_path = str(ctx.files.best)
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
+            if not trainer.interrupted:
+                raise
+            interrupted = True
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     best_score = checkpoint.best_model_score
     record = {
         "name": stage.name,
         "epochs": trainer.current_epoch,
-        "seconds": round(seconds, 2),
+        "seconds": round(stage_clock.seconds(), 2),
         "lr": stage.lr,
         "params_trainable": trainable,
         "params_frozen": frozen,
@@ -139,4 +184,6 @@ def fit_stage(
         "best_val_loss": float(best_score) if best_score is not None else None,
         "best_checkpoint": checkpoint.best_model_path or None,
     }
-    return StageOutcome(module, record, interrupted)
+    if budget is not None:
+        record["budget_seconds"] = round(budget.seconds, 2)
+    return StageOutcome(module, record, interrupted, budget_spent=bool(watch and watch.too_long))

@@ -16,11 +16,11 @@ from torch import nn
 
 from cnnlab.config import RunConfig, TransferConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.models.summary import count_parameters
 from cnnlab.models.freeze import (
     freeze_backbone,
     param_groups,
     set_frozen_bn_eval,
-    trainable_summary,
     unfreeze_all,
     unfreeze_last_blocks,
     unfreeze_last_layers,
@@ -64,14 +64,12 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
     ``full`` is one stage with everything trainable. Stages of 0 epochs are left out.
 
     Raises:
-        CnnlabError: unknown ``stages`` value or a negative epoch count.
+        CnnlabError: when every stage would have 0 epochs.
     """
     transfer, train = config.transfer, config.train
     mode = transfer.stages
     if mode == "auto":
         mode = "both" if pretrained else "full"
-    if mode not in ("frozen", "both", "full"):
-        raise CnnlabError(f"--stages must be auto, frozen, both or full, got '{transfer.stages}'")
     if mode != "full" and not pretrained and warn:
         log.warning("--stages %s on a randomly initialised backbone: only the head learns in stage 1", mode)
     frozen_epochs = transfer.frozen_epochs
@@ -79,8 +77,6 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
         cached = use_feature_cache(Stage("frozen", train.epochs, train.lr, "head"), config)
         frozen_epochs = max(train.epochs, CACHED_FROZEN_EPOCHS) if cached else train.epochs
     finetune_epochs = train.epochs if transfer.finetune_epochs is None else transfer.finetune_epochs
-    if min(frozen_epochs, finetune_epochs) < 0:
-        raise CnnlabError("--frozen-epochs and --finetune-epochs must be 0 or more")
     if mode == "full":
         return [Stage("train", train.epochs, train.lr, "all", transfer.layer_decay)]
     stages = [Stage("frozen", frozen_epochs, train.lr, "head")]
@@ -113,7 +109,8 @@ def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) ->
                 log.info("fine-tuning %d backbone layers: %s ... %s", len(names), names[0], names[-1])
     model.train()
     set_frozen_bn_eval(model, include_trainable=stage.bn_eval)
-    return trainable_summary(model)
+    total, trainable = count_parameters(model)
+    return trainable, total - trainable
 
 
 def stage_param_groups(model: nn.Module, stage: Stage, weight_decay: float = 0.0) -> list[dict]:

@@ -1,10 +1,12 @@
 """Training inside a wall-clock budget: a learning-rate shape that ends when the time does, and a
 callback that stops early enough for the final validation (and its best checkpoint) to fit.
 
-``--time-budget SECONDS`` counts training wall time from the first batch (data loading and model
-building are not counted; validation, checkpoints and any ``torch.compile`` warm-up are). Where
-the budget ends depends on how fast this machine is right now, so budgeted runs are not
-repeatable step for step, even with ``--seed``.
+``--time-budget SECONDS`` is the whole run's training time: every stage, a frozen stage's feature
+extraction, validation, checkpoints and any ``torch.compile`` warm-up, summed over resumes (data
+loading, model building and the final evaluation are not counted). ``cnnlab.train.budget`` splits
+it between stages; within a stage this callback keeps to the stage's share. Where the budget
+ends depends on how fast this machine is right now, so budgeted runs are not repeatable step
+for step, even with ``--seed``.
 """
 
 from __future__ import annotations
@@ -89,23 +91,25 @@ def budget_scheduler(optimizer: torch.optim.Optimizer, shape: str, seconds: floa
 class TimeBudget(L.Callback):
     """Stops training so that it ends, final validation and checkpoint included, within ``seconds``.
 
-    A resumed run (``--resume``) gets the whole budget again: the clock starts at each ``fit``.
-
     After every training batch it asks: if training went on, would the next batch plus the
     validation that must follow still fit? If not, it sets ``trainer.should_stop``; Lightning
     then validates at once (mid-epoch if need be), ModelCheckpoint keeps the best weights, and
     training ends. A validation never measured yet is estimated from the training speed.
 
     Args:
-        seconds: the training budget, wall time.
+        seconds: the budget (a stage's share), wall time.
         clock: seconds as a float (tests pass a fake one).
+        start: clock time the budget counts from (e.g. before a frozen stage extracts its
+            features); None: the first training batch.
+        already: seconds spent before ``start`` (by an earlier attempt of a resumed stage).
     """
 
-    def __init__(self, seconds: float, clock: Clock = time.perf_counter) -> None:
+    def __init__(self, seconds: float, clock: Clock = time.perf_counter, start: float | None = None,
+                 already: float = 0.0) -> None:
         if not seconds > 0:
             raise ValueError(f"time budget must be > 0 seconds, got {seconds}")
         self.seconds, self._clock = float(seconds), clock
-        self.start: float | None = None
+        self.start, self.already = start, already
         self.stopped_early = False
         self._batch_start = 0.0
         # Median of recent batches: one batch slowed by another process must not end the run.
@@ -118,8 +122,8 @@ class TimeBudget(L.Callback):
     # --- estimates -------------------------------------------------------------------------
 
     def elapsed(self) -> float:
-        """Seconds since training started (0 before)."""
-        return 0.0 if self.start is None else self._clock() - self.start
+        """Seconds of the budget used (0 before training starts)."""
+        return 0.0 if self.start is None else self.already + self._clock() - self.start
 
     def validation_estimate(self) -> float:
         """Seconds one validation (with checkpointing) is expected to take."""
@@ -147,7 +151,8 @@ class TimeBudget(L.Callback):
     # --- Lightning hooks ---------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = self._clock()
+        if self.start is None:
+            self.start = self._clock()
         self.stopped_early = False
         for config in trainer.lr_scheduler_configs:  # let a budget-shaped LR share this clock
             schedule = getattr(config.scheduler, "budget_schedule", None)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -19,27 +19,43 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from cnnlab.config import TrainConfig
 from cnnlab.io import atomic_write_bytes
 from cnnlab.train.callbacks import EpochLines
-from cnnlab.train.history_logger import HistoryCSVLogger
-from cnnlab.train.time_budget import TimeBudget
+from cnnlab.train.history import HistoryCSVLogger
+from cnnlab.train.optim import bf16_is_fast
 from cnnlab.train.run_dir import RunFiles
 
+log = logging.getLogger("cnnlab")
 
-def quiet_lightning() -> None:
-    """Keeps the console to cnnlab's own lines: Lightning's device banners and hints are noise here."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (
-        ".*does not have many workers.*",  # batches come from memory: workers would only add copies
-        ".*Experiment logs directory.*exists.*",
-        ".*Checkpoint directory.*exists and is not empty.*",
-        ".*LeafSpec.*",
-        ".*module\\(s\\) in eval mode at the start of training.*",  # frozen BatchNorm, on purpose
-        ".*overridden `on_after_batch_transfer`.*",  # intended: the module owns device-side work
-        ".*TensorBoard support.*",
-        ".*tensorboardX.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Lightning messages that are noise for cnnlab's way of training, silenced only while it trains.
+_LIGHTNING_NOISE = (
+    ".*does not have many workers.*",  # batches come from memory: workers would only add copies
+    ".*Experiment logs directory.*exists.*",
+    ".*Checkpoint directory.*exists and is not empty.*",
+    ".*LeafSpec.*",
+    ".*module\\(s\\) in eval mode at the start of training.*",  # frozen BatchNorm, on purpose
+    ".*overridden `on_after_batch_transfer`.*",  # intended: the module owns device-side work
+    ".*TensorBoard support.*",
+    ".*tensorboardX.*",
+)
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Keeps the console to cnnlab's own lines while training: Lightning's device banners and
+    hints are noise here. Logger levels and warning filters are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in _LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -53,26 +69,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
-    """``auto``: mixed precision where the hardware gains from it (CUDA), full fp32 on the CPU."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    if torch.cuda.is_available() and cfg.accelerator in ("auto", "cuda", "gpu"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    """The precision to train in.
+
+    ``auto``: mixed precision where the hardware gains from it (CUDA), full fp32 on the CPU.
+    ``bf16-mixed`` on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated and slower than
+    fp32, the opposite of what it is asked for (e.g. by a recipe): it falls back to 32-true.
+    """
+    on_cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "cuda", "gpu")
+    if cfg.precision == "auto":
+        if on_cuda:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if cfg.precision == "bf16-mixed" and not on_cuda and cfg.accelerator != "mps" and not bf16_is_fast():
+        log.info("bf16-mixed would be emulated on this CPU (no AVX512-BF16 or AMX): training in 32-true")
+        return "32-true"
+    return cfg.precision
 
 
 def build_trainer(
     cfg: TrainConfig,
     files: RunFiles,
     max_epochs: int,
+    stage: str,
     extra_callbacks: list[L.Callback] | None = None,
-    checkpoint_name: str = "best",
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Trainer with the lesson's callbacks: best/last checkpoints and early stopping."""
-    quiet_lightning()
+    """A Trainer with the lesson's callbacks: best/last checkpoints and early stopping.
+
+    Build and fit it inside :func:`quiet_lightning`.
+    """
     checkpoint = ModelCheckpoint(
         dirpath=files.checkpoints,
-        filename=checkpoint_name,
+        filename=files.best.stem,
         monitor="val_loss",
         mode="min",
         save_top_k=1,
@@ -80,9 +107,6 @@ def build_trainer(
         enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
     )
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
-    extra_callbacks = list(extra_callbacks or [])
-    has_budget = any(isinstance(c, TimeBudget) for c in extra_callbacks)
-    budget = [TimeBudget(cfg.time_budget)] if cfg.time_budget and not has_budget else []
     # A live bar in a terminal; plain epoch lines in logs and CI, where bars turn into garbage.
     progress = RichProgressBar(leave=True) if sys.stderr.isatty() else EpochLines()
     trainer = L.Trainer(
@@ -91,11 +115,10 @@ def build_trainer(
         devices=cfg.devices,
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, early_stopping, progress, *budget, *extra_callbacks],
+        callbacks=[checkpoint, early_stopping, progress, *(extra_callbacks or [])],
         logger=[
-            # Flushed at every (epoch-level) log call: a killed run keeps its history.
-            HistoryCSVLogger(save_dir=files.root, name="", version="", flush_logs_every_n_steps=1),
-            TensorBoardLogger(save_dir=files.root, name="tensorboard", version="", default_hp_metric=False),
+            HistoryCSVLogger(save_dir=files.root, stage=stage),
+            TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
         ],
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes

@@ -8,38 +8,38 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import recipes_cmd
-from cnnlab.config import RunConfig, merge_config, validate
+from cnnlab.config import RECIPE_HELP, RECIPES, RunConfig, build_config, merge_config, recipe_names, recipe_overrides
 from cnnlab.errors import CnnlabError
-from cnnlab.train.recipes import RECIPE_HELP, RECIPES, apply_recipe, recipe_names, recipe_overrides
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_is_a_valid_config(name: str) -> None:
-    config = merge_config(RunConfig(), recipe_overrides(name))
-    validate(config)
+    config = merge_config(RunConfig(), recipe_overrides(name))  # builds, so it is checked
+    assert config.model.name == RECIPES[name]["model"]["name"]
     assert name in RECIPE_HELP
 
 
 def test_lesson_is_the_lessons_setup() -> None:
-    train = apply_recipe(RunConfig(), "lesson").train
+    config = build_config(recipe="lesson")
+    train = config.train
     assert (train.optimizer, train.lr, train.epochs, train.patience, train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
-    config = apply_recipe(RunConfig(), "lesson")
     assert config.model.name == "simple_cnn" and config.data.batch_size == 128
     assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
 
 
 def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnlab.train import optim
+    from cnnlab.train import trainer
 
-    monkeypatch.setattr(optim, "bf16_is_fast", lambda: False)
-    assert apply_recipe(RunConfig(), "fast").train.precision == "auto"  # fp32 on such a CPU
-    monkeypatch.setattr(optim, "bf16_is_fast", lambda: True)
-    assert apply_recipe(RunConfig(), "fast").train.precision == "bf16-mixed"
-    assert RECIPES["fast"]["train"]["precision"] == "bf16-mixed"  # the data itself is unchanged
+    train = build_config(recipe="fast").train
+    assert train.precision == "bf16-mixed"  # the recipe's intent, saved in config.yaml
+    monkeypatch.setattr(trainer, "bf16_is_fast", lambda: False)
+    assert trainer.resolve_precision(train) == "32-true"  # emulated bf16 would be slower: fp32
+    monkeypatch.setattr(trainer, "bf16_is_fast", lambda: True)
+    assert trainer.resolve_precision(train) == "bf16-mixed"
 
 
 def test_unknown_recipe_names_the_closest() -> None:
-    with pytest.raises(CnnlabError, match="did you mean 'fast'"):
+    with pytest.raises(CnnlabError, match="did you mean fast"):
         recipe_overrides("fsat")
     with pytest.raises(CnnlabError, match="known recipes"):
         recipe_overrides("zzz")
@@ -50,10 +50,10 @@ def test_overrides_are_a_copy() -> None:
     assert RECIPES["fast"]["train"]["lr"] != 99.0
 
 
-def test_yaml_and_flags_override_the_recipe() -> None:
-    config = apply_recipe(RunConfig(), "fast")  # defaults -> recipe
-    config = merge_config(config, {"train": {"epochs": 7}})  # -> YAML
-    config = merge_config(config, {"data": {"batch_size": 32}})  # -> flags
+def test_yaml_and_flags_override_the_recipe(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("train:\n  epochs: 7\n  optimizer: sgd\n")
+    config = build_config(recipe="fast", config_file=yaml_file, batch_size=32)  # defaults -> recipe -> YAML -> flags
     assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn")
     assert config.train.optimizer == "sgd"  # untouched recipe values stay
 
@@ -87,7 +87,6 @@ def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
         "train": {"epochs": 1},
         "runs_dir": str(tmp_path), "name": name,
     })
-    validate(config)
     if name == "fast":  # the whole path once, figures and report included (they take the time)
         files, metrics = train_and_evaluate(config, "test")
         assert 0.0 <= metrics["accuracy"] <= 1.0

@@ -19,11 +19,9 @@ Validation splits are data-dependent, so recipes give them as fractions of the t
 from __future__ import annotations
 
 import copy
-import difflib
 from typing import Any
 
-from cnnlab.config import RunConfig, merge_config
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, suggest
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The lesson's Keras pipeline, exactly: its CNN, Adam 1e-3, batch 128, up to 15 epochs with
@@ -80,22 +78,6 @@ def recipe_overrides(name: str) -> dict[str, Any]:
         CnnlabError: for an unknown name, naming the closest one.
     """
     if name not in RECIPES:
-        close = difflib.get_close_matches(name, list(RECIPES), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else f"known recipes: {', '.join(RECIPES)}"
-        raise CnnlabError(f"unknown recipe '{name}'; {hint} (see 'cnnlab recipes list')")
+        hint = suggest(name, RECIPES, f"known recipes: {', '.join(RECIPES)}")
+        raise CnnlabError(f"unknown recipe '{name}'{hint} (see 'cnnlab recipes list')")
     return copy.deepcopy(RECIPES[name])
-
-
-def apply_recipe(config: RunConfig, name: str) -> RunConfig:
-    """``config`` with recipe ``name`` merged in (use on the defaults, before YAML and flags).
-
-    A recipe's ``bf16-mixed`` becomes ``auto`` (fp32 on a CPU) where bf16 is not native: there it
-    is emulated and slower than fp32, the opposite of what the recipe is for.
-    """
-    from cnnlab.train.optim import bf16_is_fast
-
-    overrides = recipe_overrides(name)
-    train = overrides.get("train", {})
-    if train.get("precision") == "bf16-mixed" and not bf16_is_fast():
-        train["precision"] = "auto"
-    return merge_config(config, overrides, where=f"recipe '{name}'")

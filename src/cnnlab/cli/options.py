@@ -1,0 +1,98 @@
+"""Command-line flags generated from the config schema: one flag per config field, nothing retyped.
+
+Every generated flag defaults to ``argparse.SUPPRESS``, so ``given_options(args)`` holds exactly
+the flags the user typed; the values are checked where every front end's are, when the
+config is built (``cnnlab.config.build_config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Iterable
+
+from cnnlab.config import PRESETS, FieldSpec, recipe_names
+
+GROUP_TITLES = {
+    None: "run",
+    "data": "data",
+    "model": "model",
+    "train": "training",
+    "transfer": "transfer learning (with --pretrained or --weights)",
+    "augment": "augmentation (defaults come from --augment's preset)",
+}
+
+
+def _parse_value(kind: str, optional: bool) -> Callable[[str], Any]:
+    """argparse ``type`` for a field kind; ``none`` means None for fields that allow it."""
+    convert = {"int": int, "float": float}.get(kind, str)
+
+    def parse(text: str) -> Any:
+        if optional and text.strip().lower() == "none":
+            return None
+        return convert(text)
+
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+def _help(spec: FieldSpec) -> str:
+    """The field's help, with its default (unless the text already says what the default is)."""
+    text = spec.help
+    if "default" in text or spec.default is None:
+        return text
+    if spec.kind == "bool":
+        return f"{text} (default: {'on' if spec.default else 'off'})"
+    return f"{text} (default: {spec.default})"
+
+
+def add_option(parser: argparse._ActionsContainer, spec: FieldSpec, positional_nargs: str | None = None) -> None:
+    """Adds the flag (or positional argument) of one config field."""
+    if spec.positional:
+        parser.add_argument(spec.dest, metavar=spec.flag, nargs=positional_nargs, default=None, help=_help(spec))
+        return
+    common: dict[str, Any] = {"dest": spec.dest, "default": argparse.SUPPRESS, "help": _help(spec)}
+    if spec.kind == "bool":
+        parser.add_argument(spec.flag, action=argparse.BooleanOptionalAction, **common)
+    elif spec.kind == "pair":
+        parser.add_argument(spec.flag, nargs=2, type=float, metavar=("LO", "HI"), **common)
+    elif spec.kind == "choice":
+        choices = [str(c) for c in spec.choices or ()] + (["none"] if spec.optional else [])
+        parser.add_argument(spec.flag, choices=choices, **common)
+    else:
+        metavar = spec.metavar or {"int": "N", "float": "X"}.get(spec.kind, spec.dest.upper())
+        parser.add_argument(spec.flag, type=_parse_value(spec.kind, spec.optional), metavar=metavar, **common)
+
+
+def add_options(
+    parser: argparse.ArgumentParser, specs: Iterable[FieldSpec], positional_nargs: str | None = None
+) -> None:
+    """Adds the flags of ``specs``, grouped by config section as in ``--help``."""
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    for spec in specs:
+        if spec.positional:
+            add_option(parser, spec, positional_nargs)
+            continue
+        if spec.section not in groups:
+            groups[spec.section] = parser.add_argument_group(GROUP_TITLES[spec.section])
+        add_option(groups[spec.section], spec)
+
+
+def given_options(args: argparse.Namespace, specs: Iterable[FieldSpec]) -> dict[str, Any]:
+    """The options typed on the command line, by flat name (absent flags are left out)."""
+    values = vars(args)
+    out = {}
+    for spec in specs:
+        if spec.dest in values and not (spec.positional and values[spec.dest] is None):
+            value = values[spec.dest]
+            out[spec.dest] = None if spec.kind == "choice" and spec.optional and value == "none" else value
+    return out
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser, preset_default: str = "none") -> None:
+    """``--recipe``, ``--config`` and ``--augment``: whole setups that single options refine."""
+    group = parser.add_argument_group("setups (defaults, then --recipe, --config, --augment, then single options)")
+    group.add_argument("--recipe", choices=recipe_names(), default=None,
+                       help="a named setup (cnnlab recipes list)")
+    group.add_argument("--config", metavar="YAML", default=None, help="YAML file of options (flags override it)")
+    group.add_argument("--augment", choices=list(PRESETS), default=None,
+                       help=f"augmentation preset (default: {preset_default})")

@@ -1,0 +1,158 @@
+"""The run configuration: one frozen dataclass per section, each field declared once with its help.
+
+Building a section checks it (``__post_init__``), so a config from flags, from YAML or from a
+Python call is held to the same rules with the same messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cnnlab.config.augment import AugmentConfig
+from cnnlab.config.schema import POSITIONAL, check_fields, option
+from cnnlab.config.split_spec import SplitSpec
+from cnnlab.errors import CnnlabError
+
+Sampler = Literal["shuffle", "balanced"]
+Head = Literal["default", "linear", "lesson", "production"]
+BinaryHead = Literal["softmax", "sigmoid"]
+Stages = Literal["auto", "frozen", "both", "full"]
+ClassWeights = Literal["none", "auto"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["plateau", "onecycle", "cosine", "none"]
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+Channels = Literal[1, 3]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are split and sized."""
+
+    source: str = option("mnist-sample", "image folder, CSV listing (path,label[,split]), or built-in set "
+                         "(mnist-sample, digits, ...)", flag=POSITIONAL, dest="data")
+    image_size: int | None = option(None, "side in px (default: the data's own size, or the model's)",
+                                    at_least=8, at_most=4096)
+    channels: Channels | None = option(None, "1 (grayscale) or 3 (RGB) (default: from the data, or the model's)")
+    val_split: str = option("0.1", metavar="SIZE", help="validation size: a fraction of all images (0.1), a count (500), or last:N "
+                            "(the lesson's MNIST split)")
+    test_split: str = option("0.1", metavar="SIZE", help="test size, as --val-split; used only when the data has no test split")
+    batch_size: int = option(128, "images per training batch (the lesson's 128)", at_least=1)
+    workers: int = option(4, "threads (or processes) decoding image files", at_least=1)
+    sampler: Sampler = option("shuffle", "batch order: shuffle, or balanced (every class drawn equally often)")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+        if not self.source.strip():
+            raise CnnlabError("no data given; name an image folder or a built-in set (cnnlab train mnist-sample)")
+        SplitSpec.parse(self.val_split, "--val-split")
+        SplitSpec.parse(self.test_split, "--test-split")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, and where its starting weights come from."""
+
+    name: str = option("simple_cnn", "simple_cnn (the lesson's), fast_cnn, a timm name, or a Keras name "
+                       "(resnet50, mobilenetv2, ...)", dest="model")
+    pretrained: bool = option(False, "start from ImageNet weights (built in for efficientnet_lite0, else the hub)")
+    weights: str | None = option(None, "a local .safetensors/.pth state dict to start from (never unpickled)",
+                                 metavar="FILE")
+    dropout: float = option(0.5, "dropout before the last layer (the lesson's 0.5)", at_least=0, below=1)
+    head: Head = option("default", "classifier head: the model's own; linear; lesson (GAP-Dense256-Dropout0.5); "
+                        "production (GAP-BN-Dense512-Dense256)")
+    binary_head: BinaryHead = option("softmax", "two-class tasks: softmax (2 outputs) or sigmoid (1 output, "
+                                     "the lesson's binary way)")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "model")
+        if not self.name.strip():
+            raise CnnlabError("--model is empty; name a model (cnnlab models list)")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Two-stage transfer learning: train the head on a frozen base, then fine-tune its top."""
+
+    stages: Stages = option("auto", "auto: frozen then fine-tune when pretrained, else full; frozen: stage 1 "
+                            "only; both; full: everything trains from the start")
+    # Lengths chosen for a 2-core CPU (BENCHMARKS.md): cached stage-1 epochs cost milliseconds;
+    # stage 2 at 1e-5 gave under a point in 3 epochs, each a minute per 1,000 images at 224 px.
+    frozen_epochs: int | None = option(None, "stage 1 epochs; 0 skips it (default: 50 on cached features, else "
+                                       "--epochs; early stopping may end it sooner)", at_least=0)
+    finetune_epochs: int | None = option(3, "stage 2 epochs; 0 skips it; none: --epochs (about a minute per "
+                                         "1,000 images at 224 px on 2 CPU cores)", at_least=0)
+    finetune_layers: int = option(10, "stage 2 unfreezes the last N layers with weights (the lesson's 10)",
+                                  at_least=0)
+    finetune_blocks: int | None = option(None, "or the last K blocks, by the model's own structure", at_least=1)
+    finetune_lr: float = option(1e-5, "stage 2 learning rate (the lesson's 1e-5)", above=0)
+    layer_decay: float | None = option(None, "LR multiplier per block going down, e.g. 0.75 (default off)",
+                                       above=0, at_most=1)
+    feature_cache: bool = option(True, "frozen stage: compute backbone features once, then train only the head")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "transfer")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation and its callbacks; defaults are the lesson's Keras values."""
+
+    epochs: int = option(15, "at most this many epochs (the lesson's 15)", at_least=1)
+    lr: float = option(1e-3, "learning rate (Adam's step size; the lesson's 1e-3)", above=0)
+    weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)", at_least=0)
+    patience: int = option(5, "early stopping: epochs without a better val_loss (best weights restored)",
+                           at_least=1)
+    lr_patience: int = option(3, "ReduceLROnPlateau: flat epochs before the LR drops", at_least=0)
+    lr_factor: float = option(0.5, "ReduceLROnPlateau: LR multiplier at each drop", above=0, below=1)
+    min_lr: float = option(1e-7, "ReduceLROnPlateau: the LR floor", at_least=0)
+    class_weights: ClassWeights = option("none", "auto: weigh the loss by inverse class frequency")
+    optimizer: Optimizer = option("adam", "adam (the lesson's), adamw, or sgd (Nesterov momentum)")
+    scheduler: Scheduler = option("plateau", "plateau: ReduceLROnPlateau on val_loss (the lesson's); "
+                                  "onecycle and cosine step every batch")
+    momentum: float = option(0.9, "SGD momentum", at_least=0, below=1)
+    time_budget: float | None = option(None, "seconds of training for the whole run, all stages and resumes "
+                                       "included; schedules fit inside it", metavar="SECONDS", above=0)
+    # NHWC memory layout: same results, faster training steps here (BENCHMARKS.md): simple_cnn 1.3x,
+    # fast_cifar 1.5x, fast_cnn 2x, EfficientNet-Lite0 fine-tuning 1.5x.
+    channels_last: bool = option(True, "NHWC memory layout (1.3-2x faster conv training on this CPU, same "
+                                 "results)")
+    compile: bool = option(False, "torch.compile the model (off: it measured no faster on a CPU)")
+    seed: int = option(42, "seed of the split, the initial weights and every random draw")
+    deterministic: bool = option(False, "bit-identical results on the same machine (a little slower)")
+    accelerator: Accelerator = option("auto", "where to train: auto picks a GPU when there is one")
+    devices: str = option("auto", metavar="N|LIST", help="how many devices (2) or which (0,1); auto: all of the accelerator's")
+    precision: Precision = option("auto", "auto: bf16-mixed on CUDA with bf16, 16-mixed on other GPUs, 32-true "
+                                  "on a CPU; bf16-mixed on a CPU without native bf16 falls back to 32-true")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "train")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved as the run folder's ``config.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    name: str | None = option(None, "run folder name (default: <model>-<data>, numbered if taken)")
+    runs_dir: str = option("runs", "where run folders go", metavar="DIR")
+
+    def __post_init__(self) -> None:
+        check_fields(self, None)
+        name = self.name
+        if name is not None and ("/" in name or "\\" in name or name.strip() in ("", ".", "..")):
+            raise CnnlabError(f"--name must be a plain folder name, got '{name}'")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+    "transfer": TransferConfig,
+}

@@ -1,0 +1,189 @@
+"""The figure toolkit every package draws with: one style, PNGs written atomically, no pyplot.
+
+Figures are built on ``matplotlib.figure.Figure`` directly: no pyplot state and no GUI backend,
+so plotting is safe from worker threads and on machines without a display. Sizes are fixed
+(or bounded) in inches at :data:`DPI`, so a figure's pixel size is predictable. Like
+``cnnlab.io``, this module sits below every package and imports none of them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_bytes
+
+DPI = 110
+MAX_SAMPLE_ROWS = 20
+SPLIT_STYLE = {"train": "--", "val": "-"}  # several runs on one axis: colour = run, line = split
+SPLIT_MARKER = {"train": "-o", "val": "-s"}  # one run: colour and marker = split
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of the given size in inches with constrained (tight) layout."""
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save_figure(fig: Figure, out: Path, title: str | None = None) -> Path:
+    """Adds the title and writes the PNG atomically, so a report never embeds half a file."""
+    if title:
+        fig.suptitle(title, fontsize=12, fontweight="bold")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)  # no bbox_inches="tight": pixel size stays fixed
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return Path(out)
+
+
+def short(name: str, n: int = 18) -> str:
+    """Truncates long class names so axis labels stay legible."""
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def show_image(ax: Axes, image: np.ndarray, title: str | None = None, **title_kwargs) -> None:
+    """Draws one uint8 image, (C, H, W) with C = 1 or 3, without ticks (gray colour map for C = 1)."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise CnnlabError(f"images must be (N, C, H, W) with C = 1 or 3, got an image of shape {image.shape}")
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(np.transpose(image, (1, 2, 0)), vmin=0, vmax=255)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, **{"fontsize": 8, **title_kwargs})
+
+
+def grid_shape(count: int, max_cols: int = 5) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid for ``count`` panels."""
+    cols = max(1, min(max_cols, math.ceil(math.sqrt(max(count, 1)))))
+    return max(1, math.ceil(count / cols)), cols
+
+
+def plot_curves(histories: Mapping[str, pd.DataFrame], out: Path, title: str,
+                splits: Sequence[str] = ("train", "val")) -> Path:
+    """Accuracy and loss per epoch, side by side: the one plot of training curves.
+
+    Args:
+        histories: label -> history (``cnnlab.evaluate.history`` columns: ``epoch`` counted
+            through all stages from 0, ``stage``, ``train_acc``, ``val_loss``, ``lr``, ...).
+            With one history, stage hand-overs and learning-rate changes are marked.
+        splits: which of train / val to draw.
+    """
+    if not histories or all(h is None or len(h) == 0 for h in histories.values()):
+        raise CnnlabError("the training history is empty: nothing to plot")
+    fig = new_figure(11, 4.2)
+    single = len(histories) == 1
+    for ax, metric in zip(fig.subplots(1, 2), ("acc", "loss")):
+        drew = False
+        for index, (label, h) in enumerate(histories.items()):
+            h = h.reset_index(drop=True)
+            x = h["epoch"] + 1  # people count epochs from 1, as the log lines do
+            for split in splits:
+                column = f"{split}_{metric}"
+                if column not in h or not h[column].notna().any():
+                    continue
+                ok = h[column].notna()
+                if single:
+                    ax.plot(x[ok], h[column][ok], SPLIT_MARKER[split], markersize=3, label=split)
+                else:
+                    name = label if len(splits) == 1 else f"{split} ({label})"
+                    ax.plot(x[ok], h[column][ok], SPLIT_STYLE[split], color=f"C{index}", label=name)
+                drew = True
+            if single:
+                _mark_stages(ax, h, x)
+                _mark_lr(ax, h, x)
+        ax.set_title("Accuracy" if metric == "acc" else "Loss")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if drew:
+            ax.legend(loc="best", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, out, title)
+
+
+def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
+    """Names each stage at its start, with a dashed line where one stage hands over to the next."""
+    stage = h["stage"].ffill() if "stage" in h else pd.Series(dtype=object)
+    if stage.nunique() < 2:
+        return  # a single stage ("train") needs no marking
+    for i in range(len(h)):
+        if pd.notna(stage[i]) and (i == 0 or stage[i] != stage[i - 1]):
+            xb = x[0] if i == 0 else (x[i - 1] + x[i]) / 2
+            if i:
+                ax.axvline(xb, color="0.4", linestyle="--", linewidth=1)
+            ax.text(xb, 0.98, f" {stage[i]}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
+
+
+def _mark_lr(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
+    """Small triangles on the x axis where lr changed; text only when changes are few (steps, not a schedule)."""
+    if "lr" not in h:
+        return
+    lr = pd.to_numeric(h["lr"], errors="coerce")
+    prev, changes = None, []
+    for i, v in enumerate(lr):
+        if pd.isna(v):
+            continue
+        if prev is not None and not math.isclose(v, prev, rel_tol=1e-9):
+            changes.append((x[i], v))
+        prev = v
+    trans = ax.get_xaxis_transform()
+    for xi, v in changes:
+        ax.plot([xi], [0.0], marker="^", color="tab:purple", markersize=6, transform=trans, clip_on=False)
+        if len(changes) <= 6:  # aligned away from the nearer edge so the label is not cut off
+            ha = "right" if xi > (x.min() + x.max()) / 2 else "left"
+            ax.text(xi, 0.04, f" lr {v:.0e} ", transform=trans, fontsize=7, color="tab:purple", ha=ha)
+
+
+def plot_samples_per_class(
+    images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], out: Path, per_class: int = 8
+) -> Path:
+    """The lesson's sample grid: one row per class (first 20 classes), ``per_class`` images each."""
+    labels = np.asarray(labels)
+    shown = list(range(min(len(class_names), MAX_SAMPLE_ROWS)))
+    fig = new_figure(1.1 * per_class + 1.4, 1.1 * len(shown) + 0.6)
+    axes = np.asarray(fig.subplots(len(shown), per_class, squeeze=False))
+    for r, c in enumerate(shown):
+        picks = np.flatnonzero(labels == c)[:per_class]
+        for j in range(per_class):
+            ax = axes[r, j]
+            if j < len(picks):
+                show_image(ax, np.asarray(images[picks[j]]))
+            ax.set_axis_on()
+            ax.set(xticks=[], yticks=[])  # not axis off: the row's class name is the y label
+            ax.spines[:].set_visible(False)
+        axes[r, 0].set_ylabel(short(class_names[c], 14), rotation=0, ha="right", va="center", fontsize=9)
+    title = "Samples per class"
+    if len(class_names) > MAX_SAMPLE_ROWS:
+        title += f" (first {MAX_SAMPLE_ROWS} of {len(class_names)} classes)"
+    return save_figure(fig, out, title)
+
+
+def plot_class_counts(counts: Mapping[str, Mapping[str, int]], out: Path) -> Path:
+    """Grouped bars: images per class, one bar per split (train/val/test)."""
+    splits = list(counts)
+    classes = list(dict.fromkeys(c for s in splits for c in counts[s]))
+    n = max(len(classes), 1)
+    fig = new_figure(min(max(6.0, 0.15 * n * max(len(splits), 1) + 2), 18.0), 4.5)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(splits), 1)
+    for i, split in enumerate(splits):
+        xs = np.arange(len(classes)) + (i - (len(splits) - 1) / 2) * width
+        ax.bar(xs, [counts[split].get(c, 0) for c in classes], width=width, label=split)
+    font = 9 if n <= 20 else 6 if n <= 60 else 4
+    names = [short(c) for c in classes]
+    rotate = n * max(map(len, names), default=0) > 50  # upright labels only while they fit side by side
+    ax.set_xticks(range(len(classes)), names, rotation=90 if rotate else 0, fontsize=font)
+    ax.set_ylabel("images")
+    if splits:
+        ax.legend(fontsize=8)
+    return save_figure(fig, out, "Images per class and split")

@@ -1,0 +1,92 @@
+"""Batched inference over uint8 images: the one loop every scorer, predictor and extractor uses.
+
+It scales pixels as the model was trained (``Normalize``), matches the model's memory layout,
+sizes batches for the device (``eval_batch_size``), and runs in eval mode under
+``inference_mode``, restoring every module's own mode afterwards (frozen BatchNorm stays in eval).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from cnnlab.data.loaders import eval_batch_size
+from cnnlab.data.normalize import Normalize
+from cnnlab.models.outputs import as_class_logits
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor], torch.Tensor]  # float [0, 1] (N, C, H, W) -> same
+
+
+def class_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The default forward: (N, classes) logits, a one-output sigmoid head as two classes."""
+    return as_class_logits(model(x))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether the model was converted to channels_last (then its input should match)."""
+    weight = next((p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1), None)
+    return weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; afterwards every module's own mode back (frozen BN stays in eval)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def run_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    normalize: Normalize,
+    forward: Forward = class_logits,
+    batch_size: int | None = None,
+    augment: Augment | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yields ``(start, forward(model, batch))`` for uint8 (N, C, H, W) ``images``, output on the CPU in float.
+
+    Args:
+        forward: what to compute from a normalised batch (default: class logits).
+        batch_size: default: by pixels on a CPU, large on accelerators (``eval_batch_size``).
+        augment: applied to [0, 1] images before normalising (e.g. augmented views of a set).
+    """
+    device = model_device(model)
+    normalize = normalize.to(device)
+    size = batch_size or eval_batch_size(images.shape, device)
+    # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
+    layout = torch.channels_last if is_channels_last(model) else torch.contiguous_format
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(images), size):
+            unit = Normalize.to_unit(images[start : start + size].to(device, non_blocking=True))
+            if augment is not None:
+                unit = augment(unit)
+            x = normalize(unit).contiguous(memory_format=layout)
+            yield start, forward(model, x).float().cpu()
+
+
+def predict_probs(model: nn.Module, images: torch.Tensor, normalize: Normalize) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yields ``(start, softmax probabilities)`` per batch: memory stays flat whatever N is."""
+    for start, logits in run_batches(model, images, normalize):
+        yield start, torch.softmax(logits, dim=1)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalize) -> float:
+    """Top-1 accuracy on uint8 images."""
+    correct = 0
+    for start, logits in run_batches(model, images, normalize):
+        correct += int((logits.argmax(1) == labels[start : start + len(logits)]).sum())
+    return correct / max(1, len(labels))

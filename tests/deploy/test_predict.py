@@ -1,0 +1,55 @@
+"""``cnnlab predict``: top-k classes from the run folder alone, bad files reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_shapes_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    from cnnlab.cli.main import main
+
+    root = tmp_path_factory.mktemp("predict")
+    shapes = write_shapes_folder(root / "shapes")
+    assert main(["train", str(shapes), "--epochs", "5", "--batch-size", "16", "--runs-dir", str(root / "runs"),
+                 "--name", "p"]) == 0
+    return root / "runs" / "p", shapes
+
+
+def test_files_and_folders_in_order_with_top_k(cli, trained) -> None:
+    run, shapes = trained
+    code, out, err = cli("predict", run, shapes / "right" / "img_000.png", shapes / "left", "--top-k", "2",
+                         "--format", "csv")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "path,rank,class,probability,error"
+    assert len(lines) == 1 + 2 * 25  # 1 file + the 24 in left/, two guesses each
+    assert lines[1].split(",")[2] == "right"
+    assert sum(line.split(",")[2] == "left" for line in lines[3::2]) >= 20  # top-1 of the left/ images
+
+
+def test_a_corrupt_file_gets_an_error_row_and_the_rest_are_classified(cli, trained, tmp_path) -> None:
+    run, shapes = trained
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, out, err = cli("predict", run, tmp_path / "broken.png", shapes / "middle" / "img_001.png", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert rows[0]["top"] == [] and "png" in rows[0]["error"].lower()
+    assert rows[1]["error"] is None and rows[1]["top"][0]["class"] == "middle"
+    assert sum(g["probability"] for g in rows[1]["top"]) == pytest.approx(1.0)  # all three classes shown
+
+
+def test_nothing_readable_and_missing_inputs_are_errors(cli, trained, tmp_path) -> None:
+    run, _ = trained
+    (tmp_path / "only.png").write_text("text")
+    code, _, _ = cli("predict", run, tmp_path / "only.png")
+    assert code == 2
+    code, _, err = cli("predict", run, tmp_path / "missing.jpg")
+    assert code == 2 and "not found" in err
+    code, _, err = cli("predict", tmp_path, tmp_path / "only.png")
+    assert code == 2 and "not a cnnlab run folder" in err

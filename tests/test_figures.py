@@ -1,0 +1,40 @@
+"""The shared figure toolkit: curves, sample grids and count bars as PNGs of the expected size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnlab.errors import CnnlabError
+from conftest import png_size, px
+from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
+
+
+def test_history_with_stages_lr_changes_and_gaps(tmp_path: Path) -> None:
+    h = pd.DataFrame({
+        "epoch": range(6), "train_loss": [2.0, 1.5, 1.2, 0.9, 0.7, 0.6], "train_acc": [0.3, 0.5, 0.6, 0.7, 0.8, 0.85],
+        "val_loss": [2.1, np.nan, 1.3, 1.0, 0.8, 0.75], "val_acc": [0.3, np.nan, 0.55, 0.65, 0.75, 0.8],
+        "lr": [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5], "stage": ["frozen"] * 3 + ["finetune"] * 3,
+    })
+    assert png_size(plot_curves({"run": h}, tmp_path / "h.png", "History")) == (px(11), px(4.2))
+    # Only some columns, no stage or lr, and two runs on one axis: still a figure.
+    partial = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_acc": [0.5, 0.6, 0.7, 0.8]})
+    assert png_size(plot_curves({"a": partial, "b": h}, tmp_path / "p.png", "Two runs")) == (px(11), px(4.2))
+    with pytest.raises(CnnlabError, match="empty"):
+        plot_curves({"run": pd.DataFrame()}, tmp_path / "e.png", "Nothing")
+
+
+def test_samples_and_counts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 40)
+    names = ["apple", "banana", "cherry", "a-very-long-class-name-indeed"]
+    gray = rng.integers(0, 256, (40, 1, 12, 12), dtype=np.uint8)
+    out = plot_samples_per_class(gray, y, names, tmp_path / "s.png", per_class=3)
+    assert png_size(out) == (px(1.1 * 3 + 1.4), px(1.1 * 4 + 0.6))
+    with pytest.raises(CnnlabError, match="C = 1 or 3"):
+        plot_samples_per_class(gray.repeat(2, axis=1), y, names, tmp_path / "bad.png", per_class=2)
+    counts = {"train": {"apple": 50, "banana": 40}, "val": {"apple": 5, "banana": 4}, "test": {"apple": 6}}
+    assert png_size(plot_class_counts(counts, tmp_path / "cc.png")) == (px(6), px(4.5))

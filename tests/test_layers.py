@@ -1,0 +1,55 @@
+"""Imports run one way: config -> data -> augment -> models -> train -> evaluate -> (explain, deploy,
+compare) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
+module (imports inside functions count too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import cnnlab
+
+ROOT = Path(cnnlab.__file__).parent
+# Utilities sit at the bottom with config: any layer may use them, they use nothing above errors.
+LAYERS = {
+    "errors": 0, "io": 0, "version": 0, "figures": 1, "progress": 1, "config": 1,
+    "data": 2, "augment": 3, "models": 4, "train": 5, "evaluate": 6,
+    "explain": 7, "deploy": 7, "compare": 7, "serve": 8, "api": 9, "__init__": 9, "cli": 10, "__main__": 11,
+}
+
+
+def _layer(module: str) -> str:
+    """``cnnlab.train.fit`` -> ``train``; ``cnnlab`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return [n for n in names if n == "cnnlab" or n.startswith("cnnlab.")]
+
+
+def test_every_import_goes_down_the_layers() -> None:
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT).with_suffix("")
+        own = relative.parts[0]
+        assert own in LAYERS, f"{relative}: a package the layer list does not know; add it to LAYERS"
+        for name in _imports(path):
+            target = _layer(name)
+            if name == "cnnlab" and own != "__main__":
+                wrong.append(f"{relative} imports the top-level package")
+            elif target != own and LAYERS[target] >= LAYERS[own]:
+                wrong.append(f"{relative} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_config_imports_nothing_of_cnnlab_but_errors() -> None:
+    for path in (ROOT / "config").rglob("*.py"):
+        assert {_layer(n) for n in _imports(path)} <= {"config", "errors"}, path
