@@ -23,9 +23,9 @@ from cnnlab.config import RunConfig, merge_config, resolve_augment
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.models import create_model
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.run_dir import RunFiles
-from cnnlab.train.trainer import build_trainer, quiet_lightning
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.run_dir import RunFiles
+from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 
 def epoch_seconds(data, config: RunConfig, preset: str, folder: Path) -> float:

@@ -24,7 +24,7 @@ from common import spread, write_page  # noqa: E402
 from cnnlab.config import TrainConfig  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 from cnnlab.models.freeze import freeze_backbone, set_frozen_bn_eval, unfreeze_last_layers  # noqa: E402
-from cnnlab.train.optim import apply_speedups  # noqa: E402
+from cnnlab.training.optim import apply_speedups  # noqa: E402
 
 CASES = [(224, 32), (224, 128), (160, 128)]  # (px, batch): cnnlab's default batch is 128
 

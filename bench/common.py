@@ -27,13 +27,13 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models import model_input
-from cnnlab.train.build import build_model, preprocess_meta
-from cnnlab.train.checkpoint import load_module_weights
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.optim import apply_speedups
-from cnnlab.train.run_dir import new_run_dir
-from cnnlab.train.time_budget import TimeBudget
-from cnnlab.train.trainer import build_trainer, quiet_lightning
+from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.checkpoint import load_module_weights
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.optim import apply_speedups
+from cnnlab.training.run_dir import new_run_dir
+from cnnlab.training.time_budget import TimeBudget
+from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"

@@ -1,5 +1,5 @@
-"""Imports run one way: config -> data -> augment -> models -> train -> evaluate -> (explain, deploy,
-compare) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
+"""Imports run one way: config -> data -> augment -> models -> training -> evaluation -> (explain,
+deploy, comparison) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
 module (imports inside functions count too)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ ROOT = Path(cnnlab.__file__).parent
 # Utilities sit at the bottom with config: any layer may use them, they use nothing above errors.
 LAYERS = {
     "errors": 0, "io": 0, "version": 0, "figures": 1, "progress": 1, "config": 1,
-    "data": 2, "augment": 3, "models": 4, "train": 5, "evaluate": 6,
-    "explain": 7, "deploy": 7, "compare": 7, "serve": 8, "api": 9, "__init__": 9, "cli": 10, "__main__": 11,
+    "data": 2, "augment": 3, "models": 4, "training": 5, "evaluation": 6,
+    "explain": 7, "deploy": 7, "comparison": 7, "serve": 8, "api": 9, "__init__": 10, "cli": 11, "__main__": 12,
 }
 
 
 def _layer(module: str) -> str:
-    """``cnnlab.train.fit`` -> ``train``; ``cnnlab`` -> ``__init__``."""
+    """``cnnlab.training.fit`` -> ``training``; ``cnnlab`` -> ``__init__``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 

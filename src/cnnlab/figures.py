@@ -72,16 +72,23 @@ def plot_curves(histories: Mapping[str, pd.DataFrame], out: Path, title: str,
     """Accuracy and loss per epoch, side by side: the one plot of training curves.
 
     Args:
-        histories: label -> history (``cnnlab.evaluate.history`` columns: ``epoch`` counted
+        histories: label -> history (``cnnlab.evaluation.history`` columns: ``epoch`` counted
             through all stages from 0, ``stage``, ``train_acc``, ``val_loss``, ``lr``, ...).
             With one history, stage hand-overs and learning-rate changes are marked.
         splits: which of train / val to draw.
     """
+    fig = new_figure(11, 4.2)
+    draw_curves(fig.subplots(1, 2), histories, splits)
+    return save_figure(fig, out, title)
+
+
+def draw_curves(axes: Sequence[Axes], histories: Mapping[str, pd.DataFrame],
+                splits: Sequence[str] = ("train", "val")) -> None:
+    """Draws :func:`plot_curves`' two panels (accuracy, loss) on the given pair of axes."""
     if not histories or all(h is None or len(h) == 0 for h in histories.values()):
         raise CnnlabError("the training history is empty: nothing to plot")
-    fig = new_figure(11, 4.2)
     single = len(histories) == 1
-    for ax, metric in zip(fig.subplots(1, 2), ("acc", "loss")):
+    for ax, metric in zip(axes, ("acc", "loss")):
         drew = False
         for index, (label, h) in enumerate(histories.items()):
             h = h.reset_index(drop=True)
@@ -108,7 +115,6 @@ def plot_curves(histories: Mapping[str, pd.DataFrame], out: Path, title: str,
             ax.legend(loc="best", fontsize=8)
         else:
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
-    return save_figure(fig, out, title)
 
 
 def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:

@@ -14,6 +14,13 @@ from typing import Any, Callable
 Listener = Callable[[int, int, float], None]  # (done, total, seconds so far)
 
 
+def in_notebook() -> bool:
+    """Whether we run in a Jupyter kernel (its output is not a terminal, but it can show widgets)."""
+    shell = sys.modules.get("IPython")
+    ipython = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
+
+
 class Progress:
     """Counts ``total`` items of one phase, e.g. ``with Progress("decoding", 3000) as p: p.advance(64)``.
 

@@ -28,7 +28,7 @@ def test_lesson_is_the_lessons_setup() -> None:
 
 
 def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnlab.train import trainer
+    from cnnlab.training import trainer
 
     train = build_config(recipe="fast").train
     assert train.precision == "bf16-mixed"  # the recipe's intent, saved in config.yaml
@@ -78,8 +78,8 @@ def test_parser_registers_list_and_show() -> None:
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
-    from cnnlab.evaluate.run import train_and_evaluate
-    from cnnlab.train.fit import fit
+    from cnnlab.evaluation.run import train_and_evaluate
+    from cnnlab.training.fit import fit
 
     config = merge_config(RunConfig(), recipe_overrides(name))
     config = merge_config(config, {

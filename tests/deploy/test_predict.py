@@ -27,7 +27,7 @@ def test_files_and_folders_in_order_with_top_k(cli, trained) -> None:
                          "--format", "csv")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0] == "path,rank,class,probability,error"
+    assert lines[0] == "image,rank,class,probability,error"
     assert len(lines) == 1 + 2 * 25  # 1 file + the 24 in left/, two guesses each
     assert lines[1].split(",")[2] == "right"
     assert sum(line.split(",")[2] == "left" for line in lines[3::2]) >= 20  # top-1 of the left/ images

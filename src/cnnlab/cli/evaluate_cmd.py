@@ -27,9 +27,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.evaluate.run import evaluate_run
+    from cnnlab.api import Run
 
-    out_dir, metrics = evaluate_run(args.run, args.data)
+    run = Run(args.run)
+    metrics = run.evaluate(args.data)
+    out_dir = run.path if args.data is None else run.files.evaluation(args.data).root
     line = f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.2%}"
     if metrics.get("top5_accuracy") is not None:
         line += f"  top-5 {metrics['top5_accuracy']:.2%}"
@@ -39,20 +41,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.predict import predict_paths
+    from cnnlab.api import predict
 
-    rows = predict_paths(args.run, args.inputs, args.top_k)
+    rows = predict(args.run, args.inputs, args.top_k)
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "rank", "class", "probability", "error"])
+        writer.writerow(["image", "rank", "class", "probability", "error"])
         for row in rows:
             for rank, guess in enumerate(row["top"], 1):
-                writer.writerow([row["path"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
+                writer.writerow([row["input"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
             if row.get("error"):
-                writer.writerow([row["path"], "", "", "", row["error"]])
+                writer.writerow([row["input"], "", "", "", row["error"]])
     else:
         from rich.console import Console
         from rich.table import Table
@@ -62,6 +64,6 @@ def run_predict(args: argparse.Namespace) -> int:
             cells = [f"{g['class']} ({g['probability']:.1%})" for g in row["top"]]
             if row.get("error"):
                 cells = [f"[red]skipped: {row['error']}[/red]"]
-            table.add_row(row["path"], *cells)
+            table.add_row(row["input"], *cells)
         Console().print(table)
     return 0 if any(row["top"] for row in rows) else 2

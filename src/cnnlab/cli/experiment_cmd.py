@@ -27,7 +27,7 @@ def run_augmentation(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab.compare.augmentation import augmentation_experiment
+    from cnnlab.comparison.augmentation import augmentation_experiment
 
     config = config_from_args(args)
     result = augmentation_experiment(config, "cnnlab " + shlex.join(sys.argv[1:]))

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Writes the report and optionally opens it; returns the exit code."""
     from rich.console import Console
 
-    from cnnlab.evaluate.report import write_report
+    from cnnlab.evaluation.report import write_report
 
     console = Console()
     path = write_report(args.run)
@@ -66,7 +66,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab.evaluate.compare import compare_runs, format_value
+    from cnnlab.evaluation.compare import compare_runs, format_value
 
     rows, png = compare_runs(list(args.runs), args.out)
     if args.format != "table":

@@ -37,26 +37,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.evaluate.run import train_and_evaluate
-    from cnnlab.train.fit import TrainingInterrupted
+    from cnnlab.api import resume, run_training
+    from cnnlab.training.fit import TrainingInterrupted
 
-    command = "cnnlab " + shlex.join(sys.argv[1:])
     if args.resume:
         if given_options(args, all_options()) or args.config or args.recipe or args.augment:
             raise CnnlabError("--resume continues a run with its saved options; drop the other options")
-        config = None
-    else:
-        if args.data is None:
-            raise CnnlabError("no data given; e.g. cnnlab train mnist-sample, or --resume runs/<name>")
-        config = config_from_args(args)
+    elif args.data is None:
+        raise CnnlabError("no data given; e.g. cnnlab train mnist-sample, or --resume runs/<name>")
     try:
-        files, metrics = train_and_evaluate(config, command, resume_path=args.resume)
+        if args.resume:
+            result = resume(args.resume)
+        else:
+            result = run_training(config_from_args(args), "cnnlab " + shlex.join(sys.argv[1:]))
     except TrainingInterrupted as stop:
-        root = stop.result.files.root
         print(f"\ninterrupted: the last finished epoch is saved; report: {stop.result.files.report}")
-        print(f"resume with: cnnlab train --resume {root}")
+        print(f"resume with: cnnlab train --resume {stop.result.files.root}")
         return 130
+    metrics = result.metrics
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
-    print(f"run folder: {files.root}")
-    print(f"report:     {files.report}")
+    print(f"run folder: {result.path}")
+    print(f"report:     {result.report_path}")
     return 0

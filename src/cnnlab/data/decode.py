@@ -166,12 +166,20 @@ def decode_image(
             im.draft("L" if channels == 1 else "RGB", (size, size) if size else None)
         im.load()  # forced inside _opened so truncation becomes UnreadableImage
         ImageOps.exif_transpose(im, in_place=True)
-        out = _to_8bit(im, channels, background)
-        if size is not None:
-            out = _resize_center_crop(out, size)
-        # A copy: asarray over PIL's bytes is read-only (torch.from_numpy warns), and
-        # `im` is unusable once _opened closes it.
-        arr = np.array(out, dtype=np.uint8)
+        return image_to_array(im, channels, size, background)
+
+
+def image_to_array(
+    image: Image.Image, channels: int, size: int | None = None, background: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """A loaded PIL image as :func:`decode_image` returns a file: uint8 (H, W, channels), the shorter
+    side resized to ``size`` and centre-cropped. For images that are already in memory."""
+    out = _to_8bit(image, channels, background)
+    if size is not None:
+        out = _resize_center_crop(out, size)
+    # A copy: asarray over PIL's bytes is read-only (torch.from_numpy warns), and a decoded
+    # file's image is unusable once it is closed.
+    arr = np.array(out, dtype=np.uint8)
     return arr.reshape(arr.shape[0], arr.shape[1], channels)
 
 

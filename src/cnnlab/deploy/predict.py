@@ -1,17 +1,20 @@
-"""Classifies image files with a trained run, using the run's own preprocessing."""
+"""Classifies images with a trained run, using the run's own preprocessing."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
+from cnnlab.data.decode import image_to_array
 from cnnlab.data.discover import expand_inputs
 from cnnlab.data.folder import decode_files
+from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import predict_probs
-from cnnlab.train.checkpoint import load_trained
-from cnnlab.train.run_dir import open_run, read_run_config
+from cnnlab.training.checkpoint import TrainedModel
 
 
 def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str, Any]]:
@@ -20,24 +23,52 @@ def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str,
     return [{"class": class_names[int(c)], "probability": float(v)} for v, c in zip(values, order)]
 
 
-def predict_paths(run: str | Path, inputs: list[str], top_k_classes: int = 3) -> list[dict[str, Any]]:
-    """Top-k classes per image: ``[{path, top: [{class, probability}], error}]``.
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """An image array as PIL sees it: (H, W) or (H, W, 1|3|4), uint8 0-255 or float 0-1.
 
-    Files and folders are decoded in parallel (and through the decoded-image cache), as for
-    training; unreadable files get an ``error`` and an empty ``top`` rather than stopping the batch.
+    Raises:
+        CnnlabError: any other shape or value range.
     """
-    files = open_run(run)
-    trained = load_trained(files)
-    paths = expand_inputs(inputs)
-    workers = read_run_config(files).data.workers
-    decoded, skipped = decode_files([(path, i) for i, path in enumerate(paths)], trained.channels, trained.side,
-                                    workers)
-    rows: list[dict[str, Any]] = [{"path": str(p), "top": [], "error": None} for p in paths]
-    position = {str(path): i for i, path in enumerate(paths)}
+    values = np.asarray(array)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[:, :, 0]
+    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[2] not in (3, 4)):
+        raise CnnlabError(f"an image array must be (H, W) or (H, W, 1, 3 or 4), got shape {values.shape}")
+    if values.dtype != np.uint8:
+        if not np.issubdtype(values.dtype, np.floating) or values.min() < 0 or values.max() > 1:
+            raise CnnlabError(f"an image array must be uint8 (0-255) or float in [0, 1], got {values.dtype} "
+                              f"from {values.min()} to {values.max()}")
+        values = np.round(values * 255).astype(np.uint8)
+    return Image.fromarray(values)
+
+
+def predict_images(trained: TrainedModel, items: Sequence[Any], k: int = 3, workers: int = 4) -> list[dict[str, Any]]:
+    """Top-k classes per image: ``[{input, top: [{class, probability}], error}]``, in order.
+
+    ``items`` may mix image files, folders (each image file in them), PIL images and arrays.
+    Files are decoded in parallel (and through the decoded-image cache), as for training; an
+    unreadable file gets an ``error`` and an empty ``top`` rather than stopping the batch.
+    """
+    rows: list[dict[str, Any]] = []
+    files: list[tuple[Path, int]] = []
+    in_memory: list[tuple[int, np.ndarray]] = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            for path in expand_inputs([item]):
+                files.append((path, len(rows)))
+                rows.append({"input": str(path), "top": [], "error": None})
+            continue
+        image = item if isinstance(item, Image.Image) else array_to_image(item)
+        rows.append({"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None})
+        in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.side)))
+    decoded, skipped = decode_files(files, trained.channels, trained.side, workers)
+    row_of = {str(path): row for path, row in files}
     for item in skipped:
-        rows[position[item.path]]["error"] = item.reason
-    positions = decoded.labels.tolist()  # the label slot carries each image's position in ``paths``
-    for start, probs in predict_probs(trained.model, decoded.images, trained.normalize):
+        rows[row_of[item.path]]["error"] = item.reason
+    positions = decoded.labels.tolist() + [i for i, _ in in_memory]  # the label slot carries the row
+    arrays = [torch.from_numpy(a).permute(2, 0, 1) for _, a in in_memory]
+    images = torch.cat([decoded.images, torch.stack(arrays)]) if arrays else decoded.images
+    for start, probs in predict_probs(trained.model, images, trained.normalize):
         for offset, row_probs in enumerate(probs):
-            rows[positions[start + offset]]["top"] = top_k(row_probs, trained.class_names, top_k_classes)
+            rows[positions[start + offset]]["top"] = top_k(row_probs, trained.class_names, k)
     return rows

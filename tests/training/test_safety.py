@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.train import trainer as trainer_module
-from cnnlab.train.module import ClassifierModule
+from cnnlab.training import trainer as trainer_module
+from cnnlab.training.module import ClassifierModule
 
 
 @pytest.fixture(scope="module")

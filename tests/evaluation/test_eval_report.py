@@ -14,12 +14,12 @@ from PIL import Image
 
 from cnnlab.cli import report_cmd
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import figures as F
-from cnnlab.evaluate.compare import compare_runs
-from cnnlab.evaluate.metrics import classification_report_text, compute_metrics
-from cnnlab.evaluate.report import SECTIONS, write_report
+from cnnlab.evaluation import figures as F
+from cnnlab.evaluation.compare import compare_runs
+from cnnlab.evaluation.metrics import classification_report_text, compute_metrics
+from cnnlab.evaluation.report import SECTIONS, write_report
 from cnnlab.figures import DPI, plot_samples_per_class
-from cnnlab.train.history import load_history
+from cnnlab.training.history import load_history
 
 NAMES = ["circle", "square", "triangle"]
 SECTION_IDS = [sid for sid, _ in SECTIONS]

@@ -16,15 +16,15 @@ from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models import create_model
 from cnnlab.models.freeze import freeze_backbone, set_frozen_bn_eval
 from cnnlab.models.heads import classifier_of, head_forward, pooled_features
-from cnnlab.train.feature_cache import (
+from cnnlab.training.feature_cache import (
     FeatureDataModule,
     FeatureHeadModule,
     cache_features,
     extract_features,
     feature_loader,
 )
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.stages import FrozenBatchNormEval
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.stages import FrozenBatchNormEval
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

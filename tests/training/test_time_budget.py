@@ -21,15 +21,15 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
-from cnnlab.train import fit as fit_module
-from cnnlab.train import staged
-from cnnlab.train.budget import FROZEN_SHARE
-from cnnlab.train.checkpoint import read_checkpoint
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.optim import apply_speedups, build_scheduler
-from cnnlab.train.run_dir import new_run_dir, open_run, read_meta
-from cnnlab.train.time_budget import BudgetSchedule, TimeBudget, onecycle_factor
-from cnnlab.train.trainer import build_trainer
+from cnnlab.training import fit as fit_module
+from cnnlab.training import staged
+from cnnlab.training.budget import FROZEN_SHARE
+from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.optim import apply_speedups, build_scheduler
+from cnnlab.training.run_dir import new_run_dir, open_run, read_meta
+from cnnlab.training.time_budget import BudgetSchedule, TimeBudget, onecycle_factor
+from cnnlab.training.trainer import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

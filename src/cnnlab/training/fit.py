@@ -27,20 +27,20 @@ from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
-from cnnlab.train.build import build_model, preprocess_meta
-from cnnlab.train.checkpoint import load_model_weights, load_module_weights, read_checkpoint
-from cnnlab.train.feature_cache import FeatureHeadModule
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.optim import apply_speedups
-from cnnlab.train.budget import MIN_STAGE_SECONDS, split_line, stage_budget
-from cnnlab.train.history import trim_history
-from cnnlab.train.resume import check_same_data, resume_point
-from cnnlab.train.run_dir import (
+from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
+from cnnlab.training.feature_cache import FeatureHeadModule
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.optim import apply_speedups
+from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
+from cnnlab.training.history import trim_history
+from cnnlab.training.resume import check_same_data, resume_point
+from cnnlab.training.run_dir import (
     RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
 )
 from cnnlab.version import __version__
-from cnnlab.train.staged import checkpoint_seconds, fit_stage
-from cnnlab.train.stages import improvement_line, plan_stages
+from cnnlab.training.staged import checkpoint_seconds, fit_stage
+from cnnlab.training.stages import improvement_line, plan_stages
 
 log = logging.getLogger("cnnlab")
 
@@ -209,7 +209,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
 
     A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
-    fine-tunes the top at a low learning rate (``cnnlab.train.stages``). A resumed run keeps the
+    fine-tunes the top at a low learning rate (``cnnlab.training.stages``). A resumed run keeps the
     history of its finished stages, redoes only what its checkpoint does not hold, and keeps
     counting each stage's time (and the time budget) where it stopped.
 

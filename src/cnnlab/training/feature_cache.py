@@ -26,7 +26,7 @@ from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
 from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
 from cnnlab.progress import Listener, Progress
-from cnnlab.train.module import ClassifierModule
+from cnnlab.training.module import ClassifierModule
 
 
 

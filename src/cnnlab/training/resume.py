@@ -6,8 +6,8 @@ from typing import Any
 
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
-from cnnlab.train.checkpoint import read_checkpoint
-from cnnlab.train.run_dir import RunFiles
+from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.run_dir import RunFiles
 
 
 def resume_point(files: RunFiles) -> str | None:

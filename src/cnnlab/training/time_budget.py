@@ -3,7 +3,7 @@ callback that stops early enough for the final validation (and its best checkpoi
 
 ``--time-budget SECONDS`` is the whole run's training time: every stage, a frozen stage's feature
 extraction, validation, checkpoints and any ``torch.compile`` warm-up, summed over resumes (data
-loading, model building and the final evaluation are not counted). ``cnnlab.train.budget`` splits
+loading, model building and the final evaluation are not counted). ``cnnlab.training.budget`` splits
 it between stages; within a stage this callback keeps to the stage's share. Where the budget
 ends depends on how fast this machine is right now, so budgeted runs are not repeatable step
 for step, even with ``--seed``.

@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.metrics import (
+from cnnlab.evaluation.metrics import (
     MetricAccumulator,
     calibration_bins,
     classification_report_text,

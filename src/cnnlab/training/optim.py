@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import TrainConfig
-from cnnlab.train.time_budget import budget_scheduler
+from cnnlab.training.time_budget import budget_scheduler
 
 log = logging.getLogger("cnnlab")
 
@@ -34,7 +34,7 @@ def build_scheduler(
 
     ``plateau`` steps once per epoch on val_loss (the lesson's ReduceLROnPlateau); ``onecycle``
     and ``cosine`` step every batch over ``total_steps``, or, with ``cfg.time_budget``, over
-    whichever ends first: the steps or the time (see ``cnnlab.train.time_budget``).
+    whichever ends first: the steps or the time (see ``cnnlab.training.time_budget``).
     """
     if cfg.time_budget and cfg.scheduler in ("onecycle", "cosine"):
         scheduler = budget_scheduler(optimizer, cfg.scheduler, float(cfg.time_budget), total_steps)

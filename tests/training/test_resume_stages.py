@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from cnnlab.train.checkpoint import read_checkpoint
-from cnnlab.train.staged import CLOCK_KEY
+from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.staged import CLOCK_KEY
 from conftest import read_json
 
 # KILL is "stage:hook:epoch" or "evaluate"; the process sends itself SIGKILL there.
@@ -26,8 +26,8 @@ KILLER = """
 import os, signal, sys
 import lightning as L
 from cnnlab.cli.main import main
-from cnnlab.train import staged
-from cnnlab.evaluate import run as evaluate_run
+from cnnlab.training import staged
+from cnnlab.evaluation import run as evaluate_run
 
 where = sys.argv[1]
 die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
@@ -39,7 +39,7 @@ elif where == "between":
         if stage.name == "finetune":
             die()
         return fit_stage(ctx, stage, *args, **kwargs)
-    from cnnlab.train import fit
+    from cnnlab.training import fit
     fit.fit_stage = between
 else:
     stage, hook, epoch = where.split(":")

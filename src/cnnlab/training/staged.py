@@ -23,14 +23,14 @@ from cnnlab.config import RunConfig, TrainConfig
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.models.heads import splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
-from cnnlab.train.budget import StageBudget
-from cnnlab.train.checkpoint import read_checkpoint
-from cnnlab.train.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
-from cnnlab.train.module import ClassifierModule
-from cnnlab.train.optim import compile_fallback
-from cnnlab.train.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
-from cnnlab.train.time_budget import TimeBudget
-from cnnlab.train.trainer import build_trainer, quiet_lightning
+from cnnlab.training.budget import StageBudget
+from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
+from cnnlab.training.module import ClassifierModule
+from cnnlab.training.optim import compile_fallback
+from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
+from cnnlab.training.time_budget import TimeBudget
+from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
 AUGMENTED_VIEWS = 5  # augmented copies of the training set cached for a frozen stage

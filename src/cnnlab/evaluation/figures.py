@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.metrics import calibration_bins
+from cnnlab.evaluation.metrics import calibration_bins
 from cnnlab.figures import grid_shape, new_figure, save_figure, short, show_image
 
 MAX_CM_CLASSES = 30  # above this, the confusion matrix shows the most-confused classes only
@@ -22,8 +23,22 @@ def _confused_subset(cm: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argsort(-errors, kind="stable")[:k])
 
 
+def confusion_side(num_classes: int) -> float:
+    """The side in inches of a confusion matrix figure: readable cells, bounded size."""
+    return min(max(4.5, 0.38 * min(num_classes, MAX_CM_CLASSES) + 2.5), 14.0)
+
+
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out: Path, normalize: bool = False) -> Path:
-    """Heatmap of counts, or of row fractions (recall per true class), with values in each cell.
+    """The confusion matrix as a PNG (see :func:`draw_confusion_matrix`)."""
+    side = confusion_side(len(class_names))
+    fig = new_figure(side + 1.0, side)
+    title = draw_confusion_matrix(fig.add_subplot(), cm, class_names, normalize)
+    return save_figure(fig, out, title)
+
+
+def draw_confusion_matrix(ax: Axes, cm: np.ndarray, class_names: Sequence[str], normalize: bool = False) -> str:
+    """Heatmap of counts, or of row fractions (recall per true class), with values in each cell;
+    returns the title it deserves.
 
     Above :data:`MAX_CM_CLASSES` classes only the most-confused classes are drawn (the title says
     so): 100 unreadable rows help nobody, while the confused ones are what the reader looks for.
@@ -39,11 +54,8 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out: Path,
     idx = np.arange(k) if k <= MAX_CM_CLASSES else _confused_subset(np.asarray(cm), MAX_CM_CLASSES)
     m, names = m[np.ix_(idx, idx)], [short(class_names[i]) for i in idx]
     n = len(idx)
-    side = min(max(4.5, 0.38 * n + 2.5), 14.0)
-    fig = new_figure(side + 1.0, side)
-    ax = fig.add_subplot()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else max(m.max(), 1))
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
     font = 10 if n <= 10 else 8 if n <= 20 else 7
     ax.set_xticks(range(n), names, rotation=90 if n * max(map(len, names)) > 30 else 0, fontsize=font)
     ax.set_yticks(range(n), names, fontsize=font)
@@ -60,7 +72,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out: Path,
     title = "Confusion matrix" + (" (row-normalised)" if normalize else " (counts)")
     if k > MAX_CM_CLASSES:
         title += f"\n{n} most-confused of {k} classes"
-    return save_figure(fig, out, title)
+    return title
 
 
 def plot_most_confused(pairs: Sequence[tuple[str, str, int]], out: Path) -> Path:

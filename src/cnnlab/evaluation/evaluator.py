@@ -11,13 +11,13 @@ from torch import nn
 from cnnlab.config import AugmentConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
-from cnnlab.evaluate import figures
-from cnnlab.evaluate.metrics import MetricAccumulator, classification_report_text, most_confused_pairs
+from cnnlab.evaluation import figures
+from cnnlab.evaluation.metrics import MetricAccumulator, classification_report_text, most_confused_pairs
 from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.models.inference import predict_probs
-from cnnlab.train.history import load_history
-from cnnlab.train.run_dir import ResultFiles, RunFiles
+from cnnlab.training.history import load_history
+from cnnlab.training.run_dir import ResultFiles, RunFiles
 
 MAX_KEPT_PROBS = 20_000_000  # probabilities kept for the reliability diagram (~80 MB as float32)
 HARDEST = 25  # misclassified images shown

@@ -10,11 +10,11 @@ from typing import Any
 
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
-from cnnlab.evaluate.evaluator import evaluate_split, write_training_figures
-from cnnlab.evaluate.report import write_report
-from cnnlab.train.checkpoint import load_trained
-from cnnlab.train.fit import FitResult, TrainingInterrupted, fit, resume
-from cnnlab.train.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
+from cnnlab.evaluation.evaluator import evaluate_split, write_training_figures
+from cnnlab.evaluation.report import write_report
+from cnnlab.training.checkpoint import load_trained
+from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
+from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
 log = logging.getLogger("cnnlab")
 

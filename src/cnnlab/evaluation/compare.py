@@ -11,8 +11,8 @@ import pandas as pd
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_text
-from cnnlab.train.history import load_history
-from cnnlab.train.run_dir import open_run, read_meta, read_optional_json
+from cnnlab.training.history import load_history
+from cnnlab.training.run_dir import open_run, read_meta, read_optional_json
 
 
 def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -> float | None:

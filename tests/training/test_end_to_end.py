@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnnlab.train.run_dir import RunFiles
+from cnnlab.training.run_dir import RunFiles
 from conftest import read_json
 
 RUN_FILES = [

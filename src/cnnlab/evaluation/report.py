@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from cnnlab.evaluate.compare import final_test_accuracy, format_value
-from cnnlab.evaluate.evaluator import class_counts, draw_history, draw_metric_figures
+from cnnlab.evaluation.compare import final_test_accuracy, format_value
+from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
-from cnnlab.train.history import load_history
-from cnnlab.train.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
+from cnnlab.training.history import load_history
+from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
 
 SECTIONS = [
     ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("data", "Data"),

@@ -12,8 +12,8 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
-from cnnlab.train.build import build_model
-from cnnlab.train.run_dir import RunFiles, read_meta, read_run_config
+from cnnlab.training.build import build_model
+from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

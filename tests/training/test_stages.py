@@ -15,8 +15,8 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.heads import head_forward
-from cnnlab.train.feature_cache import extract_features
-from cnnlab.train.stages import (
+from cnnlab.training.feature_cache import extract_features
+from cnnlab.training.stages import (
     Stage,
     apply_stage,
     improvement_line,

@@ -12,16 +12,17 @@ from typing import Any, Iterator
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnlab.config import TrainConfig
 from cnnlab.io import atomic_write_bytes
-from cnnlab.train.callbacks import EpochLines
-from cnnlab.train.history import HistoryCSVLogger
-from cnnlab.train.optim import bf16_is_fast
-from cnnlab.train.run_dir import RunFiles
+from cnnlab.progress import in_notebook
+from cnnlab.training.callbacks import EpochLines
+from cnnlab.training.history import HistoryCSVLogger
+from cnnlab.training.optim import bf16_is_fast
+from cnnlab.training.run_dir import RunFiles
 
 log = logging.getLogger("cnnlab")
 
@@ -86,6 +87,16 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return cfg.precision
 
 
+def _progress_bar() -> L.Callback:
+    """A live bar in a terminal, a notebook's own widget bar in Jupyter (tqdm.auto), and plain
+    epoch lines in logs and CI, where bars turn into garbage."""
+    if sys.stderr.isatty():
+        return RichProgressBar(leave=True)
+    if in_notebook():
+        return TQDMProgressBar()
+    return EpochLines()
+
+
 def build_trainer(
     cfg: TrainConfig,
     files: RunFiles,
@@ -107,8 +118,7 @@ def build_trainer(
         enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
     )
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
-    # A live bar in a terminal; plain epoch lines in logs and CI, where bars turn into garbage.
-    progress = RichProgressBar(leave=True) if sys.stderr.isatty() else EpochLines()
+    progress = _progress_bar()
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
@@ -120,7 +130,7 @@ def build_trainer(
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
         ],
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=not isinstance(progress, EpochLines),
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,

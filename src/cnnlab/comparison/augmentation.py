@@ -11,11 +11,11 @@ import pandas as pd
 
 from cnnlab.config import AugmentConfig, RunConfig, resolve_augment
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.run import train_and_evaluate
+from cnnlab.evaluation.run import train_and_evaluate
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_json, atomic_write_text
-from cnnlab.train.history import load_history
-from cnnlab.train.run_dir import default_name
+from cnnlab.training.history import load_history
+from cnnlab.training.run_dir import default_name
 
 
 @dataclass

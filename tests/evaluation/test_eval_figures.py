@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab.errors import CnnlabError
 from conftest import png_size, px
-from cnnlab.evaluate import figures as F
+from cnnlab.evaluation import figures as F
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from cnnlab.config import TrainConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.models.outputs import as_class_logits
-from cnnlab.train import rng
-from cnnlab.train.optim import build_optimizer, build_scheduler
+from cnnlab.training import rng
+from cnnlab.training.optim import build_optimizer, build_scheduler
 
 MixFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

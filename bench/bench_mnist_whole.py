@@ -1,0 +1,102 @@
+"""MNIST as users live it: ``cnnlab train MNIST --recipe fast`` as a whole process, against the lesson's Keras.
+
+Side by side in one run on this machine:
+
+* cnnlab, cold: a fresh decoded-image cache (first run on a folder), from process start to exit
+  (report written), test accuracy from the run folder, and the phases the run records;
+* cnnlab, warm: the same command again (the folder's decoded images are cached);
+* the lesson's Keras pipeline (``bench/keras_lesson.py``, TensorFlow in a throwaway virtual
+  environment made here), timed to 99.0% test accuracy from its first epoch (favourable to Keras).
+
+    python bench/bench_mnist_whole.py [--rounds 2] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import DATASETS, HERE, dataset, write_page
+
+KERAS_VENV = DATASETS.parent / "bench" / "keras-venv"
+KERAS_PACKAGES = ["tensorflow-cpu==2.21.0", "pillow", "numpy"]
+
+
+def keras_python() -> Path:
+    """The throwaway environment's Python, made on first use (TensorFlow is not a cnnlab dependency)."""
+    python = KERAS_VENV / "bin" / "python"
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(KERAS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *KERAS_PACKAGES], check=True)
+    return python
+
+
+def run_keras(mnist: Path, out: Path) -> dict:
+    subprocess.run([str(keras_python()), str(HERE / "keras_lesson.py"), str(mnist), str(out)], check=True)
+    return json.loads(out.read_text())
+
+
+def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str]) -> dict:
+    """One whole ``cnnlab train`` process; its wall time, test accuracy and recorded phases."""
+    env = {**os.environ, "CNNLAB_CACHE_DIR": str(cache)}
+    command = [str(Path(sys.executable).parent / "cnnlab"), "train", str(mnist), "--recipe", "fast",
+               "--runs-dir", str(work), "--name", name, *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"cnnlab failed:\n{result.stderr[-3000:]}")
+    meta = json.loads((work / name / "run.json").read_text())
+    metrics = json.loads((work / name / "metrics.json").read_text())["test"]
+    return {"wall": wall, "accuracy": metrics["accuracy"], "timing": meta.get("timing", {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="cold+warm cnnlab pairs (default 2)")
+    parser.add_argument("--threads", type=int, help="passed to cnnlab as --threads when given")
+    args = parser.parse_args(argv)
+    command = "python bench/bench_mnist_whole.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    mnist = dataset("mnist")
+    extra = ["--threads", str(args.threads)] if args.threads else []
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for round_ in range(args.rounds):
+            cache = work / f"cache{round_}"
+            cold.append(run_cnnlab(mnist, work, f"cold{round_}", cache, extra))
+            warm.append(run_cnnlab(mnist, work, f"warm{round_}", cache, extra))
+            print(f"round {round_ + 1}: cold {cold[-1]['wall']:.1f} s ({cold[-1]['accuracy']:.2%}), "
+                  f"warm {warm[-1]['wall']:.1f} s ({warm[-1]['accuracy']:.2%})", flush=True)
+        keras = run_keras(mnist, work / "keras.json")
+    keras_99 = keras["seconds_to_99"]
+    median = {name: statistics.median(r["wall"] for r in runs) for name, runs in (("cold", cold), ("warm", warm))}
+    rows = ["| command | whole command (median) | test accuracy | vs Keras to 99.0% |", "|---|---|---|---|"]
+    for name, runs in (("cold", cold), ("warm", warm)):
+        ratio = f"{keras_99 / median[name]:.1f}x faster" if keras_99 else "Keras never reached 99.0%"
+        accuracies = ", ".join(f"{r['accuracy']:.2%}" for r in runs)
+        rows.append(f"| `cnnlab train MNIST --recipe fast`, {name} cache | {median[name]:.1f} s | {accuracies} | {ratio} |")
+    epochs = keras["epochs"]
+    rows.append(f"| lesson's Keras (TensorFlow {keras['tensorflow']}), to 99.0% test | "
+                f"{keras_99 if keras_99 else '-'} s of training | {keras['final_test_acc']:.2%} after "
+                f"{len(epochs)} epochs ({epochs[-1]['seconds']:.0f} s) | 1x |")
+    phases = warm[-1]["timing"]
+    body = rows + ["", "Where a warm cnnlab run's time goes (its run.json): " +
+                   ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in phases.items()
+                             if k.endswith("_seconds"))]
+    write_page("mnist_whole", "MNIST, whole command vs the lesson's Keras", command,
+               "Process start to exit for cnnlab (report written); Keras counted from its first epoch to "
+               "the first epoch whose test accuracy reaches 99.0% (data loading, model building and its "
+               "per-epoch test scoring excluded: favourable to Keras).", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
