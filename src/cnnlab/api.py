@@ -113,6 +113,29 @@ def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_
     return (run if isinstance(run, Run) else Run(run)).predict(images, top_k)
 
 
+def _inline(figure: Figure) -> Figure:
+    """The figure, displayable inline in Jupyter: cnnlab draws without pyplot, so IPython is told once
+    how to show a matplotlib Figure (as a PNG) when the notebook has not set that up itself."""
+    from cnnlab.progress import in_notebook
+
+    if in_notebook():
+        from IPython import get_ipython
+        from matplotlib.figure import Figure as FigureType
+
+        formatter = get_ipython().display_formatter.formatters["image/png"]
+        if FigureType not in formatter.type_printers:  # %matplotlib inline registers its own
+            formatter.for_type(FigureType, _figure_png)
+    return figure
+
+
+def _figure_png(figure: Figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    return buffer.getvalue()
+
+
 class Run:
     """A run folder: its options, results, history and model, and figures for a notebook.
 
@@ -213,7 +236,7 @@ class Run:
 
         figure = new_figure(11, 4.2) if axes is None else axes[0].figure
         draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
-        return figure
+        return _inline(figure)
 
     def confusion_matrix(self, normalize: bool = False, ax: "Axes | None" = None) -> "Figure":
         """The test set's confusion matrix (counts, or per-true-class fractions)."""
@@ -230,7 +253,7 @@ class Run:
             side = confusion_side(len(self.class_names))
             ax = new_figure(side + 1.0, side).add_subplot()
         ax.set_title(draw_confusion_matrix(ax, np.asarray(matrix), self.class_names, normalize))
-        return ax.figure
+        return _inline(ax.figure)
 
     def _repr_html_(self) -> str:
         """A compact summary for Jupyter: the headline numbers and the two key figures."""
