@@ -26,6 +26,22 @@ def write_shapes_folder(root: Path, per_class: int = 24, size: int = 20, seed: i
     return root
 
 
+def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int = 0) -> Path:
+    """Two classes of real photos: random crops of scikit-learn's temple and flower pictures."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images  # china.jpg (a temple), flower.jpg
+    for name, photo in zip(["temple", "flower"], photos):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            top = rng.integers(0, photo.shape[0] - 2 * side)
+            left = rng.integers(0, photo.shape[1] - 2 * side)
+            crop = Image.fromarray(photo[top : top + 2 * side, left : left + 2 * side]).resize((side, side))
+            crop.save(root / name / f"{i:03d}.jpg", quality=90)
+    return root
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tests decode into their own cache, never the user's ~/.cache/cnnlab."""

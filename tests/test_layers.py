@@ -1,5 +1,5 @@
-"""Imports run one way: config -> data -> augment -> models -> training -> evaluation -> (explain,
-deploy, comparison) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
+"""Imports run one way: config -> data -> augment -> models -> training -> explain -> evaluation ->
+(deploy, comparison) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
 module (imports inside functions count too)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ ROOT = Path(cnnlab.__file__).parent
 # Utilities sit at the bottom with config: any layer may use them, they use nothing above errors.
 LAYERS = {
     "errors": 0, "io": 0, "version": 0, "figures": 1, "progress": 1, "config": 1,
-    "data": 2, "augment": 3, "models": 4, "training": 5, "evaluation": 6,
-    "explain": 7, "deploy": 7, "comparison": 7, "serve": 8, "api": 9, "__init__": 10, "cli": 11, "__main__": 12,
+    # explain sits below evaluation: the run report shows Grad-CAM on the test images it scores.
+    "data": 2, "augment": 3, "models": 4, "training": 5, "explain": 6, "evaluation": 7,
+    "deploy": 8, "comparison": 8, "serve": 9, "api": 10, "__init__": 11, "cli": 12, "__main__": 13,
 }
 
 

@@ -223,10 +223,10 @@ class Run:
         return evaluate(self, data)
 
     def report(self) -> Path:
-        """Rebuilds report.html (redrawing missing figures) and returns its path."""
-        from cnnlab.evaluation.report import write_report
+        """Rebuilds report.html (redrawing missing figures) and returns its path, as ``cnnlab report``."""
+        from cnnlab.evaluation.run import write_run_report
 
-        return write_report(self.files.root)
+        return write_run_report(self.files.root)
 
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 

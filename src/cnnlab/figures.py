@@ -193,3 +193,26 @@ def plot_class_counts(counts: Mapping[str, Mapping[str, int]], out: Path) -> Pat
     if splits:
         ax.legend(fontsize=8)
     return save_figure(fig, out, "Images per class and split")
+
+
+def mosaic(tiles: Sequence[np.ndarray], cols: int, gap: int, fill: float) -> np.ndarray:
+    """Equal-sized (H, W[, 3]) tiles in a grid with ``gap`` pixels of ``fill`` between them.
+
+    Drawn as one image on one axes, a grid of pictures renders many times faster than one axes
+    per picture (each costs matplotlib's layout engine tens of milliseconds).
+    """
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles[0].shape[2:]), fill, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        out[top : top + h, left : left + w] = tile
+    return out
+
+
+def enlarge(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W[, C]) array: every source pixel stays a visible block."""
+    rows = np.minimum(np.arange(height) * image.shape[0] // height, image.shape[0] - 1)
+    cols = np.minimum(np.arange(width) * image.shape[1] // width, image.shape[1] - 1)
+    return image[rows][:, cols]
+

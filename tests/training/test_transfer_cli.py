@@ -5,28 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
-from conftest import read_json
+from conftest import read_json, write_photo_crops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int = 0) -> Path:
-    """Two classes of real photos: random crops of scikit-learn's temple and flower pictures."""
-    rng = np.random.default_rng(seed)
-    photos = load_sample_images().images  # china.jpg (a temple), flower.jpg
-    for name, photo in zip(["temple", "flower"], photos):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            top = rng.integers(0, photo.shape[0] - 2 * side)
-            left = rng.integers(0, photo.shape[1] - 2 * side)
-            crop = Image.fromarray(photo[top : top + 2 * side, left : left + 2 * side]).resize((side, side))
-            crop.save(root / name / f"{i:03d}.jpg", quality=90)
-    return root
 
 
 def stage_tables(out: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 
 from cnnlab.augment.batch import BatchAugment, affine_batch
 from cnnlab.config import AugmentConfig, resolve_augment
+from cnnlab.data.decode import decode_for_display
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import new_figure, save_figure
 
@@ -141,23 +142,6 @@ class Preview:
     warnings: list[str]
 
 
-def load_preview_image(path: Path) -> np.ndarray:
-    """An image file as (H, W) gray or (H, W, 3) RGB uint8, centre-cropped as training does, at most 256 px.
-
-    Raises:
-        CnnlabError: when the file cannot be read as an image.
-    """
-    from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
-
-    try:
-        info = probe_image(path)
-        channels = 1 if is_grayscale(info) else 3
-        image = decode_image(path, channels, size=min(PREVIEW_SIDE, info.width, info.height))
-    except UnreadableImage as exc:
-        raise CnnlabError(f"IMAGE {path} could not be read as an image ({exc.reason}); pass a .png/.jpg file") from None
-    return image[:, :, 0] if channels == 1 else image
-
-
 def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int = 6, seed: int = 0,
                    draw_grid: bool = True) -> Preview:
     """The preview of an image file (the lesson's grid, and ``draws`` random draws when ``draw_grid``)
@@ -174,14 +158,14 @@ def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int =
         raise CnnlabError(f"IMAGE {target} does not exist; pass an image file or a folder of images")
     out_dir = Path(out_dir)
     if target.is_file():
-        image = load_preview_image(target)
+        image = decode_for_display(target, PREVIEW_SIDE)
         written = [lesson_preview(image, out_dir / "augmentation.png")]
         if draw_grid:
             written.append(preset_preview([image], cfg, draws, out_dir / "augmentation_draws.png", seed=seed))
         return Preview(written, [])
     files = expand_inputs([target])
     picked = sorted(random.Random(seed).sample(files, min(FOLDER_SAMPLES, len(files))))
-    images = [load_preview_image(p) for p in picked]
+    images = [decode_for_display(p, PREVIEW_SIDE) for p in picked]
     classes = sorted({p.relative_to(target).parts[0] for p in files if p.parent != target})
     channels = 1 if all(im.ndim == 2 for im in images) else 3
     written = [preset_preview(images, cfg, draws, out_dir / "augmentation_draws.png", seed=seed)]

@@ -15,6 +15,7 @@ from cnnlab.cli import (
     data_cmd,
     evaluate_cmd,
     experiment_cmd,
+    explain_cmd,
     info_cmd,
     models_cmd,
     recipes_cmd,
@@ -27,7 +28,7 @@ from cnnlab.version import __version__
 
 # The sub-command layers below ``command``: their dests, for errors worded in the right terms.
 NESTED_COMMANDS = ("data_command", "augment_command", "runs_command", "models_command", "recipes_command",
-                   "experiment")
+                   "experiment", "explain_command")
 
 
 def build_parser() -> Parser:
@@ -41,6 +42,7 @@ def build_parser() -> Parser:
     evaluate_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
+    explain_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)

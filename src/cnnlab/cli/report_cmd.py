@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Registers `report RUN [--open]`."""
     parser = subparsers.add_parser(
         "report", help="rebuild a run's self-contained HTML report",
-        description="Rebuild RUN/report.html from the files in a run folder (missing figures are redrawn).",
+        description="Rebuild RUN/report.html from the files in a run folder (missing figures are redrawn; "
+                    "the Explain figures from the checkpoint and the test images).",
     )
     parser.add_argument("run", metavar="RUN", type=Path, help="a run folder, e.g. runs/simple_cnn-mnist-sample")
     parser.add_argument("--open", action="store_true", help="open the report in the default web browser")
@@ -29,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
     """Writes the report and optionally opens it; returns the exit code."""
     from rich.console import Console
 
-    from cnnlab.evaluation.report import write_report
+    from cnnlab.evaluation.run import write_run_report
 
     console = Console()
-    path = write_report(args.run)
+    path = write_run_report(args.run)
     console.print(f"Report written to [bold]{path}[/bold]")
     if getattr(args, "open", False):
         try:

@@ -169,6 +169,22 @@ def decode_image(
         return image_to_array(im, channels, size, background)
 
 
+def decode_for_display(path: Path, max_side: int, what: str = "IMAGE") -> np.ndarray:
+    """An image file to look at: (H, W) gray or (H, W, 3) RGB uint8 as the file is, centre-cropped
+    square as training does, at most ``max_side`` px.
+
+    Raises:
+        CnnlabError: the file cannot be read as an image (named as ``what`` and its path).
+    """
+    try:
+        info = probe_image(path)
+        channels = 1 if is_grayscale(info) else 3
+        image = decode_image(path, channels, size=min(max_side, info.width, info.height))
+    except UnreadableImage as exc:
+        raise CnnlabError(f"{what} {path} could not be read as an image ({exc.reason}); pass a .png/.jpg file") from None
+    return image[:, :, 0] if channels == 1 else image
+
+
 def image_to_array(
     image: Image.Image, channels: int, size: int | None = None, background: tuple[int, int, int] = (255, 255, 255)
 ) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch import nn
 from cnnlab.config import AugmentConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import figures
 from cnnlab.evaluation.metrics import MetricAccumulator, classification_report_text, most_confused_pairs
 from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
@@ -18,6 +20,8 @@ from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.models.inference import predict_probs
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import ResultFiles, RunFiles
+
+log = logging.getLogger("cnnlab")
 
 MAX_KEPT_PROBS = 20_000_000  # probabilities kept for the reliability diagram (~80 MB as float32)
 HARDEST = 25  # misclassified images shown
@@ -39,6 +43,20 @@ def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names
             draw(files.figure(key))
 
 
+def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet,
+                num_classes: int) -> tuple[MetricAccumulator, np.ndarray | None]:
+    """One pass over a split: the metric accumulator, and every probability while they fit in memory."""
+    labels = image_set.labels.numpy()
+    accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
+    keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
+    kept = []
+    for start, probs in predict_probs(model, image_set.images, normalize):
+        accumulator.update(labels[start : start + len(probs)], probs.numpy())
+        if keep_probs:
+            kept.append(probs.numpy())
+    return accumulator, np.concatenate(kept) if keep_probs and kept else None
+
+
 def evaluate_split(
     model: nn.Module,
     normalize: Normalize,
@@ -47,21 +65,19 @@ def evaluate_split(
     files: ResultFiles,
     split: str = "test",
     extra: dict[str, Any] | None = None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Metrics, the classification report and the result figures for one split.
+
+    With ``explain``, also the report's Explain figures (first filters, Grad-CAM on a few of
+    the split's images: correct ones and the most confident mistakes found here).
 
     Returns:
         The metrics dict, also written to ``files.metrics_json`` under ``split``.
     """
     files.root.mkdir(parents=True, exist_ok=True)
     labels = image_set.labels.numpy()
-    accumulator = MetricAccumulator(len(class_names), keep_hardest=HARDEST)
-    keep_probs = len(labels) * len(class_names) <= MAX_KEPT_PROBS
-    kept = []
-    for start, probs in predict_probs(model, image_set.images, normalize):
-        accumulator.update(labels[start : start + len(probs)], probs.numpy())
-        if keep_probs:
-            kept.append(probs.numpy())
+    accumulator, probs = score_split(model, normalize, image_set, len(class_names))
     metrics = accumulator.compute(class_names)
     atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
     atomic_write_text(files.classification_report,
@@ -77,9 +93,23 @@ def evaluate_split(
         )
     else:
         misclassified.unlink(missing_ok=True)  # nothing wrong any more: no stale grid
-    if keep_probs:
-        figures.plot_reliability(labels, np.concatenate(kept), files.figure("reliability"))
+    if probs is not None:
+        figures.plot_reliability(labels, probs, files.figure("reliability"))
+    if explain:
+        draw_explain_figures(model, normalize, image_set, accumulator.predictions(), hardest, class_names, files)
     return metrics
+
+
+def draw_explain_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, predictions: np.ndarray,
+                         mistakes: list[dict[str, Any]], class_names: list[str], files: ResultFiles,
+                         scope: str = "") -> None:
+    """The report's Explain figures; a failure is a warning, since the run's results are already written."""
+    from cnnlab.explain.report import write_explain_figures
+
+    try:
+        write_explain_figures(model, normalize, image_set, predictions, mistakes, class_names, files, scope)
+    except (CnnlabError, RuntimeError, ValueError) as exc:
+        log.warning("the Explain figures could not be drawn (%s)", exc)
 
 
 def draw_history(files: RunFiles) -> None:

@@ -24,7 +24,7 @@ from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
 
 SECTIONS = [
-    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("data", "Data"),
+    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("explain", "Explain"), ("data", "Data"),
     ("reproduce", "Reproduce"),
 ]
 MAX_SKIPPED_ROWS = 100
@@ -204,6 +204,16 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _explain(files: RunFiles) -> str:
+    figures = _figure(files, "explain_filters") + _figure(files, "explain_gradcam")
+    if not figures:
+        return _missing("The Explain figures") + '<p class="muted">cnnlab report RUN draws them from the checkpoint.</p>'
+    return ("<p>What the network looks at. The first layer's filters respond to edges, colours and textures. "
+            "Grad-CAM colours the parts of an image whose features raised the predicted class (red = most): "
+            "a mistake whose heat sits on the background hints at a shortcut the model learned. "
+            "For any image: <code>cnnlab explain gradcam RUN IMAGE</code>.</p>" + figures)
+
+
 def _data(files: RunFiles, run: dict[str, Any]) -> str:
     data = run.get("data") or {}
     splits = {k: v for k, v in (data.get("splits") or {}).items() if isinstance(v, dict)}
@@ -284,6 +294,7 @@ def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
         "summary": _summary(run, metrics),
         "training": _training(files, run),
         "results": _results(files, metrics),
+        "explain": _explain(files),
         "data": _data(files, run),
         "reproduce": _reproduce(files, run),
     }

@@ -41,6 +41,11 @@ FIGURES: dict[str, FigureFile] = {
     "class_counts": FigureFile("class_counts.png", "Images per class"),
     "samples": FigureFile("samples.png", "Sample images per class"),
     "augmentation": FigureFile("augmentation.png", "Augmented training images"),
+    "explain_filters": FigureFile("explain/filters.png",
+                                  "The first convolution's filters: what the network looks for in raw pixels"),
+    "explain_gradcam": FigureFile("explain/gradcam_test.png",
+                                  "Grad-CAM on test images: where the model looked (red = most), correct "
+                                  "predictions first, then the most confident mistakes"),
 }
 
 
@@ -108,6 +113,11 @@ class RunFiles(ResultFiles):
         """TensorBoard event files (``tensorboard --logdir runs``)."""
         return self.root / "tensorboard"
 
+    @property
+    def explain(self) -> Path:
+        """``cnnlab explain`` figures and tables of this run (and the report's Explain figures)."""
+        return self.root / "explain"
+
     def evaluation(self, data: str) -> ResultFiles:
         """Where ``cnnlab evaluate RUN --data DATA`` writes, so the run's own results stay."""
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(data.rstrip("/\\")).name or data).strip("-") or "data"
@@ -118,7 +128,7 @@ class RunFiles(ResultFiles):
         files = [self.config, self.meta, self.metrics_csv, self.metrics_json, self.classification_report,
                  self.best, self.last, self.skipped, self.summary, self.report]
         names = [p.relative_to(self.root).as_posix() for p in files]
-        return names + [f.file for f in FIGURES.values()] + ["tensorboard/*", "eval/*"]
+        return names + [f.file for f in FIGURES.values()] + ["tensorboard/*", "eval/*", "explain/*"]
 
 
 def default_name(config: RunConfig) -> str:

@@ -1,0 +1,67 @@
+"""The run report's Explain figures: the first filters, and Grad-CAM on a few scored test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from torch import nn
+
+from cnnlab.data.normalize import Normalize
+from cnnlab.data.types import ImageSet
+from cnnlab.explain.gradcam import cam_session
+from cnnlab.explain.layers import gradcam_layer, probe, sample_input
+from cnnlab.explain.model_figures import CamPanel, plot_gradcam
+from cnnlab.explain.run import filters_figure
+from cnnlab.training.run_dir import ResultFiles
+
+CORRECT_SHOWN = 3  # a row of right answers, one class after another...
+MISTAKES_SHOWN = 3  # ...and a row of the most confident wrong ones
+
+
+def report_picks(labels: np.ndarray, predictions: np.ndarray, mistakes: Sequence[dict[str, Any]]) -> tuple[list[int], int]:
+    """Test indices to explain: correct ones from as many classes as possible, then the most confident
+    mistakes (``mistakes`` as ``MetricAccumulator.hardest()`` gives them). Returns (indices, number correct)."""
+    correct_by_class: dict[int, list[int]] = {}
+    for index in np.flatnonzero(np.asarray(predictions) == np.asarray(labels)).tolist():
+        correct_by_class.setdefault(int(labels[index]), []).append(index)
+    correct: list[int] = []
+    queues = [list(reversed(q)) for _, q in sorted(correct_by_class.items())]
+    while len(correct) < CORRECT_SHOWN and any(queues):
+        for queue in queues:  # round robin over classes
+            if queue and len(correct) < CORRECT_SHOWN:
+                correct.append(queue.pop())
+    wrong = [int(m["index"]) for m in sorted(mistakes, key=lambda m: -float(m["confidence"]))][:MISTAKES_SHOWN]
+    return correct + wrong, len(correct)
+
+
+def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet, predictions: np.ndarray,
+                          mistakes: Sequence[dict[str, Any]], class_names: list[str], files: ResultFiles,
+                          scope: str = "") -> list[Path]:
+    """Draws the report's ``explain_filters`` and ``explain_gradcam`` figures into ``files``.
+
+    Cheap: one probe pass and one Grad-CAM pass over at most six images. ``scope`` ends the
+    title, e.g. " (among 200 test images)" when the picks come from a sample.
+    """
+    channels, side = int(test.images.shape[1]), int(test.images.shape[-1])
+    layers = probe(model, sample_input(model, channels, side))
+    written = [filters_figure(model, layers, files.figure("explain_filters"))]
+    labels = test.labels.numpy()
+    picks, correct = report_picks(labels, predictions, mistakes)
+    if not picks:
+        return written
+    layer = gradcam_layer(model, layers)
+    with cam_session(model, layer.name, normalize) as explain:
+        maps = explain(test.images[picks], None)
+    panels = []
+    for row, index in enumerate(picks):
+        predicted = int(maps.probs[row].argmax())
+        panels.append(CamPanel(test.images[index].numpy(), maps.heat[row], Path(test.ids[index]).name,
+                               class_names[predicted], float(maps.probs[row, predicted]), class_names[predicted],
+                               class_names[int(labels[index])]))
+    wrong = len(picks) - correct
+    title = f"Grad-CAM on {layer.name}: {correct} correct test image(s)"
+    title += (f", then the {wrong} most confident mistake(s)" if wrong else ", no mistakes to show") + scope
+    written.append(plot_gradcam(panels, files.figure("explain_gradcam"), title, per_row=CORRECT_SHOWN))
+    return written

@@ -1,0 +1,172 @@
+"""``cnnlab explain filters | feature-maps | gradcam | receptive-field RUN``: one function per command."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explain import layers as net_layers
+from cnnlab.explain.gradcam import METHODS, cam_session
+from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
+from cnnlab.explain.model_figures import CamPanel, plot_feature_maps, plot_filters, plot_gradcam, plot_receptive_fields
+from cnnlab.explain.receptive import receptive_fields, table_rows
+from cnnlab.io import atomic_write_text
+
+CHUNK = 16  # images whose feature maps are held at once
+
+
+@dataclass
+class Explanation:
+    """What a command wrote, the rows it prints, and a line saying what the pictures show."""
+
+    written: list[Path]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+def _probe(run: ExplainedRun) -> list[net_layers.Layer]:
+    model = run.trained.model
+    return net_layers.probe(model, net_layers.sample_input(model, run.trained.channels, run.trained.side))
+
+
+def first_conv(layers: list[net_layers.Layer]) -> net_layers.Layer:
+    """The first convolution the forward pass runs (its input is the image itself).
+
+    Raises:
+        CnnlabError: the network has no convolution.
+    """
+    for layer in layers:
+        if isinstance(layer.module, nn.Conv2d):
+            return layer
+    raise CnnlabError("the network has no convolution layer, so it has no filters to show")
+
+
+def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) -> Path:
+    """``out`` = the first convolution's kernels (the report draws the same picture)."""
+    conv = first_conv(layers)
+    return plot_filters(conv.module.weight, conv.name, out)
+
+
+def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
+    """The first convolution's kernels as an image grid: ``filters.png``."""
+    run = open_explained(run_path)
+    layers = _probe(run)
+    conv = first_conv(layers)
+    path = filters_figure(run.trained.model, layers, run.out_dir(out) / "filters.png")
+    kernels = tuple(conv.module.weight.shape)
+    return Explanation([path], note=f"{conv.name}: {kernels[0]} filters of {kernels[2]}x{kernels[3]} over "
+                                    f"{kernels[1]} input channel(s)")
+
+
+def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor, run: ExplainedRun) -> dict[str, torch.Tensor]:
+    """The outputs of the named layers for uint8 ``images``, through the run's own input scaling."""
+    from cnnlab.models.inference import run_batches
+
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    fresh: set[str] = set()  # layers already recorded for this batch (test-time flips run a model twice)
+
+    def new_batch(module: nn.Module, args: object) -> None:
+        fresh.clear()
+
+    def keep(name: str):
+        def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
+            if name not in fresh:
+                fresh.add(name)
+                outputs[name].append(output.detach().float().cpu().clone())
+        return hook
+
+    handles = [model.register_forward_pre_hook(new_batch)]
+    handles += [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
+    try:
+        for _ in run_batches(model, images, run.trained.normalize):
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.cat(chunks) for name, chunks in outputs.items()}
+
+
+def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: list[str] | None = None,
+                         out: Path | None = None) -> Explanation:
+    """Per image, the most active channels of a few layers early to late: ``feature_maps_<image>.png``."""
+    run = open_explained(run_path)
+    model = run.trained.model
+    layers = _probe(run)
+    chosen = ([net_layers.find_layer(model, layers, n) for n in layer_names] if layer_names
+              else net_layers.spread_stages(model, layers))
+    images = load_images(run, inputs)
+    folder, written = run.out_dir(out), []
+    names = file_names(images.paths, "feature_maps")
+    with net_layers.eager(model) as net:
+        for start in range(0, len(images.paths), CHUNK):  # bounded memory for a folder of any size
+            chunk = images.images[start : start + CHUNK]
+            maps = _layer_outputs(net, [layer.name for layer in chosen], chunk, run)
+            for i in range(len(chunk)):
+                rows = [(layer.name, maps[layer.name][i]) for layer in chosen]
+                path = images.paths[start + i]
+                written.append(plot_feature_maps(chunk[i].numpy(), rows, folder / names[start + i], path.name))
+    return Explanation(written, [{"layer": l.name, "type": l.kind, "output": "x".join(map(str, l.shape))}
+                                 for l in chosen])
+
+
+def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | None = None,
+                    method: str = "gradcam", layer_name: str | None = None,
+                    out: Path | None = None) -> Explanation:
+    """Per image, where the network looked for the predicted class (or ``class_name``): ``<method>_<image>.png``."""
+    if method not in METHODS:
+        raise CnnlabError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if method == "eigencam" and class_name is not None:
+        raise CnnlabError("--class has no effect with --method eigencam (it maps the layer's main activation "
+                          "pattern, whatever the class); use gradcam or gradcam++ to explain a class")
+    run = open_explained(run_path)
+    wanted = class_index(run, class_name)
+    model, names = run.trained.model, run.trained.class_names
+    layers = _probe(run)
+    layer = (net_layers.find_layer(model, layers, layer_name) if layer_name
+             else net_layers.gradcam_layer(model, layers))
+    images = load_images(run, inputs)
+    with cam_session(model, layer.name, run.trained.normalize, method) as explain:
+        maps = explain(images.images, None if wanted is None else [wanted] * len(images.images))
+    folder, written, rows = run.out_dir(out), [], []
+    prefix = method.replace("++", "pp")
+    for i, (path, name) in enumerate(zip(images.paths, file_names(images.paths, prefix))):
+        probs = maps.probs[i]
+        predicted = int(probs.argmax())
+        true = images.true[i]
+        panel = CamPanel(images.images[i].numpy(), maps.heat[i], path.name, names[predicted], float(probs[predicted]),
+                         names[maps.target[i]], None if true is None else names[true], float(probs[maps.target[i]]))
+        written.append(plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0))
+        rows.append({"image": str(path), "predicted": names[predicted], "probability": float(probs[predicted]),
+                     "true": panel.true or "", "explained": panel.explained, "figure": str(written[-1])})
+    shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
+             else "red = where the evidence for the class is")
+    return Explanation(written, rows, note=f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}")
+
+
+def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:
+    """Per convolution/pooling layer: output size, jump and receptive field; ``receptive_field.csv`` and ``.png``."""
+    run = open_explained(run_path)
+    side = run.trained.side
+    rows = receptive_fields(run.trained.model, run.trained.channels, side)
+    table = table_rows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    folder = run.out_dir(out)
+    csv_path = folder / "receptive_field.csv"
+    atomic_write_text(csv_path, buffer.getvalue())
+    png = plot_receptive_fields(rows, side, folder / "receptive_field.png", run.model_name)
+    last = rows[-1]
+    covers = "more than the whole image" if max(last.field) > side else f"{max(last.field)} of {side} px"
+    return Explanation([csv_path, png], table, note=f"input {side}x{side} px; the last layer ({last.name}) sees "
+                                                    f"{max(last.field)} px ({covers}), one output every "
+                                                    f"{max(last.jump)} px")
+
