@@ -13,7 +13,6 @@ the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
 import shlex
@@ -266,12 +265,9 @@ class Run:
                 ("status", meta.get("status")), ("folder", str(self.path))]
         table = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
-        images = ""
-        for key in ("history", "confusion_matrix"):
-            path = self.files.figure(key)
-            if path.is_file():
-                data = base64.b64encode(path.read_bytes()).decode("ascii")
-                images += f"<img src='data:image/png;base64,{data}' style='max-width:48%;margin:2px'>"
+        from cnnlab.figures import png_html
+
+        images = png_html([self.files.figure(key) for key in ("history", "confusion_matrix")], "48%")
         headline = f"{accuracy:.2%} test accuracy" if accuracy is not None else "no test accuracy yet"
         return (f"<div><b>cnnlab run {html.escape(self.name)}</b>: {headline}"
                 f"<table>{table}</table>{images}</div>")

@@ -8,6 +8,7 @@ so plotting is safe from worker threads and on machines without a display. Sizes
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 from pathlib import Path
@@ -41,6 +42,18 @@ def save_figure(fig: Figure, out: Path, title: str | None = None) -> Path:
     fig.savefig(buf, format="png", dpi=DPI)  # no bbox_inches="tight": pixel size stays fixed
     atomic_write_bytes(Path(out), buf.getvalue())
     return Path(out)
+
+
+def png_html(paths: Sequence[Path], max_width: str = "100%") -> str:
+    """<img> tags with the PNG files inlined (for notebook summaries; missing files are left out)."""
+    tags = []
+    for path in paths:
+        try:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        except OSError:
+            continue
+        tags.append(f"<img src='data:image/png;base64,{data}' style='max-width:{max_width};margin:2px'>")
+    return "".join(tags)
 
 
 def short(name: str, n: int = 18) -> str:

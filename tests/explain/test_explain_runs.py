@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cnnlab.cli.main import main
-from cnnlab.explain.gradcam import cam_session
+from cnnlab.explain.cam import cam_session
 from cnnlab.explain.inputs import load_images, open_explained
 from cnnlab.models.inference import is_channels_last
 from cnnlab.training.run_dir import RunFiles

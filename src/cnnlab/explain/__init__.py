@@ -1,8 +1,65 @@
 """What a CNN does and what a trained one looks at: the lesson's pictures, live.
 
 ``lesson``/``demos``: convolution and pooling on the lesson's numbers or the user's image.
-``layers``: which layers a network has and which can be hooked. ``gradcam``: heat maps
+``layers``: which layers a network has and which can be hooked. ``cam``: heat maps
 (through the ``grad-cam`` package). ``receptive``: receptive fields along the network's graph.
 ``run``: one function per ``cnnlab explain`` command on a run folder. ``report``: the run
 report's Explain figures, drawn at the end of training (``cnnlab.evaluation`` calls it).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+# ``run`` below is a run folder's path, or a ``cnnlab.Run`` (anything with a ``path``).
+
+
+def _path(run: Any) -> Path:
+    return Path(getattr(run, "path", run))
+
+
+def conv(image: str | Path | None = None, filters: str | None = None, out: str | Path = "."):  # noqa: ANN201
+    """What 3x3 filters do: the lesson's 6x6 edge image, or ``image`` (as ``cnnlab explain conv``)."""
+    from cnnlab.explain.demos import conv_demo
+
+    return conv_demo(None if image is None else Path(image), filters, Path(out))
+
+
+def pool(image: str | Path | None = None, size: int = 2, out: str | Path = "."):  # noqa: ANN201
+    """What max and average pooling keep: the lesson's 4x4 map, or ``image`` at 1-3 levels."""
+    from cnnlab.explain.demos import pool_demo
+
+    return pool_demo(None if image is None else Path(image), size, Path(out))
+
+
+def filters(run: Any, out: str | Path | None = None):  # noqa: ANN201
+    """A run's first-layer kernels as an image grid."""
+    from cnnlab.explain.run import explain_filters
+
+    return explain_filters(_path(run), None if out is None else Path(out))
+
+
+def feature_maps(run: Any, images: Sequence[str | Path] | str | Path, layers: list[str] | None = None,
+                 out: str | Path | None = None):  # noqa: ANN201
+    """What a few layers (early to late, or ``layers``) of a run's network output for ``images``."""
+    from cnnlab.explain.run import explain_feature_maps
+
+    items = [str(images)] if isinstance(images, (str, Path)) else [str(i) for i in images]
+    return explain_feature_maps(_path(run), items, layers, None if out is None else Path(out))
+
+
+def gradcam(run: Any, images: Sequence[str | Path] | str | Path, class_name: str | None = None,
+            method: str = "gradcam", layer: str | None = None, out: str | Path | None = None):  # noqa: ANN201
+    """Where a run's network looks to classify ``images`` (files or folders): heat maps over each image."""
+    from cnnlab.explain.run import explain_gradcam
+
+    items = [str(images)] if isinstance(images, (str, Path)) else [str(i) for i in images]
+    return explain_gradcam(_path(run), items, class_name, method, layer, None if out is None else Path(out))
+
+
+def receptive_field(run: Any, out: str | Path | None = None):  # noqa: ANN201
+    """Per layer of a run's network: output size, stride and receptive field."""
+    from cnnlab.explain.run import explain_receptive_field
+
+    return explain_receptive_field(_path(run), None if out is None else Path(out))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import lesson
+from cnnlab.figures import png_html
 from cnnlab.explain.lesson_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
 
 POOL_LEVELS = 3
@@ -22,6 +24,9 @@ class Demo:
 
     written: list[Path]
     text: str
+
+    def _repr_html_(self) -> str:  # in a notebook: the pictures and the explanation
+        return f"{png_html(self.written)}<pre>{html.escape(self.text)}</pre>"
 
 
 def _load(image: Path) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
-from cnnlab.explain.gradcam import cam_session
+from cnnlab.explain.cam import cam_session
 from cnnlab.explain.layers import gradcam_layer, probe, sample_input
 from cnnlab.explain.model_figures import CamPanel, plot_gradcam
 from cnnlab.explain.run import filters_figure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,11 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import layers as net_layers
-from cnnlab.explain.gradcam import METHODS, cam_session
+from cnnlab.explain.cam import METHODS, cam_session
 from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
 from cnnlab.explain.model_figures import CamPanel, plot_feature_maps, plot_filters, plot_gradcam, plot_receptive_fields
 from cnnlab.explain.receptive import receptive_fields, table_rows
+from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 
 CHUNK = 16  # images whose feature maps are held at once
@@ -29,6 +31,9 @@ class Explanation:
     written: list[Path]
     rows: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+
+    def _repr_html_(self) -> str:  # in a notebook: the pictures and what they show
+        return f"<p>{html.escape(self.note)}</p>{png_html(self.written)}"
 
 
 def _probe(run: ExplainedRun) -> list[net_layers.Layer]:
