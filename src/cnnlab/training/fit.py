@@ -29,6 +29,7 @@ from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.training.build import build_model, preprocess_meta
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
+from cnnlab.training.cut_cache import plan_cut
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups
@@ -40,7 +41,7 @@ from cnnlab.training.run_dir import (
 )
 from cnnlab.version import __version__
 from cnnlab.training.staged import checkpoint_seconds, fit_stage
-from cnnlab.training.stages import improvement_line, plan_stages
+from cnnlab.training.stages import improvement_line, kept_weights, plan_stages
 
 log = logging.getLogger("cnnlab")
 
@@ -236,6 +237,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if budget_total and not records and resumable is None:
         print(split_line(budget_total, [stage.name for stage in plan]))
     module_kwargs = _module_kwargs(ctx)
+    cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
+    if why:
+        log.info("fine-tuning trains on images: %s", why)
     module = None
     for index, stage in enumerate(todo):
         ckpt = resume_from if stage.name == resumable else None
@@ -250,7 +254,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                 break
         best_so_far = records[-1].get("best_val_loss") if records else None
         outcome = _fit_guarded(
-            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage)),
+            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage), cut_cache),
             files, config.data.batch_size,
         )
         module = outcome.module
@@ -258,7 +262,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         if best and Path(best).is_file():
             load_module_weights(module, best)  # EarlyStopping's "restore best weights"
         test = ctx.data.splits["test"]
-        outcome.record["test_acc"] = accuracy(ctx.model, test.images, test.labels, module_kwargs["normalize"])
+        scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
+        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.images, test.labels,
+                                                                      module_kwargs["normalize"])
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
@@ -275,8 +281,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                 "so only stage 1 was trained")
             break
     if len(records) > 1:
+        ctx.meta["kept"] = kept_weights(records)
         ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
-        log.info(ctx.meta["improvement"])
+        log.info("%s (%s)", ctx.meta["improvement"], ctx.meta["kept"]["why"])
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
     if budget_total:
         ctx.meta["timing"]["budget_seconds"] = budget_total

@@ -8,12 +8,13 @@ resumed stage goes on counting where it stopped: run.json and ``--time-budget`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -21,10 +22,11 @@ import torch
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
 from cnnlab.data.loaders import ImageDataModule
-from cnnlab.models.heads import splits_into_features_and_head
+from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
 from cnnlab.training.budget import StageBudget
 from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.cut_cache import CutCache, top_accuracy
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
@@ -46,6 +48,8 @@ class StageOutcome:
     record: dict[str, Any]
     interrupted: bool
     budget_spent: bool = False  # extraction alone outran the time budget: later stages are skipped
+    # The test accuracy of the model as it is now, from cached features or activations (None: score images).
+    test_accuracy: Callable[[], float] | None = None
 
 
 _WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
@@ -115,6 +119,7 @@ def fit_stage(
     best_so_far: float | None,
     budget: StageBudget | None,
     position: int = 0,
+    cut_cache: CutCache | None = None,
 ) -> StageOutcome:
     """Trains one stage; returns the module with the stage's best weights loaded.
 
@@ -125,6 +130,8 @@ def fit_stage(
         position: the stage's place in the plan: its random stream starts from seed + position,
             whatever ran before it, so a run resumed at this stage draws what an uninterrupted one
             does (a checkpoint's saved RNG state then takes over).
+        cut_cache: the fine-tuning stage's cut (``cnnlab.training.cut_cache``): a frozen stage
+            catches its activations while extracting features, the fine-tuning stage trains its top on them.
     """
     config, model, data = ctx.config, ctx.model, ctx.data
     L.seed_everything(config.train.seed + position, workers=True, verbose=False)
@@ -135,20 +142,31 @@ def fit_stage(
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
     cached = use_feature_cache(stage, config) and splits_into_features_and_head(model)
-    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}"
-          f"{' (backbone features computed once, then cached)' if cached else ''}, "
+    on_cut = cut_cache is not None and cut_cache.stage == stage
+    how = " (backbone features computed once, then cached)" if cached else ""
+    if on_cut:
+        how = f" (on the frozen layers' output below {cut_cache.cut.where}, computed once: each epoch runs only the top)"
+    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
           f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
     balanced = config.data.sampler == "balanced"
     watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
+    test_accuracy = None
     if cached:
         augment = build_batch_augment(config.augment)
-        features = cache_features(model, data, kwargs["normalize"], augment=augment,
-                                  train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                  device=_feature_device(config), listener=watch)
+        catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
+        with catching:
+            features = cache_features(model, data, kwargs["normalize"], augment=augment,
+                                      train_views=AUGMENTED_VIEWS if augment is not None else 1,
+                                      device=_feature_device(config), listener=watch)
         module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, config.data.batch_size, config.train.seed, balanced)
+        test = features["test"]
+        test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
+    elif on_cut:
+        module, datamodule = cut_cache.training(kwargs, data, config.data.batch_size, config.train.seed, balanced)
+        test_accuracy = lambda: cut_cache.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
         module = ClassifierModule(**kwargs)
         datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, balanced)
@@ -173,6 +191,7 @@ def fit_stage(
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     best_score = checkpoint.best_model_score
+    own_best = trainer.early_stopping_callback.best_score if trainer.early_stopping_callback else None
     record = {
         "name": stage.name,
         "epochs": trainer.current_epoch,
@@ -181,9 +200,13 @@ def fit_stage(
         "params_trainable": trainable,
         "params_frozen": frozen,
         "feature_cache": cached,
+        "activation_cache": cut_cache.cut.where if on_cut else None,
         "best_val_loss": float(best_score) if best_score is not None else None,
+        # this stage's own lowest val_loss; best.ckpt changed only if it beat the previous stage's
+        "stage_best_val_loss": float(own_best) if own_best is not None and torch.isfinite(own_best) else None,
         "best_checkpoint": checkpoint.best_model_path or None,
     }
     if budget is not None:
         record["budget_seconds"] = round(budget.seconds, 2)
-    return StageOutcome(module, record, interrupted, budget_spent=bool(watch and watch.too_long))
+    return StageOutcome(module, record, interrupted, budget_spent=bool(watch and watch.too_long),
+                        test_accuracy=test_accuracy)

@@ -90,23 +90,32 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
     return stages
 
 
+def set_trainable(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) -> list[str]:
+    """Sets ``requires_grad`` as ``stage`` trains (nothing else).
+
+    Returns:
+        The names of the backbone layers unfrozen for a fine-tuning stage, first to last.
+    """
+    if stage.prepare == "all":
+        unfreeze_all(model)
+        return []
+    freeze_backbone(model)
+    if stage.prepare != "top":
+        return []
+    if transfer_cfg.finetune_blocks is not None:
+        return unfreeze_last_blocks(model, transfer_cfg.finetune_blocks)
+    return unfreeze_last_layers(model, transfer_cfg.finetune_layers)
+
+
 def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) -> tuple[int, int]:
     """Sets ``requires_grad`` for ``stage`` and puts frozen BatchNorm layers in eval mode.
 
     Returns:
         (trainable, frozen) parameter counts, for the log and run.json.
     """
-    if stage.prepare == "all":
-        unfreeze_all(model)
-    else:
-        freeze_backbone(model)
-        if stage.prepare == "top":
-            if transfer_cfg.finetune_blocks is not None:
-                names = unfreeze_last_blocks(model, transfer_cfg.finetune_blocks)
-            else:
-                names = unfreeze_last_layers(model, transfer_cfg.finetune_layers)
-            if names:
-                log.info("fine-tuning %d backbone layers: %s ... %s", len(names), names[0], names[-1])
+    names = set_trainable(model, stage, transfer_cfg)
+    if names:
+        log.info("fine-tuning %d backbone layers: %s ... %s", len(names), names[0], names[-1])
     model.train()
     set_frozen_bn_eval(model, include_trainable=stage.bn_eval)
     total, trainable = count_parameters(model)
@@ -126,6 +135,26 @@ def use_feature_cache(stage: Stage, config: RunConfig) -> bool:
     """
     mixing = config.augment.mixup > 0 or config.augment.cutmix > 0
     return stage.head_only and config.transfer.feature_cache and not mixing
+
+
+def kept_weights(records: list[dict]) -> dict[str, str]:
+    """Which stage's weights a run ended with, and why, from its finished stages' records.
+
+    Each stage starts from the best weights so far and replaces them (best.ckpt) only when its
+    own lowest validation loss beats theirs, so a fine-tuning stage that makes validation worse
+    leaves the stage-1 model in place.
+    """
+    kept, best = records[0], records[0].get("stage_best_val_loss", records[0].get("best_val_loss"))
+    reasons = []
+    for record in records[1:]:
+        own = record.get("stage_best_val_loss")
+        if own is not None and (best is None or own < best):
+            reasons.append(f"'{record['name']}' lowered the validation loss from {best:.4f} to {own:.4f}"
+                           if best is not None else f"'{record['name']}' reached validation loss {own:.4f}")
+            kept, best = record, own
+        elif own is not None:
+            reasons.append(f"'{record['name']}' reached {own:.4f}, not below {best:.4f}")
+    return {"stage": kept["name"], "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons)}
 
 
 def improvement_line(before: float, after: float) -> str:
