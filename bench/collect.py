@@ -18,6 +18,7 @@ SECTIONS = [
     ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
     ("explain", "Explain: the report's figures and the commands (issue #13)"),
+    ("ddp_cpu", "Two DDP processes on the CPU (issue #16)"),
 ]
 INTRO = """# Benchmarks
 

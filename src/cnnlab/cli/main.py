@@ -73,12 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         path = [args.command] + [getattr(args, d) for d in NESTED_COMMANDS if getattr(args, d, None)]
         parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
+    # With several processes (cnnlab.training.distributed) rank 0 speaks for the run; another rank
+    # reports only its own errors, and ends quietly with 0 when rank 0 stopped the run (a non-zero
+    # code would make Lightning's launcher kill rank 0 while it is still writing its report).
+    from cnnlab.training.distributed import process_rank, rank_message
+    from cnnlab.training.ranks import StoppedElsewhere
+
     try:
         return int(args.func(args) or 0)
     except CnnlabError as exc:
-        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        rank = process_rank()
+        if rank == 0:
+            print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, StoppedElsewhere):
+            print(rank_message(exc, rank), file=sys.stderr)
+        return 2 if rank == 0 or not isinstance(exc, StoppedElsewhere) else 0
     except KeyboardInterrupt:
+        if process_rank() != 0:
+            return 0
         print("\ncnnlab: interrupted", file=sys.stderr)
         return 130
 

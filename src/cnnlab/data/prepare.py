@@ -67,7 +67,7 @@ def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, Im
 
 
 def _folder(
-    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile]
+    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile], cache_read_only: bool
 ) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
     root = Path(cfg.source).expanduser()
     listing = discover(root)
@@ -93,7 +93,7 @@ def _folder(
     decoded = {}
     for split, files in listing.files.items():
         labelled = [(path, index[label]) for path, label in files]
-        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers)
+        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
         skipped += bad
     pool = decoded.pop("train")
     return pool, decoded, class_names
@@ -109,11 +109,13 @@ def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None
             raise CnnlabError(f"no usable training image left in class '{name}' (see skipped files)")
 
 
-def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -> PreparedData:
+def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
+                 cache_read_only: bool = False) -> PreparedData:
     """Loads, decodes and splits the data named by ``cfg.source``.
 
     Missing val/test splits are held out of train (stratified, seeded), so the same config and
-    seed always give the same split.
+    seed always give the same split. ``cache_read_only``: use the decoded-image cache without
+    writing to it (a multi-process run's ranks other than 0).
 
     Raises:
         CnnlabError: for a missing path, too few classes or images, or unusable data.
@@ -122,7 +124,7 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -
     if cfg.source in BUILTIN_NAMES:
         pool, given, class_names = _builtin(cfg, needs)
     else:
-        pool, given, class_names = _folder(cfg, needs, skipped)
+        pool, given, class_names = _folder(cfg, needs, skipped, cache_read_only)
     labels = pool.labels.numpy()
     splits = dict(given)
     if "test" not in splits:

@@ -139,6 +139,10 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
+    last = (run.get("attempts") or [{}])[-1]
+    if isinstance(last, dict) and last.get("processes"):  # trained by several processes (DDP)
+        rows.insert(-2, ("Processes", f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
+                                      f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"))
     return "".join(out) + _pairs(rows)
 
 

@@ -16,7 +16,10 @@ from cnnlab.data.types import ImageSet
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
 from cnnlab.training.checkpoint import TrainedModel, load_trained
+from cnnlab.training.distributed import in_processes
+from cnnlab.training.ranks import Ranks
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
+from cnnlab.training.start import resume_config
 from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
 log = logging.getLogger("cnnlab")
@@ -46,15 +49,24 @@ def train_and_evaluate(
 ) -> tuple[RunFiles, dict[str, Any]]:
     """``cnnlab train``: fit (or resume), then score the best weights on the test split.
 
+    With several devices or nodes it runs in each of the run's processes (started here if need
+    be); rank 0 alone evaluates and writes the report, the others wait for it and get its metrics.
+
     Raises:
         TrainingInterrupted: after Ctrl-C, once the report of what was done is written.
     """
+    train_config = config.train if config is not None else resume_config(str(resume_path))[2].train
+    return in_processes(train_config, _train_and_evaluate, config, command, resume_path)
+
+
+def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
+                        resume_path: str | None) -> tuple[RunFiles, dict[str, Any]]:
     try:
-        result = resume(resume_path) if resume_path else fit(config, command)
+        result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
     except TrainingInterrupted as stop:
-        finish_interrupted(stop.result)
+        ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
         raise
-    return result.files, finish_run(result)
+    return result.files, ranks.from_zero(lambda: finish_run(result))
 
 
 def finish_interrupted(result: FitResult) -> None:
