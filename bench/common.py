@@ -20,11 +20,11 @@ import torch
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, build_config, merge_config
-from cnnlab.machine import machine_line
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.machine import machine_line
 from cnnlab.models import model_input
 from cnnlab.training.build import build_model, preprocess_meta
 from cnnlab.training.checkpoint import load_module_weights

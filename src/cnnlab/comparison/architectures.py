@@ -23,7 +23,6 @@ from cnnlab.config import RunConfig, merge_config
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
-from cnnlab.models.registry import own_builder
 from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.training.run_dir import claim_folder
 
@@ -170,10 +169,7 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
     """
     measured = [row for row in rows if row["status"] == "ok"]
     for index, row in enumerate(measured, 1):
-        own = own_builder(row["resolved"]) is not None
-        pretrained = row["weights"] == "ImageNet"
-        if settings.pretrained and not pretrained and not own and row["model"] not in settings.weights:
-            _add_note(row, "trained from scratch")
+        pretrained = row["weights"] == "ImageNet"  # as measured: loaded, or why not in the row's note
         log.info("training %s (%d of %d)", row["model"], index, len(measured))
         try:
             row.update(train_model(config, row["model"], _folder_name([row["model"]]), pretrained,
@@ -210,6 +206,11 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
         config = merge_config(train_config, {"data": {"image_size": settings.image_size}}, where="the comparison")
         counts = split_counts(config)  # bad data stops here, before minutes of measuring
     folder = Path(out) if out is not None else claim_folder(DEFAULT_FOLDER, _folder_name(names), "comparison", "--out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # before minutes of measuring: a bad --out fails now
+    except OSError as exc:
+        raise CnnlabError(f"cannot use '{folder}' as the comparison folder ({exc.strerror}); "
+                          "pick another --out") from None
     rows = []
     for index, name in enumerate(names, 1):
         log.info("measuring %s (%d of %d)", name, index, len(names))

@@ -11,8 +11,16 @@ from typing import Any, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from cnnlab.figures import new_figure, save_figure, short
+
+
+def _label(value: float | None) -> str:
+    """A bar's value: 'n/a', whole numbers from 100, else three significant digits (never 1.5e+03)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _value(row: dict[str, Any], key: str, scale: float = 1.0) -> float | None:
@@ -31,7 +39,7 @@ def _bars(ax: Axes, rows: Sequence[dict[str, Any]], key: str, title: str, scale:
         low = [h - (_value(r, spread[0], scale) or h) for h, r in zip(heights, rows)]
         high = [(_value(r, spread[1], scale) or h) - h for h, r in zip(heights, rows)]
         ax.errorbar(range(len(rows)), heights, yerr=[low, high], fmt="none", ecolor="0.2", capsize=3, linewidth=1)
-    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3g}" for v in values], fontsize=8, padding=2)
+    ax.bar_label(bars, labels=[_label(v) for v in values], fontsize=8, padding=2)
     ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
@@ -74,6 +82,9 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
                         fontsize=8, color=f"C{i}")
             drew = True
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100...: read as plain ms
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("latency at batch 1 (ms, log scale): left is faster")
     ax.set_ylabel("accuracy (%): up is better")
     ax.set_title("Accuracy vs latency: under a latency budget, take the highest point left of it", fontsize=10)
@@ -83,12 +94,13 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
                 "and --data measures test accuracy on your images", ha="center", va="center",
                 transform=ax.transAxes, fontsize=9, color="0.3")
         return
-    ax.margins(x=0.25, y=0.15)
-    ax.legend(handles=[
-        Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="0.3", markersize=9,
-               label="ImageNet top-1 (cited)"),
-        Line2D([], [], marker="s", linestyle="", color="0.3", markersize=8, label="test accuracy on the data"),
-    ], fontsize=8, loc="lower right")
+    ax.margins(x=0.25, y=0.2)
+    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="0.3", markersize=9,
+                      label="ImageNet top-1 (cited)")]
+    if any(row.get("test_acc") is not None for row in rows):
+        handles.append(Line2D([], [], marker="s", linestyle="", color="0.3", markersize=8,
+                              label="test accuracy on the data"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], out: Path, batch_size: int, subtitle: str) -> Path | None:
