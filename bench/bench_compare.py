@@ -1,14 +1,15 @@
 """The lesson's section 7 as measured here: ``cnnlab compare`` on VGG16, ResNet50, MobileNetV2,
 EfficientNet-Lite0 and simple_cnn, at 1 and 2 threads.
 
-    PYTHONPATH=src python bench/bench_compare.py --rounds 2                   # ~15 min on 2 busy cores
-    PYTHONPATH=src python bench/bench_compare.py --data PHOTOS --time-budget 90   # + exercise 2
+    PYTHONPATH=src python bench/bench_compare.py --rounds 2                     # ~20 min on 2 busy cores
+    PYTHONPATH=src python bench/bench_compare.py --rounds 0 --data PHOTOS --time-budget 600 --image-size 160
 
 Runs the whole command as a user does, once per (round, thread count), alternating the thread
 counts so a change in the machine's load hits both alike. Each run measures every model in its
 own fresh process (see comparison.md). Per model the page gives the median over rounds of each
-run's median latency, with the range of the runs' interquartile ranges. With ``--data``, one more
-run trains the lesson's three small-enough models the same way on the photos (exercise 2).
+run's median latency, with the range of the runs' interquartile ranges (page ``compare``). With
+``--data``, one more run trains three models the same way on the photos (exercise 2, page
+``compare_photos``): EfficientNet-Lite0 from its built-in ImageNet weights, the others from scratch.
 """
 
 from __future__ import annotations
@@ -82,16 +83,7 @@ def data_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=2, help="runs per thread count, alternated")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--data", default=None, help="a photo folder for exercise 2 (trains 3 models)")
-    p.add_argument("--time-budget", type=float, default=90)
-    args = p.parse_args(argv)
-    command = "PYTHONPATH=src python bench/bench_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+def measure_page(args: argparse.Namespace, command: str) -> None:
     common = ["--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
     runs: dict[int, list[dict[str, Any]]] = {t: [] for t in args.threads}
     for round_ in range(args.rounds):
@@ -109,18 +101,41 @@ def main(argv: list[str] | None = None) -> int:
                  f"{t} thread{'s' if t > 1 else ''}, round {i + 1}: {r['machine'].split('load average ')[-1]}"
                  for t in args.threads for i, r in enumerate(runs[t])) + " (load averages).",
              "", "Each run's own files (comparison.md, .csv, .png) are in bench/out/compare/ (not committed)."]
-    if args.data:
-        out = OUT / "compare" / "data"
-        result = compare([*DATA_MODELS, "--data", args.data, "--pretrained", "--time-budget", str(args.time_budget),
-                          "--threads", str(args.threads[-1]), "--out", str(out), *common])
-        body += ["", f"### Exercise 2: the same models trained on {Path(args.data).name}", "",
-                 f"`cnnlab compare {' '.join(DATA_MODELS)} --data {args.data} --pretrained --time-budget "
-                 f"{args.time_budget:g}`", "", *data_table(result), "", result["trained_the_same_way"]]
     write_page("compare", "Comparing architectures", command,
                "`cnnlab compare` measures each model on this machine (random weights: size, cost and speed do not "
                "depend on them) at 224x224 px with a 1000-class head, so parameters match the published ImageNet "
                f"models. Latency: median over {args.rounds} runs of each run's median, in brackets the lowest "
                "25th and highest 75th percentile of those runs; the same for throughput.", body)
+
+
+def photos_page(args: argparse.Namespace, command: str) -> None:
+    out = OUT / "compare" / "photos"
+    flags = ["--data", args.data, "--pretrained", "--time-budget", f"{args.time_budget:g}",
+             "--image-size", str(args.image_size)]
+    result = compare([*DATA_MODELS, *flags, "--threads", "1", "--out", str(out), "--repeats", str(args.repeats)])
+    body = [*data_table(result), "", result["trained_the_same_way"], "",
+            f"Machine at the end: {result['machine']}."]
+    write_page("compare_photos", f"Exercise 2: the same models trained on {Path(args.data).name}", command,
+               f"`cnnlab compare {' '.join(DATA_MODELS)} {' '.join(flags)}`: the lesson's exercise 2 as one command. "
+               "Offline only EfficientNet-Lite0 has ImageNet weights, so it takes the transfer path and the others "
+               "train from scratch; latency is measured at 1 thread.", body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2, help="runs per thread count, alternated (0: none)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--data", default=None, help="a photo folder for exercise 2 (trains 3 models)")
+    p.add_argument("--time-budget", type=float, default=120)
+    p.add_argument("--image-size", type=int, default=224, help="of the exercise-2 run (the measured table: 224)")
+    args = p.parse_args(argv)
+    command = "PYTHONPATH=src python bench/bench_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rounds > 0:
+        measure_page(args, command)
+    if args.data:
+        photos_page(args, command)
     return 0
 
 

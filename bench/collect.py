@@ -18,6 +18,7 @@ SECTIONS = [
     ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
     ("compare", "Comparing architectures: the lesson's section 7 measured (issue #14)"),
+    ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
 ]
 INTRO = """# Benchmarks
 

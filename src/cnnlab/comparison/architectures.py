@@ -179,6 +179,9 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
             return str(stop.result.files.root)
         if row.get("train_error"):
             _add_note(row, f"training: {row.pop('train_error')}")
+        notes = row.pop("run_notes", "")
+        if notes:
+            _add_note(row, notes)
     return None
 
 

@@ -83,6 +83,7 @@ def _run_row(files: RunFiles, metrics: dict[str, Any]) -> dict[str, Any]:
         "epoch_seconds": None if per_epoch is None else round(per_epoch, 3),  # last stage: the one on images
         "stages": ", ".join(f"{s['name']} {s.get('epochs')} ep {s.get('seconds', 0):.1f} s" for s in stages),
         "run": str(files.root),
+        "run_notes": "; ".join(meta.get("notes") or []),  # e.g. a time budget that feature extraction outran
     }
 
 
