@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import subprocess
@@ -52,22 +53,31 @@ def _digits(value: float) -> int:
     return 0 if value >= 100 else 1 if value >= 10 else 2
 
 
+def _runs_of(runs: list[dict[str, Any]], index: int, key: str, low: str, high: str) -> list[tuple[float, float, float]]:
+    return [(r["rows"][index][key], r["rows"][index][low], r["rows"][index][high]) for r in runs
+            if r["rows"][index].get(key) is not None]
+
+
 def measure_table(runs: dict[int, list[dict[str, Any]]], batch: int) -> list[str]:
     threads = sorted(runs)
     first = runs[threads[0]][0]["rows"]
+    plural = {t: f"{t} thread{'s' if t > 1 else ''}" for t in threads}
     head = ["model", "params", "layers (conv+linear)", "MACs", "FP32 MB", "forward MB, batch 1 / " + str(batch)]
-    head += [f"latency ms, {t} thread{'s' if t > 1 else ''}" for t in threads]
-    head += [f"images/s at batch {batch}, {t} thread{'s' if t > 1 else ''}" for t in threads]
+    head += [f"latency ms, {plural[t]}" for t in threads]
+    head += [f"latency {plural[t]} / {plural[threads[0]]}" for t in threads[1:]]
+    head += [f"images/s at batch {batch}, {plural[t]}" for t in threads]
     head += ["ImageNet top-1 (cited)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for index, row in enumerate(first):
         cells = [row["model"]] + [cell(row, key) for key in ("params_total", "layers", "macs", "size_mb", "memory_mb")]
-        for key, low, high in (("latency_ms", "latency_p25_ms", "latency_p75_ms"),
-                               ("throughput", "throughput_p25", "throughput_p75")):
-            for t in threads:
-                values = [(r["rows"][index][key], r["rows"][index][low], r["rows"][index][high]) for r in runs[t]
-                          if r["rows"][index].get(key) is not None]
-                cells.append(_median_spread(values, _digits(values[0][0])) if values else "-")
+        latency = {t: _runs_of(runs[t], index, "latency_ms", "latency_p25_ms", "latency_p75_ms") for t in threads}
+        cells += [_median_spread(latency[t], _digits(latency[t][0][0])) if latency[t] else "-" for t in threads]
+        base = statistics.median(v[0] for v in latency[threads[0]]) if latency[threads[0]] else None
+        cells += [f"{statistics.median(v[0] for v in latency[t]) / base:.2f}x" if base and latency[t] else "-"
+                  for t in threads[1:]]
+        for t in threads:
+            values = _runs_of(runs[t], index, "throughput", "throughput_p25", "throughput_p75")
+            cells.append(_median_spread(values, _digits(values[0][0])) if values else "-")
         cells.append(cell(row, "imagenet_top1"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -93,7 +103,15 @@ def measure_page(args: argparse.Namespace, command: str) -> None:
     example = runs[args.threads[0]][0]
     how = example["how_measured"]
     body = measure_table(runs, args.batch_size)
-    body += ["", "How measured: " + "; ".join(f"**{k}**: {v}" for k, v in how.items() if k != "imagenet") + ".",
+    vgg = next((r for r in example["rows"] if r["model"] == "vgg16" and r.get("memory_mb")), None)
+    if vgg is not None:  # the one memory figure that needs a word: its first pass holds a second fc6
+        body += ["", f"VGG16's first forward pass peaks {vgg['memory_mb']:.0f} MB above its loaded weights even at "
+                 "batch 1: about the size of its fc6 weights (4096 x 512 x 7 x 7 floats = 411 MB), which the "
+                 "convolution library copies into its own layout on the first call (as NCHW too)."]
+    threads = ", ".join(f"{t}" for t in args.threads)
+    body += ["", f"How measured (threads: {threads}, as the columns say): " +
+             "; ".join(f"**{k}**: {re.sub(r', [0-9]+ threads?,', ',', v)}" for k, v in how.items() if k != "imagenet")
+             + ".",
              "", f"ImageNet top-1: {how['imagenet']}; the weights of each row: " +
              ", ".join(f"{r['model']} = {r['imagenet_weights']} at {r['imagenet_px']} px"
                        for r in example["rows"] if r.get("imagenet_weights")) + ".",

@@ -34,12 +34,16 @@ def _bars(ax: Axes, rows: Sequence[dict[str, Any]], key: str, title: str, scale:
     names = [short(row["model"], 22) for row in rows]
     values = [_value(row, key, scale) for row in rows]
     heights = [v or 0.0 for v in values]
-    bars = ax.bar(range(len(rows)), heights, color=[f"C{i}" for i in range(len(rows))])
-    if spread is not None:  # interquartile range as an error bar
+    ax.bar(range(len(rows)), heights, color=[f"C{i}" for i in range(len(rows))])
+    tops = heights
+    if spread is not None:  # interquartile range as an error bar, the value written above it
         low = [h - (_value(r, spread[0], scale) or h) for h, r in zip(heights, rows)]
         high = [(_value(r, spread[1], scale) or h) - h for h, r in zip(heights, rows)]
         ax.errorbar(range(len(rows)), heights, yerr=[low, high], fmt="none", ecolor="0.2", capsize=3, linewidth=1)
-    ax.bar_label(bars, labels=[_label(v) for v in values], fontsize=8, padding=2)
+        tops = [h + up for h, up in zip(heights, high)]
+    for x, (top, value) in enumerate(zip(tops, values)):
+        ax.annotate(_label(value), (x, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=8)
     ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
