@@ -19,6 +19,8 @@ SECTIONS = [
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
     ("explain", "Explain: the report's figures and the commands (issue #13)"),
     ("ddp_cpu", "Two DDP processes on the CPU (issue #16)"),
+    ("compare", "Comparing architectures: the lesson's section 7 measured (issue #14)"),
+    ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
 ]
 INTRO = """# Benchmarks
 

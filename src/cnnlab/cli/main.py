@@ -12,6 +12,7 @@ import sys
 
 from cnnlab.cli import (
     augment_cmd,
+    compare_cmd,
     data_cmd,
     evaluate_cmd,
     experiment_cmd,
@@ -46,6 +47,7 @@ def build_parser() -> Parser:
     data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)
+    compare_cmd.add_parser(commands)
     models_cmd.add_parser(commands)
     recipes_cmd.add_parser(commands)
     info_cmd.add_parser(commands)

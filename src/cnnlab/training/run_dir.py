@@ -139,8 +139,16 @@ def default_name(config: RunConfig) -> str:
 
 def new_run_dir(config: RunConfig) -> RunFiles:
     """Creates ``runs/<name>``, or ``<name>-2``, ``-3``... when taken (never overwrites a run)."""
-    base = Path(config.runs_dir).expanduser()
-    name = config.name or default_name(config)
+    return RunFiles(claim_folder(Path(config.runs_dir).expanduser(), config.name or default_name(config), "run"))
+
+
+def claim_folder(base: Path, name: str, what: str, option: str = "--runs-dir") -> Path:
+    """Creates ``base/<name>``, or ``<name>-2``, ``-3``... when taken: a new folder, never one in use.
+
+    Args:
+        what: what the folder is for, in messages ("run", "comparison").
+        option: the option that sets ``base``, named when it cannot be written.
+    """
     for number in range(1, 10_000):
         candidate = base / (name if number == 1 else f"{name}-{number}")
         try:
@@ -148,9 +156,9 @@ def new_run_dir(config: RunConfig) -> RunFiles:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise CnnlabError(f"cannot create run folder '{candidate}': {exc.strerror}; check --runs-dir") from None
-        return RunFiles(candidate)
-    raise CnnlabError(f"too many runs named '{name}' in {base}; pick another --name")
+            raise CnnlabError(f"cannot create {what} folder '{candidate}': {exc.strerror}; check {option}") from None
+        return candidate
+    raise CnnlabError(f"too many {what}s named '{name}' in {base}; pick another name")
 
 
 def open_run(path: str | Path) -> RunFiles:
