@@ -12,7 +12,7 @@ import cnnlab
 ROOT = Path(cnnlab.__file__).parent
 # Utilities sit at the bottom with config: any layer may use them, they use nothing above errors.
 LAYERS = {
-    "errors": 0, "io": 0, "version": 0, "figures": 1, "progress": 1, "config": 1,
+    "errors": 0, "io": 0, "version": 0, "figures": 1, "progress": 1, "tables": 1, "config": 1,
     "data": 2, "augment": 3, "models": 4, "training": 5, "evaluation": 6,
     "explain": 7, "deploy": 7, "comparison": 7, "serve": 8, "api": 9, "__init__": 10, "cli": 11, "__main__": 12,
 }

@@ -13,6 +13,7 @@ import sys
 from cnnlab.cli import (
     augment_cmd,
     data_cmd,
+    deploy_cmd,
     evaluate_cmd,
     experiment_cmd,
     info_cmd,
@@ -39,6 +40,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
+    deploy_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
     data_cmd.add_parser(commands)

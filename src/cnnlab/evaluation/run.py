@@ -12,7 +12,8 @@ from cnnlab.config import RunConfig
 from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
 from cnnlab.evaluation.evaluator import evaluate_split, write_training_figures
 from cnnlab.evaluation.report import write_report
-from cnnlab.training.checkpoint import load_trained
+from cnnlab.data.types import PreparedData
+from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
@@ -61,6 +62,21 @@ def finish_interrupted(result: FitResult) -> None:
     write_report(files.root)
 
 
+def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
+    """A run's own data, split as at training and decoded as its model wants it.
+
+    Warns when the test split is no longer the images the run was scored on.
+    """
+    config = read_run_config(files)
+    side = trained.side
+    prepared = prepare_data(replace(config.data, image_size=side, channels=trained.channels), config.train.seed,
+                            InputNeeds(trained.channels, side))
+    expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
+    if expected and expected != prepared.splits["test"].fingerprint():
+        log.warning("the data has changed since training: the test split is not the same images")
+    return prepared
+
+
 def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, dict[str, Any]]:
     """``cnnlab evaluate``: re-scores a run on its own test split, or on another data set.
 
@@ -72,19 +88,11 @@ def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, d
     files = open_run(run_path)
     trained = load_trained(files)
     config = read_run_config(files)
-    side = trained.side
     out: ResultFiles = files
     if data is None:
-        prepared = prepare_data(
-            replace(config.data, image_size=side, channels=trained.channels), config.train.seed,
-            InputNeeds(trained.channels, side),
-        )
-        test = prepared.splits["test"]
-        expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
-        if expected and expected != test.fingerprint():
-            log.warning("the data has changed since training: the test split is not the same images")
+        test = run_data(files, trained).splits["test"]
     else:
-        test = load_for_classes(data, trained.class_names, trained.channels, side, config.data.workers)
+        test = load_for_classes(data, trained.class_names, trained.channels, trained.side, config.data.workers)
         out = files.evaluation(data)
     metrics = evaluate_split(trained.model, trained.normalize, test, trained.class_names, out,
                              extra={"data": data or trained.meta["data"]["source"]})

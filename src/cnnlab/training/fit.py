@@ -6,7 +6,7 @@ import datetime as dt
 import errno
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.models.weights import read_state_dict
+from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.module import ClassifierModule
@@ -39,7 +41,7 @@ from cnnlab.training.run_dir import (
     RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
 )
 from cnnlab.version import __version__
-from cnnlab.training.staged import checkpoint_seconds, fit_stage
+from cnnlab.training.staged import TrainingHooks, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import improvement_line, plan_stages
 
 log = logging.getLogger("cnnlab")
@@ -54,6 +56,7 @@ class RunContext:
     data: PreparedData
     model: torch.nn.Module
     meta: dict[str, Any]
+    hooks: TrainingHooks = field(default_factory=TrainingHooks)
 
 
 @dataclass
@@ -104,6 +107,12 @@ def start_run(config: RunConfig, command: str) -> RunContext:
     data, preprocess, model, summary = _prepare(config)
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
+    return open_new_run(config, command, data, preprocess, model, summary)
+
+
+def open_new_run(config: RunConfig, command: str, data: PreparedData, preprocess: dict[str, Any],
+                 model: torch.nn.Module, summary: str) -> RunContext:
+    """Creates the run folder of a prepared model and data: config, summary, skipped files, run.json."""
     files = new_run_dir(config)
     write_config(files, config)
     write_skipped(files, data.skipped)
@@ -140,8 +149,16 @@ def reopen_run(path: str) -> tuple[RunContext, str | None]:
     meta = read_meta(files)
     if meta.get("status") == "completed":
         raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
+    if meta.get("distillation"):
+        raise CnnlabError(f"run '{files.root}' was distilled from a teacher; --resume would go on without it: "
+                          "run cnnlab distill again")
     config = read_run_config(files)
     data, _, model, _ = _prepare(config)
+    resized = read_architecture(files.architecture)
+    if resized:  # a pruned run: its own layer widths, starting from the pruned weights
+        state = read_state_dict(files.pruned_weights)
+        apply_architecture(model, resized, state)
+        model.load_state_dict(state)
     check_same_data(meta, data)
     return RunContext(config, files, data, model, meta), resume_point(files)
 

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -36,6 +36,24 @@ log = logging.getLogger("cnnlab")
 AUGMENTED_VIEWS = 5  # augmented copies of the training set cached for a frozen stage
 CLOCK_KEY = "cnnlab_stage_seconds"  # in a checkpoint: the seconds its stage had used when it was saved
 CLOCK = time.perf_counter  # what stage times and budgets are measured with (tests put a fake one here)
+
+
+@dataclasses.dataclass
+class TrainingHooks:
+    """What a command built on training changes in it (distillation, pruning with fine-tuning).
+
+    ``module_factory`` builds the LightningModule from ClassifierModule's arguments; a custom one
+    trains on images (never on cached features). ``train_extra`` rows are served with each training
+    image; ``callbacks`` join the Trainer's.
+    """
+
+    module_factory: Callable[..., ClassifierModule] = ClassifierModule
+    train_extra: torch.Tensor | None = None
+    callbacks: list[L.Callback] = dataclasses.field(default_factory=list)
+
+    @property
+    def custom(self) -> bool:
+        return self.module_factory is not ClassifierModule
 
 
 @dataclasses.dataclass
@@ -134,7 +152,8 @@ def fit_stage(
     groups = stage_param_groups(model, stage, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model)
+    hooks: TrainingHooks = getattr(ctx, "hooks", None) or TrainingHooks()
+    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}"
           f"{' (backbone features computed once, then cached)' if cached else ''}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
@@ -150,9 +169,9 @@ def fit_stage(
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, config.data.batch_size, config.train.seed, balanced)
     else:
-        module = ClassifierModule(**kwargs)
-        datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, balanced)
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock]
+        module = hooks.module_factory(**kwargs)
+        datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, balanced, hooks.train_extra)
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, *hooks.callbacks]
     if budget is not None:
         callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
                                     already=stage_clock.already))
