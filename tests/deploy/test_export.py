@@ -40,16 +40,16 @@ def test_onnx_export_matches_the_checkpoint_and_predicts_alone(cli, run_copy, tr
 
 
 def test_torchscript_export_and_a_failed_parity_check(cli, run_copy, trained_shapes) -> None:
+    # A tolerance no float32 graph meets: the export is refused and nothing is left behind.
+    code, out, err = cli("export", run_copy, "--format", "torchscript", "--tolerance", "1e-12")
+    assert code == 2 and "differs from the checkpoint" in err and err.count("\n") == 1
+    assert not (run_copy / "model.ts").exists() and not list(run_copy.glob(".*tmp*"))
     code, out, err = cli("export", run_copy, "--format", "torchscript")
     assert code == 0, err
     code, out, err = cli("predict", run_copy / "model.ts", trained_shapes[1] / "middle" / "img_000.png", "--format",
                          "csv")
     assert code == 0, err
     assert out.splitlines()[1].split(",")[2] == "middle"
-    # A tolerance no float32 graph meets: the export is refused and nothing is left behind.
-    code, out, err = cli("export", run_copy, "--tolerance", "1e-12")
-    assert code == 2 and "differs from the checkpoint" in err and err.count("\n") == 1
-    assert not (run_copy / "model.onnx").exists() and not list(run_copy.glob(".*tmp*"))
 
 
 def test_files_without_cnnlab_metadata_are_refused(cli, trained_shapes, tmp_path) -> None:

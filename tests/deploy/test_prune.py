@@ -34,7 +34,7 @@ def test_structured_pruning_makes_a_smaller_run_every_command_takes(cli, run_cop
     assert load_file(str(pruned / "pruned.safetensors"))["features.0.weight"].shape[0] == 16
     assert json.loads((pruned / "architecture.json").read_text())["resized"]["features.0"] == {"out_channels": 16}
     for command in (["evaluate", pruned], ["predict", pruned, trained_shapes[1] / "left" / "img_000.png"],
-                    ["export", pruned], ["benchmark", pruned, "--rounds", "3"]):
+                    ["export", pruned, "--format", "torchscript"]):
         code, out, err = cli(*command)
         assert code == 0, (command, err)
     assert not unnamed_run_files(run_copy) and not unnamed_run_files(pruned)

@@ -11,7 +11,7 @@ from conftest import unnamed_run_files
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: no OpenMP spin-waits
 
 
-def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, monkeypatch) -> None:
+def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, trained_shapes, monkeypatch) -> None:
     code, out, err = cli("quantize", run_copy, "--calibration", "32", "--format", "json")
     assert code == 0, err
     table = json.loads(out)
@@ -35,6 +35,16 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, mon
     x = torch.rand(16, 3, 20, 20)
     parity = check_parity(open_artifact(run_copy / "model.onnx").model, open_artifact(run_copy / "model.int8.onnx").model, x)
     assert parity["top1_agreement"] >= 0.9 and parity["max_abs_diff"] < 0.1 * max(1.0, parity["max_abs_logit"])
+
+    # benchmark measures every runtime; predict then takes the fastest that keeps accuracy.
+    code, out, err = cli("benchmark", run_copy, "--rounds", "3", "--format", "json")
+    assert code == 0, err
+    latency = json.loads(out)["data"]["latency_ms"]
+    assert set(latency) == {"pytorch", "onnx", "int8"}
+    code, out, err = cli("predict", run_copy, trained_shapes[1] / "left" / "img_000.png")
+    assert code == 0, err
+    fastest = min(latency, key=latency.get)
+    assert f"runtime: {dict(pytorch='PyTorch', onnx='ONNX Runtime FP32', int8='ONNX Runtime INT8')[fastest]}" in err
 
     # A graph whose compute stays in float is not called INT8: refused, the previous file kept.
     import cnnlab.deploy.quantize as quantize

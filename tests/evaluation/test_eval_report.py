@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnnlab.cli import report_cmd
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import figures as F
+from cnnlab.evaluation import figures as F
 from cnnlab.evaluation.compare import compare_runs
 from cnnlab.evaluation.metrics import classification_report_text, compute_metrics
 from cnnlab.evaluation.report import OPTIONAL_SECTIONS, SECTIONS, write_report

@@ -96,6 +96,12 @@ def normalized(images: torch.Tensor, normalize: Normalize, count: int = BATCH) -
     return normalize(Normalize.to_unit(images[:count]))
 
 
+def sample(images: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` of ``images`` drawn at random (seeded): splits may be stored class by class."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+    return images[order]
+
+
 def weights_mb(model: nn.Module) -> float:
     """Size of a network's parameters and buffers as stored (float32 for a trained model)."""
     tensors = list(model.parameters()) + list(model.buffers())

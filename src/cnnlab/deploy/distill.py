@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -161,8 +162,12 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
     cached = build_batch_augment(config.augment) is None
     settings = {"teacher": str(teacher_files.root), "temperature": temperature, "alpha": alpha,
                 "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)"}
+    began = time.perf_counter()
+    logits = teacher_logits(teacher, ctx.data, config) if cached else None
+    if logits is not None:
+        print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
     ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
-                              teacher_logits(teacher, ctx.data, config) if cached else None)
+                              logits)
     ctx.meta["distillation"] = settings
     write_meta(ctx.files, ctx.meta)
     finish_run(train_run(ctx))

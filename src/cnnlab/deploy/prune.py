@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from cnnlab.deploy.benchmark import ROUNDS, normalized, time_models, weights_mb
+from cnnlab.deploy.benchmark import ROUNDS, normalized, sample, time_models, weights_mb
 from cnnlab.deploy.pruning import (
-    KeepZeros, channels, count_macs, nonzero_parameters, prune_channels, prune_weights, weight_sparsity,
+    KeepZeros, channels, count_macs, nonzero_parameters, prune_channels, prune_weights, recalibrate_batchnorm,
+    weight_sparsity,
 )
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import DEFAULT_THREADS
@@ -39,6 +40,7 @@ from cnnlab.training.run_dir import RunFiles, open_run, read_run_config, update_
 from cnnlab.training.staged import TrainingHooks
 
 log = logging.getLogger("cnnlab")
+RECALIBRATION_IMAGES = 512  # training images that re-estimate BatchNorm statistics after pruning
 
 
 @dataclass
@@ -96,6 +98,8 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
             prune_channels(model, example, sparsity, round_to=None if own else 8)
         else:
             masks = prune_weights(model, sparsity)
+        train = sample(data.splits["train"].images, RECALIBRATION_IMAGES)
+        recalibrate_batchnorm(model, [normalized(train[i : i + 32], trained.normalize) for i in range(0, len(train), 32)])
     model.eval()
     child_config = _child_config(config, files, kind, sparsity, trained.side, trained.channels, finetune_epochs,
                                  finetune_lr)

@@ -80,6 +80,36 @@ class KeepZeros(L.Callback):
                 weight.mul_(mask.to(weight.device))
 
 
+def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> int:
+    """Re-estimates every BatchNorm's running statistics on ``batches`` (normalised training images).
+
+    Pruning changes what each BatchNorm sees, so the statistics it stored describe another network.
+    Fine-tuning alone does not fix them when the momentum is small: a pruned EfficientNet-Lite0
+    (momentum 0.01) still scored chance in eval mode after 2 epochs, at 88% training accuracy.
+    Returns how many BatchNorm layers were recalibrated.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or not batches:
+        return 0
+    momenta = [m.momentum for m in norms]
+    modes = [(m, m.training) for m in model.modules()]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over all the batches
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()  # dropout would change the statistics the network sees at inference
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    for module, training in modes:
+        module.training = training
+    return len(norms)
+
+
 def weight_sparsity(model: nn.Module) -> float:
     """The fraction of conv and linear weights that are exactly zero."""
     weights = [m.weight for m in model.modules() if isinstance(m, PRUNED_TYPES)]

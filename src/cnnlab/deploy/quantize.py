@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
-from cnnlab.deploy.benchmark import measure_served, speed_columns, speed_record, speed_rows
+from cnnlab.deploy.benchmark import measure_served, normalized, sample, speed_columns, speed_record, speed_rows
 from cnnlab.deploy.export import Export, export_model
 from cnnlab.deploy.runtime import ONNX_KEY, model_metadata, open_runtime, ort_session, torch_threads, update_sidecar
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES
@@ -77,9 +76,7 @@ def describe_ops(ops: dict[str, int]) -> str:
 
 def calibration_set(train: ImageSet, count: int, normalize: Normalize, seed: int) -> np.ndarray:
     """``count`` training images (a seeded random draw), as the float input the model takes."""
-    order = np.random.default_rng(seed).permutation(len(train))[:count]
-    images = train.images[torch.as_tensor(order)]
-    return normalize(Normalize.to_unit(images)).numpy()
+    return normalized(sample(train.images, count, seed), normalize, count).numpy()
 
 
 def _reader(images: np.ndarray, input_name: str) -> object:

@@ -18,6 +18,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
+from cnnlab.models.weights import read_state_dict
+from cnnlab.training.run_dir import RunFiles
 
 FORMAT = "cnnlab-architecture/1"
 # The attributes that size a layer (Conv, Linear, BatchNorm, LayerNorm, GroupNorm).
@@ -97,3 +99,17 @@ def apply_architecture(model: nn.Module, resized: dict[str, dict[str, Any]], sta
             module._parameters[leaf] = nn.Parameter(torch.empty(tensor.shape, dtype=old.dtype), old.requires_grad)
         elif module._buffers.get(leaf) is not None and module._buffers[leaf].shape != tensor.shape:
             module._buffers[leaf] = torch.empty(tensor.shape, dtype=module._buffers[leaf].dtype)
+
+
+def resize_to_run(model: nn.Module, files: RunFiles) -> bool:
+    """Gives a pruned run's network (as its config builds it) its stored widths and pruned weights.
+
+    Returns False, changing nothing, for a run that was not pruned.
+    """
+    resized = read_architecture(files.architecture)
+    if not resized:
+        return False
+    state = read_state_dict(files.pruned_weights)
+    apply_architecture(model, resized, state)
+    model.load_state_dict(state)
+    return True

@@ -28,8 +28,7 @@ from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.io import atomic_write_text
 from cnnlab.training.build import build_model, preprocess_meta
-from cnnlab.models.weights import read_state_dict
-from cnnlab.training.architecture import apply_architecture, read_architecture
+from cnnlab.training.architecture import resize_to_run
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.module import ClassifierModule
@@ -154,11 +153,7 @@ def reopen_run(path: str) -> tuple[RunContext, str | None]:
                           "run cnnlab distill again")
     config = read_run_config(files)
     data, _, model, _ = _prepare(config)
-    resized = read_architecture(files.architecture)
-    if resized:  # a pruned run: its own layer widths, starting from the pruned weights
-        state = read_state_dict(files.pruned_weights)
-        apply_architecture(model, resized, state)
-        model.load_state_dict(state)
+    resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
     check_same_data(meta, data)
     return RunContext(config, files, data, model, meta), resume_point(files)
 
