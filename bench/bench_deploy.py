@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,16 @@ def run(*args: object) -> float:
     return time.perf_counter() - started
 
 
+def train(runs: Path, name: str, *args: object) -> float:
+    """``cnnlab train ... --name NAME`` unless a finished run of that name is already in ``runs``
+    (with ``--workdir``, a second call redoes only the measurements)."""
+    done = runs / name / "metrics.json"
+    if done.is_file():
+        print(f"reusing {done.parent}")
+        return float(json.loads((runs / name / "run.json").read_text())["timing"]["total_seconds"])
+    return run("train", *args, "--runs-dir", runs, "--name", name)
+
+
 def table_of(files: RunFiles, name: str) -> Table:
     table = Table.load(files.table(name))
     assert table is not None, name
@@ -80,14 +91,14 @@ def search_int8(files: RunFiles, calibration: int, rounds: int) -> tuple[list[st
     test = data.splits["test"]
     images = calibration_set(data.splits["train"], calibration, trained.normalize, seed=0)
     models, results = {"FP32": OrtModule(ort_session(files.onnx, 1))}, {}
-    folder = Path(tempfile.mkdtemp(dir=files.root))
-    for label, settings in SEARCH.items():
-        path = folder / f"{len(models)}.onnx"
-        began = time.perf_counter()
-        quantize_file(files.onnx, path, images, {}, **settings)
-        results[label] = {"calibrate_s": time.perf_counter() - began, "ops": operator_counts(path)}
-        models[label] = OrtModule(ort_session(path, 1))
-        print(f"{label}: {results[label]['calibrate_s']:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as folder:  # sessions keep their model in memory once created
+        for label, settings in SEARCH.items():
+            path = Path(folder) / f"{len(models)}.onnx"
+            began = time.perf_counter()
+            quantize_file(files.onnx, path, images, {}, **settings)
+            results[label] = {"calibrate_s": time.perf_counter() - began, "ops": operator_counts(path)}
+            models[label] = OrtModule(ort_session(path, 1))
+            print(f"{label}: {results[label]['calibrate_s']:.0f} s", flush=True)
     with torch.inference_mode():
         reference = torch.cat([models["FP32"](normalized(test.images[i:i + 50], trained.normalize, 50))
                                for i in range(0, len(test), 50)]).argmax(1)
@@ -159,11 +170,11 @@ def predict_commands(files: RunFiles, folder: Path, repeats: int) -> list[str]:
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
             if runtime == "auto":
-                chosen = next(line for line in done.stderr.splitlines() if line.startswith("runtime:"))
+                chosen = next(line for line in done.stderr.splitlines() if line.startswith("info: runtime:"))
     count = sum(1 for _ in folder.rglob("*.JPEG"))
     a, b = statistics.median(times["pytorch"]), statistics.median(times["auto"])
     return [f"| `cnnlab predict RUN {count} photos --runtime pytorch` | {a:.1f} s |",
-            f"| `cnnlab predict RUN {count} photos` (default: {chosen.removeprefix('runtime: ').split(';')[0]}) | "
+            f"| `cnnlab predict RUN {count} photos` (default: {chosen.removeprefix('info: runtime: ').split(' (')[0]}) | "
             f"{b:.1f} s ({a / b:.2f}x) |"]
 
 
@@ -172,7 +183,8 @@ def subset(source: Path, target: Path, per_class: int) -> Path:
     for folder in sorted(p for p in source.iterdir() if p.is_dir()):
         (target / folder.name).mkdir(parents=True, exist_ok=True)
         for photo in sorted(folder.iterdir())[:per_class]:
-            (target / folder.name / photo.name).symlink_to(photo)
+            if not (target / folder.name / photo.name).exists():
+                (target / folder.name / photo.name).symlink_to(photo)
     return target
 
 
@@ -196,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         subset(dataset("mnist") / "test", work / "mnist" / "test", 100)
     seconds = {}
     lite0 = RunFiles(runs / "lite0")
-    seconds["train Lite0"] = run("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--finetune-epochs",
-                                 "1", "--runs-dir", runs, "--name", "lite0")
+    seconds["train Lite0"] = train(runs, "lite0", photos, "--model", "efficientnet_lite0", "--pretrained",
+                                   "--finetune-epochs", "1")
     seconds["quantize Lite0"] = run("quantize", lite0.root, "--calibration", 64 if args.quick else 512)
     seconds["benchmark Lite0"] = run("benchmark", lite0.root, "--rounds", args.rounds)
     lite0_table = table_of(lite0, "benchmark")
@@ -206,13 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     test_photos = subset(dataset("imagenette_sub") / "test", work / "predict", 2 if args.quick else 20)
     predict_rows = predict_commands(lite0, test_photos, 3)
     simple = RunFiles(runs / "simple")
-    seconds["train simple_cnn"] = run("train", mnist, "--model", "simple_cnn", "--epochs", "2", *quick,
-                                      "--runs-dir", runs, "--name", "simple")
+    seconds["train simple_cnn"] = train(runs, "simple", mnist, "--model", "simple_cnn", "--epochs", "2", *quick)
     seconds["quantize simple_cnn"] = run("quantize", simple.root)
     seconds["benchmark simple_cnn"] = run("benchmark", simple.root, "--rounds", args.rounds)
     fast = RunFiles(runs / "fast")
-    seconds["train fast_cnn"] = run("train", mnist, "--model", "fast_cnn", "--epochs", "2", *quick, "--runs-dir", runs,
-                                    "--name", "fast")
+    seconds["train fast_cnn"] = train(runs, "fast", mnist, "--model", "fast_cnn", "--epochs", "2", *quick)
+    shutil.rmtree(fast.pruned, ignore_errors=True)
     seconds["prune fast_cnn"] = run("prune", fast.root, "--sparsity", "0.5", "--finetune-epochs", "1" if args.quick
                                     else "2")
     pruned = RunFiles(fast.pruned / "structured-50")

@@ -17,6 +17,7 @@ SECTIONS = [
     ("cifar", "CIFAR-10 from scratch (issue #7)"),
     ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
+    ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
 ]
 INTRO = """# Benchmarks
 

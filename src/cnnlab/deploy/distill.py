@@ -169,6 +169,9 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
     ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
                               logits)
     ctx.meta["distillation"] = settings
+    ctx.meta.setdefault("notes", []).append(
+        f"Distilled from the teacher {teacher_files.root.name} (temperature {temperature:g}, alpha {alpha:g}); the same "
+        f"student trained alone is {name}-alone (teacher, alone and distilled compared under Deployment).")
     write_meta(ctx.files, ctx.meta)
     finish_run(train_run(ctx))
     alone, _ = train_and_evaluate(dataclasses.replace(config, name=f"{name}-alone"), f"{command} (student alone)")

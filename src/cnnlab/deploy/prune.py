@@ -36,7 +36,7 @@ from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.fit import open_new_run, train_run
-from cnnlab.training.run_dir import RunFiles, open_run, read_run_config, update_meta
+from cnnlab.training.run_dir import RunFiles, open_run, read_run_config, update_meta, write_meta
 from cnnlab.training.staged import TrainingHooks
 
 log = logging.getLogger("cnnlab")
@@ -71,6 +71,42 @@ def _row(label: str, model: torch.nn.Module, example: torch.Tensor, sparsity: st
             *speed, f"{100 * acc:.2f}%"]
 
 
+def _compare(files: RunFiles, trained: Any, child: RunFiles, pruned: torch.nn.Module, data: Any, info: dict[str, Any],
+             threads: int, rounds: int) -> Table:
+    """The before/after table: the original, the pruned model before fine-tuning (if it was
+    fine-tuned), and the pruned run as every command reloads it."""
+    final = load_trained(child)  # what every other command will load: proves the files reopen
+    test = data.splits["test"]
+    example = normalized(data.splits["train"].images, trained.normalize, 1)
+    kind, epochs = info["kind"], info["finetune_epochs"]
+    what = f"{info['achieved']:.0%} " + ("of channels" if kind == "structured" else "of weights")
+    with torch_threads(threads):
+        eager = {"original": open_runtime(files, "pytorch", threads, trained).model,
+                 "pruned": open_runtime(child, "pytorch", threads, final).model}
+        timings = time_models({k: (m, normalized(test.images, trained.normalize)) for k, m in eager.items()}, rounds)
+        original_acc = accuracy(trained.model, test.images, test.labels, trained.normalize)
+        final_acc = accuracy(final.model, test.images, test.labels, final.normalize)
+        rows = [_row("original", trained.model, example, "0%", original_acc, timings["original"])]
+        if epochs:
+            rows.append(_row(f"pruned {kind}, before fine-tuning", pruned, example, what,
+                             info["accuracy_before_finetune"], None))
+        label = f"pruned {kind}" + (f" + {epochs} epochs of fine-tuning" if epochs else "")
+        rows.append(_row(label, final.model, example, what, final_acc, timings["pruned"]))
+    speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
+    notes = [f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread{'s' if threads > 1 else ''}, "
+             f"interleaved; accuracy on {len(test)} test images", f"speed-up at batch 1: {speedup:.2f}x",
+             f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
+    if kind == "unstructured":
+        notes.append("unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
+                     "take as long as before (use --structured to make the network smaller and faster)")
+    if not epochs and final_acc < original_acc - 0.02:
+        notes.append("pruned without fine-tuning: accuracy usually collapses; add --finetune-epochs 3")
+    return Table(f"{kind.capitalize()} pruning of {files.root.name} ({info['requested']:.0%} "
+                 f"{'of channels' if kind == 'structured' else 'of weights'})",
+                 ["model", "sparsity", "non-zero params", "MACs", "size MB", "batch 1 p50 ms", "batch 32 img/s",
+                  "test accuracy"], rows, notes, {**info, "speedup_batch1": speedup, "final_accuracy": final_acc})
+
+
 def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetune_epochs: int = 0,
               finetune_lr: float | None = None, threads: int = DEFAULT_THREADS, command: str = "cnnlab prune",
               rounds: int = ROUNDS) -> Pruned:
@@ -88,7 +124,7 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
     config = read_run_config(files)
     data = run_data(files, trained)
     test = data.splits["test"]
-    example = normalized(data.splits["train"].images, trained.normalize, 1)
+    example = normalized(data.splits["train"].images, trained.normalize, 1)  # traced for coupled channels
     model = copy.deepcopy(trained.model)
     kind = "structured" if structured else "unstructured"
     masks = []
@@ -118,39 +154,18 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
     info = {"from": str(files.root), "kind": kind, "requested": sparsity, "achieved": achieved,
             "finetune_epochs": finetune_epochs, "accuracy_before_finetune": before_finetune}
     ctx.meta["pruning"] = info
-    update_meta(child, pruning=info)
+    tuned = f", then fine-tuned for {finetune_epochs} epochs" if finetune_epochs else ", not fine-tuned"
+    ctx.meta.setdefault("notes", []).append(
+        f"A pruned copy of run {files.root.name}: {kind}, {achieved:.0%} {'of channels' if structured else 'of weights'} "
+        f"removed{tuned} (before/after table under Deployment).")
+    write_meta(child, ctx.meta)
     if finetune_epochs:
         ctx.hooks = TrainingHooks(callbacks=[KeepZeros(masks)] if masks else [])
         finish_run(train_run(ctx))
     else:
         evaluate_split(model, trained.normalize, test, data.class_names, child)
         update_meta(child, status="completed")
-    final = load_trained(child)  # what every other command will load: proves the files reopen
-    what = "of channels" if structured else "of weights"
-    with torch_threads(threads):
-        eager = {"original": open_runtime(files, "pytorch", threads, trained).model,
-                 "pruned": open_runtime(child, "pytorch", threads, final).model}
-        timings = time_models({k: (m, normalized(test.images, trained.normalize)) for k, m in eager.items()}, rounds)
-        original_acc = accuracy(trained.model, test.images, test.labels, trained.normalize)
-        rows = [_row("original", trained.model, example, "0%", original_acc, timings["original"])]
-        if finetune_epochs:
-            rows.append(_row(f"pruned {kind}, before fine-tuning", model, example, f"{achieved:.0%} {what}",
-                             before_finetune, None))
-        label = f"pruned {kind}" + (f" + {finetune_epochs} epochs of fine-tuning" if finetune_epochs else "")
-        final_acc = accuracy(final.model, test.images, test.labels, final.normalize)
-        rows.append(_row(label, final.model, example, f"{achieved:.0%} {what}", final_acc, timings["pruned"]))
-    speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread{'s' if threads > 1 else ''}, "
-             f"interleaved; accuracy on {len(test)} test images", f"speed-up at batch 1: {speedup:.2f}x",
-             f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
-    if not structured:
-        notes.append("unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
-                     "take as long as before (use --structured to make the network smaller and faster)")
-    if not finetune_epochs and final_acc < original_acc - 0.02:
-        notes.append("pruned without fine-tuning: accuracy usually collapses; add --finetune-epochs 3")
-    table = Table(f"{kind.capitalize()} pruning of {files.root.name} ({sparsity:.0%} {what})",
-                  ["model", "sparsity", "non-zero params", "MACs", "size MB", "batch 1 p50 ms", "batch 32 img/s",
-                   "test accuracy"], rows, notes, {**info, "speedup_batch1": speedup, "final_accuracy": final_acc})
+    table = _compare(files, trained, child, model, data, info, threads, rounds)
     table.save(child.tables, "prune")
     write_report(child.root)
     return Pruned(child, table)
