@@ -21,6 +21,7 @@ SECTIONS = [
     ("ddp_cpu", "Two DDP processes on the CPU (issue #16)"),
     ("compare", "Comparing architectures: the lesson's section 7 measured (issue #14)"),
     ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
+    ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
 ]
 INTRO = """# Benchmarks
 

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from cnnlab.cli.main import main
 from cnnlab.config import build_config
-from cnnlab.evaluation.run import own_test_split
+from cnnlab.evaluation.run import run_data
 from cnnlab.models import create_model
 from cnnlab.models.inference import predict_probs
 from cnnlab.training import distributed
@@ -116,7 +116,7 @@ def _single_process_score(run: Path) -> tuple[float, float]:
     """Accuracy and loss of the run's best checkpoint on its test split, scored here alone."""
     files = open_run(run)
     trained = load_trained(files)
-    test = own_test_split(trained, read_run_config(files))
+    test = run_data(files, trained).splits["test"]
     probs = torch.cat([p for _, p in predict_probs(trained.model, test.images, trained.normalize)])
     accuracy = int((probs.argmax(1) == test.labels).sum()) / len(test.labels)
     loss = float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), test.labels))

@@ -14,6 +14,7 @@ from cnnlab.cli import (
     augment_cmd,
     compare_cmd,
     data_cmd,
+    deploy_cmd,
     evaluate_cmd,
     experiment_cmd,
     explain_cmd,
@@ -41,6 +42,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
+    deploy_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
     explain_cmd.add_parser(commands)

@@ -28,19 +28,24 @@ def eval_batch_size(image_shape: Sequence[int], device: torch.device | str = "cp
 
 
 class _BatchIndexed(Dataset):
-    """Indexed by a whole list of positions, returning the stacked batch (images, labels)."""
+    """Indexed by a whole list of positions, returning the stacked batch (images, labels).
 
-    def __init__(self, image_set: ImageSet) -> None:
+    With ``extra`` (one row per image, e.g. a teacher's logits), batches are (images, labels, extra).
+    """
+
+    def __init__(self, image_set: ImageSet, extra: torch.Tensor | None = None) -> None:
         self._images, self._labels = image_set.images.numpy(), image_set.labels.numpy()  # shared memory
+        self._extra = extra.numpy() if extra is not None else None
 
     def __len__(self) -> int:
         return len(self._labels)
 
-    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
         # NumPy fancy indexing: torch's multi-threaded gather was 60x slower for small uint8
         # batches on a busy 2-core machine (12 ms vs 0.2 ms per 128 CIFAR images, measured).
         index = np.asarray(positions)
-        return torch.from_numpy(self._images[index]), torch.from_numpy(self._labels[index])
+        batch = (torch.from_numpy(self._images[index]), torch.from_numpy(self._labels[index]))
+        return batch if self._extra is None else (*batch, torch.from_numpy(self._extra[index]))
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -112,15 +117,17 @@ def batch_loader(
     seed: int = 0,
     balanced: bool = False,
     shard: tuple[int, int] = (0, 1),
+    extra: torch.Tensor | None = None,
 ) -> DataLoader:
-    """A DataLoader of (uint8 images, labels) batches from an in-memory split.
+    """A DataLoader of (uint8 images, labels[, extra rows]) batches from an in-memory split.
 
     ``shard``: (rank, world_size) of this process: its share of each epoch (see EpochBatches);
     training shards (``shuffle``) are padded to equal length, evaluation ones are not.
+    ``extra``: rows served with each image (e.g. a teacher's logits computed once).
     """
     sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced, *shard, pad=shuffle)
     return DataLoader(
-        _BatchIndexed(image_set),
+        _BatchIndexed(image_set, extra),
         sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches
         pin_memory=torch.cuda.is_available(),
@@ -136,16 +143,20 @@ def trainer_shard(module: L.LightningDataModule) -> tuple[int, int]:
 class ImageDataModule(L.LightningDataModule):
     """Serves the prepared splits to the Lightning Trainer, each process its share.
 
-    ``batch_size`` is the batch of one process (the per-device batch).
+    ``batch_size`` is the batch of one process (the per-device batch); ``train_extra``: rows served
+    with each training image, e.g. a teacher's logits computed once.
     """
 
-    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False):
+    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False,
+                 train_extra: torch.Tensor | None = None):
         super().__init__()
         self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
+        self.train_extra = train_extra
 
     def train_dataloader(self) -> DataLoader:
         return batch_loader(
-            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self)
+            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self),
+            self.train_extra,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -29,13 +29,16 @@ class InputNeeds:
     image_size: int | None = None
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
+
+
 def convert_images(images: torch.Tensor, channels: int, size: int | None) -> torch.Tensor:
     """Changes uint8 (N, C, H, W) images to ``channels`` (luminance or replication) and size."""
     if images.shape[1] != channels:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
-        else:  # ITU-R 601 luma, as PIL's convert("L")
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        else:
+            weights = torch.tensor(LUMA).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
     if size is not None and tuple(images.shape[2:]) != (size, size):
         resized = []

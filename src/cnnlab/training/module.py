@@ -71,13 +71,18 @@ class ClassifierModule(L.LightningModule):
         smoothing = 0.0 if target.ndim == 2 else self.label_smoothing
         return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=smoothing)
 
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """The loss minimised; ``extra`` holds what the batch carries besides images and labels
+        (a subclass's, e.g. a teacher's logits for distillation)."""
+        return self._loss(logits, target)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, labels, *extra = batch
         target = labels
         if self.mix is not None:
             images, target = self.mix(images, labels)  # soft targets (N, classes)
         logits = self._logits(images)
-        loss = self._loss(logits, target)
+        loss = self.training_loss(logits, target, *extra)
         self.train_acc(logits.detach(), labels)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)

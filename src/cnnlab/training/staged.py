@@ -27,6 +27,7 @@ from cnnlab.training.budget import StageBudget
 from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
+from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
@@ -138,7 +139,8 @@ def fit_stage(
     groups = stage_param_groups(model, stage, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model)
+    hooks: TrainingHooks = ctx.hooks
+    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}"
           f"{' (backbone features computed once, then cached)' if cached else ''}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
@@ -155,9 +157,9 @@ def fit_stage(
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
     else:
-        module = ClassifierModule(**kwargs)
-        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced)
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock]
+        module = hooks.module_factory(**kwargs)
+        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, *hooks.callbacks]
     if ranks.several:
         callbacks.append(SyncedStop(ranks))
     if budget is not None:

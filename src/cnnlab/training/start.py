@@ -25,7 +25,9 @@ from cnnlab.io import atomic_write_text
 from cnnlab.models import model_input, resolve_name
 from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.summary import count_parameters, model_summary
+from cnnlab.training.architecture import resize_to_run
 from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
 from cnnlab.training.run_dir import (
@@ -47,6 +49,7 @@ class RunContext:
     model: torch.nn.Module
     meta: dict[str, Any]
     ranks: Ranks = field(default_factory=lambda: SINGLE)
+    hooks: TrainingHooks = field(default_factory=TrainingHooks)
 
     def save_meta(self) -> None:
         """Writes run.json (rank 0 only: the other ranks keep the same dict in memory)."""
@@ -132,6 +135,12 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
 def start_run(config: RunConfig, command: str, ranks: Ranks = SINGLE) -> RunContext:
     """Prepares data and model (failing fast on bad input), then creates the run folder (rank 0)."""
     data, preprocess, model, summary = _prepare(config, ranks)
+    return open_new_run(config, command, data, preprocess, model, summary, ranks)
+
+
+def open_new_run(config: RunConfig, command: str, data: PreparedData, preprocess: dict[str, Any],
+                 model: torch.nn.Module, summary: str, ranks: Ranks = SINGLE) -> RunContext:
+    """Creates the run folder of a prepared model and data (rank 0): config, summary, skipped files, run.json."""
     root, meta = ranks.from_zero(lambda: _create_run(config, command, data, preprocess, model, summary))
     return RunContext(config, RunFiles(Path(root)), data, model, meta, ranks)
 
@@ -146,6 +155,9 @@ def resume_config(path: str) -> tuple[RunFiles, dict[str, Any], RunConfig]:
     meta = read_meta(files)
     if meta.get("status") == "completed":
         raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
+    if meta.get("distillation"):
+        raise CnnlabError(f"run '{files.root}' was distilled from a teacher; --resume would go on without it: "
+                          "run cnnlab distill again")
     return files, meta, read_run_config(files)
 
 
@@ -160,5 +172,6 @@ def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None
     """
     files, meta, config = ranks.from_zero(lambda: resume_config(path))
     data, _, model, _ = _prepare(config, ranks)
+    resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
     checkpoint = ranks.from_zero(lambda: (check_same_data(meta, data), resume_point(files))[1])
     return RunContext(config, files, data, model, meta, ranks), checkpoint
