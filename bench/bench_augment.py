@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,21 +23,10 @@ from torchvision.transforms import v2
 
 from cnnlab.augment import BatchAugment
 from cnnlab.config import resolve_augment
+from cnnlab.machine import cpu_name
 
 BATCH = 256
 SHAPES = {"32x32 RGB": (3, 32, 32), "28x28 gray": (1, 28, 28)}
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def interleaved_seconds(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
@@ -110,7 +98,7 @@ def main() -> None:
                         help="torch intra-op thread counts to run (default: 1 and torch's default)")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
-    print(f"CPU: {cpu_model()} | cores: {os.cpu_count()} | torch default threads: {default_threads} | "
+    print(f"CPU: {cpu_name()} | cores: {os.cpu_count()} | torch default threads: {default_threads} | "
           f"torch {torch.__version__} | batch {BATCH} | {args.repeats} interleaved rounds")
     # 1 thread too: on a shared machine a descheduled second thread stalls every parallel op.
     for threads in args.threads or sorted({1, default_threads}):

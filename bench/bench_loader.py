@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tarfile
 import tempfile
@@ -30,20 +29,12 @@ from typing import Callable
 
 import torch
 
+from cnnlab.machine import cpu_name
+
 HERE = Path(__file__).resolve().parent
 DATASETS = Path.home() / ".cache" / "cnnlab" / "datasets"
 BENCH = Path.home() / ".cache" / "cnnlab" / "bench"
 SHARED = HERE.parent.parent / "shared" / "data"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cifar_subset(per_class: int | None) -> Path:
@@ -183,7 +174,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    machine = f"{cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = f"{cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}\nworkers {args.workers}, batch {args.batch}, best of {args.repeats}", flush=True)
     cifar = cifar_subset(None if args.full else 1000)
     rows = bench(f"CIFAR-10 train{'' if args.full else ' 10k'}, 32-px JPEG -> 32", cifar, 32, args)

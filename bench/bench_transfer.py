@@ -43,6 +43,7 @@ from cnnlab.data.loaders import EpochBatches
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import convert_images
 from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.machine import cpu_name
 from cnnlab.models import create_model, model_input
 from cnnlab.models.freeze import set_frozen_bn_eval
 from cnnlab.models.heads import head_forward
@@ -53,16 +54,6 @@ HERE = Path(__file__).resolve().parent
 DATASETS = Path.home() / ".cache" / "cnnlab" / "datasets"
 SHARED = HERE.parent.parent / "shared" / "data"
 BATCH = 128
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_cifar(train: int, val: int, test: int) -> PreparedData:
@@ -261,7 +252,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="stage-2 alternatives at the first size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    machine = (f"{cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+    machine = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
                f"({args.threads} threads), Python {platform.python_version()}, load average at start "
                f"{os.getloadavg()[0]:.1f} (shared machine)")
     print(machine, flush=True)

@@ -18,6 +18,10 @@ SECTIONS = [
     ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
     ("explain", "Explain: the report's figures and the commands (issue #13)"),
+    ("ddp_cpu", "Two DDP processes on the CPU (issue #16)"),
+    ("compare", "Comparing architectures: the lesson's section 7 measured (issue #14)"),
+    ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
+    ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
 ]
 INTRO = """# Benchmarks
 

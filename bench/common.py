@@ -7,8 +7,6 @@ ImageDataModule, ``build_trainer``'s Lightning Trainer and callbacks); what it a
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import tarfile
 import tempfile
@@ -26,6 +24,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.machine import machine_line
 from cnnlab.models import model_input
 from cnnlab.training.build import build_model, preprocess_meta
 from cnnlab.training.checkpoint import load_module_weights
@@ -51,21 +50,9 @@ def dataset(name: str) -> Path:
     return root
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
     """One line: CPU, cores, torch threads and version, load average now."""
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} intra-op threads; load average {load} (shared machine)")
+    return machine_line() + " (shared machine)"
 
 
 def write_page(name: str, title: str, command: str, intro: str, body: list[str]) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 BENCHES = ["bench_augment.py", "bench_loader.py", "bench_mnist.py", "bench_cifar.py", "bench_transfer.py", "bench_augment_epoch.py",
-           "bench_explain.py"]
+           "bench_explain.py", "bench_compare.py", "bench_deploy.py"]
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,40 @@ def px(inches: float) -> int:
     from cnnlab.figures import DPI
 
     return int(round(inches * DPI))
+
+
+@pytest.fixture(scope="session")
+def trained_shapes(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, image folder), trained once per session: simple_cnn, 5 epochs on 20 px bars."""
+    import torch
+
+    root = tmp_path_factory.mktemp("trained")
+    shapes = write_shapes_folder(root / "shapes")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: see one_torch_thread
+    try:
+        assert main(["train", str(shapes), "--epochs", "5", "--batch-size", "16", "--runs-dir", str(root / "runs"),
+                     "--name", "base"]) == 0
+    finally:
+        torch.set_num_threads(saved)
+    return root / "runs" / "base", shapes
+
+
+@pytest.fixture
+def run_copy(trained_shapes, tmp_path) -> Path:
+    """A fresh copy of the trained run, free to be changed."""
+    return Path(shutil.copytree(trained_shapes[0], tmp_path / "runs" / "base"))
+
+
+def unnamed_run_files(run: Path) -> list[str]:
+    """Files under ``run`` that ``RunFiles.written_names`` does not name (should be none)."""
+    from cnnlab.training.run_dir import RunFiles
+
+    named = RunFiles(run).written_names()
+    stray = []
+    for path in run.rglob("*"):
+        relative = path.relative_to(run).as_posix()
+        if path.is_file() and relative not in named and not any(
+                relative.startswith(n[:-1]) for n in named if n.endswith("/*")):
+            stray.append(relative)
+    return stray

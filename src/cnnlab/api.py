@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from cnnlab.config import RunConfig, build_config
+from cnnlab.deploy.settings import DEFAULT_THREADS
 
 if TYPE_CHECKING:  # heavy imports happen when a function runs, not at ``import cnnlab``
     import numpy as np
@@ -107,9 +108,19 @@ def evaluate(run: Run | str | Path, data: str | Path | None = None) -> dict[str,
     return metrics
 
 
-def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3) -> list[dict[str, Any]]:
-    """Top-k classes of images with a run's model: see :meth:`Run.predict`."""
-    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k)
+def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
+            threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+    """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
+    TorchScript file written by ``cnnlab export`` on its own."""
+    if not isinstance(run, Run) and Path(run).expanduser().is_file():
+        from cnnlab.deploy.predict import predict_with
+
+        return predict_with(run, _items(images), top_k, runtime, threads)
+    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
+
+
+def _items(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
 def _inline(figure: Figure) -> Figure:
@@ -206,16 +217,18 @@ class Run:
 
     # --- doing things with it -----------------------------------------------------------
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3) -> list[dict[str, Any]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
+                threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
         Returns one ``{"input", "top": [{"class", "probability"}], "error"}`` per image, in order
         (a folder gives one per image file in it); an unreadable file gets an error, not an exception.
+        ``runtime``: auto (the fastest measured by ``cnnlab benchmark`` that keeps accuracy), pytorch
+        (the checkpoint), torchscript, onnx or int8 (artifacts made by ``cnnlab export``/``quantize``).
         """
-        from cnnlab.deploy.predict import predict_images
+        from cnnlab.deploy.predict import predict_with
 
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        return predict_images(self.trained, items, top_k, self.config.data.workers)
+        return predict_with(self.path, _items(images), top_k, runtime, threads)
 
     def evaluate(self, data: str | Path | None = None) -> dict[str, Any]:
         """See :func:`cnnlab.evaluation`."""

@@ -38,6 +38,12 @@ def _only_in_test(tmp: Path) -> Path:
     return tmp / "split"
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 CASES = [
     ("missing path", lambda t: ["train", t / "nope"], "not found"),
     ("empty folder", lambda t: ["train", _empty(t)], "no images found"),
@@ -58,6 +64,12 @@ CASES = [
     ("not a run folder", lambda t: ["evaluate", _empty(t)], "not a cnnlab run"),
     ("unknown command", lambda t: ["trian"], "unknown command 'trian'; did you mean train?"),
     ("unknown sub-command", lambda t: ["data", "inspekt", "x"], "did you mean inspect"),
+    ("mistyped strategy", lambda t: ["train", "digits", "--strategy", "dpp"], "did you mean ddp"),
+    ("no nodes", lambda t: ["train", "digits", "--num-nodes", "0"], "--num-nodes must be at least 1"),
+    ("nodes without a launcher", lambda t: ["train", "digits", "--accelerator", "cpu", "--num-nodes", "2"],
+     "start the same command on each machine"),
+    pytest.param("no such accelerator", lambda t: ["train", "digits", "--accelerator", "cuda", "--devices", "2"],
+                 "--accelerator cuda --devices 2", marks=pytest.mark.skipif(_has_cuda(), reason="a GPU is here")),
 ]
 
 
@@ -67,7 +79,7 @@ def _yaml(tmp: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,argv,expected", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,argv,expected", CASES, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
 def test_bad_input_is_one_clear_line(cli, tmp_path, name, argv, expected):
     code, out, err = cli(*argv(tmp_path))
     assert code == 2, (out, err)

@@ -17,12 +17,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import figures as F
 from cnnlab.evaluation.compare import compare_runs
 from cnnlab.evaluation.metrics import classification_report_text, compute_metrics
-from cnnlab.evaluation.report import SECTIONS, write_report
+from cnnlab.evaluation.report import OPTIONAL_SECTIONS, SECTIONS, write_report
 from cnnlab.figures import DPI, plot_samples_per_class
 from cnnlab.training.history import load_history
 
 NAMES = ["circle", "square", "triangle"]
-SECTION_IDS = [sid for sid, _ in SECTIONS]
+SECTION_IDS = [sid for sid, _ in SECTIONS if sid not in OPTIONAL_SECTIONS]
 # As cnnlab's history logger writes it: the stage on every row, each stage counting its epochs
 # from 0, validation and training metrics of one epoch on separate rows.
 METRICS_CSV = """stage,epoch,step,lr,train_acc,train_loss,val_acc,val_loss

@@ -6,8 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnnlab.training.run_dir import RunFiles
-from conftest import read_json
+from conftest import read_json, unnamed_run_files
 
 RUN_FILES = [
     "config.yaml", "run.json", "metrics.csv", "metrics.json", "checkpoints/best.ckpt",
@@ -34,11 +33,7 @@ def test_train_on_generated_folder_writes_every_file_and_learns(cli, shapes_fold
     assert all("val_acc" in line and "train_loss" in line for line in epochs)
     assert f"report:     {run / 'report.html'}" in out
     # Every file the run wrote is one RunFiles names: no stray names for later commands to guess.
-    named = RunFiles(run).written_names()
-    for path in run.rglob("*"):
-        if path.is_file():
-            relative = path.relative_to(run).as_posix()
-            assert relative in named or any(relative.startswith(n[:-1]) for n in named if n.endswith("/*")), relative
+    assert not unnamed_run_files(run)
 
 
 def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from cnnlab.cli.parser import positive_int
+from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
 
 
 def add_parser(subparsers: Any) -> None:
@@ -17,12 +18,18 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--data", metavar="DATA",
                    help="another image folder or built-in set to evaluate on (results go to RUN/eval/DATA/)")
     e.set_defaults(func=run_evaluate)
-    p = subparsers.add_parser("predict", help="classify images with a trained run")
-    p.add_argument("run", metavar="RUN", help="a run folder")
+    p = subparsers.add_parser("predict", help="classify images with a trained run or an exported model",
+                              description="Classifies images with a run (by default its fastest measured runtime "
+                              "that keeps accuracy) or with a .onnx / TorchScript file on its own.")
+    p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
     p.add_argument("--top-k", dest="top_k", type=positive_int, default=3, help="classes per image (default: 3)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table for people; json or csv for scripts (default: table)")
+    p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
+                   help="auto: the run's fastest measured runtime that keeps accuracy (cnnlab benchmark measures "
+                   "them); or pytorch (the checkpoint), torchscript, onnx, int8 (default: auto)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.set_defaults(func=run_predict)
 
 
@@ -43,7 +50,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.api import predict
 
-    rows = predict(args.run, args.inputs, args.top_k)
+    rows = predict(args.run, args.inputs, args.top_k, args.runtime, args.threads)
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()

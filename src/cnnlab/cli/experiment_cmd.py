@@ -28,9 +28,12 @@ def run_augmentation(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from cnnlab.comparison.augmentation import augmentation_experiment
+    from cnnlab.training.distributed import process_rank
 
     config = config_from_args(args)
     result = augmentation_experiment(config, "cnnlab " + shlex.join(sys.argv[1:]))
+    if process_rank() != 0:  # several processes: rank 0 reports
+        return 0
     table = Table("augmentation", "epochs", "train acc", "val acc", "test acc", "train-val gap",
                   title="With vs without augmentation")
     for row in result.rows:

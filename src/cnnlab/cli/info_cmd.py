@@ -17,20 +17,11 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def collect() -> dict[str, Any]:
     """The facts ``cnnlab info`` prints, as a dict."""
     import torch
+
+    from cnnlab.machine import cpu_name
 
     versions = {}
     for name in PACKAGES:
@@ -38,7 +29,7 @@ def collect() -> dict[str, Any]:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = "not installed"
-    devices = [f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores)"]
+    devices = [f"cpu: {cpu_name()} ({os.cpu_count()} logical cores)"]
     if torch.cuda.is_available():
         devices += [f"cuda:{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     else:

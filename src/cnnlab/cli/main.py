@@ -12,7 +12,9 @@ import sys
 
 from cnnlab.cli import (
     augment_cmd,
+    compare_cmd,
     data_cmd,
+    deploy_cmd,
     evaluate_cmd,
     experiment_cmd,
     explain_cmd,
@@ -40,12 +42,14 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
+    deploy_cmd.add_parser(commands)
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
     explain_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)
+    compare_cmd.add_parser(commands)
     models_cmd.add_parser(commands)
     recipes_cmd.add_parser(commands)
     info_cmd.add_parser(commands)
@@ -73,12 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         path = [args.command] + [getattr(args, d) for d in NESTED_COMMANDS if getattr(args, d, None)]
         parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
+    # With several processes (cnnlab.training.distributed) rank 0 speaks for the run; another rank
+    # reports only its own errors, and ends quietly with 0 when rank 0 stopped the run (a non-zero
+    # code would make Lightning's launcher kill rank 0 while it is still writing its report).
+    from cnnlab.training.distributed import process_rank, rank_message
+    from cnnlab.training.ranks import StoppedElsewhere
+
     try:
         return int(args.func(args) or 0)
     except CnnlabError as exc:
-        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        rank = process_rank()
+        if rank == 0:
+            print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, StoppedElsewhere):
+            print(rank_message(exc, rank), file=sys.stderr)
+        return 2 if rank == 0 or not isinstance(exc, StoppedElsewhere) else 0
     except KeyboardInterrupt:
+        if process_rank() != 0:
+            return 0
         print("\ncnnlab: interrupted", file=sys.stderr)
         return 130
 

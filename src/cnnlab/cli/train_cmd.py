@@ -38,6 +38,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.api import resume, run_training
+    from cnnlab.training.distributed import process_rank
     from cnnlab.training.fit import TrainingInterrupted
 
     if args.resume:
@@ -51,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = run_training(config_from_args(args), "cnnlab " + shlex.join(sys.argv[1:]))
     except TrainingInterrupted as stop:
-        print(f"\ninterrupted: the last finished epoch is saved; report: {stop.result.files.report}")
-        print(f"resume with: cnnlab train --resume {stop.result.files.root}")
+        if process_rank() != 0:  # rank 0 tells the user; a non-zero code here would make the launcher kill it
+            return 0
+        print(f"\ninterrupted: the last finished epoch is saved; report: {stop.files.report}")
+        print(f"resume with: cnnlab train --resume {stop.files.root}")
         return 130
+    if process_rank() != 0:  # only rank 0 speaks
+        return 0
     metrics = result.metrics
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")

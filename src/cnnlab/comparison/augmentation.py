@@ -14,6 +14,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.run import train_and_evaluate
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.training.distributed import in_processes
+from cnnlab.training.ranks import Ranks
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import default_name
 
@@ -57,9 +59,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def augmentation_experiment(config: RunConfig, command: str) -> ExperimentResult:
     """Trains ``config`` twice, same seed and epochs: with no augmentation, and with
-    ``config.augment`` (the lesson's preset when it has none), then compares the two."""
+    ``config.augment`` (the lesson's preset when it has none), then compares the two.
+
+    With several devices both runs happen in the same processes; rank 0 writes the comparison.
+    """
     if config.augment.mixup or config.augment.cutmix:
         raise CnnlabError("mixup/cutmix change the targets; compare them with separate runs")
+    return in_processes(config.train, _both_arms, config, command)
+
+
+def _both_arms(ranks: Ranks, config: RunConfig, command: str) -> ExperimentResult:
     augment = config.augment if config.augment != AugmentConfig() else resolve_augment("lesson")
     name = config.name or f"{default_name(config)}-augmentation"
     folder = Path(config.runs_dir).expanduser() / name
@@ -67,12 +76,16 @@ def augmentation_experiment(config: RunConfig, command: str) -> ExperimentResult
     for arm, arm_augment in (("without", AugmentConfig()), ("with", augment)):
         arm_config = dataclasses.replace(config, augment=arm_augment, runs_dir=str(folder), name=arm)
         files, test = train_and_evaluate(arm_config, f"{command}  # arm: {arm} augmentation")
-        histories[f"{arm} augmentation"] = history = load_history(files.metrics_csv)
+        histories[f"{arm} augmentation"] = history = ranks.from_zero(lambda: load_history(files.metrics_csv))
         rows.append(_row(arm, history, files.root, test))
-    figure = plot_curves(histories, folder / "augmentation_experiment.png",
-                         "With vs without augmentation (dashed: train, solid: validation)")
-    atomic_write_text(folder / "summary.md", _table(rows))
-    atomic_write_json(folder / "experiment.json", {
-        "command": command, "augment": dataclasses.asdict(augment), "rows": rows,
-    })
-    return ExperimentResult(folder, rows, figure)
+
+    def write() -> Path:
+        figure = plot_curves(histories, folder / "augmentation_experiment.png",
+                             "With vs without augmentation (dashed: train, solid: validation)")
+        atomic_write_text(folder / "summary.md", _table(rows))
+        atomic_write_json(folder / "experiment.json", {
+            "command": command, "augment": dataclasses.asdict(augment), "rows": rows,
+        })
+        return figure
+
+    return ExperimentResult(folder, rows, ranks.from_zero(write))

@@ -23,6 +23,10 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["plateau", "onecycle", "cosine", "none"]
 Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+# Lightning's names. ddp starts one process per device (re-running the command, or found started by
+# torchrun/SLURM); ddp_spawn starts them with multiprocessing; the third is ddp for models with
+# parameters that some steps leave unused (DDP refuses those otherwise). Frozen ones are not a reason.
+Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
 Channels = Literal[1, 3]
 
 
@@ -125,6 +129,12 @@ class TrainConfig:
     devices: str = option("auto", metavar="N|LIST", help="how many devices (2) or which (0,1); auto: all of the accelerator's")
     precision: Precision = option("auto", "auto: bf16-mixed on CUDA with bf16, 16-mixed on other GPUs, 32-true "
                                   "on a CPU; bf16-mixed on a CPU without native bf16 falls back to 32-true")
+    strategy: Strategy = option("auto", "how several devices train together: auto (ddp when there are several), "
+                                "ddp (one process per device), ddp_spawn, ddp_find_unused_parameters_true")
+    num_nodes: int = option(1, "machines training together (each runs the same command, e.g. under torchrun or "
+                            "SLURM; README: Scaling out)", at_least=1)
+    batch_per_device: bool = option(False, "with several processes each takes --batch-size (the global batch "
+                                    "grows; --lr is not scaled) instead of sharing it")
 
     def __post_init__(self) -> None:
         check_fields(self, "train")

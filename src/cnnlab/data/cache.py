@@ -84,31 +84,48 @@ def file_key(path: Path | str) -> FileKey | None:
 class DecodedCache:
     """Decoded (channels, side, side) uint8 images keyed by :class:`FileKey`.
 
-    Not shared between threads: each thread or process opens its own.
+    Not shared between threads: each thread or process opens its own. ``read_only``: finds images,
+    never writes (not even creates the file): the processes of a multi-process run other than
+    rank 0 read what rank 0 wrote.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else cache_file()
+        self.read_only = read_only
         self._db: sqlite3.Connection | None = None
         self._broken = False
 
+    def _connect_read_only(self) -> sqlite3.Connection | None:
+        if not self.path.is_file():
+            self._broken = True  # nothing cached yet: nothing to find
+            return None
+        db = self._db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                                        isolation_level=None)
+        if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+            self._broken = True
+            self.close()
+        return self._db
+
     def _connect(self) -> sqlite3.Connection | None:
-        if self._db is None and not self._broken:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-                db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a cache may lose the last commit
-                if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
-                    with db:  # new file or old format: (re)create under the write lock, re-checked
-                        db.execute("BEGIN IMMEDIATE")
-                        if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
-                            db.execute("DROP TABLE IF EXISTS decoded")
-                            db.execute(_SCHEMA)
-                            db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc)
+        if self._db is not None or self._broken:
+            return self._db
+        try:
+            if self.read_only:
+                return self._connect_read_only()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a cache may lose the last commit
+            if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                with db:  # new file or old format: (re)create under the write lock, re-checked
+                    db.execute("BEGIN IMMEDIATE")
+                    if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                        db.execute("DROP TABLE IF EXISTS decoded")
+                        db.execute(_SCHEMA)
+                        db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
         return self._db
 
     def _fail(self, exc: Exception) -> None:
@@ -140,6 +157,8 @@ class DecodedCache:
 
     def save(self, entries: Iterable[tuple[FileKey, np.ndarray]], side: int, channels: int) -> int:
         """Stores (key, (channels, side, side) uint8 image) pairs in one transaction; returns the count."""
+        if self.read_only:
+            return 0
         db = self._connect()
         if db is None:
             return 0

@@ -117,12 +117,13 @@ def decode_files(
     size: int,
     workers: int,
     cache: bool | None = None,
+    cache_read_only: bool = False,
 ) -> tuple[ImageSet, list[SkippedFile]]:
     """Decodes ``(path, label)`` pairs to an ImageSet of ``size`` x ``size`` images.
 
     With ``cache`` (default: on unless ``CNNLAB_NO_CACHE`` is set) images decoded by an earlier
     run are read from the decoded-image cache (see cnnlab.data.cache) when their file is
-    unchanged, and newly decoded ones are added to it.
+    unchanged, and newly decoded ones are added to it, unless ``cache_read_only``.
     """
     import torch
 
@@ -132,7 +133,7 @@ def decode_files(
     count = len(files)
     out = np.empty((count, channels, size, size), dtype=np.uint8)
     hits = np.zeros(count, dtype=bool)
-    store = DecodedCache() if use_cache and count else None
+    store = DecodedCache(read_only=cache_read_only) if use_cache and count else None
     keys: list[FileKey | None] = []
     if store is not None:
         # stat before reading: a file changed during decoding gets the old key, so it is

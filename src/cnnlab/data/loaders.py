@@ -28,26 +28,39 @@ def eval_batch_size(image_shape: Sequence[int], device: torch.device | str = "cp
 
 
 class _BatchIndexed(Dataset):
-    """Indexed by a whole list of positions, returning the stacked batch (images, labels)."""
+    """Indexed by a whole list of positions, returning the stacked batch (images, labels).
 
-    def __init__(self, image_set: ImageSet) -> None:
+    With ``extra`` (one row per image, e.g. a teacher's logits), batches are (images, labels, extra).
+    """
+
+    def __init__(self, image_set: ImageSet, extra: torch.Tensor | None = None) -> None:
         self._images, self._labels = image_set.images.numpy(), image_set.labels.numpy()  # shared memory
+        self._extra = extra.numpy() if extra is not None else None
 
     def __len__(self) -> int:
         return len(self._labels)
 
-    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
         # NumPy fancy indexing: torch's multi-threaded gather was 60x slower for small uint8
         # batches on a busy 2-core machine (12 ms vs 0.2 ms per 128 CIFAR images, measured).
         index = np.asarray(positions)
-        return torch.from_numpy(self._images[index]), torch.from_numpy(self._labels[index])
+        batch = (torch.from_numpy(self._images[index]), torch.from_numpy(self._labels[index]))
+        return batch if self._extra is None else (*batch, torch.from_numpy(self._extra[index]))
 
 
 class EpochBatches(Sampler[list[int]]):
     """Yields lists of positions; the order depends only on (seed, epoch), so resumes replay it.
 
-    Lightning calls ``set_epoch`` before each epoch. With ``class_weights`` given, positions are
-    drawn with replacement so that each class is seen equally often (a balanced sampler).
+    Lightning calls ``set_epoch`` before each epoch. With ``balanced``, positions are drawn with
+    replacement so that each class is seen equally often (a balanced sampler).
+
+    With several processes (``world_size`` > 1) each rank takes every ``world_size``-th position of
+    the epoch's order, from position ``rank``, in batches of ``batch_size``: step k of all ranks
+    together is then exactly batch k of one process at ``batch_size * world_size``. Lightning's
+    own sharding (a DistributedSampler) would split whole batches instead, multiplying the global
+    batch, so the Trainer is told not to (``use_distributed_sampler=False``). Shards are padded
+    with the epoch's first positions to equal length (every rank must take as many steps), unless
+    ``pad`` is False (evaluation, where a repeated image would count twice and no step syncs).
     """
 
     def __init__(
@@ -57,8 +70,13 @@ class EpochBatches(Sampler[list[int]]):
         shuffle: bool,
         seed: int = 0,
         balanced: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = len(labels), batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.pad = pad or self.size < world_size  # no rank may be left without a batch
         self.epoch = 0
         self.weights = None
         if balanced:
@@ -68,8 +86,13 @@ class EpochBatches(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _shard_size(self) -> int:
+        if self.pad:
+            return -(-self.size // self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
+
     def __len__(self) -> int:
-        return (self.size + self.batch_size - 1) // self.batch_size
+        return (self._shard_size() + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -79,6 +102,11 @@ class EpochBatches(Sampler[list[int]]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
+        if self.world_size > 1:
+            if self.pad:
+                padded = -(-self.size // self.world_size) * self.world_size
+                order = order.repeat(-(-padded // max(self.size, 1)))[:padded]
+            order = order[self.rank :: self.world_size]
         yield from (chunk.tolist() for chunk in order.split(self.batch_size))
 
 
@@ -88,27 +116,47 @@ def batch_loader(
     shuffle: bool = False,
     seed: int = 0,
     balanced: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    extra: torch.Tensor | None = None,
 ) -> DataLoader:
-    """A DataLoader of (uint8 images, labels) batches from an in-memory split."""
-    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced)
+    """A DataLoader of (uint8 images, labels[, extra rows]) batches from an in-memory split.
+
+    ``shard``: (rank, world_size) of this process: its share of each epoch (see EpochBatches);
+    training shards (``shuffle``) are padded to equal length, evaluation ones are not.
+    ``extra``: rows served with each image (e.g. a teacher's logits computed once).
+    """
+    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced, *shard, pad=shuffle)
     return DataLoader(
-        _BatchIndexed(image_set),
+        _BatchIndexed(image_set, extra),
         sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches
         pin_memory=torch.cuda.is_available(),
     )
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Serves the prepared splits to the Lightning Trainer."""
+def trainer_shard(module: L.LightningDataModule) -> tuple[int, int]:
+    """(rank, world_size) of the Trainer a data module serves; (0, 1) outside one."""
+    trainer = module.trainer
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False):
+
+class ImageDataModule(L.LightningDataModule):
+    """Serves the prepared splits to the Lightning Trainer, each process its share.
+
+    ``batch_size`` is the batch of one process (the per-device batch); ``train_extra``: rows served
+    with each training image, e.g. a teacher's logits computed once.
+    """
+
+    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False,
+                 train_extra: torch.Tensor | None = None):
         super().__init__()
         self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
+        self.train_extra = train_extra
 
     def train_dataloader(self) -> DataLoader:
         return batch_loader(
-            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced
+            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self),
+            self.train_extra,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -120,4 +168,4 @@ class ImageDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         images = self.data.splits[split].images
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
-        return batch_loader(self.data.splits[split], eval_batch_size(images.shape, device))
+        return batch_loader(self.data.splits[split], eval_batch_size(images.shape, device), shard=trainer_shard(self))

@@ -29,13 +29,16 @@ class InputNeeds:
     image_size: int | None = None
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
+
+
 def convert_images(images: torch.Tensor, channels: int, size: int | None) -> torch.Tensor:
     """Changes uint8 (N, C, H, W) images to ``channels`` (luminance or replication) and size."""
     if images.shape[1] != channels:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
-        else:  # ITU-R 601 luma, as PIL's convert("L")
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        else:
+            weights = torch.tensor(LUMA).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
     if size is not None and tuple(images.shape[2:]) != (size, size):
         resized = []
@@ -67,7 +70,7 @@ def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, Im
 
 
 def _folder(
-    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile]
+    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile], cache_read_only: bool
 ) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
     root = Path(cfg.source).expanduser()
     listing = discover(root)
@@ -93,7 +96,7 @@ def _folder(
     decoded = {}
     for split, files in listing.files.items():
         labelled = [(path, index[label]) for path, label in files]
-        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers)
+        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
         skipped += bad
     pool = decoded.pop("train")
     return pool, decoded, class_names
@@ -109,11 +112,13 @@ def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None
             raise CnnlabError(f"no usable training image left in class '{name}' (see skipped files)")
 
 
-def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -> PreparedData:
+def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
+                 cache_read_only: bool = False) -> PreparedData:
     """Loads, decodes and splits the data named by ``cfg.source``.
 
     Missing val/test splits are held out of train (stratified, seeded), so the same config and
-    seed always give the same split.
+    seed always give the same split. ``cache_read_only``: use the decoded-image cache without
+    writing to it (a multi-process run's ranks other than 0).
 
     Raises:
         CnnlabError: for a missing path, too few classes or images, or unusable data.
@@ -122,7 +127,7 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds()) -
     if cfg.source in BUILTIN_NAMES:
         pool, given, class_names = _builtin(cfg, needs)
     else:
-        pool, given, class_names = _folder(cfg, needs, skipped)
+        pool, given, class_names = _folder(cfg, needs, skipped, cache_read_only)
     labels = pool.labels.numpy()
     splits = dict(given)
     if "test" not in splits:

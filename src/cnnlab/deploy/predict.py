@@ -1,9 +1,15 @@
-"""Classifies images with a trained run, using the run's own preprocessing."""
+"""Classifies images with a run's model, or with an exported artifact on its own.
+
+The preprocessing is the model's own: from the run folder, or from the metadata inside the
+artifact, so an artifact copied anywhere predicts what the checkpoint does. A run folder is
+served by its fastest measured runtime that keeps accuracy (``deploy.runtime.fastest_runtime``).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -12,9 +18,30 @@ from PIL import Image
 from cnnlab.data.decode import image_to_array
 from cnnlab.data.discover import expand_inputs
 from cnnlab.data.folder import decode_files
+from cnnlab.data.normalize import Normalize
+from cnnlab.deploy.runtime import open_for_prediction, torch_threads
+from cnnlab.deploy.settings import DEFAULT_THREADS
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import predict_probs
-from cnnlab.training.checkpoint import TrainedModel
+from cnnlab.training.run_dir import RunFiles, read_run_config
+
+log = logging.getLogger("cnnlab")
+
+
+class Classifier(Protocol):
+    """What prediction needs of a model: a TrainedModel (checkpoint) or a Served (any runtime)."""
+
+    model: Any
+    class_names: list[str]
+
+    @property
+    def normalize(self) -> Normalize: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def side(self) -> int: ...
 
 
 def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str, Any]]:
@@ -42,7 +69,7 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(values)
 
 
-def predict_images(trained: TrainedModel, items: Sequence[Any], k: int = 3, workers: int = 4) -> list[dict[str, Any]]:
+def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, workers: int = 4) -> list[dict[str, Any]]:
     """Top-k classes per image: ``[{input, top: [{class, probability}], error}]``, in order.
 
     ``items`` may mix image files, folders (each image file in them), PIL images and arrays.
@@ -72,3 +99,19 @@ def predict_images(trained: TrainedModel, items: Sequence[Any], k: int = 3, work
         for offset, row_probs in enumerate(probs):
             rows[positions[start + offset]]["top"] = top_k(row_probs, trained.class_names, k)
     return rows
+
+
+def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: str = "auto",
+                 threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+    """:func:`predict_images` with a run folder or an exported artifact, logging which runtime ran.
+
+    Args:
+        target: a run folder (its fastest measured runtime unless ``runtime`` names one: pytorch,
+            torchscript, onnx, int8), or a ``.onnx`` / TorchScript file written by ``cnnlab export``.
+    """
+    served, why = open_for_prediction(target, runtime, threads)
+    log.info("runtime: %s; %s", served.describe(), why)
+    folder = Path(target).expanduser()
+    decoding = {"workers": read_run_config(RunFiles(folder)).data.workers} if folder.is_dir() else {}
+    with torch_threads(threads):
+        return predict_images(served, items, k, **decoding)

@@ -9,24 +9,26 @@ folder is HTML-escaped. Missing files (an interrupted run) leave a short note, n
 from __future__ import annotations
 
 import base64
-import html
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import pandas as pd
 
 from cnnlab.evaluation.compare import final_test_accuracy, format_value
+from cnnlab.evaluation.html import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
+from cnnlab.tables import Table
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
 
 SECTIONS = [
-    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("explain", "Explain"), ("data", "Data"),
-    ("reproduce", "Reproduce"),
+    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("explain", "Explain"),
+    ("deployment", "Deployment"), ("data", "Data"), ("reproduce", "Reproduce"),
 ]
+OPTIONAL_SECTIONS = {"deployment"}  # shown only when the run has something for them
 MAX_SKIPPED_ROWS = 100
 MAX_CLASS_ROWS = 60
 
@@ -49,36 +51,6 @@ details{margin:.6em 0}summary{cursor:pointer;color:#1d3f66;font-weight:600}
 .muted{color:#777}.missing{color:#999;font-style:italic}.good{color:#1d6b35;font-weight:600}
 .banner{padding:.6em 1em;border-radius:4px;background:#fff3cd;border:1px solid #e0c060}
 """
-
-
-def _e(value: Any) -> str:
-    """HTML-escaped text of any value."""
-    return html.escape(str(value), quote=True)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()) -> str:
-    """An escaped HTML table; columns listed in ``numeric`` are right-aligned."""
-    numeric = set(numeric)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{_e(v)}</td>' for i, v in enumerate(r)) + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _pairs(rows: Iterable[tuple[str, Any]]) -> str:
-    """A two-column key/value table, keys as row headers."""
-    body = "".join(f'<tr><th scope="row">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in rows)
-    return f"<table><tbody>{body}</tbody></table>"
-
-
-def _folded(title: str, body: str) -> str:
-    return f"<details><summary>{_e(title)}</summary>{body}</details>"
-
-
-def _missing(what: str) -> str:
-    return f'<p class="missing">{_e(what)} not available (the run may have been interrupted).</p>'
 
 
 def _figure(files: RunFiles, key: str) -> str:
@@ -139,6 +111,10 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
+    last = (run.get("attempts") or [{}])[-1]
+    if isinstance(last, dict) and last.get("processes"):  # trained by several processes (DDP)
+        rows.insert(-2, ("Processes", f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
+                                      f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"))
     return "".join(out) + _pairs(rows)
 
 
@@ -212,6 +188,19 @@ def _explain(files: RunFiles) -> str:
             "Grad-CAM colours the parts of an image whose features raised the predicted class (red = most): "
             "a mistake whose heat sits on the background hints at a shortcut the model learned. "
             "For any image: <code>cnnlab explain gradcam RUN IMAGE</code>.</p>" + figures)
+
+
+def _deployment(files: RunFiles) -> str:
+    """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
+    out = []
+    for path in sorted(files.tables.glob("*.json")):
+        table = Table.load(path)
+        if table is None:
+            continue
+        notes = "".join(f"<li>{_e(note)}</li>" for note in table.notes)
+        out.append(f"<h3>{_e(table.title)}</h3>" + _table(table.columns, table.rows, range(1, len(table.columns)))
+                   + (f"<ul>{notes}</ul>" if notes else ""))
+    return "".join(out)
 
 
 def _data(files: RunFiles, run: dict[str, Any]) -> str:
@@ -295,17 +284,19 @@ def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
         "training": _training(files, run),
         "results": _results(files, metrics),
         "explain": _explain(files),
+        "deployment": _deployment(files),
         "data": _data(files, run),
         "reproduce": _reproduce(files, run),
     }
     title = f"cnnlab run: {run.get('name', files.root.name)}"
-    nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in SECTIONS)
+    shown = [(sid, label) for sid, label in SECTIONS if bodies[sid] or sid not in OPTIONAL_SECTIONS]
+    nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in shown)
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>',
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>',
         f"<h1>{_e(title)}</h1><nav>{nav}</nav>",
         *(f'<p class="banner">{_e(n)}</p>' for n in notes),
-        *(f'<section id="{sid}"><h2>{_e(label)}</h2>{bodies[sid]}</section>' for sid, label in SECTIONS),
+        *(f'<section id="{sid}"><h2>{_e(label)}</h2>{bodies[sid]}</section>' for sid, label in shown),
         f'<p class="muted">Generated by cnnlab {_e(run.get("cnnlab_version", ""))} from {_e(files.root.name)}.</p>',
         "</body></html>\n",
     ]

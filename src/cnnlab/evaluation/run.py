@@ -12,11 +12,14 @@ import numpy as np
 
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
-from cnnlab.data.types import ImageSet
+from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
 from cnnlab.training.checkpoint import TrainedModel, load_trained
+from cnnlab.training.distributed import in_processes
+from cnnlab.training.ranks import Ranks
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
+from cnnlab.training.start import resume_config
 from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
 log = logging.getLogger("cnnlab")
@@ -46,15 +49,24 @@ def train_and_evaluate(
 ) -> tuple[RunFiles, dict[str, Any]]:
     """``cnnlab train``: fit (or resume), then score the best weights on the test split.
 
+    With several devices or nodes it runs in each of the run's processes (started here if need
+    be); rank 0 alone evaluates and writes the report, the others wait for it and get its metrics.
+
     Raises:
         TrainingInterrupted: after Ctrl-C, once the report of what was done is written.
     """
+    train_config = config.train if config is not None else resume_config(str(resume_path))[2].train
+    return in_processes(train_config, _train_and_evaluate, config, command, resume_path)
+
+
+def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
+                        resume_path: str | None) -> tuple[RunFiles, dict[str, Any]]:
     try:
-        result = resume(resume_path) if resume_path else fit(config, command)
+        result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
     except TrainingInterrupted as stop:
-        finish_interrupted(stop.result)
+        ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
         raise
-    return result.files, finish_run(result)
+    return result.files, ranks.from_zero(lambda: finish_run(result))
 
 
 def finish_interrupted(result: FitResult) -> None:
@@ -67,18 +79,19 @@ def finish_interrupted(result: FitResult) -> None:
     write_report(files.root)
 
 
-def own_test_split(trained: TrainedModel, config: RunConfig) -> ImageSet:
-    """The run's test split drawn again from its data, as the model wants its images."""
+def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
+    """A run's own data, split as at training and decoded as its model wants it.
+
+    Warns when the test split is no longer the images the run was scored on.
+    """
+    config = read_run_config(files)
     side = trained.side
-    prepared = prepare_data(
-        replace(config.data, image_size=side, channels=trained.channels), config.train.seed,
-        InputNeeds(trained.channels, side),
-    )
-    test = prepared.splits["test"]
+    prepared = prepare_data(replace(config.data, image_size=side, channels=trained.channels), config.train.seed,
+                            InputNeeds(trained.channels, side))
     expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
-    if expected and expected != test.fingerprint():
+    if expected and expected != prepared.splits["test"].fingerprint():
         log.warning("the data has changed since training: the test split is not the same images")
-    return test
+    return prepared
 
 
 def write_run_report(run_path: str | Path) -> Path:
@@ -96,7 +109,7 @@ def write_run_report(run_path: str | Path) -> Path:
     if missing and (files.best.is_file() or files.last.is_file()):
         run = open_explained(files.root)  # in the layout it trained in: about 2x faster for depthwise convs
         trained = run.trained
-        test = own_test_split(trained, read_run_config(files))
+        test = run_data(files, trained).splits["test"]
         scope = ""
         if len(test) > REDRAW_SAMPLE:
             test = test.subset(np.linspace(0, len(test) - 1, REDRAW_SAMPLE).round().astype(int))
@@ -120,7 +133,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, d
     config = read_run_config(files)
     out: ResultFiles = files
     if data is None:
-        test = own_test_split(trained, config)
+        test = run_data(files, trained).splits["test"]
     else:
         test = load_for_classes(data, trained.class_names, trained.channels, trained.side, config.data.workers)
         out = files.evaluation(data)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from typing import Any
 
 import lightning as L
 
@@ -39,3 +42,55 @@ class EpochLines(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
+
+
+class SyncedStop(L.Callback):
+    """Ctrl-C with several processes: each rank only notes it; all stop together, at the same step.
+
+    A rank stopping alone would leave the others waiting in a collective. So at each training step
+    the ranks start agreeing (without waiting) whether any saw Ctrl-C, and read the answer at the
+    next step: all raise KeyboardInterrupt at that same point (a step later than a lone process
+    would), which Lightning turns into its graceful shutdown on each; the last check is at the end
+    of training. A second Ctrl-C, later than a launcher's forwarded copy of the first (torchrun
+    sends one), stops this process at once.
+
+    Args:
+        ranks: a ``cnnlab.training.ranks.Ranks`` (its ``any_later`` is the agreement).
+    """
+
+    REPEAT_S = 3.0
+
+    def __init__(self, ranks: Any) -> None:
+        self.ranks = ranks
+        self.pressed_at: float | None = None
+        self._previous: Any = None
+        self._answer: Any = None  # the agreement started at the last step
+
+    def _on_ctrl_c(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.pressed_at is not None and now - self.pressed_at > self.REPEAT_S:
+            raise KeyboardInterrupt
+        self.pressed_at = self.pressed_at or now
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _agreed(self) -> bool:
+        answer, self._answer = self._answer, None
+        return answer is not None and answer()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._agreed():
+            raise KeyboardInterrupt
+        self._answer = self.ranks.any_later(self.pressed_at is not None)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._agreed()  # the last step's agreement: the side channel must hold no pending exchange
+        if self.ranks.any(self.pressed_at is not None):
+            raise KeyboardInterrupt

@@ -12,6 +12,8 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
+from cnnlab.models.weights import read_state_dict
+from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.build import build_model
 from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
 
@@ -81,22 +83,43 @@ class TrainedModel:
         return size if isinstance(size, int) else int(size[0])
 
 
+def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]:
+    """The network weights of a run: ``best`` (or ``last``) checkpoint, else a pruned run's own weights.
+
+    Raises:
+        CnnlabError: when the run has no weights yet.
+    """
+    if files.best.is_file() or files.last.is_file():
+        path = files.best if which == "best" and files.best.is_file() else files.last
+        return model_state(read_checkpoint(path))
+    if files.pruned_weights.is_file():
+        return read_state_dict(files.pruned_weights)  # safetensors: tensors only
+    raise CnnlabError(f"run '{files.root}' has no checkpoint yet (it stopped before its first epoch "
+                      f"ended); resume it with: cnnlab train --resume {files.root}")
+
+
 def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights.
+
+    A pruned run's network is the config's architecture resized as its ``architecture.json`` says.
 
     Raises:
         CnnlabError: when the run has no checkpoint yet.
     """
     config = read_run_config(files)
     meta = read_meta(files)
-    if not files.best.is_file() and not files.last.is_file():
-        raise CnnlabError(f"run '{files.root}' has no checkpoint yet (it stopped before its first epoch "
-                          f"ended); resume it with: cnnlab train --resume {files.root}")
+    state = run_weights(files, which)
     # Architecture only: the trained weights replace any starting weights.
     config = replace(config, model=replace(config.model, pretrained=False, weights=None))
     model = build_model(config, len(meta["class_names"]), meta["preprocess"])
-    path = files.best if which == "best" and files.best.is_file() else files.last
-    model.load_state_dict(model_state(read_checkpoint(path)))
+    resized = read_architecture(files.architecture)
+    if resized:
+        apply_architecture(model, resized, state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CnnlabError(f"the weights of '{files.root}' do not fit its model ({str(exc).splitlines()[0][:120]}); "
+                          "was config.yaml or architecture.json edited?") from None
     model.eval()
     normalize = Normalize(meta["preprocess"]["mean"], meta["preprocess"]["std"])
     return TrainedModel(model, normalize, list(meta["class_names"]), meta)

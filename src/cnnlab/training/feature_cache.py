@@ -20,12 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches
+from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, trainer_shard
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
 from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
 from cnnlab.progress import Listener, Progress
+from cnnlab.training.ranks import SINGLE, Ranks
 from cnnlab.training.module import ClassifierModule
 
 
@@ -96,23 +97,40 @@ def cache_features(
     train_views: int = 1,
     device: torch.device | str | None = None,
     listener: Listener | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, FeatureSet]:
     """Features of every split; the training split as ``train_views`` augmented views when
     ``augment`` is given (validation and test are never augmented).
 
-    Shows progress (this pass takes minutes for thousands of photos on a CPU); ``listener`` hears
-    each batch (done, total, seconds), e.g. to see early that a time budget cannot be met.
+    With several processes (``ranks``) each extracts its share of every split and all of them
+    then hold all the features. Shows progress (this pass takes minutes for thousands of photos
+    on a CPU); ``listener`` hears each batch (done, total, seconds), e.g. to see early that a time
+    budget cannot be met.
     """
     views = {name: max(1, train_views) if name == "train" and augment is not None else 1 for name in data.splits}
-    total = sum(len(image_set) * views[name] for name, image_set in data.splits.items())
+    # A split smaller than the number of processes is extracted whole by each: a share must not be empty.
+    sharded = {name: ranks.several and len(image_set) >= ranks.world_size for name, image_set in data.splits.items()}
+    shares = {name: image_set.subset(ranks.shard(len(image_set)).numpy()) if sharded[name] else image_set
+              for name, image_set in data.splits.items()}
+    total = sum(len(shares[name]) * views[name] for name in data.splits)
+    what = f" (this process's share, 1 of {ranks.world_size})" if ranks.several else ""
     result = {}
-    with Progress("extracting backbone features", total, listener=listener) as progress:
+    with Progress(f"extracting backbone features{what}", total, listener=listener) as progress:
         for name, image_set in data.splits.items():
-            result[name] = extract_features(
-                model, image_set, normalize, batch_size, augment=augment if name == "train" else None,
+            part = extract_features(
+                model, shares[name], normalize, batch_size, augment=augment if name == "train" else None,
                 views=views[name], device=device, progress=progress,
             )
+            result[name] = _gathered(part, image_set.labels, ranks) if sharded[name] else part
     return result
+
+
+def _gathered(part: FeatureSet, labels: torch.Tensor, ranks: Ranks) -> FeatureSet:
+    """Every rank's share of one split's features put together, views kept in their row blocks."""
+    views, count = part.views, len(part)
+    rows = part.features.reshape(views, count, -1).transpose(0, 1)  # (images, views, D): rows to gather
+    whole = ranks.gather_rows(rows.contiguous(), len(labels)).transpose(0, 1).reshape(views * len(labels), -1)
+    return FeatureSet(whole.contiguous(), labels.repeat(views), views)
 
 
 class _Rows(Dataset):
@@ -132,8 +150,9 @@ class _Rows(Dataset):
 class _ViewBatches(EpochBatches):
     """The image loader's batch order (same seed -> same batches), on view ``epoch % views``."""
 
-    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, seed: int, balanced: bool) -> None:
-        super().__init__(features.labels[: len(features)], batch_size, shuffle, seed, balanced)
+    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, seed: int, balanced: bool,
+                 shard: tuple[int, int]) -> None:
+        super().__init__(features.labels[: len(features)], batch_size, shuffle, seed, balanced, *shard, pad=shuffle)
         self.views = features.views
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -143,28 +162,31 @@ class _ViewBatches(EpochBatches):
 
 
 def feature_loader(
-    features: FeatureSet, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False
+    features: FeatureSet, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> DataLoader:
     """A DataLoader of (features, labels) batches, like ``cnnlab.data.loaders.batch_loader``."""
-    sampler = _ViewBatches(features, batch_size, shuffle, seed, balanced)
+    sampler = _ViewBatches(features, batch_size, shuffle, seed, balanced, shard)
     return DataLoader(_Rows(features), sampler=sampler, batch_size=None)
 
 
 class FeatureDataModule(L.LightningDataModule):
-    """Serves cached features in place of ``ImageDataModule`` (same batch order and sizes)."""
+    """Serves cached features in place of ``ImageDataModule`` (same batch order and sizes, each
+    process its share)."""
 
     def __init__(self, features: dict[str, FeatureSet], batch_size: int, seed: int, balanced: bool = False):
         super().__init__()
         self.features, self.batch_size, self.seed, self.balanced = features, batch_size, seed, balanced
 
     def train_dataloader(self) -> DataLoader:
-        return feature_loader(self.features["train"], self.batch_size, True, self.seed, self.balanced)
+        return feature_loader(self.features["train"], self.batch_size, True, self.seed, self.balanced,
+                              trainer_shard(self))
 
     def val_dataloader(self) -> DataLoader:
-        return feature_loader(self.features["val"], max(self.batch_size, EVAL_BATCH_SIZE))
+        return feature_loader(self.features["val"], max(self.batch_size, EVAL_BATCH_SIZE), shard=trainer_shard(self))
 
     def test_dataloader(self) -> DataLoader:
-        return feature_loader(self.features["test"], max(self.batch_size, EVAL_BATCH_SIZE))
+        return feature_loader(self.features["test"], max(self.batch_size, EVAL_BATCH_SIZE), shard=trainer_shard(self))
 
 
 class FeatureHeadModule(ClassifierModule):

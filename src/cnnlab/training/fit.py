@@ -1,60 +1,44 @@
-"""``fit``: from a config to a trained model in a run folder (evaluation is the next package's)."""
+"""``fit``: from a config to a trained model in a run folder (evaluation is the next package's).
+
+With several processes (``--devices``, ``--num-nodes``; see ``cnnlab.training.distributed``) every
+rank runs this same code: the Trainer's fits are where they work together; around them rank 0
+writes the run folder and decides, and the others receive its decisions, so all stay in step.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
 import logging
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.augment.mix import mix_batch
-from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
 from cnnlab.data.normalize import Normalize
-from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
-from cnnlab.models import model_input, resolve_name
-from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.inference import accuracy
-from cnnlab.models.summary import count_parameters, model_summary
-from cnnlab.io import atomic_write_text
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.cut_cache import plan_cut
+from cnnlab.training.distributed import in_processes
+from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.feature_cache import FeatureHeadModule
+from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups
-from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
-from cnnlab.training.history import trim_history
-from cnnlab.training.resume import check_same_data, resume_point
-from cnnlab.training.run_dir import (
-    RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
-)
-from cnnlab.version import __version__
-from cnnlab.training.staged import checkpoint_seconds, fit_stage
+from cnnlab.training.run_dir import RunFiles
+from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import improvement_line, kept_weights, plan_stages
+from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
 
 log = logging.getLogger("cnnlab")
-
-
-@dataclass
-class RunContext:
-    """A run being trained: its config, folder, data, network and metadata."""
-
-    config: RunConfig
-    files: RunFiles
-    data: PreparedData
-    model: torch.nn.Module
-    meta: dict[str, Any]
 
 
 @dataclass
@@ -69,82 +53,24 @@ class FitResult:
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume."""
+    """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume.
 
-    def __init__(self, result: FitResult) -> None:
-        super().__init__(f"interrupted: {result.files.root}")
+    ``result`` (the model and data, to report what was done) stays in the process that trained:
+    sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
+    """
+
+    def __init__(self, result: FitResult | None, files: RunFiles | None = None) -> None:
+        self.files: RunFiles = files if files is not None else result.files  # type: ignore[union-attr]
+        super().__init__(f"interrupted: {self.files.root}")
         self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return TrainingInterrupted, (None, self.files)
 
 
 def _class_weights(data: PreparedData) -> torch.Tensor:
     counts = torch.tensor(data.splits["train"].class_counts(data.num_classes), dtype=torch.float32)
     return counts.sum() / (counts.clamp(min=1) * len(counts))  # inverse frequency, mean ~1
-
-
-def _prepare(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
-    wanted = model_input(config.model.name, config.model.pretrained)
-    data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size))
-    preprocess = preprocess_meta(data, config)
-    model = build_model(config, data.num_classes, preprocess)
-    pretrained = config.model.pretrained or bool(config.model.weights)
-    if plan_stages(config, pretrained, warn=False)[0].head_only:
-        freeze_backbone(model)  # the summary's Trainable column then shows stage 1 as it will run
-    try:
-        summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
-    except RuntimeError as exc:
-        raise CnnlabError(
-            f"model '{config.model.name}' cannot take {data.image_size[0]}x{data.image_size[1]} px "
-            f"images ({str(exc).splitlines()[0][:80]}); use a larger --image-size"
-        ) from None
-    return data, preprocess, model, summary
-
-
-def start_run(config: RunConfig, command: str) -> RunContext:
-    """Prepares data and model (failing fast on bad input), then creates the run folder."""
-    data, preprocess, model, summary = _prepare(config)
-    for warning in meaning_warnings(config.augment, data.channels, data.class_names):
-        log.warning(warning)
-    files = new_run_dir(config)
-    write_config(files, config)
-    write_skipped(files, data.skipped)
-    if data.skipped:
-        log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
-    atomic_write_text(files.summary, summary + "\n")
-    print(summary)
-    total, trainable = count_parameters(model)
-    meta: dict[str, Any] = {
-        "name": files.root.name,
-        "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "cnnlab_version": __version__,
-        "command": command,
-        "status": "running",
-        "class_names": data.class_names,
-        "preprocess": preprocess,
-        "data": data.summary(),
-        "model": {"name": config.model.name, "resolved": resolve_name(config.model.name),
-                  "params_total": total, "params_trainable": trainable},
-        "stages": [],
-        "timing": {},
-    }
-    write_meta(files, meta)
-    return RunContext(config, files, data, model, meta)
-
-
-def reopen_run(path: str) -> tuple[RunContext, str | None]:
-    """A stopped run, rebuilt from its folder, and the checkpoint to continue from (if any).
-
-    Raises:
-        CnnlabError: when the run is complete, or its data changed since it started.
-    """
-    files = open_run(path)
-    meta = read_meta(files)
-    if meta.get("status") == "completed":
-        raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
-    config = read_run_config(files)
-    data, _, model, _ = _prepare(config)
-    check_same_data(meta, data)
-    return RunContext(config, files, data, model, meta), resume_point(files)
 
 
 def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
@@ -206,6 +132,28 @@ def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epo
     return "at the start (no checkpoint yet)"
 
 
+def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize) -> dict[str, Any]:
+    """The stage's record as rank 0 has it, the best weights loaded on every rank.
+
+    Rank 0 loads the best checkpoint (EarlyStopping's "restore best weights"), scores the test
+    split once, and sends its record and weights to the others: the next stage starts from the
+    same weights everywhere, and reads no file written by another machine.
+    """
+    best = outcome.record.pop("best_checkpoint")
+
+    def on_zero() -> dict[str, Any]:
+        if best and Path(best).is_file():
+            load_module_weights(outcome.module, best)
+        test = ctx.data.splits["test"]
+        scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
+        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.images, test.labels, normalize)
+        return outcome.record
+
+    record = ctx.ranks.from_zero(on_zero)
+    ctx.ranks.share_weights(ctx.model)
+    return record
+
+
 def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
 
@@ -218,7 +166,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
         CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
     """
-    config, files = ctx.config, ctx.files
+    config, files, ranks = ctx.config, ctx.files, ctx.ranks
     apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
     pretrained = config.model.pretrained or bool(config.model.weights)
     plan = plan_stages(config, pretrained)
@@ -227,18 +175,27 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     checkpoint = read_checkpoint(resume_from) if resume_from else {}
     checkpoint_stage = (checkpoint.get("cnnlab") or {}).get("stage")
     resumable = checkpoint_stage if checkpoint_stage not in finished else None
-    trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
-    if records and files.best.is_file() and resumable is None:
-        load_model_weights(ctx.model, files.best)  # the next stage starts from the best so far
+    if ranks.is_zero:
+        trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
+    if records and resumable is None:  # the next stage starts from the best so far
+        ranks.from_zero(lambda: files.best.is_file() and load_model_weights(ctx.model, files.best))
+        ranks.share_weights(ctx.model)
     todo = [stage for stage in plan if stage.name not in finished]
     attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
-    write_meta(files, ctx.meta)  # the attempt is on record even if this process is killed
+    batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
+    if ranks.several:
+        attempt.update(processes=ranks.world_size, nodes=ranks.num_nodes, global_batch=batches.global_batch,
+                       device_batch=batches.per_device)
+        print(scale_line(batches, config.train, ranks), flush=True)
+    ctx.save_meta()  # the attempt is on record even if this process is killed
     budget_total = config.train.time_budget
     if budget_total and not records and resumable is None:
         print(split_line(budget_total, [stage.name for stage in plan]))
     module_kwargs = _module_kwargs(ctx)
-    cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
-    if why:
+    cut_cache, why = None, "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
+    if not why:
+        cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
+    if why and any(stage.name == "finetune" for stage in todo):
         log.info("fine-tuning trains on images: %s", why)
     module = None
     for index, stage in enumerate(todo):
@@ -254,27 +211,22 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                 break
         best_so_far = records[-1].get("best_val_loss") if records else None
         outcome = _fit_guarded(
-            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage), cut_cache),
+            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage),
+                              batches.per_device, cut_cache),
             files, config.data.batch_size,
         )
         module = outcome.module
-        best = outcome.record.pop("best_checkpoint")
-        if best and Path(best).is_file():
-            load_module_weights(module, best)  # EarlyStopping's "restore best weights"
-        test = ctx.data.splits["test"]
-        scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
-        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.images, test.labels,
-                                                                      module_kwargs["normalize"])
+        record = _stage_result(ctx, outcome, module_kwargs["normalize"])
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
-            ctx.meta["stages"] = records + [outcome.record]
-            write_meta(files, ctx.meta)
+            ctx.meta["stages"] = records + [record]
+            ctx.save_meta()
             raise TrainingInterrupted(FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config))
-        outcome.record["done"] = True
-        records.append(outcome.record)
+        record["done"] = True
+        records.append(record)
         ctx.meta["stages"] = records
-        write_meta(files, ctx.meta)
+        ctx.save_meta()
         if outcome.budget_spent and index + 1 < len(todo):
             ctx.meta.setdefault("notes", []).append(
                 f"the time budget ({budget_total:g} s) could not be met: feature extraction alone outran it, "
@@ -289,9 +241,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         ctx.meta["timing"]["budget_seconds"] = budget_total
     attempt["ended"] = "trained"
     ctx.meta["status"] = "trained"
-    write_meta(files, ctx.meta)
+    ctx.save_meta()
     if module is None:  # every stage was already done: rebuild a module around the best weights
-        load_model_weights(ctx.model, files.best)
+        ranks.from_zero(lambda: load_model_weights(ctx.model, files.best))  # only rank 0 evaluates
         module = ClassifierModule(**module_kwargs)
     return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
 
@@ -303,16 +255,29 @@ def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> Cla
     return module
 
 
+def _fit(ranks: Ranks, config: RunConfig, command: str) -> FitResult:
+    return train_run(start_run(config, command, ranks))
+
+
 def fit(config: RunConfig, command: str) -> FitResult:
-    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint."""
-    return train_run(start_run(config, command))
+    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint.
+
+    Several devices or nodes: runs in each of the processes (started here if need be); returns
+    rank 0's result.
+    """
+    return in_processes(config.train, _fit, config, command)
 
 
-def resume(path: str) -> FitResult:
-    """Continues a stopped run from its last checkpoint (or from scratch if it has none)."""
-    ctx, checkpoint = reopen_run(path)
+def _resume(ranks: Ranks, path: str) -> FitResult:
+    ctx, checkpoint = reopen_run(path, ranks)
     if checkpoint is None:
         log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
     ctx.meta["status"] = "running"
-    write_meta(ctx.files, ctx.meta)
+    ctx.save_meta()
     return train_run(ctx, checkpoint)
+
+
+def resume(path: str) -> FitResult:
+    """Continues a stopped run from its last checkpoint (or from scratch if it has none), in as
+    many processes as it was started with."""
+    return in_processes(resume_config(path)[2].train, _resume, path)

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.fabric.loggers.logger import rank_zero_experiment
 
 from cnnlab.io import atomic_write_text
 
@@ -87,6 +88,7 @@ class HistoryCSVLogger(CSVLogger):
         self.stage = stage
 
     @property
+    @rank_zero_experiment  # other ranks get a stand-in: only rank 0 reads or writes the file
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnlab.config import TrainConfig
@@ -45,8 +46,12 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.metadata = metadata or {}  # class names, preprocessing: saved in every checkpoint
         self.param_groups = param_groups  # a transfer stage's groups (own LR per block); None: all trainable
+        # Metric objects: with several processes they sum their counts over all ranks, so val_loss
+        # (what early stopping, the LR schedule and the best checkpoint watch) is one number everywhere,
+        # the mean over every validation image as with one process.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,15 +71,20 @@ class ClassifierModule(L.LightningModule):
         smoothing = 0.0 if target.ndim == 2 else self.label_smoothing
         return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=smoothing)
 
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """The loss minimised; ``extra`` holds what the batch carries besides images and labels
+        (a subclass's, e.g. a teacher's logits for distillation)."""
+        return self._loss(logits, target)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, labels, *extra = batch
         target = labels
         if self.mix is not None:
             images, target = self.mix(images, labels)  # soft targets (N, classes)
         logits = self._logits(images)
-        loss = self._loss(logits, target)
+        loss = self.training_loss(logits, target, *extra)
         self.train_acc(logits.detach(), labels)
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -82,12 +92,17 @@ class ClassifierModule(L.LightningModule):
         images, labels = batch
         logits = self._logits(images)
         self.val_acc(logits, labels)
-        self.log("val_loss", self._loss(logits, labels), on_epoch=True, prog_bar=True)
+        self.val_loss.update(self._loss(logits, labels), weight=len(labels))  # weighted: a last batch may be smaller
+        self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:  # after a resume's RNG restore, which gives every rank rank 0's state
+            rng.split_for_rank(self.trainer.global_rank)
 
     def on_train_epoch_start(self) -> None:
         lr = max(group["lr"] for group in self.trainer.optimizers[0].param_groups)  # the top group's
-        self.log("lr", lr, on_step=False, on_epoch=True)
+        self.log("lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # the same on every rank
 
     def configure_optimizers(self) -> Any:
         params = self.param_groups or [p for p in self.model.parameters() if p.requires_grad]

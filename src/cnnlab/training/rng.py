@@ -34,3 +34,16 @@ def restore(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def split_for_rank(rank: int) -> None:
+    """Gives each of several processes its own random stream, derived from the shared one.
+
+    Lightning starts every rank of a fit with the same seed; then the dropout masks and augmentation
+    draws of all ranks would repeat each other on different images. Deterministic: the same
+    shared state gives each rank the same stream again.
+    """
+    seed = (int(torch.randint(0, 2**31 - 1, (1,)).item()) + 1_000_003 * rank) % (2**32)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)

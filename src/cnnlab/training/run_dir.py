@@ -118,6 +118,48 @@ class RunFiles(ResultFiles):
         """``cnnlab explain`` figures and tables of this run (and the report's Explain figures)."""
         return self.root / "explain"
 
+    # Deployment artifacts (``cnnlab export`` / ``quantize``): each carries the classes and the
+    # preprocessing inside it, and ``model.json`` repeats them beside it for people and other tools.
+    @property
+    def onnx(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def int8_onnx(self) -> Path:
+        return self.root / "model.int8.onnx"
+
+    @property
+    def torchscript(self) -> Path:
+        return self.root / "model.ts"
+
+    @property
+    def deploy_meta(self) -> Path:
+        """``model.json``: classes, preprocessing, and what was checked and measured of each artifact."""
+        return self.root / "model.json"
+
+    @property
+    def tables(self) -> Path:
+        """Before/after tables of the deploy commands (``<name>.json`` and ``<name>.md``)."""
+        return self.root / "tables"
+
+    def table(self, name: str, suffix: str = ".json") -> Path:
+        return self.tables / f"{name}{suffix}"
+
+    @property
+    def pruned(self) -> Path:
+        """Run folders of pruned copies of this run's model (``cnnlab prune``)."""
+        return self.root / "pruned"
+
+    @property
+    def architecture(self) -> Path:
+        """A pruned run's layer shapes that differ from the architecture its config builds."""
+        return self.root / "architecture.json"
+
+    @property
+    def pruned_weights(self) -> Path:
+        """A pruned run's weights right after pruning (plain tensors); fine-tuning writes checkpoints."""
+        return self.root / "pruned.safetensors"
+
     def evaluation(self, data: str) -> ResultFiles:
         """Where ``cnnlab evaluate RUN --data DATA`` writes, so the run's own results stay."""
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(data.rstrip("/\\")).name or data).strip("-") or "data"
@@ -126,9 +168,11 @@ class RunFiles(ResultFiles):
     def written_names(self) -> list[str]:
         """Paths (relative, ``*`` for any file below a folder) of everything a run may write."""
         files = [self.config, self.meta, self.metrics_csv, self.metrics_json, self.classification_report,
-                 self.best, self.last, self.skipped, self.summary, self.report]
+                 self.best, self.last, self.skipped, self.summary, self.report, self.onnx, self.int8_onnx,
+                 self.torchscript, self.deploy_meta, self.architecture, self.pruned_weights]
         names = [p.relative_to(self.root).as_posix() for p in files]
-        return names + [f.file for f in FIGURES.values()] + ["tensorboard/*", "eval/*", "explain/*"]
+        folders = [self.tensorboard, self.root / "eval", self.explain, self.tables, self.pruned]
+        return names + [f.file for f in FIGURES.values()] + [f"{p.relative_to(self.root).as_posix()}/*" for p in folders]
 
 
 def default_name(config: RunConfig) -> str:
@@ -139,8 +183,16 @@ def default_name(config: RunConfig) -> str:
 
 def new_run_dir(config: RunConfig) -> RunFiles:
     """Creates ``runs/<name>``, or ``<name>-2``, ``-3``... when taken (never overwrites a run)."""
-    base = Path(config.runs_dir).expanduser()
-    name = config.name or default_name(config)
+    return RunFiles(claim_folder(Path(config.runs_dir).expanduser(), config.name or default_name(config), "run"))
+
+
+def claim_folder(base: Path, name: str, what: str, option: str = "--runs-dir") -> Path:
+    """Creates ``base/<name>``, or ``<name>-2``, ``-3``... when taken: a new folder, never one in use.
+
+    Args:
+        what: what the folder is for, in messages ("run", "comparison").
+        option: the option that sets ``base``, named when it cannot be written.
+    """
     for number in range(1, 10_000):
         candidate = base / (name if number == 1 else f"{name}-{number}")
         try:
@@ -148,9 +200,9 @@ def new_run_dir(config: RunConfig) -> RunFiles:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise CnnlabError(f"cannot create run folder '{candidate}': {exc.strerror}; check --runs-dir") from None
-        return RunFiles(candidate)
-    raise CnnlabError(f"too many runs named '{name}' in {base}; pick another --name")
+            raise CnnlabError(f"cannot create {what} folder '{candidate}': {exc.strerror}; check {option}") from None
+        return candidate
+    raise CnnlabError(f"too many {what}s named '{name}' in {base}; pick another name")
 
 
 def open_run(path: str | Path) -> RunFiles:

@@ -25,9 +25,11 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
 from cnnlab.training.budget import StageBudget
+from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.cut_cache import CutCache, top_accuracy
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
+from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
@@ -119,6 +121,7 @@ def fit_stage(
     best_so_far: float | None,
     budget: StageBudget | None,
     position: int = 0,
+    device_batch: int | None = None,
     cut_cache: CutCache | None = None,
 ) -> StageOutcome:
     """Trains one stage; returns the module with the stage's best weights loaded.
@@ -130,10 +133,12 @@ def fit_stage(
         position: the stage's place in the plan: its random stream starts from seed + position,
             whatever ran before it, so a run resumed at this stage draws what an uninterrupted one
             does (a checkpoint's saved RNG state then takes over).
+        device_batch: the batch of each process (default ``--batch-size``: one process).
         cut_cache: the fine-tuning stage's cut (``cnnlab.training.cut_cache``): a frozen stage
             catches its activations while extracting features, the fine-tuning stage trains its top on them.
     """
-    config, model, data = ctx.config, ctx.model, ctx.data
+    config, model, data, ranks = ctx.config, ctx.model, ctx.data, ctx.ranks
+    batch_size = device_batch or config.data.batch_size
     L.seed_everything(config.train.seed + position, workers=True, verbose=False)
     stage_clock = StageClock(checkpoint_seconds(resume_from))
     train_cfg = stage_train_config(config, stage, budget)
@@ -141,7 +146,8 @@ def fit_stage(
     groups = stage_param_groups(model, stage, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model)
+    hooks: TrainingHooks = ctx.hooks
+    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
     on_cut = cut_cache is not None and cut_cache.stage == stage
     how = " (backbone features computed once, then cached)" if cached else ""
     if on_cut:
@@ -158,26 +164,29 @@ def fit_stage(
         with catching:
             features = cache_features(model, data, kwargs["normalize"], augment=augment,
                                       train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                      device=_feature_device(config), listener=watch)
+                                      device=ranks.device if ranks.several else _feature_device(config),
+                                      listener=watch, ranks=ranks)
         module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
             k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
-        datamodule: L.LightningDataModule = FeatureDataModule(features, config.data.batch_size, config.train.seed, balanced)
+        datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
     elif on_cut:
-        module, datamodule = cut_cache.training(kwargs, data, config.data.batch_size, config.train.seed, balanced)
+        module, datamodule = cut_cache.training(kwargs, data, batch_size, config.train.seed, balanced)
         test_accuracy = lambda: cut_cache.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
-        module = ClassifierModule(**kwargs)
-        datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, balanced)
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock]
+        module = hooks.module_factory(**kwargs)
+        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, *hooks.callbacks]
+    if ranks.several:
+        callbacks.append(SyncedStop(ranks))
     if budget is not None:
         callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
                                     already=stage_clock.already))
     interrupted = False
     with quiet_lightning(), compile_fallback(config.train.compile):
         trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks)
-        if best_so_far is not None and ctx.files.best.is_file() and resume_from is None:
+        if best_so_far is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
             checkpoint.best_model_score = torch.tensor(best_so_far)
             checkpoint.best_model_path = str(ctx.files.best)
         sigint = signal.getsignal(signal.SIGINT)
@@ -208,5 +217,5 @@ def fit_stage(
     }
     if budget is not None:
         record["budget_seconds"] = round(budget.seconds, 2)
-    return StageOutcome(module, record, interrupted, budget_spent=bool(watch and watch.too_long),
-                        test_accuracy=test_accuracy)
+    budget_spent = ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
+    return StageOutcome(module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy)

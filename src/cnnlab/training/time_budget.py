@@ -118,6 +118,7 @@ class TimeBudget(L.Callback):
         self._val_s: float | None = None  # latest validation, checkpoint saving included
         self._val_start: float | None = None
         self._val_images = 0
+        self._shared: tuple[float, float] | None = None  # rank 0's (elapsed, reserve) after the last batch
 
     # --- estimates -------------------------------------------------------------------------
 
@@ -145,8 +146,9 @@ class TimeBudget(L.Callback):
 
     def progress(self) -> float:
         """Fraction of the usable budget spent; 1.0 is about where training stops."""
-        usable = max(self.seconds - self.reserve(), 1e-9)
-        return min(self.elapsed() / usable, 1.0)
+        elapsed, reserve = self._shared if self._shared is not None else (self.elapsed(), self.reserve())
+        usable = max(self.seconds - reserve, 1e-9)
+        return min(elapsed / usable, 1.0)
 
     # --- Lightning hooks ---------------------------------------------------------------------
 
@@ -154,6 +156,7 @@ class TimeBudget(L.Callback):
         if self.start is None:
             self.start = self._clock()
         self.stopped_early = False
+        self._shared = None
         for config in trainer.lr_scheduler_configs:  # let a budget-shaped LR share this clock
             schedule = getattr(config.scheduler, "budget_schedule", None)
             if isinstance(schedule, BudgetSchedule):
@@ -174,7 +177,12 @@ class TimeBudget(L.Callback):
         if images:
             self._image_s = self.batch_estimate() / images
         last = batch_idx + 1 >= trainer.num_training_batches
-        if self.elapsed() + self.reserve(last) >= self.seconds:
+        reading = (self.elapsed(), self.reserve(last), self.reserve())
+        if trainer.world_size > 1:  # rank 0's clock for all: every rank steps the same LR and stops together
+            reading = tuple(trainer.strategy.broadcast(reading))
+        elapsed, reserve_now, reserve_later = reading
+        self._shared = (elapsed, reserve_later)
+        if elapsed + reserve_now >= self.seconds:
             trainer.should_stop = True
             self.stopped_early = True
 

@@ -20,6 +20,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.io import atomic_write_bytes
 from cnnlab.progress import in_notebook
 from cnnlab.training.callbacks import EpochLines
+from cnnlab.training.distributed import trainer_strategy
 from cnnlab.training.history import HistoryCSVLogger
 from cnnlab.training.optim import bf16_is_fast
 from cnnlab.training.run_dir import RunFiles
@@ -123,6 +124,9 @@ def build_trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=trainer_strategy(cfg),
+        use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
         callbacks=[checkpoint, early_stopping, progress, *(extra_callbacks or [])],

@@ -1,0 +1,147 @@
+"""``cnnlab compare MODEL...``: architectures side by side, measured here (and trained with --data)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnlab.cli.options import add_options, add_setup_arguments, given_options
+from cnnlab.cli.parser import positive_int
+from cnnlab.config import FieldSpec, all_options, build_config
+from cnnlab.errors import CnnlabError
+
+DEFAULT_IMAGE_SIZE = 224  # the lesson's, and the size the compared ImageNet models were made for
+DEFAULT_BATCH = 16  # throughput batch: large enough to show batching, small enough for VGG16 on a CPU
+# Options that change what is measured; every other run option trains, so it needs --data.
+MEASURE_OPTIONS = {"image_size", "batch_size", "channels_last", "pretrained"}
+_OWN_FLAGS = {"model", "weights", "name", "runs_dir"}  # MODEL..., --weights MODEL=FILE, --out
+_HELP = {
+    "image_size": f"input side in px for every model, measured and trained (default {DEFAULT_IMAGE_SIZE})",
+    "batch_size": f"batch of the throughput and memory figures (default {DEFAULT_BATCH}); with --data also "
+                  "the training batch (default there: train's 128)",
+    "pretrained": "ImageNet weights where they can be had (built in for efficientnet_lite0, cached, or the hub): "
+                  "measured with them and, with --data, the transfer path; the others random / from scratch",
+}
+
+
+def _specs() -> list[FieldSpec]:
+    """The run options compare takes, from the one schema: DATA as --data, some help in compare's terms."""
+    specs = []
+    for spec in all_options():
+        if spec.dest in _OWN_FLAGS:
+            continue
+        if spec.dest == "data":
+            spec = dataclasses.replace(spec, flag="--data", help="train and test every model on this image "
+                                       "folder, CSV or built-in set (default: measure only)")
+        elif spec.dest in _HELP:
+            spec = dataclasses.replace(spec, help=_HELP[spec.dest])
+        specs.append(spec)
+    return specs
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare architectures: size, MACs, speed, memory and accuracy side by side",
+        description="Measures each model on this machine (parameters, layers, MACs, FP32 size, latency at "
+        "batch 1, throughput, forward memory), cites its ImageNet top-1, and with --data trains every model "
+        "the same way on your images. Writes comparison.csv, comparison.md and comparison.png.",
+    )
+    p.add_argument("models", metavar="MODEL", nargs="+",
+                   help="simple_cnn, fast_cnn, a Keras name (vgg16, resnet50, mobilenetv2, efficientnet_lite0) "
+                        "or any timm name")
+    group = p.add_argument_group("comparison")
+    group.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="torch threads while measuring (default: torch's current number)")
+    group.add_argument("--repeats", type=positive_int, default=20, metavar="N",
+                       help="timed forward passes per figure, at most 10 s' worth (default 20)")
+    group.add_argument("--weights", metavar="MODEL=FILE", action="append", default=[],
+                       help="a local .safetensors/.pth state dict for one MODEL (repeatable)")
+    group.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="folder for the files and run folders (default: a new comparisons/<models>)")
+    group.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                       help="table for people; json or csv on stdout for scripts (default: table)")
+    add_setup_arguments(p)
+    add_options(p, _specs())
+    p.set_defaults(func=run)
+
+
+def _weights(pairs: list[str]) -> dict[str, str]:
+    weights = {}
+    for pair in pairs:
+        model, sep, path = pair.partition("=")
+        if not sep or not model.strip() or not path.strip():
+            raise CnnlabError(f"--weights takes MODEL=FILE (e.g. resnet50=resnet50.safetensors), got '{pair}'")
+        weights[model.strip()] = path.strip()
+    return weights
+
+
+def _print_table(comparison: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab.comparison.columns import cell, display_columns, footnotes
+
+    s = comparison.settings
+    columns = display_columns(s.batch_size, comparison.trained, compact=True)
+    table = Table(title=f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
+                        f"thread{'s' if comparison.threads != 1 else ''}")
+    for key, label in columns:
+        table.add_column(label, justify="left" if key in ("model", "weights", "trained_from") else "right")
+    for row in comparison.rows:
+        table.add_row(*(cell(row, key, compact=True) for key, _ in columns))
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a pipe or file gets the whole table
+    console.print(table)
+    for line in footnotes(comparison.rows):
+        console.print(f"- {line}", highlight=False)
+    how = comparison.how
+    for key in ("layers", "weights", "imagenet"):
+        console.print(f"{key}: {how[key]}", highlight=False)
+    if comparison.same_way:
+        console.print(f"training: {comparison.same_way}", highlight=False)
+    console.print(f"machine: {comparison.machine}", highlight=False)
+    for kind, path in comparison.files.items():
+        console.print(f"{kind}: {path}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnlab.comparison.architectures import CompareSettings, compare_architectures
+    from cnnlab.comparison.outputs import csv_text
+
+    specs = _specs()
+    options = given_options(args, specs)
+    data = options.get("data")
+    training_only = sorted(f"--{k.replace('_', '-')}" for k in options if k not in MEASURE_OPTIONS | {"data"})
+    if data is None and (training_only or args.recipe or args.config or args.augment):
+        raise CnnlabError(f"{', '.join(training_only) or 'a setup'} only applies to training; add --data DATA "
+                          "or drop it")
+    config = build_config(recipe=args.recipe, config_file=args.config, augment=args.augment, **options)
+    settings = CompareSettings(
+        image_size=options.get("image_size") or DEFAULT_IMAGE_SIZE,
+        batch_size=options.get("batch_size") or DEFAULT_BATCH,
+        threads=args.threads, repeats=args.repeats, channels_last=config.train.channels_last,
+        pretrained=config.model.pretrained, weights=_weights(args.weights),
+    )
+    command = "cnnlab " + shlex.join(sys.argv[1:])
+    quiet = args.format != "table"  # stdout carries only the JSON or CSV: training's lines go to stderr
+    with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+        comparison = compare_architectures(args.models, settings, command, args.out,
+                                           config if data is not None else None)
+    if args.format == "json":
+        print(json.dumps(comparison.as_json(), indent=2))
+    elif args.format == "csv":
+        print(csv_text(comparison), end="")
+    else:
+        _print_table(comparison)
+    if comparison.interrupted:
+        return 130
+    if not any(row.get("status") == "ok" for row in comparison.rows):
+        print("cnnlab compare: error: no model could be measured (see the note column)", file=sys.stderr)
+        return 2
+    return 0
