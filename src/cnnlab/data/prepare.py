@@ -136,7 +136,7 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
         splits["test"], pool, labels = pool.subset(held), pool.subset(kept), labels[kept]
     if "val" not in splits:
         val_spec = SplitSpec.parse(cfg.val_split, "--val-split")
-        if val_spec.kind == "fraction":  # a fraction of all images, as in 80/10/10
+        if val_spec.kind in ("fraction", "auto"):  # a fraction of all images, as in 80/10/10
             total = len(labels) + len(splits["test"]) if "test" not in given else len(labels)
             val_spec = SplitSpec("count", val_spec.size(total))
         kept, held = hold_out(labels, val_spec, seed, class_names, "val")

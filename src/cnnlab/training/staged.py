@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 
 from cnnlab.augment.batch import build_batch_augment
@@ -91,7 +92,8 @@ def _feature_device(config: RunConfig) -> str:
 def stage_train_config(config: RunConfig, stage: Stage, budget: StageBudget | None) -> TrainConfig:
     """The run's training options with the stage's length, learning rate and share of the budget."""
     seconds = max(budget.seconds, 1e-3) if budget is not None else None
-    return dataclasses.replace(config.train, epochs=stage.epochs, lr=stage.lr, time_budget=seconds)
+    return dataclasses.replace(config.train, epochs=stage.epochs, lr=stage.lr, time_budget=seconds,
+                               scheduler=stage.scheduler or config.train.scheduler)
 
 
 class _ExtractionWatch:
@@ -111,6 +113,19 @@ class _ExtractionWatch:
             log.warning("the time budget cannot be met: extracting the backbone's features alone takes about "
                         "%.0f s of the %.0f s this stage may use; training the head briefly on them, and no "
                         "fine-tuning", expected, self.budget.seconds)
+
+
+def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
+    """Makes the previous stage's best.ckpt the one to beat: replaced only by a lower val_loss.
+
+    Lightning's top-1 bookkeeping is ``best_k_models``: with it empty, the stage's first epoch
+    would overwrite best.ckpt whatever its score (a fine-tuning stage that made validation worse
+    then replaced the stage-1 model).
+    """
+    value = torch.tensor(score)
+    checkpoint.best_k_models = {path: value}
+    checkpoint.kth_best_model_path, checkpoint.kth_value = path, value
+    checkpoint.best_model_path, checkpoint.best_model_score = path, value
 
 
 def fit_stage(
@@ -187,8 +202,7 @@ def fit_stage(
     with quiet_lightning(), compile_fallback(config.train.compile):
         trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks)
         if best_so_far is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
-            checkpoint.best_model_score = torch.tensor(best_so_far)
-            checkpoint.best_model_path = str(ctx.files.best)
+            carry_best(checkpoint, str(ctx.files.best), best_so_far)
         sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)

@@ -1,8 +1,8 @@
 """Two-stage transfer learning as data: which stages run, how long, at what LR, and what trains.
 
 Stage 1 (``frozen``) trains the head on a frozen backbone at ``train.lr``; stage 2 (``finetune``)
-also unfreezes the backbone's top (``transfer.finetune_layers`` layers, or
-``transfer.finetune_blocks`` blocks) at ``transfer.finetune_lr``. A ``train`` stage trains
+also unfreezes the backbone's top (``transfer.finetune_blocks`` blocks, or
+``transfer.finetune_layers`` layers) at ``transfer.finetune_lr`` on ``transfer.finetune_scheduler``. A ``train`` stage trains
 everything at ``train.lr`` (from scratch, or ``--stages full``). One ``trainer.fit`` per stage.
 """
 
@@ -46,6 +46,7 @@ class Stage:
     # Backbone BatchNorm in inference mode even where unfrozen (Keras' fine-tuning advice): its
     # ImageNet statistics are kept, and the head sees the features it was trained on.
     bn_eval: bool = False
+    scheduler: str | None = None  # the stage's own LR schedule (None: --scheduler)
 
     @property
     def head_only(self) -> bool:
@@ -82,7 +83,8 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
     stages = [Stage("frozen", frozen_epochs, train.lr, "head")]
     if mode == "both":
         stages.append(
-            Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True)
+            Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True,
+                  scheduler=transfer.finetune_scheduler)
         )
     stages = [stage for stage in stages if stage.epochs > 0]
     if not stages:
@@ -102,9 +104,9 @@ def set_trainable(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) 
     freeze_backbone(model)
     if stage.prepare != "top":
         return []
-    if transfer_cfg.finetune_blocks is not None:
-        return unfreeze_last_blocks(model, transfer_cfg.finetune_blocks)
-    return unfreeze_last_layers(model, transfer_cfg.finetune_layers)
+    if transfer_cfg.finetune_layers is not None:
+        return unfreeze_last_layers(model, transfer_cfg.finetune_layers)
+    return unfreeze_last_blocks(model, transfer_cfg.finetune_blocks)
 
 
 def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) -> tuple[int, int]:

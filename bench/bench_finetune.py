@@ -1,0 +1,106 @@
+"""Transfer II (issue #20): what stage 2 adds, before and after, as whole `cnnlab train` commands.
+
+    PYTHONPATH=src python bench/bench_finetune.py DATA [DATA ...] --out-runs /tmp/ft
+
+For each photo folder (``train/<class>/``, ``test/<class>/``) it runs, one after the other, the
+command a user types, ``cnnlab train DATA --model efficientnet_lite0 --pretrained``:
+
+* ``before``: the previous defaults given as flags (the lesson's 10 layers at 1e-5 on
+  ReduceLROnPlateau for 3 epochs, a 10% validation split);
+* ``after``: today's defaults (no flags).
+
+Both on today's code, so ``before`` also trains stage 2 on cached activations: its time is not
+the old command's (that trained stage 2 on images: see the page's notes). Figures per run, from
+run.json: stage-1 and final test accuracy, the gain, which stage's weights were kept; the whole
+command's wall and CPU time (this process's children) per 1,000 training images. The variants
+alternate order from one folder to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_page  # noqa: E402
+
+BASE = ["--model", "efficientnet_lite0", "--pretrained"]
+VARIANTS = {
+    "before": ["--finetune-layers", "10", "--finetune-lr", "1e-5", "--finetune-scheduler", "plateau",
+               "--finetune-epochs", "3", "--val-split", "0.1"],
+    "after": [],
+}
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(folder: Path, variant: str, runs: Path) -> dict:
+    name = f"{folder.name}-{variant}"
+    command = [sys.executable, "-m", "cnnlab", "train", str(folder), *BASE, *VARIANTS[variant],
+               "--runs-dir", str(runs), "--name", name]
+    load = os.getloadavg()[0]
+    cpu, started = children_cpu(), time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - started, children_cpu() - cpu
+    (runs / f"{name}.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+    meta = json.loads((runs / name / "run.json").read_text())
+    stages = meta["stages"]
+    train_images = meta["data"]["splits"]["train"]["count"] + meta["data"]["splits"]["val"]["count"]
+    result = {
+        "data": folder.name, "variant": variant, "train_images": train_images,
+        "val_images": meta["data"]["splits"]["val"]["count"], "test_images": meta["data"]["splits"]["test"]["count"],
+        "stage1": stages[0]["test_acc"], "final": stages[-1]["test_acc"],
+        "kept": (meta.get("kept") or {}).get("stage", stages[-1]["name"]),
+        "stage2_seconds": stages[-1]["seconds"] if len(stages) > 1 else 0.0,
+        "wall": wall, "cpu": cpu, "load": load,
+    }
+    print(f"{name}: stage 1 {100 * result['stage1']:.2f}%  final {100 * result['final']:.2f}%  "
+          f"kept {result['kept']}  {wall:.0f} s wall ({1000 * wall / train_images:.0f} s per 1,000 images), "
+          f"load {load:.1f}", flush=True)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", nargs="+", type=Path)
+    p.add_argument("--out-runs", type=Path, required=True, help="folder for the run folders and logs")
+    p.add_argument("--note", default="", help="a line about the data (e.g. which subsets)")
+    args = p.parse_args()
+    args.out_runs.mkdir(parents=True, exist_ok=True)
+    results = []
+    for index, folder in enumerate(args.data):
+        order = ["before", "after"] if index % 2 == 0 else ["after", "before"]
+        results.extend(run_one(folder, variant, args.out_runs) for variant in order)
+        (args.out_runs / "finetune.json").write_text(json.dumps(results, indent=1))
+    rows = ["| data (train+val / test images) | variant | stage 1 test | final test | gain | weights kept | "
+            "stage 2 s | whole command | per 1,000 training images (wall / CPU) | load |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        per = 1000 / r["train_images"]
+        rows.append(f"| {r['data']} ({r['train_images']} / {r['test_images']}) | {r['variant']} | "
+                    f"{100 * r['stage1']:.2f}% | {100 * r['final']:.2f}% | {100 * (r['final'] - r['stage1']):+.2f} | "
+                    f"{r['kept']} | {r['stage2_seconds']:.0f} | {r['wall'] / 60:.1f} min | "
+                    f"{r['wall'] * per / 60:.1f} / {r['cpu'] * per / 60:.1f} min | {r['load']:.1f} |")
+    intro = (f"`before` = the previous defaults as flags ({' '.join(VARIANTS['before'])}); `after` = today's "
+             "defaults. Both are `cnnlab train DATA --model efficientnet_lite0 --pretrained` at 224 px, whole "
+             "commands (decoding, both stages, evaluation and report), one after the other on the same code. "
+             f"{args.note}")
+    command = "PYTHONPATH=src python bench/bench_finetune.py " + " ".join(str(d) for d in args.data)
+    write_page("finetune", "Fine-tuning that pays for itself (issue #20)", command, intro, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
