@@ -79,11 +79,16 @@ def main() -> int:
     p.add_argument("--note", default="", help="a line about the data (e.g. which subsets)")
     args = p.parse_args()
     args.out_runs.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict] = []
     for index, folder in enumerate(args.data):
         order = ["before", "after"] if index % 2 == 0 else ["after", "before"]
         results.extend(run_one(folder, variant, args.out_runs) for variant in order)
         (args.out_runs / "finetune.json").write_text(json.dumps(results, indent=1))
+        page(results, args)  # after each folder: a partial table survives an interrupted run
+    return 0
+
+
+def page(results: list[dict], args: argparse.Namespace) -> None:
     rows = ["| data (train+val / test images) | variant | stage 1 test | final test | gain | weights kept | "
             "stage 2 s | whole command | per 1,000 training images (wall / CPU) | load |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -99,7 +104,6 @@ def main() -> int:
              f"{args.note}")
     command = "PYTHONPATH=src python bench/bench_finetune.py " + " ".join(str(d) for d in args.data)
     write_page("finetune", "Fine-tuning that pays for itself (issue #20)", command, intro, rows)
-    return 0
 
 
 if __name__ == "__main__":

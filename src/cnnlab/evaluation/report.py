@@ -93,6 +93,9 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     out.append(f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
                f'<small>test accuracy</small></p>{"".join(stats)}</div>')
     out.append(_improvement(stages))
+    kept = run.get("kept") if isinstance(run.get("kept"), dict) else {}
+    if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
+        out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
     resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
     if resumes:
         times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
