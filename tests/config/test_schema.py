@@ -36,6 +36,8 @@ def _valid(spec: FieldSpec) -> tuple[Any, list[str]]:
     if high is not None:
         value = min(value, high * 0.5 if spec.kind == "float" else high)
     value = int(value) if spec.kind == "int" else float(value)
+    if value == spec.default:  # e.g. --finetune-blocks 3: the default itself
+        value += 1 if spec.kind == "int" else 0.125
     return value, [spec.flag, str(value)]
 
 
