@@ -169,3 +169,13 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
                    capture_output=True, timeout=60, check=True)
     with Image.open(shot) as img:
         assert img.size == (1200, 3000) and img.getextrema() != ((255, 255),) * len(img.getbands())
+
+
+def test_report_says_which_stage_weights_were_kept_and_why(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, full=False, status="trained")
+    run = json.loads((run_dir / "run.json").read_text())
+    why = "weights of stage 'frozen' kept: stage 'finetune' did not lower the validation loss (0.6100 at best, against 0.4900)"
+    run["kept"] = {"stage": "frozen", "why": why}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "Weights of stage &#x27;frozen&#x27; kept: stage &#x27;finetune&#x27; did not lower" in page

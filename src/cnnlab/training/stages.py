@@ -151,11 +151,12 @@ def kept_weights(records: list[dict]) -> dict[str, str]:
     for record in records[1:]:
         own = record.get("stage_best_val_loss")
         if own is not None and (best is None or own < best):
-            reasons.append(f"'{record['name']}' lowered the validation loss from {best:.4f} to {own:.4f}"
-                           if best is not None else f"'{record['name']}' reached validation loss {own:.4f}")
+            reasons.append(f"stage '{record['name']}' lowered the validation loss from {best:.4f} to {own:.4f}"
+                           if best is not None else f"stage '{record['name']}' reached validation loss {own:.4f}")
             kept, best = record, own
         elif own is not None:
-            reasons.append(f"'{record['name']}' reached {own:.4f}, not below {best:.4f}")
+            reasons.append(f"stage '{record['name']}' did not lower the validation loss ({own:.4f} at best, "
+                           f"against {best:.4f})")
     return {"stage": kept["name"], "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons)}
 
 
