@@ -5,8 +5,9 @@ the same output for an image every epoch. Cut where the trainable top begins
 (``cnnlab.models.cut``), its output for every image is computed once, and each epoch runs only
 the top: for EfficientNet-Lite0 with its last 3 blocks unfrozen, about a quarter of the
 network's multiply-adds (96 of 384 million), on 37 KB of activations per 224-px image. The
-activations are caught while stage 1 extracts its features (the same frozen layers compute them), so the bottom costs no pass of its own; a run
-resumed in stage 2 computes them at the stage's start.
+activations are caught while stage 1 extracts its features (the same frozen layers compute
+them), so the bottom costs no pass of its own; a run resumed in stage 2 computes them at the
+stage's start.
 
 Integration: :func:`plan_cut` (before stage 1: can stage 2 use a cut, and where) ->
 :meth:`CutCache.catching` around stage 1's extraction -> :meth:`CutCache.training` at stage 2:
