@@ -25,6 +25,9 @@ def test_lesson_is_the_lessons_setup() -> None:
     assert (train.optimizer, train.lr, train.epochs, train.patience, train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
     assert config.model.name == "simple_cnn" and config.data.batch_size == 128
     assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
+    transfer = config.transfer  # its fine-tuning: the last 10 layers at 1e-5 on plateau, 3 epochs
+    assert (transfer.finetune_layers, transfer.finetune_lr, transfer.finetune_scheduler, transfer.finetune_epochs) == (
+        10, 1e-5, "plateau", 3)
 
 
 def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
