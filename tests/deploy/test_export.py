@@ -16,7 +16,7 @@ def test_onnx_export_matches_the_checkpoint_and_predicts_alone(cli, run_copy, tr
     _, shapes = trained_shapes
     code, out, err = cli("export", run_copy)
     assert code == 0, err
-    assert "parity on 14 images" in out and "top-1 agreement 100.0%" in out
+    assert "parity on 25 images" in out and "top-1 agreement 100.0%" in out  # val 18 + test 7 of 72
     sidecar = json.loads((run_copy / "model.json").read_text())
     parity = sidecar["artifacts"]["model.onnx"]["parity"]
     assert parity["max_abs_diff"] < 1e-4 and parity["top1_agreement"] == 1.0

@@ -36,7 +36,8 @@ def _config(**transfer) -> RunConfig:
 def test_plan_auto_is_two_stages_when_pretrained_else_one() -> None:
     frozen, finetune = plan_stages(_config(), pretrained=True)
     assert (frozen.name, frozen.epochs, frozen.lr, frozen.prepare) == ("frozen", 50, 1e-3, "head")  # cached: cheap
-    assert (finetune.name, finetune.epochs, finetune.lr, finetune.prepare) == ("finetune", 3, 1e-5, "top")
+    assert (finetune.name, finetune.epochs, finetune.lr, finetune.prepare) == ("finetune", 5, 1e-4, "top")
+    assert finetune.scheduler == "onecycle"  # its own schedule, whatever --scheduler says
     (uncached, _) = plan_stages(_config(feature_cache=False), pretrained=True)
     assert uncached.epochs == 15  # every epoch runs the backbone: --epochs
     assert plan_stages(_config(finetune_epochs=None), pretrained=True)[1].epochs == 15
@@ -71,9 +72,12 @@ def test_apply_stage_sets_trainability() -> None:
     frozen, finetune = plan_stages(_config(), True)
     trainable, frozen_count = apply_stage(model, frozen, _config().transfer)
     assert trainable == 512 * 3 + 3 and trainable + frozen_count == sum(p.numel() for p in model.parameters())
-    apply_stage(model, finetune, _config().transfer)  # the last 10 layers: all of layer4
-    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"layer4", "fc"}
+    apply_stage(model, finetune, _config().transfer)  # the last 3 blocks: layer4's two and layer3's last
+    assert {n.rsplit(".", 2)[0] for n, p in model.named_parameters() if p.requires_grad} == {
+        "layer3.1", "layer4.0", "layer4.0.downsample", "layer4.1", "fc"}
     assert not model.layer4[0].bn1.training  # fine-tuning keeps BN in inference mode
+    apply_stage(model, finetune, _config(finetune_layers=10).transfer)  # the lesson's 10 layers: all of layer4
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"layer4", "fc"}
     apply_stage(model, finetune, _config(finetune_blocks=1).transfer)
     assert {n.rsplit(".", 2)[0] for n, p in model.named_parameters() if p.requires_grad} == {"layer4.1", "fc"}
     apply_stage(model, Stage("train", 1, 1e-3, "all"), _config().transfer)

@@ -44,11 +44,17 @@ def build_scheduler(
             optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
         )
         return {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}
-    if cfg.scheduler == "onecycle":
+    if cfg.scheduler == "onecycle" and total_steps >= 4:
+        # A quarter of the steps warm up; at least 2, so torch's phases never have length 0 (a
+        # one-epoch stage of a few batches: ZeroDivisionError). Fewer than 4 steps: cosine below.
+        pct_start = min(max(0.25, 2 / total_steps), (total_steps - 2) / total_steps)
         max_lrs = [group["lr"] for group in optimizer.param_groups]
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lrs, total_steps=max(total_steps, 2), pct_start=0.25
+            optimizer, max_lr=max_lrs, total_steps=total_steps, pct_start=pct_start
         )
+        return {"scheduler": scheduler, "interval": "step"}
+    if cfg.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr)
         return {"scheduler": scheduler, "interval": "step"}
     if cfg.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
