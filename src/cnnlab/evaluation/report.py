@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from cnnlab.evaluation.compare import final_test_accuracy, format_value
-from cnnlab.evaluation.html import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
+from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
@@ -192,14 +192,8 @@ def _explain(files: RunFiles) -> str:
 
 def _deployment(files: RunFiles) -> str:
     """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
-    out = []
-    for path in sorted(files.tables.glob("*.json")):
-        table = Table.load(path)
-        if table is None:
-            continue
-        notes = "".join(f"<li>{_e(note)}</li>" for note in table.notes)
-        out.append(f"<h3>{_e(table.title)}</h3>" + _table(table.columns, table.rows, range(1, len(table.columns)))
-                   + (f"<ul>{notes}</ul>" if notes else ""))
+    tables = (Table.load(path) for path in sorted(files.tables.glob("*.json")))
+    out = [table.html() for table in tables if table is not None]
     return "".join(out)
 
 
