@@ -15,7 +15,7 @@ from cnnlab.cli.parser import positive_int
 from cnnlab.comparison.options import DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_REPEATS, compare_models, parse_weights
 from cnnlab.config import FieldSpec, all_options
 
-_OWN_FLAGS = {"model", "weights", "name", "runs_dir"}  # MODEL..., --weights MODEL=FILE, --out
+_OWN_FLAGS = {"model", "weights", "name", "runs_dir", "threads"}  # MODEL..., --weights MODEL=FILE, --out, --threads
 _HELP = {
     "image_size": f"input side in px for every model, measured and trained (default {DEFAULT_IMAGE_SIZE})",
     "batch_size": f"batch of the throughput and memory figures (default {DEFAULT_BATCH}); with --data also "

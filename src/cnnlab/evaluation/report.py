@@ -20,6 +20,7 @@ from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, 
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
+from cnnlab.phases import phase_line
 from cnnlab.tables import Table
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
@@ -109,6 +110,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s)" if pre else "—"),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
+        ("Time by phase", phase_line(timing["phases"])[len("time: "):] if timing.get("phases") else "—"),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
     last = (run.get("attempts") or [{}])[-1]
