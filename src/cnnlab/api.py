@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from cnnlab.config import RunConfig, build_config
 from cnnlab.deploy.settings import DEFAULT_THREADS
+from cnnlab.serve import settings as serving
 
 if TYPE_CHECKING:  # heavy imports happen when a function runs, not at ``import cnnlab``
     import numpy as np
@@ -117,6 +118,21 @@ def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_
 
         return predict_with(run, _items(images), top_k, runtime, threads)
     return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
+
+
+def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int = serving.DEFAULT_PORT,
+          max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
+          max_batch: int = serving.DEFAULT_MAX_BATCH, batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS,
+          runtime: str = "auto", threads: int = DEFAULT_THREADS) -> None:
+    """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
+
+    Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
+    """
+    from cnnlab.serve.server import serve as run_server
+
+    target = run.path if isinstance(run, Run) else run
+    run_server(target, serving.ServeSettings(host, port, max_upload_mb, max_files, max_batch, batch_window_ms,
+                                             threads, runtime))
 
 
 def _items(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
