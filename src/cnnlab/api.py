@@ -122,8 +122,9 @@ def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_
 
 def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int = serving.DEFAULT_PORT,
           max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
-          max_batch: int = serving.DEFAULT_MAX_BATCH, batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS,
-          runtime: str = "auto", threads: int = DEFAULT_THREADS) -> None:
+          batching: str = "auto", max_batch: int = serving.DEFAULT_MAX_BATCH,
+          batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS, runtime: str = "auto",
+          threads: int = DEFAULT_THREADS) -> None:
     """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
 
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
@@ -131,8 +132,13 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
     from cnnlab.serve.server import serve as run_server
 
     target = run.path if isinstance(run, Run) else run
-    run_server(target, serving.ServeSettings(host, port, max_upload_mb, max_files, max_batch, batch_window_ms,
-                                             threads, runtime))
+    if batching not in serving.BATCHING:
+        from cnnlab.errors import CnnlabError
+
+        raise CnnlabError(f"batching must be one of {', '.join(serving.BATCHING)}, got '{batching}'")
+    run_server(target, serving.ServeSettings(host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
+                                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                                             threads=threads, runtime=runtime))
 
 
 def _items(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:

@@ -79,14 +79,18 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 30) -> Any:
-        """The value of ``expression`` once it is truthy."""
+        """The value of ``expression`` once it is truthy (errors count as not yet: the page may be loading)."""
         deadline = time.monotonic() + timeout
+        error = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:
+                value, error = None, exc
             if value:
                 return value
             time.sleep(0.1)
-        raise TimeoutError(f"still false after {timeout} s: {expression}")
+        raise TimeoutError(f"still false after {timeout} s: {expression} (last error: {error})")
 
     def set_files(self, selector: str, paths: list[Path]) -> None:
         """Picks ``paths`` in the file input at ``selector``, as a user choosing them would."""

@@ -75,3 +75,26 @@ def test_a_failing_batch_fails_its_jobs_only() -> None:
     first, second = asyncio.run(two_rounds())
     assert all(isinstance(r, RuntimeError) for r in first)
     assert not any(isinstance(r, Exception) for r in second) and batcher.stats()["batches"] == 1
+
+
+class _Timed:
+    """A model whose batch timing is given: (ms per image alone, ms per image in a batch)."""
+
+    def __init__(self, single: float, batched: float) -> None:
+        self.timing = (single, batched)
+
+    def batch_timing(self, batch: int) -> tuple[float, float]:
+        return self.timing
+
+
+def test_auto_batching_is_on_only_when_a_batch_is_cheaper_per_image() -> None:
+    from cnnlab.serve.server import choose_batching
+    from cnnlab.serve.settings import ServeSettings
+
+    auto = ServeSettings(max_batch=16)
+    chosen, why = choose_batching(_Timed(45.0, 31.0), auto)  # PyTorch eager Lite0 on this CPU
+    assert chosen.max_batch == 16 and "auto: 31.00 ms per image in a batch vs 45.00 ms alone" in why
+    chosen, why = choose_batching(_Timed(18.0, 22.0), auto)  # ONNX Runtime Lite0: batches cost more
+    assert chosen.max_batch == 1 and why.startswith("off (auto")
+    assert choose_batching(_Timed(18.0, 22.0), ServeSettings(batching="on"))[0].max_batch == 16
+    assert choose_batching(_Timed(45.0, 5.0), ServeSettings(batching="off"))[0].max_batch == 1

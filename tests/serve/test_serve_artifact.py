@@ -20,7 +20,7 @@ def test_an_artifact_serves_alone_and_sigterm_lets_requests_in_flight_finish(cli
     assert code == 0, err
     expected = json.loads(out)[0]["top"]
     # A long batching window keeps the requests in flight when the signal arrives.
-    server = start_server(artifact, "--batch-window-ms", "1500", "--max-batch", "64")
+    server = start_server(artifact, "--batch-window-ms", "1500", "--max-batch", "64", "--batching", "on")
     try:
         status, health = request(server.url, path="/health")
         assert status == 200 and health["runtime"] == "onnx" and health["gradcam"] is False

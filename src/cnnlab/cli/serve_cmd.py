@@ -42,9 +42,11 @@ def add_parser(subparsers: Any) -> None:
                    help=f"largest request body, checked while it arrives (default: {defaults.DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--max-files", dest="max_files", type=positive_int, default=defaults.DEFAULT_MAX_FILES,
                    help=f"images per request (default: {defaults.DEFAULT_MAX_FILES})")
+    p.add_argument("--batching", choices=defaults.BATCHING, default="auto",
+                   help="score concurrent requests' images together: auto times the model at start and batches "
+                   "only when a batch is cheaper per image (on this CPU: PyTorch yes, ONNX Runtime no) (default: auto)")
     p.add_argument("--max-batch", dest="max_batch", type=positive_int, default=defaults.DEFAULT_MAX_BATCH,
-                   help="images of concurrent requests scored in one call; 1 turns batching off "
-                   f"(default: {defaults.DEFAULT_MAX_BATCH})")
+                   help=f"most images scored in one call when batching (default: {defaults.DEFAULT_MAX_BATCH})")
     p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
                    default=defaults.DEFAULT_BATCH_WINDOW_MS, metavar="MS",
                    help="how long an idle server waits for more requests to batch with the first "
@@ -60,6 +62,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from cnnlab.api import serve
 
     serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
-          max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, runtime=args.runtime,
+          batching=args.batching, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, runtime=args.runtime,
           threads=args.threads)
     return 0

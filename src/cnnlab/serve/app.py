@@ -41,8 +41,8 @@ def _as_batch(pixels: list[Any]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(p).permute(2, 0, 1) for p in pixels])
 
 
-def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
-    """The application serving ``model`` with ``settings``' limits and batching."""
+def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") -> FastAPI:
+    """The application serving ``model`` with ``settings``' limits and batching (``batching``: why, for /health)."""
     batcher = MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms)
     started = time.monotonic()
     counts = {"requests": 0, "images": 0}
@@ -54,7 +54,7 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         yield
         await batcher.stop()  # uvicorn calls this after the requests in flight have finished
 
-    app = FastAPI(title=f"cnnlab: {served.source.name}", version=__version__, lifespan=lifespan,
+    app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan,
                   description=f"Classifies images into {len(served.class_names)} classes with "
                               f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.")
 
@@ -69,8 +69,8 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
 
     @app.get("/health", summary="Model, classes, runtime, uptime and batching counters")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": served.source.name, **model.describe(), "gradcam": model.has_checkpoint,
-                "uptime_s": round(time.monotonic() - started, 1), **counts, "batching": batcher.stats(),
+        return {"status": "ok", "model": model.name, **model.describe(), "gradcam": model.has_checkpoint,
+                "uptime_s": round(time.monotonic() - started, 1), **counts, "batching": {**batcher.stats(), "decision": batching},
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
                 "version": __version__}
 

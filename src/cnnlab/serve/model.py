@@ -8,7 +8,9 @@ one ``cnnlab predict`` prints for the same file.
 from __future__ import annotations
 
 import io
+import statistics
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,11 @@ class ServedModel:
     _cam_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def name(self) -> str:
+        """The run's folder name, or the artifact's file name when served alone."""
+        return self.run.name if self.run is not None else self.served.source.name
+
+    @property
     def has_checkpoint(self) -> bool:
         """Grad-CAM needs the PyTorch weights: a run folder with a checkpoint."""
         if self.run is None:
@@ -45,6 +52,24 @@ class ServedModel:
         """Softmax probabilities of uint8 (N, C, H, W) images through the served runtime."""
         served = self.served
         return torch.cat([probs for _, probs in predict_probs(served.model, images, served.normalize)])
+
+    def batch_timing(self, batch: int, budget_s: float = 3.0) -> tuple[float, float]:
+        """(ms per image one at a time, ms per image in a batch of ``batch``): medians of interleaved
+        timings on blank images, at most about ``budget_s`` after one warm-up call of each."""
+        served = self.served
+        one = torch.zeros(1, served.channels, served.side, served.side, dtype=torch.uint8)
+        many = one.expand(batch, -1, -1, -1).contiguous()
+        self.infer(one), self.infer(many)
+        singles, batched = [], []
+        deadline = time.perf_counter() + budget_s
+        for _ in range(7):
+            for images, out in ((one, singles), (many, batched)):
+                started = time.perf_counter()
+                self.infer(images)
+                out.append((time.perf_counter() - started) * 1000 / len(images))
+            if len(singles) >= 2 and time.perf_counter() > deadline:
+                break
+        return statistics.median(singles), statistics.median(batched)
 
     def gradcam_png(self, image: torch.Tensor) -> tuple[bytes, int, float]:
         """The Grad-CAM overlay of one uint8 (C, H, W) image for its predicted class, as PNG bytes,

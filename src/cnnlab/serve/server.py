@@ -14,13 +14,15 @@ import logging
 import signal
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import uvicorn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.serve.settings import GRACEFUL_SECONDS, ServeSettings
+from cnnlab.serve.model import ServedModel, open_served
+from cnnlab.serve.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings
 
 log = logging.getLogger("cnnlab")
 
@@ -61,6 +63,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def choose_batching(model: ServedModel, settings: ServeSettings) -> tuple[ServeSettings, str]:
+    """The settings with the batch size to use, and a line saying why (``auto`` measures the model)."""
+    if settings.batching == "off" or settings.max_batch == 1:
+        return replace(settings, max_batch=1), "off (one image per inference call)"
+    on = f"up to {settings.max_batch} images per call, {settings.batch_window_ms:g} ms window"
+    if settings.batching == "on":
+        return settings, on
+    single, batched = model.batch_timing(min(settings.max_batch, 8))
+    measured = f"{batched:.2f} ms per image in a batch vs {single:.2f} ms alone"
+    if batched <= BATCHING_GAIN * single:
+        return settings, f"{on} (auto: {measured})"
+    return replace(settings, max_batch=1), f"off (auto: {measured}; --batching on forces it)"
+
+
 def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = print) -> None:
     """Serves a run folder (its fastest runtime) or an exported artifact until Ctrl-C or SIGTERM.
 
@@ -73,20 +89,18 @@ def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str],
     import torch
 
     from cnnlab.serve.app import create_app
-    from cnnlab.serve.model import open_served
 
     model = open_served(target, settings.runtime, settings.threads)
     torch.set_num_threads(settings.threads)
+    settings, batching = choose_batching(model, settings)
     sock = bind(settings.host, settings.port)
-    config = uvicorn.Config(create_app(model, settings), log_level="warning", access_log=False, lifespan="on",
+    config = uvicorn.Config(create_app(model, settings, batching), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False)
     server = _Server(config)
     url = url_of(sock)
     served = model.served
     announce(f"serving {served.source} on {url}  (page: {url}/, API docs: {url}/docs)")
     announce(f"runtime: {served.describe()}; {model.why}")
-    batching = (f"up to {settings.max_batch} images per call, {settings.batch_window_ms:g} ms window"
-                if settings.max_batch > 1 else "off (one image at a time)")
     announce(f"batching: {batching}; uploads up to {settings.max_upload_mb:g} MB and {settings.max_files} files")
     if not is_loopback(settings.host):
         announce(f"warning: listening on {settings.host}: anyone who can reach this machine can use the model")

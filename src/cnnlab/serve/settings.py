@@ -8,10 +8,13 @@ DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from other machines only when 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_MAX_FILES = 16
-# Batching: 16 images per call and a 5 ms window measured best here for EfficientNet-Lite0 with 16
-# clients (bench/out/serve.md); one client waits at most the window for company.
+# Batching pays only when the model scores a batch faster per image than single images, which on
+# this 2-core CPU holds for PyTorch eager but not for ONNX Runtime (bench/out/serve.md: Lite0 in
+# ONNX Runtime served 0.7x the requests/s batched). So "auto" times both at start and decides.
+BATCHING = ("auto", "on", "off")
+BATCHING_GAIN = 0.8  # auto batches when a batch costs at most 80% per image of one image alone
 DEFAULT_MAX_BATCH = 16
-DEFAULT_BATCH_WINDOW_MS = 5.0
+DEFAULT_BATCH_WINDOW_MS = 5.0  # an idle server waits this long for company: small next to one inference
 DEFAULT_TOP_K = 5
 GRACEFUL_SECONDS = 30  # Ctrl-C / SIGTERM: requests in flight get this long to finish
 
@@ -24,7 +27,8 @@ class ServeSettings:
     port: int = DEFAULT_PORT  # 0: any free port (the URL printed at start names it)
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_files: int = DEFAULT_MAX_FILES
-    max_batch: int = DEFAULT_MAX_BATCH  # 1: one image at a time (batching off)
+    batching: str = "auto"  # one of BATCHING
+    max_batch: int = DEFAULT_MAX_BATCH
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
     threads: int = 1
     runtime: str = "auto"
