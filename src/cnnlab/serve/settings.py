@@ -9,8 +9,8 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_MAX_FILES = 16
 # Batching pays only when the model scores a batch faster per image than single images, which on
-# this 2-core CPU holds for PyTorch eager but not for ONNX Runtime (bench/out/serve.md: Lite0 in
-# ONNX Runtime served 0.7x the requests/s batched). So "auto" times both at start and decides.
+# this 2-core CPU holds for the MNIST CNN but not for EfficientNet-Lite0 at 224 px in either PyTorch
+# or ONNX Runtime (bench/out/serve.md). So "auto" times both at start and decides.
 BATCHING = ("auto", "on", "off")
 BATCHING_GAIN = 0.8  # auto batches when a batch costs at most 80% per image of one image alone
 DEFAULT_MAX_BATCH = 16
