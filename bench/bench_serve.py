@@ -9,8 +9,9 @@ EfficientNet-Lite0 at 224 px (ImageNet weights, ``--pretrained``, one frozen-sta
 Imagenette photos: the weights only set the accuracy, not the speed measured here).
 
 Per model, four real server processes (``cnnlab serve --port 0``) run side by side: PyTorch
-eager and ONNX Runtime FP32, each with batching on (``--max-batch 16 --batch-window-ms 5``, the
-defaults) and off (``--max-batch 1``: one image per inference call). Rounds visit them in turn
+eager and ONNX Runtime FP32, each with batching on (``--batching on --max-batch 16``, no window:
+the default, see bench_serve_window.py) and off (``--batching off``: one image per inference call).
+Rounds visit them in turn
 (interleaved), each a burst of requests from 16 client threads with keep-alive connections, each
 request one image (a real JPEG photo for Lite0, a PNG digit for MNIST); medians over the rounds.
 The clients run on the same 2 cores as the server: what one machine can do end to end.
@@ -103,7 +104,7 @@ def burst(server: Server, body: bytes, kind: str, requests: int) -> dict[str, fl
 def measure(run: Path, image: Path, requests: int, rounds: int) -> dict[tuple[str, int], list[dict[str, float]]]:
     body, kind = multipart([(image.name, image.read_bytes())])
     servers = {v: start_server(run, "--runtime", v[0], "--batching", "on" if v[1] > 1 else "off",
-                               "--max-batch", str(v[1]), "--batch-window-ms", "5") for v in VARIANTS}
+                               "--max-batch", str(v[1])) for v in VARIANTS}
     results: dict[tuple[str, int], list[dict[str, float]]] = {v: [] for v in VARIANTS}
     try:
         for server in servers.values():  # warm-up: first calls allocate and tune
@@ -143,7 +144,7 @@ def table(name: str, results: dict[tuple[str, int], list[dict[str, float]]],
         ratio = m["req_s"] / med[(runtime, 1)]["req_s"]
         ratios[runtime] = med[(runtime, 16)]["req_s"] / med[(runtime, 1)]["req_s"]
         label = RUNTIME_NAMES[runtime]
-        rows.append(f"| {label} | {'on (max 16, 5 ms)' if max_batch > 1 else 'off (1 per call)'} | {m['req_s']:.0f} | "
+        rows.append(f"| {label} | {'on (max 16)' if max_batch > 1 else 'off (1 per call)'} | {m['req_s']:.0f} | "
                     f"{m['p50']:.0f} | {m['p99']:.0f} | {m['batch']:.1f} | {int(m['errors'])} | {ratio:.2f}x |")
     ratios["p99_on"] = max(med[(r, 16)]["p99"] for r in ("pytorch", "onnx"))
     notes = [f"- the model alone, 1 thread, blank images: {RUNTIME_NAMES[r]} {one:.2f} ms per image one at a time, "

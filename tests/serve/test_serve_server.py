@@ -26,7 +26,8 @@ LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
 
 @pytest.fixture(scope="module")
 def server(trained_shapes) -> Server:
-    running = start_server(trained_shapes[0], "--max-upload-mb", "1", "--max-files", "4", "--batching", "on")
+    running = start_server(trained_shapes[0], "--max-upload-mb", "1", "--max-files", "4", "--batching", "on",
+                           "--batch-window-ms", "5")
     yield running
     running.stop(wait=False)
 
