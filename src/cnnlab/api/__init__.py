@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
 from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, PARITY_TOLERANCE, TEMPERATURE
+from cnnlab.serve import settings as serving
 
 if TYPE_CHECKING:
     from cnnlab.comparison.architectures import Comparison
 
 __all__ = ["Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "run_training",
-           "train"]
+           "serve", "train"]
 
 
 def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
@@ -138,3 +139,23 @@ def distill(teacher: Run | str | Path, student: str, *, temperature: float | Non
                          ALPHA if alpha is None else alpha, recipe, None if config is None else str(config), augment,
                          threads, f"cnnlab.distill({path!r}, {student!r})")
     return Run(result.files.root)
+
+
+def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int = serving.DEFAULT_PORT,
+          max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
+          batching: str = "auto", max_batch: int = serving.DEFAULT_MAX_BATCH,
+          batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS, runtime: str = "auto",
+          threads: int = DEFAULT_THREADS) -> None:
+    """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
+
+    Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.serve.server import serve as run_server
+
+    target = run.path if isinstance(run, Run) else run
+    if batching not in serving.BATCHING:
+        raise CnnlabError(f"batching must be one of {', '.join(serving.BATCHING)}, got '{batching}'")
+    run_server(target, serving.ServeSettings(host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
+                                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                                             threads=threads, runtime=runtime))
