@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "serve"))  # the tests' server la
 from common import dataset, write_page  # noqa: E402
 from servers import Server, multipart, request, start_server  # noqa: E402
 from cnnlab.cli.main import main as cnnlab  # noqa: E402
-from cnnlab.serve.settings import BATCHING_GAIN  # noqa: E402
+from cnnlab.serving.settings import BATCHING_GAIN  # noqa: E402
 
 CLIENTS = 16
 PHOTOS = Path("/work/scratch/data/imagenette_sub")  # unpacked imagenette_sub (else from ../shared/data)
@@ -126,7 +126,7 @@ def model_timing(run: Path) -> dict[str, tuple[float, float]]:
     """Per runtime, (ms per image alone, in a batch of 8): what ``--batching auto`` measures at start."""
     import torch
 
-    from cnnlab.serve.model import open_served
+    from cnnlab.serving.model import open_served
 
     torch.set_num_threads(1)
     return {runtime: open_served(run, runtime, threads=1).batch_timing(8, budget_s=6) for runtime in ("pytorch", "onnx")}
