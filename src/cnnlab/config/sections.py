@@ -15,6 +15,7 @@ from cnnlab.config.split_spec import SplitSpec
 from cnnlab.errors import CnnlabError
 
 Sampler = Literal["shuffle", "balanced"]
+ImageStore = Literal["auto", "memory", "disk"]
 Head = Literal["default", "linear", "lesson", "production"]
 BinaryHead = Literal["softmax", "sigmoid"]
 Stages = Literal["auto", "frozen", "both", "full"]
@@ -45,6 +46,9 @@ class DataConfig:
     batch_size: int = option(128, "images per training batch (the lesson's 128)", at_least=1)
     workers: int = option(4, "threads (or processes) decoding image files", at_least=1)
     sampler: Sampler = option("shuffle", "batch order: shuffle, or balanced (every class drawn equally often)")
+    image_store: ImageStore = option("auto", "where a folder's decoded images live: memory; disk (a file in the "
+                                     "cache folder read batch by batch: memory holds a batch, not the data, and "
+                                     "processes share the OS page cache); auto: disk for large data")
 
     def __post_init__(self) -> None:
         check_fields(self, "data")

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from cnnlab.config import DataConfig
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.discover import Listing, discover
+from cnnlab.data.cache import cache_enabled
 from cnnlab.data.folder import decode_files, default_side, guess_format
+from cnnlab.data.record_store import decode_stored
 from cnnlab.config import SplitSpec
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
@@ -29,6 +31,8 @@ class InputNeeds:
     image_size: int | None = None
 
 
+# --image-store auto keeps a folder on disk from this decoded size on (bench/bench_bigdata.py).
+DISK_MIN_BYTES = 2 * 2**30
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
 
 
@@ -57,6 +61,13 @@ def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNee
     gray, median_side = guess_format([path for files in listing.files.values() for path, _ in files])
     channels = cfg.channels or needs.channels or (1 if gray else 3)
     return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
+
+
+def use_record_store(choice: str, decoded_bytes: int) -> bool:
+    """Whether a folder whose images decode to ``decoded_bytes`` is kept in the record store on disk."""
+    if choice == "auto":
+        return cache_enabled() and decoded_bytes >= DISK_MIN_BYTES
+    return choice == "disk"
 
 
 def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
@@ -93,10 +104,14 @@ def _folder(
             log.warning("classes only in train, not in %s: %s", split, ", ".join(missing))
     channels, size = image_format(listing, cfg, needs)
     index = {name: i for i, name in enumerate(class_names)}
+    on_disk = use_record_store(cfg.image_store, sum(map(len, listing.files.values())) * channels * size * size)
     decoded = {}
     for split, files in listing.files.items():
         labelled = [(path, index[label]) for path, label in files]
-        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
+        found = decode_stored(labelled, channels, size, cfg.workers) if on_disk else None
+        if found is None:
+            found = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
+        decoded[split], bad = found
         skipped += bad
     pool = decoded.pop("train")
     return pool, decoded, class_names

@@ -15,6 +15,7 @@ from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
+from cnnlab.machine import peak_rss_bytes
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.ranks import Ranks
@@ -39,9 +40,16 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     timing = dict(result.meta.get("timing", {}))
     timing["evaluate_seconds"] = round(time.perf_counter() - started, 2)
     timing["total_seconds"] = round(timing.get("train_seconds", 0) + timing["evaluate_seconds"], 2)
-    update_meta(files, status="completed", timing=timing)
+    update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")))
     write_report(files.root)
     return metrics
+
+
+def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's per-process peaks, rank 0's raised to what evaluating took (it alone evaluates)."""
+    peaks = list((memory or {}).get("peak_rss_mb") or [0])
+    peaks[0] = max(peaks[0], round((peak_rss_bytes() or 0) / 2**20))
+    return {**(memory or {}), "peak_rss_mb": peaks}
 
 
 def train_and_evaluate(

@@ -229,6 +229,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
         log.info(ctx.meta["improvement"])
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
+    ctx.meta["memory"] = {"peak_rss_mb": ranks.peak_rss_mb()}  # per process: what each needed to train
     if budget_total:
         ctx.meta["timing"]["budget_seconds"] = budget_total
     attempt["ended"] = "trained"
