@@ -104,17 +104,28 @@ def _folder(
             log.warning("classes only in train, not in %s: %s", split, ", ".join(missing))
     channels, size = image_format(listing, cfg, needs)
     index = {name: i for i, name in enumerate(class_names)}
-    on_disk = use_record_store(cfg.image_store, sum(map(len, listing.files.values())) * channels * size * size)
     decoded = {}
-    for split, files in listing.files.items():
-        labelled = [(path, index[label]) for path, label in files]
-        found = decode_stored(labelled, channels, size, cfg.workers) if on_disk else None
-        if found is None:
-            found = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
-        decoded[split], bad = found
+    for split, (image_set, bad) in _decode_listing(listing, index, channels, size, cfg, cache_read_only).items():
+        decoded[split] = image_set
         skipped += bad
     pool = decoded.pop("train")
     return pool, decoded, class_names
+
+
+def _decode_listing(listing: Listing, index: dict[str, int], channels: int, size: int, cfg: DataConfig,
+                    cache_read_only: bool = False, cache: bool | None = None,
+                    ) -> dict[str, tuple[ImageSet, list[SkippedFile]]]:
+    """Each split of ``listing`` decoded, into memory (``cache``: see decode_files) or the record store on
+    disk (``cfg.image_store``)."""
+    on_disk = use_record_store(cfg.image_store, sum(map(len, listing.files.values())) * channels * size * size)
+    decoded = {}
+    for split, files in listing.files.items():
+        labelled = [(path, index.get(label, 0)) for path, label in files]
+        found = decode_stored(labelled, channels, size, cfg.workers) if on_disk else None
+        if found is None:
+            found = decode_files(labelled, channels, size, cfg.workers, cache, cache_read_only)
+        decoded[split] = found
+    return decoded
 
 
 def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None:
@@ -170,12 +181,14 @@ class CacheWarmup:
     skipped: int
     channels: int
     size: int
+    on_disk: bool = False  # in the record store rather than the SQLite cache
 
 
 def warm_cache(cfg: DataConfig) -> CacheWarmup:
     """Decodes every image of the folder ``cfg.source`` into the decoded-image cache, ahead of training.
 
-    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels).
+    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels),
+    and the store it would pick (``cfg.image_store``: the SQLite cache, or the record store on disk).
 
     Raises:
         CnnlabError: a missing folder, or one without a usable image.
@@ -183,12 +196,12 @@ def warm_cache(cfg: DataConfig) -> CacheWarmup:
     listing = discover(Path(cfg.source))
     channels, size = image_format(listing, cfg)
     count = skipped = 0
-    for files in listing.files.values():
-        decoded, bad = decode_files([(path, 0) for path, _ in files], channels, size, cfg.workers, cache=True)
-        count, skipped = count + len(decoded), skipped + len(bad)
+    on_disk = False
+    for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, cache=True).values():
+        count, skipped, on_disk = count + len(decoded), skipped + len(bad), decoded.stored
     if count == 0:
         raise CnnlabError(f"no usable image in '{cfg.source}'; see cnnlab data inspect {cfg.source}")
-    return CacheWarmup(count, skipped, channels, size)
+    return CacheWarmup(count, skipped, channels, size, on_disk)
 
 
 def load_for_classes(source: str, class_names: list[str], channels: int, size: int, workers: int) -> ImageSet:

@@ -228,3 +228,16 @@ def decode_stored(
     good = np.flatnonzero([reason is None for reason in store.reasons])
     labels = torch.as_tensor([files[i][1] for i in good], dtype=torch.long)
     return ImageSet(store.records, labels, [str(files[i][0]) for i in good], rows=good), skipped
+
+
+def store_usage() -> tuple[int, int]:
+    """(record stores, bytes on disk) under :func:`store_root`."""
+    files = [p for p in store_root().glob("*") if p.is_file()] if store_root().is_dir() else []
+    return sum(p.suffix == ".json" for p in files), sum(p.stat().st_size for p in files)
+
+
+def clear_stores() -> None:
+    """Deletes every record store; runs still reading one keep their open file until they end."""
+    for path in store_root().glob("*") if store_root().is_dir() else []:
+        if path.is_file() and path.suffix in {".json", ".u8", ".tmp"}:
+            path.unlink(missing_ok=True)
