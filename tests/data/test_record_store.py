@@ -13,7 +13,6 @@ import pytest
 import torch
 from messy import noise
 
-import cnnlab.data.folder as folder
 from cnnlab.data.folder import decode_files
 from cnnlab.data.loaders import batch_loader
 from cnnlab.data.record_store import RecordFile, decode_stored, store_root
@@ -21,24 +20,7 @@ from cnnlab.data.types import ImageSet
 from cnnlab.machine import status_kib
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("CNNLAB_NO_CACHE", raising=False)
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the files decode_image was called on (i.e. not served from the store)."""
-    calls: list[str] = []
-    real = folder.decode_image
-
-    def counting(path, **kwargs):
-        calls.append(Path(path).name)
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(folder, "decode_image", counting)
-    return calls
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _files(root: Path, count: int = 12) -> list[tuple[Path, int]]:
@@ -136,3 +118,21 @@ def test_stored_batches_keep_resident_memory_near_a_batch_not_the_data(tmp_path)
         grown = max(grown, status_kib("VmRSS") - before)
     assert sorted(firsts) == sorted((np.arange(count) * 7 % 256).tolist())  # every image read once
     assert grown * 1024 < 40 * 2**20, f"resident memory grew {grown / 1024:.0f} MiB reading 210 MB"
+
+
+def test_auto_keeps_large_data_on_disk_unless_the_cache_is_off(monkeypatch):
+    from cnnlab.config.sections import DISK_MIN_BYTES
+    from cnnlab.data.prepare import use_record_store
+
+    assert not use_record_store("auto", DISK_MIN_BYTES - 1) and use_record_store("auto", DISK_MIN_BYTES)
+    assert use_record_store("disk", 1) and not use_record_store("memory", 10 * DISK_MIN_BYTES)
+    monkeypatch.setenv("CNNLAB_NO_CACHE", "1")
+    assert not use_record_store("auto", 10 * DISK_MIN_BYTES)
+
+
+def test_unusable_cache_folder_falls_back_to_memory_with_a_warning(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(blocker))
+    assert decode_stored(_files(tmp_path / "imgs", count=3), 3, 16, workers=1) is None
+    assert "decoding into memory" in caplog.text

@@ -13,10 +13,7 @@ from conftest import read_json
 from PIL import Image
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("CNNLAB_NO_CACHE", raising=False)
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def test_disk_and_memory_stores_give_the_same_first_epoch(cli, shapes_folder, tmp_path):

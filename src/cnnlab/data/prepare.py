@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.config import DataConfig
+from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.discover import Listing, discover
 from cnnlab.data.cache import cache_enabled
@@ -31,8 +32,6 @@ class InputNeeds:
     image_size: int | None = None
 
 
-# --image-store auto keeps a folder on disk from this decoded size on (bench/bench_bigdata.py).
-DISK_MIN_BYTES = 2 * 2**30
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
 
 

@@ -18,6 +18,19 @@ class RecordSource(Protocol):
     def read(self, rows: np.ndarray) -> np.ndarray: ...
 
 
+class LazyImages:
+    """A stored split's images as a batched pass reads them (``len``, ``shape``, slices), each slice read on demand."""
+
+    def __init__(self, image_set: "ImageSet") -> None:
+        self._set, self.shape = image_set, image_set.shape
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def __getitem__(self, key: slice) -> torch.Tensor:
+        return self._set.take(np.arange(len(self._set))[key])
+
+
 class ImageSet:
     """One split: uint8 (N, C, H, W) images, int64 ``labels`` (N,), and where each came from.
 
@@ -46,6 +59,11 @@ class ImageSet:
     def images(self) -> torch.Tensor:
         """All the split's images as one tensor: read whole for a stored split (``take`` reads a few)."""
         return self.source if isinstance(self.source, torch.Tensor) else self.take(np.arange(len(self)))
+
+    @property
+    def for_pass(self) -> torch.Tensor | LazyImages:
+        """The images for one batched pass (run_batches): the tensor, or slices read from the store."""
+        return self.source if isinstance(self.source, torch.Tensor) else LazyImages(self)
 
     @images.setter
     def images(self, value: torch.Tensor) -> None:

@@ -50,7 +50,7 @@ def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet,
     accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
     keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
     kept = []
-    for start, probs in predict_probs(model, image_set.images, normalize):
+    for start, probs in predict_probs(model, image_set.for_pass, normalize):
         accumulator.update(labels[start : start + len(probs)], probs.numpy())
         if keep_probs:
             kept.append(probs.numpy())

@@ -144,7 +144,7 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize) 
         if best and Path(best).is_file():
             load_module_weights(outcome.module, best)
         test = ctx.data.splits["test"]
-        outcome.record["test_acc"] = accuracy(ctx.model, test.images, test.labels, normalize)
+        outcome.record["test_acc"] = accuracy(ctx.model, test.for_pass, test.labels, normalize)
         return outcome.record
 
     record = ctx.ranks.from_zero(on_zero)
