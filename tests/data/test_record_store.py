@@ -52,7 +52,7 @@ def test_stored_images_round_trip_exactly_and_reports_bad_files(tmp_path, counte
     assert part.stored and torch.equal(part.images, memory.images[[5, 0, 3]]) and part.shape == (3, 3, 16, 16)
 
 
-def test_changed_file_is_decoded_again_alone(tmp_path, counted):
+def test_changed_or_added_file_is_decoded_alone(tmp_path, counted):
     files = _files(tmp_path / "imgs")[:-1]
     first, _ = decode_stored(files, 3, 16, workers=1)
     before = first.images.clone()
@@ -68,6 +68,11 @@ def test_changed_file_is_decoded_again_alone(tmp_path, counted):
     assert torch.equal(second.images[others], before[others])
     assert torch.equal(first.images, before)  # the first reader still reads the old, whole file
     assert len(list(store_root().glob("*.u8"))) == 1 and not list(store_root().glob("*.tmp"))
+    noise(7, (18, 18)).save(files[0][0].parent / "new.png")  # a file added to the folder
+    counted.clear()
+    third, _ = decode_stored([*files, (files[0][0].parent / "new.png", 1)], 3, 16, workers=1)
+    assert counted == ["new.png"] and torch.equal(third.images[:-1], second.images)
+    assert len(list(store_root().glob("*.u8"))) == 1  # the same store, rebuilt: no stale copy beside it
 
 
 _BUILDER = """

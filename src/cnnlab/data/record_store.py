@@ -1,6 +1,6 @@
 """On-disk store of decoded images that training reads batch by batch: data sets larger than RAM.
 
-One store per listing of files (a split of a folder) at one (channels, side): a data file of
+One store per folder of files (a split of a folder) at one (channels, side): a data file of
 fixed-size uint8 records, (channels, side, side) each in listing order, and a JSON manifest that
 names the data file and records each file's key (path, size, mtime_ns) and why it could not be
 used, if so. Stored is what the in-memory path holds, the square at the training size: a run
@@ -18,8 +18,8 @@ holds its batch only; the pixels sit in the OS page cache, which all processes o
 Safety: the data file and manifest are written under temp names, then renamed into place
 (atomic); the data file's name is new on every build, so a process still reading the old one keeps
 valid pixels. A file lock (``filelock``) serialises builders of one store: the second of two
-concurrent runs waits, then finds the store built and uses it. When some files changed (size or
-mtime), only they are decoded; the other records are copied from the old file.
+concurrent runs waits, then finds the store built and uses it. When files changed (size or mtime),
+were added or removed, only the changed and new ones are decoded; the other records are copied.
 """
 
 from __future__ import annotations
@@ -116,7 +116,16 @@ class StoredImages:
 
 
 def _digest(paths: list[str], channels: int, side: int) -> str:
-    text = json.dumps([STORE_VERSION, FORMAT_VERSION, channels, side, paths])
+    """The store's name: its files' common folder, channels and side.
+
+    Not the exact file list: a folder that gains or loses files keeps its store, which is rebuilt
+    decoding only the new files (the others are copied), instead of a new full store beside the old.
+    """
+    try:
+        where = os.path.commonpath(paths) if paths else ""
+    except ValueError:  # paths on several drives (Windows)
+        where = json.dumps(sorted(paths))
+    text = json.dumps([STORE_VERSION, FORMAT_VERSION, channels, side, where])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
