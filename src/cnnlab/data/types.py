@@ -17,6 +17,8 @@ class RecordSource(Protocol):
 
     def read(self, rows: np.ndarray) -> np.ndarray: ...
 
+    def prefetch(self, rows: np.ndarray) -> None: ...
+
 
 class LazyImages:
     """A stored split's images as a batched pass reads them (``len``, ``shape``, slices), each slice read on demand."""
@@ -83,6 +85,12 @@ class ImageSet:
             return torch.from_numpy(self.source.numpy()[index])
         rows = self.rows[index] if self.rows is not None else index
         return torch.from_numpy(self.source.read(rows))
+
+    def prefetch(self, positions: list[int]) -> None:
+        """Starts reading the images at ``positions`` from disk ahead of ``take`` (nothing for memory)."""
+        if not isinstance(self.source, torch.Tensor):
+            index = np.asarray(positions, dtype=np.int64)
+            self.source.prefetch(self.rows[index] if self.rows is not None else index)
 
     def __len__(self) -> int:
         return len(self.labels)
