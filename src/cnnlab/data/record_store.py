@@ -109,10 +109,12 @@ class RecordFile:
         while len(view):
             if hasattr(os, "preadv"):
                 got = os.preadv(self._fd, [view], offset)
-            else:  # Windows
+            else:  # Windows: no pread; seek + read under a lock
                 with self._lock:
                     os.lseek(self._fd, offset, os.SEEK_SET)
-                    got = os.readv(self._fd, [view])
+                    chunk = os.read(self._fd, len(view))
+                got = len(chunk)
+                view[:got] = chunk
             if got <= 0:
                 raise OSError(f"{self.path} is shorter than its manifest says; delete it to rebuild")
             view, offset = view[got:], offset + got
