@@ -156,3 +156,17 @@ def test_each_batch_asks_the_disk_for_the_next_one(tmp_path, monkeypatch):
     assert torch.equal(torch.cat(got), part.take(np.concatenate(order)))
     monkeypatch.delattr(os, "preadv")  # as on Windows: seek and read
     assert torch.equal(part.images, expected)
+
+
+def test_damaged_store_is_rebuilt(tmp_path, counted):
+    files = _files(tmp_path / "imgs", count=4)[:-1]
+    first, _ = decode_stored(files, 3, 16, workers=1)
+    expected = first.images
+    data = next(store_root().glob("*.u8"))
+    data.write_bytes(data.read_bytes()[:100])  # truncated, e.g. a full disk or a killed copy
+    counted.clear()
+    again, _ = decode_stored(files, 3, 16, workers=1)
+    assert len(counted) == len(files) and torch.equal(again.images, expected)
+    next(store_root().glob("*.json")).write_text("{not json")
+    counted.clear()
+    assert torch.equal(decode_stored(files, 3, 16, workers=1)[0].images, expected) and len(counted) == len(files)
