@@ -22,6 +22,7 @@ SECTIONS = [
     ("compare", "Comparing architectures: the lesson's section 7 measured (issue #14)"),
     ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
     ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
+    ("serve", "Serving: requests/s and latency under 16 clients (issue #17)"),
     ("bigdata", "Data beyond memory (issue #22)"),
 ]
 INTRO = """# Benchmarks

@@ -41,9 +41,9 @@ def load_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 class TestEveryEpoch(keras.callbacks.Callback):
     """Test accuracy after each epoch, with the seconds of training so far (its own time excluded)."""
 
-    def __init__(self, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray, stop_at: float | None = None) -> None:
         super().__init__()
-        self.x_test, self.y_test = x_test, y_test
+        self.x_test, self.y_test, self.stop_at = x_test, y_test, stop_at
         self.trained = 0.0
         self.rows: list[dict[str, float]] = []
 
@@ -56,9 +56,11 @@ class TestEveryEpoch(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch + 1, "seconds": round(self.trained, 2), "test_acc": float(accuracy),
                           "val_acc": float((logs or {}).get("val_accuracy", 0.0))})
         print(f"epoch {epoch + 1}: {self.trained:.1f} s of training, test accuracy {accuracy:.4f}", flush=True)
+        if self.stop_at is not None and accuracy >= self.stop_at:
+            self.model.stop_training = True  # the time to it is all the benchmark needs
 
 
-def main(folder: Path, out: Path) -> None:
+def main(folder: Path, out: Path, stop_at: float | None = None) -> None:
     started = time.perf_counter()
     x_train, y_train = load_split(folder / "train")
     x_test, y_test = load_split(folder / "test")
@@ -80,7 +82,7 @@ def main(folder: Path, out: Path) -> None:
         keras.layers.Dense(10, activation="softmax"),
     ])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    probe = TestEveryEpoch(x_test, y_test)
+    probe = TestEveryEpoch(x_test, y_test, stop_at)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-7),
@@ -97,4 +99,5 @@ def main(folder: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    # python keras_lesson.py MNIST_FOLDER OUT.json [STOP_AT]: STOP_AT (e.g. 0.99) ends training once reached
+    main(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else None)

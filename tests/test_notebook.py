@@ -21,7 +21,11 @@ def test_the_lesson_notebook_runs_and_shows_its_figures(tmp_path: Path) -> None:
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     html = [o for o in outputs if "text/html" in o.get("data", {})]
     assert len(images) >= 3, "the curves, the confusion matrix, the augmentation grid"
+    assert sum("<img" in o["data"]["text/html"] for o in html) >= 5  # + conv, pool, Grad-CAM, filters, compare
     assert any("test accuracy" in o["data"]["text/html"] for o in html)  # the Run summary
+    assert any("mobilenetv2" in o["data"]["text/html"] and "<img" in o["data"]["text/html"] for o in html)  # compare
+    assert any("INT8" in o["data"]["text/html"] for o in html)  # the benchmark table
     assert (tmp_path / "runs-lesson" / "mnist" / "report.html").is_file()
+    assert (tmp_path / "runs-lesson" / "mnist" / "model.int8.onnx").is_file()
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.version import __version__
 
 if TYPE_CHECKING:
-    from cnnlab.api import Run, configure, evaluate, load_run, predict, resume, train
+    from cnnlab.api import Run, compare, configure, distill, evaluate, load_run, predict, resume, serve, train
 
-_API = ("Run", "configure", "evaluate", "load_run", "predict", "resume", "train")
+_API = ("Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "serve", "train")
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]

@@ -23,6 +23,33 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or SLURM's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not offered on every system
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_threads(processes: int = 1) -> tuple[int, str]:
+    """Torch threads for CPU work: the cores other work leaves free now, split between ``processes``.
+
+    Measured on this 2-core machine (BENCHMARKS.md, threads): with both cores free, 2 threads train
+    small CNNs faster than 1; with other jobs on them, a second thread made training 2-5x slower,
+    as the threads wait on each other. The 1-minute load average tells which case we are in.
+    Returns the count and why, for run.json.
+    """
+    cores = max(1, usable_cores() // max(processes, 1))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores, f"{cores} (all {cores} cores: the load average is not available here)"
+    free = usable_cores() - load
+    threads = max(1, min(cores, round(free)))
+    return threads, (f"{threads} (auto: {usable_cores()} cores, load average {load:.1f} from other work, "
+                     f"so {max(free, 0):.1f} free{'' if processes == 1 else f', shared by {processes} processes'})")
+
+
 def machine_line(threads: int | None = None) -> str:
     """One line: CPU, cores, torch version and threads, load average now (timings depend on all)."""
     import torch

@@ -7,6 +7,7 @@ shown, so quick commands do not pay for it.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Any, Callable
@@ -37,6 +38,7 @@ class Progress:
         self.description, self.total, self.unit = description, total, unit
         self.listener, self.quiet_below = listener, quiet_below
         self.done = 0
+        self._lock = threading.Lock()  # decoding threads advance it concurrently
         self._start = time.perf_counter()
         self._bar: Any = None
         self._task: Any = None
@@ -53,11 +55,13 @@ class Progress:
         return self
 
     def advance(self, count: int) -> None:
-        self.done += count
+        with self._lock:
+            self.done += count
+            done = self.done
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
+            self._bar.update(self._task, completed=done)
         if self.listener is not None:
-            self.listener(self.done, self.total, self.seconds)
+            self.listener(done, self.total, self.seconds)
 
     @property
     def seconds(self) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.markup import escape, table
 
 
 @dataclass
@@ -32,6 +33,14 @@ class Table:
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        """The title, the table (figures right-aligned) and the notes, escaped (the report's section)."""
+        notes = "".join(f"<li>{escape(note)}</li>" for note in self.notes)
+        return (f"<h3>{escape(self.title)}</h3>" + table(self.columns, self.rows, range(1, len(self.columns)))
+                + (f"<ul>{notes}</ul>" if notes else ""))
+
+    _repr_html_ = html  # shown as a table in Jupyter
 
     def save(self, folder: Path, name: str) -> Path:
         """Writes ``folder/name.json`` and ``folder/name.md``; returns the .md path."""

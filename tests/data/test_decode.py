@@ -89,6 +89,22 @@ def test_truncated_files(tmp_path: Path) -> None:
     assert _reason(head) == "truncated JPEG"  # PIL fails before naming the format
 
 
+def test_an_open_file_decodes_as_its_path_does(tmp_path: Path) -> None:
+    """Uploads reach the decoder as open files (the server's spooled parts): same pixels, same reasons."""
+    import io
+
+    photo = tmp_path / "photo.jpg"
+    _noise(300, 200).save(photo, quality=90)  # > 2x the size: the JPEG draft path
+    with open(photo, "rb") as fp:
+        fp.read(10)  # decoding starts from the beginning whatever was read before
+        assert np.array_equal(decode_image(fp, 3, 64), decode_image(photo, 3, 64))
+    data = photo.read_bytes()
+    for content, reason in ((data[: len(data) // 2], "truncated JPEG"), (b"", "zero-byte file"),
+                            (b"just text" * 10, "not an image")):
+        with pytest.raises(UnreadableImage, match=reason):
+            decode_image(io.BytesIO(content), 3, 32)
+
+
 def test_zero_byte_text_missing_and_foreign_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

@@ -12,14 +12,10 @@ from typing import Any
 
 from cnnlab.cli.options import add_options, add_setup_arguments, given_options
 from cnnlab.cli.parser import positive_int
-from cnnlab.config import FieldSpec, all_options, build_config
-from cnnlab.errors import CnnlabError
+from cnnlab.comparison.options import DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_REPEATS, compare_models, parse_weights
+from cnnlab.config import FieldSpec, all_options
 
-DEFAULT_IMAGE_SIZE = 224  # the lesson's, and the size the compared ImageNet models were made for
-DEFAULT_BATCH = 16  # throughput batch: large enough to show batching, small enough for VGG16 on a CPU
-# Options that change what is measured; every other run option trains, so it needs --data.
-MEASURE_OPTIONS = {"image_size", "batch_size", "channels_last", "pretrained"}
-_OWN_FLAGS = {"model", "weights", "name", "runs_dir"}  # MODEL..., --weights MODEL=FILE, --out
+_OWN_FLAGS = {"model", "weights", "name", "runs_dir", "threads"}  # MODEL..., --weights MODEL=FILE, --out, --threads
 _HELP = {
     "image_size": f"input side in px for every model, measured and trained (default {DEFAULT_IMAGE_SIZE})",
     "batch_size": f"batch of the throughput and memory figures (default {DEFAULT_BATCH}); with --data also "
@@ -57,8 +53,8 @@ def add_parser(subparsers: Any) -> None:
     group = p.add_argument_group("comparison")
     group.add_argument("--threads", type=positive_int, default=None, metavar="N",
                        help="torch threads while measuring (default: torch's current number)")
-    group.add_argument("--repeats", type=positive_int, default=20, metavar="N",
-                       help="timed forward passes per figure, at most 10 s' worth (default 20)")
+    group.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, metavar="N",
+                       help=f"timed forward passes per figure, at most 10 s' worth (default {DEFAULT_REPEATS})")
     group.add_argument("--weights", metavar="MODEL=FILE", action="append", default=[],
                        help="a local .safetensors/.pth state dict for one MODEL (repeatable)")
     group.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -68,16 +64,6 @@ def add_parser(subparsers: Any) -> None:
     add_setup_arguments(p)
     add_options(p, _specs())
     p.set_defaults(func=run)
-
-
-def _weights(pairs: list[str]) -> dict[str, str]:
-    weights = {}
-    for pair in pairs:
-        model, sep, path = pair.partition("=")
-        if not sep or not model.strip() or not path.strip():
-            raise CnnlabError(f"--weights takes MODEL=FILE (e.g. resnet50=resnet50.safetensors), got '{pair}'")
-        weights[model.strip()] = path.strip()
-    return weights
 
 
 def _print_table(comparison: Any) -> None:
@@ -111,28 +97,15 @@ def _print_table(comparison: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from cnnlab.comparison.architectures import CompareSettings, compare_architectures
     from cnnlab.comparison.outputs import csv_text
 
-    specs = _specs()
-    options = given_options(args, specs)
-    data = options.get("data")
-    training_only = sorted(f"--{k.replace('_', '-')}" for k in options if k not in MEASURE_OPTIONS | {"data"})
-    if data is None and (training_only or args.recipe or args.config or args.augment):
-        raise CnnlabError(f"{', '.join(training_only) or 'a setup'} only applies to training; add --data DATA "
-                          "or drop it")
-    config = build_config(recipe=args.recipe, config_file=args.config, augment=args.augment, **options)
-    settings = CompareSettings(
-        image_size=options.get("image_size") or DEFAULT_IMAGE_SIZE,
-        batch_size=options.get("batch_size") or DEFAULT_BATCH,
-        threads=args.threads, repeats=args.repeats, channels_last=config.train.channels_last,
-        pretrained=config.model.pretrained, weights=_weights(args.weights),
-    )
     command = "cnnlab " + shlex.join(sys.argv[1:])
     quiet = args.format != "table"  # stdout carries only the JSON or CSV: training's lines go to stderr
     with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
-        comparison = compare_architectures(args.models, settings, command, args.out,
-                                           config if data is not None else None)
+        comparison = compare_models(args.models, given_options(args, _specs()), recipe=args.recipe,
+                                    config=args.config, augment=args.augment, threads=args.threads,
+                                    repeats=args.repeats, weights=parse_weights(args.weights), out=args.out,
+                                    command=command)
     if args.format == "json":
         print(json.dumps(comparison.as_json(), indent=2))
     elif args.format == "csv":

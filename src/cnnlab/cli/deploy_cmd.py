@@ -65,6 +65,11 @@ def print_table(table: Any, fmt: str = "table") -> None:
         console.print(f"- {note}", highlight=False)
 
 
+def _distill_options() -> list[Any]:
+    """The run options distill takes: the student is --student, and --threads is its own (timing)."""
+    return [s for s in all_options() if s.dest not in ("model", "threads")]
+
+
 def add_parser(subparsers: Any) -> None:
     e = subparsers.add_parser("export", help="write the run's model as ONNX or TorchScript, checked against it",
                               description="Exports RUN's model to RUN/model.onnx (or model.ts) with its classes and "
@@ -121,7 +126,7 @@ def add_parser(subparsers: Any) -> None:
     student = dataclasses.replace(options_by_dest()["model"], flag="--student",
                                   help="the student: any model name, e.g. mobilenetv3_small_100 (cnnlab models list)")
     add_option(d, student)
-    add_options(d, [s for s in all_options() if s.dest != "model"], positional_nargs="?")
+    add_options(d, _distill_options(), positional_nargs="?")
     d.set_defaults(func=run_distill)
 
     b = subparsers.add_parser("benchmark", help="size, latency, throughput and accuracy of every runtime of a run",
@@ -174,7 +179,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
     with _progress_to(args.format):
-        result = distill(args.teacher, given_options(args, all_options()), args.temperature, args.alpha, args.recipe,
+        result = distill(args.teacher, given_options(args, _distill_options()), args.temperature, args.alpha, args.recipe,
                          args.config, args.augment, args.threads, command)
     print_table(result.table, args.format)
     if args.format == "table":

@@ -22,6 +22,7 @@ from cnnlab.cli import (
     models_cmd,
     recipes_cmd,
     report_cmd,
+    serve_cmd,
     train_cmd,
 )
 from cnnlab.cli.parser import Parser
@@ -46,6 +47,7 @@ def build_parser() -> Parser:
     report_cmd.add_parser(commands)
     report_cmd.add_runs_parser(commands)
     explain_cmd.add_parser(commands)
+    serve_cmd.add_parser(commands)
     data_cmd.add_parser(commands)
     augment_cmd.add_parser(commands)
     experiment_cmd.add_parser(commands)

@@ -37,9 +37,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.api import resume, run_training
-    from cnnlab.training.distributed import process_rank
-    from cnnlab.training.fit import TrainingInterrupted
+    import cnnlab.phases as phases
+
+    phases.begin(with_startup=True)
+    with phases.phase("start-up"):  # importing torch and Lightning is most of a command's start-up
+        from cnnlab.api import resume, run_training
+        from cnnlab.training.distributed import process_rank
+        from cnnlab.training.fit import TrainingInterrupted
 
     if args.resume:
         if given_options(args, all_options()) or args.config or args.recipe or args.augment:
@@ -60,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() != 0:  # only rank 0 speaks
         return 0
     metrics = result.metrics
+    timing = result.meta.get("timing") or {}
+    if timing.get("phases"):
+        print("\n" + phases.phase_line(timing["phases"], timing.get("total_seconds")))
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")
     print(f"report:     {result.report_path}")

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from cnnlab.comparison.imagenet import SOURCE, imagenet_top1
 from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS
-from cnnlab.comparison.outputs import write_outputs
+from cnnlab.comparison.outputs import html_summary, write_outputs
 from cnnlab.comparison.probe import IMAGENET_CLASSES, ProbeSpec, measure_here, run_probe
 from cnnlab.comparison.training import same_way, split_counts, train_model
 from cnnlab.config import RunConfig, merge_config
@@ -65,6 +65,9 @@ class Comparison:
     @property
     def trained(self) -> bool:
         return self.same_way is not None
+
+    def _repr_html_(self) -> str:  # the table and the charts in Jupyter
+        return html_summary(self)
 
     def as_json(self) -> dict[str, Any]:
         settings = {**asdict(self.settings), "threads": self.threads, "weights": dict(self.settings.weights)}

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from cnnlab.comparison.charts import plot_comparison
 from cnnlab.comparison.columns import CSV_FIELDS, cell, display_columns
+from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
+from cnnlab.markup import escape, table
 
 if TYPE_CHECKING:  # the dataclass only, for annotations: architectures imports this module
     from cnnlab.comparison.architectures import Comparison
@@ -63,3 +65,15 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     comparison.files = written
     atomic_write_text(paths["md"], markdown(comparison))
     return written
+
+
+def html_summary(comparison: Comparison) -> str:
+    """The table and the charts for a notebook (``Comparison._repr_html_``)."""
+    s = comparison.settings
+    columns = display_columns(s.batch_size, comparison.trained, compact=True)
+    rows = [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows]
+    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
+             f"thread{'s' if comparison.threads != 1 else ''}: {comparison.folder}")
+    chart = png_html([comparison.files["png"]]) if "png" in comparison.files else ""
+    return (f"<div><b>{escape(title)}</b>" + table([label for _, label in columns], rows, range(1, len(columns)))
+            + chart + "</div>")

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -38,6 +39,9 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"}) | _HIGH_DEPTH_MODES
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _EXIF_ORIENTATION = 0x0112
+
+# A file on disk, or an open seekable binary file (an upload the server spooled): one decoder for both.
+ImageSource = Path | BinaryIO
 
 class UnreadableImage(Exception):
     """A file that cannot be decoded; ``reason`` is short and meant for humans."""
@@ -132,7 +136,7 @@ def probe_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
 
 
 def decode_image(
-    path: Path,
+    path: ImageSource,
     channels: int,
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -143,7 +147,8 @@ def decode_image(
     EXIF orientation applied; transparency composited onto ``background``; 16-bit and
     float scaled (see ``_high_depth_to_l``); 1 channel = luminance (PIL "L"), 3 replicate
     gray; first frame of animations. ``size``: shorter side resized to ``size``
-    (bilinear, antialiased), then centre-cropped to ``size`` x ``size``.
+    (bilinear, antialiased), then centre-cropped to ``size`` x ``size``. ``path`` may also be
+    an open binary file (read from its start).
 
     Raises:
         UnreadableImage: any file that cannot be fully decoded.
@@ -157,7 +162,7 @@ def decode_image(
         # Global switch: if other code turned it on, truncated files decode half-gray
         # with no error, silently poisoning the training data.
         raise CnnlabError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
-    with _opened(Path(path), max_pixels) as im:
+    with _opened(_source(path), max_pixels) as im:
         if im.format in ("JPEG", "MPO"):
             # draft(): libjpeg decodes at 1/2, 1/4 or 1/8 scale, the largest keeping both
             # sides >= size (so only JPEGs >= 2x the target shrink), luma only for "L".
@@ -199,20 +204,41 @@ def image_to_array(
     return arr.reshape(arr.shape[0], arr.shape[1], channels)
 
 
+def _source(path: ImageSource) -> ImageSource:
+    return path if hasattr(path, "read") else Path(path)
+
+
+def _byte_size(source: ImageSource) -> int:
+    if isinstance(source, Path):
+        return os.stat(source).st_size
+    return source.seek(0, os.SEEK_END)
+
+
 @contextlib.contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
-    """Open ``path`` with the allowed decoders; any failure inside becomes UnreadableImage."""
+def _reading(source: ImageSource) -> Iterator[BinaryIO]:
+    """The file at ``source`` opened, or the open file itself rewound (and left open)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as fp:
+            yield fp
+    else:
+        source.seek(0)
+        yield source
+
+
+@contextlib.contextmanager
+def _opened(source: ImageSource, max_pixels: int) -> Iterator[Image.Image]:
+    """Open ``source`` with the allowed decoders; any failure inside becomes UnreadableImage."""
     prepare_decoders()
     fmt: str | None = None
     try:
-        if os.stat(path).st_size == 0:
+        if _byte_size(source) == 0:
             raise UnreadableImage("zero-byte file")
-        with open(path, "rb") as fp, Image.open(fp, formats=_FORMATS) as im:
+        with _reading(source) as fp, Image.open(fp, formats=_FORMATS) as im:
             fmt = im.format
             _check_pixels(im.size, max_pixels)
             yield im
     except Exception as exc:
-        raise _unreadable(exc, fmt, path, max_pixels) from exc
+        raise _unreadable(exc, fmt, source, max_pixels) from exc
 
 
 def _orientation(im: Image.Image) -> int:
@@ -236,7 +262,7 @@ def _check_pixels(dims: tuple[int, int], max_pixels: int) -> None:
         raise UnreadableImage(f"too large: {width}x{height} px (limit {_mpx(max_pixels)})")
 
 
-def _unreadable(exc: Exception, fmt: str | None, path: Path, max_pixels: int) -> UnreadableImage:
+def _unreadable(exc: Exception, fmt: str | None, path: ImageSource, max_pixels: int) -> UnreadableImage:
     """Map any exception raised while opening/decoding to an UnreadableImage."""
     if isinstance(exc, UnreadableImage):
         return exc
@@ -263,12 +289,12 @@ def _unreadable(exc: Exception, fmt: str | None, path: Path, max_pixels: int) ->
     return UnreadableImage(f"corrupt {what}: {detail[:77] + '...' if len(detail) > 80 else detail}")
 
 
-def _sniff_format(path: Path) -> str | None:
+def _sniff_format(path: ImageSource) -> str | None:
     """Name the format from magic bytes, for reasons when PIL failed before knowing it."""
     try:
-        with open(path, "rb") as fp:
+        with _reading(path) as fp:
             head = fp.read(12)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an upload's file already closed
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"

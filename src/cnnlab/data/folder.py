@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnlab.data.cache import DecodedCache, FileKey, cache_enabled, file_key
+from cnnlab.progress import Progress
 from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
 
 if TYPE_CHECKING:  # torch is imported in decode_files: spawned decoding workers start without it
@@ -88,6 +89,12 @@ def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int,
     JPEG spends it in libjpeg and resampling, which release the GIL, and threads then win as
     they write straight into ``out`` while processes pickle 150 KB per image back.
     """
+    with Progress(f"decoding {len(paths):,} image files", len(paths), "images") as progress:
+        return _decode_chunks(paths, out, channels, size, workers, progress)
+
+
+def _decode_chunks(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int,
+                   progress: Progress) -> list[str | None]:
     starts = list(range(0, len(paths), CHUNK))
     if _use_processes(len(paths), channels, size, workers):
         try:
@@ -97,13 +104,16 @@ def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int,
                 for start, (arrays, chunk) in zip(starts, pool.map(_decode_chunk, *zip(*jobs))):
                     out[start : start + len(chunk)] = arrays
                     reasons += chunk
+                    progress.advance(len(chunk))
                 return reasons
         except (OSError, BrokenProcessPool) as exc:  # no /dev/shm, process limits: threads still work
             log.debug("decoding with threads: no process pool (%s)", exc)
 
     def work(start: int) -> list[str | None]:
         end = min(start + CHUNK, len(paths))
-        return decode_into(paths[start:end], out[start:end], channels, size)
+        reasons = decode_into(paths[start:end], out[start:end], channels, size)
+        progress.advance(len(reasons))
+        return reasons
 
     if workers <= 1 or len(paths) <= CHUNK:
         return [r for start in starts for r in work(start)]

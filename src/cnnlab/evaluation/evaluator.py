@@ -18,6 +18,7 @@ from cnnlab.evaluation.metrics import MetricAccumulator, classification_report_t
 from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.models.inference import predict_probs
+from cnnlab.phases import phase
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import ResultFiles, RunFiles
 
@@ -77,11 +78,21 @@ def evaluate_split(
     """
     files.root.mkdir(parents=True, exist_ok=True)
     labels = image_set.labels.numpy()
-    accumulator, probs = score_split(model, normalize, image_set, len(class_names))
-    metrics = accumulator.compute(class_names)
-    atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
-    atomic_write_text(files.classification_report,
-                      classification_report_text(labels, accumulator.predictions(), class_names) + "\n")
+    with phase("evaluation"):
+        accumulator, probs = score_split(model, normalize, image_set, len(class_names))
+        metrics = accumulator.compute(class_names)
+        atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
+        atomic_write_text(files.classification_report,
+                          classification_report_text(labels, accumulator.predictions(), class_names) + "\n")
+    with phase("figures"):
+        _draw_result_figures(model, normalize, image_set, class_names, files, metrics, accumulator, probs, explain)
+    return metrics
+
+
+def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, class_names: list[str],
+                         files: ResultFiles, metrics: dict[str, Any], accumulator: Any, probs: Any,
+                         explain: bool) -> None:
+    labels = image_set.labels.numpy()
     draw_metric_figures(files, metrics, class_names)
     hardest = accumulator.hardest()
     misclassified = files.figure("misclassified")
@@ -97,7 +108,6 @@ def evaluate_split(
         figures.plot_reliability(labels, probs, files.figure("reliability"))
     if explain:
         draw_explain_figures(model, normalize, image_set, accumulator.predictions(), hardest, class_names, files)
-    return metrics
 
 
 def draw_explain_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, predictions: np.ndarray,

@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.metrics import calibration_bins
-from cnnlab.figures import grid_shape, new_figure, save_figure, short, show_image
+from cnnlab.figures import as_rgb, grid_shape, mosaic, new_figure, save_figure, short, show_image
 
 MAX_CM_CLASSES = 30  # above this, the confusion matrix shows the most-confused classes only
 
@@ -101,14 +101,21 @@ def plot_misclassified(
     n = min(len(images), max_images)
     rows, cols = grid_shape(n)
     fig = new_figure(2.2 * cols + 0.4, 2.4 * rows + 0.5)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
     if n == 0:
-        ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-        ax.set_axis_off()
-    for i in range(n):
-        title = (f"true: {short(class_names[int(y_true[i])], 14)}\npred: {short(class_names[int(y_pred[i])], 14)}"
-                 f" ({float(confidence[i]):.0%})")
-        show_image(fig.add_subplot(rows, cols, i + 1), np.asarray(images[i]), title, color="firebrick")
+    else:  # one picture with a caption over each tile: many times faster to draw than an axes per image
+        gap = max(3, images.shape[-1] // 6)  # room for a two-line caption above each tile
+        picture = mosaic([as_rgb(np.asarray(images[i])) for i in range(n)], cols, gap, 1.0)
+        ax.imshow(picture, interpolation="nearest" if images.shape[-1] < 64 else "antialiased")
+        tile_h, tile_w = images.shape[-2] + gap, images.shape[-1] + gap
+        for i in range(n):
+            r, c = divmod(i, cols)
+            ax.text((c + 0.5) * tile_w - gap / 2, r * tile_h - gap / 8,
+                    f"true: {short(class_names[int(y_true[i])], 14)}\npred: {short(class_names[int(y_pred[i])], 14)}"
+                    f" ({float(confidence[i]):.0%})", ha="center", va="bottom", fontsize=8, color="firebrick")
+        ax.set_ylim(picture.shape[0], -gap)  # room above the first row's captions
     return save_figure(fig, out, f"Misclassified test images ({n} shown)")
 
 

@@ -16,10 +16,11 @@ from typing import Any, Callable
 import pandas as pd
 
 from cnnlab.evaluation.compare import final_test_accuracy, format_value
-from cnnlab.evaluation.html import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
+from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
+from cnnlab.phases import phase_line
 from cnnlab.tables import Table
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
@@ -109,6 +110,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s)" if pre else "—"),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
+        ("Time by phase", phase_line(timing["phases"])[len("time: "):] if timing.get("phases") else "—"),
         ("Peak memory", _peak_memory(run.get("memory") or {})),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
@@ -201,14 +203,8 @@ def _explain(files: RunFiles) -> str:
 
 def _deployment(files: RunFiles) -> str:
     """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
-    out = []
-    for path in sorted(files.tables.glob("*.json")):
-        table = Table.load(path)
-        if table is None:
-            continue
-        notes = "".join(f"<li>{_e(note)}</li>" for note in table.notes)
-        out.append(f"<h3>{_e(table.title)}</h3>" + _table(table.columns, table.rows, range(1, len(table.columns)))
-                   + (f"<ul>{notes}</ul>" if notes else ""))
+    tables = (Table.load(path) for path in sorted(files.tables.glob("*.json")))
+    out = [table.html() for table in tables if table is not None]
     return "".join(out)
 
 

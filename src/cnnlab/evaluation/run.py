@@ -15,7 +15,9 @@ from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
+import cnnlab.phases as phases
 from cnnlab.machine import peak_rss_bytes
+from cnnlab.phases import phase
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.ranks import Ranks
@@ -36,12 +38,21 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         result.module.model, result.module.normalize, data.splits["test"], data.class_names, files,
         extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")}, explain=True,
     )
-    write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
+    with phase("figures"):
+        write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     timing = dict(result.meta.get("timing", {}))
     timing["evaluate_seconds"] = round(time.perf_counter() - started, 2)
-    timing["total_seconds"] = round(timing.get("train_seconds", 0) + timing["evaluate_seconds"], 2)
+
+    def phase_record() -> None:  # the whole command, phase by phase (this process; a resumed run: this attempt)
+        timing.update(phases=phases.recorded(), total_seconds=phases.total_seconds())
+        result.meta["timing"] = timing
+
+    phase_record()
     update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")))
-    write_report(files.root)
+    with phase("report"):
+        write_report(files.root)
+    phase_record()
+    update_meta(files, timing=timing)
     return metrics
 
 
@@ -69,12 +80,16 @@ def train_and_evaluate(
 
 def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
                         resume_path: str | None) -> tuple[RunFiles, dict[str, Any]]:
+    phases.begin_unless_active()
     try:
-        result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
-    except TrainingInterrupted as stop:
-        ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
-        raise
-    return result.files, ranks.from_zero(lambda: finish_run(result))
+        try:
+            result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
+        except TrainingInterrupted as stop:
+            ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
+            raise
+        return result.files, ranks.from_zero(lambda: finish_run(result))
+    finally:
+        phases.end()
 
 
 def finish_interrupted(result: FitResult) -> None:

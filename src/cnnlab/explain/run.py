@@ -36,7 +36,8 @@ class Explanation:
         return f"<p>{html.escape(self.note)}</p>{png_html(self.written)}"
 
 
-def _probe(run: ExplainedRun) -> list[net_layers.Layer]:
+def probe_run(run: ExplainedRun) -> list[net_layers.Layer]:
+    """Every layer of the run's network, from one forward pass of a blank image of its input size."""
     model = run.trained.model
     return net_layers.probe(model, net_layers.sample_input(model, run.trained.channels, run.trained.side))
 
@@ -62,7 +63,7 @@ def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) 
 def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
     """The first convolution's kernels as an image grid: ``filters.png``."""
     run = open_explained(run_path)
-    layers = _probe(run)
+    layers = probe_run(run)
     conv = first_conv(layers)
     path = filters_figure(run.trained.model, layers, run.out_dir(out) / "filters.png")
     kernels = tuple(conv.module.weight.shape)
@@ -103,7 +104,7 @@ def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: l
     """Per image, the most active channels of a few layers early to late: ``feature_maps_<image>.png``."""
     run = open_explained(run_path)
     model = run.trained.model
-    layers = _probe(run)
+    layers = probe_run(run)
     chosen = ([net_layers.find_layer(model, layers, n) for n in layer_names] if layer_names
               else net_layers.spread_stages(model, layers))
     images = load_images(run, inputs)
@@ -133,7 +134,7 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
     run = open_explained(run_path)
     wanted = class_index(run, class_name)
     model, names = run.trained.model, run.trained.class_names
-    layers = _probe(run)
+    layers = probe_run(run)
     layer = (net_layers.find_layer(model, layers, layer_name) if layer_name
              else net_layers.gradcam_layer(model, layers))
     images = load_images(run, inputs)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from cnnlab.data.loaders import eval_batch_size
+from cnnlab.data.batch_size import eval_batch_size
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import LazyImages
 from cnnlab.models.outputs import as_class_logits

@@ -24,6 +24,7 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
+from cnnlab.phases import phase
 from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.distributed import in_processes
@@ -31,7 +32,7 @@ from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
-from cnnlab.training.optim import apply_speedups
+from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import improvement_line, plan_stages
@@ -181,6 +182,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     todo = [stage for stage in plan if stage.name not in finished]
     attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
     batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
+    attempt["threads"] = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
+    if ranks.is_zero:
+        print(f"torch threads: {attempt['threads']}", flush=True)
     if ranks.several:
         attempt.update(processes=ranks.world_size, nodes=ranks.num_nodes, global_batch=batches.global_batch,
                        device_batch=batches.per_device)
@@ -203,13 +207,15 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                 log.warning(ctx.meta["notes"][-1])
                 break
         best_so_far = records[-1].get("best_val_loss") if records else None
-        outcome = _fit_guarded(
-            lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage),
-                              batches.per_device),
-            files, config.data.batch_size,
-        )
+        with phase("training"):
+            outcome = _fit_guarded(
+                lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage),
+                                  batches.per_device),
+                files, config.data.batch_size,
+            )
         module = outcome.module
-        record = _stage_result(ctx, outcome, module_kwargs["normalize"])
+        with phase("evaluation"):  # each stage's test accuracy, for the stage table
+            record = _stage_result(ctx, outcome, module_kwargs["normalize"])
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"

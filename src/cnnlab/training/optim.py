@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import TrainConfig
+from cnnlab.machine import auto_threads
 from cnnlab.training.time_budget import budget_scheduler
 
 log = logging.getLogger("cnnlab")
@@ -103,6 +104,22 @@ def bf16_is_fast() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def apply_threads(cfg: TrainConfig, processes: int = 1) -> str:
+    """Sets torch's CPU threads for the run (``cfg.threads``, or chosen by load); returns why, for run.json.
+
+    A deterministic run keeps torch's current count: one chosen by the machine's load would change
+    the float sums, so the same command would not give the same numbers twice.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+        return f"{cfg.threads} (--threads)"
+    if cfg.deterministic:
+        return f"{torch.get_num_threads()} (torch's current count: --deterministic keeps it; --threads sets it)"
+    threads, why = auto_threads(processes)
+    torch.set_num_threads(threads)
+    return why
 
 
 def apply_speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:

@@ -25,6 +25,7 @@ from cnnlab.io import atomic_write_text
 from cnnlab.models import model_input, resolve_name
 from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.summary import count_parameters, model_summary
+from cnnlab.phases import phase
 from cnnlab.training.architecture import resize_to_run
 from cnnlab.training.build import build_model, preprocess_meta
 from cnnlab.training.hooks import TrainingHooks
@@ -60,20 +61,22 @@ class RunContext:
 def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     wanted = model_input(config.model.name, config.model.pretrained)
-    data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size),
-                        cache_read_only=cache_read_only)
-    preprocess = preprocess_meta(data, config)
-    model = build_model(config, data.num_classes, preprocess)
-    pretrained = config.model.pretrained or bool(config.model.weights)
-    if plan_stages(config, pretrained, warn=False)[0].head_only:
-        freeze_backbone(model)  # the summary's Trainable column then shows stage 1 as it will run
-    try:
-        summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
-    except RuntimeError as exc:
-        raise CnnlabError(
-            f"model '{config.model.name}' cannot take {data.image_size[0]}x{data.image_size[1]} px "
-            f"images ({str(exc).splitlines()[0][:80]}); use a larger --image-size"
-        ) from None
+    with phase("data"):
+        data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size),
+                            cache_read_only=cache_read_only)
+    with phase("model"):
+        preprocess = preprocess_meta(data, config)
+        model = build_model(config, data.num_classes, preprocess)
+        pretrained = config.model.pretrained or bool(config.model.weights)
+        if plan_stages(config, pretrained, warn=False)[0].head_only:
+            freeze_backbone(model)  # the summary's Trainable column then shows stage 1 as it will run
+        try:
+            summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
+        except RuntimeError as exc:
+            raise CnnlabError(
+                f"model '{config.model.name}' cannot take {data.image_size[0]}x{data.image_size[1]} px "
+                f"images ({str(exc).splitlines()[0][:80]}); use a larger --image-size"
+            ) from None
     return data, preprocess, model, summary
 
 

@@ -88,13 +88,31 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return cfg.precision
 
 
+class _RichEpochs(RichProgressBar):
+    """Lightning's Rich bar, numbering epochs from 1 of N like cnnlab's log lines ("epoch 1/3"),
+    not "Epoch 0/2" (it overrides the bar's one description hook)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        return f"{text:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
+
+
+class _TqdmEpochs(TQDMProgressBar):
+    """Lightning's notebook bar, numbering epochs from 1 of N like the log lines."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: object) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs else ""
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}{total}")
+
+
 def _progress_bar() -> L.Callback:
     """A live bar in a terminal, a notebook's own widget bar in Jupyter (tqdm.auto), and plain
     epoch lines in logs and CI, where bars turn into garbage."""
     if sys.stderr.isatty():
-        return RichProgressBar(leave=True)
+        return _RichEpochs(leave=True)
     if in_notebook():
-        return TQDMProgressBar()
+        return _TqdmEpochs()
     return EpochLines()
 
 

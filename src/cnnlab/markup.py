@@ -1,4 +1,4 @@
-"""Small HTML builders for the run report: every value escaped, tables with numeric columns aligned."""
+"""Small HTML builders (the run report, tables and notebook summaries): every value escaped, tables with numeric columns aligned."""
 
 from __future__ import annotations
 

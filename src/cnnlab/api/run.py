@@ -1,15 +1,4 @@
-"""cnnlab from Python: the same jobs as the command line, for notebooks and scripts.
-
-    import cnnlab
-    run = cnnlab.train("mnist-sample", model="simple_cnn", epochs=5)
-    run.metrics["accuracy"]; run.plot_history(); run.confusion_matrix()
-    run.predict(["cat.jpg", pil_image, numpy_array], top_k=3)
-    run = cnnlab.load_run("runs/flowers"); cnnlab.evaluate(run, data="other/folder")
-
-Keyword arguments of :func:`train` are the options of ``cnnlab train`` by their flag names
-(``epochs=5`` is ``--epochs 5``), with the same defaults, allowed values and checks; errors are
-the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
-"""
+"""``Run``: a run folder from Python: its options, results, history, model, figures and deploy jobs."""
 
 from __future__ import annotations
 
@@ -19,107 +8,32 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import DEFAULT_THREADS
+from cnnlab.config import RunConfig
+from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
 
-if TYPE_CHECKING:  # heavy imports happen when a function runs, not at ``import cnnlab``
+if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
     import numpy as np
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from PIL import Image
 
+    from cnnlab.deploy.export import Export
+    from cnnlab.deploy.prune import Pruned
+    from cnnlab.deploy.quantize import Quantized
+    from cnnlab.tables import Table
     from cnnlab.training.checkpoint import TrainedModel
 
 ImageLike = "str | Path | Image.Image | np.ndarray"
 
 
-def _training():  # noqa: ANN202  the training packages, imported on first use
+def evaluation_jobs():  # noqa: ANN201  the training and evaluation packages, imported on first use
     from cnnlab.evaluation import run as evaluation_run
 
     return evaluation_run
 
 
-def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
-              augment: str | None = None, **options: Any) -> RunConfig:
-    """The RunConfig ``cnnlab train`` would build from the same options (checked, not run)."""
-    if data is not None:
-        options["data"] = str(data)
-    return build_config(recipe=recipe, config_file=config, augment=augment, **options)
-
-
-def train(data: str | Path = "mnist-sample", *, recipe: str | None = None, config: str | Path | None = None,
-          augment: str | None = None, **options: Any) -> Run:
-    """Trains, evaluates on the test split and writes a run folder with its report, as ``cnnlab train``.
-
-    Args:
-        data: an image folder, a CSV listing, or a built-in set (``mnist-sample``, ``digits``, ...).
-        recipe: a named setup (``cnnlab recipes list``); options given here override it.
-        config: a YAML file of options (``train: {epochs: 5}``); options given here override it.
-        augment: an augmentation preset (none, light, lesson, production, strong).
-        **options: any option of ``cnnlab train`` by its flag name: ``model="resnet18"``,
-            ``epochs=5``, ``pretrained=True``, ``image_size=128``, ``rotation=10``, ...
-
-    Returns:
-        The finished run (its folder is ``run.path``).
-
-    Raises:
-        CnnlabError: a bad option or bad data, with the same message as the command line.
-    """
-    settings = configure(data, recipe=recipe, config=config, augment=augment, **options)
-    given = {"recipe": recipe, "config": config, "augment": augment, **options}
-    call = ", ".join([repr(str(data))] + [f"{k}={v!r}" for k, v in given.items() if v is not None])
-    return run_training(settings, f"cnnlab.train({call})")
-
-
-def run_training(config: RunConfig, command: str) -> Run:
-    """Trains, evaluates and reports a checked config; ``command`` is recorded in run.json to reproduce it.
-
-    Raises:
-        TrainingInterrupted: on Ctrl-C, once the last finished epoch and a report are saved.
-    """
-    files, _ = _training().train_and_evaluate(config, command)
-    return Run(files.root)
-
-
-def resume(run: Run | str | Path) -> Run:
-    """Continues a stopped run from its last checkpoint, as ``cnnlab train --resume``."""
-    path = run.path if isinstance(run, Run) else Path(run)
-    files, _ = _training().train_and_evaluate(None, f"cnnlab.resume({str(path)!r})", resume_path=str(path))
-    return Run(files.root)
-
-
-def load_run(path: str | Path) -> Run:
-    """Reopens a run folder (``runs/<name>``).
-
-    Raises:
-        CnnlabError: when the folder is missing or not a cnnlab run.
-    """
-    return Run(path)
-
-
-def evaluate(run: Run | str | Path, data: str | Path | None = None) -> dict[str, Any]:
-    """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
-
-    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
-    """
-    path = run.path if isinstance(run, Run) else Path(run)
-    _, metrics = _training().evaluate_run(path, None if data is None else str(data))
-    return metrics
-
-
-def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-            threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
-    """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
-    TorchScript file written by ``cnnlab export`` on its own."""
-    if not isinstance(run, Run) and Path(run).expanduser().is_file():
-        from cnnlab.deploy.predict import predict_with
-
-        return predict_with(run, _items(images), top_k, runtime, threads)
-    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
-
-
-def _items(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+def items_of(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
     return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
@@ -228,11 +142,57 @@ class Run:
         """
         from cnnlab.deploy.predict import predict_with
 
-        return predict_with(self.path, _items(images), top_k, runtime, threads)
+        return predict_with(self.path, items_of(images), top_k, runtime, threads)
 
     def evaluate(self, data: str | Path | None = None) -> dict[str, Any]:
-        """See :func:`cnnlab.evaluation`."""
-        return evaluate(self, data)
+        """Scores the run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
+
+        Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
+        """
+        _, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data))
+        return metrics
+
+    # --- deployment: each writes into the run folder, as its command does ------------------
+
+    def export(self, format: str = "onnx", tolerance: float | None = None,  # noqa: A002  the CLI's name
+               threads: int = DEFAULT_THREADS) -> "Export":
+        """Writes ``model.onnx`` (or ``model.ts`` for ``format="torchscript"``) after checking that its
+        outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
+        from cnnlab.deploy.export import export_run
+
+        return export_run(self.path, format, PARITY_TOLERANCE if tolerance is None else tolerance, threads)
+
+    def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> "Quantized":
+        """Writes ``model.int8.onnx`` (static INT8 calibrated on training images) and returns its
+        before/after table, as ``cnnlab quantize``."""
+        from cnnlab.deploy.quantize import quantize_run
+
+        return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
+
+    def prune(self, sparsity: float = 0.5, structured: bool = True, finetune_epochs: int = 0,
+              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> "Run":
+        """Prunes the model (channels, or single weights with ``structured=False``), optionally
+        fine-tunes, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``."""
+        from cnnlab.deploy.prune import prune_run
+
+        pruned = prune_run(self.path, sparsity, structured, finetune_epochs, finetune_lr, threads,
+                           f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})")
+        return Run(pruned.files.root)
+
+    def benchmark(self, threads: int = DEFAULT_THREADS) -> "Table":
+        """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
+        later predictions use the fastest that keeps accuracy."""
+        from cnnlab.deploy.benchmark import benchmark_run
+
+        table, _ = benchmark_run(self.path, threads)
+        return table
+
+    def tables(self) -> "list[Table]":
+        """The before/after tables the deploy jobs saved in the run (shown in its report)."""
+        from cnnlab.tables import Table
+
+        loaded = (Table.load(path) for path in sorted(self.files.tables.glob("*.json")))
+        return [table for table in loaded if table is not None]
 
     def report(self) -> Path:
         """Rebuilds report.html (redrawing missing figures) and returns its path, as ``cnnlab report``."""

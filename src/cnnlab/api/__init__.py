@@ -1,0 +1,161 @@
+"""cnnlab from Python: the same jobs as the command line, for notebooks and scripts.
+
+    import cnnlab
+    run = cnnlab.train("mnist-sample", model="simple_cnn", epochs=5)
+    run.metrics["accuracy"]; run.plot_history(); run.confusion_matrix()
+    run.predict(["cat.jpg", pil_image, numpy_array], top_k=3)
+    run = cnnlab.load_run("runs/flowers"); cnnlab.evaluate(run, data="other/folder")
+
+Keyword arguments of :func:`train` are the options of ``cnnlab train`` by their flag names
+(``epochs=5`` is ``--epochs 5``), with the same defaults, allowed values and checks; errors are
+the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
+from cnnlab.config import RunConfig, build_config
+from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, PARITY_TOLERANCE, TEMPERATURE
+from cnnlab.serve import settings as serving
+
+if TYPE_CHECKING:
+    from cnnlab.comparison.architectures import Comparison
+
+__all__ = ["Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "run_training",
+           "serve", "train"]
+
+
+def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
+              augment: str | None = None, **options: Any) -> RunConfig:
+    """The RunConfig ``cnnlab train`` would build from the same options (checked, not run)."""
+    if data is not None:
+        options["data"] = str(data)
+    return build_config(recipe=recipe, config_file=config, augment=augment, **options)
+
+
+def train(data: str | Path = "mnist-sample", *, recipe: str | None = None, config: str | Path | None = None,
+          augment: str | None = None, **options: Any) -> Run:
+    """Trains, evaluates on the test split and writes a run folder with its report, as ``cnnlab train``.
+
+    Args:
+        data: an image folder, a CSV listing, or a built-in set (``mnist-sample``, ``digits``, ...).
+        recipe: a named setup (``cnnlab recipes list``); options given here override it.
+        config: a YAML file of options (``train: {epochs: 5}``); options given here override it.
+        augment: an augmentation preset (none, light, lesson, production, strong).
+        **options: any option of ``cnnlab train`` by its flag name: ``model="resnet18"``,
+            ``epochs=5``, ``pretrained=True``, ``image_size=128``, ``rotation=10``, ...
+
+    Returns:
+        The finished run (its folder is ``run.path``).
+
+    Raises:
+        CnnlabError: a bad option or bad data, with the same message as the command line.
+    """
+    settings = configure(data, recipe=recipe, config=config, augment=augment, **options)
+    given = {"recipe": recipe, "config": config, "augment": augment, **options}
+    call = ", ".join([repr(str(data))] + [f"{k}={v!r}" for k, v in given.items() if v is not None])
+    return run_training(settings, f"cnnlab.train({call})")
+
+
+def run_training(config: RunConfig, command: str) -> Run:
+    """Trains, evaluates and reports a checked config; ``command`` is recorded in run.json to reproduce it.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, once the last finished epoch and a report are saved.
+    """
+    files, _ = evaluation_jobs().train_and_evaluate(config, command)
+    return Run(files.root)
+
+
+def resume(run: Run | str | Path) -> Run:
+    """Continues a stopped run from its last checkpoint, as ``cnnlab train --resume``."""
+    path = run.path if isinstance(run, Run) else Path(run)
+    files, _ = evaluation_jobs().train_and_evaluate(None, f"cnnlab.resume({str(path)!r})", resume_path=str(path))
+    return Run(files.root)
+
+
+def load_run(path: str | Path) -> Run:
+    """Reopens a run folder (``runs/<name>``).
+
+    Raises:
+        CnnlabError: when the folder is missing or not a cnnlab run.
+    """
+    return Run(path)
+
+
+def evaluate(run: Run | str | Path, data: str | Path | None = None) -> dict[str, Any]:
+    """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
+
+    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
+    """
+    return (run if isinstance(run, Run) else Run(run)).evaluate(data)
+
+
+def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
+            threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+    """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
+    TorchScript file written by ``cnnlab export`` on its own."""
+    if not isinstance(run, Run) and Path(run).expanduser().is_file():
+        from cnnlab.deploy.predict import predict_with
+
+        return predict_with(run, items_of(images), top_k, runtime, threads)
+    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
+
+
+
+
+def compare(models: Sequence[str], data: str | Path | None = None, *, recipe: str | None = None,
+            config: str | Path | None = None, augment: str | None = None, threads: int | None = None,
+            repeats: int | None = None, weights: dict[str, str] | None = None, out: str | Path | None = None,
+            **options: Any) -> Comparison:
+    """Measures architectures side by side (parameters, MACs, size, latency, throughput, memory, cited
+    ImageNet top-1) and, given ``data``, trains each the same way on it, as ``cnnlab compare``.
+
+    ``options`` are run options by flag name (``image_size=160``, ``epochs=3``, ``pretrained=True``).
+    The result shows its table and charts in Jupyter; ``.rows`` holds every figure, ``.folder`` the files.
+    """
+    from cnnlab.comparison.options import DEFAULT_REPEATS, compare_models
+
+    if data is not None:
+        options["data"] = str(data)
+    call = ", ".join([repr(list(models))] + [f"{k}={v!r}" for k, v in options.items()])
+    return compare_models(list(models), options, recipe=recipe, config=config, augment=augment, threads=threads,
+                          repeats=repeats or DEFAULT_REPEATS, weights=weights, out=out,
+                          command=f"cnnlab.compare({call})")
+
+
+def distill(teacher: Run | str | Path, student: str, *, temperature: float | None = None, alpha: float | None = None,
+            recipe: str | None = None, config: str | Path | None = None, augment: str | None = None,
+            threads: int = DEFAULT_THREADS, **options: Any) -> Run:
+    """Trains ``student`` alone and from the teacher run's soft targets, and compares the three, as
+    ``cnnlab distill``; returns the distilled run (its report holds the comparison table)."""
+    from cnnlab.deploy.distill import distill as distill_run
+
+    path = str(teacher.path if isinstance(teacher, Run) else teacher)
+    result = distill_run(path, {**options, "model": student}, TEMPERATURE if temperature is None else temperature,
+                         ALPHA if alpha is None else alpha, recipe, None if config is None else str(config), augment,
+                         threads, f"cnnlab.distill({path!r}, {student!r})")
+    return Run(result.files.root)
+
+
+def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int = serving.DEFAULT_PORT,
+          max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
+          batching: str = "auto", max_batch: int = serving.DEFAULT_MAX_BATCH,
+          batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS, runtime: str = "auto",
+          threads: int = DEFAULT_THREADS) -> None:
+    """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
+
+    Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.serve.server import serve as run_server
+
+    target = run.path if isinstance(run, Run) else run
+    if batching not in serving.BATCHING:
+        raise CnnlabError(f"batching must be one of {', '.join(serving.BATCHING)}, got '{batching}'")
+    run_server(target, serving.ServeSettings(host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
+                                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                                             threads=threads, runtime=runtime))

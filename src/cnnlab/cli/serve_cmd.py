@@ -1,0 +1,68 @@
+"""``cnnlab serve RUN|ARTIFACT``: the model behind an HTTP API and a web page until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cnnlab.cli.parser import positive_int
+from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
+from cnnlab.serve import settings as defaults
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535, got {value}")
+    return value
+
+
+def _at_least(low: float, strict: bool) -> Any:
+    def check(text: str) -> float:
+        value = float(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low:g}, got {text}")
+        return value
+    return check
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP, with a web page",
+                              description="Serves RUN (its fastest measured runtime) or a .onnx / TorchScript file "
+                              "on http://HOST:PORT: a page to drop images on at /, POST /predict (multipart field "
+                              "'image'), GET /health, API docs at /docs. Ctrl-C or SIGTERM stops it once the "
+                              "requests in flight have finished.")
+    p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
+    p.add_argument("--host", default=defaults.DEFAULT_HOST,
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=_port, default=defaults.DEFAULT_PORT,
+                   help=f"TCP port (default: {defaults.DEFAULT_PORT}; 0 takes any free port)")
+    p.add_argument("--max-upload-mb", dest="max_upload_mb", type=_at_least(0, strict=True),
+                   default=defaults.DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                   help=f"largest request body, checked while it arrives (default: {defaults.DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--max-files", dest="max_files", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_FILES,
+                   help=f"images per request (default: {defaults.DEFAULT_MAX_FILES})")
+    p.add_argument("--batching", choices=defaults.BATCHING, default="auto",
+                   help="score concurrent requests' images together: auto times the model at start and batches "
+                   "only when a batch is cheaper per image (on this 2-core CPU: yes for the MNIST CNN, no for "
+                   "EfficientNet-Lite0) (default: auto)")
+    p.add_argument("--max-batch", dest="max_batch", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_BATCH,
+                   help=f"most images scored in one call when batching (default: {defaults.DEFAULT_MAX_BATCH})")
+    p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
+                   default=defaults.DEFAULT_BATCH_WINDOW_MS, metavar="MS",
+                   help="how long an idle batcher waits for more requests to batch with the first; requests "
+                   f"that queue while the model runs are batched anyway (default: {defaults.DEFAULT_BATCH_WINDOW_MS:g})")
+    p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
+                   help="auto: the run's fastest measured runtime that keeps accuracy; or pytorch, torchscript, "
+                   "onnx, int8 (default: auto)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from cnnlab.api import serve
+
+    serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+          batching=args.batching, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, runtime=args.runtime,
+          threads=args.threads)
+    return 0

@@ -1,0 +1,82 @@
+"""Where a command's time goes: named phases, timed as they run, printed in one line at the end.
+
+A run's phases (start-up, data, model, training, evaluation, figures, report) are spread over
+several layers, so they are recorded here, below all of them, in one per-process record that a
+command resets when it starts (``begin``). ``run.json`` keeps them under ``timing.phases``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+_phases: dict[str, float] = {}
+_begun = time.perf_counter()
+_active = False
+_before = 0.0  # seconds the process ran before ``begin`` (interpreter start, first imports)
+_startup_counted = False  # only the first command of a process paid for its start-up
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), if known."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process(os.getpid()).create_time())
+    except Exception:  # noqa: BLE001  psutil missing or the platform hides it: start-up is then unknown
+        return None
+
+
+def begin(with_startup: bool = False) -> None:
+    """Starts a command's record; ``with_startup`` (the command line): what the process spent before
+    it (interpreter start, imports) is its first phase, once per process."""
+    global _begun, _active, _startup_counted, _before
+    _phases.clear()
+    _begun, _active, _before = time.perf_counter(), True, 0.0
+    if with_startup and not _startup_counted:
+        _startup_counted = True
+        _before = process_seconds() or 0.0
+        _phases["start-up"] = _before
+
+
+def begin_unless_active() -> None:
+    """Begins a record when no command began one (a run started from Python)."""
+    if not _active:
+        begin()
+
+
+def end() -> None:
+    """Closes the record: the next run begins its own."""
+    global _active
+    _active = False
+_before = 0.0  # seconds the process ran before ``begin`` (interpreter start, first imports)
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Adds the time spent in the block to phase ``name`` (phases entered twice add up)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _phases[name] = _phases.get(name, 0.0) + time.perf_counter() - start
+
+
+def recorded() -> dict[str, float]:
+    """The phases so far, in the order they were first entered, in seconds (rounded to 0.01 s)."""
+    return {name: round(seconds, 2) for name, seconds in _phases.items()}
+
+
+def total_seconds() -> float:
+    """Since ``begin``, plus the process's time before it when that is counted."""
+    return round(time.perf_counter() - _begun + _before, 2)
+
+
+def phase_line(phases: dict[str, float], total: float | None = None) -> str:
+    """``time: start-up 1.9 s · data 1.2 s · training 9.8 s · ... · total 14.0 s``"""
+    parts = [f"{name} {seconds:.1f} s" for name, seconds in phases.items()]
+    if total is not None:
+        parts.append(f"total {total:.1f} s")
+    return "time: " + " · ".join(parts)

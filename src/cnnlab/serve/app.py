@@ -1,0 +1,119 @@
+"""The HTTP routes: ``/`` (the page), ``/predict``, ``/explain``, ``/health`` and FastAPI's ``/docs``.
+
+Every error is JSON ``{"detail": message}`` with a 4xx status for what the client sent (see
+``uploads``); an unexpected failure inside is a JSON 500 and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+from importlib import resources
+from typing import Any, AsyncIterator
+
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from cnnlab.deploy.predict import top_k
+from cnnlab.serve.batcher import MicroBatcher
+from cnnlab.serve.model import ServedModel
+from cnnlab.serve.settings import DEFAULT_TOP_K, ServeSettings
+from cnnlab.serve.uploads import FIELD, decode_uploads, form_files, read_form
+from cnnlab.version import __version__
+
+log = logging.getLogger("cnnlab")
+
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": [FIELD],
+    "properties": {FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
+                           "description": "one or more image files (JPEG, PNG, BMP, GIF, TIFF, WebP)"}}}}}}}
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
+
+
+def _as_batch(pixels: list[Any]) -> torch.Tensor:
+    """(H, W, C) uint8 arrays -> one uint8 (N, C, H, W) tensor, the layout ``models.inference`` takes."""
+    return torch.stack([torch.from_numpy(p).permute(2, 0, 1) for p in pixels])
+
+
+def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") -> FastAPI:
+    """The application serving ``model`` with ``settings``' limits and batching (``batching``: why, for /health)."""
+    batcher = MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms)
+    started = time.monotonic()
+    counts = {"requests": 0, "images": 0}
+    served = model.served
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        yield
+        await batcher.stop()  # uvicorn calls this after the requests in flight have finished
+
+    app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan,
+                  description=f"Classifies images into {len(served.class_names)} classes with "
+                              f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error serving %s", request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("cnnlab.serve").joinpath("page.html").read_text(encoding="utf-8"))
+
+    @app.get("/health", summary="Model, classes, runtime, uptime and batching counters")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": model.name, **model.describe(), "gradcam": model.has_checkpoint,
+                "uptime_s": round(time.monotonic() - started, 1), **counts, "batching": {**batcher.stats(), "decision": batching},
+                "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
+                "version": __version__}
+
+    @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
+    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=1000,
+                                                       description="classes per image")) -> dict[str, Any]:
+        start = time.perf_counter()
+        form = await read_form(request, settings)
+        try:
+            uploads = await decode_uploads(form_files(form), served.channels, served.side)
+        finally:
+            await form.close()  # the spooled upload files
+        decoded_ms = _ms(start)
+        scored = await batcher.score(_as_batch([u.pixels for u in uploads]))
+        counts["requests"] += 1
+        counts["images"] += len(uploads)
+        predictions = []
+        for upload, probs in zip(uploads, scored.probs):
+            top = top_k(probs, served.class_names, k)
+            predictions.append({"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"],
+                                "top": top})
+        return {"predictions": predictions, "runtime": served.runtime,
+                "latency_ms": {"total": _ms(start), "receive_decode": decoded_ms, "queue": round(scored.queue_ms, 2),
+                               "inference": round(scored.inference_ms, 2)},
+                "batch_images": scored.batch_images}
+
+    @app.post("/explain", summary="Grad-CAM overlay of one image (a run folder with a checkpoint)",
+              openapi_extra=_UPLOAD_BODY)
+    async def explain(request: Request) -> dict[str, Any]:
+        if not model.has_checkpoint:
+            raise HTTPException(404, "Grad-CAM needs the run's checkpoint: serve the run folder, not an artifact alone")
+        start = time.perf_counter()
+        form = await read_form(request, settings)
+        try:
+            files = form_files(form)
+            if len(files) != 1:
+                raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
+            upload = (await decode_uploads(files, served.channels, served.side))[0]
+        finally:
+            await form.close()
+        png, target, probability = await batcher.run_alone(lambda: model.gradcam_png(_as_batch([upload.pixels])[0]))
+        return {"image": upload.name, "label": served.class_names[target], "probability": probability,
+                "overlay": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                "latency_ms": {"total": _ms(start)}}
+
+    return app

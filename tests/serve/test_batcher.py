@@ -1,0 +1,100 @@
+"""MicroBatcher: concurrent jobs share inference calls, each gets its own rows back, errors stay per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from cnnlab.serve.batcher import MicroBatcher
+
+
+def _recording(calls: list[int], fail: set[int] | None = None):
+    """An 'inference' returning each image's first pixel as its score, slow enough to queue others."""
+
+    def infer(images: torch.Tensor) -> torch.Tensor:
+        assert threading.current_thread().name.startswith("cnnlab-inference")  # off the event loop
+        calls.append(len(images))
+        time.sleep(0.05)
+        if fail and len(calls) in fail:
+            raise RuntimeError("model failed")
+        return images[:, 0, 0, :1].float()
+
+    return infer
+
+
+def _jobs(count: int) -> list[torch.Tensor]:
+    """Job i holds i % 3 + 1 images whose first pixels are 10 * i + image number."""
+    jobs = []
+    for i in range(count):
+        images = torch.zeros(i % 3 + 1, 1, 2, 2, dtype=torch.uint8)
+        images[:, 0, 0, 0] = torch.arange(len(images)) + 10 * i
+        jobs.append(images)
+    return jobs
+
+
+async def _score_all(batcher: MicroBatcher, jobs: list[torch.Tensor]) -> list:
+    await batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.score(job) for job in jobs), return_exceptions=True)
+    finally:
+        await batcher.stop()
+
+
+@pytest.mark.parametrize("max_batch, most_calls", [(16, 4), (1, 12)])
+def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(max_batch: int, most_calls: int) -> None:
+    calls: list[int] = []
+    jobs = _jobs(12)
+    results = asyncio.run(_score_all(MicroBatcher(_recording(calls), max_batch, window_ms=20), jobs))
+    for job, scored in zip(jobs, results):
+        assert scored.probs[:, 0].tolist() == job[:, 0, 0, 0].float().tolist()
+        assert scored.inference_ms >= 40 and scored.queue_ms >= 0
+    assert sum(calls) == 24 and len(calls) <= most_calls
+    if max_batch == 1:
+        assert calls == [len(job) for job in jobs]  # one job at a time
+    else:
+        assert max(calls) > 3  # several jobs in one call
+
+
+def test_a_failing_batch_fails_its_jobs_only() -> None:
+    calls: list[int] = []
+    batcher = MicroBatcher(_recording(calls, fail={1}), max_batch=64, window_ms=30)
+
+    async def two_rounds() -> tuple[list, list]:
+        await batcher.start()
+        try:
+            first = await asyncio.gather(*(batcher.score(job) for job in _jobs(3)), return_exceptions=True)
+            second = await asyncio.gather(*(batcher.score(job) for job in _jobs(3)), return_exceptions=True)
+            return first, second
+        finally:
+            await batcher.stop()
+
+    first, second = asyncio.run(two_rounds())
+    assert all(isinstance(r, RuntimeError) for r in first)
+    assert not any(isinstance(r, Exception) for r in second) and batcher.stats()["batches"] == 1
+
+
+class _Timed:
+    """A model whose batch timing is given: (ms per image alone, ms per image in a batch)."""
+
+    def __init__(self, single: float, batched: float) -> None:
+        self.timing = (single, batched)
+
+    def batch_timing(self, batch: int) -> tuple[float, float]:
+        return self.timing
+
+
+def test_auto_batching_is_on_only_when_a_batch_is_cheaper_per_image() -> None:
+    from cnnlab.serve.server import choose_batching
+    from cnnlab.serve.settings import ServeSettings
+
+    auto = ServeSettings(max_batch=16)
+    chosen, why = choose_batching(_Timed(45.0, 31.0), auto)  # PyTorch eager Lite0 on this CPU
+    assert chosen.max_batch == 16 and "auto: 31.00 ms per image in a batch vs 45.00 ms alone" in why
+    chosen, why = choose_batching(_Timed(18.0, 22.0), auto)  # ONNX Runtime Lite0: batches cost more
+    assert chosen.max_batch == 1 and why.startswith("off (auto")
+    assert choose_batching(_Timed(18.0, 22.0), ServeSettings(batching="on"))[0].max_batch == 16
+    assert choose_batching(_Timed(45.0, 5.0), ServeSettings(batching="off"))[0].max_batch == 1

@@ -1,0 +1,243 @@
+"""``cnnlab serve RUN`` as a real process: the API, bad input, load, and the page in a real browser.
+
+One server (the trained shapes run, PyTorch) answers every test of this module; each bad-input case
+checks the status and message, then that the server still answers a good request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import shutil
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cdp import Browser
+from servers import Server, multipart, post_images, request, start_server
+
+LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
+
+
+@pytest.fixture(scope="module")
+def server(trained_shapes) -> Server:
+    running = start_server(trained_shapes[0], "--max-upload-mb", "1", "--max-files", "4", "--batching", "on",
+                           "--batch-window-ms", "5")
+    yield running
+    running.stop(wait=False)
+
+
+def _png(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _bomb() -> bytes:
+    """A 48 KB PNG that decodes to 100 Mpx (PIL's limit is 89 Mpx)."""
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _raw(server: Server, head: str, body_chunks: list[bytes]) -> int:
+    """Status of a request sent over a plain socket, the body sent while the server may already refuse it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the whole body was sent: what we test
+        reply = b""
+        while b"\r\n" not in reply:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_health_names_the_model_runtime_and_classes(server: Server) -> None:
+    status, health = request(server.url, path="/health")
+    assert status == 200
+    assert health["classes"] == ["left", "middle", "right"] and health["runtime"] == "pytorch"
+    assert health["gradcam"] is True and health["uptime_s"] >= 0 and health["limits"]["max_files"] == 4
+    status, page = request(server.url, path="/")
+    assert status == 200 and "<script>" in page and "http" not in page.split("<body>")[1].split("fetch(")[0]
+    status, docs = request(server.url, path="/openapi.json")
+    assert status == 200 and "/predict" in docs["paths"] and "multipart/form-data" in str(docs["paths"]["/predict"])
+
+
+def test_predictions_over_http_equal_cnnlab_predict(server: Server, trained_shapes, cli, tmp_path: Path) -> None:
+    run, shapes = trained_shapes
+    files = [shapes / name / f"img_{i:03d}.png" for name in ("left", "middle", "right") for i in (3, 7)]
+    big = tmp_path / "big.jpg"  # a JPEG 5x the model's size: the decoder's draft path
+    Image.open(files[0]).convert("RGB").resize((100, 100)).save(big, quality=90)
+    files.append(big)
+    code, out, err = cli("predict", run, *files, "--top-k", "3", "--format", "json")
+    assert code == 0, err
+    import json
+
+    expected = json.loads(out)
+    got = []
+    for start in range(0, len(files), 4):  # this server takes 4 files per request
+        status, body = post_images(server.url, [(p.name, _png(p)) for p in files[start : start + 4]], "/predict?k=3")
+        assert status == 200, body
+        got += body["predictions"]
+    assert len(got) == len(expected) == 7
+    for row, prediction in zip(expected, got):
+        assert [t["class"] for t in prediction["top"]] == [t["class"] for t in row["top"]]
+        for mine, theirs in zip(prediction["top"], row["top"]):
+            assert mine["probability"] == pytest.approx(theirs["probability"], abs=1e-5)
+    assert sum(p["label"] == f.parent.name for p, f in zip(got, files[:6])) >= 5  # a trained model, not noise
+
+
+BAD_INPUT = [  # (case, how to send it, status, words of the message)
+    ("not an image", "text", 422, "not an image"),
+    ("truncated PNG", "truncated", 422, "truncated PNG"),
+    ("image bomb", "bomb", 422, "too large: 10000x10000 px"),
+    ("over the limit, declared", "declared_big", 413, None),
+    ("over the limit, streamed", "streamed_big", 413, None),
+    ("wrong content type", "json", 415, "multipart/form-data"),
+    ("empty body", "empty", 400, "empty"),
+    ("missing field", "other_field", 422, "no 'image' field"),
+    ("text instead of a file", "text_field", 422, "holds text"),
+    ("too many files", "five_files", 400, "at most 4"),
+    ("broken multipart", "no_boundary", 400, "could not be read"),
+    ("bad k", "k_zero", 422, "greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize("case, how, status, words", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, trained_shapes, case, how, status,
+                                                              words) -> None:
+    good = _png(trained_shapes[1] / "left" / "img_000.png")
+    megabyte = b"x" * (1024 * 1024)
+    body, form_type = multipart([("big.png", megabyte + megabyte[: 1024 * 512])])
+    sent = {
+        "text": lambda: post_images(server.url, [("notes.png", b"just some text, not pixels")]),
+        "truncated": lambda: post_images(server.url, [("cut.png", good[: len(good) // 2])]),
+        "bomb": lambda: post_images(server.url, [("bomb.png", _bomb())]),
+        "declared_big": lambda: (_raw(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\n"
+                                              f"Content-Length: {len(body)}\r\n\r\n", [body]), None),
+        "streamed_big": lambda: (_raw(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\n"
+                                              "Transfer-Encoding: chunked\r\n\r\n",
+                                      [b"%x\r\n%s\r\n" % (len(part), part) for part in
+                                       (body[i : i + 65536] for i in range(0, len(body), 65536))] + [b"0\r\n\r\n"]),
+                                 None),
+        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}', {"Content-Type": "application/json"}),
+        "empty": lambda: request(server.url, "POST", "/predict", b"", {"Content-Type": form_type}),
+        "other_field": lambda: request(server.url, "POST", "/predict", *_form("picture", good)),
+        "text_field": lambda: request(server.url, "POST", "/predict", *_text_form()),
+        "five_files": lambda: post_images(server.url, [(f"{i}.png", good) for i in range(5)]),
+        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100], {"Content-Type": "multipart/form-data"}),
+        "k_zero": lambda: post_images(server.url, [("a.png", good)], "/predict?k=0"),
+    }
+    got, reply = sent[how]()
+    assert got == status, reply
+    if words is not None:
+        assert words in str(reply["detail"]), reply
+    after, prediction = post_images(server.url, [("a.png", good)])
+    assert after == 200 and prediction["predictions"][0]["label"] == "left"
+
+
+def _form(field: str, data: bytes) -> tuple[bytes, dict[str, str]]:
+    body, kind = multipart([("a.png", data)], field)
+    return body, {"Content-Type": kind}
+
+
+def _text_form() -> tuple[bytes, dict[str, str]]:
+    boundary = "b0undary"
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--{boundary}--\r\n'
+    return body.encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_load_2000_requests_from_16_clients_without_an_error(server: Server, trained_shapes) -> None:
+    images = {name: _png(trained_shapes[1] / name / "img_010.png") for name in ("left", "middle", "right")}
+    forms = {name: multipart([(f"{name}.png", data)]) for name, data in images.items()}
+    latencies: list[float] = []
+    failures: list[str] = []
+    per_client = LOAD_REQUESTS // LOAD_CLIENTS
+    deadline = time.monotonic() + LOAD_SECONDS
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection(server.url.split("//")[1], timeout=30)
+        try:
+            for i in range(per_client):
+                if time.monotonic() > deadline:
+                    failures.append("time limit")
+                    return
+                name = ("left", "middle", "right")[(number + i) % 3]
+                body, kind = forms[name]
+                sent = time.perf_counter()
+                status, reply = request(server.url, "POST", "/predict", body, {"Content-Type": kind},
+                                        connection=connection)
+                latencies.append(time.perf_counter() - sent)
+                if status != 200 or reply["predictions"][0]["label"] != name:
+                    failures.append(f"{status}: {reply}")
+        except OSError as exc:
+            failures.append(repr(exc))
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(LOAD_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - started
+    assert not failures, failures[:5]
+    assert len(latencies) == per_client * LOAD_CLIENTS == LOAD_REQUESTS
+    ordered = sorted(latencies)
+    p50, p99 = statistics.median(ordered), ordered[int(0.99 * len(ordered)) - 1]
+    _, health = request(server.url, path="/health")
+    print(f"\nload: {len(latencies)} requests, {LOAD_CLIENTS} clients, {len(latencies) / took:.0f} req/s, "
+          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, mean batch {health['batching']['mean_batch']}")
+    assert health["batching"]["mean_batch"] > 1  # concurrent requests were scored together
+
+
+def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shapes, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed: apt-get install chromium to run the browser test")
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True)
+        browser.call("Page.navigate", url=server.url + "/")
+        assert "3 classes" in browser.wait_for("document.getElementById('model').textContent.includes('classes') "
+                                               "&& document.getElementById('model').textContent")
+        browser.press("Tab", 9)  # the keyboard reaches the picker first
+        assert browser.evaluate("document.activeElement.id") == "pick"
+        browser.set_files("#file", [trained_shapes[1] / "right" / "img_004.png"])
+        label = browser.wait_for("document.querySelector('.result .label:not(.pending)')?.textContent")
+        assert label == "right"
+        assert browser.evaluate("document.querySelectorAll('.result .bars li').length") == 3
+        browser.evaluate("document.querySelector('.result button').click()")  # Grad-CAM on request
+        assert browser.wait_for("document.querySelector('img.cam')?.naturalWidth") == 20
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+        shot = browser.screenshot(tmp_path / "page.png")
+    finally:
+        browser.close()
+    with Image.open(shot) as image:
+        assert image.size == (390, 844) and len(set(image.convert("L").getdata())) > 10
+
+
+@pytest.mark.timeout(120)  # a server that started anyway would block
+def test_refuses_to_start_without_a_usable_model(cli, run_copy: Path, tmp_path: Path) -> None:
+    shutil.rmtree(run_copy / "checkpoints")
+    (tmp_path / "notes.onnx").write_text("not a model")
+    for target, words in [(run_copy, "checkpoint"), (tmp_path / "nothing", "not"),
+                          (tmp_path / "notes.onnx", "not a readable ONNX model")]:
+        code, out, err = cli("serve", target, "--port", "0")
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (target, err)
+
+
+@pytest.mark.timeout(120)
+def test_a_port_in_use_is_a_one_line_error(cli, server: Server, trained_shapes) -> None:
+    code, _, err = cli("serve", trained_shapes[0], "--port", str(server.port))
+    assert code == 2 and "cannot listen on 127.0.0.1" in err and "--port" in err

@@ -1,0 +1,34 @@
+"""Where a command's time goes (phases in run.json and one printed line), and the threads policy."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cnnlab import machine
+
+
+def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
+    code, out, _ = cli("train", "digits", "--model", "simple_cnn", "--epochs", "1", "--threads", "1",
+                       "--runs-dir", str(tmp_path), "--name", "timed")
+    assert code == 0
+    meta = json.loads((tmp_path / "timed" / "run.json").read_text())
+    phases, total = meta["timing"]["phases"], meta["timing"]["total_seconds"]
+    assert {"data", "model", "training", "evaluation", "figures", "report"} <= set(phases)
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["training"] > 0
+    assert sum(phases.values()) <= total + 0.05  # phases never count the same second twice
+    line = next(line for line in out.splitlines() if line.startswith("time: "))
+    assert "training" in line and f"total {total:.1f} s" in line
+    assert meta["attempts"][-1]["threads"] == "1 (--threads)"
+    assert "Time by phase" in (tmp_path / "timed" / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.1, 2), (1.0, 1), (3.5, 1)])
+def test_auto_threads_leave_busy_cores_alone(monkeypatch, load: float, expected: int) -> None:
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    threads, why = machine.auto_threads()
+    assert threads == expected and f"load average {load:.1f}" in why
+    assert machine.auto_threads(processes=2)[0] == 1  # two processes share the two cores
