@@ -24,6 +24,7 @@ SECTIONS = [
     ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
     ("serve", "Serving: requests/s and latency under 16 clients (issue #17)"),
     ("serve_window", "Serving: the batching window (issue #17)"),
+    ("bigdata", "Data beyond memory (issue #22)"),
 ]
 INTRO = """# Benchmarks
 
