@@ -1,6 +1,6 @@
 """Serving: requests/s and p50/p99 latency of ``cnnlab serve`` under 16 concurrent clients.
 
-    PYTHONPATH=src python bench/bench_serve.py --workdir /tmp/serve-bench          # about 6 min
+    PYTHONPATH=src python bench/bench_serve.py --workdir /tmp/serve-bench          # about 10 min
     PYTHONPATH=src python bench/bench_serve.py --workdir /tmp/serve-bench --quick  # a smoke run
 
 Two models, each trained by cnnlab's own commands in this process and exported with ``cnnlab
@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "serve"))  # the tests' server la
 from common import dataset, write_page  # noqa: E402
 from servers import Server, multipart, request, start_server  # noqa: E402
 from cnnlab.cli.main import main as cnnlab  # noqa: E402
-from cnnlab.serve.settings import BATCHING_GAIN  # noqa: E402
+from cnnlab.serving.settings import BATCHING_GAIN  # noqa: E402
 
 CLIENTS = 16
 PHOTOS = Path("/work/scratch/data/imagenette_sub")  # unpacked imagenette_sub (else from ../shared/data)
@@ -126,7 +126,7 @@ def model_timing(run: Path) -> dict[str, tuple[float, float]]:
     """Per runtime, (ms per image alone, in a batch of 8): what ``--batching auto`` measures at start."""
     import torch
 
-    from cnnlab.serve.model import open_served
+    from cnnlab.serving.model import open_served
 
     torch.set_num_threads(1)
     return {runtime: open_served(run, runtime, threads=1).batch_timing(8, budget_s=6) for runtime in ("pytorch", "onnx")}
@@ -183,20 +183,29 @@ def main() -> None:
     if verdict == "missed":
         gains = ", ".join(f"{RUNTIME_NAMES[r]} {one / eight:.2f}x" for r, (one, eight) in
                           timings["EfficientNet-Lite0, 224 px, a 224x224 JPEG photo"].items())
-        summary += ["Why: batching raises requests/s only as far as the model scores a batch faster per image "
-                    "than single images. On this CPU, with one inference thread, Lite0 is compute-bound: a batch "
-                    f"of 8 is not cheaper per image ({gains} per image, model alone), so there is no per-call "
-                    "cost to share, and 16 clients queue behind one another whatever the batch size (p99 follows "
-                    "16 / requests-per-second). That is why `--batching auto` (the default) measures the model at "
-                    "start and leaves batching off where it does not pay. What would raise Lite0's requests/s here "
-                    "is a faster runtime (ONNX Runtime INT8: 2x ONNX Runtime FP32, bench/out/deploy.md), which "
-                    "`cnnlab serve RUN` picks by itself once `cnnlab quantize` and `cnnlab benchmark` have run.", ""]
+        summary += [why(gains, lite), ""]
     write_page("serve", "Serving: requests/s and latency under 16 clients",
                "PYTHONPATH=src python bench/bench_serve.py --workdir WORKDIR" + (" --quick" if quick else ""),
                f"`cnnlab serve` processes, 16 client threads with keep-alive connections on the same 2 cores, "
                f"{requests} requests of one image per round for Lite0 ({requests * 2} for MNIST), "
                f"{rounds} interleaved round(s), medians; 1 inference thread (the default). Latency is the "
                "client's, request sent to reply read.", summary + pages)
+
+
+def why(gains: str, lite: dict[str, float]) -> str:
+    """The reason the Lite0 goal was missed, from this run's figures."""
+    return ("Why: on this CPU, with one inference thread, Lite0 is compute-bound: the model alone scores a batch "
+            f"of 8 at {gains} the per-image speed of single images, so there is no per-call cost of the model to "
+            "share, and 16 clients queue behind one another whatever the batch size (p99 follows 16 / "
+            f"requests-per-second). Served, PyTorch eager gained {lite['pytorch']:.2f}x all the same, probably "
+            "because the server's other threads (HTTP, decoding) compete with the inference thread for Python's "
+            "GIL, which eager PyTorch takes once per operator, so fewer, larger calls lose less time to them (a "
+            "guess, not measured apart); ONNX Runtime runs a whole graph per call in C++ and gained "
+            f"{lite['onnx']:.2f}x. `--batching auto` (the default) decides from the model-alone timing at start "
+            "and so leaves batching off for Lite0; `--batching on` is worth trying for a PyTorch-served model. "
+            "What would raise Lite0's requests/s here is a faster runtime (ONNX Runtime INT8: 2x ONNX Runtime "
+            "FP32, bench/out/deploy.md), which `cnnlab serve RUN` picks by itself once `cnnlab quantize` and "
+            "`cnnlab benchmark` have run.")
 
 
 def _first_image(unpacked: Path, archive: str, under: str) -> Path:

@@ -23,6 +23,8 @@ SECTIONS = [
     ("compare_photos", "Comparing architectures on real photos: the lesson's exercise 2 (issue #14)"),
     ("deploy", "Deploy: ONNX Runtime, INT8 and pruning (issue #15)"),
     ("serve", "Serving: requests/s and latency under 16 clients (issue #17)"),
+    ("serve_window", "Serving: the batching window (issue #17)"),
+    ("bigdata", "Data beyond memory (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
 ]
 INTRO = """# Benchmarks

@@ -43,6 +43,30 @@ def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int
     return root
 
 
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own, empty cache folder (SQLite cache and record stores), with caching on."""
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CNNLAB_NO_CACHE", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the files decode_image was called on (i.e. not served from a cache or store)."""
+    import cnnlab.data.folder as folder
+
+    calls: list[str] = []
+    real = folder.decode_image
+
+    def counting(path, **kwargs):
+        calls.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(folder, "decode_image", counting)
+    return calls
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tests decode into their own cache, never the user's ~/.cache/cnnlab."""

@@ -86,3 +86,14 @@ def test_errors_are_raised_not_exits(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="not found"):
         cnnlab.load_run(tmp_path / "nope")
     assert cnnlab.configure("digits", recipe="fast", epochs=1).model.name == "fast_cnn"
+
+
+def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:
+    import importlib
+    import inspect
+
+    for package in ("training.fit", "evaluation.run", "comparison.options", "deploy.export", "serving.settings",
+                    "explain.run"):
+        importlib.import_module(f"cnnlab.{package}")  # a subpackage named like a verb would now shadow it
+    for name in ("train", "evaluate", "predict", "compare", "distill", "serve", "resume", "load_run"):
+        assert inspect.isfunction(getattr(cnnlab, name)), name

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from pathlib import Path
 
 
 def cpu_name() -> str:
@@ -59,3 +61,24 @@ def machine_line(threads: int | None = None) -> str:
         load = ""
     return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} intra-op "
             f"thread{'s' if threads != 1 else ''}{load}")
+
+
+def status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM, RssFile) in KiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (``getrusage``'s ru_maxrss); None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB elsewhere

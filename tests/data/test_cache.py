@@ -19,24 +19,7 @@ from cnnlab.data.cache import DecodedCache, cache_file, file_key
 from cnnlab.data.folder import decode_files
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("CNNLAB_NO_CACHE", raising=False)
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the files decode_image was called on (i.e. not served from the cache)."""
-    calls: list[str] = []
-    real = folder.decode_image
-
-    def counting(path, **kwargs):
-        calls.append(Path(path).name)
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(folder, "decode_image", counting)
-    return calls
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _files(tmp_path: Path, count: int = 6) -> list[tuple[Path, int]]:

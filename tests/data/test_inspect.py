@@ -89,3 +89,12 @@ def test_data_cache_warms_the_cache_for_training(cli, messy):
     code, out, _ = cli("data", "cache")
     assert code == 0 and "38 images" in out
     assert cli("data", "cache", "--clear")[0] == 0
+
+
+def test_data_cache_builds_the_record_store_and_clear_removes_it(cli, messy):
+    code, out, _ = cli("data", "cache", messy, "--image-size", "16", "--image-store", "disk")
+    assert code == 0 and "cached 38 images at 16x16" in out and "records" in out
+    code, out, _ = cli("data", "cache")
+    assert code == 0 and "2 record store(s)" in out and "0 images" in out  # one per split; no SQLite entries
+    assert cli("data", "cache", "--clear")[0] == 0
+    assert "0 record store(s)" in cli("data", "cache")[1]

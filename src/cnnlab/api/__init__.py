@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
 from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, PARITY_TOLERANCE, TEMPERATURE
-from cnnlab.serve import settings as serving
+from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
     from cnnlab.comparison.architectures import Comparison
@@ -151,7 +151,7 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
     """
     from cnnlab.errors import CnnlabError
-    from cnnlab.serve.server import serve as run_server
+    from cnnlab.serving.server import serve as run_server
 
     target = run.path if isinstance(run, Run) else run
     if batching not in serving.BATCHING:

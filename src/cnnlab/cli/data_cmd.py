@@ -39,10 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _data_options(ins, "workers")
     ins.set_defaults(func=run_inspect)
     ca = sub.add_parser("cache", help="decode a folder into the cache ahead of training; or --clear/--prune",
-                        description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab, decoded/).")
+                        description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab): decoded/ (SQLite, "
+                                    "for data held in memory) and records/ (stores read from disk).")
     ca.add_argument("data", metavar="DATA", nargs="?", help="image folder or CSV listing to decode into the cache")
-    _data_options(ca, "image_size", "channels", "workers")
-    ca.add_argument("--clear", action="store_true", help="delete the whole cache")
+    _data_options(ca, "image_size", "channels", "workers", "image_store")
+    ca.add_argument("--clear", action="store_true", help="delete the whole cache (SQLite and record stores)")
     ca.add_argument("--prune", action="store_true", help="drop entries of files that changed or are gone")
     ca.set_defaults(func=run_cache)
     return p
@@ -125,11 +126,13 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_cache(args: argparse.Namespace) -> int:
     from cnnlab.config import DataConfig
     from cnnlab.data.cache import DecodedCache, cache_file
+    from cnnlab.data.record_store import clear_stores, store_root, store_usage
 
     store = DecodedCache()
     if args.clear:
         store.clear()
-        print(f"cleared {cache_file()}")
+        clear_stores()
+        print(f"cleared {cache_file()} and {store_root()}")
         return 0
     if args.prune:
         print(f"pruned {store.prune()} stale entries")
@@ -137,6 +140,8 @@ def run_cache(args: argparse.Namespace) -> int:
         if not args.prune:
             entries, size = store.stats()
             print(f"{cache_file()}: {entries} images, {size / 1e6:.1f} MB")
+            stores, size = store_usage()
+            print(f"{store_root()}: {stores} record store(s), {size / 1e6:.1f} MB")
         store.close()
         return 0
     store.close()
@@ -144,10 +149,10 @@ def run_cache(args: argparse.Namespace) -> int:
 
     from cnnlab.data.prepare import warm_cache
 
-    options = {k: v for k, v in vars(args).items() if k in ("image_size", "channels", "workers")}
+    options = {k: v for k, v in vars(args).items() if k in ("image_size", "channels", "workers", "image_store")}
     started = time.perf_counter()
     done = warm_cache(DataConfig(source=args.data, **options))
     print(f"cached {done.images} images at {done.size}x{done.size}, {done.channels} channel(s), in "
           f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
-          f" -> {cache_file()}")
+          f" -> {store_root() if done.on_disk else cache_file()}")
     return 0

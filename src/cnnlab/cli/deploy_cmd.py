@@ -179,7 +179,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
     with _progress_to(args.format):
-        result = distill(args.teacher, given_options(args, _distill_options()), args.temperature, args.alpha, args.recipe,
+        options = given_options(args, [s for s in all_options() if s.dest != "threads"])  # --student is "model"
+        result = distill(args.teacher, options, args.temperature, args.alpha, args.recipe,
                          args.config, args.augment, args.threads, command)
     print_table(result.table, args.format)
     if args.format == "table":

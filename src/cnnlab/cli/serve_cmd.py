@@ -7,7 +7,7 @@ from typing import Any
 
 from cnnlab.cli.parser import positive_int
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
-from cnnlab.serve import settings as defaults
+from cnnlab.serving import settings as defaults
 
 
 def _port(text: str) -> int:

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from cnnlab.machine import status_kib
+
 # What torch.utils.flop_counter.FlopCounterMode counts, for the output's "how measured" notes.
 MAC_OPERATIONS = ("convolutions (aten.convolution, grouped and depthwise included), matrix products "
                   "(aten.mm, addmm, bmm, baddbmm: linear layers) and attention; not counted: "
@@ -90,17 +92,6 @@ def time_calls(call: Callable[[], Any], repeats: int, max_seconds: float, warmup
     return Timing(statistics.median(times), quartiles[0], quartiles[2], len(times))
 
 
-def _status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in KiB; None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _reset_peak_rss() -> bool:
     """Resets the process's peak resident set size to the current one (Linux 4.0 and later)."""
     try:
@@ -120,10 +111,10 @@ def peak_memory_growth(call: Callable[[], Any], baseline_kib: int | None) -> int
     if baseline_kib is None or not _reset_peak_rss():
         return None
     call()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return None if peak is None else max(0, peak - baseline_kib) * 1024
 
 
 def resident_kib() -> int | None:
     """The process's resident set size now, in KiB (None off Linux)."""
-    return _status_kib("VmRSS")
+    return status_kib("VmRSS")

@@ -15,6 +15,11 @@ from cnnlab.config.split_spec import SplitSpec
 from cnnlab.errors import CnnlabError
 
 Sampler = Literal["shuffle", "balanced"]
+ImageStore = Literal["auto", "memory", "disk"]
+# --image-store auto keeps a folder on disk from this decoded size on. The in-memory path peaks at about
+# twice the decoded size plus torch's ~0.8 GB (bench/bench_bigdata.py: 6.9 GB for 3.2 GB of 224-px
+# images), so from 1 GiB on a run would pass 3 GB; below it the store saves little.
+DISK_MIN_BYTES = 2**30
 Head = Literal["default", "linear", "lesson", "production"]
 BinaryHead = Literal["softmax", "sigmoid"]
 Stages = Literal["auto", "frozen", "both", "full"]
@@ -46,6 +51,10 @@ class DataConfig:
     batch_size: int = option(128, "images per training batch (the lesson's 128)", at_least=1)
     workers: int = option(4, "threads (or processes) decoding image files", at_least=1)
     sampler: Sampler = option("shuffle", "batch order: shuffle, or balanced (every class drawn equally often)")
+    image_store: ImageStore = option("auto", "where a folder's decoded images live: memory; disk (a file in the "
+                                     "cache folder read batch by batch: memory holds a batch, not the data, and "
+                                     "processes share the OS page cache); auto: disk when the decoded images "
+                                     f"pass {DISK_MIN_BYTES / 2**30:g} GiB")
 
     def __post_init__(self) -> None:
         check_fields(self, "data")

@@ -78,7 +78,7 @@ def _use_processes(count: int, channels: int, size: int, workers: int) -> bool:
     return workers > 1 and count >= PROCESS_MIN_FILES and channels * size * size <= PROCESS_MAX_BYTES
 
 
-def _decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int) -> list[str | None]:
+def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int) -> list[str | None]:
     """Decodes in chunks of CHUNK files on a pool of ``workers``, into ``out``.
 
     Threads or processes, whichever bench/bench_loader.py measured faster (2-core AMD EPYC,
@@ -153,7 +153,7 @@ def decode_files(
         store.close()  # no open SQLite handle across the fork of decoding processes; save reopens
     todo = np.flatnonzero(~hits)
     target = out if len(todo) == count else np.empty((len(todo), channels, size, size), dtype=np.uint8)
-    reasons = _decode_parallel([str(files[i][0]) for i in todo], target, channels, size, workers)
+    reasons = decode_parallel([str(files[i][0]) for i in todo], target, channels, size, workers)
     if target is not out:
         out[todo] = target
     good = np.ones(count, dtype=bool)

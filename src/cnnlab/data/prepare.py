@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.config import DataConfig
+from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.discover import Listing, discover
+from cnnlab.data.cache import cache_enabled
 from cnnlab.data.folder import decode_files, default_side, guess_format
+from cnnlab.data.record_store import decode_stored
 from cnnlab.config import SplitSpec
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
@@ -59,6 +62,13 @@ def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNee
     return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
 
 
+def use_record_store(choice: str, decoded_bytes: int) -> bool:
+    """Whether a folder whose images decode to ``decoded_bytes`` is kept in the record store on disk."""
+    if choice == "auto":
+        return cache_enabled() and decoded_bytes >= DISK_MIN_BYTES
+    return choice == "disk"
+
+
 def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
     pool, test, class_names = load_builtin(cfg.source)
     channels = cfg.channels or needs.channels or pool.images.shape[1]
@@ -94,12 +104,27 @@ def _folder(
     channels, size = image_format(listing, cfg, needs)
     index = {name: i for i, name in enumerate(class_names)}
     decoded = {}
-    for split, files in listing.files.items():
-        labelled = [(path, index[label]) for path, label in files]
-        decoded[split], bad = decode_files(labelled, channels, size, cfg.workers, cache_read_only=cache_read_only)
+    for split, (image_set, bad) in _decode_listing(listing, index, channels, size, cfg, cache_read_only).items():
+        decoded[split] = image_set
         skipped += bad
     pool = decoded.pop("train")
     return pool, decoded, class_names
+
+
+def _decode_listing(listing: Listing, index: dict[str, int], channels: int, size: int, cfg: DataConfig,
+                    cache_read_only: bool = False, cache: bool | None = None,
+                    ) -> dict[str, tuple[ImageSet, list[SkippedFile]]]:
+    """Each split of ``listing`` decoded, into memory (``cache``: see decode_files) or the record store on
+    disk (``cfg.image_store``)."""
+    on_disk = use_record_store(cfg.image_store, sum(map(len, listing.files.values())) * channels * size * size)
+    decoded = {}
+    for split, files in listing.files.items():
+        labelled = [(path, index.get(label, 0)) for path, label in files]
+        found = decode_stored(labelled, channels, size, cfg.workers) if on_disk else None
+        if found is None:
+            found = decode_files(labelled, channels, size, cfg.workers, cache, cache_read_only)
+        decoded[split] = found
+    return decoded
 
 
 def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None:
@@ -155,12 +180,14 @@ class CacheWarmup:
     skipped: int
     channels: int
     size: int
+    on_disk: bool = False  # in the record store rather than the SQLite cache
 
 
 def warm_cache(cfg: DataConfig) -> CacheWarmup:
     """Decodes every image of the folder ``cfg.source`` into the decoded-image cache, ahead of training.
 
-    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels).
+    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels),
+    and the store it would pick (``cfg.image_store``: the SQLite cache, or the record store on disk).
 
     Raises:
         CnnlabError: a missing folder, or one without a usable image.
@@ -168,12 +195,12 @@ def warm_cache(cfg: DataConfig) -> CacheWarmup:
     listing = discover(Path(cfg.source))
     channels, size = image_format(listing, cfg)
     count = skipped = 0
-    for files in listing.files.values():
-        decoded, bad = decode_files([(path, 0) for path, _ in files], channels, size, cfg.workers, cache=True)
-        count, skipped = count + len(decoded), skipped + len(bad)
+    on_disk = False
+    for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, cache=True).values():
+        count, skipped, on_disk = count + len(decoded), skipped + len(bad), decoded.stored
     if count == 0:
         raise CnnlabError(f"no usable image in '{cfg.source}'; see cnnlab data inspect {cfg.source}")
-    return CacheWarmup(count, skipped, channels, size)
+    return CacheWarmup(count, skipped, channels, size, on_disk)
 
 
 def load_for_classes(source: str, class_names: list[str], channels: int, size: int, workers: int) -> ImageSet:

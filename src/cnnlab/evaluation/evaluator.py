@@ -51,7 +51,7 @@ def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet,
     accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
     keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
     kept = []
-    for start, probs in predict_probs(model, image_set.images, normalize):
+    for start, probs in predict_probs(model, image_set.for_pass, normalize):
         accumulator.update(labels[start : start + len(probs)], probs.numpy())
         if keep_probs:
             kept.append(probs.numpy())
@@ -99,7 +99,7 @@ def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: Imag
     if hardest:
         index = [row["index"] for row in hardest]
         figures.plot_misclassified(
-            image_set.images[index].numpy(), [row["true"] for row in hardest], [row["pred"] for row in hardest],
+            image_set.take(index).numpy(), [row["true"] for row in hardest], [row["pred"] for row in hardest],
             [row["confidence"] for row in hardest], class_names, misclassified,
         )
     else:
@@ -143,9 +143,9 @@ def write_training_figures(files: RunFiles, train_set: ImageSet, class_names: li
     draw_history(files)
     per_class = [(train_set.labels == c).nonzero()[:8, 0] for c in range(len(class_names))]
     index = torch.cat(per_class)  # a few of each class: no need to pass the whole split
-    plot_samples_per_class(train_set.images[index].numpy(), train_set.labels[index].numpy(), class_names,
+    plot_samples_per_class(train_set.take(index).numpy(), train_set.labels[index].numpy(), class_names,
                            files.figure("samples"))
     plot_class_counts(class_counts(meta), files.figure("class_counts"))
     if augment is not None and augment != AugmentConfig():
-        picks = [train_set.images[int(i)].permute(1, 2, 0).numpy() for i in index[:: max(1, len(index) // 4)][:4]]
+        picks = [image.permute(1, 2, 0).numpy() for image in train_set.take(index[:: max(1, len(index) // 4)][:4])]
         preset_preview(picks, augment, draws=6, out=files.figure("augmentation"))

@@ -114,6 +114,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s)" if pre else "—"),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
         ("Time by phase", phase_line(timing["phases"])[len("time: "):] if timing.get("phases") else "—"),
+        ("Peak memory", _peak_memory(run.get("memory") or {})),
         ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
     last = (run.get("attempts") or [{}])[-1]
@@ -121,6 +122,14 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         rows.insert(-2, ("Processes", f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
                                       f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"))
     return "".join(out) + _pairs(rows)
+
+
+def _peak_memory(memory: dict[str, Any]) -> str:
+    """Peak resident memory per process: "812 MiB", or "812, 640 MiB (per process)"."""
+    peaks = [int(p) for p in memory.get("peak_rss_mb") or [] if isinstance(p, (int, float)) and p > 0]
+    if not peaks:
+        return "—"
+    return f"{', '.join(f'{p:,}' for p in peaks)} MiB" + (" (per process)" if len(peaks) > 1 else "")
 
 
 def _improvement(stages: list[dict[str, Any]]) -> str:

@@ -16,6 +16,7 @@ from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
 import cnnlab.phases as phases
+from cnnlab.machine import peak_rss_bytes
 from cnnlab.phases import phase
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
@@ -47,12 +48,19 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         result.meta["timing"] = timing
 
     phase_record()
-    update_meta(files, status="completed", timing=timing)
+    update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")))
     with phase("report"):
         write_report(files.root)
     phase_record()
     update_meta(files, timing=timing)
     return metrics
+
+
+def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's per-process peaks, rank 0's raised to what evaluating took (it alone evaluates)."""
+    peaks = list((memory or {}).get("peak_rss_mb") or [0])
+    peaks[0] = max(peaks[0], round((peak_rss_bytes() or 0) / 2**20))
+    return {**(memory or {}), "peak_rss_mb": peaks}
 
 
 def train_and_evaluate(

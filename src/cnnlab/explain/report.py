@@ -44,7 +44,7 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     Cheap: one probe pass and one Grad-CAM pass over at most six images. ``scope`` ends the
     title, e.g. " (among 200 test images)" when the picks come from a sample.
     """
-    channels, side = int(test.images.shape[1]), int(test.images.shape[-1])
+    channels, side = test.shape[1], test.shape[-1]
     layers = probe(model, sample_input(model, channels, side))
     written = [filters_figure(model, layers, files.figure("explain_filters"))]
     labels = test.labels.numpy()
@@ -52,12 +52,13 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     if not picks:
         return written
     layer = gradcam_layer(model, layers)
+    images = test.take(picks)  # only the picks: a stored split is not read whole
     with cam_session(model, layer.name, normalize) as explain:
-        maps = explain(test.images[picks], None)
+        maps = explain(images, None)
     panels = []
     for row, index in enumerate(picks):
         predicted = int(maps.probs[row].argmax())
-        panels.append(CamPanel(test.images[index].numpy(), maps.heat[row], Path(test.ids[index]).name,
+        panels.append(CamPanel(images[row].numpy(), maps.heat[row], Path(test.ids[index]).name,
                                class_names[predicted], float(maps.probs[row, predicted]), class_names[predicted],
                                class_names[int(labels[index])]))
     wrong = len(picks) - correct

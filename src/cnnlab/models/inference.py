@@ -15,6 +15,7 @@ from torch import nn
 
 from cnnlab.data.batch_size import eval_batch_size
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.types import LazyImages
 from cnnlab.models.outputs import as_class_logits
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -51,13 +52,15 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 def run_batches(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | LazyImages,
     normalize: Normalize,
     forward: Forward = class_logits,
     batch_size: int | None = None,
     augment: Augment | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, forward(model, batch))`` for uint8 (N, C, H, W) ``images``, output on the CPU in float.
+
+    ``images`` may be a stored split's ``ImageSet.for_pass``: each batch is then read from disk.
 
     Args:
         forward: what to compute from a normalised batch (default: class logits).
@@ -78,13 +81,13 @@ def run_batches(
             yield start, forward(model, x).float().cpu()
 
 
-def predict_probs(model: nn.Module, images: torch.Tensor, normalize: Normalize) -> Iterator[tuple[int, torch.Tensor]]:
+def predict_probs(model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, softmax probabilities)`` per batch: memory stays flat whatever N is."""
     for start, logits in run_batches(model, images, normalize):
         yield start, torch.softmax(logits, dim=1)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalize) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor | LazyImages, labels: torch.Tensor, normalize: Normalize) -> float:
     """Top-1 accuracy on uint8 images."""
     correct = 0
     for start, logits in run_batches(model, images, normalize):

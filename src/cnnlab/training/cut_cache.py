@@ -92,7 +92,7 @@ class CutCache:
         with Progress(f"computing the frozen layers' output below {self.cut.where}", total) as progress:
             for name, image_set in splits.items():
                 chunks = []
-                for _, out in run_batches(self.cut.model, image_set.images, normalize,
+                for _, out in run_batches(self.cut.model, image_set.for_pass, normalize,
                                           lambda _model, x: self.cut.bottom_forward(x)):
                     chunks.append(out)
                     progress.advance(len(out))
@@ -148,7 +148,8 @@ def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: Pre
     modes = [(m, m.training) for m in model.modules()]
     try:
         apply_stage_quietly(model, stage, config)
-        images = data.splits["train"].images[:SAMPLE_IMAGES]
+        train = data.splits["train"]
+        images = train.take(list(range(min(SAMPLE_IMAGES, len(train)))))  # a few rows, even from a disk store
         sample = normalize(Normalize.to_unit(images)).to(next(model.parameters()).device)
         cut, why = cut_below_trainable(model, sample)
     finally:

@@ -67,7 +67,7 @@ def extract_features(
             pass and back afterwards. Default: the model's device. Features end on the CPU.
         progress: advanced by each batch's images.
     """
-    tensor = images.images if isinstance(images, ImageSet) else images
+    tensor = images.for_pass if isinstance(images, ImageSet) else images
     labels = images.labels if isinstance(images, ImageSet) else torch.zeros(len(tensor), dtype=torch.long)
     home = model_device(model)
     device = torch.device(device) if device is not None else home

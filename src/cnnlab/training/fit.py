@@ -147,7 +147,7 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize) 
             load_module_weights(outcome.module, best)
         test = ctx.data.splits["test"]
         scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
-        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.images, test.labels, normalize)
+        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.for_pass, test.labels, normalize)
         return outcome.record
 
     record = ctx.ranks.from_zero(on_zero)
@@ -243,6 +243,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
         log.info("%s (%s)", ctx.meta["improvement"], ctx.meta["kept"]["why"])
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
+    ctx.meta["memory"] = {"peak_rss_mb": ranks.peak_rss_mb()}  # per process: what each needed to train
     if budget_total:
         ctx.meta["timing"]["budget_seconds"] = budget_total
     attempt["ended"] = "trained"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from cnnlab.errors import CnnlabError
+from cnnlab.machine import peak_rss_bytes
 
 if TYPE_CHECKING:  # torch loads only when a run starts: the CLI imports this module for its errors
     import torch
@@ -151,6 +152,13 @@ class Ranks:
             dist.all_gather(parts, padded.contiguous(), group=self.group)
         # Row i of rank r is row i * world_size + r: interleave, then drop the padding at the end.
         return torch.stack(parts, dim=1).reshape(size * self.world_size, *part.shape[1:])[:total]
+
+    def peak_rss_mb(self) -> list[int]:
+        """Each rank's peak resident memory so far, in MiB, in rank order (0 where unknown)."""
+        import torch
+
+        mine = torch.tensor([float(peak_rss_bytes() or 0) / 2**20], dtype=torch.float64)
+        return [round(v) for v in self.gather_rows(mine, self.world_size).tolist()]
 
     def share_weights(self, model: nn.Module) -> None:
         """Rank 0's weights (parameters and buffers) into every rank's ``model``."""

@@ -18,10 +18,10 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from cnnlab.deploy.predict import top_k
-from cnnlab.serve.batcher import MicroBatcher
-from cnnlab.serve.model import ServedModel
-from cnnlab.serve.settings import DEFAULT_TOP_K, ServeSettings
-from cnnlab.serve.uploads import FIELD, decode_uploads, form_files, read_form
+from cnnlab.serving.batcher import MicroBatcher
+from cnnlab.serving.model import ServedModel
+from cnnlab.serving.settings import DEFAULT_TOP_K, ServeSettings
+from cnnlab.serving.uploads import FIELD, decode_uploads, form_files, read_form
 from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
@@ -65,7 +65,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("cnnlab.serve").joinpath("page.html").read_text(encoding="utf-8"))
+        return HTMLResponse(resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8"))
 
     @app.get("/health", summary="Model, classes, runtime, uptime and batching counters")
     async def health() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from cnnlab.data.decode import UnreadableImage, decode_image
-from cnnlab.serve.settings import ServeSettings
+from cnnlab.serving.settings import ServeSettings
 
 FIELD = "image"
 HOW = f"send images as multipart/form-data in the field '{FIELD}', e.g. curl -F {FIELD}=@cat.jpg URL"

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from cnnlab.serve.batcher import MicroBatcher
+from cnnlab.serving.batcher import MicroBatcher
 
 
 def _recording(calls: list[int], fail: set[int] | None = None):
@@ -88,8 +88,8 @@ class _Timed:
 
 
 def test_auto_batching_is_on_only_when_a_batch_is_cheaper_per_image() -> None:
-    from cnnlab.serve.server import choose_batching
-    from cnnlab.serve.settings import ServeSettings
+    from cnnlab.serving.server import choose_batching
+    from cnnlab.serving.settings import ServeSettings
 
     auto = ServeSettings(max_batch=16)
     chosen, why = choose_batching(_Timed(45.0, 31.0), auto)  # PyTorch eager Lite0 on this CPU

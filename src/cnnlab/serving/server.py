@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import uvicorn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.serve.model import ServedModel, open_served
-from cnnlab.serve.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings
+from cnnlab.serving.model import ServedModel, open_served
+from cnnlab.serving.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings
 
 log = logging.getLogger("cnnlab")
 
@@ -88,7 +88,7 @@ def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str],
     """
     import torch
 
-    from cnnlab.serve.app import create_app
+    from cnnlab.serving.app import create_app
 
     model = open_served(target, settings.runtime, settings.threads)
     torch.set_num_threads(settings.threads)
