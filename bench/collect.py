@@ -15,6 +15,7 @@ SECTIONS = [
     ("finetune_step", "Fine-tuning step: channels_last (issue #5)"),
     ("mnist", "MNIST from scratch (issue #7)"),
     ("cifar", "CIFAR-10 from scratch (issue #7)"),
+    ("mnist_whole", "MNIST, the whole command against the lesson's Keras (issue #18)"),
     ("speedups_mnist", "Training-step speed-ups, MNIST-sized networks (issue #7)"),
     ("speedups_cifar", "Training-step speed-ups, CIFAR-sized network (issue #7)"),
     ("explain", "Explain: the report's figures and the commands (issue #13)"),
