@@ -99,7 +99,13 @@ RESUMED_AT = {
 }
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+# make test kills at three points (mid stage 1, between the stages, during the final evaluation);
+# the other two, whose resume paths those share, run with the slow tests.
+SLOW_POINTS = {"before the first checkpoint", "during stage 2"}
+
+
+@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_POINTS else p
+                                   for p in KILL_POINTS])
 def test_a_kill_anywhere_then_resume_gives_the_uninterrupted_history(point: str, tmp_path: Path, reference) -> None:
     killed = subprocess.run([sys.executable, "-c", KILLER, KILL_POINTS[point], *_train_args(tmp_path), "--name", "k"],
                             capture_output=True, text=True, timeout=300)

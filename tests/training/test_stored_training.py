@@ -61,4 +61,6 @@ def test_peak_memory_of_training_on_thousands_of_small_images_stays_bounded(tmp_
     run = read_json(tmp_path / "runs" / "small" / "run.json")
     assert run["data"]["splits"]["train"]["count"] > 1900
     peak = run["memory"]["peak_rss_mb"][0]
-    assert 100 < peak < 1500, f"peak resident memory {peak} MiB"  # torch + Lightning alone take ~500 MiB
+    # torch + Lightning alone take ~500-900 MiB (more with two threads' arenas); far below what holding
+    # thousands of 224-px images would take, and the issue's 3 GB per process
+    assert 100 < peak < 2500, f"peak resident memory {peak} MiB"
