@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -25,10 +24,25 @@ def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
     assert "Time by phase" in (tmp_path / "timed" / "report.html").read_text()
 
 
-@pytest.mark.parametrize(("load", "expected"), [(0.1, 2), (1.0, 1), (3.5, 1)])
-def test_auto_threads_leave_busy_cores_alone(monkeypatch, load: float, expected: int) -> None:
+@pytest.mark.parametrize(("busy", "expected"), [(0.1, 2), (1.0, 1), (3.5, 1)])
+def test_auto_threads_leave_busy_cores_alone(monkeypatch, busy: float, expected: int) -> None:
     monkeypatch.setattr(machine, "usable_cores", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(machine, "busy_cores", lambda: busy)
     threads, why = machine.auto_threads()
-    assert threads == expected and f"load average {load:.1f}" in why
+    assert threads == expected and f"{busy:.1f} busy" in why
     assert machine.auto_threads(processes=2)[0] == 1  # two processes share the two cores
+
+
+def test_busy_cores_sees_a_spinning_process() -> None:
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert machine.busy_cores() >= 0.7  # at least most of one core
+    finally:
+        spinner.kill()
+        spinner.wait()
