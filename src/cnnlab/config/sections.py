@@ -141,8 +141,8 @@ class TrainConfig:
     channels_last: bool = option(True, "NHWC memory layout (1.3-2x faster conv training on this CPU, same "
                                  "results)")
     compile: bool = option(False, "torch.compile the model (off: it measured no faster on a CPU)")
-    threads: int = option(0, "torch threads on the CPU; 0 = auto: the cores other work leaves free (sampled at the start), "
-                          "at least 1 (a busy second thread measured 2-5x slower)", at_least=0)
+    threads: int = option(0, "torch threads on the CPU; 0 = auto: the cores other work leaves free (sampled at "
+                          "the start), at least 1 (a busy second thread measured 2-5x slower)", at_least=0)
     seed: int = option(42, "seed of the split, the initial weights and every random draw")
     deterministic: bool = option(False, "bit-identical results on the same machine (a little slower)")
     accelerator: Accelerator = option("auto", "where to train: auto picks a GPU when there is one")
