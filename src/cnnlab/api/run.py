@@ -191,8 +191,7 @@ class Run:
         """The before/after tables the deploy jobs saved in the run (shown in its report)."""
         from cnnlab.tables import Table
 
-        loaded = (Table.load(path) for path in sorted(self.files.tables.glob("*.json")))
-        return [table for table in loaded if table is not None]
+        return Table.load_all(self.files.tables)
 
     def report(self) -> Path:
         """Rebuilds report.html (redrawing missing figures) and returns its path, as ``cnnlab report``."""

@@ -206,9 +206,7 @@ def _explain(files: RunFiles) -> str:
 
 def _deployment(files: RunFiles) -> str:
     """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
-    tables = (Table.load(path) for path in sorted(files.tables.glob("*.json")))
-    out = [table.html() for table in tables if table is not None]
-    return "".join(out)
+    return "".join(table.html() for table in Table.load_all(files.tables))
 
 
 def _data(files: RunFiles, run: dict[str, Any]) -> str:
