@@ -20,7 +20,18 @@ _startup_counted = False  # only the first command of a process paid for its sta
 
 
 def process_seconds() -> float | None:
-    """Seconds since this process started (interpreter start-up and imports included), if known."""
+    """Seconds since this process started (interpreter start-up and imports included), if known.
+
+    On Linux both ends are read on the boot clock (/proc/self/stat's start tick, /proc/uptime):
+    psutil's create_time is a wall-clock time, and subtracting it from ``time.time()`` was off by
+    up to half a minute on a virtual machine whose wall clock was being corrected.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat, open("/proc/uptime", encoding="ascii") as uptime:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+            return max(0.0, float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     try:
         import psutil
 

@@ -46,3 +46,13 @@ def test_busy_cores_sees_a_spinning_process() -> None:
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_start_up_counts_from_the_process_start() -> None:
+    import subprocess
+    import sys
+
+    probe = "import time; time.sleep(0.5); from cnnlab.phases import process_seconds; print(process_seconds())"
+    seconds = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                   timeout=60).stdout)
+    assert 0.5 <= seconds < 10  # a wall-clock start time was off by tens of seconds on this VM
