@@ -117,6 +117,18 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def fitted_meta(result) -> dict:
+    """A ``fit`` result's run.json as the final evaluation completes it: the last stage's test
+    accuracy (and the improvement line) come from scoring the kept weights once."""
+    from cnnlab.models.inference import accuracy
+    from cnnlab.training.stages import record_final_accuracy
+
+    test = result.data.splits["test"]
+    record_final_accuracy(result.meta, accuracy(result.module.model, test.for_pass, test.labels,
+                                                result.module.normalize))
+    return result.meta
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) of a written PNG, checking it is a real, non-empty image."""
     assert path.is_file() and path.stat().st_size > 1000

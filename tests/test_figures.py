@@ -27,6 +27,31 @@ def test_history_with_stages_lr_changes_and_gaps(tmp_path: Path) -> None:
         plot_curves({"run": pd.DataFrame()}, tmp_path / "e.png", "Nothing")
 
 
+def _lr_labels(axes) -> list[str]:
+    return [t.get_text().strip() for t in axes.texts if t.get_text().strip().startswith("lr ")]
+
+
+def test_lr_steps_are_named_but_a_per_epoch_schedule_is_not(tmp_path: Path) -> None:
+    from cnnlab.figures import draw_curves, new_figure
+
+    steps = pd.DataFrame({"epoch": range(8), "val_acc": np.linspace(0.5, 0.9, 8),
+                          "lr": [1e-3] * 4 + [1e-4] * 4})
+    onecycle = steps.assign(lr=[1e-3, 5e-4, 1e-4, 3e-4, 1e-4, 5e-5, 2e-5, 1e-6])
+    for history, labels in ((steps, ["lr 1e-04"]), (onecycle, [])):
+        axes = new_figure(11, 4.2).subplots(1, 2)
+        draw_curves(axes, {"run": history})
+        assert _lr_labels(axes[0]) == labels
+
+
+def test_one_epoch_is_drawn_on_a_whole_epoch_axis() -> None:
+    from cnnlab.figures import draw_curves, new_figure
+
+    fig = new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    draw_curves(axes, {"run": pd.DataFrame({"epoch": [0], "train_acc": [0.9], "train_loss": [0.3]})})
+    assert tuple(axes[0].get_xlim()) == (0.0, 2.0)
+
+
 def test_samples_and_counts(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 40)

@@ -31,7 +31,7 @@ from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.fit import fit
 from cnnlab.training.run_dir import open_run, read_run_config
-from conftest import read_json, write_shapes_folder
+from conftest import fitted_meta, read_json, write_shapes_folder
 from ddp_helpers import free_port, install, writes_by_rank
 
 # A rank left waiting for a peer that died waits inside torch (30 min): end the session instead.
@@ -145,7 +145,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(pair) -> None:
     run = pair["runs"] / "simple_cnn-digits"
     meta = _complete(run)
     ddp = read_json(run / "metrics.json")["test"]["accuracy"]
-    one = pair["one"]["digits"].meta["stages"][-1]["test_acc"]
+    one = fitted_meta(pair["one"]["digits"])["stages"][-1]["test_acc"]
     assert one > 0.8 and abs(ddp - one) < 0.05, (ddp, one)
     attempt = meta["attempts"][-1]
     assert (attempt["processes"], attempt["global_batch"], attempt["device_batch"]) == (2, 32, 16)
@@ -167,7 +167,7 @@ def test_a_two_stage_transfer_run_on_two_processes(pair) -> None:
     meta = _complete(run)
     frozen, finetune = meta["stages"]
     assert frozen["feature_cache"] and frozen["done"] and finetune["done"]  # stage 1 on gathered features
-    one = pair["one"]["transfer"].meta["stages"]
+    one = fitted_meta(pair["one"]["transfer"])["stages"]
     assert abs(finetune["test_acc"] - one[-1]["test_acc"]) < 0.1, (finetune, one)
     assert read_json(run / "metrics.json")["test"]["accuracy"] >= 0.9
     assert {row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]} == {"frozen", "finetune"}

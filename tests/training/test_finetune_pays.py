@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from cnnlab.config import build_config
 from cnnlab.models import create_model
 from cnnlab.training.fit import fit
+from conftest import fitted_meta
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +58,8 @@ def _train(crops_and_weights: tuple[Path, Path], tmp_path: Path, **options) -> t
     config = build_config(data=str(photos), model="test_resnet", weights=str(weights), frozen_epochs=20,
                           runs_dir=str(tmp_path / "runs"), name="run", **options)
     result = fit(config, "test")
-    return json.loads(result.files.meta.read_text()), result.files.best
+    assert json.loads(result.files.meta.read_text())["stages"] == result.meta["stages"]  # on record as in memory
+    return fitted_meta(result), result.files.best
 
 
 def test_stage_two_lifts_test_accuracy_when_the_frozen_features_fall_short(crops_and_weights, tmp_path) -> None:

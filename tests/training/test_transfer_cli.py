@@ -34,6 +34,8 @@ def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, 
     frozen, finetune = meta["stages"]
     assert frozen["feature_cache"] and not finetune["feature_cache"]
     assert frozen["test_acc"] >= 0.9 and finetune["test_acc"] >= 0.9  # ImageNet features separate them
+    run = next((tmp_path / "runs").iterdir())
+    assert finetune["test_acc"] == read_json(run / "metrics.json")["test"]["accuracy"]  # scored once, at the end
     assert meta["improvement"].startswith("improvement from fine-tuning: ") and "improvement from fine-tuning" in err
 
 

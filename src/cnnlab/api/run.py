@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from cnnlab.config import RunConfig
 from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
+from cnnlab.figures import png_bytes
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
     import numpy as np
@@ -53,11 +54,7 @@ def _inline(figure: Figure) -> Figure:
 
 
 def _figure_png(figure: Figure) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    return buffer.getvalue()
+    return png_bytes(figure, figure.dpi)
 
 
 class Run:

@@ -140,7 +140,7 @@ def _improvement(stages: list[dict[str, Any]]) -> str:
     if a is None or b is None:
         return ""
     diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
-    return (f'<p class="good">{_e(name)} {"improved" if diff > 0 else "changed"} test accuracy '
+    return (f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} test accuracy '
             f"from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
 
 

@@ -22,6 +22,7 @@ from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.ranks import Ranks
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
+from cnnlab.training.stages import record_final_accuracy
 from cnnlab.training.start import resume_config
 from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
@@ -38,6 +39,7 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         result.module.model, result.module.normalize, data.splits["test"], data.class_names, files,
         extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")}, explain=True,
     )
+    _record_final_accuracy(result, metrics)
     with phase("figures"):
         write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     timing = dict(result.meta.get("timing", {}))
@@ -54,6 +56,12 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     phase_record()
     update_meta(files, timing=timing)
     return metrics
+
+
+def _record_final_accuracy(result: FitResult, metrics: dict[str, Any]) -> None:
+    """The last stage's test accuracy is the final evaluation's: on record before the report reads it."""
+    record_final_accuracy(result.meta, metrics["accuracy"])
+    update_meta(result.files, **{key: result.meta[key] for key in ("stages", "improvement") if key in result.meta})
 
 
 def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:
@@ -96,8 +104,9 @@ def finish_interrupted(result: FitResult) -> None:
     """Scores what the interrupted run has (its best checkpoint so far) and writes the report."""
     files, data = result.files, result.data
     if files.best.is_file() or files.last.is_file():
-        evaluate_split(result.module.model, result.module.normalize, data.splits["test"], data.class_names, files,
-                       explain=True)
+        metrics = evaluate_split(result.module.model, result.module.normalize, data.splits["test"],
+                                 data.class_names, files, explain=True)
+        _record_final_accuracy(result, metrics)
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     write_report(files.root)
 

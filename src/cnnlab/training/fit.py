@@ -36,7 +36,7 @@ from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
-from cnnlab.training.stages import improvement_line, kept_weights, plan_stages
+from cnnlab.training.stages import kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
 
 log = logging.getLogger("cnnlab")
@@ -133,12 +133,14 @@ def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epo
     return "at the start (no checkpoint yet)"
 
 
-def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize) -> dict[str, Any]:
+def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, score_test: bool) -> dict[str, Any]:
     """The stage's record as rank 0 has it, the best weights loaded on every rank.
 
     Rank 0 loads the best checkpoint (EarlyStopping's "restore best weights"), scores the test
-    split once, and sends its record and weights to the others: the next stage starts from the
-    same weights everywhere, and reads no file written by another machine.
+    split (``score_test``: a stage another one follows; the run's last weights are scored by the
+    final evaluation, which fills in ``test_acc``), and sends its record and weights to the
+    others: the next stage starts from the same weights everywhere, and reads no file written by
+    another machine.
     """
     best = outcome.record.pop("best_checkpoint")
 
@@ -147,7 +149,12 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize) 
             load_module_weights(outcome.module, best)
         test = ctx.data.splits["test"]
         scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
-        outcome.record["test_acc"] = scored() if scored else accuracy(ctx.model, test.for_pass, test.labels, normalize)
+        if not score_test:
+            outcome.record["test_acc"] = None
+        elif scored:
+            outcome.record["test_acc"] = scored()
+        else:
+            outcome.record["test_acc"] = accuracy(ctx.model, test.for_pass, test.labels, normalize)
         return outcome.record
 
     record = ctx.ranks.from_zero(on_zero)
@@ -221,8 +228,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                 files, config.data.batch_size,
             )
         module = outcome.module
-        with phase("evaluation"):  # each stage's test accuracy, for the stage table
-            record = _stage_result(ctx, outcome, module_kwargs["normalize"])
+        last = stage is plan[-1] or outcome.interrupted  # what the final evaluation scores anyway
+        with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
+            record = _stage_result(ctx, outcome, module_kwargs["normalize"], score_test=not last)
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
@@ -240,8 +248,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
             break
     if len(records) > 1:
         ctx.meta["kept"] = kept_weights(records)
-        ctx.meta["improvement"] = improvement_line(records[0]["test_acc"], records[-1]["test_acc"])
-        log.info("%s (%s)", ctx.meta["improvement"], ctx.meta["kept"]["why"])
+        log.info("%s", ctx.meta["kept"]["why"])
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
     ctx.meta["memory"] = {"peak_rss_mb": ranks.peak_rss_mb()}  # per process: what each needed to train
     if budget_total:

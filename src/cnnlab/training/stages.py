@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 from torch import nn
@@ -163,6 +164,21 @@ def kept_weights(records: list[dict]) -> dict[str, str]:
 def improvement_line(before: float, after: float) -> str:
     """The line logged after stage 2, accuracies as fractions: 'improvement ...: +1.23 points'."""
     return f"improvement from fine-tuning: {100.0 * (after - before):+.2f} points"
+
+
+def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
+    """Gives the run's last stage the final evaluation's test accuracy, and the run its improvement line.
+
+    The last stage ends with the weights the final evaluation scores, so its test accuracy is
+    that evaluation's: the test split is scored once, not once per stage and again at the end.
+    """
+    stages = meta.get("stages") or []
+    if not stages or stages[-1].get("test_acc") is not None:
+        return
+    stages[-1]["test_acc"] = test_accuracy
+    if len(stages) > 1 and stages[0].get("test_acc") is not None:
+        meta["improvement"] = improvement_line(stages[0]["test_acc"], test_accuracy)
+        log.info("%s", meta["improvement"])
 
 
 class FrozenBatchNormEval(L.Callback):
