@@ -50,3 +50,25 @@ def test_lesson_frozen_base_command_trains_only_the_lesson_head(cli, tmp_path: P
     assert f"Trainable params: {lesson_head:,}  Frozen" in tables["frozen"]
     (stage,) = read_json(next((tmp_path / "runs").iterdir()) / "run.json")["stages"]
     assert stage["params_trainable"] == lesson_head and stage["test_acc"] >= 0.75
+
+
+def test_ctrl_c_while_features_are_computed_is_on_record_and_resumes(cli, tmp_path: Path, monkeypatch) -> None:
+    import cnnlab.training.staged as staged
+
+    real = staged.cache_features
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C raises during the feature pass (outside any epoch)
+
+    photos = write_photo_crops(tmp_path / "photos", per_class=12)
+    monkeypatch.setattr(staged, "cache_features", interrupted)
+    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64",
+                         "--frozen-epochs", "2", "--finetune-epochs", "1", "--runs-dir", tmp_path / "runs")
+    run = next((tmp_path / "runs").iterdir())
+    assert code == 130 and f"resume with: cnnlab train --resume {run}" in out, (out, err)
+    meta = read_json(run / "run.json")
+    assert meta["status"] == "interrupted" and meta["attempts"][-1]["ended"] == "interrupted"
+    monkeypatch.setattr(staged, "cache_features", real)
+    code, out, err = cli("train", "--resume", run)
+    assert code == 0, err
+    assert read_json(run / "run.json")["status"] == "completed" and "test accuracy" in out

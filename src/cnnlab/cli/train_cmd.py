@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         if process_rank() != 0:  # rank 0 tells the user; a non-zero code here would make the launcher kill it
             return 0
-        print(f"\ninterrupted: the last finished epoch is saved; report: {stop.files.report}")
+        report = f"; report: {stop.files.report}" if stop.files.report.is_file() else ""
+        print(f"\ninterrupted: {stop.saved}{report}")
         print(f"resume with: cnnlab train --resume {stop.files.root}")
         return 130
     if process_rank() != 0:  # only rank 0 speaks

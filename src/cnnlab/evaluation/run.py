@@ -93,7 +93,8 @@ def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
         try:
             result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
         except TrainingInterrupted as stop:
-            ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
+            if stop.result is not None:  # None: stopped outside an epoch, no model in hand to report on
+                ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
             raise
         return result.files, ranks.from_zero(lambda: finish_run(result))
     finally:

@@ -60,13 +60,28 @@ class TrainingInterrupted(Exception):
     sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
     """
 
-    def __init__(self, result: FitResult | None, files: RunFiles | None = None) -> None:
+    def __init__(self, result: FitResult | None, files: RunFiles | None = None,
+                 saved: str = "the last finished epoch is saved") -> None:
         self.files: RunFiles = files if files is not None else result.files  # type: ignore[union-attr]
         super().__init__(f"interrupted: {self.files.root}")
-        self.result = result
+        self.result, self.saved = result, saved
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return TrainingInterrupted, (None, self.files)
+        return TrainingInterrupted, (None, self.files, self.saved)
+
+
+def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult:
+    """``train_run``, with a Ctrl-C outside an epoch (e.g. while stage-1 features are computed)
+    on record too: run.json says interrupted and the command says how to resume, as for one
+    inside an epoch (which Lightning stops at a step and ``train_run`` reports itself)."""
+    try:
+        return train_run(ctx, resume_from)
+    except KeyboardInterrupt:
+        ctx.meta["status"] = "interrupted"
+        if ctx.meta.get("attempts"):
+            ctx.meta["attempts"][-1]["ended"] = "interrupted"
+        ctx.save_meta()
+        raise TrainingInterrupted(None, ctx.files, "between epochs: every finished epoch and stage is saved") from None
 
 
 def _class_weights(data: PreparedData) -> torch.Tensor:
@@ -270,7 +285,7 @@ def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> Cla
 
 
 def _fit(ranks: Ranks, config: RunConfig, command: str) -> FitResult:
-    return train_run(start_run(config, command, ranks))
+    return _interruptible(start_run(config, command, ranks))
 
 
 def fit(config: RunConfig, command: str) -> FitResult:
@@ -288,7 +303,7 @@ def _resume(ranks: Ranks, path: str) -> FitResult:
         log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
     ctx.meta["status"] = "running"
     ctx.save_meta()
-    return train_run(ctx, checkpoint)
+    return _interruptible(ctx, checkpoint)
 
 
 def resume(path: str) -> FitResult:
