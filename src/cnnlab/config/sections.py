@@ -26,6 +26,7 @@ Stages = Literal["auto", "frozen", "both", "full"]
 ClassWeights = Literal["none", "auto"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["plateau", "onecycle", "cosine", "none"]
+Select = Literal["accuracy", "loss"]
 Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 # Lightning's names. ddp starts one process per device (re-running the command, or found started by
@@ -109,6 +110,9 @@ class TransferConfig:
     finetune_lr: float = option(1e-4, "stage 2 peak learning rate (the lesson's: 1e-5)", above=0)
     finetune_scheduler: Scheduler = option("onecycle", "stage 2 schedule: onecycle (warm-up, then cosine decay), "
                                            "cosine, plateau (the lesson's) or none")
+    finetune_select: Select = option("accuracy", "how stage 2's epoch is chosen, and whether it replaces stage 1's "
+                                     "model, on validation: accuracy (more images right: by more than one, or by one "
+                                     "with a lower loss) or loss (a lower loss)")
     layer_decay: float | None = option(None, "LR multiplier per block going down, e.g. 0.75 (default off)",
                                        above=0, at_most=1)
     feature_cache: bool = option(True, "frozen stage: compute backbone features once, then train only the head")
