@@ -8,8 +8,8 @@ cut any candidate needs (activations cached in memory), stage 1 as cnnlab runs i
 features, Adam 1e-3, ReduceLROnPlateau, early stopping on val loss, best restored), then every
 stage-2 candidate from the same stage-1 weights, on cached activations at its own cut (the top
 only, as ``cnnlab.training.cut_cache`` trains it), with cnnlab's optimisers and schedules. Per
-epoch: validation loss and accuracy, test accuracy (off the clock). Selection as cnnlab does it:
-the epoch (0 = stage 1) with the lowest validation loss.
+epoch: validation loss and accuracy, test accuracy (off the clock). Summary: for
+each rule of ``select`` (stage 1 is epoch 0), the test change of the model it keeps, mean over seeds.
 """
 
 from __future__ import annotations
@@ -175,23 +175,32 @@ def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, ep
 
 
 def select(hist: list[dict], rule: str, val_images: int) -> dict:
-    """The history entry (epoch 0 = stage 1) a selection ``rule`` keeps; validation figures only."""
+    """The history entry (epoch 0 = stage 1) a selection ``rule`` keeps; validation figures only.
+
+    ``loss``: the lowest validation loss (``--finetune-select loss``); ``acc``: the most images right,
+    then the lowest loss, no margin; ``last``: stage 2's last epoch if it gets more right than stage 1
+    (or as many with a lower loss); ``cnnlab``: ``--finetune-select accuracy``, with cnnlab's own
+    functions (``cnnlab.training.selection``): the best epoch on accuracy, kept over stage 1 only with
+    more than one more image right, or one more with a lower loss.
+    """
+    from cnnlab.training.selection import score_to_beat, select_score
+
     first = hist[0]
-    correct = lambda h: round(h["val_acc"] * val_images)  # noqa: E731
-    if rule == "loss":  # the lowest validation loss (cnnlab until now)
+    errors = lambda h: val_images - round(h["val_acc"] * val_images)  # noqa: E731
+    if rule == "loss":
         return min(hist, key=lambda h: h["val_loss"])
-    if rule == "acc":  # the most correct validation images, then the lowest loss
-        return min(hist, key=lambda h: (-correct(h), h["val_loss"]))
-    candidate = hist[-1] if rule.startswith("last") else min(hist[1:], key=lambda h: (-correct(h), h["val_loss"]))
-    gain = correct(candidate) - correct(first)
-    if rule.endswith("margin"):  # more than one image better, or no worse and a lower loss
-        keep = gain >= 2 or (gain >= 0 and candidate["val_loss"] < first["val_loss"])
-    else:  # no worse, ties to the lower loss
-        keep = gain > 0 or (gain == 0 and candidate["val_loss"] < first["val_loss"])
-    return candidate if keep else first
+    if rule == "acc":
+        return min(hist, key=lambda h: (errors(h), h["val_loss"]))
+    if rule == "last":
+        last = hist[-1]
+        better = errors(last) < errors(first) or (errors(last) == errors(first) and last["val_loss"] < first["val_loss"])
+        return last if better else first
+    best = min(hist[1:], key=lambda h: select_score(errors(h), h["val_loss"], "accuracy"))
+    stage1 = {"val_at_best": {"errors": errors(first), "loss": first["val_loss"]}}
+    return best if select_score(errors(best), best["val_loss"], "accuracy") < score_to_beat(stage1, "accuracy") else first
 
 
-RULES = ["loss", "acc", "last", "last-margin", "best-margin"]
+RULES = ["loss", "acc", "last", "cnnlab"]
 
 
 def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, image_size: int | None) -> dict:
@@ -271,7 +280,7 @@ THREADS = 1
 def main() -> int:
     global THREADS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("data", nargs="+")
+    p.add_argument("data", nargs="*")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--val-split", default="0.1")

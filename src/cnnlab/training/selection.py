@@ -61,8 +61,9 @@ def score_to_beat(previous: dict[str, Any] | None, criterion: str) -> float | No
 
 
 class ValidationRecord(L.Callback):
-    """Scores each validation epoch on the stage's criterion (logged as ``val_select``) and keeps the
-    figures of the stage's best epoch for run.json; saved in checkpoints, so a resume goes on from them.
+    """Scores each validation epoch on the stage's criterion (logged as ``val_select`` unless it is the
+    loss) and keeps the figures of the stage's best epoch for run.json; saved in checkpoints, so a
+    resume goes on from them.
 
     Args:
         criterion: ``accuracy`` or ``loss``.
@@ -80,7 +81,8 @@ class ValidationRecord(L.Callback):
         accuracy = float(pl_module.val_acc.compute())
         errors = round((1.0 - accuracy) * self.val_images)
         score = select_score(errors, loss, self.criterion)
-        pl_module.log(SELECT_METRIC, score, on_epoch=True)
+        if self.criterion != "loss":  # the loss criterion's checkpoint watches val_loss itself
+            pl_module.log(SELECT_METRIC, score, on_epoch=True)
         if self.best is None or score < self.best["score"]:
             self.best = {"epoch": trainer.current_epoch + 1, "loss": loss, "accuracy": accuracy, "errors": errors,
                          "images": self.val_images, "score": score}
