@@ -115,11 +115,12 @@ def page(results: list[dict], args: argparse.Namespace) -> None:
              "3 min per 1,000 training images (whole command):", ""]
     for r in (r for r in results if r["variant"] == "after"):
         gain, minutes = 100 * (r["final"] - r["stage1"]), r["wall"] * 1000 / r["train_images"] / 60
+        cpu = r["cpu"] * 1000 / r["train_images"] / 60
         aim = ("+1.5 points" if r["stage1"] < 0.95 else "no loss")
         met = gain >= 1.5 if r["stage1"] < 0.95 else gain >= 0
         rows.append(f"* {r['data']} ({r['variant']}): {gain:+.2f} points ({aim}: {'met' if met else 'missed'}), {minutes:.1f} min per "
                     f"1,000 training images ({'met' if minutes <= 3 else f'missed by {minutes - 3:.1f} min'}) "
-                    f"at load {r['load']:.1f}")
+                    f"at load {r['load']:.1f}; CPU {cpu:.1f} min per 1,000")
     shown = sorted({r["variant"] for r in results}, key=list(VARIANTS).index)
     intro = (f"`before` = the previous defaults as flags ({' '.join(VARIANTS['before'])}: stage 2's epoch chosen, "
              "and kept over stage 1, on validation loss); `after` = today's defaults (chosen and kept on validation "
