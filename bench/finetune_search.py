@@ -8,8 +8,8 @@ cut any candidate needs (activations cached in memory), stage 1 as cnnlab runs i
 features, Adam 1e-3, ReduceLROnPlateau, early stopping on val loss, best restored), then every
 stage-2 candidate from the same stage-1 weights, on cached activations at its own cut (the top
 only, as ``cnnlab.training.cut_cache`` trains it), with cnnlab's optimisers and schedules. Per
-epoch: validation loss and accuracy, test accuracy (off the clock). Selection as cnnlab does it:
-the epoch (0 = stage 1) with the lowest validation loss.
+epoch: validation loss and accuracy, test accuracy (off the clock). Summary: for
+each rule of ``select`` (stage 1 is epoch 0), the test change of the model it keeps, mean over seeds.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Candidate:
     layer_decay: float | None = None
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # training loss only: validation loss stays plain cross-entropy
 
 
 CANDIDATES = {
@@ -72,6 +73,12 @@ CANDIDATES = {
     "b9-3e4-ld-oc5": Candidate("9 blocks, 3e-4, decay 0.8, onecycle, 5 ep", layers=None, blocks=9, lr=3e-4,
                                scheduler="onecycle", epochs=5, layer_decay=0.8),
     "b3-3e4-oc10": Candidate("3 blocks, 3e-4, onecycle, 10 ep", layers=None, blocks=3, lr=3e-4, scheduler="onecycle", epochs=10),
+    "b3-1e4-oc5-ls1": Candidate("3 blocks, 1e-4, onecycle, 5 ep, smoothing 0.1", layers=None, blocks=3, lr=1e-4,
+                                scheduler="onecycle", epochs=5, label_smoothing=0.1),
+    "b3-3e4-oc5-ls1": Candidate("3 blocks, 3e-4, onecycle, 5 ep, smoothing 0.1", layers=None, blocks=3, lr=3e-4,
+                                scheduler="onecycle", epochs=5, label_smoothing=0.1),
+    "b3-3e4-oc8-ls1": Candidate("3 blocks, 3e-4, onecycle, 8 ep, smoothing 0.1", layers=None, blocks=3, lr=3e-4,
+                                scheduler="onecycle", epochs=8, label_smoothing=0.1),
     "b6-1e3-ld-oc5": Candidate("6 blocks, 1e-3, decay 0.7, onecycle, 5 ep", layers=None, blocks=6, lr=1e-3,
                                scheduler="onecycle", epochs=5, layer_decay=0.7),
 }
@@ -127,7 +134,7 @@ def evaluate(forward, z: torch.Tensor, labels: torch.Tensor, model: torch.nn.Mod
 
 
 def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, epochs: int, seed: int,
-             patience: int = 5, restore_modes=None) -> dict[str, Any]:
+             patience: int = 5, restore_modes=None, label_smoothing: float = 0.0) -> dict[str, Any]:
     """cnnlab's stage loop: optimiser and schedule from ``cfg``, early stopping, best val loss kept."""
     optimizer = build_optimizer(params, cfg, cfg.lr)
     steps_per_epoch = -(-len(labels["train"]) // BATCH)
@@ -144,7 +151,7 @@ def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, ep
         sampler.set_epoch(epoch)
         for positions in sampler:
             idx = torch.as_tensor(positions)
-            loss = F.cross_entropy(forward(z["train"][idx]), labels["train"][idx])
+            loss = F.cross_entropy(forward(z["train"][idx]), labels["train"][idx], label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -165,6 +172,35 @@ def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, ep
                 break
     model.load_state_dict(best_state)
     return {"history": history, "seconds": clock}
+
+
+def select(hist: list[dict], rule: str, val_images: int) -> dict:
+    """The history entry (epoch 0 = stage 1) a selection ``rule`` keeps; validation figures only.
+
+    ``loss``: the lowest validation loss (``--finetune-select loss``); ``acc``: the most images right,
+    then the lowest loss, no margin; ``last``: stage 2's last epoch if it gets more right than stage 1
+    (or as many with a lower loss); ``cnnlab``: ``--finetune-select accuracy``, with cnnlab's own
+    functions (``cnnlab.training.selection``): the best epoch on accuracy, kept over stage 1 only with
+    more than one more image right, or one more with a lower loss.
+    """
+    from cnnlab.training.selection import score_to_beat, select_score
+
+    first = hist[0]
+    errors = lambda h: val_images - round(h["val_acc"] * val_images)  # noqa: E731
+    if rule == "loss":
+        return min(hist, key=lambda h: h["val_loss"])
+    if rule == "acc":
+        return min(hist, key=lambda h: (errors(h), h["val_loss"]))
+    if rule == "last":
+        last = hist[-1]
+        better = errors(last) < errors(first) or (errors(last) == errors(first) and last["val_loss"] < first["val_loss"])
+        return last if better else first
+    best = min(hist[1:], key=lambda h: select_score(errors(h), h["val_loss"], "accuracy"))
+    stage1 = {"val_at_best": {"errors": errors(first), "loss": first["val_loss"]}}
+    return best if select_score(errors(best), best["val_loss"], "accuracy") < score_to_beat(stage1, "accuracy") else first
+
+
+RULES = ["loss", "acc", "last", "cnnlab"]
 
 
 def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, image_size: int | None) -> dict:
@@ -225,7 +261,8 @@ def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, ima
             torch.manual_seed(seed)
             groups = param_groups(model, cand.lr, cand.layer_decay, cand.weight_decay)
             result = fit_loop(model, cut.top_forward, z, labels, groups, cfg, cand.epochs, seed,
-                              restore_modes=lambda: (model.train(), set_frozen_bn_eval(model, include_trainable=True)))
+                              restore_modes=lambda: (model.train(), set_frozen_bn_eval(model, include_trainable=True)),
+                              label_smoothing=cand.label_smoothing)
             hist = result["history"]
             chosen = min(hist, key=lambda h: h["val_loss"])
             runs.append({"seed": seed, "cut": cut.where, "history": hist, "chosen": chosen,
@@ -243,28 +280,46 @@ THREADS = 1
 def main() -> int:
     global THREADS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("data", nargs="+")
+    p.add_argument("data", nargs="*")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--val-split", default="0.1")
     p.add_argument("--image-size", type=int)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/out/finetune_search.json")
+    p.add_argument("--summary-only", action="store_true", help="summarise OUT's saved results again")
     args = p.parse_args()
+    if args.summary_only:
+        summarize(json.loads(Path(args.out).read_text()))
+        return 0
     THREADS = args.threads
     torch.set_num_threads(args.threads)
-    results = [run_data(folder, args.candidates, args.seeds, args.val_split, args.image_size) for folder in args.data]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    for r in results:
-        print(f"\n{r['folder']} stage 1 test {r['stage1']['test_acc']:.4f}")
-        for key, runs in r["candidates"].items():
-            sel = statistics.mean(run["chosen"]["test_acc"] for run in runs)
-            last = statistics.mean(run["history"][-1]["test_acc"] for run in runs)
-            print(f"  {CANDIDATES[key].name:50s} selected {100 * (sel - r['stage1']['test_acc']):+.2f}  "
-                  f"last {100 * (last - r['stage1']['test_acc']):+.2f}  "
-                  f"{statistics.mean(run['seconds'] for run in runs):.0f} s")
+    results = []
+    for folder in args.data:  # saved after each folder: an interrupted search keeps what it did
+        results.append(run_data(folder, args.candidates, args.seeds, args.val_split, args.image_size))
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    summarize(results)
     return 0
+
+
+def summarize(results: list[dict]) -> None:
+    """Per data set and candidate: mean test change against stage 1 under each selection rule."""
+    for r in results:
+        val_images = r["sizes"]["val"]
+        print(f"\n{r['folder']} stage 1 test {r['stage1']['test_acc']:.4f}, {val_images} validation images; "
+              f"test change (points) of the model each rule keeps, mean over seeds [kept stage 2 in n of seeds]")
+        print(f"  {'candidate':50s} " + " ".join(f"{rule:>14s}" for rule in RULES) + "   max test  seconds")
+        for key, runs in r["candidates"].items():
+            cells = []
+            for rule in RULES:
+                chosen = [select(run["history"], rule, val_images) for run in runs]
+                change = statistics.mean(100 * (c["test_acc"] - run["history"][0]["test_acc"]) for c, run in zip(chosen, runs))
+                cells.append(f"{change:+6.2f} [{sum(c['epoch'] > 0 for c in chosen)}/{len(runs)}]")
+            best = statistics.mean(100 * (max(h["test_acc"] for h in run["history"]) - run["history"][0]["test_acc"])
+                                   for run in runs)
+            print(f"  {CANDIDATES[key].name:50s} " + " ".join(f"{c:>14s}" for c in cells)
+                  + f"  {best:+7.2f}  {statistics.mean(run['seconds'] for run in runs):6.0f}")
 
 
 if __name__ == "__main__":

@@ -235,10 +235,10 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                     f"the time budget ({budget_total:g} s) was used up before stage '{stage.name}': it was skipped")
                 log.warning(ctx.meta["notes"][-1])
                 break
-        best_so_far = records[-1].get("best_val_loss") if records else None
+        previous = records[-1] if records else None  # its best.ckpt is the one to beat
         with phase("training"):
             outcome = _fit_guarded(
-                lambda: fit_stage(ctx, stage, module_kwargs, ckpt, best_so_far, budget, plan.index(stage),
+                lambda: fit_stage(ctx, stage, module_kwargs, ckpt, previous, budget, plan.index(stage),
                                   batches.per_device, cut_cache),
                 files, config.data.batch_size,
             )

@@ -33,6 +33,7 @@ from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, 
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
+from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
 from cnnlab.training.time_budget import TimeBudget
 from cnnlab.training.trainer import build_trainer, quiet_lightning
@@ -116,7 +117,7 @@ class _ExtractionWatch:
 
 
 def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
-    """Makes the previous stage's best.ckpt the one to beat: replaced only by a lower val_loss.
+    """Makes the previous stage's best.ckpt the one to beat: replaced only by a score below ``score``.
 
     Lightning's top-1 bookkeeping is ``best_k_models``: with it empty, the stage's first epoch
     would overwrite best.ckpt whatever its score (a fine-tuning stage that made validation worse
@@ -133,7 +134,7 @@ def fit_stage(
     stage: Stage,
     module_kwargs: dict[str, Any],
     resume_from: str | None,
-    best_so_far: float | None,
+    previous: dict[str, Any] | None,
     budget: StageBudget | None,
     position: int = 0,
     device_batch: int | None = None,
@@ -143,7 +144,8 @@ def fit_stage(
 
     Args:
         resume_from: the checkpoint of this stage to continue from, or None to start it.
-        best_so_far: the previous stage's best val_loss: best.ckpt is replaced only by a better one.
+        previous: the previous stage's record: its best.ckpt is replaced only by a better epoch on
+            this stage's criterion (``cnnlab.training.selection``).
         budget: the stage's share of ``--time-budget`` (None: no budget).
         position: the stage's place in the plan: its random stream starts from seed + position,
             whatever ran before it, so a run resumed at this stage draws what an uninterrupted one
@@ -192,7 +194,10 @@ def fit_stage(
     else:
         module = hooks.module_factory(**kwargs)
         datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, *hooks.callbacks]
+    criterion = stage_criterion(stage.name, config)
+    to_beat = score_to_beat(previous, criterion)
+    validation = ValidationRecord(criterion, len(data.splits["val"]))
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, validation, *hooks.callbacks]
     if ranks.several:
         callbacks.append(SyncedStop(ranks))
     if budget is not None:
@@ -200,9 +205,10 @@ def fit_stage(
                                     already=stage_clock.already))
     interrupted = False
     with quiet_lightning(), compile_fallback(config.train.compile):
-        trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks)
-        if best_so_far is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
-            carry_best(checkpoint, str(ctx.files.best), best_so_far)
+        trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks,
+                                            monitor=monitor(criterion))
+        if to_beat is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
+            carry_best(checkpoint, str(ctx.files.best), to_beat)
         sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -214,7 +220,9 @@ def fit_stage(
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     best_score = checkpoint.best_model_score
-    own_best = trainer.early_stopping_callback.best_score if trainer.early_stopping_callback else None
+    own = validation.best  # the stage's own best epoch on its criterion
+    replaced = own is not None and (to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
+    kept_loss = own["loss"] if replaced and own else (previous or {}).get("best_val_loss")
     record = {
         "name": stage.name,
         "epochs": trainer.current_epoch,
@@ -224,9 +232,11 @@ def fit_stage(
         "params_frozen": frozen,
         "feature_cache": cached,
         "activation_cache": cut_cache.cut.where if on_cut else None,
-        "best_val_loss": float(best_score) if best_score is not None else None,
-        # this stage's own lowest val_loss; best.ckpt changed only if it beat the previous stage's
-        "stage_best_val_loss": float(own_best) if own_best is not None and torch.isfinite(own_best) else None,
+        "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
+        "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
+        "val_at_best": own,  # the validation figures of the stage's own best epoch
+        "stage_best_val_loss": own["loss"] if own and torch.isfinite(torch.tensor(own["loss"])) else None,
+        "replaced_best": replaced,  # best.ckpt now holds this stage's weights (else the previous stage's)
         "best_checkpoint": checkpoint.best_model_path or None,
     }
     if budget is not None:

@@ -26,6 +26,7 @@ from cnnlab.models.freeze import (
     unfreeze_last_blocks,
     unfreeze_last_layers,
 )
+from cnnlab.training.selection import verdict
 
 log = logging.getLogger("cnnlab")
 
@@ -144,21 +145,16 @@ def kept_weights(records: list[dict]) -> dict[str, str]:
     """Which stage's weights a run ended with, and why, from its finished stages' records.
 
     Each stage starts from the best weights so far and replaces them (best.ckpt) only when its
-    own lowest validation loss beats theirs, so a fine-tuning stage that makes validation worse
-    leaves the stage-1 model in place.
+    best epoch beats them on the stage's criterion (``cnnlab.training.selection``), so a
+    fine-tuning stage that makes validation worse leaves the stage-1 model in place.
     """
-    kept, best = records[0], records[0].get("stage_best_val_loss", records[0].get("best_val_loss"))
-    reasons = []
+    kept, reasons = records[0], []
     for record in records[1:]:
-        own = record.get("stage_best_val_loss")
-        if own is not None and (best is None or own < best):
-            reasons.append(f"stage '{record['name']}' lowered the validation loss from {best:.4f} to {own:.4f}"
-                           if best is not None else f"stage '{record['name']}' reached validation loss {own:.4f}")
-            kept, best = record, own
-        elif own is not None:
-            reasons.append(f"stage '{record['name']}' did not lower the validation loss ({own:.4f} at best, "
-                           f"against {best:.4f})")
-    return {"stage": kept["name"], "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons)}
+        reasons.append(verdict(record, kept))
+        if record.get("replaced_best"):
+            kept = record
+    return {"stage": kept["name"], "select": records[-1].get("select", "loss"),
+            "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons)}
 
 
 def improvement_line(before: float, after: float) -> str:

@@ -122,20 +122,27 @@ def build_trainer(
     max_epochs: int,
     stage: str,
     extra_callbacks: list[L.Callback] | None = None,
+    monitor: str = "val_loss",
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer with the lesson's callbacks: best/last checkpoints and early stopping.
 
     Build and fit it inside :func:`quiet_lightning`.
+
+    Args:
+        monitor: the logged validation figure (lower is better) that picks the best checkpoint:
+            ``val_loss``, or a stage's criterion (``cnnlab.training.selection``).
     """
     checkpoint = ModelCheckpoint(
         dirpath=files.checkpoints,
         filename=files.best.stem,
-        monitor="val_loss",
+        monitor=monitor,
         mode="min",
         save_top_k=1,
         save_last=True,
         enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
     )
+    # Early stopping always watches the loss: an error count on a small validation split jumps by
+    # whole images and stopped a fine-tuning stage at its first dip (a 40-image split).
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
     progress = _progress_bar()
     trainer = L.Trainer(
