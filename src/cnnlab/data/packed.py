@@ -41,8 +41,10 @@ def local_path(source: str | Path) -> Path:
 
 
 def is_packed(source: str | Path) -> bool:
-    """True when ``source`` is a folder written by ``cnnlab data pack`` (it holds the manifest)."""
-    return (local_path(source) / MANIFEST).is_file()
+    """True when ``source`` is a folder written by ``cnnlab data pack``: it holds the manifest, or
+    shards without one (then reading it says the manifest is missing, not that no image is found)."""
+    root = local_path(source)
+    return (root / MANIFEST).is_file() or (root / "train" / "index.json").is_file()
 
 
 def items_file(root: Path, split: str) -> Path:
