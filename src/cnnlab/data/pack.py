@@ -54,22 +54,36 @@ class PackSummary:
     seconds: float
 
 
-def _write_split(image_set: ImageSet, folder: Path, shard_bytes: int, progress: Progress) -> int:
-    """Writes ``image_set`` as a litdata dataset in ``folder``; returns its number of shards."""
+def _write_split(image_set: ImageSet, order: np.ndarray, folder: Path, shard_bytes: int, progress: Progress) -> int:
+    """Writes the images of ``image_set`` at positions ``order`` as a litdata dataset in ``folder``; returns
+    its number of shards."""
     from litdata.streaming.writer import BinaryWriter
 
     writer = BinaryWriter(str(folder), chunk_bytes=shard_bytes)
     record = int(np.prod(image_set.shape[1:]))
     block = max(1, BLOCK_BYTES // max(record, 1))
-    labels = image_set.labels.tolist()
-    for start in range(0, len(image_set), block):
-        rows = np.arange(start, min(start + block, len(image_set)))
-        for row, image in zip(rows.tolist(), image_set.take(rows).numpy()):
-            writer.add_item(row, {"image": image, "label": labels[row], "row": row})
-        progress.advance(len(rows))
+    labels = image_set.labels.numpy()
+    for start in range(0, len(order), block):
+        positions = order[start : start + block]
+        for row, image, label in zip(range(start, start + len(positions)), image_set.take(positions).numpy(),
+                                     labels[positions].tolist()):
+            writer.add_item(row, {"image": image, "label": label, "row": row})
+        progress.advance(len(positions))
     writer.done()
     writer.merge()
     return len(list(folder.glob("*.bin")))
+
+
+def write_order(image_set: ImageSet, split: str, seed: int) -> np.ndarray:
+    """The order a split is written in: train shuffled (seeded), the others as prepared.
+
+    A folder lists its files class by class; litdata shuffles the order of shards and the items
+    within each, not across them, so shards of one class each would give batches of one class
+    (measured: the shapes task's first-epoch loss 3.07 against 0.11 from the folder).
+    """
+    if split != "train":
+        return np.arange(len(image_set))
+    return np.random.default_rng(seed).permutation(len(image_set))
 
 
 def _check_out(out: Path) -> None:
@@ -108,8 +122,10 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
         with Progress(f"packing {total:,} images into shards", total, "images") as progress:
             for split in SPLITS:
                 image_set = data.splits[split]
-                shards += _write_split(image_set, tmp / split, int(shard_mb * 1e6), progress)
-                atomic_write_json(items_file(tmp, split), {"labels": image_set.labels.tolist(), "ids": image_set.ids})
+                order = write_order(image_set, split, seed)
+                shards += _write_split(image_set, order, tmp / split, int(shard_mb * 1e6), progress)
+                atomic_write_json(items_file(tmp, split), {"labels": image_set.labels[order].tolist(),
+                                                           "ids": [image_set.ids[i] for i in order.tolist()]})
         manifest: dict[str, Any] = {
             "format": "cnnlab-pack", "version": PACK_VERSION, "source": str(Path(cfg.source).expanduser().resolve()),
             "class_names": data.class_names, "channels": data.channels, "image_size": data.image_size[0],

@@ -154,7 +154,9 @@ class PackedSplit:
         from litdata.utilities.env import _DistributedEnv
 
         rank, world_size = shard
-        dataset = StreamingDataset(str(self.folder), shuffle=True, seed=seed, drop_last=world_size > 1)
+        # item_shuffle_window 0: a full shuffle within each shard (litdata's default shuffles blocks of 256)
+        dataset = StreamingDataset(str(self.folder), shuffle=True, seed=seed, drop_last=world_size > 1,
+                                   item_shuffle_window=0)
         # the Trainer's ranks, told explicitly: litdata's own detection needs torch.distributed started
         # in this process, which a loader built for a test or a tool is not
         dataset.distributed_env = _DistributedEnv(world_size, rank, num_nodes)
