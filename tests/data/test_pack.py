@@ -107,6 +107,10 @@ def test_train_from_shards_learns(packed, cli, one_torch_thread) -> None:
     assert test["accuracy"] > 0.6  # three classes: chance is 1/3
     assert (run / "report.html").is_file() and (run / "confusion_matrix.png").is_file()
     assert "broken.png" in (run / "skipped_files.csv").read_text()
+    code, out, err = cli("evaluate", run, "--data", packed["out"])
+    assert code == 0, err  # scores the packed test split, read from its shards: the run's own test numbers
+    evaluated = read_json(run / "eval" / "packed" / "metrics.json")["test"]
+    assert (evaluated["num_samples"], evaluated["loss"]) == pytest.approx((test["num_samples"], test["loss"]))
 
 
 def _copy(packed, tmp_path) -> Path:

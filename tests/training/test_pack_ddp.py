@@ -12,17 +12,14 @@ import io
 import multiprocessing
 import os
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from cnnlab.cli.main import main
 from cnnlab.config import DataConfig
 from cnnlab.data.prepare import prepare_data
-from cnnlab.training import distributed
 from conftest import read_json, write_shapes_folder
-from ddp_helpers import free_port
+from ddp_helpers import as_rank_0, free_port
 
 pytest.importorskip("litdata")
 # slow: 27 s on this 2-core machine (load 10), past the test budget; the split into disjoint equal
@@ -53,22 +50,11 @@ def test_two_processes_train_from_shards_each_on_its_part(tmp_path, one_torch_th
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "NODE_RANK": "0"}
     child = multiprocessing.get_context("fork").Process(
         target=_rank_1, args=(command, {**env, "LOCAL_RANK": "1"}, str(tmp_path / "rank1.txt")))
-    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
     child.start()
-    try:
-        os.environ.update({**env, "LOCAL_RANK": "0"})
+    with as_rank_0({**env, "LOCAL_RANK": "0"}, child):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
             code = main(command)
         child.join(timeout=300)
-    finally:
-        if child.is_alive():
-            child.kill()
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        distributed._current = None
-        os.environ.clear()
-        os.environ.update(saved_env)
-        torch.set_num_threads(saved_threads)
     assert code == 0 and child.exitcode == 0, err.getvalue()[-2000:] + (tmp_path / "rank1.txt").read_text()[-2000:]
     run = tmp_path / "runs" / "ddp"
     assert read_json(run / "run.json")["status"] == "completed"

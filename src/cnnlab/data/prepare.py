@@ -219,6 +219,10 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
         image_set = test if test is not None else pool
         image_set.images = convert_images(image_set.images, channels, size)
         files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
+    elif is_packed(source):  # its test split, read from the shards
+        splits, names, _ = open_packed(source, channels, size)
+        image_set = splits["test"]
+        files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
     else:
         listing = discover(Path(source))
         files = listing.files.get("test") or [f for split in listing.files.values() for f in split]
