@@ -66,7 +66,7 @@ def _rank_rows(split: PackedSplit, shard: tuple[int, int], epoch: int) -> tuple[
     every = split.read(np.arange(len(split)))
     row_of = {image.tobytes(): row for row, image in enumerate(every)}
     assert len(row_of) == len(split)  # images are unique: a batch image names its row
-    loader = split.train_loader(batch_size=8, seed=1, shard=shard, epoch=epoch)
+    loader = split.train_loader(batch_size=8, seed=1, shard=shard, epoch_of=lambda: epoch)
     rows, batches, mixed = [], 0, 0
     for images, labels in loader:
         mixed += len(set(labels.tolist())) > 1
@@ -91,6 +91,17 @@ def test_two_ranks_read_disjoint_equal_parts_that_cover_the_split(packed) -> Non
     alone, _ = _rank_rows(split, (0, 1), 0)
     assert sorted(alone) == list(range(len(split)))  # one process: every image every epoch
     assert alone != sorted(alone) and alone != _rank_rows(split, (0, 1), 1)[0]  # shuffled, per epoch
+
+
+def test_a_resumed_run_shuffles_the_next_epoch_as_an_uninterrupted_one(packed) -> None:
+    split = prepare_data(DataConfig(source=str(packed["out"])), SEED).splits["train"].source
+    running = split.train_loader(batch_size=8, seed=1, shard=(0, 1))
+    epochs = [[labels.tolist() for _, labels in running] for _ in range(3)]
+    assert epochs[2] != epochs[1]
+    # a resumed run: a new loader, the Trainer at epoch 2, the checkpoint's loader state handed back
+    resumed = split.train_loader(batch_size=8, seed=1, shard=(0, 1), epoch_of=lambda: 2)
+    resumed.load_state_dict(running.state_dict())
+    assert [labels.tolist() for _, labels in resumed] == epochs[2]
 
 
 def test_train_from_shards_learns(packed, cli, one_torch_thread) -> None:

@@ -154,9 +154,10 @@ class ImageDataModule(L.LightningDataModule):
         packed = streamable(self.data.splits["train"])
         if packed is not None:  # shards of cnnlab data pack: litdata streams this rank's part
             trainer = self.trainer
-            return packed.train_loader(self.batch_size, self.seed, trainer_shard(self),
-                                       trainer.num_nodes if trainer is not None else 1,
-                                       trainer.current_epoch if trainer is not None else 0)
+            if trainer is None:
+                return packed.train_loader(self.batch_size, self.seed, (0, 1))
+            return packed.train_loader(self.batch_size, self.seed, trainer_shard(self), trainer.num_nodes,
+                                       epoch_of=lambda: trainer.current_epoch)
         return batch_loader(
             self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self),
             self.train_extra,
