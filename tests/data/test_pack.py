@@ -47,6 +47,8 @@ def test_pack_round_trips_the_prepared_folder(packed) -> None:
         assert torch.equal(mine.labels, theirs.labels[where])
         assert torch.equal(mine.images, theirs.images[where])  # every pixel, read back by row
     assert len(list((packed["out"] / "train").glob("chunk-*.bin"))) >= 4  # --shard-size 0.01 MB: small shards
+    as_url = prepare_data(DataConfig(source=f"file://{packed['out']}"), SEED)  # a file:// URL names it too
+    assert as_url.splits["test"].ids == from_shards.splits["test"].ids
 
 
 def test_pack_reports_and_skips_the_corrupt_file(packed, cli, tmp_path) -> None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.data.types import ImageSet, SkippedFile
 
 log = logging.getLogger("cnnlab")
 
@@ -172,7 +175,8 @@ class PackedSplit:
         return {"folder": self.folder, "shape": self.shape, "_dataset": None}
 
 
-def open_packed(source: str, channels: int | None, side: int | None):  # noqa: ANN201 (types from cnnlab.data.types)
+def open_packed(source: str, channels: int | None, side: int | None,
+                ) -> tuple[dict[str, ImageSet], list[str], list[SkippedFile]]:
     """The splits of a packed folder as ImageSets, its class names and the files skipped when packing.
 
     ``channels``/``side``: what the run asks for (None: the packed format); the shards hold one
