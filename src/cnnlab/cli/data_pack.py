@@ -27,8 +27,8 @@ def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
     pack.add_argument("folder", metavar="FOLDER", help="image folder: train/ val/ test/ of class folders, or class folders")
     pack.add_argument("out", metavar="OUT", help="new (or empty) folder to write the shards and manifest in")
     pack.add_argument("--shard-size", type=float, default=64.0, metavar="MB",
-                      help="largest shard in MB (default: 64): each rank reads whole shards, so a split "
-                           "needs at least as many shards as processes")
+                      help="largest shard file in MB (default: 64); a process reads a shard at a time, "
+                           "from local disk or shared storage")
     specs = options_by_dest()
     for name in PACK_OPTIONS:
         add_option(pack, specs[name])
