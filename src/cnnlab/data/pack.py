@@ -8,7 +8,8 @@ Library: litdata (Lightning's), chosen over WebDataset, which needs one dependen
 litdata's eleven (boto3, obstore, requests, tifffile...), for what training needs: each rank gets
 its own shards with equal item counts (WebDataset splits by whole tar file, so ranks with fewer
 items stop early and DDP waits forever unless the epoch is cut by hand), rows can be read by index
-(evaluation, reports, feature caches: WebDataset only streams), and the loader has a resumable state.
+(evaluation, reports, feature caches: WebDataset only streams). Its speed was not compared with
+WebDataset's: litdata's own, once its batch decoding is off, is 0.61x the in-memory loader's.
 
 What a shard holds: the decoded uint8 image at the training size, not the file's JPEG bytes:
 decoding 224-px JPEGs ran at 1,505 img/s on one core against 4,339 img/s for the whole shard
