@@ -22,7 +22,7 @@ from conftest import read_json, write_shapes_folder
 from ddp_helpers import as_rank_0, free_port
 
 pytest.importorskip("litdata")
-# slow: 27 s on this 2-core machine (load 10), past the test budget; the split into disjoint equal
+# slow: 3 s on this 2-core machine when idle but 27 s at load 10, past the test budget; the split into disjoint equal
 # parts itself is tested in tests/data/test_pack.py in make test
 pytestmark = [pytest.mark.timeout(600, method="thread"), pytest.mark.slow]  # a rank waiting for a dead peer waits 30 min
 
