@@ -121,18 +121,22 @@ def run_worker(env: dict[str, str], *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def train_command(folder: Path, runs: Path, name: str, devices: int, budget: float, env: dict[str, str]) -> dict:
-    """``cnnlab train --image-store disk`` on ``devices`` CPU processes; its run.json."""
+DISK_OPTIONS = ["--image-store", "disk", "--image-size", str(SIDE), "--channels", "3", "--val-split", "256",
+                "--test-split", "256"]
+
+
+def train_command(folder: Path, runs: Path, name: str, devices: int, budget: float, env: dict[str, str],
+                  options: list[str] | None = None) -> dict:
+    """``cnnlab train FOLDER`` with ``options`` (default DISK_OPTIONS) on ``devices`` CPU processes; its run.json."""
     extra = ["--devices", "2", "--strategy", "ddp"] if devices > 1 else []
-    command = [sys.executable, "-m", "cnnlab", "train", str(folder), "--image-store", "disk", "--model", MODEL,
-               "--image-size", str(SIDE), "--channels", "3", "--batch-size", str(BATCH), "--epochs", "1",
-               "--time-budget", str(budget), "--accelerator", "cpu", "--val-split", "256", "--test-split", "256",
-               "--runs-dir", str(runs), "--name", name, *extra]
+    command = [sys.executable, "-m", "cnnlab", "train", str(folder), *(DISK_OPTIONS if options is None else options),
+               "--model", MODEL, "--batch-size", str(BATCH), "--epochs", "1", "--time-budget", str(budget),
+               "--accelerator", "cpu", "--runs-dir", str(runs), "--name", name, *extra]
     began = time.perf_counter()
     result = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"} if devices > 1 else env,
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SystemExit(f"cnnlab train ({devices} process(es)) failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"cnnlab train {folder} ({devices} process(es)) failed:\n{result.stderr[-3000:]}")
     run = json.loads((runs / name / "run.json").read_text())
     run["command_s"] = time.perf_counter() - began
     return run

@@ -26,6 +26,7 @@ SECTIONS = [
     ("serve", "Serving: requests/s and latency under 16 clients (issue #17)"),
     ("serve_window", "Serving: the batching window (issue #17)"),
     ("bigdata", "Data beyond memory (issue #22)"),
+    ("shards", "Streaming shards: cnnlab data pack (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
 ]
 INTRO = """# Benchmarks

@@ -10,10 +10,13 @@ others (torchrun), reading the log and folder from CNNLAB_TEST_WRITES_LOG and CN
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import multiprocessing.process
 import os
 import socket
 import sys
+from typing import Iterator
 
 
 def free_port() -> int:
@@ -88,3 +91,27 @@ def writes_by_rank(log: str) -> dict[str, list[str]]:
             rank, event, path = line.split("\t")
             found.setdefault(rank, []).append(f"{event} {path}")
     return found
+
+
+@contextlib.contextmanager
+def as_rank_0(env: dict[str, str], child: "multiprocessing.process.BaseProcess") -> Iterator[None]:
+    """This test process as rank 0 (``env`` added to its environment) beside the forked ``child``;
+    afterwards a single process again: the child killed if still alive, the process group gone,
+    environment and torch threads as before."""
+    import torch
+
+    from cnnlab.training import distributed
+
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    try:
+        os.environ.update(env)
+        yield
+    finally:
+        if child.is_alive():
+            child.kill()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        distributed._current = None  # this test process is a single process again
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)

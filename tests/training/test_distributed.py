@@ -27,12 +27,11 @@ from cnnlab.config import build_config
 from cnnlab.evaluation.run import run_data
 from cnnlab.models import create_model
 from cnnlab.models.inference import predict_probs
-from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.fit import fit
 from cnnlab.training.run_dir import open_run, read_run_config
 from conftest import fitted_meta, read_json, write_shapes_folder
-from ddp_helpers import free_port, install, writes_by_rank
+from ddp_helpers import as_rank_0, free_port, install, writes_by_rank
 
 # A rank left waiting for a peer that died waits inside torch (30 min): end the session instead.
 pytestmark = pytest.mark.timeout(900, method="thread")
@@ -90,23 +89,12 @@ def pair(tmp_path_factory, one_torch_thread) -> dict:
     cache = {"CNNLAB_CACHE_DIR": str(work / "cache")}  # watched too: a fresh decoded-image cache
     child = multiprocessing.get_context("fork").Process(
         target=_rank_1, args=(commands, {**_launcher_env(port, 1), **cache}, log, str(work), child_output))
-    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
     out, err = io.StringIO(), io.StringIO()
     child.start()
-    try:
-        os.environ.update({**_launcher_env(port, 0), **cache})
+    with as_rank_0({**_launcher_env(port, 0), **cache}, child):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             codes = [main(command) for command in commands]
         child.join(timeout=300)
-    finally:
-        if child.is_alive():
-            child.kill()
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        distributed._current = None  # this test process is a single process again
-        os.environ.clear()
-        os.environ.update(saved_env)
-        torch.set_num_threads(saved_threads)
     return {"codes": codes, "child_code": child.exitcode, "out": out.getvalue(), "err": err.getvalue(),
             "child_output": Path(child_output).read_text(), "writes": writes_by_rank(log), "runs": runs,
             "one": one}

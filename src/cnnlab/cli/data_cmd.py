@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cli.data_pack import add_pack_parser, describe_packed
 from cnnlab.cli.options import add_option
 from cnnlab.config import options_by_dest
 
@@ -21,8 +22,8 @@ def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers ``cnnlab data {list,inspect,cache}``."""
-    p = subparsers.add_parser("data", help="list built-in sets, inspect an image folder, warm the cache",
+    """Registers ``cnnlab data {list,inspect,cache,pack}``."""
+    p = subparsers.add_parser("data", help="list built-in sets, inspect an image folder, warm the cache, pack shards",
                               description="Data sets: what is built in, what a folder holds, the decoded cache.")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the built-in data sets, offline and online")
@@ -46,6 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ca.add_argument("--clear", action="store_true", help="delete the whole cache (SQLite and record stores)")
     ca.add_argument("--prune", action="store_true", help="drop entries of files that changed or are gone")
     ca.set_defaults(func=run_cache)
+    add_pack_parser(sub)
     return p
 
 
@@ -110,6 +112,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     from cnnlab.config import DataConfig
     from cnnlab.data.inspect import inspect_data, write_inspection_figures
 
+    from cnnlab.data.packed import is_packed
+
+    if is_packed(args.data):
+        describe_packed(args.data)
+        return 0
     workers = DataConfig(workers=getattr(args, "workers", DataConfig.workers)).workers  # checked as in train
     inspection = inspect_data(Path(args.data), workers=workers, decode=args.decode)
     report = inspection.report
@@ -146,6 +153,12 @@ def run_cache(args: argparse.Namespace) -> int:
         return 0
     store.close()
     import time
+
+    from cnnlab.data.packed import is_packed
+    from cnnlab.errors import CnnlabError
+
+    if is_packed(args.data):
+        raise CnnlabError(f"'{args.data}' is packed: its images are decoded already; train from it directly")
 
     from cnnlab.data.prepare import warm_cache
 

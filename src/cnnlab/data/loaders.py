@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.batch_size import EVAL_BATCH_SIZE, eval_batch_size  # noqa: F401  EVAL_BATCH_SIZE: imported from here too
+from cnnlab.data.packed import streamable
 from cnnlab.data.types import ImageSet, PreparedData
+from cnnlab.errors import CnnlabError
 
 
 class _BatchIndexed(Dataset):
@@ -143,8 +145,19 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
         self.train_extra = train_extra
+        if streamable(data.splits["train"]) is not None and (balanced or train_extra is not None):
+            what = "--sampler balanced" if balanced else "distillation (a teacher's logits per image)"
+            raise CnnlabError(f"{what} needs random access to the training images; packed data streams them: "
+                              f"train from the folder '{data.source}' was packed from instead")
 
     def train_dataloader(self) -> DataLoader:
+        packed = streamable(self.data.splits["train"])
+        if packed is not None:  # shards of cnnlab data pack: litdata streams this rank's part
+            trainer = self.trainer
+            if trainer is None:
+                return packed.train_loader(self.batch_size, self.seed, (0, 1))
+            return packed.train_loader(self.batch_size, self.seed, trainer_shard(self), trainer.num_nodes,
+                                       epoch_of=lambda: trainer.current_epoch)
         return batch_loader(
             self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self),
             self.train_extra,

@@ -15,6 +15,7 @@ from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.discover import Listing, discover
 from cnnlab.data.cache import cache_enabled
 from cnnlab.data.folder import decode_files, default_side, guess_format
+from cnnlab.data.packed import is_packed, open_packed
 from cnnlab.data.record_store import decode_stored
 from cnnlab.config import SplitSpec
 from cnnlab.data.splits import hold_out
@@ -151,6 +152,10 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
     skipped: list[SkippedFile] = []
     if cfg.source in BUILTIN_NAMES:
         pool, given, class_names = _builtin(cfg, needs)
+    elif is_packed(cfg.source):  # shards of cnnlab data pack: split when packed, the train split streams
+        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels,
+                                                  cfg.image_size or needs.image_size)
+        pool = given.pop("train")
     else:
         pool, given, class_names = _folder(cfg, needs, skipped, cache_read_only)
     labels = pool.labels.numpy()
@@ -213,6 +218,10 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
         pool, test, names = load_builtin(source)
         image_set = test if test is not None else pool
         image_set.images = convert_images(image_set.images, channels, size)
+        files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
+    elif is_packed(source):  # its test split, read from the shards
+        splits, names, _ = open_packed(source, channels, size)
+        image_set = splits["test"]
         files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
     else:
         listing = discover(Path(source))

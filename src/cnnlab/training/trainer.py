@@ -38,6 +38,7 @@ _LIGHTNING_NOISE = (
     ".*overridden `on_after_batch_transfer`.*",  # intended: the module owns device-side work
     ".*TensorBoard support.*",
     ".*tensorboardX.*",
+    ".*IterableDataset.*has `__len__` defined.*",  # packed data: litdata's loader, no multi-process workers
 )
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 

@@ -1,0 +1,72 @@
+"""``cnnlab data pack FOLDER OUT``: a labelled image folder as streaming shards, and what a packed folder holds."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cnnlab.cli.options import add_option, given_options
+from cnnlab.config import options_by_dest
+
+# the options of cnnlab train that decide what is packed: format, splits (and the seed of the hold-out), decoding
+PACK_OPTIONS = ("image_size", "channels", "val_split", "test_split", "seed", "workers", "image_store")
+
+
+def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
+    """Registers ``cnnlab data pack`` under ``cnnlab data``."""
+    pack = sub.add_parser(
+        "pack", help="write an image folder as streaming shards (litdata) that cnnlab train OUT trains from",
+        description="Decode a labelled image folder once and write it as streaming shards (litdata) in OUT, with "
+                    "a manifest (classes, channels, size, counts per split): cnnlab train OUT then trains from "
+                    "the shards, each process of a multi-process run reading its own part. The folder is read "
+                    "as cnnlab train reads it (train/ val/ test/ or class folders, unreadable files skipped and "
+                    "listed); without val/ and test/ they are held out now, as training would with the same "
+                    "--val-split, --test-split and --seed. Shards hold decoded images at --image-size: pack "
+                    "at the size and channels the model will train at.",
+        epilog="example: cnnlab data pack photos/ photos-packed --image-size 128 && cnnlab train photos-packed")
+    pack.add_argument("folder", metavar="FOLDER", help="image folder: train/ val/ test/ of class folders, or class folders")
+    pack.add_argument("out", metavar="OUT", help="new (or empty) folder to write the shards and manifest in")
+    pack.add_argument("--shard-size", type=float, default=64.0, metavar="MB",
+                      help="largest shard file in MB (default: 64); a process reads a shard at a time, "
+                           "from local disk or shared storage")
+    specs = options_by_dest()
+    for name in PACK_OPTIONS:
+        add_option(pack, specs[name])
+    pack.set_defaults(func=run_pack)
+    return pack
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from cnnlab.config import build_config
+    from cnnlab.data.pack import pack_folder
+    from cnnlab.errors import CnnlabError
+
+    if not args.shard_size > 0:
+        raise CnnlabError(f"--shard-size must be above 0 MB, got {args.shard_size:g}")
+    specs = options_by_dest()
+    config = build_config(data=args.folder, **given_options(args, [specs[name] for name in PACK_OPTIONS]))
+    done = pack_folder(config.data, args.out, config.train.seed, args.shard_size)
+    counts = ", ".join(f"{split} {count:,}" for split, count in done.counts.items())
+    print(f"packed {sum(done.counts.values()):,} images ({counts}) of {len(done.class_names)} classes at "
+          f"{done.image_size} px, {done.channels} channel(s): {done.shards} shard(s), {done.bytes / 1e6:.1f} MB, "
+          f"in {done.seconds:.1f} s -> {done.out}")
+    if done.skipped:
+        print(f"{done.skipped} unreadable file(s) skipped: listed in {done.out}/cnnlab-pack.json (cnnlab data "
+              f"inspect {args.folder} --decode explains them)")
+    print(f"train with: cnnlab train {done.out}")
+    return 0
+
+
+def describe_packed(source: str) -> None:
+    """Prints what a packed folder holds (cnnlab data inspect on a packed folder)."""
+    from cnnlab.data.packed import read_manifest
+
+    manifest = read_manifest(source)
+    print(f"{source}: packed by cnnlab data pack (format {manifest['version']}) from {manifest['source']}")
+    print(f"  {len(manifest['class_names'])} classes: {', '.join(manifest['class_names'])}")
+    print(f"  images: {manifest['image_size']} px, {manifest['channels']} channel(s), decoded (uint8)")
+    for split, info in manifest["splits"].items():
+        per_class = ", ".join(f"{name} {count}" for name, count in info["per_class"].items())
+        print(f"  {split}: {info['count']:,} images ({per_class})")
+    print(f"  skipped when packing: {len(manifest.get('skipped', []))} file(s); inspect the original folder "
+          "for its problems (cnnlab data inspect FOLDER)")
