@@ -63,6 +63,8 @@ def test_flip_tta_makes_eval_predictions_mirror_invariant() -> None:
         assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
         model.tta = "none"
         assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
+    model.tta = "flip"
+    assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)  # with gradients (Grad-CAM): one view
 
 
 def test_flip_translate_tta_weighs_the_six_views_as_airbench() -> None:

@@ -209,7 +209,8 @@ class FastCifarNet(nn.Module):
         return self._logits(torch.cat([x, x.flip(-1)])).view(2, len(x), -1).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or self.tta == "none":
+        if self.training or self.tta == "none" or torch.is_grad_enabled():
+            # With gradients (Grad-CAM explains one view's activations) the plain network answers.
             return self._logits(x)
         # Test-time augmentation (photos only: not for text/digits): the mirror image, and with
         # "flip-translate" also the image moved 1 px up-left and down-right (edges reflected),
