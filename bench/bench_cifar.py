@@ -1,6 +1,6 @@
 """CIFAR-10 from scratch as users live it: ``cnnlab train CIFAR --recipe fast-cifar`` in 10 and 15 minutes.
 
-    PYTHONPATH=src python bench/bench_cifar.py --minutes 10            # one whole command, ~11 min
+    PYTHONPATH=src python bench/bench_cifar.py --minutes 10,15         # the goals, ~30 min
     PYTHONPATH=src python bench/bench_cifar.py --minutes 15 --main-src ../main/src  # + main's code, same way
     PYTHONPATH=src python bench/bench_cifar.py --render                # the page from stored results
 
@@ -85,8 +85,9 @@ def variants_table(stored: dict) -> list[str]:
                      "(accuracy at fixed epochs does not depend on it)."]
     for entry in stored.get("speed", []):
         rows += ["", f"Training step speed (images/s, forward + backward + SGD, interleaved; {entry['machine']}):", "",
-                 "| variant | images/s |", "|---|---|"]
-        rows += [f"| {name} | {speed:.0f} |" for name, speed in entry["images_per_s"].items()]
+                 "| variant | images/s | time per image vs base |", "|---|---|---|"]
+        base = entry["images_per_s"]["base"]
+        rows += [f"| {name} | {speed:.0f} | {base / speed:.2f}x |" for name, speed in entry["images_per_s"].items()]
     return rows
 
 
@@ -108,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", default="", help="comma-separated whole-command minutes, e.g. 10,15")
     p.add_argument("--main-src", type=Path, help="also run this cnnlab source tree (main's), the same way")
     p.add_argument("--render", action="store_true", help="only rewrite the page from stored results")
+    p.add_argument("--data", type=Path, help="the CIFAR-10 folder (default: unpacked from ../shared/data into the cache)")
     p.add_argument("--fixed", type=float, help="the fixed costs in seconds (default: measured by a probe run)")
     args = p.parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.render:
-        source = dataset("cifar10")
+        source = args.data or dataset("cifar10")
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
         stored.setdefault("whole", [])
         codes = [("branch", None)] + ([("main", args.main_src.resolve())] if args.main_src else [])
