@@ -58,7 +58,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model": {"name": "fast_cifar", "dropout": 0.0},
         "augment": {"hflip": True, "width_shift": 0.0625, "height_shift": 0.0625, "fill_mode": "reflect",
                     "label_smoothing": 0.2},
-        "train": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4, "ema": 0.99,
+        "train": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4,
                   "scheduler": "onecycle", "epochs": 10, "patience": 10,
                   "channels_last": True, "compile": False, "precision": "bf16-mixed"},
     },
