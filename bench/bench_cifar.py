@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
         stored.setdefault("whole", [])
         codes = [("branch", None)] + ([("main", args.main_src.resolve())] if args.main_src else [])
+        fixed = {label: args.fixed for label, _ in codes}  # measured once per code, by its first run's probe
         with tempfile.TemporaryDirectory() as tmp:
             for minutes in [float(m) for m in args.minutes.split(",") if m.strip()]:
                 for label, src in codes:
-                    row = whole_run(source, Path(tmp), minutes, src, label, args.fixed)
+                    row = whole_run(source, Path(tmp), minutes, src, label, fixed[label])
+                    fixed[label] = row["fixed"]
                     print(json.dumps(row), flush=True)
                     stored["whole"].append(row)
                     OUT.mkdir(exist_ok=True)
