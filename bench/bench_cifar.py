@@ -91,12 +91,35 @@ def variants_table(stored: dict) -> list[str]:
     return rows
 
 
+NOTES = [
+    "- The data: `/work/shared/data/cifar10.tar.gz`, CIFAR-10 re-encoded as small JPEGs (about 330 bytes "
+    "an image), so accuracies are a little below what the original pixels give.",
+    "- Before this page (main, `bench/common.py: train_once`, the training loop in-process, load 1-3): "
+    "85.98% test after a 10-minute training budget, 88.07% after 20, one thread, about 720 training "
+    "images/s. That path never trained the whitening filters; `cnnlab train` did (its all-layers stage "
+    "set `requires_grad` on every parameter): fixed weights are buffers now.",
+    "- Variants: one seed each, 5 epochs (the schedule fitted to 5 epochs). `airbench` is airbench94's "
+    "dirac start + BatchNorm scales fixed at 1 with 64x faster shifts + an EMA of the weights (0.99 a "
+    "step), together: 2.6 points ahead after 3 epochs, equal after 5, so the recipe leaves them off. "
+    "The levers alone (ema, dirac, bn-shift), batch 128/512 and lr 0.4 were queued but stopped unfinished "
+    "to free the machine for the whole commands (a 5-epoch run took 40 minutes at load 13).",
+    "- Speed ratios (interleaved, load 13, so only the ratios mean anything): bf16-mixed is 1.9x faster "
+    "than fp32 here (the CPU has avx512_bf16); 3/4 width costs 1.8x the time per image and full "
+    "airbench94 width 2.9x (fewer epochs in the same minutes); batch 128 and 512 are within 7% of 256; "
+    "under this load 2 threads were 3.9x slower than 1 (idle: 1.8x faster, `speedups_cifar.md`), which "
+    "`--threads 0` (auto) follows.",
+    "- Not tried: whole-pixel translation (cnnlab's shifts are bilinear and sub-pixel, which blurs training "
+    "images; airbench moves whole pixels), airbench's alternating flip and lookahead, its LR shape "
+    "(`training/time_budget.py`'s one-cycle was kept), several seeds.",
+]
+
+
 def render(command: str) -> str:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
     variants = json.loads(VARIANTS.read_text()) if VARIANTS.is_file() else {}
     body = ["## Whole commands", "", *whole_table(stored.get("whole", [])), "",
             "## What was tried (validation split, fixed epochs: `bench/cifar_variants.py`)", "",
-            *variants_table(variants)]
+            *variants_table(variants), "", "## Notes", "", *NOTES]
     return write_page("cifar", "CIFAR-10 from scratch, whole command: --recipe fast-cifar", command,
                       "Process start to the written report of `cnnlab train CIFAR10 --recipe fast-cifar "
                       "--time-budget T`, T chosen so the whole command fits the minutes (warm decoded-image "

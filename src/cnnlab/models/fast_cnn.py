@@ -209,8 +209,12 @@ class FastCifarNet(nn.Module):
         return self.head(self.groups(self.act(self.stem(x)))) * _LOGIT_SCALE
 
     def _mirrored(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean logits of each image and its mirror image, in one batch."""
-        return self._logits(torch.cat([x, x.flip(-1)])).view(2, len(x), -1).mean(0)
+        """Mean logits of each image and its mirror image.
+
+        One view per call: a batch of all views measured 1.6x slower on this CPU (392 CIFAR
+        images x 6 views, one thread), its activations outgrowing the caches.
+        """
+        return 0.5 * (self._logits(x) + self._logits(x.flip(-1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.tta == "none" or torch.is_grad_enabled():
@@ -224,8 +228,8 @@ class FastCifarNet(nn.Module):
             return logits
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
         h, w = x.shape[-2:]
-        moved = torch.cat([padded[..., :h, :w], padded[..., 2:, 2:]])
-        return 0.5 * logits + 0.5 * self._mirrored(moved).view(2, len(x), -1).mean(0)
+        moved = 0.5 * (self._mirrored(padded[..., :h, :w]) + self._mirrored(padded[..., 2:, 2:]))
+        return 0.5 * logits + 0.5 * moved
 
 
 @register_model("fast_cnn")
