@@ -91,6 +91,11 @@ def variants_table(stored: dict) -> list[str]:
     return rows
 
 
+VARIANT_COMMANDS = [  # what made the variants' rows below (bench/out/cifar_variants.json)
+    "PYTHONPATH=src python bench/cifar_variants.py --data CIFAR10 --epochs 5 base airbench",
+    "flock /work/scratch/bench.lock python bench/cifar_variants.py --data CIFAR10 --speed --rounds 3 base airbench "
+    "width-3/4 width-full batch-128 batch-512 fp32",
+]
 NOTES = [
     "- The data: `/work/shared/data/cifar10.tar.gz`, CIFAR-10 re-encoded as small JPEGs (about 330 bytes "
     "an image), so accuracies are a little below what the original pixels give.",
@@ -116,6 +121,8 @@ NOTES = [
 
 def render(command: str) -> str:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
+    commands = sorted({r["command"] for r in stored.get("whole", []) if r.get("command")})
+    command = "`; `".join(commands + VARIANT_COMMANDS) if commands else command
     variants = json.loads(VARIANTS.read_text()) if VARIANTS.is_file() else {}
     body = ["## Whole commands", "", *whole_table(stored.get("whole", [])), "",
             "## What was tried (validation split, fixed epochs: `bench/cifar_variants.py`)", "",
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for minutes in [float(m) for m in args.minutes.split(",") if m.strip()]:
                 for label, src in codes:
-                    row = whole_run(source, Path(tmp), minutes, src, label, fixed[label])
+                    row = whole_run(source, Path(tmp), minutes, src, label, fixed[label]) | {"command": command}
                     fixed[label] = row["fixed"]
                     print(json.dumps(row), flush=True)
                     stored["whole"].append(row)
