@@ -113,6 +113,9 @@ NOTES = [
     "airbench94 width 2.9x (fewer epochs in the same minutes); batch 128 and 512 are within 7% of 256; "
     "under this load 2 threads were 3.9x slower than 1 (idle: 1.8x faster, `speedups_cifar.md`), which "
     "`--threads 0` (auto) follows.",
+    "- The first 10-minute run scored the six test views as one batch (234 s of evaluation at load 8); "
+    "the later runs score one view per call (1.6x faster: a six-fold batch outgrows the caches). The "
+    "evaluation phase also draws the report's Grad-CAM and other figures.",
     "- Not tried: whole-pixel translation (cnnlab's shifts are bilinear and sub-pixel, which blurs training "
     "images; airbench moves whole pixels), airbench's alternating flip and lookahead, its LR shape "
     "(`training/time_budget.py`'s one-cycle was kept), several seeds.",

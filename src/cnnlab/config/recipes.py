@@ -70,9 +70,9 @@ RECIPE_HELP: dict[str, str] = {
     "lesson": "the lesson's Keras setup, to compare against (MNIST: 99.0% after about 7 epochs)",
     "fast": "MNIST-sized data: 24 s of training, 99.2% on MNIST, the whole command 39 s on 2 CPU cores "
             "(the lesson's Keras: 73 s of training to 99.0%); --time-budget 90 for 99.5%",
-    "fast-cifar": "CIFAR-10-sized photos, with --time-budget: on CIFAR-10 here the whole command took 13 min "
-                  "for 86.5% test (--time-budget 640, 9 epochs) and 9 min for 79.7% (--time-budget 295, "
-                  "3 epochs, load 7-11); short of #18's 90% in 10 min",
+    "fast-cifar": "CIFAR-10-sized photos, with --time-budget: on CIFAR-10 here --time-budget 470 made the "
+                  "whole command 9.1 min for 86.7% test (10 epochs, 2 threads, load 2), short of #18's 90% "
+                  "in 10 min; at load 4-9, --time-budget 640 took 13 min for 86.5%",
 }
 
 
