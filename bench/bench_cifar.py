@@ -1,140 +1,167 @@
-"""CIFAR-10 from scratch: test accuracy reached in 5, 10 and 20 minutes with ``--recipe fast-cifar``.
+"""CIFAR-10 from scratch as users live it: ``cnnlab train CIFAR --recipe fast-cifar`` in 10 and 15 minutes.
 
-    PYTHONPATH=src python bench/bench_cifar.py --seeds 3 --threads 1   # the table: 5/10/20 min x 3 seeds, ~2 h
-    PYTHONPATH=src python bench/bench_cifar.py --budgets 60 --no-lesson  # a quick look
-    PYTHONPATH=src python bench/bench_cifar.py --fresh ...       # forget earlier results
-    PYTHONPATH=src python bench/bench_cifar.py --speed           # step time per speed-up, ~3 min
+    PYTHONPATH=src python bench/bench_cifar.py --minutes 10,15         # the goals, ~30 min
+    PYTHONPATH=src python bench/bench_cifar.py --minutes 15 --main-src ../main/src  # + main's code, same way
+    PYTHONPATH=src python bench/bench_cifar.py --render                # the page from stored results
 
-Each point is one run of ``cnnlab train cifar10 --recipe fast-cifar --time-budget SECONDS``
-(epochs set high, so the time decides; the LR schedule fits the budget), scored on the 10,000
-test images with the best checkpoint, as cnnlab does. The lesson recipe with the same budget
-runs last, at the first budget, for scale. Results accumulate in bench/out/cifar.json, saved after every run (an interrupted
-benchmark keeps what it measured), and the table in bench/out/cifar.md shows them all.
+Each point is one whole process, ``cnnlab train cifar10 --recipe fast-cifar --time-budget T``, from
+process start to the written report, with T = the minutes minus the command's fixed costs (start-up,
+decoding, the final evaluation, figures, report), measured first by a short run of the same
+command. Test accuracy is the run's own (metrics.json). The decoded-image cache is warm (a
+first run on the folder decodes 60,000 JPEGs first: its phase line shows how long). Results
+accumulate in bench/out/cifar.json; the page also shows the variants measured by
+``bench/cifar_variants.py`` (validation accuracy at fixed epochs, training speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mnist_whole import run_cnnlab
+from common import DATASETS, OUT, dataset, machine, write_page
 
-import torch  # noqa: E402
-
-from common import OUT, dataset, load_data, machine, recipe_config, speed_table, spread, train_once  # noqa: E402
+from cnnlab.phases import phase_line
 
 RESULTS = OUT / "cifar.json"
-GOAL = (0.90, 900)  # the issue's goal: 90% test accuracy within 15 minutes
+VARIANTS = OUT / "cifar_variants.json"
+GOALS = {10: 0.90, 15: 0.93}  # the issue's goals: minutes of whole command -> test accuracy
+MARGIN = 10.0  # seconds kept free: the time budget's own stop can run over by a few seconds
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budgets", default="300,600,1200", help="comma-separated training budgets, seconds")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--no-lesson", dest="lesson", action="store_false", help="skip the lesson recipe run")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--fresh", action="store_true", help="discard results of earlier invocations")
-    p.add_argument("--speed", action="store_true", help="only the per-step speed-up table (fast_cifar)")
-    return p.parse_args(argv)
+def whole_run(source: Path, work: Path, minutes: float, src: Path | None, label: str, fixed: float | None) -> dict:
+    """The run whose whole command should last ``minutes``; a short probe run first measures the
+    fixed costs (unless ``fixed`` gives them)."""
+    cache = DATASETS.parent  # the user's own cache: warm after the first run on the folder
+    if fixed is None:
+        probe = run_cnnlab(source, work, f"{label}-probe", cache, ["--time-budget", "20"], "fast-cifar", src)
+        fixed = probe["wall"] - probe["timing"]["phases"].get("training", 0.0)
+    budget = max(minutes * 60 - fixed - MARGIN, 30.0)
+    print(f"{label}: fixed costs {fixed:.0f} s -> --time-budget {budget:.0f}", flush=True)
+    load_before = machine().split("load average ")[1]
+    run = run_cnnlab(source, work, f"{label}-{minutes:g}", cache, ["--time-budget", f"{budget:.0f}"],
+                     "fast-cifar", src)
+    epochs = sum(stage.get("epochs", 0) for stage in run["meta"].get("stages", []))  # epochs begun
+    return {"code": label, "minutes": minutes, "budget": round(budget), "wall": round(run["wall"], 1),
+            "acc": run["accuracy"], "phases": run["timing"].get("phases", {}), "epochs": epochs,
+            "threads": run["meta"].get("attempts", [{}])[-1].get("threads"), "fixed": round(fixed, 1),
+            "load_before": load_before, "load_after": machine().split("load average ")[1]}
 
 
-def speed(command: str) -> int:
-    """Per-step timing of each speed-up for the fast-cifar network."""
-    text = "\n".join(["# Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", "",
-                      f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-                      *speed_table("fast_cifar", 3, 32, 256, rounds=4), ""])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "speedups_cifar.md").write_text(text)
-    print(text)
-    return 0
+def whole_table(runs: list[dict]) -> list[str]:
+    """One row per whole command: goal, wall time, test accuracy, where the time went."""
+    rows = ["| code | goal | --time-budget (s) | whole command (s) | test accuracy | goal met | epochs | "
+            "threads | load average before / after |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        goal = GOALS.get(int(r["minutes"]))
+        met = "-" if goal is None else ("yes" if r["acc"] >= goal and r["wall"] <= r["minutes"] * 60 else
+                                        f"no: {100 * (goal - r['acc']):.2f} points short")
+        rows.append(f"| {r['code']} | {goal or 0:.0%} in {r['minutes']:g} min | {r['budget']} | {r['wall']:.0f} | "
+                    f"{r['acc']:.2%} | {met} | {r['epochs']} | {r['threads']} | {r['load_before']} / "
+                    f"{r['load_after']} |")
+    rows.append("")
+    rows += [f"- {r['code']}, {r['minutes']:g} min: {phase_line(r['phases'], r['wall'])}" for r in runs]
+    return rows
 
 
-def table(results: list[dict]) -> list[str]:
-    """Markdown rows: one per (recipe, budget), median (min-max) over seeds."""
-    header = ["recipe", "budget (min)", "seeds", "test acc % (best ckpt)", "epochs done", "training time (s)",
-              "train images/s", "stopped by"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    keys = sorted({(r["recipe"], r["budget"]) for r in results}, key=lambda k: (k[0] != "fast-cifar", k[1], k[0]))
-    for recipe, budget in keys:
-        runs = [r for r in results if (r["recipe"], r["budget"]) == (recipe, budget)]
-        lines.append("| " + " | ".join([
-            recipe, f"{budget / 60:g}", str(len(runs)),
-            spread([100 * r["acc"] for r in runs], "{:.2f}"),
-            spread([r["epochs"] for r in runs], "{:.2f}"),
-            spread([r["seconds"] for r in runs], "{:.0f}"),
-            spread([r["images_per_s"] for r in runs], "{:.0f}"),
-            ", ".join(sorted({"budget" if r["stopped_early"] else "epochs" for r in runs})),
-        ]) + " |")
-    return lines
+def variants_table(stored: dict) -> list[str]:
+    """Validation accuracy per variant at fixed epochs (median over seeds), with and without TTA."""
+    runs = stored.get("runs", [])
+    rows = ["| variant | epochs | runs | val acc, no TTA | flip TTA | flip + translate TTA | "
+            "TTA time on 5,000 val images (s) |", "|---|---|---|---|---|---|---|"]
+    for key in sorted({(r["variant"], r["epochs"]) for r in runs}, key=lambda k: (k[1], k[0] != "base", k[0])):
+        group = [r for r in runs if (r["variant"], r["epochs"]) == key]
+        med = {t: statistics.median(r["val"][t] for r in group) for t in ("none", "flip", "flip-translate")}
+        seconds = statistics.median(r["val"]["flip-translate_s"] for r in group)
+        rows.append(f"| {key[0]} | {key[1]} | {len(group)} | {med['none']:.2%} | {med['flip']:.2%} | "
+                    f"{med['flip-translate']:.2%} | {seconds:.1f} |")
+    loads = [float(r["load"].split(",")[0]) for r in runs]
+    if loads:
+        rows += ["", f"Load average (1 min) as these ended: {min(loads):.1f}-{max(loads):.1f} "
+                     "(accuracy at fixed epochs does not depend on it)."]
+    for entry in stored.get("speed", []):
+        rows += ["", f"Training step speed (images/s, forward + backward + SGD, interleaved; {entry['machine']}):", "",
+                 "| variant | images/s | time per image vs base |", "|---|---|---|"]
+        base = entry["images_per_s"]["base"]
+        rows += [f"| {name} | {speed:.0f} | {base / speed:.2f}x |" for name, speed in entry["images_per_s"].items()]
+    return rows
 
 
-def load_range(runs: list[dict]) -> str:
-    """'min-max' of the 1-minute load averages recorded with the runs."""
-    loads = [float(r["load"].split(",")[0]) for r in runs if r.get("load")]
-    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+VARIANT_COMMANDS = [  # what made the variants' rows below (bench/out/cifar_variants.json)
+    "PYTHONPATH=src python bench/cifar_variants.py --data CIFAR10 --epochs 5 base airbench",
+    "flock /work/scratch/bench.lock python bench/cifar_variants.py --data CIFAR10 --speed --rounds 3 base airbench "
+    "width-3/4 width-full batch-128 batch-512 fp32",
+]
+NOTES = [
+    "- The data: `/work/shared/data/cifar10.tar.gz`, CIFAR-10 re-encoded as small JPEGs (about 330 bytes "
+    "an image), so accuracies are a little below what the original pixels give.",
+    "- Before this page (main, `bench/common.py: train_once`, the training loop in-process, load 1-3): "
+    "85.98% test after a 10-minute training budget, 88.07% after 20, one thread, about 720 training "
+    "images/s. That path never trained the whitening filters; `cnnlab train` did (its all-layers stage "
+    "set `requires_grad` on every parameter): fixed weights are buffers now.",
+    "- Variants: one seed each, 5 epochs (the schedule fitted to 5 epochs). `airbench` is airbench94's "
+    "dirac start + BatchNorm scales fixed at 1 with 64x faster shifts + an EMA of the weights (0.99 a "
+    "step), together: 2.6 points ahead after 3 epochs, equal after 5, so the recipe leaves them off. "
+    "The levers alone (ema, dirac, bn-shift), batch 128/512 and lr 0.4 were queued but stopped unfinished "
+    "to free the machine for the whole commands (a 5-epoch run took 40 minutes at load 13).",
+    "- Speed ratios (interleaved, load 13, so only the ratios mean anything): bf16-mixed is 1.9x faster "
+    "than fp32 here (the CPU has avx512_bf16); 3/4 width costs 1.8x the time per image and full "
+    "airbench94 width 2.9x (fewer epochs in the same minutes); batch 128 and 512 are within 7% of 256; "
+    "under this load 2 threads were 3.9x slower than 1 (idle: 1.8x faster, `speedups_cifar.md`), which "
+    "`--threads 0` (auto) follows.",
+    "- The first 10-minute run scored the six test views as one batch (234 s of evaluation at load 8); "
+    "the later runs score one view per call (1.6x faster: a six-fold batch outgrows the caches). The "
+    "evaluation phase also draws the report's Grad-CAM and other figures.",
+    "- Not tried: whole-pixel translation (cnnlab's shifts are bilinear and sub-pixel, which blurs training "
+    "images; airbench moves whole pixels), airbench's alternating flip and lookahead, its LR shape "
+    "(`training/time_budget.py`'s one-cycle was kept), several seeds.",
+]
 
 
-def render(stored: dict) -> str:
-    """The markdown page for bench/out/cifar.md from the stored runs and commands."""
-    fast = [r for r in stored["runs"] if r["recipe"] == "fast-cifar" and r["budget"] <= GOAL[1]]
-    best = max((r["acc"] for r in fast), default=0.0)
-    return "\n".join([
-        "# CIFAR-10 from scratch: accuracy per CPU-minute with --recipe fast-cifar",
-        "",
-        *[f"Command: `{c['command']}`  \nMachine: {c['machine']}  " for c in stored["commands"]],
-        "",
-        "Each row: `--recipe fast-cifar --time-budget SECONDS` (epochs unlimited: the budget decides, the "
-        "LR schedule is fitted to it), test accuracy of the best checkpoint (val_loss). Training time "
-        "counts from the first batch: validation and checkpoints included, data decoding not.",
-        "",
-        *table(stored["runs"]),
-        "",
-        f"Load average (1 min) as each run ended: {load_range(stored['runs'])} on 2 cores: the benchmark "
-        "(one thread) shared the machine with other work, so these are lower bounds for an idle machine.",
-        "",
-        f"Goal from the issue: {GOAL[0]:.0%} within {GOAL[1] / 60:g} minutes: "
-        + ("met" if best >= GOAL[0] else f"not met (best within {GOAL[1] / 60:g} min: {best:.2%})") + ".",
-        "",
-    ])
+def render(command: str) -> str:
+    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
+    commands = sorted({r["command"] for r in stored.get("whole", []) if r.get("command")})
+    command = "`; `".join(commands + VARIANT_COMMANDS) if commands else command
+    variants = json.loads(VARIANTS.read_text()) if VARIANTS.is_file() else {}
+    body = ["## Whole commands", "", *whole_table(stored.get("whole", [])), "",
+            "## What was tried (validation split, fixed epochs: `bench/cifar_variants.py`)", "",
+            *variants_table(variants), "", "## Notes", "", *NOTES]
+    return write_page("cifar", "CIFAR-10 from scratch, whole command: --recipe fast-cifar", command,
+                      "Process start to the written report of `cnnlab train CIFAR10 --recipe fast-cifar "
+                      "--time-budget T`, T chosen so the whole command fits the minutes (warm decoded-image "
+                      "cache); test accuracy from the run's metrics.json. This 2-core machine was shared "
+                      "with other work: see the load averages.", body)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", default="", help="comma-separated whole-command minutes, e.g. 10,15")
+    p.add_argument("--main-src", type=Path, help="also run this cnnlab source tree (main's), the same way")
+    p.add_argument("--render", action="store_true", help="only rewrite the page from stored results")
+    p.add_argument("--data", type=Path, help="the CIFAR-10 folder (default: unpacked from ../shared/data into the cache)")
+    p.add_argument("--fixed", type=float, help="the fixed costs in seconds (default: measured by a probe run)")
+    args = p.parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.speed:
-        return speed(command)
-    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
-    source = dataset("cifar10")
-    started = time.perf_counter()
-    data = {name: load_data(recipe_config(name, source, 0)) for name in ("fast-cifar", "lesson")[: 1 + args.lesson]}
-    print(f"data decoded in {time.perf_counter() - started:.0f}s; {machine()}", flush=True)
-    OUT.mkdir(exist_ok=True)
-    stored = {"runs": [], "commands": []} if args.fresh or not RESULTS.is_file() else json.loads(RESULTS.read_text())
-    stored["commands"].append({"command": command, "machine": machine()})
-    plan = [("fast-cifar", b, s) for s in range(args.seeds) for b in budgets]
-    if args.lesson:  # last, at the first budget, for scale: what the lesson's setup gets
-        plan.append(("lesson", budgets[0], 0))
-    for recipe, budget, seed in plan:
-        config = recipe_config(recipe, source, seed, {"train": {"time_budget": budget, "epochs": 1000,
-                                                                "patience": 1000}})
-        result = train_once(config, data[recipe])
-        train_images = len(data[recipe].splits["train"])
-        run = {"recipe": recipe, "budget": budget, "seed": seed, "acc": result.final_acc,
-               "epochs": result.epochs,
-               "seconds": result.train_seconds, "stopped_early": bool(result.budget and result.budget.stopped_early),
-               "images_per_s": result.extra["images_per_s"], "load": machine().split("load average ")[1]}
-        print(f"{recipe} {budget:.0f}s seed {seed}: test {run['acc']:.2%} after {run['epochs']:.2f} epochs "
-              f"in {run['seconds']:.0f}s ({run['images_per_s']:.0f} img/s of {train_images})", flush=True)
-        stored["runs"].append(run)
-        RESULTS.write_text(json.dumps(stored, indent=1))
-    text = render(stored)
-    (OUT / "cifar.md").write_text(text)
-    print("\n" + text)
+    if not args.render:
+        source = args.data or dataset("cifar10")
+        stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
+        stored.setdefault("whole", [])
+        codes = [("branch", None)] + ([("main", args.main_src.resolve())] if args.main_src else [])
+        fixed = {label: args.fixed for label, _ in codes}  # measured once per code, by its first run's probe
+        with tempfile.TemporaryDirectory() as tmp:
+            for minutes in [float(m) for m in args.minutes.split(",") if m.strip()]:
+                for label, src in codes:
+                    row = whole_run(source, Path(tmp), minutes, src, label, fixed[label]) | {"command": command}
+                    fixed[label] = row["fixed"]
+                    print(json.dumps(row), flush=True)
+                    stored["whole"].append(row)
+                    OUT.mkdir(exist_ok=True)
+                    RESULTS.write_text(json.dumps(stored, indent=1))
+    render(command)
     return 0
 
 

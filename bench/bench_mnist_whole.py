@@ -46,10 +46,16 @@ def run_keras(mnist: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str]) -> dict:
-    """One whole ``cnnlab train`` process; its wall time, test accuracy and recorded phases."""
+def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str], recipe: str = "fast",
+               src: Path | None = None) -> dict:
+    """One whole ``cnnlab train`` process; its wall time, test accuracy and recorded phases.
+
+    ``src``: run the cnnlab source tree there (e.g. main's, side by side) instead of this one's.
+    """
     env = {**os.environ, "CNNLAB_CACHE_DIR": str(cache)}
-    command = [str(Path(sys.executable).parent / "cnnlab"), "train", str(mnist), "--recipe", "fast",
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    command = [str(Path(sys.executable).parent / "cnnlab"), "train", str(mnist), "--recipe", recipe,
                "--runs-dir", str(work), "--name", name, *extra]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -58,7 +64,8 @@ def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str]
         raise SystemExit(f"cnnlab failed:\n{result.stderr[-3000:]}")
     meta = json.loads((work / name / "run.json").read_text())
     metrics = json.loads((work / name / "metrics.json").read_text())["test"]
-    return {"wall": wall, "accuracy": metrics["accuracy"], "timing": meta.get("timing", {})}
+    return {"wall": wall, "accuracy": metrics["accuracy"], "timing": meta.get("timing", {}), "meta": meta,
+            "stdout": result.stdout}
 
 
 def main(argv: list[str] | None = None) -> int:

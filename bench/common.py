@@ -145,14 +145,19 @@ class RunResult:
     probe: TestProbe | None = None
     budget: TimeBudget | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model: torch.nn.Module | None = None  # the trained network (best checkpoint), in eval mode
 
 
 def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0, stop_at: float | None = None,
-               workdir: Path | None = None) -> RunResult:
-    """Trains ``config`` on ``data`` the way ``cnnlab train`` does; scores the best checkpoint on test."""
+               workdir: Path | None = None, model: torch.nn.Module | None = None,
+               callbacks: list[L.Callback] | None = None) -> RunResult:
+    """Trains ``config`` on ``data`` the way ``cnnlab train`` does; scores the best checkpoint on test.
+
+    ``model`` replaces the config's network (a variant under study); ``callbacks`` join the Trainer's.
+    """
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     preprocess = preprocess_meta(data, config)
-    model = apply_speedups(build_model(config, data.num_classes, preprocess), config.train)
+    model = apply_speedups(model or build_model(config, data.num_classes, preprocess), config.train)
     normalize = Normalize(preprocess["mean"], preprocess["std"])
     module = ClassifierModule(model, data.num_classes, normalize, config.train,
                               augment=build_batch_augment(config.augment),
@@ -160,7 +165,7 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
     datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         files = new_run_dir(merge_config(config, {"runs_dir": tmp, "name": "bench"}))
-        callbacks: list[L.Callback] = []
+        callbacks = list(callbacks or [])
         probe = None
         if probes_per_epoch:
             batches = -(-len(data.splits["train"]) // config.data.batch_size)
@@ -187,7 +192,9 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
     epochs = trainer.global_step / batches  # fractional: a budget can end mid-epoch
     images = min(trainer.global_step * config.data.batch_size, epochs * len(data.splits["train"]))
     return RunResult(seconds, epochs, accuracy(module.model, normalize, data.splits["test"]),
-                     probe, budget, {"wall_seconds": wall, "images_per_s": images / max(seconds, 1e-9)})
+                     probe, budget, {"wall_seconds": wall, "images_per_s": images / max(seconds, 1e-9),
+                                       "normalize": normalize},
+                     module.model.eval())
 
 
 def spread(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -223,13 +230,16 @@ def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: i
     variants = variants or SPEED_VARIANTS
     default_threads = torch.get_num_threads()
     steps: dict[str, Any] = {}
+    steps_x: dict[str, torch.Tensor] = {}
     for label, v in variants.items():
         torch.manual_seed(0)
-        model = create_model(model_name, num_classes=10, in_chans=in_chans, image_size=(side, side), dropout=0.0)
+        model = (v["model"]() if "model" in v  # a variant's own network (a factory)
+                 else create_model(model_name, num_classes=10, in_chans=in_chans, image_size=(side, side), dropout=0.0))
         model = apply_speedups(model, TrainConfig(channels_last=v.get("channels_last", False),
                                                   compile=v.get("compile", False)))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        x, y = torch.rand(batch, in_chans, side, side), torch.randint(0, 10, (batch,))
+        size = v.get("batch", batch)
+        x, y = torch.rand(size, in_chans, side, side), torch.randint(0, 10, (size,))
 
         def step(model=model, optimizer=optimizer, x=x, y=y, v=v) -> None:
             torch.set_num_threads(v.get("threads", default_threads))
@@ -242,13 +252,14 @@ def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: i
         began = time.perf_counter()
         step(), step()  # warm-up (and compilation)
         steps[label] = (step, time.perf_counter() - began)
+        steps_x[label] = x
     times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(rounds):
         for label, (step, _) in steps.items():
             began = time.perf_counter()
             for _ in range(5):
                 step()
-            times[label].append((time.perf_counter() - began) / 5 / batch * 1e6)
+            times[label].append((time.perf_counter() - began) / 5 / len(steps_x[label]) * 1e6)
     torch.set_num_threads(default_threads)
     base = statistics.median(next(iter(times.values())))
     lines = ["| variant | us per image (median, min-max) | time vs default | warm-up (s) |", "|---|---|---|---|"]

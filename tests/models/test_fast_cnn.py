@@ -61,5 +61,43 @@ def test_flip_tta_makes_eval_predictions_mirror_invariant() -> None:
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
-        model.flip_tta = False
+        model.tta = "none"
         assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
+    model.tta = "flip"
+    assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)  # with gradients (Grad-CAM): one view
+
+
+def test_flip_translate_tta_weighs_the_six_views_as_airbench() -> None:
+    torch.manual_seed(0)
+    model = FastCifarNet(10, 3, (16, 16), widths=(8, 8, 8))
+    model.train()
+    model(torch.rand(8, 3, 16, 16))
+    model.eval()
+    x = torch.rand(3, 3, 16, 16)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, padded[..., :16, :16], padded[..., 2:, 2:]]
+    with torch.no_grad():
+        model.tta = "none"
+        mirrored = [(model(v) + model(v.flip(-1))) / 2 for v in views]
+        expected = mirrored[0] / 2 + (mirrored[1] + mirrored[2]) / 4
+        model.tta = "flip-translate"
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_airbench_options_dirac_start_and_fast_bn_shifts() -> None:
+    torch.manual_seed(0)
+    plain = FastCifarNet(10, 3, (32, 32), widths=(16, 32, 32))
+    model = FastCifarNet(10, 3, (32, 32), widths=(16, 32, 32), shift_lr=64.0, dirac=True)
+    plain.load_state_dict(model.state_dict())  # same weights, same state-dict keys
+    conv = model.groups[1].conv1  # 16 -> 32 channels: the first 16 filters pass their input through
+    assert torch.equal(conv.weight[:16, :, 1, 1], torch.eye(16))
+    x = torch.rand(8, 3, 32, 32)
+    for p in model.parameters():  # as a stage that trains every layer does: the fixed ones stay fixed
+        p.requires_grad_(True)
+    for net in (plain, model):
+        net.train()
+        net(x).square().sum().backward()
+    bn, plain_bn = model.groups[0].bn1, plain.groups[0].bn1
+    assert "weight" not in dict(bn.named_parameters()) and torch.equal(bn.weight, torch.ones(16))  # scale: 1
+    assert "conv.weight" not in dict(model.stem.named_parameters())  # the whitening is never trained
+    assert torch.allclose(bn.bias.grad, 64 * plain_bn.bias.grad, rtol=1e-4, atol=1e-6)

@@ -140,6 +140,8 @@ class TrainConfig:
     scheduler: Scheduler = option("plateau", "plateau: ReduceLROnPlateau on val_loss (the lesson's); "
                                   "onecycle and cosine step every batch")
     momentum: float = option(0.9, "SGD momentum", at_least=0, below=1)
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.99), validated, checkpointed and kept at the end; 0: off", at_least=0, below=1)
     time_budget: float | None = option(None, "seconds of training for the whole run, all stages and resumes "
                                        "included; schedules fit inside it", metavar="SECONDS", above=0)
     # NHWC memory layout: same results, faster training steps here (BENCHMARKS.md): simple_cnn 1.3x,

@@ -19,7 +19,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from cnnlab.config import TrainConfig
 from cnnlab.io import atomic_write_bytes
 from cnnlab.progress import in_notebook
-from cnnlab.training.callbacks import EpochLines
+from cnnlab.training.averaging import weight_averaging
+from cnnlab.training.callbacks import CheapValidationTTA, EpochLines
 from cnnlab.training.distributed import trainer_strategy
 from cnnlab.training.history import HistoryCSVLogger
 from cnnlab.training.optim import bf16_is_fast
@@ -155,7 +156,8 @@ def build_trainer(
         use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, early_stopping, progress, *(extra_callbacks or [])],
+        callbacks=[checkpoint, early_stopping, progress, *weight_averaging(cfg), CheapValidationTTA(),
+                   *(extra_callbacks or [])],
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
