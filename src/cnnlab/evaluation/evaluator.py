@@ -44,14 +44,14 @@ def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names
             draw(files.figure(key))
 
 
-def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet,
-                num_classes: int) -> tuple[MetricAccumulator, np.ndarray | None]:
+def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet, num_classes: int,
+                autocast: torch.dtype | None = None) -> tuple[MetricAccumulator, np.ndarray | None]:
     """One pass over a split: the metric accumulator, and every probability while they fit in memory."""
     labels = image_set.labels.numpy()
     accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
     keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
     kept = []
-    for start, probs in predict_probs(model, image_set.for_pass, normalize):
+    for start, probs in predict_probs(model, image_set.for_pass, normalize, autocast):
         accumulator.update(labels[start : start + len(probs)], probs.numpy())
         if keep_probs:
             kept.append(probs.numpy())
@@ -67,10 +67,12 @@ def evaluate_split(
     split: str = "test",
     extra: dict[str, Any] | None = None,
     explain: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Metrics, the classification report and the result figures for one split.
 
-    With ``explain``, also the report's Explain figures (first filters, Grad-CAM on a few of
+    ``autocast``: the dtype the split is scored in (see ``run_autocast``; figures and Grad-CAM
+    stay in full precision). With ``explain``, also the report's Explain figures (first filters, Grad-CAM on a few of
     the split's images: correct ones and the most confident mistakes found here).
 
     Returns:
@@ -79,7 +81,7 @@ def evaluate_split(
     files.root.mkdir(parents=True, exist_ok=True)
     labels = image_set.labels.numpy()
     with phase("evaluation"):
-        accumulator, probs = score_split(model, normalize, image_set, len(class_names))
+        accumulator, probs = score_split(model, normalize, image_set, len(class_names), autocast)
         metrics = accumulator.compute(class_names)
         atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
         atomic_write_text(files.classification_report,

@@ -23,6 +23,7 @@ from cnnlab.training.distributed import in_processes
 from cnnlab.training.ranks import Ranks
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.stages import record_final_accuracy
+from cnnlab.training.trainer import run_autocast
 from cnnlab.training.start import resume_config
 from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
 
@@ -38,6 +39,7 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     metrics = evaluate_split(
         result.module.model, result.module.normalize, data.splits["test"], data.class_names, files,
         extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")}, explain=True,
+        autocast=run_autocast(result.config.train),
     )
     _record_final_accuracy(result, metrics)
     with phase("figures"):
@@ -106,7 +108,7 @@ def finish_interrupted(result: FitResult) -> None:
     files, data = result.files, result.data
     if files.best.is_file() or files.last.is_file():
         metrics = evaluate_split(result.module.model, result.module.normalize, data.splits["test"],
-                                 data.class_names, files, explain=True)
+                                 data.class_names, files, explain=True, autocast=run_autocast(result.config.train))
         _record_final_accuracy(result, metrics)
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     write_report(files.root)
@@ -171,7 +173,8 @@ def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, d
         test = load_for_classes(data, trained.class_names, trained.channels, trained.side, config.data.workers)
         out = files.evaluation(data)
     metrics = evaluate_split(trained.model, trained.normalize, test, trained.class_names, out,
-                             extra={"data": data or trained.meta["data"]["source"]}, explain=data is None)
+                             extra={"data": data or trained.meta["data"]["source"]}, explain=data is None,
+                             autocast=run_autocast(config.train))
     if data is None:
         write_report(files.root)
     return out.root, metrics

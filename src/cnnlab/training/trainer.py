@@ -90,6 +90,13 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return cfg.precision
 
 
+def run_autocast(cfg: TrainConfig) -> torch.dtype | None:
+    """The dtype a run's model is scored in: the one it trained and validated in (Lightning
+    validates a bf16-mixed run under bf16 autocast), so the test split is scored as validation
+    chose the best epoch, and at the same speed; None for full precision."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(cfg))
+
+
 class _RichEpochs(RichProgressBar):
     """Lightning's Rich bar, numbering epochs from 1 of N like cnnlab's log lines ("epoch 1/3"),
     not "Epoch 0/2" (it overrides the bar's one description hook)."""
