@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -113,6 +114,7 @@ def test_an_old_run_without_crop_pct_predicts_as_before(run_copy: Path, trained_
 
 def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_folder: Path, cli) -> None:
     from cnnlab.deploy.predict import predict_images
+    from cnnlab.serving.model import open_served
     from cnnlab.training.checkpoint import load_trained
     from cnnlab.training.run_dir import RunFiles
 
@@ -130,3 +132,8 @@ def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_
     top = predict_images(trained, [image], k=3)[0]["top"]
     for row in top:
         assert abs(row["probability"] - float(expected[trained.class_names.index(row["class"])])) < 1e-5
+    served = open_served(tmp_path / "runs" / "m")  # the server decodes uploads as predict does
+    upload = torch.from_numpy(decode_image(image, 3, served.served.stored_side)).permute(2, 0, 1)
+    assert abs(float(served.infer(upload[None])[0].max()) - top[0]["probability"]) < 1e-5
+    overlay, _, _ = served.gradcam_png(upload)
+    assert Image.open(io.BytesIO(overlay)).size == (16, 16)  # drawn on the centre crop the model saw

@@ -82,9 +82,9 @@ def _builtin(cfg: DataConfig, needs: InputNeeds, crop_pct: float
     channels = cfg.channels or needs.channels or pool.images.shape[1]
     size = int(cfg.image_size or needs.image_size or pool.images.shape[-1])
     given = {"test": test} if test is not None else {}
+    resized = crop_pct < NO_MARGIN or cfg.image_size or needs.image_size  # else: the set's own size
     for image_set in [pool, *given.values()]:
-        wanted = stored_side(size, crop_pct) if crop_pct < NO_MARGIN or cfg.image_size or needs.image_size else None
-        image_set.images = convert_images(image_set.images, channels, wanted)
+        image_set.images = convert_images(image_set.images, channels, stored_side(size, crop_pct) if resized else None)
     return pool, given, class_names, size
 
 

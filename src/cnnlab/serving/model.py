@@ -83,9 +83,9 @@ class ServedModel:
             if self._cam is None:
                 self._cam = _cam_model(self.run)
         run, layer = self._cam
+        shown = run.trained.normalize.view(image[None])  # what the model sees: the centre crop
         with cam_session(run.trained.model, layer, run.trained.normalize) as explain:
-            shown = run.trained.normalize.view(image[None])  # what the model sees: the centre crop
-        maps = explain(shown)
+            maps = explain(shown)
         blended = np.round(overlay(shown[0].numpy(), maps.heat[0]) * 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(blended).save(buffer, format="PNG")
