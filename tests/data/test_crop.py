@@ -112,15 +112,17 @@ def test_an_old_run_without_crop_pct_predicts_as_before(run_copy: Path, trained_
     assert predict_images(old, [image]) == now
 
 
-def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_folder: Path, cli) -> None:
+def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_folder: Path, one_torch_thread) -> None:
+    from cnnlab.config import build_config
     from cnnlab.deploy.predict import predict_images
     from cnnlab.serving.model import open_served
     from cnnlab.training.checkpoint import load_trained
+    from cnnlab.training.fit import fit
     from cnnlab.training.run_dir import RunFiles
 
-    code, _, err = cli("train", shapes_folder, "--image-size", "16", "--crop-pct", "0.8", "--augment", "light",
-                       "--epochs", "1", "--batch-size", "16", "--runs-dir", tmp_path / "runs", "--name", "m")
-    assert code == 0, err
+    # Training alone (no report): random crops of the 20-px stored squares, 16 px each.
+    fit(build_config(augment="light", data=str(shapes_folder), image_size=16, crop_pct=0.8, epochs=1, batch_size=16,
+                     runs_dir=str(tmp_path / "runs"), name="m"), "test")
     trained = load_trained(RunFiles(tmp_path / "runs" / "m"))
     assert trained.meta["preprocess"]["image_size"] == 16 and trained.meta["preprocess"]["crop_pct"] == 0.8
     assert trained.stored_side == 20

@@ -52,7 +52,7 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     if not picks:
         return written
     layer = gradcam_layer(model, layers)
-    images = normalize.view(test.take(picks)).contiguous()  # only the picks (a stored split is not read whole), as the model sees them
+    images = normalize.view(test.take(picks)).contiguous()  # the picks only (a stored split is not read whole), cropped
     with cam_session(model, layer.name, normalize) as explain:
         maps = explain(images, None)
     panels = []

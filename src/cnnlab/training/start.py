@@ -62,8 +62,8 @@ def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedDat
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     wanted = model_input(config.model.name, config.model.pretrained)
     with phase("data"):
-        data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size, wanted.crop_pct),
-                            cache_read_only=cache_read_only)
+        needs = InputNeeds(wanted.channels, wanted.image_size, wanted.crop_pct)
+        data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
     with phase("model"):
         preprocess = preprocess_meta(data, config)
         model = build_model(config, data.num_classes, preprocess)
