@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--out-runs", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unlocked-training", action="store_true", help="train without waiting for the bench lock")
+    parser.add_argument("--no-decode-timing", action="store_true", help="skip the (locked) decoding comparison")
     args = parser.parse_args()
     args.out_runs.mkdir(parents=True, exist_ok=True)
     rows, decode_rows = [], []
@@ -122,13 +123,16 @@ def main() -> None:
                     f"{old['wall']:.0f} s / {new['wall']:.0f} s{'' if old.get('locked', True) and new.get('locked', True) else ' (unlocked)'} | "
                     f"{old['data_s']:.1f} s / {new['data_s']:.1f} s | "
                     f"{old['stored_mb']:.0f} / {new['stored_mb']:.0f} MB | {old['load']:.1f} / {new['load']:.1f} |")
+        if args.no_decode_timing:
+            continue
         seconds = decode_times(folder)
         count = sum(len(split) for split in discover(folder).files.values())
         decode_rows.append(f"| {folder.name} | {count} | {count / seconds[1.0]:.0f} img/s | {count / seconds[0.875]:.0f} img/s "
                            f"| {seconds[0.875] / seconds[1.0]:.2f} |")
     command = " ".join(["PYTHONPATH=src python bench/bench_crops.py", *map(str, args.folders),
                         "--out-runs", str(args.out_runs), "--seed", str(args.seed)]
-                       + (["--unlocked-training"] if args.unlocked_training else []))
+                       + (["--unlocked-training"] if args.unlocked_training else [])
+                       + (["--no-decode-timing"] if args.no_decode_timing else []))
     intro = ("Each row: `cnnlab train DATA --model efficientnet_lite0 --pretrained --crop-pct PCT --seed "
              f"{args.seed}` for PCT 1 (the 224-px square stored, the model's input: cnnlab before #22) and 0.875 "
              "(the 256-px square stored, the centre 224 px evaluated: timm's eval transform, now the default "
@@ -140,7 +144,7 @@ def main() -> None:
             "data phase (cold decode) | stored | load avg |", "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
             "Decoding every file of the folder, no cache, 2 workers, 3 interleaved rounds, median:", "",
             "| data | files | to 224 px (pct 1) | to 256 px (pct 0.875) | time ratio 256/224 |", "|---|---|---|---|---|",
-            *decode_rows]
+            *(decode_rows or ["(not measured in this run: `--no-decode-timing`)"])]
     write_page("crops", "Stored margin and centre crops vs the model-sized square (issue #22)", command, intro, body)
 
 
