@@ -27,6 +27,8 @@ SECTIONS = [
     ("serve_window", "Serving: the batching window (issue #17)"),
     ("bigdata", "Data beyond memory (issue #22)"),
     ("shards", "Streaming shards: cnnlab data pack (issue #22)"),
+    ("crops", "Stored margin and centre crops: whole commands (issue #22)"),
+    ("crops_probe", "Stored margin and centre crops: frozen features, paired splits (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
 ]
 INTRO = """# Benchmarks

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from cnnlab.config import AugmentConfig
+from cnnlab.data.crop import random_crop
 
 _PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "border"}
 _CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratio range of random resized crop, torchvision's default
@@ -85,9 +86,11 @@ def affine_theta(
     return torch.cat([lin, (offset / half).unsqueeze(-1)], dim=-1)
 
 
-def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest") -> torch.Tensor:
-    """Resample a batch with per-image (N, 2, 3) matrices, bilinear, filling per ``fill_mode``."""
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", side: int | None = None) -> torch.Tensor:
+    """Resample a batch with per-image (N, 2, 3) matrices, bilinear, filling per ``fill_mode``;
+    ``side``: the output's side (default: the input's size)."""
+    shape = list(x.shape) if side is None else [*x.shape[:2], side, side]
+    grid = F.affine_grid(theta, shape, align_corners=False)
     if fill_mode == "wrap":
         h, w = x.shape[-2:]
         grid = torch.remainder(grid + 1, 2) - 1  # wrap into the image
@@ -128,13 +131,18 @@ class BatchAugment(torch.nn.Module):
         cfg: The augmentation config (mixup / cutmix / label smoothing live in ``mix_batch``).
         generator: Optional torch.Generator on the batch's device, for reproducible draws.
         policy_chunk: Images per RandAugment / TrivialAugment call (one op drawn per chunk).
+        crop: The model's input side when images are stored with a margin (``cnnlab.data.crop``):
+            each image first becomes a random crop of that side, or, with ``random_resized_crop``,
+            a random box of the whole stored square resized to it.
     """
 
     def __init__(
-        self, cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16
+        self, cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16,
+        crop: int | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.crop = crop
         self.generator = generator
         self.policy_chunk = policy_chunk
         self.policy: torch.nn.Module | None = None
@@ -166,8 +174,8 @@ class BatchAugment(torch.nn.Module):
         cy = self._uniform(n, -1.0, 1.0, ref) * (1 - h)
         return torch.stack([cx, cy, w, h], dim=-1)
 
-    def _geometric(self, x: torch.Tensor) -> torch.Tensor:
-        """All geometric ops in one warp."""
+    def _geometric(self, x: torch.Tensor, side: int | None = None) -> torch.Tensor:
+        """All geometric ops in one warp, to ``side`` x ``side`` if given."""
         c, n, (h, w) = self.cfg, x.shape[0], x.shape[-2:]
         shift = torch.stack([
             _per_image(self._symmetric(n, c.width_shift, x), n, x),
@@ -179,7 +187,7 @@ class BatchAugment(torch.nn.Module):
             hflip=self._coin(n, c.hflip, x), vflip=self._coin(n, c.vflip, x),
             crop=self._crop_boxes(n, x) if c.random_resized_crop is not None else None,
         )
-        return warp(x, theta, c.fill_mode)
+        return warp(x, theta, c.fill_mode, side)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         """Per-image brightness (multiply) and contrast (blend with the image's grey mean)."""
@@ -223,8 +231,12 @@ class BatchAugment(torch.nn.Module):
             return x
         if not x.is_floating_point():
             raise TypeError(f"BatchAugment expects a float batch in [0, 1], got {x.dtype}; divide uint8 by 255")
+        margin = self.crop is not None and max(x.shape[-2:]) > self.crop
+        resized_crop = margin and self.cfg.random_resized_crop is not None
+        if margin and not resized_crop:
+            x = random_crop(x, self.crop, self.generator)  # type: ignore[arg-type]
         if self.cfg.geometric:
-            x = self._geometric(x)
+            x = self._geometric(x, self.crop if resized_crop else None)
         if self.cfg.photometric:
             x = self._photometric(x)
         if self.policy is not None:
@@ -234,14 +246,18 @@ class BatchAugment(torch.nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"cfg={self.cfg}, policy_chunk={self.policy_chunk}"
+        return f"cfg={self.cfg}, policy_chunk={self.policy_chunk}, crop={self.crop}"
 
 
 def build_batch_augment(
-    cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16
+    cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16, crop: int | None = None
 ) -> BatchAugment | None:
-    """A BatchAugment for the config, or None when no per-image op is on (the step pays nothing)."""
+    """A BatchAugment for the config, or None when no per-image op is on (the step pays nothing).
+
+    ``crop``: see BatchAugment. Random crops come with augmentation: a run without any trains on the
+    centre crops it is evaluated on, so frozen layers' outputs stay the same each epoch (cacheable).
+    """
     if not (cfg.geometric or cfg.photometric or cfg.policy is not None or cfg.random_erasing):
         return None
-    return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk)
+    return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk, crop=crop)
 

@@ -45,6 +45,12 @@ class DataConfig:
     image_size: int | None = option(None, "side in px (default: the data's own size, or the model's)",
                                     at_least=8, at_most=4096)
     channels: Channels | None = option(None, "1 (grayscale) or 3 (RGB) (default: from the data, or the model's)")
+    # Stored squares keep the photo's aspect either way (shorter side resized, long side's ends cut).
+    crop_pct: float | None = option(None, "the model sees the centre PCT of each stored image: photos are stored at "
+                                    "image size / PCT, evaluated on the centre crop, trained (with augmentation) on "
+                                    "random crops; 1 stores the model's input itself (default: the pretrained "
+                                    "model's own, timm's crop_pct, e.g. 0.875; else 1)", metavar="PCT",
+                                    at_least=0.5, at_most=1)
     val_split: str = option("auto", metavar="SIZE", help="validation size: a fraction of all images (0.1), a count (500), "
                             "last:N (the lesson's MNIST split), or auto: a tenth, but at least 100 images up to a "
                             "quarter of a small set")

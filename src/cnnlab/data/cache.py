@@ -1,9 +1,12 @@
 """On-disk cache of decoded, resized uint8 images, so later runs skip JPEG/PNG decoding.
 
-One SQLite file (stdlib, no server) with a row per (file path, target side, channels) that
+One SQLite file (stdlib, no server) with a row per (file path, stored side, channels) that
 records the file's size and mtime_ns when it was decoded. A lookup matches only when the file
 on disk still has that size and mtime, so a changed file is re-decoded alone; writing it again
-replaces its row, so edits do not pile up stale entries.
+replaces its row, so edits do not pile up stale entries. The side is the stored square's
+(``cnnlab.data.crop``: 256 px for a 224-px model with crop_pct 0.875, 224 px without margin), and
+those pixels depend on nothing else, so each storage has its own entries and runs that store the
+same side share theirs.
 
 Why SQLite, measured on this machine (2 cores, AMD EPYC) for 50,000 CIFAR-sized entries
 (3 KB) and 2,000 224-px entries (150 KB), reading into one preallocated array:

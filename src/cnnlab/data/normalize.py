@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from cnnlab.data.crop import NO_MARGIN, center_crop, crop_pct_of, input_side
+
 
 class Normalize(nn.Module):
-    """``(x / 255 - mean) / std`` per channel; mean 0 and std 1 is the lesson's plain rescale."""
+    """``(x / 255 - mean) / std`` per channel; mean 0 and std 1 is the lesson's plain rescale.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    ``crop``: the model's input side when images are stored larger (``cnnlab.data.crop``): every
+    image larger than that is centre-cropped first, so each scorer, exporter and explainer that
+    scales pixels here sees the evaluation view. A training batch arrives already cropped at random.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], crop: int | None = None) -> None:
         super().__init__()
+        self.crop = crop
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
@@ -21,9 +29,19 @@ class Normalize(nn.Module):
         """uint8 (N, C, H, W) to float in [0, 1]."""
         return images.float().div_(255.0)
 
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """The part of (N, C, H, W) images the model sees: the centre crop (a view), or all of them."""
+        return images if self.crop is None else center_crop(images, self.crop)
+
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
-        """Float images in [0, 1] to the model's input scale."""
-        return (unit - self.mean) / self.std
+        """Float images in [0, 1] to the model's input scale (centre-cropped to ``crop`` first)."""
+        return (self.view(unit) - self.mean) / self.std
+
+    @classmethod
+    def of(cls, preprocess: dict[str, Any]) -> "Normalize":
+        """The scaling (and centre crop) a run's ``preprocess`` metadata describes."""
+        margin = crop_pct_of(preprocess) < NO_MARGIN
+        return cls(preprocess["mean"], preprocess["std"], input_side(preprocess) if margin else None)
 
 
 def default_stats(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list[float], list[float]]:

@@ -14,6 +14,7 @@ from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.discover import Listing, discover
 from cnnlab.data.cache import cache_enabled
+from cnnlab.data.crop import NO_MARGIN, stored_side
 from cnnlab.data.folder import decode_files, default_side, guess_format
 from cnnlab.data.packed import is_packed, open_packed
 from cnnlab.data.record_store import decode_stored
@@ -31,6 +32,7 @@ class InputNeeds:
 
     channels: int | None = None
     image_size: int | None = None
+    crop_pct: float | None = None  # the centre share of the stored image its evaluation sees (timm's)
 
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
@@ -63,6 +65,11 @@ def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNee
     return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
 
 
+def crop_fraction(cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> float:
+    """The share of each stored image the model sees: as asked, the pretrained model's, or all of it."""
+    return float(cfg.crop_pct or needs.crop_pct or NO_MARGIN)
+
+
 def use_record_store(choice: str, decoded_bytes: int) -> bool:
     """Whether a folder whose images decode to ``decoded_bytes`` is kept in the record store on disk."""
     if choice == "auto":
@@ -70,19 +77,21 @@ def use_record_store(choice: str, decoded_bytes: int) -> bool:
     return choice == "disk"
 
 
-def _builtin(cfg: DataConfig, needs: InputNeeds) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
+def _builtin(cfg: DataConfig, needs: InputNeeds, crop_pct: float
+             ) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
     pool, test, class_names = load_builtin(cfg.source)
     channels = cfg.channels or needs.channels or pool.images.shape[1]
-    size = cfg.image_size or needs.image_size
+    size = int(cfg.image_size or needs.image_size or pool.images.shape[-1])
     given = {"test": test} if test is not None else {}
+    resized = crop_pct < NO_MARGIN or cfg.image_size or needs.image_size  # else: the set's own size
     for image_set in [pool, *given.values()]:
-        image_set.images = convert_images(image_set.images, channels, size)
-    return pool, given, class_names
+        image_set.images = convert_images(image_set.images, channels, stored_side(size, crop_pct) if resized else None)
+    return pool, given, class_names, size
 
 
 def _folder(
-    cfg: DataConfig, needs: InputNeeds, skipped: list[SkippedFile], cache_read_only: bool
-) -> tuple[ImageSet, dict[str, ImageSet], list[str]]:
+    cfg: DataConfig, needs: InputNeeds, crop_pct: float, skipped: list[SkippedFile], cache_read_only: bool
+) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
     root = Path(cfg.source).expanduser()
     listing = discover(root)
     skipped += [SkippedFile(str(path), reason) for path, reason in listing.ignored]
@@ -105,11 +114,12 @@ def _folder(
     channels, size = image_format(listing, cfg, needs)
     index = {name: i for i, name in enumerate(class_names)}
     decoded = {}
-    for split, (image_set, bad) in _decode_listing(listing, index, channels, size, cfg, cache_read_only).items():
+    stored = stored_side(size, crop_pct)
+    for split, (image_set, bad) in _decode_listing(listing, index, channels, stored, cfg, cache_read_only).items():
         decoded[split] = image_set
         skipped += bad
     pool = decoded.pop("train")
-    return pool, decoded, class_names
+    return pool, decoded, class_names, size
 
 
 def _decode_listing(listing: Listing, index: dict[str, int], channels: int, size: int, cfg: DataConfig,
@@ -150,14 +160,17 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
         CnnlabError: for a missing path, too few classes or images, or unusable data.
     """
     skipped: list[SkippedFile] = []
+    crop_pct = crop_fraction(cfg, needs)
     if cfg.source in BUILTIN_NAMES:
-        pool, given, class_names = _builtin(cfg, needs)
+        pool, given, class_names, side = _builtin(cfg, needs, crop_pct)
     elif is_packed(cfg.source):  # shards of cnnlab data pack: split when packed, the train split streams
-        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels,
-                                                  cfg.image_size or needs.image_size)
+        crop_pct = NO_MARGIN  # shards hold the pixels packed, the model's input itself (no margin)
+        side = int(cfg.image_size or needs.image_size or 0) or None
+        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels, side)
         pool = given.pop("train")
+        side = int(pool.shape[-1])
     else:
-        pool, given, class_names = _folder(cfg, needs, skipped, cache_read_only)
+        pool, given, class_names, side = _folder(cfg, needs, crop_pct, skipped, cache_read_only)
     labels = pool.labels.numpy()
     splits = dict(given)
     if "test" not in splits:
@@ -174,7 +187,8 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
     splits["train"] = pool
     _check_nonempty(splits, class_names)
     ordered = {name: splits[name] for name in ("train", "val", "test")}
-    return PreparedData(ordered, class_names, cfg.source, skipped)
+    crop = side if crop_pct < NO_MARGIN else None
+    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop)
 
 
 @dataclass(frozen=True)
@@ -198,7 +212,8 @@ def warm_cache(cfg: DataConfig) -> CacheWarmup:
         CnnlabError: a missing folder, or one without a usable image.
     """
     listing = discover(Path(cfg.source))
-    channels, size = image_format(listing, cfg)
+    channels, side = image_format(listing, cfg)
+    size = stored_side(side, crop_fraction(cfg))
     count = skipped = 0
     on_disk = False
     for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, cache=True).values():
@@ -209,7 +224,8 @@ def warm_cache(cfg: DataConfig) -> CacheWarmup:
 
 
 def load_for_classes(source: str, class_names: list[str], channels: int, size: int, workers: int) -> ImageSet:
-    """Every image of ``source`` (its test split if it has one), labelled by a trained model's classes.
+    """Every image of ``source`` (its test split if it has one), labelled by a trained model's classes,
+    decoded to ``size`` (a run's ``stored_side``: the model's input plus its margin).
 
     Raises:
         CnnlabError: a class the model does not know, or no usable image.

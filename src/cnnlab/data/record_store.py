@@ -3,9 +3,10 @@
 One store per folder of files (a split of a folder) at one (channels, side): a data file of
 fixed-size uint8 records, (channels, side, side) each in listing order, and a JSON manifest that
 names the data file and records each file's key (path, size, mtime_ns) and why it could not be
-used, if so. Stored is what the in-memory path holds, the square at the training size: a run
-trains on exactly the same pixels whichever way its images are kept, and record i sits at byte
-``i * record_bytes``, so any batch is one read per image.
+used, if so. Stored is what the in-memory path holds, the square at the training size (plus the
+margin its input is cropped from, ``cnnlab.data.crop``: the side is the stored side, so each storage
+has its own store): a run trains on exactly the same pixels whichever way its images are kept, and
+record i sits at byte ``i * record_bytes``, so any batch is one read per image.
 
 Reading: ``pread`` of each record (consecutive ones in one call) into the batch's array. Measured
 on this machine (Linux 6.18, transparent huge pages on) for random 64-image batches at 224 px from

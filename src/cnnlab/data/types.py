@@ -131,6 +131,8 @@ class PreparedData:
     class_names: list[str]
     source: str
     skipped: list[SkippedFile] = field(default_factory=list)
+    crop_pct: float = 1.0  # images are stored larger than the model's input (cnnlab.data.crop) when < 1
+    crop: int | None = None  # then the model's input side, cut from each stored image
 
     @property
     def channels(self) -> int:
@@ -139,6 +141,11 @@ class PreparedData:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.splits["train"].shape[2], self.splits["train"].shape[3]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input: the crop of the stored images, or all of them."""
+        return (self.crop, self.crop) if self.crop is not None else self.image_size
 
     @property
     def num_classes(self) -> int:

@@ -92,8 +92,9 @@ def student_config(teacher_files: RunFiles, options: dict[str, Any], recipe: str
 def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> Any:
     """The teacher's logits for every training image, computed once, from images decoded at its own
     size and channels (the student's converted when the two splits do not line up)."""
-    own = prepare_data(dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels),
-                       config.train.seed, InputNeeds(teacher.channels, teacher.side)).splits["train"]
+    own = prepare_data(dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels,
+                                           crop_pct=teacher.crop_pct),
+                       config.train.seed, InputNeeds(teacher.channels, teacher.side, teacher.crop_pct)).splits["train"]
     train = data.splits["train"]
     if own.ids != train.ids:
         log.info("the teacher's decoding of the data does not line up with the student's: converting")
@@ -159,7 +160,8 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
                           f"{ctx.data.class_names[:5]}...: distill on the data the teacher was trained on")
     for param in trained_teacher.model.parameters():
         param.requires_grad_(False)
-    teacher = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels, trained_teacher.side)
+    teacher = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels, trained_teacher.side,
+                      trained_teacher.crop_pct)
     cached = build_batch_augment(config.augment) is None
     settings = {"teacher": str(teacher_files.root), "temperature": temperature, "alpha": alpha,
                 "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)"}

@@ -33,6 +33,7 @@ class Teacher:
     normalize: Normalize
     channels: int
     side: int
+    crop_pct: float = 1.0  # its images are stored at side / crop_pct and centre-cropped (cnnlab.data.crop)
 
     def inputs(self, unit: torch.Tensor) -> torch.Tensor:
         """Student images in [0, 1] (N, C, H, W) as this teacher's normalised input."""

@@ -41,7 +41,7 @@ class Classifier(Protocol):
     def channels(self) -> int: ...
 
     @property
-    def side(self) -> int: ...
+    def stored_side(self) -> int: ...
 
 
 def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str, Any]]:
@@ -87,8 +87,8 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
             continue
         image = item if isinstance(item, Image.Image) else array_to_image(item)
         rows.append({"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None})
-        in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.side)))
-    decoded, skipped = decode_files(files, trained.channels, trained.side, workers)
+        in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.stored_side)))
+    decoded, skipped = decode_files(files, trained.channels, trained.stored_side, workers)
     row_of = {str(path): row for path, row in files}
     for item in skipped:
         rows[row_of[item.path]]["error"] = item.reason

@@ -52,14 +52,15 @@ class Pruned:
     table: Table
 
 
-def _child_config(config: Any, files: RunFiles, kind: str, sparsity: float, side: int, chans: int,
+def _child_config(config: Any, files: RunFiles, kind: str, sparsity: float, trained: Any,
                   epochs: int, lr: float | None) -> Any:
     """The pruned run's config: the parent's, built from scratch at the parent's input size (the
     weights come from the pruned file), one full stage of fine-tuning."""
     return dataclasses.replace(
         config, name=f"{kind}-{round(100 * sparsity)}", runs_dir=str(files.pruned),
         model=dataclasses.replace(config.model, pretrained=False, weights=None),
-        data=dataclasses.replace(config.data, image_size=side, channels=chans),
+        data=dataclasses.replace(config.data, image_size=trained.side, channels=trained.channels,
+                                 crop_pct=trained.crop_pct),
         train=dataclasses.replace(config.train, epochs=max(1, epochs), lr=lr or config.train.lr, time_budget=None),
         transfer=dataclasses.replace(config.transfer, stages="full"))
 
@@ -138,7 +139,7 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
         train = sample(data.splits["train"].images, RECALIBRATION_IMAGES)
         recalibrate_batchnorm(model, [normalized(train[i : i + 32], trained.normalize) for i in range(0, len(train), 32)])
     model.eval()
-    child_config = _child_config(config, files, kind, sparsity, trained.side, trained.channels, finetune_epochs,
+    child_config = _child_config(config, files, kind, sparsity, trained, finetune_epochs,
                                  finetune_lr)
     summary = model_summary(model, (trained.channels, trained.side, trained.side))
     ctx = open_new_run(child_config, command, data, trained.meta["preprocess"], model, summary)

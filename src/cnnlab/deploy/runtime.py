@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from cnnlab.data.crop import decode_side, input_side
 from cnnlab.data.normalize import Normalize
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, DEFAULT_THREADS, RUNTIMES
 from cnnlab.errors import CnnlabError
@@ -67,7 +68,7 @@ class Served:
 
     @property
     def normalize(self) -> Normalize:
-        return Normalize(self.preprocess["mean"], self.preprocess["std"])
+        return Normalize.of(self.preprocess)
 
     @property
     def channels(self) -> int:
@@ -75,8 +76,13 @@ class Served:
 
     @property
     def side(self) -> int:
-        size = self.preprocess["image_size"]
-        return size if isinstance(size, int) else int(size[0])
+        """The (square) side of the model's input."""
+        return input_side(self.preprocess)
+
+    @property
+    def stored_side(self) -> int:
+        """The side uploads and files are decoded to: the input plus the margin it is centre-cropped from."""
+        return decode_side(self.preprocess)
 
     def describe(self) -> str:
         return f"{RUNTIMES[self.runtime]} ({self.source}, {self.threads} thread{'s' if self.threads > 1 else ''})"

@@ -101,7 +101,8 @@ def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: Imag
     if hardest:
         index = [row["index"] for row in hardest]
         figures.plot_misclassified(
-            image_set.take(index).numpy(), [row["true"] for row in hardest], [row["pred"] for row in hardest],
+            normalize.view(image_set.take(index)).numpy(),  # the centre crop the model saw
+            [row["true"] for row in hardest], [row["pred"] for row in hardest],
             [row["confidence"] for row in hardest], class_names, misclassified,
         )
     else:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from cnnlab.data.crop import decode_side
 from cnnlab.evaluation.compare import final_test_accuracy, format_value
 from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
@@ -75,6 +76,12 @@ def _stat(value: str, label: str) -> str:
     return f'<div class="stat">{_e(value)}<small>{_e(label)}</small></div>'
 
 
+def _crop_text(pre: dict[str, Any]) -> str:
+    """", the centre 87.5% of 256-px stored squares" when images are stored with a margin, else ""."""
+    pct = float(pre.get("crop_pct", 1.0))
+    return f", the centre {100 * pct:g}% of {decode_side(pre)}-px stored squares" if pct < 1.0 else ""
+
+
 def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
     pre = run.get("preprocess") or {}
@@ -111,7 +118,8 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         ("Run", run.get("name", "—")), ("Status", status), ("Model", model.get("name", "—")),
         ("Parameters", f"{format_value('params', params)} total, {trainable} trainable" if params else "—"),
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
-        ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s)" if pre else "—"),
+        ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}"
+         if pre else "—"),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
         ("Time by phase", phase_line(timing["phases"])[len("time: "):] if timing.get("phases") else "—"),
         ("Peak memory", _peak_memory(run.get("memory") or {})),

@@ -120,9 +120,9 @@ def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
     Warns when the test split is no longer the images the run was scored on.
     """
     config = read_run_config(files)
-    side = trained.side
-    prepared = prepare_data(replace(config.data, image_size=side, channels=trained.channels), config.train.seed,
-                            InputNeeds(trained.channels, side))
+    side, crop_pct = trained.side, trained.crop_pct
+    prepared = prepare_data(replace(config.data, image_size=side, channels=trained.channels, crop_pct=crop_pct),
+                            config.train.seed, InputNeeds(trained.channels, side, crop_pct))
     expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
     if expected and expected != prepared.splits["test"].fingerprint():
         log.warning("the data has changed since training: the test split is not the same images")
@@ -170,7 +170,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, d
     if data is None:
         test = run_data(files, trained).splits["test"]
     else:
-        test = load_for_classes(data, trained.class_names, trained.channels, trained.side, config.data.workers)
+        test = load_for_classes(data, trained.class_names, trained.channels, trained.stored_side, config.data.workers)
         out = files.evaluation(data)
     metrics = evaluate_split(trained.model, trained.normalize, test, trained.class_names, out,
                              extra={"data": data or trained.meta["data"]["source"]}, explain=data is None,

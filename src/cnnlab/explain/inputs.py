@@ -68,7 +68,7 @@ def load_images(run: ExplainedRun, inputs: list[str | Path]) -> UserImages:
     paths = expand_inputs(inputs)
     named = {Path(text).expanduser() for text in inputs if Path(text).expanduser().is_file()}
     trained = run.trained
-    decoded, skipped = decode_files([(path, i) for i, path in enumerate(paths)], trained.channels, trained.side,
+    decoded, skipped = decode_files([(path, i) for i, path in enumerate(paths)], trained.channels, trained.stored_side,
                                     run.workers)
     for item in skipped:
         if Path(item.path) in named:
@@ -80,7 +80,8 @@ def load_images(run: ExplainedRun, inputs: list[str | Path]) -> UserImages:
         raise CnnlabError(f"no readable image in {', '.join(map(str, inputs))}")
     kept = [paths[i] for i in decoded.labels.tolist()]  # the label slot carries each file's position
     index = {name: i for i, name in enumerate(trained.class_names)}
-    return UserImages(decoded.images, kept, [index.get(path.parent.name) for path in kept])
+    shown = trained.normalize.view(decoded.images).contiguous()  # the centre crop the model sees
+    return UserImages(shown, kept, [index.get(path.parent.name) for path in kept])
 
 
 def class_index(run: ExplainedRun, name: str | None) -> int | None:

@@ -44,7 +44,7 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     Cheap: one probe pass and one Grad-CAM pass over at most six images. ``scope`` ends the
     title, e.g. " (among 200 test images)" when the picks come from a sample.
     """
-    channels, side = test.shape[1], test.shape[-1]
+    channels, side = test.shape[1], normalize.crop or test.shape[-1]
     layers = probe(model, sample_input(model, channels, side))
     written = [filters_figure(model, layers, files.figure("explain_filters"))]
     labels = test.labels.numpy()
@@ -52,7 +52,7 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     if not picks:
         return written
     layer = gradcam_layer(model, layers)
-    images = test.take(picks)  # only the picks: a stored split is not read whole
+    images = normalize.view(test.take(picks)).contiguous()  # the picks only (a stored split is not read whole), cropped
     with cam_session(model, layer.name, normalize) as explain:
         maps = explain(images, None)
     panels = []

@@ -26,6 +26,7 @@ class ModelInput:
     mean: tuple[float, ...] | None  # None: plain 0-1 rescale, the lesson's 1/255
     std: tuple[float, ...] | None
     interpolation: str = "bilinear"
+    crop_pct: float | None = None  # the share of the resized image its evaluation centre-crops (timm's)
 
 
 def model_input(name: str, pretrained: bool) -> ModelInput:
@@ -45,6 +46,7 @@ def model_input(name: str, pretrained: bool) -> ModelInput:
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         interpolation=str(cfg["interpolation"]),
+        crop_pct=float(cfg["crop_pct"]) if pretrained and cfg.get("crop_pct") else None,
     )
 
 

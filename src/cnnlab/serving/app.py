@@ -80,7 +80,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         start = time.perf_counter()
         form = await read_form(request, settings)
         try:
-            uploads = await decode_uploads(form_files(form), served.channels, served.side)
+            uploads = await decode_uploads(form_files(form), served.channels, served.stored_side)
         finally:
             await form.close()  # the spooled upload files
         decoded_ms = _ms(start)
@@ -108,7 +108,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
             files = form_files(form)
             if len(files) != 1:
                 raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
-            upload = (await decode_uploads(files, served.channels, served.side))[0]
+            upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
         finally:
             await form.close()
         png, target, probability = await batcher.run_alone(lambda: model.gradcam_png(_as_batch([upload.pixels])[0]))

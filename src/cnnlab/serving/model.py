@@ -57,7 +57,7 @@ class ServedModel:
         """(ms per image one at a time, ms per image in a batch of ``batch``): medians of interleaved
         timings on blank images, at most about ``budget_s`` after one warm-up call of each."""
         served = self.served
-        one = torch.zeros(1, served.channels, served.side, served.side, dtype=torch.uint8)
+        one = torch.zeros(1, served.channels, served.stored_side, served.stored_side, dtype=torch.uint8)
         many = one.expand(batch, -1, -1, -1).contiguous()
         self.infer(one), self.infer(many)
         singles, batched = [], []
@@ -83,9 +83,10 @@ class ServedModel:
             if self._cam is None:
                 self._cam = _cam_model(self.run)
         run, layer = self._cam
+        shown = run.trained.normalize.view(image[None])  # what the model sees: the centre crop
         with cam_session(run.trained.model, layer, run.trained.normalize) as explain:
-            maps = explain(image[None])
-        blended = np.round(overlay(image.numpy(), maps.heat[0]) * 255).astype(np.uint8)
+            maps = explain(shown)
+        blended = np.round(overlay(shown[0].numpy(), maps.heat[0]) * 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(blended).save(buffer, format="PNG")
         target = maps.target[0]

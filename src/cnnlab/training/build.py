@@ -16,7 +16,7 @@ def preprocess_meta(data: PreparedData, config: RunConfig) -> dict[str, Any]:
     """How images must look to the model: stored so evaluate/predict need only the run folder."""
     wanted = model_input(config.model.name, config.model.pretrained or bool(config.model.weights))
     mean, std = default_stats(data.channels, wanted.mean, wanted.std)
-    height, width = data.image_size
+    height, width = data.input_size
     return {
         "image_size": height if height == width else [height, width],
         "channels": data.channels,
@@ -24,6 +24,8 @@ def preprocess_meta(data: PreparedData, config: RunConfig) -> dict[str, Any]:
         "std": std,
         "interpolation": wanted.interpolation,
         "resize": "shorter side to size, then center crop",
+        # stored at floor(image_size / crop_pct), the model sees the centre crop (cnnlab.data.crop)
+        "crop_pct": data.crop_pct,
     }
 
 

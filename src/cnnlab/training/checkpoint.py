@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.data.crop import crop_pct_of, decode_side, input_side
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.models.weights import read_state_dict
@@ -78,9 +79,18 @@ class TrainedModel:
 
     @property
     def side(self) -> int:
-        """The (square) side images are decoded to for this model."""
-        size = self.image_size
-        return size if isinstance(size, int) else int(size[0])
+        """The (square) side of the model's input."""
+        return input_side(self.meta["preprocess"])
+
+    @property
+    def crop_pct(self) -> float:
+        """The fraction of the stored square the model sees (1: images are stored at its input size)."""
+        return crop_pct_of(self.meta["preprocess"])
+
+    @property
+    def stored_side(self) -> int:
+        """The side image files are decoded to for this model: its input plus the stored margin."""
+        return decode_side(self.meta["preprocess"])
 
 
 def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]:
@@ -121,5 +131,5 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
         raise CnnlabError(f"the weights of '{files.root}' do not fit its model ({str(exc).splitlines()[0][:120]}); "
                           "was config.yaml or architecture.json edited?") from None
     model.eval()
-    normalize = Normalize(meta["preprocess"]["mean"], meta["preprocess"]["std"])
+    normalize = Normalize.of(meta["preprocess"])
     return TrainedModel(model, normalize, list(meta["class_names"]), meta)

@@ -100,9 +100,9 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     return {
         "model": ctx.model,
         "num_classes": data.num_classes,
-        "normalize": Normalize(preprocess["mean"], preprocess["std"]),
+        "normalize": Normalize.of(preprocess),
         "train_cfg": ctx.config.train,
-        "augment": build_batch_augment(aug),
+        "augment": build_batch_augment(aug, crop=data.crop),
         "mix": mix,
         "label_smoothing": aug.label_smoothing,
         "class_weights": _class_weights(data) if ctx.config.train.class_weights == "auto" else None,

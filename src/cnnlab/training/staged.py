@@ -176,7 +176,7 @@ def fit_stage(
     watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
     test_accuracy = None
     if cached:
-        augment = build_batch_augment(config.augment)
+        augment = build_batch_augment(config.augment, crop=kwargs["normalize"].crop)
         catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
         with catching:
             features = cache_features(model, data, kwargs["normalize"], augment=augment,

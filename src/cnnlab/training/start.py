@@ -62,8 +62,8 @@ def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedDat
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     wanted = model_input(config.model.name, config.model.pretrained)
     with phase("data"):
-        data = prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size),
-                            cache_read_only=cache_read_only)
+        needs = InputNeeds(wanted.channels, wanted.image_size, wanted.crop_pct)
+        data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
     with phase("model"):
         preprocess = preprocess_meta(data, config)
         model = build_model(config, data.num_classes, preprocess)
@@ -71,10 +71,10 @@ def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedDat
         if plan_stages(config, pretrained, warn=False)[0].head_only:
             freeze_backbone(model)  # the summary's Trainable column then shows stage 1 as it will run
         try:
-            summary = model_summary(model, (data.channels, *data.image_size))  # fails fast on bad sizes
+            summary = model_summary(model, (data.channels, *data.input_size))  # fails fast on bad sizes
         except RuntimeError as exc:
             raise CnnlabError(
-                f"model '{config.model.name}' cannot take {data.image_size[0]}x{data.image_size[1]} px "
+                f"model '{config.model.name}' cannot take {data.input_size[0]}x{data.input_size[1]} px "
                 f"images ({str(exc).splitlines()[0][:80]}); use a larger --image-size"
             ) from None
     return data, preprocess, model, summary
