@@ -19,6 +19,7 @@ from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_clas
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.models.inference import predict_probs
 from cnnlab.phases import phase
+from cnnlab.progress import Progress
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import ResultFiles, RunFiles
 
@@ -51,10 +52,13 @@ def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet, num
     accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
     keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
     kept = []
-    for start, probs in predict_probs(model, image_set.for_pass, normalize, autocast):
-        accumulator.update(labels[start : start + len(probs)], probs.numpy())
-        if keep_probs:
-            kept.append(probs.numpy())
+    # A bar on a terminal: with test-time views a CIFAR-sized test split takes tens of seconds.
+    with Progress(f"scoring {len(labels):,} images", len(labels)) as progress:
+        for start, probs in predict_probs(model, image_set.for_pass, normalize, autocast):
+            accumulator.update(labels[start : start + len(probs)], probs.numpy())
+            if keep_probs:
+                kept.append(probs.numpy())
+            progress.advance(len(probs))
     return accumulator, np.concatenate(kept) if keep_probs and kept else None
 
 
