@@ -41,7 +41,7 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")}, explain=True,
         autocast=run_autocast(result.config.train),
     )
-    _record_final_accuracy(result, metrics)
+    scores = _final_scores(result, metrics)
     with phase("figures"):
         write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     timing = dict(result.meta.get("timing", {}))
@@ -52,7 +52,8 @@ def finish_run(result: FitResult) -> dict[str, Any]:
         result.meta["timing"] = timing
 
     phase_record()
-    update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")))
+    update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")),
+                **scores)
     with phase("report"):
         write_report(files.root)
     phase_record()
@@ -60,10 +61,11 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     return metrics
 
 
-def _record_final_accuracy(result: FitResult, metrics: dict[str, Any]) -> None:
-    """The last stage's test accuracy is the final evaluation's: on record before the report reads it."""
+def _final_scores(result: FitResult, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The last stage's test accuracy is the final evaluation's: the run.json keys it changes, to
+    write with the next update (before the report reads them)."""
     record_final_accuracy(result.meta, metrics["accuracy"])
-    update_meta(result.files, **{key: result.meta[key] for key in ("stages", "improvement") if key in result.meta})
+    return {key: result.meta[key] for key in ("stages", "improvement") if key in result.meta}
 
 
 def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def finish_interrupted(result: FitResult) -> None:
     if files.best.is_file() or files.last.is_file():
         metrics = evaluate_split(result.module.model, result.module.normalize, data.splits["test"],
                                  data.class_names, files, explain=True, autocast=run_autocast(result.config.train))
-        _record_final_accuracy(result, metrics)
+        update_meta(files, **_final_scores(result, metrics))
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     write_report(files.root)
 
