@@ -212,6 +212,17 @@ def test_channels_last_same_outputs_and_keys() -> None:
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_run_reopens_in_the_layout_it_trained_in(run_copy: Path) -> None:
+    """evaluate, predict, serve and explain score a channels_last run channels_last (2x faster here)."""
+    from cnnlab.models.inference import is_channels_last
+    from cnnlab.training.checkpoint import load_trained
+
+    files = open_run(run_copy)
+    assert is_channels_last(load_trained(files).model)  # trained with the default: channels_last
+    files.config.write_text(files.config.read_text().replace("channels_last: true", "channels_last: false"))
+    assert not is_channels_last(load_trained(files).model)
+
+
 def test_compile_gives_the_same_loss() -> None:
     torch.manual_seed(0)
     plain = create_model("fast_cnn", num_classes=10, in_chans=1, image_size=(16, 16), dropout=0.0)

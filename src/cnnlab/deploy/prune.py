@@ -127,7 +127,8 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
     data = run_data(files, trained)
     test = data.splits["test"]
     example = normalized(data.splits["train"].images, trained.normalize, 1)  # traced for coupled channels
-    model = copy.deepcopy(trained.model)
+    # Plain layout: torch's pruning flattens weights with .view, which NHWC weights refuse.
+    model = copy.deepcopy(trained.model).to(memory_format=torch.contiguous_format)
     kind = "structured" if structured else "unstructured"
     masks = []
     with torch_threads(max(threads, torch.get_num_threads())):

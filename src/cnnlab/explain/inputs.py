@@ -39,17 +39,14 @@ class UserImages:
 
 
 def open_explained(run: str | Path) -> ExplainedRun:
-    """Opens a run and its best checkpoint; a run trained channels_last is explained channels_last.
+    """Opens a run and its best checkpoint (in the memory layout it trained in).
 
     Raises:
         CnnlabError: not a run folder, or no checkpoint yet.
     """
     files = open_run(run)
-    trained = load_trained(files)
     config = read_run_config(files)
-    if config.train.channels_last:
-        trained.model.to(memory_format=torch.channels_last)
-    return ExplainedRun(files, trained, config.model.name, config.data.workers)
+    return ExplainedRun(files, load_trained(files), config.model.name, config.data.workers)
 
 
 def load_images(run: ExplainedRun, inputs: list[str | Path]) -> UserImages:

@@ -111,7 +111,8 @@ def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]
 def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights.
 
-    A pruned run's network is the config's architecture resized as its ``architecture.json`` says.
+    The network is in the memory layout it trained in (channels_last when the run's config says
+    so; ``run_batches`` then feeds it NHWC batches). A pruned run's network is the config's architecture resized as its ``architecture.json`` says.
 
     Raises:
         CnnlabError: when the run has no checkpoint yet.
@@ -131,5 +132,9 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
         raise CnnlabError(f"the weights of '{files.root}' do not fit its model ({str(exc).splitlines()[0][:120]}); "
                           "was config.yaml or architecture.json edited?") from None
     model.eval()
+    if config.train.channels_last:
+        # The layout it trained and was validated in: scoring a fast-cifar run channels_last took
+        # 6.3-7.5 s against 13.6-14.6 s contiguous for 5,000 images (bf16, 2 cores).
+        model.to(memory_format=torch.channels_last)
     normalize = Normalize.of(meta["preprocess"])
     return TrainedModel(model, normalize, list(meta["class_names"]), meta)
