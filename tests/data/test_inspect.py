@@ -91,6 +91,19 @@ def test_data_cache_warms_the_cache_for_training(cli, messy):
     assert cli("data", "cache", "--clear")[0] == 0
 
 
+def test_data_cache_for_a_pretrained_model_warms_what_its_training_reads(cli, messy, counted):
+    """Lite0's run stores 256 px (224 / crop_pct 0.875) in RGB: the cache must hold that, not 224."""
+    from cnnlab.config import DataConfig
+    from cnnlab.data.prepare import prepare_data
+    from cnnlab.models import model_input
+
+    code, out, _ = cli("data", "cache", messy, "--model", "efficientnet_lite0", "--pretrained")
+    assert code == 0 and "cached 38 images at 256x256, 3 channel(s)" in out
+    counted.clear()
+    prepare_data(DataConfig(source=str(messy)), 0, model_input("efficientnet_lite0", True).needs())
+    assert sorted(counted) == sorted(BAD)  # only the unreadable files are tried again: the rest came from the cache
+
+
 def test_data_cache_builds_the_record_store_and_clear_removes_it(cli, messy):
     code, out, _ = cli("data", "cache", messy, "--image-size", "16", "--image-store", "disk")
     assert code == 0 and "cached 38 images at 16x16" in out and "records" in out

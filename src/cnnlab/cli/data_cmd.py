@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.data_pack import add_pack_parser, describe_packed
-from cnnlab.cli.options import add_option
+from cnnlab.cli.options import add_option, given_options
 from cnnlab.config import options_by_dest
 
 MAX_LISTED = 15  # rows per problem list in the table; --format json has them all
+
+
+# --model/--pretrained: the size, channels and margin that model's training run decodes to.
+CACHE_OPTIONS = ("model", "pretrained", "image_size", "channels", "crop_pct", "workers", "image_store")
 
 
 def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -43,7 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab): decoded/ (SQLite, "
                                     "for data held in memory) and records/ (stores read from disk).")
     ca.add_argument("data", metavar="DATA", nargs="?", help="image folder or CSV listing to decode into the cache")
-    _data_options(ca, "image_size", "channels", "workers", "image_store")
+    _data_options(ca, *CACHE_OPTIONS)
     ca.add_argument("--clear", action="store_true", help="delete the whole cache (SQLite and record stores)")
     ca.add_argument("--prune", action="store_true", help="drop entries of files that changed or are gone")
     ca.set_defaults(func=run_cache)
@@ -131,7 +135,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from cnnlab.config import DataConfig
     from cnnlab.data.cache import DecodedCache, cache_file
     from cnnlab.data.record_store import clear_stores, store_root, store_usage
 
@@ -162,9 +165,13 @@ def run_cache(args: argparse.Namespace) -> int:
 
     from cnnlab.data.prepare import warm_cache
 
-    options = {k: v for k, v in vars(args).items() if k in ("image_size", "channels", "workers", "image_store")}
+    from cnnlab.config import build_config
+    from cnnlab.models import model_input
+
+    specs = options_by_dest()
+    config = build_config(data=args.data, **given_options(args, [specs[name] for name in CACHE_OPTIONS]))
     started = time.perf_counter()
-    done = warm_cache(DataConfig(source=args.data, **options))
+    done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained).needs())
     print(f"cached {done.images} images at {done.size}x{done.size}, {done.channels} channel(s), in "
           f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
           f" -> {store_root() if done.on_disk else cache_file()}")

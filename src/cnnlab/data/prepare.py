@@ -202,18 +202,19 @@ class CacheWarmup:
     on_disk: bool = False  # in the record store rather than the SQLite cache
 
 
-def warm_cache(cfg: DataConfig) -> CacheWarmup:
+def warm_cache(cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> CacheWarmup:
     """Decodes every image of the folder ``cfg.source`` into the decoded-image cache, ahead of training.
 
-    Uses the format ``cnnlab train`` would pick for its own CNNs (or ``cfg``'s size and channels),
-    and the store it would pick (``cfg.image_store``: the SQLite cache, or the record store on disk).
+    Uses the format ``cnnlab train`` would pick for a model that ``needs`` this (default: its own
+    CNNs; ``cfg``'s size, channels and crop_pct win), and the store it would pick
+    (``cfg.image_store``: the SQLite cache, or the record store on disk).
 
     Raises:
         CnnlabError: a missing folder, or one without a usable image.
     """
     listing = discover(Path(cfg.source))
-    channels, side = image_format(listing, cfg)
-    size = stored_side(side, crop_fraction(cfg))
+    channels, side = image_format(listing, cfg, needs)
+    size = stored_side(side, crop_fraction(cfg, needs))
     count = skipped = 0
     on_disk = False
     for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, cache=True).values():

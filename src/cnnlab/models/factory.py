@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -13,6 +14,9 @@ from cnnlab.models import fast_cnn as _fast_models  # noqa: F401  (registers fas
 from cnnlab.models.heads import HeadedModel, build_head, feature_dim, output_count
 from cnnlab.models.registry import own_builder, resolve_name
 from cnnlab.models.weights import load_local_weights, load_pretrained_timm
+
+if TYPE_CHECKING:
+    from cnnlab.data.prepare import InputNeeds
 
 log = logging.getLogger("cnnlab")
 
@@ -27,6 +31,12 @@ class ModelInput:
     std: tuple[float, ...] | None
     interpolation: str = "bilinear"
     crop_pct: float | None = None  # the share of the resized image its evaluation centre-crops (timm's)
+
+    def needs(self) -> InputNeeds:
+        """What the data must be decoded to for this model: channels, size and stored margin."""
+        from cnnlab.data.prepare import InputNeeds
+
+        return InputNeeds(self.channels, self.image_size, self.crop_pct)
 
 
 def model_input(name: str, pretrained: bool) -> ModelInput:

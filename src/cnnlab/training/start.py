@@ -18,7 +18,7 @@ import torch
 
 from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text
@@ -60,9 +60,8 @@ class RunContext:
 
 def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    wanted = model_input(config.model.name, config.model.pretrained)
+    needs = model_input(config.model.name, config.model.pretrained).needs()
     with phase("data"):
-        needs = InputNeeds(wanted.channels, wanted.image_size, wanted.crop_pct)
         data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
     with phase("model"):
         preprocess = preprocess_meta(data, config)
