@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch-128": {"data": {"batch_size": 128}, "train": {"lr": 0.1}},
     "lr-0.4": {"train": {"lr": 0.4}},
     "fp32": {"train": {"precision": "32-true"}},
+    # Whole-pixel moves (pad 2, reflect, random crop) instead of the recipe's bilinear sub-pixel shifts.
+    "translate": {"augment": {"width_shift": 0.0, "height_shift": 0.0, "translate": 2}},
 }
 
 
@@ -59,7 +61,7 @@ def run_variant(name: str, epochs: int, seed: int, source: Path, data: Any) -> d
     """Trains one variant for ``epochs`` epochs; validation accuracy without, with flip and with flip+translate TTA."""
     spec = VARIANTS[name]
     updates = {"train": {"epochs": epochs, "patience": 1000, "time_budget": None, **spec.get("train", {})},
-               "data": spec.get("data", {})}
+               "data": spec.get("data", {}), "augment": spec.get("augment", {})}
     config = recipe_config("fast-cifar", source, seed, updates)
     result = train_once(config, data, model=build_net(spec))
     net, normalize = result.model, result.extra["normalize"]

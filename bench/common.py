@@ -22,7 +22,7 @@ from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, build_config, merge_config
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.machine import machine_line
 from cnnlab.models import model_input
@@ -73,8 +73,7 @@ def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] 
 
 def load_data(config: RunConfig) -> PreparedData:
     """Decodes and splits once; every seed then trains on the same split (the seed varies training)."""
-    wanted = model_input(config.model.name, config.model.pretrained)
-    return prepare_data(config.data, config.train.seed, InputNeeds(wanted.channels, wanted.image_size))
+    return prepare_data(config.data, config.train.seed, model_input(config.model.name, config.model.pretrained).needs())
 
 
 @torch.no_grad()

@@ -135,3 +135,24 @@ def test_build_returns_none_when_nothing_is_on() -> None:
 def test_uint8_batch_is_refused() -> None:
     with pytest.raises(TypeError, match="float"):
         BatchAugment(resolve_augment("light")).train()(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+
+
+def test_translate_moves_whole_pixels_without_blending() -> None:
+    """Each image is the input moved by integers in [-2, 2], so no new (blended) values appear."""
+    x = torch.randperm(3 * 12 * 12, dtype=torch.float32).div(1000).view(1, 3, 12, 12).expand(64, -1, -1, -1).contiguous()
+    aug = build_batch_augment(AugmentConfig(translate=2, fill_mode="reflect"), torch.Generator().manual_seed(0))
+    out = aug.train()(x)
+    assert out.shape == x.shape and set(out.unique().tolist()) <= set(x.unique().tolist())
+    moves = set()
+    for image in out:  # the interior pins the move down
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(image[:, 2:-2, 2:-2], x[0, :, 2 - dy : 10 - dy, 2 - dx : 10 - dx])]
+        assert len(found) == 1
+        moves.add(found[0])
+    assert len(moves) > 10  # of the 25 possible moves, most are drawn among 64 images
+
+
+def test_translate_alone_turns_augmentation_on_and_caps_at_the_image_side() -> None:
+    assert build_batch_augment(AugmentConfig(translate=1)) is not None
+    tiny = torch.rand(4, 1, 3, 3)
+    assert BatchAugment(AugmentConfig(translate=64, fill_mode="reflect")).train()(tiny).shape == tiny.shape

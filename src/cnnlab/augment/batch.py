@@ -2,7 +2,8 @@
 
 All geometric ops (rotation, shifts, zoom, shear, flips, random resized crop) are composed into
 one 2x3 matrix per image and applied with a single ``affine_grid`` + ``grid_sample`` call for the
-whole batch, so a batch costs about one bilinear resample however many ops are on.
+whole batch, so a batch costs about one bilinear resample however many ops are on. Whole-pixel
+translation (``translate``) is a pad and a random crop before it: no resampling at all.
 
 Fill modes map to ``grid_sample`` padding modes (Keras' names -> torch's):
   nearest -> 'border' (repeat the edge pixel), reflect -> 'reflection' (mirror about the edge,
@@ -31,6 +32,7 @@ from cnnlab.config import AugmentConfig
 from cnnlab.data.crop import random_crop
 
 _PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "border"}
+_PAD_MODE = {"nearest": "replicate", "reflect": "reflect", "constant": "constant", "wrap": "circular"}
 _CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratio range of random resized crop, torchvision's default
 _ERASE_AREA = (0.02, 0.33)  # erased box area fraction, torchvision's RandomErasing default
 _ERASE_RATIO = (0.3, 3.3)  # erased box aspect ratio range, same source
@@ -98,6 +100,21 @@ def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", side:
         grid = grid * torch.tensor([w / (w + 2), h / (h + 2)], dtype=grid.dtype, device=grid.device)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode=_PADDING[fill_mode], align_corners=False)
     return out.clamp_(0.0, 1.0)  # bilinear is convex, clamp only removes rounding overshoot
+
+
+def translate(x: torch.Tensor, pixels: int, fill_mode: str = "nearest",
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each (square) image moved by a whole number of pixels in [-pixels, pixels] on each axis.
+
+    Padding by ``pixels`` (filled as ``fill_mode`` says) and cropping back at a random offset moves
+    the stored pixels themselves: no bilinear resampling, which the affine shifts need for
+    fractional moves and which blurs small images (a 32-px photo shifted by 0.5 px averages
+    neighbours). ``reflect`` mirrors about the edge pixel ("dcb|abcd", torch's and airbench's);
+    reflection needs the pad to stay below the image's side, hence the cap.
+    """
+    side = x.shape[-1]
+    pixels = min(pixels, side - 1)
+    return random_crop(F.pad(x, (pixels,) * 4, mode=_PAD_MODE[fill_mode]), side, generator)
 
 
 def affine_batch(
@@ -235,6 +252,8 @@ class BatchAugment(torch.nn.Module):
         resized_crop = margin and self.cfg.random_resized_crop is not None
         if margin and not resized_crop:
             x = random_crop(x, self.crop, self.generator)  # type: ignore[arg-type]
+        if self.cfg.translate:
+            x = translate(x, self.cfg.translate, self.cfg.fill_mode, self.generator)
         if self.cfg.geometric:
             x = self._geometric(x, self.crop if resized_crop else None)
         if self.cfg.photometric:
@@ -257,7 +276,7 @@ def build_batch_augment(
     ``crop``: see BatchAugment. Random crops come with augmentation: a run without any trains on the
     centre crops it is evaluated on, so frozen layers' outputs stay the same each epoch (cacheable).
     """
-    if not (cfg.geometric or cfg.photometric or cfg.policy is not None or cfg.random_erasing):
+    if not (cfg.translate or cfg.geometric or cfg.photometric or cfg.policy is not None or cfg.random_erasing):
         return None
     return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk, crop=crop)
 

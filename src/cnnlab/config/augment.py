@@ -32,6 +32,9 @@ class AugmentConfig:
                                 at_least=0, below=1)
     height_shift: float = option(0.0, "shift up/down by up to FRAC of the height (lesson: 0.2)", metavar="FRAC",
                                  at_least=0, below=1)
+    translate: int = option(0, "move by up to N whole pixels each way, --fill-mode filling the edge (no "
+                            "resampling blur, unlike the shifts; airbench's CIFAR augmentation: 2)", metavar="N",
+                            at_least=0, at_most=64)
     hflip: bool = option(False, "mirror left-right with probability 0.5")
     vflip: bool = option(False, "mirror top-bottom with probability 0.5")
     # 1 - zoom must stay above 0
