@@ -32,6 +32,8 @@ def _augment_text(augment: dict[str, Any]) -> str:
     shift = max(augment.get("width_shift", 0), augment.get("height_shift", 0))
     if shift:
         parts.append(f"shift {shift:g}")
+    if augment.get("translate"):
+        parts.append(f"translate {augment['translate']} px")
     if augment.get("label_smoothing"):
         parts.append(f"smooth {augment['label_smoothing']:g}")
     return ", ".join(parts) or "none"
