@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         source = args.data or dataset("cifar10")
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
         stored.setdefault("whole", [])
-        codes = [("branch", None)] + ([("main", args.main_src.resolve())] if args.main_src else [])
+        codes = [("this code", None)] + ([("main", args.main_src.resolve())] if args.main_src else [])
         fixed = {label: args.fixed for label, _ in codes}  # measured once per code, by its first run's probe
         with tempfile.TemporaryDirectory() as tmp:
             for minutes in [float(m) for m in args.minutes.split(",") if m.strip()]:
