@@ -47,8 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch-128": {"data": {"batch_size": 128}, "train": {"lr": 0.1}},
     "lr-0.4": {"train": {"lr": 0.4}},
     "fp32": {"train": {"precision": "32-true"}},
-    # Whole-pixel moves (pad 2, reflect, random crop) instead of the recipe's bilinear sub-pixel shifts.
-    "translate": {"augment": {"width_shift": 0.0, "height_shift": 0.0, "translate": 2}},
+    # The recipe's augmentation before whole-pixel moves: bilinear sub-pixel shifts by up to 2 px.
+    "shifts": {"augment": {"translate": 0, "width_shift": 0.0625, "height_shift": 0.0625}},
 }
 
 

@@ -66,6 +66,10 @@ def test_recipes_list_and_show(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     for name in recipe_names():
         assert name in out
+    row = {r["recipe"]: r for r in recipes_cmd.recipe_rows()}["fast-cifar"]
+    assert "560 s (at most 60 epochs)" in row["training"] and "translate 2 px" in row["augment"]  # the budget shown
+    assert max(len(line) for line in out.splitlines()) <= 80  # a pipe or a small terminal: no cut-off columns
+    assert "whole command about 10" in out  # what each is for, as sentences under the table
     assert recipes_cmd.run(argparse.Namespace(recipes_command="show", name="fast-cifar")) == 0
     assert "fast_cifar" in capsys.readouterr().out
     with pytest.raises(CnnlabError):

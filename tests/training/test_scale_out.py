@@ -114,6 +114,7 @@ def _two_nodes(launch: Launch, name: str, args: list[str]) -> list[subprocess.Po
         "--master-port", str(port), "--nproc-per-node", "1", "-m", "cnnlab", *args]) for rank in (0, 1)]
 
 
+@pytest.mark.slow  # 46 s: two torchrun processes, interrupted and resumed; the one-node test covers the path
 def test_two_nodes_under_torchrun_stop_together_on_ctrl_c_and_resume_to_one_run(launch, audited) -> None:
     runs = audited["work"] / "runs"
     node0, node1 = _two_nodes(launch, "first", ["train", *DIGITS, "--strategy", "ddp", "--devices", "1",

@@ -223,6 +223,7 @@ def test_a_run_reopens_in_the_layout_it_trained_in(run_copy: Path) -> None:
     assert not is_channels_last(load_trained(files).model)
 
 
+@pytest.mark.slow  # 23 s: torch.compile's first trace; compile is off by default (no faster on a CPU)
 def test_compile_gives_the_same_loss() -> None:
     torch.manual_seed(0)
     plain = create_model("fast_cnn", num_classes=10, in_chans=1, image_size=(16, 16), dropout=0.0)

@@ -39,6 +39,15 @@ def _augment_text(augment: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
+def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
+    """Optimiser, schedule, batch, length and validation share, e.g. 'sgd 0.2, onecycle, batch 256, ...'."""
+    length = f"{train.get('epochs', 15)} epochs"
+    if train.get("time_budget"):  # the schedule fits the time; the epochs are only an upper bound
+        length = f"{train['time_budget']:g} s (at most {length})"
+    return (f"{train.get('optimizer', 'adam')} {train.get('lr', 1e-3):g}, {train.get('scheduler', 'plateau')}, "
+            f"batch {data.get('batch_size', 128)}, {length}, val {data.get('val_split', '0.1')}")
+
+
 def recipe_rows() -> list[dict[str, str]]:
     """One row of display strings per recipe (what ``recipes list`` prints)."""
     from cnnlab.config import RECIPE_HELP, recipe_names, recipe_overrides
@@ -49,16 +58,14 @@ def recipe_rows() -> list[dict[str, str]]:
         train, data, model = recipe.get("train", {}), recipe.get("data", {}), recipe.get("model", {})
         speed = [flag for flag, on in (("channels_last", train.get("channels_last")),
                                         ("compile", train.get("compile"))) if on]
-        if train.get("precision", "auto") != "auto":
+        if train.get("precision") == "bf16-mixed":
+            speed.append("bf16 where the CPU/GPU has it natively")  # else fp32: emulated bf16 is slower
+        elif train.get("precision", "auto") != "auto":
             speed.append(train["precision"])
         rows.append({
             "recipe": name,
             "model": model.get("name", "simple_cnn"),
-            "optimizer": f"{train.get('optimizer', 'adam')} {train.get('lr', 1e-3):g}",
-            "schedule": train.get("scheduler", "plateau"),
-            "batch": str(data.get("batch_size", 128)),
-            "epochs": str(train.get("epochs", 15)),
-            "val": str(data.get("val_split", "0.1")),
+            "training": _training_text(train, data),
             "augment": _augment_text(recipe.get("augment", {})),
             "speed": ", ".join(speed) or "-",
             "for": RECIPE_HELP.get(name, ""),
@@ -79,9 +86,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = recipe_rows()
     table = Table(title="Training recipes (cnnlab train DATA --recipe NAME; flags override)")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold", no_wrap=column in ("recipe", "model"))
+    settings = [column for column in rows[0] if column != "for"]
+    for column in settings:  # wrapped at spaces, so the table fits an 80-column terminal
+        table.add_column(column, no_wrap=column == "recipe")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(row[column] for column in settings))
     console.print(table)
+    # What each is for, as paragraphs under the table: a column of sentences folds into one
+    # word per line on an 80-column terminal or in a pipe.
+    for row in rows:
+        console.print(f"[bold]{row['recipe']}[/bold]: {row['for']}", highlight=False)
     return 0
