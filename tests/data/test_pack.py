@@ -151,6 +151,17 @@ def test_a_corrupt_manifest_or_shard_is_named(packed, tmp_path) -> None:
         read_manifest(copy)
 
 
+def test_pack_at_a_models_input_size_and_channels(packed, cli, tmp_path) -> None:
+    """--model packs at what that model trains on (a pretrained Lite0: 224 px RGB, from gray shapes)."""
+    code, out, _ = cli("data", "pack", packed["folder"], tmp_path / "lite0", "--model", "efficientnet_lite0",
+                       "--pretrained")
+    assert code == 0 and "train with: cnnlab train" in out and "--model efficientnet_lite0 --pretrained" in out
+    manifest = read_manifest(tmp_path / "lite0")
+    assert (manifest["image_size"], manifest["channels"]) == (224, 3)
+    splits, _, _ = open_packed(str(tmp_path / "lite0"), 3, 224)  # what that run asks for: no mismatch
+    assert splits["train"].images.shape[1:] == (3, 224, 224)
+
+
 def test_pack_refuses_bad_arguments(packed, cli, tmp_path) -> None:
     code, _, err = cli("data", "pack", tmp_path / "nowhere", tmp_path / "out")
     assert code == 2 and "nowhere" in err and "not found" in err

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from cnnlab.cli.options import add_option, given_options
 from cnnlab.config import options_by_dest
 
-# the options of cnnlab train that decide what is packed: format, splits (and the seed of the hold-out), decoding
-PACK_OPTIONS = ("image_size", "channels", "val_split", "test_split", "seed", "workers", "image_store")
+# the options of cnnlab train that decide what is packed: format (a model's, or given), splits (and the seed of
+# the hold-out), decoding
+PACK_OPTIONS = ("model", "pretrained", "image_size", "channels", "val_split", "test_split", "seed", "workers",
+                "image_store")
 
 
 def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
@@ -21,9 +24,13 @@ def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
                     "the shards, each process of a multi-process run reading its own part. The folder is read "
                     "as cnnlab train reads it (train/ val/ test/ or class folders, unreadable files skipped and "
                     "listed); without val/ and test/ they are held out now, as training would with the same "
-                    "--val-split, --test-split and --seed. Shards hold decoded images at --image-size: pack "
-                    "at the size and channels the model will train at.",
-        epilog="example: cnnlab data pack photos/ photos-packed --image-size 128 && cnnlab train photos-packed")
+                    "--val-split, --test-split and --seed. Shards hold decoded images at the size and channels the "
+                    "model trains at: --model (and --pretrained) packs at that model's input, --image-size "
+                    "and --channels say it outright.",
+        epilog="examples: cnnlab data pack photos/ photos-packed --image-size 128 && cnnlab train photos-packed\n"
+               "          cnnlab data pack photos/ photos-224 --model efficientnet_lite0 --pretrained && "
+               "cnnlab train photos-224 --model efficientnet_lite0 --pretrained",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     pack.add_argument("folder", metavar="FOLDER", help="image folder: train/ val/ test/ of class folders, or class folders")
     pack.add_argument("out", metavar="OUT", help="new (or empty) folder to write the shards and manifest in")
     pack.add_argument("--shard-size", type=float, default=64.0, metavar="MB",
@@ -40,12 +47,16 @@ def run_pack(args: argparse.Namespace) -> int:
     from cnnlab.config import build_config
     from cnnlab.data.pack import pack_folder
     from cnnlab.errors import CnnlabError
+    from cnnlab.models import model_input
 
     if not args.shard_size > 0:
         raise CnnlabError(f"--shard-size must be above 0 MB, got {args.shard_size:g}")
     specs = options_by_dest()
-    config = build_config(data=args.folder, **given_options(args, [specs[name] for name in PACK_OPTIONS]))
-    done = pack_folder(config.data, args.out, config.train.seed, args.shard_size)
+    given = given_options(args, [specs[name] for name in PACK_OPTIONS])
+    config = build_config(data=args.folder, **given)
+    # The model's input itself, without the margin a folder run stores for random crops: shards hold one format.
+    needs = dataclasses.replace(model_input(config.model.name, config.model.pretrained).needs(), crop_pct=None)
+    done = pack_folder(config.data, args.out, config.train.seed, args.shard_size, needs)
     counts = ", ".join(f"{split} {count:,}" for split, count in done.counts.items())
     print(f"packed {sum(done.counts.values()):,} images ({counts}) of {len(done.class_names)} classes at "
           f"{done.image_size} px, {done.channels} channel(s): {done.shards} shard(s), {done.bytes / 1e6:.1f} MB, "
@@ -53,7 +64,8 @@ def run_pack(args: argparse.Namespace) -> int:
     if done.skipped:
         print(f"{done.skipped} unreadable file(s) skipped: listed in {done.out}/cnnlab-pack.json (cnnlab data "
               f"inspect {args.folder} --decode explains them)")
-    print(f"train with: cnnlab train {done.out}")
+    model = f" --model {config.model.name}" + (" --pretrained" if config.model.pretrained else "") if "model" in given else ""
+    print(f"train with: cnnlab train {done.out}{model}")
     return 0
 
 

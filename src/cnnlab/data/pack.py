@@ -32,7 +32,7 @@ import numpy as np
 
 from cnnlab.config import DataConfig
 from cnnlab.data.packed import MANIFEST, PACK_VERSION, SPLITS, is_packed, items_file, local_path, require_litdata
-from cnnlab.data.prepare import prepare_data
+from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
@@ -93,11 +93,13 @@ def _check_out(out: Path) -> None:
         raise CnnlabError(f"'{out}' exists and is not an empty folder; give a new folder for the packed data")
 
 
-def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0) -> PackSummary:
+def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0,
+                needs: InputNeeds = InputNeeds()) -> PackSummary:
     """Packs the folder ``cfg.source`` into streaming shards in ``out`` (a new or empty folder).
 
     ``cfg``: the data options of a training run (image size, channels, val/test split sizes,
-    workers, image store); ``seed`` the training seed the val/test hold-out uses when the folder
+    workers, image store); ``needs`` what the model asks for where ``cfg`` is silent (size,
+    channels); ``seed`` the training seed the val/test hold-out uses when the folder
     has no val/ and test/ folders. Written in a temp folder beside ``out``, renamed at the end: an
     interrupted pack leaves no half-packed folder.
 
@@ -114,7 +116,7 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
     if is_packed(cfg.source):
         raise CnnlabError(f"'{cfg.source}' is already packed; train from it: cnnlab train {cfg.source}")
     require_litdata()
-    data = prepare_data(cfg, seed)
+    data = prepare_data(cfg, seed, needs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     shards = 0
