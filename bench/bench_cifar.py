@@ -3,6 +3,7 @@
     PYTHONPATH=src python bench/bench_cifar.py --minutes 10,15         # the goals, ~30 min
     PYTHONPATH=src python bench/bench_cifar.py --minutes 15 --main-src ../main/src  # + main's code, same way
     PYTHONPATH=src python bench/bench_cifar.py --render                # the page from stored results
+    PYTHONPATH=src python bench/bench_cifar.py --speed                 # step speed-ups, speedups_cifar.md
 
 Each point is one whole process, ``cnnlab train cifar10 --recipe fast-cifar --time-budget T``, from
 process start to the written report, with T = the minutes minus the command's fixed costs (start-up,
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench_mnist_whole import run_cnnlab
-from common import DATASETS, OUT, dataset, machine, write_page
+from common import DATASETS, OUT, dataset, machine, speed_table, write_page
 
 from cnnlab.phases import phase_line
 
@@ -155,15 +156,38 @@ def render(command: str) -> str:
                       "with other work: see the load averages.", body)
 
 
+SPEED_NOTE = (  # the run before this machine, kept because its CPU differs in the one way that matters here
+    "On the AMD EPYC this project ran on before (avx512_bf16, so bf16 is native), the same command measured "
+    "in us per image: fp32 NCHW 1593, channels_last 1080 (0.68x), bf16-mixed 972 (0.61x), channels_last + "
+    "bf16-mixed 663 (0.42x), + compile 776 (0.49x), 1 thread 1196 (0.75x). Where bf16 is emulated (no "
+    "avx512_bf16 or AMX, as on an Intel Xeon without them) it is 2-3x slower than fp32, so cnnlab's "
+    "bf16-mixed recipes train in fp32 there (`training/trainer.py: resolve_precision`).")
+
+
+def speed(command: str) -> int:
+    """Training-step time of each speed-up (layout, precision, compile, threads) for fast_cifar."""
+    parts = ["# Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", "",
+             f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
+             "Forward + backward + SGD step on random batches; variants timed round-robin, 5 rounds.", "",
+             *speed_table("fast_cifar", 3, 32, 256, rounds=5), "", SPEED_NOTE, ""]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "speedups_cifar.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", default="", help="comma-separated whole-command minutes, e.g. 10,15")
     p.add_argument("--main-src", type=Path, help="also run this cnnlab source tree (main's), the same way")
     p.add_argument("--render", action="store_true", help="only rewrite the page from stored results")
+    p.add_argument("--speed", action="store_true", help="only the training-step speed-ups (speedups_cifar.md)")
     p.add_argument("--data", type=Path, help="the CIFAR-10 folder (default: unpacked from ../shared/data into the cache)")
     p.add_argument("--fixed", type=float, help="the fixed costs in seconds (default: measured by a probe run)")
     args = p.parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.speed:
+        return speed(command)
     if not args.render:
         source = args.data or dataset("cifar10")
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"whole": []}
