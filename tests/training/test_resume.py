@@ -97,6 +97,28 @@ def test_ctrl_c_saves_reports_and_resumes(tmp_path, reference):
     assert read_json(run / "metrics.json")["test"] == reference["metrics"]
 
 
+def test_closed_output_stops_the_run_on_record_and_it_resumes(tmp_path, reference):
+    """`cnnlab train ... | head`: the reader goes away mid-training. No traceback: exit 141 (as a
+    process stopped by SIGPIPE), the run says interrupted and how to go on, and resumes to the
+    uninterrupted result."""
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "p"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": "1"})
+    assert process.stdout is not None and process.stderr is not None
+    for line in process.stdout:  # read as `head` would, then leave
+        if line.startswith("epoch 1/6"):
+            break
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=60) == 141, errors[-1500:]
+    assert "Traceback" not in errors and "broken pipe" in errors
+    assert f"cnnlab train --resume {runs / 'p'}" in errors
+    assert read_json(runs / "p" / "run.json")["status"] == "interrupted"
+    resumed = subprocess.run(_cnnlab("train", "--resume", runs / "p"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (runs / "p" / "metrics.csv").read_text() == reference["history"]
+
+
 def test_resume_refuses_a_completed_run_and_extra_options(cli, tmp_path):
     runs = tmp_path / "runs"
     assert cli("train", "digits", "--epochs", "1", "--runs-dir", runs, "--name", "done")[0] == 0

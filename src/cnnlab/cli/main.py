@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("\ncnnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output is gone (`cnnlab ... | head`): end as a process stopped by SIGPIPE
+        # would (exit 141), without a traceback. stdout goes to /dev/null first, so that the
+        # interpreter's last flush of what is still buffered does not fail again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"cnnlab {args.command}: output closed (broken pipe): stopped", file=sys.stderr)
+        return 141
 
 
 if __name__ == "__main__":

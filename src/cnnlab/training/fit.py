@@ -78,11 +78,24 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
     try:
         return train_run(ctx, resume_from)
     except KeyboardInterrupt:
-        ctx.meta["status"] = "interrupted"
-        if ctx.meta.get("attempts"):
-            ctx.meta["attempts"][-1]["ended"] = "interrupted"
-        ctx.save_meta()
+        _on_record_as_interrupted(ctx)
         raise TrainingInterrupted(None, ctx.files, "between epochs: every finished epoch and stage is saved") from None
+    except (BrokenPipeError, SystemExit) as stop:
+        # `cnnlab train ... | head`: the reader of the output is gone (print raises BrokenPipeError;
+        # rich ends the process with SystemExit). Stop as a Unix tool does, but on record and
+        # resumable, and say so on stderr (still open) rather than leave a run that claims to be running.
+        _on_record_as_interrupted(ctx)
+        why = "output closed (broken pipe)" if isinstance(stop, BrokenPipeError) else "the process is exiting"
+        log.warning("%s: training stopped, every finished epoch is saved; go on with cnnlab train --resume %s",
+                    why, ctx.files.root)
+        raise
+
+
+def _on_record_as_interrupted(ctx: RunContext) -> None:
+    ctx.meta["status"] = "interrupted"
+    if ctx.meta.get("attempts"):
+        ctx.meta["attempts"][-1]["ended"] = "interrupted"
+    ctx.save_meta()
 
 
 def _class_weights(data: PreparedData) -> torch.Tensor:
