@@ -74,7 +74,7 @@ RECIPE_HELP: dict[str, str] = {
     "fast": "MNIST-sized data: 24 s of training, 99.2-99.5% on MNIST, the whole command 36-41 s on 2 CPU "
             "cores with a warm cache (the lesson's Keras: 63-73 s of training to 99.0%); --time-budget 90 for 99.5%",
     "fast-cifar": "CIFAR-10-sized photos: 560 s of training, the whole command about 10 min on CIFAR-10 "
-                  "here for 87.7% test (2 CPU cores, fp32, 10 epochs); --time-budget 850: 15 min, 88.8%",
+                  "here for 87.7-87.9% test (2 CPU cores, fp32, 10 epochs); --time-budget 850: 15 min, 88.8%",
 }
 
 
