@@ -169,13 +169,9 @@ SPEED_NOTE = (  # the run before this machine, kept because its CPU differs in t
 
 def speed(command: str) -> int:
     """Training-step time of each speed-up (layout, precision, compile, threads) for fast_cifar."""
-    parts = ["# Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", "",
-             f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-             "Forward + backward + SGD step on random batches; variants timed round-robin, 5 rounds.", "",
-             *speed_table("fast_cifar", 3, 32, 256, rounds=5), "", SPEED_NOTE, ""]
-    OUT.mkdir(exist_ok=True)
-    (OUT / "speedups_cifar.md").write_text("\n".join(parts))
-    print("\n".join(parts))
+    write_page("speedups_cifar", "Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", command,
+               "Forward + backward + SGD step on random batches; variants timed round-robin, 5 rounds.",
+               [*speed_table("fast_cifar", 3, 32, 256, rounds=5), "", SPEED_NOTE])
     return 0
 
 

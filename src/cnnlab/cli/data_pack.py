@@ -64,7 +64,7 @@ def run_pack(args: argparse.Namespace) -> int:
     if done.skipped:
         print(f"{done.skipped} unreadable file(s) skipped: listed in {done.out}/cnnlab-pack.json (cnnlab data "
               f"inspect {args.folder} --decode explains them)")
-    model = f" --model {config.model.name}" + (" --pretrained" if config.model.pretrained else "") if "model" in given else ""
+    model = "" if "model" not in given else f" --model {config.model.name}" + " --pretrained" * config.model.pretrained
     print(f"train with: cnnlab train {done.out}{model}")
     return 0
 

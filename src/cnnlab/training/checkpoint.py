@@ -112,7 +112,8 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     """Rebuilds a run's network from its folder alone and loads ``best`` (or ``last``) weights.
 
     The network is in the memory layout it trained in (channels_last when the run's config says
-    so; ``run_batches`` then feeds it NHWC batches). A pruned run's network is the config's architecture resized as its ``architecture.json`` says.
+    so; ``run_batches`` then feeds it NHWC batches). A pruned run's network is the config's
+    architecture resized as its ``architecture.json`` says.
 
     Raises:
         CnnlabError: when the run has no checkpoint yet.
