@@ -31,43 +31,6 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-BUSY_SAMPLE_SECONDS = 0.25
-
-
-def busy_cores(seconds: float = BUSY_SAMPLE_SECONDS) -> float | None:
-    """How many of the machine's cores other work keeps busy now, sampled over ``seconds``.
-
-    A short sample rather than the load average: the 1-minute average still holds a command that
-    ended seconds ago, so back-to-back runs would each see a busy machine that is idle.
-    """
-    try:
-        import psutil
-
-        return psutil.cpu_percent(interval=seconds) / 100.0 * (psutil.cpu_count() or usable_cores())
-    except Exception:  # noqa: BLE001  no psutil or no /proc: fall back to the load average
-        try:
-            return os.getloadavg()[0]
-        except OSError:
-            return None
-
-
-def auto_threads(processes: int = 1) -> tuple[int, str]:
-    """Torch threads for CPU work: the cores other work leaves free now, split between ``processes``.
-
-    Measured on this 2-core machine: with both cores free, 2 threads train small CNNs faster than 1;
-    with other jobs on them, a second thread made training 2.8x slower (digits, simple_cnn: 14.6 s
-    vs 5.2 s), as the threads wait on each other. Returns the count and why, for run.json.
-    """
-    cores = max(1, usable_cores() // max(processes, 1))
-    busy = busy_cores()
-    if busy is None:
-        return cores, f"{cores} (all {cores} cores: how busy they are cannot be read here)"
-    free = usable_cores() - busy
-    threads = max(1, min(cores, round(free)))
-    return threads, (f"{threads} (auto: {usable_cores()} cores, {busy:.1f} busy with other work, "
-                     f"{max(free, 0):.1f} free{'' if processes == 1 else f', shared by {processes} processes'})")
-
-
 def machine_line(threads: int | None = None) -> str:
     """One line: CPU, cores, torch version and threads, load average now (timings depend on all)."""
     import torch

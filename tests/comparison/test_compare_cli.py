@@ -57,3 +57,16 @@ def test_compare_refuses_training_options_without_data_and_bad_weights_pairs(cli
     assert code == 2 and "--weights takes MODEL=FILE" in err
     code, _, err = cli("compare", "simple_cnn", "--weights", "vgg16=x.pth")
     assert code == 2 and "--weights names 'vgg16', which is not among the compared models" in err
+
+
+def test_a_comparison_timed_on_a_busy_machine_says_rerun_in_every_output(tmp_path, monkeypatch, one_torch_thread):
+    from cnnlab.comparison import architectures
+
+    monkeypatch.setattr(architectures, "busy_machine", lambda others, latency: "other processes kept 1.0 cores busy")
+    settings = CompareSettings(image_size=20, batch_size=2, repeats=3, isolate=False, threads=1)
+    comparison = compare_architectures(["simple_cnn", "fast_cnn"], settings, "test", tmp_path / "busy")
+    assert comparison.busy and comparison.as_json()["busy_machine"] == comparison.busy
+    assert "Measured on a busy machine: rerun" in (tmp_path / "busy" / "comparison.md").read_text()
+    assert "busy machine" in comparison._repr_html_()
+    rows = list(csv.DictReader((tmp_path / "busy" / "comparison.csv").open()))
+    assert all(float(r["latency_min_ms"]) <= float(r["latency_ms"]) for r in rows)  # the fastest beside the median

@@ -71,3 +71,34 @@ def test_peak_memory_growth_sees_a_temporary_allocation():
 
     growth = peak_memory_growth(allocate, resident_kib())
     assert growth is not None and size * 0.9 <= growth <= size * 1.5
+
+
+def test_models_are_timed_in_turns_so_load_falls_on_all_of_them_alike() -> None:
+    from cnnlab.comparison.measure import time_interleaved
+
+    order: list[str] = []
+
+    def timer(name: str, seconds: float):
+        def run(count: int) -> list[float]:
+            order.append(name)
+            return [seconds] * count
+        return run
+
+    timings = time_interleaved({"a": timer("a", 0.001), "b": timer("b", 0.002), "big": timer("big", 1.0)},
+                               repeats=10, max_seconds=3.0, rounds=5)
+    assert order[:3] == ["a", "b", "big"] and order[3:6] == ["b", "big", "a"]  # each round starts one later
+    assert timings["a"].repeats == timings["b"].repeats == 10  # blocks of 2 over 5 rounds
+    assert timings["big"].repeats == 4  # stopped once its passes took 3 s (never under 3 passes)
+    assert order.count("big") == 2 and order.index("big") < order.index("a", 3)  # interleaved, not one after another
+
+
+def test_a_burst_of_load_marks_the_comparison_busy_instead_of_ranking_noise() -> None:
+    from cnnlab.comparison.architectures import busy_machine
+    from cnnlab.comparison.measure import Timing
+
+    steady = Timing.of([0.010, 0.011, 0.010, 0.012, 0.011])
+    erratic = Timing.of([0.020, 0.600, 0.025, 0.900, 0.030])  # the lesson's Lite0 under load: IQR 37-1512 ms
+    assert busy_machine(0.05, {"vgg16": steady}) is None
+    assert "other processes kept 1.0 cores busy" in busy_machine(1.0, {"vgg16": steady})
+    assert "efficientnet_lite0" in busy_machine(None, {"vgg16": steady, "efficientnet_lite0": erratic})
+    assert erratic.minimum == 0.020 and steady.spread < 0.5 < erratic.spread

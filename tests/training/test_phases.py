@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cnnlab import machine
 
 
 def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
@@ -22,30 +21,6 @@ def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
     assert "training" in line and f"total {total:.1f} s" in line
     assert meta["attempts"][-1]["threads"] == "1 (--threads)"
     assert "Time by phase" in (tmp_path / "timed" / "report.html").read_text()
-
-
-@pytest.mark.parametrize(("busy", "expected"), [(0.1, 2), (1.0, 1), (3.5, 1)])
-def test_auto_threads_leave_busy_cores_alone(monkeypatch, busy: float, expected: int) -> None:
-    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
-    monkeypatch.setattr(machine, "busy_cores", lambda: busy)
-    threads, why = machine.auto_threads()
-    assert threads == expected and f"{busy:.1f} busy" in why
-    assert machine.auto_threads(processes=2)[0] == 1  # two processes share the two cores
-
-
-def test_busy_cores_sees_a_spinning_process() -> None:
-    import subprocess
-    import sys
-
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        import time
-
-        time.sleep(0.3)
-        assert machine.busy_cores() >= 0.7  # at least most of one core
-    finally:
-        spinner.kill()
-        spinner.wait()
 
 
 def test_start_up_counts_from_the_process_start() -> None:

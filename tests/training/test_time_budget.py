@@ -136,10 +136,9 @@ def _pretrained_run(tmp_path: Path, budget: float, **options) -> RunConfig:
     """simple_cnn from a weights file: a two-stage transfer run, small enough for seconds of CPU."""
     weights = tmp_path / "start.safetensors"
     save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
-    options = {"feature_cache": False, **options}
+    options = {"feature_cache": False, "frozen_epochs": 60, **options}
     return build_config(data="digits", model="simple_cnn", weights=str(weights), time_budget=budget, batch_size=32,
-                        frozen_epochs=60, finetune_epochs=60, patience=100, runs_dir=str(tmp_path / "runs"),
-                        name="budget", **options)
+                        finetune_epochs=60, patience=100, runs_dir=str(tmp_path / "runs"), name="budget", **options)
 
 
 def test_a_two_stage_run_keeps_to_its_budget_split_between_the_stages(fake_time, tmp_path: Path, capsys) -> None:
@@ -192,9 +191,10 @@ def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
         return real_cache_features(*args, **kwargs)
 
     monkeypatch.setattr(staged, "cache_features", slow_extraction)
-    config = _pretrained_run(tmp_path, 5.0, feature_cache=True)
+    config = _pretrained_run(tmp_path, 5.0, feature_cache=True, frozen_epochs=4)
     result = fit_module.fit(config, "test")
     assert [s["name"] for s in result.meta["stages"]] == ["frozen"]  # no fine-tuning
+    assert result.meta["stages"][0]["epochs"] == 4  # the head still trained its epochs on the cached features
     assert "cannot be met" in caplog.text and "extracting the backbone's features" in caplog.text
     assert any("only stage 1 was trained" in note for note in result.meta["notes"])
     assert open_run(tmp_path / "runs" / "budget").best.is_file()  # a stage-1 model to evaluate

@@ -86,12 +86,12 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
-def evaluate(run: Run | str | Path, data: str | Path | None = None) -> dict[str, Any]:
+def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
     Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
     """
-    return (run if isinstance(run, Run) else Run(run)).evaluate(data)
+    return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads)
 
 
 def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",

@@ -141,11 +141,15 @@ class Run:
 
         return predict_with(self.path, items_of(images), top_k, runtime, threads)
 
-    def evaluate(self, data: str | Path | None = None) -> dict[str, Any]:
+    def evaluate(self, data: str | Path | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
         """Scores the run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
-        Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
+        Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict. ``threads``:
+        0 is cnnlab's thread policy (``cnnlab.threads``), N pins the count.
         """
+        from cnnlab.threads import for_command
+
+        for_command(threads)
         _, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data))
         return metrics
 

@@ -52,7 +52,8 @@ def add_parser(subparsers: Any) -> None:
                         "or any timm name")
     group = p.add_argument_group("comparison")
     group.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                       help="torch threads while measuring (default: torch's current number)")
+                       help="torch threads while measuring (default: cnnlab's thread policy: the cores other processes "
+                       "leave free, the same for every model)")
     group.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, metavar="N",
                        help=f"timed forward passes per figure, at most 10 s' worth (default {DEFAULT_REPEATS})")
     group.add_argument("--weights", metavar="MODEL=FILE", action="append", default=[],
@@ -84,6 +85,9 @@ def _print_table(comparison: Any) -> None:
     console.print(table)
     for line in footnotes(comparison.rows):
         console.print(f"- {line}", highlight=False)
+    if comparison.busy:
+        console.print(f"[bold]measured on a busy machine: rerun when it is quiet to rank the models by speed[/bold] "
+                      f"({comparison.busy})")
     how = comparison.how
     for key in ("layers", "weights", "imagenet"):
         console.print(f"{key}: {how[key]}", highlight=False)

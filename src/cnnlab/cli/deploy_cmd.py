@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from cnnlab.cli.options import add_option, add_options, add_setup_arguments, given_options
-from cnnlab.cli.parser import positive_int
+from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.config import all_options, options_by_dest
 from cnnlab.deploy.settings import (
     ALPHA, CALIBRATION_IMAGES, DEFAULT_THREADS, EXPORT_FORMATS, PARITY_TOLERANCE, TEMPERATURE, THREADS_HELP,
@@ -24,7 +24,7 @@ RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
 
 
 def _output(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from cnnlab.cli.parser import positive_int
+from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
 
 
@@ -17,6 +17,7 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("run", metavar="RUN", help="a run folder, e.g. runs/simple_cnn-mnist-sample")
     e.add_argument("--data", metavar="DATA",
                    help="another image folder or built-in set to evaluate on (results go to RUN/eval/DATA/)")
+    e.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     e.set_defaults(func=run_evaluate)
     p = subparsers.add_parser("predict", help="classify images with a trained run or an exported model",
                               description="Classifies images with a run (by default its fastest measured runtime "
@@ -29,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
                    help="auto: the run's fastest measured runtime that keeps accuracy (cnnlab benchmark measures "
                    "them); or pytorch (the checkpoint), torchscript, onnx, int8 (default: auto)")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.set_defaults(func=run_predict)
 
 
@@ -37,7 +38,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.api import Run
 
     run = Run(args.run)
-    metrics = run.evaluate(args.data)
+    metrics = run.evaluate(args.data, args.threads)
     out_dir = run.path if args.data is None else run.files.evaluation(args.data).root
     line = f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.2%}"
     if metrics.get("top5_accuracy") is not None:

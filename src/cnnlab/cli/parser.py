@@ -69,3 +69,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def thread_count(text: str) -> int:
+    """argparse type of ``--threads``: 0 (auto, cnnlab's thread policy) or a count to pin."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (auto) or a count of threads, got {value}")
+    return value

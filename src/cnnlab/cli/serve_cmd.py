@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnlab.cli.parser import positive_int
+from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
 from cnnlab.serving import settings as defaults
 
@@ -55,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
                    help="auto: the run's fastest measured runtime that keeps accuracy; or pytorch, torchscript, "
                    "onnx, int8 (default: auto)")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.set_defaults(func=run_serve)
 
 

@@ -12,22 +12,31 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from cnnlab.comparison.imagenet import SOURCE, imagenet_top1
-from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS
+from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS, ROUNDS, Timing, time_interleaved
 from cnnlab.comparison.outputs import html_summary, write_outputs
-from cnnlab.comparison.probe import IMAGENET_CLASSES, ProbeSpec, measure_here, run_probe
+from cnnlab.comparison.probe import IMAGENET_CLASSES, ProbeSpec, open_probe
 from cnnlab.comparison.training import same_way, split_counts, train_model
 from cnnlab.config import RunConfig, merge_config
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
 from cnnlab.training.fit import TrainingInterrupted
+from cnnlab.threads import BACKGROUND_CORES, CpuSampler, choose
 from cnnlab.training.run_dir import claim_folder
+
+if TYPE_CHECKING:
+    from cnnlab.comparison.probe import ChildProbe, LocalProbe
+
+    Probe = ChildProbe | LocalProbe
 
 log = logging.getLogger("cnnlab")
 DEFAULT_FOLDER = Path("comparisons")
+# Batch-1 times whose interquartile range exceeds half their median were disturbed (idle: under 10%).
+BUSY_SPREAD = 0.5
+BUSY_MIN_SECONDS = 0.002  # below 2 ms timer noise alone can spread that much
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class Comparison:
     machine: str
     how: dict[str, str]
     same_way: str | None = None
+    busy: str | None = None  # why the timings are not to be trusted (another process ran): rerun
     files: dict[str, Path] = field(default_factory=dict)
     interrupted: str | None = None  # the run folder Ctrl-C stopped, to resume
 
@@ -72,7 +82,7 @@ class Comparison:
     def as_json(self) -> dict[str, Any]:
         settings = {**asdict(self.settings), "threads": self.threads, "weights": dict(self.settings.weights)}
         return {"folder": str(self.folder), "command": self.command, "machine": self.machine, "settings": settings,
-                "how_measured": self.how, "trained_the_same_way": self.same_way,
+                "how_measured": self.how, "trained_the_same_way": self.same_way, "busy_machine": self.busy,
                 "files": {k: str(v) for k, v in self.files.items()}, "rows": self.rows}
 
 
@@ -86,14 +96,18 @@ def how_measured(settings: CompareSettings, threads: int) -> dict[str, str]:
         "macs": f"multiply-accumulates of one {size}x{size} RGB image (batch 1), from torch.utils.flop_counter."
                 f"FlopCounterMode (FLOPs / 2); it counts {MAC_OPERATIONS}",
         "size": "FP32 weights saved as a safetensors file (MB = 10^6 bytes)",
-        "latency": f"batch 1: median and interquartile range (IQR) of up to {settings.repeats} timed forward passes "
-                   f"(at most {settings.max_seconds:g} s, at least 3) after 3 warm-up passes, under "
-                   f"torch.inference_mode, {threads} thread{'s' if threads != 1 else ''}, {layout} layout",
-        "throughput": f"images per second in batches of {batch}, from the same kind of timing (1 warm-up batch)",
+        "latency": f"batch 1: median, interquartile range (IQR) and fastest of up to {settings.repeats} timed forward "
+                   f"passes (at most {settings.max_seconds:g} s, at least 3) after 3 warm-up passes, under "
+                   f"torch.inference_mode, {threads} thread{'s' if threads != 1 else ''}, {layout} layout; "
+                   f"the models are timed in turns, {ROUNDS} rounds of a block each, so load from another "
+                   "process falls on all of them alike",
+        "throughput": f"images per second in batches of {batch}, from the same kind of timing (1 warm-up batch); "
+                      "the fastest batch beside the median",
         "memory": f"how far the process's resident memory peaked above the loaded model during the first forward "
                   f"pass at batch 1 and at batch {batch} (the kernel's high-water mark, reset before each)",
-        "isolation": ("each model is built and measured in a fresh Python process, one after the other"
-                      if settings.isolate else "every model measured in one process, one after the other"),
+        "isolation": ("each model is built in a fresh Python process (its memory figures measured there, one "
+                      "model after the other), and the processes are then timed in turns"
+                      if settings.isolate else "every model built and timed in one process"),
         "weights": "random = randomly initialised (size, cost and speed do not depend on the weights); ImageNet = "
                    "pretrained weights loaded",
         "imagenet": SOURCE,
@@ -116,40 +130,92 @@ def _rate(images: int, seconds: float) -> float:
     return round(images / seconds, 2)
 
 
-def _figures(probe: dict[str, Any], batch: int) -> dict[str, Any]:
-    """The probe's raw figures in the row's units: ms, images/s, MB."""
-    latency, per_batch = probe["latency"], probe["batch_seconds"]
+def _figures(probe: dict[str, Any]) -> dict[str, Any]:
+    """The probe's static figures in the row's units: counts, MB."""
     return {
         "status": "ok", "weights": probe["weights"],
         "params_total": probe["params_total"], "params_trainable": probe["params_trainable"],
         "layers": probe["layers"], "weight_layers": probe["weight_layers"], "macs": probe["macs"],
         "size_mb": _mb(probe["size_bytes"]),
-        "latency_ms": _ms(latency["median"]), "latency_p25_ms": _ms(latency["p25"]),
-        "latency_p75_ms": _ms(latency["p75"]), "latency_repeats": latency["repeats"],
-        "throughput": _rate(batch, per_batch["median"]), "throughput_p25": _rate(batch, per_batch["p75"]),
-        "throughput_p75": _rate(batch, per_batch["p25"]), "throughput_repeats": per_batch["repeats"],
         "memory_mb": _mb(probe["memory_bytes"]), "memory_batch_mb": _mb(probe["memory_batch_bytes"]),
         "note": probe.get("weights_note") or "",
     }
 
 
-def measure_row(name: str, settings: CompareSettings, threads: int) -> dict[str, Any]:
-    """One model's row: its measured figures and cited ImageNet top-1, or the reason it has none."""
+def _timing_figures(latency: Timing, per_batch: Timing, batch: int) -> dict[str, Any]:
+    """Timings in the row's units: ms at batch 1, images/s at ``batch`` (the fastest pass beside the median)."""
+    return {
+        "latency_ms": _ms(latency.median), "latency_p25_ms": _ms(latency.p25),
+        "latency_p75_ms": _ms(latency.p75), "latency_min_ms": _ms(latency.minimum), "latency_repeats": latency.repeats,
+        "throughput": _rate(batch, per_batch.median), "throughput_p25": _rate(batch, per_batch.p75),
+        "throughput_p75": _rate(batch, per_batch.p25), "throughput_max": _rate(batch, per_batch.minimum),
+        "throughput_repeats": per_batch.repeats,
+    }
+
+
+def open_row(name: str, settings: CompareSettings, threads: int) -> tuple[dict[str, Any], Probe | None]:
+    """One model's row with its static figures and cited ImageNet top-1 (or the reason it has none),
+    and its probe, open for timing (None when the model could not be measured)."""
     row: dict[str, Any] = {"model": name}
     try:
         resolved = resolve_name(name)
     except CnnlabError as exc:  # "unknown model 'x'; did you mean ...?"
-        return {**row, "status": "error", "note": str(exc)}
+        return {**row, "status": "error", "note": str(exc)}, None
     row["resolved"] = resolved
     cited = imagenet_top1(resolved)
     if cited is not None:
         row.update(imagenet_top1=cited.top1, imagenet_weights=cited.weights, imagenet_px=cited.image_size)
     spec = ProbeSpec(name, settings.image_size, settings.batch_size, threads, settings.repeats,
                      settings.max_seconds, settings.channels_last, settings.pretrained, settings.weights.get(name))
-    probe = run_probe(spec) if settings.isolate else measure_here(spec)
-    if "error" in probe:
-        return {**row, "status": "error", "note": probe["error"]}
-    return {**row, **_figures(probe, settings.batch_size)}
+    probe = open_probe(spec, settings.isolate)
+    if "error" in probe.figures:
+        probe.close()
+        return {**row, "status": "error", "note": probe.figures["error"]}, None
+    return {**row, **_figures(probe.figures)}, probe
+
+
+def _timer(name: str, probe: Probe, kind: str, failures: dict[str, str]) -> Callable[[int], list[float]]:
+    """Times ``n`` passes of one model; a probe that dies is noted once and timed no more."""
+    def run(count: int) -> list[float]:
+        if name in failures:
+            return []
+        try:
+            return probe.time(kind, count)
+        except CnnlabError as exc:
+            failures[name] = str(exc)
+            return []
+    return run
+
+
+def time_rows(rows: list[dict[str, Any]], probes: dict[str, Probe], settings: CompareSettings) -> str | None:
+    """Times every open probe in turns (latency, then throughput) into its row.
+
+    Returns:
+        None on a quiet machine, else why the times are not to be trusted ("rerun").
+    """
+    sampler = CpuSampler()  # other processes' use over the whole timing (the probes count as ours)
+    failures: dict[str, str] = {}
+    timings = {kind: time_interleaved({name: _timer(name, probe, kind, failures) for name, probe in probes.items()},
+                                      settings.repeats, settings.max_seconds)
+               for kind in ("latency", "batch")}
+    others = sampler.others()
+    for row in rows:
+        name = row["model"]
+        if name in failures:
+            row.update(status="error", note=f"{row['note']}; {failures[name]}" if row.get("note") else failures[name])
+        elif name in probes and name in timings["latency"] and name in timings["batch"]:
+            row.update(_timing_figures(timings["latency"][name], timings["batch"][name], settings.batch_size))
+    return busy_machine(others, timings["latency"])
+
+
+def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | None:
+    """Why timings taken while other processes ran are not to be trusted, or None on a quiet machine."""
+    if others is not None and others > BACKGROUND_CORES:
+        return f"other processes kept {others:.1f} cores busy while the models were timed"
+    noisy = [name for name, timing in latency.items() if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
+    if noisy:
+        return f"the batch-1 times of {', '.join(noisy)} spread by more than {BUSY_SPREAD:.0%} of their median"
+    return None
 
 
 def _check_weights(models: list[str], weights: Mapping[str, str]) -> None:
@@ -200,13 +266,11 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
     Raises:
         CnnlabError: no model named, bad options or data (before anything is measured).
     """
-    import torch
-
     names = list(dict.fromkeys(models))
     if not names:
         raise CnnlabError("name at least one model to compare, e.g. cnnlab compare resnet50 mobilenetv2")
     _check_weights(names, settings.weights)
-    threads = settings.threads or torch.get_num_threads()
+    threads = choose(settings.threads or 0).threads  # the thread policy's count, the same for every model
     config, counts = None, None
     if train_config is not None:
         config = merge_config(train_config, {"data": {"image_size": settings.image_size}}, where="the comparison")
@@ -217,12 +281,24 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
     except OSError as exc:
         raise CnnlabError(f"cannot use '{folder}' as the comparison folder ({exc.strerror}); "
                           "pick another --out") from None
-    rows = []
-    for index, name in enumerate(names, 1):
-        log.info("measuring %s (%d of %d)", name, index, len(names))
-        rows.append(measure_row(name, settings, threads))
+    rows, probes = [], {}
+    try:
+        for index, name in enumerate(names, 1):
+            log.info("measuring %s (%d of %d)", name, index, len(names))
+            row, probe = open_row(name, settings, threads)
+            rows.append(row)
+            if probe is not None:
+                probes[name] = probe
+        if probes:
+            log.info("timing %d model%s in turns", len(probes), "s" if len(probes) != 1 else "")
+        busy = time_rows(rows, probes, settings)
+    finally:
+        for probe in probes.values():
+            probe.close()
+    if busy:
+        log.warning("measured on a busy machine: %s; rerun when it is quiet to rank the models by speed", busy)
     comparison = Comparison(folder, rows, settings, threads, command, machine_line(threads),
-                            how_measured(settings, threads))
+                            how_measured(settings, threads), busy=busy)
     if config is not None and counts is not None:
         comparison.same_way = same_way(config, counts, settings.pretrained or bool(settings.weights))
         comparison.interrupted = _train_rows(rows, config, settings, folder, command)

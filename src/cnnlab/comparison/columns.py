@@ -11,8 +11,8 @@ from typing import Any
 
 CSV_FIELDS = [
     "model", "resolved", "status", "weights", "params_total", "params_trainable", "layers", "weight_layers",
-    "macs", "size_mb", "latency_ms", "latency_p25_ms", "latency_p75_ms", "latency_repeats",
-    "throughput", "throughput_p25", "throughput_p75", "throughput_repeats", "memory_mb", "memory_batch_mb",
+    "macs", "size_mb", "latency_ms", "latency_p25_ms", "latency_p75_ms", "latency_min_ms", "latency_repeats",
+    "throughput", "throughput_p25", "throughput_p75", "throughput_max", "throughput_repeats", "memory_mb", "memory_batch_mb",
     "imagenet_top1", "imagenet_weights", "imagenet_px",
     "trained_from", "test_acc", "train_seconds", "epochs", "epoch_seconds", "stages", "run", "note",
 ]
@@ -32,9 +32,12 @@ def _count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def _spread(median: float, low: Any, high: Any, digits: int) -> str:
+def _spread(median: float, low: Any, high: Any, digits: int, best: Any = None) -> str:
+    """'12.3 (11.0-14.2) 10.9': the median, its interquartile range, and the best single pass."""
     text = f"{median:.{digits}f}"
-    return text if _missing(low) or _missing(high) else f"{text} ({low:.{digits}f}-{high:.{digits}f})"
+    if not (_missing(low) or _missing(high)):
+        text += f" ({low:.{digits}f}-{high:.{digits}f})"
+    return text if _missing(best) else f"{text} {best:.{digits}f}"
 
 
 def _digits(value: float) -> int:
@@ -59,9 +62,11 @@ def cell(row: dict[str, Any], key: str, compact: bool = False) -> str:
     if key == "layers":
         return f"{value} ({row.get('weight_layers', '-')})"
     if key == "latency_ms":
-        return _spread(value, row.get("latency_p25_ms"), row.get("latency_p75_ms"), _digits(value))
+        return _spread(value, row.get("latency_p25_ms"), row.get("latency_p75_ms"), _digits(value),
+                       row.get("latency_min_ms"))
     if key == "throughput":
-        return _spread(value, row.get("throughput_p25"), row.get("throughput_p75"), _digits(value))
+        return _spread(value, row.get("throughput_p25"), row.get("throughput_p75"), _digits(value),
+                       row.get("throughput_max"))
     if key == "memory_mb":
         batch = row.get("memory_batch_mb")
         return f"{value:.0f} / {batch:.0f}" if not _missing(batch) else f"{value:.0f}"
@@ -97,7 +102,8 @@ def display_columns(batch_size: int, trained: bool, compact: bool = False) -> li
     columns = [
         ("model", "model"), ("weights", "weights"), ("params_total", "params"),
         ("layers", "layers (conv+linear)"), ("macs", "MACs"), ("size_mb", "FP32 MB"),
-        ("latency_ms", "latency ms batch 1 (IQR)"), ("throughput", f"images/s batch {batch_size} (IQR)"),
+        ("latency_ms", "latency ms batch 1 (IQR) fastest"),
+        ("throughput", f"images/s batch {batch_size} (IQR) best"),
         ("memory_mb", f"forward MB batch 1 / {batch_size}"), ("imagenet_top1", "ImageNet top-1"),
     ]
     if trained:

@@ -7,12 +7,13 @@ forward passes under ``torch.inference_mode``, memory from the process's residen
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -63,12 +64,29 @@ def size_on_disk(model: nn.Module) -> int:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call over the timed repeats: median and interquartile range."""
+    """Seconds per call over the timed repeats: median, interquartile range and the fastest.
+
+    The fastest (and the lower quartile) are the robust figures on a shared machine: another
+    process can only slow a pass down, never speed it up.
+    """
 
     median: float
     p25: float
     p75: float
     repeats: int
+    minimum: float
+
+    @classmethod
+    def of(cls, times: Sequence[float]) -> Timing:
+        if len(times) == 1:
+            return cls(times[0], times[0], times[0], 1, times[0])
+        quartiles = statistics.quantiles(times, n=4, method="inclusive")
+        return cls(statistics.median(times), quartiles[0], quartiles[2], len(times), min(times))
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median: 0.1 is steady, above 0.5 something else ran."""
+        return (self.p75 - self.p25) / self.median if self.median > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,10 +104,33 @@ def time_calls(call: Callable[[], Any], repeats: int, max_seconds: float, warmup
         began = time.perf_counter()
         call()
         times.append(time.perf_counter() - began)
-    if len(times) == 1:
-        return Timing(times[0], times[0], times[0], 1)
-    quartiles = statistics.quantiles(times, n=4, method="inclusive")
-    return Timing(statistics.median(times), quartiles[0], quartiles[2], len(times))
+    return Timing.of(times)
+
+
+ROUNDS = 5  # blocks per model: a burst of load that lasts a block falls on one model's block of five
+
+
+def time_interleaved(timers: Mapping[str, Callable[[int], list[float]]], repeats: int, max_seconds: float,
+                     rounds: int = ROUNDS, min_repeats: int = 3) -> dict[str, Timing]:
+    """Times every model in turns: ``rounds`` rounds, each a block of passes per model, the order
+    rotating, so load from another process that comes and goes falls on all models alike.
+
+    Args:
+        timers: per model, a function that times ``n`` passes and returns their seconds.
+        repeats: passes per model in all; a model stops early (never under ``min_repeats``)
+            once its passes took ``max_seconds``, so a large model is timed in bounded time.
+    """
+    names = list(timers)
+    block = max(1, math.ceil(repeats / rounds))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(max(rounds, math.ceil(repeats / block))):
+        order = names[turn % len(names):] + names[:turn % len(names)] if names else []
+        for name in order:
+            done = times[name]
+            if len(done) >= repeats or (len(done) >= min_repeats and sum(done) >= max_seconds):
+                continue
+            done += timers[name](min(block, repeats - len(done)))
+    return {name: Timing.of(done) for name, done in times.items() if done}
 
 
 def _reset_peak_rss() -> bool:

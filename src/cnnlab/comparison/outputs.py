@@ -39,6 +39,8 @@ def markdown(comparison: Comparison) -> str:
     lines = [f"# Comparing {len(comparison.rows)} architectures", "",
              f"Command: `{comparison.command}`  ", f"Machine: {comparison.machine}  ",
              f"Input: {s.image_size}x{s.image_size} RGB; throughput and memory also at batch {s.batch_size}.", "",
+             *([f"**Measured on a busy machine: rerun when it is quiet.** {busy_text(comparison)}", ""]
+               if comparison.busy else []),
              "| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_md_cell(cell(row, key)) for key, _ in columns) + " |" for row in comparison.rows]
     lines += ["", "How each figure was measured:", ""]
@@ -53,6 +55,11 @@ def markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def busy_text(comparison: Comparison) -> str:
+    """Why the times are not to be trusted, as a sentence (empty on a quiet machine)."""
+    return f"Why: {comparison.busy}." if comparison.busy else ""
+
+
 def write_outputs(comparison: Comparison) -> dict[str, Path]:
     """Writes the three files into ``comparison.folder``; their paths by kind (csv, md, png)."""
     folder = Path(comparison.folder)
@@ -60,7 +67,8 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     atomic_write_text(paths["csv"], csv_text(comparison))
     figure = plot_comparison(comparison.rows, paths["png"], comparison.settings.batch_size,
                              f"{comparison.settings.image_size} px, {comparison.threads} "
-                             f"thread{'s' if comparison.threads != 1 else ''}")
+                             f"thread{'s' if comparison.threads != 1 else ''}"
+                             + ("; MEASURED ON A BUSY MACHINE: times not comparable, rerun" if comparison.busy else ""))
     written = {"csv": paths["csv"], "md": paths["md"], **({"png": figure} if figure else {})}
     comparison.files = written
     atomic_write_text(paths["md"], markdown(comparison))
@@ -73,7 +81,8 @@ def html_summary(comparison: Comparison) -> str:
     columns = display_columns(s.batch_size, comparison.trained, compact=True)
     rows = [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows]
     title = (f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
-             f"thread{'s' if comparison.threads != 1 else ''}: {comparison.folder}")
+             f"thread{'s' if comparison.threads != 1 else ''}: {comparison.folder}"
+             + (" (measured on a busy machine: rerun)" if comparison.busy else ""))
     chart = png_html([comparison.files["png"]]) if "png" in comparison.files else ""
     return (f"<div><b>{escape(title)}</b>" + table([label for _, label in columns], rows, range(1, len(columns)))
             + chart + "</div>")

@@ -25,6 +25,7 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, DEFAULT_THREADS, RUNTIMES
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
+from cnnlab.threads import for_command
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.run_dir import RunFiles, open_run, read_optional_json
 
@@ -109,6 +110,7 @@ def ort_session(path: Path, threads: int, optimized_copy: Path | None = None) ->
     """
     import onnxruntime as ort
 
+    threads = for_command(threads)  # fixed for the session's life: ORT cannot change it later
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -126,9 +128,9 @@ def ort_session(path: Path, threads: int, optimized_copy: Path | None = None) ->
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to ``threads`` inside, restored afterwards."""
+    """PyTorch's intra-op threads set to ``threads`` (0: the thread policy's) inside, restored afterwards."""
     saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(for_command(threads))
     try:
         yield
     finally:
@@ -180,7 +182,7 @@ def open_artifact(path: str | Path, threads: int = DEFAULT_THREADS) -> Served:
     else:
         raise CnnlabError(f"'{path}' is neither an ONNX model (.onnx) nor a TorchScript file; "
                           "give a run folder or a file written by cnnlab export")
-    return Served(model, list(meta["class_names"]), dict(meta["preprocess"]), runtime, path, threads)
+    return Served(model, list(meta["class_names"]), dict(meta["preprocess"]), runtime, path, for_command(threads))
 
 
 def open_runtime(files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS,
@@ -195,7 +197,7 @@ def open_runtime(files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS,
         # NHWC: the faster eager layout for conv nets on this CPU (run_batches feeds NHWC input to it);
         # on a copy, so the caller's model keeps its layout (the ONNX exporter wants NCHW).
         model = copy.deepcopy(trained.model).to(memory_format=torch.channels_last)
-        return Served(model, trained.class_names, trained.meta["preprocess"], runtime, files.root, threads)
+        return Served(model, trained.class_names, trained.meta["preprocess"], runtime, files.root, for_command(threads))
     path = artifact_path(files, runtime)
     if path is None:
         raise CnnlabError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")

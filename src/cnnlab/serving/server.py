@@ -23,6 +23,7 @@ import uvicorn
 from cnnlab.errors import CnnlabError
 from cnnlab.serving.model import ServedModel, open_served
 from cnnlab.serving.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings
+from cnnlab.threads import for_command
 
 log = logging.getLogger("cnnlab")
 
@@ -86,12 +87,10 @@ def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str],
     Raises:
         CnnlabError: no usable model at ``target``, or the address cannot be listened on.
     """
-    import torch
-
     from cnnlab.serving.app import create_app
 
     model = open_served(target, settings.runtime, settings.threads)
-    torch.set_num_threads(settings.threads)
+    for_command(settings.threads)  # cnnlab's thread policy; ONNX Runtime sessions fixed theirs at opening
     settings, batching = choose_batching(model, settings)
     sock = bind(settings.host, settings.port)
     config = uvicorn.Config(create_app(model, settings, batching), log_level="warning", access_log=False, lifespan="on",

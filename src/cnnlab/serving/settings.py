@@ -32,7 +32,7 @@ class ServeSettings:
     batching: str = "auto"  # one of BATCHING
     max_batch: int = DEFAULT_MAX_BATCH
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
-    threads: int = 1
+    threads: int = 0  # 0: cnnlab's thread policy (cnnlab.threads)
     runtime: str = "auto"
 
     @property

@@ -26,6 +26,7 @@ from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
 from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
 from cnnlab.progress import Listener, Progress
+from cnnlab.threads import watch
 from cnnlab.training.ranks import SINGLE, Ranks
 from cnnlab.training.module import ClassifierModule
 
@@ -213,11 +214,19 @@ class FeatureHeadModule(ClassifierModule):
     def on_fit_start(self) -> None:
         if self.cpu_threads is not None and self.device.type == "cpu":
             self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.cpu_threads)
+            watching = watch()
+            if watching is not None:  # the thread watch leaves the head's count alone until the fit ends
+                watching.hold(self.cpu_threads)
+            else:
+                torch.set_num_threads(self.cpu_threads)
 
     def on_fit_end(self) -> None:
         if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
+            watching = watch()
+            if watching is not None and watching.held:
+                watching.release()
+            else:
+                torch.set_num_threads(self._saved_threads)
             self._saved_threads = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

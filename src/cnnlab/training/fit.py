@@ -33,6 +33,7 @@ from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
+from cnnlab.threads import watch
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
@@ -261,6 +262,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         last = stage is plan[-1] or outcome.interrupted  # what the final evaluation scores anyway
         with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
             record = _stage_result(ctx, outcome, module_kwargs["normalize"], score_test=not last)
+        _note_thread_changes(attempt)
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
@@ -290,6 +292,13 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         ranks.from_zero(lambda: load_model_weights(ctx.model, files.best))  # only rank 0 evaluates
         module = ClassifierModule(**module_kwargs)
     return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
+
+
+def _note_thread_changes(attempt: dict[str, Any]) -> None:
+    """Puts the thread watch's changes (another process started or ended) on the attempt's record."""
+    watching = watch()
+    if watching is not None and watching.changes:
+        attempt["thread_changes"] = list(watching.changes)
 
 
 def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> ClassifierModule:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import TrainConfig
-from cnnlab.machine import auto_threads
+from cnnlab.threads import set_up
 from cnnlab.training.time_budget import budget_scheduler
 
 log = logging.getLogger("cnnlab")
@@ -113,19 +113,12 @@ def bf16_is_fast() -> bool:
 
 
 def apply_threads(cfg: TrainConfig, processes: int = 1) -> str:
-    """Sets torch's CPU threads for the run (``cfg.threads``, or chosen by load); returns why, for run.json.
+    """Sets torch's CPU threads for the run by cnnlab's one policy (``cnnlab.threads``); returns why, for run.json.
 
     A deterministic run keeps torch's current count: one chosen by the machine's load would change
     the float sums, so the same command would not give the same numbers twice.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-        return f"{cfg.threads} (--threads)"
-    if cfg.deterministic:
-        return f"{torch.get_num_threads()} (torch's current count: --deterministic keeps it; --threads sets it)"
-    threads, why = auto_threads(processes)
-    torch.set_num_threads(threads)
-    return why
+    return set_up(cfg.threads, processes, keep_current=cfg.deterministic).why
 
 
 def apply_speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:

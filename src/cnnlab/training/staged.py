@@ -112,8 +112,8 @@ class _ExtractionWatch:
         if expected > self.budget.seconds:
             self.too_long = True
             log.warning("the time budget cannot be met: extracting the backbone's features alone takes about "
-                        "%.0f s of the %.0f s this stage may use; training the head briefly on them, and no "
-                        "fine-tuning", expected, self.budget.seconds)
+                        "%.0f s of the %.0f s this stage may use; the head still trains its epochs on them "
+                        "(milliseconds each), and fine-tuning is skipped", expected, self.budget.seconds)
 
 
 def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
@@ -183,8 +183,11 @@ def fit_stage(
                                       train_views=AUGMENTED_VIEWS if augment is not None else 1,
                                       device=ranks.device if ranks.several else _feature_device(config),
                                       listener=watch, ranks=ranks)
+        # The budget bounds the extraction, not the head: its epochs on cached features cost
+        # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
+        head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
         module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
-            k: v for k, v in kwargs.items() if k not in ("model", "num_classes")})
+            k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")})
         datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
@@ -200,7 +203,7 @@ def fit_stage(
     callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, validation, *hooks.callbacks]
     if ranks.several:
         callbacks.append(SyncedStop(ranks))
-    if budget is not None:
+    if budget is not None and not cached:
         callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
                                     already=stage_clock.already))
     interrupted = False

@@ -20,7 +20,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.io import atomic_write_bytes
 from cnnlab.progress import in_notebook
 from cnnlab.training.averaging import weight_averaging
-from cnnlab.training.callbacks import CheapValidationTTA, EpochLines
+from cnnlab.training.callbacks import CheapValidationTTA, EpochLines, ThreadWatchTicks
 from cnnlab.training.distributed import trainer_strategy
 from cnnlab.training.history import HistoryCSVLogger
 from cnnlab.training.optim import bf16_is_fast
@@ -164,7 +164,7 @@ def build_trainer(
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
         callbacks=[checkpoint, early_stopping, progress, *weight_averaging(cfg), CheapValidationTTA(),
-                   *(extra_callbacks or [])],
+                   ThreadWatchTicks(), *(extra_callbacks or [])],
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
