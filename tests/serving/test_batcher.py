@@ -98,3 +98,37 @@ def test_auto_batching_is_on_only_when_a_batch_is_cheaper_per_image() -> None:
     assert chosen.max_batch == 1 and why.startswith("off (auto")
     assert choose_batching(_Timed(18.0, 22.0), ServeSettings(batching="on"))[0].max_batch == 16
     assert choose_batching(_Timed(45.0, 5.0), ServeSettings(batching="off"))[0].max_batch == 1
+
+
+def test_the_queue_is_bounded_and_a_request_past_its_time_limit_is_not_scored() -> None:
+    """Places are taken before the work is queued and freed when it starts; a job cancelled while
+    queued (its request's time limit) is dropped unscored and frees its place."""
+    calls: list[int] = []
+    batcher = MicroBatcher(_recording(calls), max_batch=1, window_ms=0, max_queue=2)
+
+    async def scenario() -> tuple[list, list[int]]:
+        await batcher.start()
+        try:
+            tickets = [batcher.admit() for _ in range(3)]
+            assert tickets[2] is None and batcher.rejected_busy == 1 and batcher.waiting == 2
+            jobs = _jobs(3)
+            running = asyncio.create_task(batcher.score(jobs[0], tickets[0]))
+            await asyncio.sleep(0.02)  # the first job is in the model: its place is free again
+            seen = [batcher.waiting]
+            late = asyncio.create_task(batcher.score(jobs[1], tickets[1]))
+            await asyncio.sleep(0.005)
+            late.cancel()  # what asyncio.timeout does to a request waiting past --request-timeout
+            third = batcher.admit()
+            assert third is not None
+            last = await batcher.score(jobs[2], third)
+            results = await asyncio.gather(running, late, return_exceptions=True)
+            seen.append(batcher.waiting)
+            return [*results, last], seen
+        finally:
+            await batcher.stop()
+
+    results, seen = asyncio.run(scenario())
+    assert seen == [1, 0] and batcher.peak_waiting == 2
+    assert results[0].probs[:, 0].tolist() == [0.0] and isinstance(results[1], asyncio.CancelledError)
+    assert calls == [1, 3]  # the cancelled job (2 images) never reached the model
+    assert batcher.drain_seconds() > 0  # from the time the model took: the 503's Retry-After

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from cdp import Browser
-from servers import Server, multipart, post_images, request, start_server
+from servers import Server, exchange, multipart, post_images, request, start_server
 
 LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
 
@@ -70,6 +70,22 @@ def test_health_names_the_model_runtime_and_classes(server: Server) -> None:
     assert status == 200 and "<script>" in page and "http" not in page.split("<body>")[1].split("fetch(")[0]
     status, docs = request(server.url, path="/openapi.json")
     assert status == 200 and "/predict" in docs["paths"] and "multipart/form-data" in str(docs["paths"]["/predict"])
+
+
+def test_no_key_and_no_cors_by_default_and_other_sites_pages_refused(server: Server, trained_shapes) -> None:
+    status, health = request(server.url, path="/health")
+    assert health["auth"]["api_key_required"] is False and health["cors_origins"] == []
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    status, headers, _ = exchange(server.url, "OPTIONS", "/predict", headers=preflight)
+    assert status == 405 and not any(h.startswith("access-control-") for h in headers), headers
+    _, headers, _ = exchange(server.url, "GET", "/health", headers={"Origin": "https://evil.example"})
+    assert not any(h.startswith("access-control-") for h in headers), headers
+    good = [("a.png", _png(trained_shapes[1] / "left" / "img_000.png"))]
+    # What a browser sends with a form posted by another site's page (no preflight needed): refused.
+    status, reply = post_images(server.url, good, headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert status == 403 and "--cors-origin" in reply["detail"], reply
+    status, reply = post_images(server.url, good, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"})
+    assert status == 200 and reply["predictions"][0]["label"] == "left"  # the server's own page
 
 
 def test_predictions_over_http_equal_cnnlab_predict(server: Server, trained_shapes, cli, tmp_path: Path) -> None:

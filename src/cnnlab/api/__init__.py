@@ -145,17 +145,29 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
           max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
           batching: str = "auto", max_batch: int = serving.DEFAULT_MAX_BATCH,
           batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS, runtime: str = "auto",
-          threads: int = DEFAULT_THREADS) -> None:
+          threads: int = DEFAULT_THREADS, api_key_file: str | Path | None = None,
+          cors_origin: str | Sequence[str] = (), ssl_certfile: str | Path | None = None,
+          ssl_keyfile: str | Path | None = None, max_queue: int = serving.DEFAULT_MAX_QUEUE,
+          request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT, access_log: bool = True) -> None:
     """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
 
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
+    The API key comes from ``api_key_file`` or the ``CNNLAB_API_KEY`` environment variable, never
+    from an argument (it would sit in the notebook or script, as a flag would in shell history).
+    ``cors_origin`` is one origin or a list of them (the flag is repeatable).
+
+    Raises:
+        CnnlabError: a bad option, key file or TLS pair, no usable model, or the address is taken.
     """
-    from cnnlab.errors import CnnlabError
     from cnnlab.serving.server import serve as run_server
 
     target = run.path if isinstance(run, Run) else run
-    if batching not in serving.BATCHING:
-        raise CnnlabError(f"batching must be one of {', '.join(serving.BATCHING)}, got '{batching}'")
-    run_server(target, serving.ServeSettings(host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
-                                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
-                                             threads=threads, runtime=runtime))
+    api_key, key_source = serving.read_api_key(api_key_file)
+    warning = serving.key_file_warning(api_key_file)
+    settings = serving.ServeSettings(
+        host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files, batching=batching, max_batch=max_batch,
+        batch_window_ms=batch_window_ms, threads=threads, runtime=runtime, api_key=api_key, key_source=key_source,
+        cors_origins=cors_origin, ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile), max_queue=max_queue,
+        request_timeout=request_timeout, access_log=access_log)
+    run_server(target, settings, notes=[warning] if warning else [])

@@ -56,6 +56,29 @@ def add_parser(subparsers: Any) -> None:
                    help="auto: the run's fastest measured runtime that keeps accuracy; or pytorch, torchscript, "
                    "onnx, int8 (default: auto)")
     p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
+    reach = p.add_argument_group("serving to other machines (README: Serving to other machines)")
+    reach.add_argument("--api-key-file", dest="api_key_file", metavar="FILE",
+                       help=f"require the key in FILE (e.g. from '{defaults.MAKE_KEY}') on /predict and /explain, "
+                       "sent as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; without it, the environment "
+                       f"variable {defaults.API_KEY_ENV} if set. There is no flag taking the key itself: it would "
+                       "show in shell history and ps")
+    reach.add_argument("--cors-origin", dest="cors_origins", action="append", default=[], metavar="URL",
+                       help="let pages of this site (scheme://host[:port]) call the server from the browser; "
+                       "repeat for more sites (default: none, the server's own page needs no CORS)")
+    reach.add_argument("--ssl-certfile", dest="ssl_certfile", metavar="FILE",
+                       help="serve HTTPS with this PEM certificate (with --ssl-keyfile)")
+    reach.add_argument("--ssl-keyfile", dest="ssl_keyfile", metavar="FILE",
+                       help="the certificate's unencrypted PEM private key (with --ssl-certfile)")
+    reach.add_argument("--max-queue", dest="max_queue", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_QUEUE,
+                       help="requests that may wait for the model; more are answered 503 with Retry-After at once "
+                       f"(default: {defaults.DEFAULT_MAX_QUEUE})")
+    reach.add_argument("--request-timeout", dest="request_timeout", type=_at_least(0, strict=True), metavar="S",
+                       default=defaults.DEFAULT_REQUEST_TIMEOUT,
+                       help="seconds a request may take from arrival to answer (upload, queue, inference); "
+                       f"past it, 504 (default: {defaults.DEFAULT_REQUEST_TIMEOUT:g})")
+    reach.add_argument("--access-log", dest="access_log", action=argparse.BooleanOptionalAction, default=True,
+                       help="one line per request on stdout: client, method, path, status, latency; never "
+                       "headers or the key (default: on)")
     p.set_defaults(func=run_serve)
 
 
@@ -64,5 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve(args.run, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
           batching=args.batching, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, runtime=args.runtime,
-          threads=args.threads)
+          threads=args.threads, api_key_file=args.api_key_file, cors_origin=args.cors_origins,
+          ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, max_queue=args.max_queue,
+          request_timeout=args.request_timeout, access_log=args.access_log)
     return 0

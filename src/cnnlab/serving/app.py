@@ -2,25 +2,35 @@
 
 Every error is JSON ``{"detail": message}`` with a 4xx status for what the client sent (see
 ``uploads``); an unexpected failure inside is a JSON 500 and the server goes on serving.
+
+A request to the model goes through, in order: the origin and key checks (403, 401: ``security``),
+a place in the bounded queue (503 with ``Retry-After`` at once when none is free: ``batcher``), and
+the time limit of the whole request (504). ``/``, ``/health`` and ``/docs`` stay open: the page asks
+for the key, and ``/health`` says whether one is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
+import math
 import time
 from importlib import resources
 from typing import Any, AsyncIterator
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from cnnlab.deploy.predict import top_k
-from cnnlab.serving.batcher import MicroBatcher
+from cnnlab.serving.access_log import AccessLog
+from cnnlab.serving.batcher import MicroBatcher, Ticket
 from cnnlab.serving.model import ServedModel
-from cnnlab.serving.settings import DEFAULT_TOP_K, ServeSettings
+from cnnlab.serving.security import HOW_TO_SEND, Guard
+from cnnlab.serving.settings import DEFAULT_TOP_K, RETRY_AFTER_MAX_S, ServeSettings
 from cnnlab.serving.uploads import FIELD, decode_uploads, form_files, read_form
 from cnnlab.version import __version__
 
@@ -43,10 +53,34 @@ def _as_batch(pixels: list[Any]) -> torch.Tensor:
 
 def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") -> FastAPI:
     """The application serving ``model`` with ``settings``' limits and batching (``batching``: why, for /health)."""
-    batcher = MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms)
+    batcher = MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms, settings.max_queue)
+    guard = Guard(settings.api_key, settings.cors_origins)
     started = time.monotonic()
     counts = {"requests": 0, "images": 0}
+    timed_out = [0]
     served = model.served
+
+    @contextlib.asynccontextmanager
+    async def to_the_model(request: Request) -> AsyncIterator[Ticket]:
+        """Checks the request's origin and key, takes a place in the queue (or 503) and holds the
+        request to ``--request-timeout`` (or 504); the place is freed however the request ends."""
+        guard.check(request)
+        ticket = batcher.admit()
+        if ticket is None:
+            wait = min(RETRY_AFTER_MAX_S, max(1, math.ceil(batcher.drain_seconds())))
+            raise HTTPException(503, f"the server is busy: {settings.max_queue} requests are already waiting for "
+                                     f"the model (its --max-queue); retry in {wait} s",
+                                headers={"Retry-After": str(wait)})
+        try:
+            async with asyncio.timeout(settings.request_timeout):
+                yield ticket
+        except TimeoutError:
+            timed_out[0] += 1
+            raise HTTPException(504, f"no answer within the server's {settings.request_timeout:g} s time limit "
+                                     "(--request-timeout): the model is busy or the upload too slow; "
+                                     "retry later") from None
+        finally:
+            ticket.release()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,9 +88,15 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         yield
         await batcher.stop()  # uvicorn calls this after the requests in flight have finished
 
+    needs_key = f" Needs the server's API key: {HOW_TO_SEND}." if guard.key_required else ""
     app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan,
                   description=f"Classifies images into {len(served.class_names)} classes with "
-                              f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.")
+                              f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}")
+    if settings.cors_origins:  # off by default: the page is same-origin and needs no CORS
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key"], expose_headers=["Retry-After"])
+    if settings.access_log:  # added last: the outermost layer, so it sees every answer, CORS's included
+        app.add_middleware(AccessLog, api_key=settings.api_key)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -67,24 +107,31 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8"))
 
-    @app.get("/health", summary="Model, classes, runtime, uptime and batching counters")
+    @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model.name, **model.describe(), "gradcam": model.has_checkpoint,
                 "uptime_s": round(time.monotonic() - started, 1), **counts, "batching": {**batcher.stats(), "decision": batching},
+                "auth": {"api_key_required": guard.key_required,
+                         "how": HOW_TO_SEND if guard.key_required else "no key needed",
+                         "unauthorized": guard.unauthorized, "cross_site_refused": guard.cross_site_refused},
+                "queue": {"waiting": batcher.waiting, "peak_waiting": batcher.peak_waiting,
+                          "max_queue": settings.max_queue, "rejected_busy": batcher.rejected_busy,
+                          "request_timeout_s": settings.request_timeout, "timed_out": timed_out[0]},
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
-                "version": __version__}
+                "cors_origins": list(settings.cors_origins), "version": __version__}
 
     @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
     async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=1000,
                                                        description="classes per image")) -> dict[str, Any]:
         start = time.perf_counter()
-        form = await read_form(request, settings)
-        try:
-            uploads = await decode_uploads(form_files(form), served.channels, served.stored_side)
-        finally:
-            await form.close()  # the spooled upload files
-        decoded_ms = _ms(start)
-        scored = await batcher.score(_as_batch([u.pixels for u in uploads]))
+        async with to_the_model(request) as ticket:
+            form = await read_form(request, settings)
+            try:
+                uploads = await decode_uploads(form_files(form), served.channels, served.stored_side)
+            finally:
+                await form.close()  # the spooled upload files
+            decoded_ms = _ms(start)
+            scored = await batcher.score(_as_batch([u.pixels for u in uploads]), ticket)
         counts["requests"] += 1
         counts["images"] += len(uploads)
         predictions = []
@@ -103,15 +150,17 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         if not model.has_checkpoint:
             raise HTTPException(404, "Grad-CAM needs the run's checkpoint: serve the run folder, not an artifact alone")
         start = time.perf_counter()
-        form = await read_form(request, settings)
-        try:
-            files = form_files(form)
-            if len(files) != 1:
-                raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
-            upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
-        finally:
-            await form.close()
-        png, target, probability = await batcher.run_alone(lambda: model.gradcam_png(_as_batch([upload.pixels])[0]))
+        async with to_the_model(request) as ticket:
+            form = await read_form(request, settings)
+            try:
+                files = form_files(form)
+                if len(files) != 1:
+                    raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
+                upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
+            finally:
+                await form.close()
+            png, target, probability = await batcher.run_alone(
+                lambda: model.gradcam_png(_as_batch([upload.pixels])[0]), ticket)
         return {"image": upload.name, "label": served.class_names[target], "probability": probability,
                 "overlay": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
                 "latency_ms": {"total": _ms(start)}}

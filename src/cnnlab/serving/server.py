@@ -4,6 +4,8 @@ The socket is bound here rather than by uvicorn so that a port in use or a bad h
 ``CnnlabError`` (exit 2) before anything runs, and so that ``--port 0`` takes any free port and
 the URL printed names it (the tests start servers this way). On a signal uvicorn stops accepting,
 lets the requests in flight finish (up to ``GRACEFUL_SECONDS``), then the batcher stops.
+The TLS pair is loaded before the model, so a bad certificate is an error in a second, not after
+the model has loaded.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import ipaddress
 import logging
 import signal
 import socket
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import uvicorn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.serving.access_log import access_log
 from cnnlab.serving.model import ServedModel, open_served
-from cnnlab.serving.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings
+from cnnlab.serving.settings import BATCHING_GAIN, GRACEFUL_SECONDS, ServeSettings, check_tls
 from cnnlab.threads import for_command
 
 log = logging.getLogger("cnnlab")
@@ -59,9 +63,35 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def exposure_warnings(settings: ServeSettings) -> list[str]:
+    """What a server reachable from other machines leaves open, one warning line each (none on loopback)."""
+    if is_loopback(settings.host):
+        return []
+    where = f"listening on {settings.host}"
+    if settings.api_key is None:
+        return [(f"warning: {where} without an API key: anyone who can reach this machine can use the model; "
+                 "set CNNLAB_API_KEY or give --api-key-file (README: Serving to other machines)")]
+    if not settings.tls:
+        return [(f"warning: {where} over plain HTTP: the API key and the images cross the network unencrypted, "
+                 "readable by anyone on the way; give --ssl-certfile and --ssl-keyfile")]
+    return []
+
+
+def _log_access_to_stdout() -> None:
+    """Access lines on stdout as uvicorn prints its own (once per process, whatever the servers)."""
+    if not any(getattr(h, "_cnnlab", False) for h in access_log.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("INFO:     %(message)s"))  # uvicorn's prefix; every line is INFO
+        handler._cnnlab = True  # type: ignore[attr-defined]
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
 
 
 def choose_batching(model: ServedModel, settings: ServeSettings) -> tuple[ServeSettings, str]:
@@ -78,31 +108,43 @@ def choose_batching(model: ServedModel, settings: ServeSettings) -> tuple[ServeS
     return replace(settings, max_batch=1), f"off (auto: {measured}; --batching on forces it)"
 
 
-def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = print) -> None:
+def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = print,
+          notes: Sequence[str] = ()) -> None:
     """Serves a run folder (its fastest runtime) or an exported artifact until Ctrl-C or SIGTERM.
 
     Args:
         announce: told each line for the user once the server listens (URL, model, runtime).
+        notes: more lines for the user (a warning about the key file), told before the warnings.
 
     Raises:
         CnnlabError: no usable model at ``target``, or the address cannot be listened on.
     """
     from cnnlab.serving.app import create_app
 
+    check_tls(settings)
     model = open_served(target, settings.runtime, settings.threads)
     for_command(settings.threads)  # cnnlab's thread policy; ONNX Runtime sessions fixed theirs at opening
     settings, batching = choose_batching(model, settings)
     sock = bind(settings.host, settings.port)
+    if settings.access_log:
+        _log_access_to_stdout()
+    # uvicorn's access log stays off: it has no latency, and ours (access_log.AccessLog) replaces it.
     config = uvicorn.Config(create_app(model, settings, batching), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False)
+                            timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False,
+                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
     server = _Server(config)
-    url = url_of(sock)
+    url = url_of(sock, settings.tls)
     served = model.served
     announce(f"serving {served.source} on {url}  (page: {url}/, API docs: {url}/docs)")
     announce(f"runtime: {served.describe()}; {model.why}")
     announce(f"batching: {batching}; uploads up to {settings.max_upload_mb:g} MB and {settings.max_files} files")
-    if not is_loopback(settings.host):
-        announce(f"warning: listening on {settings.host}: anyone who can reach this machine can use the model")
+    announce(f"queue: at most {settings.max_queue} requests wait for the model (more get 503 at once), each "
+             f"answered within {settings.request_timeout:g} s (else 504)")
+    key = f"API key required (from {settings.key_source})" if settings.api_key is not None else "no API key"
+    cors = ", ".join(settings.cors_origins) or "none (same-origin page only)"
+    announce(f"access: {key}; {'HTTPS' if settings.tls else 'plain HTTP'}; cross-origin pages allowed: {cors}")
+    for warning in [*notes, *exposure_warnings(settings)]:
+        announce(warning)
     announce("Ctrl-C stops (requests in flight finish first)")
     try:
         server.run(sockets=[sock])
