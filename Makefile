@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # pyproject.toml: on this machine pip takes them from local files (no multi-GB download).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,deploy,serve,stream]" 2>&1 \
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,deploy,serve,stream,track]" 2>&1 \
 	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""`cnnlab report RUN` and `cnnlab runs compare RUN [RUN ...]`."""
+"""`cnnlab report RUN`, `cnnlab runs compare RUN [RUN ...]` and `cnnlab runs list`."""
 
 from __future__ import annotations
 
@@ -59,7 +59,62 @@ def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubPars
     compare.add_argument("--format", choices=("table", "json", "csv"), default="table",
                          help="table for people; json or csv for scripts (default: table)")
     compare.set_defaults(func=run_compare)
+    listing = commands.add_parser(
+        "list", help="list the run folders, and how to open their experiment tracker",
+        description="One line per run folder in --runs-dir (oldest first), then the command that opens the MLflow "
+                    "UI on the runs trained with --tracking mlflow.",
+    )
+    listing.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
+                         help="the folder holding the run folders (default: ./runs)")
+    listing.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                         help="table for people; json or csv for scripts (default: table)")
+    listing.set_defaults(func=run_list)
     return commands
+
+
+LIST_COLUMNS = [("run", "Run"), ("model", "Model"), ("data", "Data"), ("status", "Status"), ("epochs", "Epochs"),
+                ("test_acc", "Test acc"), ("created", "Created")]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Prints the runs and the tracker command(s); returns the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab.evaluation.compare import format_value, list_runs
+
+    rows, trackers = list_runs(args.runs_dir)
+    if args.format != "table":
+        _print_rows(rows, args.format)
+        return 0
+    console = Console()
+    if not rows:
+        console.print(f"No runs in {args.runs_dir} yet: cnnlab train DATA --runs-dir {args.runs_dir}")
+    else:
+        table = Table(title=f"{len(rows)} runs in {args.runs_dir}")
+        for key, label in LIST_COLUMNS:
+            text = key in ("run", "model", "data", "status", "created")
+            table.add_column(label, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
+        for row in rows:
+            table.add_row(*(format_value(key, row.get(key)) for key, _ in LIST_COLUMNS))
+        console.print(table)
+    for command in trackers:
+        console.print(f"Tracked in MLflow: [bold]{command}[/bold]", soft_wrap=True)
+    return 0
+
+
+def _print_rows(rows: list[dict], fmt: str) -> None:
+    """Rows as JSON or CSV on stdout, for scripts."""
+    import csv
+    import json
+    import sys
+
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -71,16 +126,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     rows, png = compare_runs(list(args.runs), args.out)
     if args.format != "table":
-        import csv
-        import json
-        import sys
-
-        if args.format == "json":
-            print(json.dumps(rows, indent=2))
-        else:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        _print_rows(rows, args.format)
         return 0
     table = Table(title=f"{len(rows)} runs")
     for key, label in COLUMNS:

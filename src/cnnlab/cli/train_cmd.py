@@ -71,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")
     print(f"report:     {result.report_path}")
+    tracking = result.meta.get("tracking") or {}
+    if tracking.get("run_id"):
+        from cnnlab.training.tracking import ui_command
+
+        print(f"MLflow:     run {tracking['run_id']} in '{tracking['experiment']}'; {ui_command(tracking['uri'])}")
     return 0

@@ -34,6 +34,7 @@ Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "6
 # parameters that some steps leave unused (DDP refuses those otherwise). Frozen ones are not a reason.
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
 Channels = Literal[1, 3]
+Tracking = Literal["off", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,22 @@ class RunConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     name: str | None = option(None, "run folder name (default: <model>-<data>, numbered if taken)")
     runs_dir: str = option("runs", "where run folders go", metavar="DIR")
+    # The run folder stays the record every command reads; a tracker is a copy a team can browse.
+    tracking: Tracking = option("off", "also record the run in an experiment tracker: mlflow (the options, each "
+                                "epoch's metrics, test scores, report, figures and exported models; needs the "
+                                "track extra)")
+    tracking_uri: str | None = option(None, "the MLflow store or server, e.g. http://mlflow.example:5000 (default: "
+                                      "sqlite:///<runs-dir>/mlflow.db, beside the run folders)", metavar="URI")
 
     def __post_init__(self) -> None:
         check_fields(self, None)
         name = self.name
         if name is not None and ("/" in name or "\\" in name or name.strip() in ("", ".", "..")):
             raise CnnlabError(f"--name must be a plain folder name, got '{name}'")
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            raise CnnlabError("--tracking-uri is empty; give a store (sqlite:///path/mlflow.db) or a server URL")
+        if self.tracking_uri is not None and self.tracking == "off":  # else nothing would be tracked, silently
+            raise CnnlabError("--tracking-uri names where to track, but tracking is off; add --tracking mlflow")
 
 
 SECTIONS: dict[str, type] = {

@@ -28,6 +28,7 @@ from cnnlab.io import atomic_write_json
 from cnnlab.threads import for_command
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.run_dir import RunFiles, open_run, read_optional_json
+from cnnlab.training.tracking import log_model_files
 
 log = logging.getLogger("cnnlab")
 
@@ -221,6 +222,8 @@ def update_sidecar(files: RunFiles, trained: TrainedModel, artifacts: dict[str, 
     if speed:
         sidecar["speed"] = speed
     atomic_write_json(files.deploy_meta, sidecar)
+    if artifacts:  # a tracked run's MLflow run gets the model files it now has
+        log_model_files(files, trained.meta, [files.root / name for name in artifacts] + [files.deploy_meta])
     return sidecar
 
 

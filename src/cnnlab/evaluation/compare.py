@@ -13,6 +13,7 @@ from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_text
 from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import open_run, read_meta, read_optional_json
+from cnnlab.training.tracking import DB_NAME, META_KEY, ui_command
 
 
 def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -> float | None:
@@ -44,6 +45,32 @@ def summarise_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         "path": str(run_dir),
     }
     return row, history
+
+
+def list_runs(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The run folders in ``runs_dir`` (oldest first, one row each, as ``runs compare`` makes them) and
+    how to open the MLflow stores their runs are tracked in (the SQLite store beside them counts too).
+
+    Raises:
+        CnnlabError: when ``runs_dir`` is not a folder.
+    """
+    runs_dir = Path(runs_dir).expanduser()
+    if not runs_dir.is_dir():
+        raise CnnlabError(f"no runs folder '{runs_dir}'; train first, or point --runs-dir at one")
+    rows, stores = [], []
+    for folder in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
+        row, _ = summarise_run(folder)
+        meta = read_meta(open_run(folder))
+        tracking = meta.get(META_KEY) if isinstance(meta.get(META_KEY), dict) else {}
+        row.update(created=meta.get("created"), tracking=tracking.get("uri"))
+        rows.append(row)
+        if tracking.get("uri") and tracking["uri"] not in stores:
+            stores.append(tracking["uri"])
+    rows.sort(key=lambda row: str(row.get("created") or ""))
+    beside = "sqlite:///" + (runs_dir.resolve() / DB_NAME).as_posix()
+    if (runs_dir / DB_NAME).is_file() and beside not in stores:
+        stores.append(beside)
+    return rows, [ui_command(uri) for uri in stores]
 
 
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> tuple[list[dict[str, Any]], Path | None]:

@@ -25,7 +25,8 @@ from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.stages import record_final_accuracy
 from cnnlab.training.trainer import run_autocast
 from cnnlab.training.start import resume_config
-from cnnlab.training.run_dir import ResultFiles, RunFiles, open_run, read_run_config, update_meta
+from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, update_meta
+from cnnlab.training.tracking import finish_tracking
 
 log = logging.getLogger("cnnlab")
 
@@ -56,9 +57,16 @@ def finish_run(result: FitResult) -> dict[str, Any]:
                 **scores)
     with phase("report"):
         write_report(files.root)
+    if result.meta.get("tracking"):
+        with phase("tracking"):  # MLflow gets the report as written
+            finish_tracking(files, result.meta, metrics, "FINISHED", _figures(files))
     phase_record()
     update_meta(files, timing=timing)
     return metrics
+
+
+def _figures(files: RunFiles) -> list[Path]:
+    return [files.figure(key) for key in FIGURES]
 
 
 def _final_scores(result: FitResult, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -108,12 +116,14 @@ def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
 def finish_interrupted(result: FitResult) -> None:
     """Scores what the interrupted run has (its best checkpoint so far) and writes the report."""
     files, data = result.files, result.data
+    metrics = None
     if files.best.is_file() or files.last.is_file():
         metrics = evaluate_split(result.module.model, result.module.normalize, data.splits["test"],
                                  data.class_names, files, explain=True, autocast=run_autocast(result.config.train))
         update_meta(files, **_final_scores(result, metrics))
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     write_report(files.root)
+    finish_tracking(files, result.meta, metrics, "KILLED", _figures(files))
 
 
 def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:

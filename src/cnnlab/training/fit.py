@@ -40,6 +40,7 @@ from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
 from cnnlab.training.trainer import run_autocast
+from cnnlab.training.tracking import finish_tracking, resume_tracking
 
 log = logging.getLogger("cnnlab")
 
@@ -78,6 +79,12 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
     inside an epoch (which Lightning stops at a step and ``train_run`` reports itself)."""
     try:
         return train_run(ctx, resume_from)
+    except TrainingInterrupted:
+        raise  # reported (and tracked) by the caller, which writes the report of what was done
+    except CnnlabError:
+        if ctx.ranks.is_zero:
+            finish_tracking(ctx.files, ctx.meta, None, "FAILED")
+        raise
     except KeyboardInterrupt:
         _on_record_as_interrupted(ctx)
         raise TrainingInterrupted(None, ctx.files, "between epochs: every finished epoch and stage is saved") from None
@@ -97,6 +104,8 @@ def _on_record_as_interrupted(ctx: RunContext) -> None:
     if ctx.meta.get("attempts"):
         ctx.meta["attempts"][-1]["ended"] = "interrupted"
     ctx.save_meta()
+    if ctx.ranks.is_zero:
+        finish_tracking(ctx.files, ctx.meta, None, "KILLED")
 
 
 def _class_weights(data: PreparedData) -> torch.Tensor:
@@ -327,6 +336,8 @@ def _resume(ranks: Ranks, path: str) -> FitResult:
         log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
     ctx.meta["status"] = "running"
     ctx.save_meta()
+    if ctx.ranks.is_zero:
+        resume_tracking(ctx.meta)  # the same MLflow run goes on
     return _interruptible(ctx, checkpoint)
 
 

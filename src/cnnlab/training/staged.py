@@ -36,6 +36,7 @@ from cnnlab.training.optim import compile_fallback
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
 from cnnlab.training.time_budget import TimeBudget
+from cnnlab.training.tracking import stage_logger
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
@@ -208,8 +209,9 @@ def fit_stage(
                                     already=stage_clock.already))
     interrupted = False
     with quiet_lightning(), compile_fallback(config.train.compile):
+        tracker = stage_logger(ctx.meta, stage.name) if ranks.is_zero else None  # rank 0 alone logs
         trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks,
-                                            monitor=monitor(criterion))
+                                            monitor=monitor(criterion), extra_loggers=[tracker] if tracker else None)
         if to_beat is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
             carry_best(checkpoint, str(ctx.files.best), to_beat)
         sigint = signal.getsignal(signal.SIGINT)

@@ -7,8 +7,10 @@ folder and its metadata from it, so every rank works on the same run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from cnnlab.training.run_dir import (
     RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
 )
 from cnnlab.training.stages import plan_stages
+from cnnlab.training.tracking import META_KEY, start_tracking
 from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
@@ -109,6 +112,12 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
     files = new_run_dir(config)
+    try:
+        with phase("tracking") if config.tracking != "off" else contextlib.nullcontext():
+            tracking = start_tracking(config, files.root.name, command)
+    except CnnlabError:
+        shutil.rmtree(files.root, ignore_errors=True)  # claimed a moment ago and still empty: no run started
+        raise
     write_config(files, config)
     write_skipped(files, data.skipped)
     if data.skipped:
@@ -130,6 +139,8 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
         "stages": [],
         "timing": {},
     }
+    if tracking:
+        meta[META_KEY] = tracking
     write_meta(files, meta)
     return str(files.root), meta
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnlab.config import TrainConfig
@@ -132,6 +132,7 @@ def build_trainer(
     stage: str,
     extra_callbacks: list[L.Callback] | None = None,
     monitor: str = "val_loss",
+    extra_loggers: list[Logger] | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer with the lesson's callbacks: best/last checkpoints and early stopping.
 
@@ -140,6 +141,7 @@ def build_trainer(
     Args:
         monitor: the logged validation figure (lower is better) that picks the best checkpoint:
             ``val_loss``, or a stage's criterion (``cnnlab.training.selection``).
+        extra_loggers: more loggers of the epoch metrics (an experiment tracker's).
     """
     checkpoint = ModelCheckpoint(
         dirpath=files.checkpoints,
@@ -168,6 +170,7 @@ def build_trainer(
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
+            *(extra_loggers or []),
         ],
         enable_progress_bar=not isinstance(progress, EpochLines),
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
