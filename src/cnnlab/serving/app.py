@@ -1,4 +1,4 @@
-"""The HTTP routes: ``/`` (the page), ``/predict``, ``/explain``, ``/health`` and FastAPI's ``/docs``.
+"""The HTTP routes: ``/`` (the page), ``/predict``, ``/explain``, ``/health`` and the API docs (``/docs``: ``docs``).
 
 Every error is JSON ``{"detail": message}`` with a 4xx status for what the client sent (see
 ``uploads``); an unexpected failure inside is a JSON 500 and the server goes on serving.
@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from cnnlab.deploy.predict import top_k
 from cnnlab.serving.access_log import AccessLog
 from cnnlab.serving.batcher import MicroBatcher, Ticket
+from cnnlab.serving.docs import add_offline_docs
 from cnnlab.serving.model import ServedModel
 from cnnlab.serving.security import HOW_TO_SEND, Guard
 from cnnlab.serving.settings import DEFAULT_TOP_K, RETRY_AFTER_MAX_S, ServeSettings
@@ -89,9 +90,10 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         await batcher.stop()  # uvicorn calls this after the requests in flight have finished
 
     needs_key = f" Needs the server's API key: {HOW_TO_SEND}." if guard.key_required else ""
-    app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan,
+    app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Classifies images into {len(served.class_names)} classes with "
                               f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}")
+    add_offline_docs(app)  # /docs and /redoc without a CDN: they work on an offline machine
     if settings.cors_origins:  # off by default: the page is same-origin and needs no CORS
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key"], expose_headers=["Retry-After"])
