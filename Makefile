@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cnnlab train mnist-sample --model simple_cnn --epochs 15 --name demo
 
-# Chromium renders report.html in one test; installed when possible, else that test is skipped.
+# The browser tests (report.html, the serving page, /docs, the MLflow UI) drive the system Chromium through
+# Playwright; it is installed when possible, else those tests are skipped. (`playwright install` would
+# download a browser of its own: not possible offline.)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1) \
-	  || echo "chromium not installed: the browser test of report.html will be skipped"; }
+	  || echo "chromium not installed: the browser tests will be skipped"; }
 
 # pytest exits 5 when it ran no test: that is a failure, not a green run.
 test: $(STAMP) browser

@@ -43,6 +43,22 @@ def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int
     return root
 
 
+# Headless Chromium as the browser tests run it: no sandbox (root in a container), no GPU, and none of
+# its own traffic (updates, sync, QUIC), so a test's requests are the page's.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """pytest-playwright launches the system Chromium (``make browser`` installs it): Playwright's own
+    browser download needs the internet, which this machine does not have."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed: make browser (apt-get install chromium) to run the browser tests")
+    return {**browser_type_launch_args, "executable_path": chromium, "args": CHROMIUM_ARGS}
+
+
 @pytest.fixture
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """This test's own, empty cache folder (SQLite cache and record stores), with caching on."""

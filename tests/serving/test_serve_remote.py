@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from playwright.sync_api import Page
 
 import cnnlab
-from cdp import Browser
 from cnnlab.errors import CnnlabError
 from cnnlab.serving.server import exposure_warnings
 from cnnlab.serving.settings import ServeSettings, key_file_warning
@@ -109,39 +109,33 @@ def test_the_key_never_reaches_the_log(keyed: Server, trained_shapes) -> None:
     assert "API key required (from $CNNLAB_API_KEY)" in output
 
 
-def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_session(keyed: Server, trained_shapes,
-                                                                       tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium not installed: apt-get install chromium to run the browser test")
+def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_session(keyed: Server, trained_shapes, page: Page) -> None:
     newest_label = ("(() => { const l = document.querySelector('.result .label'); "
                     "return l && !l.classList.contains('pending') && l.textContent; })()")
-    browser = Browser(chromium, tmp_path / "profile")
-    try:
-        browser.call("Page.navigate", url=keyed.url + "/")
-        browser.wait_for("!document.getElementById('key-form').hidden")
-        assert browser.evaluate("document.activeElement.id") == "key"  # typing goes to the key at once
-        browser.call("Input.insertText", text="not-the-key-0123456789")
-        browser.evaluate("document.querySelector('#key-form button').click()")
-        assert browser.evaluate("document.getElementById('key-form').hidden")
-        browser.set_files("#file", [trained_shapes[1] / "left" / "img_001.png"])
-        assert browser.wait_for(newest_label) == "not classified"
-        assert "401" in browser.evaluate("document.querySelector('.result .error').textContent")
-        assert not browser.evaluate("document.getElementById('key-form').hidden")  # asked again
-        assert "not accepted" in browser.evaluate("document.getElementById('key-note').textContent")
-        assert browser.evaluate("sessionStorage.getItem('cnnlab-api-key')") is None
-        browser.call("Input.insertText", text=KEY)
-        browser.evaluate("document.querySelector('#key-form button').click()")
-        browser.set_files("#file", [trained_shapes[1] / "right" / "img_004.png"])
-        assert browser.wait_for(newest_label) == "right"
-        assert browser.evaluate("sessionStorage.getItem('cnnlab-api-key')") == KEY
-        browser.call("Page.navigate", url=keyed.url + "/")  # the same tab later: not asked again
-        browser.wait_for("document.getElementById('model').textContent.includes('classes')")
-        assert browser.evaluate("document.getElementById('key-form').hidden")
-        browser.set_files("#file", [trained_shapes[1] / "middle" / "img_006.png"])
-        assert browser.wait_for(newest_label) == "middle"
-    finally:
-        browser.close()
+
+    def label_of(image: Path) -> str:
+        page.set_input_files("#file", image)
+        return page.wait_for_function(newest_label).json_value()
+
+    page.goto(keyed.url + "/")
+    page.wait_for_function("!document.getElementById('key-form').hidden")
+    assert page.evaluate("document.activeElement.id") == "key"  # typing goes to the key at once
+    page.keyboard.insert_text("not-the-key-0123456789")
+    page.locator("#key-form button").click()
+    assert page.evaluate("document.getElementById('key-form').hidden")
+    assert label_of(trained_shapes[1] / "left" / "img_001.png") == "not classified"
+    assert "401" in page.text_content(".result .error")
+    assert not page.evaluate("document.getElementById('key-form').hidden")  # asked again
+    assert "not accepted" in page.text_content("#key-note")
+    assert page.evaluate("sessionStorage.getItem('cnnlab-api-key')") is None
+    page.keyboard.insert_text(KEY)
+    page.locator("#key-form button").click()
+    assert label_of(trained_shapes[1] / "right" / "img_004.png") == "right"
+    assert page.evaluate("sessionStorage.getItem('cnnlab-api-key')") == KEY
+    page.goto(keyed.url + "/")  # the same tab later: not asked again
+    page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+    assert page.evaluate("document.getElementById('key-form').hidden")
+    assert label_of(trained_shapes[1] / "middle" / "img_006.png") == "middle"
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:

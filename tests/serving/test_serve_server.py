@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cdp import Browser
+from playwright.sync_api import Browser, Page, Route, expect
 from servers import Server, exchange, multipart, post_images, request, start_server
 
 LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
@@ -217,30 +217,52 @@ def test_load_2000_requests_from_16_clients_without_an_error(server: Server, tra
     assert health["batching"]["mean_batch"] > 1  # concurrent requests were scored together
 
 
-def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shapes, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium not installed: apt-get install chromium to run the browser test")
-    browser = Browser(chromium, tmp_path / "profile")
+def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shapes, browser: Browser,
+                                                    tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
     try:
-        browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True)
-        browser.call("Page.navigate", url=server.url + "/")
-        assert "3 classes" in browser.wait_for("document.getElementById('model').textContent.includes('classes') "
-                                               "&& document.getElementById('model').textContent")
-        browser.press("Tab", 9)  # the keyboard reaches the picker first
-        assert browser.evaluate("document.activeElement.id") == "pick"
-        browser.set_files("#file", [trained_shapes[1] / "right" / "img_004.png"])
-        label = browser.wait_for("document.querySelector('.result .label:not(.pending)')?.textContent")
-        assert label == "right"
-        assert browser.evaluate("document.querySelectorAll('.result .bars li').length") == 3
-        browser.evaluate("document.querySelector('.result button').click()")  # Grad-CAM on request
-        assert browser.wait_for("document.querySelector('img.cam')?.naturalWidth") == 20
-        assert browser.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
-        shot = browser.screenshot(tmp_path / "page.png")
+        page = context.new_page()  # a phone-sized screen
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+        assert "3 classes" in page.text_content("#model")
+        page.keyboard.press("Tab")  # the keyboard reaches the picker first
+        assert page.evaluate("document.activeElement.id") == "pick"
+        page.set_input_files("#file", trained_shapes[1] / "right" / "img_004.png")
+        expect(page.locator(".result .label:not(.pending)")).to_have_text("right")
+        expect(page.locator(".result .bars li")).to_have_count(3)
+        page.locator(".result button").click()  # Grad-CAM on request
+        page.wait_for_function("document.querySelector('img.cam')?.naturalWidth > 0")
+        assert page.evaluate("document.querySelector('img.cam').naturalWidth") == 20
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+        shot = page.screenshot(path=tmp_path / "page.png")
     finally:
-        browser.close()
-    with Image.open(shot) as image:
+        context.close()
+    with Image.open(io.BytesIO(shot)) as image:
         assert image.size == (390, 844) and len(set(image.convert("L").getdata())) > 10
+
+
+def test_the_api_docs_render_their_operations_with_no_network(server: Server, page: Page) -> None:
+    """/docs loads Swagger UI from the server itself: every request to another host is cut off here, as
+    on an offline machine, and the page still shows the operations."""
+    elsewhere: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", only_the_server)
+    page.goto(server.url + "/docs")
+    expect(page.locator(".opblock")).to_have_count(3)  # /health, /predict, /explain
+    summaries = " ".join(page.locator(".opblock-summary-path").all_text_contents())
+    assert "/predict" in summaries and "/health" in summaries and "/explain" in summaries
+    scripts = page.eval_on_selector_all("script[src], link[href]", "els => els.map(e => e.src || e.href)")
+    assert scripts and all(url.startswith(server.url + "/docs-assets/") for url in scripts), scripts
+    page.locator(".opblock-summary-path", has_text="/health").click()  # an operation opens
+    expect(page.locator(".opblock-description-wrapper, .opblock-body").first).to_be_visible()
+    assert not elsewhere, elsewhere
 
 
 @pytest.mark.timeout(120)  # a server that started anyway would block
