@@ -55,6 +55,7 @@ def test_a_tracked_run_is_in_mlflow_with_its_options_epochs_scores_and_files(cli
     test = json.loads((runs / "t" / "metrics.json").read_text())["test"]
     assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
     assert run.data.metrics["stage.train.epochs"] == 3
+    assert run.info.artifact_uri.startswith((runs / "mlartifacts").resolve().as_uri())  # beside the store
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "config.yaml", "run.json", "metrics.csv", "history.png", "confusion_matrix.png",
             "stages.json", "explain"} <= artifacts

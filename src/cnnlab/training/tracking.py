@@ -69,6 +69,14 @@ def flat_params(config: RunConfig) -> dict[str, str]:
     return params
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's files go: beside a SQLite store (MLflow's own default is ``./mlruns``
+    in whichever folder the command ran in); a server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
 def _client(uri: str) -> Any:
     """An MlflowClient on ``uri``, or a one-line error saying how to get MLflow."""
     try:
@@ -99,7 +107,7 @@ def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, 
 
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = client.create_experiment(name)
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location(uri))
         else:
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":  # its name stays taken: bring it back
