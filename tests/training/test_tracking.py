@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import lightning as L
 import pytest
+from playwright.sync_api import Page, expect
 from safetensors.torch import save_file
 
 import cnnlab
@@ -115,3 +122,52 @@ def test_tracking_options_are_checked_and_an_unusable_store_stops_the_run_before
         cnnlab.train("digits", epochs=1, runs_dir=str(tmp_path / "runs"), name="x", tracking="mlflow",
                      tracking_uri=f"sqlite:///{blocked}/mlflow.db")
     assert not (tmp_path / "runs" / "x").exists()  # no half-started run folder left behind
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # `mlflow ui` takes 10-25 s to start here and its pages 5-15 s to draw: make test-all runs it
+@pytest.mark.timeout(300)
+def test_a_tracked_run_shows_in_the_mlflow_ui_with_its_parameters_and_metric_chart(cli, tmp_path: Path,
+                                                                                    page: Page) -> None:
+    runs = tmp_path / "runs"
+    code, _, err = cli("train", "digits", "--epochs", "3", "--runs-dir", runs, "--name", "ui", "--tracking", "mlflow")
+    assert code == 0, err
+    record = json.loads((runs / "ui" / "run.json").read_text())["tracking"]
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", record["uri"],
+                           "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                time.sleep(0.5)
+        elsewhere: list[str] = []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                   else (elsewhere.append(route.request.url), route.abort())[1])
+        run_page = f"{base}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}"
+        page.goto(run_page)
+        expect(page.get_by_role("heading", name="ui")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Finished").first).to_be_visible()
+        parameters = page.get_by_role("row").filter(has_text="train.epochs")
+        expect(parameters.first).to_contain_text("3", timeout=30_000)
+        page.goto(run_page + "/model-metrics")
+        page.get_by_placeholder("Search metric charts").fill("val_acc")
+        chart = page.locator(".js-plotly-plot")
+        expect(chart).to_have_count(1, timeout=60_000)
+        expect(chart.locator("path.point")).to_have_count(3)  # the curve: one point per epoch
+        page.screenshot(path=tmp_path / "mlflow-ui.png")
+        assert not elsewhere, elsewhere
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
