@@ -122,6 +122,14 @@ def test_tracking_options_are_checked_and_an_unusable_store_stops_the_run_before
         cnnlab.train("digits", epochs=1, runs_dir=str(tmp_path / "runs"), name="x", tracking="mlflow",
                      tracking_uri=f"sqlite:///{blocked}/mlflow.db")
     assert not (tmp_path / "runs" / "x").exists()  # no half-started run folder left behind
+    with socket.socket() as closed:  # a port nothing listens on: a tracking server that is down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(CnnlabError, match=f"cannot use the MLflow store http://127.0.0.1:{port}"):
+        cnnlab.train("digits", epochs=1, runs_dir=str(tmp_path / "runs"), name="y", tracking="mlflow",
+                     tracking_uri=f"http://127.0.0.1:{port}")
+    assert time.monotonic() - started < 30  # said at once, not after MLflow's minutes of retries
 
 
 def _free_port() -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -91,6 +93,19 @@ def _unreachable(uri: str, exc: Exception) -> CnnlabError:
     return CnnlabError(f"cannot use the MLflow store {uri}: {first}; check --tracking-uri (or --tracking off)")
 
 
+def _check_reachable(uri: str, seconds: float = 10) -> None:
+    """A tracking server that does not answer is said at once: MLflow's own client retries with
+    back-off for minutes before it gives up. Any HTTP answer (even 401) means it is there."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=seconds).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        raise _unreachable(uri, exc) from None
+
+
 def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, Any] | None:
     """Creates the MLflow run of a new cnnlab run and logs its options; run.json's ``tracking`` record.
 
@@ -101,6 +116,7 @@ def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, 
         return None
     uri = store_uri(config)
     name = experiment_name(config)
+    _check_reachable(uri)
     try:
         client = _client(uri)
         from mlflow.entities import Param
