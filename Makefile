@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench browser clean
+.PHONY: demo test test-all bench browser docs wheel clean
 
 # The virtualenv is rebuilt when pyproject.toml changes. torch/torchvision are pinned in
 # pyproject.toml: on this machine pip takes them from local files (no multi-GB download).
@@ -35,8 +35,16 @@ test: $(STAMP) browser
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -m "slow or not slow"
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or reference fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# The wheel (and nothing else) into dist/, built with this environment's setuptools.
+wheel: $(STAMP)
+	$(BIN)/python -m build --wheel --no-isolation --outdir dist
+
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site dist build

@@ -108,7 +108,11 @@ def choose_batching(model: ServedModel, settings: ServeSettings) -> tuple[ServeS
     return replace(settings, max_batch=1), f"off (auto: {measured}; --batching on forces it)"
 
 
-def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = print,
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also into a pipe or a log file (where print alone waits for 8 KB)
+
+
+def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = _say,
           notes: Sequence[str] = ()) -> None:
     """Serves a run folder (its fastest runtime) or an exported artifact until Ctrl-C or SIGTERM.
 
