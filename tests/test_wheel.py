@@ -36,8 +36,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(SOURCE, tree / "src" / "cnnlab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("dist")
     # --no-isolation: the build backend (setuptools) of this environment, no download of a fresh one
-    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(tree)],
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+                            str(tree)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (path,) = out.glob("cnnlab-*.whl")
     return path
@@ -74,8 +74,8 @@ def test_a_fresh_environment_installs_the_wheel_then_runs_info_trains_and_serves
     # Then the dependencies: this interpreter's site-packages, after the fresh environment's own (so the
     # wheel's cnnlab comes first; the editable install's path file there is not read from a .pth line).
     (packages / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    clean = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "CNNLAB_CACHE_DIR": str(tmp_path / "cache"),
-             "OMP_NUM_THREADS": "1"}
+    clean = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+             "CNNLAB_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
     def run(*args: str, timeout: float = 300) -> str:
         done = subprocess.run([str(command), *args], capture_output=True, text=True, env=clean, cwd=tmp_path,

@@ -12,7 +12,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the sources, not an installed copy
 
-from cnnlab.config import all_options  # noqa: E402  (after the path)
+from cnnlab.config import all_options  # after the path
 
 MARKER = "<!-- options -->"
 TITLES = {None: "Run", "data": "Data", "model": "Model", "augment": "Augmentation", "train": "Training",
@@ -43,7 +43,8 @@ def options_tables() -> str:
     out = []
     for section, rows in sections.items():
         out += [f"## {TITLES.get(section, section)}", "",
-                "| Flag | YAML key | Keyword | Takes | Default | What it does |", "|---|---|---|---|---|---|", *rows, ""]
+                "| Flag | YAML key | Keyword | Takes | Default | What it does |", "|---|---|---|---|---|---|",
+                *rows, ""]
     return "\n".join(out)
 
 

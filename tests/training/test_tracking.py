@@ -74,15 +74,17 @@ def test_a_tracked_run_is_in_mlflow_with_its_options_epochs_scores_and_files(cli
 
     code, out, err = cli("runs", "list", "--runs-dir", runs)
     assert code == 0, err
-    assert "t" in out and "completed" in out and f"mlflow ui --backend-store-uri {record['uri']}" in out.replace("\n", "")
+    opens = f"mlflow ui --backend-store-uri {record['uri']}"
+    assert "t" in out and "completed" in out and opens in out.replace("\n", "")
 
 
 def test_a_resumed_run_goes_on_in_the_same_mlflow_run_epochs_counted_through_stages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     weights = tmp_path / "start.safetensors"  # simple_cnn from a weights file: two stages in seconds
     save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
-    options = dict(model="simple_cnn", weights=str(weights), feature_cache=False, frozen_epochs=2, finetune_epochs=3,
-                   batch_size=64, runs_dir=str(tmp_path / "runs"), name="r", tracking="mlflow")
+    options = {"model": "simple_cnn", "weights": str(weights), "feature_cache": False, "frozen_epochs": 2,
+               "finetune_epochs": 3, "batch_size": 64, "runs_dir": str(tmp_path / "runs"), "name": "r",
+               "tracking": "mlflow"}
 
     class Kill(L.Callback):  # Ctrl-C in the second fine-tuning epoch
         def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -90,8 +92,11 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run_epochs_counted_through_sta
                 raise KeyboardInterrupt
 
     original = staged.build_trainer
-    monkeypatch.setattr(staged, "build_trainer",
-                        lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, Kill()], **k))
+
+    def with_kill(*args, extra_callbacks=None, **kwargs):
+        return original(*args, extra_callbacks=[*extra_callbacks, Kill()], **kwargs)
+
+    monkeypatch.setattr(staged, "build_trainer", with_kill)
     with pytest.raises(TrainingInterrupted):
         cnnlab.train("digits", **options)
     folder = tmp_path / "runs" / "r"

@@ -6,7 +6,7 @@
     run.predict(["cat.jpg", pil_image, numpy_array], top_k=3)
     run = cnnlab.load_run("runs/flowers"); cnnlab.evaluate(run, data="other/folder")
 
-Keyword arguments of :func:`train` are the options of ``cnnlab train`` by their flag names
+Keyword arguments of ``train`` are the options of ``cnnlab train`` by their flag names
 (``epochs=5`` is ``--epochs 5``), with the same defaults, allowed values and checks; errors are
 the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
 """
@@ -96,7 +96,7 @@ def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int
 
 def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
             threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
-    """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
+    """Top-k classes of images with a run's model (see ``Run.predict``), or with a ``.onnx`` /
     TorchScript file written by ``cnnlab export`` on its own."""
     if not isinstance(run, Run) and Path(run).expanduser().is_file():
         from cnnlab.deploy.predict import predict_with

@@ -61,7 +61,8 @@ def list_runs(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     for folder in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
         row, _ = summarise_run(folder)
         meta = read_meta(open_run(folder))
-        tracking = meta.get(META_KEY) if isinstance(meta.get(META_KEY), dict) else {}
+        raw = meta.get(META_KEY)
+        tracking: dict[str, Any] = raw if isinstance(raw, dict) else {}
         row.update(created=meta.get("created"), tracking=tracking.get("uri"))
         rows.append(row)
         if tracking.get("uri") and tracking["uri"] not in stores:
