@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -82,6 +83,13 @@ def threads_for(others: float | None, cores: int, share: int) -> int:
     return max(1, min(share, cores - taken))
 
 
+def busy_while_timed(others: float | None) -> str | None:
+    """Why timings taken while other processes used ``others`` cores are not to be trusted (None: quiet)."""
+    if others is not None and others > BACKGROUND_CORES:
+        return f"other processes kept {others:.1f} cores busy while it was timed"
+    return None
+
+
 @dataclass(frozen=True)
 class ThreadChoice:
     """The thread count a command starts with, why, and whether it may change while it runs."""
@@ -94,7 +102,8 @@ class ThreadChoice:
 
 def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
            sampler: CpuSampler | None = None) -> ThreadChoice:
-    """The thread count for a command: ``requested`` if given, else the cores others leave free.
+    """The thread count for a command: ``requested`` or ``OMP_NUM_THREADS`` if given, else the cores
+    others leave free.
 
     Args:
         requested: ``--threads`` (0: decide by load).
@@ -109,6 +118,9 @@ def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
     share = max(1, cores // max(processes, 1))
     if requested:
         return ThreadChoice(requested, f"{requested} (--threads)", True, share)
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:  # the user's (or a launcher's, e.g. torchrun's) count
+        return ThreadChoice(int(from_env), f"{from_env} (OMP_NUM_THREADS)", True, share)
     if keep_current:
         current = torch.get_num_threads()
         return ThreadChoice(current, f"{current} (torch's current count: --deterministic keeps it; --threads sets it)",

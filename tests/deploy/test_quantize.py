@@ -56,7 +56,7 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     assert (run_copy / "model.int8.onnx").read_bytes() == before and not list(run_copy.glob(".*tmp*"))
 
 
-@pytest.mark.parametrize("args", [["--calibration", "0"], ["--threads", "0"]])
+@pytest.mark.parametrize("args", [["--calibration", "0"], ["--threads", "-1"]])  # 0 is auto
 def test_bad_options_are_one_line_errors(cli, run_copy, args) -> None:
     code, _, err = cli("quantize", run_copy, *args)
     assert code == 2 and err.count("\n") == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -24,7 +25,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
 from cnnlab.training.fit import TrainingInterrupted
-from cnnlab.threads import BACKGROUND_CORES, CpuSampler, choose
+from cnnlab.threads import CpuSampler, busy_while_timed, choose
 from cnnlab.training.run_dir import claim_folder
 
 if TYPE_CHECKING:
@@ -210,8 +211,9 @@ def time_rows(rows: list[dict[str, Any]], probes: dict[str, Probe], settings: Co
 
 def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | None:
     """Why timings taken while other processes ran are not to be trusted, or None on a quiet machine."""
-    if others is not None and others > BACKGROUND_CORES:
-        return f"other processes kept {others:.1f} cores busy while the models were timed"
+    busy = busy_while_timed(others)
+    if busy:
+        return busy
     noisy = [name for name, timing in latency.items() if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
     if noisy:
         return f"the batch-1 times of {', '.join(noisy)} spread by more than {BUSY_SPREAD:.0%} of their median"
@@ -289,9 +291,10 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
             rows.append(row)
             if probe is not None:
                 probes[name] = probe
-        if probes:
-            log.info("timing %d model%s in turns", len(probes), "s" if len(probes) != 1 else "")
+        began = time.perf_counter()
         busy = time_rows(rows, probes, settings)
+        if probes:
+            log.info("timed %d models in turns in %.1f s", len(probes), time.perf_counter() - began)
     finally:
         for probe in probes.values():
             probe.close()

@@ -14,6 +14,7 @@ from cnnlab.data.crop import crop_pct_of, decode_side, input_side
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.models.weights import read_state_dict
+from cnnlab.threads import for_command
 from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.build import build_model
 from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
@@ -118,6 +119,7 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     Raises:
         CnnlabError: when the run has no checkpoint yet.
     """
+    for_command()  # every command that opens a run computes on the thread policy's count (cnnlab.threads)
     config = read_run_config(files)
     meta = read_meta(files)
     state = run_weights(files, which)

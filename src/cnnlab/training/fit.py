@@ -25,6 +25,7 @@ from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
 from cnnlab.phases import phase
+from cnnlab.threads import watch
 from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.cut_cache import plan_cut
@@ -33,7 +34,6 @@ from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
-from cnnlab.threads import watch
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
