@@ -1,4 +1,5 @@
-"""Helpers of the serve tests: a real ``cnnlab serve`` process on a free loopback port, and a stdlib HTTP client to talk to it."""
+"""Helpers of the serve tests: a real ``cnnlab serve`` process on a free loopback port, and a stdlib
+HTTP client to talk to it."""
 
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from cdp import Browser
+from PIL import Image
 from servers import Server, multipart, post_images, request, start_server
 
 LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
@@ -129,12 +128,14 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, tr
                                       [b"%x\r\n%s\r\n" % (len(part), part) for part in
                                        (body[i : i + 65536] for i in range(0, len(body), 65536))] + [b"0\r\n\r\n"]),
                                  None),
-        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}', {"Content-Type": "application/json"}),
+        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}',
+                                {"Content-Type": "application/json"}),
         "empty": lambda: request(server.url, "POST", "/predict", b"", {"Content-Type": form_type}),
         "other_field": lambda: request(server.url, "POST", "/predict", *_form("picture", good)),
         "text_field": lambda: request(server.url, "POST", "/predict", *_text_form()),
         "five_files": lambda: post_images(server.url, [(f"{i}.png", good) for i in range(5)]),
-        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100], {"Content-Type": "multipart/form-data"}),
+        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100],
+                                       {"Content-Type": "multipart/form-data"}),
         "k_zero": lambda: post_images(server.url, [("a.png", good)], "/predict?k=0"),
     }
     got, reply = sent[how]()
@@ -233,7 +234,7 @@ def test_refuses_to_start_without_a_usable_model(cli, run_copy: Path, tmp_path: 
     (tmp_path / "notes.onnx").write_text("not a model")
     for target, words in [(run_copy, "checkpoint"), (tmp_path / "nothing", "not"),
                           (tmp_path / "notes.onnx", "not a readable ONNX model")]:
-        code, out, err = cli("serve", target, "--port", "0")
+        code, _, err = cli("serve", target, "--port", "0")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (target, err)
 
 

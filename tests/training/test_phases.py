@@ -24,7 +24,7 @@ def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
     assert "Time by phase" in (tmp_path / "timed" / "report.html").read_text()
 
 
-@pytest.mark.parametrize(("busy", "expected"), [(0.1, 2), (1.0, 1), (3.5, 1)])
+@pytest.mark.parametrize("busy, expected", [(0.1, 2), (1.0, 1), (3.5, 1)])
 def test_auto_threads_leave_busy_cores_alone(monkeypatch, busy: float, expected: int) -> None:
     monkeypatch.setattr(machine, "usable_cores", lambda: 2)
     monkeypatch.setattr(machine, "busy_cores", lambda: busy)

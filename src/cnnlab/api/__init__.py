@@ -13,12 +13,13 @@ the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, PARITY_TOLERANCE, TEMPERATURE
+from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, TEMPERATURE
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:

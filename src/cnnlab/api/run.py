@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import html
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cnnlab.config import RunConfig
 from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
@@ -20,15 +21,14 @@ if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cn
     from PIL import Image
 
     from cnnlab.deploy.export import Export
-    from cnnlab.deploy.prune import Pruned
     from cnnlab.deploy.quantize import Quantized
     from cnnlab.tables import Table
     from cnnlab.training.checkpoint import TrainedModel
 
-ImageLike = "str | Path | Image.Image | np.ndarray"
+ImageLike: TypeAlias = "str | Path | Image.Image | np.ndarray"
 
 
-def evaluation_jobs():  # noqa: ANN201  the training and evaluation packages, imported on first use
+def evaluation_jobs():  # the training and evaluation packages, imported on first use
     from cnnlab.evaluation import run as evaluation_run
 
     return evaluation_run
@@ -104,14 +104,14 @@ class Run:
         return read_optional_json(self.files.metrics_json).get("test") or {}
 
     @property
-    def history(self) -> "pd.DataFrame":
+    def history(self) -> pd.DataFrame:
         """One row per epoch: epoch (through all stages), stage, train/val loss and accuracy, lr."""
         from cnnlab.training.history import load_history
 
         return load_history(self.files.metrics_csv)
 
     @functools.cached_property
-    def trained(self) -> "TrainedModel":
+    def trained(self) -> TrainedModel:
         """The best weights in their network (eval mode), with the run's input scaling; loaded once, safely."""
         from cnnlab.training.checkpoint import load_trained
 
@@ -152,14 +152,14 @@ class Run:
     # --- deployment: each writes into the run folder, as its command does ------------------
 
     def export(self, format: str = "onnx", tolerance: float | None = None,  # noqa: A002  the CLI's name
-               threads: int = DEFAULT_THREADS) -> "Export":
+               threads: int = DEFAULT_THREADS) -> Export:
         """Writes ``model.onnx`` (or ``model.ts`` for ``format="torchscript"``) after checking that its
         outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
         from cnnlab.deploy.export import export_run
 
         return export_run(self.path, format, PARITY_TOLERANCE if tolerance is None else tolerance, threads)
 
-    def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> "Quantized":
+    def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> Quantized:
         """Writes ``model.int8.onnx`` (static INT8 calibrated on training images) and returns its
         before/after table, as ``cnnlab quantize``."""
         from cnnlab.deploy.quantize import quantize_run
@@ -167,7 +167,7 @@ class Run:
         return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
 
     def prune(self, sparsity: float = 0.5, structured: bool = True, finetune_epochs: int = 0,
-              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> "Run":
+              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> Run:
         """Prunes the model (channels, or single weights with ``structured=False``), optionally
         fine-tunes, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``."""
         from cnnlab.deploy.prune import prune_run
@@ -176,7 +176,7 @@ class Run:
                            f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})")
         return Run(pruned.files.root)
 
-    def benchmark(self, threads: int = DEFAULT_THREADS) -> "Table":
+    def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
         later predictions use the fastest that keeps accuracy."""
         from cnnlab.deploy.benchmark import benchmark_run
@@ -184,7 +184,7 @@ class Run:
         table, _ = benchmark_run(self.path, threads)
         return table
 
-    def tables(self) -> "list[Table]":
+    def tables(self) -> list[Table]:
         """The before/after tables the deploy jobs saved in the run (shown in its report)."""
         from cnnlab.tables import Table
 
@@ -198,7 +198,7 @@ class Run:
 
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 
-    def plot_history(self, axes: "Sequence[Axes] | None" = None) -> "Figure":
+    def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure:
         """Accuracy and loss per epoch, train and validation, stages and LR changes marked."""
         from cnnlab.figures import draw_curves, new_figure
 
@@ -206,7 +206,7 @@ class Run:
         draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
         return _inline(figure)
 
-    def confusion_matrix(self, normalize: bool = False, ax: "Axes | None" = None) -> "Figure":
+    def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure:
         """The test set's confusion matrix (counts, or per-true-class fractions)."""
         import numpy as np
 

@@ -9,7 +9,8 @@ from typing import NoReturn
 
 from cnnlab.errors import suggest
 
-_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' "
+                             r"\(choose from (?P<choices>.*)\)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +32,7 @@ class Parser(argparse.ArgumentParser):
                     flags += sub.all_flags() if isinstance(sub, Parser) else []
         return flags
 
-    def subcommand(self, names: list[str]) -> "Parser":
+    def subcommand(self, names: list[str]) -> Parser:
         """The parser of the sub-command path ``names`` (for errors worded in its terms)."""
         parser = self
         for name in names:

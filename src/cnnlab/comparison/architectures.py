@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cnnlab.comparison.imagenet import SOURCE, imagenet_top1
 from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS

@@ -51,7 +51,9 @@ def cell(row: dict[str, Any], key: str, compact: bool = False) -> str:
     if key == "imagenet_top1":
         if _missing(value):
             return "n/a"
-        return f"{value:.2f}%" if compact else f"{value:.2f}% ({row.get('imagenet_weights')}, {row.get('imagenet_px')} px)"
+        if compact:
+            return f"{value:.2f}%"
+        return f"{value:.2f}% ({row.get('imagenet_weights')}, {row.get('imagenet_px')} px)"
     if _missing(value):
         return "-"
     if key in ("params_total", "macs"):
@@ -103,4 +105,4 @@ def display_columns(batch_size: int, trained: bool, compact: bool = False) -> li
     if trained:
         columns += [("trained_from", "trained from"), ("test_acc", "test acc"), ("train_seconds", "train time"),
                     ("epochs", "epochs"), ("epoch_seconds", "s/epoch (last stage)")]
-    return columns if compact else columns + [("note", "note")]
+    return columns if compact else [*columns, ("note", "note")]

@@ -25,7 +25,7 @@ POSITIONAL = "positional"  # ``flag=POSITIONAL``: the field is a command's posit
 
 def option(
     default: Any,
-    help: str,
+    help: str,  # noqa: A002  argparse's name for it
     *,
     flag: str | None = None,
     dest: str | None = None,
@@ -157,7 +157,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         match = next((c for c in allowed if c == value or str(c) == str(value)), None)
         if match is None:
             shown = ", ".join(map(str, allowed)) + (" or none" if spec.optional else "")
-            raise CnnlabError(f"{spec.flag} must be one of {shown}, got {value!r}{suggest(str(value), map(str, allowed))}")
+            hint = suggest(str(value), map(str, allowed))
+            raise CnnlabError(f"{spec.flag} must be one of {shown}, got {value!r}{hint}")
         return match
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -171,7 +172,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
 
 
 def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and math.isnan(value))):
         what = "a whole number" if kind is int else "a number"
         raise CnnlabError(f"{spec.flag} must be {what}, got {value!r}")
     if kind is int:

@@ -76,7 +76,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         else:
             raise CnnlabError(f"input '{text}' not found; give image files or folders of images")
     if not paths:
-        raise CnnlabError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, inputs))}")
+        raise CnnlabError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                          f"found in {', '.join(map(str, inputs))}")
     return paths
 
 
@@ -125,7 +126,8 @@ def _from_csv(path: Path) -> Listing:
                 if not row.get("path") and not row.get("label"):
                     continue  # blank line
                 if not row.get("path") or not row.get("label"):
-                    raise CnnlabError(f"'{path}' line {reader.line_num}: empty path or label; fill it or delete the row")
+                    raise CnnlabError(f"'{path}' line {reader.line_num}: empty path or label; "
+                                      "fill it or delete the row")
                 split = SPLIT_DIRS.get((row.get("split") or "train").lower())
                 if split is None:
                     raise CnnlabError(

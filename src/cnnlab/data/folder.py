@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnlab.data.cache import DecodedCache, FileKey, cache_enabled, file_key
-from cnnlab.progress import Progress
 from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported in decode_files: spawned decoding workers start without it
     from cnnlab.data.types import ImageSet, SkippedFile

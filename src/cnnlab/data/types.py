@@ -23,7 +23,7 @@ class RecordSource(Protocol):
 class LazyImages:
     """A stored split's images as a batched pass reads them (``len``, ``shape``, slices), each slice read on demand."""
 
-    def __init__(self, image_set: "ImageSet") -> None:
+    def __init__(self, image_set: ImageSet) -> None:
         self._set, self.shape = image_set, image_set.shape
 
     def __len__(self) -> int:
@@ -95,7 +95,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, positions: np.ndarray) -> "ImageSet":
+    def subset(self, positions: np.ndarray) -> ImageSet:
         """The images at ``positions``, in that order (for a stored split: the same store, other rows)."""
         index = torch.as_tensor(positions, dtype=torch.long)
         labels, ids = self.labels[index], [self.ids[i] for i in positions]

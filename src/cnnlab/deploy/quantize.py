@@ -129,7 +129,7 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
         prepared = Path(folder) / "prepared.onnx"
         try:  # shape inference + constant folding; it changed neither speed nor accuracy, but quiets warnings
             quant_pre_process(str(source), str(prepared))
-        except Exception as exc:  # symbolic shape inference fails on some graphs: quantize as exported
+        except Exception as exc:  # noqa: BLE001  symbolic shape inference fails on some graphs: quantize as exported
             log.info("quantization pre-processing skipped (%s)", type(exc).__name__)
             prepared = source
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
@@ -183,8 +183,8 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
     for warning in warnings:
         log.warning(warning)
     notes = [f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
-             f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-             f"QUInt8 activations, MinMax", f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
+             (f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
+              f"QUInt8 activations, MinMax"), f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
              *warnings]
     labels = {name: RUNTIMES[name] for name in served}
     table = Table(f"INT8 quantization of {files.root.name}", speed_columns(RUNTIMES["onnx"]),

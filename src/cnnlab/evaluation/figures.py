@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.metrics import calibration_bins
-from cnnlab.figures import as_rgb, grid_shape, mosaic, new_figure, save_figure, short, show_image
+from cnnlab.figures import as_rgb, grid_shape, mosaic, new_figure, save_figure, short
 
 MAX_CM_CLASSES = 30  # above this, the confusion matrix shows the most-confused classes only
 

@@ -6,7 +6,8 @@ batch by batch and keeps only counts, so it gives the same dict without holding 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm

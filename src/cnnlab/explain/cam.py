@@ -17,8 +17,8 @@ The package computes the maps; this module steers it around the traps users repo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch

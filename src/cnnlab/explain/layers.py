@@ -11,8 +11,8 @@ CNNs and for every timm model, whatever their memory layout.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -103,7 +103,8 @@ class _Tracer(fx.Tracer):
         self._leaves = tuple(get_notrace_modules())
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return geometry(m) is not None or isinstance(m, self._leaves) or super().is_leaf_module(m, module_qualified_name)
+        return (geometry(m) is not None or isinstance(m, self._leaves)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def _real_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, Pair]:

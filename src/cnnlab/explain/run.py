@@ -71,7 +71,8 @@ def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanatio
                                     f"{kernels[1]} input channel(s)")
 
 
-def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor, run: ExplainedRun) -> dict[str, torch.Tensor]:
+def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
+                   run: ExplainedRun) -> dict[str, torch.Tensor]:
     """The outputs of the named layers for uint8 ``images``, through the run's own input scaling."""
     from cnnlab.models.inference import run_batches
 
@@ -118,8 +119,8 @@ def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: l
                 rows = [(layer.name, maps[layer.name][i]) for layer in chosen]
                 path = images.paths[start + i]
                 written.append(plot_feature_maps(chunk[i].numpy(), rows, folder / names[start + i], path.name))
-    return Explanation(written, [{"layer": l.name, "type": l.kind, "output": "x".join(map(str, l.shape))}
-                                 for l in chosen])
+    return Explanation(written, [{"layer": layer.name, "type": layer.kind,
+                                  "output": "x".join(map(str, layer.shape))} for layer in chosen])
 
 
 def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | None = None,
@@ -153,7 +154,8 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
                      "true": panel.true or "", "explained": panel.explained, "figure": str(written[-1])})
     shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
              else "red = where the evidence for the class is")
-    return Explanation(written, rows, note=f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}")
+    note = f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}"
+    return Explanation(written, rows, note=note)
 
 
 def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:

@@ -14,8 +14,8 @@ deterministic in the mode the stage trains in. Any model where that fails is tra
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -11,7 +11,8 @@ keys are unchanged); ``pooled_features``/``head_forward``/``classifier_of`` trea
 
 from __future__ import annotations
 
-from typing import Callable, get_args
+from collections.abc import Callable
+from typing import get_args
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,7 @@ sizes batches for the device (``eval_batch_size``), and runs in eval mode under
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn

@@ -10,8 +10,8 @@ import contextlib
 import logging
 import pickle
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
             return timm.create_model(
                 resolved, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
             )
-    except Exception as exc:  # hub errors vary (offline, 404, gated): all mean "no weights"
+    except Exception as exc:  # noqa: BLE001  hub errors vary (offline, 404, gated): all mean "no weights"
         raise CnnlabError(
             f"could not get ImageNet weights for '{resolved}' ({type(exc).__name__}; offline?); "
             "pass a local file with --weights FILE, or use --model efficientnet_lite0 whose "
@@ -89,7 +89,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"'{path}' holds pickled Python objects, which could run code; cnnlab loads plain "
             "tensors only: save it with torch.save(model.state_dict(), ...) or as .safetensors"
         ) from None
-    except Exception as exc:  # truncated or not a weights file at all
+    except Exception as exc:  # noqa: BLE001  truncated or not a weights file at all
         raise CnnlabError(f"'{path}' is not a readable weights file ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}

@@ -14,9 +14,9 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import uvicorn
 

@@ -12,8 +12,9 @@ scheduler and checkpoints are the same, and its checkpoints hold the whole model
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,11 +25,10 @@ from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, trainer_shard
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
-from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
+from cnnlab.models.inference import Augment, model_device, run_batches
 from cnnlab.progress import Listener, Progress
-from cnnlab.training.ranks import SINGLE, Ranks
 from cnnlab.training.module import ClassifierModule
-
+from cnnlab.training.ranks import SINGLE, Ranks
 
 
 @dataclass

@@ -9,8 +9,9 @@ The exchanges use a gloo group of their own (CPU objects, whatever the devices t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import peak_rss_bytes

@@ -14,11 +14,12 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
@@ -168,7 +169,8 @@ def fit_stage(
     on_cut = cut_cache is not None and cut_cache.stage == stage
     how = " (backbone features computed once, then cached)" if cached else ""
     if on_cut:
-        how = f" (on the frozen layers' output below {cut_cache.cut.where}, computed once: each epoch runs only the top)"
+        how = (f" (on the frozen layers' output below {cut_cache.cut.where}, computed once: "
+               "each epoch runs only the top)")
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
           f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
@@ -221,7 +223,8 @@ def fit_stage(
                 signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     best_score = checkpoint.best_model_score
     own = validation.best  # the stage's own best epoch on its criterion
-    replaced = own is not None and (to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
+    replaced = own is not None and (to_beat is None
+                                    or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
     kept_loss = own["loss"] if replaced and own else (previous or {}).get("best_val_loss")
     record = {
         "name": stage.name,

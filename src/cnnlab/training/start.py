@@ -32,7 +32,14 @@ from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
 from cnnlab.training.run_dir import (
-    RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
+    RunFiles,
+    new_run_dir,
+    open_run,
+    read_meta,
+    read_run_config,
+    write_config,
+    write_meta,
+    write_skipped,
 )
 from cnnlab.training.stages import plan_stages
 from cnnlab.version import __version__
@@ -58,7 +65,8 @@ class RunContext:
             write_meta(self.files, self.meta)
 
 
-def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare_here(config: RunConfig,
+                  cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     needs = model_input(config.model.name, config.model.pretrained).needs()
     with phase("data"):
