@@ -178,9 +178,9 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
         try:
             row.update(train_model(config, row["model"], _folder_name([row["model"]]), pretrained,
                                    settings.weights.get(row["model"]), folder / "runs", command))
-        except TrainingInterrupted as stop:
-            _add_note(row, f"training interrupted: cnnlab train --resume {stop.result.files.root}")
-            return str(stop.result.files.root)
+        except TrainingInterrupted as stop:  # its result is None when stopped between epochs: files is always set
+            _add_note(row, f"training interrupted: cnnlab train --resume {stop.files.root}")
+            return str(stop.files.root)
         if row.get("train_error"):
             _add_note(row, f"training: {row.pop('train_error')}")
         notes = row.pop("run_notes", "")
