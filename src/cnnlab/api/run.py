@@ -7,7 +7,8 @@ import html
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
 from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
@@ -17,10 +18,10 @@ if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cn
     import numpy as np
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
     from PIL import Image
 
-    from cnnlab.deploy.export import Export
+    from cnnlab.deploy.export import Export, Format
     from cnnlab.deploy.quantize import Quantized
     from cnnlab.tables import Table
     from cnnlab.training.checkpoint import TrainedModel
@@ -28,17 +29,19 @@ if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cn
 ImageLike: TypeAlias = "str | Path | Image.Image | np.ndarray"
 
 
-def evaluation_jobs():  # the training and evaluation packages, imported on first use
+def evaluation_jobs() -> ModuleType:  # the training and evaluation packages, imported on first use
     from cnnlab.evaluation import run as evaluation_run
 
     return evaluation_run
 
 
 def items_of(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
-    return list(images) if isinstance(images, (list, tuple)) else [images]
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [cast(ImageLike, images)]  # one image (a str or an array is no list of images)
 
 
-def _inline(figure: Figure) -> Figure:
+def _inline(figure: Figure | SubFigure) -> Figure | SubFigure:
     """The figure, displayable inline in Jupyter: cnnlab draws without pyplot, so IPython is told once
     how to show a matplotlib Figure (as a PNG) when the notebook has not set that up itself."""
     from cnnlab.progress import in_notebook
@@ -146,13 +149,14 @@ class Run:
 
         Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
         """
+        metrics: dict[str, Any]
         _, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data))
         return metrics
 
     # --- deployment: each writes into the run folder, as its command does ------------------
 
-    def export(self, format: str = "onnx", tolerance: float | None = None,  # noqa: A002  the CLI's name
-               threads: int = DEFAULT_THREADS) -> Export:
+    def export(self, format: Format = "onnx",  # noqa: A002  the CLI's name
+               tolerance: float | None = None, threads: int = DEFAULT_THREADS) -> Export:
         """Writes ``model.onnx`` (or ``model.ts`` for ``format="torchscript"``) after checking that its
         outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
         from cnnlab.deploy.export import export_run
@@ -198,7 +202,7 @@ class Run:
 
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 
-    def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure:
+    def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure | SubFigure:
         """Accuracy and loss per epoch, train and validation, stages and LR changes marked."""
         from cnnlab.figures import draw_curves, new_figure
 
@@ -206,7 +210,7 @@ class Run:
         draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
         return _inline(figure)
 
-    def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure:
+    def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure | SubFigure:
         """The test set's confusion matrix (counts, or per-true-class fractions)."""
         import numpy as np
 

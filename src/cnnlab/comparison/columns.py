@@ -47,7 +47,7 @@ def cell(row: dict[str, Any], key: str, compact: bool = False) -> str:
 
     ``compact`` (the terminal) leaves out what :func:`footnotes` says below the table.
     """
-    value = row.get(key)
+    value: Any = row.get(key)  # a measured number, None or NaN
     if key == "imagenet_top1":
         if _missing(value):
             return "n/a"

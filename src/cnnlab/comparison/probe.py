@@ -44,7 +44,7 @@ def _build(spec: ProbeSpec) -> tuple[Any, str, str | None]:
     from cnnlab.models.registry import own_builder
 
     size = (spec.image_size, spec.image_size)
-    common = {"num_classes": IMAGENET_CLASSES, "in_chans": 3, "image_size": size, "dropout": 0.0}
+    common: dict[str, Any] = {"num_classes": IMAGENET_CLASSES, "in_chans": 3, "image_size": size, "dropout": 0.0}
     if spec.weights:  # a file the user named must load: its failure is the row's error
         return create_model(spec.name, weights=spec.weights, **common).eval(), f"file {Path(spec.weights).name}", None
     note = None
@@ -126,7 +126,8 @@ def run_probe(spec: ProbeSpec) -> dict[str, Any]:
     lines = child.stdout.strip().splitlines()
     if lines:
         try:
-            return json.loads(lines[-1])
+            row: dict[str, Any] = json.loads(lines[-1])
+            return row
         except ValueError:
             pass
     if child.returncode < 0:

@@ -86,7 +86,8 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(config))
+    result: dict[str, Any] = plain(dataclasses.asdict(config))
+    return result
 
 
 def from_dict(values: Mapping[str, Any]) -> RunConfig:

@@ -133,6 +133,7 @@ def _bounds_error(spec: FieldSpec, value: float) -> str | None:
     elif low is not None:
         rule = f"at least {_number_text(low)}" if b["at_least"] is not None else f"greater than {_number_text(low)}"
     else:
+        assert high is not None  # a bound was broken, so there is one
         rule = f"at most {_number_text(high)}" if b["at_most"] is not None else f"below {_number_text(high)}"
     return f"{spec.flag} must be {rule}, got {_number_text(value)}"
 
@@ -190,7 +191,8 @@ def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
 
 def check_fields(instance: Any, section: str | None) -> None:
     """Checks and normalises every option field of a frozen dataclass, in place (``__post_init__``)."""
-    for spec in field_specs(type(instance), section):
+    cls: type = type(instance)
+    for spec in field_specs(cls, section):
         object.__setattr__(instance, spec.name, coerce(spec, getattr(instance, spec.name)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ def _torchvision(name: str) -> BuiltinData:
             "(layout train/<class>/*, test/<class>/*)"
         ) from None
 
-    def arrays(split) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:  # a torchvision data set
         data = split.data.numpy() if isinstance(split.data, torch.Tensor) else split.data
         return data.astype(np.uint8), np.asarray(split.targets)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def find_images(folder: Path, ignored: list[tuple[Path, str]] | None = None) -> 
     return [path for _, path in sorted(found, key=lambda item: item[0])]
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files as given, and every image file below each folder, in order.
 
     Raises:

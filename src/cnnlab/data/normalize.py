@@ -19,6 +19,9 @@ class Normalize(nn.Module):
     scales pixels here sees the evaluation view. A training batch arrives already cropped at random.
     """
 
+    mean: torch.Tensor  # buffers, (1, C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float], crop: int | None = None) -> None:
         super().__init__()
         self.crop = crop

@@ -160,16 +160,16 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
                           f"{ctx.data.class_names[:5]}...: distill on the data the teacher was trained on")
     for param in trained_teacher.model.parameters():
         param.requires_grad_(False)
-    teacher = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels, trained_teacher.side,
-                      trained_teacher.crop_pct)
+    teacher_net = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels,
+                          trained_teacher.side, trained_teacher.crop_pct)
     cached = build_batch_augment(config.augment) is None
     settings = {"teacher": str(teacher_files.root), "temperature": temperature, "alpha": alpha,
                 "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)"}
     began = time.perf_counter()
-    logits = teacher_logits(teacher, ctx.data, config) if cached else None
+    logits = teacher_logits(teacher_net, ctx.data, config) if cached else None
     if logits is not None:
         print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
-    ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
+    ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
                               logits)
     ctx.meta["distillation"] = settings
     ctx.meta.setdefault("notes", []).append(

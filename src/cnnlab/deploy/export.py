@@ -79,6 +79,7 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta
         with _quiet():
             program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["logits"],
                                         dynamic_shapes=({0: batch},), dynamo=True)
+            assert program is not None  # dynamo=True returns the program
             program.model.metadata_props[ONNX_KEY] = json.dumps(meta)
             program.save(str(path), external_data=False)  # one file: no model.onnx.data sidecar
         return "dynamo"

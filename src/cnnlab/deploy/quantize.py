@@ -18,6 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def calibration_set(train: ImageSet, count: int, normalize: Normalize, seed: int
     return normalized(sample(train.images, count, seed), normalize, count).numpy()
 
 
-def _reader(images: np.ndarray, input_name: str) -> object:
+def _reader(images: np.ndarray, input_name: str) -> Any:  # an onnxruntime CalibrationDataReader
     """Calibration batches; ``set_range``/``len`` let ONNX Runtime reduce ranges a few batches at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -120,7 +121,7 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    chosen = {**SETTINGS, **settings}
+    chosen: dict[str, Any] = {**SETTINGS, **settings}
     enums = {"quant_format": QuantFormat, "activation_type": QuantType, "weight_type": QuantType,
              "calibrate_method": CalibrationMethod}
     options = {k: getattr(enums[k], v) if k in enums else v for k, v in chosen.items()}

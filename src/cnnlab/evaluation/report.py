@@ -69,6 +69,11 @@ def _figure(files: RunFiles, key: str) -> str:
             f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>")
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else {} (a field missing or malformed in an older file)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _pct(value: Any) -> str:
     return format_value("test_acc", value)  # "12.34%", or "—" for None
 
@@ -87,7 +92,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
     pre = run.get("preprocess") or {}
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test = _object(metrics.get("test"))
     status = str(run.get("status", "unknown"))
     out = []
     if status != "completed":
@@ -102,7 +107,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     out.append(f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
                f'<small>test accuracy</small></p>{"".join(stats)}</div>')
     out.append(_improvement(stages))
-    kept = run.get("kept") if isinstance(run.get("kept"), dict) else {}
+    kept = _object(run.get("kept"))
     if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
         out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
     resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
@@ -261,7 +266,7 @@ def redraw_missing_figures(files: RunFiles, run: dict[str, Any], metrics: dict[s
 
     Image grids need the images, so they are not redrawn. Returns problems worth showing.
     """
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test = _object(metrics.get("test"))
     names = list(run.get("class_names") or (test.get("per_class") or {}).keys())
     counts = class_counts(run)
     jobs: list[tuple[str, Callable[[], Any]]] = [("history", lambda: draw_history(files))]

@@ -96,10 +96,14 @@ def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
     phases.begin_unless_active()
     try:
         try:
-            result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
+            if resume_path:
+                result = resume(resume_path)
+            else:
+                assert config is not None  # a new run's config, or a run folder to resume
+                result = fit(config, command)
         except TrainingInterrupted as stop:
             if stop.result is not None:  # None: stopped outside an epoch, no model in hand to report on
-                ranks.from_zero(partial(finish_interrupted, stop.result))  # type: ignore[arg-type]
+                ranks.from_zero(partial(finish_interrupted, stop.result))
             raise
         return result.files, ranks.from_zero(lambda: finish_run(result))
     finally:

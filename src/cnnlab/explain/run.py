@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ def first_conv(layers: list[net_layers.Layer]) -> net_layers.Layer:
 def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) -> Path:
     """``out`` = the first convolution's kernels (the report draws the same picture)."""
     conv = first_conv(layers)
-    return plot_filters(conv.module.weight, conv.name, out)
+    return plot_filters(cast(nn.Conv2d, conv.module).weight, conv.name, out)
 
 
 def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
@@ -66,7 +67,7 @@ def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanatio
     layers = probe_run(run)
     conv = first_conv(layers)
     path = filters_figure(run.trained.model, layers, run.out_dir(out) / "filters.png")
-    kernels = tuple(conv.module.weight.shape)
+    kernels = tuple(cast(nn.Conv2d, conv.module).weight.shape)
     return Explanation([path], note=f"{conv.name}: {kernels[0]} filters of {kernels[2]}x{kernels[3]} over "
                                     f"{kernels[1]} input channel(s)")
 
@@ -82,7 +83,7 @@ def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
     def new_batch(module: nn.Module, args: object) -> None:
         fresh.clear()
 
-    def keep(name: str):
+    def keep(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             if name not in fresh:
                 fresh.add(name)

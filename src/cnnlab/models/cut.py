@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ class Cut:
     model: nn.Module
     bottom: nn.Sequential
     top: nn.Sequential
-    finish: nn.Module  # the backbone whose ``forward_head`` pools (and classifies)
+    finish: Any  # the backbone (an nn.Module) whose ``forward_head`` pools (and classifies)
     where: str
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:

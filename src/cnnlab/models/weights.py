@@ -12,6 +12,7 @@ import pickle
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
     from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
 
     if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
-        model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+        model: Any = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
         load_lite0_imagenet(model)
         model.reset_classifier(num_classes)
         return model
@@ -77,6 +78,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads tensors from .safetensors or a .pt/.pth/.ckpt state dict, without unpickling code."""
     if not path.is_file():
         raise CnnlabError(f"weights file '{path}' not found; check the --weights path")
+    state: Any  # a state dict, a Lightning checkpoint, or whatever else the file holds
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -10,15 +10,14 @@ from the header before any pixel is decoded, truncated files refused, EXIF orien
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive
 
 from cnnlab.data.decode import UnreadableImage, decode_image
 from cnnlab.serving.settings import ServeSettings
@@ -45,12 +44,11 @@ def too_large(limit: int) -> HTTPException:
                               "(or start the server with a larger --max-upload-mb)")
 
 
-def counting_receive(receive: Callable[[], Awaitable[dict[str, Any]]],
-                     limit: int) -> Callable[[], Awaitable[dict[str, Any]]]:
+def counting_receive(receive: Receive, limit: int) -> Receive:
     """``receive`` that raises 413 as soon as the body read so far passes ``limit`` bytes."""
     seen = 0
 
-    async def counted() -> dict[str, Any]:
+    async def counted() -> Message:
         nonlocal seen
         message = await receive()
         if message["type"] == "http.request":

@@ -110,10 +110,11 @@ class CheapValidationTTA(L.Callback):
         self._saved: str | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = getattr(pl_module, "model", None)
+        net: Any = getattr(pl_module, "model", None)
         if hasattr(net, "tta") and hasattr(net, "fit_tta"):
             self._saved, net.tta = net.tta, net.fit_tta
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved is not None:
-            pl_module.model.tta, self._saved = self._saved, None
+            net: Any = pl_module.model
+            net.tta, self._saved = self._saved, None

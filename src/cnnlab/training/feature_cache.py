@@ -208,7 +208,8 @@ class FeatureHeadModule(ClassifierModule):
         kwargs.pop("normalize", None)
         super().__init__(model=model, num_classes=num_classes, normalize=Normalize([0.0], [1.0]),
                          train_cfg=train_cfg, augment=None, mix=None, **kwargs)
-        self.cpu_threads, self._saved_threads = cpu_threads, None
+        self.cpu_threads = cpu_threads
+        self._saved_threads: int | None = None
 
     def on_fit_start(self) -> None:
         if self.cpu_threads is not None and self.device.type == "cpu":

@@ -63,7 +63,10 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, result: FitResult | None, files: RunFiles | None = None,
                  saved: str = "the last finished epoch is saved") -> None:
-        self.files: RunFiles = files if files is not None else result.files  # type: ignore[union-attr]
+        if files is None:
+            assert result is not None, "an interruption carries its result or its files"
+            files = result.files
+        self.files: RunFiles = files
         super().__init__(f"interrupted: {self.files.root}")
         self.result, self.saved = result, saved
 
@@ -216,7 +219,11 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if ranks.is_zero:
         trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
     if records and resumable is None:  # the next stage starts from the best so far
-        ranks.from_zero(lambda: files.best.is_file() and load_model_weights(ctx.model, files.best))
+        def load_best() -> None:
+            if files.best.is_file():
+                load_model_weights(ctx.model, files.best)
+
+        ranks.from_zero(load_best)
         ranks.share_weights(ctx.model)
     todo = [stage for stage in plan if stage.name not in finished]
     attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))

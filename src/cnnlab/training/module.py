@@ -28,6 +28,8 @@ class ClassifierModule(L.LightningModule):
     host-to-device copy 4x smaller and lets a GPU do the augmentation.
     """
 
+    class_weights: torch.Tensor | None  # a buffer
+
     def __init__(
         self,
         model: nn.Module,
@@ -106,7 +108,11 @@ class ClassifierModule(L.LightningModule):
         self.log("lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # the same on every rank
 
     def configure_optimizers(self) -> Any:
-        params = self.param_groups or [p for p in self.model.parameters() if p.requires_grad]
+        params: list[Any]  # parameter groups, or parameters
+        if self.param_groups:  # noqa: SIM108  with `or`, mypy types the comprehension as groups
+            params = self.param_groups
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, self.train_cfg, self.train_cfg.lr)
         scheduler = build_scheduler(optimizer, self.train_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

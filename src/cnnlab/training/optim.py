@@ -38,6 +38,7 @@ def build_scheduler(
     and ``cosine`` step every batch over ``total_steps``, or, with ``cfg.time_budget``, over
     whichever ends first: the steps or the time (see ``cnnlab.training.time_budget``).
     """
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if cfg.time_budget and cfg.scheduler in ("onecycle", "cosine"):
         scheduler = budget_scheduler(optimizer, cfg.scheduler, float(cfg.time_budget), total_steps)
         return {"scheduler": scheduler, "interval": "step"}

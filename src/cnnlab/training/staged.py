@@ -166,10 +166,11 @@ def fit_stage(
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
     hooks: TrainingHooks = ctx.hooks
     cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
-    on_cut = cut_cache is not None and cut_cache.stage == stage
+    cut_here = cut_cache if cut_cache is not None and cut_cache.stage == stage else None  # trains on its activations
+    on_cut = cut_here is not None
     how = " (backbone features computed once, then cached)" if cached else ""
-    if on_cut:
-        how = (f" (on the frozen layers' output below {cut_cache.cut.where}, computed once: "
+    if cut_here is not None:
+        how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
                "each epoch runs only the top)")
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
@@ -190,9 +191,9 @@ def fit_stage(
         datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
-    elif on_cut:
-        module, datamodule = cut_cache.training(kwargs, data, batch_size, config.train.seed, balanced)
-        test_accuracy = lambda: cut_cache.test_accuracy(data.splits["test"].labels)  # noqa: E731
+    elif cut_here is not None:
+        module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
+        test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
         module = hooks.module_factory(**kwargs)
         datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
@@ -234,7 +235,7 @@ def fit_stage(
         "params_trainable": trainable,
         "params_frozen": frozen,
         "feature_cache": cached,
-        "activation_cache": cut_cache.cut.where if on_cut else None,
+        "activation_cache": cut_here.cut.where if cut_here is not None else None,
         "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
         "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
         "val_at_best": own,  # the validation figures of the stage's own best epoch

@@ -17,6 +17,7 @@ import lightning as L
 from torch import nn
 
 from cnnlab.config import RunConfig, TransferConfig
+from cnnlab.config.sections import Scheduler
 from cnnlab.errors import CnnlabError
 from cnnlab.models.freeze import (
     freeze_backbone,
@@ -49,7 +50,7 @@ class Stage:
     # Backbone BatchNorm in inference mode even where unfrozen (Keras' fine-tuning advice): its
     # ImageNet statistics are kept, and the head sees the features it was trained on.
     bn_eval: bool = False
-    scheduler: str | None = None  # the stage's own LR schedule (None: --scheduler)
+    scheduler: Scheduler | None = None  # the stage's own LR schedule (None: --scheduler)
 
     @property
     def head_only(self) -> bool:

@@ -183,5 +183,9 @@ def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None
     files, meta, config = ranks.from_zero(lambda: resume_config(path))
     data, _, model, _ = _prepare(config, ranks)
     resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
-    checkpoint = ranks.from_zero(lambda: (check_same_data(meta, data), resume_point(files))[1])
+    def checked_resume_point() -> str | None:
+        check_same_data(meta, data)
+        return resume_point(files)
+
+    checkpoint = ranks.from_zero(checked_resume_point)
     return RunContext(config, files, data, model, meta, ranks), checkpoint

@@ -177,7 +177,7 @@ class TimeBudget(L.Callback):
         if images:
             self._image_s = self.batch_estimate() / images
         last = batch_idx + 1 >= trainer.num_training_batches
-        reading = (self.elapsed(), self.reserve(last), self.reserve())
+        reading: tuple[float, ...] = (self.elapsed(), self.reserve(last), self.reserve())
         if trainer.world_size > 1:  # rank 0's clock for all: every rank steps the same LR and stops together
             reading = tuple(trainer.strategy.broadcast(reading))
         elapsed, reserve_now, reserve_later = reading
@@ -209,9 +209,10 @@ def _batch_size(batch: Any) -> int:
 def _validation_size(trainer: L.Trainer) -> int:
     """Images in the validation set (0 if unknown); Lightning builds its loaders only when first used."""
     loaders = trainer.val_dataloaders
-    if loaders is None and trainer.datamodule is not None:
+    datamodule = getattr(trainer, "datamodule", None)  # set by Lightning's data connector, not declared
+    if loaders is None and datamodule is not None:
         try:
-            loaders = trainer.datamodule.val_dataloader()
+            loaders = datamodule.val_dataloader()
         except Exception:  # noqa: BLE001  no val loader, or one that cannot be built yet: estimate 0
             return 0
     loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders] if loaders is not None else []
