@@ -42,7 +42,7 @@ def two_cores(monkeypatch):
     torch.set_num_threads(saved)
 
 
-@pytest.mark.parametrize(("others", "cores", "share", "expected"), [
+@pytest.mark.parametrize("others, cores, share, expected", [
     (None, 2, 2, 2),  # unreadable: the whole share
     (0.1, 2, 2, 2),  # background noise leaves both cores
     (0.5, 2, 2, 1),  # another process shows at half a core while cnnlab's threads hold both

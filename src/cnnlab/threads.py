@@ -21,12 +21,13 @@ Below every package, like ``cnnlab.machine``: torch and psutil are imported only
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cnnlab.machine import usable_cores
 
@@ -58,10 +59,8 @@ class CpuSampler:
             me = psutil.Process()
             own = sum(me.cpu_times()[:2])
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):  # ended between listing and reading
                     own += sum(child.cpu_times()[:2])
-                except psutil.Error:  # ended between listing and reading
-                    pass
             return time.monotonic(), busy, own
         except Exception:  # noqa: BLE001  no psutil or no /proc: the policy falls back to all cores
             return None
@@ -143,10 +142,8 @@ def apply(choice: ThreadChoice) -> ThreadChoice:
     import torch
 
     torch.set_num_threads(choice.threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work already ran: it can be set only once
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set, or inter-op work already ran: it can be set only once
-        pass
     return choice
 
 

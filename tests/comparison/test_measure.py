@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.comparison.measure import count_layers, count_macs, peak_memory_growth, resident_kib, size_on_disk, time_calls
+from cnnlab.comparison.measure import (
+    count_layers,
+    count_macs,
+    peak_memory_growth,
+    resident_kib,
+    size_on_disk,
+    time_calls,
+)
 from cnnlab.comparison.probe import ProbeSpec, measure_model
 from cnnlab.models import create_model
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.comparison.imagenet import SOURCE, imagenet_top1
 from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS, ROUNDS, Timing, time_interleaved
@@ -24,8 +25,8 @@ from cnnlab.config import RunConfig, merge_config
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
-from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.threads import CpuSampler, busy_while_timed, choose
+from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.training.run_dir import claim_folder
 
 if TYPE_CHECKING:
@@ -214,7 +215,8 @@ def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | N
     busy = busy_while_timed(others)
     if busy:
         return busy
-    noisy = [name for name, timing in latency.items() if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
+    noisy = [name for name, timing in latency.items()
+             if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
     if noisy:
         return f"the batch-1 times of {', '.join(noisy)} spread by more than {BUSY_SPREAD:.0%} of their median"
     return None
@@ -245,9 +247,9 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
         try:
             row.update(train_model(config, row["model"], _folder_name([row["model"]]), pretrained,
                                    settings.weights.get(row["model"]), folder / "runs", command))
-        except TrainingInterrupted as stop:
-            _add_note(row, f"training interrupted: cnnlab train --resume {stop.result.files.root}")
-            return str(stop.result.files.root)
+        except TrainingInterrupted as stop:  # its result is None when stopped between epochs: files is always set
+            _add_note(row, f"training interrupted: cnnlab train --resume {stop.files.root}")
+            return str(stop.files.root)
         if row.get("train_error"):
             _add_note(row, f"training: {row.pop('train_error')}")
         notes = row.pop("run_notes", "")
