@@ -25,11 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, dataset, write_page  # noqa: E402
+from common import OUT, dataset, write_page
 
 CNNLAB = [sys.executable, "-m", "cnnlab"]
 LESSON_MODELS = ["vgg16", "resnet50", "mobilenetv2", "efficientnet_lite0", "simple_cnn"]
@@ -85,7 +86,7 @@ class Commands:
     def epoch(self) -> tuple[float, float, dict[str, Any]]:
         seconds, out = run(["train", "mnist-sample", "--model", "simple_cnn", "--epochs", "2", "--runs-dir",
                             str(self.work / "runs"), "--name", self._name()], self.work)
-        epochs = [float(s) for s in re.findall(r"^epoch \d+/2 .*\(([\d.]+)s\)$", out, re.M)]
+        epochs = [float(s) for s in re.findall(r"^epoch \d+/2 .*\(([\d.]+)s\)$", out, re.MULTILINE)]
         return statistics.median(epochs), seconds, {}
 
     def extraction(self) -> tuple[float, float, dict[str, Any]]:
@@ -169,21 +170,23 @@ def main() -> None:
     (OUT / "load.json").write_text(json.dumps(results, indent=1))
     body = ["| command (its work) | idle work s | loaded work s | loaded/idle | idle whole s | loaded whole s | "
             f"goal ≤ {GOAL}x |", "|---|---|---|---|---|---|---|"]
+    def joined(values: list[float], form: str) -> str:
+        return " / ".join(format(value, form) for value in values)
+
     for name, pairs in results.items():
-        ratios = [p["loaded"][0] / p["idle"][0] for p in pairs]
-        body.append(f"| {name} | {' / '.join(f'{p['idle'][0]:.2f}' for p in pairs)} | "
-                    f"{' / '.join(f'{p['loaded'][0]:.2f}' for p in pairs)} | "
-                    f"{' / '.join(f'{r:.2f}x' for r in ratios)} | {' / '.join(f'{p['idle'][1]:.1f}' for p in pairs)} | "
-                    f"{' / '.join(f'{p['loaded'][1]:.1f}' for p in pairs)} | "
-                    f"{'met' if max(ratios) <= GOAL else 'missed'} |")
+        idle_work, loaded_work = [p["idle"][0] for p in pairs], [p["loaded"][0] for p in pairs]
+        ratios = [loaded / idle for idle, loaded in zip(idle_work, loaded_work)]
+        body.append(f"| {name} | {joined(idle_work, '.2f')} | {joined(loaded_work, '.2f')} | "
+                    f"{' / '.join(f'{r:.2f}x' for r in ratios)} | {joined([p['idle'][1] for p in pairs], '.1f')} | "
+                    f"{joined([p['loaded'][1] for p in pairs], '.1f')} | {'met' if max(ratios) <= GOAL else 'missed'} |")
     extra = []
     for name, pairs in results.items():
         for index, pair in enumerate(pairs, 1):
             for when in ("idle", "loaded"):
                 facts = pair[when][2]
                 if "ranking" in facts:
-                    extra.append(f"- compare, repeat {index}, {when}: slowest first "
-                                 f"{' > '.join(f'{m} {facts['latency_ms'][m]:.1f} ms' for m in facts['ranking'])}"
+                    order = " > ".join(f"{m} {facts['latency_ms'][m]:.1f} ms" for m in facts["ranking"])
+                    extra.append(f"- compare, repeat {index}, {when}: slowest first {order}"
                                  f"{'; marked busy' if facts['busy'] else ''}")
                 if "train_seconds" in facts:
                     extra.append(f"- `--time-budget 30` transfer run, repeat {index}, {when}: stages took "

@@ -30,6 +30,7 @@ SECTIONS = [
     ("crops", "Stored margin and centre crops: whole commands (issue #22)"),
     ("crops_probe", "Stored margin and centre crops: frozen features, paired splits (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
+    ("load", "Commands on a busy machine (issue #34)"),
 ]
 INTRO = """# Benchmarks
 
