@@ -11,8 +11,9 @@ be 2x (one thread: 2.3x, steady). So the policy is:
   :meth:`ThreadWatch.tick`; every few seconds it measures again and moves the count down when
   another process starts (or throughput collapses) and back up when it ends, saying so once each.
 - **OpenMP keeps its default wait policy** (a thread spins briefly before it sleeps): passive
-  waiting measured 1.6-2.1x slower for EfficientNet-Lite0 at batch 1 on an idle machine (26-35 ms
-  vs 16.5 ms), and under load the policy runs one thread, which waits on no other.
+  waiting measured 1.45x slower for EfficientNet-Lite0 at batch 1 on an idle machine (40.9 vs
+  28.2 ms), and no wait setting won both idle and loaded (bench/out/omp_wait.md); under load the
+  policy runs one thread, which waits on no other.
 - **Inter-op threads: 1** (cnnlab forks no TorchScript tasks; a pool per core only competes).
 - Decoding workers keep ``--workers``: each decodes its own files, no barrier waits on another.
 
@@ -55,7 +56,9 @@ class CpuSampler:
             import psutil
 
             total = psutil.cpu_times()
-            busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+            # Linux counts guest time inside user time already; steal is a core another VM took.
+            busy = (sum(total) - total.idle - getattr(total, "iowait", 0.0) - getattr(total, "guest", 0.0)
+                    - getattr(total, "guest_nice", 0.0))
             me = psutil.Process()
             own = sum(me.cpu_times()[:2])
             for child in me.children(recursive=True):
