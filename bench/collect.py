@@ -30,6 +30,9 @@ SECTIONS = [
     ("crops", "Stored margin and centre crops: whole commands (issue #22)"),
     ("crops_probe", "Stored margin and centre crops: frozen features, paired splits (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
+    ("load", "Commands on a busy machine: cnnlab load (issue #34)"),
+    ("load_pinned", "Commands on a busy machine: pinned load (issue #34)"),
+    ("omp_wait", "OpenMP wait policy and thread count (issue #34)"),
 ]
 INTRO = """# Benchmarks
 

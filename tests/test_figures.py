@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from cnnlab.errors import CnnlabError
-from conftest import png_size, px
 from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
+from conftest import png_size, px
 
 
 def test_history_with_stages_lr_changes_and_gaps(tmp_path: Path) -> None:

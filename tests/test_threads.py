@@ -36,12 +36,13 @@ class FakeClock:
 @pytest.fixture
 def two_cores(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     saved = torch.get_num_threads()
     yield
     torch.set_num_threads(saved)
 
 
-@pytest.mark.parametrize(("others", "cores", "share", "expected"), [
+@pytest.mark.parametrize("others, cores, share, expected", [
     (None, 2, 2, 2),  # unreadable: the whole share
     (0.1, 2, 2, 2),  # background noise leaves both cores
     (0.5, 2, 2, 1),  # another process shows at half a core while cnnlab's threads hold both
@@ -62,6 +63,12 @@ def test_choose_says_why_and_pins_what_the_user_asked(two_cores) -> None:
     pinned = threads.choose(3, sampler=FakeSampler([1.0]))
     assert (pinned.threads, pinned.pinned, pinned.why) == (3, True, "3 (--threads)")
     assert threads.choose(processes=2, sampler=FakeSampler([0.0])).threads == 1
+
+
+def test_omp_num_threads_pins_the_count_like_threads(two_cores, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    choice = threads.choose(sampler=FakeSampler([0.0]))
+    assert (choice.threads, choice.pinned, choice.why) == (1, True, "1 (OMP_NUM_THREADS)")
 
 
 def _watch(readings: list[float | None], pinned: bool = False) -> tuple[threads.ThreadWatch, FakeClock, list[str]]:
@@ -115,7 +122,8 @@ def _machine_busy() -> float:
     import psutil
 
     total = psutil.cpu_times()
-    return sum(total) - total.idle - getattr(total, "iowait", 0.0)
+    return (sum(total) - total.idle - getattr(total, "iowait", 0.0) - getattr(total, "guest", 0.0)
+            - getattr(total, "guest_nice", 0.0))
 
 
 def test_the_sampler_sees_another_process() -> None:

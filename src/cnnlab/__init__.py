@@ -18,10 +18,10 @@ from cnnlab.version import __version__
 if TYPE_CHECKING:
     from cnnlab.api import Run, compare, configure, distill, evaluate, load_run, predict, resume, serve, train
 
-_API = ("Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "serve", "train")
+__all__ = ["Run", "__version__", "compare", "configure", "distill", "evaluate", "explain", "load_run", "predict",
+           "resume", "serve", "train"]
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
-
-__all__ = ["__version__", *_API, *_SUBPACKAGES]
+_API = tuple(name for name in __all__ if name not in ("__version__", *_SUBPACKAGES))
 
 
 def __getattr__(name: str) -> Any:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_bytes
@@ -78,7 +79,7 @@ def short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def show_image(ax: Axes, image: np.ndarray, title: str | None = None, **title_kwargs) -> None:
+def show_image(ax: Axes, image: np.ndarray, title: str | None = None, **title_kwargs: Any) -> None:
     """Draws one uint8 image, (C, H, W) with C = 1 or 3, without ticks (gray colour map for C = 1)."""
     _check_chw(image)
     if image.shape[0] == 1:
@@ -198,16 +199,16 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def plot_samples_per_class(
-    images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], out: Path, per_class: int = 8
+    images: np.ndarray, labels: Sequence[int] | np.ndarray, class_names: Sequence[str], out: Path, per_class: int = 8
 ) -> Path:
     """The lesson's sample grid: one row per class (first 20 classes), ``per_class`` images each."""
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     shown = list(range(min(len(class_names), MAX_SAMPLE_ROWS)))
     side = images.shape[-2:]
     blank = np.ones((*side, 3))
     tiles = []
     for c in shown:
-        picks = np.flatnonzero(labels == c)[:per_class]
+        picks = np.flatnonzero(label_array == c)[:per_class]
         tiles += [as_rgb(np.asarray(images[i])) for i in picks] + [blank] * (per_class - len(picks))
     fig = new_figure(1.1 * per_class + 1.4, 1.1 * len(shown) + 0.6)
     ax = fig.add_subplot()

@@ -1,9 +1,11 @@
-"""Small HTML builders (the run report, tables and notebook summaries): every value escaped, tables with numeric columns aligned."""
+"""Small HTML builders (the run report, tables and notebook summaries): every value escaped, tables
+with numeric columns aligned."""
 
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def escape(value: Any) -> str:
@@ -16,8 +18,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterab
     numeric = set(numeric)
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{escape(v)}</td>' for i, v in enumerate(r)) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{escape(v)}</td>' for i, v in enumerate(r))
+        + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

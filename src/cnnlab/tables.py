@@ -50,13 +50,13 @@ class Table:
         return folder / f"{name}.md"
 
     @classmethod
-    def load_all(cls, folder: Path) -> "list[Table]":
+    def load_all(cls, folder: Path) -> list[Table]:
         """Every table saved in ``folder`` (by name), skipping files that are not tables."""
         loaded = (cls.load(path) for path in sorted(Path(folder).glob("*.json")))
         return [table for table in loaded if table is not None]
 
     @classmethod
-    def load(cls, path: Path) -> "Table | None":
+    def load(cls, path: Path) -> Table | None:
         """A saved table, or None when the file is missing or not a table."""
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))

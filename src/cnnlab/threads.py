@@ -11,8 +11,9 @@ be 2x (one thread: 2.3x, steady). So the policy is:
   :meth:`ThreadWatch.tick`; every few seconds it measures again and moves the count down when
   another process starts (or throughput collapses) and back up when it ends, saying so once each.
 - **OpenMP keeps its default wait policy** (a thread spins briefly before it sleeps): passive
-  waiting measured 1.6-2.1x slower for EfficientNet-Lite0 at batch 1 on an idle machine (26-35 ms
-  vs 16.5 ms), and under load the policy runs one thread, which waits on no other.
+  waiting measured 1.45x slower for EfficientNet-Lite0 at batch 1 on an idle machine (40.9 vs
+  28.2 ms), and no wait setting won both idle and loaded (bench/out/omp_wait.md); under load the
+  policy runs one thread, which waits on no other.
 - **Inter-op threads: 1** (cnnlab forks no TorchScript tasks; a pool per core only competes).
 - Decoding workers keep ``--workers``: each decodes its own files, no barrier waits on another.
 
@@ -21,11 +22,13 @@ Below every package, like ``cnnlab.machine``: torch and psutil are imported only
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cnnlab.machine import usable_cores
 
@@ -53,14 +56,14 @@ class CpuSampler:
             import psutil
 
             total = psutil.cpu_times()
-            busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+            # Linux counts guest time inside user time already; steal is a core another VM took.
+            busy = (sum(total) - total.idle - getattr(total, "iowait", 0.0) - getattr(total, "guest", 0.0)
+                    - getattr(total, "guest_nice", 0.0))
             me = psutil.Process()
             own = sum(me.cpu_times()[:2])
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):  # ended between listing and reading
                     own += sum(child.cpu_times()[:2])
-                except psutil.Error:  # ended between listing and reading
-                    pass
             return time.monotonic(), busy, own
         except Exception:  # noqa: BLE001  no psutil or no /proc: the policy falls back to all cores
             return None
@@ -82,6 +85,13 @@ def threads_for(others: float | None, cores: int, share: int) -> int:
     return max(1, min(share, cores - taken))
 
 
+def busy_while_timed(others: float | None) -> str | None:
+    """Why timings taken while other processes used ``others`` cores are not to be trusted (None: quiet)."""
+    if others is not None and others > BACKGROUND_CORES:
+        return f"other processes kept {others:.1f} cores busy while it was timed"
+    return None
+
+
 @dataclass(frozen=True)
 class ThreadChoice:
     """The thread count a command starts with, why, and whether it may change while it runs."""
@@ -94,7 +104,8 @@ class ThreadChoice:
 
 def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
            sampler: CpuSampler | None = None) -> ThreadChoice:
-    """The thread count for a command: ``requested`` if given, else the cores others leave free.
+    """The thread count for a command: ``requested`` or ``OMP_NUM_THREADS`` if given, else the cores
+    others leave free.
 
     Args:
         requested: ``--threads`` (0: decide by load).
@@ -109,6 +120,9 @@ def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
     share = max(1, cores // max(processes, 1))
     if requested:
         return ThreadChoice(requested, f"{requested} (--threads)", True, share)
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:  # the user's (or a launcher's, e.g. torchrun's) count
+        return ThreadChoice(int(from_env), f"{from_env} (OMP_NUM_THREADS)", True, share)
     if keep_current:
         current = torch.get_num_threads()
         return ThreadChoice(current, f"{current} (torch's current count: --deterministic keeps it; --threads sets it)",
@@ -131,10 +145,8 @@ def apply(choice: ThreadChoice) -> ThreadChoice:
     import torch
 
     torch.set_num_threads(choice.threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work already ran: it can be set only once
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set, or inter-op work already ran: it can be set only once
-        pass
     return choice
 
 

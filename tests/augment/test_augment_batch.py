@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cnnlab.augment import BatchAugment, affine_batch, build_batch_augment
-from cnnlab.config import AugmentConfig, resolve_augment
 from cnnlab.augment.batch import affine_theta, warp
+from cnnlab.config import AugmentConfig, resolve_augment
 
 
 def bright(x: torch.Tensor) -> list[list[int]]:
@@ -44,7 +44,7 @@ def test_rotation_180_on_non_square_equals_double_flip() -> None:
     assert torch.allclose(affine_batch(x, angle_deg=180.0), x.flip(-1).flip(-2), atol=1e-5)
 
 
-@pytest.mark.parametrize(("frac", "expected"), [((0.25, 0.0), [[10, 18]]), ((0.0, 0.25), [[18, 10]]),
+@pytest.mark.parametrize("frac, expected", [((0.25, 0.0), [[10, 18]]), ((0.0, 0.25), [[18, 10]]),
                                                 ((-0.25, 0.0), [[10, 2]])])
 def test_shift_moves_dot_by_expected_pixels(frac: tuple[float, float], expected: list[list[int]]) -> None:
     assert bright(affine_batch(dot(), translate_frac=frac)) == expected  # 0.25 * 32 = 8 px
@@ -139,7 +139,8 @@ def test_uint8_batch_is_refused() -> None:
 
 def test_translate_moves_whole_pixels_without_blending() -> None:
     """Each image is the input moved by integers in [-2, 2], so no new (blended) values appear."""
-    x = torch.randperm(3 * 12 * 12, dtype=torch.float32).div(1000).view(1, 3, 12, 12).expand(64, -1, -1, -1).contiguous()
+    x = torch.randperm(3 * 12 * 12, dtype=torch.float32).div(1000).view(1, 3, 12, 12)
+    x = x.expand(64, -1, -1, -1).contiguous()
     aug = build_batch_augment(AugmentConfig(translate=2, fill_mode="reflect"), torch.Generator().manual_seed(0))
     out = aug.train()(x)
     assert out.shape == x.shape and set(out.unique().tolist()) <= set(x.unique().tolist())

@@ -12,7 +12,7 @@ def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, 16, 16), torch.arange(n) % 5
 
 
-@pytest.mark.parametrize(("mixup", "cutmix"), [(0.0, 0.0), (0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+@pytest.mark.parametrize("mixup, cutmix", [(0.0, 0.0), (0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
 def test_soft_labels_sum_to_one(mixup: float, cutmix: float) -> None:
     x, y = batch(7)  # odd batch: timm's Mixup would assert here
     gen = torch.Generator().manual_seed(1)

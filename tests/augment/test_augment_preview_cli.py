@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.config import resolve_augment
 from cnnlab.augment.preview import LESSON_TITLES, lesson_panels, lesson_preview, preset_preview
+from cnnlab.config import resolve_augment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +61,7 @@ def test_cli_preview_folder_warns_on_digit_vflip(cli, tmp_path: Path) -> None:
     assert "--vflip on digits" in err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
+@pytest.mark.parametrize("argv, message", [
     (["missing.png"], "does not exist"),
     (["not-an-image.png"], "could not be read as an image"),
     ([".", "--augment", "leson"], "unknown --augment 'leson'; did you mean lesson?"),

@@ -55,7 +55,8 @@ CASES = [
     ("bad learning rate", lambda t: ["train", "digits", "--lr", "-1"], "--lr"),
     ("bad dropout", lambda t: ["train", "digits", "--dropout", "1.5"], "--dropout"),
     ("bad split", lambda t: ["train", "digits", "--val-split", "lots"], "--val-split"),
-    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")], "did you mean epochs"),
+    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")],
+     "did you mean epochs"),
     ("bad config value", lambda t: ["train", "digits", "--config", _yaml(t, "transfer:\n  frozen_epochs: -1\n")],
      "--frozen-epochs must be at least 0"),
     ("mistyped choice", lambda t: ["train", "digits", "--optimizer", "adamm"], "did you mean adam"),
@@ -79,7 +80,8 @@ def _yaml(tmp: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,argv,expected", CASES, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
+@pytest.mark.parametrize("name,argv,expected", CASES,
+                         ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
 def test_bad_input_is_one_clear_line(cli, tmp_path, name, argv, expected):
     code, out, err = cli(*argv(tmp_path))
     assert code == 2, (out, err)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
-from conftest import png_size, read_json
-
 from cnnlab.comparison.architectures import CompareSettings, compare_architectures
 from cnnlab.config import build_config
+from conftest import png_size, read_json
 
 
 def test_compare_measures_writes_the_files_and_keeps_an_unknown_model_as_a_row(cli, tmp_path):
@@ -44,7 +43,8 @@ def test_compare_with_data_trains_each_model_into_a_run_folder(cli, shapes_folde
         assert row["trained_from"] == "from scratch"
         run = out / "runs" / row["model"]
         assert row["run"] == str(run) and read_json(run / "run.json")["status"] == "completed"
-    code, _, err = cli("runs", "compare", out / "runs" / "simple_cnn", out / "runs" / "fast_cnn", "--out", tmp_path / "rc")
+    code, _, err = cli("runs", "compare", out / "runs" / "simple_cnn", out / "runs" / "fast_cnn",
+                       "--out", tmp_path / "rc")
     assert code == 0, err  # normal run folders
     header = next(line for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| model"))
     assert "test acc" in header and "train time" in header

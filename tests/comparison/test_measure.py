@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.comparison.measure import count_layers, count_macs, peak_memory_growth, resident_kib, size_on_disk, time_calls
+from cnnlab.comparison.measure import (
+    count_layers,
+    count_macs,
+    peak_memory_growth,
+    resident_kib,
+    size_on_disk,
+    time_calls,
+)
 from cnnlab.comparison.probe import ProbeSpec, measure_model
 from cnnlab.models import create_model
 
@@ -99,6 +106,6 @@ def test_a_burst_of_load_marks_the_comparison_busy_instead_of_ranking_noise() ->
     steady = Timing.of([0.010, 0.011, 0.010, 0.012, 0.011])
     erratic = Timing.of([0.020, 0.600, 0.025, 0.900, 0.030])  # the lesson's Lite0 under load: IQR 37-1512 ms
     assert busy_machine(0.05, {"vgg16": steady}) is None
-    assert "other processes kept 1.0 cores busy" in busy_machine(1.0, {"vgg16": steady})
+    assert "other processes kept 1.0 cores busy" in busy_machine(1.0, {"vgg16": steady})  # while it was timed
     assert "efficientnet_lite0" in busy_machine(None, {"vgg16": steady, "efficientnet_lite0": erratic})
-    assert erratic.minimum == 0.020 and steady.spread < 0.5 < erratic.spread
+    assert erratic.minimum == 0.020 and steady.spread < 1.0 < erratic.spread

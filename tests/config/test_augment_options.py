@@ -17,7 +17,8 @@ DIGITS = [str(i) for i in range(10)]
 def test_every_preset_sets_exactly_its_values(name: str) -> None:
     cfg = resolve_augment(name)
     default = AugmentConfig()
-    changed = {f.name: getattr(cfg, f.name) for f in fields(AugmentConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
+    changed = {f.name: getattr(cfg, f.name) for f in fields(AugmentConfig)
+               if getattr(cfg, f.name) != getattr(default, f.name)}
     assert changed == {k: v for k, v in PRESETS[name].items() if v != getattr(default, k)}
     assert cfg.geometric == (name != "none")  # every preset but none moves pixels
 
@@ -46,7 +47,7 @@ def test_unknown_field_suggests_close_match() -> None:
         resolve_augment("none", rotaton=10)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
+@pytest.mark.parametrize("kwargs, message", [
     ({"rotation": 400}, "--rotation must be between 0 and 180, got 400"),
     ({"zoom": 1.5}, "--zoom"),
     ({"width_shift": -0.1}, "--width-shift"),

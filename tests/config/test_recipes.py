@@ -22,7 +22,8 @@ def test_each_recipe_is_a_valid_config(name: str) -> None:
 def test_lesson_is_the_lessons_setup() -> None:
     config = build_config(recipe="lesson")
     train = config.train
-    assert (train.optimizer, train.lr, train.epochs, train.patience, train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
+    assert (train.optimizer, train.lr, train.epochs, train.patience,
+            train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
     assert config.model.name == "simple_cnn" and config.data.batch_size == 128
     assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
     transfer = config.transfer  # its fine-tuning: the last 10 layers at 1e-5 on plateau, 3 epochs

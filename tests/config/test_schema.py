@@ -100,7 +100,7 @@ def test_choices_come_from_the_schema() -> None:
     by_dest = {a.dest: a for a in parser._actions}
     assert by_dest["optimizer"].choices == ["adam", "adamw", "sgd"]
     assert by_dest["policy"].choices == ["randaugment", "trivialaugment", "none"]
-    with pytest.raises(CnnlabError, match="--scheduler must be one of .*did you mean cosine"):
+    with pytest.raises(CnnlabError, match=r"--scheduler must be one of .*did you mean cosine"):
         merge_config(RunConfig(), {"train": {"scheduler": "cosin"}})
 
 
@@ -113,7 +113,8 @@ def test_yaml_numbers_are_read_as_the_field_types(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  val_split: 0.2\n  batch_size: 64.0\ntrain:\n  lr: 1\n  devices: 2\n")
     config = build_config(config_file=path)
-    assert (config.data.val_split, config.data.batch_size, config.train.lr, config.train.devices) == ("0.2", 64, 1.0, "2")
+    assert (config.data.val_split, config.data.batch_size, config.train.lr,
+            config.train.devices) == ("0.2", 64, 1.0, "2")
     with pytest.raises(CnnlabError, match="--batch-size must be a whole number"):
         merge_config(RunConfig(), {"data": {"batch_size": 64.5}})
 
@@ -127,5 +128,5 @@ def test_the_none_spelling_clears_an_optional_field() -> None:
 def test_unknown_keyword_names_the_closest() -> None:
     with pytest.raises(CnnlabError, match="unknown option 'epoch'; did you mean epochs"):
         build_config(epoch=3)
-    with pytest.raises(CnnlabError, match="unknown config key 'trian'.*did you mean train"):
+    with pytest.raises(CnnlabError, match=r"unknown config key 'trian'.*did you mean train"):
         merge_config(RunConfig(), {"trian": {}})

@@ -18,7 +18,8 @@ BAD = {
     "text.jpg": "not an image",
     "huge.png": "too large",
 }
-ODD_BUT_FINE = ["cmyk.jpg", "rgba.png", "deep16.png", "palette.gif", "rotated.jpg", "ünïcödé näme.jpg", "with space.png"]
+ODD_BUT_FINE = ["cmyk.jpg", "rgba.png", "deep16.png", "palette.gif", "rotated.jpg", "ünïcödé näme.jpg",
+                "with space.png"]
 
 
 def noise(seed: int, size: tuple[int, int] = (16, 16)) -> Image.Image:
@@ -41,7 +42,7 @@ def _odd_files(folder: Path) -> None:
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[4:12, 4:12] = (200, 30, 30, 255)
     Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
-    Image.fromarray((np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)).save(folder / "deep16.png")
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).save(folder / "deep16.png")
     noise(701).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.gif")
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated 90 degrees: 20x12 stored, 12x20 displayed

@@ -18,7 +18,6 @@ import cnnlab.data.folder as folder
 from cnnlab.data.cache import DecodedCache, cache_file, file_key
 from cnnlab.data.folder import decode_files
 
-
 pytestmark = pytest.mark.usefixtures("own_cache")
 
 
@@ -109,7 +108,7 @@ def test_concurrent_threads_leave_a_readable_cache(tmp_path, counted):
     def load() -> None:
         try:
             results.append(decode_files(files, 3, 16, workers=2)[0])
-        except Exception as exc:  # pragma: no cover - reported by the assert below
+        except Exception as exc:  # pragma: no cover - reported by the assert below  # noqa: BLE001
             errors.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(4)]

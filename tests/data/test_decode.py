@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from cnnlab.data.decode import DEFAULT_MAX_PIXELS, ImageInfo, UnreadableImage
+from cnnlab.data.decode import DEFAULT_MAX_PIXELS, ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
 from cnnlab.data.discover import IMAGE_EXTENSIONS
-from cnnlab.data.decode import decode_image, is_grayscale, probe_image
 from cnnlab.errors import CnnlabError
 
 _CHILD = """import sys; from pathlib import Path; from cnnlab.data.decode import *

@@ -35,13 +35,14 @@ def test_csv_with_relative_paths_trains_from_its_own_folder(tmp_path, monkeypatc
     (base / "labels.csv").write_text("\n".join(rows) + "\n\n")
     monkeypatch.chdir(tmp_path)  # relative to the CSV, not to the working folder
     listing = discover(Path("project/labels.csv"))
-    assert listing.layout == "csv" and {s: len(f) for s, f in listing.files.items()} == {"train": 20, "test": 4, "val": 1}
+    assert listing.layout == "csv"
+    assert {s: len(f) for s, f in listing.files.items()} == {"train": 20, "test": 4, "val": 1}
     assert listing.files["val"][0][0] == Path("project/pics/cat/0.png")
     data = prepare_data(DataConfig(source="project/labels.csv"), seed=0)
     assert data.class_names == ["cat", "dog"] and len(data.splits["test"]) == 4 and not data.skipped
 
 
-@pytest.mark.parametrize(("text", "message"), [
+@pytest.mark.parametrize("text, message", [
     ("file,class\na.png,cat\n", "needs a header with columns path,label"),
     ("path,label\na.png,\n", "line 2: empty path or label"),
     ("path,label,split\na.png,cat,holdout\n", "split 'holdout'"),

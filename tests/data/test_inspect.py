@@ -35,7 +35,8 @@ def test_report_counts_skips_duplicates_and_leakage(messy):
     [dup] = report["duplicates"]
     assert dup["split"] == "train" and sorted(Path(p).name for p in dup["paths"]) == ["dup_of_0.png", "img_0.png"]
     [leak] = report["leakage"]
-    assert sorted((f["split"], Path(f["path"]).name) for f in leak["files"]) == [("test", "leak.png"), ("train", "img_0.png")]
+    assert sorted((f["split"], Path(f["path"]).name)
+                  for f in leak["files"]) == [("test", "leak.png"), ("train", "img_0.png")]
     assert report["imbalance"]["train"] == round(17 / 12, 2)
     assert report["verdict"].startswith("3 problems: 4 files skipped")
     assert "leakage" in report["verdict"] and "duplicate" in report["verdict"]

@@ -108,19 +108,20 @@ def test_a_resumed_run_shuffles_the_next_epoch_as_an_uninterrupted_one(packed) -
 
 def test_train_from_shards_learns(packed, cli, one_torch_thread) -> None:
     runs = packed["root"] / "runs"
-    code, out, err = cli("train", packed["out"], "--epochs", "3", "--batch-size", "16", "--lr", "0.003",
-                         "--seed", "1", "--runs-dir", runs, "--name", "packed")
+    code, _, err = cli("train", packed["out"], "--epochs", "3", "--batch-size", "16", "--lr", "0.003",
+                       "--seed", "1", "--runs-dir", runs, "--name", "packed")
     assert code == 0, err
     run = runs / "packed"
     meta = read_json(run / "run.json")
-    assert meta["status"] == "completed" and meta["data"]["splits"]["train"]["count"] == read_manifest(packed["out"])["splits"]["train"]["count"]
+    assert meta["status"] == "completed"
+    assert meta["data"]["splits"]["train"]["count"] == read_manifest(packed["out"])["splits"]["train"]["count"]
     history = (run / "metrics.csv").read_text().splitlines()
     assert len(history) >= 4  # a header and one row per epoch
     test = read_json(run / "metrics.json")["test"]
     assert test["accuracy"] > 0.6  # three classes: chance is 1/3
     assert (run / "report.html").is_file() and (run / "confusion_matrix.png").is_file()
     assert "broken.png" in (run / "skipped_files.csv").read_text()
-    code, out, err = cli("evaluate", run, "--data", packed["out"])
+    code, _, err = cli("evaluate", run, "--data", packed["out"])
     assert code == 0, err  # scores the packed test split, read from its shards: the run's own test numbers
     evaluated = read_json(run / "eval" / "packed" / "metrics.json")["test"]
     assert (evaluated["num_samples"], evaluated["loss"]) == pytest.approx((test["num_samples"], test["loss"]))
@@ -139,7 +140,7 @@ def test_a_packed_folder_without_its_manifest_is_named(packed, cli, tmp_path) ->
 
 def test_a_corrupt_manifest_or_shard_is_named(packed, tmp_path) -> None:
     copy = _copy(packed, tmp_path)
-    shard = sorted((copy / "val").glob("chunk-*.bin"))[-1]
+    shard = max((copy / "val").glob("chunk-*.bin"))
     shard.write_bytes(shard.read_bytes()[:10])
     with pytest.raises(CnnlabError, match=f"shard '{shard}' is truncated"):
         prepare_data(DataConfig(source=str(copy)), SEED)

@@ -19,7 +19,6 @@ from cnnlab.data.record_store import RecordFile, decode_stored, store_root
 from cnnlab.data.types import ImageSet
 from cnnlab.machine import status_kib
 
-
 pytestmark = pytest.mark.usefixtures("own_cache")
 
 
@@ -33,7 +32,7 @@ def _files(root: Path, count: int = 12) -> list[tuple[Path, int]]:
         files.append((path, i % 3))
     broken = root / "broken.jpg"
     broken.write_bytes(b"not an image")
-    return files + [(broken, 0)]
+    return [*files, (broken, 0)]
 
 
 def test_stored_images_round_trip_exactly_and_reports_bad_files(tmp_path, counted):

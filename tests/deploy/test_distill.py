@@ -41,9 +41,9 @@ def noisy_task(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def _student(cli, teacher: Path, data: Path, alpha: str, name: str) -> tuple[dict, dict]:
-    code, out, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--alpha", alpha,
-                         "--epochs", "6", "--batch-size", "16", "--deterministic", "--name", name,
-                         "--format", "json")
+    code, _, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--alpha", alpha,
+                       "--epochs", "6", "--batch-size", "16", "--deterministic", "--name", name,
+                       "--format", "json")
     assert code == 0, err
     runs = teacher.parent
     return read_json(runs / name / "metrics.json")["test"], read_json(runs / f"{name}-alone" / "metrics.json")["test"]

@@ -41,7 +41,7 @@ def test_structured_pruning_makes_a_smaller_run_every_command_takes(cli, run_cop
 
 
 def test_unstructured_pruning_reaches_the_sparsity_and_fine_tuning_keeps_it(cli, run_copy) -> None:
-    code, out, err = cli("prune", run_copy, "--sparsity", "0.7", "--unstructured", "--finetune-epochs", "1")
+    code, _, err = cli("prune", run_copy, "--sparsity", "0.7", "--unstructured", "--finetune-epochs", "1")
     assert code == 0, err
     from cnnlab.deploy.pruning import weight_sparsity
     from cnnlab.training.checkpoint import load_trained

@@ -27,13 +27,14 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     assert "Deployment" in (run_copy / "report.html").read_text()
     assert not unnamed_run_files(run_copy)
     # INT8 logits stay close to FP32's on the same images.
-    from cnnlab.deploy.runtime import open_artifact
-    from cnnlab.deploy.export import check_parity
-
     import torch
 
+    from cnnlab.deploy.export import check_parity
+    from cnnlab.deploy.runtime import open_artifact
+
     x = torch.rand(16, 3, 20, 20)
-    parity = check_parity(open_artifact(run_copy / "model.onnx").model, open_artifact(run_copy / "model.int8.onnx").model, x)
+    parity = check_parity(open_artifact(run_copy / "model.onnx").model,
+                          open_artifact(run_copy / "model.int8.onnx").model, x)
     assert parity["top1_agreement"] >= 0.9 and parity["max_abs_diff"] < 0.1 * max(1.0, parity["max_abs_logit"])
 
     # benchmark measures every runtime; predict then takes the fastest that keeps accuracy.
@@ -44,7 +45,8 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     code, out, err = cli("predict", run_copy, trained_shapes[1] / "left" / "img_000.png")
     assert code == 0, err
     fastest = min(latency, key=latency.get)
-    assert f"runtime: {dict(pytorch='PyTorch', onnx='ONNX Runtime FP32', int8='ONNX Runtime INT8')[fastest]}" in err
+    names = {"pytorch": "PyTorch", "onnx": "ONNX Runtime FP32", "int8": "ONNX Runtime INT8"}
+    assert f"runtime: {names[fastest]}" in err
 
     # A graph whose compute stays in float is not called INT8: refused, the previous file kept.
     import cnnlab.deploy.quantize as quantize
@@ -56,7 +58,7 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     assert (run_copy / "model.int8.onnx").read_bytes() == before and not list(run_copy.glob(".*tmp*"))
 
 
-@pytest.mark.parametrize("args", [["--calibration", "0"], ["--threads", "0"]])
+@pytest.mark.parametrize("args", [["--calibration", "0"], ["--threads", "-1"]])  # 0 is auto
 def test_bad_options_are_one_line_errors(cli, run_copy, args) -> None:
     code, _, err = cli("quantize", run_copy, *args)
     assert code == 2 and err.count("\n") == 1

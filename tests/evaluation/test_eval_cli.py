@@ -24,7 +24,7 @@ def test_evaluate_on_another_folder_writes_its_own_results(cli, shapes_run, tmp_
     run, _ = shapes_run
     other = write_shapes_folder(tmp_path / "other-shapes", per_class=6, seed=5)
     shutil.rmtree(other / "middle")  # a subset of the classes is fine
-    code, out, err = cli("evaluate", run, "--data", other)
+    code, _, err = cli("evaluate", run, "--data", other)
     assert code == 0, err
     results = run / "eval" / "other-shapes"
     metrics = read_json(results / "metrics.json")

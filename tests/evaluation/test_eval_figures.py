@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import CnnlabError
-from conftest import png_size, px
 from cnnlab.evaluation import figures as F
+from conftest import png_size, px
 
 
-@pytest.fixture()
+@pytest.fixture
 def data() -> dict:
     rng = np.random.default_rng(0)
     n, k = 40, 4

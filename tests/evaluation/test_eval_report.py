@@ -93,10 +93,11 @@ def test_report_has_every_section_inline_images_and_no_network(tmp_path: Path) -
     assert "epochs: 3" in page and "Conv2d-1" in page and "macro avg" in page
     assert "12,345 total" in page and "0:06" in page  # params and train time formatted
     # Results first: the numbers and curves, then the results, then data, then the folded details.
-    assert page.index('id="training"') < page.index('id="results"') < page.index('id="data"') < page.index('id="reproduce"')
+    assert (page.index('id="training"') < page.index('id="results"') < page.index('id="data"')
+            < page.index('id="reproduce"'))
     assert page.index("(history.png)") < page.index("(confusion_matrix.png)") < page.index("(class_counts.png)")
-    assert re.search(r"<details><summary>Config \(config.yaml\)</summary><pre>.*epochs: 3", page, re.S)
-    assert re.search(r"<details><summary>Model summary</summary><pre>.*Conv2d-1", page, re.S)
+    assert re.search(r"<details><summary>Config \(config.yaml\)</summary><pre>.*epochs: 3", page, re.DOTALL)
+    assert re.search(r"<details><summary>Model summary</summary><pre>.*Conv2d-1", page, re.DOTALL)
 
 
 def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None:
@@ -114,7 +115,8 @@ def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None
 
 def test_load_history_merges_rows_and_puts_stages_one_after_another(tmp_path: Path) -> None:
     hist = load_history(make_run(tmp_path) / "metrics.csv")
-    assert list(hist.columns) == ["epoch", "stage", "stage_epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    assert list(hist.columns) == ["epoch", "stage", "stage_epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                  "lr"]
     assert hist["epoch"].tolist() == [0, 1, 2] and hist["stage_epoch"].tolist() == [0, 1, 0]
     assert hist["val_acc"].tolist() == [0.5, 0.7, 0.8] and hist["train_acc"].tolist() == [0.4, 0.65, 0.75]
     assert hist["lr"].tolist() == [0.001, 0.001, 0.0001]
@@ -166,7 +168,8 @@ def test_report_renders_in_chromium(tmp_path: Path, page: Page) -> None:
 def test_report_says_which_stage_weights_were_kept_and_why(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, full=False, status="trained")
     run = json.loads((run_dir / "run.json").read_text())
-    why = "weights of stage 'frozen' kept: stage 'finetune' did not lower the validation loss (0.6100 at best, against 0.4900)"
+    why = ("weights of stage 'frozen' kept: stage 'finetune' did not lower the validation loss "
+           "(0.6100 at best, against 0.4900)")
     run["kept"] = {"stage": "frozen", "why": why}
     (run_dir / "run.json").write_text(json.dumps(run))
     page = write_report(run_dir).read_text(encoding="utf-8")

@@ -23,6 +23,6 @@ def test_scoring_advances_a_progress_over_every_image(monkeypatch, capsys) -> No
         return progress
 
     monkeypatch.setattr(evaluator, "Progress", recorded)
-    accumulator, probs = evaluator.score_split(model, Normalize([0.5] * 3, [0.5] * 3), split, 3)
+    _, probs = evaluator.score_split(model, Normalize([0.5] * 3, [0.5] * 3), split, 3)
     assert len(seen) == 1 and seen[0].total == seen[0].done == 1100 and probs.shape == (1100, 3)
     assert "scoring 1,100 images: 1,100 images in" in capsys.readouterr().out

@@ -64,8 +64,8 @@ def frozen_lite0_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     """EfficientNet-Lite0 with ImageNet weights, stage 1 only (frozen backbone), channels_last (the default)."""
     root = tmp_path_factory.mktemp("lite0")
     photos = write_photo_crops(root / "photos", per_class=12, side=64)
-    train("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--stages", "frozen", "--frozen-epochs", "3",
-          "--image-size", "64", "--runs-dir", root / "runs", "--name", "lite0")
+    train("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--stages", "frozen",
+          "--frozen-epochs", "3", "--image-size", "64", "--runs-dir", root / "runs", "--name", "lite0")
     return root / "runs" / "lite0", photos
 
 
@@ -91,7 +91,7 @@ def test_run_report_shows_filters_and_gradcam_and_report_redraws_them(cli, halve
     for key in ("explain_filters", "explain_gradcam"):
         png_size(files.figure(key))
         files.figure(key).unlink()
-    code, out, err = cli("report", halves_run)
+    code, _, err = cli("report", halves_run)
     assert code == 0, err
     assert files.figure("explain_filters").is_file() and files.figure("explain_gradcam").is_file()
     assert page.count("data:image/png") == files.report.read_text().count("data:image/png")
@@ -154,8 +154,10 @@ def test_cam_session_restores_frozen_flags_and_modes_and_writes_no_gradients() -
 @pytest.mark.parametrize("args, message", [
     (["gradcam", "{run}", "nowhere.png"], "input 'nowhere.png' not found"),
     (["gradcam", "{run}", "{text}"], "notes.png could not be read as an image"),
-    (["gradcam", "{run}", "{image}", "--class", "vertikal"], "'vertikal' is not a class of this run; did you mean vertical?"),
-    (["gradcam", "{run}", "{image}", "--layer", "feature"], "no layer 'feature' in this SimpleCNN; did you mean features?"),
+    (["gradcam", "{run}", "{image}", "--class", "vertikal"],
+     "'vertikal' is not a class of this run; did you mean vertical?"),
+    (["gradcam", "{run}", "{image}", "--layer", "feature"],
+     "no layer 'feature' in this SimpleCNN; did you mean features?"),
     (["feature-maps", "{run}", "{image}", "--layer", "features.0"], "changed in place by a later operation"),
     (["filters", "{bare}"], "has no checkpoint yet"),
 ])
@@ -165,7 +167,7 @@ def test_bad_input_is_one_line_exit_2(cli, halves_run: Path, tmp_path: Path, arg
     shutil.copytree(halves_run, bare, ignore=shutil.ignore_patterns("checkpoints"))
     image = halves_run.parent.parent / "data" / "horizontal" / "001.png"
     values = {"run": halves_run, "text": tmp_path / "notes.png", "image": image, "bare": bare}
-    code, out, err = cli("explain", *[a.format(**values) for a in args])
+    code, _, err = cli("explain", *[a.format(**values) for a in args])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -173,6 +175,6 @@ def test_colour_image_on_a_grayscale_run_is_reduced_as_in_training(cli, halves_r
     colour = np.zeros((48, 48, 3), dtype=np.uint8)
     colour[:, 4:8] = (255, 40, 40)  # a red vertical bar on the left
     Image.fromarray(colour).save(tmp_path / "red.jpg")
-    code, out, err = cli("explain", "gradcam", halves_run, tmp_path / "red.jpg", "--out", tmp_path, "--format", "csv")
+    code, _, err = cli("explain", "gradcam", halves_run, tmp_path / "red.jpg", "--out", tmp_path, "--format", "csv")
     assert code == 0, err
     png_size(tmp_path / "gradcam_red.png")

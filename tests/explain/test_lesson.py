@@ -63,7 +63,7 @@ def test_conv_and_pool_on_the_users_image(cli, tmp_path: Path) -> None:
                          "--out", tmp_path)
     assert code == 0, err
     assert "grayscale (90x90)" in out and "feature maps 88x88" in out
-    width, _ = png_size(tmp_path / "conv_photo.png")
+    png_size(tmp_path / "conv_photo.png")
     code, out, err = cli("explain", "pool", "--image", tmp_path / "photo.jpg", "--out", tmp_path)
     assert code == 0, err
     assert "90x90 -> 45x45 -> 22x22 -> 11x11" in out
@@ -76,7 +76,7 @@ def test_conv_and_pool_on_the_users_image(cli, tmp_path: Path) -> None:
     (["pool", "--size", "5"], "larger than the lesson's 4x4 map"),
 ])
 def test_bad_demo_input_is_one_line_exit_2(cli, tmp_path: Path, args: list[str], message: str) -> None:
-    code, out, err = cli("explain", *args, "--out", tmp_path)
+    code, _, err = cli("explain", *args, "--out", tmp_path)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 

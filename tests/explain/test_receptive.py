@@ -41,7 +41,8 @@ def test_small_stack_matches_hand_computed_fields_and_the_real_forward_pass(capl
     with caplog.at_level(logging.WARNING, logger="cnnlab"):
         rows = receptive_fields(stack, 1, 40)
     assert [(r.name, r.field[0], r.jump[0], r.size) for r in rows] == [
-        ("0", 3, 1, (38, 38)), ("2", 4, 2, (19, 19)), ("3", 8, 4, (10, 10)), ("4", 40, 4, (2, 2)), ("5", 48, 12, (1, 1)),
+        ("0", 3, 1, (38, 38)), ("2", 4, 2, (19, 19)), ("3", 8, 4, (10, 10)), ("4", 40, 4, (2, 2)),
+        ("5", 48, 12, (1, 1)),
     ]
     assert not caplog.records  # the formula's sizes are the forward pass's: no mismatch was found
     assert {r.name: r.size for r in rows} == real_output_sides(stack, torch.zeros(1, 1, 40, 40))

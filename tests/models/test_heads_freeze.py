@@ -21,7 +21,6 @@ from cnnlab.models.heads import HeadedModel, head_forward, pooled_features
 from cnnlab.models.outputs import as_class_logits
 from cnnlab.models.summary import count_parameters
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
-from cnnlab.models import weights as weights_module
+from cnnlab.models import create_model, weights as weights_module
 
 
 def test_hub_weights_offline_is_one_clear_error(monkeypatch, tmp_path):

@@ -87,8 +87,8 @@ def test_wrong_architecture_is_refused() -> None:
 
 def test_shape_mismatch_is_reported() -> None:
     target = {"conv_stem.weight": torch.empty(32, 3, 3, 3), "bn1.weight": torch.empty(32)}
+    source = {"a.weight": torch.empty(16, 3, 3, 3), "b.weight": torch.empty(32)}
     with pytest.raises(CnnlabError, match="does not fit"):
-        source = {"a.weight": torch.empty(16, 3, 3, 3), "b.weight": torch.empty(32)}
         lw._map_by_order(source, target)
     with pytest.raises(CnnlabError, match="1 tensors"):
         lw._map_by_order({"a.weight": torch.empty(32, 3, 3, 3)}, target)

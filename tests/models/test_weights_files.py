@@ -15,7 +15,6 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.heads import HeadedModel
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -1,4 +1,5 @@
-"""Helpers of the serve tests: a real ``cnnlab serve`` process on a free loopback port, and a stdlib HTTP client to talk to it.
+"""Helpers of the serve tests: a real ``cnnlab serve`` process on a free loopback port, and a stdlib HTTP
+client to talk to it.
 
 The server's output is read all along by a thread into ``Server.lines``: a server logging a line per
 request would otherwise fill the pipe and block, and the tests read its access log.
@@ -105,8 +106,7 @@ def start_server(target: Path, *options: str, env: dict[str, str] | None = None,
 
 
 def _read_all(process: subprocess.Popen, lines: list[str]) -> None:
-    for line in process.stdout:
-        lines.append(line)
+    lines.extend(process.stdout)
 
 
 def multipart(files: list[tuple[str, bytes]], field: str = "image") -> tuple[bytes, str]:

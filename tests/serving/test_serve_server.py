@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from playwright.sync_api import Browser, Page, Route, expect
 from servers import Server, exchange, multipart, post_images, request, start_server
 
@@ -82,7 +81,8 @@ def test_no_key_and_no_cors_by_default_and_other_sites_pages_refused(server: Ser
     assert not any(h.startswith("access-control-") for h in headers), headers
     good = [("a.png", _png(trained_shapes[1] / "left" / "img_000.png"))]
     # What a browser sends with a form posted by another site's page (no preflight needed): refused.
-    status, reply = post_images(server.url, good, headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    status, reply = post_images(server.url, good,
+                                headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert status == 403 and "--cors-origin" in reply["detail"], reply
     status, reply = post_images(server.url, good, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"})
     assert status == 200 and reply["predictions"][0]["label"] == "left"  # the server's own page
@@ -145,12 +145,14 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, tr
                                       [b"%x\r\n%s\r\n" % (len(part), part) for part in
                                        (body[i : i + 65536] for i in range(0, len(body), 65536))] + [b"0\r\n\r\n"]),
                                  None),
-        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}', {"Content-Type": "application/json"}),
+        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}',
+                                {"Content-Type": "application/json"}),
         "empty": lambda: request(server.url, "POST", "/predict", b"", {"Content-Type": form_type}),
         "other_field": lambda: request(server.url, "POST", "/predict", *_form("picture", good)),
         "text_field": lambda: request(server.url, "POST", "/predict", *_text_form()),
         "five_files": lambda: post_images(server.url, [(f"{i}.png", good) for i in range(5)]),
-        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100], {"Content-Type": "multipart/form-data"}),
+        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100],
+                                       {"Content-Type": "multipart/form-data"}),
         "k_zero": lambda: post_images(server.url, [("a.png", good)], "/predict?k=0"),
     }
     got, reply = sent[how]()
@@ -271,7 +273,7 @@ def test_refuses_to_start_without_a_usable_model(cli, run_copy: Path, tmp_path: 
     (tmp_path / "notes.onnx").write_text("not a model")
     for target, words in [(run_copy, "checkpoint"), (tmp_path / "nothing", "not"),
                           (tmp_path / "notes.onnx", "not a readable ONNX model")]:
-        code, out, err = cli("serve", target, "--port", "0")
+        code, _, err = cli("serve", target, "--port", "0")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (target, err)
 
 

@@ -16,7 +16,8 @@ import multiprocessing.process
 import os
 import socket
 import sys
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -87,14 +88,14 @@ def writes_by_rank(log: str) -> dict[str, list[str]]:
     """The recorded writes, "event path" per rank."""
     found: dict[str, list[str]] = {}
     if os.path.exists(log):
-        for line in open(log, encoding="utf-8").read().splitlines():
+        for line in Path(log).read_text(encoding="utf-8").splitlines():
             rank, event, path = line.split("\t")
             found.setdefault(rank, []).append(f"{event} {path}")
     return found
 
 
 @contextlib.contextmanager
-def as_rank_0(env: dict[str, str], child: "multiprocessing.process.BaseProcess") -> Iterator[None]:
+def as_rank_0(env: dict[str, str], child: multiprocessing.process.BaseProcess) -> Iterator[None]:
     """This test process as rank 0 (``env`` added to its environment) beside the forked ``child``;
     afterwards a single process again: the child killed if still alive, the process group gone,
     environment and torch threads as before."""

@@ -31,7 +31,7 @@ class _ManualEMA(L.Callback):
     def __init__(self, decay: float) -> None:
         self.decay, self.steps, self.average = decay, 0, None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         weights = [p.detach().clone() for p in pl_module.parameters()]
         if self.average is None:
             self.average = weights

@@ -16,7 +16,6 @@ from cnnlab.models import create_model
 from cnnlab.models.cut import cut_below_trainable
 from cnnlab.training.cut_cache import plan_cut
 from cnnlab.training.feature_cache import cache_features
-from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups
 from cnnlab.training.stages import apply_stage, plan_stages
 

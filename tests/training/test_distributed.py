@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_helpers import as_rank_0, free_port, install, writes_by_rank
 from safetensors.torch import save_file
 
 from cnnlab.cli.main import main
@@ -29,9 +30,8 @@ from cnnlab.models import create_model
 from cnnlab.models.inference import predict_probs
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.fit import fit
-from cnnlab.training.run_dir import open_run, read_run_config
+from cnnlab.training.run_dir import open_run
 from conftest import fitted_meta, read_json, write_shapes_folder
-from ddp_helpers import as_rank_0, free_port, install, writes_by_rank
 
 # A rank left waiting for a peer that died waits inside torch (30 min): end the session instead.
 pytestmark = pytest.mark.timeout(900, method="thread")
@@ -52,7 +52,7 @@ def _launcher_env(port: int, local_rank: int) -> dict[str, str]:
 def _rank_1(commands: list[list[str]], env: dict[str, str], log: str, watched: str, output: str) -> None:
     """The forked rank 1: the same commands, every write under ``watched`` recorded."""
     os.environ.update(env)
-    sys.stdout = sys.stderr = open(output, "w", buffering=1)
+    sys.stdout = sys.stderr = open(output, "w", buffering=1)  # noqa: SIM115  the rank's output until it exits
     install(log, watched)
     codes = []
     for command in commands:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import read_json, unnamed_run_files
 
@@ -39,7 +38,7 @@ def test_train_on_generated_folder_writes_every_file_and_learns(cli, shapes_fold
 
 def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):
     runs = tmp_path / "runs"
-    code, out, err = cli("train", "mnist-sample", "--epochs", "1", "--runs-dir", runs, "--name", "m")
+    code, _, err = cli("train", "mnist-sample", "--epochs", "1", "--runs-dir", runs, "--name", "m")
     assert code == 0, err
     run = runs / "m"
     metrics = read_json(run / "metrics.json")["test"]
@@ -47,7 +46,7 @@ def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):
     assert "top5_accuracy" in metrics  # 10 classes > 5
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     # evaluate needs only the run folder, and reproduces the same test accuracy
-    code, out, err = cli("evaluate", run)
+    code, _, err = cli("evaluate", run)
     assert code == 0, err
     assert read_json(run / "metrics.json")["test"]["accuracy"] == metrics["accuracy"]
 

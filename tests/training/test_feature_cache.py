@@ -26,7 +26,6 @@ from cnnlab.training.feature_cache import (
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.stages import FrozenBatchNormEval
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -88,7 +87,7 @@ def test_augmented_views_rotate_by_epoch(data: PreparedData) -> None:
     loader = feature_loader(train, 70, shuffle=False)
     for epoch, offset in [(0, 0), (1, 70), (2, 0)]:
         loader.sampler.set_epoch(epoch)
-        (features, labels), = list(loader)
+        ((features, _),) = list(loader)
         assert torch.equal(features, train.features[offset : offset + 70])
 
 

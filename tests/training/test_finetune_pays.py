@@ -71,7 +71,8 @@ def test_stage_two_lifts_test_accuracy_when_the_frozen_features_fall_short(crops
     kept_val = finetune["val_at_best"]  # chosen on validation accuracy (the default), not on test
     assert kept_val["errors"] < frozen["val_at_best"]["errors"] - 1
     assert meta["kept"]["stage"] == "finetune" and meta["kept"]["select"] == "accuracy"
-    assert f"got {kept_val['images'] - kept_val['errors']} of {kept_val['images']} validation images right" in meta["kept"]["why"]
+    right = f"got {kept_val['images'] - kept_val['errors']} of {kept_val['images']} validation images right"
+    assert right in meta["kept"]["why"]
 
 
 def test_stage_one_weights_are_kept_when_stage_two_makes_validation_worse(crops_and_weights, tmp_path) -> None:
@@ -79,7 +80,8 @@ def test_stage_one_weights_are_kept_when_stage_two_makes_validation_worse(crops_
     frozen, finetune = meta["stages"]
     assert finetune["stage_best_val_loss"] > frozen["best_val_loss"]
     assert finetune["val_at_best"]["errors"] >= frozen["val_at_best"]["errors"] - 1  # not more than one image better
-    assert meta["kept"]["stage"] == "frozen" and "fine-tuning replaces it only with more than 1 more" in meta["kept"]["why"]
+    assert meta["kept"]["stage"] == "frozen"
+    assert "fine-tuning replaces it only with more than 1 more" in meta["kept"]["why"]
     assert finetune["test_acc"] == frozen["test_acc"]  # the final model is stage 1's
     assert meta["improvement"] == "improvement from fine-tuning: +0.00 points"
     checkpoint = torch.load(best, weights_only=True, map_location="cpu")

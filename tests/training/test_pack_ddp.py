@@ -14,24 +14,25 @@ import os
 import sys
 
 import pytest
+from ddp_helpers import as_rank_0, free_port
 
 from cnnlab.cli.main import main
 from cnnlab.config import DataConfig
 from cnnlab.data.prepare import prepare_data
 from conftest import read_json, write_shapes_folder
-from ddp_helpers import as_rank_0, free_port
 
 pytest.importorskip("litdata")
 # slow: 3 s on this 2-core machine when idle but 27 s at load 10, past the test budget; the split into disjoint equal
 # parts itself is tested in tests/data/test_pack.py in make test
-pytestmark = [pytest.mark.timeout(600, method="thread"), pytest.mark.slow]  # a rank waiting for a dead peer waits 30 min
+# a rank waiting for a dead peer waits 30 min
+pytestmark = [pytest.mark.timeout(600, method="thread"), pytest.mark.slow]
 
 TWO = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
 
 
 def _rank_1(command: list[str], env: dict[str, str], output: str) -> None:
     os.environ.update(env)
-    sys.stdout = sys.stderr = open(output, "w", buffering=1)
+    sys.stdout = sys.stderr = open(output, "w", buffering=1)  # noqa: SIM115  the rank's output until it exits
     try:
         code = main(command)
     except SystemExit as exc:

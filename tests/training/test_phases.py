@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-
 
 def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
     code, out, _ = cli("train", "digits", "--model", "simple_cnn", "--epochs", "1", "--threads", "1",

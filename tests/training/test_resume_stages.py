@@ -50,7 +50,9 @@ else:
             die()
     setattr(Kill, hook, hooked)
     build = staged.build_trainer
-    staged.build_trainer = lambda *a, extra_callbacks=None, **k: build(*a, extra_callbacks=[*extra_callbacks, Kill()], **k)
+    def build_killing(*a, extra_callbacks=None, **k):
+        return build(*a, extra_callbacks=[*extra_callbacks, Kill()], **k)
+    staged.build_trainer = build_killing
 sys.exit(main(sys.argv[2:]))
 """
 

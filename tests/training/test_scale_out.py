@@ -7,6 +7,7 @@ none, rank 0's are the run's files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ddp_helpers import free_port, sitecustomize_source, writes_by_rank
 
 from conftest import read_json
-from ddp_helpers import free_port, sitecustomize_source, writes_by_rank
 
 TIMEOUT = 240  # seconds any one launch may take on a busy 2-core machine (they take 10-30)
 # Small batches: epochs long enough that Ctrl-C after the first lands before the last has begun.
@@ -58,7 +59,7 @@ class Launch:
         self.folder, self.env, self.processes = folder, env, []
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
-        output = open(self.folder / f"{name}.log", "w")
+        output = open(self.folder / f"{name}.log", "w")  # noqa: SIM115  the process's log for its whole life
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=self.env,
                                    cwd=self.folder, start_new_session=True)
         process.name = name  # type: ignore[attr-defined]
@@ -93,10 +94,8 @@ class Launch:
 
     def kill_all(self) -> None:
         for process in self.processes:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture

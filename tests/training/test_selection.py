@@ -55,4 +55,5 @@ def test_the_loss_criterion_keeps_the_previous_rule() -> None:
     stage1, stage2 = _record("frozen", 19, 0.50, "loss"), _record("finetune", 10, 0.55, "loss")
     assert not _replaces(stage1, stage2)  # many more right, but the loss rose: the loss rule keeps stage 1
     stage2["replaced_best"] = False
-    assert verdict(stage2, stage1) == "stage 'finetune' did not lower the validation loss (0.5500 at best, against 0.5000)"
+    assert verdict(stage2, stage1) == ("stage 'finetune' did not lower the validation loss "
+                                       "(0.5500 at best, against 0.5000)")

@@ -9,8 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from cnnlab.config import AugmentConfig
-from cnnlab.config import RunConfig, TrainConfig, TransferConfig
+from cnnlab.config import AugmentConfig, RunConfig, TrainConfig, TransferConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
@@ -24,7 +23,6 @@ from cnnlab.training.stages import (
     stage_param_groups,
     use_feature_cache,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

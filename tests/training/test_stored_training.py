@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_json
 from PIL import Image
 
+from conftest import read_json
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 

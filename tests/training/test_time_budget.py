@@ -21,8 +21,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
-from cnnlab.training import fit as fit_module
-from cnnlab.training import staged
+from cnnlab.training import fit as fit_module, staged
 from cnnlab.training.budget import FROZEN_SHARE
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.module import ClassifierModule
@@ -93,7 +92,8 @@ def budget_run(data, tmp_path: Path, budget: float, batch: int, epochs: int, ste
     module = ClassifierModule(model, 10, Normalize([0.0], [1.0]), cfg)
     files = new_run_dir(merge_config(RunConfig(), {"runs_dir": str(tmp_path), "name": "b"}))
     callback = TimeBudget(budget, clock=clock)
-    trainer, checkpoint = build_trainer(cfg, files, epochs, "train", extra_callbacks=[callback, Ticker(clock, step, step / 3)])
+    trainer, checkpoint = build_trainer(cfg, files, epochs, "train",
+                                        extra_callbacks=[callback, Ticker(clock, step, step / 3)])
     trainer.fit(module, datamodule=ImageDataModule(data, batch, seed=0))
     return clock.now - callback.start, trainer, checkpoint, callback
 
@@ -118,7 +118,7 @@ def test_budget_shorter_than_an_epoch_still_validates(digits, tmp_path: Path) ->
 
 # --- the run's budget, split between a frozen stage and fine-tuning, across resumes -------------
 
-@pytest.fixture()
+@pytest.fixture
 def fake_time(monkeypatch: pytest.MonkeyPatch):
     """A fake clock for stage times and budgets; batches take 0.05 s, validation batches 0.02 s."""
     clock = FakeClock()
@@ -161,8 +161,8 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
                 raise KeyboardInterrupt
 
     original = staged.build_trainer
-    monkeypatch.setattr(staged, "build_trainer",
-                        lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, Kill()], **k))
+    monkeypatch.setattr(staged, "build_trainer", lambda *a, extra_callbacks=None, **k: original(
+        *a, extra_callbacks=[*extra_callbacks, Kill()], **k))
     with pytest.raises(fit_module.TrainingInterrupted):
         fit_module.fit(config, "test")
     files = open_run(tmp_path / "runs" / "budget")

@@ -13,12 +13,13 @@ the same one-line ``CnnlabError`` messages, raised, never ``sys.exit``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, PARITY_TOLERANCE, TEMPERATURE
+from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, TEMPERATURE
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
@@ -167,7 +168,8 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
     settings = serving.ServeSettings(
         host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files, batching=batching, max_batch=max_batch,
         batch_window_ms=batch_window_ms, threads=threads, runtime=runtime, api_key=api_key, key_source=key_source,
-        cors_origins=cors_origin, ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        cors_origins=(cors_origin,) if isinstance(cors_origin, str) else tuple(cors_origin),
+        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
         ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile), max_queue=max_queue,
         request_timeout=request_timeout, access_log=access_log)
     run_server(target, settings, notes=[warning] if warning else [])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import html
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
 from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
@@ -16,29 +18,30 @@ if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cn
     import numpy as np
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
     from PIL import Image
 
-    from cnnlab.deploy.export import Export
-    from cnnlab.deploy.prune import Pruned
+    from cnnlab.deploy.export import Export, Format
     from cnnlab.deploy.quantize import Quantized
     from cnnlab.tables import Table
     from cnnlab.training.checkpoint import TrainedModel
 
-ImageLike = "str | Path | Image.Image | np.ndarray"
+ImageLike: TypeAlias = "str | Path | Image.Image | np.ndarray"
 
 
-def evaluation_jobs():  # noqa: ANN201  the training and evaluation packages, imported on first use
+def evaluation_jobs() -> ModuleType:  # the training and evaluation packages, imported on first use
     from cnnlab.evaluation import run as evaluation_run
 
     return evaluation_run
 
 
 def items_of(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
-    return list(images) if isinstance(images, (list, tuple)) else [images]
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [cast(ImageLike, images)]  # one image (a str or an array is no list of images)
 
 
-def _inline(figure: Figure) -> Figure:
+def _inline(figure: Figure | SubFigure) -> Figure | SubFigure:
     """The figure, displayable inline in Jupyter: cnnlab draws without pyplot, so IPython is told once
     how to show a matplotlib Figure (as a PNG) when the notebook has not set that up itself."""
     from cnnlab.progress import in_notebook
@@ -104,14 +107,14 @@ class Run:
         return read_optional_json(self.files.metrics_json).get("test") or {}
 
     @property
-    def history(self) -> "pd.DataFrame":
+    def history(self) -> pd.DataFrame:
         """One row per epoch: epoch (through all stages), stage, train/val loss and accuracy, lr."""
         from cnnlab.training.history import load_history
 
         return load_history(self.files.metrics_csv)
 
     @functools.cached_property
-    def trained(self) -> "TrainedModel":
+    def trained(self) -> TrainedModel:
         """The best weights in their network (eval mode), with the run's input scaling; loaded once, safely."""
         from cnnlab.training.checkpoint import load_trained
 
@@ -150,20 +153,21 @@ class Run:
         from cnnlab.threads import for_command
 
         for_command(threads)
+        metrics: dict[str, Any]
         _, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data))
         return metrics
 
     # --- deployment: each writes into the run folder, as its command does ------------------
 
-    def export(self, format: str = "onnx", tolerance: float | None = None,  # noqa: A002  the CLI's name
-               threads: int = DEFAULT_THREADS) -> "Export":
+    def export(self, format: Format = "onnx",  # noqa: A002  the CLI's name
+               tolerance: float | None = None, threads: int = DEFAULT_THREADS) -> Export:
         """Writes ``model.onnx`` (or ``model.ts`` for ``format="torchscript"``) after checking that its
         outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
         from cnnlab.deploy.export import export_run
 
         return export_run(self.path, format, PARITY_TOLERANCE if tolerance is None else tolerance, threads)
 
-    def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> "Quantized":
+    def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> Quantized:
         """Writes ``model.int8.onnx`` (static INT8 calibrated on training images) and returns its
         before/after table, as ``cnnlab quantize``."""
         from cnnlab.deploy.quantize import quantize_run
@@ -171,7 +175,7 @@ class Run:
         return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
 
     def prune(self, sparsity: float = 0.5, structured: bool = True, finetune_epochs: int = 0,
-              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> "Run":
+              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> Run:
         """Prunes the model (channels, or single weights with ``structured=False``), optionally
         fine-tunes, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``."""
         from cnnlab.deploy.prune import prune_run
@@ -180,7 +184,7 @@ class Run:
                            f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})")
         return Run(pruned.files.root)
 
-    def benchmark(self, threads: int = DEFAULT_THREADS) -> "Table":
+    def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
         later predictions use the fastest that keeps accuracy."""
         from cnnlab.deploy.benchmark import benchmark_run
@@ -188,7 +192,7 @@ class Run:
         table, _ = benchmark_run(self.path, threads)
         return table
 
-    def tables(self) -> "list[Table]":
+    def tables(self) -> list[Table]:
         """The before/after tables the deploy jobs saved in the run (shown in its report)."""
         from cnnlab.tables import Table
 
@@ -202,7 +206,7 @@ class Run:
 
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 
-    def plot_history(self, axes: "Sequence[Axes] | None" = None) -> "Figure":
+    def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure | SubFigure:
         """Accuracy and loss per epoch, train and validation, stages and LR changes marked."""
         from cnnlab.figures import draw_curves, new_figure
 
@@ -210,7 +214,7 @@ class Run:
         draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
         return _inline(figure)
 
-    def confusion_matrix(self, normalize: bool = False, ax: "Axes | None" = None) -> "Figure":
+    def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure | SubFigure:
         """The test set's confusion matrix (counts, or per-true-class fractions)."""
         import numpy as np
 

@@ -183,7 +183,9 @@ class BatchAugment(torch.nn.Module):
 
     def _crop_boxes(self, n: int, ref: torch.Tensor) -> torch.Tensor:
         """(N, 4) random resized crop boxes (cx, cy, w, h) in normalised coords."""
-        area = self._uniform(n, float(self.cfg.random_resized_crop), 1.0, ref)
+        scale = self.cfg.random_resized_crop
+        assert scale is not None  # boxes are drawn only when the crop is on
+        area = self._uniform(n, float(scale), 1.0, ref)
         ratio = torch.exp(self._uniform(n, math.log(_CROP_RATIO[0]), math.log(_CROP_RATIO[1]), ref))
         w = torch.sqrt(area * ratio).clamp(max=1.0)  # clamping keeps the box inside the image
         h = torch.sqrt(area / ratio).clamp(max=1.0)
@@ -221,7 +223,7 @@ class BatchAugment(torch.nn.Module):
         """RandAugment / TrivialAugment per chunk, on uint8 (the policies' native, exact type)."""
         assert self.policy is not None
         x8 = x.mul(255).round_().to(torch.uint8)
-        out = torch.cat([self.policy(chunk) for chunk in x8.split(self.policy_chunk)])
+        out = torch.cat([self.policy(chunk) for chunk in torch.split(x8, self.policy_chunk)])
         return out.to(x.dtype).div_(255)
 
     def _erase(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,7 +253,8 @@ class BatchAugment(torch.nn.Module):
         margin = self.crop is not None and max(x.shape[-2:]) > self.crop
         resized_crop = margin and self.cfg.random_resized_crop is not None
         if margin and not resized_crop:
-            x = random_crop(x, self.crop, self.generator)  # type: ignore[arg-type]
+            assert self.crop is not None  # there is a margin around it
+            x = random_crop(x, self.crop, self.generator)
         if self.cfg.translate:
             x = translate(x, self.cfg.translate, self.cfg.fill_mode, self.generator)
         if self.cfg.geometric:

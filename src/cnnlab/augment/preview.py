@@ -57,7 +57,8 @@ def _draws(x: torch.Tensor, cfg: AugmentConfig, draws: int, seed: int) -> torch.
     aug = BatchAugment(cfg, generator=torch.Generator().manual_seed(seed), policy_chunk=1).train()
     with torch.random.fork_rng(devices=[]):  # policies use the global RNG: seed it, then restore it
         torch.manual_seed(seed)
-        return aug(x.expand(draws, -1, -1, -1).contiguous())
+        drawn: torch.Tensor = aug(x.expand(draws, -1, -1, -1).contiguous())
+    return drawn
 
 
 def lesson_panels(image: np.ndarray, seed: int = 0) -> list[tuple[str, torch.Tensor]]:

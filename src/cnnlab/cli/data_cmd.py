@@ -115,7 +115,6 @@ def _print_report(report: dict[str, Any]) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     from cnnlab.config import DataConfig
     from cnnlab.data.inspect import inspect_data, write_inspection_figures
-
     from cnnlab.data.packed import is_packed
 
     if is_packed(args.data):
@@ -163,9 +162,8 @@ def run_cache(args: argparse.Namespace) -> int:
     if is_packed(args.data):
         raise CnnlabError(f"'{args.data}' is packed: its images are decoded already; train from it directly")
 
-    from cnnlab.data.prepare import warm_cache
-
     from cnnlab.config import build_config
+    from cnnlab.data.prepare import warm_cache
     from cnnlab.models import model_input
 
     specs = options_by_dest()

@@ -31,7 +31,8 @@ def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
                "          cnnlab data pack photos/ photos-224 --model efficientnet_lite0 --pretrained && "
                "cnnlab train photos-224 --model efficientnet_lite0 --pretrained",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    pack.add_argument("folder", metavar="FOLDER", help="image folder: train/ val/ test/ of class folders, or class folders")
+    pack.add_argument("folder", metavar="FOLDER",
+                      help="image folder: train/ val/ test/ of class folders, or class folders")
     pack.add_argument("out", metavar="OUT", help="new (or empty) folder to write the shards and manifest in")
     pack.add_argument("--shard-size", type=float, default=64.0, metavar="MB",
                       help="largest shard file in MB (default: 64); a process reads a shard at a time, "

@@ -17,7 +17,13 @@ from cnnlab.cli.options import add_option, add_options, add_setup_arguments, giv
 from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.config import all_options, options_by_dest
 from cnnlab.deploy.settings import (
-    ALPHA, CALIBRATION_IMAGES, DEFAULT_THREADS, EXPORT_FORMATS, PARITY_TOLERANCE, TEMPERATURE, THREADS_HELP,
+    ALPHA,
+    CALIBRATION_IMAGES,
+    DEFAULT_THREADS,
+    EXPORT_FORMATS,
+    PARITY_TOLERANCE,
+    TEMPERATURE,
+    THREADS_HELP,
 )
 
 RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
@@ -192,6 +198,6 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace) -> int:
     from cnnlab.deploy.benchmark import benchmark_run
 
-    table, choice = benchmark_run(args.run, args.threads, args.rounds)
+    table, _ = benchmark_run(args.run, args.threads, args.rounds)
     print_table(table, args.format)
     return 0

@@ -40,7 +40,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     run = Run(args.run)
     metrics = run.evaluate(args.data, args.threads)
     out_dir = run.path if args.data is None else run.files.evaluation(args.data).root
-    line = f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.2%}"
+    line = (f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  "
+            f"balanced accuracy {metrics['balanced_accuracy']:.2%}")
     if metrics.get("top5_accuracy") is not None:
         line += f"  top-5 {metrics['top5_accuracy']:.2%}"
     print(line)

@@ -171,7 +171,8 @@ def run_receptive_field(args: argparse.Namespace) -> int:
     from cnnlab.explain.run import explain_receptive_field
 
     result = explain_receptive_field(args.run, args.out)
-    _emit(result.rows, args.format, "Receptive fields", numeric=("kernel", "stride", "output", "jump", "receptive_field"))
+    _emit(result.rows, args.format, "Receptive fields",
+          numeric=("kernel", "stride", "output", "jump", "receptive_field"))
     if args.format == "table":
         print(result.note)
         _print_written(result.written)

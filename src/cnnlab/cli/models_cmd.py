@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 DEFAULT_LIMIT = 50
 
@@ -37,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--limit must be 0 or more, got {args.limit}")
     rows, left_out = catalog(args.pretrained, args.filter, args.limit)
     table = Table(title="cnnlab models")
-    for label, justify in (("name", "left"), ("timm model", "left"), ("params", "right"),
-                           ("input px", "right"), ("ImageNet weights", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("name", "left"), ("timm model", "left"), ("params", "right"),
+                                                      ("input px", "right"), ("ImageNet weights", "left"))
+    for label, justify in columns:
         table.add_column(label, justify=justify, overflow="fold")
     for row in rows:
         table.add_row(*row)

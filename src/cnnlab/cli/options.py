@@ -8,7 +8,8 @@ config is built (``cnnlab.config.build_config``).
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from cnnlab.config import PRESETS, FieldSpec, recipe_names
 

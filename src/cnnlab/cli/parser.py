@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cnnlab.errors import suggest
 
-_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' "
+                             r"\(choose from (?P<choices>.*)\)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -18,7 +19,7 @@ class Parser(argparse.ArgumentParser):
     A mistyped option, command or choice all get the same hint.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --epoch must not silently mean --epochs
         super().__init__(*args, **kwargs)
 
@@ -31,7 +32,7 @@ class Parser(argparse.ArgumentParser):
                     flags += sub.all_flags() if isinstance(sub, Parser) else []
         return flags
 
-    def subcommand(self, names: list[str]) -> "Parser":
+    def subcommand(self, names: list[str]) -> Parser:
         """The parser of the sub-command path ``names`` (for errors worded in its terms)."""
         parser = self
         for name in names:

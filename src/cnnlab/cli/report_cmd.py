@@ -6,7 +6,6 @@ import argparse
 import webbrowser
 from pathlib import Path
 
-
 COLUMNS = [
     ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
     ("test_acc", "Test acc"), ("params", "Params"), ("train_seconds", "Train time"),

@@ -51,7 +51,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
                    default=defaults.DEFAULT_BATCH_WINDOW_MS, metavar="MS",
                    help="how long an idle batcher waits for more requests to batch with the first; requests "
-                   f"that queue while the model runs are batched anyway (default: {defaults.DEFAULT_BATCH_WINDOW_MS:g})")
+                   "that queue while the model runs are batched anyway "
+                   f"(default: {defaults.DEFAULT_BATCH_WINDOW_MS:g})")
     p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
                    help="auto: the run's fastest measured runtime that keeps accuracy; or pytorch, torchscript, "
                    "onnx, int8 (default: auto)")
@@ -69,7 +70,8 @@ def add_parser(subparsers: Any) -> None:
                        help="serve HTTPS with this PEM certificate (with --ssl-keyfile)")
     reach.add_argument("--ssl-keyfile", dest="ssl_keyfile", metavar="FILE",
                        help="the certificate's unencrypted PEM private key (with --ssl-certfile)")
-    reach.add_argument("--max-queue", dest="max_queue", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_QUEUE,
+    reach.add_argument("--max-queue", dest="max_queue", type=positive_int, metavar="N",
+                       default=defaults.DEFAULT_MAX_QUEUE,
                        help="requests that may wait for the model; more are answered 503 with Retry-After at once "
                        f"(default: {defaults.DEFAULT_MAX_QUEUE})")
     reach.add_argument("--request-timeout", dest="request_timeout", type=_at_least(0, strict=True), metavar="S",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.comparison.imagenet import SOURCE, imagenet_top1
 from cnnlab.comparison.measure import LAYER_COUNTING, MAC_OPERATIONS, ROUNDS, Timing, time_interleaved
@@ -23,8 +25,8 @@ from cnnlab.config import RunConfig, merge_config
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
+from cnnlab.threads import CpuSampler, busy_while_timed, choose
 from cnnlab.training.fit import TrainingInterrupted
-from cnnlab.threads import BACKGROUND_CORES, CpuSampler, choose
 from cnnlab.training.run_dir import claim_folder
 
 if TYPE_CHECKING:
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cnnlab")
 DEFAULT_FOLDER = Path("comparisons")
-# Batch-1 times whose interquartile range exceeds half their median were disturbed (idle: under 10%).
-BUSY_SPREAD = 0.5
+# Batch-1 times whose interquartile range exceeds their median were disturbed: on a quiet machine
+# VGG16's reached 0.73 (weights streamed from memory), under another training Lite0's 2.1.
+BUSY_SPREAD = 1.0
 BUSY_MIN_SECONDS = 0.002  # below 2 ms timer noise alone can spread that much
 
 
@@ -210,9 +213,11 @@ def time_rows(rows: list[dict[str, Any]], probes: dict[str, Probe], settings: Co
 
 def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | None:
     """Why timings taken while other processes ran are not to be trusted, or None on a quiet machine."""
-    if others is not None and others > BACKGROUND_CORES:
-        return f"other processes kept {others:.1f} cores busy while the models were timed"
-    noisy = [name for name, timing in latency.items() if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
+    busy = busy_while_timed(others)
+    if busy:
+        return busy
+    noisy = [name for name, timing in latency.items()
+             if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
     if noisy:
         return f"the batch-1 times of {', '.join(noisy)} spread by more than {BUSY_SPREAD:.0%} of their median"
     return None
@@ -243,9 +248,9 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
         try:
             row.update(train_model(config, row["model"], _folder_name([row["model"]]), pretrained,
                                    settings.weights.get(row["model"]), folder / "runs", command))
-        except TrainingInterrupted as stop:
-            _add_note(row, f"training interrupted: cnnlab train --resume {stop.result.files.root}")
-            return str(stop.result.files.root)
+        except TrainingInterrupted as stop:  # its result is None when stopped between epochs: files is always set
+            _add_note(row, f"training interrupted: cnnlab train --resume {stop.files.root}")
+            return str(stop.files.root)
         if row.get("train_error"):
             _add_note(row, f"training: {row.pop('train_error')}")
         notes = row.pop("run_notes", "")
@@ -289,9 +294,10 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
             rows.append(row)
             if probe is not None:
                 probes[name] = probe
-        if probes:
-            log.info("timing %d model%s in turns", len(probes), "s" if len(probes) != 1 else "")
+        began = time.perf_counter()
         busy = time_rows(rows, probes, settings)
+        if probes:
+            log.info("timed %d models in turns in %.1f s", len(probes), time.perf_counter() - began)
     finally:
         for probe in probes.values():
             probe.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ from cnnlab.evaluation.run import train_and_evaluate
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.training.distributed import in_processes
-from cnnlab.training.ranks import Ranks
 from cnnlab.training.history import load_history
+from cnnlab.training.ranks import Ranks
 from cnnlab.training.run_dir import default_name
 
 
@@ -76,7 +77,7 @@ def _both_arms(ranks: Ranks, config: RunConfig, command: str) -> ExperimentResul
     for arm, arm_augment in (("without", AugmentConfig()), ("with", augment)):
         arm_config = dataclasses.replace(config, augment=arm_augment, runs_dir=str(folder), name=arm)
         files, test = train_and_evaluate(arm_config, f"{command}  # arm: {arm} augmentation")
-        histories[f"{arm} augmentation"] = history = ranks.from_zero(lambda: load_history(files.metrics_csv))
+        histories[f"{arm} augmentation"] = history = ranks.from_zero(partial(load_history, files.metrics_csv))
         rows.append(_row(arm, history, files.root, test))
 
     def write() -> Path:

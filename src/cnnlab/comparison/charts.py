@@ -6,8 +6,9 @@ the budget and take the highest point left of it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
@@ -54,7 +55,7 @@ def _accuracy_bars(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
     """ImageNet top-1 (cited, hatched) beside test accuracy on the user's data (measured)."""
     trained = any(row.get("test_acc") is not None for row in rows)
     width = 0.4 if trained else 0.7
-    series = [("imagenet_top1", 1.0, "ImageNet top-1 (cited)", "//")]
+    series: list[tuple[str, float, str, str | None]] = [("imagenet_top1", 1.0, "ImageNet top-1 (cited)", "//")]
     if trained:
         series.append(("test_acc", 100.0, "test accuracy on the data", None))
     for position, (key, scale, label, hatch) in enumerate(series):

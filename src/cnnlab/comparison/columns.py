@@ -12,7 +12,8 @@ from typing import Any
 CSV_FIELDS = [
     "model", "resolved", "status", "weights", "params_total", "params_trainable", "layers", "weight_layers",
     "macs", "size_mb", "latency_ms", "latency_p25_ms", "latency_p75_ms", "latency_min_ms", "latency_repeats",
-    "throughput", "throughput_p25", "throughput_p75", "throughput_max", "throughput_repeats", "memory_mb", "memory_batch_mb",
+    "throughput", "throughput_p25", "throughput_p75", "throughput_max", "throughput_repeats",
+    "memory_mb", "memory_batch_mb",
     "imagenet_top1", "imagenet_weights", "imagenet_px",
     "trained_from", "test_acc", "train_seconds", "epochs", "epoch_seconds", "stages", "run", "note",
 ]
@@ -50,11 +51,13 @@ def cell(row: dict[str, Any], key: str, compact: bool = False) -> str:
 
     ``compact`` (the terminal) leaves out what :func:`footnotes` says below the table.
     """
-    value = row.get(key)
+    value: Any = row.get(key)  # a measured number, None or NaN
     if key == "imagenet_top1":
         if _missing(value):
             return "n/a"
-        return f"{value:.2f}%" if compact else f"{value:.2f}% ({row.get('imagenet_weights')}, {row.get('imagenet_px')} px)"
+        if compact:
+            return f"{value:.2f}%"
+        return f"{value:.2f}% ({row.get('imagenet_weights')}, {row.get('imagenet_px')} px)"
     if _missing(value):
         return "-"
     if key in ("params_total", "macs"):
@@ -109,4 +112,4 @@ def display_columns(batch_size: int, trained: bool, compact: bool = False) -> li
     if trained:
         columns += [("trained_from", "trained from"), ("test_acc", "test acc"), ("train_seconds", "train time"),
                     ("epochs", "epochs"), ("epoch_seconds", "s/epoch (last stage)")]
-    return columns if compact else columns + [("note", "note")]
+    return columns if compact else [*columns, ("note", "note")]

@@ -54,7 +54,7 @@ def weights_tag(resolved: str) -> str | None:
         from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(resolved)
-    except Exception:  # not a timm architecture (an own CNN)
+    except Exception:  # noqa: BLE001  not a timm architecture (an own CNN)
         return None
     return f"{resolved}.{cfg.tag}" if cfg is not None and cfg.tag else None
 

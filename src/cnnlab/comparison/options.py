@@ -6,8 +6,9 @@ options that only train need data, ``weights`` pairs a model with a file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.config import build_config
 from cnnlab.errors import CnnlabError

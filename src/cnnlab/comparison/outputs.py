@@ -46,8 +46,8 @@ def markdown(comparison: Comparison) -> str:
     lines += ["", "How each figure was measured:", ""]
     lines += [f"- **{what}**: {text}" for what, text in comparison.how.items()]
     if comparison.same_way:
-        lines += ["", f"Training: {comparison.same_way} Each model's run folder is in `runs/` here "
-                  "(`cnnlab evaluate`, `cnnlab explain` and `cnnlab runs compare` work on them)."]
+        lines += ["", (f"Training: {comparison.same_way} Each model's run folder is in `runs/` here "
+                   "(`cnnlab evaluate`, `cnnlab explain` and `cnnlab runs compare` work on them).")]
     if comparison.interrupted:
         lines += ["", f"Training was interrupted in `{comparison.interrupted}`; the models after it were not trained."]
     if "png" in comparison.files:

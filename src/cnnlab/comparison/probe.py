@@ -16,9 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cnnlab.errors import CnnlabError
 
@@ -47,7 +48,7 @@ def _build(spec: ProbeSpec) -> tuple[Any, str, str | None]:
     from cnnlab.models.registry import own_builder
 
     size = (spec.image_size, spec.image_size)
-    common = {"num_classes": IMAGENET_CLASSES, "in_chans": 3, "image_size": size, "dropout": 0.0}
+    common: dict[str, Any] = {"num_classes": IMAGENET_CLASSES, "in_chans": 3, "image_size": size, "dropout": 0.0}
     if spec.weights:  # a file the user named must load: its failure is the row's error
         return create_model(spec.name, weights=spec.weights, **common).eval(), f"file {Path(spec.weights).name}", None
     note = None
@@ -106,7 +107,7 @@ class Measured:
             for _ in range(3):  # warm-up: first passes pick kernels and fill caches
                 model(one)
             model(batch)
-        self._calls = {"latency": lambda: model(one), "batch": lambda: model(batch)}
+        self._calls: dict[str, Callable[[], Any]] = {"latency": lambda: model(one), "batch": lambda: model(batch)}
         self.figures: dict[str, Any] = {
             "weights": weights, "weights_note": note,
             "params_total": total, "params_trainable": trainable,
@@ -120,7 +121,7 @@ class Measured:
         """Seconds of each of ``count`` forward passes: ``latency`` (batch 1) or ``batch``."""
         import torch
 
-        call, times = self._calls[kind], []
+        call, times = self._calls[kind], []  # call: a forward pass on a kept input
         with torch.inference_mode():
             for _ in range(count):
                 began = time.perf_counter()
@@ -199,7 +200,8 @@ class ChildProbe:
             self._child.stdin.flush()
             line = self._child.stdout.readline()
             if line:
-                return json.loads(line)
+                answer: dict[str, Any] = json.loads(line)
+                return answer
         except (OSError, ValueError):  # the child died mid-answer
             pass
         return {"error": self._death()}

@@ -42,7 +42,7 @@ def _augmentation(augment: AugmentConfig) -> str:
 
 def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str:
     """One paragraph saying what every model's training had in common."""
-    train, transfer = config.train, config.transfer
+    train = config.train
     split = " / ".join(f"{counts[name]} {name}" for name in ("train", "val", "test") if name in counts)
     if train.time_budget:
         budget = f"{train.time_budget:g} s of training each (every stage, feature extraction included)"

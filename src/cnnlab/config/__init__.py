@@ -21,14 +21,7 @@ from cnnlab.config.build import (
 )
 from cnnlab.config.recipes import RECIPE_HELP, RECIPES, recipe_names, recipe_overrides
 from cnnlab.config.schema import FieldSpec
-from cnnlab.config.sections import (
-    SECTIONS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    TransferConfig,
-)
+from cnnlab.config.sections import SECTIONS, DataConfig, ModelConfig, RunConfig, TrainConfig, TransferConfig
 from cnnlab.config.split_spec import SplitSpec
 
 __all__ = [

@@ -44,8 +44,8 @@ class AugmentConfig:
                           metavar="DEG", at_least=0, at_most=60)
     brightness: tuple[float, float] | None = option(None, "multiply brightness by U[LO, HI] (e.g. 0.8 1.2)",
                                                     at_least=0, at_most=10)
-    contrast: tuple[float, float] | None = option(None, "scale contrast around the grey mean by U[LO, HI] (e.g. 0.8 1.2)",
-                                                  at_least=0, at_most=10)
+    contrast: tuple[float, float] | None = option(None, "scale contrast around the grey mean by U[LO, HI] "
+                                                  "(e.g. 0.8 1.2)", at_least=0, at_most=10)
     fill_mode: FillMode = option("nearest", "what fills pixels moved in from outside (Keras' fill_mode)")
     random_resized_crop: float | None = option(None, "crop a random box of area in [SCALE, 1] and resize it back "
                                                "(e.g. 0.08)", metavar="SCALE", above=0, at_most=1)

@@ -7,8 +7,9 @@ The command line and the Python API both end here, with options named as flat ke
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -34,7 +35,8 @@ def _section_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in names:
-            raise CnnlabError(f"unknown config key '{where}.{key}'{suggest(key, names, 'known keys: ' + ', '.join(names))}")
+            hint = suggest(key, names, "known keys: " + ", ".join(names))
+            raise CnnlabError(f"unknown config key '{where}.{key}'{hint}")
     return cls(**values)
 
 
@@ -48,7 +50,8 @@ def merge_config(base: RunConfig, updates: Mapping[str, Any], where: str = "conf
     changes: dict[str, Any] = {}
     for key, value in updates.items():
         if key not in top:
-            raise CnnlabError(f"unknown config key '{key}' in {where}{suggest(key, top, 'known keys: ' + ', '.join(top))}")
+            hint = suggest(key, top, "known keys: " + ", ".join(top))
+            raise CnnlabError(f"unknown config key '{key}' in {where}{hint}")
         if key in SECTIONS:
             if not isinstance(value, Mapping):
                 raise CnnlabError(f"'{key}' in {where} must be a mapping of options")
@@ -83,7 +86,8 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(config))
+    result: dict[str, Any] = plain(dataclasses.asdict(config))
+    return result
 
 
 def from_dict(values: Mapping[str, Any]) -> RunConfig:

@@ -25,7 +25,7 @@ POSITIONAL = "positional"  # ``flag=POSITIONAL``: the field is a command's posit
 
 def option(
     default: Any,
-    help: str,
+    help: str,  # noqa: A002  argparse's name for it
     *,
     flag: str | None = None,
     dest: str | None = None,
@@ -133,6 +133,7 @@ def _bounds_error(spec: FieldSpec, value: float) -> str | None:
     elif low is not None:
         rule = f"at least {_number_text(low)}" if b["at_least"] is not None else f"greater than {_number_text(low)}"
     else:
+        assert high is not None  # a bound was broken, so there is one
         rule = f"at most {_number_text(high)}" if b["at_most"] is not None else f"below {_number_text(high)}"
     return f"{spec.flag} must be {rule}, got {_number_text(value)}"
 
@@ -157,7 +158,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         match = next((c for c in allowed if c == value or str(c) == str(value)), None)
         if match is None:
             shown = ", ".join(map(str, allowed)) + (" or none" if spec.optional else "")
-            raise CnnlabError(f"{spec.flag} must be one of {shown}, got {value!r}{suggest(str(value), map(str, allowed))}")
+            hint = suggest(str(value), map(str, allowed))
+            raise CnnlabError(f"{spec.flag} must be one of {shown}, got {value!r}{hint}")
         return match
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -171,7 +173,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
 
 
 def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and math.isnan(value))):
         what = "a whole number" if kind is int else "a number"
         raise CnnlabError(f"{spec.flag} must be {what}, got {value!r}")
     if kind is int:
@@ -188,7 +191,8 @@ def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
 
 def check_fields(instance: Any, section: str | None) -> None:
     """Checks and normalises every option field of a frozen dataclass, in place (``__post_init__``)."""
-    for spec in field_specs(type(instance), section):
+    cls: type = type(instance)
+    for spec in field_specs(cls, section):
         object.__setattr__(instance, spec.name, coerce(spec, getattr(instance, spec.name)))
 
 

@@ -52,10 +52,11 @@ class DataConfig:
                                     "random crops; 1 stores the model's input itself (default: the pretrained "
                                     "model's own, timm's crop_pct, e.g. 0.875; else 1)", metavar="PCT",
                                     at_least=0.5, at_most=1)
-    val_split: str = option("auto", metavar="SIZE", help="validation size: a fraction of all images (0.1), a count (500), "
-                            "last:N (the lesson's MNIST split), or auto: a tenth, but at least 100 images up to a "
-                            "quarter of a small set")
-    test_split: str = option("0.1", metavar="SIZE", help="test size, as --val-split; used only when the data has no test split")
+    val_split: str = option("auto", metavar="SIZE", help="validation size: a fraction of all images (0.1), a count "
+                            "(500), last:N (the lesson's MNIST split), or auto: a tenth, but at least 100 images up "
+                            "to a quarter of a small set")
+    test_split: str = option("0.1", metavar="SIZE",
+                             help="test size, as --val-split; used only when the data has no test split")
     batch_size: int = option(128, "images per training batch (the lesson's 128)", at_least=1)
     workers: int = option(4, "threads (or processes) decoding image files", at_least=1)
     sampler: Sampler = option("shuffle", "batch order: shuffle, or balanced (every class drawn equally often)")
@@ -161,7 +162,8 @@ class TrainConfig:
     seed: int = option(42, "seed of the split, the initial weights and every random draw")
     deterministic: bool = option(False, "bit-identical results on the same machine (a little slower)")
     accelerator: Accelerator = option("auto", "where to train: auto picks a GPU when there is one")
-    devices: str = option("auto", metavar="N|LIST", help="how many devices (2) or which (0,1); auto: all of the accelerator's")
+    devices: str = option("auto", metavar="N|LIST",
+                          help="how many devices (2) or which (0,1); auto: all of the accelerator's")
     precision: Precision = option("auto", "auto: bf16-mixed on CUDA with bf16, 16-mixed on other GPUs, 32-true "
                                   "on a CPU; bf16-mixed on a CPU without native bf16 falls back to 32-true")
     strategy: Strategy = option("auto", "how several devices train together: auto (ddp when there are several), "

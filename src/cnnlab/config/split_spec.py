@@ -27,7 +27,7 @@ class SplitSpec:
     value: float
 
     @classmethod
-    def parse(cls, text: str | float | int, option: str) -> "SplitSpec":
+    def parse(cls, text: str | float | int, option: str) -> SplitSpec:
         """Parses ``0.1``, ``500`` or ``last:10000``; ``option`` names the flag in errors."""
         raw = str(text).strip()
         if raw == "auto":

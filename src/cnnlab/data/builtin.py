@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,14 +73,14 @@ def _torchvision(name: str) -> BuiltinData:
     try:
         train = kinds[name](root=str(root), train=True, download=True)
         test = kinds[name](root=str(root), train=False, download=True)
-    except Exception as exc:  # URLError, RuntimeError, HTTP errors: all mean "could not fetch"
+    except Exception as exc:  # noqa: BLE001  URLError, RuntimeError, HTTP errors: all mean "could not fetch"
         raise CnnlabError(
             f"could not download '{name}' into {root} ({type(exc).__name__}; no network?). "
             f"Train on an image folder instead: cnnlab train path/to/{name} "
             "(layout train/<class>/*, test/<class>/*)"
         ) from None
 
-    def arrays(split) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:  # a torchvision data set
         data = split.data.numpy() if isinstance(split.data, torch.Tensor) else split.data
         return data.astype(np.uint8), np.asarray(split.targets)
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -216,7 +216,7 @@ class DecodedCache:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> "DecodedCache":
+    def __enter__(self) -> DecodedCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

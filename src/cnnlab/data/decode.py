@@ -186,7 +186,8 @@ def decode_for_display(path: Path, max_side: int, what: str = "IMAGE") -> np.nda
         channels = 1 if is_grayscale(info) else 3
         image = decode_image(path, channels, size=min(max_side, info.width, info.height))
     except UnreadableImage as exc:
-        raise CnnlabError(f"{what} {path} could not be read as an image ({exc.reason}); pass a .png/.jpg file") from None
+        raise CnnlabError(f"{what} {path} could not be read as an image ({exc.reason}); "
+                          "pass a .png/.jpg file") from None
     return image[:, :, 0] if channels == 1 else image
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def find_images(folder: Path, ignored: list[tuple[Path, str]] | None = None) -> 
     return [path for _, path in sorted(found, key=lambda item: item[0])]
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files as given, and every image file below each folder, in order.
 
     Raises:
@@ -76,7 +77,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         else:
             raise CnnlabError(f"input '{text}' not found; give image files or folders of images")
     if not paths:
-        raise CnnlabError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, inputs))}")
+        raise CnnlabError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                          f"found in {', '.join(map(str, inputs))}")
     return paths
 
 
@@ -125,7 +127,8 @@ def _from_csv(path: Path) -> Listing:
                 if not row.get("path") and not row.get("label"):
                     continue  # blank line
                 if not row.get("path") or not row.get("label"):
-                    raise CnnlabError(f"'{path}' line {reader.line_num}: empty path or label; fill it or delete the row")
+                    raise CnnlabError(f"'{path}' line {reader.line_num}: empty path or label; "
+                                      "fill it or delete the row")
                 split = SPLIT_DIRS.get((row.get("split") or "train").lower())
                 if split is None:
                     raise CnnlabError(

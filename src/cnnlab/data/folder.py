@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnlab.data.cache import DecodedCache, FileKey, cache_enabled, file_key
-from cnnlab.progress import Progress
 from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported in decode_files: spawned decoding workers start without it
     from cnnlab.data.types import ImageSet, SkippedFile
@@ -117,8 +117,8 @@ def _decode_chunks(paths: list[str], out: np.ndarray, channels: int, size: int, 
 
     if workers <= 1 or len(paths) <= CHUNK:
         return [r for start in starts for r in work(start)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [r for chunk in pool.map(work, starts) for r in chunk]
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        return [r for chunk in threads.map(work, starts) for r in chunk]
 
 
 def decode_files(
@@ -163,8 +163,8 @@ def decode_files(
             good[i] = False
             skipped.append(SkippedFile(str(files[i][0]), reason))
     if store is not None:
-        fresh = [i for i, reason in zip(todo, reasons) if reason is None and keys[i] is not None]
-        store.save(((keys[i], out[i]) for i in fresh), size, channels)
+        fresh = [(i, key) for i, reason in zip(todo, reasons) if reason is None and (key := keys[i]) is not None]
+        store.save(((key, out[i]) for i, key in fresh), size, channels)
         store.close()
     if not good.all():
         out = out[good]

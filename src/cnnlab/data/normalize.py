@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ class Normalize(nn.Module):
     image larger than that is centre-cropped first, so each scorer, exporter and explainer that
     scales pixels here sees the evaluation view. A training batch arrives already cropped at random.
     """
+
+    mean: torch.Tensor  # buffers, (1, C, 1, 1)
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], crop: int | None = None) -> None:
         super().__init__()
@@ -38,13 +42,14 @@ class Normalize(nn.Module):
         return (self.view(unit) - self.mean) / self.std
 
     @classmethod
-    def of(cls, preprocess: dict[str, Any]) -> "Normalize":
+    def of(cls, preprocess: dict[str, Any]) -> Normalize:
         """The scaling (and centre crop) a run's ``preprocess`` metadata describes."""
         margin = crop_pct_of(preprocess) < NO_MARGIN
         return cls(preprocess["mean"], preprocess["std"], input_side(preprocess) if margin else None)
 
 
-def default_stats(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list[float], list[float]]:
+def default_stats(channels: int, mean: Sequence[float] | None,
+                  std: Sequence[float] | None) -> tuple[list[float], list[float]]:
     """The model's own mean/std (repeated to ``channels``), or 0/1 for models without any."""
     mean = list(mean) if mean is not None else [0.0]
     std = list(std) if std is not None else [1.0]

@@ -112,7 +112,8 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
     if cfg.source in ("", None) or not Path(cfg.source).expanduser().exists():
         raise CnnlabError(f"folder '{cfg.source}' not found; give an image folder (one subfolder per class)")
     if not Path(cfg.source).expanduser().is_dir():
-        raise CnnlabError(f"'{cfg.source}' is not a folder; cnnlab data pack takes an image folder (one subfolder per class)")
+        raise CnnlabError(f"'{cfg.source}' is not a folder; cnnlab data pack takes an image folder "
+                          "(one subfolder per class)")
     if is_packed(cfg.source):
         raise CnnlabError(f"'{cfg.source}' is already packed; train from it: cnnlab train {cfg.source}")
     require_litdata()

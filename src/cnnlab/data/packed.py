@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ SPLITS = ("train", "val", "test")
 def local_path(source: str | Path) -> Path:
     """The local folder of ``source``: a path, or a ``file://`` URL."""
     text = str(source)
-    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    return Path(text.removeprefix("file://")).expanduser()
 
 
 def is_packed(source: str | Path) -> bool:

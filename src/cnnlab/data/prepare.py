@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.config import DataConfig
+from cnnlab.config import DataConfig, SplitSpec
 from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
-from cnnlab.data.discover import Listing, discover
 from cnnlab.data.cache import cache_enabled
 from cnnlab.data.crop import NO_MARGIN, stored_side
+from cnnlab.data.discover import Listing, discover
 from cnnlab.data.folder import decode_files, default_side, guess_format
 from cnnlab.data.packed import is_packed, open_packed
 from cnnlab.data.record_store import decode_stored
-from cnnlab.config import SplitSpec
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
 from cnnlab.errors import CnnlabError
@@ -58,8 +57,9 @@ def convert_images(images: torch.Tensor, channels: int, size: int | None) -> tor
 def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> tuple[int, int]:
     """(channels, side) the images of ``listing`` are decoded to: as asked, as the model needs, or
     from the files (grayscale when all are; the median shorter side, capped for a CPU)."""
-    if (cfg.channels or needs.channels) and (cfg.image_size or needs.image_size):
-        return int(cfg.channels or needs.channels), int(cfg.image_size or needs.image_size)
+    asked_channels, asked_side = cfg.channels or needs.channels, cfg.image_size or needs.image_size
+    if asked_channels and asked_side:
+        return int(asked_channels), int(asked_side)
     gray, median_side = guess_format([path for files in listing.files.values() for path, _ in files])
     channels = cfg.channels or needs.channels or (1 if gray else 3)
     return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
@@ -165,8 +165,8 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
         pool, given, class_names, side = _builtin(cfg, needs, crop_pct)
     elif is_packed(cfg.source):  # shards of cnnlab data pack: split when packed, the train split streams
         crop_pct = NO_MARGIN  # shards hold the pixels packed, the model's input itself (no margin)
-        side = int(cfg.image_size or needs.image_size or 0) or None
-        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels, side)
+        packed_side = int(cfg.image_size or needs.image_size or 0) or None
+        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels, packed_side)
         pool = given.pop("train")
         side = int(pool.shape[-1])
     else:
@@ -235,14 +235,15 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
         pool, test, names = load_builtin(source)
         image_set = test if test is not None else pool
         image_set.images = convert_images(image_set.images, channels, size)
-        files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
+        files: list[tuple[str | Path, str]] = [(image_set.ids[i], names[int(label)])
+                                               for i, label in enumerate(image_set.labels)]
     elif is_packed(source):  # its test split, read from the shards
         splits, names, _ = open_packed(source, channels, size)
         image_set = splits["test"]
         files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
     else:
         listing = discover(Path(source))
-        files = listing.files.get("test") or [f for split in listing.files.values() for f in split]
+        files = [*(listing.files.get("test") or [f for split in listing.files.values() for f in split])]
         image_set = None
     unknown = sorted({label for _, label in files} - set(class_names))
     if unknown:
@@ -254,7 +255,7 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
     if image_set is not None:
         image_set.labels = torch.tensor([index[label] for _, label in files])
         return image_set
-    decoded, skipped = decode_files([(p, index[label]) for p, label in files], channels, size, workers)
+    decoded, skipped = decode_files([(Path(p), index[label]) for p, label in files], channels, size, workers)
     if skipped:
         log.warning("%d unreadable files skipped in %s (first: %s: %s)", len(skipped), source, skipped[0].path,
                     skipped[0].reason)

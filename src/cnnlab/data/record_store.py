@@ -32,9 +32,10 @@ import os
 import threading
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -106,7 +107,8 @@ class RecordFile:
                              os.POSIX_FADV_WILLNEED)
 
     def _read_into(self, buffer: np.ndarray, offset: int) -> None:
-        view = memoryview(buffer).cast("B")
+        # numpy's stubs give ndarray the buffer protocol (__buffer__) only from Python 3.12 on
+        view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
         while len(view):
             if hasattr(os, "preadv"):
                 got = os.preadv(self._fd, [view], offset)
@@ -171,7 +173,7 @@ def _read_manifest(path: Path, channels: int, side: int) -> dict | None:
 
 
 def _manifest_keys(manifest: dict) -> list[Key]:
-    return [tuple(key) for key in manifest["keys"]]  # type: ignore[misc]
+    return [tuple(key) for key in manifest["keys"]]
 
 
 def _build(folder: Path, digest: str, paths: list[str], keys: list[Key], old: dict | None,

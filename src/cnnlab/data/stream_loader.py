@@ -5,7 +5,8 @@ Imported only once litdata is known to be installed (cnnlab.data.packed.require_
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from litdata import StreamingDataLoader
 

@@ -15,6 +15,8 @@ class RecordSource(Protocol):
 
     shape: tuple[int, int, int, int]
 
+    def __len__(self) -> int: ...
+
     def read(self, rows: np.ndarray) -> np.ndarray: ...
 
     def prefetch(self, rows: np.ndarray) -> None: ...
@@ -23,7 +25,7 @@ class RecordSource(Protocol):
 class LazyImages:
     """A stored split's images as a batched pass reads them (``len``, ``shape``, slices), each slice read on demand."""
 
-    def __init__(self, image_set: "ImageSet") -> None:
+    def __init__(self, image_set: ImageSet) -> None:
         self._set, self.shape = image_set, image_set.shape
 
     def __len__(self) -> int:
@@ -50,7 +52,7 @@ class ImageSet:
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.labels = labels
         self.ids = ids  # file path (folders) or "<set>:<index>" (built-in sets); fingerprints the split
-        assert len(self.labels) == len(self.ids) == (len(images) if rows is None else len(self.rows))
+        assert len(self.labels) == len(self.ids) == (len(images) if self.rows is None else len(self.rows))
 
     @property
     def stored(self) -> bool:
@@ -62,19 +64,20 @@ class ImageSet:
         """All the split's images as one tensor: read whole for a stored split (``take`` reads a few)."""
         return self.source if isinstance(self.source, torch.Tensor) else self.take(np.arange(len(self)))
 
-    @property
-    def for_pass(self) -> torch.Tensor | LazyImages:
-        """The images for one batched pass (run_batches): the tensor, or slices read from the store."""
-        return self.source if isinstance(self.source, torch.Tensor) else LazyImages(self)
-
     @images.setter
     def images(self, value: torch.Tensor) -> None:
         self.source, self.rows = value, None
 
     @property
+    def for_pass(self) -> torch.Tensor | LazyImages:
+        """The images for one batched pass (run_batches): the tensor, or slices read from the store."""
+        return self.source if isinstance(self.source, torch.Tensor) else LazyImages(self)
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
         """(N, C, H, W) of the split, without reading any image."""
-        return (len(self), *map(int, self.source.shape[1:]))  # type: ignore[return-value]
+        _, channels, height, width = self.source.shape
+        return len(self), int(channels), int(height), int(width)
 
     def take(self, positions: np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
         """The images at ``positions`` (of this split) as a new tensor."""
@@ -95,7 +98,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, positions: np.ndarray) -> "ImageSet":
+    def subset(self, positions: np.ndarray) -> ImageSet:
         """The images at ``positions``, in that order (for a stored split: the same store, other rows)."""
         index = torch.as_tensor(positions, dtype=torch.long)
         labels, ids = self.labels[index], [self.ids[i] for i in positions]

@@ -7,6 +7,7 @@ ratios between candidates of one run are the figures to trust.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -18,17 +19,17 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
+from cnnlab.deploy.runtime import Served, artifact_path, fastest_runtime, open_runtime, torch_threads, update_sidecar
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES
-from cnnlab.deploy.runtime import (
-    Served, artifact_path, fastest_runtime, open_runtime, torch_threads, update_sidecar,
-)
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import run_data
 from cnnlab.models.inference import accuracy, is_channels_last
 from cnnlab.tables import Table
+from cnnlab.threads import CpuSampler, busy_while_timed
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.run_dir import open_run
 
+log = logging.getLogger("cnnlab")
 BATCH = 32  # the throughput batch
 ROUNDS = 20  # batch-1 rounds (each a burst of BURST calls, the first one not counted)
 BURST = 3
@@ -159,18 +160,25 @@ def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int =
     trained = load_trained(files)
     test = run_data(files, trained).splits["test"]
     with torch_threads(threads):
+        threads = torch.get_num_threads()  # the count asked for, or the thread policy's
         served = {"pytorch": open_runtime(files, "pytorch", threads, trained)}
         for runtime in RUNTIMES:
             path = artifact_path(files, runtime)
             if path is not None and path.is_file():
                 served[runtime] = open_runtime(files, runtime, threads)
+        sampler = CpuSampler()  # other processes' use while the runtimes are timed
         results = measure_served(served, test, rounds)
+        busy = busy_while_timed(sampler.others())
     update_sidecar(files, trained, speed=speed_record(results, threads, "cnnlab benchmark"))
     best, why = fastest_runtime(files)
     labels = {name: f"{RUNTIMES[name]} ({s.source.name if name != 'pytorch' else 'checkpoint'})"
               for name, s in served.items()}
-    notes = [f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images; batch-1 latency is the "
-             f"median of interleaved rounds", f"predict uses {RUNTIMES[best]}: {why}"]
+    notes = [(f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images; batch-1 latency is the "
+              "median of interleaved rounds"), f"predict uses {RUNTIMES[best]}: {why}"]
+    if busy:
+        notes.insert(0, f"measured on a busy machine ({busy}): rerun when it is quiet before choosing a runtime "
+                        "by these times")
+        log.warning("measured on a busy machine: %s; rerun cnnlab benchmark when it is quiet", busy)
     if len(served) == 1:
         notes.append(f"only the checkpoint so far: cnnlab export {files.root} and cnnlab quantize {files.root} "
                      "make faster runtimes")

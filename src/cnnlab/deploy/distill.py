@@ -32,9 +32,9 @@ from cnnlab.models.summary import count_parameters
 from cnnlab.tables import Table
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
-from cnnlab.training.start import start_run
-from cnnlab.training.run_dir import RunFiles, default_name, open_run, read_optional_json, read_run_config, write_meta
 from cnnlab.training.hooks import TrainingHooks
+from cnnlab.training.run_dir import RunFiles, default_name, open_run, read_optional_json, read_run_config, write_meta
+from cnnlab.training.start import start_run
 
 log = logging.getLogger("cnnlab")
 DATA_OPTIONS = ("data", "val_split", "test_split", "batch_size", "workers", "sampler", "seed", "runs_dir")
@@ -122,10 +122,10 @@ def compare(teacher_files: RunFiles, alone: RunFiles, distilled: RunFiles, data:
                   for k, t in trained.items()}
         timings = time_models(models)
     rows = [_row(k, runs[k], trained[k], timings[k]) for k in runs]
-    notes = [f"temperature {settings['temperature']:g}, alpha {settings['alpha']:g}; the student alone had the "
-             f"same options and budget ({alone.root})", f"teacher: {teacher_files.root}",
-             f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
-             f"{'s' if threads > 1 else ''}, interleaved"]
+    notes = [(f"temperature {settings['temperature']:g}, alpha {settings['alpha']:g}; the student alone had the "
+              f"same options and budget ({alone.root})"), f"teacher: {teacher_files.root}",
+             (f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
+              f"{'s' if threads > 1 else ''}, interleaved")]
     if teacher_test.fingerprint() != data.splits["test"].fingerprint():
         notes.append("the teacher's test split is not the student's: its accuracy is on other images, and it may "
                      "have trained on some of the student's test images")
@@ -160,21 +160,21 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
                           f"{ctx.data.class_names[:5]}...: distill on the data the teacher was trained on")
     for param in trained_teacher.model.parameters():
         param.requires_grad_(False)
-    teacher = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels, trained_teacher.side,
-                      trained_teacher.crop_pct)
+    teacher_net = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels,
+                          trained_teacher.side, trained_teacher.crop_pct)
     cached = build_batch_augment(config.augment) is None
     settings = {"teacher": str(teacher_files.root), "temperature": temperature, "alpha": alpha,
                 "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)"}
     began = time.perf_counter()
-    logits = teacher_logits(teacher, ctx.data, config) if cached else None
+    logits = teacher_logits(teacher_net, ctx.data, config) if cached else None
     if logits is not None:
         print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
-    ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
+    ctx.hooks = TrainingHooks(partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
                               logits)
     ctx.meta["distillation"] = settings
     ctx.meta.setdefault("notes", []).append(
-        f"Distilled from the teacher {teacher_files.root.name} (temperature {temperature:g}, alpha {alpha:g}); the same "
-        f"student trained alone is {name}-alone (teacher, alone and distilled compared under Deployment).")
+        f"Distilled from the teacher {teacher_files.root.name} (temperature {temperature:g}, alpha {alpha:g}); "
+        f"the same student trained alone is {name}-alone (teacher, alone and distilled compared under Deployment).")
     write_meta(ctx.files, ctx.meta)
     finish_run(train_run(ctx))
     alone, _ = train_and_evaluate(dataclasses.replace(config, name=f"{name}-alone"), f"{command} (student alone)")

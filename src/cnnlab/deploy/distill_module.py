@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.config.sections import Channels
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import LUMA
 from cnnlab.data.types import ImageSet
@@ -31,7 +32,7 @@ class Teacher:
 
     model: nn.Module
     normalize: Normalize
-    channels: int
+    channels: Channels
     side: int
     crop_pct: float = 1.0  # its images are stored at side / crop_pct and centre-cropped (cnnlab.data.crop)
 

@@ -24,11 +24,17 @@ import torch
 
 from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import normalized, time_models
-from cnnlab.deploy.settings import DEFAULT_THREADS, PARITY_TOLERANCE, RUNTIMES
 from cnnlab.deploy.runtime import (
-    ONNX_KEY, TORCHSCRIPT_EXTRA, model_metadata, open_artifact, open_runtime, read_sidecar,
-    torch_threads, update_sidecar,
+    ONNX_KEY,
+    TORCHSCRIPT_EXTRA,
+    model_metadata,
+    open_artifact,
+    open_runtime,
+    read_sidecar,
+    torch_threads,
+    update_sidecar,
 )
+from cnnlab.deploy.settings import DEFAULT_THREADS, PARITY_TOLERANCE, RUNTIMES
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.run import run_data
 from cnnlab.training.checkpoint import TrainedModel, load_trained
@@ -73,10 +79,11 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta
         with _quiet():
             program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["logits"],
                                         dynamic_shapes=({0: batch},), dynamo=True)
+            assert program is not None  # dynamo=True returns the program
             program.model.metadata_props[ONNX_KEY] = json.dumps(meta)
             program.save(str(path), external_data=False)  # one file: no model.onnx.data sidecar
         return "dynamo"
-    except Exception as exc:  # the exporter raises many kinds; the legacy one still handles most models
+    except Exception as exc:  # noqa: BLE001  the exporter raises many kinds; the legacy one still handles most models
         log.info("dynamo ONNX export failed (%s); trying the TorchScript-based exporter", type(exc).__name__)
     import onnx
 
@@ -85,7 +92,7 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta
             torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
                               opset_version=17)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  the exporter fails in many ways on unsupported models
         raise CnnlabError(f"this model cannot be exported to ONNX ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:120]}); try --format torchscript") from None
     graph = onnx.load(str(path))
@@ -99,7 +106,7 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Pat
         with _quiet():  # torch.jit is deprecated in favour of torch.export, but still the one format C++/mobile load
             traced = torch.jit.trace(model, example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(meta)})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  tracing fails in many ways on unsupported models
         raise CnnlabError(f"this model cannot be traced to TorchScript ({type(exc).__name__}); "
                           "use --format onnx") from None
     return "torch.jit.trace"
@@ -182,9 +189,9 @@ def describe(result: Export) -> str:
     speed = f"{artifact:.2f} ms per image vs {pytorch:.2f} ms in PyTorch ({pytorch / artifact:.1f}x)" \
         if pytorch and artifact else ""
     return "\n".join([
-        f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {RUNTIMES[result.runtime]}, "
-        f"{result.seconds:.1f} s)",
-        f"parity on {p['images']} images of the run's data: max |logit difference| {p['max_abs_diff']:.2e}, "
-        f"top-1 agreement {p['top1_agreement']:.1%}",
+        (f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {RUNTIMES[result.runtime]}, "
+         f"{result.seconds:.1f} s)"),
+        (f"parity on {p['images']} images of the run's data: max |logit difference| {p['max_abs_diff']:.2e}, "
+         f"top-1 agreement {p['top1_agreement']:.1%}"),
         f"speed at batch 1: {speed}",
     ])

@@ -8,8 +8,9 @@ served by its fastest measured runtime that keeps accuracy (``deploy.runtime.fas
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -86,7 +87,8 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
                 rows.append({"input": str(path), "top": [], "error": None})
             continue
         image = item if isinstance(item, Image.Image) else array_to_image(item)
-        rows.append({"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None})
+        rows.append({"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [],
+                     "error": None})
         in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.stored_side)))
     decoded, skipped = decode_files(files, trained.channels, trained.stored_side, workers)
     row_of = {str(path): row for path, row in files}

@@ -19,7 +19,13 @@ import torch
 
 from cnnlab.deploy.benchmark import ROUNDS, normalized, sample, time_models, weights_mb
 from cnnlab.deploy.pruning import (
-    KeepZeros, channels, count_macs, nonzero_parameters, prune_channels, prune_weights, recalibrate_batchnorm,
+    KeepZeros,
+    channels,
+    count_macs,
+    nonzero_parameters,
+    prune_channels,
+    prune_weights,
+    recalibrate_batchnorm,
     weight_sparsity,
 )
 from cnnlab.deploy.runtime import open_runtime, torch_threads
@@ -36,9 +42,9 @@ from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model
 from cnnlab.training.checkpoint import load_trained
 from cnnlab.training.fit import train_run
-from cnnlab.training.start import open_new_run
-from cnnlab.training.run_dir import RunFiles, open_run, read_run_config, update_meta, write_meta
 from cnnlab.training.hooks import TrainingHooks
+from cnnlab.training.run_dir import RunFiles, open_run, read_run_config, update_meta, write_meta
+from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
 RECALIBRATION_IMAGES = 512  # training images that re-estimate BatchNorm statistics after pruning
@@ -95,8 +101,9 @@ def _compare(files: RunFiles, trained: Any, child: RunFiles, pruned: torch.nn.Mo
         label = f"pruned {kind}" + (f" + {epochs} epochs of fine-tuning" if epochs else "")
         rows.append(_row(label, final.model, example, what, final_acc, timings["pruned"]))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread{'s' if threads > 1 else ''}, "
-             f"interleaved; accuracy on {len(test)} test images", f"speed-up at batch 1: {speedup:.2f}x",
+    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
+              f"{'s' if threads > 1 else ''}, interleaved; accuracy on {len(test)} test images"),
+             f"speed-up at batch 1: {speedup:.2f}x",
              f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
     if kind == "unstructured":
         notes.append("unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
@@ -138,7 +145,8 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
         else:
             masks = prune_weights(model, sparsity)
         train = sample(data.splits["train"].images, RECALIBRATION_IMAGES)
-        recalibrate_batchnorm(model, [normalized(train[i : i + 32], trained.normalize) for i in range(0, len(train), 32)])
+        recalibrate_batchnorm(model, [normalized(train[i : i + 32], trained.normalize)
+                                      for i in range(0, len(train), 32)])
     model.eval()
     child_config = _child_config(config, files, kind, sparsity, trained, finetune_epochs,
                                  finetune_lr)
@@ -159,8 +167,8 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
     ctx.meta["pruning"] = info
     tuned = f", then fine-tuned for {finetune_epochs} epochs" if finetune_epochs else ", not fine-tuned"
     ctx.meta.setdefault("notes", []).append(
-        f"A pruned copy of run {files.root.name}: {kind}, {achieved:.0%} {'of channels' if structured else 'of weights'} "
-        f"removed{tuned} (before/after table under Deployment).")
+        f"A pruned copy of run {files.root.name}: {kind}, {achieved:.0%} "
+        f"{'of channels' if structured else 'of weights'} removed{tuned} (before/after table under Deployment).")
     write_meta(child, ctx.meta)
     if finetune_epochs:
         ctx.hooks = TrainingHooks(callbacks=[KeepZeros(masks)] if masks else [])

@@ -52,7 +52,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, ratio: float, round_
     pruner.step()
 
 
-def prune_weights(model: nn.Module, amount: float) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def prune_weights(model: nn.Module, amount: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Zeroes the ``amount`` smallest-magnitude weights of all conv and linear layers together.
 
     Returns:
@@ -70,7 +70,7 @@ def prune_weights(model: nn.Module, amount: float) -> list[tuple[nn.Parameter, t
 class KeepZeros(L.Callback):
     """Re-applies pruning masks after every optimiser step, so fine-tuning cannot regrow weights."""
 
-    def __init__(self, masks: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    def __init__(self, masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.masks = masks
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

@@ -18,6 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def calibration_set(train: ImageSet, count: int, normalize: Normalize, seed: int
     return normalized(sample(train.images, count, seed), normalize, count).numpy()
 
 
-def _reader(images: np.ndarray, input_name: str) -> object:
+def _reader(images: np.ndarray, input_name: str) -> Any:  # an onnxruntime CalibrationDataReader
     """Calibration batches; ``set_range``/``len`` let ONNX Runtime reduce ranges a few batches at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -120,7 +121,7 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    chosen = {**SETTINGS, **settings}
+    chosen: dict[str, Any] = {**SETTINGS, **settings}
     enums = {"quant_format": QuantFormat, "activation_type": QuantType, "weight_type": QuantType,
              "calibrate_method": CalibrationMethod}
     options = {k: getattr(enums[k], v) if k in enums else v for k, v in chosen.items()}
@@ -129,7 +130,7 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
         prepared = Path(folder) / "prepared.onnx"
         try:  # shape inference + constant folding; it changed neither speed nor accuracy, but quiets warnings
             quant_pre_process(str(source), str(prepared))
-        except Exception as exc:  # symbolic shape inference fails on some graphs: quantize as exported
+        except Exception as exc:  # noqa: BLE001  symbolic shape inference fails on some graphs: quantize as exported
             log.info("quantization pre-processing skipped (%s)", type(exc).__name__)
             prepared = source
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
@@ -183,8 +184,8 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
     for warning in warnings:
         log.warning(warning)
     notes = [f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
-             f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-             f"QUInt8 activations, MinMax", f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
+             (f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
+              f"QUInt8 activations, MinMax"), f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
              *warnings]
     labels = {name: RUNTIMES[name] for name in served}
     table = Table(f"INT8 quantization of {files.root.name}", speed_columns(RUNTIMES["onnx"]),

@@ -13,9 +13,10 @@ import copy
 import json
 import logging
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,7 +124,7 @@ def ort_session(path: Path, threads: int, optimized_copy: Path | None = None) ->
         options.optimized_model_filepath = str(optimized_copy)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) for bad files
+    except Exception as exc:  # noqa: BLE001  ORT raises its own classes (InvalidProtobuf, Fail, ...) for bad files
         raise CnnlabError(f"'{path}' is not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
 
 
@@ -203,7 +204,8 @@ def open_runtime(files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS,
     if path is None:
         raise CnnlabError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
     if not path.is_file():
-        make = {"int8": "cnnlab quantize", "torchscript": "cnnlab export --format torchscript"}.get(runtime, "cnnlab export")
+        make = {"int8": "cnnlab quantize",
+                "torchscript": "cnnlab export --format torchscript"}.get(runtime, "cnnlab export")
         raise CnnlabError(f"run '{files.root}' has no {path.name} yet; make it with: {make} {files.root}")
     return open_artifact(path, threads)
 
@@ -252,7 +254,8 @@ def fastest_runtime(files: RunFiles) -> tuple[str, str]:
     return "pytorch", "no exported model (cnnlab export RUN makes a faster one)"
 
 
-def open_for_prediction(target: str | Path, runtime: str = "auto", threads: int = DEFAULT_THREADS) -> tuple[Served, str]:
+def open_for_prediction(target: str | Path, runtime: str = "auto",
+                        threads: int = DEFAULT_THREADS) -> tuple[Served, str]:
     """A run folder (its fastest runtime, or ``runtime``) or an artifact file; and why it was chosen."""
     path = Path(target).expanduser()
     if path.is_file():

@@ -21,7 +21,7 @@ def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -
     test = metrics.get("test")
     if isinstance(test, dict) and test.get("accuracy") is not None:
         return float(test["accuracy"])
-    accs = [s.get("test_acc") for s in stages if s.get("test_acc") is not None]
+    accs = [s["test_acc"] for s in stages if s.get("test_acc") is not None]
     return float(accs[-1]) if accs else None
 
 

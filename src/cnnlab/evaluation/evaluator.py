@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,7 @@ def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names
     """The figures a metrics dict alone can draw: both confusion matrices, most confused, per class."""
     cm = np.asarray(metrics["confusion_matrix"])
     recall = {name: row["recall"] for name, row in metrics["per_class"].items()}
-    jobs = {
+    jobs: dict[str, Callable[[Path], Path]] = {
         "confusion_matrix": lambda out: figures.plot_confusion_matrix(cm, class_names, out),
         "confusion_matrix_normalized": lambda out: figures.plot_confusion_matrix(cm, class_names, out, True),
         "most_confused": lambda out: figures.plot_most_confused(most_confused_pairs(cm, class_names), out),

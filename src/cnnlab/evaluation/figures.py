@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.metrics import calibration_bins
-from cnnlab.figures import as_rgb, grid_shape, mosaic, new_figure, save_figure, short, show_image
+from cnnlab.figures import as_rgb, grid_shape, mosaic, new_figure, save_figure, short
 
 MAX_CM_CLASSES = 30  # above this, the confusion matrix shows the most-confused classes only
 
@@ -52,7 +52,7 @@ def draw_confusion_matrix(ax: Axes, cm: np.ndarray, class_names: Sequence[str], 
         rows = m.sum(axis=1, keepdims=True)
         m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     idx = np.arange(k) if k <= MAX_CM_CLASSES else _confused_subset(np.asarray(cm), MAX_CM_CLASSES)
-    m, names = m[np.ix_(idx, idx)], [short(class_names[i]) for i in idx]
+    m, names = m[np.ix_(idx, idx)], [short(class_names[int(i)]) for i in idx]
     n = len(idx)
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else max(m.max(), 1))
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
@@ -82,11 +82,11 @@ def plot_most_confused(pairs: Sequence[tuple[str, str, int]], out: Path) -> Path
     if pairs:
         labels = [f"{short(t)} → {short(p)}" for t, p, _ in pairs][::-1]
         counts = [c for _, _, c in pairs][::-1]
-        ax.barh(range(len(pairs)), counts, color="tab:red", alpha=0.8)
+        bars = ax.barh(range(len(pairs)), counts, color="tab:red", alpha=0.8)
         ax.set_yticks(range(len(pairs)), labels, fontsize=8)
         ax.set_xlabel("test images")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.bar_label(ax.containers[0], fontsize=7, padding=2)
+        ax.bar_label(bars, fontsize=7, padding=2)
     else:
         ax.text(0.5, 0.5, "no mistakes on the test set", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()

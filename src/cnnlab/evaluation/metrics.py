@@ -6,7 +6,8 @@ batch by batch and keeps only counts, so it gives the same dict without holding 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -34,7 +35,8 @@ def _check(y_true: np.ndarray, probs: np.ndarray, num_classes: int | None = None
 
 def _nll(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Per-sample negative log-likelihood of the true class, probabilities clipped to [eps, 1]."""
-    return -np.log(np.clip(p[np.arange(y.shape[0]), y], NLL_EPS, 1.0))
+    nll: np.ndarray = -np.log(np.clip(p[np.arange(y.shape[0]), y], NLL_EPS, 1.0))
+    return nll
 
 
 def _calibration_counts(y: np.ndarray, p: np.ndarray, bins: int) -> np.ndarray:
@@ -109,13 +111,15 @@ def classification_report_text(
 ) -> str:
     """scikit-learn's text classification report, every class listed even when absent."""
     labels = list(range(len(class_names)))
-    return skm.classification_report(
+    report: str = skm.classification_report(
         np.asarray(y_true), np.asarray(y_pred), labels=labels, target_names=list(class_names),
         digits=digits, zero_division=0,
     )
+    return report
 
 
-def most_confused_pairs(cm: np.ndarray | list, class_names: Sequence[str], k: int = 10) -> list[tuple[str, str, int]]:
+def most_confused_pairs(cm: np.ndarray | list[list[int]], class_names: Sequence[str],
+                        k: int = 10) -> list[tuple[str, str, int]]:
     """The k largest off-diagonal confusion counts as (true, predicted, count), largest first."""
     m = np.array(cm, dtype=np.int64)
     np.fill_diagonal(m, 0)
@@ -208,4 +212,5 @@ class MetricAccumulator:
             out["top5_accuracy"] = self.top5_hits / self.seen
         if k == 2:
             out["roc_auc"] = _binary_auc(y_true, np.concatenate(self._binary_scores))
-        return _plain(out)
+        plain: dict[str, Any] = _plain(out)
+        return plain

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import base64
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from cnnlab.data.crop import decode_side
 from cnnlab.evaluation.compare import final_test_accuracy, format_value
-from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
+from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.phases import phase_line
 from cnnlab.tables import Table
 from cnnlab.training.history import load_history
@@ -68,6 +69,11 @@ def _figure(files: RunFiles, key: str) -> str:
             f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>")
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else {} (a field missing or malformed in an older file)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _pct(value: Any) -> str:
     return format_value("test_acc", value)  # "12.34%", or "—" for None
 
@@ -86,7 +92,7 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
     pre = run.get("preprocess") or {}
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test = _object(metrics.get("test"))
     status = str(run.get("status", "unknown"))
     out = []
     if status != "completed":
@@ -101,15 +107,14 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     out.append(f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
                f'<small>test accuracy</small></p>{"".join(stats)}</div>')
     out.append(_improvement(stages))
-    kept = run.get("kept") if isinstance(run.get("kept"), dict) else {}
+    kept = _object(run.get("kept"))
     if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
         out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
     resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
     if resumes:
         times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
         out.append(f"<p>Resumed {times}: {_e('; '.join(resumes))}. Times count the work of every attempt.</p>")
-    for note in (run.get("notes") or []):
-        out.append(f'<p class="banner">{_e(note)}</p>')
+    out.extend(f'<p class="banner">{_e(note)}</p>' for note in run.get("notes") or [])
     names = run.get("class_names") or []
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
     params = model.get("params_total")
@@ -127,8 +132,9 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     ]
     last = (run.get("attempts") or [{}])[-1]
     if isinstance(last, dict) and last.get("processes"):  # trained by several processes (DDP)
-        rows.insert(-2, ("Processes", f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
-                                      f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"))
+        processes = (f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
+                     f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}")
+        rows.insert(-2, ("Processes", processes))
     return "".join(out) + _pairs(rows)
 
 
@@ -148,8 +154,8 @@ def _improvement(stages: list[dict[str, Any]]) -> str:
     if a is None or b is None:
         return ""
     diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
-    return (f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} test accuracy '
-            f"from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
+    return (f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} '
+            f"test accuracy from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
 
 
 def _training(files: RunFiles, run: dict[str, Any]) -> str:
@@ -191,8 +197,8 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
         out.append(_table(["Metric", *splits], rows, numeric=range(1, len(splits) + 1)))
     else:
         out.append(_missing("Test metrics (metrics.json)"))
-    for key in ("confusion_matrix", "misclassified", "per_class_accuracy", "most_confused"):
-        out.append(_figure(files, key))
+    out.extend(_figure(files, key)
+               for key in ("confusion_matrix", "misclassified", "per_class_accuracy", "most_confused"))
     more = _figure(files, "confusion_matrix_normalized") + _figure(files, "reliability")
     report = read_text(files.classification_report)
     if report:
@@ -205,7 +211,8 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
 def _explain(files: RunFiles) -> str:
     figures = _figure(files, "explain_filters") + _figure(files, "explain_gradcam")
     if not figures:
-        return _missing("The Explain figures") + '<p class="muted">cnnlab report RUN draws them from the checkpoint.</p>'
+        return (_missing("The Explain figures")
+                + '<p class="muted">cnnlab report RUN draws them from the checkpoint.</p>')
     return ("<p>What the network looks at. The first layer's filters respond to edges, colours and textures. "
             "Grad-CAM colours the parts of an image whose features raised the predicted class (red = most): "
             "a mistake whose heat sits on the background hints at a shortcut the model learned. "
@@ -259,7 +266,7 @@ def redraw_missing_figures(files: RunFiles, run: dict[str, Any], metrics: dict[s
 
     Image grids need the images, so they are not redrawn. Returns problems worth showing.
     """
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test = _object(metrics.get("test"))
     names = list(run.get("class_names") or (test.get("per_class") or {}).keys())
     counts = class_counts(run)
     jobs: list[tuple[str, Callable[[], Any]]] = [("history", lambda: draw_history(files))]

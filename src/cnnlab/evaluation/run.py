@@ -5,28 +5,29 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import cnnlab.phases as phases
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
-import cnnlab.phases as phases
 from cnnlab.machine import peak_rss_bytes
 from cnnlab.phases import phase
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
-from cnnlab.training.ranks import Ranks
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
-from cnnlab.training.stages import record_final_accuracy
-from cnnlab.training.trainer import run_autocast
-from cnnlab.training.start import resume_config
+from cnnlab.training.ranks import Ranks
 from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, update_meta
+from cnnlab.training.stages import record_final_accuracy
+from cnnlab.training.start import resume_config
 from cnnlab.training.tracking import finish_tracking
+from cnnlab.training.trainer import run_autocast
 
 log = logging.getLogger("cnnlab")
 
@@ -103,10 +104,14 @@ def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
     phases.begin_unless_active()
     try:
         try:
-            result = resume(resume_path) if resume_path else fit(config, command)  # type: ignore[arg-type]
+            if resume_path:
+                result = resume(resume_path)
+            else:
+                assert config is not None  # a new run's config, or a run folder to resume
+                result = fit(config, command)
         except TrainingInterrupted as stop:
             if stop.result is not None:  # None: stopped outside an epoch, no model in hand to report on
-                ranks.from_zero(lambda: finish_interrupted(stop.result))  # type: ignore[arg-type]
+                ranks.from_zero(partial(finish_interrupted, stop.result))
             raise
         return result.files, ranks.from_zero(lambda: finish_run(result))
     finally:

@@ -9,8 +9,13 @@ report's Explain figures, drawn at the end of training (``cnnlab.evaluation`` ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the functions import their modules when called
+    from cnnlab.explain.demos import Demo
+    from cnnlab.explain.run import Explanation
 
 # ``run`` below is a run folder's path, or a ``cnnlab.Run`` (anything with a ``path``).
 
@@ -19,21 +24,21 @@ def _path(run: Any) -> Path:
     return Path(getattr(run, "path", run))
 
 
-def conv(image: str | Path | None = None, filters: str | None = None, out: str | Path = "."):  # noqa: ANN201
+def conv(image: str | Path | None = None, filters: str | None = None, out: str | Path = ".") -> Demo:
     """What 3x3 filters do: the lesson's 6x6 edge image, or ``image`` (as ``cnnlab explain conv``)."""
     from cnnlab.explain.demos import conv_demo
 
     return conv_demo(None if image is None else Path(image), filters, Path(out))
 
 
-def pool(image: str | Path | None = None, size: int = 2, out: str | Path = "."):  # noqa: ANN201
+def pool(image: str | Path | None = None, size: int = 2, out: str | Path = ".") -> Demo:
     """What max and average pooling keep: the lesson's 4x4 map, or ``image`` at 1-3 levels."""
     from cnnlab.explain.demos import pool_demo
 
     return pool_demo(None if image is None else Path(image), size, Path(out))
 
 
-def filters(run: Any, out: str | Path | None = None):  # noqa: ANN201
+def filters(run: Any, out: str | Path | None = None) -> Explanation:
     """A run's first-layer kernels as an image grid."""
     from cnnlab.explain.run import explain_filters
 
@@ -41,7 +46,7 @@ def filters(run: Any, out: str | Path | None = None):  # noqa: ANN201
 
 
 def feature_maps(run: Any, images: Sequence[str | Path] | str | Path, layers: list[str] | None = None,
-                 out: str | Path | None = None):  # noqa: ANN201
+                 out: str | Path | None = None) -> Explanation:
     """What a few layers (early to late, or ``layers``) of a run's network output for ``images``."""
     from cnnlab.explain.run import explain_feature_maps
 
@@ -50,7 +55,7 @@ def feature_maps(run: Any, images: Sequence[str | Path] | str | Path, layers: li
 
 
 def gradcam(run: Any, images: Sequence[str | Path] | str | Path, class_name: str | None = None,
-            method: str = "gradcam", layer: str | None = None, out: str | Path | None = None):  # noqa: ANN201
+            method: str = "gradcam", layer: str | None = None, out: str | Path | None = None) -> Explanation:
     """Where a run's network looks to classify ``images`` (files or folders): heat maps over each image."""
     from cnnlab.explain.run import explain_gradcam
 
@@ -58,7 +63,7 @@ def gradcam(run: Any, images: Sequence[str | Path] | str | Path, class_name: str
     return explain_gradcam(_path(run), items, class_name, method, layer, None if out is None else Path(out))
 
 
-def receptive_field(run: Any, out: str | Path | None = None):  # noqa: ANN201
+def receptive_field(run: Any, out: str | Path | None = None) -> Explanation:
     """Per layer of a run's network: output size, stride and receptive field."""
     from cnnlab.explain.run import explain_receptive_field
 

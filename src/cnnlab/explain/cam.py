@@ -17,8 +17,9 @@ The package computes the maps; this module steers it around the traps users repo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -59,9 +60,14 @@ def _cam_class(method: str) -> type:
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}[method]
 
 
+class Explain(Protocol):
+    """``explain(uint8 images, classes or None) -> Heatmaps``: the function a cam_session yields."""
+
+    def __call__(self, images: torch.Tensor, classes: list[int] | None = None) -> Heatmaps: ...
+
+
 @contextlib.contextmanager
-def cam_session(model: nn.Module, layer: str, normalize: Normalize,
-                method: str = "gradcam") -> Iterator[Callable[[torch.Tensor, list[int] | None], Heatmaps]]:
+def cam_session(model: nn.Module, layer: str, normalize: Normalize, method: str = "gradcam") -> Iterator[Explain]:
     """Yields ``explain(uint8 images, classes or None) -> Heatmaps`` for ``layer`` of ``model``.
 
     ``classes`` None explains each image's predicted class. The model, its modes and its
@@ -81,7 +87,9 @@ def cam_session(model: nn.Module, layer: str, normalize: Normalize,
             layout = torch.channels_last if is_channels_last(net) else torch.contiguous_format
 
             def explain(images: torch.Tensor, classes: list[int] | None = None) -> Heatmaps:
-                heats, probs, targets = [], [], []
+                heats: list[np.ndarray] = []
+                probs: list[torch.Tensor] = []
+                targets: list[int] = []
                 for start in range(0, len(images), BATCH):
                     x = scale(Normalize.to_unit(images[start : start + BATCH].to(device)))
                     x = x.contiguous(memory_format=layout)

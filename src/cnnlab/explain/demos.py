@@ -11,8 +11,8 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import lesson
-from cnnlab.figures import png_html
 from cnnlab.explain.lesson_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
+from cnnlab.figures import png_html
 
 POOL_LEVELS = 3
 SHOWN_SIDE = 256  # px: larger photos are shrunk first (a panel is a few inches wide anyway)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def open_explained(run: str | Path) -> ExplainedRun:
     return ExplainedRun(files, load_trained(files), config.model.name, config.data.workers)
 
 
-def load_images(run: ExplainedRun, inputs: list[str | Path]) -> UserImages:
+def load_images(run: ExplainedRun, inputs: Sequence[str | Path]) -> UserImages:
     """Image files and folders decoded with the run's preprocessing: channels, size, centre crop.
 
     Colour images given to a grayscale run become luminance, gray ones given to a colour run are

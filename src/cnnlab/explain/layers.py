@@ -11,8 +11,8 @@ CNNs and for every timm model, whatever their memory layout.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ def probe(model: nn.Module, x: torch.Tensor) -> list[Layer]:
     """Every module that returned a tensor in one forward pass of ``x``, in the order they finished."""
     seen: dict[str, tuple[nn.Module, torch.Tensor, int]] = {}
 
-    def record(name: str):
+    def record(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             if name not in seen and isinstance(output, torch.Tensor):  # a shared module: its first call
                 seen[name] = (module, output, output._version)

@@ -144,6 +144,6 @@ def pool_explanation(feature_map: torch.Tensor, size: int, biggest: torch.Tensor
         f"A {size}x{size} window moves {size} cells at a time over the {h}x{w} map: each window becomes one cell.",
         f"max pooling keeps the strongest response of each window: {fmt(biggest)}",
         f"average pooling keeps their mean: {fmt(mean)}",
-        f"size {h}x{w} -> {ph}x{pw}: {h * w} values -> {ph * pw} ({ph * pw / (h * w):.0%}), the exact position "
-        "inside each window is lost, which makes the next layers tolerant of small shifts.",
+        (f"size {h}x{w} -> {ph}x{pw}: {h * w} values -> {ph * pw} ({ph * pw / (h * w):.0%}), the exact position "
+         "inside each window is lost, which makes the next layers tolerant of small shifts."),
     ])

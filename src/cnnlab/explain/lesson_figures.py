@@ -61,7 +61,8 @@ def plot_image_conv(gray: np.ndarray, results: list[ConvResult], out: Path, labe
     n = len(results)
     fig = new_figure(3.0 * (n + 1), 4.6)
     grid = fig.add_gridspec(2, n + 1, height_ratios=[1, 3])
-    show_image(fig.add_subplot(grid[1, 0]), gray[None], f"{short(label, 24)}\n(grayscale, {gray.shape[1]}x{gray.shape[0]})")
+    show_image(fig.add_subplot(grid[1, 0]), gray[None],
+               f"{short(label, 24)}\n(grayscale, {gray.shape[1]}x{gray.shape[0]})")
     for i, result in enumerate(results, 1):
         k = float(result.kernel.abs().max()) or 1.0
         draw_matrix(fig.add_subplot(grid[0, i]), result.kernel, f"'{result.name}' filter", cmap="RdBu_r",
@@ -79,7 +80,7 @@ def plot_image_conv(gray: np.ndarray, results: list[ConvResult], out: Path, labe
 
 
 def _outline_blocks(ax: Axes, shape: tuple[int, int], size: int) -> None:
-    for index, (top, left) in enumerate((t, l) for t in range(0, shape[0], size) for l in range(0, shape[1], size)):
+    for index, (top, left) in enumerate((y, x) for y in range(0, shape[0], size) for x in range(0, shape[1], size)):
         ax.add_patch(Rectangle((left - 0.5, top - 0.5), size, size, fill=False, linewidth=3,
                                edgecolor=BLOCK_COLOURS[index % len(BLOCK_COLOURS)]))
 

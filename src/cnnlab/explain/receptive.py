@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,12 +86,17 @@ def _out_side(n: int, k: int, s: int, d: int, p: int | None, ceil_mode: bool) ->
     return (math.ceil(span / s) if ceil_mode else span // s) + 1
 
 
+def _per_axis(value: Callable[[int], int]) -> Pair:
+    """(value(0), value(1)): a rule applied to the height and the width."""
+    return value(0), value(1)
+
+
 def _step(flow: _Flow, g: Geometry) -> _Flow:
-    size = tuple(_out_side(flow.size[a], g.kernel[a], g.stride[a], g.dilation[a],
-                           None if g.padding is None else g.padding[a], g.ceil_mode) for a in (0, 1))
-    field = tuple(flow.field[a] + g.dilation[a] * (g.kernel[a] - 1) * flow.jump[a] for a in (0, 1))
-    jump = tuple(flow.jump[a] * g.stride[a] for a in (0, 1))
-    return _Flow(field, jump, size)  # type: ignore[arg-type]
+    size = _per_axis(lambda a: _out_side(flow.size[a], g.kernel[a], g.stride[a], g.dilation[a],
+                                         None if g.padding is None else g.padding[a], g.ceil_mode))
+    field = _per_axis(lambda a: flow.field[a] + g.dilation[a] * (g.kernel[a] - 1) * flow.jump[a])
+    jump = _per_axis(lambda a: flow.jump[a] * g.stride[a])
+    return _Flow(field, jump, size)
 
 
 class _Tracer(fx.Tracer):
@@ -103,14 +109,15 @@ class _Tracer(fx.Tracer):
         self._leaves = tuple(get_notrace_modules())
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return geometry(m) is not None or isinstance(m, self._leaves) or super().is_leaf_module(m, module_qualified_name)
+        return (geometry(m) is not None or isinstance(m, self._leaves)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def _real_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, Pair]:
     """Output (H, W) of every convolution and pooling module in a real forward pass (first call)."""
     sizes: dict[str, Pair] = {}
 
-    def record(name: str):
+    def record(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             sizes.setdefault(name, (int(output.shape[-2]), int(output.shape[-1])))
         return hook
@@ -124,8 +131,8 @@ def _real_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, Pair]:
     return sizes
 
 
-def _walk(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, _Flow]]:
-    """(name, module, flow after it) for each convolution/pooling module, following the traced graph.
+def _walk(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Geometry, _Flow]]:
+    """(name, module, its window, flow after it) for each convolution/pooling module, following the traced graph.
 
     Every node's real output shape (``ShapeProp``) shows where a map is pooled to 1x1 or flattened:
     the flow stops there, so gates and heads computed from pooled vectors are not counted.
@@ -141,7 +148,8 @@ def _walk(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, _Flow
                           f"{str(exc).splitlines()[0][:120]}); receptive fields need a traceable model") from None
     modules = dict(model.named_modules())
     flows: dict[fx.Node, _Flow] = {}
-    out, listed = [], set()
+    out: list[tuple[str, nn.Module, Geometry, _Flow]] = []
+    listed = set()
     for node in graph.nodes:
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
@@ -150,11 +158,11 @@ def _walk(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, _Flow
             flows[node] = _Flow((1, 1), (1, 1), (int(x.shape[-2]), int(x.shape[-1])))
         elif not inputs or len(shape) != 4:
             continue  # not fed by the image's feature maps, or flattened
-        elif node.op == "call_module" and geometry(modules[node.target]) is not None:
-            flows[node] = _step(inputs[0], geometry(modules[node.target]))  # type: ignore[arg-type]
+        elif node.op == "call_module" and (window := geometry(modules[str(node.target)])) is not None:
+            flows[node] = _step(inputs[0], window)
             if node.target not in listed:  # a module run twice (e.g. test-time flips) is listed once
                 listed.add(node.target)
-                out.append((str(node.target), modules[node.target], flows[node]))
+                out.append((str(node.target), modules[str(node.target)], window, flows[node]))
         else:  # element-wise, normalisation, activation, addition...: the widest input's view
             widest = max(inputs, key=lambda f: (f.field, f.jump))
             if shape[-2:] == (1, 1) and widest.size != (1, 1):
@@ -176,12 +184,12 @@ def receptive_fields(model: nn.Module, channels: int, side: int) -> list[FieldRo
     if not walked:
         raise CnnlabError(f"{type(model).__name__} has no convolution or pooling layer")
     rows = []
-    for name, module, flow in walked:
+    for name, module, window, flow in walked:
         size = real.get(name, flow.size)
         if size != flow.size:  # a layer whose padding rule is not modelled here: trust the real pass
             log.warning("layer %s: output %s by the formula but %s in the forward pass; showing the latter",
                         name, flow.size, size)
-        rows.append(FieldRow(name, type(module).__name__, geometry(module), size, flow.jump, flow.field))  # type: ignore[arg-type]
+        rows.append(FieldRow(name, type(module).__name__, window, size, flow.jump, flow.field))
     return rows
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -20,7 +21,8 @@ CORRECT_SHOWN = 3  # a row of right answers, one class after another...
 MISTAKES_SHOWN = 3  # ...and a row of the most confident wrong ones
 
 
-def report_picks(labels: np.ndarray, predictions: np.ndarray, mistakes: Sequence[dict[str, Any]]) -> tuple[list[int], int]:
+def report_picks(labels: np.ndarray, predictions: np.ndarray,
+                 mistakes: Sequence[dict[str, Any]]) -> tuple[list[int], int]:
     """Test indices to explain: correct ones from as many classes as possible, then the most confident
     mistakes (``mistakes`` as ``MetricAccumulator.hardest()`` gives them). Returns (indices, number correct)."""
     correct_by_class: dict[int, list[int]] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ def first_conv(layers: list[net_layers.Layer]) -> net_layers.Layer:
 def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) -> Path:
     """``out`` = the first convolution's kernels (the report draws the same picture)."""
     conv = first_conv(layers)
-    return plot_filters(conv.module.weight, conv.name, out)
+    return plot_filters(cast(nn.Conv2d, conv.module).weight, conv.name, out)
 
 
 def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
@@ -66,12 +67,13 @@ def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanatio
     layers = probe_run(run)
     conv = first_conv(layers)
     path = filters_figure(run.trained.model, layers, run.out_dir(out) / "filters.png")
-    kernels = tuple(conv.module.weight.shape)
+    kernels = tuple(cast(nn.Conv2d, conv.module).weight.shape)
     return Explanation([path], note=f"{conv.name}: {kernels[0]} filters of {kernels[2]}x{kernels[3]} over "
                                     f"{kernels[1]} input channel(s)")
 
 
-def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor, run: ExplainedRun) -> dict[str, torch.Tensor]:
+def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
+                   run: ExplainedRun) -> dict[str, torch.Tensor]:
     """The outputs of the named layers for uint8 ``images``, through the run's own input scaling."""
     from cnnlab.models.inference import run_batches
 
@@ -81,7 +83,7 @@ def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor, run
     def new_batch(module: nn.Module, args: object) -> None:
         fresh.clear()
 
-    def keep(name: str):
+    def keep(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             if name not in fresh:
                 fresh.add(name)
@@ -118,8 +120,8 @@ def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: l
                 rows = [(layer.name, maps[layer.name][i]) for layer in chosen]
                 path = images.paths[start + i]
                 written.append(plot_feature_maps(chunk[i].numpy(), rows, folder / names[start + i], path.name))
-    return Explanation(written, [{"layer": l.name, "type": l.kind, "output": "x".join(map(str, l.shape))}
-                                 for l in chosen])
+    return Explanation(written, [{"layer": layer.name, "type": layer.kind,
+                                  "output": "x".join(map(str, layer.shape))} for layer in chosen])
 
 
 def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | None = None,
@@ -153,7 +155,8 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
                      "true": panel.true or "", "explained": panel.explained, "figure": str(written[-1])})
     shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
              else "red = where the evidence for the class is")
-    return Explanation(written, rows, note=f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}")
+    note = f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}"
+    return Explanation(written, rows, note=note)
 
 
 def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:

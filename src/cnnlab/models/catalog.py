@@ -22,7 +22,7 @@ def _count(name: str) -> str:
             else:
                 model = timm.create_model(name, pretrained=False)
         return _short(sum(p.numel() for p in model.parameters()))
-    except Exception:  # a few models compute values at build time and cannot run on meta
+    except Exception:  # noqa: BLE001  a few models compute values at build time and cannot run on meta
         return "?"
 
 
@@ -48,9 +48,8 @@ def _weights(name: str, cfg: dict[str, Any]) -> str:
         files = [cfg.get("hf_hub_filename") or "model.safetensors", "pytorch_model.bin"]
         if any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in files):
             return "cached"
-    if url:
-        if os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))):
-            return "cached"
+    if url and os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))):
+        return "cached"
     return "hub" if hub_id or url else "-"
 
 

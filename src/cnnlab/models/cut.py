@@ -14,8 +14,9 @@ deterministic in the mode the stage trains in. Any model where that fails is tra
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ class Cut:
     model: nn.Module
     bottom: nn.Sequential
     top: nn.Sequential
-    finish: nn.Module  # the backbone whose ``forward_head`` pools (and classifies)
+    finish: Any  # the backbone (an nn.Module) whose ``forward_head`` pools (and classifies)
     where: str
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:

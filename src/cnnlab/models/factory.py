@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import simple_cnn as _own_models  # noqa: F401  (registers the lesson's CNNs)
-from cnnlab.models import fast_cnn as _fast_models  # noqa: F401  (registers fast_cnn, fast_cifar)
+from cnnlab.models import fast_cnn, simple_cnn  # noqa: F401  importing them registers their models
 from cnnlab.models.heads import HeadedModel, build_head, feature_dim, output_count
 from cnnlab.models.registry import own_builder, resolve_name
 from cnnlab.models.weights import load_local_weights, load_pretrained_timm

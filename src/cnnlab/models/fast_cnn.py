@@ -18,7 +18,8 @@ better after 5 epochs here (84.0% vs 84.1% validation), though 2.6 points ahead 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,8 @@ class PatchWhitening(nn.Module):
     They are set once (``initialised`` is saved in checkpoints) and never trained.
     """
 
+    initialised: torch.Tensor  # a buffer: bool, ()
+
     def __init__(self, in_chans: int, eps: float = 5e-4) -> None:
         super().__init__()
         self.out_chans = 2 * in_chans * 4  # 2x2 patches, each filter and its negative
@@ -126,6 +129,7 @@ class PatchWhitening(nn.Module):
         rows = torch.cat([rows, -rows])
         self.conv.weight.copy_(rows.reshape(-1, c, 2, 2))
         # Centre the outputs: cnnlab feeds own models 0-1 pixels, not mean-subtracted ones.
+        assert self.conv.bias is not None  # made with bias=True
         self.conv.bias.copy_(-(rows @ mean))
         self.initialised.fill_(True)
 
@@ -188,8 +192,9 @@ class FastCifarNet(nn.Module):
         self.tta: TTA = tta
         self.fit_tta: TTA = "flip" if tta != "none" else "none"  # validation while fitting (CheapValidationTTA)
         if whiten:
-            stem: nn.Module = PatchWhitening(in_chans)
-            chans = stem.out_chans
+            whitening = PatchWhitening(in_chans)
+            stem: nn.Module = whitening
+            chans = whitening.out_chans
         else:
             chans = 2 * in_chans * 4
             stem = nn.Conv2d(in_chans, chans, 3, padding=1, bias=False)

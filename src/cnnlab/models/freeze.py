@@ -29,7 +29,7 @@ def _head_ids(model: nn.Module) -> set[int]:
 
 
 def _own_params(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters(recurse=False)]
+    return list(module.parameters(recurse=False))
 
 
 def backbone_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -162,8 +162,4 @@ def param_groups(
         groups = param_groups_weight_decay(model, weight_decay=weight_decay)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
-    result = []
-    for group in groups:
-        if group["params"]:
-            result.append({**group, "lr": lr * float(group.get("lr_scale", 1.0))})
-    return result
+    return [{**group, "lr": lr * float(group.get("lr_scale", 1.0))} for group in groups if group["params"]]

@@ -11,7 +11,8 @@ keys are unchanged); ``pooled_features``/``head_forward``/``classifier_of`` trea
 
 from __future__ import annotations
 
-from typing import Callable, get_args
+from collections.abc import Callable
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
@@ -143,8 +144,9 @@ def classifier_of(model: nn.Module) -> nn.Module:
     Raises:
         CnnlabError: the model has no recognisable classifier.
     """
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is not None:
+        return get_classifier()
     for name in ("head", "classifier", "fc"):
         module = getattr(model, name, None)
         if isinstance(module, nn.Module):
@@ -162,7 +164,8 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(model, HeadedModel):
         return model.forward_features(x)
     if hasattr(model, "forward_head") and hasattr(model, "forward_features"):  # a timm model, or an own CNN
-        return model.forward_head(model.forward_features(x), pre_logits=True)
+        net: Any = model
+        return net.forward_head(net.forward_features(x), pre_logits=True)
     raise CnnlabError(
         f"{type(model).__name__} cannot split into features and head (no forward_features/forward_head); "
         "use --no-feature-cache"
@@ -171,10 +174,11 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def head_forward(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Pooled features -> logits; ``head_forward(m, pooled_features(m, x)) == m(x)``."""
+    net: Any = model  # a HeadedModel, a timm model or an own CNN
     if isinstance(model, HeadedModel) or not hasattr(model, "get_classifier"):  # own CNNs: their own head
-        return model.forward_head(features)
+        return net.forward_head(features)
     # timm CNNs apply their drop_rate right before the classifier, after pre-logits.
     drop = float(getattr(model, "drop_rate", 0.0) or 0.0)
     if drop > 0:
         features = F.dropout(features, p=drop, training=model.training)
-    return model.get_classifier()(features)
+    return net.get_classifier()(features)

@@ -34,8 +34,7 @@ def model_summary(model: nn.Module, input_shape: tuple[int, int, int], depth: in
     model.train(was_training)  # torchinfo leaves the model in eval mode
     # torchinfo prints the count's unit as an enum ("Total mult-adds (Units.MEGABYTES)"); it is a
     # count of multiply-adds in millions, not bytes.
-    text = re.sub(r"\(Units\.(\w+)\)", lambda m: f"({_COUNT_UNITS.get(m[1], m[1].lower())})", str(stats))
-    return text  # ends with trainable and non-trainable (frozen) parameter counts
+    return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({_COUNT_UNITS.get(m[1], m[1].lower())})", str(stats))
 
 
 def trainable_table(model: nn.Module) -> str:

@@ -10,8 +10,9 @@ import contextlib
 import logging
 import pickle
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
     from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
 
     if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
-        model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+        model: Any = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)
         load_lite0_imagenet(model)
         model.reset_classifier(num_classes)
         return model
@@ -65,7 +66,7 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
             return timm.create_model(
                 resolved, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
             )
-    except Exception as exc:  # hub errors vary (offline, 404, gated): all mean "no weights"
+    except Exception as exc:  # noqa: BLE001  hub errors vary (offline, 404, gated): all mean "no weights"
         raise CnnlabError(
             f"could not get ImageNet weights for '{resolved}' ({type(exc).__name__}; offline?); "
             "pass a local file with --weights FILE, or use --model efficientnet_lite0 whose "
@@ -77,6 +78,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads tensors from .safetensors or a .pt/.pth/.ckpt state dict, without unpickling code."""
     if not path.is_file():
         raise CnnlabError(f"weights file '{path}' not found; check the --weights path")
+    state: Any  # a state dict, a Lightning checkpoint, or whatever else the file holds
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -89,7 +91,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"'{path}' holds pickled Python objects, which could run code; cnnlab loads plain "
             "tensors only: save it with torch.save(model.state_dict(), ...) or as .safetensors"
         ) from None
-    except Exception as exc:  # truncated or not a weights file at all
+    except Exception as exc:  # noqa: BLE001  truncated or not a weights file at all
         raise CnnlabError(f"'{path}' is not a readable weights file ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}

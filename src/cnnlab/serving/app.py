@@ -17,8 +17,9 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -102,7 +103,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("error serving %s", request.url.path)
+        log.error("error serving %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -112,7 +113,8 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
     @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model.name, **model.describe(), "gradcam": model.has_checkpoint,
-                "uptime_s": round(time.monotonic() - started, 1), **counts, "batching": {**batcher.stats(), "decision": batching},
+                "uptime_s": round(time.monotonic() - started, 1), **counts,
+                "batching": {**batcher.stats(), "decision": batching},
                 "auth": {"api_key_required": guard.key_required,
                          "how": HOW_TO_SEND if guard.key_required else "no key needed",
                          "unauthorized": guard.unauthorized, "cross_site_refused": guard.cross_site_refused},

@@ -60,7 +60,8 @@ class ServedModel:
         one = torch.zeros(1, served.channels, served.stored_side, served.stored_side, dtype=torch.uint8)
         many = one.expand(batch, -1, -1, -1).contiguous()
         self.infer(one), self.infer(many)
-        singles, batched = [], []
+        singles: list[float] = []
+        batched: list[float] = []
         deadline = time.perf_counter() + budget_s
         for _ in range(7):
             for images, out in ((one, singles), (many, batched)):

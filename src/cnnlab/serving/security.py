@@ -18,7 +18,8 @@ import hmac
 
 from fastapi import HTTPException, Request
 
-HOW_TO_SEND = "send it as the header 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (curl -H 'Authorization: Bearer KEY' ...)"
+HOW_TO_SEND = ("send it as the header 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
+               "(curl -H 'Authorization: Bearer KEY' ...)")
 OTHER_SITES = ("cross-site", "same-site")
 
 
@@ -56,7 +57,8 @@ class Guard:
                                 headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(_digest(sent), self._key):
             self.unauthorized += 1
-            raise HTTPException(401, f"the API key sent is not this server's; ask its owner for the key and {HOW_TO_SEND}",
+            raise HTTPException(401,
+                                f"the API key sent is not this server's; ask its owner for the key and {HOW_TO_SEND}",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 

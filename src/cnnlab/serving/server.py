@@ -17,9 +17,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import uvicorn
 

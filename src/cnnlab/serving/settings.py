@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import ssl
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from cnnlab.errors import CnnlabError

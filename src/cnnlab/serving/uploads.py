@@ -11,13 +11,13 @@ from the header before any pixel is decoded, truncated files refused, EXIF orien
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
 
 import numpy as np
 from fastapi import HTTPException, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive
 
 from cnnlab.data.decode import UnreadableImage, decode_image
 from cnnlab.serving.settings import ServeSettings
@@ -44,11 +44,11 @@ def too_large(limit: int) -> HTTPException:
                               "(or start the server with a larger --max-upload-mb)")
 
 
-def counting_receive(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> Callable[[], Awaitable[dict[str, Any]]]:
+def counting_receive(receive: Receive, limit: int) -> Receive:
     """``receive`` that raises 413 as soon as the body read so far passes ``limit`` bytes."""
     seen = 0
 
-    async def counted() -> dict[str, Any]:
+    async def counted() -> Message:
         nonlocal seen
         message = await receive()
         if message["type"] == "http.request":
@@ -106,7 +106,7 @@ def form_files(form: FormData) -> list[UploadFile]:
     """
     values = form.getlist(FIELD)
     if not values:
-        others = ", ".join(sorted({str(k) for k in form.keys()})) or "no field"
+        others = ", ".join(sorted({str(k) for k in form})) or "no field"
         raise HTTPException(422, f"the form has no '{FIELD}' field (it has: {others}); {HOW}")
     texts = [v for v in values if not isinstance(v, UploadFile)]
     if texts:

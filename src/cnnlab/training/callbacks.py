@@ -32,7 +32,8 @@ class EpochLines(L.Callback):
         epoch, seconds = self._pending
         metrics = trainer.callback_metrics
         parts = [f"{key} {float(metrics[key]):.4g}" for key in self.KEYS if key in metrics]
-        print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts) + f"  ({seconds:.1f}s)", flush=True)
+        print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts) + f"  ({seconds:.1f}s)",
+              flush=True)
         self._pending = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -111,13 +112,14 @@ class CheapValidationTTA(L.Callback):
         self._saved: str | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = getattr(pl_module, "model", None)
+        net: Any = getattr(pl_module, "model", None)
         if hasattr(net, "tta") and hasattr(net, "fit_tta"):
             self._saved, net.tta = net.tta, net.fit_tta
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved is not None:
-            pl_module.model.tta, self._saved = self._saved, None
+            net: Any = pl_module.model
+            net.tta, self._saved = self._saved, None
 
 
 class ThreadWatchTicks(L.Callback):
@@ -130,7 +132,8 @@ class ThreadWatchTicks(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         new_phase()  # a stage's batches are not the previous phase's: compare throughput within it
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._began = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

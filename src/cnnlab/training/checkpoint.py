@@ -5,18 +5,23 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
+from cnnlab.config.sections import Channels
 from cnnlab.data.crop import crop_pct_of, decode_side, input_side
 from cnnlab.data.normalize import Normalize
 from cnnlab.errors import CnnlabError
 from cnnlab.models.weights import read_state_dict
+from cnnlab.threads import for_command
 from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.build import build_model
 from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
+
+if TYPE_CHECKING:
+    from cnnlab.training.module import ClassifierModule
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -55,7 +60,7 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(model_state(read_checkpoint(path)))
 
 
-def load_module_weights(module: nn.Module, path: str | Path) -> None:
+def load_module_weights(module: ClassifierModule, path: str | Path) -> None:
     """Loads a checkpoint's network weights into a ClassifierModule's model."""
     load_model_weights(module.model, path)
 
@@ -70,8 +75,8 @@ class TrainedModel:
     meta: dict[str, Any]
 
     @property
-    def channels(self) -> int:
-        return int(self.meta["preprocess"]["channels"])
+    def channels(self) -> Channels:
+        return cast(Channels, int(self.meta["preprocess"]["channels"]))  # 1 or 3, as it was trained
 
     @property
     def image_size(self) -> int | list[int]:
@@ -118,6 +123,7 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     Raises:
         CnnlabError: when the run has no checkpoint yet.
     """
+    for_command()  # every command that opens a run computes on the thread policy's count (cnnlab.threads)
     config = read_run_config(files)
     meta = read_meta(files)
     state = run_weights(files, which)

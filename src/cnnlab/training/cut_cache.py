@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,7 +100,7 @@ class CutCache:
                 self.activations[name] = torch.cat(chunks)
 
     def training(self, module_kwargs: dict[str, Any], data: PreparedData, batch_size: int, seed: int,
-                 balanced: bool) -> tuple["CutTopModule", FeatureDataModule]:
+                 balanced: bool) -> tuple[CutTopModule, FeatureDataModule]:
         """The stage's module and data: the top trained on the cached activations."""
         if not all(name in self.activations for name in ("train", "val", "test")):
             self._extract(data, module_kwargs["normalize"])
@@ -163,7 +164,8 @@ def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: Pre
         per_image = cut.bottom_forward(sample[:1]).numel() * 4
     needed = per_image * sum(len(s) for s in data.splits.values())
     if needed > MAX_BYTES:
-        return None, f"its activations would take {needed / 2**30:.1f} GiB (the cache's limit is {MAX_BYTES / 2**30:.0f})"
+        return None, (f"its activations would take {needed / 2**30:.1f} GiB "
+                      f"(the cache's limit is {MAX_BYTES / 2**30:.0f})")
     return CutCache(cut, stage), ""
 
 
@@ -191,4 +193,4 @@ class CutTopModule(FeatureHeadModule):
         return self.cut.top_forward(activations)
 
 
-__all__ = ["CutCache", "CutTopModule", "plan_cut", "top_accuracy", "apply_stage"]
+__all__ = ["CutCache", "CutTopModule", "apply_stage", "plan_cut", "top_accuracy"]

@@ -22,8 +22,9 @@ import sys
 import threading
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cnnlab.errors import CnnlabError
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere

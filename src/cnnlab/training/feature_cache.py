@@ -12,8 +12,9 @@ scheduler and checkpoints are the same, and its checkpoints hold the whole model
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,12 +25,11 @@ from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, trainer_shard
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
-from cnnlab.models.inference import Augment, eval_mode, model_device, run_batches
+from cnnlab.models.inference import Augment, model_device, run_batches
 from cnnlab.progress import Listener, Progress
 from cnnlab.threads import watch
-from cnnlab.training.ranks import SINGLE, Ranks
 from cnnlab.training.module import ClassifierModule
-
+from cnnlab.training.ranks import SINGLE, Ranks
 
 
 @dataclass
@@ -209,7 +209,8 @@ class FeatureHeadModule(ClassifierModule):
         kwargs.pop("normalize", None)
         super().__init__(model=model, num_classes=num_classes, normalize=Normalize([0.0], [1.0]),
                          train_cfg=train_cfg, augment=None, mix=None, **kwargs)
-        self.cpu_threads, self._saved_threads = cpu_threads, None
+        self.cpu_threads = cpu_threads
+        self._saved_threads: int | None = None
 
     def on_fit_start(self) -> None:
         if self.cpu_threads is not None and self.device.type == "cpu":

@@ -25,22 +25,22 @@ from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
 from cnnlab.phases import phase
+from cnnlab.threads import watch
 from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.cut_cache import plan_cut
 from cnnlab.training.distributed import in_processes
-from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
-from cnnlab.threads import watch
 from cnnlab.training.optim import apply_speedups, apply_threads
+from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
-from cnnlab.training.trainer import run_autocast
 from cnnlab.training.tracking import finish_tracking, resume_tracking
+from cnnlab.training.trainer import run_autocast
 
 log = logging.getLogger("cnnlab")
 
@@ -65,7 +65,10 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, result: FitResult | None, files: RunFiles | None = None,
                  saved: str = "the last finished epoch is saved") -> None:
-        self.files: RunFiles = files if files is not None else result.files  # type: ignore[union-attr]
+        if files is None:
+            assert result is not None, "an interruption carries its result or its files"
+            files = result.files
+        self.files: RunFiles = files
         super().__init__(f"interrupted: {self.files.root}")
         self.result, self.saved = result, saved
 
@@ -226,7 +229,11 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if ranks.is_zero:
         trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
     if records and resumable is None:  # the next stage starts from the best so far
-        ranks.from_zero(lambda: files.best.is_file() and load_model_weights(ctx.model, files.best))
+        def load_best() -> None:
+            if files.best.is_file():
+                load_model_weights(ctx.model, files.best)
+
+        ranks.from_zero(load_best)
         ranks.share_weights(ctx.model)
     todo = [stage for stage in plan if stage.name not in finished]
     attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
@@ -243,7 +250,8 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if budget_total and not records and resumable is None:
         print(split_line(budget_total, [stage.name for stage in plan]))
     module_kwargs = _module_kwargs(ctx)
-    cut_cache, why = None, "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
+    cut_cache = None
+    why = "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
     if not why:
         cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
     if why and any(stage.name == "finetune" for stage in todo):
@@ -263,8 +271,8 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         previous = records[-1] if records else None  # its best.ckpt is the one to beat
         with phase("training"):
             outcome = _fit_guarded(
-                lambda: fit_stage(ctx, stage, module_kwargs, ckpt, previous, budget, plan.index(stage),
-                                  batches.per_device, cut_cache),
+                partial(fit_stage, ctx, stage, module_kwargs, ckpt, previous, budget, plan.index(stage),
+                        batches.per_device, cut_cache),
                 files, config.data.batch_size,
             )
         module = outcome.module
@@ -275,7 +283,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         if outcome.interrupted:
             attempt["ended"] = "interrupted"
             ctx.meta["status"] = "interrupted"
-            ctx.meta["stages"] = records + [record]
+            ctx.meta["stages"] = [*records, record]
             ctx.save_meta()
             raise TrainingInterrupted(FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config))
         record["done"] = True

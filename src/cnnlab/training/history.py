@@ -14,12 +14,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.fabric.loggers.logger import rank_zero_experiment
 
 from cnnlab.io import atomic_write_text
 
@@ -93,7 +93,7 @@ class HistoryCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(log_dir=self.log_dir, stage=self.stage)
-        return self._experiment
+        return cast(ExperimentWriter, self._experiment)  # declared as the base class's writer
 
 
 def load_history(path: Path) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +27,8 @@ class ClassifierModule(L.LightningModule):
     Batches arrive as uint8 (N, C, H, W); converting and augmenting after the transfer keeps the
     host-to-device copy 4x smaller and lets a GPU do the augmentation.
     """
+
+    class_weights: torch.Tensor | None  # a buffer
 
     def __init__(
         self,
@@ -105,7 +108,11 @@ class ClassifierModule(L.LightningModule):
         self.log("lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # the same on every rank
 
     def configure_optimizers(self) -> Any:
-        params = self.param_groups or [p for p in self.model.parameters() if p.requires_grad]
+        params: list[Any]  # parameter groups, or parameters
+        if self.param_groups:  # noqa: SIM108  with `or`, mypy types the comprehension as groups
+            params = self.param_groups
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, self.train_cfg, self.train_cfg.lr)
         scheduler = build_scheduler(optimizer, self.train_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

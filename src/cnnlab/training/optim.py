@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ def build_scheduler(
     and ``cosine`` step every batch over ``total_steps``, or, with ``cfg.time_budget``, over
     whichever ends first: the steps or the time (see ``cnnlab.training.time_budget``).
     """
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if cfg.time_budget and cfg.scheduler in ("onecycle", "cosine"):
         scheduler = budget_scheduler(optimizer, cfg.scheduler, float(cfg.time_budget), total_steps)
         return {"scheduler": scheduler, "interval": "step"}

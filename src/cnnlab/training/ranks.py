@@ -9,8 +9,9 @@ The exchanges use a gloo group of their own (CPU objects, whatever the devices t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cnnlab.errors import CnnlabError
 from cnnlab.machine import peak_rss_bytes
@@ -68,7 +69,7 @@ class Ranks:
             return value
         import torch.distributed as dist
 
-        box = [value if self.is_zero else None]
+        box: list[Any] = [value if self.is_zero else None]
         with _exchange():
             dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
@@ -89,14 +90,16 @@ class Ranks:
 
     def from_zero(self, fn: Callable[[], T]) -> T:
         """``fn()`` run by rank 0 only; its result reaches every rank, its failure stops them all."""
-        return fn() if not self.several else self._zero_runs(fn, share=True)  # type: ignore[return-value]
+        if not self.several:
+            return fn()
+        return cast(T, self._zero_runs(fn, share=True))  # shared: rank 0's value, on every rank
 
     def zero_first(self, fn: Callable[[], T]) -> T:
         """``fn()`` on rank 0, then on the other ranks, which may read what rank 0 wrote (a cache)."""
         if not self.several:
             return fn()
         value = self._zero_runs(fn, share=False)
-        return value if self.is_zero else fn()  # type: ignore[return-value]
+        return cast(T, value) if self.is_zero else fn()  # rank 0 has its own value
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any of them."""
@@ -166,6 +169,7 @@ class Ranks:
             return
         state = self.broadcast({k: v.detach().cpu() for k, v in model.state_dict().items()} if self.is_zero else None)
         if not self.is_zero:
+            assert state is not None  # rank 0's
             model.load_state_dict(state)
 
 

@@ -4,7 +4,7 @@ numbers as an uninterrupted one and checkpoints still load with ``weights_only=T
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ import torch
 
 def capture() -> dict[str, Any]:
     """The torch (CPU and CUDA), NumPy and Python RNG states, in checkpoint-safe types."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # legacy=True (the default) gives the tuple, not the dict
+    kind, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

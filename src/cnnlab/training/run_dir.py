@@ -172,7 +172,8 @@ class RunFiles(ResultFiles):
                  self.torchscript, self.deploy_meta, self.architecture, self.pruned_weights]
         names = [p.relative_to(self.root).as_posix() for p in files]
         folders = [self.tensorboard, self.root / "eval", self.explain, self.tables, self.pruned]
-        return names + [f.file for f in FIGURES.values()] + [f"{p.relative_to(self.root).as_posix()}/*" for p in folders]
+        return (names + [f.file for f in FIGURES.values()]
+                + [f"{p.relative_to(self.root).as_posix()}/*" for p in folders])
 
 
 def default_name(config: RunConfig) -> str:

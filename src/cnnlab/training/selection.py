@@ -77,8 +77,9 @@ class ValidationRecord(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        loss = float(pl_module.val_loss.compute())  # synced over processes, as Lightning logs it
-        accuracy = float(pl_module.val_acc.compute())
+        metrics: Any = pl_module  # a classifier module: its val_loss and val_acc torchmetrics
+        loss = float(metrics.val_loss.compute())  # synced over processes, as Lightning logs it
+        accuracy = float(metrics.val_acc.compute())
         errors = round((1.0 - accuracy) * self.val_images)
         score = select_score(errors, loss, self.criterion)
         if self.criterion != "loss":  # the loss criterion's checkpoint watches val_loss itself

@@ -14,11 +14,12 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
@@ -166,10 +167,12 @@ def fit_stage(
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
     hooks: TrainingHooks = ctx.hooks
     cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
-    on_cut = cut_cache is not None and cut_cache.stage == stage
+    cut_here = cut_cache if cut_cache is not None and cut_cache.stage == stage else None  # trains on its activations
+    on_cut = cut_here is not None
     how = " (backbone features computed once, then cached)" if cached else ""
-    if on_cut:
-        how = f" (on the frozen layers' output below {cut_cache.cut.where}, computed once: each epoch runs only the top)"
+    if cut_here is not None:
+        how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
+               "each epoch runs only the top)")
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
           f"lr {stage.lr:g}, up to {stage.epochs} epochs"
           f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
@@ -192,9 +195,9 @@ def fit_stage(
         datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
-    elif on_cut:
-        module, datamodule = cut_cache.training(kwargs, data, batch_size, config.train.seed, balanced)
-        test_accuracy = lambda: cut_cache.test_accuracy(data.splits["test"].labels)  # noqa: E731
+    elif cut_here is not None:
+        module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
+        test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
         module = hooks.module_factory(**kwargs)
         datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
@@ -226,7 +229,8 @@ def fit_stage(
                 signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     best_score = checkpoint.best_model_score
     own = validation.best  # the stage's own best epoch on its criterion
-    replaced = own is not None and (to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
+    replaced = own is not None and (to_beat is None
+                                    or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
     kept_loss = own["loss"] if replaced and own else (previous or {}).get("best_val_loss")
     record = {
         "name": stage.name,
@@ -236,7 +240,7 @@ def fit_stage(
         "params_trainable": trainable,
         "params_frozen": frozen,
         "feature_cache": cached,
-        "activation_cache": cut_cache.cut.where if on_cut else None,
+        "activation_cache": cut_here.cut.where if cut_here is not None else None,
         "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
         "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
         "val_at_best": own,  # the validation figures of the stage's own best epoch

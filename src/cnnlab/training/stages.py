@@ -2,8 +2,9 @@
 
 Stage 1 (``frozen``) trains the head on a frozen backbone at ``train.lr``; stage 2 (``finetune``)
 also unfreezes the backbone's top (``transfer.finetune_blocks`` blocks, or
-``transfer.finetune_layers`` layers) at ``transfer.finetune_lr`` on ``transfer.finetune_scheduler``. A ``train`` stage trains
-everything at ``train.lr`` (from scratch, or ``--stages full``). One ``trainer.fit`` per stage.
+``transfer.finetune_layers`` layers) at ``transfer.finetune_lr`` on ``transfer.finetune_scheduler``.
+A ``train`` stage trains everything at ``train.lr`` (from scratch, or ``--stages full``). One
+``trainer.fit`` per stage.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import lightning as L
 from torch import nn
 
 from cnnlab.config import RunConfig, TransferConfig
+from cnnlab.config.sections import Scheduler
 from cnnlab.errors import CnnlabError
-from cnnlab.models.summary import count_parameters
 from cnnlab.models.freeze import (
     freeze_backbone,
     param_groups,
@@ -26,6 +27,7 @@ from cnnlab.models.freeze import (
     unfreeze_last_blocks,
     unfreeze_last_layers,
 )
+from cnnlab.models.summary import count_parameters
 from cnnlab.training.selection import verdict
 
 log = logging.getLogger("cnnlab")
@@ -48,7 +50,7 @@ class Stage:
     # Backbone BatchNorm in inference mode even where unfrozen (Keras' fine-tuning advice): its
     # ImageNet statistics are kept, and the head sees the features it was trained on.
     bn_eval: bool = False
-    scheduler: str | None = None  # the stage's own LR schedule (None: --scheduler)
+    scheduler: Scheduler | None = None  # the stage's own LR schedule (None: --scheduler)
 
     @property
     def head_only(self) -> bool:

@@ -34,7 +34,14 @@ from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
 from cnnlab.training.run_dir import (
-    RunFiles, new_run_dir, open_run, read_meta, read_run_config, write_config, write_meta, write_skipped,
+    RunFiles,
+    new_run_dir,
+    open_run,
+    read_meta,
+    read_run_config,
+    write_config,
+    write_meta,
+    write_skipped,
 )
 from cnnlab.training.stages import plan_stages
 from cnnlab.training.tracking import META_KEY, start_tracking
@@ -61,7 +68,8 @@ class RunContext:
             write_meta(self.files, self.meta)
 
 
-def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare_here(config: RunConfig,
+                  cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     needs = model_input(config.model.name, config.model.pretrained).needs()
     with phase("data"):
@@ -186,5 +194,9 @@ def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None
     files, meta, config = ranks.from_zero(lambda: resume_config(path))
     data, _, model, _ = _prepare(config, ranks)
     resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
-    checkpoint = ranks.from_zero(lambda: (check_same_data(meta, data), resume_point(files))[1])
+    def checked_resume_point() -> str | None:
+        check_same_data(meta, data)
+        return resume_point(files)
+
+    checkpoint = ranks.from_zero(checked_resume_point)
     return RunContext(config, files, data, model, meta, ranks), checkpoint

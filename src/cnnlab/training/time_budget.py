@@ -11,11 +11,13 @@ for step, even with ``--seed``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -55,10 +57,7 @@ class BudgetSchedule:
 
     def progress(self, step: int) -> float:
         """Fraction of the run done at optimizer step ``step``."""
-        if self.budget is not None:
-            used = self.budget.progress()
-        else:
-            used = (self._clock() - self._start) / self.seconds
+        used = self.budget.progress() if self.budget is not None else (self._clock() - self._start) / self.seconds
         return max(step / self.total_steps, used)
 
     def __call__(self, step: int) -> float:
@@ -163,7 +162,8 @@ class TimeBudget(L.Callback):
                 schedule.budget = self
         self._val_images = _validation_size(trainer)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         now = self._clock()
         if self._val_start is not None:  # a validation (and its checkpoint saving) just ended
             self._record_validation(now - self._val_start)
@@ -177,7 +177,7 @@ class TimeBudget(L.Callback):
         if images:
             self._image_s = self.batch_estimate() / images
         last = batch_idx + 1 >= trainer.num_training_batches
-        reading = (self.elapsed(), self.reserve(last), self.reserve())
+        reading: tuple[float, ...] = (self.elapsed(), self.reserve(last), self.reserve())
         if trainer.world_size > 1:  # rank 0's clock for all: every rank steps the same LR and stops together
             reading = tuple(trainer.strategy.broadcast(reading))
         elapsed, reserve_now, reserve_later = reading
@@ -209,16 +209,15 @@ def _batch_size(batch: Any) -> int:
 def _validation_size(trainer: L.Trainer) -> int:
     """Images in the validation set (0 if unknown); Lightning builds its loaders only when first used."""
     loaders = trainer.val_dataloaders
-    if loaders is None and trainer.datamodule is not None:
+    datamodule = getattr(trainer, "datamodule", None)  # set by Lightning's data connector, not declared
+    if loaders is None and datamodule is not None:
         try:
-            loaders = trainer.datamodule.val_dataloader()
+            loaders = datamodule.val_dataloader()
         except Exception:  # noqa: BLE001  no val loader, or one that cannot be built yet: estimate 0
             return 0
     loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders] if loaders is not None else []
     total = 0
     for loader in loaders:
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             total += len(loader.dataset)
-        except (AttributeError, TypeError):
-            pass
     return total

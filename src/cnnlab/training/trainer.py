@@ -7,8 +7,9 @@ import io
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -72,7 +73,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def resolve_precision(cfg: TrainConfig) -> str:
+# Precision less "auto", which resolve_precision settles
+ResolvedPrecision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+
+
+def resolve_precision(cfg: TrainConfig) -> ResolvedPrecision:
     """The precision to train in.
 
     ``auto``: mixed precision where the hardware gains from it (CUDA), full fp32 on the CPU.
