@@ -86,23 +86,25 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
-def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS,
+             tta: bool = False) -> dict[str, Any]:
     """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
-    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
+    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict (with ``tta=True``
+    also its ``tta`` entry: the scores with test-time augmentation, the views and time per image).
     """
-    return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads)
+    return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads, tta)
 
 
 def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-            threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+            threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
     """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
-    TorchScript file written by ``cnnlab export`` on its own."""
+    TorchScript file written by ``cnnlab export`` on its own; ``tta`` averages test-time views."""
     if not isinstance(run, Run) and Path(run).expanduser().is_file():
         from cnnlab.deploy.predict import predict_with
 
-        return predict_with(run, items_of(images), top_k, runtime, threads)
-    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
+        return predict_with(run, items_of(images), top_k, runtime, threads, tta)
+    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads, tta)
 
 
 
