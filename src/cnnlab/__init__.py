@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.version import __version__
 
 if TYPE_CHECKING:
-    from cnnlab.api import Run, compare, configure, distill, evaluate, load_run, predict, resume, serve, train
+    from cnnlab.api import (
+        Run, compare, configure, distill, evaluate, label_issues, load_run, lr_find, predict, resume, serve, train,
+    )
 
-_API = ("Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "serve", "train")
+_API = ("Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
+        "resume", "serve", "train")
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]

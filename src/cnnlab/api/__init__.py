@@ -23,9 +23,11 @@ from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
     from cnnlab.comparison.architectures import Comparison
+    from cnnlab.cleaning.issues import LabelIssues
+    from cnnlab.training.lr_finder import LrFinding
 
-__all__ = ["Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "run_training",
-           "serve", "train"]
+__all__ = ["Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
+           "resume", "run_training", "serve", "train"]
 
 
 def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
@@ -75,6 +77,41 @@ def resume(run: Run | str | Path) -> Run:
     path = run.path if isinstance(run, Run) else Path(run)
     files, _ = evaluation_jobs().train_and_evaluate(None, f"cnnlab.resume({str(path)!r})", resume_path=str(path))
     return Run(files.root)
+
+
+def lr_find(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
+            augment: str | None = None, out: str | Path | None = None, steps: int | None = None,
+            start_lr: float | None = None, end_lr: float | None = None, settings: RunConfig | None = None,
+            **options: Any) -> "LrFinding":
+    """The learning-rate finder on what :func:`train` with the same options would train, as ``cnnlab lr-find``.
+
+    Returns the finding: ``.lr`` (the pick), ``.rule``, ``.lrs``/``.losses`` (the curve) and ``.folder``
+    (where lr_find.png and lr_find.json went). ``settings``: a checked RunConfig instead of the options.
+    """
+    from cnnlab.training.find_rate import find_rate
+    from cnnlab.training.lr_finder import END_LR, START_LR, STEPS
+
+    from cnnlab.errors import CnnlabError
+
+    start_lr, end_lr = start_lr or START_LR, end_lr or END_LR
+    if not start_lr < end_lr:  # before any image is decoded
+        raise CnnlabError(f"the finder's rates must grow: --start-lr {start_lr:g} must be below --end-lr {end_lr:g}")
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    finding, files = find_rate(run_config, out, steps or STEPS, start_lr, end_lr)
+    finding.folder = files.root
+    return finding
+
+
+def label_issues(data: str | Path | None = None, *, folds: int = 5, gallery: int = 24, out: str | Path | None = None,
+                 copy_to: str | Path | None = None, recipe: str | None = None, config: str | Path | None = None,
+                 augment: str | None = None, settings: RunConfig | None = None, **options: Any) -> "LabelIssues":
+    """Images whose label is probably wrong, as ``cnnlab data label-issues``: ``.rows`` (best suspects first:
+    path, split, given and suggested label, confidence, why), ``.table`` (a DataFrame) and ``.folder``
+    (label_issues.csv, .png, .html). ``options`` are run options (``model=``, ``pretrained=``, ``epochs=``...)."""
+    from cnnlab.cleaning.issues import find_label_issues
+
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    return find_label_issues(run_config, out, folds, gallery, copy_to)
 
 
 def load_run(path: str | Path) -> Run:

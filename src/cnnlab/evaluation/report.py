@@ -154,6 +154,12 @@ def _improvement(stages: list[dict[str, Any]]) -> str:
 
 def _training(files: RunFiles, run: dict[str, Any]) -> str:
     out = [_figure(files, "history") or _missing("Training history")]
+    found = run.get("lr_find") if isinstance(run.get("lr_find"), dict) else {}
+    if found.get("lr") is not None:  # --lr auto: the rate the finder picked, and how
+        out.append(f"<p>Learning rate {float(found['lr']):.3g} for stage '{_e(found.get('stage', ''))}', picked by "
+                   f"the learning-rate finder ({_e(found.get('steps'))} rates from {_e(found.get('start_lr'))} to "
+                   f"{_e(found.get('end_lr'))}, {_e(found.get('seconds'))} s). Rule: {_e(found.get('rule', ''))}.</p>"
+                   + _figure(files, "lr_find"))
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
         history = load_history(files.metrics_csv)

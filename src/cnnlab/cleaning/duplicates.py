@@ -1,0 +1,77 @@
+"""The same picture under two labels: exact copies (identical decoded pixels) and near copies.
+
+Near copies are compared on small thumbnails (16 x 16 per channel, mean removed, unit length):
+a photo resized, re-encoded or slightly brightened stays above a cosine similarity of
+:data:`NEAR` with its original, while different photos of one texture or object fall below it.
+Only pairs under different labels are returned: copies under one label are no label problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data.types import ImageSet
+from cnnlab.progress import Progress
+
+THUMB = 16  # px: enough to tell photos apart, small enough to compare every pair
+NEAR = 0.98  # cosine similarity of thumbnails from which two images count as one picture
+MAX_PAIRWISE = 50_000  # images: beyond, near copies are not searched (N^2 comparisons); exact ones still are
+BATCH = 512
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two images of one picture under different labels."""
+
+    first: int
+    second: int
+    similarity: float  # 1.0 for exact copies
+
+    @property
+    def exact(self) -> bool:
+        return self.similarity >= 1.0
+
+
+def _thumbnails_and_hashes(images: ImageSet) -> tuple[torch.Tensor, list[str]]:
+    thumbs, hashes = [], []
+    with Progress("comparing images for copies", len(images)) as progress:
+        for start in range(0, len(images), BATCH):
+            batch = images.take(np.arange(start, min(start + BATCH, len(images))))
+            hashes += [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in batch]
+            small = F.adaptive_avg_pool2d(batch.float(), THUMB).flatten(1)
+            small = small - small.mean(1, keepdim=True)
+            thumbs.append(F.normalize(small, dim=1))
+            progress.advance(len(batch))
+    return torch.cat(thumbs), hashes
+
+
+def find_conflicts(images: ImageSet, near: float = NEAR) -> tuple[list[Conflict], str | None]:
+    """Pairs of exact or near copies under different labels, most similar first; and a note when
+    near copies were not searched (too many images)."""
+    labels = images.labels.numpy()
+    thumbs, hashes = _thumbnails_and_hashes(images)
+    found: dict[tuple[int, int], float] = {}
+    first_of: dict[str, int] = {}
+    for index, digest in enumerate(hashes):
+        other = first_of.setdefault(digest, index)
+        if other != index and labels[other] != labels[index]:
+            found[(other, index)] = 1.0
+    note = None
+    if len(images) > MAX_PAIRWISE:
+        note = f"near copies were not searched: {len(images):,} images (more than {MAX_PAIRWISE:,})"
+    else:
+        label_tensor = torch.as_tensor(labels)
+        for start in range(0, len(images), BATCH):
+            similarity = thumbs[start : start + BATCH] @ thumbs.T
+            rows, cols = torch.nonzero(similarity >= near, as_tuple=True)
+            for row, col in zip((rows + start).tolist(), cols.tolist()):
+                if row < col and label_tensor[row] != label_tensor[col]:
+                    value = 1.0 if (row, col) in found else min(float(similarity[row - start, col]), 0.9999)
+                    found[(row, col)] = value
+    conflicts = [Conflict(a, b, s) for (a, b), s in found.items()]
+    return sorted(conflicts, key=lambda c: (-c.similarity, c.first, c.second)), note
