@@ -1,9 +1,12 @@
 """The same picture under two labels: exact copies (identical decoded pixels) and near copies.
 
-Near copies are compared on small thumbnails (16 x 16 per channel, mean removed, unit length):
+Near copies are compared on small thumbnails (32 x 32 per channel, mean removed, unit length):
 a photo resized, re-encoded or slightly brightened stays above a cosine similarity of
-:data:`NEAR` with its original, while different photos of one texture or object fall below it.
-Only pairs under different labels are returned: copies under one label are no label problem.
+:data:`NEAR` with its original, and the two are each other's closest image. Only pairs under
+different labels are returned: copies under one label are no label problem. On dtd10 (1,200
+texture photos) 6 pairs under different labels passed 0.98 at 32 px (21 at 16 px), while the
+closest different photos under one label reached 0.998: hence "each other's closest" too, which a
+photo that merely resembles a whole class (one of many similar ones) is not.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from cnnlab.data.types import ImageSet
 from cnnlab.progress import Progress
 
-THUMB = 16  # px: enough to tell photos apart, small enough to compare every pair
+THUMB = 32  # px: enough to tell photos apart, small enough to compare every pair
 NEAR = 0.98  # cosine similarity of thumbnails from which two images count as one picture
 MAX_PAIRWISE = 50_000  # images: beyond, near copies are not searched (N^2 comparisons); exact ones still are
 BATCH = 512
@@ -50,6 +53,18 @@ def _thumbnails_and_hashes(images: ImageSet) -> tuple[torch.Tensor, list[str]]:
     return torch.cat(thumbs), hashes
 
 
+def _closest(thumbs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's most similar other image, and that similarity."""
+    closest, similarity = [], []
+    for start in range(0, len(thumbs), BATCH):
+        block = thumbs[start : start + BATCH] @ thumbs.T
+        block[torch.arange(len(block)), torch.arange(start, start + len(block))] = -2.0  # not itself
+        best = block.max(1)
+        closest.append(best.indices)
+        similarity.append(best.values)
+    return torch.cat(closest), torch.cat(similarity)
+
+
 def find_conflicts(images: ImageSet, near: float = NEAR) -> tuple[list[Conflict], str | None]:
     """Pairs of exact or near copies under different labels, most similar first; and a note when
     near copies were not searched (too many images)."""
@@ -64,14 +79,11 @@ def find_conflicts(images: ImageSet, near: float = NEAR) -> tuple[list[Conflict]
     note = None
     if len(images) > MAX_PAIRWISE:
         note = f"near copies were not searched: {len(images):,} images (more than {MAX_PAIRWISE:,})"
-    else:
-        label_tensor = torch.as_tensor(labels)
-        for start in range(0, len(images), BATCH):
-            similarity = thumbs[start : start + BATCH] @ thumbs.T
-            rows, cols = torch.nonzero(similarity >= near, as_tuple=True)
-            for row, col in zip((rows + start).tolist(), cols.tolist()):
-                if row < col and label_tensor[row] != label_tensor[col]:
-                    value = 1.0 if (row, col) in found else min(float(similarity[row - start, col]), 0.9999)
-                    found[(row, col)] = value
+    elif len(images) > 1:
+        closest, similarity = _closest(thumbs)
+        for index, other in enumerate(closest.tolist()):
+            if index < other and closest[other] == index and labels[index] != labels[other] \
+                    and similarity[index] >= near and (index, other) not in found:
+                found[(index, other)] = min(float(similarity[index]), 0.9999)
     conflicts = [Conflict(a, b, s) for (a, b), s in found.items()]
     return sorted(conflicts, key=lambda c: (-c.similarity, c.first, c.second)), note

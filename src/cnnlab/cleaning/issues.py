@@ -166,7 +166,7 @@ def draw_gallery(images: ImageSet, rows: list[dict[str, Any]], out: Path, count:
     if not shown:
         return None
     grid_rows, cols = grid_shape(len(shown), max_cols=6)
-    fig = new_figure(2.1 * cols, 2.5 * grid_rows)
+    fig = new_figure(max(2.1 * cols, 6.5), 2.5 * grid_rows + 0.3)
     pictures = images.take([row["_index"] for row in shown]).numpy()
     for place, (row, picture) in enumerate(zip(shown, pictures)):
         ax = fig.add_subplot(grid_rows, cols, place + 1)
@@ -176,7 +176,7 @@ def draw_gallery(images: ImageSet, rows: list[dict[str, Any]], out: Path, count:
         else:
             title = f"#{row['rank']} given: {short(row['given_label'], 14)}\nthe same picture, other label"
         show_image(ax, picture, title, color="#8b0000")
-    return save_figure(fig, out, "Images whose label is probably wrong (given vs what the model says)")
+    return save_figure(fig, out, "Probable label errors: given label vs the model's")
 
 
 def _write_page(result: LabelIssues, source: str) -> None:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                   title=f"{info['label_issues']} probable label errors, {info['copies_under_other_labels']} copies under "
                         f"another label, of {result.images} images")
     for row in result.rows[:SHOWN]:
-        why = "label" if row["issue"].startswith("label") else "copy under another label"
+        why = ", ".join(w for w, key in (("label", "label:"), ("copy under another label", "copy under")) if key in row["issue"])
         table.add_row(str(row["rank"]), escape(row["path"]), escape(row["given_label"]), escape(row["suggested_label"]),
                       f"{row['confidence']:.0%}", why)
     console.print(table)
