@@ -18,10 +18,11 @@ from cnnlab.version import __version__
 if TYPE_CHECKING:
     from cnnlab.api import (
         Run, compare, configure, distill, evaluate, label_issues, load_run, lr_find, predict, resume, serve, train,
+        tune,
     )
 
 _API = ("Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
-        "resume", "serve", "train")
+        "resume", "serve", "train", "tune")
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from cnnlab.comparison.architectures import Comparison
     from cnnlab.cleaning.issues import LabelIssues
     from cnnlab.training.lr_finder import LrFinding
+    from cnnlab.tuning.study import TuneResult
 
 __all__ = ["Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
-           "resume", "run_training", "serve", "train"]
+           "resume", "run_training", "serve", "train", "tune"]
 
 
 def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
@@ -112,6 +113,29 @@ def label_issues(data: str | Path | None = None, *, folds: int = 5, gallery: int
 
     run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
     return find_label_issues(run_config, out, folds, gallery, copy_to)
+
+
+def tune(data: str | Path | None = None, *, time_budget: float | None = None, out: str | Path | None = None,
+         trial_budget: float | None = None, trials: int | None = None, recipe: str | None = None,
+         config: str | Path | None = None, augment: str | None = None, settings: RunConfig | None = None,
+         command: str | None = None, **options: Any) -> "TuneResult":
+    """Searches the options that matter within ``time_budget`` seconds, as ``cnnlab tune``.
+
+    ``options`` describe trial 0 and the ranges (``model=``, ``pretrained=``, ``epochs=``...). Returns the
+    trials (``.trials``), the best (``.best``, ``.best_config``, ``.test_accuracy``) and the files
+    (``.files.best_yaml`` for ``cnnlab train --config``). The same call continues a stopped search.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.training.run_dir import default_name
+    from cnnlab.tuning.study import tune as run_search
+
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    budget = time_budget if time_budget is not None else run_config.train.time_budget
+    if budget is None:
+        raise CnnlabError("tune needs a time budget: time_budget=SECONDS (--time-budget), for the whole search")
+    folder = Path(out) if out is not None else Path("tune") / default_name(run_config)
+    call = command or f"cnnlab.tune({run_config.data.source!r}, time_budget={budget!r})"
+    return run_search(run_config, folder, float(budget), trial_budget, trials, call)
 
 
 def load_run(path: str | Path) -> Run:

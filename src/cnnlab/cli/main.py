@@ -25,6 +25,7 @@ from cnnlab.cli import (
     report_cmd,
     serve_cmd,
     train_cmd,
+    tune_cmd,
 )
 from cnnlab.cli.parser import Parser
 from cnnlab.errors import CnnlabError
@@ -44,6 +45,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
     lr_find_cmd.add_parser(commands)
+    tune_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
     deploy_cmd.add_parser(commands)
     report_cmd.add_parser(commands)

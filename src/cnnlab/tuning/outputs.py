@@ -87,6 +87,7 @@ def _plot(draw: Any, study: Any, out: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "few trials for this parameter": the plot says as much
         try:
             axes = draw(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # too few finished trials for it

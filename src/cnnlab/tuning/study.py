@@ -56,11 +56,16 @@ class TuneResult:
 def _storage(files: TuneFiles) -> Any:
     """The SQLite study; a trial whose process died (kill -9) is failed once its heartbeat is older than
     GRACE, and tried again once with the same parameters."""
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import warnings
 
-    return RDBStorage(f"sqlite:///{files.study}", heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-                      engine_kwargs={"connect_args": {"timeout": 30}})
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4.9-5: stable since 2.8 in fact
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(f"sqlite:///{files.study}", heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                          engine_kwargs={"connect_args": {"timeout": 30}})
 
 
 def _open_study(files: TuneFiles, base: RunConfig, seed: int) -> Any:
@@ -98,15 +103,27 @@ def _val_scores(result: Any) -> tuple[float, float]:
     return float(scores["accuracy"]), float(scores["loss"])
 
 
-def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, deadline: float, command: str):  # noqa: ANN202
+@dataclass
+class _Clock:
+    """The search's wall clock: its deadline, and what a trial costs besides training (start, scoring, files)."""
+
+    deadline: float
+    overhead: float = 2.0  # s; the last trial's (the first one's includes decoding the data, once)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic() - self.overhead
+
+
+def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, clock: _Clock, command: str):  # noqa: ANN202
     import optuna
 
     space = search_space(base)
 
     def objective(trial: Any) -> float:
+        began = time.monotonic()
         params = {p.name: p.suggest(trial) for p in space
                   if not (p.name == "augment_strength" and trial.params.get("augment") == "none")}
-        budget = max(1.0, min(trial_budget, deadline - time.monotonic()))
+        budget = max(1.0, min(trial_budget, clock.left()))
         config = trial_config(base, params, f"trial-{trial.number:03d}", str(files.runs), budget)
         print(f"\n=== trial {trial.number}: {', '.join(f'{k} {_short(v)}' for k, v in params.items())}; "
               f"{budget:.0f} s", flush=True)
@@ -114,19 +131,27 @@ def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, deadline:
         trial.set_user_attr("run", str(ctx.files.root))
         pruning = PruneOnValidation(trial)
         ctx.hooks = TrainingHooks(callbacks=[pruning])
+
+        def spent() -> None:  # what the trial cost besides training: the next trials keep it free
+            trained = sum(float(s.get("seconds") or 0) for s in ctx.meta.get("stages", []))
+            clock.overhead = max(1.0, time.monotonic() - began - trained)
+
         try:
             result = train_run(ctx)
         except optuna.TrialPruned:
             update_meta(ctx.files, status="pruned", notes=[f"tune trial {trial.number}: pruned"])
+            spent()
             raise
         accuracy, loss = _val_scores(result)
         trial.set_user_attr("val_loss", loss)
         trial.set_user_attr("epochs", sum(int(s.get("epochs") or 0) for s in result.meta.get("stages", [])))
-        if pruning.pruned_at is not None:  # stopped in its last stage: the run is whole, the trial is pruned
-            update_meta(ctx.files, status="pruned", notes=[f"tune trial {trial.number}: pruned"])
+        pruned = pruning.pruned_at is not None  # stopped in its last stage: the run is whole, the trial pruned
+        update_meta(ctx.files, **({"status": "pruned"} if pruned else {}), notes=[
+            f"tune trial {trial.number}: " + ("pruned" if pruned else f"validation accuracy {accuracy:.4f}; the test "
+                                              "split is scored only for the best trial")])
+        spent()
+        if pruned:
             raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at}")
-        update_meta(ctx.files, notes=[f"tune trial {trial.number}: validation accuracy {accuracy:.4f}; the test "
-                                      "split is scored only for the best trial"])
         return accuracy
 
     return objective
@@ -149,10 +174,13 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
         TrainingInterrupted: Ctrl-C, after the outputs of the finished trials are written.
     """
 
-    if base.train.time_budget is not None:
-        raise CnnlabError("--time-budget is the whole search's here; a trial's share is --trial-budget")
-    if base.train.lr == "auto":
-        base = dataclasses.replace(base, train=dataclasses.replace(base.train, lr=1e-3))
+    if time_budget <= 0:
+        raise CnnlabError(f"--time-budget must be greater than 0 seconds, got {time_budget:g}")
+    if trial_budget is not None and trial_budget <= 0:
+        raise CnnlabError(f"--trial-budget must be greater than 0 seconds, got {trial_budget:g}")
+    # Trials get their own budgets; the search's rate is searched, so 'auto' starts trial 0 at the default.
+    lr = 1e-3 if base.train.lr == "auto" else base.train.lr
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, lr=lr, time_budget=None))
     files = TuneFiles(Path(out).expanduser())
     files.root.mkdir(parents=True, exist_ok=True)
     study = _open_study(files, base, base.train.seed)
@@ -160,7 +188,7 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
     left = time_budget - used_before
     share = trial_budget or time_budget / TRIAL_SHARE
     started = time.monotonic()
-    deadline = started + left
+    clock = _Clock(started + left)
     notes = []
     if used_before:
         notes.append(f"continued the study in {files.study.name}: {len(study.trials)} trials and {used_before:.0f} s "
@@ -170,12 +198,12 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
     def keep_time(study: Any, _trial: Any) -> None:  # after each trial: the budget spent, the files current
         study.set_user_attr("seconds_used", used_before + time.monotonic() - started)
         write_outputs(files, study, base)
-        if deadline - time.monotonic() < max(MIN_TRIAL_SECONDS, 0.25 * share):
+        if clock.left() < max(MIN_TRIAL_SECONDS, 0.25 * share):
             study.stop()  # what is left would be too short a trial to say anything
 
-    if left >= max(MIN_TRIAL_SECONDS, 0.25 * share):
+    if clock.left() >= max(MIN_TRIAL_SECONDS, 0.25 * share):
         try:
-            study.optimize(_objective(base, files, share, deadline, command), n_trials=trials, callbacks=[keep_time],
+            study.optimize(_objective(base, files, share, clock, command), n_trials=trials, callbacks=[keep_time],
                            catch=(CnnlabError,), gc_after_trial=True)
         except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
             stop = interrupted
