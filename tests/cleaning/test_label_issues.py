@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import png_size, read_json, write_shapes_folder
+from conftest import png_size, read_json, write_photo_crops, write_shapes_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PER_CLASS = 40
@@ -68,3 +68,25 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path):
     assert code == 2 and "--copy-to" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("data", "label-issues", tmp_path / "missing")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_resized_brighter_copy_under_another_label_is_a_near_copy(tmp_path):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cnnlab.cleaning.duplicates import find_conflicts
+    from cnnlab.data.types import ImageSet
+
+    photos = write_photo_crops(tmp_path / "photos", per_class=6, side=64)
+    from PIL import Image
+
+    files = sorted(photos.rglob("*.jpg"))
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    original = torch.from_numpy(arrays[0]).permute(2, 0, 1)[None].float()
+    copy = F.interpolate(F.interpolate(original, size=40, mode="bilinear"), size=64, mode="bilinear") * 1.15
+    images = torch.cat([torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), copy.clamp(0, 255).to(torch.uint8)])
+    labels = torch.tensor([0] * 6 + [1] * 6 + [1])  # the copy sits under the other class
+    conflicts, note = find_conflicts(ImageSet(images, labels, [f"img{i}" for i in range(13)]))
+    assert note is None
+    assert [(c.first, c.second) for c in conflicts] == [(0, 12)] and 0.98 <= conflicts[0].similarity < 1

@@ -1,12 +1,13 @@
 """The same picture under two labels: exact copies (identical decoded pixels) and near copies.
 
-Near copies are compared on small thumbnails (32 x 32 per channel, mean removed, unit length):
-a photo resized, re-encoded or slightly brightened stays above a cosine similarity of
-:data:`NEAR` with its original, and the two are each other's closest image. Only pairs under
-different labels are returned: copies under one label are no label problem. On dtd10 (1,200
-texture photos) 6 pairs under different labels passed 0.98 at 32 px (21 at 16 px), while the
-closest different photos under one label reached 0.998: hence "each other's closest" too, which a
-photo that merely resembles a whole class (one of many similar ones) is not.
+Near copies are compared on small thumbnails (32 x 32, each channel's mean removed, unit length:
+the picture's layout, not its colour): a photo resized, re-encoded or brightened stays above a
+cosine similarity of :data:`NEAR` with its original, and the two are each other's closest image.
+Only pairs under different labels are returned: copies under one label are no label problem.
+Measured on dtd10 (1,200 texture photos): a copy resized to 180 px and saved as JPEG at quality 60
+scored 0.995 with its original; 9 pairs under one label passed 0.98 and no pair under different
+labels did (highest 0.967). With one mean for all channels, plain uniform surfaces of one hue
+matched across labels (0.98-0.99).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def _thumbnails_and_hashes(images: ImageSet) -> tuple[torch.Tensor, list[str]]:
         for start in range(0, len(images), BATCH):
             batch = images.take(np.arange(start, min(start + BATCH, len(images))))
             hashes += [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in batch]
-            small = F.adaptive_avg_pool2d(batch.float(), THUMB).flatten(1)
-            small = small - small.mean(1, keepdim=True)
-            thumbs.append(F.normalize(small, dim=1))
+            small = F.adaptive_avg_pool2d(batch.float(), THUMB)
+            small = small - small.mean((2, 3), keepdim=True)  # per channel: layout, not colour
+            thumbs.append(F.normalize(small.flatten(1), dim=1))
             progress.advance(len(batch))
     return torch.cat(thumbs), hashes
 
