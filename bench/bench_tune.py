@@ -25,6 +25,28 @@ FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 SEARCH = Path.home() / ".cache" / "cnnlab" / "bench" / "tune-dtd10"  # run folders: checkpoints, outside the repo
 
 
+def draw_views(run: Path, out: Path) -> None:
+    """The 10 views TTA averages for one test photo of the run, each with the model's top class."""
+    import torch
+
+    from cnnlab.figures import new_figure, save_figure, show_image
+    from cnnlab.models.tta import crop_views
+
+    trained = cnnlab.load_run(run).trained
+    from cnnlab.evaluation.run import run_data
+    from cnnlab.training.run_dir import open_run
+
+    test = run_data(open_run(run), trained).splits["test"]
+    image = test.take([7])
+    fig = new_figure(11, 4.8)
+    for place, (name, view) in enumerate(crop_views(image, trained.normalize.crop)):
+        with torch.inference_mode():
+            logits = trained.model(trained.normalize.uncropped()(view.float() / 255))
+        top = trained.class_names[int(logits.argmax())]
+        show_image(fig.add_subplot(2, 5, place + 1), view[0].numpy(), f"{name}\n-> {top}")
+    save_figure(fig, out, f"TTA's 10 views of a test photo ({trained.class_names[int(test.labels[7])]})")
+
+
 def main(seconds: float) -> None:
     data = dataset("dtd10")
     folder = SEARCH
@@ -32,7 +54,7 @@ def main(seconds: float) -> None:
     result = cnnlab.tune(data, time_budget=seconds, out=folder, model="efficientnet_lite0", pretrained=True)
     wall = time.perf_counter() - began
     rows = {r["trial"]: r for r in result.trials}
-    baseline = next(r for r in result.trials if r["baseline"])
+    baseline = next(r for r in result.trials if r["baseline"] and r["state"] == "complete")
     best = result.best
     lines = ["| run | val acc | test acc | test acc with TTA | TTA ms/image (plain) |", "|---|---|---|---|---|"]
     for label, row in (("trial 0: the defaults", baseline), (f"trial {best['trial']}: the search's best", best)):
@@ -40,6 +62,7 @@ def main(seconds: float) -> None:
         cost = metrics["tta"]["ms_per_image"]
         lines.append(f"| {label} | {row['val_acc']:.2%} | {metrics['accuracy']:.2%} | {metrics['tta']['accuracy']:.2%} "
                      f"| {cost['tta']:.1f} ({cost['plain']:.1f}) |")
+    draw_views(Path(best["run"]), FIGURES / "tta_views_dtd10.png")
     states = [r["state"] for r in rows.values()]
     splits = json.loads((Path(baseline["run"]) / "run.json").read_text())["data"]["splits"]
     counts = ", ".join(f"{v['count']} {k}" for k, v in splits.items())

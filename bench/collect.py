@@ -30,6 +30,9 @@ SECTIONS = [
     ("crops", "Stored margin and centre crops: whole commands (issue #22)"),
     ("crops_probe", "Stored margin and centre crops: frozen features, paired splits (issue #22)"),
     ("finetune", "Fine-tuning that pays for itself: stage 2 on real photos (issue #20)"),
+    ("lr_find", "Learning-rate finder: which rule reads the curve (issue #31)"),
+    ("label_issues", "Label issues: flipped labels found on real photos (issue #31)"),
+    ("tune", "cnnlab tune: an hour's search against the defaults, and TTA (issue #31)"),
 ]
 INTRO = """# Benchmarks
 

@@ -51,7 +51,8 @@ def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str
                   f"{train.patience} epochs without progress)")
     text = (f"Every model was trained by cnnlab train's own path on {config.data.source} with the same split "
             f"(seed {train.seed}: {split} images), image size {config.data.image_size} px, augmentation "
-            f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr {train.lr:g}, "
+            f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr "
+            f"{train.lr if train.lr == 'auto' else format(train.lr, 'g')}, "
             f"and the same budget: {budget}.")
     if pretrained:
         stages = plan_stages(dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=True)),

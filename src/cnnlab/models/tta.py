@@ -33,6 +33,17 @@ def _offsets(height: int, width: int, side: int | None) -> list[tuple[int, int]]
     return [(top, left), (0, 0), (0, right), (bottom, 0), (bottom, right)]
 
 
+def crop_views(images: torch.Tensor, side: int | None) -> list[tuple[str, torch.Tensor]]:
+    """The views of (N, C, H, W) images as TTA averages them, named ("centre", "top-left, mirrored", ...)."""
+    offsets = _offsets(images.shape[-2], images.shape[-1], side)
+    names = ["whole"] if len(offsets) == 1 else ["centre", "top-left", "top-right", "bottom-left", "bottom-right"]
+    out = []
+    for name, (top, left) in zip(names, offsets):
+        view = images if len(offsets) == 1 else images[..., top : top + side, left : left + side]  # type: ignore[operator]
+        out += [(name, view), (f"{name}, mirrored", view.flip(-1))]
+    return out
+
+
 def view_count(stored: int, side: int | None) -> int:
     """How many views TTA averages for images stored at ``stored`` px: 2 (image, mirror) or 10."""
     return 2 * len(_offsets(stored, stored, side))

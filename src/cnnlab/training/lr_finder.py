@@ -165,8 +165,13 @@ def find_lr(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: T
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".lr-find-") as folder, quiet_lightning(), _bar_only_on_terminal():
         trainer = _finder_trainer(cfg, Path(folder), steps)
-        result = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=start_lr, max_lr=end_lr,
-                                        num_training=steps, update_attr=False)
+        try:
+            result = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=start_lr, max_lr=end_lr,
+                                            num_training=steps, update_attr=False)
+        except SystemExit:  # Lightning's answer to Ctrl-C inside a fit: stop as a Ctrl-C anywhere else does
+            if not trainer.interrupted:
+                raise
+            raise KeyboardInterrupt from None
     lrs = [float(x) for x in result.results["lr"]] if result is not None else []
     losses = [float(x) for x in result.results["loss"]] if result is not None else []
     picks = rule_picks(lrs, losses)

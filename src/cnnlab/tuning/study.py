@@ -126,7 +126,7 @@ def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, clock: _C
         budget = max(1.0, min(trial_budget, clock.left()))
         config = trial_config(base, params, f"trial-{trial.number:03d}", str(files.runs), budget)
         print(f"\n=== trial {trial.number}: {', '.join(f'{k} {_short(v)}' for k, v in params.items())}; "
-              f"{budget:.0f} s", flush=True)
+              f"{budget:.0f} s of training ({max(0.0, clock.deadline - began):.0f} s of the search left)", flush=True)
         ctx = start_run(config, f"{command}  # trial {trial.number}")
         trial.set_user_attr("run", str(ctx.files.root))
         pruning = PruneOnValidation(trial)
@@ -173,7 +173,6 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
         CnnlabError: bad options or data (as ``cnnlab train`` says), or ``out`` holding another search.
         TrainingInterrupted: Ctrl-C, after the outputs of the finished trials are written.
     """
-
     if time_budget <= 0:
         raise CnnlabError(f"--time-budget must be greater than 0 seconds, got {time_budget:g}")
     if trial_budget is not None and trial_budget <= 0:
@@ -193,6 +192,7 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
     if used_before:
         notes.append(f"continued the study in {files.study.name}: {len(study.trials)} trials and {used_before:.0f} s "
                      "from before")
+        print(notes[-1], flush=True)
     stop = None
 
     def keep_time(study: Any, _trial: Any) -> None:  # after each trial: the budget spent, the files current
@@ -210,10 +210,10 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
         study.set_user_attr("seconds_used", used_before + time.monotonic() - started)
     else:
         notes.append(f"the time budget ({time_budget:g} s) was used up before: no new trial")
-    result = _finish(files, study, base, time_budget, notes)
-    if stop is not None:
+    if stop is not None:  # the outputs as they stand; the best is scored when the search ends
+        write_outputs(files, study, base)
         raise TrainingInterrupted(None, RunFiles(files.root), "every finished trial is in the study") from None
-    return result
+    return _finish(files, study, base, time_budget, notes)
 
 
 def _finish(files: TuneFiles, study: Any, base: RunConfig, budget: float, notes: list[str]) -> TuneResult:
