@@ -37,14 +37,15 @@ def draw_views(run: Path, out: Path) -> None:
     from cnnlab.training.run_dir import open_run
 
     test = run_data(open_run(run), trained).splits["test"]
-    image = test.take([7])
+    pick = min(7, len(test) - 1)
+    image = test.take([pick])
     fig = new_figure(11, 4.8)
     for place, (name, view) in enumerate(crop_views(image, trained.normalize.crop)):
         with torch.inference_mode():
             logits = trained.model(trained.normalize.uncropped()(view.float() / 255))
         top = trained.class_names[int(logits.argmax())]
         show_image(fig.add_subplot(2, 5, place + 1), view[0].numpy(), f"{name}\n-> {top}")
-    save_figure(fig, out, f"TTA's 10 views of a test photo ({trained.class_names[int(test.labels[7])]})")
+    save_figure(fig, out, f"TTA's 10 views of a test photo ({trained.class_names[int(test.labels[pick])]})")
 
 
 def main(seconds: float) -> None:

@@ -54,6 +54,9 @@ def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli
     before = {t.number for t in _study(out).trials}
     used_before = _study(out).user_attrs["seconds_used"]
     assert len(before) >= 3
+    # A rate far too low to learn in 4 epochs, first in line when the search goes on: the pruner must stop it.
+    _study(out).enqueue_trial({"lr": 1e-4, "weight_decay": 1e-6, "augment": "none", "label_smoothing": 0.0,
+                               "batch_size": 128, "epochs": 4})
 
     code, printed, err = cli(*ARGS, "--out", out)
     assert code == 0, err
@@ -61,7 +64,9 @@ def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli
     study = _study(out)
     states = [t.state.name for t in study.trials]
     assert max(t.number for t in study.trials) > max(before)  # the same study, numbering on
-    assert states.count("COMPLETE") + states.count("PRUNED") >= 5 and "PRUNED" in states
+    assert states.count("COMPLETE") + states.count("PRUNED") >= 5
+    slow = next(t for t in study.trials if t.params.get("lr") == 1e-4)
+    assert slow.state.name == "PRUNED" and len(slow.intermediate_values) < 4, slow.intermediate_values
     assert study.trials[0].user_attrs.get("baseline")  # trial 0 is the options as given
     assert used_before <= study.user_attrs["seconds_used"] <= BUDGET + 4  # the whole search, both sessions
     rows = (out / "trials.csv").read_text().splitlines()
