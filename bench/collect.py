@@ -33,6 +33,9 @@ SECTIONS = [
     ("load", "Commands on a busy machine: cnnlab load (issue #34)"),
     ("load_pinned", "Commands on a busy machine: pinned load (issue #34)"),
     ("omp_wait", "OpenMP wait policy and thread count (issue #34)"),
+    ("lr_find", "Learning-rate finder: which rule reads the curve (issue #31)"),
+    ("label_issues", "Label issues: flipped labels found on real photos (issue #31)"),
+    ("tune", "cnnlab tune: an hour's search against the defaults, and TTA (issue #31)"),
 ]
 INTRO = """# Benchmarks
 

@@ -93,7 +93,8 @@ def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:
     import inspect
 
     for package in ("training.fit", "evaluation.run", "comparison.options", "deploy.export", "serving.settings",
-                    "explain.run"):
+                    "explain.run", "tuning.study", "cleaning.issues", "training.find_rate"):
         importlib.import_module(f"cnnlab.{package}")  # a subpackage named like a verb would now shadow it
-    for name in ("train", "evaluate", "predict", "compare", "distill", "serve", "resume", "load_run"):
+    for name in ("train", "evaluate", "predict", "compare", "distill", "serve", "resume", "load_run", "lr_find",
+                 "label_issues", "tune"):
         assert inspect.isfunction(getattr(cnnlab, name)), name

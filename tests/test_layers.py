@@ -1,6 +1,6 @@
 """Imports run one way: config -> data -> augment -> models -> training -> explain -> evaluation ->
-(deploy, comparison) -> serve -> api -> cli. A package imports only the layers below it, at any depth of the
-module (imports inside functions count too)."""
+(deploy, comparison, cleaning, tuning) -> serve -> api -> cli. A package imports only the layers below it,
+at any depth of the module (imports inside functions count too)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ LAYERS = {
     "figures": 1, "progress": 1, "phases": 1, "tables": 1, "threads": 1, "config": 1,
     # explain sits below evaluation: the run report shows Grad-CAM on the test images it scores.
     "data": 2, "augment": 3, "models": 4, "training": 5, "explain": 6, "evaluation": 7,
-    "deploy": 8, "comparison": 8, "serving": 9, "api": 10, "__init__": 11, "cli": 12, "__main__": 13,
+    "deploy": 8, "comparison": 8, "cleaning": 8, "tuning": 8, "serving": 9, "api": 10, "__init__": 11, "cli": 12,
+    "__main__": 13,
 }
 
 

@@ -16,10 +16,24 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.version import __version__
 
 if TYPE_CHECKING:
-    from cnnlab.api import Run, compare, configure, distill, evaluate, load_run, predict, resume, serve, train
+    from cnnlab.api import (
+        Run,
+        compare,
+        configure,
+        distill,
+        evaluate,
+        label_issues,
+        load_run,
+        lr_find,
+        predict,
+        resume,
+        serve,
+        train,
+        tune,
+    )
 
-__all__ = ["Run", "__version__", "compare", "configure", "distill", "evaluate", "explain", "load_run", "predict",
-           "resume", "serve", "train"]
+__all__ = ["Run", "__version__", "compare", "configure", "distill", "evaluate", "explain", "label_issues", "load_run",
+           "lr_find", "predict", "resume", "serve", "train", "tune"]
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
 _API = tuple(name for name in __all__ if name not in ("__version__", *_SUBPACKAGES))
 

@@ -23,10 +23,13 @@ from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, TEMPERATURE
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
+    from cnnlab.cleaning.issues import LabelIssues
     from cnnlab.comparison.architectures import Comparison
+    from cnnlab.training.lr_finder import LrFinding
+    from cnnlab.tuning.study import TuneResult
 
-__all__ = ["Run", "compare", "configure", "distill", "evaluate", "load_run", "predict", "resume", "run_training",
-           "serve", "train"]
+__all__ = ["Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
+           "resume", "run_training", "serve", "train", "tune"]
 
 
 def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
@@ -78,6 +81,63 @@ def resume(run: Run | str | Path) -> Run:
     return Run(files.root)
 
 
+def lr_find(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
+            augment: str | None = None, out: str | Path | None = None, steps: int | None = None,
+            start_lr: float | None = None, end_lr: float | None = None, settings: RunConfig | None = None,
+            **options: Any) -> LrFinding:
+    """The learning-rate finder on what :func:`train` with the same options would train, as ``cnnlab lr-find``.
+
+    Returns the finding: ``.lr`` (the pick), ``.rule``, ``.lrs``/``.losses`` (the curve) and ``.folder``
+    (where lr_find.png and lr_find.json went). ``settings``: a checked RunConfig instead of the options.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.training.find_rate import find_rate
+    from cnnlab.training.lr_finder import END_LR, START_LR, STEPS
+
+    start_lr, end_lr = start_lr or START_LR, end_lr or END_LR
+    if not start_lr < end_lr:  # before any image is decoded
+        raise CnnlabError(f"the finder's rates must grow: --start-lr {start_lr:g} must be below --end-lr {end_lr:g}")
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    finding, files = find_rate(run_config, out, steps or STEPS, start_lr, end_lr)
+    finding.folder = files.root
+    return finding
+
+
+def label_issues(data: str | Path | None = None, *, folds: int = 5, gallery: int = 24, out: str | Path | None = None,
+                 copy_to: str | Path | None = None, recipe: str | None = None, config: str | Path | None = None,
+                 augment: str | None = None, settings: RunConfig | None = None, **options: Any) -> LabelIssues:
+    """Images whose label is probably wrong, as ``cnnlab data label-issues``: ``.rows`` (best suspects first:
+    path, split, given and suggested label, confidence, why), ``.table`` (a DataFrame) and ``.folder``
+    (label_issues.csv, .png, .html). ``options`` are run options (``model=``, ``pretrained=``, ``epochs=``...)."""
+    from cnnlab.cleaning.issues import find_label_issues
+
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    return find_label_issues(run_config, out, folds, gallery, copy_to)
+
+
+def tune(data: str | Path | None = None, *, time_budget: float | None = None, out: str | Path | None = None,
+         trial_budget: float | None = None, trials: int | None = None, recipe: str | None = None,
+         config: str | Path | None = None, augment: str | None = None, settings: RunConfig | None = None,
+         command: str | None = None, **options: Any) -> TuneResult:
+    """Searches the options that matter within ``time_budget`` seconds, as ``cnnlab tune``.
+
+    ``options`` describe trial 0 and the ranges (``model=``, ``pretrained=``, ``epochs=``...). Returns the
+    trials (``.trials``), the best (``.best``, ``.best_config``, ``.test_accuracy``) and the files
+    (``.files.best_yaml`` for ``cnnlab train --config``). The same call continues a stopped search.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.training.run_dir import default_name
+    from cnnlab.tuning.study import tune as run_search
+
+    run_config = settings or configure(data, recipe=recipe, config=config, augment=augment, **options)
+    budget = time_budget if time_budget is not None else run_config.train.time_budget
+    if budget is None:
+        raise CnnlabError("tune needs a time budget: time_budget=SECONDS (--time-budget), for the whole search")
+    folder = Path(out) if out is not None else Path("tune") / default_name(run_config)
+    call = command or f"cnnlab.tune({run_config.data.source!r}, time_budget={budget!r})"
+    return run_search(run_config, folder, float(budget), trial_budget, trials, call)
+
+
 def load_run(path: str | Path) -> Run:
     """Reopens a run folder (``runs/<name>``).
 
@@ -87,23 +147,25 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
-def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS,
+             tta: bool = False) -> dict[str, Any]:
     """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
-    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict.
+    Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict (with ``tta=True``
+    also its ``tta`` entry: the scores with test-time augmentation, the views and time per image).
     """
-    return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads)
+    return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads, tta)
 
 
 def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-            threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
-    """Top-k classes of images with a run's model (see ``Run.predict``), or with a ``.onnx`` /
-    TorchScript file written by ``cnnlab export`` on its own."""
+            threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+    """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
+    TorchScript file written by ``cnnlab export`` on its own; ``tta`` averages test-time views."""
     if not isinstance(run, Run) and Path(run).expanduser().is_file():
         from cnnlab.deploy.predict import predict_with
 
-        return predict_with(run, items_of(images), top_k, runtime, threads)
-    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads)
+        return predict_with(run, items_of(images), top_k, runtime, threads, tta)
+    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads, tta)
 
 
 

@@ -132,29 +132,39 @@ class Run:
     # --- doing things with it -----------------------------------------------------------
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-                threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+                threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
         Returns one ``{"input", "top": [{"class", "probability"}], "error"}`` per image, in order
         (a folder gives one per image file in it); an unreadable file gets an error, not an exception.
         ``runtime``: auto (the fastest measured by ``cnnlab benchmark`` that keeps accuracy), pytorch
         (the checkpoint), torchscript, onnx or int8 (artifacts made by ``cnnlab export``/``quantize``).
+        ``tta``: average each image's probabilities over test-time views (mirror image; 10 crops
+        where the run stores a margin), as ``cnnlab predict --tta``.
         """
         from cnnlab.deploy.predict import predict_with
 
-        return predict_with(self.path, items_of(images), top_k, runtime, threads)
+        return predict_with(self.path, items_of(images), top_k, runtime, threads, tta)
 
-    def evaluate(self, data: str | Path | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+    def evaluate(self, data: str | Path | None = None, threads: int = DEFAULT_THREADS,
+                 tta: bool = False) -> dict[str, Any]:
         """Scores the run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
         Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict. ``threads``:
-        0 is cnnlab's thread policy (``cnnlab.threads``), N pins the count.
+        0 is cnnlab's thread policy (``cnnlab.threads``), N pins the count. ``tta``: also scored with
+        test-time augmentation; its metrics are then the dict's ``tta`` entry, with the views and the
+        time per image of both passes (metrics.json's ``test_tta`` and ``tta``).
         """
         from cnnlab.threads import for_command
 
         for_command(threads)
         metrics: dict[str, Any]
-        _, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data))
+        folder, metrics = evaluation_jobs().evaluate_run(self.path, None if data is None else str(data), tta)
+        if tta:
+            from cnnlab.training.run_dir import ResultFiles, read_optional_json
+
+            saved = read_optional_json(ResultFiles(folder).metrics_json)
+            metrics = {**metrics, "tta": {**saved.get("tta", {}), **saved.get("test_tta", {})}}
         return metrics
 
     # --- deployment: each writes into the run folder, as its command does ------------------

@@ -43,3 +43,10 @@ def meaning_warnings(cfg: AugmentConfig, channels: int, class_names: list[str]) 
             "one channel, so some draws leave the image unchanged"
         )
     return out
+
+
+def mirror_warning(class_names: list[str]) -> str | None:
+    """A warning for test-time augmentation on digits, whose views include mirror images."""
+    if _is_digits(class_names):
+        return "--tta averages mirrored views too: on digits a mirrored digit is not a digit, so TTA may score lower"
+    return None

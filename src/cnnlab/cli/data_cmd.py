@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.data_pack import add_pack_parser, describe_packed
+from cnnlab.cli.label_issues_cmd import add_label_issues_parser
 from cnnlab.cli.options import add_option, given_options
 from cnnlab.config import options_by_dest
 
@@ -27,7 +28,8 @@ def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Registers ``cnnlab data {list,inspect,cache,pack}``."""
-    p = subparsers.add_parser("data", help="list built-in sets, inspect an image folder, warm the cache, pack shards",
+    p = subparsers.add_parser("data", help="list built-in sets, inspect a folder, warm the cache, pack shards, "
+                              "find label errors",
                               description="Data sets: what is built in, what a folder holds, the decoded cache.")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the built-in data sets, offline and online")
@@ -52,6 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ca.add_argument("--prune", action="store_true", help="drop entries of files that changed or are gone")
     ca.set_defaults(func=run_cache)
     add_pack_parser(sub)
+    add_label_issues_parser(sub)
     return p
 
 

@@ -19,11 +19,13 @@ from cnnlab.cli import (
     experiment_cmd,
     explain_cmd,
     info_cmd,
+    lr_find_cmd,
     models_cmd,
     recipes_cmd,
     report_cmd,
     serve_cmd,
     train_cmd,
+    tune_cmd,
 )
 from cnnlab.cli.parser import Parser
 from cnnlab.errors import CnnlabError
@@ -42,6 +44,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)
+    lr_find_cmd.add_parser(commands)
+    tune_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
     deploy_cmd.add_parser(commands)
     report_cmd.add_parser(commands)

@@ -23,13 +23,16 @@ GROUP_TITLES = {
 }
 
 
-def _parse_value(kind: str, optional: bool) -> Callable[[str], Any]:
-    """argparse ``type`` for a field kind; ``none`` means None for fields that allow it."""
+def _parse_value(kind: str, optional: bool, words: tuple[Any, ...] = ()) -> Callable[[str], Any]:
+    """argparse ``type`` for a field kind; ``none`` means None for fields that allow it, and a
+    number field's words (``auto``) stay words."""
     convert = {"int": int, "float": float}.get(kind, str)
 
     def parse(text: str) -> Any:
         if optional and text.strip().lower() == "none":
             return None
+        if text.strip().lower() in words:
+            return text.strip().lower()
         return convert(text)
 
     parse.__name__ = convert.__name__  # argparse names the type in "invalid int value: 'x'"
@@ -61,7 +64,10 @@ def add_option(parser: argparse._ActionsContainer, spec: FieldSpec, positional_n
         parser.add_argument(spec.flag, choices=choices, **common)
     else:
         metavar = spec.metavar or {"int": "N", "float": "X"}.get(spec.kind, spec.dest.upper())
-        parser.add_argument(spec.flag, type=_parse_value(spec.kind, spec.optional), metavar=metavar, **common)
+        words = tuple(spec.choices or ()) if spec.kind in ("int", "float") else ()
+        if words and not spec.metavar:
+            metavar = "|".join([metavar, *map(str, words)])
+        parser.add_argument(spec.flag, type=_parse_value(spec.kind, spec.optional, words), metavar=metavar, **common)
 
 
 def add_options(

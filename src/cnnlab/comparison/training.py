@@ -51,7 +51,8 @@ def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str
                   f"{train.patience} epochs without progress)")
     text = (f"Every model was trained by cnnlab train's own path on {config.data.source} with the same split "
             f"(seed {train.seed}: {split} images), image size {config.data.image_size} px, augmentation "
-            f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr {train.lr:g}, "
+            f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr "
+            f"{train.lr if train.lr == 'auto' else format(train.lr, 'g')}, "
             f"and the same budget: {budget}.")
     if pretrained:
         stages = plan_stages(dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=True)),
@@ -64,10 +65,11 @@ def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str
     return text
 
 
-def _stage_text(name: str, epochs: int, lr: float) -> str:
+def _stage_text(name: str, epochs: int, lr: float | str) -> str:
     what = {"frozen": "a frozen backbone, head on cached features", "finetune": "fine-tuning the top",
             "train": "every layer"}.get(name, name)
-    return f"{what}: up to {epochs} epochs at lr {lr:g}"
+    rate = lr if isinstance(lr, str) else f"{lr:g}"  # "auto": the finder picks it
+    return f"{what}: up to {epochs} epochs at lr {rate}"
 
 
 def _run_row(files: RunFiles, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A section field is declared with :func:`option`: its help text (with the unit), its bounds, and
 its type annotation, which says what it holds: ``int``, ``float``, ``bool``, ``str``, a
 ``Literal[...]`` of allowed values, or a ``tuple[float, float]`` range, each optionally
-``| None``. From that one declaration come the command-line flag (``cnnlab.cli.options``), the
+``| None``; a number may also take a few words (``float | Literal["auto"]``: ``--lr auto``). From
+that one declaration come the command-line flag (``cnnlab.cli.options``), the
 YAML key, the Python keyword, and the validation, so all of them accept the same values and
 fail with the same message, which names the flag: ``--epochs must be at least 1, got 0``.
 """
@@ -56,7 +57,7 @@ class FieldSpec:
     section: str | None  # "data", "train", ...; None for a top-level RunConfig field
     name: str
     kind: str  # bool | int | float | str | choice | pair
-    choices: tuple[Any, ...] | None  # allowed values of a Literal field
+    choices: tuple[Any, ...] | None  # allowed values of a Literal field; the words an int/float field also takes
     optional: bool  # None is allowed
     default: Any
     help: str
@@ -81,6 +82,9 @@ def _kind_of(hint: Any) -> tuple[str, tuple[Any, ...] | None, bool]:
     if get_origin(hint) in (Union, types.UnionType):
         members = [a for a in get_args(hint) if a is not type(None)]
         optional = len(members) < len(get_args(hint))
+        words = [a for a in members if get_origin(a) is Literal]
+        if len(members) == 2 and len(words) == 1 and members[0] in (int, float):
+            return members[0].__name__, get_args(words[0]), optional  # a number or a word: --lr auto
         if len(members) != 1:
             raise TypeError(f"config fields hold one type (or None), got {hint}")
         hint = members[0]
@@ -169,6 +173,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, (tuple, list)) or len(value) != 2:
             raise CnnlabError(f"{spec.flag} takes two numbers LO HI (e.g. 0.8 1.2), got {value!r}")
         return tuple(_number(spec, v, float) for v in value)
+    if spec.choices and isinstance(value, str) and value.strip().lower() in spec.choices:
+        return value.strip().lower()  # a number field's word, e.g. --lr auto
     return _number(spec, value, int if kind == "int" else float)
 
 
@@ -176,6 +182,8 @@ def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or (isinstance(value, float) and math.isnan(value))):
         what = "a whole number" if kind is int else "a number"
+        if spec.choices:
+            what += " or " + " or ".join(map(str, spec.choices))
         raise CnnlabError(f"{spec.flag} must be {what}, got {value!r}")
     if kind is int:
         if isinstance(value, float) and not value.is_integer():

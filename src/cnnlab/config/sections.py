@@ -136,7 +136,10 @@ class TrainConfig:
     """The optimisation and its callbacks; defaults are the lesson's Keras values."""
 
     epochs: int = option(15, "at most this many epochs (the lesson's 15)", at_least=1)
-    lr: float = option(1e-3, "learning rate (Adam's step size; the lesson's 1e-3)", above=0)
+    # auto: Lightning's learning-rate range test on the first stage's own module and data (cnnlab.training.lr_finder).
+    lr: float | Literal["auto"] = option(1e-3, "learning rate (Adam's step size; the lesson's 1e-3); auto: run "
+                                         "the learning-rate finder first and train at its pick (recorded in "
+                                         "config.yaml, run.json and the report)", above=0)
     weight_decay: float = option(0.0, "L2 weight decay (decoupled for adamw)", at_least=0)
     patience: int = option(5, "early stopping: epochs without a better val_loss (best weights restored)",
                            at_least=1)

@@ -41,6 +41,10 @@ class Normalize(nn.Module):
         """Float images in [0, 1] to the model's input scale (centre-cropped to ``crop`` first)."""
         return (self.view(unit) - self.mean) / self.std
 
+    def uncropped(self) -> Normalize:
+        """The same scaling without the centre crop (test-time augmentation cuts its own crops)."""
+        return Normalize(self.mean.flatten().tolist(), self.std.flatten().tolist(), crop=None)
+
     @classmethod
     def of(cls, preprocess: dict[str, Any]) -> Normalize:
         """The scaling (and centre crop) a run's ``preprocess`` metadata describes."""

@@ -24,6 +24,7 @@ from cnnlab.deploy.runtime import open_for_prediction, torch_threads
 from cnnlab.deploy.settings import DEFAULT_THREADS
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import predict_probs
+from cnnlab.models.tta import tta_probs, views_of
 from cnnlab.training.run_dir import RunFiles, read_run_config
 
 log = logging.getLogger("cnnlab")
@@ -70,8 +71,11 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(values)
 
 
-def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, workers: int = 4) -> list[dict[str, Any]]:
+def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, workers: int = 4,
+                   tta: bool = False) -> list[dict[str, Any]]:
     """Top-k classes per image: ``[{input, top: [{class, probability}], error}]``, in order.
+
+    ``tta``: each image's probabilities are the mean over its test-time views (``cnnlab.models.tta``).
 
     ``items`` may mix image files, folders (each image file in them), PIL images and arrays.
     Files are decoded in parallel (and through the decoded-image cache), as for training; an
@@ -97,14 +101,15 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
     positions = decoded.labels.tolist() + [i for i, _ in in_memory]  # the label slot carries the row
     arrays = [torch.from_numpy(a).permute(2, 0, 1) for _, a in in_memory]
     images = torch.cat([decoded.images, torch.stack(arrays)]) if arrays else decoded.images
-    for start, probs in predict_probs(trained.model, images, trained.normalize):
+    scorer = tta_probs if tta else predict_probs
+    for start, probs in scorer(trained.model, images, trained.normalize):
         for offset, row_probs in enumerate(probs):
             rows[positions[start + offset]]["top"] = top_k(row_probs, trained.class_names, k)
     return rows
 
 
 def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: str = "auto",
-                 threads: int = DEFAULT_THREADS) -> list[dict[str, Any]]:
+                 threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
     """:func:`predict_images` with a run folder or an exported artifact, logging which runtime ran.
 
     Args:
@@ -113,7 +118,9 @@ def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: 
     """
     served, why = open_for_prediction(target, runtime, threads)
     log.info("runtime: %s; %s", served.describe(), why)
+    if tta:
+        log.info("test-time augmentation: %s", views_of(served.normalize, served.stored_side)[1])
     folder = Path(target).expanduser()
     decoding = {"workers": read_run_config(RunFiles(folder)).data.workers} if folder.is_dir() else {}
     with torch_threads(threads):
-        return predict_images(served, items, k, **decoding)
+        return predict_images(served, items, k, tta=tta, **decoding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.augment.meaning import mirror_warning
 from cnnlab.config import AugmentConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
@@ -20,6 +22,7 @@ from cnnlab.evaluation.metrics import MetricAccumulator, classification_report_t
 from cnnlab.figures import plot_class_counts, plot_curves, plot_samples_per_class
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.models.inference import predict_probs
+from cnnlab.models.tta import tta_probs, views_of
 from cnnlab.phases import phase
 from cnnlab.progress import Progress
 from cnnlab.training.history import load_history
@@ -48,15 +51,20 @@ def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names
 
 
 def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet, num_classes: int,
-                autocast: torch.dtype | None = None) -> tuple[MetricAccumulator, np.ndarray | None]:
-    """One pass over a split: the metric accumulator, and every probability while they fit in memory."""
+                autocast: torch.dtype | None = None, tta: bool = False) -> tuple[MetricAccumulator, np.ndarray | None]:
+    """One pass over a split: the metric accumulator, and every probability while they fit in memory.
+
+    ``tta``: each image's probabilities are the mean over its test-time views (``cnnlab.models.tta``).
+    """
     labels = image_set.labels.numpy()
     accumulator = MetricAccumulator(num_classes, keep_hardest=HARDEST)
     keep_probs = len(labels) * num_classes <= MAX_KEPT_PROBS
     kept = []
+    scorer = tta_probs if tta else predict_probs
+    what = "scoring" + (" with test-time augmentation" if tta else "")
     # A bar on a terminal: with test-time views a CIFAR-sized test split takes tens of seconds.
-    with Progress(f"scoring {len(labels):,} images", len(labels)) as progress:
-        for start, probs in predict_probs(model, image_set.for_pass, normalize, autocast):
+    with Progress(f"{what} {len(labels):,} images", len(labels)) as progress:
+        for start, probs in scorer(model, image_set.for_pass, normalize, autocast):
             accumulator.update(labels[start : start + len(probs)], probs.numpy())
             if keep_probs:
                 kept.append(probs.numpy())
@@ -74,12 +82,15 @@ def evaluate_split(
     extra: dict[str, Any] | None = None,
     explain: bool = False,
     autocast: torch.dtype | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Metrics, the classification report and the result figures for one split.
 
     ``autocast``: the dtype the split is scored in (see ``run_autocast``; figures and Grad-CAM
     stay in full precision). With ``explain``, also the report's Explain figures (first filters, Grad-CAM on a few of
-    the split's images: correct ones and the most confident mistakes found here).
+    the split's images: correct ones and the most confident mistakes found here). With ``tta``
+    the split is scored a second time with test-time augmentation: metrics.json then holds both,
+    ``<split>`` and ``<split>_tta``, and ``tta`` says which views and what each cost per image.
 
     Returns:
         The metrics dict, also written to ``files.metrics_json`` under ``split``.
@@ -87,14 +98,36 @@ def evaluate_split(
     files.root.mkdir(parents=True, exist_ok=True)
     labels = image_set.labels.numpy()
     with phase("evaluation"):
+        began = time.perf_counter()
         accumulator, probs = score_split(model, normalize, image_set, len(class_names), autocast)
+        plain_seconds = time.perf_counter() - began
         metrics = accumulator.compute(class_names)
-        atomic_write_json(files.metrics_json, {split: metrics, **(extra or {})})
+        results: dict[str, Any] = {split: metrics}
+        if tta:
+            results.update(_tta_results(model, normalize, image_set, class_names, split, autocast, plain_seconds))
+        atomic_write_json(files.metrics_json, {**results, **(extra or {})})
         atomic_write_text(files.classification_report,
                           classification_report_text(labels, accumulator.predictions(), class_names) + "\n")
     with phase("figures"):
         _draw_result_figures(model, normalize, image_set, class_names, files, metrics, accumulator, probs, explain)
     return metrics
+
+
+def _tta_results(model: nn.Module, normalize: Normalize, image_set: ImageSet, class_names: list[str], split: str,
+                 autocast: torch.dtype | None, plain_seconds: float) -> dict[str, Any]:
+    """The split scored with test-time augmentation, and what it took beside the plain pass."""
+    warning = mirror_warning(class_names)
+    if warning:
+        log.warning(warning)
+    began = time.perf_counter()
+    accumulator, _ = score_split(model, normalize, image_set, len(class_names), autocast, tta=True)
+    seconds = time.perf_counter() - began
+    views, how = views_of(normalize, image_set.shape[-1])
+    count = max(1, len(image_set))
+    return {f"{split}_tta": accumulator.compute(class_names),
+            "tta": {"split": split, "views": views, "how": how,
+                    "ms_per_image": {"plain": round(1000 * plain_seconds / count, 3),
+                                     "tta": round(1000 * seconds / count, 3)}}}
 
 
 def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, class_names: list[str],

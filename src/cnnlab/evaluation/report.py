@@ -160,6 +160,12 @@ def _improvement(stages: list[dict[str, Any]]) -> str:
 
 def _training(files: RunFiles, run: dict[str, Any]) -> str:
     out = [_figure(files, "history") or _missing("Training history")]
+    found: dict[str, Any] = run["lr_find"] if isinstance(run.get("lr_find"), dict) else {}
+    if found.get("lr") is not None:  # --lr auto: the rate the finder picked, and how
+        out.append(f"<p>Learning rate {float(found['lr']):.3g} for stage '{_e(found.get('stage', ''))}', picked by "
+                   f"the learning-rate finder ({_e(found.get('steps'))} rates from {_e(found.get('start_lr'))} to "
+                   f"{_e(found.get('end_lr'))}, {_e(found.get('seconds'))} s). Rule: {_e(found.get('rule', ''))}.</p>"
+                   + _figure(files, "lr_find"))
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
         history = load_history(files.metrics_csv)
@@ -194,7 +200,9 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
     if splits:
         rows = [[label] + [_metric_cell(v, key) for v in splits.values()] for key, label in METRIC_ROWS
                 if any(_metric_cell(v, key) != "—" for v in splits.values())]
-        out.append(_table(["Metric", *splits], rows, numeric=range(1, len(splits) + 1)))
+        headers = [f"{k[:-4]}, with TTA" if k.endswith("_tta") else k for k in splits]
+        out.append(_table(["Metric", *headers], rows, numeric=range(1, len(splits) + 1)))
+        out.append(_tta(metrics))
     else:
         out.append(_missing("Test metrics (metrics.json)"))
     out.extend(_figure(files, key)
@@ -206,6 +214,26 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
     if more:
         out.append(_folded("Normalised confusion matrix, calibration and the classification report", more))
     return "".join(out)
+
+
+def _tta(metrics: dict[str, Any]) -> str:
+    """Test-time augmentation beside the plain scores: what was averaged, what it cost, per class."""
+    tta: dict[str, Any] = metrics["tta"] if isinstance(metrics.get("tta"), dict) else {}
+    split = str(tta.get("split", "test"))
+    plain, augmented = metrics.get(split), metrics.get(f"{split}_tta")
+    if not (isinstance(plain, dict) and isinstance(augmented, dict)):
+        return ""
+    cost = tta.get("ms_per_image") or {}
+    change = 100 * (float(augmented["accuracy"]) - float(plain["accuracy"]))
+    text = (f"<p>Test-time augmentation (<code>cnnlab evaluate RUN --tta</code>): each image's probabilities are "
+            f"the mean over {_e(tta.get('how', 'its views'))}. It changed {_e(split)} accuracy by {change:+.2f} "
+            f"points, at {float(cost.get('tta', 0)):.2f} ms per image against {float(cost.get('plain', 0)):.2f} ms "
+            "plain (this machine, batched).</p>")
+    names = [n for n in plain.get("per_class") or {} if n in (augmented.get("per_class") or {})]
+    rows = [[n, _pct(plain["per_class"][n].get("recall")), _pct(augmented["per_class"][n].get("recall"))]
+            for n in names[:MAX_CLASS_ROWS]]
+    return text + (_folded("Accuracy (recall) per class, plain and with TTA",
+                           _table(["Class", "Plain", "With TTA"], rows, numeric=[1, 2])) if rows else "")
 
 
 def _explain(files: RunFiles) -> str:

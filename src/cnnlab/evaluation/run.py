@@ -172,10 +172,11 @@ def write_run_report(run_path: str | Path) -> Path:
     return write_report(files.root)
 
 
-def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, dict[str, Any]]:
+def evaluate_run(run_path: str | Path, data: str | None = None, tta: bool = False) -> tuple[Path, dict[str, Any]]:
     """``cnnlab evaluate``: re-scores a run on its own test split, or on another data set.
 
     Results for another data set go to ``<run>/eval/<data-name>/`` so the run's own stay intact.
+    ``tta``: also with test-time augmentation, beside the plain scores (``cnnlab.models.tta``).
 
     Returns:
         (folder written, metrics dict).
@@ -191,7 +192,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None) -> tuple[Path, d
         out = files.evaluation(data)
     metrics = evaluate_split(trained.model, trained.normalize, test, trained.class_names, out,
                              extra={"data": data or trained.meta["data"]["source"]}, explain=data is None,
-                             autocast=run_autocast(config.train))
+                             autocast=run_autocast(config.train), tta=tta)
     if data is None:
         write_report(files.root)
     return out.root, metrics

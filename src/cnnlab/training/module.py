@@ -113,7 +113,9 @@ class ClassifierModule(L.LightningModule):
             params = self.param_groups
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.train_cfg, self.train_cfg.lr)
+        lr = self.train_cfg.lr
+        assert not isinstance(lr, str), "lr auto: the learning-rate finder sets the rate before training"
+        optimizer = build_optimizer(params, self.train_cfg, lr)
         scheduler = build_scheduler(optimizer, self.train_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 

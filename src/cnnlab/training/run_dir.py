@@ -31,6 +31,8 @@ class FigureFile:
 # Every figure of a run, in the order the report shows them within its sections.
 FIGURES: dict[str, FigureFile] = {
     "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch"),
+    "lr_find": FigureFile("lr_find.png", "Learning-rate finder: training loss as the rate grows (log scale), the "
+                          "pick marked"),
     "confusion_matrix": FigureFile("confusion_matrix.png", "Confusion matrix (counts; rows = true class)"),
     "confusion_matrix_normalized": FigureFile("confusion_matrix_normalized.png",
                                               "Confusion matrix normalised per true class (recall)"),
@@ -66,6 +68,11 @@ class ResultFiles:
     def figure(self, key: str) -> Path:
         """The path of figure ``key`` (a key of :data:`FIGURES`)."""
         return self.root / FIGURES[key].file
+
+    @property
+    def lr_find_curve(self) -> Path:
+        """The learning-rate finder's rates, losses, pick and rule (``--lr auto``, ``cnnlab lr-find``)."""
+        return self.root / "lr_find.json"
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ class RunFiles(ResultFiles):
         """Paths (relative, ``*`` for any file below a folder) of everything a run may write."""
         files = [self.config, self.meta, self.metrics_csv, self.metrics_json, self.classification_report,
                  self.best, self.last, self.skipped, self.summary, self.report, self.onnx, self.int8_onnx,
-                 self.torchscript, self.deploy_meta, self.architecture, self.pruned_weights]
+                 self.torchscript, self.deploy_meta, self.architecture, self.pruned_weights, self.lr_find_curve]
         names = [p.relative_to(self.root).as_posix() for p in files]
         folders = [self.tensorboard, self.root / "eval", self.explain, self.tables, self.pruned]
         return (names + [f.file for f in FIGURES.values()]

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
 from cnnlab.data.loaders import ImageDataModule
+from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
 from cnnlab.training.budget import StageBudget
@@ -32,8 +33,10 @@ from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.cut_cache import CutCache, top_accuracy
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
 from cnnlab.training.hooks import TrainingHooks
+from cnnlab.training.lr_finder import find_lr
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
+from cnnlab.training.run_dir import write_config
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
 from cnnlab.training.time_budget import TimeBudget
@@ -44,6 +47,8 @@ log = logging.getLogger("cnnlab")
 AUGMENTED_VIEWS = 5  # augmented copies of the training set cached for a frozen stage
 CLOCK_KEY = "cnnlab_stage_seconds"  # in a checkpoint: the seconds its stage had used when it was saved
 CLOCK = time.perf_counter  # what stage times and budgets are measured with (tests put a fake one here)
+AUTO = "auto"  # --lr auto: the stage's rate comes from the learning-rate finder
+PLACEHOLDER_LR = 1e-3  # a module's rate until the finder's pick replaces it (the finder sets its own rates)
 
 
 @dataclasses.dataclass
@@ -131,6 +136,105 @@ def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
     checkpoint.best_model_path, checkpoint.best_model_score = path, value
 
 
+@dataclasses.dataclass
+class StageInputs:
+    """What one stage trains: its module and data, and how (cached features, cut activations or images)."""
+
+    stage: Stage
+    train_cfg: TrainConfig
+    module: ClassifierModule
+    datamodule: L.LightningDataModule
+    cached: bool  # the head on cached backbone features
+    on_cut: bool  # the top on the frozen layers' cached output
+    trainable: int
+    frozen: int
+    test_accuracy: Callable[[], float] | None = None
+
+
+def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget: StageBudget | None = None,
+                  position: int = 0, batch_size: int | None = None, cut_cache: CutCache | None = None,
+                  watch: Any = None) -> StageInputs:
+    """Seeds the stage's random stream, sets what trains, and builds its module and data.
+
+    A frozen stage extracts the backbone's features here (once); ``stage.lr`` ``auto`` is built at
+    a placeholder rate that :func:`use_rate` replaces (the finder sets every group's rate itself).
+    """
+    config, model, data, ranks = ctx.config, ctx.model, ctx.data, ctx.ranks
+    batch_size = batch_size or config.data.batch_size
+    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
+    rate = PLACEHOLDER_LR if stage.lr == AUTO else stage.lr
+    train_cfg = stage_train_config(config, dataclasses.replace(stage, lr=rate), budget)
+    trainable, frozen = apply_stage(model, stage, config.transfer)
+    groups = stage_param_groups(model, dataclasses.replace(stage, lr=rate), config.train.weight_decay)
+    kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
+    kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
+    hooks: TrainingHooks = ctx.hooks
+    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
+    cut_here = cut_cache if cut_cache is not None and cut_cache.stage == stage else None  # trains on its activations
+    on_cut = cut_here is not None
+    how = " (backbone features computed once, then cached)" if cached else ""
+    if cut_here is not None:
+        how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
+               "each epoch runs only the top)")
+    lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
+    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
+          f"{lr_text}, up to {stage.epochs} epochs"
+          f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
+    balanced = config.data.sampler == "balanced"
+    test_accuracy = None
+    if cached:
+        augment = build_batch_augment(config.augment, crop=kwargs["normalize"].crop)
+        catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
+        with catching:
+            features = cache_features(model, data, kwargs["normalize"], augment=augment,
+                                      train_views=AUGMENTED_VIEWS if augment is not None else 1,
+                                      device=ranks.device if ranks.several else _feature_device(config),
+                                      listener=watch, ranks=ranks)
+        # The budget bounds the extraction, not the head: its epochs on cached features cost
+        # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
+        head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
+        module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
+            k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")})
+        datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
+        test = features["test"]
+        test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
+    elif cut_here is not None:
+        module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
+        test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
+    else:
+        module = hooks.module_factory(**kwargs)
+        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
+    return StageInputs(stage, train_cfg, module, datamodule, cached, on_cut, trainable, frozen, test_accuracy)
+
+
+def use_rate(inputs: StageInputs, lr: float, weight_decay: float, model: Any) -> StageInputs:
+    """The stage's module and options at learning rate ``lr`` (after the finder picked it)."""
+    stage = dataclasses.replace(inputs.stage, lr=lr)
+    inputs.module.train_cfg = dataclasses.replace(inputs.module.train_cfg, lr=lr)
+    inputs.module.param_groups = stage_param_groups(model, stage, weight_decay)
+    return dataclasses.replace(inputs, stage=stage, train_cfg=dataclasses.replace(inputs.train_cfg, lr=lr))
+
+
+def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
+    """``--lr auto``: the range test on the stage's own module and data; the run then trains at its pick,
+    recorded in config.yaml (so a resume trains at it too), run.json and the report."""
+    config = ctx.config
+    if ctx.ranks.several:
+        raise CnnlabError("--lr auto runs the learning-rate finder in one process; find the rate first "
+                          "(cnnlab lr-find DATA with the same options) and give it to --lr")
+    finding = find_lr(inputs.module, inputs.datamodule, inputs.train_cfg, inputs.stage.name, ctx.files.root)
+    print(finding.line(), flush=True)
+    ctx.config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=finding.lr))
+    ctx.meta["lr_find"] = finding.record()
+    if ctx.ranks.is_zero:
+        write_config(ctx.files, ctx.config)
+        finding.save(ctx.files.lr_find_curve, ctx.files.figure("lr_find"))
+        ctx.save_meta()
+    # The test drew from the random stream: start the stage's draws again, as a run given --lr PICK would.
+    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
+    return use_rate(inputs, finding.lr, config.train.weight_decay, ctx.model)
+
+
 def fit_stage(
     ctx: Any,
     stage: Stage,
@@ -156,51 +260,16 @@ def fit_stage(
         cut_cache: the fine-tuning stage's cut (``cnnlab.training.cut_cache``): a frozen stage
             catches its activations while extracting features, the fine-tuning stage trains its top on them.
     """
-    config, model, data, ranks = ctx.config, ctx.model, ctx.data, ctx.ranks
-    batch_size = device_batch or config.data.batch_size
-    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
+    config, data, ranks = ctx.config, ctx.data, ctx.ranks
     stage_clock = StageClock(checkpoint_seconds(resume_from))
-    train_cfg = stage_train_config(config, stage, budget)
-    trainable, frozen = apply_stage(model, stage, config.transfer)
-    groups = stage_param_groups(model, stage, config.train.weight_decay)
-    kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
-    kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    hooks: TrainingHooks = ctx.hooks
-    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
-    cut_here = cut_cache if cut_cache is not None and cut_cache.stage == stage else None  # trains on its activations
-    on_cut = cut_here is not None
-    how = " (backbone features computed once, then cached)" if cached else ""
-    if cut_here is not None:
-        how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
-               "each epoch runs only the top)")
-    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
-          f"lr {stage.lr:g}, up to {stage.epochs} epochs"
-          f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
-    balanced = config.data.sampler == "balanced"
     watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
-    test_accuracy = None
-    if cached:
-        augment = build_batch_augment(config.augment, crop=kwargs["normalize"].crop)
-        catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
-        with catching:
-            features = cache_features(model, data, kwargs["normalize"], augment=augment,
-                                      train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                      device=ranks.device if ranks.several else _feature_device(config),
-                                      listener=watch, ranks=ranks)
-        # The budget bounds the extraction, not the head: its epochs on cached features cost
-        # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
-        head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
-        module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
-            k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")})
-        datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
-        test = features["test"]
-        test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
-    elif cut_here is not None:
-        module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
-        test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
-    else:
-        module = hooks.module_factory(**kwargs)
-        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
+    inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, cut_cache, watch)
+    if stage.lr == AUTO:
+        inputs = _run_finder(ctx, inputs, position)
+    stage, train_cfg, module, datamodule = inputs.stage, inputs.train_cfg, inputs.module, inputs.datamodule
+    cached, on_cut, test_accuracy = inputs.cached, inputs.on_cut, inputs.test_accuracy
+    trainable, frozen = inputs.trainable, inputs.frozen
+    hooks: TrainingHooks = ctx.hooks
     criterion = stage_criterion(stage.name, config)
     to_beat = score_to_beat(previous, criterion)
     validation = ValidationRecord(criterion, len(data.splits["val"]))
@@ -240,7 +309,7 @@ def fit_stage(
         "params_trainable": trainable,
         "params_frozen": frozen,
         "feature_cache": cached,
-        "activation_cache": cut_here.cut.where if cut_here is not None else None,
+        "activation_cache": cut_cache.cut.where if on_cut and cut_cache is not None else None,
         "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
         "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
         "val_at_best": own,  # the validation figures of the stage's own best epoch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from torch import nn
@@ -44,7 +44,7 @@ class Stage:
 
     name: str  # frozen | finetune | train
     epochs: int
-    lr: float
+    lr: float | Literal["auto"]  # "auto": the learning-rate finder picks it when the stage starts
     prepare: str  # head: only the head trains | top: head + backbone top | all: everything
     layer_decay: float | None = None  # LR decay per block going down (finetune/train only)
     # Backbone BatchNorm in inference mode even where unfrozen (Keras' fine-tuning advice): its
@@ -130,6 +130,7 @@ def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) ->
 
 def stage_param_groups(model: nn.Module, stage: Stage, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups for ``stage`` (trainable parameters only, layer decay if set)."""
+    assert not isinstance(stage.lr, str), "lr auto: the learning-rate finder sets the rate before the groups"
     return param_groups(model, stage.lr, stage.layer_decay, weight_decay)
 
 

@@ -90,6 +90,11 @@ def _prepare_here(config: RunConfig,
     return data, preprocess, model, summary
 
 
+def prepare_inputs(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+    """Data, preprocessing, network and its summary as a run of ``config`` gets them (one process, no run folder)."""
+    return _prepare_here(config, cache_read_only=False)
+
+
 def _prepare(config: RunConfig, ranks: Ranks) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     """Data, preprocessing, network and its summary; rank 0 first (it alone writes the image cache)."""
     prepared = ranks.zero_first(lambda: _prepare_here(config, cache_read_only=not ranks.is_zero))

@@ -1,0 +1,102 @@
+"""``cnnlab tune``: several trials within the budget, pruning, kill -9 and continue, a best config that trains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import read_json
+
+BUDGET = 24  # s for the whole search: the lesson's CNN on 8x8 digits trains an epoch in ~0.2 s
+ARGS = ("tune", "digits", "--time-budget", str(BUDGET), "--epochs", "4", "--trial-budget", "3")
+
+
+def _study(out: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name="cnnlab-tune", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def _finished(out: Path) -> int:
+    import optuna
+
+    if not (out / "study.db").is_file():
+        return 0
+    try:
+        states = [t.state for t in _study(out).trials]
+    except Exception:  # noqa: BLE001  the file is being created
+        return 0
+    return sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+
+
+def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli, tmp_path):
+    out = tmp_path / "search"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    began = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-m", "cnnlab", *ARGS, "--out", str(out)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while _finished(out) < 3 and child.poll() is None and time.monotonic() - began < 120:
+            time.sleep(0.3)
+        assert child.poll() is None, "the search ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)  # mid-search: no cleanup of any kind
+    finally:
+        child.wait(timeout=30)
+    before = {t.number for t in _study(out).trials}
+    used_before = _study(out).user_attrs["seconds_used"]
+    assert len(before) >= 3
+    # A rate far too low to learn in 4 epochs, first in line when the search goes on: the pruner must stop it.
+    _study(out).enqueue_trial({"lr": 1e-4, "weight_decay": 1e-6, "augment": "none", "label_smoothing": 0.0,
+                               "batch_size": 128, "epochs": 4})
+
+    code, printed, err = cli(*ARGS, "--out", out)
+    assert code == 0, err
+    assert "continued the study" in printed
+    study = _study(out)
+    states = [t.state.name for t in study.trials]
+    assert max(t.number for t in study.trials) > max(before)  # the same study, numbering on
+    assert states.count("COMPLETE") + states.count("PRUNED") >= 5
+    slow = next(t for t in study.trials if t.params.get("lr") == 1e-4)
+    assert slow.state.name == "PRUNED" and len(slow.intermediate_values) < 4, slow.intermediate_values
+    assert study.trials[0].user_attrs.get("baseline")  # trial 0 is the options as given
+    assert used_before <= study.user_attrs["seconds_used"] <= BUDGET + 4  # the whole search, both sessions
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == len(study.trials) + 1
+    assert (out / "history.png").is_file() and (out / "importance.png").is_file()
+
+    best = study.user_attrs["tested"]["trial"]
+    tested = [p for p in (out / "runs").iterdir() if (p / "metrics.json").is_file()]
+    assert [p.name for p in tested] == [f"trial-{best:03d}"]  # the test split scored once, for the best
+    assert read_json(tested[0] / "run.json")["status"] == "completed"
+    assert f"best: trial {best}" in printed and "--config" in printed
+
+    settings = yaml.safe_load((out / "best.yaml").read_text())
+    assert "source" not in settings["data"] and "name" not in settings
+    code, _, err = cli("train", "digits", "--config", out / "best.yaml", "--epochs", "1", "--runs-dir",
+                       tmp_path / "runs", "--name", "best")
+    assert code == 0, err
+    assert read_json(tmp_path / "runs" / "best" / "run.json")["status"] == "completed"
+
+
+def test_tune_needs_a_budget_and_refuses_another_search_folder(cli, tmp_path):
+    code, _, err = cli("tune", "digits", "--out", tmp_path / "a")
+    assert code == 2 and "--time-budget" in err and len(err.strip().splitlines()) == 1
+    from cnnlab.config import build_config
+    from cnnlab.errors import CnnlabError
+    from cnnlab.tuning.outputs import TuneFiles
+    from cnnlab.tuning.study import _open_study
+
+    files = TuneFiles(tmp_path / "b")
+    files.root.mkdir()
+    _open_study(files, build_config(data="digits"), 0)
+    with pytest.raises(CnnlabError, match="another --out"):
+        _open_study(files, build_config(data="digits", model="fast_cnn"), 0)
