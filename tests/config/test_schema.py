@@ -28,7 +28,7 @@ def _valid(spec: FieldSpec) -> tuple[Any, list[str]]:
         return (0.8, 1.2), [spec.flag, "0.8", "1.2"]
     if spec.kind == "str":
         value = {"val_split": "0.2", "test_split": "0.2", "devices": "1", "weights": "w.safetensors",
-                 "name": "a-run", "runs_dir": "elsewhere"}[spec.name]
+                 "name": "a-run", "runs_dir": "elsewhere", "tracking_uri": "sqlite:///elsewhere/mlflow.db"}[spec.name]
         return value, [spec.flag, value]
     low = spec.bounds["at_least"] if spec.bounds["at_least"] is not None else spec.bounds["above"]
     value: Any = (low or 0) + (2 if spec.kind == "int" else 0.25)
@@ -50,6 +50,10 @@ def _invalid(spec: FieldSpec) -> tuple[Any, list[str]] | None:
     return value, [f"{spec.flag}={value}"]
 
 
+# Fields that are valid only beside another (a tracking store needs tracking on): (name, value, words).
+COMPANIONS = {"tracking_uri": ("tracking", "mlflow", ["--tracking", "mlflow"])}
+
+
 def _from_flags(words: list[str]) -> RunConfig:
     args = build_parser().parse_args(["train", "digits", *words])
     return config_from_args(args)
@@ -58,6 +62,9 @@ def _from_flags(words: list[str]) -> RunConfig:
 def _from_yaml(tmp_path: Path, spec: FieldSpec, value: Any) -> RunConfig:
     plain = list(value) if isinstance(value, tuple) else value
     nested = {spec.section: {spec.name: plain}} if spec.section else {spec.name: plain}
+    if spec.name in COMPANIONS:  # top-level fields only, as the companions are
+        name, companion, _ = COMPANIONS[spec.name]
+        nested[name] = companion
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(nested))
     return build_config(config_file=path, data="digits")
@@ -66,12 +73,16 @@ def _from_yaml(tmp_path: Path, spec: FieldSpec, value: Any) -> RunConfig:
 @pytest.mark.parametrize("spec", OPTIONS, ids=[s.key for s in OPTIONS])
 def test_every_field_is_a_flag_a_yaml_key_and_a_keyword(spec: FieldSpec, tmp_path: Path) -> None:
     value, words = _valid(spec)
+    companion: dict[str, Any] = {}
+    if spec.name in COMPANIONS:
+        name, companion_value, companion_words = COMPANIONS[spec.name]
+        words, companion = [*words, *companion_words], {name: companion_value}
     by_flag, by_yaml = _from_flags(words), _from_yaml(tmp_path, spec, value)
-    by_keyword = build_config(data="digits", **{spec.dest: value})
+    by_keyword = build_config(data="digits", **{spec.dest: value}, **companion)
     section = getattr(by_flag, spec.section) if spec.section else by_flag
     assert getattr(section, spec.name) == value
     assert by_flag == by_yaml == by_keyword
-    assert by_flag != build_config(data="digits")  # the value really changed something
+    assert by_flag != build_config(data="digits", **companion)  # the value really changed something
 
 
 @pytest.mark.parametrize("spec", [s for s in OPTIONS if _invalid(s)], ids=[s.key for s in OPTIONS if _invalid(s)])

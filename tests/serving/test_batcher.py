@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
+from typing import Any
 
 import pytest
 import torch
 
 from cnnlab.serving.batcher import MicroBatcher
+
+
+def run_apart(coroutine: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: Playwright's sync API (the browser tests) keeps an
+    event loop running in the main thread for the whole session, where asyncio.run refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _recording(calls: list[int], fail: set[int] | None = None):
@@ -48,7 +57,7 @@ async def _score_all(batcher: MicroBatcher, jobs: list[torch.Tensor]) -> list:
 def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(max_batch: int, most_calls: int) -> None:
     calls: list[int] = []
     jobs = _jobs(12)
-    results = asyncio.run(_score_all(MicroBatcher(_recording(calls), max_batch, window_ms=20), jobs))
+    results = run_apart(_score_all(MicroBatcher(_recording(calls), max_batch, window_ms=20), jobs))
     for job, scored in zip(jobs, results):
         assert scored.probs[:, 0].tolist() == job[:, 0, 0, 0].float().tolist()
         assert scored.inference_ms >= 40 and scored.queue_ms >= 0
@@ -72,7 +81,7 @@ def test_a_failing_batch_fails_its_jobs_only() -> None:
         finally:
             await batcher.stop()
 
-    first, second = asyncio.run(two_rounds())
+    first, second = run_apart(two_rounds())
     assert all(isinstance(r, RuntimeError) for r in first)
     assert not any(isinstance(r, Exception) for r in second) and batcher.stats()["batches"] == 1
 
@@ -127,7 +136,7 @@ def test_the_queue_is_bounded_and_a_request_past_its_time_limit_is_not_scored() 
         finally:
             await batcher.stop()
 
-    results, seen = asyncio.run(scenario())
+    results, seen = run_apart(scenario())
     assert seen == [1, 0] and batcher.peak_waiting == 2
     assert results[0].probs[:, 0].tolist() == [0.0] and isinstance(results[1], asyncio.CancelledError)
     assert calls == [1, 3]  # the cancelled job (2 images) never reached the model
