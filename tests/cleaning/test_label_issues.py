@@ -82,7 +82,7 @@ def test_a_resized_brighter_copy_under_another_label_is_a_near_copy(tmp_path):
     from PIL import Image
 
     files = sorted(photos.rglob("*.jpg"))
-    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    arrays = [np.array(Image.open(f).convert("RGB")) for f in files]
     original = torch.from_numpy(arrays[0]).permute(2, 0, 1)[None].float()
     copy = F.interpolate(F.interpolate(original, size=40, mode="bilinear"), size=64, mode="bilinear") * 1.15
     images = torch.cat([torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), copy.clamp(0, 255).to(torch.uint8)])

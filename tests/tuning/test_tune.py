@@ -100,3 +100,45 @@ def test_tune_needs_a_budget_and_refuses_another_search_folder(cli, tmp_path):
     _open_study(files, build_config(data="digits"), 0)
     with pytest.raises(CnnlabError, match="another --out"):
         _open_study(files, build_config(data="digits", model="fast_cnn"), 0)
+
+
+def test_a_stage_on_cached_features_reports_once_its_best_and_a_pruned_trial_skips_the_next_stage():
+    import optuna
+    import torch
+
+    from cnnlab.training.feature_cache import FeatureHeadModule
+    from cnnlab.tuning.pruning import STAGE_STEPS, PruneOnValidation
+
+    class Trial:
+        def __init__(self) -> None:
+            self.reports: list[tuple[float, int]] = []
+
+        def report(self, value: float, step: int) -> None:
+            self.reports.append((round(value, 3), step))
+
+        def should_prune(self) -> bool:
+            return self.reports[-1][0] < 0.5
+
+    class Trainer:
+        sanity_checking, should_stop, current_epoch = False, False, 0
+        callback_metrics: dict = {}
+
+    trial, trainer, pruning = Trial(), Trainer(), PruneOnValidation(Trial())
+    pruning.trial = trial
+    head = object.__new__(FeatureHeadModule)  # only its type matters here
+    pruning.on_fit_start(trainer, head)
+    for epoch, accuracy in enumerate([0.2, 0.45, 0.4]):  # a slow start: no report, no pruning yet
+        trainer.current_epoch, trainer.callback_metrics = epoch, {"val_acc": torch.tensor(accuracy)}
+        pruning.on_validation_end(trainer, head)
+    assert trial.reports == [] and not trainer.should_stop
+    pruning.on_fit_end(trainer, head)
+    assert trial.reports == [(0.45, 0)] and pruning.pruned_at == 0  # the stage's best, at its end
+    pruning.on_fit_start(trainer, object())
+    with pytest.raises(optuna.TrialPruned):
+        pruning.on_train_start(trainer, object())  # fine-tuning never starts
+    trial.reports.clear()
+    other = PruneOnValidation(trial)
+    other.stage = 0
+    trainer.current_epoch, trainer.callback_metrics = 2, {"val_acc": torch.tensor(0.9)}
+    other.on_validation_end(trainer, object())  # a stage on images reports every epoch
+    assert trial.reports == [(0.9, 2)] and STAGE_STEPS == 1000
