@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -121,7 +122,7 @@ def test_a_stage_on_cached_features_reports_once_its_best_and_a_pruned_trial_ski
 
     class Trainer:
         sanity_checking, should_stop, current_epoch = False, False, 0
-        callback_metrics: dict = {}
+        callback_metrics: ClassVar[dict] = {}
 
     trial, trainer, pruning = Trial(), Trainer(), PruneOnValidation(Trial())
     pruning.trial = trial

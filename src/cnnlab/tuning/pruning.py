@@ -29,13 +29,9 @@ class PruneOnValidation(L.Callback):
     """
 
     def __init__(self, trial: Any) -> None:
-<<<<<<< HEAD
         self.trial, self.stage = trial, -1
         self.pruned_at: int | None = None
-=======
-        self.trial, self.stage, self.pruned_at = trial, -1, None
         self.best: float | None = None  # a cached stage's best validation accuracy so far
->>>>>>> smart31
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.stage += 1
