@@ -65,6 +65,11 @@ class Server:
             self.process.send_signal(sig)
         if not wait:
             return -1, ""
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30) -> tuple[int, str]:
+        """Waits for the exit a signal already sent asked for, sending none: a second SIGTERM that lands
+        after the server restored the default handlers (while torch tears down) would kill it (-15)."""
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -39,7 +39,7 @@ def test_an_artifact_serves_alone_and_sigterm_lets_requests_in_flight_finish(cli
         server.process.send_signal(signal.SIGTERM)
         for thread in clients:
             thread.join(timeout=60)
-        code, output = server.stop(timeout=60)
+        code, output = server.wait(timeout=60)
     finally:
         server.stop(signal.SIGKILL, wait=False)
     assert [status for status, _ in replies] == [200] * 6, replies
