@@ -103,6 +103,23 @@ def test_tune_needs_a_budget_and_refuses_another_search_folder(cli, tmp_path):
         _open_study(files, build_config(data="digits", model="fast_cnn"), 0)
 
 
+def test_a_search_saved_before_an_option_existed_continues(tmp_path):
+    """An upgrade that adds an option (with its default) must not orphan a study saved by the older version."""
+    from cnnlab.config import build_config, to_dict
+    from cnnlab.tuning.outputs import TuneFiles
+    from cnnlab.tuning.study import _open_study
+
+    files = TuneFiles(tmp_path / "old")
+    files.root.mkdir()
+    base = build_config(data="digits")
+    study = _open_study(files, base, 0)
+    older = to_dict(base)
+    older.pop("tracking")  # the section a later version added
+    older.pop("name")
+    study.set_user_attr("base", older)
+    assert _open_study(files, base, 0).study_name == study.study_name
+
+
 def test_a_stage_on_cached_features_reports_once_its_best_and_a_pruned_trial_skips_the_next_stage():
     import optuna
     import torch

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.config import RunConfig, to_dict
+from cnnlab.config import RunConfig, from_dict, to_dict
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.evaluator import score_split
 from cnnlab.evaluation.run import evaluate_run
@@ -89,7 +89,7 @@ def _open_study(files: TuneFiles, base: RunConfig, seed: int) -> Any:
         params = base_params(base)
         if params is not None:  # trial 0: the run as the user asked for it, the yardstick of the search
             study.enqueue_trial(params, user_attrs={"baseline": True})
-    elif saved != mine:
+    elif to_dict(from_dict(saved)) != mine:  # through the schema: an option added since has its default
         raise CnnlabError(f"'{files.root}' holds a search with other options (data, model or the rest); give this "
                           "search another --out, or repeat the first one's options to continue it")
     return study
