@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
-from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
+from cnnlab.deploy.settings import (
+    CALIBRATION_IMAGES,
+    DEFAULT_THREADS,
+    FINETUNE_BUDGET,
+    FINETUNE_EPOCHS,
+    PARITY_TOLERANCE,
+)
 from cnnlab.figures import png_bytes
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
@@ -184,14 +191,20 @@ class Run:
 
         return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
 
-    def prune(self, sparsity: float = 0.5, structured: bool = True, finetune_epochs: int = 0,
-              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> Run:
-        """Prunes the model (channels, or single weights with ``structured=False``), optionally
-        fine-tunes, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``."""
-        from cnnlab.deploy.prune import prune_run
+    def prune(self, sparsity: float | None = 0.5, structured: bool = True, finetune_epochs: int = FINETUNE_EPOCHS,
+              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS, max_drop: float | None = None,
+              finetune_budget: float | None = FINETUNE_BUDGET) -> Run:
+        """Prunes the model (channels, or single weights with ``structured=False``), fine-tunes until
+        validation recovers, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``.
+        ``sparsity=None, max_drop=POINTS``: the largest sparsity within that drop on validation. A
+        result losing more than ``max_drop`` (default 2) points, or no faster, is logged as a warning."""
+        from cnnlab.deploy.prune import FineTuning, prune_run
 
-        pruned = prune_run(self.path, sparsity, structured, finetune_epochs, finetune_lr, threads,
-                           f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})")
+        pruned = prune_run(self.path, sparsity, structured, FineTuning(finetune_epochs, finetune_budget, finetune_lr),
+                           threads, f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})",
+                           max_drop=max_drop)
+        for warning in pruned.warnings:
+            logging.getLogger("cnnlab").warning(warning)
         return Run(pruned.files.root)
 
     def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:

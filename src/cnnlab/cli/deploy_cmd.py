@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from typing import Any
@@ -21,11 +22,15 @@ from cnnlab.deploy.settings import (
     CALIBRATION_IMAGES,
     DEFAULT_THREADS,
     EXPORT_FORMATS,
+    FINETUNE_BUDGET,
+    FINETUNE_EPOCHS,
+    MAX_DROP,
     PARITY_TOLERANCE,
     TEMPERATURE,
     THREADS_HELP,
 )
 
+log = logging.getLogger("cnnlab")
 RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
 
 
@@ -102,17 +107,26 @@ def add_parser(subparsers: Any) -> None:
                               description="Writes a pruned copy of RUN's model to RUN/pruned/<kind>-<percent>/, a run "
                               "folder every command takes, and a before/after table.")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
-    p.add_argument("--sparsity", type=float, required=True, metavar="X",
+    p.add_argument("--sparsity", type=float, default=None, metavar="X",
                    help="fraction to remove, between 0 and 1: of each layer's channels (structured) or of all weights")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="without --sparsity: the largest sparsity (10-80%%) that loses at most POINTS of validation "
+                   "accuracy, found by bisection and drawn as a curve; with it: the drop that is warned about "
+                   f"(default: {MAX_DROP:g})")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--structured", dest="structured", action="store_true", default=True,
                       help="remove whole channels: a smaller, faster network (default)")
     kind.add_argument("--unstructured", dest="structured", action="store_false",
                       help="zero single weights instead (same size and speed; for comparison)")
-    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
-                   help="epochs of training after pruning, through cnnlab's trainer (default: 0)")
+    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS, metavar="N",
+                   help="most epochs of fine-tuning after pruning; it stops sooner once validation accuracy is back "
+                   "to the original's or stops improving, keeping its best epoch; 0: none "
+                   f"(default: {FINETUNE_EPOCHS})")
+    p.add_argument("--finetune-budget", type=float, default=FINETUNE_BUDGET, metavar="SECONDS",
+                   help=f"most seconds of fine-tuning for each pruned model (default: {FINETUNE_BUDGET:g})")
     p.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
-                   help="learning rate of that fine-tuning (default: the run's --lr)")
+                   help="learning rate of that fine-tuning, every layer training (default: the rate the run "
+                   "fine-tuned its pretrained backbone at, else a tenth of its --lr)")
     _threads(p)
     _output(p)
     p.set_defaults(func=run_prune)
@@ -168,15 +182,25 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.prune import prune_run
+    from cnnlab.deploy.prune import FineTuning, prune_run
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
+    tuning = FineTuning(args.finetune_epochs, args.finetune_budget, args.finetune_lr)
     with _progress_to(args.format):
-        result = prune_run(args.run, args.sparsity, args.structured, args.finetune_epochs, args.finetune_lr,
-                           args.threads, command)
-    print_table(result.table, args.format)
+        result = prune_run(args.run, args.sparsity, args.structured, tuning, args.threads, command,
+                           max_drop=args.max_drop)
+    tables = [result.table]
+    if result.sweep and args.format == "json":  # one document for a script: the sweep rides in the data
+        tables = [dataclasses.replace(result.table, data={**result.table.data, "sweep": result.sweep.data})]
+    elif result.sweep and args.format == "table":
+        tables.insert(0, result.sweep)
+    for table in tables:  # the warnings come last, once
+        print_table(dataclasses.replace(table, notes=[n for n in table.notes if not n.startswith("WARNING: ")]),
+                    args.format)
     if args.format == "table":
         print(f"pruned run: {result.files.root}\nreport:     {result.files.report}")
+    for warning in result.warnings:
+        log.warning(warning)
     return 0
 
 

@@ -248,8 +248,43 @@ def _explain(files: RunFiles) -> str:
 
 
 def _deployment(files: RunFiles) -> str:
-    """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
-    return "".join(table.html() for table in Table.load_all(files.tables))
+    """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark), a
+    pruning sweep's curve, and the run's pruned copies side by side."""
+    tables = "".join(table.html() for table in Table.load_all(files.tables))
+    return tables + _figure(files, "prune_sweep") + _pruned_copies(files)
+
+
+def _pruned_copies(files: RunFiles) -> str:
+    """One row per pruned copy of this run (``cnnlab prune`` writes ``RUN/pruned/<kind>-<percent>/``),
+    read from the before/after table each copy saved: its figures were measured beside this run."""
+    found = [(child.name, Table.load(RunFiles(child).table("prune")))
+             for child in sorted(files.pruned.glob("*")) if child.is_dir()]
+    copies = [(name, table.data) for name, table in found if table is not None and table.data.get("kind")]
+    if not copies:
+        return ""
+    copies.sort(key=lambda c: (str(c[1]["kind"]), float(c[1].get("requested") or 0)))
+
+    def number(value: Any, fmt: str) -> str:
+        return "—" if not isinstance(value, (int, float)) else format(value, fmt)
+
+    rows, notes = [], []
+    for name, d in copies:
+        change = (100 * (d["final_accuracy"] - d["parent_test_accuracy"])
+                  if isinstance(d.get("parent_test_accuracy"), (int, float)) else None)
+        rows.append([name, number(d.get("achieved"), ".0%"), number(d.get("params"), ",") + " of "
+                     + number(d.get("parent_params"), ","), _pct(d.get("val_accuracy")),
+                     f"{_pct(d.get('final_accuracy'))} ({number(change, '+.2f')})",
+                     f"{number(d.get('pruned_ms'), '.2f')} vs {number(d.get('parent_ms'), '.2f')}",
+                     number(d.get("speedup_batch1"), ".2f") + "x", str(d.get("finetune_epochs") or 0),
+                     "yes (below)" if d.get("warnings") else "none"])
+        notes += [f"{name}: {w}" for w in d.get("warnings") or []]
+    notes.append("batch-1 latency (ms) of each copy against this run's, timed side by side (PyTorch eager) "
+                 "when the copy was made; test accuracy change in points; cnnlab prune RUN --max-drop POINTS "
+                 "finds the largest sparsity within a drop")
+    return Table("Pruned copies of this run (cnnlab prune)",
+                 ["pruned run", "sparsity", "non-zero params", "val accuracy", "test accuracy (change)",
+                  "batch 1 ms (pruned vs this run)", "speed-up", "fine-tuning epochs", "warnings"],
+                 rows, notes).html()
 
 
 def _data(files: RunFiles, run: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ FIGURES: dict[str, FigureFile] = {
     "class_counts": FigureFile("class_counts.png", "Images per class"),
     "samples": FigureFile("samples.png", "Sample images per class"),
     "augmentation": FigureFile("augmentation.png", "Augmented training images"),
+    "prune_sweep": FigureFile("prune_sweep.png", "Pruning sweep (cnnlab prune --max-drop): validation and test "
+                              "accuracy and batch-1 latency by sparsity, the allowed drop and the kept one marked"),
     "explain_filters": FigureFile("explain/filters.png",
                                   "The first convolution's filters: what the network looks for in raw pixels"),
     "explain_gradcam": FigureFile("explain/gradcam_test.png",
