@@ -80,16 +80,6 @@ def test_fine_tuning_stops_once_validation_recovers_and_keeps_its_best_epoch(cli
     assert record["val_accuracy"] == pytest.approx(history["val_acc"].max())  # the kept weights are the best epoch's
 
 
-def test_fine_tuning_rate_is_the_runs_fine_tuning_rate_for_a_transfer_run() -> None:
-    from cnnlab.config import build_config
-    from cnnlab.deploy.prune import finetune_lr
-
-    transfer = build_config(model="efficientnet_lite0", pretrained=True, finetune_lr=3e-5, lr=1e-3)
-    scratch = build_config(model="simple_cnn", pretrained=False, lr=1e-3)
-    assert finetune_lr(transfer, None) == 3e-5 and finetune_lr(scratch, None) == pytest.approx(1e-4)
-    assert finetune_lr(scratch, 0.01) == 0.01
-
-
 def _point(sparsity: float, val_drop: float, files):
     """What one measured sparsity returns (no model: the bisection reads only the figures)."""
     from cnnlab.deploy.prune import Pruned
@@ -154,6 +144,7 @@ def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_report
     assert code == 0, err
     warning = [line for line in err.splitlines() if line.startswith("warning: pruning --sparsity 0.9 lost")]
     assert len(warning) == 1 and "more than 1)" in warning[0] and "--max-drop 1" in warning[0]
+    assert "leave out --finetune-epochs 0" in warning[0]  # what to try: this run was not fine-tuned
     assert "WARNING" not in out  # said once, after the table
     pruned = run_copy / "pruned" / "structured-90"
     record = _pruning_record(pruned)

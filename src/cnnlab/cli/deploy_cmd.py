@@ -125,8 +125,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--finetune-budget", type=float, default=FINETUNE_BUDGET, metavar="SECONDS",
                    help=f"most seconds of fine-tuning for each pruned model (default: {FINETUNE_BUDGET:g})")
     p.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
-                   help="learning rate of that fine-tuning, every layer training (default: the rate the run "
-                   "fine-tuned its pretrained backbone at, else a tenth of its --lr)")
+                   help="learning rate of that fine-tuning, every layer training (default: the run's --lr)")
     _threads(p)
     _output(p)
     p.set_defaults(func=run_prune)
