@@ -46,7 +46,7 @@ def sweep_sparsities(measure: Callable[[float], Pruned], max_drop: float,
         point = points[grid[middle]] = measure(grid[middle])
         ok = within(point.table.data, max_drop)
         print(f"sweep: {grid[middle]:.0%} sparsity: validation {100 * point.table.data['val_accuracy']:.2f}% "
-              f"({-val_drop(point.table.data):+.2f} points), {point.table.data['speedup_batch1']:.2f}x faster at "
+              f"({0.0 - val_drop(point.table.data):+.2f} points), {point.table.data['speedup_batch1']:.2f}x faster at "
               f"batch 1: {'within' if ok else 'over'} the {max_drop:g}-point drop", flush=True)
         below, above = (middle, above) if ok else (below, middle)
     chosen = points[grid[below]] if below >= 0 else points[min(points)]
@@ -73,7 +73,7 @@ def sweep_table(points: dict[float, Pruned], max_drop: float, chosen: Pruned, wa
         data, files = points[sparsity].table.data, points[sparsity].files
         rows.append([f"{sparsity:.0%}" + (" (kept)" if points[sparsity] is chosen else ""),
                      f"{data['achieved']:.0%}", f"{data['params']:,}",
-                     f"{100 * data['val_accuracy']:.2f}% ({-val_drop(data):+.2f})",
+                     f"{100 * data['val_accuracy']:.2f}% ({0.0 - val_drop(data):+.2f})",
                      f"{100 * data['final_accuracy']:.2f}%", f"{data['pruned_ms']:.2f}",
                      f"{data['speedup_batch1']:.2f}x", "yes" if within(data, max_drop) else "no", files.root.name])
     grid = ", ".join(f"{s:.0%}" for s in SWEEP_SPARSITIES)
@@ -85,7 +85,7 @@ def sweep_table(points: dict[float, Pruned], max_drop: float, chosen: Pruned, wa
     data = {"max_drop": max_drop, "chosen": chosen.table.data["requested"], "found": found,
             "points": [points[s].table.data for s in sorted(points)]}
     return Table(f"Pruning sweep of {Path(first['from']).name}: the largest sparsity within {max_drop:g} points",
-                 ["sparsity", "channels removed", "non-zero params", "val accuracy (change)", "test accuracy",
+                 ["sparsity", "removed", "non-zero params", "val accuracy (change)", "test accuracy",
                   "batch 1 p50 ms", "speed-up", "within drop", "pruned run"], rows, notes, data)
 
 
@@ -104,14 +104,19 @@ def draw_sweep(points: list[dict[str, Any]], max_drop: float, chosen: float | No
                label=f"validation floor (drop {max_drop:g} points)")
     if chosen is not None:
         ax.axvline(100 * chosen, color="#555", linewidth=0.8, label=f"kept: {chosen:.0%}")
-    ax.set_xlabel("sparsity (% of channels asked to be removed)")
+    shown = [100 * p[k] for p in points for k in ("val_accuracy", "final_accuracy")]
+    shown += [100 * first["parent_val_accuracy"], 100 * first["parent_test_accuracy"]]
+    ax.set_ylim(max(0.0, min(*shown, 100 * first["parent_val_accuracy"] - max_drop) - 5), min(100.5, max(shown) + 2))
+    ax.set_xlabel("sparsity (% asked to be removed)")
     ax.set_ylabel("accuracy (%)")
     latency = ax.twinx()
-    latency.plot(xs, [first["parent_ms"], *(p["pruned_ms"] for p in points)], "^-", color="#3a6ea5",
-                 label="batch-1 latency (ms)")
+    # Each point was timed beside the parent in its own command: its speed-up is the fair figure, so
+    # every latency is the first timing of the parent divided by the point's speed-up.
+    latency.plot(xs, [first["parent_ms"], *(first["parent_ms"] / p["speedup_batch1"] for p in points)], "^-",
+                 color="#3a6ea5", label="batch-1 latency (ms)")
     latency.set_ylabel("batch-1 latency (ms)", color="#3a6ea5")
     latency.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     more_handles, more_labels = latency.get_legend_handles_labels()
-    ax.legend(handles + more_handles, labels + more_labels, loc="lower left", fontsize=8)
+    ax.legend(handles + more_handles, labels + more_labels, loc="best", fontsize=8)
     return save_figure(fig, out, "Pruning: accuracy and latency by sparsity")
