@@ -20,11 +20,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 
+from cnnlab.config import RunConfig
+from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import ROUNDS, normalized, sample, time_models, weights_mb
 from cnnlab.deploy.prune_sweep import sweep_sparsities
 from cnnlab.deploy.pruning import (
@@ -83,8 +85,8 @@ class Parent:
 
     files: RunFiles
     trained: TrainedModel
-    config: Any
-    data: Any
+    config: RunConfig
+    data: PreparedData
     val_accuracy: float
     test_accuracy: float
 
@@ -100,7 +102,7 @@ class FineTuning:
 
     epochs: int = FINETUNE_EPOCHS
     budget: float | None = FINETUNE_BUDGET
-    lr: float | None = None  # None: the parent's fine-tuning rate (transfer) or a tenth of its rate
+    lr: float | None = None  # None: the run's own --lr (finetune_lr)
 
 
 class RecoveryStop(L.Callback):
@@ -137,15 +139,15 @@ def open_parent(run: str | Path) -> Parent:
                   accuracy(trained.model, test.images, test.labels, trained.normalize))
 
 
-def finetune_lr(config: Any, given: float | None) -> float:
+def finetune_lr(config: RunConfig, given: float | None) -> float | Literal["auto"]:
     """The fine-tuning rate: ``given``, else the run's own ``--lr``. Measured on Lite0 transfer runs
     pruned by half (chance accuracy before fine-tuning): the run's 1e-3 reached 33% validation
     accuracy on dtd10 after one epoch where the fine-tuning rate 1e-4 reached 15%, and 63% test
     accuracy on ants/bees where 1e-4 reached 51%: so much is relearned that a low rate is too slow."""
-    return config.train.lr if given is None else given
+    return config.train.lr if given is None else given  # "auto": the finder picks it for the pruned model
 
 
-def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning) -> Any:
+def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning) -> RunConfig:
     """The pruned run's config: the parent's, built from scratch at the parent's input size (the
     weights come from the pruned file), one stage in which every layer fine-tunes, in batches of at
     most FINETUNE_BATCH."""
