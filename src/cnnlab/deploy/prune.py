@@ -242,7 +242,7 @@ def prune_once(parent: Parent, sparsity: float, structured: bool, tuning: FineTu
     table.data.update(warnings=warnings, max_drop=max_drop)
     table.save(child.tables, "prune")
     notes = list(read_meta(child).get("notes") or [])
-    update_meta(child, pruning=table.data, notes=[*notes, *(f"Pruning: {w}." for w in warnings)])
+    update_meta(child, pruning=table.data, notes=[*notes, *(f"{w[0].upper()}{w[1:]}." for w in warnings)])
     write_report(child.root)
     return Pruned(child, table, warnings)
 
