@@ -14,6 +14,8 @@ DEFAULT_THREADS = 0
 THREADS_HELP = ("CPU threads (default: 0 = auto, the cores other processes leave free, re-checked while the "
                 "command runs; N pins it)")
 ACCURACY_TOLERANCE = 0.01  # an artifact losing more than 1 point of test accuracy is never picked by itself
+EXPORT_FORMATS = ("onnx", "torchscript")
+PARITY_TOLERANCE = 1e-3  # max |logit difference|; float32 graph rewrites give ~1e-5 on Lite0, 1e-7 on small CNNs
 # cnnlab prune. A pruned model losing more than MAX_DROP points of test accuracy (or --max-drop), or
 # less than MIN_SPEEDUP times faster at batch 1 than its parent, is reported as such (issue #29's goal:
 # <= 2 points, >= 1.3x; 1.1x leaves room for a shared machine's noise before calling it "no faster").
@@ -29,8 +31,6 @@ FINETUNE_PATIENCE = 3
 # killed for memory on a shared 23 GB machine). 32 fits, and gives 4x the steps per epoch.
 FINETUNE_BATCH = 32
 SWEEP_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # --max-drop bisects this grid
-EXPORT_FORMATS = ("onnx", "torchscript")
-PARITY_TOLERANCE = 1e-3  # max |logit difference|; float32 graph rewrites give ~1e-5 on Lite0, 1e-7 on small CNNs
 CALIBRATION_IMAGES = 512  # 256 calibrated EfficientNet-Lite0 as well as 512 (research notes)
 TEMPERATURE = 4.0
 ALPHA = 0.7
