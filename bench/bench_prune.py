@@ -119,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                      "| sparsity | val accuracy | test accuracy | batch-1 ms | speed-up |", "|---|---|---|---|---|",
                      *(f"| {p['requested']:.0%} | {100 * p['val_accuracy']:.0f}% | {100 * p['final_accuracy']:.2f}% | "
                        f"{p['pruned_ms']:.1f} | {p['speedup_batch1']:.2f}x |" for p in points)]
-    write_page("prune", "Pruning a Lite0 transfer run", f"PYTHONPATH=src python bench/bench_prune.py {args.parent}",
-               f"Parent: {args.parent.name} (copied per variant). Each variant is one `cnnlab prune` command; "
+    how = " ".join(["PYTHONPATH=src python bench/bench_prune.py", str(args.parent), "--workdir", str(args.workdir),
+                    *(f"--variant '{v}'" for v in args.variant or []), *(["--collect"] if args.collect else [])])
+    collected = " Collected (--collect) from the folders the commands wrote." if args.collect else ""
+    write_page("prune", "Pruning a Lite0 transfer run", how,
+               f"Parent: {args.parent.name} (copied per variant).{collected} Each variant is one `cnnlab prune` command; "
                "latencies are PyTorch eager at batch 1, the parent and the pruned model timed interleaved in the same "
                "command. The machine is shared with other jobs (load averages in the table).", body)
     return 0
