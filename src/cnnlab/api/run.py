@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
-from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
+from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, DEFAULT_TOP_K, PARITY_TOLERANCE
 from cnnlab.figures import png_bytes
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
@@ -131,8 +131,8 @@ class Run:
 
     # --- doing things with it -----------------------------------------------------------
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-                threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = DEFAULT_TOP_K,
+                runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
         Returns one ``{"input", "top": [{"class", "probability"}], "error"}`` per image, in order

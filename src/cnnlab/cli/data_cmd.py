@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.data_pack import add_pack_parser, describe_packed
 from cnnlab.cli.label_issues_cmd import add_label_issues_parser
 from cnnlab.cli.options import add_option, given_options
+from cnnlab.cli.output import add_format_argument, print_json, print_wide, stdout_console
 from cnnlab.config import options_by_dest
+from cnnlab.errors import plural
 
 MAX_LISTED = 15  # rows per problem list in the table; --format json has them all
 
@@ -37,8 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, duplicates, leakage",
                          description="Check a folder or CSV listing before training; ends with a verdict line.")
     ins.add_argument("data", metavar="DATA", help="image folder or CSV listing (path,label[,split])")
-    ins.add_argument("--format", choices=("table", "json"), default="table",
-                     help="table for people, json for scripts (lists every problem) (default: table)")
+    add_format_argument(ins, ("table", "json"), "table for people, json for scripts (lists every problem) "
+                        "(default: table)")
     ins.add_argument("--out", type=Path, metavar="DIR",
                      help="also write samples.png (images per class) and class_counts.png to DIR")
     ins.add_argument("--decode", action="store_true", help="decode every image too: finds truncated files (slower)")
@@ -59,7 +60,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from cnnlab.data.builtin import DESCRIPTIONS, availability
@@ -67,7 +67,7 @@ def run_list(args: argparse.Namespace) -> int:
     table = Table("name", "where", "what", title="built-in data sets (cnnlab train NAME)")
     for name, what in DESCRIPTIONS.items():
         table.add_row(name, availability(name), what)
-    Console().print(table)
+    stdout_console().print(table)
     print("Your own data: cnnlab train path/to/images  (train/<class>/*, <class>/*, or a CSV path,label)")
     return 0
 
@@ -77,13 +77,10 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # piped or captured: full lines for grep, not 80-column wraps
-        console = Console(width=160)
+    console = stdout_console()
     table = Table("split", "class", "images", "share", "formats", "modes", "size min/median/max", "skipped",
                   title=f"{report['source']} ({report['layout']} layout)", caption=f"checked: {report['checked']}")
     for split, stats in report["splits"].items():
@@ -93,7 +90,7 @@ def _print_report(report: dict[str, Any]) -> None:
             table.add_row(split, escape(name), str(c["count"]), f"{c['share']:.1%}", _fmt_counts(c["formats"]),
                           _fmt_counts(c["modes"]), size, str(c["skipped"] or ""))
         table.add_row(split, "[b]all[/b]", f"[b]{stats['count']}[/b]", "", "", "", "", "", end_section=True)
-    console.print(table)
+    print_wide(console, table)
     ratios = ", ".join(f"{split} {ratio:g}x" for split, ratio in report["imbalance"].items())
     console.print(f"class imbalance (largest / smallest class): {ratios}")
     sections = [
@@ -128,7 +125,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     report = inspection.report
     written = write_inspection_figures(inspection, args.out) if args.out is not None else []
     if args.format == "json":
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print_json(report)
     else:
         _print_report(report)
         for path in written:
@@ -151,9 +148,9 @@ def run_cache(args: argparse.Namespace) -> int:
     if args.data is None:
         if not args.prune:
             entries, size = store.stats()
-            print(f"{cache_file()}: {entries} images, {size / 1e6:.1f} MB")
+            print(f"{cache_file()}: {plural(entries, 'image')}, {size / 1e6:.1f} MB")
             stores, size = store_usage()
-            print(f"{store_root()}: {stores} record store(s), {size / 1e6:.1f} MB")
+            print(f"{store_root()}: {plural(stores, 'record store')}, {size / 1e6:.1f} MB")
         store.close()
         return 0
     store.close()
@@ -173,7 +170,7 @@ def run_cache(args: argparse.Namespace) -> int:
     config = build_config(data=args.data, **given_options(args, [specs[name] for name in CACHE_OPTIONS]))
     started = time.perf_counter()
     done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained).needs())
-    print(f"cached {done.images} images at {done.size}x{done.size}, {done.channels} channel(s), in "
+    print(f"cached {plural(done.images, 'image')} at {done.size}x{done.size}, {plural(done.channels, 'channel')}, in "
           f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
           f" -> {store_root() if done.on_disk else cache_file()}")
     return 0

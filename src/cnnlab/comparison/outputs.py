@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +10,7 @@ from cnnlab.comparison.columns import CSV_FIELDS, cell, display_columns
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape, table
+from cnnlab.tables import csv_text as records_csv
 
 if TYPE_CHECKING:  # the dataclass only, for annotations: architectures imports this module
     from cnnlab.comparison.architectures import Comparison
@@ -21,11 +20,7 @@ FILES = {"csv": "comparison.csv", "md": "comparison.md", "png": "comparison.png"
 
 def csv_text(comparison: Comparison) -> str:
     """Every row with every field (:data:`CSV_FIELDS`), empty where not measured."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(comparison.rows)
-    return buffer.getvalue()
+    return records_csv(comparison.rows, CSV_FIELDS)
 
 
 def _md_cell(text: str) -> str:

@@ -279,7 +279,7 @@ def _unreadable(exc: Exception, fmt: str | None, path: ImageSource, max_pixels: 
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return UnreadableImage(exc.strerror.lower())  # from os: "no such file or directory"
     if isinstance(exc, UnidentifiedImageError):
-        return UnreadableImage("not an image (or not JPEG/PNG/BMP/GIF/TIFF/WebP)")
+        return UnreadableImage("not an image, or in a format other than JPEG, PNG, BMP, GIF, TIFF and WebP")
     if isinstance(exc, MemoryError):
         return UnreadableImage(f"{what} too large to decode (out of memory)")
     if isinstance(exc, EOFError) or "truncated" in message.lower():

@@ -30,7 +30,7 @@ from cnnlab.deploy.pruning import (
 )
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import DEFAULT_THREADS
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import finish_run, run_data
@@ -98,7 +98,7 @@ def _compare(files: RunFiles, trained: Any, child: RunFiles, pruned: torch.nn.Mo
         if epochs:
             rows.append(_row(f"pruned {kind}, before fine-tuning", pruned, example, what,
                              info["accuracy_before_finetune"], None))
-        label = f"pruned {kind}" + (f" + {epochs} epochs of fine-tuning" if epochs else "")
+        label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
         rows.append(_row(label, final.model, example, what, final_acc, timings["pruned"]))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
     notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
@@ -165,7 +165,7 @@ def prune_run(run: str | Path, sparsity: float, structured: bool = True, finetun
     info = {"from": str(files.root), "kind": kind, "requested": sparsity, "achieved": achieved,
             "finetune_epochs": finetune_epochs, "accuracy_before_finetune": before_finetune}
     ctx.meta["pruning"] = info
-    tuned = f", then fine-tuned for {finetune_epochs} epochs" if finetune_epochs else ", not fine-tuned"
+    tuned = f", then fine-tuned for {plural(finetune_epochs, 'epoch')}" if finetune_epochs else ", not fine-tuned"
     ctx.meta.setdefault("notes", []).append(
         f"A pruned copy of run {files.root.name}: {kind}, {achieved:.0%} "
         f"{'of channels' if structured else 'of weights'} removed{tuned} (before/after table under Deployment).")

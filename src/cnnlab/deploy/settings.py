@@ -17,5 +17,8 @@ ACCURACY_TOLERANCE = 0.01  # an artifact losing more than 1 point of test accura
 EXPORT_FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-3  # max |logit difference|; float32 graph rewrites give ~1e-5 on Lite0, 1e-7 on small CNNs
 CALIBRATION_IMAGES = 512  # 256 calibrated EfficientNet-Lite0 as well as 512 (research notes)
+# Classes per image that predict, the API and the server's page show, capped at the run's classes
+# (a 2-class run shows 2): the ImageNet habit of top-5.
+DEFAULT_TOP_K = 5
 TEMPERATURE = 4.0
 ALPHA = 0.7

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -42,6 +43,21 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     "type": "object", "required": [FIELD],
     "properties": {FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
                            "description": "one or more image files (JPEG, PNG, BMP, GIF, TIFF, WebP)"}}}}}}}
+
+
+MAX_TOP_K = 1000
+# What a query parameter takes, for the one-sentence error of a request that sends something else.
+_ALLOWED = {"k": f"a whole number from 1 to {MAX_TOP_K} (classes per image)"}
+
+
+def _invalid_request(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one sentence naming the parameter and what it takes."""
+    error = exc.errors()[0]
+    place, name = (error["loc"][0], str(error["loc"][-1])) if error.get("loc") else ("request", "?")
+    where = {"query": "query parameter", "header": "header", "path": "path parameter"}.get(str(place), "field")
+    allowed = _ALLOWED.get(name) or str(error.get("msg", "a valid value")).lower()
+    got = error.get("input")
+    return f"{where} '{name}' must be {allowed}, got {'nothing' if got is None else repr(got)}"
 
 
 def _ms(since: float) -> float:
@@ -101,6 +117,10 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
     if settings.access_log:  # added last: the outermost layer, so it sees every answer, CORS's included
         app.add_middleware(AccessLog, api_key=settings.api_key)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _invalid_request(exc)}, status_code=422)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("error serving %s", request.url.path, exc_info=exc)
@@ -108,7 +128,10 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8"))
+        classes = len(served.class_names)  # the page asks for predict's default k, at most every class
+        text = resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(text.replace("{{TOP_K}}", str(min(DEFAULT_TOP_K, classes)))
+                            .replace("{{CLASSES}}", str(classes)))
 
     @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
     async def health() -> dict[str, Any]:
@@ -125,7 +148,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
                 "cors_origins": list(settings.cors_origins), "version": __version__}
 
     @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
-    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=1000,
+    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
                                                        description="classes per image")) -> dict[str, Any]:
         start = time.perf_counter()
         async with to_the_model(request) as ticket:

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
 from cnnlab.data.loaders import ImageDataModule
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
 from cnnlab.training.budget import StageBudget
@@ -178,7 +178,7 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
                "each epoch runs only the top)")
     lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
     print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
-          f"{lr_text}, up to {stage.epochs} epochs"
+          f"{lr_text}, up to {plural(stage.epochs, 'epoch')}"
           f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
     balanced = config.data.sampler == "balanced"
     test_accuracy = None
