@@ -37,8 +37,9 @@ def suggest(value: str, choices: Iterable[str], otherwise: str = "", cutoff: flo
 def close_matches(value: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6,
                   first: Iterable[str] = ()) -> list[str]:
     """Up to ``n`` choices close to ``value``: those in ``first``, then those that start with what was
-    typed (``efficientnet_lite`` -> ``efficientnet_lite0`` before ``lite4``), then the most alike; the
-    case is ignored when no choice is close as typed ("Leson" and "LESSON" are close to "lesson")."""
+    typed (``efficientnet_lite`` -> ``efficientnet_lite0`` before ``lite4``), then the most alike, ties in
+    the order of ``choices``; the case is ignored when no choice is close as typed ("Leson" and "LESSON"
+    are close to "lesson")."""
     options = list(dict.fromkeys(str(c) for c in choices))
     close = difflib.get_close_matches(value, options, n=max(n, 20), cutoff=cutoff)
     if not close:
@@ -46,10 +47,11 @@ def close_matches(value: str, choices: Iterable[str], n: int = 1, cutoff: float 
         close = [lowered[c] for c in difflib.get_close_matches(value.lower(), list(lowered), n=max(n, 20),
                                                                 cutoff=cutoff)]
     preferred, typed = set(first), value.lower()
+    position = {option: i for i, option in enumerate(options)}  # ties keep the order the choices were given in
 
-    def rank(choice: str) -> tuple[bool, bool, float, str]:
+    def rank(choice: str) -> tuple[bool, bool, float, int]:
         alike = difflib.SequenceMatcher(None, typed, choice.lower()).ratio()
-        return choice not in preferred, not choice.lower().startswith(typed), -alike, choice
+        return choice not in preferred, not choice.lower().startswith(typed), -alike, position[choice]
 
     return sorted(close, key=rank)[:n]
 
