@@ -99,9 +99,9 @@ def test_runs_compare_in_a_pipe_does_not_split_names(cli, trained_shapes, tmp_pa
 def test_counts_in_messages_agree_with_their_number() -> None:
     assert plural(1, "epoch") == "1 epoch" and plural(3, "epoch") == "3 epochs" and plural(0, "run") == "0 runs"
     assert plural(1, "class", "classes") == "1 class" and plural(2, "class", "classes") == "2 classes"
-    from cnnlab.cli.recipes_cmd import _training_text
+    from cnnlab.comparison.training import _stage_text
 
-    assert ", 1 epoch," in _training_text({"epochs": 1}, {})
+    assert _stage_text("train", 1, 0.01) == "every layer: up to 1 epoch at lr 0.01"
 
 
 def test_a_case_only_mismatch_says_so() -> None:

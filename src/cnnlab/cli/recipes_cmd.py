@@ -7,8 +7,6 @@ from typing import Any
 
 import yaml
 
-from cnnlab.errors import plural
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -43,7 +41,7 @@ def _augment_text(augment: dict[str, Any]) -> str:
 
 def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
     """Optimiser, schedule, batch, length and validation share, e.g. 'sgd 0.2, onecycle, batch 256, ...'."""
-    length = plural(train.get('epochs', 15), "epoch")
+    length = f"{train.get('epochs', 15)} epochs"
     if train.get("time_budget"):  # the schedule fits the time; the epochs are only an upper bound
         length = f"{train['time_budget']:g} s (at most {length})"
     return (f"{train.get('optimizer', 'adam')} {train.get('lr', 1e-3):g}, {train.get('scheduler', 'plateau')}, "
@@ -76,12 +74,12 @@ def recipe_rows() -> list[dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.table import Table
 
-    from cnnlab.cli.output import print_wide, stdout_console
     from cnnlab.config import recipe_overrides
 
-    console = stdout_console()
+    console = Console()
     if args.recipes_command == "show":
         overrides = recipe_overrides(args.name)  # CnnlabError with a close match when unknown
         console.print(yaml.safe_dump(overrides, sort_keys=False), end="", markup=False, highlight=False)
@@ -93,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, no_wrap=column == "recipe")
     for row in rows:
         table.add_row(*(row[column] for column in settings))
-    print_wide(console, table)
+    console.print(table)
     # What each is for, as paragraphs under the table: a column of sentences folds into one
     # word per line on an 80-column terminal or in a pipe.
     for row in rows:
