@@ -64,7 +64,7 @@ def test_predict_agrees_on_a_path_a_pil_image_and_an_array(twin_runs, tmp_path: 
     assert rows[0]["input"].endswith("digit.png") and all(row["error"] is None for row in rows)
     with pytest.raises(CnnlabError, match="image array must be"):
         run.predict(np.zeros((2, 3, 4, 5)))
-    by_folder = cnnlab.predict(run.path, tmp_path)[0]["top"]  # a folder, by path
+    by_folder = cnnlab.predict(run.path, tmp_path, top_k=3)[0]["top"]  # a folder, by path
     assert [(g["class"], round(g["probability"], 5)) for g in by_folder] == tops[0]
 
 

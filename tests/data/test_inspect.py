@@ -86,7 +86,7 @@ def test_data_list_and_errors(cli, tmp_path):
 def test_data_cache_warms_the_cache_for_training(cli, messy):
     code, out, _ = cli("data", "cache", messy, "--image-size", "16")
     assert code == 0
-    assert "cached 38 images at 16x16, 3 channel(s)" in out and "4 unreadable" in out
+    assert "cached 38 images at 16x16, 3 channels" in out and "4 unreadable" in out
     code, out, _ = cli("data", "cache")
     assert code == 0 and "38 images" in out
     assert cli("data", "cache", "--clear")[0] == 0
@@ -99,7 +99,7 @@ def test_data_cache_for_a_pretrained_model_warms_what_its_training_reads(cli, me
     from cnnlab.models import model_input
 
     code, out, _ = cli("data", "cache", messy, "--model", "efficientnet_lite0", "--pretrained")
-    assert code == 0 and "cached 38 images at 256x256, 3 channel(s)" in out
+    assert code == 0 and "cached 38 images at 256x256, 3 channels" in out
     counted.clear()
     prepare_data(DataConfig(source=str(messy)), 0, model_input("efficientnet_lite0", True).needs())
     assert sorted(counted) == sorted(BAD)  # only the unreadable files are tried again: the rest came from the cache
@@ -109,6 +109,6 @@ def test_data_cache_builds_the_record_store_and_clear_removes_it(cli, messy):
     code, out, _ = cli("data", "cache", messy, "--image-size", "16", "--image-store", "disk")
     assert code == 0 and "cached 38 images at 16x16" in out and "records" in out
     code, out, _ = cli("data", "cache")
-    assert code == 0 and "2 record store(s)" in out and "0 images" in out  # one per split; no SQLite entries
+    assert code == 0 and "2 record stores" in out and "0 images" in out  # one per split; no SQLite entries
     assert cli("data", "cache", "--clear")[0] == 0
-    assert "0 record store(s)" in cli("data", "cache")[1]
+    assert "0 record stores" in cli("data", "cache")[1]
