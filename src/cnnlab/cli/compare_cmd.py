@@ -15,6 +15,7 @@ from cnnlab.cli.parser import positive_int
 from cnnlab.comparison.options import DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_REPEATS, compare_models, parse_weights
 from cnnlab.config import FieldSpec, all_options
 from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 _OWN_FLAGS = {"model", "weights", "name", "runs_dir", "threads"}  # MODEL..., --weights MODEL=FILE, --out, --threads
 _HELP = {
@@ -67,10 +68,9 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _table(comparison: Any) -> Any:
+def _table(comparison: Any) -> Table:
     """The architectures side by side as people read them (the compact columns), footnotes as notes."""
     from cnnlab.comparison.columns import cell, display_columns, footnotes
-    from cnnlab.tables import Table
 
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained, compact=True)

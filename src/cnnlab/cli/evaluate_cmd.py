@@ -8,6 +8,7 @@ from typing import Any
 from cnnlab.cli.output import add_format_argument, print_output
 from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIMES, THREADS_HELP
+from cnnlab.tables import Table
 
 TTA_HELP = ("test-time augmentation: average each image's probabilities over its mirror image and, where the run "
             "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes")
@@ -73,10 +74,8 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0 if any(row["top"] for row in rows) else 2
 
 
-def _prediction_table(rows: list[dict[str, Any]]) -> Any:
+def _prediction_table(rows: list[dict[str, Any]]) -> Table:
     """One line per image: its top classes (as many as the run has, up to --top-k), or why it was skipped."""
-    from cnnlab.tables import Table
-
     ranks = max((len(row["top"]) for row in rows), default=1) or 1
     cells = []
     for row in rows:

@@ -9,6 +9,7 @@ from typing import Any
 from cnnlab.cli.output import add_format_argument, print_output
 from cnnlab.cli.parser import positive_int
 from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 OUT_HELP = "folder for the figures (default: {})"
 
@@ -126,8 +127,6 @@ def run_feature_maps(args: argparse.Namespace) -> int:
 
 def _emit(rows: list[dict[str, Any]], fmt: str, title: str, shown: list[dict[str, Any]] | None = None) -> None:
     """``rows`` for scripts (JSON, CSV) or as a table of ``shown`` (default: ``rows``; fractions as percentages)."""
-    from cnnlab.tables import Table
-
     shown = rows if shown is None else shown
     cells = [[f"{v:.1%}" if isinstance(v, float) else str(v) for v in row.values()] for row in shown]
     table = Table(title, [key.replace("_", " ") for key in shown[0]] if shown else [], cells)

@@ -62,8 +62,9 @@ def print_output(table: Table, fmt: str, records: Sequence[Mapping[str, Any]] | 
     Args:
         table: what people see (its notes printed under it).
         fmt: one of :data:`FORMATS`.
-        records: the rows for scripts, unformatted (JSON: the list; CSV: one line each, columns
-            ``fields`` or the first record's keys); default: the table itself.
+        records: the rows for scripts, unformatted (JSON: the list; CSV: one line each); default:
+            the table itself (JSON: title, columns, rows, notes and data; CSV: columns and rows).
+        fields: the CSV columns of ``records`` (default: the first record's keys).
         json_data: the JSON instead of ``records`` (when scripts get more than the rows).
 
     Returns:
@@ -80,6 +81,7 @@ def print_output(table: Table, fmt: str, records: Sequence[Mapping[str, Any]] | 
 
 
 def print_json(value: Any) -> None:
+    """``value`` as indented JSON on stdout (paths and other objects as text, non-ASCII kept)."""
     json.dump(value, sys.stdout, indent=2, default=str, ensure_ascii=False)
     print()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from cnnlab.cli.output import add_format_argument, print_output, stdout_console
 from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 COLUMNS = [
     ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
@@ -77,9 +78,8 @@ LIST_COLUMNS = [("run", "Run"), ("model", "Model"), ("data", "Data"), ("status",
                 ("test_acc", "Test acc"), ("created", "Created")]
 
 
-def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Any:
+def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Table:
     from cnnlab.evaluation.compare import format_value
-    from cnnlab.tables import Table
 
     return Table(title, [label for _, label in columns],
                  [[format_value(key, row.get(key)) for key, _ in columns] for row in rows])
