@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"images per request (default: {defaults.DEFAULT_MAX_FILES})")
     p.add_argument("--batching", choices=defaults.BATCHING, default="auto",
                    help="score concurrent requests' images together: auto times the model at start and batches "
-                   "only when a batch is cheaper per image (on this 2-core CPU: yes for the MNIST CNN, no for "
-                   "EfficientNet-Lite0) (default: auto)")
+                   "only when a batch is cheaper per image on the serving machine (it says which at start: on a 2-core "
+                   "CPU, yes for the MNIST CNN, no for EfficientNet-Lite0) (default: auto)")
     p.add_argument("--max-batch", dest="max_batch", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_BATCH,
                    help=f"most images scored in one call when batching (default: {defaults.DEFAULT_MAX_BATCH})")
     p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
