@@ -199,7 +199,8 @@ class Run:
 
     def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
-        later predictions use the fastest that keeps accuracy."""
+        later predictions use the fastest with the checkpoint's own outputs (INT8 too with
+        ``runtime="fastest"``, when it keeps accuracy)."""
         from cnnlab.deploy.benchmark import benchmark_run
 
         table, _ = benchmark_run(self.path, threads)

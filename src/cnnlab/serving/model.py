@@ -154,7 +154,7 @@ def _cam_model(run: Path | None) -> tuple[Any, str]:
 
 
 def open_served(target: str | Path, runtime: str = "auto", threads: int = 1) -> ServedModel:
-    """The model to serve from a run folder (its fastest runtime, or ``runtime``) or an artifact file.
+    """The model to serve from a run folder (the runtime ``auto``/``fastest`` picks, or ``runtime``) or a file.
 
     Raises:
         CnnlabError: not a run folder nor an artifact, no checkpoint and no artifact, an unreadable file.
