@@ -35,9 +35,9 @@ class CamPanel:
     evidence: bool = True  # False: nothing raised the explained class's score, the map is flat
 
 
-CAM_SCALE = ("evidence for the class the map explains (the prediction, unless the title names another); "
+CAM_SCALE = ("evidence for the class the map explains (the prediction, unless the title names another)\n"
              "each map scaled to its own peak")
-EIGENCAM_SCALE = "activation of the layer's main pattern (class-agnostic); each map scaled to its own peak"
+EIGENCAM_SCALE = "activation of the layer's main pattern (class-agnostic)\neach map scaled to its own peak"
 
 
 def plot_filters(weight: torch.Tensor, layer: str, out: Path) -> Path:

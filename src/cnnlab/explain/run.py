@@ -165,18 +165,31 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
                          not maps.no_evidence(i))
         written.append(plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0,
                                     scale))
-        if not panel.evidence:
-            log.warning("%s: %s", path.name, no_evidence_text(explained))
         rows.append({"image": str(path), "predicted": names[predicted], "probability": float(probs[predicted]),
                      "true": panel.true or "", "explained": explained, "evidence": panel.evidence,
                      "figure": str(written[-1])})
     shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
              else "red = where the evidence for the class is")
     note = f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}"
-    empty = sum(not row["evidence"] for row in rows)
-    if empty:
-        note += f"; {empty} of {len(rows)} map(s) flat: no evidence for the class in that photo"
+    flat = [row for row in rows if not row["evidence"]]
+    if flat:
+        _warn_flat(flat, len(rows))
+        note += f"; {len(flat)} of {len(rows)} map(s) flat: their photo holds no evidence for the class"
     return Explanation(written, rows, note=note)
+
+
+def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
+    """Says which maps are flat: one line per image for a few, one line with the count for many."""
+    if len(flat) <= listed:
+        for row in flat:
+            log.warning("%s: %s", Path(row["image"]).name, no_evidence_text(row["explained"]))
+        return
+    classes = sorted({row["explained"] for row in flat})
+    which = f"'{classes[0]}'" if len(classes) == 1 else "the class of their map"
+    names = ", ".join(Path(row["image"]).name for row in flat[:listed])
+    log.warning("no evidence for %s in %d of %d photos (%s and %d more): nothing in them raised the class's "
+                "score, so their Grad-CAM maps are flat (all blue); the evidence column lists them",
+                which, len(flat), total, names, len(flat) - listed)
 
 
 def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:
