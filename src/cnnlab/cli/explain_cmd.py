@@ -161,6 +161,8 @@ def run_gradcam(args: argparse.Namespace) -> int:
         _emit(result.rows, args.format, "")
         return 0
     hidden = {"figure"} | (set() if args.class_name else {"explained"})  # the figure paths: one line below
+    if all(row["evidence"] for row in result.rows):
+        hidden.add("evidence")  # a column only when a map is flat (each also warned about above)
     _emit([{k: v for k, v in row.items() if k not in hidden} for row in result.rows], "table",
           f"{args.method}: {result.note}", numeric=("probability",))
     print(f"wrote {len(result.written)} figure(s) to {result.written[0].parent}")
