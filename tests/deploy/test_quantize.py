@@ -20,6 +20,7 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     assert ops.get("QLinearConv", 0) == 2 and ops.get("QGemm", 0) == 2  # both convs and both dense layers
     assert not {"Conv", "Gemm", "MatMul"} & set(ops)  # nothing left computing in float
     assert table["data"]["int8_accuracy_drop"] <= 0.01
+    assert table["data"]["threads"] >= 1  # the count used, not the asked-for 0 (auto)
     assert (run_copy / "model.onnx").is_file()  # exported first, with its parity check
     assert (run_copy / "model.int8.onnx").stat().st_size < 0.4 * (run_copy / "model.onnx").stat().st_size
     sidecar = json.loads((run_copy / "model.json").read_text())
