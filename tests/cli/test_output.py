@@ -86,7 +86,7 @@ def test_predict_default_k_is_capped_at_the_classes_in_every_format(cli, trained
     assert code == 0, err
     assert len(json.loads(out)[0]["top"]) == 3
     code, out, err = cli("predict", run, shapes / "left" / "img_000.png", "--format", "csv", "--top-k", "1")
-    assert out.splitlines()[0] == "image,rank,class,probability,error" and len(out.splitlines()) == 2
+    assert out.splitlines()[0] == "image,rank,class,probability,error,runtime" and len(out.splitlines()) == 2
 
 
 def test_runs_compare_in_a_pipe_does_not_split_names(cli, trained_shapes, tmp_path: Path) -> None:

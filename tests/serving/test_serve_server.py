@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import re
 import shutil
 import socket
 import statistics
@@ -252,9 +253,13 @@ def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shape
         page.set_input_files("#file", trained_shapes[1] / "right" / "img_004.png")
         expect(page.locator(".result .label:not(.pending)")).to_have_text("right")
         expect(page.locator(".result .bars li")).to_have_count(3)
+        expect(page.locator(".result .runtime")).to_have_text("by PyTorch eager")  # which runtime answered
         page.locator(".result button").click()  # Grad-CAM on request
         page.wait_for_function("document.querySelector('img.cam')?.naturalWidth > 0")
         assert page.evaluate("document.querySelector('img.cam').naturalWidth") == 20
+        expect(page.locator(".cam-caption")).to_have_text(
+            re.compile(r"^Grad-CAM map for 'right' \(\d+\.\d%\), the class the PyTorch checkpoint answered$"))
+        expect(page.locator(".cam-note")).to_have_count(0)  # the runtime is the checkpoint: nothing to add
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
         shot = page.screenshot(path=tmp_path / "page.png")
     finally:

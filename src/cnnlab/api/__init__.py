@@ -212,7 +212,8 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
           cors_origin: str | Sequence[str] = (), ssl_certfile: str | Path | None = None,
           ssl_keyfile: str | Path | None = None, max_queue: int = serving.DEFAULT_MAX_QUEUE,
           request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT, access_log: bool = True) -> None:
-    """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
+    """Serves a run (with the runtime ``runtime`` picks, as predict) or an exported model over HTTP until
+    Ctrl-C, as ``cnnlab serve``.
 
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
     The API key comes from ``api_key_file`` or the ``CNNLAB_API_KEY`` environment variable, never

@@ -135,10 +135,13 @@ class Run:
                 runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
-        Returns one ``{"input", "top": [{"class", "probability"}], "error"}`` per image, in order
-        (a folder gives one per image file in it); an unreadable file gets an error, not an exception.
-        ``runtime``: auto (the fastest measured by ``cnnlab benchmark`` that keeps accuracy), pytorch
-        (the checkpoint), torchscript, onnx or int8 (artifacts made by ``cnnlab export``/``quantize``).
+        Returns one ``{"input", "top": [{"class", "probability"}], "error", "runtime"}`` per image, in
+        order (a folder gives one per image file in it); an unreadable file gets an error, not an
+        exception. ``runtime`` in each row names the runtime that answered (pytorch, torchscript, onnx
+        or int8). Asked for with ``runtime``: auto (default: the fastest with the checkpoint's own
+        outputs: PyTorch, or TorchScript / ONNX FP32 once exported, each checked against it), fastest
+        (INT8 too when ``cnnlab benchmark`` or ``quantize`` measured it within 1 point of test
+        accuracy: faster, but its probabilities differ), or one of pytorch, torchscript, onnx, int8.
         ``tta``: average each image's probabilities over test-time views (mirror image; 10 crops
         where the run stores a margin), as ``cnnlab predict --tta``.
         """
@@ -196,7 +199,8 @@ class Run:
 
     def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
-        later predictions use the fastest that keeps accuracy."""
+        later predictions use the fastest with the checkpoint's own outputs (INT8 too with
+        ``runtime="fastest"``, when it keeps accuracy)."""
         from cnnlab.deploy.benchmark import benchmark_run
 
         table, _ = benchmark_run(self.path, threads)

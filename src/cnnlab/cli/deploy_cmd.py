@@ -98,7 +98,8 @@ def add_parser(subparsers: Any) -> None:
 
     b = subparsers.add_parser("benchmark", help="size, latency, throughput and accuracy of every runtime of a run",
                               description="Times the checkpoint and every exported artifact of RUN side by side on "
-                              "its test split; predict then uses the fastest that keeps accuracy.")
+                              "its test split; predict then uses the fastest with the checkpoint's own outputs (INT8 "
+                              "with --runtime fastest, when it keeps accuracy).")
     b.add_argument("run", metavar="RUN", help=RUN_HELP)
     b.add_argument("--rounds", type=positive_int, default=20, metavar="N",
                    help="interleaved timing rounds at batch 1 (default: 20)")

@@ -7,12 +7,12 @@ from typing import Any
 
 from cnnlab.cli.output import add_format_argument, print_output
 from cnnlab.cli.parser import positive_int, thread_count
-from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIMES, THREADS_HELP
+from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
 from cnnlab.tables import Table
 
 TTA_HELP = ("test-time augmentation: average each image's probabilities over its mirror image and, where the run "
             "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes")
-PREDICTION_FIELDS = ("image", "rank", "class", "probability", "error")  # predict --format csv
+PREDICTION_FIELDS = ("image", "rank", "class", "probability", "error", "runtime")  # predict --format csv
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,16 +24,15 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     e.set_defaults(func=run_evaluate)
     p = subparsers.add_parser("predict", help="classify images with a trained run or an exported model",
-                              description="Classifies images with a run (by default its fastest measured runtime "
-                              "that keeps accuracy) or with a .onnx / TorchScript file on its own.")
+                              description="Classifies images with a run (by default its fastest runtime with the "
+                              "checkpoint's own outputs) or with a .onnx / TorchScript file on its own, and "
+                              "says which runtime answered.")
     p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
     p.add_argument("--top-k", dest="top_k", type=positive_int, default=DEFAULT_TOP_K,
                    help=f"classes per image, at most the run's classes (default: {DEFAULT_TOP_K})")
     add_format_argument(p)
-    p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
-                   help="auto: the run's fastest measured runtime that keeps accuracy (cnnlab benchmark measures "
-                   "them); or pytorch (the checkpoint), torchscript, onnx, int8 (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.set_defaults(func=run_predict)
@@ -87,12 +86,13 @@ def _prediction_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _prediction_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One CSV line per image and rank (an unreadable image: one line with its error)."""
+    """One CSV line per image and rank, with the runtime that answered (an unreadable image: one line with
+    its error)."""
     records = []
     for row in rows:
-        records += [{"image": row["input"], "rank": rank, "class": guess["class"],
-                     "probability": f"{guess['probability']:.6f}", "error": ""}
-                    for rank, guess in enumerate(row["top"], 1)]
+        answered = {"image": row["input"], "runtime": row.get("runtime", "")}
+        records += [{**answered, "rank": rank, "class": guess["class"], "probability": f"{guess['probability']:.6f}",
+                     "error": ""} for rank, guess in enumerate(row["top"], 1)]
         if row.get("error"):
-            records.append({"image": row["input"], "rank": "", "class": "", "probability": "", "error": row["error"]})
+            records.append({**answered, "rank": "", "class": "", "probability": "", "error": row["error"]})
     return records

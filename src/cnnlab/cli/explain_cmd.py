@@ -138,6 +138,8 @@ def run_gradcam(args: argparse.Namespace) -> int:
 
     result = explain_gradcam(args.run, args.images, args.class_name, args.method, args.layer, args.out)
     hidden = {"figure"} | (set() if args.class_name else {"explained"})  # the figure paths: one line below
+    if all(row["evidence"] for row in result.rows):
+        hidden.add("evidence")  # a column only when a map is flat (each also warned about above)
     _emit(result.rows, args.format, f"{args.method}: {result.note}",
           [{k: v for k, v in row.items() if k not in hidden} for row in result.rows])
     if args.format != "table":

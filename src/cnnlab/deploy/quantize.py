@@ -152,6 +152,8 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
     Raises:
         CnnlabError: when the INT8 graph would not run integer operators (nothing is written).
     """
+    import torch
+
     if calibration < 1:
         raise CnnlabError(f"--calibration must be at least 1 image, got {calibration}")
     exported = None if files.onnx.is_file() else export_model(files, trained, data, "onnx", threads=threads)
@@ -171,6 +173,7 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
         temporary.unlink(missing_ok=True)
     test = data.splits["test"]
     with torch_threads(threads):
+        threads = torch.get_num_threads()  # the count asked for, or the thread policy's (0 means auto)
         served = {runtime: open_runtime(files, runtime, threads, trained) for runtime in ("pytorch", "onnx", "int8")}
         results = measure_served(served, test)
     fp32, int8 = results["onnx"], results["int8"]

@@ -63,7 +63,7 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
         predicted = int(maps.probs[row].argmax())
         panels.append(CamPanel(images[row].numpy(), maps.heat[row], Path(test.ids[index]).name,
                                class_names[predicted], float(maps.probs[row, predicted]), class_names[predicted],
-                               class_names[int(labels[index])]))
+                               class_names[int(labels[index])], evidence=not maps.no_evidence(row)))
     wrong = len(picks) - correct
     title = f"Grad-CAM on {layer.name}: {plural(correct, 'correct test image')}"
     title += (f", then the {plural(wrong, 'most confident mistake')}" if wrong else ", no mistakes to show") + scope

@@ -28,6 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from cnnlab.deploy.predict import top_k
+from cnnlab.deploy.settings import RUNTIMES
 from cnnlab.serving.access_log import AccessLog
 from cnnlab.serving.batcher import MicroBatcher, Ticket
 from cnnlab.serving.docs import add_offline_docs
@@ -166,12 +167,13 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
             top = top_k(probs, served.class_names, k)
             predictions.append({"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"],
                                 "top": top})
-        return {"predictions": predictions, "runtime": served.runtime,
+        return {"predictions": predictions, "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime],
                 "latency_ms": {"total": _ms(start), "receive_decode": decoded_ms, "queue": round(scored.queue_ms, 2),
                                "inference": round(scored.inference_ms, 2)},
                 "batch_images": scored.batch_images}
 
-    @app.post("/explain", summary="Grad-CAM overlay of one image (a run folder with a checkpoint)",
+    @app.post("/explain", summary="Grad-CAM overlay of one image for the class the served runtime answers "
+                                   "(a run folder with a checkpoint)",
               openapi_extra=_UPLOAD_BODY)
     async def explain(request: Request) -> dict[str, Any]:
         if not model.has_checkpoint:
@@ -186,10 +188,15 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
                 upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
             finally:
                 await form.close()
-            png, target, probability = await batcher.run_alone(
-                lambda: model.gradcam_png(_as_batch([upload.pixels])[0]), ticket)
-        return {"image": upload.name, "label": served.class_names[target], "probability": probability,
-                "overlay": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            answer = await batcher.run_alone(lambda: model.gradcam(_as_batch([upload.pixels])[0]), ticket)
+        caption, note = model.cam_words(answer)
+        names = served.class_names
+        return {"image": upload.name, "label": names[answer.target], "probability": answer.probability,
+                "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime], "computed_on": "pytorch",
+                "checkpoint": {"label": names[answer.checkpoint_top],
+                               "probability": float(answer.checkpoint_probs[answer.checkpoint_top])},
+                "evidence": answer.evidence, "caption": caption, "note": note,
+                "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
                 "latency_ms": {"total": _ms(start)}}
 
     return app
