@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
     )
     listing.add_argument("--pretrained", action="store_true", help="only models with ImageNet weights")
     listing.add_argument("--filter", default=None, metavar="TEXT",
-                         help="timm names containing TEXT (wildcards * ? allowed), e.g. resnet")
+                         help="only names containing TEXT (own CNNs, the lesson's names and timm's; wildcards * ? "
+                         "allowed), e.g. resnet")
     listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                          help=f"at most this many timm models (default {DEFAULT_LIMIT})")
     listing.set_defaults(func=run)
