@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from cnnlab.comparison.charts import plot_comparison
 from cnnlab.comparison.columns import CSV_FIELDS, cell, display_columns
+from cnnlab.errors import plural
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape, table
@@ -61,8 +62,7 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     paths = {kind: folder / name for kind, name in FILES.items()}
     atomic_write_text(paths["csv"], csv_text(comparison))
     figure = plot_comparison(comparison.rows, paths["png"], comparison.settings.batch_size,
-                             f"{comparison.settings.image_size} px, {comparison.threads} "
-                             f"thread{'s' if comparison.threads != 1 else ''}"
+                             f"{comparison.settings.image_size} px, {plural(comparison.threads, 'thread')}"
                              + ("; MEASURED ON A BUSY MACHINE: times not comparable, rerun" if comparison.busy else ""))
     written = {"csv": paths["csv"], "md": paths["md"], **({"png": figure} if figure else {})}
     comparison.files = written
@@ -75,8 +75,8 @@ def html_summary(comparison: Comparison) -> str:
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained, compact=True)
     rows = [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows]
-    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
-             f"thread{'s' if comparison.threads != 1 else ''}: {comparison.folder}"
+    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, "
+             f"{plural(comparison.threads, 'thread')}: {comparison.folder}"
              + (" (measured on a busy machine: rerun)" if comparison.busy else ""))
     chart = png_html([comparison.files["png"]]) if "png" in comparison.files else ""
     return (f"<div><b>{escape(title)}</b>" + table([label for _, label in columns], rows, range(1, len(columns)))

@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
 from cnnlab.data.discover import discover
+from cnnlab.errors import plural
 
 IMBALANCE_LIMIT = 3.0  # max/min class count above which training needs --sampler balanced or weights
 MIN_PER_CLASS = 10  # fewer training images than this per class: the class will barely be learned
@@ -102,25 +103,21 @@ def _duplicates(good: list[FileFacts]) -> tuple[list[dict], list[dict], list[dic
     return within, across, conflicts
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _problems(report: dict[str, Any], flat: bool) -> list[str]:
     problems = []
     if report["skipped"]:
-        problems.append(f"{_n(len(report['skipped']), 'file')} skipped (unreadable or not images)")
+        problems.append(f"{plural(len(report['skipped']), 'file')} skipped (unreadable or not images)")
     if report["duplicates"]:
         extra = sum(len(g["paths"]) - 1 for g in report["duplicates"])
         where = "; held-out val/test may get copies" if flat else ""
-        problems.append(f"{_n(extra, 'duplicate copy')} within a split{where}".replace("copys", "copies"))
+        problems.append(f"{plural(extra, 'duplicate copy', 'duplicate copies')} within a split{where}")
     if report["leakage"]:
-        problems.append(f"{_n(len(report['leakage']), 'image')} in more than one split (leakage)")
+        problems.append(f"{plural(len(report['leakage']), 'image')} in more than one split (leakage)")
     if report["conflicts"]:
-        problems.append(f"{_n(len(report['conflicts']), 'image')} found under different labels")
+        problems.append(f"{plural(len(report['conflicts']), 'image')} found under different labels")
     train = report["splits"].get("train", {}).get("classes", {})
     if len(train) < 2:
-        problems.append(f"{len(train)} class(es) in train; a classifier needs at least 2")
+        problems.append(f"{plural(len(train), 'class', 'classes')} in train; a classifier needs at least 2")
     ratio = report["imbalance"].get("train")
     if ratio is not None and ratio > IMBALANCE_LIMIT:
         problems.append(f"class imbalance {ratio:g}x in train; try --sampler balanced or --class-weights auto")
@@ -179,7 +176,7 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     }
     report["problems"] = _problems(report, flat=report["layout"] == "flat")
     n = len(report["problems"])
-    report["verdict"] = "OK" if not n else f"{n} problem{'s' if n > 1 else ''}: " + "; ".join(report["problems"])
+    report["verdict"] = "OK" if not n else f"{plural(n, 'problem')}: " + "; ".join(report["problems"])
     return Inspection(facts, report)
 
 

@@ -101,8 +101,8 @@ def _compare(files: RunFiles, trained: Any, child: RunFiles, pruned: torch.nn.Mo
         label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
         rows.append(_row(label, final.model, example, what, final_acc, timings["pruned"]))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
-              f"{'s' if threads > 1 else ''}, interleaved; accuracy on {len(test)} test images"),
+    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, "
+              f"{plural(threads, 'thread')}, interleaved; accuracy on {len(test)} test images"),
              f"speed-up at batch 1: {speedup:.2f}x",
              f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
     if kind == "unstructured":

@@ -28,7 +28,7 @@ from cnnlab.deploy.benchmark import measure_served, normalized, sample, speed_co
 from cnnlab.deploy.export import Export, export_model
 from cnnlab.deploy.runtime import ONNX_KEY, model_metadata, open_runtime, ort_session, torch_threads, update_sidecar
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import run_data
 from cnnlab.tables import Table
@@ -188,7 +188,7 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
         log.warning(warning)
     notes = [f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
              (f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-              f"QUInt8 activations, MinMax"), f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
+              f"QUInt8 activations, MinMax"), f"{plural(threads, 'thread')}; {len(test)} test images",
              *warnings]
     labels = {name: RUNTIMES[name] for name in served}
     table = Table(f"INT8 quantization of {files.root.name}", speed_columns(RUNTIMES["onnx"]),
