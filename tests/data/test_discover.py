@@ -116,3 +116,7 @@ def test_a_class_differing_only_in_case_is_named(tmp_path):
     with pytest.raises(CnnlabError, match=r"class 'Ants' is in the val split but not in train; did you mean ants\? "
                                           r"\(names are case-sensitive\)"):
         prepare_data(DataConfig(source=str(tmp_path)), seed=0)
+    from cnnlab.data.inspect import inspect_data
+
+    verdict = inspect_data(tmp_path).report["verdict"]
+    assert "val has class Ants, which train lacks; did you mean ants? (names are case-sensitive)" in verdict

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
 from cnnlab.data.discover import discover
-from cnnlab.errors import plural
+from cnnlab.errors import plural, suggest
 
 IMBALANCE_LIMIT = 3.0  # max/min class count above which training needs --sampler balanced or weights
 MIN_PER_CLASS = 10  # fewer training images than this per class: the class will barely be learned
@@ -128,6 +128,8 @@ def _problems(report: dict[str, Any], flat: bool) -> list[str]:
         missing = sorted(set(train) - {n for n, c in stats["classes"].items() if c["count"]})
         if split != "train" and missing:
             problems.append(f"{split} lacks class {', '.join(missing[:5])}")
+        extra = sorted(set(stats["classes"]) - set(train)) if split != "train" else []
+        problems.extend(f"{split} has class {name}, which train lacks{suggest(name, train)}" for name in extra)
     return problems
 
 
