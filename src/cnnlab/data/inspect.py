@@ -128,8 +128,8 @@ def _problems(report: dict[str, Any], flat: bool) -> list[str]:
         missing = sorted(set(train) - {n for n, c in stats["classes"].items() if c["count"]})
         if split != "train" and missing:
             problems.append(f"{split} lacks class {', '.join(missing[:5])}")
-        extra = sorted(set(stats["classes"]) - set(train)) if split != "train" else []
-        problems.extend(f"{split} has class {name}, which train lacks{suggest(name, train)}" for name in extra)
+        unknown = sorted(set(stats["classes"]) - set(train)) if split != "train" else []
+        problems.extend(f"{split} has class {name}, which train lacks{suggest(name, train)}" for name in unknown)
     return problems
 
 
