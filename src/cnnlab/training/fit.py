@@ -160,6 +160,7 @@ def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
     if ctx.meta.get("attempts"):
         attempt["resumed_at"] = where
     ctx.meta.setdefault("attempts", []).append(attempt)
+    ctx.attempt = attempt  # its time goes on record with each save
     return attempt
 
 

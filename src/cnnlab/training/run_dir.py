@@ -30,7 +30,7 @@ class FigureFile:
 
 # Every figure of a run, in the order the report shows them within its sections.
 FIGURES: dict[str, FigureFile] = {
-    "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch"),
+    "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch, and the learning rate"),
     "lr_find": FigureFile("lr_find.png", "Learning-rate finder: training loss as the rate grows (log scale), the "
                           "pick marked"),
     "confusion_matrix": FigureFile("confusion_matrix.png", "Confusion matrix (counts; rows = true class)"),

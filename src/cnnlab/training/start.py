@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
+import cnnlab.phases as phases
 from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import prepare_data
@@ -61,9 +62,13 @@ class RunContext:
     meta: dict[str, Any]
     ranks: Ranks = field(default_factory=lambda: SINGLE)
     hooks: TrainingHooks = field(default_factory=TrainingHooks)
+    attempt: dict[str, Any] | None = None  # this process's entry in meta["attempts"], once it has one
 
     def save_meta(self) -> None:
-        """Writes run.json (rank 0 only: the other ranks keep the same dict in memory)."""
+        """Writes run.json (rank 0 only: the other ranks keep the same dict in memory), this attempt's
+        time so far on its record: a killed attempt keeps what it had spent when last saved."""
+        if self.attempt is not None:
+            self.attempt.update(phases.attempt_record())
         if self.ranks.is_zero:
             write_meta(self.files, self.meta)
 
