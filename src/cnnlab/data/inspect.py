@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, decode_preview, is_grayscale, probe_image
 from cnnlab.data.discover import discover
-from cnnlab.data.similar import Copy, Look, blank_reason, copy_groups, same_pictures, typical_entropy
+from cnnlab.data.similar import Copy, Look, blank_reason, copy_groups, look_at, same_pictures, typical_entropy
 
 IMBALANCE_LIMIT = 3.0  # max/min class count above which training needs --sampler balanced or weights
 MIN_PER_CLASS = 10  # fewer training images than this per class: the class will barely be learned
@@ -71,8 +71,6 @@ def _examine(item: FileFacts) -> FileFacts:
 
 def look_at_preview(source: Path | io.BytesIO) -> Look:
     """The :class:`Look` of an image file, from its preview (raises UnreadableImage)."""
-    from cnnlab.data.similar import look_at
-
     return look_at(decode_preview(source, PREVIEW))
 
 
