@@ -205,3 +205,17 @@ def test_near_copies_are_not_searched_among_digit_like_pictures(tmp_path):
     report = inspect_data(tmp_path / "digits").report
     assert not report["near_blank"] and not report["duplicates"]
     assert report["notes"][0].startswith("near copies not searched: the images hold little")
+
+
+def test_the_preview_is_the_whole_picture_with_its_exact_colours(tmp_path):
+    from cnnlab.data.decode import UnreadableImage, decode_preview
+
+    stripes = np.zeros((300, 600, 3), np.uint8)
+    stripes[:, ::2] = (255, 0, 0)  # 1 px stripes: averaging would turn them into one dark red
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    preview = decode_preview(tmp_path / "stripes.png", 128)
+    assert preview.shape == (64, 128, 3)  # not centre-cropped: the aspect stays
+    assert {tuple(c) for c in preview.reshape(-1, 3)} <= {(0, 0, 0), (255, 0, 0)}
+    (tmp_path / "cut.png").write_bytes((tmp_path / "stripes.png").read_bytes()[:-300])
+    with pytest.raises(UnreadableImage, match=r"truncated|corrupt"):
+        decode_preview(tmp_path / "cut.png", 128)
