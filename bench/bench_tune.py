@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cnnlab  # noqa: E402
-from common import OUT, dataset, write_page  # noqa: E402
+from common import dataset, write_page  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 SEARCH = Path.home() / ".cache" / "cnnlab" / "bench" / "tune-dtd10"  # run folders: checkpoints, outside the repo
@@ -66,8 +66,8 @@ def trials_table(trials_csv: Path) -> list[str]:
     with trials_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     shown = [p for p in PARAMS if any(row.get(f"param_{p}") for row in rows)]
-    lines = ["| trial | state | val acc | val loss | epochs | s | " + " | ".join(p.replace("_", " ") for p in shown) + " |",
-             "|" + "---|" * (6 + len(shown))]
+    header = ["trial", "state", "val acc", "val loss", "epochs", "s", *(p.replace("_", " ") for p in shown)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         label = f"{row['trial']} (defaults)" if row["baseline"] == "True" else row["trial"]
         acc = f"{float(row['val_acc']):.0%}" if row["val_acc"] else ""
