@@ -33,7 +33,7 @@ def test_console_opens_with_the_split_classes_input_model_and_plan(cli, tmp_path
     lines = out.splitlines()
     # 72 training images: val auto holds out a quarter of them; test is the folder's own test/
     assert lines[0] == f"data    {data}: 54 train / 18 val held out of train / 18 test, stratified, seed 42"
-    assert lines[1] == "classes 3: left, middle, right (18 train images each)"
+    assert lines[1] == "classes 3: left, middle, right; 18 train images each"
     assert lines[2].startswith("input   20x20 px RGB")
     assert lines[3].startswith("model   simple_cnn: ") and "parameters, from scratch" in lines[3]
     assert lines[4].startswith("plan    stage 1 'train': every layer trains, up to 6 epochs at lr 0.001")
@@ -153,3 +153,19 @@ def test_a_taken_name_says_which_folder_the_run_got(cli, tmp_path: Path) -> None
     assert f"warning: {note}" in err
     meta = read_json(got / "run.json")
     assert meta["name"] == "dup-2" and meta["notes"] == [note] and "notes" not in read_json(taken / "run.json")
+
+
+def test_many_classes_are_abbreviated_and_uneven_counts_given_as_a_range() -> None:
+    import torch
+
+    from cnnlab.data.types import ImageSet, PreparedData
+    from cnnlab.training.console import classes_text, split_text
+
+    labels = torch.tensor([i % 30 for i in range(95)])  # 30 classes: 3 or 4 images each
+    train = ImageSet(torch.zeros(95, 3, 8, 8, dtype=torch.uint8), labels, [f"x:{i}" for i in range(95)])
+    data = PreparedData({"train": train, "val": train, "test": train}, [f"class{i:02d}" for i in range(30)], "x",
+                        held_out=("val", "test"))
+    assert classes_text(data) == ("30: " + ", ".join(f"class{i:02d}" for i in range(12))
+                                  + ", … 18 more; 3 to 4 train images per class")
+    held = "(val and test held out of the images), stratified, seed 7"
+    assert split_text(data, 7) == f"95 train / 95 val / 95 test {held}"

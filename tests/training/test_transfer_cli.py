@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def stage_tables(out: str) -> dict[str, str]:
     """The per-stage blocks the run prints: stage name -> text up to its totals line."""
-    return dict(re.findall(r"stage '(\w+)':(.*?Trainable params: [\d,]+  Frozen params: [\d,]+)", out, re.DOTALL))
+    return dict(re.findall(r"stage \d '(\w+)': ((?:the|every) .*?Trainable params: [\d,]+  Frozen params: [\d,]+)",
+                           out, re.DOTALL))
 
 
 def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, tmp_path: Path) -> None:

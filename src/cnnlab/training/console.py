@@ -18,12 +18,17 @@ from cnnlab.training.stages import Stage
 
 log = logging.getLogger("cnnlab")
 
-SHOWN_CLASSES = 8  # more classes than this are abbreviated: the first ones, then how many more
+SHOWN_CLASSES = 12  # more classes than this are abbreviated, as in the report: the first ones, then how many more
 LABEL_WIDTH = 8  # the header's labels ("data", "classes", ...) padded to one column
 
 _WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
                 "all": "every layer trains"}
 _CHANNELS = {1: "grayscale", 3: "RGB"}
+
+
+def epochs_text(count: int) -> str:
+    """'1 epoch', '5 epochs'."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def verbose() -> bool:
@@ -52,11 +57,11 @@ def classes_text(data: PreparedData) -> str:
     names = data.class_names
     shown = ", ".join(names[:SHOWN_CLASSES])
     if len(names) > SHOWN_CLASSES:
-        shown += f", … (+{len(names) - SHOWN_CLASSES} more)"
+        shown += f", … {len(names) - SHOWN_CLASSES} more"
     counts = data.splits["train"].class_counts(data.num_classes)
     low, high = min(counts), max(counts)
     each = f"{low:,} train images each" if low == high else f"{low:,} to {high:,} train images per class"
-    return f"{len(names)}: {shown} ({each})"
+    return f"{len(names)}: {shown}; {each}"
 
 
 def input_text(data: PreparedData, preprocess: dict[str, Any]) -> str:
@@ -94,8 +99,7 @@ def _stage_text(stage: Stage, config: RunConfig) -> str:
         what = f"the head and the backbone's {top} train"
     lr = "lr auto (finder)" if stage.lr == "auto" else f"lr {stage.lr:g}"
     schedule = stage.scheduler or config.train.scheduler
-    epochs = f"{stage.epochs} epoch{'s' if stage.epochs != 1 else ''}"
-    return f"'{stage.name}': {what}, up to {epochs} at {lr} ({schedule})"
+    return f"'{stage.name}': {what}, up to {epochs_text(stage.epochs)} at {lr} ({schedule})"
 
 
 def plan_lines(plan: list[Stage], config: RunConfig, budget_line: str | None) -> list[str]:
@@ -127,7 +131,7 @@ def stage_start(stage: Stage, position: int, trainable: int, frozen: int, how: s
     """The line a stage starts with: what trains (how many parameters), on what, how long."""
     budget = f", {budget_seconds:.0f} s of the time budget" if budget_seconds is not None else ""
     return (f"\nstage {position} '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}; {trainable:,} of "
-            f"{trainable + frozen:,} parameters train; {lr_text}, up to {stage.epochs} epochs{budget}")
+            f"{trainable + frozen:,} parameters train; {lr_text}, up to {epochs_text(stage.epochs)}{budget}")
 
 
 def _val_text(record: dict[str, Any]) -> str:
@@ -147,7 +151,7 @@ def stage_end(record: dict[str, Any], position: int, planned_epochs: int, interr
     elif epochs < planned_epochs:
         why = f"{epochs} of {planned_epochs} epochs (stopped early)"
     else:
-        why = f"{epochs} epochs"
+        why = epochs_text(epochs)
     test = record.get("test_acc")
     scored = f"; test acc {test:.2%}" if test is not None else ""
     return f"stage {position} '{record.get('name')}': {why} in {seconds:.1f} s; best {_val_text(record)}{scored}"

@@ -64,8 +64,6 @@ class StageOutcome:
     test_accuracy: Callable[[], float] | None = None
 
 
-
-
 class PreparationInterrupted(KeyboardInterrupt):
     """Ctrl-C while a stage prepares its inputs (features, activations), before its first epoch.
 
