@@ -56,7 +56,7 @@ class EpochLines(L.Callback):
             return
         metrics = trainer.callback_metrics
         parts = [f"{key} {float(metrics[key]):.4g}" for key in self.KEYS if key in metrics]
-        hidden = f"; {self.hidden} quicker epochs not shown" if self.hidden else ""
+        hidden = f"; {self.hidden} quicker epoch{'s' if self.hidden > 1 else ''} not shown" if self.hidden else ""
         print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts)
               + f"  ({seconds:.1f}s{hidden})", flush=True)
         self._last_line, self.hidden = self.clock(), 0
@@ -70,9 +70,6 @@ class EpochLines(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer, last=True)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._flush(trainer, last=True)  # Ctrl-C: the last finished epoch, the one the run resumes after
 
 
 class SyncedStop(L.Callback):
