@@ -169,3 +169,15 @@ def test_many_classes_are_abbreviated_and_uneven_counts_given_as_a_range() -> No
                                   + ", … 18 more; 3 to 4 train images per class")
     held = "(val and test held out of the images), stratified, seed 7"
     assert split_text(data, 7) == f"95 train / 95 val / 95 test {held}"
+
+
+def test_an_interruption_before_a_stage_trains_says_what_the_run_keeps() -> None:
+    from cnnlab.training.console import interruption_text
+    from cnnlab.training.stages import Stage
+
+    finetune = Stage("finetune", 5, 1e-4, "top")
+    assert interruption_text("the caching of the frozen layers' output", finetune, 2, ["frozen"], False) == (
+        "during the caching of the frozen layers' output of stage 2 'finetune', before its first epoch: finished "
+        "stage 'frozen' saved; it is redone on resume")
+    frozen = Stage("frozen", 50, 1e-3, "head")
+    assert "the epochs trained before are saved" in interruption_text("feature extraction", frozen, 1, [], True)

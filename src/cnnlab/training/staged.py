@@ -220,7 +220,7 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
     elif cut_here is not None:
-        with _preparing("computing the frozen layers' output"):
+        with _preparing("the caching of the frozen layers' output"):
             module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
         test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
