@@ -181,3 +181,30 @@ def test_an_interruption_before_a_stage_trains_says_what_the_run_keeps() -> None
         "stage 'frozen' saved; it is redone on resume")
     frozen = Stage("frozen", 50, 1e-3, "head")
     assert "the epochs trained before are saved" in interruption_text("feature extraction", frozen, 1, [], True)
+
+
+def _record(name: str, right: int, test: float | None, done: bool = True, replaced: bool = True) -> dict[str, Any]:
+    return {"name": name, "epochs": 3, "seconds": 1.5, "test_acc": test, "done": done, "replaced_best": replaced,
+            "val_at_best": {"epoch": 2, "loss": 0.5, "accuracy": right / 100, "errors": 100 - right, "images": 100}}
+
+
+def test_results_say_which_weights_were_kept_and_claim_no_gain_for_unkept_or_unfinished_stages() -> None:
+    from cnnlab.training.console import results_lines, stage_end
+
+    frozen = _record("frozen", 82, 0.87)
+    kept = {"stages": [frozen, _record("finetune", 85, 0.90)], "kept": {"stage": "finetune"},
+            "improvement": "improvement from fine-tuning: +3.00 points"}
+    lines = results_lines(kept)
+    assert lines[1].endswith("test acc 90.00%  <- kept") and lines[-1] == "improvement from fine-tuning: +3.00 points"
+    not_kept = {"stages": [frozen, _record("finetune", 82, 0.87, replaced=False)], "kept": {"stage": "frozen"},
+                "improvement": "improvement from fine-tuning: +0.00 points"}
+    lines = results_lines(not_kept)
+    assert lines[0].endswith("test acc 87.00%  <- kept")
+    assert "not kept (no better on validation than stage 'frozen'), so not scored on test" in lines[1]
+    assert lines[-1] == "fine-tuning kept no weights: the model is stage 'frozen''s"
+    unfinished = {"stages": [frozen, _record("finetune", 84, 0.88, done=False)]}
+    lines = results_lines(unfinished)
+    assert "test acc 88.00% of the weights kept so far (interrupted)" in lines[1]
+    assert lines[-1].startswith("stage 'finetune' did not finish") and not any("improvement" in x for x in lines)
+    assert stage_end({"name": "train", "epochs": 0, "seconds": 0.2}, 1, 5, interrupted=True) == (
+        "stage 1 'train': interrupted after 0 of 5 epochs in 0.2 s; no validation epoch finished")

@@ -134,12 +134,13 @@ def stage_start(stage: Stage, position: int, trainable: int, frozen: int, how: s
             f"{trainable + frozen:,} parameters train; {lr_text}, up to {epochs_text(stage.epochs)}{budget}")
 
 
-def _val_text(record: dict[str, Any]) -> str:
+def _val_text(record: dict[str, Any], prefix: str = "") -> str:
+    """'val acc 82.0% (82/100), val loss 0.5127 (epoch 37)': the stage's best epoch on validation."""
     best = record.get("val_at_best")
     if not best:
-        return "no validation epoch"
+        return "no validation epoch finished"
     right = best["images"] - best["errors"]
-    return (f"val acc {best['accuracy']:.1%} ({right}/{best['images']}), val loss {best['loss']:.4f} "
+    return (f"{prefix}val acc {best['accuracy']:.1%} ({right}/{best['images']}), val loss {best['loss']:.4f} "
             f"(epoch {best['epoch']})")
 
 
@@ -154,7 +155,7 @@ def stage_end(record: dict[str, Any], position: int, planned_epochs: int, interr
         why = epochs_text(epochs)
     test = record.get("test_acc")
     scored = f"; test acc {test:.2%}" if test is not None else ""
-    return f"stage {position} '{record.get('name')}': {why} in {seconds:.1f} s; best {_val_text(record)}{scored}"
+    return f"stage {position} '{record.get('name')}': {why} in {seconds:.1f} s; {_val_text(record, 'best ')}{scored}"
 
 
 def _result_line(record: dict[str, Any], position: int, width: int, kept: str | None, several: bool) -> str:
