@@ -194,6 +194,15 @@ def new_run_dir(config: RunConfig) -> RunFiles:
     return RunFiles(claim_folder(Path(config.runs_dir).expanduser(), config.name or default_name(config), "run"))
 
 
+def renamed_note(config: RunConfig, files: RunFiles) -> str | None:
+    """The note for a run given ``--name`` that was taken: the folder it got, and how to go on with the old one."""
+    if config.name is None or files.root.name == config.name:
+        return None
+    taken = files.root.parent / config.name
+    return (f"run folder '{taken}' exists, so this run is '{files.root}' (to continue that run instead: "
+            f"cnnlab train --resume {taken})")
+
+
 def claim_folder(base: Path, name: str, what: str, option: str = "--runs-dir") -> Path:
     """Creates ``base/<name>``, or ``<name>-2``, ``-3``... when taken: a new folder, never one in use.
 

@@ -40,6 +40,7 @@ from cnnlab.training.run_dir import (
     open_run,
     read_meta,
     read_run_config,
+    renamed_note,
     write_config,
     write_meta,
     write_skipped,
@@ -140,8 +141,7 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
     write_skipped(files, data.skipped)
     if data.skipped:
         log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
-    atomic_write_text(files.summary, summary + "\n")
-    print(summary)
+    atomic_write_text(files.summary, summary + "\n")  # the run header names it; --verbose prints it
     total, trainable = count_parameters(model)
     meta: dict[str, Any] = {
         "name": files.root.name,
@@ -159,6 +159,10 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
     }
     if tracking:
         meta[META_KEY] = tracking
+    renamed = renamed_note(config, files)
+    if renamed:
+        log.warning(renamed)
+        meta["notes"] = [renamed]
     write_meta(files, meta)
     return str(files.root), meta
 
