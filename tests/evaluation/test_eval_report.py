@@ -54,8 +54,9 @@ def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "
             "val": {"count": 15, "per_class": {"circle": 5, "square": 5, "triangle": 5}},
             "test": {"count": 30, "per_class": {"circle": 9, "square": 11, "triangle": 10}}}},
         "model": {"name": "simple_cnn", "params_total": 12345, "params_trainable": 2345},
-        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68},
-                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77}],
+        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68, "done": True},
+                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77,
+                    "done": True}],
         "timing": {"train_seconds": 5.5, "total_seconds": 7.25},
     }
     (run_dir / "run.json").write_text(json.dumps(run))
@@ -228,3 +229,11 @@ def test_compare_shows_the_kept_models_validation_accuracy(cli, tmp_path: Path, 
     (old / "metrics.csv").write_text(METRICS_CSV.replace("frozen,1,9,,,,0.70,0.80", "frozen,1,9,,,,0.60,0.80")
                                      .replace("frozen,0,4,,,,0.50,1.10", "frozen,0,4,,,,0.65,1.10"))
     assert compare_runs([old], tmp_path / "old-cmp")[0][0]["kept_val_acc"] == 0.6
+
+
+def test_no_improvement_is_claimed_for_an_unfinished_fine_tuning() -> None:
+    from cnnlab.evaluation.report import _improvement
+
+    frozen = {"name": "frozen", "test_acc": 0.68, "done": True}
+    assert "+9.00 points" in _improvement([frozen, {"name": "finetune", "test_acc": 0.77, "done": True}])
+    assert _improvement([frozen, {"name": "finetune", "test_acc": 0.77}]) == ""  # interrupted in stage 2

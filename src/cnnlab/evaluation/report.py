@@ -163,8 +163,8 @@ def _peak_memory(memory: dict[str, Any]) -> str:
 
 
 def _improvement(stages: list[dict[str, Any]]) -> str:
-    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy."""
-    if len(stages) < 2:
+    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy, once the last finished."""
+    if len(stages) < 2 or not stages[-1].get("done"):  # an interrupted stage 2 has improved nothing yet
         return ""
     a, b = stages[0].get("test_acc"), stages[-1].get("test_acc")
     if a is None or b is None:
