@@ -221,11 +221,13 @@ class Run:
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 
     def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure | SubFigure:
-        """Accuracy and loss per epoch, train and validation, stages and LR changes marked."""
-        from cnnlab.figures import draw_curves, new_figure
+        """Accuracy and loss per epoch, train and validation, stages marked, and the learning rate
+        (its own panel on a new figure; on two given ``axes``, ticks where it changed)."""
+        from cnnlab.figures import curve_axes, draw_curves, new_figure
 
         figure = new_figure(11, 4.2) if axes is None else axes[0].figure
-        draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
+        histories = {self.name: self.history}
+        draw_curves(curve_axes(figure, histories) if axes is None else axes, histories)
         return _inline(figure)
 
     def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure | SubFigure:

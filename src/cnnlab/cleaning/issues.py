@@ -138,7 +138,7 @@ def _rows(images: ImageSet, splits: list[str], names: list[str], probs: np.ndarr
     quality = get_label_quality_scores(labels, probs)
     copies: dict[int, list[str]] = {}
     for conflict in conflicts:
-        kind = "exact copy" if conflict.exact else f"near copy (similarity {conflict.similarity:.3f})"
+        kind = "exact copy" if conflict.exact else f"near copy (perceptual hash {conflict.bits} of 64 bits apart)"
         for here, there in ((conflict.first, conflict.second), (conflict.second, conflict.first)):
             copies.setdefault(here, []).append(f"{kind} of {images.ids[there]} labelled '{names[labels[there]]}'")
     suspects = [int(i) for i in ranked]

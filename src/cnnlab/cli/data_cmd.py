@@ -35,14 +35,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the built-in data sets, offline and online")
     ls.set_defaults(func=run_list)
-    ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, duplicates, leakage",
+    ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, blank images, copies "
+                         "(exact and near), leakage",
                          description="Check a folder or CSV listing before training; ends with a verdict line.")
     ins.add_argument("data", metavar="DATA", help="image folder or CSV listing (path,label[,split])")
     add_format_argument(ins, ("table", "json"), "table for people, json for scripts (lists every problem) "
                         "(default: table)")
     ins.add_argument("--out", type=Path, metavar="DIR",
-                     help="also write samples.png (images per class) and class_counts.png to DIR")
-    ins.add_argument("--decode", action="store_true", help="decode every image too: finds truncated files (slower)")
+                     help="also write samples.png (images per class), class_counts.png and, when there are "
+                          "findings, suspects.png (blank images and copies with their reasons) to DIR")
+    ins.add_argument("--decode", action="store_true",
+                     help="kept for old scripts: every image is decoded now (a small preview), finding truncated files")
     ins.add_argument("--strict", action="store_true", help="exit code 1 when the verdict lists problems")
     _data_options(ins, "workers")
     ins.set_defaults(func=run_inspect)
@@ -95,11 +98,16 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(f"class imbalance (largest / smallest class): {ratios}")
     sections = [
         ("skipped files", [f"{s['path']}: {s['reason']}" for s in report["skipped"]]),
-        ("duplicates within a split", [f"{g['split']}: " + "  =  ".join(g["paths"]) for g in report["duplicates"]]),
+        ("blank or near-blank images", [f"{s['split']}/{s['label']}: {s['path']}: {s['reason']}"
+                                        for s in report["near_blank"]]),
+        ("duplicates within a split",
+         [f"{g['split']}: " + "  =  ".join(g["paths"]) + f"  ({g['reason']})" for g in report["duplicates"]]),
         ("leakage: same image in several splits",
-         ["  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) for g in report["leakage"]]),
+         ["  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+          for g in report["leakage"]]),
         ("same image, different labels",
-         ["  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) for g in report["conflicts"]]),
+         ["  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+          for g in report["conflicts"]]),
     ]
     for title, rows in sections:
         if rows:
@@ -108,6 +116,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 console.print("  " + escape(row), soft_wrap=True)
             if len(rows) > MAX_LISTED:
                 console.print(f"  ... and {len(rows) - MAX_LISTED} more (--format json lists all)")
+    for note in report["notes"]:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     colour = "green" if report["verdict"] == "OK" else "yellow"
     console.print(f"[b {colour}]verdict: {escape(report['verdict'])}[/b {colour}]", soft_wrap=True)
 
@@ -121,7 +131,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         describe_packed(args.data)
         return 0
     workers = DataConfig(workers=getattr(args, "workers", DataConfig.workers)).workers  # checked as in train
-    inspection = inspect_data(Path(args.data), workers=workers, decode=args.decode)
+    inspection = inspect_data(Path(args.data), workers=workers)
     report = inspection.report
     written = write_inspection_figures(inspection, args.out) if args.out is not None else []
     if args.format == "json":

@@ -12,7 +12,7 @@ from cnnlab.errors import plural
 from cnnlab.tables import Table
 
 COLUMNS = [
-    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
+    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("kept_val_acc", "Val acc (kept)"),
     ("test_acc", "Test acc"), ("params", "Params"), ("train_seconds", "Train time"),
 ]
 

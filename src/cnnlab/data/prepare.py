@@ -185,7 +185,8 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
     _check_nonempty(splits, class_names)
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     crop = side if crop_pct < NO_MARGIN else None
-    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop)
+    held_out = tuple(name for name in ("val", "test") if name not in given)
+    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop, held_out)
 
 
 @dataclass(frozen=True)
