@@ -49,7 +49,7 @@ from cnnlab.deploy.settings import (
     MAX_DROP,
     MIN_SPEEDUP,
 )
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import finish_run, run_data
@@ -281,12 +281,12 @@ def _compare(parent: Parent, child: RunFiles, pruned: torch.nn.Module, info: dic
         if epochs:
             rows.append(_row(f"pruned {kind}, before fine-tuning", pruned, example, what,
                              info["val_accuracy_before_finetune"], info["accuracy_before_finetune"], None))
-        label = f"pruned {kind}" + (f" + {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning" if epochs else "")
+        label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
         rows.append(_row(label, final.model, example, what, val_acc, final_acc, timings["pruned"]))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
-              f"{'s' if threads > 1 else ''}, interleaved; accuracy on {len(val)} validation and {len(test)} "
-              "test images"), f"speed-up at batch 1: {speedup:.2f}x",
+    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {plural(threads, 'thread')}, "
+              f"interleaved; accuracy on {len(val)} validation and {len(test)} test images"),
+             f"speed-up at batch 1: {speedup:.2f}x",
              f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
     if info.get("recovered_at_epoch"):
         notes.append(f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back "
@@ -317,7 +317,7 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
         if not epochs:
             what = "fine-tune it (leave out --finetune-epochs 0), "
         elif budget and (data.get("finetune_seconds") or 0) >= 0.9 * budget and not data.get("recovered_at_epoch"):
-            what = (f"fine-tuning used up its {budget:g} s after {epochs} epoch{'s' if epochs != 1 else ''}: "
+            what = (f"fine-tuning used up its {budget:g} s after {plural(epochs, 'epoch')}: "
                     f"give it --finetune-budget {2 * budget:g}, or ")
         else:
             what = ""

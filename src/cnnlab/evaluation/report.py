@@ -14,10 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cnnlab.data.crop import decode_side
-from cnnlab.evaluation.compare import final_test_accuracy, format_value
+from cnnlab.evaluation.compare import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
@@ -117,11 +115,9 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     out.extend(f'<p class="banner">{_e(note)}</p>' for note in run.get("notes") or [])
     names = run.get("class_names") or []
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-    params = model.get("params_total")
-    trainable = format_value("params", model.get("params_trainable"))
     rows = [
         ("Run", run.get("name", "—")), ("Status", status), ("Model", model.get("name", "—")),
-        ("Parameters", f"{format_value('params', params)} total, {trainable} trainable" if params else "—"),
+        ("Parameters", _parameters(run)),
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}"
          if pre else "—"),
@@ -138,6 +134,26 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "".join(out) + _pairs(rows)
 
 
+def _parameters(run: dict[str, Any]) -> str:
+    """"3,383,818 total; trained: 12,810 in stage frozen, 1,982,730 in stage finetune (kept)".
+
+    Each stage trains its own share (a frozen base, then the top too), so one "trainable" count
+    (the model's as built, i.e. stage 1's) would understate what the kept model learned.
+    """
+    model = _object(run.get("model"))
+    if not model.get("params_total"):
+        return "—"
+    total = f"{format_value('params', model['params_total'])} total"
+    stages = [s for s in run.get("stages") or [] if isinstance(s, dict) and s.get("params_trainable") is not None]
+    if len(stages) < 2:
+        trainable = stages[0]["params_trainable"] if stages else model.get("params_trainable")
+        return f"{total}, {format_value('params', trainable)} trainable"
+    kept = (kept_stage(run) or {}).get("name")
+    shares = [f"{format_value('params', s['params_trainable'])} in stage {s.get('name', '?')}"
+              + (" (kept)" if s.get("name") == kept else "") for s in stages]
+    return f"{total}; trained: {', '.join(shares)}"
+
+
 def _peak_memory(memory: dict[str, Any]) -> str:
     """Peak resident memory per process: "812 MiB", or "812, 640 MiB (per process)"."""
     peaks = [int(p) for p in memory.get("peak_rss_mb") or [] if isinstance(p, (int, float)) and p > 0]
@@ -147,8 +163,8 @@ def _peak_memory(memory: dict[str, Any]) -> str:
 
 
 def _improvement(stages: list[dict[str, Any]]) -> str:
-    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy."""
-    if len(stages) < 2:
+    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy, once the last finished."""
+    if len(stages) < 2 or not stages[-1].get("done"):  # an interrupted stage 2 has improved nothing yet
         return ""
     a, b = stages[0].get("test_acc"), stages[-1].get("test_acc")
     if a is None or b is None:
@@ -169,11 +185,13 @@ def _training(files: RunFiles, run: dict[str, Any]) -> str:
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
         history = load_history(files.metrics_csv)
-        best_val = history.groupby("stage")["val_acc"].max() if "val_acc" in history else pd.Series(dtype=float)
-        rows = [[s.get("name", "—"), s.get("epochs", "—"), format_value("train_seconds", s.get("seconds")),
-                 _pct(best_val.get(s.get("name"))), _pct(s.get("test_acc")),
+        kept = (kept_stage(run) or {}).get("name") if len(stages) > 1 else None
+        rows = [[str(s.get("name", "—")) + (" (kept)" if s.get("name") == kept else ""), s.get("epochs", "—"),
+                 format_value("params", s.get("params_trainable")), format_value("train_seconds", s.get("seconds")),
+                 _pct(kept_val_accuracy({"stages": [s]}, history)), _pct(s.get("test_acc")),
                  "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}"] for s in stages]
-        headers = ["Stage", "Epochs", "Time", "Best val acc", "Test acc", "Best val loss"]
+        headers = ["Stage", "Epochs", "Trainable parameters", "Time", "Val acc (kept epoch)", "Test acc",
+                   "Best val loss"]
         keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
         out.append(_table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep))))
     return "".join(out)

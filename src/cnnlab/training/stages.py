@@ -170,14 +170,15 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
 
     The last stage ends with the weights the final evaluation scores, so its test accuracy is
     that evaluation's: the test split is scored once, not once per stage and again at the end.
+    A last stage that was interrupted gets the score of the weights kept so far, and the run no
+    improvement line: fine-tuning did not finish.
     """
     stages = meta.get("stages") or []
     if not stages or stages[-1].get("test_acc") is not None:
         return
     stages[-1]["test_acc"] = test_accuracy
-    if len(stages) > 1 and stages[0].get("test_acc") is not None:
+    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("done"):
         meta["improvement"] = improvement_line(stages[0]["test_acc"], test_accuracy)
-        log.info("%s", meta["improvement"])
 
 
 class FrozenBatchNormEval(L.Callback):
