@@ -156,3 +156,31 @@ def test_help_and_offline_errors_name_the_distill_flags(cli, noisy_task, monkeyp
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing downloaded before
     code, _, err = cli("distill", "--teacher", teacher, "--student", "mobilenetv3_small_100", "--pretrained")
     assert code == 2 and "--student" in err and "--model" not in err, err
+
+
+def test_batchnorm_statistics_are_fresh_before_validation() -> None:
+    """Few steps an epoch leave BatchNorm's running averages far from the trained network's: re-estimated
+    on training images, evaluation sees what training saw."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.normalize import Normalize
+    from cnnlab.deploy.distill_module import FreshBatchNormStats
+    from cnnlab.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.Flatten(), nn.LazyLinear(2))
+    images = torch.randint(150, 256, (64, 3, 8, 8), dtype=torch.uint8)  # bright: far from the initial mean 0
+    module = ClassifierModule(net, 2, Normalize((0.0,) * 3, (1.0,) * 3), TrainConfig())
+    unit = module.normalize(Normalize.to_unit(images))
+    net.train()
+    with torch.no_grad():
+        in_training = net(unit)  # batch statistics, as a training step sees them
+    net.eval()
+    assert not torch.allclose(net(unit), in_training, atol=1e-3)  # the running averages lag behind
+    FreshBatchNormStats(images, batch=64).on_validation_epoch_start(SimpleNamespace(sanity_checking=False), module)
+    assert torch.allclose(net(unit), in_training, atol=1e-3)
+    assert not net.training  # validation goes on in evaluation mode

@@ -32,8 +32,8 @@ from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import ModelConfig, RunConfig, TrainConfig, TransferConfig, build_config
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
-from cnnlab.deploy.benchmark import normalized, time_models, weights_mb
-from cnnlab.deploy.distill_module import DistillationModule, Teacher
+from cnnlab.deploy.benchmark import normalized, sample, time_models, weights_mb
+from cnnlab.deploy.distill_module import DistillationModule, FreshBatchNormStats, Teacher
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, FASTER_SHARE, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
 from cnnlab.errors import CnnlabError
@@ -216,6 +216,7 @@ class SizeCheck:
 
 
 QUICK_ROUNDS = 6  # the size check's timing: enough to tell 2x apart, seconds on a slow machine
+BATCHNORM_IMAGES = 256  # training images that re-estimate a student's BatchNorm statistics before validation
 
 
 def measure_sizes(teacher: TrainedModel, student: Student, threads: int) -> SizeCheck:
@@ -436,16 +437,18 @@ def _distill_into(student: Student, teacher_files: RunFiles, trained_teacher: Tr
     logits = teacher_logits(teacher_net, student.data, config) if cached else None
     if logits is not None:
         print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
+    fresh_stats = FreshBatchNormStats(sample(student.data.splits["train"].images, BATCHNORM_IMAGES))
     hooks = TrainingHooks(partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
-                          logits)
+                          logits, [fresh_stats])
     distilled_name = name if config.name else f"{name}-distilled"
     distilled = train_student(student, distilled_name, command, hooks, (
         f"Distilled from the teacher {teacher_files.root.name} into {student.label} (temperature {temperature:g}, "
         f"alpha {alpha:g}); the same student trained alone is {name}-alone (teacher, alone and distilled compared "
         "under Deployment)."), settings)
-    alone = train_student(student, f"{name}-alone", f"{command} (student alone)", TrainingHooks(),
-                          f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the "
-                          "labels alone, with the same options, starting weights and budget.")
+    alone = train_student(
+        student, f"{name}-alone", f"{command} (student alone)", TrainingHooks(callbacks=[fresh_stats]),
+        f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the labels alone, "
+        "with the same options, starting weights and budget.")
     failures = judge(distilled, alone, student)
     for failure in failures:
         log.warning(failure)
