@@ -2,16 +2,16 @@
 the same pruned copy trained alone.
 
     PYTHONPATH=src python bench/bench_distill.py --teacher RUN              # about an hour on the shared 2-core box
-    PYTHONPATH=src python bench/bench_distill.py --teacher RUN -- --epochs 3   # options after -- go to distill
+    PYTHONPATH=src python bench/bench_distill.py --teacher RUN -- --epochs 4 --batch-size 32   # more distill options
 
 ``RUN`` is a transfer-trained run (e.g. EfficientNet-Lite0 on dtd10 with the default ``cnnlab train
 DATA --model efficientnet_lite0 --pretrained``); it is copied first, since ``distill`` writes the
-pruned copy into ``RUN/pruned/``. The whole ``cnnlab distill`` command runs in this process, with
-the default student (``--student pruned``: the teacher with half of its channels removed, starting
-from its weights); the page gives its table (teacher, student alone, distilled student: parameters,
-batch-1 latency, test accuracy), the goal of #29 checked row by row, and the machine's load before
-and after (the machine is shared: latencies are measured interleaved, so their ratio is the figure
-to trust).
+pruned copy into ``RUN/pruned/``, and scored with ``cnnlab evaluate`` unless it has been. The whole
+``cnnlab distill`` command runs in this process, with the default student (``--student pruned``:
+the teacher with half of its channels removed, starting from its weights); the page gives its table
+(teacher, student alone, distilled student: parameters, batch-1 latency, test accuracy), the goal
+of #29 checked row by row, and the machine's load before and after (the machine is shared:
+latencies are measured interleaved, so their ratio is the figure to trust).
 
 Goal: the distilled student answers in at most half the teacher's time, is within 5 points of its
 test accuracy, and beats the same student trained alone (same data, options and budget).
@@ -72,7 +72,8 @@ def main() -> None:
     command = ["distill", "--teacher", str(teacher), "--runs-dir", str(runs), "--name", "student",
                *args.distill_args]
     before, began = load(), time.perf_counter()
-    if cnnlab(["evaluate", str(teacher)]) != 0 or cnnlab(command) != 0:
+    evaluated = (teacher / "metrics.json").is_file()  # scored on its test split already
+    if (not evaluated and cnnlab(["evaluate", str(teacher)]) != 0) or cnnlab(command) != 0:
         raise SystemExit("cnnlab failed: see above")
     minutes, after = (time.perf_counter() - began) / 60, load()
     table = json.loads((runs / "student" / "tables" / "distill.json").read_text())

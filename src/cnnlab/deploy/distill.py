@@ -133,8 +133,8 @@ def student_config(teacher_files: RunFiles, options: dict[str, Any], setups: tup
     crop), since its weights were learnt on them, and trains whole (no frozen stage).
     """
     taught = read_run_config(teacher_files)
-    data, model, transfer = dataclasses.replace(taught.data, image_size=None, channels=None), ModelConfig(), \
-        TransferConfig()
+    data = dataclasses.replace(taught.data, image_size=None, channels=None)  # the student's own input
+    model, transfer = ModelConfig(), TransferConfig()
     if pruned_from is not None:
         data = dataclasses.replace(taught.data, image_size=pruned_from.side, channels=pruned_from.channels,
                                    crop_pct=pruned_from.crop_pct)
@@ -179,7 +179,7 @@ def pruned_student(teacher_files: RunFiles, teacher: TrainedModel, options: dict
     _check_classes(data, teacher)
     print(f"student: pruning {sparsity:.0%} of the channels of the teacher {teacher_files.root.name}")
     pruned = prune_run(teacher_files.root, sparsity, structured=True, finetune_epochs=0, threads=threads,
-                       command=f"{command} (pruned student)")
+                       command=f"{command} (pruned student)", rounds=QUICK_ROUNDS)  # distill times it again
     model = load_trained(pruned.files).model.to(memory_format=torch.contiguous_format)
     # Its weights were learnt on the teacher's scaling: keep the teacher's mean and std.
     preprocess = {**preprocess_meta(data, config), "mean": teacher.meta["preprocess"]["mean"],
