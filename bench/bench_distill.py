@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="a transfer-trained run folder (copied)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cnnlab-bench-distill"))
+    parser.add_argument("--page", default="distill", help="writes bench/out/PAGE.md (default: distill)")
     parser.add_argument("distill_args", nargs="*", help="more cnnlab distill options (after --)")
     args = parser.parse_args()
     teacher = args.workdir / "teacher"
@@ -83,7 +84,7 @@ def main() -> None:
             (f"Load average (1, 5, 15 min) before: {before}; after: {after}; {minutes:.0f} min in all. The machine "
              "was shared with other jobs throughout: the latencies are interleaved, so their ratio holds better "
              "than the milliseconds.")]
-    write_page("distill", "Distillation: a pruned copy of the teacher, distilled vs alone",
+    write_page(args.page, "Distillation: a pruned copy of the teacher, distilled vs alone",
                "cnnlab " + shlex.join(command), (
                    f"Teacher: a copy of {args.teacher} (`cnnlab evaluate` first). The default student is the "
                    "teacher with half of its channels pruned by `cnnlab prune`, starting from its weights; it is "

@@ -139,8 +139,12 @@ def test_a_student_that_learns_nothing_is_reported_as_failed(cli, noisy_task, tm
     assert code == 0, err
     assert "distilled student (simple_cnn) FAILED" in err and "no better than answering" in err
     assert "try --student pruned" in err  # what to try: the student alone failed too
-    verdict = read_json(teacher.parent / "stuck" / "run.json")["distillation"]["verdict"]
+    meta = read_json(teacher.parent / "stuck" / "run.json")
+    verdict = meta["distillation"]["verdict"]
     assert verdict["failed"] and verdict["majority_rate"] == pytest.approx(10 / 14)
+    assert meta["notes"][0].startswith("The distilled student (simple_cnn) FAILED")
+    assert any("trained alone is stuck-alone" in note for note in meta["notes"])
+    assert read_json(teacher.parent / "stuck-alone" / "run.json")["distillation_baseline"]["verdict"]["failed"]
     assert "FAILED" in (teacher.parent / "stuck" / "report.html").read_text()
     assert "FAILED" in out  # the table's first note
 

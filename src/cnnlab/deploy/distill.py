@@ -263,8 +263,8 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     return teacher.precompute(own)
 
 
-def train_student(student: Student, name: str, command: str, hooks: TrainingHooks, note: str,
-                  record: dict[str, Any] | None = None) -> RunFiles:
+def train_student(student: Student, name: str, command: str, hooks: TrainingHooks,
+                  distillation: dict[str, Any] | None = None, note: str | None = None) -> RunFiles:
     """Trains a copy of the student's starting network as a run of its own (tested, reported)."""
     config = dataclasses.replace(student.config, name=name)
     model = copy.deepcopy(student.model)
@@ -276,9 +276,10 @@ def train_student(student: Student, name: str, command: str, hooks: TrainingHook
         write_architecture(ctx.files.architecture, original, model, {"pruned_from": str(student.pruned.root)})
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(ctx.files.pruned_weights))
     ctx.hooks = hooks
-    if record is not None:
-        ctx.meta["distillation"] = record
-    ctx.meta.setdefault("notes", []).append(note)
+    if distillation is not None:
+        ctx.meta["distillation"] = distillation  # also what refuses --resume: the teacher would be missing
+    if note is not None:
+        ctx.meta.setdefault("notes", []).append(note)
     write_meta(ctx.files, ctx.meta)
     finish_run(train_run(ctx))
     return ctx.files
@@ -314,25 +315,32 @@ def _what_to_try(student: Student, config: RunConfig, alone_failed: bool) -> str
             f"weights), a student with pretrained weights (--pretrained, or --weights FILE offline), {tips}")
 
 
-def judge(distilled: RunFiles, alone: RunFiles, student: Student) -> list[str]:
-    """Failure messages (also written to each run's run.json and report) for students that did no
-    better than answering the most common class."""
-    verdicts = {"distilled student": majority_verdict(distilled, student.data),
-                "student alone": majority_verdict(alone, student.data)}
+def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> list[str]:
+    """Failure messages for students that did no better than answering the most common class.
+
+    Each run's run.json gets its verdict (the distilled run under ``distillation``, the baseline
+    under ``distillation_baseline``) and, when it failed, the message as its report's first note;
+    the distilled run also gets ``note`` (how it was made, naming the baseline run).
+    """
+    runs = {"distilled student": (distilled, "distillation"), "student alone": (alone, "distillation_baseline")}
+    verdicts = {who: majority_verdict(files, student.data) for who, (files, _) in runs.items()}
     alone_failed = bool((verdicts["student alone"] or {}).get("failed"))
     failures = []
-    for (who, verdict), files in zip(verdicts.items(), (distilled, alone)):
-        if verdict is None:
-            continue
-        meta = read_meta(files)
-        meta.setdefault("distillation", {})["verdict"] = {**verdict, "student": who}
-        if verdict["failed"]:
+    for who, (files, key) in runs.items():
+        verdict, meta = verdicts[who], read_meta(files)
+        record = meta.setdefault(key, {} if who == "distilled student" else {"of": str(distilled.root)})
+        notes = meta.setdefault("notes", [])
+        if who == "distilled student":
+            notes.append(note)
+        if verdict is not None:
+            record["verdict"] = verdict
+        if verdict is not None and verdict["failed"]:
             message = (f"the {who} ({student.label}) FAILED: {verdict['accuracy']:.2%} test accuracy is no better "
                        f"than answering '{verdict['majority_class']}' for every image ({verdict['majority_rate']:.2%})")
             if who == "distilled student":
                 message += f"; {_what_to_try(student, student.config, alone_failed)}"
             failures.append(message)
-            meta.setdefault("notes", []).insert(0, message[0].upper() + message[1:] + ".")
+            notes.insert(0, message[0].upper() + message[1:] + ".")
         write_meta(files, meta)
     return failures
 
@@ -441,15 +449,15 @@ def _distill_into(student: Student, teacher_files: RunFiles, trained_teacher: Tr
     hooks = TrainingHooks(partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
                           logits, [fresh_stats])
     distilled_name = name if config.name else f"{name}-distilled"
-    distilled = train_student(student, distilled_name, command, hooks, (
-        f"Distilled from the teacher {teacher_files.root.name} into {student.label} (temperature {temperature:g}, "
-        f"alpha {alpha:g}); the same student trained alone is {name}-alone (teacher, alone and distilled compared "
-        "under Deployment)."), settings)
+    distilled = train_student(student, distilled_name, command, hooks, settings)
     alone = train_student(
         student, f"{name}-alone", f"{command} (student alone)", TrainingHooks(callbacks=[fresh_stats]),
-        f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the labels alone, "
-        "with the same options, starting weights and budget.")
-    failures = judge(distilled, alone, student)
+        note=(f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the labels "
+              "alone, with the same options, starting weights and budget."))
+    failures = judge(distilled, alone, student, (
+        f"Distilled from the teacher {teacher_files.root.name} into {student.label} (temperature {temperature:g}, "
+        f"alpha {alpha:g}); the same student trained alone is {alone.root.name} (teacher, alone and distilled "
+        "compared under Deployment)."))
     for failure in failures:
         log.warning(failure)
     table = compare(teacher_files, alone, distilled, student, threads, settings, failures)
