@@ -270,7 +270,7 @@ def fit_stage(
     cached, on_cut, test_accuracy = inputs.cached, inputs.on_cut, inputs.test_accuracy
     trainable, frozen = inputs.trainable, inputs.frozen
     hooks: TrainingHooks = ctx.hooks
-    criterion = stage_criterion(stage.name, config)
+    criterion = hooks.select or stage_criterion(stage.name, config)
     to_beat = score_to_beat(previous, criterion)
     validation = ValidationRecord(criterion, len(data.splits["val"]))
     callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, validation, *hooks.callbacks]
