@@ -1,4 +1,6 @@
-"""``cnnlab distill``: with alpha 0 it is plain training; a good teacher rescues a student taught wrong labels."""
+"""``cnnlab distill``: with alpha 0 it is plain training; a good teacher rescues a student taught wrong labels;
+a student no smaller and no faster is refused; the default student is a pruned copy of the teacher that
+starts from its weights; a student no better than the most common class is reported as failed."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def noisy_task(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def _student(cli, teacher: Path, data: Path, alpha: str, name: str) -> tuple[dict, dict]:
-    code, _, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--alpha", alpha,
+    # the teacher's own architecture: no smaller, no faster, so --force (distillation itself is tested here)
+    code, _, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--force", "--alpha", alpha,
                        "--epochs", "6", "--batch-size", "16", "--deterministic", "--name", name,
                        "--format", "json")
     assert code == 0, err
@@ -71,9 +74,117 @@ def test_a_teacher_rescues_a_student_taught_wrong_labels(cli, noisy_task) -> Non
 @pytest.mark.parametrize("args, message", [
     (["--student", "resnet_tiny"], "unknown model 'resnet_tiny'"),
     (["--student", "simple_cnn", "--alpha", "1.5"], "--alpha must be between 0 and 1"),
-    ([], "no student given"),
+    (["--student", "simple_cnn", "--student-sparsity", "1"], "--student-sparsity must be between 0 and 1"),
 ])
 def test_bad_settings_fail_before_training(cli, noisy_task, args, message) -> None:
     _, _, teacher = noisy_task
     code, _, err = cli("distill", "--teacher", teacher, *args)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_student_larger_and_slower_than_its_teacher_is_refused(cli, noisy_task) -> None:
+    clean, _, teacher = noisy_task
+    code, out, err = cli("distill", clean, "--teacher", teacher, "--student", "resnet18", "--epochs", "1",
+                         "--name", "big")
+    assert code == 2 and err.count("\n") == 1
+    assert "no smaller and no faster than its teacher" in err and "--force" in err and "--student pruned" in err
+    assert "11,178,051" in out + err  # the parameters side by side (resnet18 with 3 classes)
+    assert not (teacher.parent / "big").exists() and not (teacher.parent / "big-alone").exists()
+
+
+def test_force_distils_into_a_larger_student(cli, noisy_task) -> None:
+    clean, _, teacher = noisy_task  # fast_cnn: 102,491 parameters against simple_cnn's 93,635, twice as slow here
+    code, _, err = cli("distill", clean, "--teacher", teacher, "--student", "fast_cnn", "--force", "--epochs", "1",
+                       "--batch-size", "32", "--name", "forced", "--format", "json")
+    assert code == 0, err
+    assert "going on (--force)" in err
+    meta = read_json(teacher.parent / "forced" / "run.json")
+    assert meta["distillation"]["size_check"]["student_params"] > meta["distillation"]["size_check"]["teacher_params"]
+
+
+def test_the_default_student_is_a_pruned_copy_of_the_teacher(cli, noisy_task) -> None:
+    clean, _, teacher = noisy_task
+    code, out, err = cli("distill", clean, "--teacher", teacher, "--epochs", "2", "--batch-size", "16",
+                         "--name", "copy", "--format", "json")
+    assert code == 0, err
+    table = json.loads(out)
+    assert [row[1] for row in table["rows"]][1:] == ["simple_cnn with 50% of its channels pruned"] * 2
+    teacher_params, alone_params, distilled_params = (int(row[2].replace(",", "")) for row in table["rows"])
+    assert distilled_params == alone_params < 0.6 * teacher_params
+    meta = read_json(teacher.parent / "copy" / "run.json")
+    pruned = Path(meta["distillation"]["pruned_from"])
+    assert pruned.parent == teacher / "pruned"  # cnnlab prune's run of the copy, before any training
+    # it starts from the teacher's weights: far above chance (1 in 3) before it trains at all
+    assert read_json(pruned / "metrics.json")["test"]["accuracy"] > 0.6
+    assert read_json(teacher.parent / "copy" / "metrics.json")["test"]["accuracy"] > 0.6
+    assert (teacher.parent / "copy-alone" / "architecture.json").is_file()  # reloads at its own widths
+
+
+def _imbalanced_listing(path: Path, shapes: Path) -> Path:
+    """Fixed splits whose test split is mostly 'left' (10 of 14): answering 'left' scores 71%."""
+    rows = []
+    for name, tested in (("left", 10), ("middle", 2), ("right", 2)):
+        for i, file in enumerate(sorted((shapes / name).glob("*.png"))):
+            rows.append([file, name, "test" if i < tested else "val" if i < tested + 4 else "train"])
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "split"], *rows])
+    return path
+
+
+def test_a_student_that_learns_nothing_is_reported_as_failed(cli, noisy_task, tmp_path) -> None:
+    clean, _, teacher = noisy_task
+    data = _imbalanced_listing(tmp_path / "imbalanced.csv", clean.parent / "shapes")
+    code, out, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--force",
+                         "--lr", "1e-9", "--epochs", "1", "--deterministic", "--name", "stuck")
+    assert code == 0, err
+    assert "distilled student (simple_cnn) FAILED" in err and "no better than answering" in err
+    assert "try --student pruned" in err  # what to try: the student alone failed too
+    meta = read_json(teacher.parent / "stuck" / "run.json")
+    verdict = meta["distillation"]["verdict"]
+    assert verdict["failed"] and verdict["majority_rate"] == pytest.approx(10 / 14)
+    assert meta["notes"][0].startswith("The distilled student (simple_cnn) FAILED")
+    assert any("trained alone is stuck-alone" in note for note in meta["notes"])
+    assert read_json(teacher.parent / "stuck-alone" / "run.json")["distillation_baseline"]["verdict"]["failed"]
+    assert "FAILED" in (teacher.parent / "stuck" / "report.html").read_text()
+    assert "FAILED" in out  # the table's first note
+
+
+def test_help_and_offline_errors_name_the_distill_flags(cli, noisy_task, monkeypatch, tmp_path) -> None:
+    from cnnlab.models import weights as weights_module
+
+    code, out, _ = cli("distill", "--help")
+    assert code == 0
+    assert "mnist-sample" not in out and "the teacher's data" in out
+    _, _, teacher = noisy_task
+    monkeypatch.setattr(weights_module, "_hub_reachable", lambda *a, **k: False)  # no DNS lookup
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing downloaded before
+    code, _, err = cli("distill", "--teacher", teacher, "--student", "mobilenetv3_small_100", "--pretrained")
+    assert code == 2 and "--student" in err and "--model" not in err, err
+
+
+def test_batchnorm_statistics_are_fresh_before_validation() -> None:
+    """Few steps an epoch leave BatchNorm's running averages far from the trained network's: re-estimated
+    on training images, evaluation sees what training saw."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.normalize import Normalize
+    from cnnlab.deploy.distill_module import FreshBatchNormStats
+    from cnnlab.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.Flatten(), nn.LazyLinear(2))
+    images = torch.randint(150, 256, (64, 3, 8, 8), dtype=torch.uint8)  # bright: far from the initial mean 0
+    module = ClassifierModule(net, 2, Normalize((0.0,) * 3, (1.0,) * 3), TrainConfig())
+    unit = module.normalize(Normalize.to_unit(images))
+    net.train()
+    with torch.no_grad():
+        in_training = net(unit)  # batch statistics, as a training step sees them
+    net.eval()
+    assert not torch.allclose(net(unit), in_training, atol=1e-3)  # the running averages lag behind
+    FreshBatchNormStats(images, batch=64).on_validation_epoch_start(SimpleNamespace(sanity_checking=False), module)
+    assert torch.allclose(net(unit), in_training, atol=1e-3)
+    assert not net.training  # validation goes on in evaluation mode

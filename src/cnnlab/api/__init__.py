@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, DEFAULT_TOP_K, TEMPERATURE
+from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, DEFAULT_TOP_K, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
@@ -190,17 +190,23 @@ def compare(models: Sequence[str], data: str | Path | None = None, *, recipe: st
                           command=f"cnnlab.compare({call})")
 
 
-def distill(teacher: Run | str | Path, student: str, *, temperature: float | None = None, alpha: float | None = None,
+def distill(teacher: Run | str | Path, student: str = PRUNED_STUDENT, *, temperature: float | None = None,
+            alpha: float | None = None, student_sparsity: float = STUDENT_SPARSITY, force: bool = False,
             recipe: str | None = None, config: str | Path | None = None, augment: str | None = None,
             threads: int = DEFAULT_THREADS, **options: Any) -> Run:
     """Trains ``student`` alone and from the teacher run's soft targets, and compares the three, as
-    ``cnnlab distill``; returns the distilled run (its report holds the comparison table)."""
+    ``cnnlab distill``; returns the distilled run (its report holds the comparison table).
+
+    ``student="pruned"`` (the default) is the teacher with ``student_sparsity`` of its channels
+    removed, starting from its weights. A student neither smaller nor faster than the teacher is
+    refused unless ``force``; one no better than the most common class is logged as failed.
+    """
     from cnnlab.deploy.distill import distill as distill_run
 
     path = str(teacher.path if isinstance(teacher, Run) else teacher)
     result = distill_run(path, {**options, "model": student}, TEMPERATURE if temperature is None else temperature,
                          ALPHA if alpha is None else alpha, recipe, None if config is None else str(config), augment,
-                         threads, f"cnnlab.distill({path!r}, {student!r})")
+                         threads, f"cnnlab.distill({path!r}, {student!r})", sparsity=student_sparsity, force=force)
     return Run(result.files.root)
 
 

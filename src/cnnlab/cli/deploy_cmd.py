@@ -25,6 +25,8 @@ from cnnlab.deploy.settings import (
     FINETUNE_EPOCHS,
     MAX_DROP,
     PARITY_TOLERANCE,
+    PRUNED_STUDENT,
+    STUDENT_SPARSITY,
     TEMPERATURE,
     THREADS_HELP,
 )
@@ -39,7 +41,7 @@ def _threads(p: argparse.ArgumentParser) -> None:
 
 def _distill_options() -> list[Any]:
     """The run options distill takes: the student is --student, and --threads is its own (timing)."""
-    return [s for s in all_options() if s.dest not in ("model", "threads")]
+    return [s for s in all_options() if s.dest not in ("model", "data", "threads")]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -92,20 +94,33 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_prune)
 
     d = subparsers.add_parser("distill", help="train a small student from a teacher; compare with the student alone",
-                              description="Trains the student alone and distilled from the teacher (same options), "
-                              "then compares accuracy, size and speed of the three in the distilled run's report.")
+                              description="Trains the student alone and distilled from the teacher (same options and "
+                              "starting weights), then compares accuracy, size and speed of the three in the "
+                              "distilled run's report. The default student is the teacher with part of its channels "
+                              "pruned, starting from its weights.")
     d.add_argument("--teacher", required=True, metavar="RUN|MODEL",
                    help="a run folder, or a pretrained model name (trained on DATA by transfer learning first)")
     d.add_argument("--temperature", type=float, default=TEMPERATURE, metavar="T",
                    help=f"softens both models' outputs for the teacher term (default: {TEMPERATURE:g})")
     d.add_argument("--alpha", type=float, default=ALPHA, metavar="A",
                    help=f"weight of the teacher term; 1 - A goes to the labels (default: {ALPHA:g})")
+    d.add_argument("--student-sparsity", type=float, default=STUDENT_SPARSITY, metavar="X",
+                   help=f"--student {PRUNED_STUDENT}: the share of the teacher's channels removed, between 0 and 1 "
+                   f"(default: {STUDENT_SPARSITY:g})")
+    d.add_argument("--force", action="store_true",
+                   help="go on with a student that is neither smaller nor faster than its teacher")
     _threads(d)
     add_format_argument(d)
     add_setup_arguments(d)
-    student = dataclasses.replace(options_by_dest()["model"], flag="--student",
-                                  help="the student: any model name, e.g. mobilenetv3_small_100 (cnnlab models list)")
+    specs = options_by_dest()
+    student = dataclasses.replace(specs["model"], flag="--student", default=PRUNED_STUDENT, help=(
+        f"the student: {PRUNED_STUDENT} (a copy of the teacher with --student-sparsity of its channels removed, "
+        "starting from its weights; no download), or any model name, e.g. mobilenetv3_small_100 (cnnlab models "
+        "list)"))
+    data = dataclasses.replace(specs["data"], help="the images to distil on (default: the teacher's data and "
+                               "split); another folder or CSV must have the teacher's classes")
     add_option(d, student)
+    add_option(d, data, positional_nargs="?")
     add_options(d, _distill_options(), positional_nargs="?")
     d.set_defaults(func=run_distill)
 
@@ -172,7 +187,8 @@ def run_distill(args: argparse.Namespace) -> int:
     with progress_to_stderr(args.format):
         options = given_options(args, [s for s in all_options() if s.dest != "threads"])  # --student is "model"
         result = distill(args.teacher, options, args.temperature, args.alpha, args.recipe,
-                         args.config, args.augment, args.threads, command)
+                         args.config, args.augment, args.threads, command, sparsity=args.student_sparsity,
+                         force=args.force)
     print_output(result.table, args.format)
     if args.format == "table":
         print(f"distilled run: {result.files.root}\nalone:         {result.alone.root}\n"

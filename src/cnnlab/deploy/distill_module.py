@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +22,7 @@ from cnnlab.config.sections import Channels
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import LUMA
 from cnnlab.data.types import ImageSet
+from cnnlab.deploy.pruning import recalibrate_batchnorm
 from cnnlab.models.inference import run_batches
 from cnnlab.models.outputs import as_class_logits
 from cnnlab.training.module import ClassifierModule
@@ -108,3 +110,33 @@ class DistillationModule(ClassifierModule):
         if self.alpha == 0:
             return ce  # exactly plain training
         return self.alpha * distillation_loss(logits, extra[0], self.temperature) + (1 - self.alpha) * ce
+
+
+class FreshBatchNormStats(L.Callback):
+    """Re-estimates the student's BatchNorm statistics on training images before each validation.
+
+    A student trained on a few hundred photos takes a handful of optimiser steps per epoch, and
+    BatchNorm's running statistics (momentum 0.1; 0.01 in EfficientNet-Lite0 and its pruned
+    copies) lag far behind its weights, while training itself uses each batch's own statistics.
+    mobilenetv3_small_100 from scratch on 144 photos of two textures (batch 128: 2 steps an epoch)
+    answered one class in evaluation at every epoch (validation 50%) while its training accuracy
+    rose to 79%; the same weights with re-estimated statistics scored 65%. Validation, the kept
+    checkpoint and the test scores then judge the network that was trained.
+
+    Args:
+        images: uint8 training images (a sample: statistics settle within a few hundred).
+    """
+
+    def __init__(self, images: torch.Tensor, batch: int = 32) -> None:
+        self.images, self.batch = images, batch
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                              for m in pl_module.modules()):
+            return
+        normalize, model = pl_module.normalize, pl_module.model
+        assert isinstance(model, nn.Module) and isinstance(normalize, Normalize)
+        with torch.no_grad():
+            batches = [normalize(Normalize.to_unit(self.images[i : i + self.batch].to(pl_module.device)))
+                       for i in range(0, len(self.images), self.batch)]
+        recalibrate_batchnorm(model, batches)

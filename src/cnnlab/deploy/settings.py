@@ -50,3 +50,11 @@ CALIBRATION_IMAGES = 512  # 256 calibrated EfficientNet-Lite0 as well as 512 (re
 DEFAULT_TOP_K = 5
 TEMPERATURE = 4.0
 ALPHA = 0.7
+# The student distill trains when none is named: the teacher with this share of its channels removed
+# (Torch-Pruning), starting from the teacher's weights. It needs no download, and pruning then
+# distilling is the pairing that recovers most of the teacher (see docs/deploy.md for the measurement).
+PRUNED_STUDENT = "pruned"
+STUDENT_SPARSITY = 0.5
+# A student counts as faster only below this share of the teacher's batch-1 latency: a quick
+# measurement on a shared machine moves by several per cent between runs.
+FASTER_SHARE = 0.9
