@@ -127,3 +127,26 @@ def test_process_ends_promptly_after_its_last_line(tiny_train: TrainProcess) -> 
     assert tiny_train.code == 0, "\n".join(tiny_train.lines[-20:])
     assert tiny_train.lines[-1].startswith("modules: ")
     assert tiny_train.cpu_after_last_line < 1.0, f"{tiny_train.cpu_after_last_line:.2f} s of CPU after the last line"
+
+
+def test_collector_is_paused_while_importing_and_restored() -> None:
+    import gc
+
+    from cnnlab.cli.startup import collector_paused
+
+    def failing_import() -> None:
+        with collector_paused():
+            assert not gc.isenabled()
+            raise ImportError("a failed import still gives the collector back")
+
+    assert gc.isenabled()
+    with pytest.raises(ImportError):
+        failing_import()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # one paused by its caller stays paused
+    finally:
+        gc.enable()

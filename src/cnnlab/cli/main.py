@@ -6,8 +6,6 @@ Only argparse and the config schema are imported here; each command imports what
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import os
 import sys
@@ -30,6 +28,7 @@ from cnnlab.cli import (
     tune_cmd,
 )
 from cnnlab.cli.parser import Parser
+from cnnlab.cli.startup import exit_without_collecting
 from cnnlab.errors import CnnlabError
 from cnnlab.version import __version__
 
@@ -76,27 +75,6 @@ def _setup_logging() -> None:
     logging.addLevelName(logging.INFO, "info")
 
 
-def _exit_without_collecting() -> None:
-    """Makes the interpreter's collections at exit skip every object alive by then (once per process).
-
-    A command that imported torch, Lightning, matplotlib and pandas holds about 550,000 tracked
-    objects, and finalizing the interpreter walks them in several full collections: 2.1 s of CPU
-    after ``cnnlab train``'s last line, whatever the run's size (7 s of wall clock on a busy machine).
-    ``gc.freeze()`` moves them to the permanent generation, which those collections skip (0.3 s of
-    CPU left). Every exit handler still runs (registered before the libraries a command imports, this
-    one runs after theirs), the interpreter still flushes stdout and stderr, and by then a command
-    has closed all it wrote (atomic writes; Lightning finalizes its loggers with the fit): what is
-    skipped is freeing memory that the operating system takes back at once.
-    """
-    global _exit_registered
-    if not _exit_registered:
-        atexit.register(gc.freeze)
-        _exit_registered = True
-
-
-_exit_registered = False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a user error, 130 for Ctrl-C)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorBoard may load TensorFlow: no banner
@@ -106,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         path = [args.command] + [getattr(args, d) for d in NESTED_COMMANDS if getattr(args, d, None)]
         parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
-    _exit_without_collecting()
+    exit_without_collecting()
     # With several processes (cnnlab.training.distributed) rank 0 speaks for the run; another rank
     # reports only its own errors, and ends quietly with 0 when rank 0 stopped the run (a non-zero
     # code would make Lightning's launcher kill rank 0 while it is still writing its report).
