@@ -162,3 +162,16 @@ def test_layer_decay_groups_scale_by_depth_and_hold_only_trainable() -> None:
     assert min(g["lr"] for g in unfrozen_all) == pytest.approx(1e-3 * 0.9 ** 9)  # resnet18: stem, 8 blocks, head
     with pytest.raises(CnnlabError, match="layer-decay"):
         param_groups(model, 1e-3, layer_decay=1.5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "fast_cnn"])
+def test_weight_decay_groups_are_timms(name: str) -> None:
+    """Written out so an own CNN's run skips importing timm: the same groups as timm's function."""
+    from timm.optim import param_groups_weight_decay
+
+    model = _make(name)
+    freeze_backbone(model)
+    ours = param_groups(model, 1e-3, weight_decay=5e-4)
+    theirs = [g for g in param_groups_weight_decay(model, weight_decay=5e-4) if g["params"]]
+    assert [[id(p) for p in g["params"]] for g in ours] == [[id(p) for p in g["params"]] for g in theirs]
+    assert [g["weight_decay"] for g in ours] == [0.0, 5e-4]

@@ -20,7 +20,6 @@ from cnnlab.deploy.settings import (
     FINETUNE_EPOCHS,
     PARITY_TOLERANCE,
 )
-from cnnlab.figures import png_bytes
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
     import numpy as np
@@ -65,6 +64,8 @@ def _inline(figure: Figure | SubFigure) -> Figure | SubFigure:
 
 
 def _figure_png(figure: Figure) -> bytes:
+    from cnnlab.figures import png_bytes  # matplotlib and pandas: imported by the first figure, not by cnnlab.api
+
     return png_bytes(figure, figure.dpi)
 
 

@@ -28,6 +28,7 @@ from cnnlab.cli import (
     tune_cmd,
 )
 from cnnlab.cli.parser import Parser
+from cnnlab.cli.startup import exit_without_collecting
 from cnnlab.errors import CnnlabError
 from cnnlab.version import __version__
 
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         path = [args.command] + [getattr(args, d) for d in NESTED_COMMANDS if getattr(args, d, None)]
         parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
+    exit_without_collecting()
     # With several processes (cnnlab.training.distributed) rank 0 speaks for the run; another rank
     # reports only its own errors, and ends quietly with 0 when rank 0 stopped the run (a non-zero
     # code would make Lightning's launcher kill rank 0 while it is still writing its report).

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from cnnlab.cli.options import add_options, add_setup_arguments, given_options
+from cnnlab.cli.startup import collector_paused
 from cnnlab.config import RunConfig, all_options, build_config
 from cnnlab.errors import CnnlabError
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     phases.begin(with_startup=True)
     if args.verbose:  # the console's extra detail (cnnlab.training.console.verbose); not a run option
         logging.getLogger("cnnlab").setLevel(logging.DEBUG)
-    with phases.phase("start-up"):  # importing torch and Lightning is most of a command's start-up
+    with phases.phase("start-up"), collector_paused():  # importing torch and Lightning is most of start-up
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank
         from cnnlab.training.fit import TrainingInterrupted

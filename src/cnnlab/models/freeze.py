@@ -150,16 +150,30 @@ def param_groups(
     Raises:
         CnnlabError: nothing is trainable, or layer_decay is outside (0, 1].
     """
-    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
-
     if not any(p.requires_grad for p in model.parameters()):
         raise CnnlabError("no trainable parameters: every layer is frozen")
     if layer_decay is not None:
         if not 0 < layer_decay <= 1:
             raise CnnlabError(f"--layer-decay must be in (0, 1], got {layer_decay}")
+        from timm.optim import param_groups_layer_decay  # here: importing timm costs an own CNN's run 1-3 s
+
         groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
     elif weight_decay > 0:
-        groups = param_groups_weight_decay(model, weight_decay=weight_decay)
+        groups = weight_decay_groups(model, weight_decay)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     return [{**group, "lr": lr * float(group.get("lr_scale", 1.0))} for group in groups if group["params"]]
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters in two groups: biases and norm weights (1-d) without decay, the rest with it.
+
+    timm's ``param_groups_weight_decay`` rule, written out: ``import timm.optim`` imports every timm
+    model definition (1-3 s here), which an own CNN's run (``--recipe fast``) otherwise never pays.
+    """
+    no_decay: list[nn.Parameter] = []
+    decay: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
