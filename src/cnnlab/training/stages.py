@@ -172,12 +172,27 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
     that evaluation's: the test split is scored once, not once per stage and again at the end.
     """
     stages = meta.get("stages") or []
+    if (meta.get("refit") or {}).get("done"):
+        record_refit_accuracy(meta, test_accuracy)
+        return
     if not stages or stages[-1].get("test_acc") is not None:
         return
     stages[-1]["test_acc"] = test_accuracy
     if len(stages) > 1 and stages[0].get("test_acc") is not None:
         meta["improvement"] = improvement_line(stages[0]["test_acc"], test_accuracy)
         log.info("%s", meta["improvement"])
+
+
+def record_refit_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
+    """After a refit the final evaluation scores the refit's model: its test accuracy goes to run.json's
+    ``refit``, beside the validated model's (the kept stage's, scored before the refit)."""
+    refit, stages = meta["refit"], meta.get("stages") or []
+    kept = (meta.get("kept") or {}).get("stage") or (stages[0]["name"] if stages else None)
+    validated = next((s.get("test_acc") for s in stages if s.get("name") == kept), None)
+    refit.update(test_acc=test_accuracy, validated_test_acc=validated)
+    if validated is not None:
+        log.info("refit on train + val: test accuracy %.2f%%, the validated model's %.2f%% (%+.2f points)",
+                 100 * test_accuracy, 100 * validated, 100 * (test_accuracy - validated))
 
 
 class FrozenBatchNormEval(L.Callback):
