@@ -304,7 +304,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if no_refit:
         ctx.meta["refit"] = {"done": False, "why": no_refit}
     elif initial is not None and records and not ctx.meta.get("refit", {}).get("done"):
-        refit = Refit(chosen_stages(plan, records, config), initial, features, cut_cache)
+        refit = Refit(chosen_stages(plan, records, config), initial, ctx.data, features, cut_cache)
         module = _refit(ctx, refit, attempt, (resume_from, resumable), batches.per_device) or module
     refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records) + refit_seconds, 2)}

@@ -44,8 +44,8 @@ from cnnlab.training.history import load_history
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.run_dir import RunFiles
-from cnnlab.training.staged import StageClock, checkpoint_seconds, fit_until_ctrl_c, prepare_stage
-from cnnlab.training.stages import FrozenBatchNormEval, Stage
+from cnnlab.training.staged import StageClock, checkpoint_seconds, fit_until_ctrl_c, prepare_stage, stage_features
+from cnnlab.training.stages import FrozenBatchNormEval, Stage, use_feature_cache
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
@@ -214,13 +214,15 @@ def swap_in_refit(files: RunFiles) -> None:
 class Refit:
     """One run's refit: what it trains and what it starts from.
 
-    ``initial``: the model's weights before any stage (the pretrained backbone, the new head);
+    ``initial``: the model's weights before any stage (the pretrained backbone, the new head); ``data``: the
+    stages' splits;
     ``features``: stage 1's cached features, when this process extracted them; ``cut_cache``: stage 2's
     cut, with the activations stage 1 caught.
     """
 
     stages: list[RefitStage]
     initial: dict[str, torch.Tensor]
+    data: PreparedData  # the run's own splits (the stages')
     features: dict[str, FeatureSet] | None = None
     cut_cache: CutCache | None = None
 
@@ -231,6 +233,19 @@ class Refit:
             "line": refit_line(images, self.stages), "images": images, "train_images": images - val, "val_images": val,
             "chosen": [{"stage": item.stage.name, "epochs": item.epochs} for item in self.stages],
             "stages": [], "done": False})
+
+    def frozen_features(self, ctx: Any, normalize: Any, position: int) -> dict[str, FeatureSet] | None:
+        """The refit's features for a frozen stage: stage 1's, the validation images joined to the training ones.
+
+        After a resume they are not in memory: extracted again as stage 1 did (same seed, same views),
+        so a resumed refit trains as an uninterrupted one does. None: the stage trains on images.
+        """
+        if ctx.hooks.custom or not use_feature_cache(self.stages[position].stage, ctx.config):
+            return None
+        if self.features is None:
+            L.seed_everything(ctx.config.train.seed + position, workers=True, verbose=False)
+            self.features = stage_features(ctx.config, ctx.model, self.data, normalize, ctx.ranks)
+        return joined_features(self.features, ctx.model, ctx.data, ctx.config, normalize)
 
     def train(self, ctx: Any, module_kwargs: dict[str, Any], resume_from: str | None, resumable: str | None,
               device_batch: int | None) -> tuple[ClassifierModule | None, bool]:
@@ -255,9 +270,7 @@ class Refit:
             if item.name in done:
                 continue
             stage = item.plan()
-            features = self.features if stage.head_only and item.name != resumable else None
-            if features is not None:
-                features = joined_features(features, ctx.model, ctx.data, ctx.config, normalize)
+            features = self.frozen_features(ctx, normalize, position) if stage.head_only else None
             cut = joined_cut(self.cut_cache, ctx.model, stage, ctx.config, ctx.data, normalize)
             module, stage_record, interrupted = fit_refit_stage(
                 ctx, item, module_kwargs, resume_from if item.name == resumable else None, features, cut,

@@ -153,6 +153,19 @@ class StageInputs:
     features: dict[str, FeatureSet] | None = None
 
 
+def stage_features(config: RunConfig, model: torch.nn.Module, data: Any, normalize: Any, ranks: Any,
+                   listener: Any = None) -> dict[str, FeatureSet]:
+    """A frozen stage's cached features: every split once, the training images in augmented views.
+
+    Drawn from torch's random stream as it stands (a stage seeds it first), so the same seed gives the same views.
+    """
+    augment = build_batch_augment(config.augment, crop=normalize.crop)
+    return cache_features(model, data, normalize, augment=augment,
+                          train_views=AUGMENTED_VIEWS if augment is not None else 1,
+                          device=ranks.device if ranks.several else _feature_device(config), listener=listener,
+                          ranks=ranks)
+
+
 def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget: StageBudget | None = None,
                   position: int = 0, batch_size: int | None = None, cut_cache: CutCache | None = None,
                   watch: Any = None, features: dict[str, FeatureSet] | None = None) -> StageInputs:
@@ -186,13 +199,9 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
     balanced = config.data.sampler == "balanced"
     test_accuracy = None
     if cached:
-        augment = build_batch_augment(config.augment, crop=kwargs["normalize"].crop)
         catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
         with catching:
-            features = features or cache_features(model, data, kwargs["normalize"], augment=augment,
-                                      train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                      device=ranks.device if ranks.several else _feature_device(config),
-                                      listener=watch, ranks=ranks)
+            features = features or stage_features(config, model, data, kwargs["normalize"], ranks, watch)
         # The budget bounds the extraction, not the head: its epochs on cached features cost
         # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
         head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
