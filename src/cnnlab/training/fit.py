@@ -223,7 +223,8 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
     pretrained = config.model.pretrained or bool(config.model.weights)
     plan = plan_stages(config, pretrained)
-    no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, ctx.hooks.custom)  # "": a refit follows
+    hooked = ctx.hooks.custom or bool(ctx.hooks.callbacks)
+    no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, hooked)  # "": a refit follows
     # The refit starts again from the weights the stages started from (taken before any stage's are loaded).
     initial = None if no_refit else {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
     records = [r for r in ctx.meta.get("stages", []) if r.get("done")]

@@ -52,11 +52,13 @@ log = logging.getLogger("cnnlab")
 PREFIX = "refit-"  # a refit stage's name: refit-frozen, refit-finetune (checkpoints say which stage they hold)
 
 
-def refit_wanted(config: RunConfig, data: PreparedData, pretrained: bool, several: bool, custom: bool) -> str:
+def refit_wanted(config: RunConfig, data: PreparedData, pretrained: bool, several: bool, hooked: bool) -> str:
     """Why this run does not refit ("" when it does), decided before any stage trains.
 
     Args:
-        several: the run trains in several processes; custom: a custom training module (distillation).
+        several: the run trains in several processes.
+        hooked: a command changes the training (distill's module, prune's or tune's callbacks): it is
+            not refit, whatever ``--refit`` says (a tune trial is scored on validation, prune keeps its zeros).
 
     Raises:
         CnnlabError: ``--refit on`` without a validation split to choose the epochs.
@@ -64,6 +66,8 @@ def refit_wanted(config: RunConfig, data: PreparedData, pretrained: bool, severa
     mode = config.transfer.refit
     if mode == "off":
         return "--refit off"
+    if hooked:
+        return "a command's own training (distill, prune or tune)"
     if not len(data.splits["val"]):
         if mode == "on":
             raise CnnlabError("--refit on needs a validation split to choose the epochs it refits; "
@@ -74,8 +78,7 @@ def refit_wanted(config: RunConfig, data: PreparedData, pretrained: bool, severa
     pool = len(data.splits["train"]) + len(data.splits["val"])
     reasons = [(not pretrained, "trained from scratch"),
                (pool >= REFIT_MAX_IMAGES, f"{pool:,} train + val images (auto refits below {REFIT_MAX_IMAGES:,})"),
-               (bool(config.train.time_budget), "a time budget"), (several, "several processes"),
-               (custom, "a custom training module")]
+               (bool(config.train.time_budget), "a time budget"), (several, "several processes")]
     return next((f"{why}; --refit on refits anyway" for applies, why in reasons if applies), "")
 
 
@@ -240,7 +243,7 @@ class Refit:
         After a resume they are not in memory: extracted again as stage 1 did (same seed, same views),
         so a resumed refit trains as an uninterrupted one does. None: the stage trains on images.
         """
-        if ctx.hooks.custom or not use_feature_cache(self.stages[position].stage, ctx.config):
+        if not use_feature_cache(self.stages[position].stage, ctx.config):
             return None
         if self.features is None:
             L.seed_everything(ctx.config.train.seed + position, workers=True, verbose=False)

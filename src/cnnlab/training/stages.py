@@ -172,14 +172,14 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
     that evaluation's: the test split is scored once, not once per stage and again at the end.
     """
     stages = meta.get("stages") or []
-    if (meta.get("refit") or {}).get("done"):
+    if (meta.get("refit") or {}).get("done"):  # every stage was scored before the refit
         record_refit_accuracy(meta, test_accuracy)
+    elif not stages or stages[-1].get("test_acc") is not None:
         return
-    if not stages or stages[-1].get("test_acc") is not None:
-        return
-    stages[-1]["test_acc"] = test_accuracy
-    if len(stages) > 1 and stages[0].get("test_acc") is not None:
-        meta["improvement"] = improvement_line(stages[0]["test_acc"], test_accuracy)
+    else:
+        stages[-1]["test_acc"] = test_accuracy
+    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("test_acc") is not None:
+        meta["improvement"] = improvement_line(stages[0]["test_acc"], stages[-1]["test_acc"])
         log.info("%s", meta["improvement"])
 
 
