@@ -44,7 +44,7 @@ from cnnlab.training.history import load_history
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.run_dir import RunFiles
-from cnnlab.training.staged import StageClock, checkpoint_seconds, fit_until_ctrl_c, prepare_stage, stage_features
+from cnnlab.training.staged import AUTO, StageClock, checkpoint_seconds, fit_until_ctrl_c, prepare_stage, stage_features
 from cnnlab.training.stages import FrozenBatchNormEval, Stage, use_feature_cache
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
@@ -296,6 +296,8 @@ def fit_refit_stage(ctx: Any, item: RefitStage, module_kwargs: dict[str, Any], r
                     device_batch: int | None) -> tuple[ClassifierModule, dict[str, Any], bool]:
     """One refit stage: the validated stage's module and data on train + val, for the chosen epochs, no validation."""
     stage = item.plan()
+    if stage.lr == AUTO:  # --lr auto: the rate the finder picked for the validated stage (in config.yaml since)
+        stage = dataclasses.replace(stage, lr=ctx.config.train.lr)
     clock = StageClock(checkpoint_seconds(resume_from))
     inputs = prepare_stage(ctx, stage, module_kwargs, None, position, device_batch, cut, None, features)
     callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), clock, StopAfter(item.epochs)]
