@@ -67,8 +67,9 @@ def run_one(folder: Path, mode: str, seed: int, runs: Path) -> dict:
 
 
 def page(results: list[dict], args: argparse.Namespace, loads: list[str]) -> None:
-    rows = ["| data (train / val / test) | seed | refit | test accuracy | validated model's test | "
-            "epochs refit (stage 1, 2) | refit s | whole command | load at start |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| data (train / val / test) | seed | refit | test accuracy | validated model's test | "
+              "epochs refit (stage 1, 2) | refit s | whole command | load at start |")
+    rows = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         validated = "—" if r["validated"] is None else f"{100 * r['validated']:.2f}%"
         epochs = ", ".join(map(str, r["epochs"])) or "—"
@@ -86,7 +87,9 @@ def page(results: list[dict], args: argparse.Namespace, loads: list[str]) -> Non
     intro = ("Each row is one whole command (decoding, stages, refit, evaluation, report) at 224 px on today's code; "
              "test accuracy never chooses anything. The validated model's test accuracy is the one the refit run "
              "scored before refitting. On a test split of a few hundred images one image is 0.3-0.7 points: a "
-             "difference of an image or two is noise. The machine was shared with other jobs (load above): times "
+             "difference of an image or two is noise, and so is the difference between two runs of the same "
+             "command (without --deterministic the thread count follows the machine's load): compare each refit "
+             "with its own run's validated model too. The machine was shared with other jobs (load above): times "
              f"are indicative. {args.note}")
     command = args.command or ("PYTHONPATH=src python bench/bench_refit.py " + " ".join(map(str, args.data))
                                + " --seeds " + " ".join(map(str, args.seeds)))
