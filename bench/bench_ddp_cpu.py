@@ -39,7 +39,7 @@ def run_once(extra: list[str], env: dict[str, str], runs: Path) -> dict[str, flo
     """One whole command: wall seconds, median epoch seconds, test accuracy."""
     started = time.perf_counter()
     environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *TRAIN, *extra, "--runs-dir", str(runs)],
+    result = subprocess.run([sys.executable, "-m", "cnnlab", *TRAIN, *extra, "--verbose", "--runs-dir", str(runs)],
                             capture_output=True, text=True, env={**environment, "CI": "1", **env}, timeout=1800)
     seconds = time.perf_counter() - started
     if result.returncode != 0:

@@ -84,8 +84,8 @@ class Commands:
         return phase_seconds(out, "scoring"), seconds, {}
 
     def epoch(self) -> tuple[float, float, dict[str, Any]]:
-        seconds, out = run(["train", "mnist-sample", "--model", "simple_cnn", "--epochs", "2", "--runs-dir",
-                            str(self.work / "runs"), "--name", self._name()], self.work)
+        seconds, out = run(["train", "mnist-sample", "--model", "simple_cnn", "--epochs", "2", "--verbose",
+                            "--runs-dir", str(self.work / "runs"), "--name", self._name()], self.work)
         epochs = [float(s) for s in re.findall(r"^epoch \d+/2 .*\(([\d.]+)s\)$", out, re.MULTILINE)]
         return statistics.median(epochs), seconds, {}
 

@@ -10,6 +10,7 @@ split but for its best trial), scores trial 0 on the test split too, and both wi
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cnnlab  # noqa: E402
-from common import OUT, dataset, write_page  # noqa: E402
+from common import dataset, write_page  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 SEARCH = Path.home() / ".cache" / "cnnlab" / "bench" / "tune-dtd10"  # run folders: checkpoints, outside the repo
@@ -48,6 +49,34 @@ def draw_views(run: Path, out: Path) -> None:
     save_figure(fig, out, f"TTA's 10 views of a test photo ({trained.class_names[int(test.labels[pick])]})")
 
 
+PARAMS = ("lr", "weight_decay", "augment", "augment_strength", "label_smoothing", "batch_size", "finetune_lr",
+          "finetune_blocks", "finetune_epochs")
+
+
+def _number(text: str) -> str:
+    """A CSV cell as the page shows it: 3 significant digits for numbers, blanks and words as they are."""
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
+def trials_table(trials_csv: Path) -> list[str]:
+    """Every trial of the study as markdown rows (the CSV is a run output, not kept in the repository)."""
+    with trials_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    shown = [p for p in PARAMS if any(row.get(f"param_{p}") for row in rows)]
+    header = ["trial", "state", "val acc", "val loss", "epochs", "s", *(p.replace("_", " ") for p in shown)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        label = f"{row['trial']} (defaults)" if row["baseline"] == "True" else row["trial"]
+        acc = f"{float(row['val_acc']):.0%}" if row["val_acc"] else ""
+        cells = [label, row["state"], acc, _number(row["val_loss"]), row["epochs"], f"{float(row['seconds']):.0f}",
+                 *(_number(row.get(f"param_{p}") or "") for p in shown)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(seconds: float) -> None:
     data = dataset("dtd10")
     folder = SEARCH
@@ -67,7 +96,6 @@ def main(seconds: float) -> None:
     states = [r["state"] for r in rows.values()]
     splits = json.loads((Path(baseline["run"]) / "run.json").read_text())["data"]["splits"]
     counts = ", ".join(f"{v['count']} {k}" for k, v in splits.items())
-    shutil.copy(folder / "trials.csv", OUT / "tune_trials.csv")
     params = {k[6:]: v for k, v in best.items() if k.startswith("param_")}
     FIGURES.mkdir(parents=True, exist_ok=True)
     for name in ("history.png", "importance.png"):
@@ -81,7 +109,8 @@ def main(seconds: float) -> None:
                f"pruned, {states.count('fail')} failed. Trial 0 is the default transfer run. The search compared "
                f"validation accuracy only; the test column of trial 0 was scored afterwards for this page. Best "
                f"settings: {json.dumps(params)}.",
-               lines + ["", "Every trial: `bench/out/tune_trials.csv`."])
+               lines + ["", "Every trial (a pruned trial's accuracy is its last report to the pruner):", "",
+                        *trials_table(folder / "trials.csv")])
 
 
 if __name__ == "__main__":

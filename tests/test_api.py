@@ -44,9 +44,9 @@ def test_a_run_reopens_with_its_results_history_and_figures(twin_runs) -> None:
     run = cnnlab.load_run(twin_runs[1])
     assert run.metrics["accuracy"] == pytest.approx(cnnlab.evaluate(run)["accuracy"])  # reproduces
     assert run.config.train.epochs == 2 and run.class_names == [str(d) for d in range(10)]
-    assert list(run.history["epoch"]) == [0, 1] and run.history["val_acc"].notna().all()
+    assert list(run.history["epoch"]) == [1, 2] and run.history["val_acc"].notna().all()
     figure = run.plot_history()
-    assert len(figure.axes) == 2 and figure.axes[0].lines
+    assert [ax.get_title() for ax in figure.axes] == ["Accuracy", "Loss", "Learning rate"] and figure.axes[0].lines
     figure = run.confusion_matrix(normalize=True)
     assert figure.axes[0].images  # the heat map
     page = run._repr_html_()
@@ -64,7 +64,7 @@ def test_predict_agrees_on_a_path_a_pil_image_and_an_array(twin_runs, tmp_path: 
     assert rows[0]["input"].endswith("digit.png") and all(row["error"] is None for row in rows)
     with pytest.raises(CnnlabError, match="image array must be"):
         run.predict(np.zeros((2, 3, 4, 5)))
-    by_folder = cnnlab.predict(run.path, tmp_path)[0]["top"]  # a folder, by path
+    by_folder = cnnlab.predict(run.path, tmp_path, top_k=3)[0]["top"]  # a folder, by path
     assert [(g["class"], round(g["probability"], 5)) for g in by_folder] == tops[0]
 
 

@@ -48,8 +48,61 @@ def test_one_epoch_is_drawn_on_a_whole_epoch_axis() -> None:
 
     fig = new_figure(11, 4.2)
     axes = fig.subplots(1, 2)
-    draw_curves(axes, {"run": pd.DataFrame({"epoch": [0], "train_acc": [0.9], "train_loss": [0.3]})})
+    draw_curves(axes, {"run": pd.DataFrame({"epoch": [1], "train_acc": [0.9], "train_loss": [0.3]})})
     assert tuple(axes[0].get_xlim()) == (0.0, 2.0)
+
+
+def _transfer_history() -> pd.DataFrame:
+    """As load_history returns a transfer run like dtd10's: 42 frozen epochs at one rate, then 5 of
+    fine-tuning on a one-cycle schedule (a rate per epoch), epochs numbered from 1."""
+    onecycle = [4e-6, 8.1e-5, 9e-5, 5.5e-5, 1.7e-5]
+    return pd.DataFrame({
+        "epoch": range(1, 48), "stage": ["frozen"] * 42 + ["finetune"] * 5,
+        "train_acc": np.linspace(0.3, 0.99, 47), "val_acc": np.linspace(0.6, 0.87, 47),
+        "train_loss": np.linspace(2.1, 0.05, 47), "val_loss": np.linspace(1.8, 0.5, 47),
+        "lr": [1e-3] * 41 + [5e-4] + onecycle,
+    })
+
+
+def _overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts (labels, tick labels, titles) whose boxes overlap, axes by axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    pairs = []
+    for ax in fig.axes:
+        texts = [t for t in [*ax.texts, *ax.get_xticklabels()] if t.get_visible() and t.get_text().strip()]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+        pairs += [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+    return pairs
+
+
+def test_a_schedule_gets_its_own_learning_rate_panel_and_nothing_piles_up() -> None:
+    from cnnlab.figures import curve_axes, draw_curves, new_figure
+
+    history = _transfer_history()
+    fig = new_figure(11, 4.2)
+    axes = curve_axes(fig, {"run": history})
+    draw_curves(axes, {"run": history})
+    assert [ax.get_title() for ax in axes] == ["Accuracy", "Loss", "Learning rate"]
+    (line,) = axes[2].get_lines()[:1]
+    assert list(line.get_xdata()) == list(range(1, 48)) and line.get_ydata()[-1] == pytest.approx(1.7e-5)
+    assert axes[2].get_yscale() == "log"
+    assert axes[0].get_lines()[0].get_xdata()[0] == 1  # epochs from 1, as the console counts them
+    assert not _overlapping_texts(fig)
+    # Two runs side by side: no rate panel (whose rate would it show?).
+    assert len(curve_axes(new_figure(11, 4.2), {"a": history, "b": history})) == 2
+
+
+def test_on_two_given_axes_a_short_schedules_rates_are_not_labelled() -> None:
+    """Five changes within a few epochs are a schedule, not steps: ticks without labels (they piled up)."""
+    from cnnlab.figures import draw_curves, new_figure
+
+    fig = new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    draw_curves(axes, {"run": _transfer_history()})
+    assert _lr_labels(axes[0]) == [] and not _overlapping_texts(fig)
 
 
 def test_samples_and_counts(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
@@ -99,30 +100,55 @@ def grid_shape(count: int, max_cols: int = 5) -> tuple[int, int]:
 
 def plot_curves(histories: Mapping[str, pd.DataFrame], out: Path, title: str,
                 splits: Sequence[str] = ("train", "val")) -> Path:
-    """Accuracy and loss per epoch, side by side: the one plot of training curves.
+    """Accuracy and loss per epoch, side by side (and the learning rate, for one run): the one plot
+    of training curves.
 
     Args:
-        histories: label -> history (``cnnlab.evaluation.history`` columns: ``epoch`` counted
-            through all stages from 0, ``stage``, ``train_acc``, ``val_loss``, ``lr``, ...).
-            With one history, stage hand-overs and learning-rate changes are marked.
+        histories: label -> history (``cnnlab.training.history`` columns: ``epoch`` counted
+            through all stages from 1, ``stage``, ``train_acc``, ``val_loss``, ``lr``, ...).
+            With one history, stage hand-overs are marked and the learning rate has its own panel.
         splits: which of train / val to draw.
     """
     fig = new_figure(11, 4.2)
-    draw_curves(fig.subplots(1, 2), histories, splits)
+    draw_curves(curve_axes(fig, histories), histories, splits)
     return save_figure(fig, out, title)
+
+
+def _lr_of(histories: Mapping[str, pd.DataFrame]) -> pd.Series | None:
+    """The learning rate per epoch of a single run's history, or None (several runs, or none recorded)."""
+    if len(histories) != 1:
+        return None
+    (h,) = histories.values()
+    if h is None or "lr" not in h:
+        return None
+    lr = pd.to_numeric(h["lr"], errors="coerce").reset_index(drop=True)
+    return lr if (lr > 0).any() else None
+
+
+def curve_axes(fig: Figure | SubFigure, histories: Mapping[str, pd.DataFrame]) -> list[Axes]:
+    """The panels :func:`draw_curves` fills on ``fig`` (a figure or subfigure): accuracy and loss,
+    plus a narrower learning-rate panel when a single run recorded its rate."""
+    if _lr_of(histories) is None:
+        return list(fig.subplots(1, 2))
+    return list(fig.subplots(1, 3, width_ratios=[1, 1, 0.55]))
 
 
 def draw_curves(axes: Sequence[Axes], histories: Mapping[str, pd.DataFrame],
                 splits: Sequence[str] = ("train", "val")) -> None:
-    """Draws :func:`plot_curves`' two panels (accuracy, loss) on the given pair of axes."""
+    """Draws :func:`plot_curves`' panels on the given axes: accuracy, loss, and with a third axes
+    (:func:`curve_axes`) the learning rate; with two, rate changes are ticks on the x axis."""
     if not histories or all(h is None or len(h) == 0 for h in histories.values()):
         raise CnnlabError("the training history is empty: nothing to plot")
     single = len(histories) == 1
+    lr = _lr_of(histories)
+    if lr is not None and len(axes) > 2:
+        (h,) = histories.values()
+        _draw_lr(axes[2], h.reset_index(drop=True), lr)
     for ax, metric in zip(axes, ("acc", "loss")):
         drew = False
         for index, (label, h) in enumerate(histories.items()):
             h = h.reset_index(drop=True)
-            x = h["epoch"] + 1  # people count epochs from 1, as the log lines do
+            x = h["epoch"]  # counted from 1, as the log lines count them
             for split in splits:
                 column = f"{split}_{metric}"
                 if column not in h or not h[column].notna().any():
@@ -136,23 +162,30 @@ def draw_curves(axes: Sequence[Axes], histories: Mapping[str, pd.DataFrame],
                 drew = True
             if single:
                 _mark_stages(ax, h, x)
-                _mark_lr(ax, h, x)
+                if len(axes) < 3:
+                    _mark_lr(ax, h, x)
         ax.set_title("Accuracy" if metric == "acc" else "Loss")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        low, high = ax.get_xlim()
-        if high - low < 2:  # one epoch: a range of whole epochs around it, not 0.95 ... 1.05
-            middle = round((low + high) / 2)
-            ax.set_xlim(middle - 1, middle + 1)
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax)
         if drew:
             ax.legend(loc="best", fontsize=8)
         else:
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
 
 
-def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
-    """Names each stage at its start, with a dashed line where one stage hands over to the next."""
+def _epoch_axis(ax: Axes, bins: int | None = None) -> None:
+    """Whole epochs on the x axis (at most ``bins`` ticks; a range around a single epoch, not
+    0.95 ... 1.05), and a light grid."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=bins or "auto", integer=True))
+    low, high = ax.get_xlim()
+    if high - low < 2:
+        middle = round((low + high) / 2)
+        ax.set_xlim(middle - 1, middle + 1)
+    ax.grid(alpha=0.3)
+
+
+def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series, names: bool = True) -> None:
+    """A dashed line where one stage hands over to the next, and (``names``) each stage's name at its start."""
     stage = h["stage"].ffill() if "stage" in h else pd.Series(dtype=object)
     if stage.nunique() < 2:
         return  # a single stage ("train") needs no marking
@@ -161,11 +194,29 @@ def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
             xb = x[0] if i == 0 else (x[i - 1] + x[i]) / 2
             if i:
                 ax.axvline(xb, color="0.4", linestyle="--", linewidth=1)
-            ax.text(xb, 0.98, f" {stage[i]}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
+            if names:
+                ax.text(xb, 0.98, f" {stage[i]}", transform=ax.get_xaxis_transform(), va="top", fontsize=8,
+                        color="0.3")
+
+
+def _draw_lr(ax: Axes, h: pd.DataFrame, lr: pd.Series) -> None:
+    """The learning rate per epoch as its own small panel (log scale): a schedule reads as a curve."""
+    ok = lr > 0
+    x = h["epoch"]
+    ax.plot(x[ok], lr[ok], "-o" if ok.sum() <= 30 else "-", markersize=2.5, color="tab:purple")
+    ax.set_yscale("log")
+    low, high = float(lr[ok].min()), float(lr[ok].max())
+    if low == high:  # one rate all along: centred, not on the edge of a decade
+        ax.set_ylim(low / 3, high * 3)
+    ax.set_title("Learning rate")
+    ax.tick_params(axis="y", labelsize=8)
+    _mark_stages(ax, h, x, names=False)  # a narrow panel: the stage names are on the others
+    _epoch_axis(ax, bins=4)
 
 
 def _mark_lr(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
-    """Small triangles on the x axis where lr changed; text only when changes are few (steps, not a schedule)."""
+    """Small triangles on the x axis where lr changed (when no panel of its own shows the rate);
+    named only when the changes are steps far enough apart for their labels."""
     if "lr" not in h:
         return
     lr = pd.to_numeric(h["lr"], errors="coerce")
@@ -177,9 +228,11 @@ def _mark_lr(ax: Axes, h: pd.DataFrame, x: pd.Series) -> None:
             changes.append((x[i], v))
         prev = v
     trans = ax.get_xaxis_transform()
-    # Named only when they are steps (a few, between flat stretches): a per-epoch schedule
-    # (cosine, one-cycle) changes lr at every epoch and its labels would pile up.
-    steps = len(changes) <= 6 and 2 * len(changes) <= int(lr.notna().sum())
+    # A per-epoch schedule (cosine, one-cycle, even a short one within one stage) changes lr at
+    # every epoch and its labels would pile up: steps only, each label a seventh of the axis apart.
+    span = max(float(x.max() - x.min()), 1.0)
+    positions = [float(xi) for xi, _ in changes]
+    steps = len(changes) <= 6 and all(b - a >= span / 7 for a, b in itertools.pairwise(positions))
     for xi, v in changes:
         ax.plot([xi], [0.0], marker="^", color="tab:purple", markersize=6, transform=trans, clip_on=False)
         if steps:  # aligned away from the nearer edge so the label is not cut off

@@ -2,15 +2,17 @@
 
 A run's phases (start-up, data, model, training, evaluation, figures, report) are spread over
 several layers, so they are recorded here, below all of them, in one per-process record that a
-command resets when it starts (``begin``). ``run.json`` keeps them under ``timing.phases``.
+command resets when it starts (``begin``). ``run.json`` keeps each attempt's (a run stopped and
+resumed has several) under ``attempts[i].phases``, and their sum under ``timing.phases``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _phases: dict[str, float] = {}
 _begun = time.perf_counter()
@@ -62,7 +64,6 @@ def end() -> None:
     """Closes the record: the next run begins its own."""
     global _active
     _active = False
-_before = 0.0  # seconds the process ran before ``begin`` (interpreter start, first imports)
 
 
 @contextmanager
@@ -83,6 +84,30 @@ def recorded() -> dict[str, float]:
 def total_seconds() -> float:
     """Since ``begin``, plus the process's time before it when that is counted."""
     return round(time.perf_counter() - _begun + _before, 2)
+
+
+def attempt_record() -> dict[str, Any]:
+    """This command's time so far, for its attempt's entry in run.json (``attempts[i]``): its phases
+    and total; {} when no command began a record (nothing true to say)."""
+    return {"phases": recorded(), "total_seconds": total_seconds()} if _active else {}
+
+
+def across_attempts(attempts: Iterable[Any]) -> dict[str, Any]:
+    """``timing.phases`` and ``timing.total_seconds`` of a run stopped and resumed: every attempt's
+    record summed (phases in the order first entered), as its training time counts every attempt's work.
+    {} when no attempt has a record (a run from before attempts kept theirs)."""
+    totals: dict[str, float] = {}
+    total, counted = 0.0, False
+    for attempt in attempts:
+        if not isinstance(attempt, dict) or not isinstance(attempt.get("phases"), dict):
+            continue
+        counted = True
+        for name, seconds in attempt["phases"].items():
+            totals[name] = totals.get(name, 0.0) + float(seconds)
+        total += float(attempt.get("total_seconds") or sum(attempt["phases"].values()))
+    if not counted:
+        return {}
+    return {"phases": {name: round(seconds, 2) for name, seconds in totals.items()}, "total_seconds": round(total, 2)}
 
 
 def phase_line(phases: dict[str, float], total: float | None = None) -> str:

@@ -7,7 +7,10 @@ people), so the numbers are formatted once and read the same everywhere.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,14 @@ class Table:
 
     _repr_html_ = html  # shown as a table in Jupyter
 
+    def csv(self) -> str:
+        """The header and the rows as CSV (the cells as formatted; ``data`` has the raw figures)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return buffer.getvalue()
+
     def save(self, folder: Path, name: str) -> Path:
         """Writes ``folder/name.json`` and ``folder/name.md``; returns the .md path."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,3 +75,15 @@ class Table:
                        list(raw.get("notes") or []), dict(raw.get("data") or {}))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+def csv_text(records: Sequence[Mapping[str, Any]], fields: Sequence[str] | None = None) -> str:
+    """Records as CSV with a header: ``fields`` (default: the keys of the first record), "" where missing."""
+    if fields is None:
+        fields = list(records[0]) if records else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
+    if fields:
+        writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()

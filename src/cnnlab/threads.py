@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cnnlab.errors import plural
 from cnnlab.machine import usable_cores
 
 log = logging.getLogger("cnnlab")
@@ -233,7 +234,7 @@ class ThreadWatch:
         if direction not in self.said:
             self.said.add(direction)
             busy = "machine busy" if direction == "down" else "machine freer"
-            self._say(f"{busy}: {why}; computing on {target} thread{'s' if target != 1 else ''} "
+            self._say(f"{busy}: {why}; computing on {plural(target, 'thread')} "
                       f"instead of {before} (--threads N pins the count)")
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.augment.preview import LESSON_TITLES, lesson_panels, lesson_preview, preset_preview
-from cnnlab.config import resolve_augment
+from cnnlab.augment.preview import lesson_panels, lesson_preview, preset_preview
+from cnnlab.config import PRESETS, resolve_augment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,11 +25,42 @@ def is_png(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_lesson_panels_are_the_lessons_eight() -> None:
-    panels = lesson_panels(digit())
-    assert [t for t, _ in panels] == list(LESSON_TITLES)
-    assert len(panels) == 8 and LESSON_TITLES[1] == "Rotation (30°)"
+def test_lesson_panels_are_the_lesson_presets_operations() -> None:
+    panels = lesson_panels(digit())  # the lesson preset by default: what --augment lesson trains with
+    assert [t for t, _ in panels] == ["Original", f"Rotation ({PRESETS['lesson']['rotation']:g}°)", "Horizontal flip",
+                                      "Width shift (20%)", "Height shift (20%)", "Zoom (20%)", "Combined"]
+    assert panels[1][0] == "Rotation (20°)"
     assert all(img.shape == (1, 28, 28) for _, img in panels)
+
+
+def test_panel_titles_and_values_come_from_the_config_used() -> None:
+    cfg = resolve_augment("production", rotation=35, brightness=(0.5, 1.2), contrast=(0.8, 1.2))
+    titles = [t for t, _ in lesson_panels(digit(), cfg)]
+    assert "Rotation (35°)" in titles and "Shear (8.6°)" in titles
+    assert "Brightness (×0.5–1.2)" in titles and "Contrast (±20%)" in titles
+    white = np.full((28, 28), 255, np.uint8)
+    darker = dict(lesson_panels(white, cfg))["Brightness (×0.5–1.2)"]
+    assert darker.max().item() == pytest.approx(0.5)  # the range's end farther from 1
+    assert [t for t, _ in lesson_panels(digit(), resolve_augment("none"))] == ["Original"]
+
+
+@pytest.mark.parametrize("fill, corner", [("nearest", 1.0), ("constant", 0.0)])
+def test_panels_fill_as_the_config_says(fill: str, corner: float) -> None:
+    white = np.full((28, 28), 255, np.uint8)  # a rotated white square: its corners are filled in
+    rotated = dict(lesson_panels(white, resolve_augment("lesson", fill_mode=fill)))["Rotation (20°)"]
+    assert rotated[0, 0, 0].item() == pytest.approx(corner, abs=0.01)
+
+
+def test_cli_grid_is_the_same_with_and_without_augment_lesson(cli, tmp_path: Path) -> None:
+    """No --augment on an image means the lesson preset: the grid (values, fill) must be the one
+    --augment lesson draws, and a --fill-mode must reach it."""
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+    grids = {}
+    for name, extra in (("plain", []), ("lesson", ["--augment", "lesson"]), ("constant", ["--fill-mode", "constant"])):
+        code, _, err = cli("augment", "preview", tmp_path / "d.png", "--out", tmp_path / name, "--draws", "1", *extra)
+        assert code == 0, err
+        grids[name] = (tmp_path / name / "augmentation.png").read_bytes()
+    assert grids["plain"] == grids["lesson"] and grids["constant"] != grids["lesson"]
 
 
 def test_lesson_preview_writes_png(tmp_path: Path) -> None:

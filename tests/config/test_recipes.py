@@ -77,6 +77,18 @@ def test_recipes_list_and_show(capsys: pytest.CaptureFixture) -> None:
         recipes_cmd.run(argparse.Namespace(recipes_command="show", name="nope"))
 
 
+def test_recipes_list_shows_the_defaults_a_recipe_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting a recipe does not give is shown at the schema's default, not at a retyped one."""
+    from cnnlab.config import RunConfig, recipes
+
+    monkeypatch.setitem(recipes.RECIPES, "bare", {"train": {"lr": 0.05}})
+    row = {r["recipe"]: r for r in recipes_cmd.recipe_rows()}["bare"]
+    train, data = RunConfig().train, RunConfig().data
+    assert row["training"] == (f"{train.optimizer} 0.05, {train.scheduler}, batch {data.batch_size}, "
+                               f"{train.epochs} epochs, val {data.val_split}")
+    assert row["model"] == RunConfig().model.name
+
+
 def test_parser_registers_list_and_show() -> None:
     parser = argparse.ArgumentParser()
     recipes_cmd.add_parser(parser.add_subparsers(dest="command"))

@@ -137,5 +137,5 @@ def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_
     served = open_served(tmp_path / "runs" / "m")  # the server decodes uploads as predict does
     upload = torch.from_numpy(decode_image(image, 3, served.served.stored_side)).permute(2, 0, 1)
     assert abs(float(served.infer(upload[None])[0].max()) - top[0]["probability"]) < 1e-5
-    overlay, _, _ = served.gradcam_png(upload)
-    assert Image.open(io.BytesIO(overlay)).size == (16, 16)  # drawn on the centre crop the model saw
+    answer = served.gradcam(upload)
+    assert Image.open(io.BytesIO(answer.png)).size == (16, 16)  # drawn on the centre crop the model saw

@@ -96,3 +96,27 @@ def test_order_is_sorted_by_path_components(tmp_path):
     _images(tmp_path / "d" / "z", 1)
     files = [p.relative_to(tmp_path / "d").as_posix() for p, _ in discover(tmp_path / "d").files["train"]]
     assert files == sorted(files, key=lambda s: s.split("/")) == ["a/b/0.png", "a/b-c.png", "a/b.png", "z/0.png"]
+
+
+def test_a_one_label_csv_is_told_about_labels_not_subfolders(tmp_path):
+    rows = ["path,label"] + [f"{p.name},ants" for p in _images(tmp_path, 3)]
+    (tmp_path / "one.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(CnnlabError) as caught:
+        prepare_data(DataConfig(source=str(tmp_path / "one.csv")), seed=0)
+    message = str(caught.value)
+    assert "1 class ('ants')" in message and "2 labels" in message and "subfolder" not in message, message
+    _images(tmp_path / "folder" / "ants", 3)
+    with pytest.raises(CnnlabError, match=r"has 1 class folder \('ants'\).*one subfolder per class"):
+        prepare_data(DataConfig(source=str(tmp_path / "folder")), seed=0)
+
+
+def test_a_class_differing_only_in_case_is_named(tmp_path):
+    for split, name in (("train", "ants"), ("train", "bees"), ("val", "Ants"), ("val", "bees")):
+        _images(tmp_path / split / name, 2)
+    with pytest.raises(CnnlabError, match=r"class 'Ants' is in the val split but not in train; did you mean ants\? "
+                                          r"\(names are case-sensitive\)"):
+        prepare_data(DataConfig(source=str(tmp_path)), seed=0)
+    from cnnlab.data.inspect import inspect_data
+
+    verdict = inspect_data(tmp_path).report["verdict"]
+    assert "val has class Ants, which train lacks; did you mean ants? (names are case-sensitive)" in verdict

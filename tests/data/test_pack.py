@@ -58,9 +58,9 @@ def test_pack_reports_and_skips_the_corrupt_file(packed, cli, tmp_path) -> None:
     skipped = open_packed(str(packed["out"]), None, None)[2]
     assert [Path(s.path).name for s in skipped] == ["broken.png"]  # a run from the shards lists it too
     code, out, _ = cli("data", "pack", packed["folder"], tmp_path / "again")
-    assert code == 0 and "1 unreadable file(s) skipped" in out
+    assert code == 0 and "1 unreadable file skipped" in out
     code, out, _ = cli("data", "inspect", packed["out"])
-    assert code == 0 and "train: " in out and "20 px, 3 channel(s)" in out
+    assert code == 0 and "train: " in out and "20 px, 3 channels" in out
 
 
 def _rank_rows(split: PackedSplit, shard: tuple[int, int], epoch: int) -> tuple[list[int], int]:

@@ -57,3 +57,128 @@ def test_sparsity_outside_zero_one_is_refused(cli, run_copy, sparsity) -> None:
     code, _, err = cli("prune", run_copy, "--sparsity", sparsity)
     assert code == 2 and "--sparsity must be between 0 and 1" in err and err.count("\n") == 1
     assert not (run_copy / "pruned").exists()
+
+
+def _pruning_record(run) -> dict:
+    return json.loads((run / "run.json").read_text())["pruning"]
+
+
+def test_fine_tuning_stops_once_validation_recovers_and_keeps_its_best_epoch(cli, run_copy) -> None:
+    # 80% of the channels: the tiny model drops to 67% on validation and needs several epochs back.
+    code, _, err = cli("prune", run_copy, "--sparsity", "0.8", "--finetune-epochs", "40")
+    assert code == 0, err
+    pruned = run_copy / "pruned" / "structured-80"
+    record = _pruning_record(pruned)
+    assert record["val_accuracy_before_finetune"] < record["parent_val_accuracy"]
+    assert 1 < record["recovered_at_epoch"] == record["finetune_epochs"] < 40  # stopped, not out of epochs
+    assert record["val_accuracy"] >= record["parent_val_accuracy"] - 1 / 18 - 1e-9  # 18 validation images
+    import pandas as pd
+
+    history = pd.read_csv(pruned / "metrics.csv").dropna(subset=["val_acc"])
+    stage = json.loads((pruned / "run.json").read_text())["stages"][-1]
+    assert stage["select"] == "accuracy" and stage["val_at_best"]["accuracy"] == pytest.approx(history["val_acc"].max())
+    assert record["val_accuracy"] == pytest.approx(history["val_acc"].max())  # the kept weights are the best epoch's
+
+
+def _point(sparsity: float, val_drop: float, files):
+    """What one measured sparsity returns (no model: the bisection reads only the figures)."""
+    from cnnlab.deploy.prune import Pruned
+    from cnnlab.tables import Table
+
+    return Pruned(files, Table("t", [], [], [], {
+        "from": "runs/base", "kind": "structured", "requested": sparsity, "achieved": sparsity,
+        "params": 100, "parent_params": 200, "parent_val_accuracy": 0.9, "val_accuracy": 0.9 - val_drop / 100,
+        "parent_test_accuracy": 0.9, "final_accuracy": 0.9 - val_drop / 100, "parent_ms": 10.0,
+        "pruned_ms": 10.0 * (1 - sparsity), "speedup_batch1": 1 / (1 - sparsity)}))
+
+
+def test_max_drop_bisection_finds_the_largest_sparsity_within_the_drop(tmp_path) -> None:
+    from cnnlab.deploy.prune_sweep import sweep_sparsities
+    from cnnlab.training.run_dir import RunFiles
+
+    tried = []
+
+    def drop(sparsity: float) -> float:  # 1 point per 10% up to 50%, then 5 per 10%
+        return 10 * sparsity if sparsity <= 0.5 else 5 + 50 * (sparsity - 0.5)
+
+    def measure(sparsity: float):
+        tried.append(sparsity)
+        return _point(sparsity, drop(sparsity), RunFiles(tmp_path / f"s{round(100 * sparsity)}"))
+
+    for max_drop, expected in [(5.0, 0.5), (4.0, 0.4), (10.0, 0.6), (0.5, None)]:
+        tried.clear()
+        result = sweep_sparsities(measure, max_drop)
+        assert len(tried) <= 4  # a bisection of 8 points, not a full sweep
+        if expected is None:
+            assert result.table.data["requested"] == min(tried) and "no sparsity" in result.warnings[0]
+            assert result.sweep.data["found"] is False
+        else:
+            assert result.table.data["requested"] == expected and not result.warnings
+            assert all(drop(s) > max_drop + 1e-9 for s in tried if s > expected)
+        assert result.sweep.data["chosen"] == result.table.data["requested"]
+        assert len(result.sweep.rows) == len(tried) + 1  # the original, then every point measured
+        assert (result.files.root / "prune_sweep.png").stat().st_size > 1000
+
+
+def test_max_drop_sweep_on_a_tiny_run_keeps_the_largest_sparsity_within_the_drop(cli, run_copy) -> None:
+    code, out, err = cli("prune", run_copy, "--max-drop", "0", "--finetune-epochs", "3")
+    assert code == 0, err
+    assert "Pruning sweep of base" in out and "sweep: " in out
+    runs = sorted(p.name for p in (run_copy / "pruned").iterdir())
+    sweep = json.loads(next((run_copy / "pruned").glob("*/tables/prune_sweep.json")).read_text())
+    points = sweep["data"]["points"]
+    assert len(points) == len(runs) >= 3  # every point measured is a pruned run of its own
+    kept = [p for p in points if 100 * (p["parent_val_accuracy"] - p["val_accuracy"]) <= 1e-6]
+    if kept:
+        assert sweep["data"]["chosen"] == max(p["requested"] for p in kept)
+        failed_above = [p for p in points if p["requested"] > sweep["data"]["chosen"]]
+        assert all(100 * (p["parent_val_accuracy"] - p["val_accuracy"]) > 0 for p in failed_above)
+    chosen = run_copy / "pruned" / f"structured-{round(100 * sweep['data']['chosen'])}"
+    assert (chosen / "prune_sweep.png").stat().st_size > 1000
+    assert "Pruning sweep of base" in (chosen / "report.html").read_text()
+
+
+def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_reports(cli, run_copy) -> None:
+    # 90% of the channels and no fine-tuning: the tiny model falls to chance.
+    code, out, err = cli("prune", run_copy, "--sparsity", "0.9", "--finetune-epochs", "0", "--max-drop", "1")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("warning: pruning --sparsity 0.9 lost")]
+    assert len(warning) == 1 and "more than 1)" in warning[0] and "--max-drop 1" in warning[0]
+    assert "leave out --finetune-epochs 0" in warning[0]  # what to try: this run was not fine-tuned
+    assert "WARNING" not in out  # said once, after the table
+    pruned = run_copy / "pruned" / "structured-90"
+    record = _pruning_record(pruned)
+    assert record["warnings"] and record["max_drop"] == 1
+    assert any("lost" in note for note in json.loads((pruned / "run.json").read_text())["notes"])
+    assert "lost" in (pruned / "report.html").read_text()
+    parent = (run_copy / "report.html").read_text()
+    assert "Pruned copies of this run" in parent and "structured-90: pruning --sparsity 0.9 lost" in parent
+
+
+def test_no_speed_up_is_said(cli, run_copy, monkeypatch) -> None:
+    import cnnlab.deploy.prune as prune
+
+    monkeypatch.setattr(prune, "MIN_SPEEDUP", 1000.0)  # no pruned model is 1000x faster
+    code, _, err = cli("prune", run_copy, "--sparsity", "0.3", "--unstructured", "--finetune-epochs", "0")
+    assert code == 0, err
+    assert "warning: the pruned model is no faster than its parent" in err and "--structured" in err
+    assert _pruning_record(run_copy / "pruned" / "unstructured-30")["warnings"]
+
+
+def test_the_parents_report_lists_its_pruned_copies(cli, run_copy) -> None:
+    for sparsity in ("0.25", "0.5"):
+        code, _, err = cli("prune", run_copy, "--sparsity", sparsity, "--finetune-epochs", "1")
+        assert code == 0, err
+    html = (run_copy / "report.html").read_text()
+    section = html[html.index('<section id="deployment">'):]
+    section = section[:section.index("</section>")]
+    assert "Pruned copies of this run" in section
+    assert section.index("structured-25") < section.index("structured-50")  # by sparsity
+    for run in ("structured-25", "structured-50"):
+        record = _pruning_record(run_copy / "pruned" / run)
+        assert f"{record['speedup_batch1']:.2f}x" in section and f"{record['params']:,}" in section
+
+
+def test_neither_sparsity_nor_drop_is_refused(cli, run_copy) -> None:
+    code, _, err = cli("prune", run_copy)
+    assert code == 2 and "--sparsity" in err and "--max-drop" in err and err.count("\n") == 1

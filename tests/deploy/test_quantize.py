@@ -20,6 +20,7 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     assert ops.get("QLinearConv", 0) == 2 and ops.get("QGemm", 0) == 2  # both convs and both dense layers
     assert not {"Conv", "Gemm", "MatMul"} & set(ops)  # nothing left computing in float
     assert table["data"]["int8_accuracy_drop"] <= 0.01
+    assert table["data"]["threads"] >= 1  # the count used, not the asked-for 0 (auto)
     assert (run_copy / "model.onnx").is_file()  # exported first, with its parity check
     assert (run_copy / "model.int8.onnx").stat().st_size < 0.4 * (run_copy / "model.onnx").stat().st_size
     sidecar = json.loads((run_copy / "model.json").read_text())
@@ -37,16 +38,18 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
                           open_artifact(run_copy / "model.int8.onnx").model, x)
     assert parity["top1_agreement"] >= 0.9 and parity["max_abs_diff"] < 0.1 * max(1.0, parity["max_abs_logit"])
 
-    # benchmark measures every runtime; predict then takes the fastest that keeps accuracy.
+    # benchmark measures every runtime; predict then takes the fastest with the checkpoint's own outputs
+    # (INT8 only with --runtime fastest, and only as it keeps accuracy), and each row says which answered.
     code, out, err = cli("benchmark", run_copy, "--rounds", "3", "--format", "json")
     assert code == 0, err
     latency = json.loads(out)["data"]["latency_ms"]
     assert set(latency) == {"pytorch", "onnx", "int8"}
-    code, out, err = cli("predict", run_copy, trained_shapes[1] / "left" / "img_000.png")
-    assert code == 0, err
-    fastest = min(latency, key=latency.get)
-    names = {"pytorch": "PyTorch", "onnx": "ONNX Runtime FP32", "int8": "ONNX Runtime INT8"}
-    assert f"runtime: {names[fastest]}" in err
+    image = trained_shapes[1] / "left" / "img_000.png"
+    for choice, allowed in (("auto", ("pytorch", "onnx")), ("fastest", ("pytorch", "onnx", "int8"))):
+        code, out, err = cli("predict", run_copy, image, "--runtime", choice, "--format", "json")
+        assert code == 0, err
+        fastest = min(allowed, key=latency.get)
+        assert json.loads(out)[0]["runtime"] == fastest and f"runtime: {fastest} (" in err
 
     # A graph whose compute stays in float is not called INT8: refused, the previous file kept.
     import cnnlab.deploy.quantize as quantize

@@ -63,3 +63,38 @@ def test_image_grids_rgb_and_gray(tmp_path: Path, data: dict) -> None:
 
 def test_reliability(tmp_path: Path, data: dict) -> None:
     assert png_size(F.plot_reliability(data["y"], data["probs"], tmp_path / "r.png", bins=8)) == (px(6), px(6))
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, draw, *args):
+    """The figure a plot_* function draws, laid out as saved (save_figure captured)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import cnnlab.figures
+
+    captured = []
+
+    def keep(fig, out, title=None):
+        if title:
+            fig.suptitle(title)
+        captured.append(fig)
+        return out
+
+    monkeypatch.setattr(F, "save_figure", keep)
+    monkeypatch.setattr(cnnlab.figures, "save_figure", keep)
+    draw(*args)
+    (fig,) = captured
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def test_per_class_accuracy_legend_covers_no_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Perfect classes are full-width bars at the bottom: where a "lower right" legend used to sit.
+    recall = {"bumpy": 0.67, "blotchy": 0.79, "braided": 0.88, "banded": 1.0, "cracked": 1.0}
+    fig = _drawn(monkeypatch, F.plot_per_class_accuracy, recall, tmp_path / "pca.png")
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent()
+    bars = [patch.get_window_extent() for patch in ax.patches]
+    assert len(bars) == len(recall)
+    assert not any(legend.overlaps(bar) for bar in bars)
+    assert "mean 86.8%" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not legend.overlaps(fig._suptitle.get_window_extent())  # above the bars, below the title

@@ -54,8 +54,9 @@ def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "
             "val": {"count": 15, "per_class": {"circle": 5, "square": 5, "triangle": 5}},
             "test": {"count": 30, "per_class": {"circle": 9, "square": 11, "triangle": 10}}}},
         "model": {"name": "simple_cnn", "params_total": 12345, "params_trainable": 2345},
-        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68},
-                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77}],
+        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68, "done": True},
+                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77,
+                    "done": True}],
         "timing": {"train_seconds": 5.5, "total_seconds": 7.25},
     }
     (run_dir / "run.json").write_text(json.dumps(run))
@@ -117,7 +118,8 @@ def test_load_history_merges_rows_and_puts_stages_one_after_another(tmp_path: Pa
     hist = load_history(make_run(tmp_path) / "metrics.csv")
     assert list(hist.columns) == ["epoch", "stage", "stage_epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                                   "lr"]
-    assert hist["epoch"].tolist() == [0, 1, 2] and hist["stage_epoch"].tolist() == [0, 1, 0]
+    # Numbered from 1, as the console and the report number epochs (the file keeps Lightning's 0-based count).
+    assert hist["epoch"].tolist() == [1, 2, 3] and hist["stage_epoch"].tolist() == [1, 2, 1]
     assert hist["val_acc"].tolist() == [0.5, 0.7, 0.8] and hist["train_acc"].tolist() == [0.4, 0.65, 0.75]
     assert hist["lr"].tolist() == [0.001, 0.001, 0.0001]
     assert hist["stage"].tolist() == ["frozen", "frozen", "finetune"]
@@ -128,8 +130,8 @@ def test_compare_runs_and_cli(cli, tmp_path: Path) -> None:
     a, b = make_run(tmp_path, "run-a"), make_run(tmp_path, "run-b", full=False)
     rows, png = compare_runs([a, b], tmp_path / "cmp")
     assert [r["run"] for r in rows] == ["run-a", "run-b"]
-    assert rows[0]["epochs"] == 3 and rows[0]["best_val_acc"] == 0.8 and rows[0]["params"] == 12345
-    assert rows[1]["epochs"] is None and rows[1]["test_acc"] == 0.77 and rows[1]["best_val_acc"] is None
+    assert rows[0]["epochs"] == 3 and rows[0]["kept_val_acc"] == 0.8 and rows[0]["params"] == 12345
+    assert rows[1]["epochs"] is None and rows[1]["test_acc"] == 0.77 and rows[1]["kept_val_acc"] is None
     with Image.open(png) as img:
         assert img.size == (round(11 * DPI), round(4.2 * DPI))
     assert (tmp_path / "cmp" / "comparison.csv").read_text().startswith("run,model,data,epochs")
@@ -174,3 +176,64 @@ def test_report_says_which_stage_weights_were_kept_and_why(tmp_path: Path) -> No
     (run_dir / "run.json").write_text(json.dumps(run))
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert "Weights of stage &#x27;frozen&#x27; kept: stage &#x27;finetune&#x27; did not lower" in page
+
+
+def _two_stage_record(run_dir: Path, kept: str) -> None:
+    """Stage records as the trainer writes them: each stage's trainable count and the figures of
+    its kept epoch (val_at_best); ``kept``: the stage whose weights the run ended with."""
+    run = json.loads((run_dir / "run.json").read_text())
+    run["model"]["params_trainable"] = 345  # counted as built, i.e. with stage 1's frozen base
+    run["stages"] = [
+        {"name": "frozen", "epochs": 2, "seconds": 3.5, "params_trainable": 345, "test_acc": 0.68,
+         "val_at_best": {"epoch": 1, "accuracy": 0.55, "loss": 0.9, "errors": 9, "images": 20}},
+        {"name": "finetune", "epochs": 1, "seconds": 2.0, "params_trainable": 9876, "test_acc": 0.77,
+         "replaced_best": kept == "finetune",
+         "val_at_best": {"epoch": 1, "accuracy": 0.65, "loss": 0.6, "errors": 7, "images": 20}}]
+    run["kept"] = {"stage": kept, "why": f"weights of stage '{kept}' kept"}
+    (run_dir / "run.json").write_text(json.dumps(run))
+
+
+def test_report_gives_each_stages_trainable_parameters(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    _two_stage_record(run_dir, "finetune")
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "12,345 total; trained: 345 in stage frozen, 9,876 in stage finetune (kept)" in page
+    assert "345 trainable" not in page  # stage 1's count alone is not what the kept model trained
+    table = page[page.index("<th>Stage</th>"):]
+    assert "<th>Trainable parameters</th>" in table and "<th>Val acc (kept epoch)</th>" in table
+    assert re.search(r"<td>finetune \(kept\)</td><td[^>]*>1</td><td[^>]*>9,876</td>", table)
+    one_stage = make_run(tmp_path, "single")
+    run = json.loads((one_stage / "run.json").read_text())
+    run["stages"] = [{"name": "train", "epochs": 3, "seconds": 5.5, "params_trainable": 12345, "test_acc": 0.7}]
+    (one_stage / "run.json").write_text(json.dumps(run))
+    assert "12,345 total, 12,345 trainable" in write_report(one_stage).read_text(encoding="utf-8")
+
+
+def test_compare_shows_the_kept_models_validation_accuracy(cli, tmp_path: Path, monkeypatch) -> None:
+    """Not the best of any epoch (metrics.csv peaks at 80%), but the epoch whose weights were kept."""
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table, as on a wide terminal
+    kept_frozen, kept_finetune = make_run(tmp_path, "kept-frozen"), make_run(tmp_path, "kept-finetune")
+    _two_stage_record(kept_frozen, "frozen")
+    _two_stage_record(kept_finetune, "finetune")
+    rows, _ = compare_runs([kept_frozen, kept_finetune], tmp_path / "cmp")
+    assert [r["kept_val_acc"] for r in rows] == [0.55, 0.65]
+    code, out, _ = cli("runs", "compare", kept_frozen, kept_finetune, "--out", tmp_path / "cli")
+    assert code == 0 and "Val acc (kept)" in out and "55.00%" in out and "65.00%" in out
+    assert "80.00%" not in out
+    # A run from before stages recorded their kept epoch: the kept stage's epoch of lowest validation
+    # loss (the frozen stage's 2nd epoch here: loss 0.80, accuracy 70%), not the stage's best accuracy.
+    old = make_run(tmp_path, "old")
+    run = json.loads((old / "run.json").read_text())
+    run["kept"] = {"stage": "frozen"}
+    (old / "run.json").write_text(json.dumps(run))
+    (old / "metrics.csv").write_text(METRICS_CSV.replace("frozen,1,9,,,,0.70,0.80", "frozen,1,9,,,,0.60,0.80")
+                                     .replace("frozen,0,4,,,,0.50,1.10", "frozen,0,4,,,,0.65,1.10"))
+    assert compare_runs([old], tmp_path / "old-cmp")[0][0]["kept_val_acc"] == 0.6
+
+
+def test_no_improvement_is_claimed_for_an_unfinished_fine_tuning() -> None:
+    from cnnlab.evaluation.report import _improvement
+
+    frozen = {"name": "frozen", "test_acc": 0.68, "done": True}
+    assert "+9.00 points" in _improvement([frozen, {"name": "finetune", "test_acc": 0.77, "done": True}])
+    assert _improvement([frozen, {"name": "finetune", "test_acc": 0.77}]) == ""  # interrupted in stage 2

@@ -178,3 +178,66 @@ def test_colour_image_on_a_grayscale_run_is_reduced_as_in_training(cli, halves_r
     code, _, err = cli("explain", "gradcam", halves_run, tmp_path / "red.jpg", "--out", tmp_path, "--format", "csv")
     assert code == 0, err
     png_size(tmp_path / "gradcam_red.png")
+
+
+def _sign_model() -> torch.nn.Module:
+    """Non-negative features (a ReLU'd convolution), then a head that adds them up for class 0 and
+    subtracts them for class 1: every photo holds evidence for class 0 and none for class 1."""
+    from torch import nn
+
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()))
+    model.add_module("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    model.add_module("head", nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model.features[0].weight.copy_(torch.rand_like(model.features[0].weight))
+        model.features[0].bias.zero_()
+        model.head.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+    return model.eval()
+
+
+def test_a_map_for_a_class_without_evidence_is_flagged_not_drawn_as_evidence() -> None:
+    from cnnlab.data.normalize import Normalize
+
+    images = torch.randint(1, 255, (2, 1, 12, 12), dtype=torch.uint8)
+    with cam_session(_sign_model(), "features", Normalize([0.0], [1.0])) as explain:
+        maps = explain(images, [0, 1])
+    assert maps.peak[0] > 0 and not maps.no_evidence(0)  # class 0: the summed features raise it
+    assert maps.peak[1] <= 0 and maps.no_evidence(1)  # class 1: nothing raises it...
+    assert maps.heat[1].max() == 0  # ...and the package's map is flat (all blue), hence the flag
+    with cam_session(_sign_model(), "features", Normalize([0.0], [1.0]), "eigencam") as explain:
+        assert not explain(images, None).no_evidence(0)  # no class: nothing to lack evidence for
+
+
+def test_gradcam_figures_have_a_colour_bar_saying_what_the_colours_mean() -> None:
+    from cnnlab.explain.model_figures import CamPanel, gradcam_figure
+
+    image = np.zeros((3, 16, 16), dtype=np.uint8)
+    heat = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    panels = [CamPanel(image, heat, "a.png", "ants", 0.9, "ants"),
+              CamPanel(image, np.zeros_like(heat), "b.png", "bees", 0.6, "ants", None, 0.4, evidence=False)]
+    figure = gradcam_figure(panels)
+    picture, bar = figure.axes  # the pictures, then the colour bar
+    assert bar.get_xlabel().startswith("evidence for the class the map explains")
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["low", "high"]
+    assert bar.images or bar.collections  # the colour ramp itself is drawn
+    said = [t.get_text() for t in picture.texts]
+    assert "no evidence for: ants (40%)" in said[-2] and said[-1] == "no evidence"  # on the flat map itself
+
+
+def test_gradcam_on_a_class_without_evidence_says_so(cli, halves_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_grad_cam import GradCAM
+
+    raw = GradCAM.get_cam_image
+    # A photo with no positive evidence for the class: every raw map value below zero.
+    monkeypatch.setattr(GradCAM, "get_cam_image", lambda self, *a, **k: -np.abs(raw(self, *a, **k)) - 1e-3)
+    image = halves_run.parent.parent / "data" / "vertical" / "000.png"
+    code, out, err = cli("explain", "gradcam", halves_run, image, "--class", "horizontal", "--out", tmp_path)
+    assert code == 0, err
+    assert "000.png: no evidence for 'horizontal' in this photo" in err  # on the console
+    assert "evidence" in out and "False" in out  # and a column in the table
+    code, out, err = cli("explain", "gradcam", halves_run, image, "--class", "horizontal", "--format", "json",
+                         "--out", tmp_path)
+    assert code == 0 and '"evidence": false' in out
+    png_size(tmp_path / "gradcam_000.png")

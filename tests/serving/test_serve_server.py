@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import re
 import shutil
 import socket
 import statistics
@@ -124,7 +125,8 @@ BAD_INPUT = [  # (case, how to send it, status, words of the message)
     ("text instead of a file", "text_field", 422, "holds text"),
     ("too many files", "five_files", 400, "at most 4"),
     ("broken multipart", "no_boundary", 400, "could not be read"),
-    ("bad k", "k_zero", 422, "greater than or equal to 1"),
+    ("bad k", "k_zero", 422, "query parameter 'k' must be a whole number from 1 to 1000 (classes per image), got '0'"),
+    ("k not a number", "k_abc", 422, "query parameter 'k' must be a whole number from 1 to 1000"),
 ]
 
 
@@ -154,13 +156,32 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, tr
         "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100],
                                        {"Content-Type": "multipart/form-data"}),
         "k_zero": lambda: post_images(server.url, [("a.png", good)], "/predict?k=0"),
+        "k_abc": lambda: post_images(server.url, [("a.png", good)], "/predict?k=abc"),
     }
     got, reply = sent[how]()
     assert got == status, reply
-    if words is not None:
-        assert words in str(reply["detail"]), reply
+    if words is not None:  # one sentence, as every error of the server, with no nested parentheses
+        assert isinstance(reply["detail"], str) and words in reply["detail"], reply
+        assert _paren_depth(reply["detail"]) <= 1, reply
     after, prediction = post_images(server.url, [("a.png", good)])
     assert after == 200 and prediction["predictions"][0]["label"] == "left"
+
+
+def _paren_depth(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def test_the_page_and_the_api_default_to_predicts_k_capped_at_the_classes(server: Server, trained_shapes) -> None:
+    status, page = request(server.url)
+    assert status == 200
+    k_input = next(line for line in page.splitlines() if 'id="k"' in line)
+    assert 'max="3"' in k_input and 'value="3"' in k_input  # 3 classes: not the default 5
+    status, reply = post_images(server.url, [("a.png", _png(trained_shapes[1] / "left" / "img_000.png"))])
+    assert status == 200 and len(reply["predictions"][0]["top"]) == 3
 
 
 def _form(field: str, data: bytes) -> tuple[bytes, dict[str, str]]:
@@ -232,9 +253,13 @@ def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shape
         page.set_input_files("#file", trained_shapes[1] / "right" / "img_004.png")
         expect(page.locator(".result .label:not(.pending)")).to_have_text("right")
         expect(page.locator(".result .bars li")).to_have_count(3)
+        expect(page.locator(".result .runtime")).to_have_text("by PyTorch eager")  # which runtime answered
         page.locator(".result button").click()  # Grad-CAM on request
         page.wait_for_function("document.querySelector('img.cam')?.naturalWidth > 0")
         assert page.evaluate("document.querySelector('img.cam').naturalWidth") == 20
+        expect(page.locator(".cam-caption")).to_have_text(
+            re.compile(r"^Grad-CAM map for 'right' \(\d+\.\d%\), the class the PyTorch checkpoint answered$"))
+        expect(page.locator(".cam-note")).to_have_count(0)  # the runtime is the checkpoint: nothing to add
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
         shot = page.screenshot(path=tmp_path / "page.png")
     finally:

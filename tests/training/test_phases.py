@@ -28,3 +28,56 @@ def test_start_up_counts_from_the_process_start() -> None:
     seconds = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                    timeout=60).stdout)
     assert 0.5 <= seconds < 10  # a wall-clock start time was off by tens of seconds on this VM
+
+
+# Ctrl-C (SIGINT) sent by the process to itself at the start of epoch 3: Lightning stops there
+# gracefully, as for a user's Ctrl-C, at the same point on any machine.
+CTRL_C_AT_EPOCH_3 = """
+import os, signal, sys
+import lightning as L
+from cnnlab.cli.main import main
+from cnnlab.training import staged
+
+class CtrlC(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+build = staged.build_trainer
+staged.build_trainer = lambda *a, extra_callbacks=None, **k: build(*a, extra_callbacks=[*extra_callbacks, CtrlC()], **k)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_phases_of_a_stopped_and_resumed_run_count_every_attempt(tmp_path) -> None:
+    """timing.phases is the sum of the attempts' phases (each kept in attempts[]), so its training
+    time covers train_seconds, which counts every attempt's work; once it held the last attempt's only."""
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    run = tmp_path / "runs" / "stopped"
+    train = ["train", "digits", "--model", "simple_cnn", "--epochs", "5", "--threads", "1", "--batch-size", "32",
+             "--runs-dir", str(tmp_path / "runs"), "--name", "stopped"]
+    stopped = subprocess.run([sys.executable, "-c", CTRL_C_AT_EPOCH_3, *train], capture_output=True, text=True,
+                             timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    first = json.loads((run / "run.json").read_text())["attempts"]
+    assert len(first) == 1 and first[0]["phases"]["training"] > 0  # the stopped attempt's time is on record
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run)], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    meta = json.loads((run / "run.json").read_text())
+    attempts, timing = meta["attempts"], meta["timing"]
+    assert len(attempts) == 2 and attempts[0]["phases"] == first[0]["phases"]
+    assert all(a["phases"]["training"] > 0 for a in attempts)
+    for name, seconds in timing["phases"].items():  # the sum over the attempts, phase by phase
+        assert seconds == pytest.approx(sum(a["phases"].get(name, 0.0) for a in attempts), abs=0.02)
+    assert timing["total_seconds"] == pytest.approx(sum(a["total_seconds"] for a in attempts), abs=0.02)
+    # The two measures of training time agree: the phases cover the stages' clocks (which count
+    # every attempt's epochs); the last attempt alone did not cover them.
+    assert timing["phases"]["training"] >= timing["train_seconds"] - 0.05
+    assert attempts[-1]["phases"]["training"] < timing["train_seconds"]
+    assert sum(timing["phases"].values()) <= timing["total_seconds"] + 0.05

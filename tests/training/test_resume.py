@@ -15,7 +15,8 @@ from conftest import read_json
 
 # 6 epochs of small batches: enough training left after a signal (seconds, not 0.1 s an epoch) that
 # a busy machine cannot finish the run before the signal lands.
-TRAIN = ["digits", "--epochs", "6", "--deterministic", "--seed", "3", "--batch-size", "16"]
+# --verbose: every epoch's line (and each stage's trainable table), which the tests wait for.
+TRAIN = ["digits", "--epochs", "6", "--deterministic", "--seed", "3", "--batch-size", "16", "--verbose"]
 
 
 def _cnnlab(*args: str) -> list[str]:

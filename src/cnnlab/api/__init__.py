@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, TEMPERATURE
+from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, DEFAULT_TOP_K, TEMPERATURE
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
@@ -157,8 +157,8 @@ def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int
     return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads, tta)
 
 
-def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-            threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = DEFAULT_TOP_K,
+            runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
     """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
     TorchScript file written by ``cnnlab export`` on its own; ``tta`` averages test-time views."""
     if not isinstance(run, Run) and Path(run).expanduser().is_file():
@@ -212,7 +212,8 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
           cors_origin: str | Sequence[str] = (), ssl_certfile: str | Path | None = None,
           ssl_keyfile: str | Path | None = None, max_queue: int = serving.DEFAULT_MAX_QUEUE,
           request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT, access_log: bool = True) -> None:
-    """Serves a run (its fastest runtime) or an exported model over HTTP until Ctrl-C, as ``cnnlab serve``.
+    """Serves a run (with the runtime ``runtime`` picks, as predict) or an exported model over HTTP until
+    Ctrl-C, as ``cnnlab serve``.
 
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
     The API key comes from ``api_key_file`` or the ``CNNLAB_API_KEY`` environment variable, never

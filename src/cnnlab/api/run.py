@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
-from cnnlab.deploy.settings import CALIBRATION_IMAGES, DEFAULT_THREADS, PARITY_TOLERANCE
+from cnnlab.deploy.settings import (
+    CALIBRATION_IMAGES,
+    DEFAULT_THREADS,
+    DEFAULT_TOP_K,
+    FINETUNE_BUDGET,
+    FINETUNE_EPOCHS,
+    PARITY_TOLERANCE,
+)
 from cnnlab.figures import png_bytes
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
@@ -131,14 +139,17 @@ class Run:
 
     # --- doing things with it -----------------------------------------------------------
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, runtime: str = "auto",
-                threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = DEFAULT_TOP_K,
+                runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
-        Returns one ``{"input", "top": [{"class", "probability"}], "error"}`` per image, in order
-        (a folder gives one per image file in it); an unreadable file gets an error, not an exception.
-        ``runtime``: auto (the fastest measured by ``cnnlab benchmark`` that keeps accuracy), pytorch
-        (the checkpoint), torchscript, onnx or int8 (artifacts made by ``cnnlab export``/``quantize``).
+        Returns one ``{"input", "top": [{"class", "probability"}], "error", "runtime"}`` per image, in
+        order (a folder gives one per image file in it); an unreadable file gets an error, not an
+        exception. ``runtime`` in each row names the runtime that answered (pytorch, torchscript, onnx
+        or int8). Asked for with ``runtime``: auto (default: the fastest with the checkpoint's own
+        outputs: PyTorch, or TorchScript / ONNX FP32 once exported, each checked against it), fastest
+        (INT8 too when ``cnnlab benchmark`` or ``quantize`` measured it within 1 point of test
+        accuracy: faster, but its probabilities differ), or one of pytorch, torchscript, onnx, int8.
         ``tta``: average each image's probabilities over test-time views (mirror image; 10 crops
         where the run stores a margin), as ``cnnlab predict --tta``.
         """
@@ -184,19 +195,26 @@ class Run:
 
         return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
 
-    def prune(self, sparsity: float = 0.5, structured: bool = True, finetune_epochs: int = 0,
-              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS) -> Run:
-        """Prunes the model (channels, or single weights with ``structured=False``), optionally
-        fine-tunes, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``."""
-        from cnnlab.deploy.prune import prune_run
+    def prune(self, sparsity: float | None = 0.5, structured: bool = True, finetune_epochs: int = FINETUNE_EPOCHS,
+              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS, max_drop: float | None = None,
+              finetune_budget: float | None = FINETUNE_BUDGET) -> Run:
+        """Prunes the model (channels, or single weights with ``structured=False``), fine-tunes until
+        validation recovers, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``.
+        ``sparsity=None, max_drop=POINTS``: the largest sparsity within that drop on validation. A
+        result losing more than ``max_drop`` (default 2) points, or no faster, is logged as a warning."""
+        from cnnlab.deploy.prune import FineTuning, prune_run
 
-        pruned = prune_run(self.path, sparsity, structured, finetune_epochs, finetune_lr, threads,
-                           f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})")
+        pruned = prune_run(self.path, sparsity, structured, FineTuning(finetune_epochs, finetune_budget, finetune_lr),
+                           threads, f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})",
+                           max_drop=max_drop)
+        for warning in pruned.warnings:
+            logging.getLogger("cnnlab").warning(warning)
         return Run(pruned.files.root)
 
     def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
-        later predictions use the fastest that keeps accuracy."""
+        later predictions use the fastest with the checkpoint's own outputs (INT8 too with
+        ``runtime="fastest"``, when it keeps accuracy)."""
         from cnnlab.deploy.benchmark import benchmark_run
 
         table, _ = benchmark_run(self.path, threads)
@@ -217,11 +235,13 @@ class Run:
     # --- figures for a notebook: drawn on ``ax`` when given, else on a new figure -----------
 
     def plot_history(self, axes: Sequence[Axes] | None = None) -> Figure | SubFigure:
-        """Accuracy and loss per epoch, train and validation, stages and LR changes marked."""
-        from cnnlab.figures import draw_curves, new_figure
+        """Accuracy and loss per epoch, train and validation, stages marked, and the learning rate
+        (its own panel on a new figure; on two given ``axes``, ticks where it changed)."""
+        from cnnlab.figures import curve_axes, draw_curves, new_figure
 
         figure = new_figure(11, 4.2) if axes is None else axes[0].figure
-        draw_curves(figure.subplots(1, 2) if axes is None else axes, {self.name: self.history})
+        histories = {self.name: self.history}
+        draw_curves(curve_axes(figure, histories) if axes is None else axes, histories)
         return _inline(figure)
 
     def confusion_matrix(self, normalize: bool = False, ax: Axes | None = None) -> Figure | SubFigure:

@@ -1,13 +1,18 @@
-"""Preview grids: the lesson's 2x4 one-op-at-a-time figure and random draws of a preset.
+"""Preview grids: each operation of an augmentation alone (the lesson's 2x4 figure for its preset),
+and random draws of the whole augmentation.
 
 Both use the training code (``affine_batch``, ``BatchAugment``), so what you see is what trains.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +24,8 @@ from cnnlab.data.decode import decode_for_display
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import new_figure, save_figure
 
-LESSON_TITLES = (
-    "Original", "Rotation (30°)", "Horizontal flip", "Width shift (20%)",
-    "Height shift (20%)", "Zoom (20%)", "Brightness (±30%)", "Combined",
-)
+COLUMNS = 4  # panels per row of the one-operation-at-a-time grid
+POLICY_NAMES = {"randaugment": "RandAugment", "trivialaugment": "TrivialAugment"}
 
 
 def to_batch(image: np.ndarray) -> torch.Tensor:
@@ -61,44 +64,92 @@ def _draws(x: torch.Tensor, cfg: AugmentConfig, draws: int, seed: int) -> torch.
     return drawn
 
 
-def lesson_panels(image: np.ndarray, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
-    """The lesson's eight panels as (title, (C, H, W) tensor), each op at its range's edge.
+def _factor_range(pair: tuple[float, float]) -> tuple[str, float]:
+    """A multiplier range in words ("±30%" when symmetric about 1, else "×0.5–1.2") and its end
+    farther from 1, the one a panel shows."""
+    low, high = pair
+    text = f"±{high - 1:.0%}" if math.isclose(1 - low, high - 1) else f"×{low:g}–{high:g}"
+    return text, low if 1 - low >= high - 1 else high
 
-    Rotation +30° (counter-clockwise), width / height shift +20% (right / down), zoom x1.2 (in),
-    brightness x0.7 (the visible end on white-on-black digits), and one seeded draw of the
-    ``lesson`` preset with brightness 0.7-1.3 for "Combined".
+
+def _alone(x: torch.Tensor, cfg: AugmentConfig, seed: int, **only: Any) -> torch.Tensor:
+    """One seeded draw with just the ``only`` options on (fill mode as ``cfg``'s)."""
+    return _draws(x, AugmentConfig(fill_mode=cfg.fill_mode, **only), 1, seed)
+
+
+def lesson_panels(image: np.ndarray, cfg: AugmentConfig | None = None,
+                  seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """Each operation ``cfg`` turns on, one at a time, as (title, (C, H, W) tensor), then one draw of all.
+
+    Titles and values come from ``cfg`` (default: the ``lesson`` preset), filled as its fill mode
+    says, so the grid shows what trains. Operations with a range are shown at its edge: rotation
+    +DEG (counter-clockwise), shifts +FRAC (right / down), zoom x(1 + Z) (in), shear +DEG, brightness
+    and contrast at the end farther from 1; the random ones (whole-pixel translation, resized
+    crop, a policy, erasing) as one seeded draw. "Combined" is a seeded draw of ``cfg`` itself.
     """
+    cfg = cfg or resolve_augment("lesson")
     x = to_batch(image)
-    combined = resolve_augment("lesson", brightness=(0.7, 1.3))
-    images = [
-        x,
-        affine_batch(x, angle_deg=30.0),
-        affine_batch(x, hflip=True),
-        affine_batch(x, translate_frac=(0.2, 0.0)),
-        affine_batch(x, translate_frac=(0.0, 0.2)),
-        affine_batch(x, scale=1.2),
-        (x * 0.7).clamp(0, 1),
-        _draws(x, combined, 1, seed),
+
+    def warp(**op: Any) -> torch.Tensor:
+        return affine_batch(x, fill_mode=cfg.fill_mode, **op)
+
+    ops: list[tuple[bool, str, Callable[[], torch.Tensor]]] = [
+        (bool(cfg.rotation), f"Rotation ({cfg.rotation:g}°)", lambda: warp(angle_deg=cfg.rotation)),
+        (cfg.hflip, "Horizontal flip", lambda: warp(hflip=True)),
+        (cfg.vflip, "Vertical flip", lambda: warp(vflip=True)),
+        (bool(cfg.width_shift), f"Width shift ({cfg.width_shift:.0%})",
+         lambda: warp(translate_frac=(cfg.width_shift, 0.0))),
+        (bool(cfg.height_shift), f"Height shift ({cfg.height_shift:.0%})",
+         lambda: warp(translate_frac=(0.0, cfg.height_shift))),
+        (bool(cfg.translate), f"Translate (±{cfg.translate} px)",
+         lambda: _alone(x, cfg, seed, translate=cfg.translate)),
+        (bool(cfg.zoom), f"Zoom ({cfg.zoom:.0%})", lambda: warp(scale=1 + cfg.zoom)),
+        (bool(cfg.shear), f"Shear ({cfg.shear:g}°)", lambda: warp(shear_deg=cfg.shear)),
+        (cfg.random_resized_crop is not None, f"Resized crop (area ≥ {cfg.random_resized_crop or 0:.0%})",
+         lambda: _alone(x, cfg, seed, random_resized_crop=cfg.random_resized_crop)),
     ]
-    return [(title, img[0]) for title, img in zip(LESSON_TITLES, images)]
+    for name in ("brightness", "contrast"):
+        pair = getattr(cfg, name)
+        if pair is not None:
+            text, edge = _factor_range(pair)
+            ops.append((True, f"{name.capitalize()} ({text})", partial(_alone, x, cfg, seed, **{name: (edge, edge)})))
+    if cfg.policy is not None:
+        ops.append((True, f"{POLICY_NAMES[cfg.policy]} (a draw)", lambda: _alone(x, cfg, seed, policy=cfg.policy)))
+    if cfg.random_erasing:
+        ops.append((True, f"Random erasing (p {cfg.random_erasing:g})",
+                    lambda: _alone(x, cfg, seed, random_erasing=1.0)))
+    panels = [("Original", x)] + [(title, draw()) for on, title, draw in ops if on]
+    if len(panels) > 2:  # with one operation, "Combined" would be another draw of the same
+        panels.append(("Combined", _draws(x, cfg, 1, seed)))
+    return [(title, img[0]) for title, img in panels]
 
 
-def lesson_preview(image: np.ndarray, out: Path) -> Path:
-    """Save the lesson's 2x4 augmentation grid for one image as a PNG.
+def lesson_preview(image: np.ndarray, out: Path, cfg: AugmentConfig | None = None) -> Path:
+    """Save the grid of :func:`lesson_panels` for one image as a PNG (4 panels a row).
 
     Args:
         image: (H, W) or (H, W, C) uint8, C = 1 or 3.
         out: Where to write the PNG (parent folders are created).
+        cfg: The augmentation shown (default: the ``lesson`` preset, the lesson's 2x4 grid).
 
     Returns:
         ``out``.
     """
-    panels = lesson_panels(image)
-    fig = new_figure(10, 5.6)
-    axes = fig.subplots(2, 4)
+    cfg = cfg or resolve_augment("lesson")
+    panels = lesson_panels(image, cfg)
+    rows = math.ceil(len(panels) / COLUMNS)
+    fig = new_figure(10, 0.4 + 2.6 * rows)
+    axes = fig.subplots(rows, COLUMNS, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
     for ax, (title, img) in zip(axes.flat, panels):
         _show(ax, img, title)
-    return save_figure(fig, out, "Augmentation, one operation at a time")
+    if len(panels) == 1:
+        title = "No augmentation option is on"
+    else:
+        moves = cfg.geometric or cfg.translate
+        title = "Augmentation, one operation at a time" + (f" (fill mode: {cfg.fill_mode})" if moves else "")
+    return save_figure(fig, out, title)
 
 
 def preset_preview(
@@ -145,8 +196,8 @@ class Preview:
 
 def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int = 6, seed: int = 0,
                    draw_grid: bool = True) -> Preview:
-    """The preview of an image file (the lesson's grid, and ``draws`` random draws when ``draw_grid``)
-    or of a folder (random draws of a few of its images), written to ``out_dir``.
+    """The preview of an image file (each operation of ``cfg`` alone, and ``draws`` random draws when
+    ``draw_grid``) or of a folder (random draws of a few of its images), written to ``out_dir``.
 
     Raises:
         CnnlabError: a missing target, or a folder without images.
@@ -160,7 +211,7 @@ def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int =
     out_dir = Path(out_dir)
     if target.is_file():
         image = decode_for_display(target, PREVIEW_SIDE)
-        written = [lesson_preview(image, out_dir / "augmentation.png")]
+        written = [lesson_preview(image, out_dir / "augmentation.png", cfg)]
         if draw_grid:
             written.append(preset_preview([image], cfg, draws, out_dir / "augmentation_draws.png", seed=seed))
         return Preview(written, [])

@@ -34,7 +34,7 @@ from cnnlab.config import RunConfig
 from cnnlab.data.builtin import BUILTIN_NAMES
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.figures import grid_shape, new_figure, save_figure, short, show_image
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape, table
@@ -125,7 +125,7 @@ def _probabilities(config: RunConfig, out_of: Any, images: ImageSet, folds: np.n
                        f"({start}, frozen)")
     probs = probabilities_from_training(config, data, images, folds, preprocess)
     return probs, (f"{count}-fold cross-validation: {config.model.name} trained from scratch for each fold, "
-                   f"{config.train.epochs} epochs")
+                   f"{plural(config.train.epochs, 'epoch')}")
 
 
 def _rows(images: ImageSet, splits: list[str], names: list[str], probs: np.ndarray,
@@ -138,7 +138,7 @@ def _rows(images: ImageSet, splits: list[str], names: list[str], probs: np.ndarr
     quality = get_label_quality_scores(labels, probs)
     copies: dict[int, list[str]] = {}
     for conflict in conflicts:
-        kind = "exact copy" if conflict.exact else f"near copy (similarity {conflict.similarity:.3f})"
+        kind = "exact copy" if conflict.exact else f"near copy (perceptual hash {conflict.bits} of 64 bits apart)"
         for here, there in ((conflict.first, conflict.second), (conflict.second, conflict.first)):
             copies.setdefault(here, []).append(f"{kind} of {images.ids[there]} labelled '{names[labels[there]]}'")
     suspects = [int(i) for i in ranked]

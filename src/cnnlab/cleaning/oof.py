@@ -24,7 +24,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.packed import streamable
 from cnnlab.data.types import ImageSet, PreparedData
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.models.inference import predict_probs
 from cnnlab.progress import Progress
 from cnnlab.training.build import build_model
@@ -103,8 +103,9 @@ def probabilities_from_training(config: RunConfig, data: PreparedData, images: I
     train_cfg = dataclasses.replace(config.train, scheduler=scheduler, time_budget=None)
     normalize = Normalize.of(preprocess)
     count = int(folds.max()) + 1
-    with Progress(f"cross-validating {config.model.name}: {count} trainings of {config.train.epochs} epochs", count,
-                  unit="folds", quiet_below=0) as progress:
+    what = f"cross-validating {config.model.name}: {plural(count, 'training')} of "
+    what += plural(config.train.epochs, 'epoch')
+    with Progress(what, count, unit="folds", quiet_below=0) as progress:
         for fold in range(count):
             L.seed_everything(config.train.seed + fold, workers=True, verbose=False)
             held = np.flatnonzero(folds == fold)

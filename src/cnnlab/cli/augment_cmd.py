@@ -24,8 +24,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     actions = augment.add_subparsers(dest="augment_command", metavar="ACTION", required=True)
     p = actions.add_parser(
         "preview", help="draw augmented copies of an image or of images in a folder",
-        description="An image file gives the lesson's 2x4 grid (plus a grid of random draws with "
-                    "--augment or any option); a folder gives random draws for a few of its images.",
+        description="An image file gives a grid of each operation alone, at the edge of its range (the lesson "
+                    "preset's by default, else --augment's and the options'), plus a grid of random draws with "
+                    "--augment or any option; a folder gives random draws for a few of its images.",
     )
     p.add_argument("target", type=Path, metavar="IMAGE", help="an image file or a folder of images")
     p.add_argument("--out", type=Path, default=Path("."), metavar="DIR",

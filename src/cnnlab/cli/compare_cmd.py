@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import shlex
 import sys
@@ -11,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.options import add_options, add_setup_arguments, given_options
+from cnnlab.cli.output import add_format_argument, print_output, progress_to_stderr
 from cnnlab.cli.parser import positive_int
 from cnnlab.comparison.options import DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, DEFAULT_REPEATS, compare_models, parse_weights
 from cnnlab.config import FieldSpec, all_options
+from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 _OWN_FLAGS = {"model", "weights", "name", "runs_dir", "threads"}  # MODEL..., --weights MODEL=FILE, --out, --threads
 _HELP = {
@@ -60,62 +62,50 @@ def add_parser(subparsers: Any) -> None:
                        help="a local .safetensors/.pth state dict for one MODEL (repeatable)")
     group.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="folder for the files and run folders (default: a new comparisons/<models>)")
-    group.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                       help="table for people; json or csv on stdout for scripts (default: table)")
+    add_format_argument(group, description="table for people; json or csv on stdout for scripts (default: table)")
     add_setup_arguments(p)
     add_options(p, _specs())
     p.set_defaults(func=run)
 
 
-def _print_table(comparison: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _table(comparison: Any) -> Table:
+    """The architectures side by side as people read them (the compact columns), footnotes as notes."""
     from cnnlab.comparison.columns import cell, display_columns, footnotes
 
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained, compact=True)
-    table = Table(title=f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
-                        f"thread{'s' if comparison.threads != 1 else ''}")
-    for key, label in columns:
-        table.add_column(label, justify="left" if key in ("model", "weights", "trained_from") else "right")
-    for row in comparison.rows:
-        table.add_row(*(cell(row, key, compact=True) for key, _ in columns))
-    console = Console(width=None if sys.stdout.isatty() else 200)  # a pipe or file gets the whole table
-    console.print(table)
-    for line in footnotes(comparison.rows):
-        console.print(f"- {line}", highlight=False)
+    title = f"{plural(len(comparison.rows), 'architecture')} at {s.image_size} px, "
+    return Table(title + plural(comparison.threads, "thread"), [label for _, label in columns],
+                 [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows],
+                 notes=footnotes(comparison.rows))
+
+
+def _print_how(comparison: Any, console: Any) -> None:
+    """Under the table: a busy machine's warning, how each figure was measured, and the files."""
     if comparison.busy:
         console.print(f"[bold]measured on a busy machine: rerun when it is quiet to rank the models by speed[/bold] "
                       f"({comparison.busy})")
     how = comparison.how
-    for key in ("layers", "weights", "imagenet"):
-        console.print(f"{key}: {how[key]}", highlight=False)
-    if comparison.same_way:
-        console.print(f"training: {comparison.same_way}", highlight=False)
-    console.print(f"machine: {comparison.machine}", highlight=False)
-    for kind, path in comparison.files.items():
-        console.print(f"{kind}: {path}", highlight=False)
+    lines = [f"{key}: {how[key]}" for key in ("layers", "weights", "imagenet")]
+    lines += [f"training: {comparison.same_way}"] if comparison.same_way else []
+    lines += [f"machine: {comparison.machine}", *(f"{kind}: {path}" for kind, path in comparison.files.items())]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from cnnlab.comparison.outputs import csv_text
+    from cnnlab.comparison.columns import CSV_FIELDS
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
-    quiet = args.format != "table"  # stdout carries only the JSON or CSV: training's lines go to stderr
-    with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+    with progress_to_stderr(args.format):  # stdout carries only the JSON or CSV: training's lines go to stderr
         comparison = compare_models(args.models, given_options(args, _specs()), recipe=args.recipe,
                                     config=args.config, augment=args.augment, threads=args.threads,
                                     repeats=args.repeats, weights=parse_weights(args.weights), out=args.out,
                                     command=command)
-    if args.format == "json":
-        print(json.dumps(comparison.as_json(), indent=2))
-    elif args.format == "csv":
-        print(csv_text(comparison), end="")
-    else:
-        _print_table(comparison)
+    console = print_output(_table(comparison), args.format, records=comparison.rows, fields=CSV_FIELDS,
+                           json_data=comparison.as_json())
+    if console is not None:
+        _print_how(comparison, console)
     if comparison.interrupted:
         return 130
     if not any(row.get("status") == "ok" for row in comparison.rows):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from cnnlab.cli.data_pack import add_pack_parser, describe_packed
 from cnnlab.cli.label_issues_cmd import add_label_issues_parser
 from cnnlab.cli.options import add_option, given_options
+from cnnlab.cli.output import add_format_argument, print_json, print_wide, stdout_console
 from cnnlab.config import options_by_dest
+from cnnlab.errors import plural
 
 MAX_LISTED = 15  # rows per problem list in the table; --format json has them all
 
@@ -34,14 +35,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the built-in data sets, offline and online")
     ls.set_defaults(func=run_list)
-    ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, duplicates, leakage",
+    ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, blank images, copies "
+                         "(exact and near), leakage",
                          description="Check a folder or CSV listing before training; ends with a verdict line.")
     ins.add_argument("data", metavar="DATA", help="image folder or CSV listing (path,label[,split])")
-    ins.add_argument("--format", choices=("table", "json"), default="table",
-                     help="table for people, json for scripts (lists every problem) (default: table)")
+    add_format_argument(ins, ("table", "json"), "table for people, json for scripts (lists every problem) "
+                        "(default: table)")
     ins.add_argument("--out", type=Path, metavar="DIR",
-                     help="also write samples.png (images per class) and class_counts.png to DIR")
-    ins.add_argument("--decode", action="store_true", help="decode every image too: finds truncated files (slower)")
+                     help="also write samples.png (images per class), class_counts.png and, when there are "
+                          "findings, suspects.png (blank images and copies with their reasons) to DIR")
+    ins.add_argument("--decode", action="store_true",
+                     help="kept for old scripts: every image is decoded now (a small preview), finding truncated files")
     ins.add_argument("--strict", action="store_true", help="exit code 1 when the verdict lists problems")
     _data_options(ins, "workers")
     ins.set_defaults(func=run_inspect)
@@ -59,7 +63,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from cnnlab.data.builtin import DESCRIPTIONS, availability
@@ -67,7 +70,7 @@ def run_list(args: argparse.Namespace) -> int:
     table = Table("name", "where", "what", title="built-in data sets (cnnlab train NAME)")
     for name, what in DESCRIPTIONS.items():
         table.add_row(name, availability(name), what)
-    Console().print(table)
+    stdout_console().print(table)
     print("Your own data: cnnlab train path/to/images  (train/<class>/*, <class>/*, or a CSV path,label)")
     return 0
 
@@ -77,13 +80,10 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # piped or captured: full lines for grep, not 80-column wraps
-        console = Console(width=160)
+    console = stdout_console()
     table = Table("split", "class", "images", "share", "formats", "modes", "size min/median/max", "skipped",
                   title=f"{report['source']} ({report['layout']} layout)", caption=f"checked: {report['checked']}")
     for split, stats in report["splits"].items():
@@ -93,16 +93,21 @@ def _print_report(report: dict[str, Any]) -> None:
             table.add_row(split, escape(name), str(c["count"]), f"{c['share']:.1%}", _fmt_counts(c["formats"]),
                           _fmt_counts(c["modes"]), size, str(c["skipped"] or ""))
         table.add_row(split, "[b]all[/b]", f"[b]{stats['count']}[/b]", "", "", "", "", "", end_section=True)
-    console.print(table)
+    print_wide(console, table)
     ratios = ", ".join(f"{split} {ratio:g}x" for split, ratio in report["imbalance"].items())
     console.print(f"class imbalance (largest / smallest class): {ratios}")
     sections = [
         ("skipped files", [f"{s['path']}: {s['reason']}" for s in report["skipped"]]),
-        ("duplicates within a split", [f"{g['split']}: " + "  =  ".join(g["paths"]) for g in report["duplicates"]]),
+        ("blank or near-blank images", [f"{s['split']}/{s['label']}: {s['path']}: {s['reason']}"
+                                        for s in report["near_blank"]]),
+        ("duplicates within a split",
+         [f"{g['split']}: " + "  =  ".join(g["paths"]) + f"  ({g['reason']})" for g in report["duplicates"]]),
         ("leakage: same image in several splits",
-         ["  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) for g in report["leakage"]]),
+         ["  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+          for g in report["leakage"]]),
         ("same image, different labels",
-         ["  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) for g in report["conflicts"]]),
+         ["  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+          for g in report["conflicts"]]),
     ]
     for title, rows in sections:
         if rows:
@@ -111,6 +116,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 console.print("  " + escape(row), soft_wrap=True)
             if len(rows) > MAX_LISTED:
                 console.print(f"  ... and {len(rows) - MAX_LISTED} more (--format json lists all)")
+    for note in report["notes"]:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     colour = "green" if report["verdict"] == "OK" else "yellow"
     console.print(f"[b {colour}]verdict: {escape(report['verdict'])}[/b {colour}]", soft_wrap=True)
 
@@ -124,11 +131,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         describe_packed(args.data)
         return 0
     workers = DataConfig(workers=getattr(args, "workers", DataConfig.workers)).workers  # checked as in train
-    inspection = inspect_data(Path(args.data), workers=workers, decode=args.decode)
+    inspection = inspect_data(Path(args.data), workers=workers)
     report = inspection.report
     written = write_inspection_figures(inspection, args.out) if args.out is not None else []
     if args.format == "json":
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print_json(report)
     else:
         _print_report(report)
         for path in written:
@@ -151,9 +158,9 @@ def run_cache(args: argparse.Namespace) -> int:
     if args.data is None:
         if not args.prune:
             entries, size = store.stats()
-            print(f"{cache_file()}: {entries} images, {size / 1e6:.1f} MB")
+            print(f"{cache_file()}: {plural(entries, 'image')}, {size / 1e6:.1f} MB")
             stores, size = store_usage()
-            print(f"{store_root()}: {stores} record store(s), {size / 1e6:.1f} MB")
+            print(f"{store_root()}: {plural(stores, 'record store')}, {size / 1e6:.1f} MB")
         store.close()
         return 0
     store.close()
@@ -173,7 +180,7 @@ def run_cache(args: argparse.Namespace) -> int:
     config = build_config(data=args.data, **given_options(args, [specs[name] for name in CACHE_OPTIONS]))
     started = time.perf_counter()
     done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained).needs())
-    print(f"cached {done.images} images at {done.size}x{done.size}, {done.channels} channel(s), in "
+    print(f"cached {plural(done.images, 'image')} at {done.size}x{done.size}, {plural(done.channels, 'channel')}, in "
           f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
           f" -> {store_root() if done.on_disk else cache_file()}")
     return 0

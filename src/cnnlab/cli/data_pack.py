@@ -8,6 +8,7 @@ from typing import Any
 
 from cnnlab.cli.options import add_option, given_options
 from cnnlab.config import options_by_dest
+from cnnlab.errors import plural
 
 # the options of cnnlab train that decide what is packed: format (a model's, or given), splits (and the seed of
 # the hold-out), decoding
@@ -59,11 +60,12 @@ def run_pack(args: argparse.Namespace) -> int:
     needs = dataclasses.replace(model_input(config.model.name, config.model.pretrained).needs(), crop_pct=None)
     done = pack_folder(config.data, args.out, config.train.seed, args.shard_size, needs)
     counts = ", ".join(f"{split} {count:,}" for split, count in done.counts.items())
-    print(f"packed {sum(done.counts.values()):,} images ({counts}) of {len(done.class_names)} classes at "
-          f"{done.image_size} px, {done.channels} channel(s): {done.shards} shard(s), {done.bytes / 1e6:.1f} MB, "
+    classes = plural(len(done.class_names), "class", "classes")
+    print(f"packed {sum(done.counts.values()):,} images ({counts}) of {classes} at {done.image_size} px, "
+          f"{plural(done.channels, 'channel')}: {plural(done.shards, 'shard')}, {done.bytes / 1e6:.1f} MB, "
           f"in {done.seconds:.1f} s -> {done.out}")
     if done.skipped:
-        print(f"{done.skipped} unreadable file(s) skipped: listed in {done.out}/cnnlab-pack.json (cnnlab data "
+        print(f"{plural(done.skipped, 'unreadable file')} skipped: listed in {done.out}/cnnlab-pack.json (cnnlab data "
               f"inspect {args.folder} --decode explains them)")
     model = "" if "model" not in given else f" --model {config.model.name}" + " --pretrained" * config.model.pretrained
     print(f"train with: cnnlab train {done.out}{model}")
@@ -77,9 +79,9 @@ def describe_packed(source: str) -> None:
     manifest = read_manifest(source)
     print(f"{source}: packed by cnnlab data pack (format {manifest['version']}) from {manifest['source']}")
     print(f"  {len(manifest['class_names'])} classes: {', '.join(manifest['class_names'])}")
-    print(f"  images: {manifest['image_size']} px, {manifest['channels']} channel(s), decoded (uint8)")
+    print(f"  images: {manifest['image_size']} px, {plural(manifest['channels'], 'channel')}, decoded (uint8)")
     for split, info in manifest["splits"].items():
         per_class = ", ".join(f"{name} {count}" for name, count in info["per_class"].items())
         print(f"  {split}: {info['count']:,} images ({per_class})")
-    print(f"  skipped when packing: {len(manifest.get('skipped', []))} file(s); inspect the original folder "
+    print(f"  skipped when packing: {plural(len(manifest.get('skipped', [])), 'file')}; inspect the original folder "
           "for its problems (cnnlab data inspect FOLDER)")

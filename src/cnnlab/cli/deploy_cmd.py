@@ -6,14 +6,14 @@ Each command calls one library function (``cnnlab.deploy``) and prints its befor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
+import logging
 import shlex
 import sys
 from typing import Any
 
 from cnnlab.cli.options import add_option, add_options, add_setup_arguments, given_options
+from cnnlab.cli.output import add_format_argument, print_output, progress_to_stderr
 from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.config import all_options, options_by_dest
 from cnnlab.deploy.settings import (
@@ -21,54 +21,20 @@ from cnnlab.deploy.settings import (
     CALIBRATION_IMAGES,
     DEFAULT_THREADS,
     EXPORT_FORMATS,
+    FINETUNE_BUDGET,
+    FINETUNE_EPOCHS,
+    MAX_DROP,
     PARITY_TOLERANCE,
     TEMPERATURE,
     THREADS_HELP,
 )
 
+log = logging.getLogger("cnnlab")
 RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
-
-
-def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                   help="table for people; json or csv for scripts (default: table)")
-
-
-def _progress_to(fmt: str) -> Any:
-    """Where progress (training epochs, summaries) goes: stderr when stdout is for a script."""
-    return contextlib.nullcontext() if fmt == "table" else contextlib.redirect_stdout(sys.stderr)
-
-
-def print_table(table: Any, fmt: str = "table") -> None:
-    """A ``cnnlab.tables.Table`` as a Rich table with its notes, or as JSON / CSV on stdout."""
-    if fmt == "json":
-        json.dump(dataclasses.asdict(table), sys.stdout, indent=2, default=str)
-        print()
-        return
-    if fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
-        return
-    if not sys.stdout.isatty():  # logs and pipes: a Markdown table, never wrapped to 80 columns
-        print(table.markdown())
-        return
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
-    shown = RichTable(*table.columns, title=table.title)
-    for row in table.rows:
-        shown.add_row(*map(str, row))
-    console = Console()
-    console.print(shown)
-    for note in table.notes:
-        console.print(f"- {note}", highlight=False)
 
 
 def _distill_options() -> list[Any]:
@@ -95,26 +61,34 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--calibration", type=positive_int, default=CALIBRATION_IMAGES, metavar="N",
                    help=f"training images to calibrate on (default: {CALIBRATION_IMAGES})")
     _threads(q)
-    _output(q)
+    add_format_argument(q)
     q.set_defaults(func=run_quantize)
 
     p = subparsers.add_parser("prune", help="prune channels (or weights), fine-tune, compare before/after",
                               description="Writes a pruned copy of RUN's model to RUN/pruned/<kind>-<percent>/, a run "
                               "folder every command takes, and a before/after table.")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
-    p.add_argument("--sparsity", type=float, required=True, metavar="X",
+    p.add_argument("--sparsity", type=float, default=None, metavar="X",
                    help="fraction to remove, between 0 and 1: of each layer's channels (structured) or of all weights")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="without --sparsity: the largest sparsity (10-80%%) that loses at most POINTS of validation "
+                   "accuracy, found by bisection and drawn as a curve; with it: the drop that is warned about "
+                   f"(default: {MAX_DROP:g})")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--structured", dest="structured", action="store_true", default=True,
                       help="remove whole channels: a smaller, faster network (default)")
     kind.add_argument("--unstructured", dest="structured", action="store_false",
                       help="zero single weights instead (same size and speed; for comparison)")
-    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
-                   help="epochs of training after pruning, through cnnlab's trainer (default: 0)")
+    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS, metavar="N",
+                   help="most epochs of fine-tuning after pruning; it stops sooner once validation accuracy is back "
+                   "to the original's or stops improving, keeping its best epoch; 0: none "
+                   f"(default: {FINETUNE_EPOCHS})")
+    p.add_argument("--finetune-budget", type=float, default=FINETUNE_BUDGET, metavar="SECONDS",
+                   help=f"most seconds of fine-tuning for each pruned model (default: {FINETUNE_BUDGET:g})")
     p.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
-                   help="learning rate of that fine-tuning (default: the run's --lr)")
+                   help="learning rate of that fine-tuning, every layer training (default: the run's --lr)")
     _threads(p)
-    _output(p)
+    add_format_argument(p)
     p.set_defaults(func=run_prune)
 
     d = subparsers.add_parser("distill", help="train a small student from a teacher; compare with the student alone",
@@ -127,7 +101,7 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--alpha", type=float, default=ALPHA, metavar="A",
                    help=f"weight of the teacher term; 1 - A goes to the labels (default: {ALPHA:g})")
     _threads(d)
-    _output(d)
+    add_format_argument(d)
     add_setup_arguments(d)
     student = dataclasses.replace(options_by_dest()["model"], flag="--student",
                                   help="the student: any model name, e.g. mobilenetv3_small_100 (cnnlab models list)")
@@ -137,12 +111,13 @@ def add_parser(subparsers: Any) -> None:
 
     b = subparsers.add_parser("benchmark", help="size, latency, throughput and accuracy of every runtime of a run",
                               description="Times the checkpoint and every exported artifact of RUN side by side on "
-                              "its test split; predict then uses the fastest that keeps accuracy.")
+                              "its test split; predict then uses the fastest with the checkpoint's own outputs (INT8 "
+                              "with --runtime fastest, when it keeps accuracy).")
     b.add_argument("run", metavar="RUN", help=RUN_HELP)
     b.add_argument("--rounds", type=positive_int, default=20, metavar="N",
                    help="interleaved timing rounds at batch 1 (default: 20)")
     _threads(b)
-    _output(b)
+    add_format_argument(b)
     b.set_defaults(func=run_benchmark)
 
 
@@ -157,26 +132,36 @@ def run_quantize(args: argparse.Namespace) -> int:
     from cnnlab.deploy.export import describe
     from cnnlab.deploy.quantize import quantize_run
 
-    with _progress_to(args.format):
+    with progress_to_stderr(args.format):
         result = quantize_run(args.run, args.calibration, args.threads)
     if result.exported is not None and args.format == "table":
         print(describe(result.exported))
-    print_table(result.table, args.format)
+    print_output(result.table, args.format)
     if args.format == "table":
         print(f"wrote {result.path}")
     return 0
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.prune import prune_run
+    from cnnlab.deploy.prune import FineTuning, prune_run
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
-    with _progress_to(args.format):
-        result = prune_run(args.run, args.sparsity, args.structured, args.finetune_epochs, args.finetune_lr,
-                           args.threads, command)
-    print_table(result.table, args.format)
+    tuning = FineTuning(args.finetune_epochs, args.finetune_budget, args.finetune_lr)
+    with progress_to_stderr(args.format):
+        result = prune_run(args.run, args.sparsity, args.structured, tuning, args.threads, command,
+                           max_drop=args.max_drop)
+    tables = [result.table]
+    if result.sweep and args.format == "json":  # one document for a script: the sweep rides in the data
+        tables = [dataclasses.replace(result.table, data={**result.table.data, "sweep": result.sweep.data})]
+    elif result.sweep and args.format == "table":
+        tables.insert(0, result.sweep)
+    for table in tables:  # the warnings come last, once
+        print_output(dataclasses.replace(table, notes=[n for n in table.notes if not n.startswith("WARNING: ")]),
+                     args.format)
     if args.format == "table":
         print(f"pruned run: {result.files.root}\nreport:     {result.files.report}")
+    for warning in result.warnings:
+        log.warning(warning)
     return 0
 
 
@@ -184,11 +169,11 @@ def run_distill(args: argparse.Namespace) -> int:
     from cnnlab.deploy.distill import distill
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
-    with _progress_to(args.format):
+    with progress_to_stderr(args.format):
         options = given_options(args, [s for s in all_options() if s.dest != "threads"])  # --student is "model"
         result = distill(args.teacher, options, args.temperature, args.alpha, args.recipe,
                          args.config, args.augment, args.threads, command)
-    print_table(result.table, args.format)
+    print_output(result.table, args.format)
     if args.format == "table":
         print(f"distilled run: {result.files.root}\nalone:         {result.alone.root}\n"
               f"report:        {result.files.report}")
@@ -199,5 +184,5 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from cnnlab.deploy.benchmark import benchmark_run
 
     table, _ = benchmark_run(args.run, args.threads, args.rounds)
-    print_table(table, args.format)
+    print_output(table, args.format)
     return 0

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import sys
 from typing import Any
 
+from cnnlab.cli.output import add_format_argument, print_output
 from cnnlab.cli.parser import positive_int, thread_count
-from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
+from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
+from cnnlab.tables import Table
 
 TTA_HELP = ("test-time augmentation: average each image's probabilities over its mirror image and, where the run "
             "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes")
+PREDICTION_FIELDS = ("image", "rank", "class", "probability", "error", "runtime")  # predict --format csv
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,16 +24,15 @@ def add_parser(subparsers: Any) -> None:
     e.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     e.set_defaults(func=run_evaluate)
     p = subparsers.add_parser("predict", help="classify images with a trained run or an exported model",
-                              description="Classifies images with a run (by default its fastest measured runtime "
-                              "that keeps accuracy) or with a .onnx / TorchScript file on its own.")
+                              description="Classifies images with a run (by default its fastest runtime with the "
+                              "checkpoint's own outputs) or with a .onnx / TorchScript file on its own, and "
+                              "says which runtime answered.")
     p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--top-k", dest="top_k", type=positive_int, default=3, help="classes per image (default: 3)")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                   help="table for people; json or csv for scripts (default: table)")
-    p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
-                   help="auto: the run's fastest measured runtime that keeps accuracy (cnnlab benchmark measures "
-                   "them); or pytorch (the checkpoint), torchscript, onnx, int8 (default: auto)")
+    p.add_argument("--top-k", dest="top_k", type=positive_int, default=DEFAULT_TOP_K,
+                   help=f"classes per image, at most the run's classes (default: {DEFAULT_TOP_K})")
+    add_format_argument(p)
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.set_defaults(func=run_predict)
@@ -69,26 +68,31 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.api import predict
 
     rows = predict(args.run, args.inputs, args.top_k, args.runtime, args.threads, args.tta)
-    if args.format == "json":
-        json.dump(rows, sys.stdout, indent=2)
-        print()
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["image", "rank", "class", "probability", "error"])
-        for row in rows:
-            for rank, guess in enumerate(row["top"], 1):
-                writer.writerow([row["input"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
-            if row.get("error"):
-                writer.writerow([row["input"], "", "", "", row["error"]])
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("image", *[f"#{k}" for k in range(1, args.top_k + 1)])
-        for row in rows:
-            cells = [f"{g['class']} ({g['probability']:.1%})" for g in row["top"]]
-            if row.get("error"):
-                cells = [f"[red]skipped: {row['error']}[/red]"]
-            table.add_row(row["input"], *cells)
-        Console().print(table)
+    print_output(_prediction_table(rows), args.format, records=_prediction_records(rows),
+                 fields=PREDICTION_FIELDS, json_data=rows)
     return 0 if any(row["top"] for row in rows) else 2
+
+
+def _prediction_table(rows: list[dict[str, Any]]) -> Table:
+    """One line per image: its top classes (as many as the run has, up to --top-k), or why it was skipped."""
+    ranks = max((len(row["top"]) for row in rows), default=1) or 1
+    cells = []
+    for row in rows:
+        guesses = [f"{g['class']} ({g['probability']:.1%})" for g in row["top"]]
+        if row.get("error"):
+            guesses = [f"skipped: {row['error']}"]
+        cells.append([str(row["input"]), *guesses, *[""] * (ranks - len(guesses))])
+    return Table("", ["image", *[f"#{k}" for k in range(1, ranks + 1)]], cells)
+
+
+def _prediction_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One CSV line per image and rank, with the runtime that answered (an unreadable image: one line with
+    its error)."""
+    records = []
+    for row in rows:
+        answered = {"image": row["input"], "runtime": row.get("runtime", "")}
+        records += [{**answered, "rank": rank, "class": guess["class"], "probability": f"{guess['probability']:.6f}",
+                     "error": ""} for rank, guess in enumerate(row["top"], 1)]
+        if row.get("error"):
+            records.append({**answered, "rank": "", "class": "", "probability": "", "error": row["error"]})
+    return records

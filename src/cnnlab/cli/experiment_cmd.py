@@ -24,9 +24,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_augmentation(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from cnnlab.cli.output import stdout_console
     from cnnlab.comparison.augmentation import augmentation_experiment
     from cnnlab.training.distributed import process_rank
 
@@ -41,7 +41,7 @@ def run_augmentation(args: argparse.Namespace) -> int:
         pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
         table.add_row(row["arm"], str(row["epochs"]), pct(row["train_acc"]), pct(row["val_acc"]),
                       pct(row["test_acc"]), gap)
-    Console().print(table)
+    stdout_console().print(table)
     print(f"curves:  {result.figure}")
     for row in result.rows:
         print(f"run ({row['arm']} augmentation): {row['run']}")

@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cli.output import add_format_argument, print_output
 from cnnlab.cli.parser import positive_int
+from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 OUT_HELP = "folder for the figures (default: {})"
 
@@ -63,7 +66,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cam.add_argument("--method", choices=("gradcam", "gradcam++", "eigencam"), default="gradcam",
                      help="gradcam (default), gradcam++ (several objects), eigencam (no gradient: class-agnostic)")
     cam.add_argument("--layer", metavar="NAME", help="the layer to explain (default: the last convolutional stage)")
-    _format_argument(cam)
+    add_format_argument(cam)
     cam.set_defaults(func=run_gradcam)
 
     field = actions.add_parser("receptive-field", help="per-layer output size, stride and receptive field of a run",
@@ -71,7 +74,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                            "jump (input pixels between outputs) and receptive field, computed along "
                                            "the network's graph and checked against a real forward pass.")
     _run_argument(field)
-    _format_argument(field)
+    add_format_argument(field)
     field.set_defaults(func=run_receptive_field)
     return explain
 
@@ -79,11 +82,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", type=Path, help="a run folder, e.g. runs/simple_cnn-mnist-sample")
     parser.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP.format("RUN/explain"))
-
-
-def _format_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                        help="table for people; json or csv for scripts (default: table)")
 
 
 def _print_written(paths: list[Path]) -> None:
@@ -127,43 +125,26 @@ def run_feature_maps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(rows: list[dict[str, Any]], fmt: str, title: str, numeric: tuple[str, ...] = ()) -> None:
-    """Rows as a Rich table, JSON or CSV on stdout."""
-    import sys
-
-    if fmt == "json":
-        import json
-
-        print(json.dumps(rows, indent=2))
-    elif fmt == "csv":
-        import csv
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title)
-        for key in rows[0]:
-            table.add_column(key.replace("_", " "), justify="right" if key in numeric else "left", overflow="fold")
-        for row in rows:
-            table.add_row(*(f"{v:.1%}" if isinstance(v, float) else str(v) for v in row.values()))
-        Console().print(table)
+def _emit(rows: list[dict[str, Any]], fmt: str, title: str, shown: list[dict[str, Any]] | None = None) -> None:
+    """``rows`` for scripts (JSON, CSV) or as a table of ``shown`` (default: ``rows``; fractions as percentages)."""
+    shown = rows if shown is None else shown
+    cells = [[f"{v:.1%}" if isinstance(v, float) else str(v) for v in row.values()] for row in shown]
+    table = Table(title, [key.replace("_", " ") for key in shown[0]] if shown else [], cells)
+    print_output(table, fmt, records=rows)
 
 
 def run_gradcam(args: argparse.Namespace) -> int:
     from cnnlab.explain.run import explain_gradcam
 
     result = explain_gradcam(args.run, args.images, args.class_name, args.method, args.layer, args.out)
-    if args.format != "table":
-        _emit(result.rows, args.format, "")
-        return 0
     hidden = {"figure"} | (set() if args.class_name else {"explained"})  # the figure paths: one line below
-    _emit([{k: v for k, v in row.items() if k not in hidden} for row in result.rows], "table",
-          f"{args.method}: {result.note}", numeric=("probability",))
-    print(f"wrote {len(result.written)} figure(s) to {result.written[0].parent}")
+    if all(row["evidence"] for row in result.rows):
+        hidden.add("evidence")  # a column only when a map is flat (each also warned about above)
+    _emit(result.rows, args.format, f"{args.method}: {result.note}",
+          [{k: v for k, v in row.items() if k not in hidden} for row in result.rows])
+    if args.format != "table":
+        return 0
+    print(f"wrote {plural(len(result.written), 'figure')} to {result.written[0].parent}")
     return 0
 
 
@@ -171,8 +152,7 @@ def run_receptive_field(args: argparse.Namespace) -> int:
     from cnnlab.explain.run import explain_receptive_field
 
     result = explain_receptive_field(args.run, args.out)
-    _emit(result.rows, args.format, "Receptive fields",
-          numeric=("kernel", "stride", "output", "jump", "receptive_field"))
+    _emit(result.rows, args.format, "Receptive fields")
     if args.format == "table":
         print(result.note)
         _print_written(result.written)

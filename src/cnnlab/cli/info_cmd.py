@@ -46,8 +46,9 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from cnnlab.cli.output import stdout_console
 
     facts = collect()
     table = Table("what", "value", title="cnnlab info", show_header=False)
@@ -58,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
         table.add_row("device", device)
     threads = facts["threads"]
     table.add_row("torch threads", f"{threads['intra-op']} intra-op, {threads['inter-op']} inter-op")
-    Console().print(table)
+    stdout_console().print(table)
     return 0

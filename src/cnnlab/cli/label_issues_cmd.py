@@ -33,16 +33,16 @@ def add_label_issues_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from cnnlab.api import label_issues
+    from cnnlab.cli.output import print_wide, stdout_console
 
     result = label_issues(settings=config_from_args(args), folds=args.folds, gallery=args.gallery, out=args.out,
                           copy_to=args.copy_to)
     info = result.summary()
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = stdout_console()
     table = Table("#", "path", "given", "suggested", "confidence", "why",
                   title=f"{info['label_issues']} probable label errors, {info['copies_under_other_labels']} "
                         f"copies under another label, of {result.images} images")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         why = ", ".join(w for w, key in reasons if key in row["issue"])
         table.add_row(str(row["rank"]), escape(row["path"]), escape(row["given_label"]), escape(row["suggested_label"]),
                       f"{row['confidence']:.0%}", why)
-    console.print(table)
+    print_wide(console, table)
     if len(result.rows) > SHOWN:
         print(f"... and {len(result.rows) - SHOWN} more in {result.files.csv}")
     print(f"method: {result.method} ({result.seconds:.0f} s)")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rich.console import JustifyMethod
+from typing import Any
 
 DEFAULT_LIMIT = 50
 
@@ -22,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
     )
     listing.add_argument("--pretrained", action="store_true", help="only models with ImageNet weights")
     listing.add_argument("--filter", default=None, metavar="TEXT",
-                         help="timm names containing TEXT (wildcards * ? allowed), e.g. resnet")
+                         help="only names containing TEXT (own CNNs, the lesson's names and timm's; wildcards * ? "
+                         "allowed), e.g. resnet")
     listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                          help=f"at most this many timm models (default {DEFAULT_LIMIT})")
     listing.set_defaults(func=run)
@@ -30,26 +28,17 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the table; returns the exit code."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from cnnlab.cli.output import print_table
     from cnnlab.errors import CnnlabError
     from cnnlab.models.catalog import catalog
+    from cnnlab.tables import Table
 
     if args.limit < 0:
         raise CnnlabError(f"--limit must be 0 or more, got {args.limit}")
     rows, left_out = catalog(args.pretrained, args.filter, args.limit)
-    table = Table(title="cnnlab models")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (("name", "left"), ("timm model", "left"), ("params", "right"),
-                                                      ("input px", "right"), ("ImageNet weights", "left"))
-    for label, justify in columns:
-        table.add_column(label, justify=justify, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console = Console()
-    console.print(table)
-    if left_out:
-        console.print(f"... and {left_out} more timm models; narrow with --filter or raise --limit")
-    console.print("weights: built-in = shipped with cnnlab (offline); cached = in the local hub cache "
-                  "(offline); hub = downloaded on first use (online); - = none")
+    notes = [f"... and {left_out} more timm models; narrow with --filter or raise --limit"] if left_out else []
+    notes.append("weights: built-in = shipped with cnnlab (offline); cached = in the local hub cache (offline); "
+                 "hub = downloaded on first use (online); - = none")
+    print_table(Table("cnnlab models", ["name", "timm model", "params", "input px", "ImageNet weights"], rows,
+                      notes))
     return 0

@@ -40,31 +40,35 @@ def _augment_text(augment: dict[str, Any]) -> str:
 
 
 def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
-    """Optimiser, schedule, batch, length and validation share, e.g. 'sgd 0.2, onecycle, batch 256, ...'."""
-    length = f"{train.get('epochs', 15)} epochs"
-    if train.get("time_budget"):  # the schedule fits the time; the epochs are only an upper bound
+    """Optimiser, schedule, batch, length and validation share, e.g. 'sgd 0.2, onecycle, batch 256, ...'.
+
+    ``train`` and ``data`` are whole sections (the defaults under the recipe), never retyped defaults.
+    """
+    length = f"{train['epochs']} epochs"
+    if train["time_budget"]:  # the schedule fits the time; the epochs are only an upper bound
         length = f"{train['time_budget']:g} s (at most {length})"
-    return (f"{train.get('optimizer', 'adam')} {train.get('lr', 1e-3):g}, {train.get('scheduler', 'plateau')}, "
-            f"batch {data.get('batch_size', 128)}, {length}, val {data.get('val_split', '0.1')}")
+    return (f"{train['optimizer']} {train['lr']:g}, {train['scheduler']}, "
+            f"batch {data['batch_size']}, {length}, val {data['val_split']}")
 
 
 def recipe_rows() -> list[dict[str, str]]:
     """One row of display strings per recipe (what ``recipes list`` prints)."""
-    from cnnlab.config import RECIPE_HELP, recipe_names, recipe_overrides
+    from cnnlab.config import RECIPE_HELP, from_dict, recipe_names, recipe_overrides, to_dict
 
     rows = []
     for name in recipe_names():
         recipe = recipe_overrides(name)
-        train, data, model = recipe.get("train", {}), recipe.get("data", {}), recipe.get("model", {})
+        resolved = to_dict(from_dict(recipe))  # the defaults under the recipe: what a run would use
+        train, data, model = resolved["train"], resolved["data"], resolved["model"]
         speed = [flag for flag, on in (("channels_last", train.get("channels_last")),
                                         ("compile", train.get("compile"))) if on]
         if train.get("precision") == "bf16-mixed":
             speed.append("bf16 where the CPU/GPU has it natively")  # else fp32: emulated bf16 is slower
-        elif train.get("precision", "auto") != "auto":
+        elif train["precision"] != "auto":
             speed.append(train["precision"])
         rows.append({
             "recipe": name,
-            "model": model.get("name", "simple_cnn"),
+            "model": model["name"],
             "training": _training_text(train, data),
             "augment": _augment_text(recipe.get("augment", {})),
             "speed": ", ".join(speed) or "-",

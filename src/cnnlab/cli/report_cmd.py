@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import webbrowser
 from pathlib import Path
+from typing import Any
+
+from cnnlab.cli.output import add_format_argument, print_output, stdout_console
+from cnnlab.errors import plural
+from cnnlab.tables import Table
 
 COLUMNS = [
-    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("best_val_acc", "Best val acc"),
+    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("kept_val_acc", "Val acc (kept)"),
     ("test_acc", "Test acc"), ("params", "Params"), ("train_seconds", "Train time"),
 ]
 
@@ -55,8 +60,7 @@ def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubPars
     compare.add_argument("runs", metavar="RUN", nargs="+", type=Path, help="run folders")
     compare.add_argument("--out", type=Path, default=Path("comparison"), metavar="DIR",
                          help="folder for comparison.csv and comparison.png (default: ./comparison)")
-    compare.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                         help="table for people; json or csv for scripts (default: table)")
+    add_format_argument(compare)
     compare.set_defaults(func=run_compare)
     listing = commands.add_parser(
         "list", help="list the run folders, and how to open their experiment tracker",
@@ -65,8 +69,7 @@ def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubPars
     )
     listing.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
                          help="the folder holding the run folders (default: ./runs)")
-    listing.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                         help="table for people; json or csv for scripts (default: table)")
+    add_format_argument(listing)
     listing.set_defaults(func=run_list)
     return commands
 
@@ -75,66 +78,39 @@ LIST_COLUMNS = [("run", "Run"), ("model", "Model"), ("data", "Data"), ("status",
                 ("test_acc", "Test acc"), ("created", "Created")]
 
 
+def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Table:
+    from cnnlab.evaluation.compare import format_value
+
+    return Table(title, [label for _, label in columns],
+                 [[format_value(key, row.get(key)) for key, _ in columns] for row in rows])
+
+
 def run_list(args: argparse.Namespace) -> int:
     """Prints the runs and the tracker command(s); returns the exit code."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from cnnlab.evaluation.compare import format_value, list_runs
+    from cnnlab.evaluation.compare import list_runs
 
     rows, trackers = list_runs(args.runs_dir)
-    if args.format != "table":
-        _print_rows(rows, args.format)
-        return 0
-    console = Console()
-    if not rows:
-        console.print(f"No runs in {args.runs_dir} yet: cnnlab train DATA --runs-dir {args.runs_dir}")
+    if args.format != "table" or rows:
+        table = _runs_table(f"{plural(len(rows), 'run')} in {args.runs_dir}", rows, LIST_COLUMNS)
+        console = print_output(table, args.format, records=rows)
+        if console is None:
+            return 0
     else:
-        table = Table(title=f"{len(rows)} runs in {args.runs_dir}")
-        for key, label in LIST_COLUMNS:
-            text = key in ("run", "model", "data", "status", "created")
-            table.add_column(label, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
-        for row in rows:
-            table.add_row(*(format_value(key, row.get(key)) for key, _ in LIST_COLUMNS))
-        console.print(table)
+        console = stdout_console()
+        console.print(f"No runs in {args.runs_dir} yet: cnnlab train DATA --runs-dir {args.runs_dir}")
     for command in trackers:
         console.print(f"Tracked in MLflow: [bold]{command}[/bold]", soft_wrap=True)
     return 0
 
 
-def _print_rows(rows: list[dict], fmt: str) -> None:
-    """Rows as JSON or CSV on stdout, for scripts."""
-    import csv
-    import json
-    import sys
-
-    if fmt == "json":
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def run_compare(args: argparse.Namespace) -> int:
     """Prints the comparison table and where the files went; returns the exit code."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from cnnlab.evaluation.compare import compare_runs, format_value
+    from cnnlab.evaluation.compare import compare_runs
 
     rows, png = compare_runs(list(args.runs), args.out)
-    if args.format != "table":
-        _print_rows(rows, args.format)
+    console = print_output(_runs_table(plural(len(rows), "run"), rows, COLUMNS), args.format, records=rows)
+    if console is None:
         return 0
-    table = Table(title=f"{len(rows)} runs")
-    for key, label in COLUMNS:
-        text = key in ("run", "model", "data")  # wrap long names rather than cut them to "simple…"
-        table.add_column(label, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
-    for row in rows:
-        table.add_row(*(format_value(key, row.get(key)) for key, _ in COLUMNS))
-    console = Console()
-    console.print(table)
     if png is not None:
         console.print(f"Curves: [bold]{png}[/bold]")
     console.print(f"Table:  [bold]{Path(args.out) / 'comparison.csv'}[/bold]")

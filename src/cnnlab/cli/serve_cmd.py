@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from cnnlab.cli.parser import positive_int, thread_count
-from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES, THREADS_HELP
+from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
 from cnnlab.serving import settings as defaults
 
 
@@ -28,10 +28,10 @@ def _at_least(low: float, strict: bool) -> Any:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="serve a run or an exported model over HTTP, with a web page",
-                              description="Serves RUN (its fastest measured runtime) or a .onnx / TorchScript file "
-                              "on http://HOST:PORT: a page to drop images on at /, POST /predict (multipart field "
-                              "'image'), GET /health, API docs at /docs. Ctrl-C or SIGTERM stops it once the "
-                              "requests in flight have finished.")
+                              description="Serves RUN (its fastest runtime with the checkpoint's own outputs, "
+                              "unless --runtime) or a .onnx / TorchScript file on http://HOST:PORT: a page to drop "
+                              "images on at /, POST /predict (multipart field 'image'), GET /health, API docs at "
+                              "/docs. Ctrl-C or SIGTERM stops it once the requests in flight have finished.")
     p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("--host", default=defaults.DEFAULT_HOST,
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"images per request (default: {defaults.DEFAULT_MAX_FILES})")
     p.add_argument("--batching", choices=defaults.BATCHING, default="auto",
                    help="score concurrent requests' images together: auto times the model at start and batches "
-                   "only when a batch is cheaper per image (on this 2-core CPU: yes for the MNIST CNN, no for "
-                   "EfficientNet-Lite0) (default: auto)")
+                   "only when a batch is cheaper per image on the serving machine (it says which at start: on a 2-core "
+                   "CPU, yes for the MNIST CNN, no for EfficientNet-Lite0) (default: auto)")
     p.add_argument("--max-batch", dest="max_batch", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_BATCH,
                    help=f"most images scored in one call when batching (default: {defaults.DEFAULT_MAX_BATCH})")
     p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
@@ -53,9 +53,7 @@ def add_parser(subparsers: Any) -> None:
                    help="how long an idle batcher waits for more requests to batch with the first; requests "
                    "that queue while the model runs are batched anyway "
                    f"(default: {defaults.DEFAULT_BATCH_WINDOW_MS:g})")
-    p.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
-                   help="auto: the run's fastest measured runtime that keeps accuracy; or pytorch, torchscript, "
-                   "onnx, int8 (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     reach = p.add_argument_group("serving to other machines (README: Serving to other machines)")
     reach.add_argument("--api-key-file", dest="api_key_file", metavar="FILE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 from typing import Any
@@ -19,6 +20,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Train, evaluate on the test split, and write runs/<name>/ with a report.",
     )
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last checkpoint")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print the model's layer table (it is in the run folder's model_summary.txt), each "
+                        "stage's trainable modules and every epoch's line (default: the slow ones)")
     add_run_arguments(p, data_nargs="?")
     p.set_defaults(func=run)
     return p
@@ -40,10 +44,13 @@ def run(args: argparse.Namespace) -> int:
     import cnnlab.phases as phases
 
     phases.begin(with_startup=True)
+    if args.verbose:  # the console's extra detail (cnnlab.training.console.verbose); not a run option
+        logging.getLogger("cnnlab").setLevel(logging.DEBUG)
     with phases.phase("start-up"):  # importing torch and Lightning is most of a command's start-up
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank
         from cnnlab.training.fit import TrainingInterrupted
+        from cnnlab.training.run_dir import read_optional_json
 
     if args.resume:
         if given_options(args, all_options()) or args.config or args.recipe or args.augment:
@@ -58,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         if process_rank() != 0:  # rank 0 tells the user; a non-zero code here would make the launcher kill it
             return 0
+        _print_results(read_optional_json(stop.files.meta))
         report = f"; report: {stop.files.report}" if stop.files.report.is_file() else ""
         print(f"\ninterrupted: {stop.saved}{report}")
         print(f"resume with: cnnlab train --resume {stop.files.root}")
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     timing = result.meta.get("timing") or {}
     if timing.get("phases"):
         print("\n" + phases.phase_line(timing["phases"], timing.get("total_seconds")))
+    _print_results(result.meta)
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")
     print(f"report:     {result.report_path}")
@@ -77,3 +86,12 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"MLflow:     run {tracking['run_id']} in '{tracking['experiment']}'; {ui_command(tracking['uri'])}")
     return 0
+
+
+def _print_results(meta: dict[str, Any]) -> None:
+    """Each stage's validation and test result, when there were several or one was interrupted."""
+    from cnnlab.training.console import results_lines
+
+    stages = meta.get("stages") or []
+    if len(stages) > 1 or (stages and not stages[-1].get("done")):
+        print("\n" + "\n".join(results_lines(meta)))

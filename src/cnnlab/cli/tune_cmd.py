@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnlab.cli.parser import positive_int
 from cnnlab.cli.train_cmd import add_run_arguments, config_from_args
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 
 
 def _seconds(text: str) -> float:
@@ -60,21 +60,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(result: Any, config: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from cnnlab.cli.output import print_wide, stdout_console
     from cnnlab.tuning.space import changed_flags
 
-    console = Console() if Console().is_terminal else Console(width=200)
+    console = stdout_console()
     params = sorted({k for row in result.trials for k in row if k.startswith("param_")})
     table = Table("trial", "state", "val acc", "val loss", "epochs run", "s", *[p[6:] for p in params],
-                  title=f"{len(result.trials)} trials in {result.seconds_used:.0f} s of {result.budget:g} s")
+                  title=f"{plural(len(result.trials), 'trial')} in {result.seconds_used:.0f} s of {result.budget:g} s")
     for row in result.trials:
         cells = [_cell(row.get(p)) for p in params]
         name = f"{row['trial']}" + (" (yours)" if row["baseline"] else "")
         table.add_row(name, row["state"], _cell(row["val_acc"], pct=True), _cell(row["val_loss"]),
                       _cell(row["epochs"]), _cell(row["seconds"]), *cells)
-    console.print(table)
+    print_wide(console, table)
     for note in result.notes:
         print(note)
     if result.best is None:

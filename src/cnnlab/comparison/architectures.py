@@ -22,7 +22,7 @@ from cnnlab.comparison.outputs import html_summary, write_outputs
 from cnnlab.comparison.probe import IMAGENET_CLASSES, ProbeSpec, open_probe
 from cnnlab.comparison.training import same_way, split_counts, train_model
 from cnnlab.config import RunConfig, merge_config
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
 from cnnlab.threads import CpuSampler, busy_while_timed, choose
@@ -101,7 +101,7 @@ def how_measured(settings: CompareSettings, threads: int) -> dict[str, str]:
         "size": "FP32 weights saved as a safetensors file (MB = 10^6 bytes)",
         "latency": f"batch 1: median, interquartile range (IQR) and fastest of up to {settings.repeats} timed forward "
                    f"passes (at most {settings.max_seconds:g} s, at least 3) after 3 warm-up passes, under "
-                   f"torch.inference_mode, {threads} thread{'s' if threads != 1 else ''}, {layout} layout; "
+                   f"torch.inference_mode, {plural(threads, 'thread')}, {layout} layout; "
                    f"the models are timed in turns, {ROUNDS} rounds of a block each, so load from another "
                    "process falls on all of them alike",
         "throughput": f"images per second in batches of {batch}, from the same kind of timing (1 warm-up batch); "

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.comparison.charts import plot_comparison
 from cnnlab.comparison.columns import CSV_FIELDS, cell, display_columns
+from cnnlab.errors import plural
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape, table
+from cnnlab.tables import csv_text as records_csv
 
 if TYPE_CHECKING:  # the dataclass only, for annotations: architectures imports this module
     from cnnlab.comparison.architectures import Comparison
@@ -21,11 +21,7 @@ FILES = {"csv": "comparison.csv", "md": "comparison.md", "png": "comparison.png"
 
 def csv_text(comparison: Comparison) -> str:
     """Every row with every field (:data:`CSV_FIELDS`), empty where not measured."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(comparison.rows)
-    return buffer.getvalue()
+    return records_csv(comparison.rows, CSV_FIELDS)
 
 
 def _md_cell(text: str) -> str:
@@ -66,8 +62,7 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     paths = {kind: folder / name for kind, name in FILES.items()}
     atomic_write_text(paths["csv"], csv_text(comparison))
     figure = plot_comparison(comparison.rows, paths["png"], comparison.settings.batch_size,
-                             f"{comparison.settings.image_size} px, {comparison.threads} "
-                             f"thread{'s' if comparison.threads != 1 else ''}"
+                             f"{comparison.settings.image_size} px, {plural(comparison.threads, 'thread')}"
                              + ("; MEASURED ON A BUSY MACHINE: times not comparable, rerun" if comparison.busy else ""))
     written = {"csv": paths["csv"], "md": paths["md"], **({"png": figure} if figure else {})}
     comparison.files = written
@@ -80,8 +75,8 @@ def html_summary(comparison: Comparison) -> str:
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained, compact=True)
     rows = [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows]
-    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, {comparison.threads} "
-             f"thread{'s' if comparison.threads != 1 else ''}: {comparison.folder}"
+    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, "
+             f"{plural(comparison.threads, 'thread')}: {comparison.folder}"
              + (" (measured on a busy machine: rerun)" if comparison.busy else ""))
     chart = png_html([comparison.files["png"]]) if "png" in comparison.files else ""
     return (f"<div><b>{escape(title)}</b>" + table([label for _, label in columns], rows, range(1, len(columns)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnlab.config import AugmentConfig, RunConfig, merge_config
 from cnnlab.data.prepare import InputNeeds, prepare_data
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.run import train_and_evaluate
 from cnnlab.training.run_dir import RunFiles, read_meta
 from cnnlab.training.stages import plan_stages
@@ -47,8 +47,8 @@ def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str
     if train.time_budget:
         budget = f"{train.time_budget:g} s of training each (every stage, feature extraction included)"
     else:
-        budget = (f"at most {train.epochs} epoch{'s' if train.epochs != 1 else ''} each (early stopping after "
-                  f"{train.patience} epochs without progress)")
+        budget = (f"at most {plural(train.epochs, 'epoch')} each (early stopping after "
+                  f"{plural(train.patience, 'epoch')} without progress)")
     text = (f"Every model was trained by cnnlab train's own path on {config.data.source} with the same split "
             f"(seed {train.seed}: {split} images), image size {config.data.image_size} px, augmentation "
             f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr "
@@ -69,7 +69,7 @@ def _stage_text(name: str, epochs: int, lr: float | str) -> str:
     what = {"frozen": "a frozen backbone, head on cached features", "finetune": "fine-tuning the top",
             "train": "every layer"}.get(name, name)
     rate = lr if isinstance(lr, str) else f"{lr:g}"  # "auto": the finder picks it
-    return f"{what}: up to {epochs} epochs at lr {rate}"
+    return f"{what}: up to {plural(epochs, 'epoch')} at lr {rate}"
 
 
 def _run_row(files: RunFiles, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -174,6 +174,28 @@ def decode_image(
         return image_to_array(im, channels, size, background)
 
 
+def decode_preview(path: ImageSource, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The whole picture (not centre-cropped) as RGB uint8 (H, W, 3), its longer side at most ``max_side``,
+    decoded cheaply: for what a picture shows (perceptual hashes, colours). The pixels are sampled, not
+    averaged (nearest neighbour), so a flat colour stays one colour and fine stripes keep their contrast.
+    Decoding it also finds the truncated files a header does not show.
+
+    Raises:
+        UnreadableImage: any file that cannot be fully decoded.
+    """
+    with _opened(_source(path), max_pixels) as im:
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", (max_side, max_side))  # libjpeg's 1/2-1/8 scaling: the cost of a small image
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        rgb = _to_8bit(im, 3, (255, 255, 255))
+        scale = max_side / max(rgb.size)
+        if scale < 1:
+            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+                             Image.Resampling.NEAREST)
+        return np.array(rgb, dtype=np.uint8).reshape(rgb.height, rgb.width, 3)
+
+
 def decode_for_display(path: Path, max_side: int, what: str = "IMAGE") -> np.ndarray:
     """An image file to look at: (H, W) gray or (H, W, 3) RGB uint8 as the file is, centre-cropped
     square as training does, at most ``max_side`` px.
@@ -279,7 +301,7 @@ def _unreadable(exc: Exception, fmt: str | None, path: ImageSource, max_pixels: 
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return UnreadableImage(exc.strerror.lower())  # from os: "no such file or directory"
     if isinstance(exc, UnidentifiedImageError):
-        return UnreadableImage("not an image (or not JPEG/PNG/BMP/GIF/TIFF/WebP)")
+        return UnreadableImage("not an image, or in a format other than JPEG, PNG, BMP, GIF, TIFF and WebP")
     if isinstance(exc, MemoryError):
         return UnreadableImage(f"{what} too large to decode (out of memory)")
     if isinstance(exc, EOFError) or "truncated" in message.lower():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -187,3 +187,15 @@ def discover(root: Path) -> Listing:
             f"no images found in class folders under '{where}'; expected {where}/<class>/<image>.jpg"
         )
     return listing
+
+
+def too_few_classes(source: Path, listing: Listing, class_names: list[str]) -> str:
+    """Why ``listing`` cannot train a classifier (fewer than 2 classes), in the terms of its kind: labels
+    of a CSV, class folders of a folder."""
+    found = f" ('{class_names[0]}')" if class_names else ""
+    if listing.layout == "csv":
+        return (f"'{source}' labels its training rows with {plural(len(class_names), 'class', 'classes')}"
+                f"{found}; a classifier needs at least 2: list images of at least 2 labels")
+    where = (listing.root or source) / ("train" if listing.layout == "splits" else "")
+    return (f"'{where}' has {plural(len(class_names), 'class folder')}{found}; a classifier needs at least 2 "
+            f"(one subfolder per class: {where}/<class>/<image>.jpg)")

@@ -1,12 +1,16 @@
-"""The data doctor: counts, formats, sizes, unreadable files, duplicates and leakage of a data set.
+"""The data doctor: counts, formats, sizes, unreadable files, blank images, copies and leakage of a data set.
 
-Reads each file's header (no pixel decoding, unless ``decode=True``) and hashes its bytes, so a
-large folder is checked in about the time it takes to read it once.
+Reads each file once: its header, a digest of its bytes (exact copies) and a small preview decoded from
+the same bytes (truncated files, blank or placeholder images, and the perceptual hash that finds near
+copies: :mod:`cnnlab.data.similar`). Copies are grouped: within a class, across splits (leakage) and
+across labels (conflicts).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import textwrap
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,12 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.data.decode import ImageInfo, UnreadableImage, decode_image, decode_preview, is_grayscale, probe_image
 from cnnlab.data.discover import discover
+from cnnlab.data.similar import Copy, Look, blank_reason, copy_groups, look_at, same_pictures, typical_entropy
+from cnnlab.errors import suggest
 
 IMBALANCE_LIMIT = 3.0  # max/min class count above which training needs --sampler balanced or weights
 MIN_PER_CLASS = 10  # fewer training images than this per class: the class will barely be learned
 SPLIT_ORDER = ("train", "val", "test")
+PREVIEW = 128  # px, the longer side of the picture each file is looked at as
+FIGURE_ROWS = 12  # findings drawn in suspects.png; --format json lists them all
 
 
 @dataclass
@@ -35,6 +43,7 @@ class FileFacts:
     width: int = 0
     height: int = 0
     digest: str = ""  # blake2b of the bytes, for duplicates
+    look: Look | None = None  # perceptual hash and content of its preview
     reason: str | None = None  # why the file is unusable, or None
 
 
@@ -46,18 +55,24 @@ class Inspection:
     report: dict[str, Any]
 
 
-def _examine(item: FileFacts, decode: bool) -> FileFacts:
+def _examine(item: FileFacts) -> FileFacts:
     try:
         info = probe_image(item.path)
-        if decode:  # finds truncated files, which a header does not show; small size: fast
-            decode_image(item.path, channels=1 if is_grayscale(info) else 3, size=32)
+        data = item.path.read_bytes()
+        # decoding the whole stream (small) also finds truncated files, which a header does not show
+        item.look = look_at_preview(io.BytesIO(data))
         item.format, item.mode, item.width, item.height = info.format, info.mode, info.width, info.height
-        item.digest = hashlib.blake2b(item.path.read_bytes(), digest_size=16).hexdigest()
+        item.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     except UnreadableImage as exc:
         item.reason = exc.reason
     except OSError as exc:  # vanished or unreadable between probe and read
         item.reason = (exc.strerror or str(exc)).lower()
     return item
+
+
+def look_at_preview(source: Path | io.BytesIO) -> Look:
+    """The :class:`Look` of an image file, from its preview (raises UnreadableImage)."""
+    return look_at(decode_preview(source, PREVIEW))
 
 
 def _size_range(facts: list[FileFacts]) -> dict[str, str]:
@@ -79,27 +94,68 @@ def _class_stats(facts: list[FileFacts], total: int) -> dict[str, Any]:
     }
 
 
-def _duplicates(good: list[FileFacts]) -> tuple[list[dict], list[dict], list[dict]]:
-    """(copies within one split, contents found in several splits, contents under several labels)."""
-    groups: dict[str, list[FileFacts]] = defaultdict(list)
-    for f in good:
-        groups[f.digest].append(f)
+def _entry(f: FileFacts, copy: Copy | None) -> dict[str, Any]:
+    """One file of a group of copies: where it is, and how it matches the group's first file."""
+    reason = "the first of the group" if copy is None else copy.reason
+    return {"split": f.split, "label": f.label, "path": str(f.path), "bits": 0 if copy is None else copy.bits,
+            "reason": reason}
+
+
+def _group_reason(members: list[FileFacts], copies: list[Copy | None]) -> str:
+    labels = sorted({f.label for f in members})
+    bits = max(c.bits for c in copies if c is not None)
+    kind = "exact copies" if all(c is None or c.exact for c in copies) else \
+        f"near copies (perceptual hash up to {bits} of 64 bits apart)" if bits else \
+        "near copies (the same perceptual hash, other bytes)"
+    if len(members) >= 3 and len(labels) >= 2:  # one picture filed everywhere: a placeholder, a logo
+        return f"{kind}: one picture in {len(members)} files under {len(labels)} labels (a placeholder?)"
+    return kind
+
+
+def _duplicates(good: list[FileFacts]) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """(copies within one split and label, pictures found in several splits, pictures under several labels,
+    notes): exact copies by digest, near copies by perceptual hash."""
+    looks = [f.look for f in good if f.look is not None]
+    assert len(looks) == len(good), "every readable file has a look"
+    copies, note = same_pictures(looks, [f.digest for f in good])
+    link = {c.second: c for c in copies}  # each group's later members, linked to an earlier one
     within, across, conflicts = [], [], []
-    for digest, members in groups.items():
-        if len(members) < 2:
-            continue
-        entries = [{"split": f.split, "label": f.label, "path": str(f.path)} for f in members]
-        # copies under one label in one split; under several labels they are conflicts
+    for group in copy_groups(len(good), [(c.first, c.second, c.bits) for c in copies]):
+        members = [good[i] for i in group]
+        to_first = [None] + [_to_first(group[0], i, link, good) for i in group[1:]]
+        entries = [_entry(f, c) for f, c in zip(members, to_first)]
+        reason = _group_reason(members, to_first)
         by_place = Counter((f.split, f.label) for f in members)
         for (split, label), n in by_place.items():
             if n > 1:
-                within.append({"hash": digest, "split": split, "label": label,
+                within.append({"reason": reason, "split": split, "label": label,
                                "paths": [str(f.path) for f in members if (f.split, f.label) == (split, label)]})
         if len({f.split for f in members}) > 1:
-            across.append({"hash": digest, "files": entries})
+            across.append({"reason": reason, "files": entries})
         if len({f.label for f in members}) > 1:
-            conflicts.append({"hash": digest, "files": entries})
-    return within, across, conflicts
+            conflicts.append({"reason": reason, "files": entries})
+    return within, across, conflicts, [note] if note else []
+
+
+def _to_first(first: int, index: int, link: dict[int, Copy], good: list[FileFacts]) -> Copy:
+    """How file ``index`` matches its group's first file: directly when they are one pair, else measured."""
+    direct = link.get(index)
+    if direct is not None and direct.first == first:
+        return direct
+    a, b = good[first], good[index]
+    assert a.look is not None and b.look is not None
+    return Copy(first, index, (a.look.phash ^ b.look.phash).bit_count(), a.digest == b.digest)
+
+
+def _near_blank(good: list[FileFacts]) -> list[dict[str, Any]]:
+    """Blank and near-blank images (placeholders, not photos of their class), each with its reason."""
+    typical = typical_entropy([f.look for f in good if f.look is not None])
+    found = []
+    for f in good:
+        reason = blank_reason(f.look, typical) if f.look is not None else None
+        if reason is not None:
+            found.append({"split": f.split, "label": f.label, "path": str(f.path), "reason": reason})
+    return found
 
 
 def _n(count: int, noun: str) -> str:
@@ -110,14 +166,20 @@ def _problems(report: dict[str, Any], flat: bool) -> list[str]:
     problems = []
     if report["skipped"]:
         problems.append(f"{_n(len(report['skipped']), 'file')} skipped (unreadable or not images)")
+    if report["near_blank"]:
+        problems.append(f"{_n(len(report['near_blank']), 'blank or near-blank image')} (placeholders, not "
+                        "pictures of their class): delete them or move them out of the class folders")
     if report["duplicates"]:
         extra = sum(len(g["paths"]) - 1 for g in report["duplicates"])
         where = "; held-out val/test may get copies" if flat else ""
-        problems.append(f"{_n(extra, 'duplicate copy')} within a split{where}".replace("copys", "copies"))
+        problems.append(f"{_n(extra, 'duplicate copy')} within a split{where}".replace("copys", "copies")
+                        + ": keep one of each")
     if report["leakage"]:
-        problems.append(f"{_n(len(report['leakage']), 'image')} in more than one split (leakage)")
+        problems.append(f"{_n(len(report['leakage']), 'image')} in more than one split (leakage): delete the "
+                        "copies from val/test, or the test score is inflated")
     if report["conflicts"]:
-        problems.append(f"{_n(len(report['conflicts']), 'image')} found under different labels")
+        problems.append(f"{_n(len(report['conflicts']), 'image')} found under different labels: keep the one "
+                        "with the right label, delete the others")
     train = report["splits"].get("train", {}).get("classes", {})
     if len(train) < 2:
         problems.append(f"{len(train)} class(es) in train; a classifier needs at least 2")
@@ -131,11 +193,15 @@ def _problems(report: dict[str, Any], flat: bool) -> list[str]:
         missing = sorted(set(train) - {n for n, c in stats["classes"].items() if c["count"]})
         if split != "train" and missing:
             problems.append(f"{split} lacks class {', '.join(missing[:5])}")
+        unknown = sorted(set(stats["classes"]) - set(train)) if split != "train" else []
+        problems.extend(f"{split} has class {name}, which train lacks{suggest(name, train)}" for name in unknown)
     return problems
 
 
 def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspection:
     """Examines every file of a folder or CSV listing (see ``discover``) and reports on it.
+
+    Every file is decoded (a small preview): ``decode`` is kept for old callers and changes nothing.
 
     Raises:
         CnnlabError: when ``source`` is missing or holds no class folders.
@@ -144,7 +210,7 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     items = [FileFacts(path, split, label) for split in SPLIT_ORDER for path, label in listing.files.get(split, [])]
     chunks = [items[i : i + 64] for i in range(0, len(items), 64)]  # one task per 64 files, not per file
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        facts = [f for chunk in pool.map(lambda c: [_examine(f, decode) for f in c], chunks) for f in chunk]
+        facts = [f for chunk in pool.map(lambda c: [_examine(f) for f in c], chunks) for f in chunk]
     splits: dict[str, Any] = {}
     imbalance: dict[str, float] = {}
     for split in SPLIT_ORDER:
@@ -161,21 +227,24 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
         if counts:
             imbalance[split] = round(max(counts) / min(counts), 2) if min(counts) else float("inf")
     good = [f for f in facts if f.reason is None]
-    within, across, conflicts = _duplicates(good)
+    within, across, conflicts, notes = _duplicates(good)
     skipped = [{"path": str(p), "split": "", "label": "", "reason": r} for p, r in listing.ignored]
     skipped += [{"path": str(f.path), "split": f.split, "label": f.label, "reason": f.reason}
                 for f in facts if f.reason is not None]
     report: dict[str, Any] = {
         "source": str(source),
         "layout": listing.layout,
-        "checked": "headers and decoding" if decode else "headers only (--decode also finds truncated files)",
+        "checked": f"every image decoded ({PREVIEW} px preview): exact copies by bytes, near copies by "
+                   "perceptual hash",
         "images": len(good),
         "splits": splits,
         "imbalance": imbalance,
         "skipped": skipped,
+        "near_blank": _near_blank(good),
         "duplicates": within,
         "leakage": across,
         "conflicts": conflicts,
+        "notes": notes,
     }
     report["problems"] = _problems(report, flat=report["layout"] == "flat")
     n = len(report["problems"])
@@ -212,11 +281,72 @@ def sample_images(
     return stacked, labels, class_names
 
 
+def findings(report: dict[str, Any]) -> list[tuple[list[dict[str, Any]], str]]:
+    """The doctor's findings about pictures, one per group of copies or lone blank image: (files, reason)."""
+    blank = {f["path"]: f["reason"] for f in report["near_blank"]}
+    rows: list[tuple[list[dict[str, Any]], str]] = []
+    shown: set[str] = set()  # a group under two labels and in two splits is drawn once
+
+    def add(files: list[dict[str, Any]], reason: str) -> None:
+        paths = {f["path"] for f in files}
+        if not paths <= shown:
+            shown.update(paths)
+            also = next((blank[f["path"]] for f in files if f["path"] in blank), None)
+            rows.append((files, reason if also is None else f"{reason}; {also}"))
+
+    for kind, groups in (("under different labels", report["conflicts"]), ("in several splits", report["leakage"])):
+        for group in groups:
+            add(group["files"], f"{kind}: {group['reason']}")
+    for group in report["duplicates"]:
+        add([{"split": group["split"], "label": group["label"], "path": p} for p in group["paths"]],
+            f"copies in one class: {group['reason']}")
+    return rows + [([f], f["reason"]) for f in report["near_blank"] if f["path"] not in shown]
+
+
+def _tile(path: str, side: int) -> np.ndarray:
+    """A file's whole picture letterboxed into a white side x side square, (H, W, 3) floats in [0, 1]."""
+    tile = np.ones((side, side, 3), np.float32)
+    try:
+        picture = decode_preview(Path(path), side)
+    except UnreadableImage:  # changed since it was inspected: an empty tile
+        return tile
+    top, left = (side - picture.shape[0]) // 2, (side - picture.shape[1]) // 2
+    tile[top : top + picture.shape[0], left : left + picture.shape[1]] = picture / 255.0
+    return tile
+
+
+def plot_findings(report: dict[str, Any], out: Path, side: int = 112, per_row: int = 4) -> Path | None:
+    """``suspects.png``: each blank image and group of copies side by side, with its reason (None: none)."""
+    from cnnlab.figures import mosaic, new_figure, save_figure, short
+
+    rows = findings(report)
+    if not rows:
+        return None
+    shown = rows[:FIGURE_ROWS]
+    fig = new_figure(max(7.5, 1.6 * per_row), 1.95 * len(shown) + 0.5)
+    for place, (files, reason) in enumerate(shown):
+        ax = fig.add_subplot(len(shown), 1, place + 1)
+        tiles = [_tile(f["path"], side) for f in files[:per_row]]
+        tiles += [np.ones((side, side, 3), np.float32)] * (per_row - len(tiles))  # rows of one width
+        ax.imshow(mosaic(tiles, per_row, 6, 1.0))
+        ax.set_title("\n".join(textwrap.wrap(reason, 100)[:3]), loc="left", fontsize=8)
+        names = [f"{f['split']}/{short(f['label'], 14)}\n{short(Path(f['path']).name, 20)}" for f in files[:per_row]]
+        ax.set_xticks([(side + 6) * i + side / 2 for i in range(len(names))], names, fontsize=6)
+        ax.set_yticks([])
+        ax.tick_params(length=0)
+        ax.spines[:].set_visible(False)
+    more = f" (first {FIGURE_ROWS} of {len(rows)})" if len(rows) > FIGURE_ROWS else ""
+    return save_figure(fig, out, f"Pictures that would mislead training{more}")
+
+
 def write_inspection_figures(inspection: Inspection, out_dir: Path) -> list[Path]:
-    """``samples.png`` (a few images per class) and ``class_counts.png`` (images per class and split)."""
+    """``samples.png`` (a few images per class), ``class_counts.png`` (images per class and split) and,
+    when the doctor found any, ``suspects.png`` (blank images and copies, each with its reason)."""
     from cnnlab.figures import plot_class_counts, plot_samples_per_class
 
     images, labels, names = sample_images(inspection)
     counts = {s: {n: c["count"] for n, c in st["classes"].items()} for s, st in inspection.report["splits"].items()}
-    return [plot_samples_per_class(images, labels, names, Path(out_dir) / "samples.png"),
-            plot_class_counts(counts, Path(out_dir) / "class_counts.png")]
+    written = [plot_samples_per_class(images, labels, names, Path(out_dir) / "samples.png"),
+               plot_class_counts(counts, Path(out_dir) / "class_counts.png")]
+    suspects = plot_findings(inspection.report, Path(out_dir) / "suspects.png")
+    return written + ([suspects] if suspects is not None else [])

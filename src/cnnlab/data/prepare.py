@@ -14,13 +14,13 @@ from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.cache import cache_enabled
 from cnnlab.data.crop import NO_MARGIN, stored_side
-from cnnlab.data.discover import Listing, discover
+from cnnlab.data.discover import Listing, discover, too_few_classes
 from cnnlab.data.folder import decode_files, default_side, guess_format
 from cnnlab.data.packed import is_packed, open_packed
 from cnnlab.data.record_store import decode_stored
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, suggest
 
 log = logging.getLogger("cnnlab")
 
@@ -97,16 +97,13 @@ def _folder(
     skipped += [SkippedFile(str(path), reason) for path, reason in listing.ignored]
     class_names = sorted({label for _, label in listing.files["train"]})
     if len(class_names) < 2:
-        raise CnnlabError(
-            f"'{root}' has {len(class_names)} class folder(s); a classifier needs at least 2 "
-            "(one subfolder per class)"
-        )
+        raise CnnlabError(too_few_classes(root, listing, class_names))
     for split, files in listing.files.items():
         extra = sorted({label for _, label in files} - set(class_names))
         if extra:
             raise CnnlabError(
-                f"class '{extra[0]}' is in the {split} split but not in train; add its training "
-                f"images or remove it from {split}"
+                f"class '{extra[0]}' is in the {split} split but not in train{suggest(extra[0], class_names)}; "
+                f"add its training images or remove it from {split}"
             )
         missing = sorted(set(class_names) - {label for _, label in files})
         if missing and split != "train":
@@ -188,7 +185,8 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
     _check_nonempty(splits, class_names)
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     crop = side if crop_pct < NO_MARGIN else None
-    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop)
+    held_out = tuple(name for name in ("val", "test") if name not in given)
+    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop, held_out)
 
 
 @dataclass(frozen=True)
@@ -248,8 +246,9 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
     unknown = sorted({label for _, label in files} - set(class_names))
     if unknown:
         raise CnnlabError(
-            f"'{source}' has class '{unknown[0]}' that the model was not trained on "
-            f"(it knows: {', '.join(class_names[:10])}{'...' if len(class_names) > 10 else ''})"
+            f"'{source}' has class '{unknown[0]}' that the model was not trained on"
+            f"{suggest(unknown[0], class_names)}; it knows: {', '.join(class_names[:10])}"
+            f"{'...' if len(class_names) > 10 else ''}"
         )
     index = {name: i for i, name in enumerate(class_names)}
     if image_set is not None:

@@ -136,6 +136,7 @@ class PreparedData:
     skipped: list[SkippedFile] = field(default_factory=list)
     crop_pct: float = 1.0  # images are stored larger than the model's input (cnnlab.data.crop) when < 1
     crop: int | None = None  # then the model's input side, cut from each stored image
+    held_out: tuple[str, ...] = ()  # the splits cnnlab held out of the training images (seeded), not given
 
     @property
     def channels(self) -> int:
@@ -164,4 +165,4 @@ class PreparedData:
                 "per_class": dict(zip(self.class_names, counts)),
                 "fingerprint": image_set.fingerprint(),
             }
-        return {"source": self.source, "splits": splits, "skipped": len(self.skipped)}
+        return {"source": self.source, "splits": splits, "skipped": len(self.skipped), "held_out": list(self.held_out)}

@@ -21,6 +21,7 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.deploy.runtime import Served, artifact_path, fastest_runtime, open_runtime, torch_threads, update_sidecar
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES
+from cnnlab.errors import plural
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import run_data
 from cnnlab.models.inference import accuracy, is_channels_last
@@ -173,7 +174,7 @@ def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int =
     best, why = fastest_runtime(files)
     labels = {name: f"{RUNTIMES[name]} ({s.source.name if name != 'pytorch' else 'checkpoint'})"
               for name, s in served.items()}
-    notes = [(f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images; batch-1 latency is the "
+    notes = [(f"{plural(threads, 'thread')}; {len(test)} test images; batch-1 latency is the "
               "median of interleaved rounds"), f"predict uses {RUNTIMES[best]}: {why}"]
     if busy:
         notes.insert(0, f"measured on a busy machine ({busy}): rerun when it is quiet before choosing a runtime "

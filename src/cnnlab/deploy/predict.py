@@ -1,8 +1,9 @@
 """Classifies images with a run's model, or with an exported artifact on its own.
 
 The preprocessing is the model's own: from the run folder, or from the metadata inside the
-artifact, so an artifact copied anywhere predicts what the checkpoint does. A run folder is
-served by its fastest measured runtime that keeps accuracy (``deploy.runtime.fastest_runtime``).
+artifact, so an artifact copied anywhere predicts what the checkpoint does. A run folder answers
+with its fastest runtime that gives the checkpoint's own outputs, INT8 only when asked for
+(``deploy.runtime.fastest_runtime``); every row names the runtime that answered it.
 """
 
 from __future__ import annotations
@@ -110,11 +111,13 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
 
 def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: str = "auto",
                  threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
-    """:func:`predict_images` with a run folder or an exported artifact, logging which runtime ran.
+    """:func:`predict_images` with a run folder or an exported artifact; each row's ``runtime`` names
+    the one that answered (a key of ``deploy.settings.RUNTIMES``), which is also logged with why.
 
     Args:
-        target: a run folder (its fastest measured runtime unless ``runtime`` names one: pytorch,
-            torchscript, onnx, int8), or a ``.onnx`` / TorchScript file written by ``cnnlab export``.
+        target: a run folder, or a ``.onnx`` / TorchScript file written by ``cnnlab export``.
+        runtime: for a run folder, ``auto`` (the fastest with the checkpoint's own outputs),
+            ``fastest`` (INT8 too when it keeps test accuracy), or pytorch, torchscript, onnx, int8.
     """
     served, why = open_for_prediction(target, runtime, threads)
     log.info("runtime: %s; %s", served.describe(), why)
@@ -123,4 +126,5 @@ def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: 
     folder = Path(target).expanduser()
     decoding = {"workers": read_run_config(RunFiles(folder)).data.workers} if folder.is_dir() else {}
     with torch_threads(threads):
-        return predict_images(served, items, k, tta=tta, **decoding)
+        rows = predict_images(served, items, k, tta=tta, **decoding)
+    return [{**row, "runtime": served.runtime} for row in rows]

@@ -28,7 +28,7 @@ from cnnlab.deploy.benchmark import measure_served, normalized, sample, speed_co
 from cnnlab.deploy.export import Export, export_model
 from cnnlab.deploy.runtime import ONNX_KEY, model_metadata, open_runtime, ort_session, torch_threads, update_sidecar
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run import run_data
 from cnnlab.tables import Table
@@ -152,6 +152,8 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
     Raises:
         CnnlabError: when the INT8 graph would not run integer operators (nothing is written).
     """
+    import torch
+
     if calibration < 1:
         raise CnnlabError(f"--calibration must be at least 1 image, got {calibration}")
     exported = None if files.onnx.is_file() else export_model(files, trained, data, "onnx", threads=threads)
@@ -171,6 +173,7 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
         temporary.unlink(missing_ok=True)
     test = data.splits["test"]
     with torch_threads(threads):
+        threads = torch.get_num_threads()  # the count asked for, or the thread policy's (0 means auto)
         served = {runtime: open_runtime(files, runtime, threads, trained) for runtime in ("pytorch", "onnx", "int8")}
         results = measure_served(served, test)
     fp32, int8 = results["onnx"], results["int8"]
@@ -185,7 +188,7 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
         log.warning(warning)
     notes = [f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
              (f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-              f"QUInt8 activations, MinMax"), f"{threads} thread{'s' if threads > 1 else ''}; {len(test)} test images",
+              f"QUInt8 activations, MinMax"), f"{plural(threads, 'thread')}; {len(test)} test images",
              *warnings]
     labels = {name: RUNTIMES[name] for name in served}
     table = Table(f"INT8 quantization of {files.root.name}", speed_columns(RUNTIMES["onnx"]),

@@ -23,7 +23,7 @@ from torch import nn
 
 from cnnlab.data.crop import decode_side, input_side
 from cnnlab.data.normalize import Normalize
-from cnnlab.deploy.settings import ACCURACY_TOLERANCE, DEFAULT_THREADS, RUNTIMES
+from cnnlab.deploy.settings import ACCURACY_TOLERANCE, DEFAULT_THREADS, EXACT_RUNTIMES, RUNTIME_CHOICES, RUNTIMES
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
 from cnnlab.threads import for_command
@@ -87,8 +87,13 @@ class Served:
         """The side uploads and files are decoded to: the input plus the margin it is centre-cropped from."""
         return decode_side(self.preprocess)
 
+    @property
+    def label(self) -> str:
+        """The runtime's name and what it is, as every prediction names it: ``int8 (ONNX Runtime INT8)``."""
+        return f"{self.runtime} ({RUNTIMES[self.runtime]})"
+
     def describe(self) -> str:
-        return f"{RUNTIMES[self.runtime]} ({self.source}, {self.threads} thread{'s' if self.threads > 1 else ''})"
+        return f"{self.label}, {self.source}, {self.threads} thread{'s' if self.threads > 1 else ''}"
 
 
 class OrtModule(nn.Module):
@@ -229,42 +234,69 @@ def update_sidecar(files: RunFiles, trained: TrainedModel, artifacts: dict[str, 
     return sidecar
 
 
-def fastest_runtime(files: RunFiles) -> tuple[str, str]:
-    """(runtime, why) for serving a run: the fastest measured at batch 1 among its artifacts that
-    keep accuracy (within 1 point of the checkpoint's), else ONNX FP32 if exported, else PyTorch."""
-    speed = read_sidecar(files).get("speed") or {}
-    latency, accuracy = speed.get("latency_ms") or {}, speed.get("accuracy") or {}
-    reference = accuracy.get("pytorch")
-    usable = {}
+def _measured(files: RunFiles, latency: dict[str, Any]) -> dict[str, float]:
+    """Measured batch-1 latency (ms) of each runtime the run still has."""
+    present = {}
     for runtime, ms in latency.items():
         path = artifact_path(files, runtime)
-        if runtime not in RUNTIMES or (path is not None and not path.is_file()) or not isinstance(ms, (int, float)):
-            continue
-        acc = accuracy.get(runtime)
-        if runtime == "int8" and (acc is None or reference is None or acc < reference - ACCURACY_TOLERANCE):
-            continue  # INT8 is used only when it is known to keep accuracy
-        usable[runtime] = float(ms)
-    if usable:
-        best = min(usable, key=usable.__getitem__)
-        slowest = latency.get("pytorch")
-        vs = f", PyTorch eager {slowest:.2f} ms" if isinstance(slowest, (int, float)) and best != "pytorch" else ""
-        return best, f"fastest measured by {speed.get('measured_by', 'cnnlab')}: {usable[best]:.2f} ms per image{vs}"
-    if files.onnx.is_file():
-        return "onnx", "exported, not timed yet (cnnlab benchmark RUN measures every runtime)"
-    return "pytorch", "no exported model (cnnlab export RUN makes a faster one)"
+        if runtime in RUNTIMES and (path is None or path.is_file()) and isinstance(ms, (int, float)):
+            present[runtime] = float(ms)
+    return present
+
+
+def _int8_drop(accuracy: dict[str, Any]) -> float | None:
+    """Test accuracy INT8 loses against the checkpoint (fraction), None when either is unmeasured."""
+    int8, reference = accuracy.get("int8"), accuracy.get("pytorch")
+    return None if int8 is None or reference is None else float(reference) - float(int8)
+
+
+def fastest_runtime(files: RunFiles, choice: str = "auto") -> tuple[str, str]:
+    """(runtime, why) for predicting with a run, as ``--runtime auto`` or ``fastest`` picks it.
+
+    ``auto``: the fastest measured runtime with the checkpoint's own outputs (``EXACT_RUNTIMES``), so
+    a prediction is the one the report, ``evaluate`` and Grad-CAM show; ``fastest``: INT8 too when
+    it keeps test accuracy (within ``ACCURACY_TOLERANCE``). Unmeasured: ONNX FP32 if exported, else
+    PyTorch. ``why`` says when INT8 would have been faster and how to ask for it.
+    """
+    speed = read_sidecar(files).get("speed") or {}
+    measured = _measured(files, speed.get("latency_ms") or {})
+    drop = _int8_drop(speed.get("accuracy") or {})
+    int8_kept = drop is not None and drop <= ACCURACY_TOLERANCE
+    allowed = {r: ms for r, ms in measured.items() if r in EXACT_RUNTIMES or (choice == "fastest" and r == "int8"
+                                                                             and int8_kept)}
+    if not allowed:
+        if files.onnx.is_file():
+            return "onnx", "exported, not timed yet (cnnlab benchmark RUN measures every runtime)"
+        return "pytorch", "no exported model (cnnlab export RUN makes a faster one)"
+    best = min(allowed, key=allowed.__getitem__)
+    slowest = measured.get("pytorch")
+    vs = f", PyTorch eager {slowest:.2f} ms" if slowest is not None and best != "pytorch" else ""
+    why = f"fastest measured by {speed.get('measured_by', 'cnnlab')}: {allowed[best]:.2f} ms per image{vs}"
+    int8_ms = measured.get("int8")
+    if best != "int8" and int8_ms is not None and int8_ms < allowed[best] and drop is not None:
+        change = f"{-100 * drop:+.1f} points of test accuracy"
+        why += (f"; INT8 is faster ({int8_ms:.2f} ms, {change}) but changes the outputs: --runtime fastest or int8 "
+                "uses it" if int8_kept else f"; INT8 ({int8_ms:.2f} ms) is left out: {change}")
+    return best, why
 
 
 def open_for_prediction(target: str | Path, runtime: str = "auto",
                         threads: int = DEFAULT_THREADS) -> tuple[Served, str]:
-    """A run folder (its fastest runtime, or ``runtime``) or an artifact file; and why it was chosen."""
+    """A run folder (the runtime ``auto``/``fastest`` picks, or ``runtime``) or an artifact file; and why it was chosen.
+
+    Raises:
+        CnnlabError: an unknown runtime, a runtime given with an artifact file, a missing artifact.
+    """
+    if runtime not in RUNTIME_CHOICES:
+        raise CnnlabError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIME_CHOICES)}")
     path = Path(target).expanduser()
     if path.is_file():
         if runtime != "auto":
             raise CnnlabError(f"--runtime applies to a run folder; '{path}' is already one artifact")
         return open_artifact(path, threads), "the file given"
     files = open_run(path)
-    if runtime == "auto":
-        runtime, why = fastest_runtime(files)
+    if runtime in ("auto", "fastest"):
+        runtime, why = fastest_runtime(files, runtime)
     else:
         why = "asked for with --runtime"
     return open_runtime(files, runtime, threads), why

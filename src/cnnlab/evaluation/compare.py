@@ -25,19 +25,51 @@ def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -
     return float(accs[-1]) if accs else None
 
 
+def kept_stage(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the stage whose weights the run ended with (best.ckpt), or None before any stage.
+
+    run.json names it under ``kept`` when there were several stages; else a later stage holds the
+    weights when it replaced the earlier one's (``replaced_best``, missing in old runs: it did).
+    """
+    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
+    named = (run.get("kept") or {}).get("stage") if isinstance(run.get("kept"), dict) else None
+    for stage in stages:
+        if named is not None and stage.get("name") == named:
+            return stage
+    replaced = [s for s in stages if s.get("replaced_best", True)]
+    candidates = replaced or stages
+    return candidates[-1] if candidates else None
+
+
+def kept_val_accuracy(run: dict[str, Any], history: pd.DataFrame) -> float | None:
+    """The validation accuracy of the kept model: its epoch's, not the best any epoch reached.
+
+    Runs record it per stage (``val_at_best``); for older runs, the kept stage's epoch of lowest
+    validation loss (what they selected by) in the history.
+    """
+    stage = kept_stage(run)
+    best = (stage or {}).get("val_at_best")
+    if isinstance(best, dict) and best.get("accuracy") is not None:
+        return float(best["accuracy"])
+    if "val_acc" not in history or "val_loss" not in history:
+        return None
+    rows = history[history["stage"] == stage["name"]] if stage and "stage" in history else history
+    rows = rows[rows["val_loss"].notna() & rows["val_acc"].notna()].reset_index(drop=True)
+    return float(rows["val_acc"].iloc[int(rows["val_loss"].to_numpy().argmin())]) if len(rows) else None
+
+
 def summarise_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """One comparison row for a run folder, and its history."""
     files = open_run(run_dir)
     run = read_meta(files)
     history = load_history(files.metrics_csv)
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    has_val = "val_acc" in history and history["val_acc"].notna().any()
     row = {
         "run": str(run.get("name") or files.root.name),
         "model": (run.get("model") or {}).get("name"),
         "data": (run.get("data") or {}).get("source"),
         "epochs": len(history) or None,
-        "best_val_acc": float(history["val_acc"].max()) if has_val else None,
+        "kept_val_acc": kept_val_accuracy(run, history),
         "test_acc": final_test_accuracy(read_optional_json(files.metrics_json), stages),
         "params": (run.get("model") or {}).get("params_total"),
         "train_seconds": (run.get("timing") or {}).get("train_seconds"),
@@ -78,7 +110,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> tuple[list[dict[str, An
     """Writes ``comparison.csv`` and ``comparison.png`` (validation curves overlaid) to ``out_dir``.
 
     Returns:
-        The table rows (run, model, data, epochs, best_val_acc, test_acc, params,
+        The table rows (run, model, data, epochs, kept_val_acc, test_acc, params,
         train_seconds, status, path) and the PNG's path (None when no run has a finished epoch).
     """
     if not run_dirs:
@@ -105,7 +137,7 @@ def format_value(key: str, value: Any) -> str:
     """Human-readable table cell: percentages, thousands separators, seconds as m:ss."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "—"
-    if key in ("best_val_acc", "test_acc"):
+    if key in ("kept_val_acc", "test_acc"):
         return f"{100 * float(value):.2f}%"
     if key == "params":
         return f"{int(value):,}"

@@ -131,8 +131,10 @@ def plot_per_class_accuracy(per_class_recall: Mapping[str, float], out: Path) ->
     ax.set_xlim(0, 1)
     ax.set_xlabel("recall (fraction of the class's test images classified correctly)")
     if values:
-        ax.axvline(float(np.mean(values)), color="0.3", linestyle="--", linewidth=1, label="mean")
-        ax.legend(loc="lower right", fontsize=8)
+        mean = float(np.mean(values))
+        ax.axvline(mean, color="0.3", linestyle="--", linewidth=1, label=f"mean {mean:.1%}")
+        # Above the bars, outside the axes: inside, a legend sits on some class's bar whatever its corner.
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, borderaxespad=0.2)
     return save_figure(fig, out, "Per-class accuracy")
 
 

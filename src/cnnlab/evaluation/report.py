@@ -14,10 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cnnlab.data.crop import decode_side
-from cnnlab.evaluation.compare import final_test_accuracy, format_value
+from cnnlab.evaluation.compare import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
@@ -123,11 +121,9 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     out.extend(f'<p class="banner">{_e(note)}</p>' for note in run.get("notes") or [])
     names = run.get("class_names") or []
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-    params = model.get("params_total")
-    trainable = format_value("params", model.get("params_trainable"))
     rows = [
         ("Run", run.get("name", "—")), ("Status", status), ("Model", model.get("name", "—")),
-        ("Parameters", f"{format_value('params', params)} total, {trainable} trainable" if params else "—"),
+        ("Parameters", _parameters(run)),
         ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
         ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}"
          if pre else "—"),
@@ -144,6 +140,26 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "".join(out) + _pairs(rows)
 
 
+def _parameters(run: dict[str, Any]) -> str:
+    """"3,383,818 total; trained: 12,810 in stage frozen, 1,982,730 in stage finetune (kept)".
+
+    Each stage trains its own share (a frozen base, then the top too), so one "trainable" count
+    (the model's as built, i.e. stage 1's) would understate what the kept model learned.
+    """
+    model = _object(run.get("model"))
+    if not model.get("params_total"):
+        return "—"
+    total = f"{format_value('params', model['params_total'])} total"
+    stages = [s for s in run.get("stages") or [] if isinstance(s, dict) and s.get("params_trainable") is not None]
+    if len(stages) < 2:
+        trainable = stages[0]["params_trainable"] if stages else model.get("params_trainable")
+        return f"{total}, {format_value('params', trainable)} trainable"
+    kept = (kept_stage(run) or {}).get("name")
+    shares = [f"{format_value('params', s['params_trainable'])} in stage {s.get('name', '?')}"
+              + (" (kept)" if s.get("name") == kept else "") for s in stages]
+    return f"{total}; trained: {', '.join(shares)}"
+
+
 def _peak_memory(memory: dict[str, Any]) -> str:
     """Peak resident memory per process: "812 MiB", or "812, 640 MiB (per process)"."""
     peaks = [int(p) for p in memory.get("peak_rss_mb") or [] if isinstance(p, (int, float)) and p > 0]
@@ -153,8 +169,8 @@ def _peak_memory(memory: dict[str, Any]) -> str:
 
 
 def _improvement(stages: list[dict[str, Any]]) -> str:
-    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy."""
-    if len(stages) < 2:
+    """The "improvement from fine-tuning" line: last stage vs first, on test accuracy, once the last finished."""
+    if len(stages) < 2 or not stages[-1].get("done"):  # an interrupted stage 2 has improved nothing yet
         return ""
     a, b = stages[0].get("test_acc"), stages[-1].get("test_acc")
     if a is None or b is None:
@@ -175,11 +191,13 @@ def _training(files: RunFiles, run: dict[str, Any]) -> str:
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
         history = load_history(files.metrics_csv)
-        best_val = history.groupby("stage")["val_acc"].max() if "val_acc" in history else pd.Series(dtype=float)
-        rows = [[s.get("name", "—"), s.get("epochs", "—"), format_value("train_seconds", s.get("seconds")),
-                 _pct(best_val.get(s.get("name"))), _pct(s.get("test_acc")),
+        kept = (kept_stage(run) or {}).get("name") if len(stages) > 1 else None
+        rows = [[str(s.get("name", "—")) + (" (kept)" if s.get("name") == kept else ""), s.get("epochs", "—"),
+                 format_value("params", s.get("params_trainable")), format_value("train_seconds", s.get("seconds")),
+                 _pct(kept_val_accuracy({"stages": [s]}, history)), _pct(s.get("test_acc")),
                  "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}"] for s in stages]
-        headers = ["Stage", "Epochs", "Time", "Best val acc", "Test acc", "Best val loss"]
+        headers = ["Stage", "Epochs", "Trainable parameters", "Time", "Val acc (kept epoch)", "Test acc",
+                   "Best val loss"]
         keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
         out.append(_table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep))))
     return "".join(out)
@@ -254,8 +272,43 @@ def _explain(files: RunFiles) -> str:
 
 
 def _deployment(files: RunFiles) -> str:
-    """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark)."""
-    return "".join(table.html() for table in Table.load_all(files.tables))
+    """The before/after tables the deploy commands saved (distillation, pruning, INT8, benchmark), a
+    pruning sweep's curve, and the run's pruned copies side by side."""
+    tables = "".join(table.html() for table in Table.load_all(files.tables))
+    return tables + _figure(files, "prune_sweep") + _pruned_copies(files)
+
+
+def _pruned_copies(files: RunFiles) -> str:
+    """One row per pruned copy of this run (``cnnlab prune`` writes ``RUN/pruned/<kind>-<percent>/``),
+    read from the before/after table each copy saved: its figures were measured beside this run."""
+    found = [(child.name, Table.load(RunFiles(child).table("prune")))
+             for child in sorted(files.pruned.glob("*")) if child.is_dir()]
+    copies = [(name, table.data) for name, table in found if table is not None and table.data.get("kind")]
+    if not copies:
+        return ""
+    copies.sort(key=lambda c: (str(c[1]["kind"]), float(c[1].get("requested") or 0)))
+
+    def number(value: Any, fmt: str) -> str:
+        return "—" if not isinstance(value, (int, float)) else format(value, fmt)
+
+    rows, notes = [], []
+    for name, d in copies:
+        change = (100 * (d["final_accuracy"] - d["parent_test_accuracy"])
+                  if isinstance(d.get("parent_test_accuracy"), (int, float)) else None)
+        rows.append([name, number(d.get("achieved"), ".0%"), number(d.get("params"), ",") + " of "
+                     + number(d.get("parent_params"), ","), _pct(d.get("val_accuracy")),
+                     f"{_pct(d.get('final_accuracy'))} ({number(change, '+.2f')})",
+                     f"{number(d.get('pruned_ms'), '.2f')} vs {number(d.get('parent_ms'), '.2f')}",
+                     number(d.get("speedup_batch1"), ".2f") + "x", str(d.get("finetune_epochs") or 0),
+                     "yes (below)" if d.get("warnings") else "none"])
+        notes += [f"{name}: {w}" for w in d.get("warnings") or []]
+    notes.append("batch-1 latency (ms) of each copy against this run's, timed side by side (PyTorch eager) "
+                 "when the copy was made; test accuracy change in points; cnnlab prune RUN --max-drop POINTS "
+                 "finds the largest sparsity within a drop")
+    return Table("Pruned copies of this run (cnnlab prune)",
+                 ["pruned run", "sparsity", "non-zero params", "val accuracy", "test accuracy (change)",
+                  "batch 1 ms (pruned vs this run)", "speed-up", "fine-tuning epochs", "warnings"],
+                 rows, notes).html()
 
 
 def _data(files: RunFiles, run: dict[str, Any]) -> str:

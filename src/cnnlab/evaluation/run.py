@@ -46,24 +46,28 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     scores = _final_scores(result, metrics)
     with phase("figures"):
         write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
-    timing = dict(result.meta.get("timing", {}))
-    timing["evaluate_seconds"] = round(time.perf_counter() - started, 2)
-
-    def phase_record() -> None:  # the whole command, phase by phase (this process; a resumed run: this attempt)
-        timing.update(phases=phases.recorded(), total_seconds=phases.total_seconds())
-        result.meta["timing"] = timing
-
-    phase_record()
-    update_meta(files, status="completed", timing=timing, memory=_with_evaluation_peak(result.meta.get("memory")),
-                **scores)
+    result.meta.setdefault("timing", {})["evaluate_seconds"] = round(time.perf_counter() - started, 2)
+    update_meta(files, status="completed", memory=_with_evaluation_peak(result.meta.get("memory")),
+                **_time_record(result.meta), **scores)
     with phase("report"):
         write_report(files.root)
     if result.meta.get("tracking"):
         with phase("tracking"):  # MLflow gets the report as written
             finish_tracking(files, result.meta, metrics, "FINISHED", _figures(files))
-    phase_record()
-    update_meta(files, timing=timing)
+    update_meta(files, **_time_record(result.meta))
     return metrics
+
+
+def _time_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run.json keys that say where the time went, brought up to now: this attempt's phases on
+    its record, and ``timing`` summing every attempt's (a resumed run's work, as train_seconds counts it)."""
+    attempts = meta.get("attempts") or []
+    if attempts and isinstance(attempts[-1], dict):
+        attempts[-1].update(phases.attempt_record())
+    else:  # a run from before attempts were recorded: this command alone
+        attempts = [phases.attempt_record()]
+    meta["timing"] = {**(meta.get("timing") or {}), **phases.across_attempts(attempts)}
+    return {"timing": meta["timing"], **({"attempts": meta["attempts"]} if meta.get("attempts") else {})}
 
 
 def _figures(files: RunFiles) -> list[Path]:
@@ -127,6 +131,7 @@ def finish_interrupted(result: FitResult) -> None:
                                  data.class_names, files, explain=True, autocast=run_autocast(result.config.train))
         update_meta(files, **_final_scores(result, metrics))
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
+    update_meta(files, **_time_record(result.meta))
     write_report(files.root)
     finish_tracking(files, result.meta, metrics, "KILLED", _figures(files))
 

@@ -12,6 +12,9 @@ The package computes the maps; this module steers it around the traps users repo
 * a CAM object holds hooks until released: one object serves every image of a command and its
   hooks are removed in ``finally`` (not by its ``__exit__``, which swallows IndexErrors).
 * it puts the model in eval mode for good: every module's own mode is restored afterwards.
+* it clips the raw map at 0 and scales it to its own peak, so a class with no positive evidence
+  anywhere gives an all-zero (all-blue) map that looks like any other: the raw peak is kept
+  (``Heatmaps.peak``) and such a map is said to show no evidence.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +44,29 @@ class Heatmaps:
     heat: np.ndarray
     probs: torch.Tensor  # (N, classes) softmax of the forward pass that made the maps
     target: list[int]
+    peak: np.ndarray  # (N,) each raw map's maximum before clipping and scaling; NaN for EigenCAM (no class)
+
+    def no_evidence(self, i: int) -> bool:
+        """True when nothing in image ``i`` raised its class's score: the map is flat, not "look here"."""
+        return bool(self.peak[i] <= 0)  # NaN (EigenCAM) compares False
+
+
+def no_evidence_text(class_name: str) -> str:
+    """What a flat map means, said the same way on the console and on the serving page."""
+    return (f"no evidence for '{class_name}' in this photo: nothing in it raised the class's score, so its "
+            "Grad-CAM map is flat (all blue), not a place to look")
+
+
+def _keep_raw_peaks(cam: Any, peaks: list[float]) -> None:
+    """Makes ``cam`` append each raw map's maximum to ``peaks`` before the package clips and scales it."""
+    raw = cam.get_cam_image
+
+    def recorded(*args: object, **kwargs: object) -> np.ndarray:
+        maps = np.asarray(raw(*args, **kwargs))
+        peaks.extend(maps.reshape(len(maps), -1).max(axis=1).astype(float).tolist())
+        return maps
+
+    cam.get_cam_image = recorded  # an instance attribute: this CAM object only
 
 
 class _ClassLogits(nn.Module):
@@ -83,11 +109,15 @@ def cam_session(model: nn.Module, layer: str, normalize: Normalize, method: str 
                 p.requires_grad_(False)
             cam = _cam_class(method)(model=_ClassLogits(net), target_layers=[net.get_submodule(layer)])
             cam.compute_input_gradient = True  # gradients flow through the input, whatever is frozen
+            peaks: list[float] = []
+            if method != "eigencam":  # EigenCAM's map is a projection whose sign means nothing
+                _keep_raw_peaks(cam, peaks)
             device, scale = model_device(net), normalize.to(model_device(net))
             layout = torch.channels_last if is_channels_last(net) else torch.contiguous_format
 
             def explain(images: torch.Tensor, classes: list[int] | None = None) -> Heatmaps:
                 heats: list[np.ndarray] = []
+                peaks.clear()
                 probs: list[torch.Tensor] = []
                 targets: list[int] = []
                 for start in range(0, len(images), BATCH):
@@ -102,7 +132,8 @@ def cam_session(model: nn.Module, layer: str, normalize: Normalize, method: str 
                     heats.append(np.nan_to_num(np.asarray(heat, dtype=np.float32)))
                     probs.append(batch_probs)
                     targets += wanted if wanted is not None else batch_probs.argmax(1).tolist()
-                return Heatmaps(np.concatenate(heats), torch.cat(probs), [int(t) for t in targets])
+                peak = np.asarray(peaks, dtype=float) if peaks else np.full(len(targets), np.nan)
+                return Heatmaps(np.concatenate(heats), torch.cat(probs), [int(t) for t in targets], peak)
 
             yield explain
         finally:

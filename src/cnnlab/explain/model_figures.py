@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from cnnlab.explain.receptive import FieldRow
 from cnnlab.figures import enlarge, mosaic, new_figure, save_figure, short
@@ -30,6 +32,12 @@ class CamPanel:
     explained: str  # the class the heat map explains
     true: str | None = None
     explained_probability: float | None = None  # when it is not the predicted class
+    evidence: bool = True  # False: nothing raised the explained class's score, the map is flat
+
+
+CAM_SCALE = ("evidence for the class the map explains (the prediction, unless the title names another)\n"
+             "each map scaled to its own peak")
+EIGENCAM_SCALE = "activation of the layer's main pattern (class-agnostic)\neach map scaled to its own peak"
 
 
 def plot_filters(weight: torch.Tensor, layer: str, out: Path) -> Path:
@@ -100,19 +108,35 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 
 def _cam_title(panel: CamPanel) -> tuple[str, str]:
+    """At most three lines over the map: the prediction, the truth, the class the map is for (or
+    that the photo holds no evidence for it)."""
     text = f"pred: {short(panel.predicted, 16)} ({panel.probability:.0%})"
     if panel.true is not None:
         text += f"\ntrue: {short(panel.true, 16)}"
+    chance = "" if panel.explained_probability is None else f" ({panel.explained_probability:.0%})"
     if panel.explained != panel.predicted:
-        chance = "" if panel.explained_probability is None else f" ({panel.explained_probability:.0%})"
-        text += f"\nmap for: {short(panel.explained, 16)}{chance}"
+        text += f"\n{'no evidence for' if not panel.evidence else 'map for'}: {short(panel.explained, 16)}{chance}"
+    elif not panel.evidence:
+        text += "\nno evidence for it: flat map"
     colour = "black" if panel.true is None else "darkgreen" if panel.true == panel.predicted else "firebrick"
     return text, colour
 
 
-def plot_gradcam(panels: Sequence[CamPanel], out: Path, title: str, per_row: int = 2,
-                 inches: float | None = None) -> Path:
-    """Each image beside its heat map overlay, titled with the prediction (and truth when known).
+def _colour_bar(fig: Figure, ax: Axes, label: str) -> None:
+    """What the overlay's colours mean, under the pictures: low (blue) to high (red)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize as Scale
+
+    bar = fig.colorbar(ScalarMappable(Scale(0, 1), colormaps["jet"]), ax=ax, orientation="horizontal",
+                       shrink=0.6, aspect=30, pad=0.02, ticks=[0, 1])
+    bar.ax.set_xticklabels(["low", "high"], fontsize=7)
+    bar.set_label(label, fontsize=7)
+
+
+def gradcam_figure(panels: Sequence[CamPanel], per_row: int = 2, inches: float | None = None,
+                   scale: str = CAM_SCALE) -> Figure:
+    """Each image beside its heat map overlay, titled with the prediction (and truth when known), above
+    a colour bar saying what the colours mean (``scale``).
 
     ``inches``: the width of each picture; by default 1.3-1.7 by image size (small images need
     fewer pixels, and every pixel costs PNG-encoding time after each training run).
@@ -129,15 +153,25 @@ def plot_gradcam(panels: Sequence[CamPanel], out: Path, title: str, per_row: int
     cols = min(per_row, len(panels))
     picture = mosaic(tiles, cols, 2 * gap, 1.0)
     width = 2 * cols * inches + 0.2
-    ax = (fig := new_figure(width, width * picture.shape[0] / picture.shape[1] + 0.5)).add_subplot()
+    ax = (fig := new_figure(width, width * picture.shape[0] / picture.shape[1] + 0.9)).add_subplot()
     ax.imshow(picture)  # matplotlib's "auto": pixels kept when enlarged (small PNGs), smoothed when shrunk
     for i, panel in enumerate(panels):
         top, left = (i // cols) * (band + h + 2 * gap), (i % cols) * (2 * w + 3 * gap)
         text, colour = _cam_title(panel)
         ax.text(left + w / 2, top + band - 2, short(panel.label, 28), ha="center", va="bottom", fontsize=7)
         ax.text(left + 1.5 * w + gap, top + band - 2, text, ha="center", va="bottom", fontsize=7, color=colour)
+        if not panel.evidence:  # on the map itself: an all-blue map is no "look here"
+            ax.text(left + 1.5 * w + gap, top + band + h / 2, "no evidence", ha="center", va="center", fontsize=7,
+                    color="white", bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0})
     ax.set_axis_off()
-    return save_figure(fig, out, title)
+    _colour_bar(fig, ax, scale)
+    return fig
+
+
+def plot_gradcam(panels: Sequence[CamPanel], out: Path, title: str, per_row: int = 2,
+                 inches: float | None = None, scale: str = CAM_SCALE) -> Path:
+    """:func:`gradcam_figure` written to ``out`` under ``title``."""
+    return save_figure(gradcam_figure(panels, per_row, inches, scale), out, title)
 
 
 def plot_receptive_fields(rows: Sequence[FieldRow], side: int, out: Path, model_name: str) -> Path:

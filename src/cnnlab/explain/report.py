@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
+from cnnlab.errors import plural
 from cnnlab.explain.cam import cam_session
 from cnnlab.explain.layers import gradcam_layer, probe, sample_input
 from cnnlab.explain.model_figures import CamPanel, plot_gradcam
@@ -62,9 +63,9 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
         predicted = int(maps.probs[row].argmax())
         panels.append(CamPanel(images[row].numpy(), maps.heat[row], Path(test.ids[index]).name,
                                class_names[predicted], float(maps.probs[row, predicted]), class_names[predicted],
-                               class_names[int(labels[index])]))
+                               class_names[int(labels[index])], evidence=not maps.no_evidence(row)))
     wrong = len(picks) - correct
-    title = f"Grad-CAM on {layer.name}: {correct} correct test image(s)"
-    title += (f", then the {wrong} most confident mistake(s)" if wrong else ", no mistakes to show") + scope
+    title = f"Grad-CAM on {layer.name}: {plural(correct, 'correct test image')}"
+    title += (f", then the {plural(wrong, 'most confident mistake')}" if wrong else ", no mistakes to show") + scope
     written.append(plot_gradcam(panels, files.figure("explain_gradcam"), title, per_row=CORRECT_SHOWN))
     return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,22 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import layers as net_layers
-from cnnlab.explain.cam import METHODS, cam_session
+from cnnlab.explain.cam import METHODS, cam_session, no_evidence_text
 from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
-from cnnlab.explain.model_figures import CamPanel, plot_feature_maps, plot_filters, plot_gradcam, plot_receptive_fields
+from cnnlab.explain.model_figures import (
+    CAM_SCALE,
+    EIGENCAM_SCALE,
+    CamPanel,
+    plot_feature_maps,
+    plot_filters,
+    plot_gradcam,
+    plot_receptive_fields,
+)
 from cnnlab.explain.receptive import receptive_fields, table_rows
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 
+log = logging.getLogger("cnnlab")
 CHUNK = 16  # images whose feature maps are held at once
 
 
@@ -144,19 +154,42 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
         maps = explain(images.images, None if wanted is None else [wanted] * len(images.images))
     folder, written, rows = run.out_dir(out), [], []
     prefix = method.replace("++", "pp")
+    scale = EIGENCAM_SCALE if method == "eigencam" else CAM_SCALE
     for i, (path, name) in enumerate(zip(images.paths, file_names(images.paths, prefix))):
         probs = maps.probs[i]
         predicted = int(probs.argmax())
         true = images.true[i]
+        explained = names[maps.target[i]]
         panel = CamPanel(images.images[i].numpy(), maps.heat[i], path.name, names[predicted], float(probs[predicted]),
-                         names[maps.target[i]], None if true is None else names[true], float(probs[maps.target[i]]))
-        written.append(plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0))
+                         explained, None if true is None else names[true], float(probs[maps.target[i]]),
+                         not maps.no_evidence(i))
+        written.append(plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0,
+                                    scale))
         rows.append({"image": str(path), "predicted": names[predicted], "probability": float(probs[predicted]),
-                     "true": panel.true or "", "explained": panel.explained, "figure": str(written[-1])})
+                     "true": panel.true or "", "explained": explained, "evidence": panel.evidence,
+                     "figure": str(written[-1])})
     shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
              else "red = where the evidence for the class is")
     note = f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}"
+    flat = [row for row in rows if not row["evidence"]]
+    if flat:
+        _warn_flat(flat, len(rows))
+        note += f"; {len(flat)} of {len(rows)} map(s) flat: their photo holds no evidence for the class"
     return Explanation(written, rows, note=note)
+
+
+def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
+    """Says which maps are flat: one line per image for a few, one line with the count for many."""
+    if len(flat) <= listed:
+        for row in flat:
+            log.warning("%s: %s", Path(row["image"]).name, no_evidence_text(row["explained"]))
+        return
+    classes = sorted({row["explained"] for row in flat})
+    which = f"'{classes[0]}'" if len(classes) == 1 else "the class of their map"
+    names = ", ".join(Path(row["image"]).name for row in flat[:listed])
+    log.warning("no evidence for %s in %d of %d photos (%s and %d more): nothing in them raised the class's "
+                "score, so their Grad-CAM maps are flat (all blue); the evidence column lists them",
+                which, len(flat), total, names, len(flat) - listed)
 
 
 def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Callable
 from typing import Any
 
 import timm
@@ -60,14 +62,38 @@ def _row(shown: str, target: str) -> list[str]:
     return [shown, timm_name, _count(target), str(size[-1]) if size else "", _weights(target, cfg)]
 
 
+def _matcher(pattern: str | None) -> Callable[[str], bool]:
+    """Whether a name matches ``--filter`` (a plain TEXT is found anywhere; wildcards * ? [ ] as typed)."""
+    if not pattern:
+        return lambda name: True
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    return lambda name: fnmatch.fnmatch(name.lower(), pattern.lower())
+
+
+def alias_groups() -> dict[str, list[str]]:
+    """The lesson's names by the timm model they stand for: ``mobilenetv2`` and ``mobilenet_v2`` are one model."""
+    groups: dict[str, list[str]] = {}
+    for alias, target in ALIASES.items():
+        groups.setdefault(target, []).append(alias)
+    return groups
+
+
 def catalog(pretrained: bool, pattern: str | None, limit: int) -> tuple[list[list[str]], int]:
-    """Table rows and how many timm matches were left out."""
+    """Table rows and how many timm matches were left out.
+
+    Own CNNs, then the lesson's names (one row per model, its names together), then timm's names; all
+    filtered by ``pattern``. A timm name that is also a lesson name (``efficientnet_lite0``) is listed
+    once, as the lesson's: that is the model the name gives (with its built-in weights).
+    """
+    matches = _matcher(pattern)
     rows: list[list[str]] = []
     if not pretrained:  # own CNNs are trained from scratch
-        rows += [[name, "cnnlab (own)", _count(name), "data's", "-"] for name in own_model_names()]
-    rows += [_row(alias, target) for alias, target in ALIASES.items()]
+        rows += [[name, "cnnlab (own)", _count(name), "data's", "-"] for name in own_model_names() if matches(name)]
+    rows += [_row(", ".join(names), target) for target, names in alias_groups().items()
+             if any(matches(name) for name in [*names, target])]
     if pattern and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    names = timm.list_models(pattern or "", pretrained=pretrained)
+    names = [name for name in timm.list_models(pattern or "", pretrained=pretrained) if name not in ALIASES]
     rows += [_row(name, name) for name in names[:limit]]
     return rows, max(0, len(names) - limit)

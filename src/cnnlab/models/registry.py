@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from functools import lru_cache
 
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, suggest
 
 _OWN_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -70,7 +69,8 @@ def resolve_name(name: str) -> str:
     architecture = key.split(".", 1)[0]
     if architecture in _timm_names():
         return key
-    known = list(dict.fromkeys([*_OWN_MODELS, *ALIASES, *_timm_names()]))
-    close = difflib.get_close_matches(key.lower(), known, n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else "see 'cnnlab models list'"
-    raise CnnlabError(f"unknown model '{name}'; {hint}")
+    # The names a user most likely meant first: cnnlab's own CNNs and the lesson's names (among them
+    # efficientnet_lite0, whose ImageNet weights are built in), before timm's thousand others.
+    hint = suggest(key.lower(), [*_OWN_MODELS, *ALIASES, *_timm_names()], "see 'cnnlab models list'", n=3,
+                   first=[*_OWN_MODELS, *ALIASES])
+    raise CnnlabError(f"unknown model '{name}'{hint}")

@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from cnnlab.deploy.predict import top_k
+from cnnlab.deploy.settings import RUNTIMES
 from cnnlab.serving.access_log import AccessLog
 from cnnlab.serving.batcher import MicroBatcher, Ticket
 from cnnlab.serving.docs import add_offline_docs
@@ -42,6 +44,21 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     "type": "object", "required": [FIELD],
     "properties": {FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
                            "description": "one or more image files (JPEG, PNG, BMP, GIF, TIFF, WebP)"}}}}}}}
+
+
+MAX_TOP_K = 1000
+# What a query parameter takes, for the one-sentence error of a request that sends something else.
+_ALLOWED = {"k": f"a whole number from 1 to {MAX_TOP_K} (classes per image)"}
+
+
+def _invalid_request(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one sentence naming the parameter and what it takes."""
+    error = exc.errors()[0]
+    place, name = (error["loc"][0], str(error["loc"][-1])) if error.get("loc") else ("request", "?")
+    where = {"query": "query parameter", "header": "header", "path": "path parameter"}.get(str(place), "field")
+    allowed = _ALLOWED.get(name) or str(error.get("msg", "a valid value")).lower()
+    got = error.get("input")
+    return f"{where} '{name}' must be {allowed}, got {'nothing' if got is None else repr(got)}"
 
 
 def _ms(since: float) -> float:
@@ -101,6 +118,10 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
     if settings.access_log:  # added last: the outermost layer, so it sees every answer, CORS's included
         app.add_middleware(AccessLog, api_key=settings.api_key)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _invalid_request(exc)}, status_code=422)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("error serving %s", request.url.path, exc_info=exc)
@@ -108,7 +129,10 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8"))
+        classes = len(served.class_names)  # the page asks for predict's default k, at most every class
+        text = resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(text.replace("{{TOP_K}}", str(min(DEFAULT_TOP_K, classes)))
+                            .replace("{{CLASSES}}", str(classes)))
 
     @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
     async def health() -> dict[str, Any]:
@@ -125,7 +149,7 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
                 "cors_origins": list(settings.cors_origins), "version": __version__}
 
     @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
-    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=1000,
+    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
                                                        description="classes per image")) -> dict[str, Any]:
         start = time.perf_counter()
         async with to_the_model(request) as ticket:
@@ -143,12 +167,13 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
             top = top_k(probs, served.class_names, k)
             predictions.append({"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"],
                                 "top": top})
-        return {"predictions": predictions, "runtime": served.runtime,
+        return {"predictions": predictions, "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime],
                 "latency_ms": {"total": _ms(start), "receive_decode": decoded_ms, "queue": round(scored.queue_ms, 2),
                                "inference": round(scored.inference_ms, 2)},
                 "batch_images": scored.batch_images}
 
-    @app.post("/explain", summary="Grad-CAM overlay of one image (a run folder with a checkpoint)",
+    @app.post("/explain", summary="Grad-CAM overlay of one image for the class the served runtime answers "
+                                   "(a run folder with a checkpoint)",
               openapi_extra=_UPLOAD_BODY)
     async def explain(request: Request) -> dict[str, Any]:
         if not model.has_checkpoint:
@@ -163,10 +188,15 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
                 upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
             finally:
                 await form.close()
-            png, target, probability = await batcher.run_alone(
-                lambda: model.gradcam_png(_as_batch([upload.pixels])[0]), ticket)
-        return {"image": upload.name, "label": served.class_names[target], "probability": probability,
-                "overlay": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            answer = await batcher.run_alone(lambda: model.gradcam(_as_batch([upload.pixels])[0]), ticket)
+        caption, note = model.cam_words(answer)
+        names = served.class_names
+        return {"image": upload.name, "label": names[answer.target], "probability": answer.probability,
+                "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime], "computed_on": "pytorch",
+                "checkpoint": {"label": names[answer.checkpoint_top],
+                               "probability": float(answer.checkpoint_probs[answer.checkpoint_top])},
+                "evidence": answer.evidence, "caption": caption, "note": note,
+                "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
                 "latency_ms": {"total": _ms(start)}}
 
     return app

@@ -1,4 +1,8 @@
-"""The model a server answers with: a run's fastest runtime or an artifact, and Grad-CAM when it can.
+"""The model a server answers with: a run's runtime or an artifact, and Grad-CAM when it can.
+
+Grad-CAM differentiates the checkpoint, whatever runtime answers: it explains the class the served
+runtime answered (the one the page shows), and says so, with the checkpoint's own top class when an
+INT8 model answered another.
 
 Scoring goes through ``deploy.runtime`` (which runtime, its preprocessing) and
 ``models.inference.predict_probs`` (cnnlab's one batched loop), so a prediction over HTTP is the
@@ -23,6 +27,21 @@ from cnnlab.deploy.settings import RUNTIMES
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import predict_probs
 from cnnlab.training.run_dir import RunFiles
+
+
+@dataclass(frozen=True)
+class CamAnswer:
+    """A Grad-CAM overlay (PNG) for the class the served runtime answered, and the checkpoint's view."""
+
+    png: bytes
+    target: int  # the class the map explains: the served runtime's top class
+    probability: float  # the served runtime's probability of it
+    checkpoint_probs: torch.Tensor  # (classes,) the checkpoint's own softmax, which the map was computed on
+    evidence: bool  # False: nothing in the image raised the class's score, the map is flat
+
+    @property
+    def checkpoint_top(self) -> int:
+        return int(self.checkpoint_probs.argmax())
 
 
 @dataclass
@@ -72,9 +91,9 @@ class ServedModel:
                 break
         return statistics.median(singles), statistics.median(batched)
 
-    def gradcam_png(self, image: torch.Tensor) -> tuple[bytes, int, float]:
-        """The Grad-CAM overlay of one uint8 (C, H, W) image for its predicted class, as PNG bytes,
-        with that class and its probability (from the checkpoint, which Grad-CAM differentiates)."""
+    def gradcam(self, image: torch.Tensor) -> CamAnswer:
+        """The Grad-CAM overlay of one uint8 (C, H, W) image for the class the served runtime answers
+        (what ``/predict`` shows beside it), computed on the checkpoint, which Grad-CAM differentiates."""
         from PIL import Image
 
         from cnnlab.explain.cam import cam_session
@@ -84,14 +103,36 @@ class ServedModel:
             if self._cam is None:
                 self._cam = _cam_model(self.run)
         run, layer = self._cam
+        answered = self.infer(image[None])[0]  # the served runtime's answer, as /predict gives it
+        target = int(answered.argmax())
         shown = run.trained.normalize.view(image[None])  # what the model sees: the centre crop
         with cam_session(run.trained.model, layer, run.trained.normalize) as explain:
-            maps = explain(shown)
+            maps = explain(shown, [target])
         blended = np.round(overlay(shown[0].numpy(), maps.heat[0]) * 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(blended).save(buffer, format="PNG")
-        target = maps.target[0]
-        return buffer.getvalue(), target, float(maps.probs[0, target])
+        return CamAnswer(buffer.getvalue(), target, float(answered[target]), maps.probs[0], not maps.no_evidence(0))
+
+    def cam_words(self, answer: CamAnswer) -> tuple[str, str]:
+        """(caption, note) of a Grad-CAM answer: which class the map is for and which model answered it;
+        the checkpoint's own top class when it differs, or that the photo holds no evidence ("" if neither)."""
+        from cnnlab.explain.cam import no_evidence_text
+
+        names, runtime = self.served.class_names, self.served.runtime
+        explained = f"'{names[answer.target]}' ({answer.probability:.1%})"
+        caption = (f"Grad-CAM map for {explained}, the class the PyTorch checkpoint answered" if runtime == "pytorch"
+                   else f"Grad-CAM map for {explained}, the class {RUNTIMES[runtime]} answered; computed on the "
+                        "PyTorch checkpoint")
+        notes = []
+        if not answer.evidence:
+            said = no_evidence_text(names[answer.target])
+            notes.append(f"{said[0].upper()}{said[1:]}.")
+        if answer.checkpoint_top != answer.target:
+            own = answer.checkpoint_probs
+            notes.append(f"The checkpoint's own top class is '{names[answer.checkpoint_top]}' "
+                         f"({float(own[answer.checkpoint_top]):.1%}); it gives '{names[answer.target]}' "
+                         f"{float(own[answer.target]):.1%}.")
+        return caption, " ".join(notes)
 
     def describe(self) -> dict[str, Any]:
         served = self.served
@@ -113,7 +154,7 @@ def _cam_model(run: Path | None) -> tuple[Any, str]:
 
 
 def open_served(target: str | Path, runtime: str = "auto", threads: int = 1) -> ServedModel:
-    """The model to serve from a run folder (its fastest runtime, or ``runtime``) or an artifact file.
+    """The model to serve from a run folder (the runtime ``auto``/``fastest`` picks, or ``runtime``) or a file.
 
     Raises:
         CnnlabError: not a run folder nor an artifact, no checkpoint and no artifact, an unreadable file.

@@ -114,7 +114,7 @@ def _say(line: str) -> None:
 
 def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = _say,
           notes: Sequence[str] = ()) -> None:
-    """Serves a run folder (its fastest runtime) or an exported artifact until Ctrl-C or SIGTERM.
+    """Serves a run folder (the runtime ``settings.runtime`` picks) or an exported artifact until Ctrl-C or SIGTERM.
 
     Args:
         announce: told each line for the user once the server listens (URL, model, runtime).

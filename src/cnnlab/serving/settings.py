@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cnnlab.deploy.settings import DEFAULT_TOP_K  # noqa: F401  the server's default k: predict's
 from cnnlab.errors import CnnlabError
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from other machines only when asked with --host
@@ -30,7 +31,6 @@ DEFAULT_MAX_BATCH = 16
 # No waiting for company by default: requests that queue while the model runs are batched anyway,
 # and a 5 ms window cost 11% of the requests/s of the MNIST CNN (bench/out/serve_window.md).
 DEFAULT_BATCH_WINDOW_MS = 0.0
-DEFAULT_TOP_K = 5
 GRACEFUL_SECONDS = 30  # Ctrl-C / SIGTERM: requests in flight get this long to finish
 # Back-pressure. 64 waiting requests are under a second of queue at the measured 75 requests/s of
 # Lite0 (bench/out/serve.md) and far more than the 16 clients of the benchmark, so only a real

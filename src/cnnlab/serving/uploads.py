@@ -121,7 +121,7 @@ def _decode_all(files: list[UploadFile], channels: int, side: int) -> list[Uploa
         try:
             decoded.append(Upload(name, decode_image(upload.file, channels, side)))
         except UnreadableImage as exc:
-            raise HTTPException(422, f"'{name}' could not be read as an image ({exc.reason}); "
+            raise HTTPException(422, f"'{name}' could not be read: {exc.reason}; "
                                      "send JPEG, PNG, BMP, GIF, TIFF or WebP files") from None
     return decoded
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -13,38 +14,62 @@ from cnnlab.threads import new_phase, tick
 
 
 class EpochLines(L.Callback):
-    """One plain line per epoch, for logs and pipes where a live progress bar would be garbage.
+    """Plain epoch lines, as many as are worth reading: every slow epoch, not 50 quick ones.
+
+    An epoch gets its line when it took ``slow_s`` or more, when ``every_s`` have passed since the
+    last line (a heartbeat in logs), and for the first and last epoch of the stage's attempt; the
+    last line says how many quick epochs were not shown. ``every_epoch`` (``--verbose``) prints
+    them all. Lines also suit a terminal beside a live bar, and logs and pipes, where a bar
+    would be garbage.
 
     Epoch-level train metrics are final only after the epoch's hooks have run, so each line is
     printed when the next epoch starts (or training ends).
     """
 
     KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    SLOW_S = 2.0  # an epoch this long is worth a line of its own
+    EVERY_S = 30.0  # and a run of quick ones shows one line this often
 
-    def __init__(self, stage: str = "") -> None:
+    def __init__(self, stage: str = "", every_epoch: bool = False, slow_s: float | None = None,
+                 every_s: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.stage = f"{stage} " if stage else ""
+        self.every_epoch, self.clock = every_epoch, clock
+        self.slow_s = self.SLOW_S if slow_s is None else slow_s
+        self.every_s = self.EVERY_S if every_s is None else every_s
         self._pending: tuple[int, float] | None = None
         self._started = 0.0
+        self._last_line: float | None = None  # when the last line was printed (None: none yet)
+        self.hidden = 0  # quick epochs not shown since the last line
 
-    def _flush(self, trainer: L.Trainer) -> None:
+    def _wanted(self, seconds: float, last: bool) -> bool:
+        if self.every_epoch or last or self._last_line is None or seconds >= self.slow_s:
+            return True
+        return self.clock() - self._last_line >= self.every_s
+
+    def _flush(self, trainer: L.Trainer, last: bool = False) -> None:
         if self._pending is None:
             return
         epoch, seconds = self._pending
+        self._pending = None
+        if not self._wanted(seconds, last):
+            self.hidden += 1
+            return
         metrics = trainer.callback_metrics
         parts = [f"{key} {float(metrics[key]):.4g}" for key in self.KEYS if key in metrics]
-        print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts) + f"  ({seconds:.1f}s)",
-              flush=True)
-        self._pending = None
+        hidden = f"; {self.hidden} quicker epoch{'s' if self.hidden > 1 else ''} not shown" if self.hidden else ""
+        print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts)
+              + f"  ({seconds:.1f}s{hidden})", flush=True)
+        self._last_line, self.hidden = self.clock(), 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
-        self._started = time.perf_counter()
+        self._started = self.clock()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._pending = (trainer.current_epoch, time.perf_counter() - self._started)
+        self._pending = (trainer.current_epoch, self.clock() - self._started)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer)
+        self._flush(trainer, last=True)
 
 
 class SyncedStop(L.Callback):

@@ -29,6 +29,7 @@ from cnnlab.phases import phase
 from cnnlab.threads import watch
 from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
+from cnnlab.training.console import header, stage_end, verbose
 from cnnlab.training.cut_cache import plan_cut
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.feature_cache import FeatureHeadModule
@@ -90,9 +91,10 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
         if ctx.ranks.is_zero:
             finish_tracking(ctx.files, ctx.meta, None, "FAILED")
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _on_record_as_interrupted(ctx)
-        raise TrainingInterrupted(None, ctx.files, "between epochs: every finished epoch and stage is saved") from None
+        saved = getattr(stop, "saved", "") or "outside an epoch: every finished epoch and stage is saved"
+        raise TrainingInterrupted(None, ctx.files, saved) from None
     except (BrokenPipeError, SystemExit) as stop:
         # `cnnlab train ... | head`: the reader of the output is gone (print raises BrokenPipeError;
         # rich ends the process with SystemExit). Stop as a Unix tool does, but on record and
@@ -162,6 +164,7 @@ def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
     if ctx.meta.get("attempts"):
         attempt["resumed_at"] = where
     ctx.meta.setdefault("attempts", []).append(attempt)
+    ctx.attempt = attempt  # its time goes on record with each save
     return attempt
 
 
@@ -245,16 +248,14 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
     batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
     attempt["threads"] = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
+    budget_total = config.train.time_budget
     if ranks.is_zero:
-        print(f"torch threads: {attempt['threads']}", flush=True)
+        _print_header(ctx, plan, attempt, split_line(budget_total, [s.name for s in plan]) if budget_total else None)
     if ranks.several:
         attempt.update(processes=ranks.world_size, nodes=ranks.num_nodes, global_batch=batches.global_batch,
                        device_batch=batches.per_device)
         print(scale_line(batches, config.train, ranks), flush=True)
     ctx.save_meta()  # the attempt is on record even if this process is killed
-    budget_total = config.train.time_budget
-    if budget_total and not records and resumable is None:
-        print(split_line(budget_total, [stage.name for stage in plan]))
     module_kwargs = _module_kwargs(ctx)
     cut_cache = None
     why = "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
@@ -287,9 +288,12 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
             record = _stage_result(ctx, outcome, module_kwargs["normalize"], score_test=not last)
         _note_thread_changes(attempt)
+        if ranks.is_zero:
+            print(stage_end(record, plan.index(stage) + 1, stage.epochs, outcome.interrupted), flush=True)
         if outcome.interrupted:
             ctx.meta["stages"] = [*records, record]
-            _stop_interrupted(ctx, attempt, module, module_kwargs)
+            _stop_interrupted(ctx, attempt, module, module_kwargs,
+                              _interrupted_text(record, plan.index(stage) + 1, stage.epochs))
         record["done"] = True
         records.append(record)
         ctx.meta["stages"] = records
@@ -321,13 +325,28 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
 
 
+def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], budget_line: str | None) -> None:
+    """The run's opening block (data, model, plan); the full layer table too with ``--verbose``."""
+    if verbose() and ctx.files.summary.is_file():
+        print(ctx.files.summary.read_text(encoding="utf-8"), flush=True)
+    print(header(ctx.config, ctx.data, ctx.meta, plan, run=str(ctx.files.root), threads=attempt["threads"],
+                 budget_line=budget_line, resumed_at=attempt.get("resumed_at")), flush=True)
+
+
+def _interrupted_text(record: dict[str, Any], position: int, planned_epochs: int) -> str:
+    """What a Ctrl-C inside a stage's epochs kept: said by the command, beside how to resume."""
+    return (f"stage {position} '{record['name']}' after {record.get('epochs', 0)} of {planned_epochs} epochs; "
+            "the last finished epoch is saved (last.ckpt) and the best weights so far are kept (best.ckpt)")
+
+
 def _stop_interrupted(ctx: RunContext, attempt: dict[str, Any], module: ClassifierModule,
-                      module_kwargs: dict[str, Any]) -> None:
+                      module_kwargs: dict[str, Any], saved: str) -> None:
     """Puts Ctrl-C on record (run.json) and raises TrainingInterrupted with the model to report on."""
     attempt["ended"] = "interrupted"
     ctx.meta["status"] = "interrupted"
     ctx.save_meta()
-    raise TrainingInterrupted(FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config))
+    raise TrainingInterrupted(FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config),
+                              saved=saved)
 
 
 def _refit(ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple[str | None, str | None],
@@ -343,7 +362,9 @@ def _refit(ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple
     if interrupted and module is not None:
         ctx.ranks.from_zero(lambda: load_model_weights(ctx.model, ctx.files.best))  # the validated model
         ctx.ranks.share_weights(ctx.model)
-        _stop_interrupted(ctx, attempt, module, _module_kwargs(ctx))
+        _stop_interrupted(ctx, attempt, module, _module_kwargs(ctx),
+                          "the refit on train + val: its last finished epoch is saved (last.ckpt), and best.ckpt "
+                          "is still the model validation chose")
     return module
 
 

@@ -99,8 +99,10 @@ class HistoryCSVLogger(CSVLogger):
 def load_history(path: Path) -> pd.DataFrame:
     """One row per epoch of a metrics.csv (train and val rows merged), stages one after another.
 
-    Columns (those that exist): ``epoch`` counted through all stages from 0, ``stage``,
-    ``stage_epoch`` (the stage's own count), and the metrics. Empty when there is no history yet.
+    Columns (those that exist): ``epoch`` counted through all stages from 1, ``stage``,
+    ``stage_epoch`` (the stage's own count, from 1), and the metrics: epochs are numbered as the
+    console and the report number them (the file keeps Lightning's count from 0, so every run
+    folder, old or new, reads the same). Empty when there is no history yet.
     """
     try:
         raw = pd.read_csv(path)
@@ -109,7 +111,7 @@ def load_history(path: Path) -> pd.DataFrame:
     if raw.empty or "epoch" not in raw:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     raw = raw[pd.to_numeric(raw["epoch"], errors="coerce").notna()].copy()
-    raw["stage_epoch"] = raw["epoch"].astype(float).astype(int)
+    raw["stage_epoch"] = raw["epoch"].astype(float).astype(int) + 1
     if "stage" not in raw:
         raw["stage"] = "train"
     raw["stage"] = raw["stage"].astype(str)
@@ -118,5 +120,5 @@ def load_history(path: Path) -> pd.DataFrame:
     metrics = [c for c in METRICS if c in raw]
     # last() takes each column's last non-null value, merging train and val rows of one epoch.
     hist = raw.groupby(["_order", "stage", "stage_epoch"], sort=True)[metrics].last().reset_index()
-    hist["epoch"] = range(len(hist))
+    hist["epoch"] = range(1, len(hist) + 1)
     return hist[[c for c in HISTORY_COLUMNS if c in hist]].reset_index(drop=True)

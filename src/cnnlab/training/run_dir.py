@@ -30,7 +30,7 @@ class FigureFile:
 
 # Every figure of a run, in the order the report shows them within its sections.
 FIGURES: dict[str, FigureFile] = {
-    "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch"),
+    "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch, and the learning rate"),
     "lr_find": FigureFile("lr_find.png", "Learning-rate finder: training loss as the rate grows (log scale), the "
                           "pick marked"),
     "confusion_matrix": FigureFile("confusion_matrix.png", "Confusion matrix (counts; rows = true class)"),
@@ -43,6 +43,8 @@ FIGURES: dict[str, FigureFile] = {
     "class_counts": FigureFile("class_counts.png", "Images per class"),
     "samples": FigureFile("samples.png", "Sample images per class"),
     "augmentation": FigureFile("augmentation.png", "Augmented training images"),
+    "prune_sweep": FigureFile("prune_sweep.png", "Pruning sweep (cnnlab prune --max-drop): validation and test "
+                              "accuracy and batch-1 latency by sparsity, the allowed drop and the kept one marked"),
     "explain_filters": FigureFile("explain/filters.png",
                                   "The first convolution's filters: what the network looks for in raw pixels"),
     "explain_gradcam": FigureFile("explain/gradcam_test.png",
@@ -202,6 +204,15 @@ def default_name(config: RunConfig) -> str:
 def new_run_dir(config: RunConfig) -> RunFiles:
     """Creates ``runs/<name>``, or ``<name>-2``, ``-3``... when taken (never overwrites a run)."""
     return RunFiles(claim_folder(Path(config.runs_dir).expanduser(), config.name or default_name(config), "run"))
+
+
+def renamed_note(config: RunConfig, files: RunFiles) -> str | None:
+    """The note for a run given ``--name`` that was taken: the folder it got, and how to go on with the old one."""
+    if config.name is None or files.root.name == config.name:
+        return None
+    taken = files.root.parent / config.name
+    return (f"run folder '{taken}' exists, so this run is '{files.root}' (to continue that run instead: "
+            f"cnnlab train --resume {taken})")
 
 
 def claim_folder(base: Path, name: str, what: str, option: str = "--runs-dir") -> Path:

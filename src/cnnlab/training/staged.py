@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -30,6 +30,7 @@ from cnnlab.models.summary import trainable_table
 from cnnlab.training.budget import StageBudget
 from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.console import interruption_text, stage_start, verbose
 from cnnlab.training.cut_cache import CutCache, top_accuracy
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet, cache_features
 from cnnlab.training.hooks import TrainingHooks
@@ -64,8 +65,26 @@ class StageOutcome:
     features: dict[str, FeatureSet] | None = None  # a frozen stage's cached features (a refit reuses them)
 
 
-_WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
-                "all": "every layer trains"}
+class PreparationInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a stage prepares its inputs (features, activations), before its first epoch.
+
+    ``what`` names the work; ``saved`` (filled in by ``fit_stage``) says what the run keeps.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what, self.saved = what, ""
+
+
+@contextlib.contextmanager
+def _preparing(what: str) -> Iterator[None]:
+    """Turns a Ctrl-C inside into :class:`PreparationInterrupted` naming ``what`` was running."""
+    try:
+        yield
+    except PreparationInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise PreparationInterrupted(what) from None
 
 
 class StageClock(L.Callback):
@@ -193,14 +212,16 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
         how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
                "each epoch runs only the top)")
     lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
-    print(f"\nstage '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}, "
-          f"{lr_text}, up to {stage.epochs} epochs"
-          f"{f', {budget.seconds:.0f} s of the time budget' if budget else ''}\n{trainable_table(model)}", flush=True)
+    if ranks.is_zero:
+        print(stage_start(stage, position + 1, trainable, frozen, how, lr_text,
+                          budget.seconds if budget else None), flush=True)
+        if verbose():  # the Keras-style table of what trains; the start line has its totals
+            print(trainable_table(model), flush=True)
     balanced = config.data.sampler == "balanced"
     test_accuracy = None
     if cached:
         catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
-        with catching:
+        with catching, _preparing("feature extraction"):
             features = features or stage_features(config, model, data, kwargs["normalize"], ranks, watch)
         # The budget bounds the extraction, not the head: its epochs on cached features cost
         # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
@@ -211,7 +232,8 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
     elif cut_here is not None:
-        module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
+        with _preparing("the caching of the frozen layers' output"):
+            module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
         test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
     else:
         module = hooks.module_factory(**kwargs)
@@ -292,14 +314,19 @@ def fit_stage(
     config, data, ranks = ctx.config, ctx.data, ctx.ranks
     stage_clock = StageClock(checkpoint_seconds(resume_from))
     watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
-    inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, cut_cache, watch)
+    try:
+        inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, cut_cache, watch)
+    except PreparationInterrupted as stop:
+        finished = [r["name"] for r in ctx.meta.get("stages", []) if r.get("done")]
+        stop.saved = interruption_text(stop.what, stage, position + 1, finished, resume_from is not None)
+        raise
     if stage.lr == AUTO:
         inputs = _run_finder(ctx, inputs, position)
     stage, train_cfg, module, datamodule = inputs.stage, inputs.train_cfg, inputs.module, inputs.datamodule
     cached, on_cut, test_accuracy = inputs.cached, inputs.on_cut, inputs.test_accuracy
     trainable, frozen = inputs.trainable, inputs.frozen
     hooks: TrainingHooks = ctx.hooks
-    criterion = stage_criterion(stage.name, config)
+    criterion = hooks.select or stage_criterion(stage.name, config)
     to_beat = score_to_beat(previous, criterion)
     validation = ValidationRecord(criterion, len(data.splits["val"]))
     callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, validation, *hooks.callbacks]

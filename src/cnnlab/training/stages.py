@@ -170,6 +170,8 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
 
     The last stage ends with the weights the final evaluation scores, so its test accuracy is
     that evaluation's: the test split is scored once, not once per stage and again at the end.
+    A last stage that was interrupted gets the score of the weights kept so far, and the run no
+    improvement line: fine-tuning did not finish.
     """
     stages = meta.get("stages") or []
     if (meta.get("refit") or {}).get("done"):  # every stage was scored before the refit
@@ -178,9 +180,9 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
         return
     else:
         stages[-1]["test_acc"] = test_accuracy
-    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("test_acc") is not None:
+    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("done") \
+            and stages[-1].get("test_acc") is not None:
         meta["improvement"] = improvement_line(stages[0]["test_acc"], stages[-1]["test_acc"])
-        log.info("%s", meta["improvement"])
 
 
 def record_refit_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
+import cnnlab.phases as phases
 from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import prepare_data
@@ -39,6 +40,7 @@ from cnnlab.training.run_dir import (
     open_run,
     read_meta,
     read_run_config,
+    renamed_note,
     write_config,
     write_meta,
     write_skipped,
@@ -61,9 +63,13 @@ class RunContext:
     meta: dict[str, Any]
     ranks: Ranks = field(default_factory=lambda: SINGLE)
     hooks: TrainingHooks = field(default_factory=TrainingHooks)
+    attempt: dict[str, Any] | None = None  # this process's entry in meta["attempts"], once it has one
 
     def save_meta(self) -> None:
-        """Writes run.json (rank 0 only: the other ranks keep the same dict in memory)."""
+        """Writes run.json (rank 0 only: the other ranks keep the same dict in memory), this attempt's
+        time so far on its record: a killed attempt keeps what it had spent when last saved."""
+        if self.attempt is not None:
+            self.attempt.update(phases.attempt_record())
         if self.ranks.is_zero:
             write_meta(self.files, self.meta)
 
@@ -135,8 +141,7 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
     write_skipped(files, data.skipped)
     if data.skipped:
         log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
-    atomic_write_text(files.summary, summary + "\n")
-    print(summary)
+    atomic_write_text(files.summary, summary + "\n")  # the run header names it; --verbose prints it
     total, trainable = count_parameters(model)
     meta: dict[str, Any] = {
         "name": files.root.name,
@@ -154,6 +159,10 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
     }
     if tracking:
         meta[META_KEY] = tracking
+    renamed = renamed_note(config, files)
+    if renamed:
+        log.warning(renamed)
+        meta["notes"] = [renamed]
     write_meta(files, meta)
     return str(files.root), meta
 

@@ -22,6 +22,7 @@ from cnnlab.io import atomic_write_bytes
 from cnnlab.progress import in_notebook
 from cnnlab.training.averaging import weight_averaging
 from cnnlab.training.callbacks import CheapValidationTTA, EpochLines, ThreadWatchTicks
+from cnnlab.training.console import verbose
 from cnnlab.training.distributed import trainer_strategy
 from cnnlab.training.history import HistoryCSVLogger
 from cnnlab.training.optim import bf16_is_fast
@@ -120,14 +121,14 @@ class _TqdmEpochs(TQDMProgressBar):
         self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}{total}")
 
 
-def _progress_bar() -> L.Callback:
-    """A live bar in a terminal, a notebook's own widget bar in Jupyter (tqdm.auto), and plain
-    epoch lines in logs and CI, where bars turn into garbage."""
+def _progress_bar() -> L.Callback | None:
+    """A live bar in a terminal (one per stage, redrawn each epoch), a notebook's own widget bar in
+    Jupyter (tqdm.auto); none in logs and CI, where bars turn into garbage."""
     if sys.stderr.isatty():
-        return _RichEpochs(leave=True)
+        return _RichEpochs(leave=False)
     if in_notebook():
         return _TqdmEpochs()
-    return EpochLines()
+    return None
 
 
 def build_trainer(
@@ -164,6 +165,8 @@ def build_trainer(
     # whole images and stopped a fine-tuning stage at its first dip (a 40-image split).
     stopping = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)] if validate else []
     progress = _progress_bar()
+    # Beside any bar, the epochs worth a line of their own (every one with --verbose): cnnlab.training.callbacks
+    lines = EpochLines(every_epoch=verbose())
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
@@ -173,15 +176,15 @@ def build_trainer(
         use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, *stopping, progress, *weight_averaging(cfg), CheapValidationTTA(),
-                   ThreadWatchTicks(), *(extra_callbacks or [])],
+        callbacks=[checkpoint, *stopping, *([progress] if progress else []), lines, *weight_averaging(cfg),
+                   CheapValidationTTA(), ThreadWatchTicks(), *(extra_callbacks or [])],
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
             *(extra_loggers or []),
         ] if validate else False,  # a refit's epochs are not the run's validated history (metrics.csv)
         limit_val_batches=None if validate else 0,
-        enable_progress_bar=not isinstance(progress, EpochLines),
+        enable_progress_bar=progress is not None,
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
