@@ -76,6 +76,7 @@ def test_refit_trains_the_chosen_epochs_on_train_and_val(cli, photos: Path, tmp_
         counts = [n for (stage, _), n in sorted(seen.per_epoch.items()) if stage == f"refit-{name}"]
         assert counts == [pool] * epochs
     assert f"refit on {pool} images (train + val) with stage 1: {chosen['frozen']} epoch" in out
+    assert f"test acc {100 * read_json(run / 'metrics.json')['test']['accuracy']:.2f}% (the model validation" in out
     # The final model is the refit's: scored at the end; the validated one is kept beside it.
     metrics = read_json(run / "metrics.json")["test"]
     assert record["test_acc"] == metrics["accuracy"]
