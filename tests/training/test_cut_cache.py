@@ -73,6 +73,17 @@ def test_cached_top_gives_the_losses_and_gradients_of_the_whole_model(name: str,
     assert not any(p.requires_grad for p in cache.cut.bottom.parameters())
 
 
+def test_planning_the_cut_leaves_the_weights_and_batchnorm_statistics_alone() -> None:
+    data, config = _data(), _config(finetune_blocks=2)
+    model = _model("test_efficientnet")
+    model.train()  # as a run holds it before its first stage
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    cache, why = plan_cut(model, plan_stages(config, pretrained=True), config, data, NORM)
+    assert cache is not None, why
+    changed = [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])]
+    assert changed == []  # before: every BatchNorm's running statistics had moved towards one image's
+
+
 def test_activations_are_caught_during_stage_one_extraction() -> None:
     data, config = _data(), _config(finetune_blocks=2)
     model = _model("test_efficientnet")

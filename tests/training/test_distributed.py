@@ -81,6 +81,7 @@ def pair(tmp_path_factory, one_torch_thread) -> dict:
         "transfer": fit(build_config(data=str(write_shapes_folder(tmp / "shapes-one", per_class=30)),
                                      model="simple_cnn", weights=str(weights), frozen_epochs=8, finetune_epochs=2,
                                      finetune_lr=1e-3, batch_size=16, seed=2, image_size=20, accelerator="cpu",
+                                     refit="off",  # as --refit auto decides for the two-process run
                                      devices="1", runs_dir=str(tmp / "one"), name="transfer"), "test"),
     }
     commands = [["train", *DIGITS, *TWO, "--runs-dir", str(runs)],

@@ -21,8 +21,8 @@ def stage_tables(out: str) -> dict[str, str]:
 def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, tmp_path: Path) -> None:
     photos = write_photo_crops(tmp_path / "photos")
     code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64",
-                         "--frozen-epochs", "20", "--finetune-epochs", "1", "--runs-dir", tmp_path / "runs",
-                         "--verbose")  # each stage's table of what trains
+                         "--frozen-epochs", "20", "--finetune-epochs", "1", "--refit", "off",
+                         "--runs-dir", tmp_path / "runs", "--verbose")  # each stage's table of what trains
     assert code == 0, err
     tables = stage_tables(out)
     assert list(tables) == ["frozen", "finetune"]

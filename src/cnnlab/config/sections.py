@@ -27,6 +27,11 @@ ClassWeights = Literal["none", "auto"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["plateau", "onecycle", "cosine", "none"]
 Select = Literal["accuracy", "loss"]
+Refit = Literal["auto", "on", "off"]
+# --refit auto refits pretrained runs below this many train + val images: there --val-split auto holds
+# out more than a tenth of them (a quarter below 400), and the refit's stages cost seconds on cached
+# features (bench/bench_refit.py). Above it a tenth is held out and the refit would repeat minutes of training.
+REFIT_MAX_IMAGES = 1000
 Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 # Lightning's names. ddp starts one process per device (re-running the command, or found started by
@@ -126,6 +131,10 @@ class TransferConfig:
     layer_decay: float | None = option(None, "LR multiplier per block going down, e.g. 0.75 (default off)",
                                        above=0, at_most=1)
     feature_cache: bool = option(True, "frozen stage: compute backbone features once, then train only the head")
+    refit: Refit = option("auto", "once the stages have chosen their epochs on validation, train again on train + "
+                          "val with those epochs, so the final model has seen every labelled image (its "
+                          "validation figures then mean nothing: test counts); auto: pretrained runs on fewer "
+                          f"than {REFIT_MAX_IMAGES:,} train + val images")
 
     def __post_init__(self) -> None:
         check_fields(self, "transfer")

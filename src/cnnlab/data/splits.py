@@ -6,9 +6,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from sklearn.model_selection import train_test_split
 
 from cnnlab.config.split_spec import SplitSpec
+from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError
 
 
@@ -56,3 +58,17 @@ def hold_out(
         positions, test_size=count, stratify=labels, random_state=seed, shuffle=True
     )
     return np.sort(kept), np.sort(held)
+
+
+def joined(first: ImageSet, second: ImageSet) -> ImageSet:
+    """One split holding ``first``'s images, then ``second``'s (a refit's train + val).
+
+    Two splits of one record store stay on disk (their rows joined); anything else is joined in memory.
+    """
+    labels = torch.cat([first.labels, second.labels])
+    ids = [*first.ids, *second.ids]
+    if first.stored and first.source is second.source:
+        rows = [image_set.rows if image_set.rows is not None else np.arange(len(image_set))
+                for image_set in (first, second)]
+        return ImageSet(first.source, labels, ids, rows=np.concatenate(rows))
+    return ImageSet(torch.cat([first.images, second.images]), labels, ids)

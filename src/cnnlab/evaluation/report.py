@@ -108,6 +108,12 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     kept = _object(run.get("kept"))
     if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
         out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
+    refit = _object(run.get("refit"))
+    if refit.get("done"):  # the headline is the refit model's; the stage table's validation figures are not its
+        out.append(f"<p>{_e(str(refit.get('line', 'refit')).capitalize())}: the test accuracy above is the refit "
+                   f"model's (the model validation chose: {_e(_pct(refit.get('validated_test_acc')))}, kept as "
+                   f"{_e(refit.get('validated_checkpoint', 'validated.ckpt'))}); the validation figures are that "
+                   "model's, the refit trained on the validation images.</p>")
     resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
     if resumes:
         times = "once" if len(resumes) == 1 else f"{len(resumes)} times"

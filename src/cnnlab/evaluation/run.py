@@ -78,7 +78,7 @@ def _final_scores(result: FitResult, metrics: dict[str, Any]) -> dict[str, Any]:
     """The last stage's test accuracy is the final evaluation's: the run.json keys it changes, to
     write with the next update (before the report reads them)."""
     record_final_accuracy(result.meta, metrics["accuracy"])
-    return {key: result.meta[key] for key in ("stages", "improvement") if key in result.meta}
+    return {key: result.meta[key] for key in ("stages", "improvement", "refit") if key in result.meta}
 
 
 def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:

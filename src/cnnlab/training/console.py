@@ -192,6 +192,11 @@ def results_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(f"fine-tuning kept no weights: the model is stage '{kept}''s")
     elif meta.get("improvement"):
         lines.append(str(meta["improvement"]))
+    refit = meta.get("refit") or {}
+    if refit.get("done") and refit.get("test_acc") is not None:  # the final model is the refit's
+        validated = refit.get("validated_test_acc")
+        before = f" (the model validation chose: {validated:.2%})" if validated is not None else ""
+        lines.append(f"{refit['line']}: test acc {refit['test_acc']:.2%}{before}; the final model")
     return lines
 
 

@@ -33,7 +33,7 @@ from cnnlab.config import RunConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import PreparedData
 from cnnlab.models.cut import Cut, cut_below_trainable
-from cnnlab.models.inference import run_batches
+from cnnlab.models.inference import eval_mode, run_batches
 from cnnlab.progress import Progress
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet
 from cnnlab.training.stages import Stage, apply_stage, set_trainable
@@ -120,7 +120,6 @@ class CutCache:
 def top_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, inputs: torch.Tensor,
                  labels: torch.Tensor, batch_size: int = 256) -> float:
     """Accuracy of ``forward`` over cached ``inputs`` in eval mode (every module's mode restored after)."""
-    from cnnlab.models.inference import eval_mode
     from cnnlab.models.outputs import as_class_logits
 
     correct = 0
@@ -160,7 +159,10 @@ def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: Pre
             module.training = training
     if cut is None:
         return None, why
-    with torch.no_grad():
+    # In eval mode: the model is in training mode here, and one image through BatchNorm in training
+    # mode moved the frozen backbone's ImageNet statistics (10% of the way to that image's), so every
+    # later stage ran on altered features.
+    with torch.no_grad(), eval_mode(model):
         per_image = cut.bottom_forward(sample[:1]).numel() * 4
     needed = per_image * sum(len(s) for s in data.splits.values())
     if needed > MAX_BYTES:

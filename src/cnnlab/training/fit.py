@@ -7,6 +7,7 @@ writes the run folder and decides, and the others receive its decisions, so all 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import logging
@@ -36,6 +37,7 @@ from cnnlab.training.history import trim_history
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.ranks import Ranks, batch_plan, scale_line
+from cnnlab.training.refit import Refit, chosen_stages, refit_data, refit_wanted
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
 from cnnlab.training.stages import kept_weights, plan_stages
@@ -224,6 +226,10 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
     pretrained = config.model.pretrained or bool(config.model.weights)
     plan = plan_stages(config, pretrained)
+    hooked = ctx.hooks.custom or bool(ctx.hooks.callbacks)
+    no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, hooked)  # "": a refit follows
+    # The refit starts again from the weights the stages started from (taken before any stage's are loaded).
+    initial = None if no_refit else {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
     records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
     finished = [r["name"] for r in records]
     checkpoint = read_checkpoint(resume_from) if resume_from else {}
@@ -257,7 +263,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
     if why and any(stage.name == "finetune" for stage in todo):
         log.info("fine-tuning trains on images: %s", why)
-    module = None
+    module, features = None, None
     for index, stage in enumerate(todo):
         ckpt = resume_from if stage.name == resumable else None
         budget = None
@@ -276,20 +282,18 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                         batches.per_device, cut_cache),
                 files, config.data.batch_size,
             )
-        module = outcome.module
-        last = stage is plan[-1] or outcome.interrupted  # what the final evaluation scores anyway
+        module, features = outcome.module, outcome.features or features
+        # What the final evaluation scores anyway (after a refit, the refit's model: every stage is scored here).
+        last = (stage is plan[-1] and bool(no_refit)) or outcome.interrupted
         with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
             record = _stage_result(ctx, outcome, module_kwargs["normalize"], score_test=not last)
         _note_thread_changes(attempt)
         if ranks.is_zero:
             print(stage_end(record, plan.index(stage) + 1, stage.epochs, outcome.interrupted), flush=True)
         if outcome.interrupted:
-            attempt["ended"] = "interrupted"
-            ctx.meta["status"] = "interrupted"
             ctx.meta["stages"] = [*records, record]
-            ctx.save_meta()
-            raise TrainingInterrupted(FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config),
-                                      saved=_interrupted_text(record, plan.index(stage) + 1, stage.epochs))
+            _stop_interrupted(ctx, attempt, module, module_kwargs,
+                              _interrupted_text(record, plan.index(stage) + 1, stage.epochs))
         record["done"] = True
         records.append(record)
         ctx.meta["stages"] = records
@@ -302,7 +306,13 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if len(records) > 1:
         ctx.meta["kept"] = kept_weights(records)
         log.info("%s", ctx.meta["kept"]["why"])
-    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records), 2)}
+    if no_refit:
+        ctx.meta["refit"] = {"done": False, "why": no_refit}
+    elif initial is not None and records and not ctx.meta.get("refit", {}).get("done"):
+        refit = Refit(chosen_stages(plan, records, config), initial, ctx.data, features, cut_cache)
+        module = _refit(ctx, refit, attempt, (resume_from, resumable), batches.per_device) or module
+    refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
+    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records) + refit_seconds, 2)}
     ctx.meta["memory"] = {"peak_rss_mb": ranks.peak_rss_mb()}  # per process: what each needed to train
     if budget_total:
         ctx.meta["timing"]["budget_seconds"] = budget_total
@@ -327,6 +337,35 @@ def _interrupted_text(record: dict[str, Any], position: int, planned_epochs: int
     """What a Ctrl-C inside a stage's epochs kept: said by the command, beside how to resume."""
     return (f"stage {position} '{record['name']}' after {record.get('epochs', 0)} of {planned_epochs} epochs; "
             "the last finished epoch is saved (last.ckpt) and the best weights so far are kept (best.ckpt)")
+
+
+def _stop_interrupted(ctx: RunContext, attempt: dict[str, Any], module: ClassifierModule,
+                      module_kwargs: dict[str, Any], saved: str) -> None:
+    """Puts Ctrl-C on record (run.json) and raises TrainingInterrupted with the model to report on."""
+    attempt["ended"] = "interrupted"
+    ctx.meta["status"] = "interrupted"
+    ctx.save_meta()
+    raise TrainingInterrupted(FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config),
+                              saved=saved)
+
+
+def _refit(ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple[str | None, str | None],
+           device_batch: int) -> ClassifierModule | None:
+    """Trains the refit on train + val (``cnnlab.training.refit``); returns its module (None: nothing left
+    to train). Ctrl-C in it reports the validated model (best.ckpt until the refit ends)."""
+    refit_ctx = dataclasses.replace(ctx, data=refit_data(ctx.data))
+    refit_kwargs = _module_kwargs(refit_ctx)  # class weights and the like from train + val
+    with phase("training"):
+        module, interrupted = _fit_guarded(partial(refit.train, refit_ctx, refit_kwargs, *resume, device_batch),
+                                           ctx.files, ctx.config.data.batch_size)
+    _note_thread_changes(attempt)
+    if interrupted and module is not None:
+        ctx.ranks.from_zero(lambda: load_model_weights(ctx.model, ctx.files.best))  # the validated model
+        ctx.ranks.share_weights(ctx.model)
+        _stop_interrupted(ctx, attempt, module, _module_kwargs(ctx),
+                          "the refit on train + val: its last finished epoch is saved (last.ckpt), and best.ckpt "
+                          "is still the model validation chose")
+    return module
 
 
 def _note_thread_changes(attempt: dict[str, Any]) -> None:

@@ -106,6 +106,16 @@ class RunFiles(ResultFiles):
         return self.checkpoints / "last.ckpt"
 
     @property
+    def refit(self) -> Path:
+        """A refit's latest epoch (``cnnlab.training.refit``), moved to best.ckpt when the refit ends."""
+        return self.checkpoints / "refit.ckpt"
+
+    @property
+    def validated(self) -> Path:
+        """After a refit: the model the stages chose on validation (best.ckpt until the refit replaced it)."""
+        return self.checkpoints / "validated.ckpt"
+
+    @property
     def skipped(self) -> Path:
         return self.root / "skipped_files.csv"
 

@@ -32,7 +32,7 @@ from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.console import interruption_text, stage_start, verbose
 from cnnlab.training.cut_cache import CutCache, top_accuracy
-from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, cache_features
+from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet, cache_features
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.lr_finder import find_lr
 from cnnlab.training.module import ClassifierModule
@@ -62,6 +62,7 @@ class StageOutcome:
     budget_spent: bool = False  # extraction alone outran the time budget: later stages are skipped
     # The test accuracy of the model as it is now, from cached features or activations (None: score images).
     test_accuracy: Callable[[], float] | None = None
+    features: dict[str, FeatureSet] | None = None  # a frozen stage's cached features (a refit reuses them)
 
 
 class PreparationInterrupted(KeyboardInterrupt):
@@ -168,15 +169,30 @@ class StageInputs:
     trainable: int
     frozen: int
     test_accuracy: Callable[[], float] | None = None
+    features: dict[str, FeatureSet] | None = None
+
+
+def stage_features(config: RunConfig, model: torch.nn.Module, data: Any, normalize: Any, ranks: Any,
+                   listener: Any = None) -> dict[str, FeatureSet]:
+    """A frozen stage's cached features: every split once, the training images in augmented views.
+
+    Drawn from torch's random stream as it stands (a stage seeds it first), so the same seed gives the same views.
+    """
+    augment = build_batch_augment(config.augment, crop=normalize.crop)
+    return cache_features(model, data, normalize, augment=augment,
+                          train_views=AUGMENTED_VIEWS if augment is not None else 1,
+                          device=ranks.device if ranks.several else _feature_device(config), listener=listener,
+                          ranks=ranks)
 
 
 def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget: StageBudget | None = None,
                   position: int = 0, batch_size: int | None = None, cut_cache: CutCache | None = None,
-                  watch: Any = None) -> StageInputs:
+                  watch: Any = None, features: dict[str, FeatureSet] | None = None) -> StageInputs:
     """Seeds the stage's random stream, sets what trains, and builds its module and data.
 
-    A frozen stage extracts the backbone's features here (once); ``stage.lr`` ``auto`` is built at
-    a placeholder rate that :func:`use_rate` replaces (the finder sets every group's rate itself).
+    A frozen stage extracts the backbone's features here (once), unless given its ``features``
+    (a refit's, from the stages' own); ``stage.lr`` ``auto`` is built at a placeholder rate that
+    :func:`use_rate` replaces (the finder sets every group's rate itself).
     """
     config, model, data, ranks = ctx.config, ctx.model, ctx.data, ctx.ranks
     batch_size = batch_size or config.data.batch_size
@@ -204,13 +220,9 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
     balanced = config.data.sampler == "balanced"
     test_accuracy = None
     if cached:
-        augment = build_batch_augment(config.augment, crop=kwargs["normalize"].crop)
         catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
         with catching, _preparing("feature extraction"):
-            features = cache_features(model, data, kwargs["normalize"], augment=augment,
-                                      train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                                      device=ranks.device if ranks.several else _feature_device(config),
-                                      listener=watch, ranks=ranks)
+            features = features or stage_features(config, model, data, kwargs["normalize"], ranks, watch)
         # The budget bounds the extraction, not the head: its epochs on cached features cost
         # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
         head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
@@ -226,7 +238,8 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
     else:
         module = hooks.module_factory(**kwargs)
         datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
-    return StageInputs(stage, train_cfg, module, datamodule, cached, on_cut, trainable, frozen, test_accuracy)
+    return StageInputs(stage, train_cfg, module, datamodule, cached, on_cut, trainable, frozen, test_accuracy,
+                       features if cached else None)
 
 
 def use_rate(inputs: StageInputs, lr: float, weight_decay: float, model: Any) -> StageInputs:
@@ -255,6 +268,22 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
     # The test drew from the random stream: start the stage's draws again, as a run given --lr PICK would.
     L.seed_everything(config.train.seed + position, workers=True, verbose=False)
     return use_rate(inputs, finding.lr, config.train.weight_decay, ctx.model)
+
+
+def fit_until_ctrl_c(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
+                     resume_from: str | None) -> bool:
+    """``trainer.fit`` (from ``resume_from`` if given); True when Ctrl-C stopped it (last.ckpt holds the last epoch)."""
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
+        if not trainer.interrupted:
+            raise
+        return True
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
+    return False
 
 
 def fit_stage(
@@ -306,23 +335,13 @@ def fit_stage(
     if budget is not None and not cached:
         callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
                                     already=stage_clock.already))
-    interrupted = False
     with quiet_lightning(), compile_fallback(config.train.compile):
         tracker = stage_logger(ctx.meta, stage.name) if ranks.is_zero else None  # rank 0 alone logs
         trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks,
                                             monitor=monitor(criterion), extra_loggers=[tracker] if tracker else None)
         if to_beat is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
             carry_best(checkpoint, str(ctx.files.best), to_beat)
-        sigint = signal.getsignal(signal.SIGINT)
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
-            if not trainer.interrupted:
-                raise
-            interrupted = True
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
+        interrupted = fit_until_ctrl_c(trainer, module, datamodule, resume_from)
     best_score = checkpoint.best_model_score
     own = validation.best  # the stage's own best epoch on its criterion
     replaced = own is not None and (to_beat is None
@@ -347,4 +366,5 @@ def fit_stage(
     if budget is not None:
         record["budget_seconds"] = round(budget.seconds, 2)
     budget_spent = ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
-    return StageOutcome(module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy)
+    return StageOutcome(module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy,
+                        features=inputs.features)

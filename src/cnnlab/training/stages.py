@@ -174,11 +174,27 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
     improvement line: fine-tuning did not finish.
     """
     stages = meta.get("stages") or []
-    if not stages or stages[-1].get("test_acc") is not None:
+    if (meta.get("refit") or {}).get("done"):  # every stage was scored before the refit
+        record_refit_accuracy(meta, test_accuracy)
+    elif not stages or stages[-1].get("test_acc") is not None:
         return
-    stages[-1]["test_acc"] = test_accuracy
-    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("done"):
-        meta["improvement"] = improvement_line(stages[0]["test_acc"], test_accuracy)
+    else:
+        stages[-1]["test_acc"] = test_accuracy
+    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("done") \
+            and stages[-1].get("test_acc") is not None:
+        meta["improvement"] = improvement_line(stages[0]["test_acc"], stages[-1]["test_acc"])
+
+
+def record_refit_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
+    """After a refit the final evaluation scores the refit's model: its test accuracy goes to run.json's
+    ``refit``, beside the validated model's (the kept stage's, scored before the refit)."""
+    refit, stages = meta["refit"], meta.get("stages") or []
+    kept = (meta.get("kept") or {}).get("stage") or (stages[0]["name"] if stages else None)
+    validated = next((s.get("test_acc") for s in stages if s.get("name") == kept), None)
+    refit.update(test_acc=test_accuracy, validated_test_acc=validated)
+    if validated is not None:
+        log.info("refit on train + val: test accuracy %.2f%%, the validated model's %.2f%% (%+.2f points)",
+                 100 * test_accuracy, 100 * validated, 100 * (test_accuracy - validated))
 
 
 class FrozenBatchNormEval(L.Callback):

@@ -139,6 +139,7 @@ def build_trainer(
     extra_callbacks: list[L.Callback] | None = None,
     monitor: str = "val_loss",
     extra_loggers: list[Logger] | None = None,
+    validate: bool = True,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer with the lesson's callbacks: best/last checkpoints and early stopping.
 
@@ -148,11 +149,13 @@ def build_trainer(
         monitor: the logged validation figure (lower is better) that picks the best checkpoint:
             ``val_loss``, or a stage's criterion (``cnnlab.training.selection``).
         extra_loggers: more loggers of the epoch metrics (an experiment tracker's).
+        validate: False for a refit on train + val (``cnnlab.training.refit``): no validation, no early
+            stopping and no history; each epoch's weights go to refit.ckpt (and last.ckpt), best.ckpt is left alone.
     """
     checkpoint = ModelCheckpoint(
         dirpath=files.checkpoints,
-        filename=files.best.stem,
-        monitor=monitor,
+        filename=files.best.stem if validate else files.refit.stem,
+        monitor=monitor if validate else None,  # None: the latest epoch is kept
         mode="min",
         save_top_k=1,
         save_last=True,
@@ -160,7 +163,7 @@ def build_trainer(
     )
     # Early stopping always watches the loss: an error count on a small validation split jumps by
     # whole images and stopped a fine-tuning stage at its first dip (a 40-image split).
-    early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
+    stopping = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)] if validate else []
     progress = _progress_bar()
     # Beside any bar, the epochs worth a line of their own (every one with --verbose): cnnlab.training.callbacks
     lines = EpochLines(every_epoch=verbose())
@@ -173,13 +176,14 @@ def build_trainer(
         use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, early_stopping, *([progress] if progress else []), lines, *weight_averaging(cfg),
+        callbacks=[checkpoint, *stopping, *([progress] if progress else []), lines, *weight_averaging(cfg),
                    CheapValidationTTA(), ThreadWatchTicks(), *(extra_callbacks or [])],
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
             *(extra_loggers or []),
-        ],
+        ] if validate else False,  # a refit's epochs are not the run's validated history (metrics.csv)
+        limit_val_batches=None if validate else 0,
         enable_progress_bar=progress is not None,
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes
         plugins=[AtomicCheckpointIO()],
