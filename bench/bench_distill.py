@@ -52,7 +52,7 @@ def goal_lines(table: dict) -> list[str]:
     gap = percent(teacher[6]) - percent(distilled[6])
     gain = percent(distilled[6]) - percent(alone[6])
     return [f"- latency: {ratio:.2f}x the teacher's at batch 1 (goal at most 0.5x): {'yes' if ratio <= 0.5 else 'no'}",
-            f"- accuracy: {gap:+.2f} points below the teacher (goal within 5): {'yes' if gap <= 5 else 'no'}",
+            f"- accuracy: {gap:.2f} points below the teacher (goal within 5): {'yes' if gap <= 5 else 'no'}",
             f"- against the same student alone: {gain:+.2f} points (goal above 0): {'yes' if gain > 0 else 'no'}"]
 
 

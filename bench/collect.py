@@ -36,6 +36,10 @@ SECTIONS = [
     ("lr_find", "Learning-rate finder: which rule reads the curve (issue #31)"),
     ("label_issues", "Label issues: flipped labels found on real photos (issue #31)"),
     ("tune", "cnnlab tune: an hour's search against the defaults, and TTA (issue #31)"),
+    ("refit", "Transfer that uses every labelled photo: refit on train + val (issue #29)"),
+    ("prune", "Pruning a Lite0 transfer run: what 50% of the channels costs (issue #29)"),
+    ("distill", "Distillation: a pruned copy of the teacher, distilled vs alone (issue #29)"),
+    ("mnist_one_epoch", "MNIST in one epoch: the fast recipe over 5 seeds (issue #32)"),
 ]
 INTRO = """# Benchmarks
 
