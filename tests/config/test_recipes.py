@@ -42,6 +42,24 @@ def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
     assert trainer.resolve_precision(train) == "bf16-mixed"
 
 
+def test_fast_is_one_whole_epoch_on_nearly_all_the_images() -> None:
+    """MNIST to 99% in one epoch: the pass always completes, whatever the machine's load."""
+    config = build_config(recipe="fast")
+    assert config.train.epochs == 1
+    assert config.train.time_budget is None  # a budget would cut the epoch short on a busy machine
+    assert round(float(config.data.val_split) * 60_000) == 1_000  # 59,000 of MNIST's 60,000 digits to learn from
+
+
+def test_fast_learns_digits_in_its_one_epoch(tmp_path: Path) -> None:
+    """The recipe's network and schedule, as they are: one epoch takes 8x8 digits far above chance."""
+    from cnnlab.training.fit import fit
+
+    config = merge_config(build_config(recipe="fast", data="digits"), {"runs_dir": str(tmp_path), "name": "one"})
+    stage = fit(config, "test").meta["stages"][0]
+    assert stage["epochs"] == 1
+    assert stage["val_at_best"]["accuracy"] > 0.5  # chance is 0.1; about 20 steps of batch 64
+
+
 def test_unknown_recipe_names_the_closest() -> None:
     with pytest.raises(CnnlabError, match="did you mean fast"):
         recipe_overrides("fsat")
@@ -58,7 +76,7 @@ def test_yaml_and_flags_override_the_recipe(tmp_path: Path) -> None:
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("train:\n  epochs: 7\n  optimizer: sgd\n")
     config = build_config(recipe="fast", config_file=yaml_file, batch_size=32)  # defaults -> recipe -> YAML -> flags
-    assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn")
+    assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn_small")
     assert config.train.optimizer == "sgd"  # untouched recipe values stay
 
 
@@ -69,6 +87,7 @@ def test_recipes_list_and_show(capsys: pytest.CaptureFixture) -> None:
         assert name in out
     row = {r["recipe"]: r for r in recipes_cmd.recipe_rows()}["fast-cifar"]
     assert "560 s (at most 60 epochs)" in row["training"] and "translate 2 px" in row["augment"]  # the budget shown
+    assert "batch 64, 1 epoch, " in {r["recipe"]: r for r in recipes_cmd.recipe_rows()}["fast"]["training"]
     assert max(len(line) for line in out.splitlines()) <= 80  # a pipe or a small terminal: no cut-off columns
     assert "whole command about 10" in out  # what each is for, as sentences under the table
     assert recipes_cmd.run(argparse.Namespace(recipes_command="show", name="fast-cifar")) == 0

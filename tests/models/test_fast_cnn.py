@@ -1,4 +1,4 @@
-"""fast_cnn and fast_cifar: shapes for 1 and 3 channels and small sizes, whitening, flip TTA."""
+"""fast_cnn, fast_cnn_small and fast_cifar: shapes for 1 and 3 channels and small sizes, whitening, flip TTA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from cnnlab.models import create_model, own_model_names
 from cnnlab.models.fast_cnn import FastCifarNet, PatchWhitening
 
 
-@pytest.mark.parametrize("name", ["fast_cnn", "fast_cifar"])
+@pytest.mark.parametrize("name", ["fast_cnn", "fast_cnn_small", "fast_cifar"])
 @pytest.mark.parametrize("chans,side", [(1, 28), (3, 32), (1, 8), (3, 12), (3, 64)])
 def test_forward_shapes(name: str, chans: int, side: int) -> None:
     torch.manual_seed(0)
@@ -22,10 +22,10 @@ def test_forward_shapes(name: str, chans: int, side: int) -> None:
 
 
 def test_registered_and_sized() -> None:
-    assert {"fast_cnn", "fast_cifar"} <= set(own_model_names())
-    small = create_model("fast_cnn", num_classes=10, in_chans=1, image_size=(28, 28))
-    params = sum(p.numel() for p in small.parameters())
-    assert 30_000 < params < 300_000  # small enough for seconds per MNIST epoch on a CPU
+    assert {"fast_cnn", "fast_cnn_small", "fast_cifar"} <= set(own_model_names())
+    sizes = {name: sum(p.numel() for p in create_model(name, num_classes=10, in_chans=1, image_size=(28, 28))
+                       .parameters()) for name in ("fast_cnn", "fast_cnn_small")}
+    assert 30_000 < sizes["fast_cnn_small"] < sizes["fast_cnn"] < 300_000  # seconds per MNIST epoch on a CPU
 
 
 def test_whitening_is_set_from_the_first_training_batch_and_kept() -> None:

@@ -44,7 +44,7 @@ def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
 
     ``train`` and ``data`` are whole sections (the defaults under the recipe), never retyped defaults.
     """
-    length = f"{train['epochs']} epochs"
+    length = f"{train['epochs']} epoch{'s' if train['epochs'] != 1 else ''}"
     if train["time_budget"]:  # the schedule fits the time; the epochs are only an upper bound
         length = f"{train['time_budget']:g} s (at most {length})"
     return (f"{train['optimizer']} {train['lr']:g}, {train['scheduler']}, "

@@ -1,7 +1,8 @@
 """Small batch-normalised CNNs that train fast from scratch on a CPU (``--recipe fast``, ``fast-cifar``).
 
 ``fast_cnn``: conv-BN-ReLU blocks (widths 24-48-96), each with a 2x2 max-pool, then the 3x3
-map flattened into a small MLP head (Dense 128): about 0.17M parameters.
+map flattened into a small MLP head (Dense 128): about 0.17M parameters. ``fast_cnn_small``:
+the same at 16-32-64 (about 0.1M), ``--recipe fast``'s one-epoch network.
 
 ``fast_cifar``: the airbench94 design (Keller Jordan, 2024) at half width: a 2x2 patch-whitening
 stem whose weights come from the first training batch's patch covariance (then frozen), three
@@ -246,6 +247,18 @@ def fast_cnn(num_classes: int, in_chans: int, image_size: tuple[int, int], dropo
     simple_cnn in its default fp32, with about the same accuracy per epoch as 32-64-128.
     """
     return FastCNN(num_classes, in_chans, image_size, widths=(24, 48, 96), dropout=dropout, hidden=128)
+
+
+@register_model("fast_cnn_small")
+def fast_cnn_small(num_classes: int, in_chans: int, image_size: tuple[int, int], dropout: float = 0.0) -> nn.Module:
+    """``--recipe fast``'s net since its one-epoch setup: ``fast_cnn`` at 16-32-64 (about 0.1M parameters).
+
+    After one epoch on MNIST (the recipe, 5 seeds) 99.18-99.36% test (median 99.27%) against
+    24-48-96's 99.25-99.45% (median 99.37%), for about 0.6x the training-step time (fp32, batch 64,
+    timed round-robin on a shared 2-core EPYC). A name of its own: ``fast_cnn`` run folders keep
+    loading.
+    """
+    return FastCNN(num_classes, in_chans, image_size, widths=(16, 32, 64), dropout=dropout, hidden=128)
 
 
 @register_model("fast_cifar")
