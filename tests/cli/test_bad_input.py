@@ -55,6 +55,7 @@ CASES = [
     ("bad learning rate", lambda t: ["train", "digits", "--lr", "-1"], "--lr"),
     ("bad dropout", lambda t: ["train", "digits", "--dropout", "1.5"], "--dropout"),
     ("bad split", lambda t: ["train", "digits", "--val-split", "lots"], "--val-split"),
+    ("no validation", lambda t: ["train", "digits", "--val-split", "0"], "--val-split 0 holds out no image"),
     ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")],
      "did you mean epochs"),
     ("bad config value", lambda t: ["train", "digits", "--config", _yaml(t, "transfer:\n  frozen_epochs: -1\n")],

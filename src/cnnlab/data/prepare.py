@@ -135,8 +135,13 @@ def _decode_listing(listing: Listing, index: dict[str, int], channels: int, size
     return decoded
 
 
-def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str]) -> None:
+def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str], held_out: dict[str, str]) -> None:
+    """Every split has images and every class training images; ``held_out``: split -> the size asked for."""
     for split, image_set in splits.items():
+        if len(image_set) == 0 and split in held_out:  # asked for none (e.g. --val-split 0), not lost to bad files
+            why = "validation chooses the epochs and the kept stage" if split == "val" else "they score the run"
+            raise CnnlabError(f"--{split}-split {held_out[split]} holds out no image, and cnnlab needs {split} images "
+                              f"({why}): give a fraction such as 0.05 or a count such as 500")
         if len(image_set) == 0:
             raise CnnlabError(f"no usable image left in the {split} split (see skipped files)")
     counts = splits["train"].class_counts(len(class_names))
@@ -182,7 +187,8 @@ def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
         kept, held = hold_out(labels, val_spec, seed, class_names, "val")
         splits["val"], pool = pool.subset(held), pool.subset(kept)
     splits["train"] = pool
-    _check_nonempty(splits, class_names)
+    asked = {"val": cfg.val_split, "test": cfg.test_split}
+    _check_nonempty(splits, class_names, {name: asked[name] for name in asked if name not in given})
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     crop = side if crop_pct < NO_MARGIN else None
     held_out = tuple(name for name in ("val", "test") if name not in given)
