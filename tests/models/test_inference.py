@@ -39,3 +39,19 @@ def test_a_run_is_scored_in_the_precision_it_trained_in(precision: str) -> None:
     if precision == "auto" and torch.cuda.is_available():
         pytest.skip("auto is mixed precision on a GPU")
     assert run_autocast(build_config(data="digits", precision=precision).train) == expected
+
+
+def test_a_summary_and_eval_passes_leave_a_frozen_batchnorm_in_eval_mode() -> None:
+    """Each module's own mode comes back: ``model.train(True)`` afterwards would wake a frozen BatchNorm."""
+    from torch import nn
+
+    from cnnlab.models.inference import eval_mode
+    from cnnlab.models.summary import model_summary
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    model.train()
+    model[1].eval()  # frozen: its ImageNet statistics must not move
+    assert "Conv2d" in model_summary(model, (3, 12, 12))
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == [True, True, False, True, True, True]

@@ -23,7 +23,7 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import LUMA
 from cnnlab.data.types import ImageSet
 from cnnlab.deploy.pruning import recalibrate_batchnorm
-from cnnlab.models.inference import run_batches
+from cnnlab.models.inference import eval_mode, run_batches
 from cnnlab.models.outputs import as_class_logits
 from cnnlab.training.module import ClassifierModule
 
@@ -52,10 +52,8 @@ class Teacher:
 
     @torch.no_grad()
     def logits(self, unit: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        out = as_class_logits(self.model(self.inputs(unit)))
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            out = as_class_logits(self.model(self.inputs(unit)))
         return out.float()
 
     def logits_of(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import classifier_of
+from cnnlab.models.inference import modes_kept
 
 PRUNED_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -92,21 +93,18 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> int:
     if not norms or not batches:
         return 0
     momenta = [m.momentum for m in norms]
-    modes = [(m, m.training) for m in model.modules()]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a plain average over all the batches
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.eval()  # dropout would change the statistics the network sees at inference
-    with torch.no_grad():
+    with modes_kept(model), torch.no_grad():
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                module.eval()  # dropout would change the statistics the network sees at inference
         for batch in batches:
             model(batch)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
-    for module, training in modes:
-        module.training = training
     return len(norms)
 
 

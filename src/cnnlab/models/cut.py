@@ -13,7 +13,6 @@ deterministic in the mode the stage trains in. Any model where that fails is tra
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnlab.models.heads import HeadedModel
-from cnnlab.models.inference import eval_mode, is_channels_last
+from cnnlab.models.inference import eval_mode, is_channels_last, modes_kept
 
 # timm children that belong to forward_head (pooling, pre-logits, classifier), not forward_features.
 _HEAD_CHILDREN = ("global_pool", "pre_logits", "head_drop", "head", "fc", "classifier")
@@ -82,16 +81,6 @@ def _trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-@contextlib.contextmanager
-def _modes_kept(model: nn.Module) -> Iterator[None]:
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 def _random_while_training(modules: nn.Module) -> bool:
     # Dropout, DropPath, DropBlock... in training mode: random per call (a single comparison of
     # two passes can miss it when nothing happened to be dropped).
@@ -125,7 +114,7 @@ def cut_below_trainable(model: nn.Module, sample: torch.Tensor) -> tuple[Cut | N
     bottom = nn.Sequential(*[module for _, module in chain[:first]])
     top = nn.Sequential(*[module for _, module in chain[first:]])
     cut = Cut(model, bottom, top, net, names[first] if first < len(chain) else "the pooling")
-    with torch.no_grad(), _modes_kept(model):
+    with torch.no_grad(), modes_kept(model):
         staged = cut.bottom_forward(sample)  # the bottom as the stage runs it
         with eval_mode(model):
             reference = model(cut._layout(sample))

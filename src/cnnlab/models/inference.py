@@ -41,15 +41,26 @@ def is_channels_last(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode inside; afterwards every module's own mode back (frozen BN stays in eval)."""
+def modes_kept(model: nn.Module) -> Iterator[None]:
+    """Afterwards every module's own train/eval mode back, whatever happened inside.
+
+    ``model.train(was_training)`` would not do: it sets every submodule alike and so puts a frozen
+    BatchNorm, kept in eval mode on purpose, back into training mode.
+    """
     modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     try:
         yield
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; afterwards every module's own mode back (frozen BN stays in eval)."""
+    with modes_kept(model):
+        model.eval()
+        yield
 
 
 def run_batches(

@@ -6,6 +6,8 @@ import re
 
 from torch import nn
 
+from cnnlab.models.inference import modes_kept
+
 _COUNT_UNITS = {"NONE": "count", "KILOBYTES": "thousands", "MEGABYTES": "millions", "GIGABYTES": "billions",
                 "TERABYTES": "trillions"}
 
@@ -21,17 +23,16 @@ def model_summary(model: nn.Module, input_shape: tuple[int, int, int], depth: in
     """The summary table as text, computed with torchinfo on one input of ``input_shape``."""
     from torchinfo import summary
 
-    was_training = model.training
-    stats = summary(
-        model,
-        input_size=(1, *input_shape),
-        col_names=("output_size", "num_params", "trainable"),
-        depth=depth,
-        mode="eval",  # no dropout draws: a summary must not shift the random stream
-        verbose=0,
-        device="cpu",
-    )
-    model.train(was_training)  # torchinfo leaves the model in eval mode
+    with modes_kept(model):  # torchinfo leaves the model in eval mode
+        stats = summary(
+            model,
+            input_size=(1, *input_shape),
+            col_names=("output_size", "num_params", "trainable"),
+            depth=depth,
+            mode="eval",  # no dropout draws: a summary must not shift the random stream
+            verbose=0,
+            device="cpu",
+        )
     # torchinfo prints the count's unit as an enum ("Total mult-adds (Units.MEGABYTES)"); it is a
     # count of multiply-adds in millions, not bytes.
     return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({_COUNT_UNITS.get(m[1], m[1].lower())})", str(stats))

@@ -33,7 +33,7 @@ from cnnlab.config import RunConfig
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import PreparedData
 from cnnlab.models.cut import Cut, cut_below_trainable
-from cnnlab.models.inference import eval_mode, run_batches
+from cnnlab.models.inference import eval_mode, modes_kept, run_batches
 from cnnlab.progress import Progress
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet
 from cnnlab.training.stages import Stage, apply_stage, set_trainable
@@ -145,18 +145,16 @@ def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: Pre
     if why:
         return None, why
     saved = [p.requires_grad for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        apply_stage_quietly(model, stage, config)
-        train = data.splits["train"]
-        images = train.take(list(range(min(SAMPLE_IMAGES, len(train)))))  # a few rows, even from a disk store
-        sample = normalize(Normalize.to_unit(images)).to(next(model.parameters()).device)
-        cut, why = cut_below_trainable(model, sample)
+        with modes_kept(model):
+            apply_stage_quietly(model, stage, config)
+            train = data.splits["train"]
+            images = train.take(list(range(min(SAMPLE_IMAGES, len(train)))))  # a few rows, even from a disk store
+            sample = normalize(Normalize.to_unit(images)).to(next(model.parameters()).device)
+            cut, why = cut_below_trainable(model, sample)
     finally:
         for p, flag in zip(model.parameters(), saved):
             p.requires_grad_(flag)
-        for module, training in modes:
-            module.training = training
     if cut is None:
         return None, why
     # In eval mode: the model is in training mode here, and one image through BatchNorm in training
