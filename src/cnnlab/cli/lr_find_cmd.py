@@ -6,15 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cli.parser import number_at_least
 from cnnlab.cli.train_cmd import add_run_arguments, config_from_args
 from cnnlab.errors import CnnlabError
-
-
-def _positive_rate(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,8 +21,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", metavar="DIR", type=Path, help="where lr_find.png and lr_find.json go "
                    "(default: lr-find/<model>-<data>, numbered when taken)")
     p.add_argument("--steps", type=int, default=None, help="rates to try, one training batch each (default: 100)")
-    p.add_argument("--start-lr", type=_positive_rate, default=None, metavar="X", help="the first rate (default: 1e-6)")
-    p.add_argument("--end-lr", type=_positive_rate, default=None, metavar="X", help="the last rate (default: 1)")
+    rate = number_at_least(0, strict=True)
+    p.add_argument("--start-lr", type=rate, default=None, metavar="X", help="the first rate (default: 1e-6)")
+    p.add_argument("--end-lr", type=rate, default=None, metavar="X", help="the last rate (default: 1)")
     add_run_arguments(p, data_nargs=None)
     p.set_defaults(func=run)
 

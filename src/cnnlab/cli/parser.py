@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from cnnlab.errors import suggest
@@ -70,6 +71,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def number_at_least(low: float, strict: bool = False) -> Callable[[str], float]:
+    """argparse type of a command's own number options: a float >= ``low`` (> ``low`` when ``strict``)."""
+    def check(text: str) -> float:
+        value = float(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low:g}, got {text}")
+        return value
+    return check
 
 
 def thread_count(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cnnlab.cli.parser import positive_int, thread_count
+from cnnlab.cli.parser import number_at_least, positive_int, thread_count
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
 from cnnlab.serving import settings as defaults
 
@@ -15,15 +15,6 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0 (any free port) to 65535, got {value}")
     return value
-
-
-def _at_least(low: float, strict: bool) -> Any:
-    def check(text: str) -> float:
-        value = float(text)
-        if value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low:g}, got {text}")
-        return value
-    return check
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,7 +28,7 @@ def add_parser(subparsers: Any) -> None:
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=_port, default=defaults.DEFAULT_PORT,
                    help=f"TCP port (default: {defaults.DEFAULT_PORT}; 0 takes any free port)")
-    p.add_argument("--max-upload-mb", dest="max_upload_mb", type=_at_least(0, strict=True),
+    p.add_argument("--max-upload-mb", dest="max_upload_mb", type=number_at_least(0, strict=True),
                    default=defaults.DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                    help=f"largest request body, checked while it arrives (default: {defaults.DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--max-files", dest="max_files", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_FILES,
@@ -48,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
                    "CPU, yes for the MNIST CNN, no for EfficientNet-Lite0) (default: auto)")
     p.add_argument("--max-batch", dest="max_batch", type=positive_int, metavar="N", default=defaults.DEFAULT_MAX_BATCH,
                    help=f"most images scored in one call when batching (default: {defaults.DEFAULT_MAX_BATCH})")
-    p.add_argument("--batch-window-ms", dest="batch_window_ms", type=_at_least(0, strict=False),
+    p.add_argument("--batch-window-ms", dest="batch_window_ms", type=number_at_least(0, strict=False),
                    default=defaults.DEFAULT_BATCH_WINDOW_MS, metavar="MS",
                    help="how long an idle batcher waits for more requests to batch with the first; requests "
                    "that queue while the model runs are batched anyway "
@@ -72,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
                        default=defaults.DEFAULT_MAX_QUEUE,
                        help="requests that may wait for the model; more are answered 503 with Retry-After at once "
                        f"(default: {defaults.DEFAULT_MAX_QUEUE})")
-    reach.add_argument("--request-timeout", dest="request_timeout", type=_at_least(0, strict=True), metavar="S",
+    reach.add_argument("--request-timeout", dest="request_timeout", type=number_at_least(0, strict=True), metavar="S",
                        default=defaults.DEFAULT_REQUEST_TIMEOUT,
                        help="seconds a request may take from arrival to answer (upload, queue, inference); "
                        f"past it, 504 (default: {defaults.DEFAULT_REQUEST_TIMEOUT:g})")

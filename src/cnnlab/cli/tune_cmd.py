@@ -8,16 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnlab.cli.parser import positive_int
+from cnnlab.cli.parser import number_at_least, positive_int
 from cnnlab.cli.train_cmd import add_run_arguments, config_from_args
 from cnnlab.errors import CnnlabError, plural
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 seconds, got {text}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
         "--config OUT/best.yaml).")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="the search's folder (default: tune/<model>-<data>; an existing study there is continued)")
-    p.add_argument("--trial-budget", type=_seconds, metavar="SECONDS",
+    p.add_argument("--trial-budget", type=number_at_least(0, strict=True), metavar="SECONDS",
                    help="seconds of training per trial (default: a sixth of --time-budget)")
     p.add_argument("--trials", type=positive_int, metavar="N", help="stop after N more trials (default: when the "
                    "budget is spent)")
