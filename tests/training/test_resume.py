@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_same_metrics import RECORDED, SCRATCH, check_same
 
 from conftest import read_json
 
 # 6 epochs of small batches: enough training left after a signal (seconds, not 0.1 s an epoch) that
 # a busy machine cannot finish the run before the signal lands.
 # --verbose: every epoch's line (and each stage's trainable table), which the tests wait for.
-TRAIN = ["digits", "--epochs", "6", "--deterministic", "--seed", "3", "--batch-size", "16", "--verbose"]
+TRAIN = [*SCRATCH, "--verbose"]
 
 
 def _cnnlab(*args: str) -> list[str]:
@@ -54,6 +55,8 @@ def reference(tmp_path_factory) -> dict:
     runs = tmp_path_factory.mktemp("ref") / "runs"
     subprocess.run(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "full"), check=True,
                    capture_output=True, timeout=300)
+    # The uninterrupted run is the recorded one, so a resumed run equals the recording too.
+    check_same(runs / "full", RECORDED / "scratch")
     return {"metrics": read_json(runs / "full" / "metrics.json")["test"],
             "history": (runs / "full" / "metrics.csv").read_text()}
 

@@ -178,11 +178,11 @@ def joined_features(features: dict[str, FeatureSet], model: torch.nn.Module, dat
     augment = build_batch_augment(config.augment, crop=normalize.crop) if train.views > 1 else None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     extra = extract_features(model, val, normalize, augment=augment, views=train.views if augment else 1)
-    width = train.features.shape[1]
-    rows = torch.cat([train.features.reshape(train.views, -1, width), extra.features.reshape(train.views, -1, width)],
+    row = train.features.shape[1:]  # (D,) pooled, or (C, H, W) for an own CNN whose head flattens
+    rows = torch.cat([train.features.reshape(train.views, -1, *row), extra.features.reshape(train.views, -1, *row)],
                      dim=1)
     labels = torch.cat([train.labels[: len(train)], val.labels]).repeat(train.views)
-    return {**features, "train": FeatureSet(rows.reshape(-1, width), labels, train.views)}
+    return {**features, "train": FeatureSet(rows.reshape(-1, *row), labels, train.views)}
 
 
 def joined_cut(cut_cache: CutCache | None, model: torch.nn.Module, stage: Stage, config: RunConfig,
