@@ -45,8 +45,15 @@ def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int
 
 # Headless Chromium as the browser tests run it: no sandbox (root in a container), no GPU, and none of
 # its own traffic (updates, sync, QUIC), so a test's requests are the page's.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +147,9 @@ def fitted_meta(result) -> dict:
     from cnnlab.training.stages import record_final_accuracy
 
     test = result.data.splits["test"]
-    record_final_accuracy(result.meta, accuracy(result.module.model, test.for_pass, test.labels,
-                                                result.module.normalize))
+    record_final_accuracy(
+        result.meta, accuracy(result.module.model, test.for_pass, test.labels, result.module.normalize)
+    )
     return result.meta
 
 
@@ -170,8 +178,23 @@ def trained_shapes(tmp_path_factory) -> tuple[Path, Path]:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: see one_torch_thread
     try:
-        assert main(["train", str(shapes), "--epochs", "5", "--batch-size", "16", "--runs-dir", str(root / "runs"),
-                     "--name", "base"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    str(shapes),
+                    "--epochs",
+                    "5",
+                    "--batch-size",
+                    "16",
+                    "--runs-dir",
+                    str(root / "runs"),
+                    "--name",
+                    "base",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(saved)
     return root / "runs" / "base", shapes
@@ -191,7 +214,10 @@ def unnamed_run_files(run: Path) -> list[str]:
     stray = []
     for path in run.rglob("*"):
         relative = path.relative_to(run).as_posix()
-        if path.is_file() and relative not in named and not any(
-                relative.startswith(n[:-1]) for n in named if n.endswith("/*")):
+        if (
+            path.is_file()
+            and relative not in named
+            and not any(relative.startswith(n[:-1]) for n in named if n.endswith("/*"))
+        ):
             stray.append(relative)
     return stray

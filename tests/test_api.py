@@ -68,9 +68,15 @@ def test_predict_agrees_on_a_path_a_pil_image_and_an_array(twin_runs, tmp_path: 
     assert [(g["class"], round(g["probability"], 5)) for g in by_folder] == tops[0]
 
 
-@pytest.mark.parametrize("spec", [s for s in all_options() if s.kind in ("int", "float") and
-                                  (s.bounds["at_least"] is not None or s.bounds["above"] is not None)],
-                         ids=lambda s: s.dest)
+@pytest.mark.parametrize(
+    "spec",
+    [
+        s
+        for s in all_options()
+        if s.kind in ("int", "float") and (s.bounds["at_least"] is not None or s.bounds["above"] is not None)
+    ],
+    ids=lambda s: s.dest,
+)
 def test_every_option_is_a_keyword_with_the_flags_checks(spec) -> None:
     low = spec.bounds["at_least"] if spec.bounds["at_least"] is not None else spec.bounds["above"]
     with pytest.raises(CnnlabError) as by_keyword:
@@ -92,9 +98,29 @@ def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:
     import importlib
     import inspect
 
-    for package in ("training.fit", "evaluation.run", "comparison.options", "deploy.export", "serving.settings",
-                    "explain.run", "tuning.study", "cleaning.issues", "training.find_rate"):
+    for package in (
+        "training.fit",
+        "evaluation.run",
+        "comparison.options",
+        "deploy.export",
+        "serving.settings",
+        "explain.run",
+        "tuning.study",
+        "cleaning.issues",
+        "training.find_rate",
+    ):
         importlib.import_module(f"cnnlab.{package}")  # a subpackage named like a verb would now shadow it
-    for name in ("train", "evaluate", "predict", "compare", "distill", "serve", "resume", "load_run", "lr_find",
-                 "label_issues", "tune"):
+    for name in (
+        "train",
+        "evaluate",
+        "predict",
+        "compare",
+        "distill",
+        "serve",
+        "resume",
+        "load_run",
+        "lr_find",
+        "label_issues",
+        "tune",
+    ):
         assert inspect.isfunction(getattr(cnnlab, name)), name

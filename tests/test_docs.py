@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(300)
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="MkDocs is not installed: pip install 'cnnlab[dev]'")
-    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-4000:]
     pages = {p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("index.html")}
     assert {"index.html", "tracking/index.html", "architecture/index.html", "reference/api/index.html"} <= pages
@@ -27,6 +32,9 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
 
 def test_readme_links_point_at_files_that_exist() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    links = [target.split("#")[0] for target in re.findall(r"\]\(([^)\s]+)\)", readme)
-             if not target.startswith(("http://", "https://", "#"))]
+    links = [
+        target.split("#")[0]
+        for target in re.findall(r"\]\(([^)\s]+)\)", readme)
+        if not target.startswith(("http://", "https://", "#"))
+    ]
     assert links and [link for link in links if not (ROOT / link).exists()] == []

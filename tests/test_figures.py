@@ -14,11 +14,17 @@ from conftest import png_size, px
 
 
 def test_history_with_stages_lr_changes_and_gaps(tmp_path: Path) -> None:
-    h = pd.DataFrame({
-        "epoch": range(6), "train_loss": [2.0, 1.5, 1.2, 0.9, 0.7, 0.6], "train_acc": [0.3, 0.5, 0.6, 0.7, 0.8, 0.85],
-        "val_loss": [2.1, np.nan, 1.3, 1.0, 0.8, 0.75], "val_acc": [0.3, np.nan, 0.55, 0.65, 0.75, 0.8],
-        "lr": [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5], "stage": ["frozen"] * 3 + ["finetune"] * 3,
-    })
+    h = pd.DataFrame(
+        {
+            "epoch": range(6),
+            "train_loss": [2.0, 1.5, 1.2, 0.9, 0.7, 0.6],
+            "train_acc": [0.3, 0.5, 0.6, 0.7, 0.8, 0.85],
+            "val_loss": [2.1, np.nan, 1.3, 1.0, 0.8, 0.75],
+            "val_acc": [0.3, np.nan, 0.55, 0.65, 0.75, 0.8],
+            "lr": [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5],
+            "stage": ["frozen"] * 3 + ["finetune"] * 3,
+        }
+    )
     assert png_size(plot_curves({"run": h}, tmp_path / "h.png", "History")) == (px(11), px(4.2))
     # Only some columns, no stage or lr, and two runs on one axis: still a figure.
     partial = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_acc": [0.5, 0.6, 0.7, 0.8]})
@@ -34,8 +40,7 @@ def _lr_labels(axes) -> list[str]:
 def test_lr_steps_are_named_but_a_per_epoch_schedule_is_not(tmp_path: Path) -> None:
     from cnnlab.figures import draw_curves, new_figure
 
-    steps = pd.DataFrame({"epoch": range(8), "val_acc": np.linspace(0.5, 0.9, 8),
-                          "lr": [1e-3] * 4 + [1e-4] * 4})
+    steps = pd.DataFrame({"epoch": range(8), "val_acc": np.linspace(0.5, 0.9, 8), "lr": [1e-3] * 4 + [1e-4] * 4})
     onecycle = steps.assign(lr=[1e-3, 5e-4, 1e-4, 3e-4, 1e-4, 5e-5, 2e-5, 1e-6])
     for history, labels in ((steps, ["lr 1e-04"]), (onecycle, [])):
         axes = new_figure(11, 4.2).subplots(1, 2)
@@ -56,12 +61,17 @@ def _transfer_history() -> pd.DataFrame:
     """As load_history returns a transfer run like dtd10's: 42 frozen epochs at one rate, then 5 of
     fine-tuning on a one-cycle schedule (a rate per epoch), epochs numbered from 1."""
     onecycle = [4e-6, 8.1e-5, 9e-5, 5.5e-5, 1.7e-5]
-    return pd.DataFrame({
-        "epoch": range(1, 48), "stage": ["frozen"] * 42 + ["finetune"] * 5,
-        "train_acc": np.linspace(0.3, 0.99, 47), "val_acc": np.linspace(0.6, 0.87, 47),
-        "train_loss": np.linspace(2.1, 0.05, 47), "val_loss": np.linspace(1.8, 0.5, 47),
-        "lr": [1e-3] * 41 + [5e-4] + onecycle,
-    })
+    return pd.DataFrame(
+        {
+            "epoch": range(1, 48),
+            "stage": ["frozen"] * 42 + ["finetune"] * 5,
+            "train_acc": np.linspace(0.3, 0.99, 47),
+            "val_acc": np.linspace(0.6, 0.87, 47),
+            "train_loss": np.linspace(2.1, 0.05, 47),
+            "val_loss": np.linspace(1.8, 0.5, 47),
+            "lr": [1e-3] * 41 + [5e-4] + onecycle,
+        }
+    )
 
 
 def _overlapping_texts(fig) -> list[tuple[str, str]]:
@@ -74,7 +84,7 @@ def _overlapping_texts(fig) -> list[tuple[str, str]]:
     for ax in fig.axes:
         texts = [t for t in [*ax.texts, *ax.get_xticklabels()] if t.get_visible() and t.get_text().strip()]
         boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
-        pairs += [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+        pairs += [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1 :] if box.overlaps(other)]
     return pairs
 
 

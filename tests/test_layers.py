@@ -12,11 +12,32 @@ import cnnlab
 ROOT = Path(cnnlab.__file__).parent
 # Utilities sit at the bottom with config: any layer may use them, they use nothing above errors.
 LAYERS = {
-    "errors": 0, "io": 0, "version": 0, "machine": 0, "markup": 0,
-    "figures": 1, "progress": 1, "phases": 1, "tables": 1, "threads": 1, "config": 1,
+    "errors": 0,
+    "io": 0,
+    "version": 0,
+    "machine": 0,
+    "markup": 0,
+    "figures": 1,
+    "progress": 1,
+    "phases": 1,
+    "tables": 1,
+    "threads": 1,
+    "config": 1,
     # explain sits below evaluation: the run report shows Grad-CAM on the test images it scores.
-    "data": 2, "augment": 3, "models": 4, "training": 5, "explain": 6, "evaluation": 7,
-    "deploy": 8, "comparison": 8, "cleaning": 8, "tuning": 8, "serving": 9, "api": 10, "__init__": 11, "cli": 12,
+    "data": 2,
+    "augment": 3,
+    "models": 4,
+    "training": 5,
+    "explain": 6,
+    "evaluation": 7,
+    "deploy": 8,
+    "comparison": 8,
+    "cleaning": 8,
+    "tuning": 8,
+    "serving": 9,
+    "api": 10,
+    "__init__": 11,
+    "cli": 12,
     "__main__": 13,
 }
 

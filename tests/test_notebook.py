@@ -17,9 +17,13 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "lesson.ipynb"
 @pytest.mark.slow
 def test_the_lesson_notebook_runs_and_shows_its_figures(tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}},
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     images = [o for o in outputs if "image/png" in o.get("data", {})]

@@ -42,15 +42,18 @@ def two_cores(monkeypatch):
     torch.set_num_threads(saved)
 
 
-@pytest.mark.parametrize("others, cores, share, expected", [
-    (None, 2, 2, 2),  # unreadable: the whole share
-    (0.1, 2, 2, 2),  # background noise leaves both cores
-    (0.5, 2, 2, 1),  # another process shows at half a core while cnnlab's threads hold both
-    (1.0, 2, 2, 1),
-    (3.5, 2, 2, 1),  # never below one thread
-    (0.0, 2, 1, 1),  # two cnnlab processes (DDP) on two cores: one each
-    (3.0, 8, 8, 5),  # a bigger machine: what the others leave
-])
+@pytest.mark.parametrize(
+    "others, cores, share, expected",
+    [
+        (None, 2, 2, 2),  # unreadable: the whole share
+        (0.1, 2, 2, 2),  # background noise leaves both cores
+        (0.5, 2, 2, 1),  # another process shows at half a core while cnnlab's threads hold both
+        (1.0, 2, 2, 1),
+        (3.5, 2, 2, 1),  # never below one thread
+        (0.0, 2, 1, 1),  # two cnnlab processes (DDP) on two cores: one each
+        (3.0, 8, 8, 5),  # a bigger machine: what the others leave
+    ],
+)
 def test_threads_are_the_cores_other_processes_leave(others, cores, share, expected) -> None:
     assert threads.threads_for(others, cores, share) == expected
 
@@ -122,15 +125,26 @@ def _machine_busy() -> float:
     import psutil
 
     total = psutil.cpu_times()
-    return (sum(total) - total.idle - getattr(total, "iowait", 0.0) - getattr(total, "guest", 0.0)
-            - getattr(total, "guest_nice", 0.0))
+    return (
+        sum(total)
+        - total.idle
+        - getattr(total, "iowait", 0.0)
+        - getattr(total, "guest", 0.0)
+        - getattr(total, "guest_nice", 0.0)
+    )
 
 
 def test_the_sampler_sees_another_process() -> None:
     # Started through a shell that exits at once, so the spinner is no child of this process
     # (children count as this command's own work: decoding workers, compare's probes).
-    pid = int(subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
-                             capture_output=True, text=True, check=True).stdout)
+    pid = int(
+        subprocess.run(
+            ["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     try:
         time.sleep(0.2)
         sampler = threads.CpuSampler()
@@ -170,8 +184,9 @@ def test_a_training_run_moves_its_threads_when_the_machine_gets_busy(cli, tmp_pa
     monkeypatch.setattr(threads, "CpuSampler", lambda: FakeSampler([0.0, 1.0]))
     monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.0)
     monkeypatch.setattr(threads, "CHECK_SECONDS", 0.0)
-    code, _, err = cli("train", "digits", "--model", "simple_cnn", "--epochs", "1", "--runs-dir", str(tmp_path),
-                       "--name", "busy")
+    code, _, err = cli(
+        "train", "digits", "--model", "simple_cnn", "--epochs", "1", "--runs-dir", str(tmp_path), "--name", "busy"
+    )
     assert code == 0, err
     attempt = json.loads((tmp_path / "busy" / "run.json").read_text())["attempts"][-1]
     assert attempt["threads"].startswith("2 (auto: 2 cores, other processes use 0.0")

@@ -36,8 +36,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(SOURCE, tree / "src" / "cnnlab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("dist")
     # --no-isolation: the build backend (setuptools) of this environment, no download of a fresh one
-    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
-                            str(tree)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (path,) = out.glob("cnnlab-*.whl")
     return path
@@ -45,8 +49,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_holds_every_module_and_data_file_of_the_package(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    sources = {"cnnlab/" + p.relative_to(SOURCE).as_posix() for p in SOURCE.rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    sources = {
+        "cnnlab/" + p.relative_to(SOURCE).as_posix()
+        for p in SOURCE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
     assert {"cnnlab/serving/page.html", "cnnlab/py.typed"} <= sources
     assert sources - names == set(), "files of src/cnnlab missing from the wheel"
     assert not any(n.startswith(("tests/", "docs/", "bench/")) for n in names)
@@ -62,37 +69,64 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_package(wheel: Path) 
 
 @pytest.mark.timeout(600)
 def test_a_fresh_environment_installs_the_wheel_then_runs_info_trains_and_serves_its_page(
-        wheel: Path, tmp_path: Path) -> None:
+    wheel: Path, tmp_path: Path
+) -> None:
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
     python, command = env_dir / "bin" / "python", env_dir / "bin" / "cnnlab"
-    packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                   capture_output=True, text=True, check=True).stdout.strip())
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                                "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
+    packages = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     # Then the dependencies: this interpreter's site-packages, after the fresh environment's own (so the
     # wheel's cnnlab comes first; the editable install's path file there is not read from a .pth line).
     (packages / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    clean = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
-             "CNNLAB_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    clean = {
+        "PATH": f"{env_dir / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CNNLAB_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
 
     def run(*args: str, timeout: float = 300) -> str:
-        done = subprocess.run([str(command), *args], capture_output=True, text=True, env=clean, cwd=tmp_path,
-                              timeout=timeout)
+        done = subprocess.run(
+            [str(command), *args], capture_output=True, text=True, env=clean, cwd=tmp_path, timeout=timeout
+        )
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
         return done.stdout
 
-    where = subprocess.run([str(python), "-c", "import cnnlab; print(cnnlab.__file__)"], capture_output=True,
-                           text=True, env=clean, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(python), "-c", "import cnnlab; print(cnnlab.__file__)"],
+        capture_output=True,
+        text=True,
+        env=clean,
+        check=True,
+    ).stdout.strip()
     assert where.startswith(str(packages)), where  # the wheel's copy, not the work tree's
     assert run("--version").strip() == f"cnnlab {cnnlab.__version__}"
     assert "torch" in run("info")
     out = run("train", "digits", "--epochs", "1", "--runs-dir", "runs", "--name", "d")
     assert "test accuracy" in out and (tmp_path / "runs" / "d" / "report.html").is_file()
 
-    server = subprocess.Popen([str(command), "serve", "runs/d", "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=clean, cwd=tmp_path)
+    server = subprocess.Popen(
+        [str(command), "serve", "runs/d", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean,
+        cwd=tmp_path,
+    )
     try:
         url, lines, deadline = None, [], time.monotonic() + 120
         while url is None and time.monotonic() < deadline:

@@ -32,8 +32,23 @@ if TYPE_CHECKING:
         tune,
     )
 
-__all__ = ["Run", "__version__", "compare", "configure", "distill", "evaluate", "explain", "label_issues", "load_run",
-           "lr_find", "predict", "resume", "serve", "train", "tune"]
+__all__ = [
+    "Run",
+    "__version__",
+    "compare",
+    "configure",
+    "distill",
+    "evaluate",
+    "explain",
+    "label_issues",
+    "load_run",
+    "lr_find",
+    "predict",
+    "resume",
+    "serve",
+    "train",
+    "tune",
+]
 _SUBPACKAGES = ("explain",)  # packages whose functions are public too: cnnlab.explain.gradcam(run, image)
 _API = tuple(name for name in __all__ if name not in ("__version__", *_SUBPACKAGES))
 

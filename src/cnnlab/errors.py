@@ -14,8 +14,9 @@ class CnnlabError(Exception):
     """
 
 
-def suggest(value: str, choices: Iterable[str], otherwise: str = "", cutoff: float = 0.6, n: int = 1,
-            first: Iterable[str] = ()) -> str:
+def suggest(
+    value: str, choices: Iterable[str], otherwise: str = "", cutoff: float = 0.6, n: int = 1, first: Iterable[str] = ()
+) -> str:
     """The tail of an error message about a mistyped ``value``: ``"; did you mean X?"``.
 
     Args:
@@ -34,8 +35,9 @@ def suggest(value: str, choices: Iterable[str], otherwise: str = "", cutoff: flo
     return f"; did you mean {', '.join(close[:-1]) + ' or ' if len(close) > 1 else ''}{close[-1]}?"
 
 
-def close_matches(value: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6,
-                  first: Iterable[str] = ()) -> list[str]:
+def close_matches(
+    value: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6, first: Iterable[str] = ()
+) -> list[str]:
     """Up to ``n`` choices close to ``value``: those in ``first``, then those that start with what was
     typed (``efficientnet_lite`` -> ``efficientnet_lite0`` before ``lite4``), then the most alike, ties in
     the order of ``choices``; the case is ignored when no choice is close as typed ("Leson" and "LESSON"
@@ -44,8 +46,9 @@ def close_matches(value: str, choices: Iterable[str], n: int = 1, cutoff: float 
     close = difflib.get_close_matches(value, options, n=max(n, 20), cutoff=cutoff)
     if not close:
         lowered = {option.lower(): option for option in options}
-        close = [lowered[c] for c in difflib.get_close_matches(value.lower(), list(lowered), n=max(n, 20),
-                                                                cutoff=cutoff)]
+        close = [
+            lowered[c] for c in difflib.get_close_matches(value.lower(), list(lowered), n=max(n, 20), cutoff=cutoff)
+        ]
     preferred, typed = set(first), value.lower()
     position = {option: i for i, option in enumerate(options)}  # ties keep the order the choices were given in
 

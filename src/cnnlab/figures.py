@@ -98,8 +98,9 @@ def grid_shape(count: int, max_cols: int = 5) -> tuple[int, int]:
     return max(1, math.ceil(count / cols)), cols
 
 
-def plot_curves(histories: Mapping[str, pd.DataFrame], out: Path, title: str,
-                splits: Sequence[str] = ("train", "val")) -> Path:
+def plot_curves(
+    histories: Mapping[str, pd.DataFrame], out: Path, title: str, splits: Sequence[str] = ("train", "val")
+) -> Path:
     """Accuracy and loss per epoch, side by side (and the learning rate, for one run): the one plot
     of training curves.
 
@@ -133,8 +134,9 @@ def curve_axes(fig: Figure | SubFigure, histories: Mapping[str, pd.DataFrame]) -
     return list(fig.subplots(1, 3, width_ratios=[1, 1, 0.55]))
 
 
-def draw_curves(axes: Sequence[Axes], histories: Mapping[str, pd.DataFrame],
-                splits: Sequence[str] = ("train", "val")) -> None:
+def draw_curves(
+    axes: Sequence[Axes], histories: Mapping[str, pd.DataFrame], splits: Sequence[str] = ("train", "val")
+) -> None:
     """Draws :func:`plot_curves`' panels on the given axes: accuracy, loss, and with a third axes
     (:func:`curve_axes`) the learning rate; with two, rate changes are ticks on the x axis."""
     if not histories or all(h is None or len(h) == 0 for h in histories.values()):
@@ -195,8 +197,7 @@ def _mark_stages(ax: Axes, h: pd.DataFrame, x: pd.Series, names: bool = True) ->
             if i:
                 ax.axvline(xb, color="0.4", linestyle="--", linewidth=1)
             if names:
-                ax.text(xb, 0.98, f" {stage[i]}", transform=ax.get_xaxis_transform(), va="top", fontsize=8,
-                        color="0.3")
+                ax.text(xb, 0.98, f" {stage[i]}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
 
 
 def _draw_lr(ax: Axes, h: pd.DataFrame, lr: pd.Series) -> None:
@@ -268,8 +269,9 @@ def plot_samples_per_class(
     picture = mosaic(tiles, per_class, max(1, side[-1] // 14), 1.0)  # one image: fast to draw
     ax.imshow(picture, interpolation="nearest" if side[-1] < 64 else "antialiased")
     row_height = picture.shape[0] / max(len(shown), 1)
-    ax.set_yticks([row_height * (r + 0.5) for r in range(len(shown))], [short(class_names[c], 14) for c in shown],
-                  fontsize=9)
+    ax.set_yticks(
+        [row_height * (r + 0.5) for r in range(len(shown))], [short(class_names[c], 14) for c in shown], fontsize=9
+    )
     ax.set_xticks([])
     ax.tick_params(length=0)
     ax.spines[:].set_visible(False)
@@ -320,4 +322,3 @@ def enlarge(image: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = np.minimum(np.arange(height) * image.shape[0] // height, image.shape[0] - 1)
     cols = np.minimum(np.arange(width) * image.shape[1] // width, image.shape[1] - 1)
     return image[rows][:, cols]
-

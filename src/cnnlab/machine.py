@@ -40,8 +40,10 @@ def machine_line(threads: int | None = None) -> str:
         load = "; load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:  # not offered on every system
         load = ""
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} intra-op "
-            f"thread{'s' if threads != 1 else ''}{load}")
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} intra-op "
+        f"thread{'s' if threads != 1 else ''}{load}"
+    )
 
 
 def status_kib(field: str) -> int | None:

@@ -18,8 +18,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterab
     numeric = set(numeric)
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{escape(v)}</td>' for i, v in enumerate(r))
-        + "</tr>" for r in rows
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(v)}</td>" for i, v in enumerate(r))
+        + "</tr>"
+        for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -34,8 +34,14 @@ class Progress:
         quiet_below: phases shorter than this many seconds print nothing (no noise for quick work).
     """
 
-    def __init__(self, description: str, total: int, unit: str = "images", listener: Listener | None = None,
-                 quiet_below: float = 2.0) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        unit: str = "images",
+        listener: Listener | None = None,
+        quiet_below: float = 2.0,
+    ) -> None:
         self.description, self.total, self.unit = description, total, unit
         self.listener, self.quiet_below = listener, quiet_below
         self.done = 0
@@ -49,8 +55,13 @@ class Progress:
         if sys.stderr.isatty() and self.total > 0:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=True)
+            self._bar = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total)
         return self

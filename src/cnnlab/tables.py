@@ -30,8 +30,7 @@ class Table:
     data: dict[str, Any] = field(default_factory=dict)  # the unformatted figures, for scripts
 
     def markdown(self) -> str:
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "---|" * len(self.columns)]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
@@ -40,8 +39,11 @@ class Table:
     def html(self) -> str:
         """The title, the table (figures right-aligned) and the notes, escaped (the report's section)."""
         notes = "".join(f"<li>{escape(note)}</li>" for note in self.notes)
-        return (f"<h3>{escape(self.title)}</h3>" + table(self.columns, self.rows, range(1, len(self.columns)))
-                + (f"<ul>{notes}</ul>" if notes else ""))
+        return (
+            f"<h3>{escape(self.title)}</h3>"
+            + table(self.columns, self.rows, range(1, len(self.columns)))
+            + (f"<ul>{notes}</ul>" if notes else "")
+        )
 
     _repr_html_ = html  # shown as a table in Jupyter
 
@@ -71,8 +73,13 @@ class Table:
         """A saved table, or None when the file is missing or not a table."""
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(str(raw["title"]), list(raw["columns"]), [list(r) for r in raw["rows"]],
-                       list(raw.get("notes") or []), dict(raw.get("data") or {}))
+            return cls(
+                str(raw["title"]),
+                list(raw["columns"]),
+                [list(r) for r in raw["rows"]],
+                list(raw.get("notes") or []),
+                dict(raw.get("data") or {}),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

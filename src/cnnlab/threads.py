@@ -58,8 +58,13 @@ class CpuSampler:
 
             total = psutil.cpu_times()
             # Linux counts guest time inside user time already; steal is a core another VM took.
-            busy = (sum(total) - total.idle - getattr(total, "iowait", 0.0) - getattr(total, "guest", 0.0)
-                    - getattr(total, "guest_nice", 0.0))
+            busy = (
+                sum(total)
+                - total.idle
+                - getattr(total, "iowait", 0.0)
+                - getattr(total, "guest", 0.0)
+                - getattr(total, "guest_nice", 0.0)
+            )
             me = psutil.Process()
             own = sum(me.cpu_times()[:2])
             for child in me.children(recursive=True):
@@ -103,8 +108,9 @@ class ThreadChoice:
     share: int  # this process's share of the cores (cores / processes on this machine)
 
 
-def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
-           sampler: CpuSampler | None = None) -> ThreadChoice:
+def choose(
+    requested: int = 0, processes: int = 1, keep_current: bool = False, sampler: CpuSampler | None = None
+) -> ThreadChoice:
     """The thread count for a command: ``requested`` or ``OMP_NUM_THREADS`` if given, else the cores
     others leave free.
 
@@ -126,19 +132,25 @@ def choose(requested: int = 0, processes: int = 1, keep_current: bool = False,
         return ThreadChoice(int(from_env), f"{from_env} (OMP_NUM_THREADS)", True, share)
     if keep_current:
         current = torch.get_num_threads()
-        return ThreadChoice(current, f"{current} (torch's current count: --deterministic keeps it; --threads sets it)",
-                            True, share)
+        return ThreadChoice(
+            current, f"{current} (torch's current count: --deterministic keeps it; --threads sets it)", True, share
+        )
     if sampler is None:
         sampler = CpuSampler()
         time.sleep(SAMPLE_SECONDS)
     others = sampler.others()
     threads = threads_for(others, cores, share)
     if others is None:
-        return ThreadChoice(threads, f"{threads} (auto: {cores} cores; how busy they are cannot be read here)",
-                            False, share)
+        return ThreadChoice(
+            threads, f"{threads} (auto: {cores} cores; how busy they are cannot be read here)", False, share
+        )
     shared = f", {processes} cnnlab processes" if processes > 1 else ""
-    return ThreadChoice(threads, f"{threads} (auto: {cores} cores, other processes use {others:.1f}{shared}; "
-                                 "re-checked every few seconds)", False, share)
+    return ThreadChoice(
+        threads,
+        f"{threads} (auto: {cores} cores, other processes use {others:.1f}{shared}; re-checked every few seconds)",
+        False,
+        share,
+    )
 
 
 def apply(choice: ThreadChoice) -> ThreadChoice:
@@ -167,8 +179,13 @@ class ThreadWatch:
     count (the effect, for machines whose CPU accounting cannot be read, e.g. some containers).
     """
 
-    def __init__(self, choice: ThreadChoice, sampler: CpuSampler | None = None,
-                 clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        choice: ThreadChoice,
+        sampler: CpuSampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.choice, self.threads = choice, choice.threads
         self._sampler = sampler
         self._clock = clock
@@ -234,8 +251,10 @@ class ThreadWatch:
         if direction not in self.said:
             self.said.add(direction)
             busy = "machine busy" if direction == "down" else "machine freer"
-            self._say(f"{busy}: {why}; computing on {plural(target, 'thread')} "
-                      f"instead of {before} (--threads N pins the count)")
+            self._say(
+                f"{busy}: {why}; computing on {plural(target, 'thread')} "
+                f"instead of {before} (--threads N pins the count)"
+            )
 
 
 # torch's thread count belongs to the process, and so does the watch that moves it: one per command.

@@ -44,8 +44,9 @@ def test_rotation_180_on_non_square_equals_double_flip() -> None:
     assert torch.allclose(affine_batch(x, angle_deg=180.0), x.flip(-1).flip(-2), atol=1e-5)
 
 
-@pytest.mark.parametrize("frac, expected", [((0.25, 0.0), [[10, 18]]), ((0.0, 0.25), [[18, 10]]),
-                                                ((-0.25, 0.0), [[10, 2]])])
+@pytest.mark.parametrize(
+    "frac, expected", [((0.25, 0.0), [[10, 18]]), ((0.0, 0.25), [[18, 10]]), ((-0.25, 0.0), [[10, 2]])]
+)
 def test_shift_moves_dot_by_expected_pixels(frac: tuple[float, float], expected: list[list[int]]) -> None:
     assert bright(affine_batch(dot(), translate_frac=frac)) == expected  # 0.25 * 32 = 8 px
 
@@ -73,8 +74,10 @@ def test_fill_modes_differ_at_the_border() -> None:
     x = torch.zeros(1, 1, 10, 10)
     x[..., :, 0] = 1.0  # bright left column
     x[..., :, 9] = 0.5  # grey right column
-    shifted = {m: affine_batch(x, translate_frac=(0.2, 0.0), fill_mode=m)[0, 0, 5, :2] for m in
-               ("nearest", "constant", "reflect", "wrap")}
+    shifted = {
+        m: affine_batch(x, translate_frac=(0.2, 0.0), fill_mode=m)[0, 0, 5, :2]
+        for m in ("nearest", "constant", "reflect", "wrap")
+    }
     assert torch.allclose(shifted["nearest"], torch.tensor([1.0, 1.0]), atol=1e-5)  # edge repeated
     assert torch.allclose(shifted["constant"], torch.tensor([0.0, 0.0]), atol=1e-5)  # fill value 0
     assert torch.allclose(shifted["reflect"], torch.tensor([0.0, 1.0]), atol=1e-5)  # mirror: ..cba|abc
@@ -95,8 +98,15 @@ def test_contrast_keeps_mean_and_shrinks_spread() -> None:
 
 @pytest.mark.parametrize("shape", [(5, 3, 32, 32), (3, 1, 28, 28), (2, 3, 20, 30)])
 def test_everything_on_keeps_shape_dtype_and_range(shape: tuple[int, ...]) -> None:
-    cfg = resolve_augment("strong", shear=10.0, vflip=True, brightness=(0.5, 1.8), contrast=(0.5, 1.5),
-                          random_resized_crop=0.3, fill_mode="wrap")
+    cfg = resolve_augment(
+        "strong",
+        shear=10.0,
+        vflip=True,
+        brightness=(0.5, 1.8),
+        contrast=(0.5, 1.5),
+        random_resized_crop=0.3,
+        fill_mode="wrap",
+    )
     x = torch.rand(shape)
     out = BatchAugment(cfg, generator=torch.Generator().manual_seed(0)).train()(x)
     assert out.shape == x.shape and out.dtype == x.dtype
@@ -146,8 +156,12 @@ def test_translate_moves_whole_pixels_without_blending() -> None:
     assert out.shape == x.shape and set(out.unique().tolist()) <= set(x.unique().tolist())
     moves = set()
     for image in out:  # the interior pins the move down
-        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if torch.equal(image[:, 2:-2, 2:-2], x[0, :, 2 - dy : 10 - dy, 2 - dx : 10 - dx])]
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(image[:, 2:-2, 2:-2], x[0, :, 2 - dy : 10 - dy, 2 - dx : 10 - dx])
+        ]
         assert len(found) == 1
         moves.add(found[0])
     assert len(moves) > 10  # of the 25 possible moves, most are drawn among 64 images

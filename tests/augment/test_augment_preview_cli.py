@@ -27,8 +27,15 @@ def is_png(path: Path) -> bool:
 
 def test_lesson_panels_are_the_lesson_presets_operations() -> None:
     panels = lesson_panels(digit())  # the lesson preset by default: what --augment lesson trains with
-    assert [t for t, _ in panels] == ["Original", f"Rotation ({PRESETS['lesson']['rotation']:g}°)", "Horizontal flip",
-                                      "Width shift (20%)", "Height shift (20%)", "Zoom (20%)", "Combined"]
+    assert [t for t, _ in panels] == [
+        "Original",
+        f"Rotation ({PRESETS['lesson']['rotation']:g}°)",
+        "Horizontal flip",
+        "Width shift (20%)",
+        "Height shift (20%)",
+        "Zoom (20%)",
+        "Combined",
+    ]
     assert panels[1][0] == "Rotation (20°)"
     assert all(img.shape == (1, 28, 28) for _, img in panels)
 
@@ -75,8 +82,9 @@ def test_preset_preview_writes_png(tmp_path: Path) -> None:
 
 def test_cli_preview_image_with_preset(cli, tmp_path: Path) -> None:
     Image.fromarray(digit()).save(tmp_path / "d.png")
-    code, out, err = cli("augment", "preview", tmp_path / "d.png", "--out", tmp_path / "o", "--augment", "production",
-                         "--draws", "2")
+    code, out, err = cli(
+        "augment", "preview", tmp_path / "d.png", "--out", tmp_path / "o", "--augment", "production", "--draws", "2"
+    )
     assert code == 0, err
     grid, draws = tmp_path / "o" / "augmentation.png", tmp_path / "o" / "augmentation_draws.png"
     assert is_png(grid) and is_png(draws) and str(grid) in out and str(draws) in out
@@ -92,13 +100,16 @@ def test_cli_preview_folder_warns_on_digit_vflip(cli, tmp_path: Path) -> None:
     assert "--vflip on digits" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["missing.png"], "does not exist"),
-    (["not-an-image.png"], "could not be read as an image"),
-    ([".", "--augment", "leson"], "unknown --augment 'leson'; did you mean lesson?"),
-    ([".", "--rotation", "400"], "--rotation must be between 0 and 180"),
-    ([".", "--draws", "40"], "--draws must be between 1 and 16"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["missing.png"], "does not exist"),
+        (["not-an-image.png"], "could not be read as an image"),
+        ([".", "--augment", "leson"], "unknown --augment 'leson'; did you mean lesson?"),
+        ([".", "--rotation", "400"], "--rotation must be between 0 and 180"),
+        ([".", "--draws", "40"], "--draws must be between 1 and 16"),
+    ],
+)
 def test_cli_preview_errors(cli, argv: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "not-an-image.png").write_text("hello")
     code, _, err = cli("augment", "preview", tmp_path / argv[0], "--out", tmp_path / "o", *argv[1:])

@@ -34,8 +34,21 @@ def noisy(tmp_path_factory) -> tuple[Path, set[str], tuple[str, str]]:
 
 def test_flipped_labels_rank_first_and_a_picture_under_two_labels_is_found(cli, noisy, tmp_path):
     data, flipped, pair = noisy
-    code, out, err = cli("data", "label-issues", data, "--epochs", "8", "--batch-size", "16", "--folds", "4",
-                         "--out", tmp_path / "issues", "--copy-to", tmp_path / "review")
+    code, out, err = cli(
+        "data",
+        "label-issues",
+        data,
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--folds",
+        "4",
+        "--out",
+        tmp_path / "issues",
+        "--copy-to",
+        tmp_path / "review",
+    )
     assert code == 0, err
     with open(tmp_path / "issues" / "label_issues.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -44,8 +57,10 @@ def test_flipped_labels_rank_first_and_a_picture_under_two_labels_is_found(cli, 
     recall = len(found & flipped) / len(flipped)
     precision = len(found & flipped) / max(1, len(found))
     top = {r["path"] for r in rows[:FLIPPED]}
-    print(f"flagged {len(found)}: precision {precision:.2f}, recall {recall:.2f}; top {FLIPPED}: "
-          f"{len(top & flipped)} flipped")
+    print(
+        f"flagged {len(found)}: precision {precision:.2f}, recall {recall:.2f}; top {FLIPPED}: "
+        f"{len(top & flipped)} flipped"
+    )
     assert recall >= 0.8 and precision >= 0.5
     assert len(top & flipped) >= FLIPPED - 2  # most flipped images are the very first suspects
     by_path = {r["path"]: r for r in rows}

@@ -56,10 +56,16 @@ CASES = [
     ("bad dropout", lambda t: ["train", "digits", "--dropout", "1.5"], "--dropout"),
     ("bad split", lambda t: ["train", "digits", "--val-split", "lots"], "--val-split"),
     ("no validation", lambda t: ["train", "digits", "--val-split", "0"], "--val-split 0 holds out no image"),
-    ("bad config key", lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")],
-     "did you mean epochs"),
-    ("bad config value", lambda t: ["train", "digits", "--config", _yaml(t, "transfer:\n  frozen_epochs: -1\n")],
-     "--frozen-epochs must be at least 0"),
+    (
+        "bad config key",
+        lambda t: ["train", "digits", "--config", _yaml(t, "train:\n  epoch: 3\n")],
+        "did you mean epochs",
+    ),
+    (
+        "bad config value",
+        lambda t: ["train", "digits", "--config", _yaml(t, "transfer:\n  frozen_epochs: -1\n")],
+        "--frozen-epochs must be at least 0",
+    ),
     ("mistyped choice", lambda t: ["train", "digits", "--optimizer", "adamm"], "did you mean adam"),
     ("unknown recipe", lambda t: ["train", "digits", "--recipe", "fsat"], "did you mean fast"),
     ("missing run folder", lambda t: ["evaluate", t / "runs" / "nope"], "not found"),
@@ -68,10 +74,17 @@ CASES = [
     ("unknown sub-command", lambda t: ["data", "inspekt", "x"], "did you mean inspect"),
     ("mistyped strategy", lambda t: ["train", "digits", "--strategy", "dpp"], "did you mean ddp"),
     ("no nodes", lambda t: ["train", "digits", "--num-nodes", "0"], "--num-nodes must be at least 1"),
-    ("nodes without a launcher", lambda t: ["train", "digits", "--accelerator", "cpu", "--num-nodes", "2"],
-     "start the same command on each machine"),
-    pytest.param("no such accelerator", lambda t: ["train", "digits", "--accelerator", "cuda", "--devices", "2"],
-                 "--accelerator cuda --devices 2", marks=pytest.mark.skipif(_has_cuda(), reason="a GPU is here")),
+    (
+        "nodes without a launcher",
+        lambda t: ["train", "digits", "--accelerator", "cpu", "--num-nodes", "2"],
+        "start the same command on each machine",
+    ),
+    pytest.param(
+        "no such accelerator",
+        lambda t: ["train", "digits", "--accelerator", "cuda", "--devices", "2"],
+        "--accelerator cuda --devices 2",
+        marks=pytest.mark.skipif(_has_cuda(), reason="a GPU is here"),
+    ),
 ]
 
 
@@ -81,8 +94,9 @@ def _yaml(tmp: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,argv,expected", CASES,
-                         ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name,argv,expected", CASES, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES]
+)
 def test_bad_input_is_one_clear_line(cli, tmp_path, name, argv, expected):
     code, out, err = cli(*argv(tmp_path))
     assert code == 2, (out, err)

@@ -54,8 +54,11 @@ def test_json_and_csv_of_a_table_and_of_records(capsys) -> None:
     print_output(_table(), "json")
     assert json.loads(capsys.readouterr().out)["rows"][0] == [LONG, "96.72%"]
     print_output(_table(), "csv")
-    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [["run", "accuracy"], [LONG, "96.72%"],
-                                                                      ["short", "-"]]
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
+        ["run", "accuracy"],
+        [LONG, "96.72%"],
+        ["short", "-"],
+    ]
     records = [{"run": "a", "test_acc": 0.5}, {"run": "b", "test_acc": None}]
     print_output(_table(), "csv", records=records)
     assert capsys.readouterr().out.splitlines() == ["run,test_acc", "a,0.5", "b,"]
@@ -63,15 +66,21 @@ def test_json_and_csv_of_a_table_and_of_records(capsys) -> None:
     assert json.loads(capsys.readouterr().out) == records
 
 
-def test_predict_through_a_real_pipe_keeps_long_paths_and_shows_only_the_classes_there_are(trained_shapes,
-                                                                                            tmp_path: Path) -> None:
+def test_predict_through_a_real_pipe_keeps_long_paths_and_shows_only_the_classes_there_are(
+    trained_shapes, tmp_path: Path
+) -> None:
     run, shapes = trained_shapes
     deep = tmp_path / ("nested_folder_with_a_long_name_" * 3) / "photos_of_the_experiment_1030_session"
     deep.mkdir(parents=True)
     image = Path(shutil.copy(shapes / "left" / "img_000.png", deep / "left_bar_example_image_number_1030.png"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
-    result = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(run), str(image)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "predict", str(run), str(image)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     line = next((line for line in result.stdout.splitlines() if str(image) in line), None)
     assert line is not None, result.stdout  # the whole path on one line, not "…/1030…"

@@ -51,11 +51,13 @@ def test_every_option_of_every_command_has_help(capsys) -> None:
 
 def test_mlflow_is_imported_only_by_a_tracked_run() -> None:
     """Importing MLflow costs 1.2-1.9 s here: the training, evaluation and deploy paths leave it to --tracking."""
-    probe = ("import sys\n"
-             "import cnnlab.cli.train_cmd, cnnlab.api, cnnlab.training.fit, cnnlab.evaluation.run\n"
-             "import cnnlab.deploy.runtime\n"
-             "import cnnlab.training.tracking, cnnlab.evaluation.compare\n"
-             "print('mlflow' in sys.modules)\n")
+    probe = (
+        "import sys\n"
+        "import cnnlab.cli.train_cmd, cnnlab.api, cnnlab.training.fit, cnnlab.evaluation.run\n"
+        "import cnnlab.deploy.runtime\n"
+        "import cnnlab.training.tracking, cnnlab.evaluation.compare\n"
+        "print('mlflow' in sys.modules)\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
@@ -63,10 +65,26 @@ def test_mlflow_is_imported_only_by_a_tracked_run() -> None:
 
 # What a training run has no use for: the deploy, serving, tuning and label-cleaning stacks, and timm
 # for an own CNN (``import timm`` loads every model definition: 1-3 s).
-NOT_FOR_TRAINING = ("mlflow", "onnx", "onnxruntime", "onnxscript", "fastapi", "starlette", "uvicorn", "optuna",
-                    "cleanlab", "torch_pruning", "timm")
-NOT_FOR_TRAINING_CNNLAB = ("cnnlab.deploy.", "cnnlab.serving.", "cnnlab.tuning", "cnnlab.cleaning",
-                           "cnnlab.comparison.")
+NOT_FOR_TRAINING = (
+    "mlflow",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "optuna",
+    "cleanlab",
+    "torch_pruning",
+    "timm",
+)
+NOT_FOR_TRAINING_CNNLAB = (
+    "cnnlab.deploy.",
+    "cnnlab.serving.",
+    "cnnlab.tuning",
+    "cnnlab.cleaning",
+    "cnnlab.comparison.",
+)
 PARSER_SETTINGS = ("cnnlab.deploy.settings", "cnnlab.serving.settings", "cnnlab.comparison.options")  # flag defaults
 
 
@@ -84,16 +102,31 @@ def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> TrainProcess:
     """``cnnlab train`` in its own process (as ``python -m cnnlab`` runs it), each line timed as it is read."""
     root = tmp_path_factory.mktemp("startup")
     shapes = write_shapes_folder(root / "shapes", per_class=10, size=16)
-    probe = ("import sys\n"
-             "from cnnlab.cli.main import main\n"
-             "code = main(sys.argv[1:])\n"
-             "print('modules:', *sorted(sys.modules), flush=True)\n"
-             "sys.exit(code)\n")
-    argv = ["train", str(shapes), "--model", "fast_cnn", "--weight-decay", "5e-4", "--epochs", "1",
-            "--batch-size", "8", "--runs-dir", str(root / "runs")]
+    probe = (
+        "import sys\n"
+        "from cnnlab.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('modules:', *sorted(sys.modules), flush=True)\n"
+        "sys.exit(code)\n"
+    )
+    argv = [
+        "train",
+        str(shapes),
+        "--model",
+        "fast_cnn",
+        "--weight-decay",
+        "5e-4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--runs-dir",
+        str(root / "runs"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", probe, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", probe, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     watched = psutil.Process(process.pid)
     lines: list[str] = []
     last, cpu = time.monotonic(), 0.0
@@ -115,8 +148,9 @@ def test_training_imports_no_deploy_serving_or_tuning_stack(tiny_train: TrainPro
     assert "torch" in tiny_train.modules and "lightning" in tiny_train.modules  # the probe saw the run's modules
     top = {name.split(".")[0] for name in tiny_train.modules}
     assert sorted(top & set(NOT_FOR_TRAINING)) == []
-    stray = [name for name in tiny_train.modules
-             if name.startswith(NOT_FOR_TRAINING_CNNLAB) and name not in PARSER_SETTINGS]
+    stray = [
+        name for name in tiny_train.modules if name.startswith(NOT_FOR_TRAINING_CNNLAB) and name not in PARSER_SETTINGS
+    ]
     assert stray == []
 
 

@@ -9,8 +9,21 @@ from conftest import read_json
 
 def test_experiment_trains_both_arms_and_writes_comparison(cli, shapes_folder, tmp_path):
     runs = tmp_path / "runs"
-    code, out, err = cli("experiment", "augmentation", shapes_folder, "--epochs", "2", "--batch-size", "16",
-                         "--runs-dir", runs, "--name", "exp", "--augment", "light")
+    code, out, err = cli(
+        "experiment",
+        "augmentation",
+        shapes_folder,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--runs-dir",
+        runs,
+        "--name",
+        "exp",
+        "--augment",
+        "light",
+    )
     assert code == 0, err
     folder = runs / "exp"
     for arm in ("without", "with"):

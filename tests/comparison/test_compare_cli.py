@@ -12,8 +12,21 @@ from conftest import png_size, read_json
 
 def test_compare_measures_writes_the_files_and_keeps_an_unknown_model_as_a_row(cli, tmp_path):
     out = tmp_path / "cmp"
-    code, stdout, err = cli("compare", "simple_cnn", "resnet5x", "--image-size", "28", "--batch-size", "4",
-                            "--repeats", "3", "--threads", "1", "--out", out)
+    code, stdout, err = cli(
+        "compare",
+        "simple_cnn",
+        "resnet5x",
+        "--image-size",
+        "28",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    )
     assert code == 0, err
     assert "simple_cnn" in stdout and "353.32 k" in stdout  # its parameters, in the terminal table
     assert "resnet5x: unknown model 'resnet5x'; did you mean" in stdout
@@ -43,8 +56,9 @@ def test_compare_with_data_trains_each_model_into_a_run_folder(cli, shapes_folde
         assert row["trained_from"] == "from scratch"
         run = out / "runs" / row["model"]
         assert row["run"] == str(run) and read_json(run / "run.json")["status"] == "completed"
-    code, _, err = cli("runs", "compare", out / "runs" / "simple_cnn", out / "runs" / "fast_cnn",
-                       "--out", tmp_path / "rc")
+    code, _, err = cli(
+        "runs", "compare", out / "runs" / "simple_cnn", out / "runs" / "fast_cnn", "--out", tmp_path / "rc"
+    )
     assert code == 0, err  # normal run folders
     header = next(line for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| model"))
     assert "test acc" in header and "train time" in header

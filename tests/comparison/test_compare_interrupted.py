@@ -13,8 +13,9 @@ from cnnlab.training.fit import TrainingInterrupted
 
 
 @pytest.mark.parametrize("between_epochs", [True, False])
-def test_an_interrupted_model_is_noted_with_its_resume_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               between_epochs: bool) -> None:
+def test_an_interrupted_model_is_noted_with_its_resume_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, between_epochs: bool
+) -> None:
     root = tmp_path / "runs" / "simple_cnn"
     files = SimpleNamespace(root=root)
     # Stopped between epochs (e.g. while stage-1 features are cached) there is no model to report
@@ -25,8 +26,10 @@ def test_an_interrupted_model_is_noted_with_its_resume_command(tmp_path: Path, m
         raise TrainingInterrupted(result, files)  # type: ignore[arg-type]
 
     monkeypatch.setattr(architectures, "train_model", interrupted)
-    rows = [{"model": "simple_cnn", "status": "ok", "weights": "random"},
-            {"model": "fast_cnn", "status": "ok", "weights": "random"}]
+    rows = [
+        {"model": "simple_cnn", "status": "ok", "weights": "random"},
+        {"model": "fast_cnn", "status": "ok", "weights": "random"},
+    ]
     stopped = architectures._train_rows(rows, RunConfig(), SimpleNamespace(weights={}), tmp_path, "cnnlab compare")
     assert stopped == str(root)
     assert rows[0]["note"] == f"training interrupted: cnnlab train --resume {root}"

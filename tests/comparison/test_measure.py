@@ -21,8 +21,9 @@ from cnnlab.models import create_model
 
 
 def test_parameter_counts_equal_the_sum_over_the_parameters(one_torch_thread):
-    figures = measure_model(ProbeSpec("simple_cnn", image_size=28, batch_size=2, threads=1, repeats=3,
-                                      max_seconds=1.0, channels_last=True))
+    figures = measure_model(
+        ProbeSpec("simple_cnn", image_size=28, batch_size=2, threads=1, repeats=3, max_seconds=1.0, channels_last=True)
+    )
     model = create_model("simple_cnn", num_classes=1000, in_chans=3, image_size=(28, 28))
     assert figures["params_total"] == figures["params_trainable"] == sum(p.numel() for p in model.parameters())
     # the lesson's CNN on 28 px RGB with an ImageNet head: conv 896 + conv 18,496 + dense 204,928 + 129,000
@@ -32,8 +33,9 @@ def test_parameter_counts_equal_the_sum_over_the_parameters(one_torch_thread):
 
 
 def test_layers_with_weights_and_weight_layers_are_counted_apart():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2)
+    )
     assert count_layers(model) == (3, 2)  # conv, BN, linear hold weights; conv and linear are weight layers
 
 
@@ -89,10 +91,15 @@ def test_models_are_timed_in_turns_so_load_falls_on_all_of_them_alike() -> None:
         def run(count: int) -> list[float]:
             order.append(name)
             return [seconds] * count
+
         return run
 
-    timings = time_interleaved({"a": timer("a", 0.001), "b": timer("b", 0.002), "big": timer("big", 1.0)},
-                               repeats=10, max_seconds=3.0, rounds=5)
+    timings = time_interleaved(
+        {"a": timer("a", 0.001), "b": timer("b", 0.002), "big": timer("big", 1.0)},
+        repeats=10,
+        max_seconds=3.0,
+        rounds=5,
+    )
     assert order[:3] == ["a", "b", "big"] and order[3:6] == ["b", "big", "a"]  # each round starts one later
     assert timings["a"].repeats == timings["b"].repeats == 10  # blocks of 2 over 5 rounds
     assert timings["big"].repeats == 4  # stopped once its passes took 3 s (never under 3 passes)

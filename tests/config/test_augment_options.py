@@ -17,8 +17,9 @@ DIGITS = [str(i) for i in range(10)]
 def test_every_preset_sets_exactly_its_values(name: str) -> None:
     cfg = resolve_augment(name)
     default = AugmentConfig()
-    changed = {f.name: getattr(cfg, f.name) for f in fields(AugmentConfig)
-               if getattr(cfg, f.name) != getattr(default, f.name)}
+    changed = {
+        f.name: getattr(cfg, f.name) for f in fields(AugmentConfig) if getattr(cfg, f.name) != getattr(default, f.name)
+    }
     assert changed == {k: v for k, v in PRESETS[name].items() if v != getattr(default, k)}
     assert cfg.geometric == (name != "none")  # every preset but none moves pixels
 
@@ -26,7 +27,13 @@ def test_every_preset_sets_exactly_its_values(name: str) -> None:
 def test_lesson_preset_is_the_lessons_generator() -> None:
     cfg = resolve_augment("lesson")
     assert (cfg.rotation, cfg.width_shift, cfg.height_shift, cfg.hflip, cfg.zoom, cfg.fill_mode) == (
-        20.0, 0.2, 0.2, True, 0.2, "nearest")
+        20.0,
+        0.2,
+        0.2,
+        True,
+        0.2,
+        "nearest",
+    )
     prod = resolve_augment("production")
     assert prod.shear == pytest.approx(8.6) and prod.brightness == (0.8, 1.2)
     assert resolve_augment("strong").policy is not None and resolve_augment("strong").random_erasing > 0
@@ -47,19 +54,22 @@ def test_unknown_field_suggests_close_match() -> None:
         resolve_augment("none", rotaton=10)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"rotation": 400}, "--rotation must be between 0 and 180, got 400"),
-    ({"zoom": 1.5}, "--zoom"),
-    ({"width_shift": -0.1}, "--width-shift"),
-    ({"brightness": (1.2, 0.8)}, "--brightness needs LO <= HI"),
-    ({"brightness": (0.8,)}, "--brightness takes two numbers"),
-    ({"fill_mode": "neerest"}, "did you mean nearest"),
-    ({"policy": "randaug"}, "--policy"),
-    ({"random_erasing": 2}, "--random-erasing"),
-    ({"label_smoothing": 1.0}, "--label-smoothing"),
-    ({"rotation": "20"}, "--rotation must be a number"),
-    ({"hflip": "yes"}, "--hflip must be true or false"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rotation": 400}, "--rotation must be between 0 and 180, got 400"),
+        ({"zoom": 1.5}, "--zoom"),
+        ({"width_shift": -0.1}, "--width-shift"),
+        ({"brightness": (1.2, 0.8)}, "--brightness needs LO <= HI"),
+        ({"brightness": (0.8,)}, "--brightness takes two numbers"),
+        ({"fill_mode": "neerest"}, "did you mean nearest"),
+        ({"policy": "randaug"}, "--policy"),
+        ({"random_erasing": 2}, "--random-erasing"),
+        ({"label_smoothing": 1.0}, "--label-smoothing"),
+        ({"rotation": "20"}, "--rotation must be a number"),
+        ({"hflip": "yes"}, "--hflip must be true or false"),
+    ],
+)
 def test_out_of_range_values_name_the_flag(kwargs: dict, message: str) -> None:
     with pytest.raises(CnnlabError, match=message):
         AugmentConfig(**kwargs)

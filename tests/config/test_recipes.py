@@ -22,13 +22,22 @@ def test_each_recipe_is_a_valid_config(name: str) -> None:
 def test_lesson_is_the_lessons_setup() -> None:
     config = build_config(recipe="lesson")
     train = config.train
-    assert (train.optimizer, train.lr, train.epochs, train.patience,
-            train.scheduler) == ("adam", 1e-3, 15, 5, "plateau")
+    assert (train.optimizer, train.lr, train.epochs, train.patience, train.scheduler) == (
+        "adam",
+        1e-3,
+        15,
+        5,
+        "plateau",
+    )
     assert config.model.name == "simple_cnn" and config.data.batch_size == 128
     assert round(float(config.data.val_split) * 60_000) == 10_000  # the lesson's 10,000 of 60,000
     transfer = config.transfer  # its fine-tuning: the last 10 layers at 1e-5 on plateau, 3 epochs
     assert (transfer.finetune_layers, transfer.finetune_lr, transfer.finetune_scheduler, transfer.finetune_epochs) == (
-        10, 1e-5, "plateau", 3)
+        10,
+        1e-5,
+        "plateau",
+        3,
+    )
 
 
 def test_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,8 +112,10 @@ def test_recipes_list_shows_the_defaults_a_recipe_leaves(monkeypatch: pytest.Mon
     monkeypatch.setitem(recipes.RECIPES, "bare", {"train": {"lr": 0.05}})
     row = {r["recipe"]: r for r in recipes_cmd.recipe_rows()}["bare"]
     train, data = RunConfig().train, RunConfig().data
-    assert row["training"] == (f"{train.optimizer} 0.05, {train.scheduler}, batch {data.batch_size}, "
-                               f"{train.epochs} epochs, val {data.val_split}")
+    assert row["training"] == (
+        f"{train.optimizer} 0.05, {train.scheduler}, batch {data.batch_size}, "
+        f"{train.epochs} epochs, val {data.val_split}"
+    )
     assert row["model"] == RunConfig().model.name
 
 
@@ -121,11 +132,15 @@ def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
     from cnnlab.training.fit import fit
 
     config = merge_config(RunConfig(), recipe_overrides(name))
-    config = merge_config(config, {
-        "data": {"source": "digits", "batch_size": 512},  # 3 steps: a smoke test, not a fit
-        "train": {"epochs": 1},
-        "runs_dir": str(tmp_path), "name": name,
-    })
+    config = merge_config(
+        config,
+        {
+            "data": {"source": "digits", "batch_size": 512},  # 3 steps: a smoke test, not a fit
+            "train": {"epochs": 1},
+            "runs_dir": str(tmp_path),
+            "name": name,
+        },
+    )
     if name == "fast":  # the whole path once, figures and report included (they take the time)
         files, metrics = train_and_evaluate(config, "test")
         assert 0.0 <= metrics["accuracy"] <= 1.0

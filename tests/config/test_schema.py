@@ -27,8 +27,15 @@ def _valid(spec: FieldSpec) -> tuple[Any, list[str]]:
     if spec.kind == "pair":
         return (0.8, 1.2), [spec.flag, "0.8", "1.2"]
     if spec.kind == "str":
-        value = {"val_split": "0.2", "test_split": "0.2", "devices": "1", "weights": "w.safetensors",
-                 "name": "a-run", "runs_dir": "elsewhere", "tracking_uri": "sqlite:///elsewhere/mlflow.db"}[spec.name]
+        value = {
+            "val_split": "0.2",
+            "test_split": "0.2",
+            "devices": "1",
+            "weights": "w.safetensors",
+            "name": "a-run",
+            "runs_dir": "elsewhere",
+            "tracking_uri": "sqlite:///elsewhere/mlflow.db",
+        }[spec.name]
         return value, [spec.flag, value]
     low = spec.bounds["at_least"] if spec.bounds["at_least"] is not None else spec.bounds["above"]
     value: Any = (low or 0) + (2 if spec.kind == "int" else 0.25)
@@ -89,8 +96,11 @@ def test_every_field_is_a_flag_a_yaml_key_and_a_keyword(spec: FieldSpec, tmp_pat
 def test_flags_yaml_and_keywords_refuse_the_same_values_with_the_same_message(spec: FieldSpec, tmp_path: Path) -> None:
     value, words = _invalid(spec)
     messages = []
-    for build in (lambda: _from_flags(words), lambda: _from_yaml(tmp_path, spec, value),
-                  lambda: build_config(data="digits", **{spec.dest: value})):
+    for build in (
+        lambda: _from_flags(words),
+        lambda: _from_yaml(tmp_path, spec, value),
+        lambda: build_config(data="digits", **{spec.dest: value}),
+    ):
         with pytest.raises(CnnlabError) as caught:
             build()
         messages.append(str(caught.value))
@@ -124,8 +134,12 @@ def test_yaml_numbers_are_read_as_the_field_types(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  val_split: 0.2\n  batch_size: 64.0\ntrain:\n  lr: 1\n  devices: 2\n")
     config = build_config(config_file=path)
-    assert (config.data.val_split, config.data.batch_size, config.train.lr,
-            config.train.devices) == ("0.2", 64, 1.0, "2")
+    assert (config.data.val_split, config.data.batch_size, config.train.lr, config.train.devices) == (
+        "0.2",
+        64,
+        1.0,
+        "2",
+    )
     with pytest.raises(CnnlabError, match="--batch-size must be a whole number"):
         merge_config(RunConfig(), {"data": {"batch_size": 64.5}})
 

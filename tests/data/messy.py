@@ -12,14 +12,16 @@ from PIL import Image
 
 GOOD_PER_CLASS = 10
 # file name (under train/cat/) -> the reason fragment expected in skipped_files.csv
-BAD = {
-    "truncated.jpg": "truncated",
-    "zero.jpg": "zero-byte",
-    "text.jpg": "not an image",
-    "huge.png": "too large",
-}
-ODD_BUT_FINE = ["cmyk.jpg", "rgba.png", "deep16.png", "palette.gif", "rotated.jpg", "ünïcödé näme.jpg",
-                "with space.png"]
+BAD = {"truncated.jpg": "truncated", "zero.jpg": "zero-byte", "text.jpg": "not an image", "huge.png": "too large"}
+ODD_BUT_FINE = [
+    "cmyk.jpg",
+    "rgba.png",
+    "deep16.png",
+    "palette.gif",
+    "rotated.jpg",
+    "ünïcödé näme.jpg",
+    "with space.png",
+]
 
 
 def noise(seed: int, size: tuple[int, int] = (16, 16)) -> Image.Image:

@@ -139,8 +139,16 @@ print("ok")
 def test_two_processes_writing_the_same_entries(tmp_path):
     files = [str(p) for p, _ in _files(tmp_path, count=30)[:-1]]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(seed), *files], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 0)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(seed), *files],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 0)
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     out = np.empty((len(files), 3, 8, 8), np.uint8)

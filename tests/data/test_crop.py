@@ -48,13 +48,18 @@ def test_centre_crop_of_the_stored_square_is_timms_evaluation_transform(tmp_path
     pixels = np.stack([127 + 100 * np.sin(x / 9), 127 + 100 * np.cos(y / 7), 127 + 100 * np.sin((x + y) / 11)], -1)
     path = tmp_path / "waves.png"
     Image.fromarray(pixels.astype(np.uint8)).save(path)
-    timm_view = create_transform(input_size=(3, 64, 64), interpolation="bilinear", crop_pct=0.875,
-                                 mean=(0, 0, 0), std=(1, 1, 1))(Image.open(path).convert("RGB")) * 255
+    timm_view = (
+        create_transform(
+            input_size=(3, 64, 64), interpolation="bilinear", crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1)
+        )(Image.open(path).convert("RGB"))
+        * 255
+    )
 
     def ours(crop_pct: float) -> torch.Tensor:
         stored = torch.from_numpy(decode_image(path, 3, stored_side(64, crop_pct))).permute(2, 0, 1)
-        return Normalize.of({"image_size": 64, "mean": [0.0] * 3, "std": [1 / 255] * 3,
-                             "crop_pct": crop_pct})(stored[None].float() / 255)[0]
+        return Normalize.of({"image_size": 64, "mean": [0.0] * 3, "std": [1 / 255] * 3, "crop_pct": crop_pct})(
+            stored[None].float() / 255
+        )[0]
 
     assert (ours(0.875) - timm_view).abs().mean() < 1.5  # grey levels of 255: resampling differences only
     assert (ours(1.0) - timm_view).abs().mean() > 20  # the square without margin is another view
@@ -121,8 +126,19 @@ def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_
     from cnnlab.training.run_dir import RunFiles
 
     # Training alone (no report): random crops of the 20-px stored squares, 16 px each.
-    fit(build_config(augment="light", data=str(shapes_folder), image_size=16, crop_pct=0.8, epochs=1, batch_size=16,
-                     runs_dir=str(tmp_path / "runs"), name="m"), "test")
+    fit(
+        build_config(
+            augment="light",
+            data=str(shapes_folder),
+            image_size=16,
+            crop_pct=0.8,
+            epochs=1,
+            batch_size=16,
+            runs_dir=str(tmp_path / "runs"),
+            name="m",
+        ),
+        "test",
+    )
     trained = load_trained(RunFiles(tmp_path / "runs" / "m"))
     assert trained.meta["preprocess"]["image_size"] == 16 and trained.meta["preprocess"]["crop_pct"] == 0.8
     assert trained.stored_side == 20

@@ -98,8 +98,11 @@ def test_an_open_file_decodes_as_its_path_does(tmp_path: Path) -> None:
         fp.read(10)  # decoding starts from the beginning whatever was read before
         assert np.array_equal(decode_image(fp, 3, 64), decode_image(photo, 3, 64))
     data = photo.read_bytes()
-    for content, reason in ((data[: len(data) // 2], "truncated JPEG"), (b"", "zero-byte file"),
-                            (b"just text" * 10, "not an image")):
+    for content, reason in (
+        (data[: len(data) // 2], "truncated JPEG"),
+        (b"", "zero-byte file"),
+        (b"just text" * 10, "not an image"),
+    ):
         with pytest.raises(UnreadableImage, match=reason):
             decode_image(io.BytesIO(content), 3, 32)
 

@@ -42,12 +42,15 @@ def test_csv_with_relative_paths_trains_from_its_own_folder(tmp_path, monkeypatc
     assert data.class_names == ["cat", "dog"] and len(data.splits["test"]) == 4 and not data.skipped
 
 
-@pytest.mark.parametrize("text, message", [
-    ("file,class\na.png,cat\n", "needs a header with columns path,label"),
-    ("path,label\na.png,\n", "line 2: empty path or label"),
-    ("path,label,split\na.png,cat,holdout\n", "split 'holdout'"),
-    ("path,label\nnowhere/a.png,cat\nnowhere/b.png,dog\n", "none of the 2 paths"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("file,class\na.png,cat\n", "needs a header with columns path,label"),
+        ("path,label\na.png,\n", "line 2: empty path or label"),
+        ("path,label,split\na.png,cat,holdout\n", "split 'holdout'"),
+        ("path,label\nnowhere/a.png,cat\nnowhere/b.png,dog\n", "none of the 2 paths"),
+    ],
+)
 def test_csv_mistakes_are_one_line_errors(tmp_path, text, message):
     (tmp_path / "list.csv").write_text(text)
     with pytest.raises(CnnlabError, match=message):
@@ -64,8 +67,9 @@ def test_messy_folder_skips_litter_and_finds_nested_files(tmp_path):
     listing = discover(write_messy_folder(tmp_path / "messy"))
     names = {path.name for files in listing.files.values() for path, _ in files}
     assert "inside.png" in names and "ünïcödé näme.jpg" in names and "with space.png" in names
-    assert not any(n.startswith(".") or "MACOSX" in str(p) for files in listing.files.values() for p, _ in files
-                   for n in [p.name])
+    assert not any(
+        n.startswith(".") or "MACOSX" in str(p) for files in listing.files.values() for p, _ in files for n in [p.name]
+    )
     assert listing.ignored == [] and listing.layout == "splits"
 
 
@@ -113,8 +117,11 @@ def test_a_one_label_csv_is_told_about_labels_not_subfolders(tmp_path):
 def test_a_class_differing_only_in_case_is_named(tmp_path):
     for split, name in (("train", "ants"), ("train", "bees"), ("val", "Ants"), ("val", "bees")):
         _images(tmp_path / split / name, 2)
-    with pytest.raises(CnnlabError, match=r"class 'Ants' is in the val split but not in train; did you mean ants\? "
-                                          r"\(names are case-sensitive\)"):
+    with pytest.raises(
+        CnnlabError,
+        match=r"class 'Ants' is in the val split but not in train; did you mean ants\? "
+        r"\(names are case-sensitive\)",
+    ):
         prepare_data(DataConfig(source=str(tmp_path)), seed=0)
     from cnnlab.data.inspect import inspect_data
 

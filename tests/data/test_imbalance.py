@@ -56,13 +56,33 @@ def write_overlapping_classes(root: Path, counts: dict[str, dict[str, int]], see
 
 @pytest.fixture(scope="module")
 def imbalanced(tmp_path_factory) -> Path:
-    return write_overlapping_classes(tmp_path_factory.mktemp("imbalanced"), {
-        "train": {"dim": 400, "bright": 40}, "val": {"dim": 40, "bright": 40}, "test": {"dim": 150, "bright": 150}})
+    return write_overlapping_classes(
+        tmp_path_factory.mktemp("imbalanced"),
+        {"train": {"dim": 400, "bright": 40}, "val": {"dim": 40, "bright": 40}, "test": {"dim": 150, "bright": 150}},
+    )
 
 
 def _bright_recall(cli, data: Path, runs: Path, name: str, *options: str) -> float:
-    code, _, err = cli("train", data, "--lr", "0.01", "--batch-size", "32", "--epochs", "12", "--patience", "12",
-                       "--deterministic", "--seed", "1", "--runs-dir", runs, "--name", name, *options)
+    code, _, err = cli(
+        "train",
+        data,
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "12",
+        "--patience",
+        "12",
+        "--deterministic",
+        "--seed",
+        "1",
+        "--runs-dir",
+        runs,
+        "--name",
+        name,
+        *options,
+    )
     assert code == 0, err
     return read_json(runs / name / "metrics.json")["test"]["per_class"]["bright"]["recall"]
 

@@ -38,8 +38,10 @@ def test_report_counts_skips_duplicates_and_leakage(messy):
     [dup] = report["duplicates"]
     assert dup["split"] == "train" and sorted(Path(p).name for p in dup["paths"]) == ["dup_of_0.png", "img_0.png"]
     [leak] = report["leakage"]
-    assert sorted((f["split"], Path(f["path"]).name)
-                  for f in leak["files"]) == [("test", "leak.png"), ("train", "img_0.png")]
+    assert sorted((f["split"], Path(f["path"]).name) for f in leak["files"]) == [
+        ("test", "leak.png"),
+        ("train", "img_0.png"),
+    ]
     assert report["imbalance"]["train"] == round(17 / 12, 2)
     # among noise pictures, the flat red CMYK square and the red square on white are placeholders
     blank = {Path(b["path"]).name: b["reason"] for b in report["near_blank"]}
@@ -57,8 +59,17 @@ def test_every_check_decodes_so_a_truncated_file_is_found_without_decode(messy):
 def test_cli_table_json_and_figures(cli, messy, tmp_path):
     code, out, _ = cli("data", "inspect", messy, "--out", tmp_path / "figs", "--decode")
     assert code == 0
-    for fragment in ("cat", "dog", "skipped files (4)", "leak.png", "dup_of_0.png", "verdict: 4 problems", "zero-byte",
-                     "blank or near-blank images (2)", "exact copies"):
+    for fragment in (
+        "cat",
+        "dog",
+        "skipped files (4)",
+        "leak.png",
+        "dup_of_0.png",
+        "verdict: 4 problems",
+        "zero-byte",
+        "blank or near-blank images (2)",
+        "exact copies",
+    ):
         assert fragment in out, fragment
     for name in ("samples.png", "class_counts.png", "suspects.png"):
         assert (tmp_path / "figs" / name).stat().st_size > 1000 and name in out
@@ -162,8 +173,10 @@ def test_placeholder_near_copies_under_two_labels_and_a_leak_are_found_with_reas
     assert Path(blank["path"]).name == "placeholder.gif" and blank["label"] == "temple"
     assert blank["reason"].startswith("near-blank: one colour covers") and "entropy 0." in blank["reason"]
     [conflict] = report["conflicts"]
-    assert {(f["label"], Path(f["path"]).name) for f in conflict["files"]} == {("temple", "000.jpg"),
-                                                                              ("flower", "copy.jpg")}
+    assert {(f["label"], Path(f["path"]).name) for f in conflict["files"]} == {
+        ("temple", "000.jpg"),
+        ("flower", "copy.jpg"),
+    }
     assert conflict["reason"].startswith("near copies (")
     first, other = conflict["files"]  # each file said against the group's first
     assert first["reason"] == "the first of the group"

@@ -19,8 +19,9 @@ def test_cpu_eval_batches_hold_a_pixel_budget_and_accelerators_take_the_maximum(
 
 def test_validation_loader_covers_every_image_in_pixel_budget_batches() -> None:
     def split(n: int) -> ImageSet:
-        return ImageSet(torch.zeros(n, 3, 224, 224, dtype=torch.uint8), torch.arange(n) % 2,
-                        [f"{i}.png" for i in range(n)])
+        return ImageSet(
+            torch.zeros(n, 3, 224, 224, dtype=torch.uint8), torch.arange(n) % 2, [f"{i}.png" for i in range(n)]
+        )
 
     data = PreparedData({"train": split(4), "val": split(20), "test": split(3)}, ["a", "b"], "tiny")
     batches = list(ImageDataModule(data, batch_size=128, seed=0).val_dataloader())

@@ -108,8 +108,22 @@ def test_a_resumed_run_shuffles_the_next_epoch_as_an_uninterrupted_one(packed) -
 
 def test_train_from_shards_learns(packed, cli, one_torch_thread) -> None:
     runs = packed["root"] / "runs"
-    code, _, err = cli("train", packed["out"], "--epochs", "3", "--batch-size", "16", "--lr", "0.003",
-                       "--seed", "1", "--runs-dir", runs, "--name", "packed")
+    code, _, err = cli(
+        "train",
+        packed["out"],
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--seed",
+        "1",
+        "--runs-dir",
+        runs,
+        "--name",
+        "packed",
+    )
     assert code == 0, err
     run = runs / "packed"
     meta = read_json(run / "run.json")
@@ -154,8 +168,9 @@ def test_a_corrupt_manifest_or_shard_is_named(packed, tmp_path) -> None:
 
 def test_pack_at_a_models_input_size_and_channels(packed, cli, tmp_path) -> None:
     """--model packs at what that model trains on (a pretrained Lite0: 224 px RGB, from gray shapes)."""
-    code, out, _ = cli("data", "pack", packed["folder"], tmp_path / "lite0", "--model", "efficientnet_lite0",
-                       "--pretrained")
+    code, out, _ = cli(
+        "data", "pack", packed["folder"], tmp_path / "lite0", "--model", "efficientnet_lite0", "--pretrained"
+    )
     assert code == 0 and "train with: cnnlab train" in out and "--model efficientnet_lite0 --pretrained" in out
     manifest = read_manifest(tmp_path / "lite0")
     assert (manifest["image_size"], manifest["channels"]) == (224, 3)

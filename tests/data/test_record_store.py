@@ -88,8 +88,16 @@ print(int(store.records.read(good).sum()), len(good), len(store.reasons) - len(g
 def test_two_processes_building_at_once_end_complete_and_consistent(tmp_path):
     files = _files(tmp_path / "imgs", count=300)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", _BUILDER, *(str(p) for p, _ in files)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILDER, *(str(p) for p, _ in files)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     memory, _ = decode_files(files, 3, 24, workers=1, cache=False)

@@ -37,16 +37,50 @@ def noisy_task(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("distill")
     shapes = write_shapes_folder(root / "shapes", per_class=30)
     clean, noisy = _listing(root / "clean.csv", shapes, 0.0), _listing(root / "noisy.csv", shapes, 0.7)
-    assert main(["train", str(clean), "--epochs", "6", "--batch-size", "16", "--runs-dir", str(root / "runs"),
-                 "--name", "teacher", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(clean),
+                "--epochs",
+                "6",
+                "--batch-size",
+                "16",
+                "--runs-dir",
+                str(root / "runs"),
+                "--name",
+                "teacher",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     return clean, noisy, root / "runs" / "teacher"
 
 
 def _student(cli, teacher: Path, data: Path, alpha: str, name: str) -> tuple[dict, dict]:
     # the teacher's own architecture: no smaller, no faster, so --force (distillation itself is tested here)
-    code, _, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--force", "--alpha", alpha,
-                       "--epochs", "6", "--batch-size", "16", "--deterministic", "--name", name,
-                       "--format", "json")
+    code, _, err = cli(
+        "distill",
+        data,
+        "--teacher",
+        teacher,
+        "--student",
+        "simple_cnn",
+        "--force",
+        "--alpha",
+        alpha,
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--deterministic",
+        "--name",
+        name,
+        "--format",
+        "json",
+    )
     assert code == 0, err
     runs = teacher.parent
     return read_json(runs / name / "metrics.json")["test"], read_json(runs / f"{name}-alone" / "metrics.json")["test"]
@@ -71,11 +105,14 @@ def test_a_teacher_rescues_a_student_taught_wrong_labels(cli, noisy_task) -> Non
     assert "Distillation into taught" in (teacher.parent / "taught" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--student", "resnet_tiny"], "unknown model 'resnet_tiny'"),
-    (["--student", "simple_cnn", "--alpha", "1.5"], "--alpha must be between 0 and 1"),
-    (["--student", "simple_cnn", "--student-sparsity", "1"], "--student-sparsity must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--student", "resnet_tiny"], "unknown model 'resnet_tiny'"),
+        (["--student", "simple_cnn", "--alpha", "1.5"], "--alpha must be between 0 and 1"),
+        (["--student", "simple_cnn", "--student-sparsity", "1"], "--student-sparsity must be between 0 and 1"),
+    ],
+)
 def test_bad_settings_fail_before_training(cli, noisy_task, args, message) -> None:
     _, _, teacher = noisy_task
     code, _, err = cli("distill", "--teacher", teacher, *args)
@@ -84,8 +121,9 @@ def test_bad_settings_fail_before_training(cli, noisy_task, args, message) -> No
 
 def test_a_student_larger_and_slower_than_its_teacher_is_refused(cli, noisy_task) -> None:
     clean, _, teacher = noisy_task
-    code, out, err = cli("distill", clean, "--teacher", teacher, "--student", "resnet18", "--epochs", "1",
-                         "--name", "big")
+    code, out, err = cli(
+        "distill", clean, "--teacher", teacher, "--student", "resnet18", "--epochs", "1", "--name", "big"
+    )
     assert code == 2 and err.count("\n") == 1
     assert "no smaller and no faster than its teacher" in err and "--force" in err and "--student pruned" in err
     assert "11,178,051" in out + err  # the parameters side by side (resnet18 with 3 classes)
@@ -94,8 +132,23 @@ def test_a_student_larger_and_slower_than_its_teacher_is_refused(cli, noisy_task
 
 def test_force_distils_into_a_larger_student(cli, noisy_task) -> None:
     clean, _, teacher = noisy_task  # fast_cnn: 102,491 parameters against simple_cnn's 93,635, twice as slow here
-    code, _, err = cli("distill", clean, "--teacher", teacher, "--student", "fast_cnn", "--force", "--epochs", "1",
-                       "--batch-size", "32", "--name", "forced", "--format", "json")
+    code, _, err = cli(
+        "distill",
+        clean,
+        "--teacher",
+        teacher,
+        "--student",
+        "fast_cnn",
+        "--force",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--name",
+        "forced",
+        "--format",
+        "json",
+    )
     assert code == 0, err
     assert "going on (--force)" in err
     meta = read_json(teacher.parent / "forced" / "run.json")
@@ -104,8 +157,20 @@ def test_force_distils_into_a_larger_student(cli, noisy_task) -> None:
 
 def test_the_default_student_is_a_pruned_copy_of_the_teacher(cli, noisy_task) -> None:
     clean, _, teacher = noisy_task
-    code, out, err = cli("distill", clean, "--teacher", teacher, "--epochs", "2", "--batch-size", "16",
-                         "--name", "copy", "--format", "json")
+    code, out, err = cli(
+        "distill",
+        clean,
+        "--teacher",
+        teacher,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--name",
+        "copy",
+        "--format",
+        "json",
+    )
     assert code == 0, err
     table = json.loads(out)
     assert [row[1] for row in table["rows"]][1:] == ["simple_cnn with 50% of its channels pruned"] * 2
@@ -134,8 +199,22 @@ def _imbalanced_listing(path: Path, shapes: Path) -> Path:
 def test_a_student_that_learns_nothing_is_reported_as_failed(cli, noisy_task, tmp_path) -> None:
     clean, _, teacher = noisy_task
     data = _imbalanced_listing(tmp_path / "imbalanced.csv", clean.parent / "shapes")
-    code, out, err = cli("distill", data, "--teacher", teacher, "--student", "simple_cnn", "--force",
-                         "--lr", "1e-9", "--epochs", "1", "--deterministic", "--name", "stuck")
+    code, out, err = cli(
+        "distill",
+        data,
+        "--teacher",
+        teacher,
+        "--student",
+        "simple_cnn",
+        "--force",
+        "--lr",
+        "1e-9",
+        "--epochs",
+        "1",
+        "--deterministic",
+        "--name",
+        "stuck",
+    )
     assert code == 0, err
     assert "distilled student (simple_cnn) FAILED" in err and "no better than answering" in err
     assert "try --student pruned" in err  # what to try: the student alone failed too

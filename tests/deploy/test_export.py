@@ -46,8 +46,9 @@ def test_torchscript_export_and_a_failed_parity_check(cli, run_copy, trained_sha
     assert not (run_copy / "model.ts").exists() and not list(run_copy.glob(".*tmp*"))
     code, out, err = cli("export", run_copy, "--format", "torchscript")
     assert code == 0, err
-    code, out, err = cli("predict", run_copy / "model.ts", trained_shapes[1] / "middle" / "img_000.png", "--format",
-                         "csv")
+    code, out, err = cli(
+        "predict", run_copy / "model.ts", trained_shapes[1] / "middle" / "img_000.png", "--format", "csv"
+    )
     assert code == 0, err
     assert out.splitlines()[1].split(",")[2] == "middle"
 

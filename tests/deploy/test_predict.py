@@ -16,15 +16,31 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("predict")
     shapes = write_shapes_folder(root / "shapes")
-    assert main(["train", str(shapes), "--epochs", "5", "--batch-size", "16", "--runs-dir", str(root / "runs"),
-                 "--name", "p"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(shapes),
+                "--epochs",
+                "5",
+                "--batch-size",
+                "16",
+                "--runs-dir",
+                str(root / "runs"),
+                "--name",
+                "p",
+            ]
+        )
+        == 0
+    )
     return root / "runs" / "p", shapes
 
 
 def test_files_and_folders_in_order_with_top_k(cli, trained) -> None:
     run, shapes = trained
-    code, out, err = cli("predict", run, shapes / "right" / "img_000.png", shapes / "left", "--top-k", "2",
-                         "--format", "csv")
+    code, out, err = cli(
+        "predict", run, shapes / "right" / "img_000.png", shapes / "left", "--top-k", "2", "--format", "csv"
+    )
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0] == "image,rank,class,probability,error,runtime"

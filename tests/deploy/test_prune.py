@@ -33,8 +33,11 @@ def test_structured_pruning_makes_a_smaller_run_every_command_takes(cli, run_cop
 
     assert load_file(str(pruned / "pruned.safetensors"))["features.0.weight"].shape[0] == 16
     assert json.loads((pruned / "architecture.json").read_text())["resized"]["features.0"] == {"out_channels": 16}
-    for command in (["evaluate", pruned], ["predict", pruned, trained_shapes[1] / "left" / "img_000.png"],
-                    ["export", pruned, "--format", "torchscript"]):
+    for command in (
+        ["evaluate", pruned],
+        ["predict", pruned, trained_shapes[1] / "left" / "img_000.png"],
+        ["export", pruned, "--format", "torchscript"],
+    ):
         code, out, err = cli(*command)
         assert code == 0, (command, err)
     assert not unnamed_run_files(run_copy) and not unnamed_run_files(pruned)
@@ -85,11 +88,30 @@ def _point(sparsity: float, val_drop: float, files):
     from cnnlab.deploy.prune import Pruned
     from cnnlab.tables import Table
 
-    return Pruned(files, Table("t", [], [], [], {
-        "from": "runs/base", "kind": "structured", "requested": sparsity, "achieved": sparsity,
-        "params": 100, "parent_params": 200, "parent_val_accuracy": 0.9, "val_accuracy": 0.9 - val_drop / 100,
-        "parent_test_accuracy": 0.9, "final_accuracy": 0.9 - val_drop / 100, "parent_ms": 10.0,
-        "pruned_ms": 10.0 * (1 - sparsity), "speedup_batch1": 1 / (1 - sparsity)}))
+    return Pruned(
+        files,
+        Table(
+            "t",
+            [],
+            [],
+            [],
+            {
+                "from": "runs/base",
+                "kind": "structured",
+                "requested": sparsity,
+                "achieved": sparsity,
+                "params": 100,
+                "parent_params": 200,
+                "parent_val_accuracy": 0.9,
+                "val_accuracy": 0.9 - val_drop / 100,
+                "parent_test_accuracy": 0.9,
+                "final_accuracy": 0.9 - val_drop / 100,
+                "parent_ms": 10.0,
+                "pruned_ms": 10.0 * (1 - sparsity),
+                "speedup_batch1": 1 / (1 - sparsity),
+            },
+        ),
+    )
 
 
 def test_max_drop_bisection_finds_the_largest_sparsity_within_the_drop(tmp_path) -> None:
@@ -170,8 +192,8 @@ def test_the_parents_report_lists_its_pruned_copies(cli, run_copy) -> None:
         code, _, err = cli("prune", run_copy, "--sparsity", sparsity, "--finetune-epochs", "1")
         assert code == 0, err
     html = (run_copy / "report.html").read_text()
-    section = html[html.index('<section id="deployment">'):]
-    section = section[:section.index("</section>")]
+    section = html[html.index('<section id="deployment">') :]
+    section = section[: section.index("</section>")]
     assert "Pruned copies of this run" in section
     assert section.index("structured-25") < section.index("structured-50")  # by sparsity
     for run in ("structured-25", "structured-50"):

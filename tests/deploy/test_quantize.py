@@ -34,8 +34,9 @@ def test_int8_graph_runs_integer_operators_and_keeps_accuracy(cli, run_copy, tra
     from cnnlab.deploy.runtime import open_artifact
 
     x = torch.rand(16, 3, 20, 20)
-    parity = check_parity(open_artifact(run_copy / "model.onnx").model,
-                          open_artifact(run_copy / "model.int8.onnx").model, x)
+    parity = check_parity(
+        open_artifact(run_copy / "model.onnx").model, open_artifact(run_copy / "model.int8.onnx").model, x
+    )
     assert parity["top1_agreement"] >= 0.9 and parity["max_abs_diff"] < 0.1 * max(1.0, parity["max_abs_logit"])
 
     # benchmark measures every runtime; predict then takes the fastest with the checkpoint's own outputs

@@ -20,8 +20,7 @@ def _run(tmp_path: Path, latency: dict, accuracy: dict, artifacts: tuple[str, ..
 
 def test_auto_takes_the_fastest_exact_runtime_and_fastest_takes_int8_only_when_it_keeps_accuracy(tmp_path) -> None:
     latency = {"pytorch": 20.0, "onnx": 9.0, "int8": 4.0}
-    files = _run(tmp_path, latency, {"pytorch": 0.95, "onnx": 0.95, "int8": 0.948},
-                 ("model.onnx", "model.int8.onnx"))
+    files = _run(tmp_path, latency, {"pytorch": 0.95, "onnx": 0.95, "int8": 0.948}, ("model.onnx", "model.int8.onnx"))
     runtime, why = fastest_runtime(files)
     assert runtime == "onnx"  # the checkpoint's own outputs by default...
     assert "INT8 is faster (4.00 ms, -0.2 points of test accuracy)" in why and "--runtime fastest" in why  # ...said

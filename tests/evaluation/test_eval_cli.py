@@ -15,8 +15,12 @@ def shapes_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evalcli")
     data = write_shapes_folder(root / "shapes")
-    assert main(["train", str(data), "--epochs", "4", "--batch-size", "16", "--runs-dir", str(root / "runs"),
-                 "--name", "s"]) == 0
+    assert (
+        main(
+            ["train", str(data), "--epochs", "4", "--batch-size", "16", "--runs-dir", str(root / "runs"), "--name", "s"]
+        )
+        == 0
+    )
     return root / "runs" / "s", data
 
 

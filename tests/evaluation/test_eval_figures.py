@@ -20,9 +20,13 @@ def data() -> dict:
     logits = rng.normal(size=(n, k))
     logits[np.arange(n), y] += 1.5
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return {"y": y, "probs": probs, "names": ["apple", "banana", "cherry", "a-very-long-class-name-indeed"],
-            "rgb": rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8),
-            "gray": rng.integers(0, 256, (n, 1, 12, 12), dtype=np.uint8)}
+    return {
+        "y": y,
+        "probs": probs,
+        "names": ["apple", "banana", "cherry", "a-very-long-class-name-indeed"],
+        "rgb": rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8),
+        "gray": rng.integers(0, 256, (n, 1, 12, 12), dtype=np.uint8),
+    }
 
 
 def test_confusion_matrices_and_bars(tmp_path: Path, data: dict) -> None:

@@ -21,13 +21,15 @@ from cnnlab.evaluation.metrics import (
 NAMES3 = ["cat", "dog", "bird"]
 # Five images of three classes; "bird" (2) never occurs as a true label but is predicted once.
 Y3 = np.array([0, 0, 1, 1, 0])
-P3 = np.array([
-    [0.7, 0.2, 0.1],   # cat, right
-    [0.2, 0.3, 0.5],   # cat -> bird
-    [0.1, 0.8, 0.1],   # dog, right
-    [0.6, 0.3, 0.1],   # dog -> cat
-    [0.5, 0.4, 0.1],   # cat, right
-])
+P3 = np.array(
+    [
+        [0.7, 0.2, 0.1],  # cat, right
+        [0.2, 0.3, 0.5],  # cat -> bird
+        [0.1, 0.8, 0.1],  # dog, right
+        [0.6, 0.3, 0.1],  # dog -> cat
+        [0.5, 0.4, 0.1],  # cat, right
+    ]
+)
 
 
 def assert_close(a, b, path="") -> None:
@@ -59,7 +61,8 @@ def test_hand_made_predictions_match_sklearn_with_an_absent_class() -> None:
     prec, rec, f1, sup = skm.precision_recall_fscore_support(Y3, pred, labels=[0, 1, 2], zero_division=0)
     for i, name in enumerate(NAMES3):
         assert m["per_class"][name] == pytest.approx(
-            {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]})
+            {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": sup[i]}
+        )
     assert m["per_class"]["bird"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     report = skm.classification_report(Y3, pred, labels=[0, 1, 2], output_dict=True, zero_division=0)
     assert m["macro_avg"] == pytest.approx(report["macro avg"])
@@ -93,7 +96,7 @@ def test_accumulator_agrees_with_compute_metrics(k: int) -> None:
     acc = MetricAccumulator(k, keep_hardest=7)
     start = 0
     for size in (1, 50, 0, 33, 64, 9):  # uneven batches, an empty one, the last one short
-        acc.update(y[start:start + size], probs[start:start + size])
+        acc.update(y[start : start + size], probs[start : start + size])
         start += size
     assert start == n
     assert_close(acc.compute(names), compute_metrics(y, probs, names))
@@ -111,8 +114,7 @@ def test_accumulator_agrees_with_compute_metrics(k: int) -> None:
 def test_report_text_pairs_and_calibration() -> None:
     pred = P3.argmax(axis=1)
     text = classification_report_text(Y3, pred, NAMES3)
-    assert text == skm.classification_report(Y3, pred, labels=[0, 1, 2], target_names=NAMES3, digits=3,
-                                              zero_division=0)
+    assert text == skm.classification_report(Y3, pred, labels=[0, 1, 2], target_names=NAMES3, digits=3, zero_division=0)
     assert "bird" in text
     cm = np.array([[5, 3, 0], [1, 4, 6], [0, 3, 2]])
     assert most_confused_pairs(cm, NAMES3, k=3) == [("dog", "bird", 6), ("cat", "dog", 3), ("bird", "dog", 3)]

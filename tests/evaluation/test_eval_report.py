@@ -45,18 +45,27 @@ def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "
     probs[np.arange(30), y] += 0.5
     probs /= probs.sum(axis=1, keepdims=True)
     run = {
-        "name": name, "created": "2024-05-01T12:00:00", "cnnlab_version": "0.1.0",
+        "name": name,
+        "created": "2024-05-01T12:00:00",
+        "cnnlab_version": "0.1.0",
         "command": ["cnnlab", "train", "--data", "shapes", "--model", "simple_cnn", "--epochs", "3"],
-        "status": status, "class_names": NAMES,
+        "status": status,
+        "class_names": NAMES,
         "preprocess": {"image_size": 16, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3},
-        "data": {"source": "shapes <demo>", "skipped": 1, "splits": {
-            "train": {"count": 90, "per_class": {"circle": 30, "square": 30, "triangle": 30}},
-            "val": {"count": 15, "per_class": {"circle": 5, "square": 5, "triangle": 5}},
-            "test": {"count": 30, "per_class": {"circle": 9, "square": 11, "triangle": 10}}}},
+        "data": {
+            "source": "shapes <demo>",
+            "skipped": 1,
+            "splits": {
+                "train": {"count": 90, "per_class": {"circle": 30, "square": 30, "triangle": 30}},
+                "val": {"count": 15, "per_class": {"circle": 5, "square": 5, "triangle": 5}},
+                "test": {"count": 30, "per_class": {"circle": 9, "square": 11, "triangle": 10}},
+            },
+        },
         "model": {"name": "simple_cnn", "params_total": 12345, "params_trainable": 2345},
-        "stages": [{"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68, "done": True},
-                   {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77,
-                    "done": True}],
+        "stages": [
+            {"name": "frozen", "epochs": 2, "seconds": 3.5, "best_val_acc": 0.7, "test_acc": 0.68, "done": True},
+            {"name": "finetune", "epochs": 1, "seconds": 2.0, "best_val_acc": 0.8, "test_acc": 0.77, "done": True},
+        ],
         "timing": {"train_seconds": 5.5, "total_seconds": 7.25},
     }
     (run_dir / "run.json").write_text(json.dumps(run))
@@ -72,8 +81,9 @@ def make_run(root: Path, name: str = "run-a", full: bool = True, status: str = "
     plot_samples_per_class(images, y, NAMES, run_dir / "samples.png", per_class=3)
     F.plot_reliability(y, probs, run_dir / "reliability.png")
     wrong = np.flatnonzero(probs.argmax(1) != y)[:4]
-    F.plot_misclassified(images[wrong], y[wrong], probs.argmax(1)[wrong], probs.max(1)[wrong], NAMES,
-                         run_dir / "misclassified.png")
+    F.plot_misclassified(
+        images[wrong], y[wrong], probs.argmax(1)[wrong], probs.max(1)[wrong], NAMES, run_dir / "misclassified.png"
+    )
     return run_dir
 
 
@@ -86,16 +96,26 @@ def test_report_has_every_section_inline_images_and_no_network(tmp_path: Path) -
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "shapes &lt;demo&gt;" in page  # escaped
     # 3 written by make_run + 6 the report redrew from metrics.csv, metrics.json and run.json.
     assert page.count('src="data:image/png;base64,') == 9
-    for name in ("history.png", "class_counts.png", "confusion_matrix.png", "confusion_matrix_normalized.png",
-                 "per_class_accuracy.png", "most_confused.png"):
+    for name in (
+        "history.png",
+        "class_counts.png",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "per_class_accuracy.png",
+        "most_confused.png",
+    ):
         assert (run_dir / name).is_file() and f"({name})</figcaption>" in page
     assert "cnnlab train --data shapes --model simple_cnn --epochs 3" in page
     assert "finetune improved test accuracy from 68.00% to 77.00% (+9.00 points)" in page
     assert "epochs: 3" in page and "Conv2d-1" in page and "macro avg" in page
     assert "12,345 total" in page and "0:06" in page  # params and train time formatted
     # Results first: the numbers and curves, then the results, then data, then the folded details.
-    assert (page.index('id="training"') < page.index('id="results"') < page.index('id="data"')
-            < page.index('id="reproduce"'))
+    assert (
+        page.index('id="training"')
+        < page.index('id="results"')
+        < page.index('id="data"')
+        < page.index('id="reproduce"')
+    )
     assert page.index("(history.png)") < page.index("(confusion_matrix.png)") < page.index("(class_counts.png)")
     assert re.search(r"<details><summary>Config \(config.yaml\)</summary><pre>.*epochs: 3", page, re.DOTALL)
     assert re.search(r"<details><summary>Model summary</summary><pre>.*Conv2d-1", page, re.DOTALL)
@@ -116,8 +136,16 @@ def test_report_of_an_interrupted_run_with_only_run_json(tmp_path: Path) -> None
 
 def test_load_history_merges_rows_and_puts_stages_one_after_another(tmp_path: Path) -> None:
     hist = load_history(make_run(tmp_path) / "metrics.csv")
-    assert list(hist.columns) == ["epoch", "stage", "stage_epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                  "lr"]
+    assert list(hist.columns) == [
+        "epoch",
+        "stage",
+        "stage_epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+    ]
     # Numbered from 1, as the console and the report number epochs (the file keeps Lightning's 0-based count).
     assert hist["epoch"].tolist() == [1, 2, 3] and hist["stage_epoch"].tolist() == [1, 2, 1]
     assert hist["val_acc"].tolist() == [0.5, 0.7, 0.8] and hist["train_acc"].tolist() == [0.4, 0.65, 0.75]
@@ -170,8 +198,10 @@ def test_report_renders_in_chromium(tmp_path: Path, page: Page) -> None:
 def test_report_says_which_stage_weights_were_kept_and_why(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, full=False, status="trained")
     run = json.loads((run_dir / "run.json").read_text())
-    why = ("weights of stage 'frozen' kept: stage 'finetune' did not lower the validation loss "
-           "(0.6100 at best, against 0.4900)")
+    why = (
+        "weights of stage 'frozen' kept: stage 'finetune' did not lower the validation loss "
+        "(0.6100 at best, against 0.4900)"
+    )
     run["kept"] = {"stage": "frozen", "why": why}
     (run_dir / "run.json").write_text(json.dumps(run))
     page = write_report(run_dir).read_text(encoding="utf-8")
@@ -184,11 +214,24 @@ def _two_stage_record(run_dir: Path, kept: str) -> None:
     run = json.loads((run_dir / "run.json").read_text())
     run["model"]["params_trainable"] = 345  # counted as built, i.e. with stage 1's frozen base
     run["stages"] = [
-        {"name": "frozen", "epochs": 2, "seconds": 3.5, "params_trainable": 345, "test_acc": 0.68,
-         "val_at_best": {"epoch": 1, "accuracy": 0.55, "loss": 0.9, "errors": 9, "images": 20}},
-        {"name": "finetune", "epochs": 1, "seconds": 2.0, "params_trainable": 9876, "test_acc": 0.77,
-         "replaced_best": kept == "finetune",
-         "val_at_best": {"epoch": 1, "accuracy": 0.65, "loss": 0.6, "errors": 7, "images": 20}}]
+        {
+            "name": "frozen",
+            "epochs": 2,
+            "seconds": 3.5,
+            "params_trainable": 345,
+            "test_acc": 0.68,
+            "val_at_best": {"epoch": 1, "accuracy": 0.55, "loss": 0.9, "errors": 9, "images": 20},
+        },
+        {
+            "name": "finetune",
+            "epochs": 1,
+            "seconds": 2.0,
+            "params_trainable": 9876,
+            "test_acc": 0.77,
+            "replaced_best": kept == "finetune",
+            "val_at_best": {"epoch": 1, "accuracy": 0.65, "loss": 0.6, "errors": 7, "images": 20},
+        },
+    ]
     run["kept"] = {"stage": kept, "why": f"weights of stage '{kept}' kept"}
     (run_dir / "run.json").write_text(json.dumps(run))
 
@@ -199,7 +242,7 @@ def test_report_gives_each_stages_trainable_parameters(tmp_path: Path) -> None:
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert "12,345 total; trained: 345 in stage frozen, 9,876 in stage finetune (kept)" in page
     assert "345 trainable" not in page  # stage 1's count alone is not what the kept model trained
-    table = page[page.index("<th>Stage</th>"):]
+    table = page[page.index("<th>Stage</th>") :]
     assert "<th>Trainable parameters</th>" in table and "<th>Val acc (kept epoch)</th>" in table
     assert re.search(r"<td>finetune \(kept\)</td><td[^>]*>1</td><td[^>]*>9,876</td>", table)
     one_stage = make_run(tmp_path, "single")
@@ -226,8 +269,11 @@ def test_compare_shows_the_kept_models_validation_accuracy(cli, tmp_path: Path, 
     run = json.loads((old / "run.json").read_text())
     run["kept"] = {"stage": "frozen"}
     (old / "run.json").write_text(json.dumps(run))
-    (old / "metrics.csv").write_text(METRICS_CSV.replace("frozen,1,9,,,,0.70,0.80", "frozen,1,9,,,,0.60,0.80")
-                                     .replace("frozen,0,4,,,,0.50,1.10", "frozen,0,4,,,,0.65,1.10"))
+    (old / "metrics.csv").write_text(
+        METRICS_CSV.replace("frozen,1,9,,,,0.70,0.80", "frozen,1,9,,,,0.60,0.80").replace(
+            "frozen,0,4,,,,0.50,1.10", "frozen,0,4,,,,0.65,1.10"
+        )
+    )
     assert compare_runs([old], tmp_path / "old-cmp")[0][0]["kept_val_acc"] == 0.6
 
 

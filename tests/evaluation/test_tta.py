@@ -67,8 +67,27 @@ def colors_run(tmp_path_factory):
     from cnnlab.cli.main import main
 
     root = tmp_path_factory.mktemp("tta")
-    assert main(["train", "synthetic-colors", "--epochs", "3", "--batch-size", "32", "--image-size", "24",
-                 "--crop-pct", "0.75", "--runs-dir", str(root), "--name", "colors"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "synthetic-colors",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "32",
+                "--image-size",
+                "24",
+                "--crop-pct",
+                "0.75",
+                "--runs-dir",
+                str(root),
+                "--name",
+                "colors",
+            ]
+        )
+        == 0
+    )
     return root / "colors"
 
 

@@ -54,8 +54,22 @@ def halves_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The lesson's simple_cnn trained on the halves (its test accuracy is checked where it matters)."""
     root = tmp_path_factory.mktemp("halves")
     data = write_halves(root / "data", per_class=60, seed=0)
-    train("train", data, "--model", "simple_cnn", "--epochs", "8", "--batch-size", "16", "--lr", "0.003",
-          "--runs-dir", root / "runs", "--name", "halves")
+    train(
+        "train",
+        data,
+        "--model",
+        "simple_cnn",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--runs-dir",
+        root / "runs",
+        "--name",
+        "halves",
+    )
     return root / "runs" / "halves"
 
 
@@ -64,8 +78,23 @@ def frozen_lite0_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     """EfficientNet-Lite0 with ImageNet weights, stage 1 only (frozen backbone), channels_last (the default)."""
     root = tmp_path_factory.mktemp("lite0")
     photos = write_photo_crops(root / "photos", per_class=12, side=64)
-    train("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--stages", "frozen",
-          "--frozen-epochs", "3", "--image-size", "64", "--runs-dir", root / "runs", "--name", "lite0")
+    train(
+        "train",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--stages",
+        "frozen",
+        "--frozen-epochs",
+        "3",
+        "--image-size",
+        "64",
+        "--runs-dir",
+        root / "runs",
+        "--name",
+        "lite0",
+    )
     return root / "runs" / "lite0", photos
 
 
@@ -116,8 +145,12 @@ def test_filters_feature_maps_gradcam_and_receptive_field_commands(cli, halves_r
     assert code == 0, err
     fields = [(r["layer"], r["output"], r["jump"], r["receptive_field"]) for r in csv.DictReader(out.splitlines())]
     # The lesson's network on 32 px: conv 3x3 -> 30, pool 2 -> 15, conv 3x3 -> 13, pool 2 -> 6.
-    assert fields == [("features.0", "30x30", "1", "3"), ("features.2", "15x15", "2", "4"),
-                      ("features.3", "13x13", "2", "8"), ("features.5", "6x6", "4", "10")]
+    assert fields == [
+        ("features.0", "30x30", "1", "3"),
+        ("features.2", "15x15", "2", "4"),
+        ("features.3", "13x13", "2", "8"),
+        ("features.5", "6x6", "4", "10"),
+    ]
     assert (halves_run / "explain" / "receptive_field.csv").is_file()
 
 
@@ -151,16 +184,23 @@ def test_cam_session_restores_frozen_flags_and_modes_and_writes_no_gradients() -
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["gradcam", "{run}", "nowhere.png"], "input 'nowhere.png' not found"),
-    (["gradcam", "{run}", "{text}"], "notes.png could not be read as an image"),
-    (["gradcam", "{run}", "{image}", "--class", "vertikal"],
-     "'vertikal' is not a class of this run; did you mean vertical?"),
-    (["gradcam", "{run}", "{image}", "--layer", "feature"],
-     "no layer 'feature' in this SimpleCNN; did you mean features?"),
-    (["feature-maps", "{run}", "{image}", "--layer", "features.0"], "changed in place by a later operation"),
-    (["filters", "{bare}"], "has no checkpoint yet"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["gradcam", "{run}", "nowhere.png"], "input 'nowhere.png' not found"),
+        (["gradcam", "{run}", "{text}"], "notes.png could not be read as an image"),
+        (
+            ["gradcam", "{run}", "{image}", "--class", "vertikal"],
+            "'vertikal' is not a class of this run; did you mean vertical?",
+        ),
+        (
+            ["gradcam", "{run}", "{image}", "--layer", "feature"],
+            "no layer 'feature' in this SimpleCNN; did you mean features?",
+        ),
+        (["feature-maps", "{run}", "{image}", "--layer", "features.0"], "changed in place by a later operation"),
+        (["filters", "{bare}"], "has no checkpoint yet"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(cli, halves_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     bare = tmp_path / "bare"
@@ -214,8 +254,10 @@ def test_gradcam_figures_have_a_colour_bar_saying_what_the_colours_mean() -> Non
 
     image = np.zeros((3, 16, 16), dtype=np.uint8)
     heat = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
-    panels = [CamPanel(image, heat, "a.png", "ants", 0.9, "ants"),
-              CamPanel(image, np.zeros_like(heat), "b.png", "bees", 0.6, "ants", None, 0.4, evidence=False)]
+    panels = [
+        CamPanel(image, heat, "a.png", "ants", 0.9, "ants"),
+        CamPanel(image, np.zeros_like(heat), "b.png", "bees", 0.6, "ants", None, 0.4, evidence=False),
+    ]
     figure = gradcam_figure(panels)
     picture, bar = figure.axes  # the pictures, then the colour bar
     assert bar.get_xlabel().startswith("evidence for the class the map explains")
@@ -225,8 +267,9 @@ def test_gradcam_figures_have_a_colour_bar_saying_what_the_colours_mean() -> Non
     assert "no evidence for: ants (40%)" in said[-2] and said[-1] == "no evidence"  # on the flat map itself
 
 
-def test_gradcam_on_a_class_without_evidence_says_so(cli, halves_run: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradcam_on_a_class_without_evidence_says_so(
+    cli, halves_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pytorch_grad_cam import GradCAM
 
     raw = GradCAM.get_cam_image
@@ -237,7 +280,8 @@ def test_gradcam_on_a_class_without_evidence_says_so(cli, halves_run: Path, tmp_
     assert code == 0, err
     assert "000.png: no evidence for 'horizontal' in this photo" in err  # on the console
     assert "evidence" in out and "False" in out  # and a column in the table
-    code, out, err = cli("explain", "gradcam", halves_run, image, "--class", "horizontal", "--format", "json",
-                         "--out", tmp_path)
+    code, out, err = cli(
+        "explain", "gradcam", halves_run, image, "--class", "horizontal", "--format", "json", "--out", tmp_path
+    )
     assert code == 0 and '"evidence": false' in out
     png_size(tmp_path / "gradcam_000.png")

@@ -26,8 +26,9 @@ def test_conv_feature_maps_are_the_hand_computed_valid_convolution_of_the_6x6_ed
     image = lesson.EDGE_IMAGE.numpy()
     for result in results:
         assert result.feature_map.shape == (4, 4)
-        np.testing.assert_allclose(result.feature_map.numpy(), valid_correlation(image, result.kernel.numpy()),
-                                   rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(
+            result.feature_map.numpy(), valid_correlation(image, result.kernel.numpy()), rtol=1e-6, atol=1e-5
+        )
     by_name = {r.name: r.feature_map.tolist() for r in results}
     assert by_name["vertical"] == [[0, 30, 30, 0]] * 4  # the lesson's strong response at the edge
     assert by_name["horizontal"] == [[0, 0, 0, 0]] * 4  # no horizontal edge: no response
@@ -59,8 +60,9 @@ def test_conv_and_pool_on_the_users_image(cli, tmp_path: Path) -> None:
     photo = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
     photo[:, 60:] = 250  # a strong vertical edge in the middle
     Image.fromarray(photo).save(tmp_path / "photo.jpg")
-    code, out, err = cli("explain", "conv", "--image", tmp_path / "photo.jpg", "--filters", "sobel-v,blur",
-                         "--out", tmp_path)
+    code, out, err = cli(
+        "explain", "conv", "--image", tmp_path / "photo.jpg", "--filters", "sobel-v,blur", "--out", tmp_path
+    )
     assert code == 0, err
     assert "grayscale (90x90)" in out and "feature maps 88x88" in out
     png_size(tmp_path / "conv_photo.png")
@@ -70,11 +72,14 @@ def test_conv_and_pool_on_the_users_image(cli, tmp_path: Path) -> None:
     png_size(tmp_path / "pool_photo.png")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["conv", "--filters", "sobel"], "unknown filter 'sobel'; did you mean sobel-v?"),
-    (["conv", "--image", "missing.png"], "--image missing.png not found"),
-    (["pool", "--size", "5"], "larger than the lesson's 4x4 map"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["conv", "--filters", "sobel"], "unknown filter 'sobel'; did you mean sobel-v?"),
+        (["conv", "--image", "missing.png"], "--image missing.png not found"),
+        (["pool", "--size", "5"], "larger than the lesson's 4x4 map"),
+    ],
+)
 def test_bad_demo_input_is_one_line_exit_2(cli, tmp_path: Path, args: list[str], message: str) -> None:
     code, _, err = cli("explain", *args, "--out", tmp_path)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

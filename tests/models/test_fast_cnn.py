@@ -23,8 +23,10 @@ def test_forward_shapes(name: str, chans: int, side: int) -> None:
 
 def test_registered_and_sized() -> None:
     assert {"fast_cnn", "fast_cnn_small", "fast_cifar"} <= set(own_model_names())
-    sizes = {name: sum(p.numel() for p in create_model(name, num_classes=10, in_chans=1, image_size=(28, 28))
-                       .parameters()) for name in ("fast_cnn", "fast_cnn_small")}
+    sizes = {
+        name: sum(p.numel() for p in create_model(name, num_classes=10, in_chans=1, image_size=(28, 28)).parameters())
+        for name in ("fast_cnn", "fast_cnn_small")
+    }
     assert 30_000 < sizes["fast_cnn_small"] < sizes["fast_cnn"] < 300_000  # seconds per MNIST epoch on a CPU
 
 

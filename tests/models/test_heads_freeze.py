@@ -46,8 +46,11 @@ def _trainable_modules(model: nn.Module) -> set[str]:
     [
         ("linear", [nn.Dropout, nn.Linear], 512 * 3 + 3),
         ("lesson", [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear], 512 * 256 + 256 + 256 * 3 + 3),
-        ("production", [nn.BatchNorm1d, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear],
-         2 * 512 + 512 * 512 + 512 + 512 * 256 + 256 + 256 * 3 + 3),
+        (
+            "production",
+            [nn.BatchNorm1d, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear],
+            2 * 512 + 512 * 512 + 512 + 512 * 256 + 256 + 256 * 3 + 3,
+        ),
     ],
 )
 def test_heads_structure_and_shapes(head: str, types: list[type], trainable: int) -> None:
@@ -159,7 +162,7 @@ def test_layer_decay_groups_scale_by_depth_and_hold_only_trainable() -> None:
     assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4])  # head, last block, the one below
     assert {g["weight_decay"] for g in groups} == {0.0, 0.01}  # no decay on biases and BN
     unfrozen_all = param_groups(_make(head="lesson"), 1e-3, layer_decay=0.9)
-    assert min(g["lr"] for g in unfrozen_all) == pytest.approx(1e-3 * 0.9 ** 9)  # resnet18: stem, 8 blocks, head
+    assert min(g["lr"] for g in unfrozen_all) == pytest.approx(1e-3 * 0.9**9)  # resnet18: stem, 8 blocks, head
     with pytest.raises(CnnlabError, match="layer-decay"):
         param_groups(model, 1e-3, layer_decay=1.5)
 

@@ -80,9 +80,7 @@ def test_wrong_architecture_is_refused() -> None:
     with pytest.raises(CnnlabError, match="tf_efficientnet_lite0"):
         lw.load_lite0_imagenet(timm.create_model("efficientnet_lite0", pretrained=False))
     with pytest.raises(CnnlabError, match="resized"):
-        lw.load_lite0_imagenet(
-            timm.create_model(lw.LITE0_TIMM_NAME, pretrained=False, num_classes=10)
-        )
+        lw.load_lite0_imagenet(timm.create_model(lw.LITE0_TIMM_NAME, pretrained=False, num_classes=10))
 
 
 def test_shape_mismatch_is_reported() -> None:

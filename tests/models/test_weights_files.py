@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _make(path: Path | None = None, head: str = "default", num_classes: int = 3, name: str = "resnet18"):
-    return create_model(name, num_classes=num_classes, in_chans=3, image_size=(32, 32),
-                        weights=str(path) if path else None, head=head)
+    return create_model(
+        name, num_classes=num_classes, in_chans=3, image_size=(32, 32), weights=str(path) if path else None, head=head
+    )
 
 
 def _source(seed: int = 1) -> torch.nn.Module:

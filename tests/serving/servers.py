@@ -80,20 +80,25 @@ class Server:
         return self.process.returncode, self.output()
 
 
-def start_server(target: Path, *options: str, env: dict[str, str] | None = None,
-                 entry: list[str] | None = None) -> Server:
+def start_server(
+    target: Path, *options: str, env: dict[str, str] | None = None, entry: list[str] | None = None
+) -> Server:
     """``cnnlab serve TARGET --port 0 OPTIONS``, once it prints its URL.
 
     Args:
         env: variables added to this process's environment (CNNLAB_API_KEY).
         entry: the command before ``serve`` instead of ``python -m cnnlab`` (a wrapper script).
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     command = entry or [sys.executable, "-m", "cnnlab"]
-    process = subprocess.Popen([*command, "serve", str(target), "--port", "0", *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               preexec_fn=_die_with_parent)
+    process = subprocess.Popen(
+        [*command, "serve", str(target), "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
     lines: list[str] = []
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -119,14 +124,25 @@ def multipart(files: list[tuple[str, bytes]], field: str = "image") -> tuple[byt
     boundary = uuid.uuid4().hex
     parts = []
     for name, data in files:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def exchange(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
-             headers: dict[str, str] | None = None, connection: http.client.HTTPConnection | None = None,
-             timeout: float = 30, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], Any]:
+def exchange(
+    url: str,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    connection: http.client.HTTPConnection | None = None,
+    timeout: float = 30,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """(status, headers with lower-case names, JSON body or text) of one request; reuses ``connection``
     when given; an https URL is checked against ``context``."""
     host = url.split("//")[1]
@@ -144,19 +160,34 @@ def exchange(url: str, method: str = "GET", path: str = "/", body: bytes | None 
         if connection is None:
             conn.close()
     kind = response.getheader("content-type", "")
-    return (response.status, {k.lower(): v for k, v in response.getheaders()},
-            json.loads(data) if kind.startswith("application/json") else data.decode())
+    return (
+        response.status,
+        {k.lower(): v for k, v in response.getheaders()},
+        json.loads(data) if kind.startswith("application/json") else data.decode(),
+    )
 
 
-def request(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
-            headers: dict[str, str] | None = None, connection: http.client.HTTPConnection | None = None,
-            timeout: float = 30, context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+def request(
+    url: str,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    connection: http.client.HTTPConnection | None = None,
+    timeout: float = 30,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, Any]:
     """(status, JSON body or text) of one request; reuses ``connection`` when given."""
     status, _, body = exchange(url, method, path, body, headers, connection, timeout, context)
     return status, body
 
 
-def post_images(url: str, files: list[tuple[str, bytes]], path: str = "/predict",
-                headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, Any]:
+def post_images(
+    url: str,
+    files: list[tuple[str, bytes]],
+    path: str = "/predict",
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
     body, content_type = multipart(files)
     return request(url, "POST", path, body, {"Content-Type": content_type, **(headers or {})}, **kwargs)

@@ -11,8 +11,9 @@ from pathlib import Path
 from servers import post_images, request, start_server
 
 
-def test_an_artifact_serves_alone_and_sigterm_lets_requests_in_flight_finish(cli, run_copy: Path,
-                                                                              trained_shapes) -> None:
+def test_an_artifact_serves_alone_and_sigterm_lets_requests_in_flight_finish(
+    cli, run_copy: Path, trained_shapes
+) -> None:
     code, _, err = cli("export", run_copy)
     assert code == 0, err
     artifact = run_copy / "model.onnx"

@@ -28,8 +28,9 @@ def int8_server(trained_shapes, tmp_path_factory) -> Server:
         assert main(["quantize", str(run), "--calibration", "8"]) == 0
     finally:
         torch.set_num_threads(saved)
-    running = start_server(run, "--runtime", "int8", "--threads", "1",
-                           entry=[sys.executable, str(HERE / "flipped_serve.py")])
+    running = start_server(
+        run, "--runtime", "int8", "--threads", "1", entry=[sys.executable, str(HERE / "flipped_serve.py")]
+    )
     yield running
     running.stop(wait=False)
 
@@ -53,8 +54,9 @@ def test_the_map_is_for_the_class_the_int8_runtime_answered_and_says_so(int8_ser
     assert health["runtime"] == "int8" and health["why"] == "asked for with --runtime"
 
 
-def test_the_page_shows_the_runtime_and_captions_the_map_with_its_class(int8_server: Server, trained_shapes,
-                                                                          page: Page) -> None:
+def test_the_page_shows_the_runtime_and_captions_the_map_with_its_class(
+    int8_server: Server, trained_shapes, page: Page
+) -> None:
     page.goto(int8_server.url + "/")
     page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
     page.set_input_files("#file", trained_shapes[1] / "right" / "img_004.png")

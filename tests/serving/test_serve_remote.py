@@ -30,15 +30,18 @@ from cnnlab.serving.settings import ServeSettings, key_file_warning
 HERE = Path(__file__).resolve().parent
 KEY = "test-" + secrets.token_hex(16)
 ALLOWED = "https://app.example.com"
-ACCESS_LINE = re.compile(r'^INFO: +127\.0\.0\.1:\d+ - "(GET|POST|OPTIONS) (\S+) HTTP/1\.1" (\d{3}) [A-Za-z ]+ '
-                         r'(\d+\.\d) ms$')
+ACCESS_LINE = re.compile(
+    r'^INFO: +127\.0\.0\.1:\d+ - "(GET|POST|OPTIONS) (\S+) HTTP/1\.1" (\d{3}) [A-Za-z ]+ '
+    r"(\d+\.\d) ms$"
+)
 
 
 @pytest.fixture(scope="module")
 def keyed(trained_shapes) -> Server:
     """A server that needs KEY (from the environment) and lets ALLOWED's pages call it."""
-    running = start_server(trained_shapes[0], "--cors-origin", ALLOWED + "/", "--batching", "off",
-                           env={"CNNLAB_API_KEY": KEY})
+    running = start_server(
+        trained_shapes[0], "--cors-origin", ALLOWED + "/", "--batching", "off", env={"CNNLAB_API_KEY": KEY}
+    )
     yield running
     running.stop(wait=False)
 
@@ -55,8 +58,11 @@ def test_predict_and_explain_need_the_key_in_either_header(keyed: Server, traine
         status, headers, reply = exchange(keyed.url, "POST", path, body, {"Content-Type": kind})
         assert status == 401 and headers["www-authenticate"].startswith("Bearer"), reply
         assert "Authorization: Bearer KEY" in reply["detail"] and "X-API-Key: KEY" in reply["detail"]
-        for wrong in ({"Authorization": "Bearer " + KEY[:-1] + "x"}, {"X-API-Key": KEY + "x"},
-                      {"Authorization": "Basic " + KEY}):
+        for wrong in (
+            {"Authorization": "Bearer " + KEY[:-1] + "x"},
+            {"X-API-Key": KEY + "x"},
+            {"Authorization": "Basic " + KEY},
+        ):
             status, reply = post_images(keyed.url, [image], path, headers=wrong)
             assert status == 401, (wrong, reply)
             assert KEY not in str(reply)  # the key is never echoed
@@ -89,7 +95,9 @@ def test_cors_headers_only_for_the_allowed_origin_and_other_sites_refused(keyed:
     from_site = {"Content-Type": kind, "Authorization": "Bearer " + KEY, "Sec-Fetch-Site": "cross-site"}
     status, headers, reply = exchange(keyed.url, "POST", "/predict", body, {**from_site, "Origin": ALLOWED})
     assert status == 200 and headers["access-control-allow-origin"] == ALLOWED, reply
-    status, headers, reply = exchange(keyed.url, "POST", "/predict", body, {**from_site, "Origin": "https://evil.example"})
+    status, headers, reply = exchange(
+        keyed.url, "POST", "/predict", body, {**from_site, "Origin": "https://evil.example"}
+    )
     assert status == 403 and "--cors-origin" in reply["detail"], reply
     assert "access-control-allow-origin" not in headers
 
@@ -105,15 +113,19 @@ def test_the_key_never_reaches_the_log(keyed: Server, trained_shapes) -> None:
     assert KEY not in output and KEY[5:20] not in output
     lines = [line.rstrip("\n") for line in keyed.lines if '" 200 ' in line or '" 401 ' in line]
     assert len(lines) >= 4 and all(ACCESS_LINE.match(line) for line in lines), [
-        line for line in lines if not ACCESS_LINE.match(line)]
-    assert any(ACCESS_LINE.match(line).group(2) == "/predict" and ACCESS_LINE.match(line).group(3) == "401"
-               for line in lines)
+        line for line in lines if not ACCESS_LINE.match(line)
+    ]
+    assert any(
+        ACCESS_LINE.match(line).group(2) == "/predict" and ACCESS_LINE.match(line).group(3) == "401" for line in lines
+    )
     assert "API key required (from $CNNLAB_API_KEY)" in output
 
 
 def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_session(keyed: Server, trained_shapes, page: Page) -> None:
-    newest_label = ("(() => { const l = document.querySelector('.result .label'); "
-                    "return l && !l.classList.contains('pending') && l.textContent; })()")
+    newest_label = (
+        "(() => { const l = document.querySelector('.result .label'); "
+        "return l && !l.classList.contains('pending') && l.textContent; })()"
+    )
 
     def label_of(image: Path) -> str:
         page.set_input_files("#file", image)
@@ -145,9 +157,31 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return cert, key
 
 
@@ -156,8 +190,17 @@ def test_https_with_a_self_signed_pair_and_a_key_file(trained_shapes, tmp_path: 
     key_file = tmp_path / "api-key.txt"
     key_file.write_text(KEY + "\n")  # as `openssl rand -hex 32 > key.txt` writes it: with a newline
     key_file.chmod(0o600)
-    server = start_server(trained_shapes[0], "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
-                          "--api-key-file", str(key_file), "--batching", "off")
+    server = start_server(
+        trained_shapes[0],
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+        "--api-key-file",
+        str(key_file),
+        "--batching",
+        "off",
+    )
     try:
         assert server.url.startswith("https://127.0.0.1:")
         trusting = ssl.create_default_context(cafile=str(cert))  # checks the chain and that it names 127.0.0.1
@@ -192,8 +235,16 @@ def test_a_burst_beyond_max_queue_gets_503_at_once_and_memory_stays_bounded(trai
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)).save(big)
     body, kind = multipart([("noise.png", big.read_bytes())])
     assert len(body) > 700_000
-    server = start_server(trained_shapes[0], "--batching", "off", "--max-queue", str(MAX_QUEUE), "--request-timeout",
-                          str(TIMEOUT_S), entry=[sys.executable, str(HERE / "slow_serve.py"), str(SLOW_S)])
+    server = start_server(
+        trained_shapes[0],
+        "--batching",
+        "off",
+        "--max-queue",
+        str(MAX_QUEUE),
+        "--request-timeout",
+        str(TIMEOUT_S),
+        entry=[sys.executable, str(HERE / "slow_serve.py"), str(SLOW_S)],
+    )
     try:
         process = psutil.Process(server.process.pid)
         assert post_images(server.url, [_image(trained_shapes)])[0] == 200  # warm: the first call's allocations
@@ -205,8 +256,9 @@ def test_a_burst_beyond_max_queue_gets_503_at_once_and_memory_stays_bounded(trai
             start.wait(timeout=30)
             sent = time.perf_counter()
             try:
-                status, headers, reply = exchange(server.url, "POST", "/predict", body, {"Content-Type": kind},
-                                                  timeout=30)
+                status, headers, reply = exchange(
+                    server.url, "POST", "/predict", body, {"Content-Type": kind}, timeout=30
+                )
             except OSError as exc:
                 status, headers, reply = -1, {}, repr(exc)
             results.append((status, headers.get("retry-after"), time.perf_counter() - sent, reply))
@@ -236,11 +288,14 @@ def test_a_burst_beyond_max_queue_gets_503_at_once_and_memory_stays_bounded(trai
     statuses = [r[0] for r in results]
     busy = [r for r in results if r[0] == 503]
     late = [r for r in results if r[0] == 504]
-    print(f"\nburst: {BURST} requests in {took:.2f} s: {statuses.count(200)} x 200, {len(busy)} x 503 (slowest "
-          f"{max(r[2] for r in busy):.3f} s), {len(late)} x 504; resident {before / 2**20:.0f} MB, at most "
-          f"{after / 2**20:.0f} MB during the burst; peak waiting {health['queue']['peak_waiting']}")
+    print(
+        f"\nburst: {BURST} requests in {took:.2f} s: {statuses.count(200)} x 200, {len(busy)} x 503 (slowest "
+        f"{max(r[2] for r in busy):.3f} s), {len(late)} x 504; resident {before / 2**20:.0f} MB, at most "
+        f"{after / 2**20:.0f} MB during the burst; peak waiting {health['queue']['peak_waiting']}"
+    )
     assert len(results) == BURST and set(statuses) <= {200, 503, 504}, [
-        r for r in results if r[0] not in (200, 503, 504)]
+        r for r in results if r[0] not in (200, 503, 504)
+    ]
     assert len(busy) >= BURST - 2 * (MAX_QUEUE + 1), statuses  # at most a few runs' worth got in
     assert max(r[2] for r in busy) < SLOW_S, sorted(r[2] for r in busy)[-5:]  # refused without waiting for the model
     assert all(r[1] is not None and 1 <= int(r[1]) <= 60 for r in busy)
@@ -265,31 +320,55 @@ def _make(tmp_path: Path, name: str, text: str, mode: int = 0o600) -> Path:
 
 ERRORS = [  # (case, CLI options, environment, API keywords, words of the one-line message)
     ("empty key file", ["--api-key-file", "{empty}"], {}, {"api_key_file": "{empty}"}, "is empty"),
-    ("missing key file", ["--api-key-file", "{nothing}"], {}, {"api_key_file": "{nothing}"},
-     "cannot read --api-key-file"),
+    (
+        "missing key file",
+        ["--api-key-file", "{nothing}"],
+        {},
+        {"api_key_file": "{nothing}"},
+        "cannot read --api-key-file",
+    ),
     ("short key", ["--api-key-file", "{short}"], {}, {"api_key_file": "{short}"}, "under the 16"),
     ("key with a space", [], {"CNNLAB_API_KEY": "two words of a long key"}, {}, "spaces"),
     ("empty variable", [], {"CNNLAB_API_KEY": ""}, {}, "$CNNLAB_API_KEY is set but empty"),
     ("certificate alone", ["--ssl-certfile", "{cert}"], {}, {"ssl_certfile": "{cert}"}, "needs --ssl-keyfile"),
     ("key alone", ["--ssl-keyfile", "{cert}"], {}, {"ssl_keyfile": "{cert}"}, "needs --ssl-certfile"),
-    ("unreadable key", ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{nothing}"], {},
-     {"ssl_certfile": "{cert}", "ssl_keyfile": "{nothing}"}, "cannot read --ssl-keyfile"),
-    ("not PEM", ["--ssl-certfile", "{short}", "--ssl-keyfile", "{short}"], {},
-     {"ssl_certfile": "{short}", "ssl_keyfile": "{short}"}, "must be PEM files"),
+    (
+        "unreadable key",
+        ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{nothing}"],
+        {},
+        {"ssl_certfile": "{cert}", "ssl_keyfile": "{nothing}"},
+        "cannot read --ssl-keyfile",
+    ),
+    (
+        "not PEM",
+        ["--ssl-certfile", "{short}", "--ssl-keyfile", "{short}"],
+        {},
+        {"ssl_certfile": "{short}", "ssl_keyfile": "{short}"},
+        "must be PEM files",
+    ),
     ("every origin", ["--cors-origin", "*"], {}, {"cors_origin": ["*"]}, "every web site"),
     ("not an origin", ["--cors-origin", "app.example.com"], {}, {"cors_origin": ["app.example.com"]}, "not an origin"),
-    ("origin with a path", ["--cors-origin", "https://a.example/page"], {}, {"cors_origin": "https://a.example/page"},
-     "not an origin"),
+    (
+        "origin with a path",
+        ["--cors-origin", "https://a.example/page"],
+        {},
+        {"cors_origin": "https://a.example/page"},
+        "not an origin",
+    ),
 ]
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case, options, environ, keywords, words", ERRORS, ids=[e[0] for e in ERRORS])
-def test_bad_access_options_are_one_line_errors_before_the_model_loads(cli, trained_shapes, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch, case, options,
-                                                                       environ, keywords, words) -> None:
-    files = {"empty": _make(tmp_path, "empty.txt", "\n"), "short": _make(tmp_path, "short.txt", "abc123\n"),
-             "nothing": tmp_path / "nothing.pem", "cert": _make(tmp_path, "cert.pem", "-----BEGIN CERTIFICATE-----\n")}
+def test_bad_access_options_are_one_line_errors_before_the_model_loads(
+    cli, trained_shapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case, options, environ, keywords, words
+) -> None:
+    files = {
+        "empty": _make(tmp_path, "empty.txt", "\n"),
+        "short": _make(tmp_path, "short.txt", "abc123\n"),
+        "nothing": tmp_path / "nothing.pem",
+        "cert": _make(tmp_path, "cert.pem", "-----BEGIN CERTIFICATE-----\n"),
+    }
     fill = {name: str(path) for name, path in files.items()}
     monkeypatch.delenv("CNNLAB_API_KEY", raising=False)
     for name, value in environ.items():
@@ -298,16 +377,21 @@ def test_bad_access_options_are_one_line_errors_before_the_model_loads(cli, trai
     code, out, err = cli("serve", trained_shapes[0], "--port", "0", *[o.format(**fill) for o in options])
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "serving" not in out and time.perf_counter() - started < 10  # refused before opening the model
-    given = {k: (v.format(**fill) if isinstance(v, str) else [o.format(**fill) for o in v])
-             for k, v in keywords.items()}
+    given = {
+        k: (v.format(**fill) if isinstance(v, str) else [o.format(**fill) for o in v]) for k, v in keywords.items()
+    }
     with pytest.raises(CnnlabError) as raised:
         cnnlab.serve(trained_shapes[0], port=0, **given)
     assert err.strip() == f"cnnlab serve: error: {raised.value}"  # the API says exactly what the CLI says
 
 
 def test_the_api_checks_what_the_cli_checks() -> None:
-    for keywords, words in [({"max_queue": 0}, "--max-queue"), ({"request_timeout": 0}, "--request-timeout"),
-                            ({"max_files": 0}, "--max-files"), ({"batching": "maybe"}, "batching must be one of")]:
+    for keywords, words in [
+        ({"max_queue": 0}, "--max-queue"),
+        ({"request_timeout": 0}, "--request-timeout"),
+        ({"max_files": 0}, "--max-files"),
+        ({"batching": "maybe"}, "batching must be one of"),
+    ]:
         with pytest.raises(CnnlabError, match=re.escape(words)):
             cnnlab.serve("no-such-run", **keywords)
 
@@ -325,5 +409,7 @@ def test_start_up_warnings_name_the_risk(tmp_path: Path) -> None:
     assert "chmod 600" in str(key_file_warning(shared))
     assert key_file_warning(_make(tmp_path, "own.txt", KEY, 0o600)) is None
     assert ServeSettings(cors_origins=("HTTPS://App.Example.com:443/", "http://localhost:5173")).cors_origins == (
-        "https://app.example.com", "http://localhost:5173")
+        "https://app.example.com",
+        "http://localhost:5173",
+    )
     assert os.environ.get("CNNLAB_API_KEY") != KEY

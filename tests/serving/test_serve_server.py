@@ -26,8 +26,9 @@ LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 2000, 16, 90
 
 @pytest.fixture(scope="module")
 def server(trained_shapes) -> Server:
-    running = start_server(trained_shapes[0], "--max-upload-mb", "1", "--max-files", "4", "--batching", "on",
-                           "--batch-window-ms", "5")
+    running = start_server(
+        trained_shapes[0], "--max-upload-mb", "1", "--max-files", "4", "--batching", "on", "--batch-window-ms", "5"
+    )
     yield running
     running.stop(wait=False)
 
@@ -82,8 +83,9 @@ def test_no_key_and_no_cors_by_default_and_other_sites_pages_refused(server: Ser
     assert not any(h.startswith("access-control-") for h in headers), headers
     good = [("a.png", _png(trained_shapes[1] / "left" / "img_000.png"))]
     # What a browser sends with a form posted by another site's page (no preflight needed): refused.
-    status, reply = post_images(server.url, good,
-                                headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    status, reply = post_images(
+        server.url, good, headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    )
     assert status == 403 and "--cors-origin" in reply["detail"], reply
     status, reply = post_images(server.url, good, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"})
     assert status == 200 and reply["predictions"][0]["label"] == "left"  # the server's own page
@@ -131,8 +133,9 @@ BAD_INPUT = [  # (case, how to send it, status, words of the message)
 
 
 @pytest.mark.parametrize("case, how, status, words", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, trained_shapes, case, how, status,
-                                                              words) -> None:
+def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(
+    server: Server, trained_shapes, case, how, status, words
+) -> None:
     good = _png(trained_shapes[1] / "left" / "img_000.png")
     megabyte = b"x" * (1024 * 1024)
     body, form_type = multipart([("big.png", megabyte + megabyte[: 1024 * 512])])
@@ -140,21 +143,37 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(server: Server, tr
         "text": lambda: post_images(server.url, [("notes.png", b"just some text, not pixels")]),
         "truncated": lambda: post_images(server.url, [("cut.png", good[: len(good) // 2])]),
         "bomb": lambda: post_images(server.url, [("bomb.png", _bomb())]),
-        "declared_big": lambda: (_raw(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\n"
-                                              f"Content-Length: {len(body)}\r\n\r\n", [body]), None),
-        "streamed_big": lambda: (_raw(server, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\n"
-                                              "Transfer-Encoding: chunked\r\n\r\n",
-                                      [b"%x\r\n%s\r\n" % (len(part), part) for part in
-                                       (body[i : i + 65536] for i in range(0, len(body), 65536))] + [b"0\r\n\r\n"]),
-                                 None),
-        "json": lambda: request(server.url, "POST", "/predict", b'{"image": "x"}',
-                                {"Content-Type": "application/json"}),
+        "declared_big": lambda: (
+            _raw(
+                server,
+                f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n",
+                [body],
+            ),
+            None,
+        ),
+        "streamed_big": lambda: (
+            _raw(
+                server,
+                f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form_type}\r\nTransfer-Encoding: chunked\r\n\r\n",
+                [
+                    b"%x\r\n%s\r\n" % (len(part), part)
+                    for part in (body[i : i + 65536] for i in range(0, len(body), 65536))
+                ]
+                + [b"0\r\n\r\n"],
+            ),
+            None,
+        ),
+        "json": lambda: request(
+            server.url, "POST", "/predict", b'{"image": "x"}', {"Content-Type": "application/json"}
+        ),
         "empty": lambda: request(server.url, "POST", "/predict", b"", {"Content-Type": form_type}),
         "other_field": lambda: request(server.url, "POST", "/predict", *_form("picture", good)),
         "text_field": lambda: request(server.url, "POST", "/predict", *_text_form()),
         "five_files": lambda: post_images(server.url, [(f"{i}.png", good) for i in range(5)]),
-        "no_boundary": lambda: request(server.url, "POST", "/predict", body[:100],
-                                       {"Content-Type": "multipart/form-data"}),
+        "no_boundary": lambda: request(
+            server.url, "POST", "/predict", body[:100], {"Content-Type": "multipart/form-data"}
+        ),
         "k_zero": lambda: post_images(server.url, [("a.png", good)], "/predict?k=0"),
         "k_abc": lambda: post_images(server.url, [("a.png", good)], "/predict?k=abc"),
     }
@@ -213,8 +232,9 @@ def test_load_2000_requests_from_16_clients_without_an_error(server: Server, tra
                 name = ("left", "middle", "right")[(number + i) % 3]
                 body, kind = forms[name]
                 sent = time.perf_counter()
-                status, reply = request(server.url, "POST", "/predict", body, {"Content-Type": kind},
-                                        connection=connection)
+                status, reply = request(
+                    server.url, "POST", "/predict", body, {"Content-Type": kind}, connection=connection
+                )
                 latencies.append(time.perf_counter() - sent)
                 if status != 200 or reply["predictions"][0]["label"] != name:
                     failures.append(f"{status}: {reply}")
@@ -235,13 +255,16 @@ def test_load_2000_requests_from_16_clients_without_an_error(server: Server, tra
     ordered = sorted(latencies)
     p50, p99 = statistics.median(ordered), ordered[int(0.99 * len(ordered)) - 1]
     _, health = request(server.url, path="/health")
-    print(f"\nload: {len(latencies)} requests, {LOAD_CLIENTS} clients, {len(latencies) / took:.0f} req/s, "
-          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, mean batch {health['batching']['mean_batch']}")
+    print(
+        f"\nload: {len(latencies)} requests, {LOAD_CLIENTS} clients, {len(latencies) / took:.0f} req/s, "
+        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, mean batch {health['batching']['mean_batch']}"
+    )
     assert health["batching"]["mean_batch"] > 1  # concurrent requests were scored together
 
 
-def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shapes, browser: Browser,
-                                                    tmp_path: Path) -> None:
+def test_the_page_in_chromium_classifies_an_upload(
+    server: Server, trained_shapes, browser: Browser, tmp_path: Path
+) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
     try:
         page = context.new_page()  # a phone-sized screen
@@ -258,7 +281,8 @@ def test_the_page_in_chromium_classifies_an_upload(server: Server, trained_shape
         page.wait_for_function("document.querySelector('img.cam')?.naturalWidth > 0")
         assert page.evaluate("document.querySelector('img.cam').naturalWidth") == 20
         expect(page.locator(".cam-caption")).to_have_text(
-            re.compile(r"^Grad-CAM map for 'right' \(\d+\.\d%\), the class the PyTorch checkpoint answered$"))
+            re.compile(r"^Grad-CAM map for 'right' \(\d+\.\d%\), the class the PyTorch checkpoint answered$")
+        )
         expect(page.locator(".cam-note")).to_have_count(0)  # the runtime is the checkpoint: nothing to add
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
         shot = page.screenshot(path=tmp_path / "page.png")
@@ -296,8 +320,11 @@ def test_the_api_docs_render_their_operations_with_no_network(server: Server, pa
 def test_refuses_to_start_without_a_usable_model(cli, run_copy: Path, tmp_path: Path) -> None:
     shutil.rmtree(run_copy / "checkpoints")
     (tmp_path / "notes.onnx").write_text("not a model")
-    for target, words in [(run_copy, "checkpoint"), (tmp_path / "nothing", "not"),
-                          (tmp_path / "notes.onnx", "not a readable ONNX model")]:
+    for target, words in [
+        (run_copy, "checkpoint"),
+        (tmp_path / "nothing", "not"),
+        (tmp_path / "notes.onnx", "not a readable ONNX model"),
+    ]:
         code, _, err = cli("serve", target, "--port", "0")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (target, err)
 

@@ -34,9 +34,19 @@ def install(log: str, root: str) -> None:
     root = os.path.realpath(root)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     # audit event -> the positions of its path arguments (os.replace raises os.rename)
-    paths_of = {"os.rename": (0, 1), "os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.truncate": (0,),
-                "os.symlink": (1,), "os.link": (1,), "shutil.copyfile": (1,), "shutil.rmtree": (0,),
-                "os.chmod": (0,), "os.utime": (0,)}
+    paths_of = {
+        "os.rename": (0, 1),
+        "os.mkdir": (0,),
+        "os.remove": (0,),
+        "os.rmdir": (0,),
+        "os.truncate": (0,),
+        "os.symlink": (1,),
+        "os.link": (1,),
+        "shutil.copyfile": (1,),
+        "shutil.rmtree": (0,),
+        "os.chmod": (0,),
+        "os.utime": (0,),
+    }
     busy: list[bool] = []
 
     def record(event: str, path: object) -> None:
@@ -79,9 +89,11 @@ def install(log: str, root: str) -> None:
 
 def sitecustomize_source() -> str:
     """A sitecustomize.py that installs the hook when CNNLAB_TEST_WRITES_LOG is set."""
-    return (inspect.getsource(install) + "\n\nimport os, sys\n"
-            "if os.environ.get('CNNLAB_TEST_WRITES_LOG'):\n"
-            "    install(os.environ['CNNLAB_TEST_WRITES_LOG'], os.environ['CNNLAB_TEST_WATCHED'])\n")
+    return (
+        inspect.getsource(install) + "\n\nimport os, sys\n"
+        "if os.environ.get('CNNLAB_TEST_WRITES_LOG'):\n"
+        "    install(os.environ['CNNLAB_TEST_WRITES_LOG'], os.environ['CNNLAB_TEST_WATCHED'])\n"
+    )
 
 
 def writes_by_rank(log: str) -> dict[str, list[str]]:

@@ -52,8 +52,14 @@ def test_training_ends_with_the_averaged_weights_and_they_classify(one_torch_thr
     y = (x[:, 0] + x[:, 1] > 0).long()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True)
     module, manual = _Tiny(), _ManualEMA(0.9)
-    trainer = L.Trainer(max_epochs=3, callbacks=[EMAWeights(0.9), manual], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[EMAWeights(0.9), manual],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, loader)
     for kept, expected in zip(module.parameters(), manual.average):
         assert torch.allclose(kept, expected, atol=1e-5)

@@ -26,9 +26,14 @@ NORM = Normalize([0.5] * 3, [0.5] * 3)
 
 def _data(n: int = 12) -> PreparedData:
     g = torch.Generator().manual_seed(0)
+
     def split(count: int) -> ImageSet:
-        return ImageSet(torch.randint(0, 256, (count, 3, 32, 32), generator=g, dtype=torch.uint8),
-                        torch.arange(count) % 2, [f"x:{i}" for i in range(count)])
+        return ImageSet(
+            torch.randint(0, 256, (count, 3, 32, 32), generator=g, dtype=torch.uint8),
+            torch.arange(count) % 2,
+            [f"x:{i}" for i in range(count)],
+        )
+
     return PreparedData({"train": split(n), "val": split(6), "test": split(6)}, ["a", "b"], "noise")
 
 
@@ -42,11 +47,14 @@ def _model(name: str, head: str = "default", dropout: float = 0.5) -> torch.nn.M
     return apply_speedups(model, TrainConfig())  # channels_last, as cnnlab trains
 
 
-@pytest.mark.parametrize("name, head, transfer", [
-    ("test_efficientnet", "default", {"finetune_layers": 4}),
-    ("test_efficientnet", "lesson", {"finetune_blocks": 2}),
-    ("test_resnet", "default", {"finetune_blocks": 1}),
-])
+@pytest.mark.parametrize(
+    "name, head, transfer",
+    [
+        ("test_efficientnet", "default", {"finetune_layers": 4}),
+        ("test_efficientnet", "lesson", {"finetune_blocks": 2}),
+        ("test_resnet", "default", {"finetune_blocks": 1}),
+    ],
+)
 def test_cached_top_gives_the_losses_and_gradients_of_the_whole_model(name: str, head: str, transfer: dict) -> None:
     data, config = _data(), _config(**transfer)
     model = _model(name, head)
@@ -104,7 +112,9 @@ def test_no_cut_where_the_bottom_would_change_between_epochs() -> None:
     augmented = RunConfig(augment=AugmentConfig(hflip=True), transfer=TransferConfig(finetune_blocks=1))
     stages = plan_stages(augmented, pretrained=True)
     assert plan_cut(_model("test_efficientnet"), stages, augmented, data, NORM) == (
-        None, "augmentation changes the images every epoch")
+        None,
+        "augmentation changes the images every epoch",
+    )
     # Stochastic depth in the frozen blocks: the bottom is random while training, so it cannot be cached.
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", num_classes=2, drop_path_rate=0.3)

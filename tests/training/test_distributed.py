@@ -38,15 +38,34 @@ pytestmark = pytest.mark.timeout(900, method="thread")
 
 DIGITS = ["digits", "--epochs", "4", "--lr", "0.003", "--batch-size", "32", "--seed", "1"]
 # simple_cnn started from a weights file: a two-stage transfer run (stage 1 on cached features).
-TRANSFER = ["--model", "simple_cnn", "--frozen-epochs", "8", "--finetune-epochs", "2", "--finetune-lr", "1e-3",
-            "--batch-size", "16", "--seed", "2", "--image-size", "20"]
+TRANSFER = [
+    "--model",
+    "simple_cnn",
+    "--frozen-epochs",
+    "8",
+    "--finetune-epochs",
+    "2",
+    "--finetune-lr",
+    "1e-3",
+    "--batch-size",
+    "16",
+    "--seed",
+    "2",
+    "--image-size",
+    "20",
+]
 TWO = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
 
 
 def _launcher_env(port: int, local_rank: int) -> dict[str, str]:
     """What Lightning's launcher sets for the processes of ``--devices 2`` on one machine."""
-    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "NODE_RANK": "0",
-            "LOCAL_RANK": str(local_rank)}
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+        "LOCAL_RANK": str(local_rank),
+    }
 
 
 def _rank_1(commands: list[list[str]], env: dict[str, str], log: str, watched: str, output: str) -> None:
@@ -76,29 +95,65 @@ def pair(tmp_path_factory, one_torch_thread) -> dict:
     # One process, same options and global batch: the reference (its folder of images decoded into
     # the cache first would leave rank 0 nothing to write, so the two-process run gets its own copy).
     one = {
-        "digits": fit(build_config(data="digits", epochs=4, lr=0.003, batch_size=32, seed=1, accelerator="cpu",
-                                   devices="1", runs_dir=str(tmp / "one"), name="digits"), "test"),
-        "transfer": fit(build_config(data=str(write_shapes_folder(tmp / "shapes-one", per_class=30)),
-                                     model="simple_cnn", weights=str(weights), frozen_epochs=8, finetune_epochs=2,
-                                     finetune_lr=1e-3, batch_size=16, seed=2, image_size=20, accelerator="cpu",
-                                     refit="off",  # as --refit auto decides for the two-process run
-                                     devices="1", runs_dir=str(tmp / "one"), name="transfer"), "test"),
+        "digits": fit(
+            build_config(
+                data="digits",
+                epochs=4,
+                lr=0.003,
+                batch_size=32,
+                seed=1,
+                accelerator="cpu",
+                devices="1",
+                runs_dir=str(tmp / "one"),
+                name="digits",
+            ),
+            "test",
+        ),
+        "transfer": fit(
+            build_config(
+                data=str(write_shapes_folder(tmp / "shapes-one", per_class=30)),
+                model="simple_cnn",
+                weights=str(weights),
+                frozen_epochs=8,
+                finetune_epochs=2,
+                finetune_lr=1e-3,
+                batch_size=16,
+                seed=2,
+                image_size=20,
+                accelerator="cpu",
+                refit="off",  # as --refit auto decides for the two-process run
+                devices="1",
+                runs_dir=str(tmp / "one"),
+                name="transfer",
+            ),
+            "test",
+        ),
     }
-    commands = [["train", *DIGITS, *TWO, "--runs-dir", str(runs)],
-                ["train", *transfer, *TWO, "--runs-dir", str(runs), "--name", "transfer"]]
+    commands = [
+        ["train", *DIGITS, *TWO, "--runs-dir", str(runs)],
+        ["train", *transfer, *TWO, "--runs-dir", str(runs), "--name", "transfer"],
+    ]
     port, log, child_output = free_port(), str(tmp / "writes.log"), str(tmp / "rank1.txt")
     cache = {"CNNLAB_CACHE_DIR": str(work / "cache")}  # watched too: a fresh decoded-image cache
     child = multiprocessing.get_context("fork").Process(
-        target=_rank_1, args=(commands, {**_launcher_env(port, 1), **cache}, log, str(work), child_output))
+        target=_rank_1, args=(commands, {**_launcher_env(port, 1), **cache}, log, str(work), child_output)
+    )
     out, err = io.StringIO(), io.StringIO()
     child.start()
     with as_rank_0({**_launcher_env(port, 0), **cache}, child):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             codes = [main(command) for command in commands]
         child.join(timeout=300)
-    return {"codes": codes, "child_code": child.exitcode, "out": out.getvalue(), "err": err.getvalue(),
-            "child_output": Path(child_output).read_text(), "writes": writes_by_rank(log), "runs": runs,
-            "one": one}
+    return {
+        "codes": codes,
+        "child_code": child.exitcode,
+        "out": out.getvalue(),
+        "err": err.getvalue(),
+        "child_output": Path(child_output).read_text(),
+        "writes": writes_by_rank(log),
+        "runs": runs,
+        "one": one,
+    }
 
 
 def _single_process_score(run: Path) -> tuple[float, float]:
@@ -115,8 +170,17 @@ def _single_process_score(run: Path) -> tuple[float, float]:
 def _complete(run: Path) -> dict:
     meta = read_json(run / "run.json")
     assert meta["status"] == "completed"
-    for name in ("config.yaml", "metrics.csv", "metrics.json", "report.html", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt", "history.png", "confusion_matrix.png", "model_summary.txt"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "metrics.json",
+        "report.html",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "history.png",
+        "confusion_matrix.png",
+        "model_summary.txt",
+    ):
         assert (run / name).is_file(), name
     return meta
 

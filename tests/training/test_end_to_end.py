@@ -9,15 +9,34 @@ import sys
 from conftest import read_json, unnamed_run_files
 
 RUN_FILES = [
-    "config.yaml", "run.json", "metrics.csv", "metrics.json", "checkpoints/best.ckpt",
-    "checkpoints/last.ckpt", "history.png", "confusion_matrix.png", "classification_report.txt",
-    "model_summary.txt", "skipped_files.csv", "report.html",
+    "config.yaml",
+    "run.json",
+    "metrics.csv",
+    "metrics.json",
+    "checkpoints/best.ckpt",
+    "checkpoints/last.ckpt",
+    "history.png",
+    "confusion_matrix.png",
+    "classification_report.txt",
+    "model_summary.txt",
+    "skipped_files.csv",
+    "report.html",
 ]
 
 
 def test_train_on_generated_folder_writes_every_file_and_learns(cli, shapes_folder, tmp_path):
-    code, out, err = cli("train", shapes_folder, "--epochs", "6", "--batch-size", "16",
-                         "--runs-dir", tmp_path / "runs", "--name", "shapes")
+    code, out, err = cli(
+        "train",
+        shapes_folder,
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "shapes",
+    )
     assert code == 0, err
     run = tmp_path / "runs" / "shapes"
     for name in RUN_FILES:
@@ -56,8 +75,21 @@ def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):
 def test_deterministic_runs_give_identical_metrics(cli, shapes_folder, tmp_path):
     results = []
     for name in ("a", "b"):
-        code, _, err = cli("train", shapes_folder, "--epochs", "2", "--batch-size", "16", "--deterministic",
-                           "--seed", "7", "--runs-dir", tmp_path / "runs", "--name", name)
+        code, _, err = cli(
+            "train",
+            shapes_folder,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--deterministic",
+            "--seed",
+            "7",
+            "--runs-dir",
+            tmp_path / "runs",
+            "--name",
+            name,
+        )
         assert code == 0, err
         results.append(read_json(tmp_path / "runs" / name / "metrics.json")["test"])
         results.append((tmp_path / "runs" / name / "metrics.csv").read_text())
@@ -68,7 +100,9 @@ def test_deterministic_runs_give_identical_metrics(cli, shapes_folder, tmp_path)
 def test_console_script_runs_as_a_real_process(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", str(tmp_path / "missing")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -99,9 +99,16 @@ def test_head_training_on_cache_equals_training_on_images(data: PreparedData, he
 
     def fit(module: L.LightningModule, datamodule: L.LightningDataModule) -> float:
         L.seed_everything(0, verbose=False)
-        trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            callbacks=[FrozenBatchNormEval()])
+        trainer = L.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[FrozenBatchNormEval()],
+        )
         trainer.fit(module, datamodule=datamodule)
         return float(trainer.callback_metrics["val_loss"])
 
@@ -111,5 +118,7 @@ def test_head_training_on_cache_equals_training_on_images(data: PreparedData, he
     assert with_cache == pytest.approx(no_cache, rel=1e-4)
     for a, b in zip(images_model.state_dict().values(), cache_model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)  # heads trained alike; backbones untouched alike
-    assert not torch.equal(classifier_of(cache_model).state_dict()["weight" if head == "default" else "0.weight"],
-                           classifier_of(_model(head)).state_dict()["weight" if head == "default" else "0.weight"])
+    assert not torch.equal(
+        classifier_of(cache_model).state_dict()["weight" if head == "default" else "0.weight"],
+        classifier_of(_model(head)).state_dict()["weight" if head == "default" else "0.weight"],
+    )

@@ -55,8 +55,16 @@ def crops_and_weights(tmp_path_factory) -> tuple[Path, Path]:
 
 def _train(crops_and_weights: tuple[Path, Path], tmp_path: Path, **options) -> tuple[dict, Path]:
     photos, weights = crops_and_weights
-    config = build_config(data=str(photos), model="test_resnet", weights=str(weights), frozen_epochs=20,
-                          runs_dir=str(tmp_path / "runs"), name="run", refit="off", **options)  # the stages' own model
+    config = build_config(
+        data=str(photos),
+        model="test_resnet",
+        weights=str(weights),
+        frozen_epochs=20,
+        runs_dir=str(tmp_path / "runs"),
+        name="run",
+        refit="off",
+        **options,
+    )  # the stages' own model
     result = fit(config, "test")
     assert json.loads(result.files.meta.read_text())["stages"] == result.meta["stages"]  # on record as in memory
     return fitted_meta(result), result.files.best

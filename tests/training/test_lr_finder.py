@@ -59,8 +59,17 @@ def test_train_lr_auto_trains_at_the_pick_and_records_it(cli, tmp_path):
 
 def test_lr_find_on_a_pretrained_model_finds_stage_one_on_cached_features(cli, tmp_path):
     photos = write_photo_crops(tmp_path / "photos", per_class=12)
-    code, out, err = cli("lr-find", photos, "--model", "efficientnet_lite0", "--pretrained", "--batch-size", "4",
-                         "--out", tmp_path / "found")
+    code, out, err = cli(
+        "lr-find",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "found",
+    )
     assert code == 0, err
     found = read_json(tmp_path / "found" / "lr_find.json")
     assert found["stage"] == "frozen" and "pick: --lr" in out

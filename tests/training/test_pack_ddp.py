@@ -45,12 +45,28 @@ def test_two_processes_train_from_shards_each_on_its_part(tmp_path, one_torch_th
     folder = write_shapes_folder(tmp_path / "shapes", per_class=30)
     packed = tmp_path / "packed"
     assert main(["data", "pack", str(folder), str(packed), "--shard-size", "0.01"]) == 0
-    command = ["train", str(packed), "--epochs", "2", "--batch-size", "16", "--lr", "0.003", "--seed", "1", *TWO,
-               "--runs-dir", str(tmp_path / "runs"), "--name", "ddp"]
+    command = [
+        "train",
+        str(packed),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--seed",
+        "1",
+        *TWO,
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "ddp",
+    ]
     port = free_port()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "NODE_RANK": "0"}
     child = multiprocessing.get_context("fork").Process(
-        target=_rank_1, args=(command, {**env, "LOCAL_RANK": "1"}, str(tmp_path / "rank1.txt")))
+        target=_rank_1, args=(command, {**env, "LOCAL_RANK": "1"}, str(tmp_path / "rank1.txt"))
+    )
     child.start()
     with as_rank_0({**env, "LOCAL_RANK": "0"}, child):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:

@@ -6,8 +6,20 @@ import json
 
 
 def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
-    code, out, _ = cli("train", "digits", "--model", "simple_cnn", "--epochs", "1", "--threads", "1",
-                       "--runs-dir", str(tmp_path), "--name", "timed")
+    code, out, _ = cli(
+        "train",
+        "digits",
+        "--model",
+        "simple_cnn",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "timed",
+    )
     assert code == 0
     meta = json.loads((tmp_path / "timed" / "run.json").read_text())
     phases, total = meta["timing"]["phases"], meta["timing"]["total_seconds"]
@@ -25,8 +37,7 @@ def test_start_up_counts_from_the_process_start() -> None:
     import sys
 
     probe = "import time; time.sleep(0.5); from cnnlab.phases import process_seconds; print(process_seconds())"
-    seconds = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                   timeout=60).stdout)
+    seconds = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout)
     assert 0.5 <= seconds < 10  # a wall-clock start time was off by tens of seconds on this VM
 
 
@@ -59,15 +70,35 @@ def test_phases_of_a_stopped_and_resumed_run_count_every_attempt(tmp_path) -> No
     import pytest
 
     run = tmp_path / "runs" / "stopped"
-    train = ["train", "digits", "--model", "simple_cnn", "--epochs", "5", "--threads", "1", "--batch-size", "32",
-             "--runs-dir", str(tmp_path / "runs"), "--name", "stopped"]
-    stopped = subprocess.run([sys.executable, "-c", CTRL_C_AT_EPOCH_3, *train], capture_output=True, text=True,
-                             timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    train = [
+        "train",
+        "digits",
+        "--model",
+        "simple_cnn",
+        "--epochs",
+        "5",
+        "--threads",
+        "1",
+        "--batch-size",
+        "32",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "stopped",
+    ]
+    stopped = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_EPOCH_3, *train],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     first = json.loads((run / "run.json").read_text())["attempts"]
     assert len(first) == 1 and first[0]["phases"]["training"] > 0  # the stopped attempt's time is on record
-    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run)], capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     meta = json.loads((run / "run.json").read_text())
     attempts, timing = meta["attempts"], meta["timing"]

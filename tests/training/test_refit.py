@@ -17,8 +17,22 @@ from conftest import read_json, write_photo_crops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ARGS = ["--model", "efficientnet_lite0", "--pretrained", "--image-size", "64", "--frozen-epochs", "6",
-        "--finetune-epochs", "2", "--finetune-select", "loss", "--deterministic", "--seed", "3"]
+ARGS = [
+    "--model",
+    "efficientnet_lite0",
+    "--pretrained",
+    "--image-size",
+    "64",
+    "--frozen-epochs",
+    "6",
+    "--finetune-epochs",
+    "2",
+    "--finetune-select",
+    "loss",
+    "--deterministic",
+    "--seed",
+    "3",
+]
 
 
 class SeenImages(L.Callback):
@@ -57,8 +71,9 @@ def _run(cli, photos: Path, runs: Path, *extra: str) -> Path:
     return run
 
 
-def test_refit_trains_the_chosen_epochs_on_train_and_val(cli, photos: Path, tmp_path: Path, seen: SeenImages,
-                                                         capsys) -> None:
+def test_refit_trains_the_chosen_epochs_on_train_and_val(
+    cli, photos: Path, tmp_path: Path, seen: SeenImages, capsys
+) -> None:
     code, out, err = cli("train", photos, *ARGS, "--refit", "on", "--runs-dir", tmp_path / "runs")
     assert code == 0, err
     run = next((tmp_path / "runs").iterdir())
@@ -66,8 +81,9 @@ def test_refit_trains_the_chosen_epochs_on_train_and_val(cli, photos: Path, tmp_
     splits = meta["data"]["splits"]
     pool = splits["train"]["count"] + splits["val"]["count"]
     record = meta["refit"]
-    chosen = {s["name"]: s["val_at_best"]["epoch"] for s in meta["stages"]
-              if s["name"] == "frozen" or s["replaced_best"]}
+    chosen = {
+        s["name"]: s["val_at_best"]["epoch"] for s in meta["stages"] if s["name"] == "frozen" or s["replaced_best"]
+    }
     assert record["done"] and record["images"] == pool and record["val_images"] == splits["val"]["count"]
     assert {c["stage"]: c["epochs"] for c in record["chosen"]} == chosen
     assert {r["name"]: r["epochs"] for r in record["stages"]} == {f"refit-{k}": v for k, v in chosen.items()}
@@ -88,7 +104,8 @@ def test_refit_trains_the_chosen_epochs_on_train_and_val(cli, photos: Path, tmp_
     # metrics.csv (the learning curves) holds only the validated stages' epochs.
     assert "refit" not in (run / "metrics.csv").read_text()
     assert meta["timing"]["train_seconds"] == pytest.approx(
-        sum(s["seconds"] for s in meta["stages"]) + record["seconds"], abs=0.02)
+        sum(s["seconds"] for s in meta["stages"]) + record["seconds"], abs=0.02
+    )
     page = (run / "report.html").read_text()
     assert f"Refit on {pool} images (train + val)" in page and "validated.ckpt" in page
 
@@ -103,12 +120,14 @@ def test_refit_off_is_the_validated_run_and_on_leaves_its_stages_alone(cli, phot
     kept = (meta_off.get("kept") or {}).get("stage", "frozen")
     assert meta_off["stages"][-1]["test_acc"] == read_json(off / "metrics.json")["test"]["accuracy"]
     # On: the same stages (same seed), chose the same epochs; the refit comes after them.
-    assert [(s["name"], s["val_at_best"]) for s in meta_on["stages"]] == \
-        [(s["name"], s["val_at_best"]) for s in meta_off["stages"]]
+    assert [(s["name"], s["val_at_best"]) for s in meta_on["stages"]] == [
+        (s["name"], s["val_at_best"]) for s in meta_off["stages"]
+    ]
     validated = next(s["test_acc"] for s in meta_off["stages"] if s["name"] == kept)
     assert meta_on["refit"]["validated_test_acc"] == validated
     assert model_state(read_checkpoint(off / "checkpoints" / "best.ckpt"))["classifier.weight"].equal(
-        model_state(read_checkpoint(on / "checkpoints" / "validated.ckpt"))["classifier.weight"])
+        model_state(read_checkpoint(on / "checkpoints" / "validated.ckpt"))["classifier.weight"]
+    )
 
 
 def test_auto_refits_small_pretrained_sets_only(cli, tmp_path: Path) -> None:
@@ -132,8 +151,9 @@ def test_auto_refits_small_pretrained_sets_only(cli, tmp_path: Path) -> None:
     assert code == 2 and "--refit" in err
 
 
-def test_a_refit_interrupted_mid_epoch_resumes_to_the_uninterrupted_model(cli, photos: Path, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refit_interrupted_mid_epoch_resumes_to_the_uninterrupted_model(
+    cli, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     whole = _run(cli, photos, tmp_path / "whole", "--refit", "on")
 
     class CtrlC(L.Callback):  # what Ctrl-C raises inside an epoch: Lightning shuts down gracefully
@@ -162,6 +182,7 @@ def test_a_refit_interrupted_mid_epoch_resumes_to_the_uninterrupted_model(cli, p
     assert meta["refit"]["done"] and meta["refit"]["chosen"] == reference["refit"]["chosen"]
     assert [r["epochs"] for r in meta["refit"]["stages"]] == [r["epochs"] for r in reference["refit"]["stages"]]
     assert read_json(run / "metrics.json")["test"] == read_json(whole / "metrics.json")["test"]
-    resumed, uninterrupted = (model_state(read_checkpoint(r / "checkpoints" / "best.ckpt"))["classifier.weight"]
-                              for r in (run, whole))
+    resumed, uninterrupted = (
+        model_state(read_checkpoint(r / "checkpoints" / "best.ckpt"))["classifier.weight"] for r in (run, whole)
+    )
     assert torch.allclose(resumed, uninterrupted, atol=1e-6)  # the same model, to float rounding

@@ -33,9 +33,13 @@ def _interruptible() -> None:
 def _start(runs: Path, name: str) -> tuple[subprocess.Popen, Path]:
     log = runs.parent / f"{name}.log"
     handle = log.open("w")
-    process = subprocess.Popen(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", name),
-                               stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"},
-                               preexec_fn=_interruptible)
+    process = subprocess.Popen(
+        _cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", name),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "CI": "1"},
+        preexec_fn=_interruptible,
+    )
     return process, log
 
 
@@ -53,21 +57,27 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     runs = tmp_path_factory.mktemp("ref") / "runs"
-    subprocess.run(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "full"), check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        _cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "full"), check=True, capture_output=True, timeout=300
+    )
     # The uninterrupted run is the recorded one, so a resumed run equals the recording too.
     check_same(runs / "full", RECORDED / "scratch")
-    return {"metrics": read_json(runs / "full" / "metrics.json")["test"],
-            "history": (runs / "full" / "metrics.csv").read_text()}
+    return {
+        "metrics": read_json(runs / "full" / "metrics.json")["test"],
+        "history": (runs / "full" / "metrics.csv").read_text(),
+    }
 
 
 # make test kills mid-epoch (the hard case); the other two points run with the slow tests
 # (test_resume_stages kills before the first checkpoint and at every stage boundary in make test).
-@pytest.mark.parametrize("after,delay", [
-    pytest.param("Trainable params", 0.0, id="before-first-epoch", marks=pytest.mark.slow),
-    pytest.param("epoch 1/6", 0.4, id="mid-epoch-2"),
-    pytest.param("epoch 3/6", 0.0, id="after-epoch-3", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "after,delay",
+    [
+        pytest.param("Trainable params", 0.0, id="before-first-epoch", marks=pytest.mark.slow),
+        pytest.param("epoch 1/6", 0.4, id="mid-epoch-2"),
+        pytest.param("epoch 3/6", 0.0, id="after-epoch-3", marks=pytest.mark.slow),
+    ],
+)
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, after, delay):
     runs = tmp_path / "runs"
     process, log = _start(runs, "k")
@@ -105,8 +115,13 @@ def test_closed_output_stops_the_run_on_record_and_resumable(tmp_path):
     """`cnnlab train ... | head`: the reader goes away mid-training. No traceback: exit 141 (as a
     process stopped by SIGPIPE), the run says interrupted and how to go on, its last epoch saved."""
     runs = tmp_path / "runs"
-    process = subprocess.Popen(_cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "p"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": "1"})
+    process = subprocess.Popen(
+        _cnnlab("train", *TRAIN, "--runs-dir", runs, "--name", "p"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CI": "1"},
+    )
     assert process.stdout is not None and process.stderr is not None
     for line in process.stdout:  # read as `head` would, then leave
         if line.startswith("epoch 1/6"):

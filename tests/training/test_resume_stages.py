@@ -66,9 +66,27 @@ def _train_args(tmp_path: Path) -> list[str]:
 
         torch.manual_seed(0)
         save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
-    return ["train", "digits", "--model", "simple_cnn", "--weights", str(weights), "--deterministic", "--seed", "5",
-            "--frozen-epochs", "6", "--finetune-epochs", "4", "--finetune-lr", "1e-3", "--batch-size", "64",
-            "--runs-dir", str(tmp_path / "runs")]
+    return [
+        "train",
+        "digits",
+        "--model",
+        "simple_cnn",
+        "--weights",
+        str(weights),
+        "--deterministic",
+        "--seed",
+        "5",
+        "--frozen-epochs",
+        "6",
+        "--finetune-epochs",
+        "4",
+        "--finetune-lr",
+        "1e-3",
+        "--batch-size",
+        "64",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
 
 
 def _history(run: Path) -> list[dict[str, str]]:
@@ -78,11 +96,18 @@ def _history(run: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("ref")
-    subprocess.run([sys.executable, "-m", "cnnlab", *_train_args(tmp), "--name", "full"], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "cnnlab", *_train_args(tmp), "--name", "full"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     run = tmp / "runs" / "full"
-    return {"history": _history(run), "metrics": read_json(run / "metrics.json")["test"],
-            "meta": read_json(run / "run.json")}
+    return {
+        "history": _history(run),
+        "metrics": read_json(run / "metrics.json")["test"],
+        "meta": read_json(run / "run.json"),
+    }
 
 
 KILL_POINTS = {
@@ -106,18 +131,24 @@ RESUMED_AT = {
 SLOW_POINTS = {"before the first checkpoint", "during stage 2"}
 
 
-@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_POINTS else p
-                                   for p in KILL_POINTS])
+@pytest.mark.parametrize(
+    "point", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_POINTS else p for p in KILL_POINTS]
+)
 def test_a_kill_anywhere_then_resume_gives_the_uninterrupted_history(point: str, tmp_path: Path, reference) -> None:
-    killed = subprocess.run([sys.executable, "-c", KILLER, KILL_POINTS[point], *_train_args(tmp_path), "--name", "k"],
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, KILL_POINTS[point], *_train_args(tmp_path), "--name", "k"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = tmp_path / "runs" / "k"
     before = read_json(run / "run.json")
     last = run / "checkpoints" / "last.ckpt"
     saved = read_checkpoint(last) if last.is_file() else {}
-    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run)],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history = _history(run)
     assert len(history) == len(reference["history"]) > 10

@@ -41,9 +41,28 @@ def transfer_args(tmp_path: Path) -> list[str]:
     weights = tmp_path / "start.safetensors"
     save_file(create_model("simple_cnn", num_classes=2, in_chans=3, image_size=(48, 48)).state_dict(), weights)
     photos = write_photo_crops(tmp_path / "photos", per_class=30, side=64)
-    return [str(photos), "--model", "simple_cnn", "--weights", str(weights), "--image-size", "48", "--crop-pct", "1",
-            "--deterministic", "--seed", "2", "--frozen-epochs", "3", "--finetune-epochs", "2",
-            "--finetune-lr", "1e-3", "--batch-size", "16"]
+    return [
+        str(photos),
+        "--model",
+        "simple_cnn",
+        "--weights",
+        str(weights),
+        "--image-size",
+        "48",
+        "--crop-pct",
+        "1",
+        "--deterministic",
+        "--seed",
+        "2",
+        "--frozen-epochs",
+        "3",
+        "--finetune-epochs",
+        "2",
+        "--finetune-lr",
+        "1e-3",
+        "--batch-size",
+        "16",
+    ]
 
 
 def signature() -> dict[str, str]:

@@ -44,11 +44,19 @@ def audited(tmp_path: Path) -> dict:
     work = tmp_path / "work"
     work.mkdir()
     log = tmp_path / "writes.log"
-    path = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")]),
-                            str(Path(__file__).parents[2] / "src")])
+    path = os.pathsep.join(
+        [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")]), str(Path(__file__).parents[2] / "src")]
+    )
     # Two "nodes" share this machine's 2 cores: one thread each (Lightning would give each both cores).
-    env = {**os.environ, "PYTHONPATH": path, "CI": "1", "OMP_NUM_THREADS": "1", "CNNLAB_TEST_WRITES_LOG": str(log),
-           "CNNLAB_TEST_WATCHED": str(work), "CNNLAB_CACHE_DIR": str(work / "cache")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "CI": "1",
+        "OMP_NUM_THREADS": "1",
+        "CNNLAB_TEST_WRITES_LOG": str(log),
+        "CNNLAB_TEST_WATCHED": str(work),
+        "CNNLAB_CACHE_DIR": str(work / "cache"),
+    }
     return {"env": env, "work": work, "log": log}
 
 
@@ -60,8 +68,9 @@ class Launch:
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         output = open(self.folder / f"{name}.log", "w")  # noqa: SIM115  the process's log for its whole life
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=self.env,
-                                   cwd=self.folder, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder, start_new_session=True
+        )
         process.name = name  # type: ignore[attr-defined]
         self.processes.append(process)
         return process
@@ -88,8 +97,9 @@ class Launch:
 
     def alive(self, process: subprocess.Popen) -> list[str]:
         """Processes left in the session of ``process`` (none once it stopped cleanly)."""
-        found = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--sid", str(process.pid)], capture_output=True,
-                               text=True).stdout.splitlines()
+        found = subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "--sid", str(process.pid)], capture_output=True, text=True
+        ).stdout.splitlines()
         return [line for line in found if line.split()[1][0] != "Z"]  # zombies are gone, only not reaped
 
     def kill_all(self) -> None:
@@ -108,16 +118,51 @@ def launch(tmp_path: Path, audited: dict):
 def _two_nodes(launch: Launch, name: str, args: list[str]) -> list[subprocess.Popen]:
     """``torchrun --nnodes 2`` started twice on this machine, as node 0 and node 1, one process each."""
     port = free_port()
-    return [launch.start(f"{name}-node{rank}", [
-        *_torchrun(), "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
-        "--master-port", str(port), "--nproc-per-node", "1", "-m", "cnnlab", *args]) for rank in (0, 1)]
+    return [
+        launch.start(
+            f"{name}-node{rank}",
+            [
+                *_torchrun(),
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--nproc-per-node",
+                "1",
+                "-m",
+                "cnnlab",
+                *args,
+            ],
+        )
+        for rank in (0, 1)
+    ]
 
 
 @pytest.mark.slow  # 46 s: two torchrun processes, interrupted and resumed; the one-node test covers the path
 def test_two_nodes_under_torchrun_stop_together_on_ctrl_c_and_resume_to_one_run(launch, audited) -> None:
     runs = audited["work"] / "runs"
-    node0, node1 = _two_nodes(launch, "first", ["train", *DIGITS, "--strategy", "ddp", "--devices", "1",
-                                                "--num-nodes", "2", "--runs-dir", str(runs), "--name", "two-nodes"])
+    node0, node1 = _two_nodes(
+        launch,
+        "first",
+        [
+            "train",
+            *DIGITS,
+            "--strategy",
+            "ddp",
+            "--devices",
+            "1",
+            "--num-nodes",
+            "2",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "two-nodes",
+        ],
+    )
     launch.wait_for(node0, "epoch 1/3")
     os.killpg(node0.pid, signal.SIGINT)  # Ctrl-C in node 0's terminal: its torchrun and its worker
     launch.wait(node0, node1)  # node 1 stops too: the ranks agreed to stop at the same step
@@ -153,8 +198,22 @@ def test_two_nodes_under_torchrun_stop_together_on_ctrl_c_and_resume_to_one_run(
 def test_the_command_starts_its_own_processes(launch, audited, strategy: str) -> None:
     """`cnnlab train DATA --devices 2`: ddp re-runs the command for rank 1, ddp_spawn spawns both ranks."""
     runs = audited["work"] / "runs"
-    process = launch.start(strategy, [sys.executable, "-m", "cnnlab", "train", *DIGITS, "--strategy", strategy,
-                                      "--devices", "2", "--runs-dir", str(runs)])
+    process = launch.start(
+        strategy,
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "train",
+            *DIGITS,
+            "--strategy",
+            strategy,
+            "--devices",
+            "2",
+            "--runs-dir",
+            str(runs),
+        ],
+    )
     assert launch.wait(process) == [0], launch.output(process)[-3000:]
     output = launch.output(process)
     assert output.count("epoch 3/3") == 1 and output.count("test accuracy") == 1  # one voice: rank 0's

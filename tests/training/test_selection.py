@@ -13,8 +13,14 @@ from cnnlab.training.stages import kept_weights
 
 
 def _record(name: str, errors: int, loss: float, select: str = "accuracy", images: int = 100) -> dict:
-    figures = {"epoch": 3, "loss": loss, "accuracy": 1 - errors / images, "errors": errors, "images": images,
-               "score": select_score(errors, loss, select)}
+    figures = {
+        "epoch": 3,
+        "loss": loss,
+        "accuracy": 1 - errors / images,
+        "errors": errors,
+        "images": images,
+        "score": select_score(errors, loss, select),
+    }
     return {"name": name, "select": select, "val_at_best": figures, "best_val_loss": loss, "stage_best_val_loss": loss}
 
 
@@ -23,14 +29,17 @@ def _replaces(stage1: dict, stage2: dict) -> bool:
     return stage2["val_at_best"]["score"] < score_to_beat(stage1, stage2["select"])
 
 
-@pytest.mark.parametrize("errors, loss, kept", [
-    (17, 0.60, True),    # 2 more right: kept even with a higher loss (dtd10: 81 -> 84-86%, loss up)
-    (18, 0.40, True),    # 1 more right and a lower loss
-    (18, 0.60, False),   # 1 more right but a higher loss: one image is noise
-    (19, 0.10, False),   # as many right: a lower loss alone does not replace stage 1
-    (21, 0.10, False),   # fewer right
-    (15, math.nan, False),  # diverged
-])
+@pytest.mark.parametrize(
+    "errors, loss, kept",
+    [
+        (17, 0.60, True),  # 2 more right: kept even with a higher loss (dtd10: 81 -> 84-86%, loss up)
+        (18, 0.40, True),  # 1 more right and a lower loss
+        (18, 0.60, False),  # 1 more right but a higher loss: one image is noise
+        (19, 0.10, False),  # as many right: a lower loss alone does not replace stage 1
+        (21, 0.10, False),  # fewer right
+        (15, math.nan, False),  # diverged
+    ],
+)
 def test_stage_two_replaces_stage_one_only_by_more_than_one_image_or_one_and_a_lower_loss(errors, loss, kept) -> None:
     stage1 = _record("frozen", 19, 0.50, select="loss")
     stage2 = _record("finetune", errors, loss)
@@ -55,5 +64,6 @@ def test_the_loss_criterion_keeps_the_previous_rule() -> None:
     stage1, stage2 = _record("frozen", 19, 0.50, "loss"), _record("finetune", 10, 0.55, "loss")
     assert not _replaces(stage1, stage2)  # many more right, but the loss rose: the loss rule keeps stage 1
     stage2["replaced_best"] = False
-    assert verdict(stage2, stage1) == ("stage 'finetune' did not lower the validation loss "
-                                       "(0.5500 at best, against 0.5000)")
+    assert verdict(stage2, stage1) == (
+        "stage 'finetune' did not lower the validation loss (0.5500 at best, against 0.5000)"
+    )

@@ -72,7 +72,12 @@ def test_apply_stage_sets_trainability() -> None:
     assert trainable == 512 * 3 + 3 and trainable + frozen_count == sum(p.numel() for p in model.parameters())
     apply_stage(model, finetune, _config().transfer)  # the last 3 blocks: layer4's two and layer3's last
     assert {n.rsplit(".", 2)[0] for n, p in model.named_parameters() if p.requires_grad} == {
-        "layer3.1", "layer4.0", "layer4.0.downsample", "layer4.1", "fc"}
+        "layer3.1",
+        "layer4.0",
+        "layer4.0.downsample",
+        "layer4.1",
+        "fc",
+    }
     assert not model.layer4[0].bn1.training  # fine-tuning keeps BN in inference mode
     apply_stage(model, finetune, _config(finetune_layers=10).transfer)  # the lesson's 10 layers: all of layer4
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"layer4", "fc"}

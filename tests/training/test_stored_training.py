@@ -20,12 +20,35 @@ def test_disk_and_memory_stores_give_the_same_first_epoch(cli, shapes_folder, tm
     from cnnlab.training.fit import fit
 
     runs = tmp_path / "runs"
-    code, _, err = cli("train", shapes_folder, "--epochs", "1", "--batch-size", "16", "--deterministic",
-                       "--seed", "7", "--image-store", "disk", "--runs-dir", runs, "--name", "disk")
+    code, _, err = cli(
+        "train",
+        shapes_folder,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--deterministic",
+        "--seed",
+        "7",
+        "--image-store",
+        "disk",
+        "--runs-dir",
+        runs,
+        "--name",
+        "disk",
+    )
     assert code == 0, err
     assert list((tmp_path / "cache" / "records").glob("*.u8"))  # the run really read the store
-    config = build_config(data=str(shapes_folder), epochs=1, batch_size=16, deterministic=True, seed=7,
-                          image_store="memory", runs_dir=str(runs), name="memory")
+    config = build_config(
+        data=str(shapes_folder),
+        epochs=1,
+        batch_size=16,
+        deterministic=True,
+        seed=7,
+        image_store="memory",
+        runs_dir=str(runs),
+        name="memory",
+    )
     assert not fit(config, "test").data.splits["train"].stored
     histories = [list(csv.DictReader((runs / name / "metrics.csv").open())) for name in ("memory", "disk")]
     losses = [[row["train_loss"] for row in history if row["train_loss"]] for history in histories]
@@ -54,8 +77,12 @@ def test_peak_memory_of_training_on_thousands_of_small_images_stays_bounded(tmp_
             pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
             pixels[:, :, 0 if name == "a" else 2] = 255
             Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.jpg")
-    result = subprocess.run([sys.executable, "-c", _TRAIN, str(tmp_path / "data"), str(tmp_path / "runs")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(tmp_path / "data"), str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     run = read_json(tmp_path / "runs" / "small" / "run.json")
     assert run["data"]["splits"]["train"]["count"] > 1900

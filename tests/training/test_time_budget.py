@@ -86,14 +86,14 @@ def digits():
 def budget_run(data, tmp_path: Path, budget: float, batch: int, epochs: int, step: float = 0.03):
     """A budgeted run on a fake clock; returns (fake seconds used, trainer, checkpoint, callback)."""
     clock = FakeClock()
-    cfg = TrainConfig(epochs=epochs, scheduler="onecycle", optimizer="sgd", lr=0.05, time_budget=budget,
-                      patience=100)
+    cfg = TrainConfig(epochs=epochs, scheduler="onecycle", optimizer="sgd", lr=0.05, time_budget=budget, patience=100)
     model = create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8))
     module = ClassifierModule(model, 10, Normalize([0.0], [1.0]), cfg)
     files = new_run_dir(merge_config(RunConfig(), {"runs_dir": str(tmp_path), "name": "b"}))
     callback = TimeBudget(budget, clock=clock)
-    trainer, checkpoint = build_trainer(cfg, files, epochs, "train",
-                                        extra_callbacks=[callback, Ticker(clock, step, step / 3)])
+    trainer, checkpoint = build_trainer(
+        cfg, files, epochs, "train", extra_callbacks=[callback, Ticker(clock, step, step / 3)]
+    )
     trainer.fit(module, datamodule=ImageDataModule(data, batch, seed=0))
     return clock.now - callback.start, trainer, checkpoint, callback
 
@@ -118,6 +118,7 @@ def test_budget_shorter_than_an_epoch_still_validates(digits, tmp_path: Path) ->
 
 # --- the run's budget, split between a frozen stage and fine-tuning, across resumes -------------
 
+
 @pytest.fixture
 def fake_time(monkeypatch: pytest.MonkeyPatch):
     """A fake clock for stage times and budgets; batches take 0.05 s, validation batches 0.02 s."""
@@ -137,8 +138,18 @@ def _pretrained_run(tmp_path: Path, budget: float, **options) -> RunConfig:
     weights = tmp_path / "start.safetensors"
     save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
     options = {"feature_cache": False, "frozen_epochs": 60, **options}
-    return build_config(data="digits", model="simple_cnn", weights=str(weights), time_budget=budget, batch_size=32,
-                        finetune_epochs=60, patience=100, runs_dir=str(tmp_path / "runs"), name="budget", **options)
+    return build_config(
+        data="digits",
+        model="simple_cnn",
+        weights=str(weights),
+        time_budget=budget,
+        batch_size=32,
+        finetune_epochs=60,
+        patience=100,
+        runs_dir=str(tmp_path / "runs"),
+        name="budget",
+        **options,
+    )
 
 
 def test_a_two_stage_run_keeps_to_its_budget_split_between_the_stages(fake_time, tmp_path: Path, capsys) -> None:
@@ -161,8 +172,11 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
                 raise KeyboardInterrupt
 
     original = staged.build_trainer
-    monkeypatch.setattr(staged, "build_trainer", lambda *a, extra_callbacks=None, **k: original(
-        *a, extra_callbacks=[*extra_callbacks, Kill()], **k))
+    monkeypatch.setattr(
+        staged,
+        "build_trainer",
+        lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, Kill()], **k),
+    )
     with pytest.raises(fit_module.TrainingInterrupted):
         fit_module.fit(config, "test")
     files = open_run(tmp_path / "runs" / "budget")

@@ -42,8 +42,20 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
 
 def test_a_tracked_run_is_in_mlflow_with_its_options_epochs_scores_and_files(cli, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    code, out, err = cli("train", "digits", "--epochs", "3", "--batch-size", "64", "--runs-dir", runs, "--name", "t",
-                         "--tracking", "mlflow")
+    code, out, err = cli(
+        "train",
+        "digits",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--runs-dir",
+        runs,
+        "--name",
+        "t",
+        "--tracking",
+        "mlflow",
+    )
     assert code == 0, err
     meta = json.loads((runs / "t" / "run.json").read_text())
     record = meta["tracking"]
@@ -64,8 +76,16 @@ def test_a_tracked_run_is_in_mlflow_with_its_options_epochs_scores_and_files(cli
     assert run.data.metrics["stage.train.epochs"] == 3
     assert run.info.artifact_uri.startswith((runs / "mlartifacts").resolve().as_uri())  # beside the store
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"report.html", "config.yaml", "run.json", "metrics.csv", "history.png", "confusion_matrix.png",
-            "stages.json", "explain"} <= artifacts
+    assert {
+        "report.html",
+        "config.yaml",
+        "run.json",
+        "metrics.csv",
+        "history.png",
+        "confusion_matrix.png",
+        "stages.json",
+        "explain",
+    } <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "explain")} >= {"explain/gradcam_test.png"}
 
     code, out, err = cli("export", runs / "t")  # model files join the same MLflow run
@@ -79,12 +99,21 @@ def test_a_tracked_run_is_in_mlflow_with_its_options_epochs_scores_and_files(cli
 
 
 def test_a_resumed_run_goes_on_in_the_same_mlflow_run_epochs_counted_through_stages(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     weights = tmp_path / "start.safetensors"  # simple_cnn from a weights file: two stages in seconds
     save_file(create_model("simple_cnn", num_classes=10, in_chans=1, image_size=(8, 8)).state_dict(), weights)
-    options = {"model": "simple_cnn", "weights": str(weights), "feature_cache": False, "frozen_epochs": 2,
-               "finetune_epochs": 3, "batch_size": 64, "runs_dir": str(tmp_path / "runs"), "name": "r",
-               "tracking": "mlflow"}
+    options = {
+        "model": "simple_cnn",
+        "weights": str(weights),
+        "feature_cache": False,
+        "frozen_epochs": 2,
+        "finetune_epochs": 3,
+        "batch_size": 64,
+        "runs_dir": str(tmp_path / "runs"),
+        "name": "r",
+        "tracking": "mlflow",
+    }
 
     class Kill(L.Callback):  # Ctrl-C in the second fine-tuning epoch
         def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -124,16 +153,28 @@ def test_tracking_options_are_checked_and_an_unusable_store_stops_the_run_before
     blocked = tmp_path / "file"
     blocked.write_text("a file where the store's folder would be")
     with pytest.raises(CnnlabError, match="cannot use the MLflow store"):
-        cnnlab.train("digits", epochs=1, runs_dir=str(tmp_path / "runs"), name="x", tracking="mlflow",
-                     tracking_uri=f"sqlite:///{blocked}/mlflow.db")
+        cnnlab.train(
+            "digits",
+            epochs=1,
+            runs_dir=str(tmp_path / "runs"),
+            name="x",
+            tracking="mlflow",
+            tracking_uri=f"sqlite:///{blocked}/mlflow.db",
+        )
     assert not (tmp_path / "runs" / "x").exists()  # no half-started run folder left behind
     with socket.socket() as closed:  # a port nothing listens on: a tracking server that is down
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     started = time.monotonic()
     with pytest.raises(CnnlabError, match=f"cannot use the MLflow store http://127.0.0.1:{port}"):
-        cnnlab.train("digits", epochs=1, runs_dir=str(tmp_path / "runs"), name="y", tracking="mlflow",
-                     tracking_uri=f"http://127.0.0.1:{port}")
+        cnnlab.train(
+            "digits",
+            epochs=1,
+            runs_dir=str(tmp_path / "runs"),
+            name="y",
+            tracking="mlflow",
+            tracking_uri=f"http://127.0.0.1:{port}",
+        )
     assert time.monotonic() - started < 30  # said at once, not after MLflow's minutes of retries
 
 
@@ -145,17 +186,30 @@ def _free_port() -> int:
 
 @pytest.mark.slow  # `mlflow ui` takes 10-25 s to start here and its pages 5-15 s to draw: make test-all runs it
 @pytest.mark.timeout(300)
-def test_a_tracked_run_shows_in_the_mlflow_ui_with_its_parameters_and_metric_chart(cli, tmp_path: Path,
-                                                                                    page: Page) -> None:
+def test_a_tracked_run_shows_in_the_mlflow_ui_with_its_parameters_and_metric_chart(
+    cli, tmp_path: Path, page: Page
+) -> None:
     runs = tmp_path / "runs"
     code, _, err = cli("train", "digits", "--epochs", "3", "--runs-dir", runs, "--name", "ui", "--tracking", "mlflow")
     assert code == 0, err
     record = json.loads((runs / "ui" / "run.json").read_text())["tracking"]
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", record["uri"],
-                           "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    ui = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            record["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -166,8 +220,14 @@ def test_a_tracked_run_shows_in_the_mlflow_ui_with_its_parameters_and_metric_cha
                 assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
                 time.sleep(0.5)
         elsewhere: list[str] = []
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
-                   else (elsewhere.append(route.request.url), route.abort())[1])
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith(base)
+                else (elsewhere.append(route.request.url), route.abort())[1]
+            ),
+        )
         run_page = f"{base}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}"
         page.goto(run_page)
         expect(page.get_by_role("heading", name="ui")).to_be_visible(timeout=60_000)

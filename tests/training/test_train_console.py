@@ -27,8 +27,20 @@ def _folder_with_test_split(root: Path) -> Path:
 def test_console_opens_with_the_split_classes_input_model_and_plan(cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(EpochLines, "SLOW_S", 1e9)  # every epoch counts as quick, however busy the machine
     data = _folder_with_test_split(tmp_path / "shapes")
-    code, out, err = cli("train", data, "--epochs", "6", "--patience", "9", "--batch-size", "16",
-                         "--runs-dir", tmp_path / "runs", "--name", "s")
+    code, out, err = cli(
+        "train",
+        data,
+        "--epochs",
+        "6",
+        "--patience",
+        "9",
+        "--batch-size",
+        "16",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+    )
     assert code == 0, err
     lines = out.splitlines()
     # 72 training images: val auto holds out a quarter of them; test is the folder's own test/
@@ -48,8 +60,9 @@ def test_console_opens_with_the_split_classes_input_model_and_plan(cli, tmp_path
 def test_verbose_prints_the_layer_table_and_every_epoch(cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(EpochLines, "SLOW_S", 1e9)
     data = write_shapes_folder(tmp_path / "shapes")
-    code, out, err = cli("train", data, "--epochs", "4", "--patience", "9", "--verbose",
-                         "--runs-dir", tmp_path / "runs")
+    code, out, err = cli(
+        "train", data, "--epochs", "4", "--patience", "9", "--verbose", "--runs-dir", tmp_path / "runs"
+    )
     assert code == 0, err
     assert "Layer (type" in out and out.index("Layer (type") < out.index("data    ")
     assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == ["1/4", "2/4", "3/4", "4/4"]
@@ -85,9 +98,27 @@ def _weights(tmp_path: Path) -> Path:
 
 
 def _two_stage(tmp_path: Path, *extra: str) -> list[str]:
-    return ["train", "digits", "--model", "simple_cnn", "--weights", _weights(tmp_path), "--frozen-epochs", "3",
-            "--finetune-epochs", "3", "--finetune-lr", "1e-3", "--batch-size", "64", "--runs-dir", tmp_path / "runs",
-            "--name", "two", *extra]
+    return [
+        "train",
+        "digits",
+        "--model",
+        "simple_cnn",
+        "--weights",
+        _weights(tmp_path),
+        "--frozen-epochs",
+        "3",
+        "--finetune-epochs",
+        "3",
+        "--finetune-lr",
+        "1e-3",
+        "--batch-size",
+        "64",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "two",
+        *extra,
+    ]
 
 
 def test_each_stage_says_its_result_and_the_run_what_finetuning_gave(cli, tmp_path: Path) -> None:
@@ -97,7 +128,7 @@ def test_each_stage_says_its_result_and_the_run_what_finetuning_gave(cli, tmp_pa
     frozen, finetune = meta["stages"]
     assert f"stage 1 'frozen': {frozen['epochs']} " in out and f"test acc {frozen['test_acc']:.2%}" in out
     assert re.search(r"^stage 2 'finetune': \d+ epochs in [\d.]+ s; best val acc", out, re.MULTILINE)
-    results = out[out.rindex("stage 1 'frozen'"):]
+    results = out[out.rindex("stage 1 'frozen'") :]
     assert re.search(r"stage 1 'frozen'\s+val acc [\d.]+% \(\d+/\d+\), val loss [\d.]+ \(epoch \d\); test acc", results)
     if meta["kept"]["stage"] == "finetune":
         assert f"test acc {finetune['test_acc']:.2%}  <- kept" in results and meta["improvement"] in results
@@ -116,8 +147,11 @@ class _CtrlCInFinetune(L.Callback):
 
 def test_a_stage_interrupted_says_so_and_no_improvement_is_claimed(cli, tmp_path: Path, monkeypatch) -> None:
     original = staged.build_trainer
-    monkeypatch.setattr(staged, "build_trainer", lambda *a, extra_callbacks=None, **k: original(
-        *a, extra_callbacks=[*extra_callbacks, _CtrlCInFinetune()], **k))
+    monkeypatch.setattr(
+        staged,
+        "build_trainer",
+        lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, _CtrlCInFinetune()], **k),
+    )
     code, out, err = cli(*_two_stage(tmp_path))
     assert code == 130, err
     assert "stage 2 'finetune': interrupted after 1 of 3 epochs" in out
@@ -137,8 +171,10 @@ def test_ctrl_c_during_feature_extraction_says_what_stopped(cli, tmp_path: Path,
     code, out, err = cli(*_two_stage(tmp_path))
     run = tmp_path / "runs" / "two"
     assert code == 130, err
-    assert ("interrupted: during feature extraction of stage 1 'frozen', before its first epoch: nothing was "
-            "trained yet, so nothing is lost; it is redone on resume") in out
+    assert (
+        "interrupted: during feature extraction of stage 1 'frozen', before its first epoch: nothing was "
+        "trained yet, so nothing is lost; it is redone on resume"
+    ) in out
     assert f"resume with: cnnlab train --resume {run}" in out and "between epochs" not in out
 
 
@@ -148,8 +184,10 @@ def test_a_taken_name_says_which_folder_the_run_got(cli, tmp_path: Path) -> None
     code, _, err = cli(*args)
     assert code == 0, err
     taken, got = tmp_path / "runs" / "dup", tmp_path / "runs" / "dup-2"
-    note = (f"run folder '{taken}' exists, so this run is '{got}' (to continue that run instead: "
-            f"cnnlab train --resume {taken})")
+    note = (
+        f"run folder '{taken}' exists, so this run is '{got}' (to continue that run instead: "
+        f"cnnlab train --resume {taken})"
+    )
     assert f"warning: {note}" in err
     meta = read_json(got / "run.json")
     assert meta["name"] == "dup-2" and meta["notes"] == [note] and "notes" not in read_json(taken / "run.json")
@@ -163,10 +201,15 @@ def test_many_classes_are_abbreviated_and_uneven_counts_given_as_a_range() -> No
 
     labels = torch.tensor([i % 30 for i in range(95)])  # 30 classes: 3 or 4 images each
     train = ImageSet(torch.zeros(95, 3, 8, 8, dtype=torch.uint8), labels, [f"x:{i}" for i in range(95)])
-    data = PreparedData({"train": train, "val": train, "test": train}, [f"class{i:02d}" for i in range(30)], "x",
-                        held_out=("val", "test"))
-    assert classes_text(data) == ("30: " + ", ".join(f"class{i:02d}" for i in range(12))
-                                  + ", … 18 more; 3 to 4 train images per class")
+    data = PreparedData(
+        {"train": train, "val": train, "test": train},
+        [f"class{i:02d}" for i in range(30)],
+        "x",
+        held_out=("val", "test"),
+    )
+    assert classes_text(data) == (
+        "30: " + ", ".join(f"class{i:02d}" for i in range(12)) + ", … 18 more; 3 to 4 train images per class"
+    )
     held = "(val and test held out of the images), stratified, seed 7"
     assert split_text(data, 7) == f"95 train / 95 val / 95 test {held}"
 
@@ -178,26 +221,40 @@ def test_an_interruption_before_a_stage_trains_says_what_the_run_keeps() -> None
     finetune = Stage("finetune", 5, 1e-4, "top")
     assert interruption_text("the caching of the frozen layers' output", finetune, 2, ["frozen"], False) == (
         "during the caching of the frozen layers' output of stage 2 'finetune', before its first epoch: finished "
-        "stage 'frozen' saved; it is redone on resume")
+        "stage 'frozen' saved; it is redone on resume"
+    )
     frozen = Stage("frozen", 50, 1e-3, "head")
     assert "the epochs trained before are saved" in interruption_text("feature extraction", frozen, 1, [], True)
 
 
 def _record(name: str, right: int, test: float | None, done: bool = True, replaced: bool = True) -> dict[str, Any]:
-    return {"name": name, "epochs": 3, "seconds": 1.5, "test_acc": test, "done": done, "replaced_best": replaced,
-            "val_at_best": {"epoch": 2, "loss": 0.5, "accuracy": right / 100, "errors": 100 - right, "images": 100}}
+    return {
+        "name": name,
+        "epochs": 3,
+        "seconds": 1.5,
+        "test_acc": test,
+        "done": done,
+        "replaced_best": replaced,
+        "val_at_best": {"epoch": 2, "loss": 0.5, "accuracy": right / 100, "errors": 100 - right, "images": 100},
+    }
 
 
 def test_results_say_which_weights_were_kept_and_claim_no_gain_for_unkept_or_unfinished_stages() -> None:
     from cnnlab.training.console import results_lines, stage_end
 
     frozen = _record("frozen", 82, 0.87)
-    kept = {"stages": [frozen, _record("finetune", 85, 0.90)], "kept": {"stage": "finetune"},
-            "improvement": "improvement from fine-tuning: +3.00 points"}
+    kept = {
+        "stages": [frozen, _record("finetune", 85, 0.90)],
+        "kept": {"stage": "finetune"},
+        "improvement": "improvement from fine-tuning: +3.00 points",
+    }
     lines = results_lines(kept)
     assert lines[1].endswith("test acc 90.00%  <- kept") and lines[-1] == "improvement from fine-tuning: +3.00 points"
-    not_kept = {"stages": [frozen, _record("finetune", 82, 0.87, replaced=False)], "kept": {"stage": "frozen"},
-                "improvement": "improvement from fine-tuning: +0.00 points"}
+    not_kept = {
+        "stages": [frozen, _record("finetune", 82, 0.87, replaced=False)],
+        "kept": {"stage": "frozen"},
+        "improvement": "improvement from fine-tuning: +0.00 points",
+    }
     lines = results_lines(not_kept)
     assert lines[0].endswith("test acc 87.00%  <- kept")
     assert "not kept (no better on validation than stage 'frozen'), so not scored on test" in lines[1]
@@ -207,4 +264,5 @@ def test_results_say_which_weights_were_kept_and_claim_no_gain_for_unkept_or_unf
     assert "test acc 88.00% of the weights kept so far (interrupted)" in lines[1]
     assert lines[-1].startswith("stage 'finetune' did not finish") and not any("improvement" in x for x in lines)
     assert stage_end({"name": "train", "epochs": 0, "seconds": 0.2}, 1, 5, interrupted=True) == (
-        "stage 1 'train': interrupted after 0 of 5 epochs in 0.2 s; no validation epoch finished")
+        "stage 1 'train': interrupted after 0 of 5 epochs in 0.2 s; no validation epoch finished"
+    )

@@ -14,15 +14,33 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def stage_tables(out: str) -> dict[str, str]:
     """The per-stage blocks the run prints: stage name -> text up to its totals line."""
-    return dict(re.findall(r"stage \d '(\w+)': ((?:the|every) .*?Trainable params: [\d,]+  Frozen params: [\d,]+)",
-                           out, re.DOTALL))
+    return dict(
+        re.findall(
+            r"stage \d '(\w+)': ((?:the|every) .*?Trainable params: [\d,]+  Frozen params: [\d,]+)", out, re.DOTALL
+        )
+    )
 
 
 def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, tmp_path: Path) -> None:
     photos = write_photo_crops(tmp_path / "photos")
-    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64",
-                         "--frozen-epochs", "20", "--finetune-epochs", "1", "--refit", "off",
-                         "--runs-dir", tmp_path / "runs", "--verbose")  # each stage's table of what trains
+    code, out, err = cli(
+        "train",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--image-size",
+        "64",
+        "--frozen-epochs",
+        "20",
+        "--finetune-epochs",
+        "1",
+        "--refit",
+        "off",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--verbose",
+    )  # each stage's table of what trains
     assert code == 0, err
     tables = stage_tables(out)
     assert list(tables) == ["frozen", "finetune"]
@@ -45,8 +63,22 @@ def test_pretrained_run_prints_each_stage_and_reports_what_finetuning_gave(cli, 
 
 def test_lesson_frozen_base_command_trains_only_the_lesson_head(cli, tmp_path: Path) -> None:
     photos = write_photo_crops(tmp_path / "photos", per_class=20)
-    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--head", "lesson",
-                         "--stages", "frozen", "--image-size", "64", "--runs-dir", tmp_path / "runs", "-v")
+    code, out, err = cli(
+        "train",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--head",
+        "lesson",
+        "--stages",
+        "frozen",
+        "--image-size",
+        "64",
+        "--runs-dir",
+        tmp_path / "runs",
+        "-v",
+    )
     assert code == 0, err
     tables = stage_tables(out)
     assert list(tables) == ["frozen"]
@@ -66,8 +98,21 @@ def test_ctrl_c_while_features_are_computed_is_on_record_and_resumes(cli, tmp_pa
 
     photos = write_photo_crops(tmp_path / "photos", per_class=12)
     monkeypatch.setattr(staged, "cache_features", interrupted)
-    code, out, err = cli("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64",
-                         "--frozen-epochs", "2", "--finetune-epochs", "1", "--runs-dir", tmp_path / "runs")
+    code, out, err = cli(
+        "train",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--image-size",
+        "64",
+        "--frozen-epochs",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     run = next((tmp_path / "runs").iterdir())
     assert code == 130 and f"resume with: cnnlab train --resume {run}" in out, (out, err)
     assert "interrupted: during feature extraction of stage 1 'frozen'" in out

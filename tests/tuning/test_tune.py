@@ -43,13 +43,20 @@ def _finished(out: Path) -> int:
 
 def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli, tmp_path):
     out = tmp_path / "search"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     began = time.monotonic()
     errors = tmp_path / "stderr.txt"
     with errors.open("w") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "cnnlab", *ARGS, "--out", str(out)], env=env, cwd=tmp_path,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab", *ARGS, "--out", str(out)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         while _finished(out) < 3 and child.poll() is None and time.monotonic() - began < 120:
             time.sleep(0.3)
@@ -61,8 +68,9 @@ def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli
     used_before = _study(out).user_attrs["seconds_used"]
     assert len(before) >= 3
     # A rate far too low to learn in 4 epochs, first in line when the search goes on: the pruner must stop it.
-    _study(out).enqueue_trial({"lr": 1e-4, "weight_decay": 1e-6, "augment": "none", "label_smoothing": 0.0,
-                               "batch_size": 128, "epochs": 4})
+    _study(out).enqueue_trial(
+        {"lr": 1e-4, "weight_decay": 1e-6, "augment": "none", "label_smoothing": 0.0, "batch_size": 128, "epochs": 4}
+    )
 
     code, printed, err = cli(*ARGS, "--out", out)
     assert code == 0, err
@@ -87,8 +95,18 @@ def test_tune_survives_kill_9_continues_the_study_and_its_best_config_trains(cli
 
     settings = yaml.safe_load((out / "best.yaml").read_text())
     assert "source" not in settings["data"] and "name" not in settings
-    code, _, err = cli("train", "digits", "--config", out / "best.yaml", "--epochs", "1", "--runs-dir",
-                       tmp_path / "runs", "--name", "best")
+    code, _, err = cli(
+        "train",
+        "digits",
+        "--config",
+        out / "best.yaml",
+        "--epochs",
+        "1",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "best",
+    )
     assert code == 0, err
     assert read_json(tmp_path / "runs" / "best" / "run.json")["status"] == "completed"
 

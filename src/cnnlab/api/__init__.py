@@ -28,20 +28,46 @@ if TYPE_CHECKING:
     from cnnlab.training.lr_finder import LrFinding
     from cnnlab.tuning.study import TuneResult
 
-__all__ = ["Run", "compare", "configure", "distill", "evaluate", "label_issues", "load_run", "lr_find", "predict",
-           "resume", "run_training", "serve", "train", "tune"]
+__all__ = [
+    "Run",
+    "compare",
+    "configure",
+    "distill",
+    "evaluate",
+    "label_issues",
+    "load_run",
+    "lr_find",
+    "predict",
+    "resume",
+    "run_training",
+    "serve",
+    "train",
+    "tune",
+]
 
 
-def configure(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
-              augment: str | None = None, **options: Any) -> RunConfig:
+def configure(
+    data: str | Path | None = None,
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    **options: Any,
+) -> RunConfig:
     """The RunConfig ``cnnlab train`` would build from the same options (checked, not run)."""
     if data is not None:
         options["data"] = str(data)
     return build_config(recipe=recipe, config_file=config, augment=augment, **options)
 
 
-def train(data: str | Path = "mnist-sample", *, recipe: str | None = None, config: str | Path | None = None,
-          augment: str | None = None, **options: Any) -> Run:
+def train(
+    data: str | Path = "mnist-sample",
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    **options: Any,
+) -> Run:
     """Trains, evaluates on the test split and writes a run folder with its report, as ``cnnlab train``.
 
     Args:
@@ -81,10 +107,19 @@ def resume(run: Run | str | Path) -> Run:
     return Run(files.root)
 
 
-def lr_find(data: str | Path | None = None, *, recipe: str | None = None, config: str | Path | None = None,
-            augment: str | None = None, out: str | Path | None = None, steps: int | None = None,
-            start_lr: float | None = None, end_lr: float | None = None, settings: RunConfig | None = None,
-            **options: Any) -> LrFinding:
+def lr_find(
+    data: str | Path | None = None,
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    out: str | Path | None = None,
+    steps: int | None = None,
+    start_lr: float | None = None,
+    end_lr: float | None = None,
+    settings: RunConfig | None = None,
+    **options: Any,
+) -> LrFinding:
     """The learning-rate finder on what :func:`train` with the same options would train, as ``cnnlab lr-find``.
 
     Returns the finding: ``.lr`` (the pick), ``.rule``, ``.lrs``/``.losses`` (the curve) and ``.folder``
@@ -103,9 +138,19 @@ def lr_find(data: str | Path | None = None, *, recipe: str | None = None, config
     return finding
 
 
-def label_issues(data: str | Path | None = None, *, folds: int = 5, gallery: int = 24, out: str | Path | None = None,
-                 copy_to: str | Path | None = None, recipe: str | None = None, config: str | Path | None = None,
-                 augment: str | None = None, settings: RunConfig | None = None, **options: Any) -> LabelIssues:
+def label_issues(
+    data: str | Path | None = None,
+    *,
+    folds: int = 5,
+    gallery: int = 24,
+    out: str | Path | None = None,
+    copy_to: str | Path | None = None,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    settings: RunConfig | None = None,
+    **options: Any,
+) -> LabelIssues:
     """Images whose label is probably wrong, as ``cnnlab data label-issues``: ``.rows`` (best suspects first:
     path, split, given and suggested label, confidence, why), ``.table`` (a DataFrame) and ``.folder``
     (label_issues.csv, .png, .html). ``options`` are run options (``model=``, ``pretrained=``, ``epochs=``...)."""
@@ -115,10 +160,20 @@ def label_issues(data: str | Path | None = None, *, folds: int = 5, gallery: int
     return find_label_issues(run_config, out, folds, gallery, copy_to)
 
 
-def tune(data: str | Path | None = None, *, time_budget: float | None = None, out: str | Path | None = None,
-         trial_budget: float | None = None, trials: int | None = None, recipe: str | None = None,
-         config: str | Path | None = None, augment: str | None = None, settings: RunConfig | None = None,
-         command: str | None = None, **options: Any) -> TuneResult:
+def tune(
+    data: str | Path | None = None,
+    *,
+    time_budget: float | None = None,
+    out: str | Path | None = None,
+    trial_budget: float | None = None,
+    trials: int | None = None,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    settings: RunConfig | None = None,
+    command: str | None = None,
+    **options: Any,
+) -> TuneResult:
     """Searches the options that matter within ``time_budget`` seconds, as ``cnnlab tune``.
 
     ``options`` describe trial 0 and the ranges (``model=``, ``pretrained=``, ``epochs=``...). Returns the
@@ -147,8 +202,9 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
-def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS,
-             tta: bool = False) -> dict[str, Any]:
+def evaluate(
+    run: Run | str | Path, data: str | Path | None = None, threads: int = DEFAULT_THREADS, tta: bool = False
+) -> dict[str, Any]:
     """Scores a run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
     Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict (with ``tta=True``
@@ -157,8 +213,14 @@ def evaluate(run: Run | str | Path, data: str | Path | None = None, threads: int
     return (run if isinstance(run, Run) else Run(run)).evaluate(data, threads, tta)
 
 
-def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_k: int = DEFAULT_TOP_K,
-            runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+def predict(
+    run: Run | str | Path,
+    images: ImageLike | Sequence[ImageLike],
+    top_k: int = DEFAULT_TOP_K,
+    runtime: str = "auto",
+    threads: int = DEFAULT_THREADS,
+    tta: bool = False,
+) -> list[dict[str, Any]]:
     """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
     TorchScript file written by ``cnnlab export`` on its own; ``tta`` averages test-time views."""
     if not isinstance(run, Run) and Path(run).expanduser().is_file():
@@ -168,12 +230,19 @@ def predict(run: Run | str | Path, images: ImageLike | Sequence[ImageLike], top_
     return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads, tta)
 
 
-
-
-def compare(models: Sequence[str], data: str | Path | None = None, *, recipe: str | None = None,
-            config: str | Path | None = None, augment: str | None = None, threads: int | None = None,
-            repeats: int | None = None, weights: dict[str, str] | None = None, out: str | Path | None = None,
-            **options: Any) -> Comparison:
+def compare(
+    models: Sequence[str],
+    data: str | Path | None = None,
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    threads: int | None = None,
+    repeats: int | None = None,
+    weights: dict[str, str] | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> Comparison:
     """Measures architectures side by side (parameters, MACs, size, latency, throughput, memory, cited
     ImageNet top-1) and, given ``data``, trains each the same way on it, as ``cnnlab compare``.
 
@@ -185,15 +254,34 @@ def compare(models: Sequence[str], data: str | Path | None = None, *, recipe: st
     if data is not None:
         options["data"] = str(data)
     call = ", ".join([repr(list(models))] + [f"{k}={v!r}" for k, v in options.items()])
-    return compare_models(list(models), options, recipe=recipe, config=config, augment=augment, threads=threads,
-                          repeats=repeats or DEFAULT_REPEATS, weights=weights, out=out,
-                          command=f"cnnlab.compare({call})")
+    return compare_models(
+        list(models),
+        options,
+        recipe=recipe,
+        config=config,
+        augment=augment,
+        threads=threads,
+        repeats=repeats or DEFAULT_REPEATS,
+        weights=weights,
+        out=out,
+        command=f"cnnlab.compare({call})",
+    )
 
 
-def distill(teacher: Run | str | Path, student: str = PRUNED_STUDENT, *, temperature: float | None = None,
-            alpha: float | None = None, student_sparsity: float = STUDENT_SPARSITY, force: bool = False,
-            recipe: str | None = None, config: str | Path | None = None, augment: str | None = None,
-            threads: int = DEFAULT_THREADS, **options: Any) -> Run:
+def distill(
+    teacher: Run | str | Path,
+    student: str = PRUNED_STUDENT,
+    *,
+    temperature: float | None = None,
+    alpha: float | None = None,
+    student_sparsity: float = STUDENT_SPARSITY,
+    force: bool = False,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    threads: int = DEFAULT_THREADS,
+    **options: Any,
+) -> Run:
     """Trains ``student`` alone and from the teacher run's soft targets, and compares the three, as
     ``cnnlab distill``; returns the distilled run (its report holds the comparison table).
 
@@ -204,20 +292,42 @@ def distill(teacher: Run | str | Path, student: str = PRUNED_STUDENT, *, tempera
     from cnnlab.deploy.distill import distill as distill_run
 
     path = str(teacher.path if isinstance(teacher, Run) else teacher)
-    result = distill_run(path, {**options, "model": student}, TEMPERATURE if temperature is None else temperature,
-                         ALPHA if alpha is None else alpha, recipe, None if config is None else str(config), augment,
-                         threads, f"cnnlab.distill({path!r}, {student!r})", sparsity=student_sparsity, force=force)
+    result = distill_run(
+        path,
+        {**options, "model": student},
+        TEMPERATURE if temperature is None else temperature,
+        ALPHA if alpha is None else alpha,
+        recipe,
+        None if config is None else str(config),
+        augment,
+        threads,
+        f"cnnlab.distill({path!r}, {student!r})",
+        sparsity=student_sparsity,
+        force=force,
+    )
     return Run(result.files.root)
 
 
-def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int = serving.DEFAULT_PORT,
-          max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB, max_files: int = serving.DEFAULT_MAX_FILES,
-          batching: str = "auto", max_batch: int = serving.DEFAULT_MAX_BATCH,
-          batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS, runtime: str = "auto",
-          threads: int = DEFAULT_THREADS, api_key_file: str | Path | None = None,
-          cors_origin: str | Sequence[str] = (), ssl_certfile: str | Path | None = None,
-          ssl_keyfile: str | Path | None = None, max_queue: int = serving.DEFAULT_MAX_QUEUE,
-          request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT, access_log: bool = True) -> None:
+def serve(
+    run: Run | str | Path,
+    *,
+    host: str = serving.DEFAULT_HOST,
+    port: int = serving.DEFAULT_PORT,
+    max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB,
+    max_files: int = serving.DEFAULT_MAX_FILES,
+    batching: str = "auto",
+    max_batch: int = serving.DEFAULT_MAX_BATCH,
+    batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS,
+    runtime: str = "auto",
+    threads: int = DEFAULT_THREADS,
+    api_key_file: str | Path | None = None,
+    cors_origin: str | Sequence[str] = (),
+    ssl_certfile: str | Path | None = None,
+    ssl_keyfile: str | Path | None = None,
+    max_queue: int = serving.DEFAULT_MAX_QUEUE,
+    request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT,
+    access_log: bool = True,
+) -> None:
     """Serves a run (with the runtime ``runtime`` picks, as predict) or an exported model over HTTP until
     Ctrl-C, as ``cnnlab serve``.
 
@@ -235,10 +345,22 @@ def serve(run: Run | str | Path, *, host: str = serving.DEFAULT_HOST, port: int 
     api_key, key_source = serving.read_api_key(api_key_file)
     warning = serving.key_file_warning(api_key_file)
     settings = serving.ServeSettings(
-        host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files, batching=batching, max_batch=max_batch,
-        batch_window_ms=batch_window_ms, threads=threads, runtime=runtime, api_key=api_key, key_source=key_source,
+        host=host,
+        port=port,
+        max_upload_mb=max_upload_mb,
+        max_files=max_files,
+        batching=batching,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        threads=threads,
+        runtime=runtime,
+        api_key=api_key,
+        key_source=key_source,
         cors_origins=(cors_origin,) if isinstance(cors_origin, str) else tuple(cors_origin),
         ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
-        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile), max_queue=max_queue,
-        request_timeout=request_timeout, access_log=access_log)
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+        max_queue=max_queue,
+        request_timeout=request_timeout,
+        access_log=access_log,
+    )
     run_server(target, settings, notes=[warning] if warning else [])

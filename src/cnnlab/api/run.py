@@ -140,8 +140,14 @@ class Run:
 
     # --- doing things with it -----------------------------------------------------------
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = DEFAULT_TOP_K,
-                runtime: str = "auto", threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        top_k: int = DEFAULT_TOP_K,
+        runtime: str = "auto",
+        threads: int = DEFAULT_THREADS,
+        tta: bool = False,
+    ) -> list[dict[str, Any]]:
         """Top-k classes of image files, folders, PIL images or arrays, with the run's own preprocessing.
 
         Returns one ``{"input", "top": [{"class", "probability"}], "error", "runtime"}`` per image, in
@@ -158,8 +164,9 @@ class Run:
 
         return predict_with(self.path, items_of(images), top_k, runtime, threads, tta)
 
-    def evaluate(self, data: str | Path | None = None, threads: int = DEFAULT_THREADS,
-                 tta: bool = False) -> dict[str, Any]:
+    def evaluate(
+        self, data: str | Path | None = None, threads: int = DEFAULT_THREADS, tta: bool = False
+    ) -> dict[str, Any]:
         """Scores the run on its own test split, or on another folder or built-in set, as ``cnnlab evaluate``.
 
         Results for other data go to ``<run>/eval/<data>/``; returns the metrics dict. ``threads``:
@@ -181,8 +188,12 @@ class Run:
 
     # --- deployment: each writes into the run folder, as its command does ------------------
 
-    def export(self, format: Format = "onnx",  # noqa: A002  the CLI's name
-               tolerance: float | None = None, threads: int = DEFAULT_THREADS) -> Export:
+    def export(
+        self,
+        format: Format = "onnx",  # noqa: A002  the CLI's name
+        tolerance: float | None = None,
+        threads: int = DEFAULT_THREADS,
+    ) -> Export:
         """Writes ``model.onnx`` (or ``model.ts`` for ``format="torchscript"``) after checking that its
         outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
         from cnnlab.deploy.export import export_run
@@ -196,18 +207,31 @@ class Run:
 
         return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
 
-    def prune(self, sparsity: float | None = 0.5, structured: bool = True, finetune_epochs: int = FINETUNE_EPOCHS,
-              finetune_lr: float | None = None, threads: int = DEFAULT_THREADS, max_drop: float | None = None,
-              finetune_budget: float | None = FINETUNE_BUDGET) -> Run:
+    def prune(
+        self,
+        sparsity: float | None = 0.5,
+        structured: bool = True,
+        finetune_epochs: int = FINETUNE_EPOCHS,
+        finetune_lr: float | None = None,
+        threads: int = DEFAULT_THREADS,
+        max_drop: float | None = None,
+        finetune_budget: float | None = FINETUNE_BUDGET,
+    ) -> Run:
         """Prunes the model (channels, or single weights with ``structured=False``), fine-tunes until
         validation recovers, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``.
         ``sparsity=None, max_drop=POINTS``: the largest sparsity within that drop on validation. A
         result losing more than ``max_drop`` (default 2) points, or no faster, is logged as a warning."""
         from cnnlab.deploy.prune import FineTuning, prune_run
 
-        pruned = prune_run(self.path, sparsity, structured, FineTuning(finetune_epochs, finetune_budget, finetune_lr),
-                           threads, f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})",
-                           max_drop=max_drop)
+        pruned = prune_run(
+            self.path,
+            sparsity,
+            structured,
+            FineTuning(finetune_epochs, finetune_budget, finetune_lr),
+            threads,
+            f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})",
+            max_drop=max_drop,
+        )
         for warning in pruned.warnings:
             logging.getLogger("cnnlab").warning(warning)
         return Run(pruned.files.root)
@@ -267,22 +291,26 @@ class Run:
         meta, metrics = self.meta, self.metrics
         accuracy = metrics.get("accuracy")
         seconds = (meta.get("timing") or {}).get("train_seconds")
-        rows = [("model", (meta.get("model") or {}).get("name")), ("data", (meta.get("data") or {}).get("source")),
-                ("classes", len(meta.get("class_names") or [])), ("epochs", len(self.history)),
-                ("training time", f"{seconds:.0f} s" if seconds is not None else "—"),
-                ("status", meta.get("status")), ("folder", str(self.path))]
-        table = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in rows)
+        rows = [
+            ("model", (meta.get("model") or {}).get("name")),
+            ("data", (meta.get("data") or {}).get("source")),
+            ("classes", len(meta.get("class_names") or [])),
+            ("epochs", len(self.history)),
+            ("training time", f"{seconds:.0f} s" if seconds is not None else "—"),
+            ("status", meta.get("status")),
+            ("folder", str(self.path)),
+        ]
+        table = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
         from cnnlab.figures import png_html
 
         images = png_html([self.files.figure(key) for key in ("history", "confusion_matrix")], "48%")
         headline = f"{accuracy:.2%} test accuracy" if accuracy is not None else "no test accuracy yet"
-        return (f"<div><b>cnnlab run {html.escape(self.name)}</b>: {headline}"
-                f"<table>{table}</table>{images}</div>")
+        return f"<div><b>cnnlab run {html.escape(self.name)}</b>: {headline}<table>{table}</table>{images}</div>"
 
     def __repr__(self) -> str:
         accuracy = self.metrics.get("accuracy")
         shown = f", test accuracy {accuracy:.2%}" if accuracy is not None else ""
         return f"Run({shlex.quote(str(self.path))}{shown})"
-
-

@@ -51,9 +51,17 @@ def _mat2(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) ->
 
 
 def affine_theta(
-    n: int, height: int, width: int, ref: torch.Tensor, angle_deg: Param = 0.0,
-    translate_frac: tuple[float, float] | torch.Tensor = (0.0, 0.0), scale: Param = 1.0,
-    shear_deg: Param = 0.0, hflip: Param = False, vflip: Param = False, crop: torch.Tensor | None = None,
+    n: int,
+    height: int,
+    width: int,
+    ref: torch.Tensor,
+    angle_deg: Param = 0.0,
+    translate_frac: tuple[float, float] | torch.Tensor = (0.0, 0.0),
+    scale: Param = 1.0,
+    shear_deg: Param = 0.0,
+    hflip: Param = False,
+    vflip: Param = False,
+    crop: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The (N, 2, 3) ``affine_grid`` matrices (output -> input, normalised coords) for the ops.
 
@@ -102,8 +110,9 @@ def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", side:
     return out.clamp_(0.0, 1.0)  # bilinear is convex, clamp only removes rounding overshoot
 
 
-def translate(x: torch.Tensor, pixels: int, fill_mode: str = "nearest",
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def translate(
+    x: torch.Tensor, pixels: int, fill_mode: str = "nearest", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each (square) image moved by a whole number of pixels in [-pixels, pixels] on each axis.
 
     Padding by ``pixels`` (filled as ``fill_mode`` says) and cropping back at a random offset moves
@@ -118,8 +127,13 @@ def translate(x: torch.Tensor, pixels: int, fill_mode: str = "nearest",
 
 
 def affine_batch(
-    x: torch.Tensor, angle_deg: Param = 0.0, translate_frac: tuple[float, float] | torch.Tensor = (0.0, 0.0),
-    scale: Param = 1.0, shear_deg: Param = 0.0, hflip: Param = False, vflip: Param = False,
+    x: torch.Tensor,
+    angle_deg: Param = 0.0,
+    translate_frac: tuple[float, float] | torch.Tensor = (0.0, 0.0),
+    scale: Param = 1.0,
+    shear_deg: Param = 0.0,
+    hflip: Param = False,
+    vflip: Param = False,
     fill_mode: str = "nearest",
 ) -> torch.Tensor:
     """Apply one affine transform per image (fixed values, or (N,) / (N, 2) tensors per image).
@@ -154,7 +168,10 @@ class BatchAugment(torch.nn.Module):
     """
 
     def __init__(
-        self, cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16,
+        self,
+        cfg: AugmentConfig,
+        generator: torch.Generator | None = None,
+        policy_chunk: int = 16,
         crop: int | None = None,
     ) -> None:
         super().__init__()
@@ -196,14 +213,24 @@ class BatchAugment(torch.nn.Module):
     def _geometric(self, x: torch.Tensor, side: int | None = None) -> torch.Tensor:
         """All geometric ops in one warp, to ``side`` x ``side`` if given."""
         c, n, (h, w) = self.cfg, x.shape[0], x.shape[-2:]
-        shift = torch.stack([
-            _per_image(self._symmetric(n, c.width_shift, x), n, x),
-            _per_image(self._symmetric(n, c.height_shift, x), n, x),
-        ], dim=-1)
+        shift = torch.stack(
+            [
+                _per_image(self._symmetric(n, c.width_shift, x), n, x),
+                _per_image(self._symmetric(n, c.height_shift, x), n, x),
+            ],
+            dim=-1,
+        )
         theta = affine_theta(
-            n, h, w, x, angle_deg=self._symmetric(n, c.rotation, x), translate_frac=shift,
-            scale=1 + self._symmetric(n, c.zoom, x), shear_deg=self._symmetric(n, c.shear, x),
-            hflip=self._coin(n, c.hflip, x), vflip=self._coin(n, c.vflip, x),
+            n,
+            h,
+            w,
+            x,
+            angle_deg=self._symmetric(n, c.rotation, x),
+            translate_frac=shift,
+            scale=1 + self._symmetric(n, c.zoom, x),
+            shear_deg=self._symmetric(n, c.shear, x),
+            hflip=self._coin(n, c.hflip, x),
+            vflip=self._coin(n, c.vflip, x),
             crop=self._crop_boxes(n, x) if c.random_resized_crop is not None else None,
         )
         return warp(x, theta, c.fill_mode, side)
@@ -238,8 +265,12 @@ class BatchAugment(torch.nn.Module):
         left = self._uniform(n, 0.0, 1.0, x) * (w - ew)
         rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
-        box = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
-               & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
+        box = (
+            (rows >= top.view(n, 1, 1))
+            & (rows < (top + eh).view(n, 1, 1))
+            & (cols >= left.view(n, 1, 1))
+            & (cols < (left + ew).view(n, 1, 1))
+        )
         mask = (box & hit.view(n, 1, 1)).unsqueeze(1)
         noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=self.generator)
         return torch.where(mask, noise, x)
@@ -282,4 +313,3 @@ def build_batch_augment(
     if not (cfg.translate or cfg.geometric or cfg.photometric or cfg.policy is not None or cfg.random_erasing):
         return None
     return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk, crop=crop)
-

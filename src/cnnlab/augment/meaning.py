@@ -35,8 +35,10 @@ def meaning_warnings(cfg: AugmentConfig, channels: int, class_names: list[str]) 
                 f"starts to look like a 9; try --rotation 15"
             )
         if cfg.policy == "trivialaugment":
-            out.append("--policy trivialaugment on digits: its rotations reach 135°, turning 6 into 9; "
-                       "try --policy randaugment (±9° at its default magnitude)")
+            out.append(
+                "--policy trivialaugment on digits: its rotations reach 135°, turning 6 into 9; "
+                "try --policy randaugment (±9° at its default magnitude)"
+            )
     if channels == 1 and cfg.policy is not None:
         out.append(
             f"--policy {cfg.policy} on grayscale data: its Color (saturation) op does nothing on "

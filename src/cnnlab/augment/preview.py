@@ -77,8 +77,7 @@ def _alone(x: torch.Tensor, cfg: AugmentConfig, seed: int, **only: Any) -> torch
     return _draws(x, AugmentConfig(fill_mode=cfg.fill_mode, **only), 1, seed)
 
 
-def lesson_panels(image: np.ndarray, cfg: AugmentConfig | None = None,
-                  seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+def lesson_panels(image: np.ndarray, cfg: AugmentConfig | None = None, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
     """Each operation ``cfg`` turns on, one at a time, as (title, (C, H, W) tensor), then one draw of all.
 
     Titles and values come from ``cfg`` (default: the ``lesson`` preset), filled as its fill mode
@@ -97,16 +96,28 @@ def lesson_panels(image: np.ndarray, cfg: AugmentConfig | None = None,
         (bool(cfg.rotation), f"Rotation ({cfg.rotation:g}°)", lambda: warp(angle_deg=cfg.rotation)),
         (cfg.hflip, "Horizontal flip", lambda: warp(hflip=True)),
         (cfg.vflip, "Vertical flip", lambda: warp(vflip=True)),
-        (bool(cfg.width_shift), f"Width shift ({cfg.width_shift:.0%})",
-         lambda: warp(translate_frac=(cfg.width_shift, 0.0))),
-        (bool(cfg.height_shift), f"Height shift ({cfg.height_shift:.0%})",
-         lambda: warp(translate_frac=(0.0, cfg.height_shift))),
-        (bool(cfg.translate), f"Translate (±{cfg.translate} px)",
-         lambda: _alone(x, cfg, seed, translate=cfg.translate)),
+        (
+            bool(cfg.width_shift),
+            f"Width shift ({cfg.width_shift:.0%})",
+            lambda: warp(translate_frac=(cfg.width_shift, 0.0)),
+        ),
+        (
+            bool(cfg.height_shift),
+            f"Height shift ({cfg.height_shift:.0%})",
+            lambda: warp(translate_frac=(0.0, cfg.height_shift)),
+        ),
+        (
+            bool(cfg.translate),
+            f"Translate (±{cfg.translate} px)",
+            lambda: _alone(x, cfg, seed, translate=cfg.translate),
+        ),
         (bool(cfg.zoom), f"Zoom ({cfg.zoom:.0%})", lambda: warp(scale=1 + cfg.zoom)),
         (bool(cfg.shear), f"Shear ({cfg.shear:g}°)", lambda: warp(shear_deg=cfg.shear)),
-        (cfg.random_resized_crop is not None, f"Resized crop (area ≥ {cfg.random_resized_crop or 0:.0%})",
-         lambda: _alone(x, cfg, seed, random_resized_crop=cfg.random_resized_crop)),
+        (
+            cfg.random_resized_crop is not None,
+            f"Resized crop (area ≥ {cfg.random_resized_crop or 0:.0%})",
+            lambda: _alone(x, cfg, seed, random_resized_crop=cfg.random_resized_crop),
+        ),
     ]
     for name in ("brightness", "contrast"):
         pair = getattr(cfg, name)
@@ -116,8 +127,9 @@ def lesson_panels(image: np.ndarray, cfg: AugmentConfig | None = None,
     if cfg.policy is not None:
         ops.append((True, f"{POLICY_NAMES[cfg.policy]} (a draw)", lambda: _alone(x, cfg, seed, policy=cfg.policy)))
     if cfg.random_erasing:
-        ops.append((True, f"Random erasing (p {cfg.random_erasing:g})",
-                    lambda: _alone(x, cfg, seed, random_erasing=1.0)))
+        ops.append(
+            (True, f"Random erasing (p {cfg.random_erasing:g})", lambda: _alone(x, cfg, seed, random_erasing=1.0))
+        )
     panels = [("Original", x)] + [(title, draw()) for on, title, draw in ops if on]
     if len(panels) > 2:  # with one operation, "Combined" would be another draw of the same
         panels.append(("Combined", _draws(x, cfg, 1, seed)))
@@ -152,9 +164,7 @@ def lesson_preview(image: np.ndarray, out: Path, cfg: AugmentConfig | None = Non
     return save_figure(fig, out, title)
 
 
-def preset_preview(
-    images: list[np.ndarray], cfg: AugmentConfig, draws: int, out: Path, seed: int = 0
-) -> Path:
+def preset_preview(images: list[np.ndarray], cfg: AugmentConfig, draws: int, out: Path, seed: int = 0) -> Path:
     """Save a grid: one row per image, the original then ``draws`` random augmentations.
 
     Mixup / CutMix are not drawn: they need a batch of labelled images.
@@ -194,8 +204,9 @@ class Preview:
     warnings: list[str]
 
 
-def preview_target(target: Path, cfg: AugmentConfig, out_dir: Path, draws: int = 6, seed: int = 0,
-                   draw_grid: bool = True) -> Preview:
+def preview_target(
+    target: Path, cfg: AugmentConfig, out_dir: Path, draws: int = 6, seed: int = 0, draw_grid: bool = True
+) -> Preview:
     """The preview of an image file (each operation of ``cfg`` alone, and ``draws`` random draws when
     ``draw_grid``) or of a folder (random draws of a few of its images), written to ``out_dir``.
 

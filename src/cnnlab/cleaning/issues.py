@@ -48,8 +48,17 @@ log = logging.getLogger("cnnlab")
 FOLDS = 5
 GALLERY = 24  # suspects drawn in the gallery
 HTML_ROWS = 200  # rows of the CSV repeated on the page
-COLUMNS = ["rank", "path", "split", "given_label", "suggested_label", "confidence", "given_label_probability",
-           "label_quality", "issue"]
+COLUMNS = [
+    "rank",
+    "path",
+    "split",
+    "given_label",
+    "suggested_label",
+    "confidence",
+    "given_label_probability",
+    "label_quality",
+    "issue",
+]
 
 
 @dataclass(frozen=True)
@@ -100,9 +109,15 @@ class LabelIssues:
 
     def summary(self) -> dict[str, Any]:
         labels = sum(1 for r in self.rows if r["issue"].startswith("label"))
-        return {"images": self.images, "folds": self.folds, "method": self.method, "label_issues": labels,
-                "copies_under_other_labels": len(self.rows) - labels, "seconds": round(self.seconds, 1),
-                "notes": self.notes}
+        return {
+            "images": self.images,
+            "folds": self.folds,
+            "method": self.method,
+            "label_issues": labels,
+            "copies_under_other_labels": len(self.rows) - labels,
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes,
+        }
 
 
 def _out_folder(config: RunConfig, out: str | Path | None) -> IssueFiles:
@@ -118,18 +133,22 @@ def _probabilities(config: RunConfig, out_of: Any, images: ImageSet, folds: np.n
     count = int(folds.max()) + 1
     if (config.model.pretrained or config.model.weights) and splits_into_features_and_head(model):
         features = features_of(model, images, Normalize.of(preprocess))
-        probs = probabilities_from_features(features, images.labels.numpy(), folds, data.num_classes,
-                                            config.train.seed)
+        probs = probabilities_from_features(features, images.labels.numpy(), folds, data.num_classes, config.train.seed)
         start = "ImageNet weights" if config.model.pretrained else f"weights {config.model.weights}"
-        return probs, (f"{count}-fold cross-validated logistic regression on {config.model.name}'s pooled features "
-                       f"({start}, frozen)")
+        return probs, (
+            f"{count}-fold cross-validated logistic regression on {config.model.name}'s pooled features "
+            f"({start}, frozen)"
+        )
     probs = probabilities_from_training(config, data, images, folds, preprocess)
-    return probs, (f"{count}-fold cross-validation: {config.model.name} trained from scratch for each fold, "
-                   f"{plural(config.train.epochs, 'epoch')}")
+    return probs, (
+        f"{count}-fold cross-validation: {config.model.name} trained from scratch for each fold, "
+        f"{plural(config.train.epochs, 'epoch')}"
+    )
 
 
-def _rows(images: ImageSet, splits: list[str], names: list[str], probs: np.ndarray,
-          conflicts: list[Conflict]) -> list[dict[str, Any]]:
+def _rows(
+    images: ImageSet, splits: list[str], names: list[str], probs: np.ndarray, conflicts: list[Conflict]
+) -> list[dict[str, Any]]:
     from cleanlab.filter import find_label_issues as confident_learning
     from cleanlab.rank import get_label_quality_scores
 
@@ -149,11 +168,20 @@ def _rows(images: ImageSet, splits: list[str], names: list[str], probs: np.ndarr
         suggested = int(probs[index].argmax())
         issue = ["label: the model says it looks like another class"] if index in flagged else []
         issue += [f"copy under another label: {text}" for text in copies.get(index, [])]
-        rows.append({"rank": rank, "path": images.ids[index], "split": splits[index],
-                     "given_label": names[labels[index]], "suggested_label": names[suggested],
-                     "confidence": round(float(probs[index, suggested]), 4),
-                     "given_label_probability": round(float(probs[index, labels[index]]), 4),
-                     "label_quality": round(float(quality[index]), 4), "issue": "; ".join(issue), "_index": index})
+        rows.append(
+            {
+                "rank": rank,
+                "path": images.ids[index],
+                "split": splits[index],
+                "given_label": names[labels[index]],
+                "suggested_label": names[suggested],
+                "confidence": round(float(probs[index, suggested]), 4),
+                "given_label_probability": round(float(probs[index, labels[index]]), 4),
+                "label_quality": round(float(quality[index]), 4),
+                "issue": "; ".join(issue),
+                "_index": index,
+            }
+        )
     return rows
 
 
@@ -176,8 +204,10 @@ def draw_gallery(images: ImageSet, rows: list[dict[str, Any]], out: Path, count:
     for place, (row, picture) in enumerate(zip(shown, pictures)):
         ax = fig.add_subplot(grid_rows, cols, place + 1)
         if row["issue"].startswith("label"):
-            title = (f"#{row['rank']} given: {short(row['given_label'], 14)}\nlooks like: "
-                     f"{short(row['suggested_label'], 14)} ({row['confidence']:.0%})")
+            title = (
+                f"#{row['rank']} given: {short(row['given_label'], 14)}\nlooks like: "
+                f"{short(row['suggested_label'], 14)} ({row['confidence']:.0%})"
+            )
         else:
             title = f"#{row['rank']} given: {short(row['given_label'], 14)}\nthe same picture, other label"
         show_image(ax, picture, title, color="#8b0000")
@@ -188,23 +218,41 @@ def _write_page(result: LabelIssues, source: str) -> None:
     from cnnlab.figures import png_html
 
     info = result.summary()
-    rows = [[r["rank"], r["path"], r["split"], r["given_label"], r["suggested_label"], f"{r['confidence']:.2f}",
-             f"{r['given_label_probability']:.2f}", r["issue"]] for r in result.rows[:HTML_ROWS]]
+    rows = [
+        [
+            r["rank"],
+            r["path"],
+            r["split"],
+            r["given_label"],
+            r["suggested_label"],
+            f"{r['confidence']:.2f}",
+            f"{r['given_label_probability']:.2f}",
+            r["issue"],
+        ]
+        for r in result.rows[:HTML_ROWS]
+    ]
     notes = "".join(f"<p><i>{escape(n)}</i></p>" for n in result.notes)
-    body = (f"<h1>Label issues in {escape(source)}</h1><p>{info['label_issues']} of {result.images} images are "
-            f"probably mislabelled and {info['copies_under_other_labels']} more are copies of a picture under "
-            "another label. "
-            f"Found by confident learning (cleanlab) on out-of-sample probabilities: {escape(result.method)}. "
-            f"Nothing was moved or deleted.</p>{notes}<section id='gallery'><h2>The top suspects</h2>"
-            f"{png_html([result.files.gallery]) if result.files.gallery.is_file() else ''}</section>"
-            f"<section id='table'><h2>Suspects ({min(len(rows), HTML_ROWS)} of {len(result.rows)}; all in "
-            f"{result.files.csv.name})</h2>"
-            + table(["#", "path", "split", "given", "suggested", "confidence", "p(given)", "why"], rows, [0, 5, 6])
-            + "</section>")
-    style = ("body{font:15px/1.45 system-ui,sans-serif;max-width:1150px;margin:0 auto;padding:1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}")
-    atomic_write_text(result.files.page, f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Label "
-                      f"issues</title><style>{style}</style></head><body>{body}</body></html>\n")
+    body = (
+        f"<h1>Label issues in {escape(source)}</h1><p>{info['label_issues']} of {result.images} images are "
+        f"probably mislabelled and {info['copies_under_other_labels']} more are copies of a picture under "
+        "another label. "
+        f"Found by confident learning (cleanlab) on out-of-sample probabilities: {escape(result.method)}. "
+        f"Nothing was moved or deleted.</p>{notes}<section id='gallery'><h2>The top suspects</h2>"
+        f"{png_html([result.files.gallery]) if result.files.gallery.is_file() else ''}</section>"
+        f"<section id='table'><h2>Suspects ({min(len(rows), HTML_ROWS)} of {len(result.rows)}; all in "
+        f"{result.files.csv.name})</h2>"
+        + table(["#", "path", "split", "given", "suggested", "confidence", "p(given)", "why"], rows, [0, 5, 6])
+        + "</section>"
+    )
+    style = (
+        "body{font:15px/1.45 system-ui,sans-serif;max-width:1150px;margin:0 auto;padding:1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}"
+    )
+    atomic_write_text(
+        result.files.page,
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Label "
+        f"issues</title><style>{style}</style></head><body>{body}</body></html>\n",
+    )
 
 
 def copy_suspects(rows: list[dict[str, Any]], folder: Path) -> int:
@@ -221,8 +269,13 @@ def copy_suspects(rows: list[dict[str, Any]], folder: Path) -> int:
     return done
 
 
-def find_label_issues(config: RunConfig, out: str | Path | None = None, folds: int = FOLDS, gallery: int = GALLERY,
-                      copy_to: str | Path | None = None) -> LabelIssues:
+def find_label_issues(
+    config: RunConfig,
+    out: str | Path | None = None,
+    folds: int = FOLDS,
+    gallery: int = GALLERY,
+    copy_to: str | Path | None = None,
+) -> LabelIssues:
     """Ranks every image of ``config.data`` by how likely its label is wrong; writes CSV, gallery and page.
 
     The data is decoded and the model built as ``cnnlab train`` with the same options would.
@@ -231,8 +284,9 @@ def find_label_issues(config: RunConfig, out: str | Path | None = None, folds: i
         CnnlabError: bad data or options (as train says), a class with fewer than 2 images, packed data.
     """
     if folds < 2:
-        raise CnnlabError(f"--folds must be at least 2 (each image is scored by a model trained on the others), "
-                          f"got {folds}")
+        raise CnnlabError(
+            f"--folds must be at least 2 (each image is scored by a model trained on the others), got {folds}"
+        )
     if copy_to is not None and config.data.source in BUILTIN_NAMES:
         raise CnnlabError(f"--copy-to copies image files; the built-in set '{config.data.source}' has none")
     began = time.perf_counter()

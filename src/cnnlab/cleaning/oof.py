@@ -64,16 +64,18 @@ def features_of(model: nn.Module, images: ImageSet, normalize: Normalize) -> np.
         return extract_features(model, images, normalize, progress=progress).features.numpy()
 
 
-def probabilities_from_features(features: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                                num_classes: int, seed: int) -> np.ndarray:
+def probabilities_from_features(
+    features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, seed: int
+) -> np.ndarray:
     """Out-of-fold probabilities of a standardised logistic regression on fixed features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     probs = np.zeros((len(labels), num_classes))
-    with Progress("cross-validating a logistic regression on the features", int(folds.max()) + 1,
-                  unit="folds") as progress:
+    with Progress(
+        "cross-validating a logistic regression on the features", int(folds.max()) + 1, unit="folds"
+    ) as progress:
         for fold in range(int(folds.max()) + 1):
             train, held = folds != fold, folds == fold
             classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
@@ -84,14 +86,24 @@ def probabilities_from_features(features: np.ndarray, labels: np.ndarray, folds:
 
 
 def _fold_trainer(config: RunConfig) -> L.Trainer:
-    return L.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator, devices=1,
-                     precision=resolve_precision(config.train), logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, callbacks=[ThreadWatchTicks()])
+    return L.Trainer(
+        max_epochs=config.train.epochs,
+        accelerator=config.train.accelerator,
+        devices=1,
+        precision=resolve_precision(config.train),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[ThreadWatchTicks()],
+    )
 
 
-def probabilities_from_training(config: RunConfig, data: PreparedData, images: ImageSet, folds: np.ndarray,
-                                preprocess: dict[str, Any]) -> np.ndarray:
+def probabilities_from_training(
+    config: RunConfig, data: PreparedData, images: ImageSet, folds: np.ndarray, preprocess: dict[str, Any]
+) -> np.ndarray:
     """Out-of-fold probabilities of the run's own CNN, trained from scratch once per fold.
 
     Each fold trains ``--epochs`` epochs with the run's optimiser, augmentation and batch size; a
@@ -104,21 +116,35 @@ def probabilities_from_training(config: RunConfig, data: PreparedData, images: I
     normalize = Normalize.of(preprocess)
     count = int(folds.max()) + 1
     what = f"cross-validating {config.model.name}: {plural(count, 'training')} of "
-    what += plural(config.train.epochs, 'epoch')
+    what += plural(config.train.epochs, "epoch")
     with Progress(what, count, unit="folds", quiet_below=0) as progress:
         for fold in range(count):
             L.seed_everything(config.train.seed + fold, workers=True, verbose=False)
             held = np.flatnonzero(folds == fold)
-            fold_data = PreparedData({"train": images.subset(np.flatnonzero(folds != fold)),
-                                      "val": images.subset(held), "test": images.subset(held)},
-                                     data.class_names, data.source, crop_pct=data.crop_pct, crop=data.crop)
+            fold_data = PreparedData(
+                {
+                    "train": images.subset(np.flatnonzero(folds != fold)),
+                    "val": images.subset(held),
+                    "test": images.subset(held),
+                },
+                data.class_names,
+                data.source,
+                crop_pct=data.crop_pct,
+                crop=data.crop,
+            )
             model = apply_speedups(build_model(config, data.num_classes, preprocess), config.train)
-            module = ClassifierModule(model, data.num_classes, normalize, train_cfg,
-                                      augment=build_batch_augment(config.augment, crop=data.crop),
-                                      label_smoothing=config.augment.label_smoothing)
+            module = ClassifierModule(
+                model,
+                data.num_classes,
+                normalize,
+                train_cfg,
+                augment=build_batch_augment(config.augment, crop=data.crop),
+                label_smoothing=config.augment.label_smoothing,
+            )
             with quiet_lightning():
-                _fold_trainer(config).fit(module, datamodule=ImageDataModule(fold_data, config.data.batch_size,
-                                                                             config.train.seed))
+                _fold_trainer(config).fit(
+                    module, datamodule=ImageDataModule(fold_data, config.data.batch_size, config.train.seed)
+                )
             held_set = fold_data.splits["val"]
             for start, batch in predict_probs(model, held_set.for_pass, normalize):
                 probs[held[start : start + len(batch)]] = batch.numpy()

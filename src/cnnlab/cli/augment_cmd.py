@@ -23,16 +23,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     augment = subparsers.add_parser("augment", help="preview train-time augmentation")
     actions = augment.add_subparsers(dest="augment_command", metavar="ACTION", required=True)
     p = actions.add_parser(
-        "preview", help="draw augmented copies of an image or of images in a folder",
+        "preview",
+        help="draw augmented copies of an image or of images in a folder",
         description="An image file gives a grid of each operation alone, at the edge of its range (the lesson "
-                    "preset's by default, else --augment's and the options'), plus a grid of random draws with "
-                    "--augment or any option; a folder gives random draws for a few of its images.",
+        "preset's by default, else --augment's and the options'), plus a grid of random draws with "
+        "--augment or any option; a folder gives random draws for a few of its images.",
     )
     p.add_argument("target", type=Path, metavar="IMAGE", help="an image file or a folder of images")
-    p.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
-                   help="folder for augmentation.png (and augmentation_draws.png) (default: .)")
-    p.add_argument("--augment", choices=list(PRESETS), default=None,
-                   help="preset to draw from (default: lesson for a folder; none besides the options for an image)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="folder for augmentation.png (and augmentation_draws.png) (default: .)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=list(PRESETS),
+        default=None,
+        help="preset to draw from (default: lesson for a folder; none besides the options for an image)",
+    )
     p.add_argument("--draws", type=int, default=6, help=f"random draws per image, 1-{MAX_DRAWS} (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="seed for the draws (default: 0)")
     add_options(p, _preview_options())
@@ -51,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--draws must be between 1 and {MAX_DRAWS}, got {args.draws}")
     options = given_options(args, _preview_options())
     config = augment_from_options(args.augment, "lesson", **options)  # checked before any image is read
-    result = preview_target(args.target, config, args.out, draws=args.draws, seed=args.seed,
-                            draw_grid=bool(args.augment or options))
+    result = preview_target(
+        args.target, config, args.out, draws=args.draws, seed=args.seed, draw_grid=bool(args.augment or options)
+    )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for path in result.written:

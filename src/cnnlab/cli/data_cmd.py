@@ -29,29 +29,44 @@ def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Registers ``cnnlab data {list,inspect,cache,pack}``."""
-    p = subparsers.add_parser("data", help="list built-in sets, inspect a folder, warm the cache, pack shards, "
-                              "find label errors",
-                              description="Data sets: what is built in, what a folder holds, the decoded cache.")
+    p = subparsers.add_parser(
+        "data",
+        help="list built-in sets, inspect a folder, warm the cache, pack shards, find label errors",
+        description="Data sets: what is built in, what a folder holds, the decoded cache.",
+    )
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the built-in data sets, offline and online")
     ls.set_defaults(func=run_list)
-    ins = sub.add_parser("inspect", help="the data doctor: counts, formats, sizes, bad files, blank images, copies "
-                         "(exact and near), leakage",
-                         description="Check a folder or CSV listing before training; ends with a verdict line.")
+    ins = sub.add_parser(
+        "inspect",
+        help="the data doctor: counts, formats, sizes, bad files, blank images, copies (exact and near), leakage",
+        description="Check a folder or CSV listing before training; ends with a verdict line.",
+    )
     ins.add_argument("data", metavar="DATA", help="image folder or CSV listing (path,label[,split])")
-    add_format_argument(ins, ("table", "json"), "table for people, json for scripts (lists every problem) "
-                        "(default: table)")
-    ins.add_argument("--out", type=Path, metavar="DIR",
-                     help="also write samples.png (images per class), class_counts.png and, when there are "
-                          "findings, suspects.png (blank images and copies with their reasons) to DIR")
-    ins.add_argument("--decode", action="store_true",
-                     help="kept for old scripts: every image is decoded now (a small preview), finding truncated files")
+    add_format_argument(
+        ins, ("table", "json"), "table for people, json for scripts (lists every problem) (default: table)"
+    )
+    ins.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="also write samples.png (images per class), class_counts.png and, when there are "
+        "findings, suspects.png (blank images and copies with their reasons) to DIR",
+    )
+    ins.add_argument(
+        "--decode",
+        action="store_true",
+        help="kept for old scripts: every image is decoded now (a small preview), finding truncated files",
+    )
     ins.add_argument("--strict", action="store_true", help="exit code 1 when the verdict lists problems")
     _data_options(ins, "workers")
     ins.set_defaults(func=run_inspect)
-    ca = sub.add_parser("cache", help="decode a folder into the cache ahead of training; or --clear/--prune",
-                        description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab): decoded/ (SQLite, "
-                                    "for data held in memory) and records/ (stores read from disk).")
+    ca = sub.add_parser(
+        "cache",
+        help="decode a folder into the cache ahead of training; or --clear/--prune",
+        description="The decoded-image cache ($CNNLAB_CACHE_DIR or ~/.cache/cnnlab): decoded/ (SQLite, "
+        "for data held in memory) and records/ (stores read from disk).",
+    )
     ca.add_argument("data", metavar="DATA", nargs="?", help="image folder or CSV listing to decode into the cache")
     _data_options(ca, *CACHE_OPTIONS)
     ca.add_argument("--clear", action="store_true", help="delete the whole cache (SQLite and record stores)")
@@ -84,30 +99,60 @@ def _print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = stdout_console()
-    table = Table("split", "class", "images", "share", "formats", "modes", "size min/median/max", "skipped",
-                  title=f"{report['source']} ({report['layout']} layout)", caption=f"checked: {report['checked']}")
+    table = Table(
+        "split",
+        "class",
+        "images",
+        "share",
+        "formats",
+        "modes",
+        "size min/median/max",
+        "skipped",
+        title=f"{report['source']} ({report['layout']} layout)",
+        caption=f"checked: {report['checked']}",
+    )
     for split, stats in report["splits"].items():
         for name, c in stats["classes"].items():
             sizes = list(dict.fromkeys(c["size"].values())) if c["size"] else ["-"]
             size = sizes[0] if len(sizes) == 1 else " / ".join(c["size"].values())
-            table.add_row(split, escape(name), str(c["count"]), f"{c['share']:.1%}", _fmt_counts(c["formats"]),
-                          _fmt_counts(c["modes"]), size, str(c["skipped"] or ""))
+            table.add_row(
+                split,
+                escape(name),
+                str(c["count"]),
+                f"{c['share']:.1%}",
+                _fmt_counts(c["formats"]),
+                _fmt_counts(c["modes"]),
+                size,
+                str(c["skipped"] or ""),
+            )
         table.add_row(split, "[b]all[/b]", f"[b]{stats['count']}[/b]", "", "", "", "", "", end_section=True)
     print_wide(console, table)
     ratios = ", ".join(f"{split} {ratio:g}x" for split, ratio in report["imbalance"].items())
     console.print(f"class imbalance (largest / smallest class): {ratios}")
     sections = [
         ("skipped files", [f"{s['path']}: {s['reason']}" for s in report["skipped"]]),
-        ("blank or near-blank images", [f"{s['split']}/{s['label']}: {s['path']}: {s['reason']}"
-                                        for s in report["near_blank"]]),
-        ("duplicates within a split",
-         [f"{g['split']}: " + "  =  ".join(g["paths"]) + f"  ({g['reason']})" for g in report["duplicates"]]),
-        ("leakage: same image in several splits",
-         ["  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
-          for g in report["leakage"]]),
-        ("same image, different labels",
-         ["  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
-          for g in report["conflicts"]]),
+        (
+            "blank or near-blank images",
+            [f"{s['split']}/{s['label']}: {s['path']}: {s['reason']}" for s in report["near_blank"]],
+        ),
+        (
+            "duplicates within a split",
+            [f"{g['split']}: " + "  =  ".join(g["paths"]) + f"  ({g['reason']})" for g in report["duplicates"]],
+        ),
+        (
+            "leakage: same image in several splits",
+            [
+                "  =  ".join(f"{f['split']}/{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+                for g in report["leakage"]
+            ],
+        ),
+        (
+            "same image, different labels",
+            [
+                "  =  ".join(f"{f['label']}: {f['path']}" for f in g["files"]) + f"  ({g['reason']})"
+                for g in report["conflicts"]
+            ],
+        ),
     ]
     for title, rows in sections:
         if rows:
@@ -180,7 +225,9 @@ def run_cache(args: argparse.Namespace) -> int:
     config = build_config(data=args.data, **given_options(args, [specs[name] for name in CACHE_OPTIONS]))
     started = time.perf_counter()
     done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained).needs())
-    print(f"cached {plural(done.images, 'image')} at {done.size}x{done.size}, {plural(done.channels, 'channel')}, in "
-          f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
-          f" -> {store_root() if done.on_disk else cache_file()}")
+    print(
+        f"cached {plural(done.images, 'image')} at {done.size}x{done.size}, {plural(done.channels, 'channel')}, in "
+        f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"
+        f" -> {store_root() if done.on_disk else cache_file()}"
+    )
     return 0

@@ -10,27 +10,40 @@ from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
 from cnnlab.tables import Table
 
-TTA_HELP = ("test-time augmentation: average each image's probabilities over its mirror image and, where the run "
-            "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes")
+TTA_HELP = (
+    "test-time augmentation: average each image's probabilities over its mirror image and, where the run "
+    "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes"
+)
 PREDICTION_FIELDS = ("image", "rank", "class", "probability", "error", "runtime")  # predict --format csv
 
 
 def add_parser(subparsers: Any) -> None:
     e = subparsers.add_parser("evaluate", help="score a run on its test split or another data set")
     e.add_argument("run", metavar="RUN", help="a run folder, e.g. runs/simple_cnn-mnist-sample")
-    e.add_argument("--data", metavar="DATA",
-                   help="another image folder or built-in set to evaluate on (results go to RUN/eval/DATA/)")
+    e.add_argument(
+        "--data",
+        metavar="DATA",
+        help="another image folder or built-in set to evaluate on (results go to RUN/eval/DATA/)",
+    )
     e.add_argument("--tta", action="store_true", help=TTA_HELP)
     e.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
     e.set_defaults(func=run_evaluate)
-    p = subparsers.add_parser("predict", help="classify images with a trained run or an exported model",
-                              description="Classifies images with a run (by default its fastest runtime with the "
-                              "checkpoint's own outputs) or with a .onnx / TorchScript file on its own, and "
-                              "says which runtime answered.")
+    p = subparsers.add_parser(
+        "predict",
+        help="classify images with a trained run or an exported model",
+        description="Classifies images with a run (by default its fastest runtime with the "
+        "checkpoint's own outputs) or with a .onnx / TorchScript file on its own, and "
+        "says which runtime answered.",
+    )
     p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--top-k", dest="top_k", type=positive_int, default=DEFAULT_TOP_K,
-                   help=f"classes per image, at most the run's classes (default: {DEFAULT_TOP_K})")
+    p.add_argument(
+        "--top-k",
+        dest="top_k",
+        type=positive_int,
+        default=DEFAULT_TOP_K,
+        help=f"classes per image, at most the run's classes (default: {DEFAULT_TOP_K})",
+    )
     add_format_argument(p)
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
@@ -49,16 +62,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if tta:
         cost = tta["ms_per_image"]
         print(f"TTA:   {_score_line(tta)}  ({tta['how']})")
-        print(f"time per image: {cost['plain']:.2f} ms plain, {cost['tta']:.2f} ms with TTA "
-              f"({cost['tta'] / max(cost['plain'], 1e-9):.1f}x); TTA changed accuracy by "
-              f"{100 * (tta['accuracy'] - metrics['accuracy']):+.2f} points")
+        print(
+            f"time per image: {cost['plain']:.2f} ms plain, {cost['tta']:.2f} ms with TTA "
+            f"({cost['tta'] / max(cost['plain'], 1e-9):.1f}x); TTA changed accuracy by "
+            f"{100 * (tta['accuracy'] - metrics['accuracy']):+.2f} points"
+        )
     print(f"results: {out_dir}")
     return 0
 
 
 def _score_line(metrics: dict[str, Any]) -> str:
-    line = (f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  "
-            f"balanced accuracy {metrics['balanced_accuracy']:.2%}")
+    line = (
+        f"accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  "
+        f"balanced accuracy {metrics['balanced_accuracy']:.2%}"
+    )
     if metrics.get("top5_accuracy") is not None:
         line += f"  top-5 {metrics['top5_accuracy']:.2%}"
     return line
@@ -68,8 +85,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.api import predict
 
     rows = predict(args.run, args.inputs, args.top_k, args.runtime, args.threads, args.tta)
-    print_output(_prediction_table(rows), args.format, records=_prediction_records(rows),
-                 fields=PREDICTION_FIELDS, json_data=rows)
+    print_output(
+        _prediction_table(rows),
+        args.format,
+        records=_prediction_records(rows),
+        fields=PREDICTION_FIELDS,
+        json_data=rows,
+    )
     return 0 if any(row["top"] for row in rows) else 2
 
 
@@ -91,8 +113,16 @@ def _prediction_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     records = []
     for row in rows:
         answered = {"image": row["input"], "runtime": row.get("runtime", "")}
-        records += [{**answered, "rank": rank, "class": guess["class"], "probability": f"{guess['probability']:.6f}",
-                     "error": ""} for rank, guess in enumerate(row["top"], 1)]
+        records += [
+            {
+                **answered,
+                "rank": rank,
+                "class": guess["class"],
+                "probability": f"{guess['probability']:.6f}",
+                "error": "",
+            }
+            for rank, guess in enumerate(row["top"], 1)
+        ]
         if row.get("error"):
             records.append({**answered, "rank": "", "class": "", "probability": "", "error": row["error"]})
     return records

@@ -34,13 +34,21 @@ def run_augmentation(args: argparse.Namespace) -> int:
     result = augmentation_experiment(config, "cnnlab " + shlex.join(sys.argv[1:]))
     if process_rank() != 0:  # several processes: rank 0 reports
         return 0
-    table = Table("augmentation", "epochs", "train acc", "val acc", "test acc", "train-val gap",
-                  title="With vs without augmentation")
+    table = Table(
+        "augmentation",
+        "epochs",
+        "train acc",
+        "val acc",
+        "test acc",
+        "train-val gap",
+        title="With vs without augmentation",
+    )
     for row in result.rows:
         gap = "-" if row["train_val_gap"] is None else f"{row['train_val_gap'] * 100:+.2f} pts"
         pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-        table.add_row(row["arm"], str(row["epochs"]), pct(row["train_acc"]), pct(row["val_acc"]),
-                      pct(row["test_acc"]), gap)
+        table.add_row(
+            row["arm"], str(row["epochs"]), pct(row["train_acc"]), pct(row["val_acc"]), pct(row["test_acc"]), gap
+        )
     stdout_console().print(table)
     print(f"curves:  {result.figure}")
     for row in result.rows:

@@ -8,8 +8,20 @@ import os
 import platform
 from typing import Any
 
-PACKAGES = ("cnnlab", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy",
-            "pillow", "scikit-learn", "matplotlib", "onnx", "onnxruntime")
+PACKAGES = (
+    "cnnlab",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "torchmetrics",
+    "numpy",
+    "pillow",
+    "scikit-learn",
+    "matplotlib",
+    "onnx",
+    "onnxruntime",
+)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -33,15 +33,19 @@ from cnnlab.errors import CnnlabError
 from cnnlab.version import __version__
 
 # The sub-command layers below ``command``: their dests, for errors worded in the right terms.
-NESTED_COMMANDS = ("data_command", "augment_command", "runs_command", "models_command", "recipes_command",
-                   "experiment", "explain_command")
+NESTED_COMMANDS = (
+    "data_command",
+    "augment_command",
+    "runs_command",
+    "models_command",
+    "recipes_command",
+    "experiment",
+    "explain_command",
+)
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        prog="cnnlab",
-        description="Train, evaluate, explain and shrink CNN image classifiers.",
-    )
+    parser = Parser(prog="cnnlab", description="Train, evaluate, explain and shrink CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train_cmd.add_parser(commands)

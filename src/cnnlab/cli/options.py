@@ -98,8 +98,8 @@ def given_options(args: argparse.Namespace, specs: Iterable[FieldSpec]) -> dict[
 def add_setup_arguments(parser: argparse.ArgumentParser, preset_default: str = "none") -> None:
     """``--recipe``, ``--config`` and ``--augment``: whole setups that single options refine."""
     group = parser.add_argument_group("setups (defaults, then --recipe, --config, --augment, then single options)")
-    group.add_argument("--recipe", choices=recipe_names(), default=None,
-                       help="a named setup (cnnlab recipes list)")
+    group.add_argument("--recipe", choices=recipe_names(), default=None, help="a named setup (cnnlab recipes list)")
     group.add_argument("--config", metavar="YAML", default=None, help="YAML file of options (flags override it)")
-    group.add_argument("--augment", choices=list(PRESETS), default=None,
-                       help=f"augmentation preset (default: {preset_default})")
+    group.add_argument(
+        "--augment", choices=list(PRESETS), default=None, help=f"augmentation preset (default: {preset_default})"
+    )

@@ -34,8 +34,9 @@ _FIGURE = re.compile(r"^[-+~<>≈]?\s?\d")
 _PLACEHOLDERS = {"", "-", "—", "?", "n/a"}
 
 
-def add_format_argument(parser: argparse.ArgumentParser | Any, formats: Sequence[str] = FORMATS,
-                        description: str = FORMAT_HELP) -> None:
+def add_format_argument(
+    parser: argparse.ArgumentParser | Any, formats: Sequence[str] = FORMATS, description: str = FORMAT_HELP
+) -> None:
     """``--format`` (default ``table``) on ``parser`` or an argument group, with ``description`` as its help."""
     parser.add_argument("--format", choices=tuple(formats), default="table", help=description)
 
@@ -55,8 +56,13 @@ def stdout_console() -> Console:
     return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
-def print_output(table: Table, fmt: str, records: Sequence[Mapping[str, Any]] | None = None,
-                 fields: Sequence[str] | None = None, json_data: Any = None) -> Console | None:
+def print_output(
+    table: Table,
+    fmt: str,
+    records: Sequence[Mapping[str, Any]] | None = None,
+    fields: Sequence[str] | None = None,
+    json_data: Any = None,
+) -> Console | None:
     """``table`` for people, or the facts for scripts as JSON or CSV on stdout.
 
     Args:
@@ -123,5 +129,8 @@ def print_wide(console: Console, renderable: RenderableType, hint: bool = False)
     natural = console.measure(renderable, options=console.options.update_width(PIPE_WIDTH)).maximum
     if natural > console.width:
         how = "; --format csv or --format json gives every value whole" if hint else ""
-        console.print(f"(the table is {natural} columns wide, the terminal {console.width}: long values are "
-                      f"folded{how})", style="dim", highlight=False)
+        console.print(
+            f"(the table is {natural} columns wide, the terminal {console.width}: long values are folded{how})",
+            style="dim",
+            highlight=False,
+        )

@@ -10,8 +10,10 @@ from typing import Any, NoReturn
 
 from cnnlab.errors import suggest
 
-_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' "
-                             r"\(choose from (?P<choices>.*)\)")
+_INVALID_CHOICE = re.compile(
+    r"argument (?P<arg>[^:]+): invalid choice: '(?P<value>[^']*)' "
+    r"\(choose from (?P<choices>.*)\)"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,8 +50,9 @@ class Parser(argparse.ArgumentParser):
             unknown = message.split(":", 1)[1].split()
             first = next((u for u in unknown if u.startswith("-")), unknown[0])
             if first.startswith("-"):
-                message = f"unknown option {first}" + suggest(first.split("=")[0], self.all_flags(),
-                                                              f"see '{self.prog} --help'")
+                message = f"unknown option {first}" + suggest(
+                    first.split("=")[0], self.all_flags(), f"see '{self.prog} --help'"
+                )
             else:
                 message = f"unexpected argument '{first}'; see '{self.prog} --help'"
         else:
@@ -58,7 +61,8 @@ class Parser(argparse.ArgumentParser):
                 choices = [c.strip(" '") for c in found["choices"].split(",")]
                 what = "command" if found["arg"] in ("COMMAND", "ACTION") else found["arg"]
                 message = f"unknown {what} '{found['value']}'" + suggest(
-                    found["value"], choices, f"choose from {', '.join(choices)}")
+                    found["value"], choices, f"choose from {', '.join(choices)}"
+                )
             else:
                 message = message.replace("\n", " ")
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -75,11 +79,13 @@ def positive_int(text: str) -> int:
 
 def number_at_least(low: float, strict: bool = False) -> Callable[[str], float]:
     """argparse type of a command's own number options: a float >= ``low`` (> ``low`` when ``strict``)."""
+
     def check(text: str) -> float:
         value = float(text)
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low:g}, got {text}")
         return value
+
     return check
 
 

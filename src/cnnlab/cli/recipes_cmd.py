@@ -47,8 +47,10 @@ def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
     length = f"{train['epochs']} epoch{'s' if train['epochs'] != 1 else ''}"
     if train["time_budget"]:  # the schedule fits the time; the epochs are only an upper bound
         length = f"{train['time_budget']:g} s (at most {length})"
-    return (f"{train['optimizer']} {train['lr']:g}, {train['scheduler']}, "
-            f"batch {data['batch_size']}, {length}, val {data['val_split']}")
+    return (
+        f"{train['optimizer']} {train['lr']:g}, {train['scheduler']}, "
+        f"batch {data['batch_size']}, {length}, val {data['val_split']}"
+    )
 
 
 def recipe_rows() -> list[dict[str, str]]:
@@ -60,20 +62,25 @@ def recipe_rows() -> list[dict[str, str]]:
         recipe = recipe_overrides(name)
         resolved = to_dict(from_dict(recipe))  # the defaults under the recipe: what a run would use
         train, data, model = resolved["train"], resolved["data"], resolved["model"]
-        speed = [flag for flag, on in (("channels_last", train.get("channels_last")),
-                                        ("compile", train.get("compile"))) if on]
+        speed = [
+            flag
+            for flag, on in (("channels_last", train.get("channels_last")), ("compile", train.get("compile")))
+            if on
+        ]
         if train.get("precision") == "bf16-mixed":
             speed.append("bf16 where the CPU/GPU has it natively")  # else fp32: emulated bf16 is slower
         elif train["precision"] != "auto":
             speed.append(train["precision"])
-        rows.append({
-            "recipe": name,
-            "model": model["name"],
-            "training": _training_text(train, data),
-            "augment": _augment_text(recipe.get("augment", {})),
-            "speed": ", ".join(speed) or "-",
-            "for": RECIPE_HELP.get(name, ""),
-        })
+        rows.append(
+            {
+                "recipe": name,
+                "model": model["name"],
+                "training": _training_text(train, data),
+                "augment": _augment_text(recipe.get("augment", {})),
+                "speed": ", ".join(speed) or "-",
+                "for": RECIPE_HELP.get(name, ""),
+            }
+        )
     return rows
 
 

@@ -12,17 +12,24 @@ from cnnlab.errors import plural
 from cnnlab.tables import Table
 
 COLUMNS = [
-    ("run", "Run"), ("model", "Model"), ("data", "Data"), ("epochs", "Epochs"), ("kept_val_acc", "Val acc (kept)"),
-    ("test_acc", "Test acc"), ("params", "Params"), ("train_seconds", "Train time"),
+    ("run", "Run"),
+    ("model", "Model"),
+    ("data", "Data"),
+    ("epochs", "Epochs"),
+    ("kept_val_acc", "Val acc (kept)"),
+    ("test_acc", "Test acc"),
+    ("params", "Params"),
+    ("train_seconds", "Train time"),
 ]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers `report RUN [--open]`."""
     parser = subparsers.add_parser(
-        "report", help="rebuild a run's self-contained HTML report",
+        "report",
+        help="rebuild a run's self-contained HTML report",
         description="Rebuild RUN/report.html from the files in a run folder (missing figures are redrawn; "
-                    "the Explain figures from the checkpoint and the test images).",
+        "the Explain figures from the checkpoint and the test images).",
     )
     parser.add_argument("run", metavar="RUN", type=Path, help="a run folder, e.g. runs/simple_cnn-mnist-sample")
     parser.add_argument("--open", action="store_true", help="open the report in the default web browser")
@@ -54,35 +61,57 @@ def add_runs_parser(subparsers: argparse._SubParsersAction) -> argparse._SubPars
     runs = subparsers.add_parser("runs", help="work with several run folders", description="Work with run folders.")
     commands = runs.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
     compare = commands.add_parser(
-        "compare", help="compare runs side by side",
+        "compare",
+        help="compare runs side by side",
         description="Table of runs (model, data, epochs, accuracy, size, time) and their validation curves.",
     )
     compare.add_argument("runs", metavar="RUN", nargs="+", type=Path, help="run folders")
-    compare.add_argument("--out", type=Path, default=Path("comparison"), metavar="DIR",
-                         help="folder for comparison.csv and comparison.png (default: ./comparison)")
+    compare.add_argument(
+        "--out",
+        type=Path,
+        default=Path("comparison"),
+        metavar="DIR",
+        help="folder for comparison.csv and comparison.png (default: ./comparison)",
+    )
     add_format_argument(compare)
     compare.set_defaults(func=run_compare)
     listing = commands.add_parser(
-        "list", help="list the run folders, and how to open their experiment tracker",
+        "list",
+        help="list the run folders, and how to open their experiment tracker",
         description="One line per run folder in --runs-dir (oldest first), then the command that opens the MLflow "
-                    "UI on the runs trained with --tracking mlflow.",
+        "UI on the runs trained with --tracking mlflow.",
     )
-    listing.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
-                         help="the folder holding the run folders (default: ./runs)")
+    listing.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="the folder holding the run folders (default: ./runs)",
+    )
     add_format_argument(listing)
     listing.set_defaults(func=run_list)
     return commands
 
 
-LIST_COLUMNS = [("run", "Run"), ("model", "Model"), ("data", "Data"), ("status", "Status"), ("epochs", "Epochs"),
-                ("test_acc", "Test acc"), ("created", "Created")]
+LIST_COLUMNS = [
+    ("run", "Run"),
+    ("model", "Model"),
+    ("data", "Data"),
+    ("status", "Status"),
+    ("epochs", "Epochs"),
+    ("test_acc", "Test acc"),
+    ("created", "Created"),
+]
 
 
 def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Table:
     from cnnlab.evaluation.compare import format_value
 
-    return Table(title, [label for _, label in columns],
-                 [[format_value(key, row.get(key)) for key, _ in columns] for row in rows])
+    return Table(
+        title,
+        [label for _, label in columns],
+        [[format_value(key, row.get(key)) for key, _ in columns] for row in rows],
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:

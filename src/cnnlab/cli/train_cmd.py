@@ -21,9 +21,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Train, evaluate on the test split, and write runs/<name>/ with a report.",
     )
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last checkpoint")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also print the model's layer table (it is in the run folder's model_summary.txt), each "
-                        "stage's trainable modules and every epoch's line (default: the slow ones)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print the model's layer table (it is in the run folder's model_summary.txt), each "
+        "stage's trainable modules and every epoch's line (default: the slow ones)",
+    )
     add_run_arguments(p, data_nargs="?")
     p.set_defaults(func=run)
     return p
@@ -37,8 +41,9 @@ def add_run_arguments(p: argparse.ArgumentParser, data_nargs: str | None = None)
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Defaults, then ``--recipe``, ``--config`` YAML and ``--augment``, then the flags given."""
-    return build_config(recipe=args.recipe, config_file=args.config, augment=args.augment,
-                        **given_options(args, all_options()))
+    return build_config(
+        recipe=args.recipe, config_file=args.config, augment=args.augment, **given_options(args, all_options())
+    )
 
 
 def run(args: argparse.Namespace) -> int:

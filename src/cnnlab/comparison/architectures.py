@@ -84,9 +84,17 @@ class Comparison:
 
     def as_json(self) -> dict[str, Any]:
         settings = {**asdict(self.settings), "threads": self.threads, "weights": dict(self.settings.weights)}
-        return {"folder": str(self.folder), "command": self.command, "machine": self.machine, "settings": settings,
-                "how_measured": self.how, "trained_the_same_way": self.same_way, "busy_machine": self.busy,
-                "files": {k: str(v) for k, v in self.files.items()}, "rows": self.rows}
+        return {
+            "folder": str(self.folder),
+            "command": self.command,
+            "machine": self.machine,
+            "settings": settings,
+            "how_measured": self.how,
+            "trained_the_same_way": self.same_way,
+            "busy_machine": self.busy,
+            "files": {k: str(v) for k, v in self.files.items()},
+            "rows": self.rows,
+        }
 
 
 def how_measured(settings: CompareSettings, threads: int) -> dict[str, str]:
@@ -97,22 +105,25 @@ def how_measured(settings: CompareSettings, threads: int) -> dict[str, str]:
         "params": f"parameters of each model with a {IMAGENET_CLASSES}-class (ImageNet) head, total and trainable",
         "layers": LAYER_COUNTING,
         "macs": f"multiply-accumulates of one {size}x{size} RGB image (batch 1), from torch.utils.flop_counter."
-                f"FlopCounterMode (FLOPs / 2); it counts {MAC_OPERATIONS}",
+        f"FlopCounterMode (FLOPs / 2); it counts {MAC_OPERATIONS}",
         "size": "FP32 weights saved as a safetensors file (MB = 10^6 bytes)",
         "latency": f"batch 1: median, interquartile range (IQR) and fastest of up to {settings.repeats} timed forward "
-                   f"passes (at most {settings.max_seconds:g} s, at least 3) after 3 warm-up passes, under "
-                   f"torch.inference_mode, {plural(threads, 'thread')}, {layout} layout; "
-                   f"the models are timed in turns, {ROUNDS} rounds of a block each, so load from another "
-                   "process falls on all of them alike",
+        f"passes (at most {settings.max_seconds:g} s, at least 3) after 3 warm-up passes, under "
+        f"torch.inference_mode, {plural(threads, 'thread')}, {layout} layout; "
+        f"the models are timed in turns, {ROUNDS} rounds of a block each, so load from another "
+        "process falls on all of them alike",
         "throughput": f"images per second in batches of {batch}, from the same kind of timing (1 warm-up batch); "
-                      "the fastest batch beside the median",
+        "the fastest batch beside the median",
         "memory": f"how far the process's resident memory peaked above the loaded model during the first forward "
-                  f"pass at batch 1 and at batch {batch} (the kernel's high-water mark, reset before each)",
-        "isolation": ("each model is built in a fresh Python process (its memory figures measured there, one "
-                      "model after the other), and the processes are then timed in turns"
-                      if settings.isolate else "every model built and timed in one process"),
+        f"pass at batch 1 and at batch {batch} (the kernel's high-water mark, reset before each)",
+        "isolation": (
+            "each model is built in a fresh Python process (its memory figures measured there, one "
+            "model after the other), and the processes are then timed in turns"
+            if settings.isolate
+            else "every model built and timed in one process"
+        ),
         "weights": "random = randomly initialised (size, cost and speed do not depend on the weights); ImageNet = "
-                   "pretrained weights loaded",
+        "pretrained weights loaded",
         "imagenet": SOURCE,
     }
 
@@ -136,11 +147,16 @@ def _rate(images: int, seconds: float) -> float:
 def _figures(probe: dict[str, Any]) -> dict[str, Any]:
     """The probe's static figures in the row's units: counts, MB."""
     return {
-        "status": "ok", "weights": probe["weights"],
-        "params_total": probe["params_total"], "params_trainable": probe["params_trainable"],
-        "layers": probe["layers"], "weight_layers": probe["weight_layers"], "macs": probe["macs"],
+        "status": "ok",
+        "weights": probe["weights"],
+        "params_total": probe["params_total"],
+        "params_trainable": probe["params_trainable"],
+        "layers": probe["layers"],
+        "weight_layers": probe["weight_layers"],
+        "macs": probe["macs"],
         "size_mb": _mb(probe["size_bytes"]),
-        "memory_mb": _mb(probe["memory_bytes"]), "memory_batch_mb": _mb(probe["memory_batch_bytes"]),
+        "memory_mb": _mb(probe["memory_bytes"]),
+        "memory_batch_mb": _mb(probe["memory_batch_bytes"]),
         "note": probe.get("weights_note") or "",
     }
 
@@ -148,10 +164,15 @@ def _figures(probe: dict[str, Any]) -> dict[str, Any]:
 def _timing_figures(latency: Timing, per_batch: Timing, batch: int) -> dict[str, Any]:
     """Timings in the row's units: ms at batch 1, images/s at ``batch`` (the fastest pass beside the median)."""
     return {
-        "latency_ms": _ms(latency.median), "latency_p25_ms": _ms(latency.p25),
-        "latency_p75_ms": _ms(latency.p75), "latency_min_ms": _ms(latency.minimum), "latency_repeats": latency.repeats,
-        "throughput": _rate(batch, per_batch.median), "throughput_p25": _rate(batch, per_batch.p75),
-        "throughput_p75": _rate(batch, per_batch.p25), "throughput_max": _rate(batch, per_batch.minimum),
+        "latency_ms": _ms(latency.median),
+        "latency_p25_ms": _ms(latency.p25),
+        "latency_p75_ms": _ms(latency.p75),
+        "latency_min_ms": _ms(latency.minimum),
+        "latency_repeats": latency.repeats,
+        "throughput": _rate(batch, per_batch.median),
+        "throughput_p25": _rate(batch, per_batch.p75),
+        "throughput_p75": _rate(batch, per_batch.p25),
+        "throughput_max": _rate(batch, per_batch.minimum),
         "throughput_repeats": per_batch.repeats,
     }
 
@@ -168,8 +189,17 @@ def open_row(name: str, settings: CompareSettings, threads: int) -> tuple[dict[s
     cited = imagenet_top1(resolved)
     if cited is not None:
         row.update(imagenet_top1=cited.top1, imagenet_weights=cited.weights, imagenet_px=cited.image_size)
-    spec = ProbeSpec(name, settings.image_size, settings.batch_size, threads, settings.repeats,
-                     settings.max_seconds, settings.channels_last, settings.pretrained, settings.weights.get(name))
+    spec = ProbeSpec(
+        name,
+        settings.image_size,
+        settings.batch_size,
+        threads,
+        settings.repeats,
+        settings.max_seconds,
+        settings.channels_last,
+        settings.pretrained,
+        settings.weights.get(name),
+    )
     probe = open_probe(spec, settings.isolate)
     if "error" in probe.figures:
         probe.close()
@@ -179,6 +209,7 @@ def open_row(name: str, settings: CompareSettings, threads: int) -> tuple[dict[s
 
 def _timer(name: str, probe: Probe, kind: str, failures: dict[str, str]) -> Callable[[int], list[float]]:
     """Times ``n`` passes of one model; a probe that dies is noted once and timed no more."""
+
     def run(count: int) -> list[float]:
         if name in failures:
             return []
@@ -187,6 +218,7 @@ def _timer(name: str, probe: Probe, kind: str, failures: dict[str, str]) -> Call
         except CnnlabError as exc:
             failures[name] = str(exc)
             return []
+
     return run
 
 
@@ -198,9 +230,14 @@ def time_rows(rows: list[dict[str, Any]], probes: dict[str, Probe], settings: Co
     """
     sampler = CpuSampler()  # other processes' use over the whole timing (the probes count as ours)
     failures: dict[str, str] = {}
-    timings = {kind: time_interleaved({name: _timer(name, probe, kind, failures) for name, probe in probes.items()},
-                                      settings.repeats, settings.max_seconds)
-               for kind in ("latency", "batch")}
+    timings = {
+        kind: time_interleaved(
+            {name: _timer(name, probe, kind, failures) for name, probe in probes.items()},
+            settings.repeats,
+            settings.max_seconds,
+        )
+        for kind in ("latency", "batch")
+    }
     others = sampler.others()
     for row in rows:
         name = row["model"]
@@ -216,8 +253,9 @@ def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | N
     busy = busy_while_timed(others)
     if busy:
         return busy
-    noisy = [name for name, timing in latency.items()
-             if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD]
+    noisy = [
+        name for name, timing in latency.items() if timing.median > BUSY_MIN_SECONDS and timing.spread > BUSY_SPREAD
+    ]
     if noisy:
         return f"the batch-1 times of {', '.join(noisy)} spread by more than {BUSY_SPREAD:.0%} of their median"
     return None
@@ -226,16 +264,19 @@ def busy_machine(others: float | None, latency: Mapping[str, Timing]) -> str | N
 def _check_weights(models: list[str], weights: Mapping[str, str]) -> None:
     for name in weights:
         if name not in models:
-            raise CnnlabError(f"--weights names '{name}', which is not among the compared models "
-                              f"({', '.join(models)}); write MODEL=FILE with a compared model")
+            raise CnnlabError(
+                f"--weights names '{name}', which is not among the compared models "
+                f"({', '.join(models)}); write MODEL=FILE with a compared model"
+            )
 
 
 def _add_note(row: dict[str, Any], note: str) -> None:
     row["note"] = f"{row['note']}; {note}" if row.get("note") else note
 
 
-def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: CompareSettings, folder: Path,
-                command: str) -> str | None:
+def _train_rows(
+    rows: list[dict[str, Any]], config: RunConfig, settings: CompareSettings, folder: Path, command: str
+) -> str | None:
     """Trains every measured model the same way, adding test accuracy and times to its row.
 
     Returns:
@@ -246,8 +287,17 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
         pretrained = row["weights"] == "ImageNet"  # as measured: loaded, or why not in the row's note
         log.info("training %s (%d of %d)", row["model"], index, len(measured))
         try:
-            row.update(train_model(config, row["model"], _folder_name([row["model"]]), pretrained,
-                                   settings.weights.get(row["model"]), folder / "runs", command))
+            row.update(
+                train_model(
+                    config,
+                    row["model"],
+                    _folder_name([row["model"]]),
+                    pretrained,
+                    settings.weights.get(row["model"]),
+                    folder / "runs",
+                    command,
+                )
+            )
         except TrainingInterrupted as stop:  # its result is None when stopped between epochs: files is always set
             _add_note(row, f"training interrupted: cnnlab train --resume {stop.files.root}")
             return str(stop.files.root)
@@ -259,8 +309,13 @@ def _train_rows(rows: list[dict[str, Any]], config: RunConfig, settings: Compare
     return None
 
 
-def compare_architectures(models: list[str], settings: CompareSettings, command: str, out: Path | None = None,
-                          train_config: RunConfig | None = None) -> Comparison:
+def compare_architectures(
+    models: list[str],
+    settings: CompareSettings,
+    command: str,
+    out: Path | None = None,
+    train_config: RunConfig | None = None,
+) -> Comparison:
     """Measures (and, given ``train_config`` with data, trains) each model; writes the comparison.
 
     Args:
@@ -284,8 +339,9 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
     try:
         folder.mkdir(parents=True, exist_ok=True)  # before minutes of measuring: a bad --out fails now
     except OSError as exc:
-        raise CnnlabError(f"cannot use '{folder}' as the comparison folder ({exc.strerror}); "
-                          "pick another --out") from None
+        raise CnnlabError(
+            f"cannot use '{folder}' as the comparison folder ({exc.strerror}); pick another --out"
+        ) from None
     rows, probes = [], {}
     try:
         for index, name in enumerate(names, 1):
@@ -303,8 +359,9 @@ def compare_architectures(models: list[str], settings: CompareSettings, command:
             probe.close()
     if busy:
         log.warning("measured on a busy machine: %s; rerun when it is quiet to rank the models by speed", busy)
-    comparison = Comparison(folder, rows, settings, threads, command, machine_line(threads),
-                            how_measured(settings, threads), busy=busy)
+    comparison = Comparison(
+        folder, rows, settings, threads, command, machine_line(threads), how_measured(settings, threads), busy=busy
+    )
     if config is not None and counts is not None:
         comparison.same_way = same_way(config, counts, settings.pretrained or bool(settings.weights))
         comparison.interrupted = _train_rows(rows, config, settings, folder, command)

@@ -49,12 +49,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
     def pct(value: Any) -> str:
         return "-" if value is None else f"{value:.2%}"
 
-    lines = ["| augmentation | epochs | train acc | val acc | test acc | train-val gap | run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| augmentation | epochs | train acc | val acc | test acc | train-val gap | run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         gap = "-" if r["train_val_gap"] is None else f"{r['train_val_gap'] * 100:+.2f} pts"
-        lines.append(f"| {r['arm']} | {r['epochs']} | {pct(r['train_acc'])} | {pct(r['val_acc'])} | "
-                     f"{pct(r['test_acc'])} | {gap} | {r['run']} |")
+        lines.append(
+            f"| {r['arm']} | {r['epochs']} | {pct(r['train_acc'])} | {pct(r['val_acc'])} | "
+            f"{pct(r['test_acc'])} | {gap} | {r['run']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -81,12 +85,15 @@ def _both_arms(ranks: Ranks, config: RunConfig, command: str) -> ExperimentResul
         rows.append(_row(arm, history, files.root, test))
 
     def write() -> Path:
-        figure = plot_curves(histories, folder / "augmentation_experiment.png",
-                             "With vs without augmentation (dashed: train, solid: validation)")
+        figure = plot_curves(
+            histories,
+            folder / "augmentation_experiment.png",
+            "With vs without augmentation (dashed: train, solid: validation)",
+        )
         atomic_write_text(folder / "summary.md", _table(rows))
-        atomic_write_json(folder / "experiment.json", {
-            "command": command, "augment": dataclasses.asdict(augment), "rows": rows,
-        })
+        atomic_write_json(
+            folder / "experiment.json", {"command": command, "augment": dataclasses.asdict(augment), "rows": rows}
+        )
         return figure
 
     return ExperimentResult(folder, rows, ranks.from_zero(write))

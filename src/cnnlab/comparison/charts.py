@@ -29,8 +29,14 @@ def _value(row: dict[str, Any], key: str, scale: float = 1.0) -> float | None:
     return None if value is None else float(value) * scale
 
 
-def _bars(ax: Axes, rows: Sequence[dict[str, Any]], key: str, title: str, scale: float = 1.0,
-          spread: tuple[str, str] | None = None) -> None:
+def _bars(
+    ax: Axes,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    title: str,
+    scale: float = 1.0,
+    spread: tuple[str, str] | None = None,
+) -> None:
     """One bar per model (colour = model, as in every panel), its value written on top."""
     names = [short(row["model"], 22) for row in rows]
     values = [_value(row, key, scale) for row in rows]
@@ -43,8 +49,9 @@ def _bars(ax: Axes, rows: Sequence[dict[str, Any]], key: str, title: str, scale:
         ax.errorbar(range(len(rows)), heights, yerr=[low, high], fmt="none", ecolor="0.2", capsize=3, linewidth=1)
         tops = [h + up for h, up in zip(heights, high)]
     for x, (top, value) in enumerate(zip(tops, values)):
-        ax.annotate(_label(value), (x, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                    fontsize=8)
+        ax.annotate(
+            _label(value), (x, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8
+        )
     ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
@@ -61,9 +68,16 @@ def _accuracy_bars(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
     for position, (key, scale, label, hatch) in enumerate(series):
         offset = (position - (len(series) - 1) / 2) * width
         values = [_value(row, key, scale) for row in rows]
-        bars = ax.bar([i + offset for i in range(len(rows))], [v or 0.0 for v in values], width,
-                      color=[f"C{i}" for i in range(len(rows))], alpha=0.55 if hatch else 1.0, hatch=hatch,
-                      edgecolor="0.3", label=label)
+        bars = ax.bar(
+            [i + offset for i in range(len(rows))],
+            [v or 0.0 for v in values],
+            width,
+            color=[f"C{i}" for i in range(len(rows))],
+            alpha=0.55 if hatch else 1.0,
+            hatch=hatch,
+            edgecolor="0.3",
+            label=label,
+        )
         ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.1f}" for v in values], fontsize=7, padding=2)
     ax.set_xticks(range(len(rows)), [short(row["model"], 22) for row in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 110)
@@ -81,10 +95,24 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
             accuracy = _value(row, key, scale)
             if latency is None or accuracy is None:
                 continue
-            ax.scatter([latency], [accuracy], s=90, marker=marker, linewidths=2, edgecolors=f"C{i}",
-                       facecolors=f"C{i}" if filled else "none", zorder=3)
-            ax.annotate(short(row["model"], 18), (latency, accuracy), xytext=(7, 5), textcoords="offset points",
-                        fontsize=8, color=f"C{i}")
+            ax.scatter(
+                [latency],
+                [accuracy],
+                s=90,
+                marker=marker,
+                linewidths=2,
+                edgecolors=f"C{i}",
+                facecolors=f"C{i}" if filled else "none",
+                zorder=3,
+            )
+            ax.annotate(
+                short(row["model"], 18),
+                (latency, accuracy),
+                xytext=(7, 5),
+                textcoords="offset points",
+                fontsize=8,
+                color=f"C{i}",
+            )
             drew = True
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100...: read as plain ms
@@ -95,16 +123,35 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
     ax.set_title("Accuracy vs latency: under a latency budget, take the highest point left of it", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     if not drew:
-        ax.text(0.5, 0.5, "no accuracy known: ImageNet top-1 is cited for pretrained weights,\n"
-                "and --data measures test accuracy on your images", ha="center", va="center",
-                transform=ax.transAxes, fontsize=9, color="0.3")
+        ax.text(
+            0.5,
+            0.5,
+            "no accuracy known: ImageNet top-1 is cited for pretrained weights,\n"
+            "and --data measures test accuracy on your images",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color="0.3",
+        )
         return
     ax.margins(x=0.25, y=0.2)
-    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="0.3", markersize=9,
-                      label="ImageNet top-1 (cited)")]
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="none",
+            markeredgecolor="0.3",
+            markersize=9,
+            label="ImageNet top-1 (cited)",
+        )
+    ]
     if any(row.get("test_acc") is not None for row in rows):
-        handles.append(Line2D([], [], marker="s", linestyle="", color="0.3", markersize=8,
-                              label="test accuracy on the data"))
+        handles.append(
+            Line2D([], [], marker="s", linestyle="", color="0.3", markersize=8, label="test accuracy on the data")
+        )
     ax.legend(handles=handles, fontsize=8, loc="best")
 
 
@@ -117,10 +164,20 @@ def plot_comparison(rows: Sequence[dict[str, Any]], out: Path, batch_size: int, 
     grid = fig.add_gridspec(2, 4)
     _bars(fig.add_subplot(grid[0, 0]), measured, "params_total", "Parameters (millions)", 1e-6)
     _bars(fig.add_subplot(grid[0, 1]), measured, "macs", "Multiply-accumulates per image (G)", 1e-9)
-    _bars(fig.add_subplot(grid[0, 2]), measured, "latency_ms", "Latency at batch 1 (ms, bar: IQR)",
-          spread=("latency_p25_ms", "latency_p75_ms"))
-    _bars(fig.add_subplot(grid[0, 3]), measured, "throughput", f"Throughput at batch {batch_size} (images/s)",
-          spread=("throughput_p25", "throughput_p75"))
+    _bars(
+        fig.add_subplot(grid[0, 2]),
+        measured,
+        "latency_ms",
+        "Latency at batch 1 (ms, bar: IQR)",
+        spread=("latency_p25_ms", "latency_p75_ms"),
+    )
+    _bars(
+        fig.add_subplot(grid[0, 3]),
+        measured,
+        "throughput",
+        f"Throughput at batch {batch_size} (images/s)",
+        spread=("throughput_p25", "throughput_p75"),
+    )
     _bars(fig.add_subplot(grid[1, 0]), measured, "memory_mb", "Forward-pass memory at batch 1 (MB)")
     _accuracy_bars(fig.add_subplot(grid[1, 1]), measured)
     _scatter(fig.add_subplot(grid[1, 2:]), measured)

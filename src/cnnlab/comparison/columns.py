@@ -10,12 +10,39 @@ import math
 from typing import Any
 
 CSV_FIELDS = [
-    "model", "resolved", "status", "weights", "params_total", "params_trainable", "layers", "weight_layers",
-    "macs", "size_mb", "latency_ms", "latency_p25_ms", "latency_p75_ms", "latency_min_ms", "latency_repeats",
-    "throughput", "throughput_p25", "throughput_p75", "throughput_max", "throughput_repeats",
-    "memory_mb", "memory_batch_mb",
-    "imagenet_top1", "imagenet_weights", "imagenet_px",
-    "trained_from", "test_acc", "train_seconds", "epochs", "epoch_seconds", "stages", "run", "note",
+    "model",
+    "resolved",
+    "status",
+    "weights",
+    "params_total",
+    "params_trainable",
+    "layers",
+    "weight_layers",
+    "macs",
+    "size_mb",
+    "latency_ms",
+    "latency_p25_ms",
+    "latency_p75_ms",
+    "latency_min_ms",
+    "latency_repeats",
+    "throughput",
+    "throughput_p25",
+    "throughput_p75",
+    "throughput_max",
+    "throughput_repeats",
+    "memory_mb",
+    "memory_batch_mb",
+    "imagenet_top1",
+    "imagenet_weights",
+    "imagenet_px",
+    "trained_from",
+    "test_acc",
+    "train_seconds",
+    "epochs",
+    "epoch_seconds",
+    "stages",
+    "run",
+    "note",
 ]
 
 TRAINING_FIELDS = ("test_acc", "train_seconds", "epochs", "epoch_seconds")
@@ -65,11 +92,13 @@ def cell(row: dict[str, Any], key: str, compact: bool = False) -> str:
     if key == "layers":
         return f"{value} ({row.get('weight_layers', '-')})"
     if key == "latency_ms":
-        return _spread(value, row.get("latency_p25_ms"), row.get("latency_p75_ms"), _digits(value),
-                       row.get("latency_min_ms"))
+        return _spread(
+            value, row.get("latency_p25_ms"), row.get("latency_p75_ms"), _digits(value), row.get("latency_min_ms")
+        )
     if key == "throughput":
-        return _spread(value, row.get("throughput_p25"), row.get("throughput_p75"), _digits(value),
-                       row.get("throughput_max"))
+        return _spread(
+            value, row.get("throughput_p25"), row.get("throughput_p75"), _digits(value), row.get("throughput_max")
+        )
     if key == "memory_mb":
         batch = row.get("memory_batch_mb")
         return f"{value:.0f} / {batch:.0f}" if not _missing(batch) else f"{value:.0f}"
@@ -103,13 +132,23 @@ def display_columns(batch_size: int, trained: bool, compact: bool = False) -> li
     """(key, heading) of the columns people read, training's only when models were trained;
     ``compact`` (the terminal) leaves the notes to :func:`footnotes`."""
     columns = [
-        ("model", "model"), ("weights", "weights"), ("params_total", "params"),
-        ("layers", "layers (conv+linear)"), ("macs", "MACs"), ("size_mb", "FP32 MB"),
+        ("model", "model"),
+        ("weights", "weights"),
+        ("params_total", "params"),
+        ("layers", "layers (conv+linear)"),
+        ("macs", "MACs"),
+        ("size_mb", "FP32 MB"),
         ("latency_ms", "latency ms batch 1 (IQR) fastest"),
         ("throughput", f"images/s batch {batch_size} (IQR) best"),
-        ("memory_mb", f"forward MB batch 1 / {batch_size}"), ("imagenet_top1", "ImageNet top-1"),
+        ("memory_mb", f"forward MB batch 1 / {batch_size}"),
+        ("imagenet_top1", "ImageNet top-1"),
     ]
     if trained:
-        columns += [("trained_from", "trained from"), ("test_acc", "test acc"), ("train_seconds", "train time"),
-                    ("epochs", "epochs"), ("epoch_seconds", "s/epoch (last stage)")]
+        columns += [
+            ("trained_from", "trained from"),
+            ("test_acc", "test acc"),
+            ("train_seconds", "train time"),
+            ("epochs", "epochs"),
+            ("epoch_seconds", "s/epoch (last stage)"),
+        ]
     return columns if compact else [*columns, ("note", "note")]

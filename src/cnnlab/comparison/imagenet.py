@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SOURCE_COMMIT = "0173a139a2c66db3a41ebfe1d8ac4fb02483642e"
-SOURCE = (f"timm's results/results-imagenet.csv (huggingface/pytorch-image-models, commit "
-          f"{SOURCE_COMMIT[:10]}): top-1 on the ImageNet-1k validation set, for the weights named")
+SOURCE = (
+    f"timm's results/results-imagenet.csv (huggingface/pytorch-image-models, commit "
+    f"{SOURCE_COMMIT[:10]}): top-1 on the ImageNet-1k validation set, for the weights named"
+)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,17 @@ from torch import nn
 from cnnlab.machine import status_kib
 
 # What torch.utils.flop_counter.FlopCounterMode counts, for the output's "how measured" notes.
-MAC_OPERATIONS = ("convolutions (aten.convolution, grouped and depthwise included), matrix products "
-                  "(aten.mm, addmm, bmm, baddbmm: linear layers) and attention; not counted: "
-                  "bias additions, normalisation, activations, pooling, element-wise additions")
-LAYER_COUNTING = ("modules holding weights (convolution, linear, normalisation), and in brackets the "
-                  "convolution and linear layers among them, which an architecture's name counts (VGG16: 16). "
-                  "Keras' model.layers also counts parameter-free layers (input, activations, pooling, "
-                  "padding, add), so its numbers are higher: the lesson's figures are Keras'")
+MAC_OPERATIONS = (
+    "convolutions (aten.convolution, grouped and depthwise included), matrix products "
+    "(aten.mm, addmm, bmm, baddbmm: linear layers) and attention; not counted: "
+    "bias additions, normalisation, activations, pooling, element-wise additions"
+)
+LAYER_COUNTING = (
+    "modules holding weights (convolution, linear, normalisation), and in brackets the "
+    "convolution and linear layers among them, which an architecture's name counts (VGG16: 16). "
+    "Keras' model.layers also counts parameter-free layers (input, activations, pooling, "
+    "padding, add), so its numbers are higher: the lesson's figures are Keras'"
+)
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -93,8 +97,9 @@ class Timing:
         return asdict(self)
 
 
-def time_calls(call: Callable[[], Any], repeats: int, max_seconds: float, warmup: int = 2,
-               min_repeats: int = 3) -> Timing:
+def time_calls(
+    call: Callable[[], Any], repeats: int, max_seconds: float, warmup: int = 2, min_repeats: int = 3
+) -> Timing:
     """Times ``call`` after ``warmup`` untimed calls: ``repeats`` times, or fewer (never under
     ``min_repeats``) once ``max_seconds`` have passed, so a large model is timed in bounded time."""
     for _ in range(warmup):
@@ -111,8 +116,13 @@ def time_calls(call: Callable[[], Any], repeats: int, max_seconds: float, warmup
 ROUNDS = 5  # blocks per model: a burst of load that lasts a block falls on one model's block of five
 
 
-def time_interleaved(timers: Mapping[str, Callable[[int], list[float]]], repeats: int, max_seconds: float,
-                     rounds: int = ROUNDS, min_repeats: int = 3) -> dict[str, Timing]:
+def time_interleaved(
+    timers: Mapping[str, Callable[[int], list[float]]],
+    repeats: int,
+    max_seconds: float,
+    rounds: int = ROUNDS,
+    min_repeats: int = 3,
+) -> dict[str, Timing]:
     """Times every model in turns: ``rounds`` rounds, each a block of passes per model, the order
     rotating, so load from another process that comes and goes falls on all models alike.
 
@@ -125,7 +135,7 @@ def time_interleaved(timers: Mapping[str, Callable[[int], list[float]]], repeats
     block = max(1, math.ceil(repeats / rounds))
     times: dict[str, list[float]] = {name: [] for name in names}
     for turn in range(max(rounds, math.ceil(repeats / block))):
-        order = names[turn % len(names):] + names[:turn % len(names)] if names else []
+        order = names[turn % len(names) :] + names[: turn % len(names)] if names else []
         for name in order:
             done = times[name]
             if len(done) >= repeats or (len(done) >= min_repeats and sum(done) >= max_seconds):

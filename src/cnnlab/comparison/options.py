@@ -34,10 +34,19 @@ def parse_weights(pairs: list[str]) -> dict[str, str]:
     return weights
 
 
-def compare_models(models: list[str], options: Mapping[str, Any], *, recipe: str | None = None,
-                   config: str | Path | None = None, augment: str | None = None, threads: int | None = None,
-                   repeats: int = DEFAULT_REPEATS, weights: Mapping[str, str] | None = None,
-                   out: str | Path | None = None, command: str = "cnnlab compare") -> Comparison:
+def compare_models(
+    models: list[str],
+    options: Mapping[str, Any],
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    augment: str | None = None,
+    threads: int | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    weights: Mapping[str, str] | None = None,
+    out: str | Path | None = None,
+    command: str = "cnnlab compare",
+) -> Comparison:
     """Measures each model and, when ``options`` has ``data``, trains each the same way on it.
 
     Args:
@@ -53,14 +62,23 @@ def compare_models(models: list[str], options: Mapping[str, Any], *, recipe: str
     data = options.get("data")
     training_only = sorted(f"--{k.replace('_', '-')}" for k in options if k not in MEASURE_OPTIONS | {"data"})
     if data is None and (training_only or recipe or config or augment):
-        raise CnnlabError(f"{', '.join(training_only) or 'a setup'} only applies to training; add --data DATA "
-                          "or drop it")
+        raise CnnlabError(
+            f"{', '.join(training_only) or 'a setup'} only applies to training; add --data DATA or drop it"
+        )
     run_config = build_config(recipe=recipe, config_file=config, augment=augment, **options)
     settings = CompareSettings(
         image_size=options.get("image_size") or DEFAULT_IMAGE_SIZE,
         batch_size=options.get("batch_size") or DEFAULT_BATCH,
-        threads=threads, repeats=repeats, channels_last=run_config.train.channels_last,
-        pretrained=run_config.model.pretrained, weights=dict(weights or {}),
+        threads=threads,
+        repeats=repeats,
+        channels_last=run_config.train.channels_last,
+        pretrained=run_config.model.pretrained,
+        weights=dict(weights or {}),
     )
-    return compare_architectures(list(models), settings, command, Path(out) if out is not None else None,
-                                 run_config if data is not None else None)
+    return compare_architectures(
+        list(models),
+        settings,
+        command,
+        Path(out) if out is not None else None,
+        run_config if data is not None else None,
+    )

@@ -32,18 +32,32 @@ def markdown(comparison: Comparison) -> str:
     """The table with the command, the machine, how each figure was measured and the chart."""
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained)
-    lines = [f"# Comparing {len(comparison.rows)} architectures", "",
-             f"Command: `{comparison.command}`  ", f"Machine: {comparison.machine}  ",
-             f"Input: {s.image_size}x{s.image_size} RGB; throughput and memory also at batch {s.batch_size}.", "",
-             *([f"**Measured on a busy machine: rerun when it is quiet.** {busy_text(comparison)}", ""]
-               if comparison.busy else []),
-             "| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
+    lines = [
+        f"# Comparing {len(comparison.rows)} architectures",
+        "",
+        f"Command: `{comparison.command}`  ",
+        f"Machine: {comparison.machine}  ",
+        f"Input: {s.image_size}x{s.image_size} RGB; throughput and memory also at batch {s.batch_size}.",
+        "",
+        *(
+            [f"**Measured on a busy machine: rerun when it is quiet.** {busy_text(comparison)}", ""]
+            if comparison.busy
+            else []
+        ),
+        "| " + " | ".join(label for _, label in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     lines += ["| " + " | ".join(_md_cell(cell(row, key)) for key, _ in columns) + " |" for row in comparison.rows]
     lines += ["", "How each figure was measured:", ""]
     lines += [f"- **{what}**: {text}" for what, text in comparison.how.items()]
     if comparison.same_way:
-        lines += ["", (f"Training: {comparison.same_way} Each model's run folder is in `runs/` here "
-                   "(`cnnlab evaluate`, `cnnlab explain` and `cnnlab runs compare` work on them).")]
+        lines += [
+            "",
+            (
+                f"Training: {comparison.same_way} Each model's run folder is in `runs/` here "
+                "(`cnnlab evaluate`, `cnnlab explain` and `cnnlab runs compare` work on them)."
+            ),
+        ]
     if comparison.interrupted:
         lines += ["", f"Training was interrupted in `{comparison.interrupted}`; the models after it were not trained."]
     if "png" in comparison.files:
@@ -61,9 +75,13 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     folder = Path(comparison.folder)
     paths = {kind: folder / name for kind, name in FILES.items()}
     atomic_write_text(paths["csv"], csv_text(comparison))
-    figure = plot_comparison(comparison.rows, paths["png"], comparison.settings.batch_size,
-                             f"{comparison.settings.image_size} px, {plural(comparison.threads, 'thread')}"
-                             + ("; MEASURED ON A BUSY MACHINE: times not comparable, rerun" if comparison.busy else ""))
+    figure = plot_comparison(
+        comparison.rows,
+        paths["png"],
+        comparison.settings.batch_size,
+        f"{comparison.settings.image_size} px, {plural(comparison.threads, 'thread')}"
+        + ("; MEASURED ON A BUSY MACHINE: times not comparable, rerun" if comparison.busy else ""),
+    )
     written = {"csv": paths["csv"], "md": paths["md"], **({"png": figure} if figure else {})}
     comparison.files = written
     atomic_write_text(paths["md"], markdown(comparison))
@@ -75,9 +93,15 @@ def html_summary(comparison: Comparison) -> str:
     s = comparison.settings
     columns = display_columns(s.batch_size, comparison.trained, compact=True)
     rows = [[cell(row, key, compact=True) for key, _ in columns] for row in comparison.rows]
-    title = (f"{len(comparison.rows)} architectures at {s.image_size} px, "
-             f"{plural(comparison.threads, 'thread')}: {comparison.folder}"
-             + (" (measured on a busy machine: rerun)" if comparison.busy else ""))
+    title = (
+        f"{len(comparison.rows)} architectures at {s.image_size} px, "
+        f"{plural(comparison.threads, 'thread')}: {comparison.folder}"
+        + (" (measured on a busy machine: rerun)" if comparison.busy else "")
+    )
     chart = png_html([comparison.files["png"]]) if "png" in comparison.files else ""
-    return (f"<div><b>{escape(title)}</b>" + table([label for _, label in columns], rows, range(1, len(columns)))
-            + chart + "</div>")
+    return (
+        f"<div><b>{escape(title)}</b>"
+        + table([label for _, label in columns], rows, range(1, len(columns)))
+        + chart
+        + "</div>"
+    )

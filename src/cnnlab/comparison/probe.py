@@ -64,8 +64,9 @@ def _build(spec: ProbeSpec) -> tuple[Any, str, str | None]:
 
 def _too_small(spec: ProbeSpec, exc: Exception) -> CnnlabError:
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
-    return CnnlabError(f"'{spec.name}' cannot take {spec.image_size}x{spec.image_size} px images ({first}); "
-                       "use a larger --image-size")
+    return CnnlabError(
+        f"'{spec.name}' cannot take {spec.image_size}x{spec.image_size} px images ({first}); use a larger --image-size"
+    )
 
 
 class Measured:
@@ -109,11 +110,16 @@ class Measured:
             model(batch)
         self._calls: dict[str, Callable[[], Any]] = {"latency": lambda: model(one), "batch": lambda: model(batch)}
         self.figures: dict[str, Any] = {
-            "weights": weights, "weights_note": note,
-            "params_total": total, "params_trainable": trainable,
-            "layers": layers, "weight_layers": weight_layers,
-            "macs": macs, "size_bytes": size_bytes,
-            "memory_bytes": memory, "memory_batch_bytes": memory_batch,
+            "weights": weights,
+            "weights_note": note,
+            "params_total": total,
+            "params_trainable": trainable,
+            "layers": layers,
+            "weight_layers": weight_layers,
+            "macs": macs,
+            "size_bytes": size_bytes,
+            "memory_bytes": memory,
+            "memory_batch_bytes": memory_batch,
             "build_seconds": round(time.perf_counter() - started, 2),
         }
 
@@ -189,8 +195,13 @@ class ChildProbe:
     """
 
     def __init__(self, spec: ProbeSpec) -> None:
-        self._child = subprocess.Popen([sys.executable, "-m", "cnnlab.comparison.probe"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, env=_child_env())
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab.comparison.probe"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_child_env(),
+        )
         self.figures = self._ask(asdict(spec))
 
     def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -246,8 +257,11 @@ def measure_model(spec: ProbeSpec, repeats: int | None = None) -> dict[str, Any]
 
     measured = Measured(spec)
     count = repeats or spec.repeats
-    return {**measured.figures, "latency": Timing.of(measured.time("latency", count)).as_dict(),
-            "batch_seconds": Timing.of(measured.time("batch", count)).as_dict()}
+    return {
+        **measured.figures,
+        "latency": Timing.of(measured.time("latency", count)).as_dict(),
+        "batch_seconds": Timing.of(measured.time("batch", count)).as_dict(),
+    }
 
 
 def main() -> int:

@@ -35,8 +35,11 @@ def split_counts(config: RunConfig) -> dict[str, int]:
 
 def _augmentation(augment: AugmentConfig) -> str:
     default = AugmentConfig()
-    changed = [f"{f.name} {getattr(augment, f.name)}" for f in dataclasses.fields(augment)
-               if getattr(augment, f.name) != getattr(default, f.name)]
+    changed = [
+        f"{f.name} {getattr(augment, f.name)}"
+        for f in dataclasses.fields(augment)
+        if getattr(augment, f.name) != getattr(default, f.name)
+    ]
     return ", ".join(changed) if changed else "none"
 
 
@@ -47,27 +50,39 @@ def same_way(config: RunConfig, counts: dict[str, int], pretrained: bool) -> str
     if train.time_budget:
         budget = f"{train.time_budget:g} s of training each (every stage, feature extraction included)"
     else:
-        budget = (f"at most {plural(train.epochs, 'epoch')} each (early stopping after "
-                  f"{plural(train.patience, 'epoch')} without progress)")
-    text = (f"Every model was trained by cnnlab train's own path on {config.data.source} with the same split "
-            f"(seed {train.seed}: {split} images), image size {config.data.image_size} px, augmentation "
-            f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr "
-            f"{train.lr if train.lr == 'auto' else format(train.lr, 'g')}, "
-            f"and the same budget: {budget}.")
+        budget = (
+            f"at most {plural(train.epochs, 'epoch')} each (early stopping after "
+            f"{plural(train.patience, 'epoch')} without progress)"
+        )
+    text = (
+        f"Every model was trained by cnnlab train's own path on {config.data.source} with the same split "
+        f"(seed {train.seed}: {split} images), image size {config.data.image_size} px, augmentation "
+        f"{_augmentation(config.augment)}, batch {config.data.batch_size}, {train.optimizer} at lr "
+        f"{train.lr if train.lr == 'auto' else format(train.lr, 'g')}, "
+        f"and the same budget: {budget}."
+    )
     if pretrained:
-        stages = plan_stages(dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=True)),
-                             pretrained=True, warn=False)
-        text += (" Models with ImageNet weights took the transfer path (" +
-                 ", then ".join(_stage_text(stage.name, stage.epochs, stage.lr) for stage in stages) +
-                 "); models without them trained from scratch.")
+        stages = plan_stages(
+            dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=True)),
+            pretrained=True,
+            warn=False,
+        )
+        text += (
+            " Models with ImageNet weights took the transfer path ("
+            + ", then ".join(_stage_text(stage.name, stage.epochs, stage.lr) for stage in stages)
+            + "); models without them trained from scratch."
+        )
     else:
         text += " Every model trained from scratch (no --pretrained)."
     return text
 
 
 def _stage_text(name: str, epochs: int, lr: float | str) -> str:
-    what = {"frozen": "a frozen backbone, head on cached features", "finetune": "fine-tuning the top",
-            "train": "every layer"}.get(name, name)
+    what = {
+        "frozen": "a frozen backbone, head on cached features",
+        "finetune": "fine-tuning the top",
+        "train": "every layer",
+    }.get(name, name)
     rate = lr if isinstance(lr, str) else f"{lr:g}"  # "auto": the finder picks it
     return f"{what}: up to {plural(epochs, 'epoch')} at lr {rate}"
 
@@ -89,17 +104,30 @@ def _run_row(files: RunFiles, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_model(base: RunConfig, name: str, folder: str, pretrained: bool, weights: str | None,
-                runs_dir: Path, command: str) -> dict[str, Any]:
+def train_model(
+    base: RunConfig, name: str, folder: str, pretrained: bool, weights: str | None, runs_dir: Path, command: str
+) -> dict[str, Any]:
     """Trains ``name`` with ``base``'s options into ``runs_dir/<folder>``; the row's training figures.
 
     A problem of this model alone (its input size, memory) becomes ``train_error``; Ctrl-C
     (``TrainingInterrupted``) is passed on once the interrupted run's report is written.
     """
-    config = merge_config(base, {"model": {"name": name, "pretrained": pretrained, "weights": weights},
-                                 "name": folder, "runs_dir": str(runs_dir)}, where="the comparison")
-    start = ("ImageNet weights, transfer path" if pretrained else "weights file, transfer path" if weights
-             else "from scratch")
+    config = merge_config(
+        base,
+        {
+            "model": {"name": name, "pretrained": pretrained, "weights": weights},
+            "name": folder,
+            "runs_dir": str(runs_dir),
+        },
+        where="the comparison",
+    )
+    start = (
+        "ImageNet weights, transfer path"
+        if pretrained
+        else "weights file, transfer path"
+        if weights
+        else "from scratch"
+    )
     try:
         files, metrics = train_and_evaluate(config, f"{command}  # model: {name}")
     except CnnlabError as exc:

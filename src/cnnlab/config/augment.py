@@ -28,36 +28,59 @@ class AugmentConfig:
     """Train-time augmentation settings. All ops are off by default."""
 
     rotation: float = option(0.0, "rotate by U[-DEG, DEG] degrees (lesson: 20)", metavar="DEG", at_least=0, at_most=180)
-    width_shift: float = option(0.0, "shift left/right by up to FRAC of the width (lesson: 0.2)", metavar="FRAC",
-                                at_least=0, below=1)
-    height_shift: float = option(0.0, "shift up/down by up to FRAC of the height (lesson: 0.2)", metavar="FRAC",
-                                 at_least=0, below=1)
-    translate: int = option(0, "move by up to N whole pixels each way, --fill-mode filling the edge (no "
-                            "resampling blur, unlike the shifts; airbench's CIFAR augmentation: 2)", metavar="N",
-                            at_least=0, at_most=64)
+    width_shift: float = option(
+        0.0, "shift left/right by up to FRAC of the width (lesson: 0.2)", metavar="FRAC", at_least=0, below=1
+    )
+    height_shift: float = option(
+        0.0, "shift up/down by up to FRAC of the height (lesson: 0.2)", metavar="FRAC", at_least=0, below=1
+    )
+    translate: int = option(
+        0,
+        "move by up to N whole pixels each way, --fill-mode filling the edge (no "
+        "resampling blur, unlike the shifts; airbench's CIFAR augmentation: 2)",
+        metavar="N",
+        at_least=0,
+        at_most=64,
+    )
     hflip: bool = option(False, "mirror left-right with probability 0.5")
     vflip: bool = option(False, "mirror top-bottom with probability 0.5")
     # 1 - zoom must stay above 0
     zoom: float = option(0.0, "zoom by a factor in [1-Z, 1+Z] (lesson: 0.2)", metavar="Z", at_least=0, below=1)
     # tan() explodes towards 90°
-    shear: float = option(0.0, "shear by U[-DEG, DEG] degrees (Keras' unit; the lesson's 0.15 rad = 8.6)",
-                          metavar="DEG", at_least=0, at_most=60)
-    brightness: tuple[float, float] | None = option(None, "multiply brightness by U[LO, HI] (e.g. 0.8 1.2)",
-                                                    at_least=0, at_most=10)
-    contrast: tuple[float, float] | None = option(None, "scale contrast around the grey mean by U[LO, HI] "
-                                                  "(e.g. 0.8 1.2)", at_least=0, at_most=10)
+    shear: float = option(
+        0.0,
+        "shear by U[-DEG, DEG] degrees (Keras' unit; the lesson's 0.15 rad = 8.6)",
+        metavar="DEG",
+        at_least=0,
+        at_most=60,
+    )
+    brightness: tuple[float, float] | None = option(
+        None, "multiply brightness by U[LO, HI] (e.g. 0.8 1.2)", at_least=0, at_most=10
+    )
+    contrast: tuple[float, float] | None = option(
+        None, "scale contrast around the grey mean by U[LO, HI] (e.g. 0.8 1.2)", at_least=0, at_most=10
+    )
     fill_mode: FillMode = option("nearest", "what fills pixels moved in from outside (Keras' fill_mode)")
-    random_resized_crop: float | None = option(None, "crop a random box of area in [SCALE, 1] and resize it back "
-                                               "(e.g. 0.08)", metavar="SCALE", above=0, at_most=1)
+    random_resized_crop: float | None = option(
+        None,
+        "crop a random box of area in [SCALE, 1] and resize it back (e.g. 0.08)",
+        metavar="SCALE",
+        above=0,
+        at_most=1,
+    )
     policy: Policy | None = option(None, "automatic augmentation policy (torchvision v2)")
-    random_erasing: float = option(0.0, "erase one random box per image with probability P", metavar="P",
-                                   at_least=0, at_most=1)
-    mixup: float = option(0.0, "mixup with lambda ~ Beta(ALPHA, ALPHA); 0 = off (e.g. 0.2)", metavar="ALPHA",
-                          at_least=0, at_most=100)
-    cutmix: float = option(0.0, "CutMix with lambda ~ Beta(ALPHA, ALPHA); 0 = off (e.g. 1.0)", metavar="ALPHA",
-                           at_least=0, at_most=100)
-    label_smoothing: float = option(0.0, "spread S of each target over all classes (e.g. 0.1)", metavar="S",
-                                    at_least=0, below=1)
+    random_erasing: float = option(
+        0.0, "erase one random box per image with probability P", metavar="P", at_least=0, at_most=1
+    )
+    mixup: float = option(
+        0.0, "mixup with lambda ~ Beta(ALPHA, ALPHA); 0 = off (e.g. 0.2)", metavar="ALPHA", at_least=0, at_most=100
+    )
+    cutmix: float = option(
+        0.0, "CutMix with lambda ~ Beta(ALPHA, ALPHA); 0 = off (e.g. 1.0)", metavar="ALPHA", at_least=0, at_most=100
+    )
+    label_smoothing: float = option(
+        0.0, "spread S of each target over all classes (e.g. 0.1)", metavar="S", at_least=0, below=1
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "augment")
@@ -71,8 +94,14 @@ class AugmentConfig:
     def geometric(self) -> bool:
         """True when any op that moves pixels is on (one affine warp covers them all)."""
         return bool(
-            self.rotation or self.width_shift or self.height_shift or self.hflip or self.vflip
-            or self.zoom or self.shear or self.random_resized_crop is not None
+            self.rotation
+            or self.width_shift
+            or self.height_shift
+            or self.hflip
+            or self.vflip
+            or self.zoom
+            or self.shear
+            or self.random_resized_crop is not None
         )
 
     @property

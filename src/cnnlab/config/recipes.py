@@ -31,13 +31,28 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": {"batch_size": 128, "val_split": "0.16667"},
         "model": {"name": "simple_cnn", "dropout": 0.5},
         "augment": {},
-        "train": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "plateau",
-                  "epochs": 15, "patience": 5, "lr_patience": 3, "lr_factor": 0.5,
-                  "channels_last": False, "compile": False, "precision": "auto"},
+        "train": {
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "scheduler": "plateau",
+            "epochs": 15,
+            "patience": 5,
+            "lr_patience": 3,
+            "lr_factor": 0.5,
+            "channels_last": False,
+            "compile": False,
+            "precision": "auto",
+        },
         # Its transfer section: the last 10 layers at 1e-5 on ReduceLROnPlateau, 3 epochs, the best
         # weights by validation loss (Keras' restore_best_weights).
-        "transfer": {"finetune_layers": 10, "finetune_lr": 1e-5, "finetune_scheduler": "plateau",
-                     "finetune_epochs": 3, "finetune_select": "loss"},
+        "transfer": {
+            "finetune_layers": 10,
+            "finetune_lr": 1e-5,
+            "finetune_scheduler": "plateau",
+            "finetune_epochs": 3,
+            "finetune_select": "loss",
+        },
     },
     # MNIST-sized data (small grayscale images): one epoch of a small BN CNN (fast_cnn_small),
     # SGD-Nesterov with a cosine decay from the peak, small shifts and rotations (digits tolerate
@@ -59,11 +74,25 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": {
         "data": {"batch_size": 64, "val_split": "0.01667"},
         "model": {"name": "fast_cnn_small", "dropout": 0.0},
-        "augment": {"rotation": 10.0, "width_shift": 0.1, "height_shift": 0.1, "fill_mode": "constant",
-                    "label_smoothing": 0.1},
-        "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                  "scheduler": "cosine", "epochs": 1, "patience": 5,
-                  "channels_last": True, "compile": False, "precision": "bf16-mixed"},
+        "augment": {
+            "rotation": 10.0,
+            "width_shift": 0.1,
+            "height_shift": 0.1,
+            "fill_mode": "constant",
+            "label_smoothing": 0.1,
+        },
+        "train": {
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "cosine",
+            "epochs": 1,
+            "patience": 5,
+            "channels_last": True,
+            "compile": False,
+            "precision": "bf16-mixed",
+        },
     },
     # CIFAR-sized photos (32x32 RGB): airbench94's recipe at CPU width: whitened stem, flips and
     # whole-pixel translations by up to 2 px (validation after 5 epochs: +1.2 points over the
@@ -76,19 +105,29 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": {"batch_size": 256, "val_split": "0.1"},
         "model": {"name": "fast_cifar", "dropout": 0.0},
         "augment": {"hflip": True, "translate": 2, "fill_mode": "reflect", "label_smoothing": 0.2},
-        "train": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4,
-                  "scheduler": "onecycle", "epochs": 60, "patience": 60, "time_budget": 560.0,
-                  "channels_last": True, "compile": False, "precision": "bf16-mixed"},
+        "train": {
+            "optimizer": "sgd",
+            "lr": 0.2,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "onecycle",
+            "epochs": 60,
+            "patience": 60,
+            "time_budget": 560.0,
+            "channels_last": True,
+            "compile": False,
+            "precision": "bf16-mixed",
+        },
     },
 }
 
 RECIPE_HELP: dict[str, str] = {
     "lesson": "the lesson's Keras setup, to compare against (MNIST: 99.0% after about 7 epochs)",
     "fast": "MNIST-sized data: one epoch over 59,000 of MNIST's 60,000 training digits, 99.18-99.36% test "
-            "(median 99.27%) over 5 seeds; the whole command 20 s with a warm cache, 30 s cold, on 2 CPU cores "
-            "(the lesson's Keras: 52 s of training to 99.0%); --epochs 5 --time-budget 90 trains longer",
+    "(median 99.27%) over 5 seeds; the whole command 20 s with a warm cache, 30 s cold, on 2 CPU cores "
+    "(the lesson's Keras: 52 s of training to 99.0%); --epochs 5 --time-budget 90 trains longer",
     "fast-cifar": "CIFAR-10-sized photos: 560 s of training, the whole command about 10 min on CIFAR-10 "
-                  "here for 87.7-87.9% test (2 CPU cores, fp32, 10 epochs); --time-budget 850: 15 min, 88.8%",
+    "here for 87.7-87.9% test (2 CPU cores, fp32, 10 epochs); --time-budget 850: 15 min, 88.8%",
 }
 
 

@@ -46,8 +46,9 @@ def option(
         at_least, above, at_most, below: inclusive and exclusive bounds of a number.
     """
     bounds = {"at_least": at_least, "above": above, "at_most": at_most, "below": below}
-    return dataclasses.field(default=default, metadata={
-        "help": help, "flag": flag, "dest": dest, "metavar": metavar, "bounds": bounds})
+    return dataclasses.field(
+        default=default, metadata={"help": help, "flag": flag, "dest": dest, "metavar": metavar, "bounds": bounds}
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,21 @@ def field_specs(cls: type, section: str | None) -> tuple[FieldSpec, ...]:
         flag = meta["flag"] or "--" + dest.replace("_", "-")
         if flag == POSITIONAL:
             flag = dest.upper()
-        specs.append(FieldSpec(section, f.name, kind, choices, optional, f.default, meta["help"], flag, dest,
-                               meta["metavar"], meta["bounds"]))
+        specs.append(
+            FieldSpec(
+                section,
+                f.name,
+                kind,
+                choices,
+                optional,
+                f.default,
+                meta["help"],
+                flag,
+                dest,
+                meta["metavar"],
+                meta["bounds"],
+            )
+        )
     return tuple(specs)
 
 
@@ -179,8 +193,11 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
 
 
 def _number(spec: FieldSpec, value: Any, kind: type) -> Any:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, float) and math.isnan(value))):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and math.isnan(value))
+    ):
         what = "a whole number" if kind is int else "a number"
         if spec.choices:
             what += " or " + " or ".join(map(str, spec.choices))

@@ -84,11 +84,7 @@ def _torchvision(name: str) -> BuiltinData:
         data = split.data.numpy() if isinstance(split.data, torch.Tensor) else split.data
         return data.astype(np.uint8), np.asarray(split.targets)
 
-    return (
-        _image_set(f"{name}:train", *arrays(train)),
-        _image_set(f"{name}:test", *arrays(test)),
-        list(train.classes),
-    )
+    return (_image_set(f"{name}:train", *arrays(train)), _image_set(f"{name}:test", *arrays(test)), list(train.classes))
 
 
 OFFLINE: dict[str, Callable[[], BuiltinData]] = {

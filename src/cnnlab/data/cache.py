@@ -102,8 +102,9 @@ class DecodedCache:
         if not self.path.is_file():
             self._broken = True  # nothing cached yet: nothing to find
             return None
-        db = self._db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-                                        isolation_level=None)
+        db = self._db = sqlite3.connect(
+            f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+        )
         if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
             self._broken = True
             self.close()

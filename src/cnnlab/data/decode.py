@@ -43,6 +43,7 @@ _EXIF_ORIENTATION = 0x0112
 # A file on disk, or an open seekable binary file (an upload the server spooled): one decoder for both.
 ImageSource = Path | BinaryIO
 
+
 class UnreadableImage(Exception):
     """A file that cannot be decoded; ``reason`` is short and meant for humans."""
 
@@ -191,8 +192,9 @@ def decode_preview(path: ImageSource, max_side: int, max_pixels: int = DEFAULT_M
         rgb = _to_8bit(im, 3, (255, 255, 255))
         scale = max_side / max(rgb.size)
         if scale < 1:
-            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                             Image.Resampling.NEAREST)
+            rgb = rgb.resize(
+                (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.NEAREST
+            )
         return np.array(rgb, dtype=np.uint8).reshape(rgb.height, rgb.width, 3)
 
 
@@ -208,8 +210,9 @@ def decode_for_display(path: Path, max_side: int, what: str = "IMAGE") -> np.nda
         channels = 1 if is_grayscale(info) else 3
         image = decode_image(path, channels, size=min(max_side, info.width, info.height))
     except UnreadableImage as exc:
-        raise CnnlabError(f"{what} {path} could not be read as an image ({exc.reason}); "
-                          "pass a .png/.jpg file") from None
+        raise CnnlabError(
+            f"{what} {path} could not be read as an image ({exc.reason}); pass a .png/.jpg file"
+        ) from None
     return image[:, :, 0] if channels == 1 else image
 
 

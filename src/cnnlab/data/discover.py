@@ -77,8 +77,9 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise CnnlabError(f"input '{text}' not found; give image files or folders of images")
     if not paths:
-        raise CnnlabError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
-                          f"found in {', '.join(map(str, inputs))}")
+        raise CnnlabError(
+            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, inputs))}"
+        )
     return paths
 
 
@@ -127,8 +128,9 @@ def _from_csv(path: Path) -> Listing:
                 if not row.get("path") and not row.get("label"):
                     continue  # blank line
                 if not row.get("path") or not row.get("label"):
-                    raise CnnlabError(f"'{path}' line {reader.line_num}: empty path or label; "
-                                      "fill it or delete the row")
+                    raise CnnlabError(
+                        f"'{path}' line {reader.line_num}: empty path or label; fill it or delete the row"
+                    )
                 split = SPLIT_DIRS.get((row.get("split") or "train").lower())
                 if split is None:
                     raise CnnlabError(
@@ -183,9 +185,7 @@ def discover(root: Path) -> Listing:
         listing.files["train"] = _class_folders(root, listing)
     if not listing.files.get("train"):
         where = root / "train" if split_dirs else root
-        raise CnnlabError(
-            f"no images found in class folders under '{where}'; expected {where}/<class>/<image>.jpg"
-        )
+        raise CnnlabError(f"no images found in class folders under '{where}'; expected {where}/<class>/<image>.jpg")
     return listing
 
 
@@ -194,8 +194,12 @@ def too_few_classes(source: Path, listing: Listing, class_names: list[str]) -> s
     of a CSV, class folders of a folder."""
     found = f" ('{class_names[0]}')" if class_names else ""
     if listing.layout == "csv":
-        return (f"'{source}' labels its training rows with {plural(len(class_names), 'class', 'classes')}"
-                f"{found}; a classifier needs at least 2: list images of at least 2 labels")
+        return (
+            f"'{source}' labels its training rows with {plural(len(class_names), 'class', 'classes')}"
+            f"{found}; a classifier needs at least 2: list images of at least 2 labels"
+        )
     where = (listing.root or source) / ("train" if listing.layout == "splits" else "")
-    return (f"'{where}' has {plural(len(class_names), 'class folder')}{found}; a classifier needs at least 2 "
-            f"(one subfolder per class: {where}/<class>/<image>.jpg)")
+    return (
+        f"'{where}' has {plural(len(class_names), 'class folder')}{found}; a classifier needs at least 2 "
+        f"(one subfolder per class: {where}/<class>/<image>.jpg)"
+    )

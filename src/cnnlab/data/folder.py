@@ -93,8 +93,9 @@ def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int,
         return _decode_chunks(paths, out, channels, size, workers, progress)
 
 
-def _decode_chunks(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int,
-                   progress: Progress) -> list[str | None]:
+def _decode_chunks(
+    paths: list[str], out: np.ndarray, channels: int, size: int, workers: int, progress: Progress
+) -> list[str | None]:
     starts = list(range(0, len(paths), CHUNK))
     if _use_processes(len(paths), channels, size, workers):
         try:

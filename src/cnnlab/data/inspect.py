@@ -97,16 +97,25 @@ def _class_stats(facts: list[FileFacts], total: int) -> dict[str, Any]:
 def _entry(f: FileFacts, copy: Copy | None) -> dict[str, Any]:
     """One file of a group of copies: where it is, and how it matches the group's first file."""
     reason = "the first of the group" if copy is None else copy.reason
-    return {"split": f.split, "label": f.label, "path": str(f.path), "bits": 0 if copy is None else copy.bits,
-            "reason": reason}
+    return {
+        "split": f.split,
+        "label": f.label,
+        "path": str(f.path),
+        "bits": 0 if copy is None else copy.bits,
+        "reason": reason,
+    }
 
 
 def _group_reason(members: list[FileFacts], copies: list[Copy | None]) -> str:
     labels = sorted({f.label for f in members})
     bits = max(c.bits for c in copies if c is not None)
-    kind = "exact copies" if all(c is None or c.exact for c in copies) else \
-        f"near copies (perceptual hash up to {bits} of 64 bits apart)" if bits else \
-        "near copies (the same perceptual hash, other bytes)"
+    kind = (
+        "exact copies"
+        if all(c is None or c.exact for c in copies)
+        else f"near copies (perceptual hash up to {bits} of 64 bits apart)"
+        if bits
+        else "near copies (the same perceptual hash, other bytes)"
+    )
     if len(members) >= 3 and len(labels) >= 2:  # one picture filed everywhere: a placeholder, a logo
         return f"{kind}: one picture in {len(members)} files under {len(labels)} labels (a placeholder?)"
     return kind
@@ -128,8 +137,14 @@ def _duplicates(good: list[FileFacts]) -> tuple[list[dict], list[dict], list[dic
         by_place = Counter((f.split, f.label) for f in members)
         for (split, label), n in by_place.items():
             if n > 1:
-                within.append({"reason": reason, "split": split, "label": label,
-                               "paths": [str(f.path) for f in members if (f.split, f.label) == (split, label)]})
+                within.append(
+                    {
+                        "reason": reason,
+                        "split": split,
+                        "label": label,
+                        "paths": [str(f.path) for f in members if (f.split, f.label) == (split, label)],
+                    }
+                )
         if len({f.split for f in members}) > 1:
             across.append({"reason": reason, "files": entries})
         if len({f.label for f in members}) > 1:
@@ -167,19 +182,26 @@ def _problems(report: dict[str, Any], flat: bool) -> list[str]:
     if report["skipped"]:
         problems.append(f"{_n(len(report['skipped']), 'file')} skipped (unreadable or not images)")
     if report["near_blank"]:
-        problems.append(f"{_n(len(report['near_blank']), 'blank or near-blank image')} (placeholders, not "
-                        "pictures of their class): delete them or move them out of the class folders")
+        problems.append(
+            f"{_n(len(report['near_blank']), 'blank or near-blank image')} (placeholders, not "
+            "pictures of their class): delete them or move them out of the class folders"
+        )
     if report["duplicates"]:
         extra = sum(len(g["paths"]) - 1 for g in report["duplicates"])
         where = "; held-out val/test may get copies" if flat else ""
-        problems.append(f"{_n(extra, 'duplicate copy')} within a split{where}".replace("copys", "copies")
-                        + ": keep one of each")
+        problems.append(
+            f"{_n(extra, 'duplicate copy')} within a split{where}".replace("copys", "copies") + ": keep one of each"
+        )
     if report["leakage"]:
-        problems.append(f"{_n(len(report['leakage']), 'image')} in more than one split (leakage): delete the "
-                        "copies from val/test, or the test score is inflated")
+        problems.append(
+            f"{_n(len(report['leakage']), 'image')} in more than one split (leakage): delete the "
+            "copies from val/test, or the test score is inflated"
+        )
     if report["conflicts"]:
-        problems.append(f"{_n(len(report['conflicts']), 'image')} found under different labels: keep the one "
-                        "with the right label, delete the others")
+        problems.append(
+            f"{_n(len(report['conflicts']), 'image')} found under different labels: keep the one "
+            "with the right label, delete the others"
+        )
     train = report["splits"].get("train", {}).get("classes", {})
     if len(train) < 2:
         problems.append(f"{len(train)} class(es) in train; a classifier needs at least 2")
@@ -229,13 +251,15 @@ def inspect_data(source: Path, workers: int = 4, decode: bool = False) -> Inspec
     good = [f for f in facts if f.reason is None]
     within, across, conflicts, notes = _duplicates(good)
     skipped = [{"path": str(p), "split": "", "label": "", "reason": r} for p, r in listing.ignored]
-    skipped += [{"path": str(f.path), "split": f.split, "label": f.label, "reason": f.reason}
-                for f in facts if f.reason is not None]
+    skipped += [
+        {"path": str(f.path), "split": f.split, "label": f.label, "reason": f.reason}
+        for f in facts
+        if f.reason is not None
+    ]
     report: dict[str, Any] = {
         "source": str(source),
         "layout": listing.layout,
-        "checked": f"every image decoded ({PREVIEW} px preview): exact copies by bytes, near copies by "
-                   "perceptual hash",
+        "checked": f"every image decoded ({PREVIEW} px preview): exact copies by bytes, near copies by perceptual hash",
         "images": len(good),
         "splits": splits,
         "imbalance": imbalance,
@@ -298,8 +322,10 @@ def findings(report: dict[str, Any]) -> list[tuple[list[dict[str, Any]], str]]:
         for group in groups:
             add(group["files"], f"{kind}: {group['reason']}")
     for group in report["duplicates"]:
-        add([{"split": group["split"], "label": group["label"], "path": p} for p in group["paths"]],
-            f"copies in one class: {group['reason']}")
+        add(
+            [{"split": group["split"], "label": group["label"], "path": p} for p in group["paths"]],
+            f"copies in one class: {group['reason']}",
+        )
     return rows + [([f], f["reason"]) for f in report["near_blank"] if f["path"] not in shown]
 
 
@@ -346,7 +372,9 @@ def write_inspection_figures(inspection: Inspection, out_dir: Path) -> list[Path
 
     images, labels, names = sample_images(inspection)
     counts = {s: {n: c["count"] for n, c in st["classes"].items()} for s, st in inspection.report["splits"].items()}
-    written = [plot_samples_per_class(images, labels, names, Path(out_dir) / "samples.png"),
-               plot_class_counts(counts, Path(out_dir) / "class_counts.png")]
+    written = [
+        plot_samples_per_class(images, labels, names, Path(out_dir) / "samples.png"),
+        plot_class_counts(counts, Path(out_dir) / "class_counts.png"),
+    ]
     suspects = plot_findings(inspection.report, Path(out_dir) / "suspects.png")
     return written + ([suspects] if suspects is not None else [])

@@ -117,8 +117,16 @@ def batch_loader(
     training shards (``shuffle``) are padded to equal length, evaluation ones are not.
     ``extra``: rows served with each image (e.g. a teacher's logits computed once).
     """
-    sampler = EpochBatches(image_set.labels, batch_size, shuffle, seed, balanced, *shard, pad=shuffle,
-                           prefetch=image_set.prefetch if image_set.stored else None)
+    sampler = EpochBatches(
+        image_set.labels,
+        batch_size,
+        shuffle,
+        seed,
+        balanced,
+        *shard,
+        pad=shuffle,
+        prefetch=image_set.prefetch if image_set.stored else None,
+    )
     return DataLoader(
         _BatchIndexed(image_set, extra),
         sampler=sampler,
@@ -140,15 +148,23 @@ class ImageDataModule(L.LightningDataModule):
     with each training image, e.g. a teacher's logits computed once.
     """
 
-    def __init__(self, data: PreparedData, batch_size: int, seed: int, balanced: bool = False,
-                 train_extra: torch.Tensor | None = None):
+    def __init__(
+        self,
+        data: PreparedData,
+        batch_size: int,
+        seed: int,
+        balanced: bool = False,
+        train_extra: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
         self.train_extra = train_extra
         if streamable(data.splits["train"]) is not None and (balanced or train_extra is not None):
             what = "--sampler balanced" if balanced else "distillation (a teacher's logits per image)"
-            raise CnnlabError(f"{what} needs random access to the training images; packed data streams them: "
-                              f"train from the folder '{data.source}' was packed from instead")
+            raise CnnlabError(
+                f"{what} needs random access to the training images; packed data streams them: "
+                f"train from the folder '{data.source}' was packed from instead"
+            )
 
     def train_dataloader(self) -> DataLoader:
         packed = streamable(self.data.splits["train"])
@@ -156,10 +172,20 @@ class ImageDataModule(L.LightningDataModule):
             trainer = self.trainer
             if trainer is None:
                 return packed.train_loader(self.batch_size, self.seed, (0, 1))
-            return packed.train_loader(self.batch_size, self.seed, trainer_shard(self), trainer.num_nodes,
-                                       epoch_of=lambda: trainer.current_epoch)
+            return packed.train_loader(
+                self.batch_size,
+                self.seed,
+                trainer_shard(self),
+                trainer.num_nodes,
+                epoch_of=lambda: trainer.current_epoch,
+            )
         return batch_loader(
-            self.data.splits["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self),
+            self.data.splits["train"],
+            self.batch_size,
+            True,
+            self.seed,
+            self.balanced,
+            trainer_shard(self),
             self.train_extra,
         )
 

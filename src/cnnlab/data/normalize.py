@@ -52,8 +52,9 @@ class Normalize(nn.Module):
         return cls(preprocess["mean"], preprocess["std"], input_side(preprocess) if margin else None)
 
 
-def default_stats(channels: int, mean: Sequence[float] | None,
-                  std: Sequence[float] | None) -> tuple[list[float], list[float]]:
+def default_stats(
+    channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float], list[float]]:
     """The model's own mean/std (repeated to ``channels``), or 0/1 for models without any."""
     mean = list(mean) if mean is not None else [0.0]
     std = list(std) if std is not None else [1.0]

@@ -67,8 +67,9 @@ def _write_split(image_set: ImageSet, order: np.ndarray, folder: Path, shard_byt
     labels = image_set.labels.numpy()
     for start in range(0, len(order), block):
         positions = order[start : start + block]
-        for row, image, label in zip(range(start, start + len(positions)), image_set.take(positions).numpy(),
-                                     labels[positions].tolist()):
+        for row, image, label in zip(
+            range(start, start + len(positions)), image_set.take(positions).numpy(), labels[positions].tolist()
+        ):
             writer.add_item(row, {"image": image, "label": label, "row": row})
         progress.advance(len(positions))
     writer.done()
@@ -93,8 +94,9 @@ def _check_out(out: Path) -> None:
         raise CnnlabError(f"'{out}' exists and is not an empty folder; give a new folder for the packed data")
 
 
-def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0,
-                needs: InputNeeds = InputNeeds()) -> PackSummary:
+def pack_folder(
+    cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0, needs: InputNeeds = InputNeeds()
+) -> PackSummary:
     """Packs the folder ``cfg.source`` into streaming shards in ``out`` (a new or empty folder).
 
     ``cfg``: the data options of a training run (image size, channels, val/test split sizes,
@@ -112,8 +114,9 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
     if cfg.source in ("", None) or not Path(cfg.source).expanduser().exists():
         raise CnnlabError(f"folder '{cfg.source}' not found; give an image folder (one subfolder per class)")
     if not Path(cfg.source).expanduser().is_dir():
-        raise CnnlabError(f"'{cfg.source}' is not a folder; cnnlab data pack takes an image folder "
-                          "(one subfolder per class)")
+        raise CnnlabError(
+            f"'{cfg.source}' is not a folder; cnnlab data pack takes an image folder (one subfolder per class)"
+        )
     if is_packed(cfg.source):
         raise CnnlabError(f"'{cfg.source}' is already packed; train from it: cnnlab train {cfg.source}")
     require_litdata()
@@ -129,15 +132,27 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
                 image_set = data.splits[split]
                 order = write_order(image_set, split, seed)
                 shards += _write_split(image_set, order, tmp / split, int(shard_mb * 1e6), progress)
-                atomic_write_json(items_file(tmp, split), {"labels": image_set.labels[order].tolist(),
-                                                           "ids": [image_set.ids[i] for i in order.tolist()]})
+                atomic_write_json(
+                    items_file(tmp, split),
+                    {"labels": image_set.labels[order].tolist(), "ids": [image_set.ids[i] for i in order.tolist()]},
+                )
         manifest: dict[str, Any] = {
-            "format": "cnnlab-pack", "version": PACK_VERSION, "source": str(Path(cfg.source).expanduser().resolve()),
-            "class_names": data.class_names, "channels": data.channels, "image_size": data.image_size[0],
-            "seed": seed, "val_split": cfg.val_split, "test_split": cfg.test_split,
-            "splits": {s: {"count": len(data.splits[s]),
-                           "per_class": dict(zip(data.class_names, data.splits[s].class_counts(data.num_classes)))}
-                       for s in SPLITS},
+            "format": "cnnlab-pack",
+            "version": PACK_VERSION,
+            "source": str(Path(cfg.source).expanduser().resolve()),
+            "class_names": data.class_names,
+            "channels": data.channels,
+            "image_size": data.image_size[0],
+            "seed": seed,
+            "val_split": cfg.val_split,
+            "test_split": cfg.test_split,
+            "splits": {
+                s: {
+                    "count": len(data.splits[s]),
+                    "per_class": dict(zip(data.class_names, data.splits[s].class_counts(data.num_classes))),
+                }
+                for s in SPLITS
+            },
             "skipped": [{"path": s.path, "reason": s.reason} for s in data.skipped],
         }
         atomic_write_json(tmp / MANIFEST, manifest)  # last: a folder without it is not a pack
@@ -148,5 +163,14 @@ def pack_folder(cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 6
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return PackSummary(out, {s: len(data.splits[s]) for s in SPLITS}, data.class_names, data.channels,
-                       data.image_size[0], len(data.skipped), shards, size, time.perf_counter() - began)
+    return PackSummary(
+        out,
+        {s: len(data.splits[s]) for s in SPLITS},
+        data.class_names,
+        data.channels,
+        data.image_size[0],
+        len(data.skipped),
+        shards,
+        size,
+        time.perf_counter() - began,
+    )

@@ -78,8 +78,10 @@ def read_manifest(source: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != "cnnlab-pack":
         raise CnnlabError(f"'{root / MANIFEST}' is not a cnnlab pack manifest; pack the folder again")
     if manifest.get("version") != PACK_VERSION:
-        raise CnnlabError(f"'{root}' was packed in format {manifest.get('version')}, this cnnlab reads "
-                          f"{PACK_VERSION}; pack the folder again")
+        raise CnnlabError(
+            f"'{root}' was packed in format {manifest.get('version')}, this cnnlab reads "
+            f"{PACK_VERSION}; pack the folder again"
+        )
     for split in SPLITS:
         _check_shards(root / split)
     return manifest
@@ -144,8 +146,14 @@ class PackedSplit:
     def prefetch(self, rows: np.ndarray) -> None:
         """Nothing: litdata reads whole shards and keeps them open."""
 
-    def train_loader(self, batch_size: int, seed: int, shard: tuple[int, int], num_nodes: int = 1,
-                     epoch_of: Callable[[], int] | None = None) -> Any:
+    def train_loader(
+        self,
+        batch_size: int,
+        seed: int,
+        shard: tuple[int, int],
+        num_nodes: int = 1,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> Any:
         """A StreamingDataLoader of shuffled (uint8 images, labels) batches of this process's part.
 
         ``shard``: (rank, world_size) of this process (the Trainer's); with several, litdata gives each
@@ -164,20 +172,28 @@ class PackedSplit:
         # item_shuffle_window 0: a full shuffle within each shard (litdata's default shuffles blocks of
         # 256); batch_decode off: litdata's decodes a window of ~90 items around each one read, the
         # rest thrown away when the order is shuffled (224-px shards: 70 img/s with it, 4,200 without)
-        dataset = StreamingDataset(str(self.folder), shuffle=True, seed=seed, drop_last=world_size > 1,
-                                   item_shuffle_window=0, batch_decode=False)
+        dataset = StreamingDataset(
+            str(self.folder),
+            shuffle=True,
+            seed=seed,
+            drop_last=world_size > 1,
+            item_shuffle_window=0,
+            batch_decode=False,
+        )
         # the Trainer's ranks, told explicitly: litdata's own detection needs torch.distributed started
         # in this process, which a loader built for a test or a tool is not
         dataset.distributed_env = _DistributedEnv(world_size, rank, num_nodes)
-        return EpochStreamingLoader(dataset, batch_size=batch_size, num_workers=0, collate_fn=_collate,
-                                    epoch_of=epoch_of)
+        return EpochStreamingLoader(
+            dataset, batch_size=batch_size, num_workers=0, collate_fn=_collate, epoch_of=epoch_of
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"folder": self.folder, "shape": self.shape, "_dataset": None}
 
 
-def open_packed(source: str, channels: int | None, side: int | None,
-                ) -> tuple[dict[str, ImageSet], list[str], list[SkippedFile]]:
+def open_packed(
+    source: str, channels: int | None, side: int | None
+) -> tuple[dict[str, ImageSet], list[str], list[SkippedFile]]:
     """The splits of a packed folder as ImageSets, its class names and the files skipped when packing.
 
     ``channels``/``side``: what the run asks for (None: the packed format); the shards hold one

@@ -77,8 +77,9 @@ def use_record_store(choice: str, decoded_bytes: int) -> bool:
     return choice == "disk"
 
 
-def _builtin(cfg: DataConfig, needs: InputNeeds, crop_pct: float
-             ) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
+def _builtin(
+    cfg: DataConfig, needs: InputNeeds, crop_pct: float
+) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
     pool, test, class_names = load_builtin(cfg.source)
     channels = cfg.channels or needs.channels or pool.images.shape[1]
     size = int(cfg.image_size or needs.image_size or pool.images.shape[-1])
@@ -119,9 +120,15 @@ def _folder(
     return pool, decoded, class_names, size
 
 
-def _decode_listing(listing: Listing, index: dict[str, int], channels: int, size: int, cfg: DataConfig,
-                    cache_read_only: bool = False, cache: bool | None = None,
-                    ) -> dict[str, tuple[ImageSet, list[SkippedFile]]]:
+def _decode_listing(
+    listing: Listing,
+    index: dict[str, int],
+    channels: int,
+    size: int,
+    cfg: DataConfig,
+    cache_read_only: bool = False,
+    cache: bool | None = None,
+) -> dict[str, tuple[ImageSet, list[SkippedFile]]]:
     """Each split of ``listing`` decoded, into memory (``cache``: see decode_files) or the record store on
     disk (``cfg.image_store``)."""
     on_disk = use_record_store(cfg.image_store, sum(map(len, listing.files.values())) * channels * size * size)
@@ -140,8 +147,10 @@ def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str], held_ou
     for split, image_set in splits.items():
         if len(image_set) == 0 and split in held_out:  # asked for none (e.g. --val-split 0), not lost to bad files
             why = "validation chooses the epochs and the kept stage" if split == "val" else "they score the run"
-            raise CnnlabError(f"--{split}-split {held_out[split]} holds out no image, and cnnlab needs {split} images "
-                              f"({why}): give a fraction such as 0.05 or a count such as 500")
+            raise CnnlabError(
+                f"--{split}-split {held_out[split]} holds out no image, and cnnlab needs {split} images "
+                f"({why}): give a fraction such as 0.05 or a count such as 500"
+            )
         if len(image_set) == 0:
             raise CnnlabError(f"no usable image left in the {split} split (see skipped files)")
     counts = splits["train"].class_counts(len(class_names))
@@ -150,8 +159,9 @@ def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str], held_ou
             raise CnnlabError(f"no usable training image left in class '{name}' (see skipped files)")
 
 
-def prepare_data(cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(),
-                 cache_read_only: bool = False) -> PreparedData:
+def prepare_data(
+    cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(), cache_read_only: bool = False
+) -> PreparedData:
     """Loads, decodes and splits the data named by ``cfg.source``.
 
     Missing val/test splits are held out of train (stratified, seeded), so the same config and
@@ -239,8 +249,9 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
         pool, test, names = load_builtin(source)
         image_set = test if test is not None else pool
         image_set.images = convert_images(image_set.images, channels, size)
-        files: list[tuple[str | Path, str]] = [(image_set.ids[i], names[int(label)])
-                                               for i, label in enumerate(image_set.labels)]
+        files: list[tuple[str | Path, str]] = [
+            (image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)
+        ]
     elif is_packed(source):  # its test split, read from the shards
         splits, names, _ = open_packed(source, channels, size)
         image_set = splits["test"]
@@ -262,8 +273,13 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
         return image_set
     decoded, skipped = decode_files([(Path(p), index[label]) for p, label in files], channels, size, workers)
     if skipped:
-        log.warning("%d unreadable files skipped in %s (first: %s: %s)", len(skipped), source, skipped[0].path,
-                    skipped[0].reason)
+        log.warning(
+            "%d unreadable files skipped in %s (first: %s: %s)",
+            len(skipped),
+            source,
+            skipped[0].path,
+            skipped[0].reason,
+        )
     if len(decoded) == 0:
         raise CnnlabError(f"no usable image in '{source}'")
     return decoded

@@ -103,8 +103,12 @@ class RecordFile:
             return
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         for start, end in self._runs(rows):
-            os.posix_fadvise(self._fd, int(rows[start]) * self.record_bytes, (end - start) * self.record_bytes,
-                             os.POSIX_FADV_WILLNEED)
+            os.posix_fadvise(
+                self._fd,
+                int(rows[start]) * self.record_bytes,
+                (end - start) * self.record_bytes,
+                os.POSIX_FADV_WILLNEED,
+            )
 
     def _read_into(self, buffer: np.ndarray, offset: int) -> None:
         # numpy's stubs give ndarray the buffer protocol (__buffer__) only from Python 3.12 on
@@ -176,8 +180,16 @@ def _manifest_keys(manifest: dict) -> list[Key]:
     return [tuple(key) for key in manifest["keys"]]
 
 
-def _build(folder: Path, digest: str, paths: list[str], keys: list[Key], old: dict | None,
-           channels: int, side: int, workers: int) -> dict:
+def _build(
+    folder: Path,
+    digest: str,
+    paths: list[str],
+    keys: list[Key],
+    old: dict | None,
+    channels: int,
+    side: int,
+    workers: int,
+) -> dict:
     """Writes a new data file (copying old records whose file is unchanged) and then its manifest."""
     reuse: dict[int, int] = {}
     old_records = None
@@ -209,8 +221,14 @@ def _build(folder: Path, digest: str, paths: list[str], keys: list[Key], old: di
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    manifest = {"version": STORE_VERSION, "channels": channels, "side": side, "data": name,
-                "keys": keys, "reasons": reasons}
+    manifest = {
+        "version": STORE_VERSION,
+        "channels": channels,
+        "side": side,
+        "data": name,
+        "keys": keys,
+        "reasons": reasons,
+    }
     atomic_write_json(folder / f"{digest}.json", manifest)  # the switch: readers see the old or the new, whole
     for stale in folder.glob(f"{digest}-*.u8"):  # open readers of an old file keep it until they close it
         if stale.name != name:

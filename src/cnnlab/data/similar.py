@@ -97,8 +97,15 @@ def look_at(picture: np.ndarray) -> Look:
     hashed = gray.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
     small = np.asarray(hashed, dtype=np.float64)
     colours, dominant, mean = _palette(picture)
-    return Look(phash(small), (float(mean[0]), float(mean[1]), float(mean[2])), colours, dominant,
-                max(0.0, gray.entropy()), ImageStat.Stat(gray).stddev[0], hashed.reduce(2).tobytes())
+    return Look(
+        phash(small),
+        (float(mean[0]), float(mean[1]), float(mean[2])),
+        colours,
+        dominant,
+        max(0.0, gray.entropy()),
+        ImageStat.Stat(gray).stddev[0],
+        hashed.reduce(2).tobytes(),
+    )
 
 
 def blank_reason(look: Look, typical_entropy: float) -> str | None:
@@ -112,9 +119,11 @@ def blank_reason(look: Look, typical_entropy: float) -> str | None:
     if typical_entropy < RICH_SET:
         return None
     if look.entropy < SPARSE_ENTROPY and look.colours <= FEW_COLOURS and look.dominant >= DOMINANT:
-        return (f"near-blank: one colour covers {look.dominant:.0%}, {look.colours} colour"
-                f"{'s' if look.colours > 1 else ''}, entropy {look.entropy:.1f} bits (the set's median image: "
-                f"{typical_entropy:.1f})")
+        return (
+            f"near-blank: one colour covers {look.dominant:.0%}, {look.colours} colour"
+            f"{'s' if look.colours > 1 else ''}, entropy {look.entropy:.1f} bits (the set's median image: "
+            f"{typical_entropy:.1f})"
+        )
     return None
 
 
@@ -146,8 +155,13 @@ def _alike(thumbs: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndar
 
 def _thumbs(looks: list[Look]) -> np.ndarray:
     side = (HASH_SIDE // 2) ** 2
-    return np.array([np.frombuffer(look.thumb, np.uint8) if len(look.thumb) == side else np.zeros(side, np.uint8)
-                     for look in looks], dtype=np.float32)
+    return np.array(
+        [
+            np.frombuffer(look.thumb, np.uint8) if len(look.thumb) == side else np.zeros(side, np.uint8)
+            for look in looks
+        ],
+        dtype=np.float32,
+    )
 
 
 def near_pairs(looks: list[Look], near: int = NEAR) -> list[tuple[int, int, int]]:
@@ -227,9 +241,11 @@ def same_pictures(looks: list[Look], digests: list[str], near: int = NEAR) -> tu
             copies[(first, index)] = Copy(first, index, bits_apart(looks[first], looks[index]), True)
     typical = typical_entropy(looks)
     if typical < RICH_SET and looks:
-        return list(copies.values()), (f"near copies not searched: the images hold little (median entropy "
-                                       f"{typical:.1f} bits, like digits or drawings), where different images "
-                                       "share a perceptual hash; exact copies were")
+        return list(copies.values()), (
+            f"near copies not searched: the images hold little (median entropy "
+            f"{typical:.1f} bits, like digits or drawings), where different images "
+            "share a perceptual hash; exact copies were"
+        )
     for first, second, bits in near_pairs(looks, near):
         copies.setdefault((first, second), Copy(first, second, bits, digests[first] == digests[second]))
     return sorted(copies.values(), key=lambda c: (c.first, c.second)), None

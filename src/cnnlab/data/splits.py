@@ -15,11 +15,7 @@ from cnnlab.errors import CnnlabError
 
 
 def hold_out(
-    labels: np.ndarray,
-    spec: SplitSpec,
-    seed: int,
-    class_names: Sequence[str],
-    split_name: str,
+    labels: np.ndarray, spec: SplitSpec, seed: int, class_names: Sequence[str], split_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits positions ``0..len(labels)-1`` into (kept, held-out) per ``spec``.
 
@@ -35,8 +31,7 @@ def hold_out(
         return positions, positions[:0]
     if count >= total:
         raise CnnlabError(
-            f"the {split_name} split ({count} images) would take all {total} images; "
-            f"use a smaller --{split_name}-split"
+            f"the {split_name} split ({count} images) would take all {total} images; use a smaller --{split_name}-split"
         )
     if spec.kind == "last":
         return positions[: total - count], positions[total - count :]
@@ -54,9 +49,7 @@ def hold_out(
             f"{total} images are too few for a {split_name} split holding all {num_classes} "
             f"classes; add images or provide a {split_name}/ folder"
         )
-    kept, held = train_test_split(
-        positions, test_size=count, stratify=labels, random_state=seed, shuffle=True
-    )
+    kept, held = train_test_split(positions, test_size=count, stratify=labels, random_state=seed, shuffle=True)
     return np.sort(kept), np.sort(held)
 
 
@@ -68,7 +61,8 @@ def joined(first: ImageSet, second: ImageSet) -> ImageSet:
     labels = torch.cat([first.labels, second.labels])
     ids = [*first.ids, *second.ids]
     if first.stored and first.source is second.source:
-        rows = [image_set.rows if image_set.rows is not None else np.arange(len(image_set))
-                for image_set in (first, second)]
+        rows = [
+            image_set.rows if image_set.rows is not None else np.arange(len(image_set)) for image_set in (first, second)
+        ]
         return ImageSet(first.source, labels, ids, rows=np.concatenate(rows))
     return ImageSet(torch.cat([first.images, second.images]), labels, ids)

@@ -43,8 +43,9 @@ class ImageSet:
     nothing holds the whole split in memory.
     """
 
-    def __init__(self, images: torch.Tensor | RecordSource, labels: torch.Tensor, ids: list[str],
-                 rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor | RecordSource, labels: torch.Tensor, ids: list[str], rows: np.ndarray | None = None
+    ) -> None:
         if isinstance(images, torch.Tensor):
             assert images.dtype == torch.uint8 and images.ndim == 4, images.shape
             assert rows is None, "rows are for stored images"

@@ -51,8 +51,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def time_models(candidates: dict[str, tuple[nn.Module, torch.Tensor]], rounds: int = ROUNDS,
-                max_seconds: float = 60.0) -> dict[str, Timing]:
+def time_models(
+    candidates: dict[str, tuple[nn.Module, torch.Tensor]], rounds: int = ROUNDS, max_seconds: float = 60.0
+) -> dict[str, Timing]:
     """Interleaved timings of each ``name: (model, normalised images)``; at least one image each.
 
     Rounds stop early (after at least 3) once ``max_seconds`` are spent, so a slow model on a slow
@@ -89,8 +90,14 @@ def time_models(candidates: dict[str, tuple[nn.Module, torch.Tensor]], rounds: i
                 batched[name].append(call(name, 1))
             if done >= 2 and time.perf_counter() - began > max_seconds / 2:
                 break
-    return {name: Timing(1000 * statistics.median(single[name]), 1000 * _percentile(single[name], 0.95),
-                         BATCH / statistics.median(batched[name])) for name in candidates}
+    return {
+        name: Timing(
+            1000 * statistics.median(single[name]),
+            1000 * _percentile(single[name], 0.95),
+            BATCH / statistics.median(batched[name]),
+        )
+        for name in candidates
+    }
 
 
 def normalized(images: torch.Tensor, normalize: Normalize, count: int = BATCH) -> torch.Tensor:
@@ -122,8 +129,14 @@ def measure_served(served: dict[str, Served], test: ImageSet, rounds: int = ROUN
     normalize = next(iter(served.values())).normalize
     images = normalized(test.images, normalize)
     timings = time_models({name: (s.model, images) for name, s in served.items()}, rounds)
-    return {name: {"size_mb": served_size_mb(s), "timing": timings[name],
-                   "accuracy": accuracy(s.model, test.images, test.labels, normalize)} for name, s in served.items()}
+    return {
+        name: {
+            "size_mb": served_size_mb(s),
+            "timing": timings[name],
+            "accuracy": accuracy(s.model, test.images, test.labels, normalize),
+        }
+        for name, s in served.items()
+    }
 
 
 def speed_rows(results: dict[str, dict[str, Any]], reference: str, labels: dict[str, str]) -> list[list[str]]:
@@ -132,22 +145,42 @@ def speed_rows(results: dict[str, dict[str, Any]], reference: str, labels: dict[
     rows = []
     for name, r in results.items():
         t: Timing = r["timing"]
-        rows.append([labels.get(name, name), f"{r['size_mb']:.2f}", f"{t.p50_ms:.2f}", f"{t.p95_ms:.2f}",
-                     f"{t.throughput:.0f}", f"{100 * r['accuracy']:.2f}%", f"{base / t.p50_ms:.2f}x"])
+        rows.append(
+            [
+                labels.get(name, name),
+                f"{r['size_mb']:.2f}",
+                f"{t.p50_ms:.2f}",
+                f"{t.p95_ms:.2f}",
+                f"{t.throughput:.0f}",
+                f"{100 * r['accuracy']:.2f}%",
+                f"{base / t.p50_ms:.2f}x",
+            ]
+        )
     return rows
 
 
 def speed_columns(reference_label: str) -> list[str]:
-    return ["runtime", "size MB", "batch 1 p50 ms", "batch 1 p95 ms", f"batch {BATCH} img/s", "test accuracy",
-            f"speed vs {reference_label}"]
+    return [
+        "runtime",
+        "size MB",
+        "batch 1 p50 ms",
+        "batch 1 p95 ms",
+        f"batch {BATCH} img/s",
+        "test accuracy",
+        f"speed vs {reference_label}",
+    ]
 
 
 def speed_record(results: dict[str, dict[str, Any]], threads: int, measured_by: str) -> dict[str, Any]:
     """What ``model.json`` keeps of a measurement, for picking the fastest runtime later."""
-    return {"measured_by": measured_by, "threads": threads, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "latency_ms": {k: round(r["timing"].p50_ms, 3) for k, r in results.items()},
-            "throughput": {k: round(r["timing"].throughput, 1) for k, r in results.items()},
-            "accuracy": {k: r["accuracy"] for k, r in results.items()}}
+    return {
+        "measured_by": measured_by,
+        "threads": threads,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "latency_ms": {k: round(r["timing"].p50_ms, 3) for k, r in results.items()},
+        "throughput": {k: round(r["timing"].throughput, 1) for k, r in results.items()},
+        "accuracy": {k: r["accuracy"] for k, r in results.items()},
+    }
 
 
 def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int = ROUNDS) -> tuple[Table, str]:
@@ -172,20 +205,30 @@ def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int =
         busy = busy_while_timed(sampler.others())
     update_sidecar(files, trained, speed=speed_record(results, threads, "cnnlab benchmark"))
     best, why = fastest_runtime(files)
-    labels = {name: f"{RUNTIMES[name]} ({s.source.name if name != 'pytorch' else 'checkpoint'})"
-              for name, s in served.items()}
-    notes = [(f"{plural(threads, 'thread')}; {len(test)} test images; batch-1 latency is the "
-              "median of interleaved rounds"), f"predict uses {RUNTIMES[best]}: {why}"]
+    labels = {
+        name: f"{RUNTIMES[name]} ({s.source.name if name != 'pytorch' else 'checkpoint'})" for name, s in served.items()
+    }
+    notes = [
+        (f"{plural(threads, 'thread')}; {len(test)} test images; batch-1 latency is the median of interleaved rounds"),
+        f"predict uses {RUNTIMES[best]}: {why}",
+    ]
     if busy:
-        notes.insert(0, f"measured on a busy machine ({busy}): rerun when it is quiet before choosing a runtime "
-                        "by these times")
+        notes.insert(
+            0, f"measured on a busy machine ({busy}): rerun when it is quiet before choosing a runtime by these times"
+        )
         log.warning("measured on a busy machine: %s; rerun cnnlab benchmark when it is quiet", busy)
     if len(served) == 1:
-        notes.append(f"only the checkpoint so far: cnnlab export {files.root} and cnnlab quantize {files.root} "
-                     "make faster runtimes")
-    table = Table(f"Runtimes of {files.root.name}", speed_columns(RUNTIMES["pytorch"]),
-                  speed_rows(results, "pytorch", labels), notes,
-                  {"threads": threads, **speed_record(results, threads, "cnnlab benchmark")})
+        notes.append(
+            f"only the checkpoint so far: cnnlab export {files.root} and cnnlab quantize {files.root} "
+            "make faster runtimes"
+        )
+    table = Table(
+        f"Runtimes of {files.root.name}",
+        speed_columns(RUNTIMES["pytorch"]),
+        speed_rows(results, "pytorch", labels),
+        notes,
+        {"threads": threads, **speed_record(results, threads, "cnnlab benchmark")},
+    )
     table.save(files.tables, "benchmark")
     write_report(files.root)
     return table, f"predict will use {RUNTIMES[best]}: {why}"

@@ -125,8 +125,12 @@ def teacher_run(teacher: str, options: dict[str, Any], command: str) -> RunFiles
     return files
 
 
-def student_config(teacher_files: RunFiles, options: dict[str, Any], setups: tuple[str | None, ...],
-                   pruned_from: TrainedModel | None = None) -> RunConfig:
+def student_config(
+    teacher_files: RunFiles,
+    options: dict[str, Any],
+    setups: tuple[str | None, ...],
+    pruned_from: TrainedModel | None = None,
+) -> RunConfig:
     """The teacher's data and split (so its test images stay unseen), then the student's options.
 
     A pruned copy of the teacher keeps the teacher's architecture and input (size, channels,
@@ -136,29 +140,38 @@ def student_config(teacher_files: RunFiles, options: dict[str, Any], setups: tup
     data = dataclasses.replace(taught.data, image_size=None, channels=None)  # the student's own input
     model, transfer = ModelConfig(), TransferConfig()
     if pruned_from is not None:
-        data = dataclasses.replace(taught.data, image_size=pruned_from.side, channels=pruned_from.channels,
-                                   crop_pct=pruned_from.crop_pct)
+        data = dataclasses.replace(
+            taught.data, image_size=pruned_from.side, channels=pruned_from.channels, crop_pct=pruned_from.crop_pct
+        )
         model = dataclasses.replace(taught.model, pretrained=False, weights=None)
         transfer = dataclasses.replace(transfer, stages="full")
-    base = RunConfig(data=data, model=model, transfer=transfer,
-                     train=dataclasses.replace(TrainConfig(), seed=taught.train.seed),
-                     runs_dir=str(teacher_files.root.parent))
+    base = RunConfig(
+        data=data,
+        model=model,
+        transfer=transfer,
+        train=dataclasses.replace(TrainConfig(), seed=taught.train.seed),
+        runs_dir=str(teacher_files.root.parent),
+    )
     recipe, config_file, augment = setups
     config = build_config(recipe, config_file, augment, base=base, **options)
     if config.augment.mixup > 0 or config.augment.cutmix > 0:
-        raise CnnlabError("--mixup/--cutmix cannot be combined with distillation (the teacher would need the "
-                          "mixed images); drop them")
+        raise CnnlabError(
+            "--mixup/--cutmix cannot be combined with distillation (the teacher would need the mixed images); drop them"
+        )
     return config
 
 
 def _check_classes(data: PreparedData, teacher: TrainedModel) -> None:
     if data.class_names != teacher.class_names:
-        raise CnnlabError(f"the teacher knows classes {teacher.class_names[:5]}..., the data has "
-                          f"{data.class_names[:5]}...: distill on the data the teacher was trained on")
+        raise CnnlabError(
+            f"the teacher knows classes {teacher.class_names[:5]}..., the data has "
+            f"{data.class_names[:5]}...: distill on the data the teacher was trained on"
+        )
 
 
-def named_student(teacher_files: RunFiles, teacher: TrainedModel, options: dict[str, Any],
-                  setups: tuple[str | None, ...]) -> Student:
+def named_student(
+    teacher_files: RunFiles, teacher: TrainedModel, options: dict[str, Any], setups: tuple[str | None, ...]
+) -> Student:
     """A student network by name (``--student simple_cnn``), built as ``cnnlab train`` would."""
     config = student_config(teacher_files, options, setups)
     with flag_named("--student"):
@@ -167,8 +180,15 @@ def named_student(teacher_files: RunFiles, teacher: TrainedModel, options: dict[
     return Student(config, config.model.name, data, preprocess, model, summary, default_name(config))
 
 
-def pruned_student(teacher_files: RunFiles, teacher: TrainedModel, options: dict[str, Any],
-                   setups: tuple[str | None, ...], sparsity: float, threads: int, command: str) -> Student:
+def pruned_student(
+    teacher_files: RunFiles,
+    teacher: TrainedModel,
+    options: dict[str, Any],
+    setups: tuple[str | None, ...],
+    sparsity: float,
+    threads: int,
+    command: str,
+) -> Student:
     """The teacher with ``sparsity`` of its channels removed by ``cnnlab prune`` (its own run, not
     fine-tuned), starting from the teacher's weights."""
     from cnnlab.deploy.prune import FineTuning, prune_run  # the pruning command's code, whatever it improves
@@ -178,12 +198,22 @@ def pruned_student(teacher_files: RunFiles, teacher: TrainedModel, options: dict
     data = prepare_data(config.data, config.train.seed, InputNeeds(teacher.channels, teacher.side, teacher.crop_pct))
     _check_classes(data, teacher)
     print(f"student: pruning {sparsity:.0%} of the channels of the teacher {teacher_files.root.name}")
-    pruned = prune_run(teacher_files.root, sparsity, structured=True, tuning=FineTuning(epochs=0), threads=threads,
-                       command=f"{command} (pruned student)", rounds=QUICK_ROUNDS)  # distill times it again
+    pruned = prune_run(
+        teacher_files.root,
+        sparsity,
+        structured=True,
+        tuning=FineTuning(epochs=0),
+        threads=threads,
+        command=f"{command} (pruned student)",
+        rounds=QUICK_ROUNDS,
+    )  # distill times it again
     model = load_trained(pruned.files).model.to(memory_format=torch.contiguous_format)
     # Its weights were learnt on the teacher's scaling: keep the teacher's mean and std.
-    preprocess = {**preprocess_meta(data, config), "mean": teacher.meta["preprocess"]["mean"],
-                  "std": teacher.meta["preprocess"]["std"]}
+    preprocess = {
+        **preprocess_meta(data, config),
+        "mean": teacher.meta["preprocess"]["mean"],
+        "std": teacher.meta["preprocess"]["std"],
+    }
     achieved = pruned.table.data.get("achieved", sparsity)
     label = f"{config.model.name} with {achieved:.0%} of its channels pruned"
     summary = model_summary(model, (data.channels, *data.input_size))
@@ -209,10 +239,12 @@ class SizeCheck:
         return self.student_ms < FASTER_SHARE * self.teacher_ms
 
     def describe(self, label: str) -> str:
-        return (f"student {label}: {self.student_params:,} parameters, {self.student_ms:.1f} ms per image; "
-                f"teacher: {self.teacher_params:,} parameters, {self.teacher_ms:.1f} ms "
-                f"(student/teacher: {self.student_params / self.teacher_params:.2f}x the parameters, "
-                f"{self.student_ms / self.teacher_ms:.2f}x the latency)")
+        return (
+            f"student {label}: {self.student_params:,} parameters, {self.student_ms:.1f} ms per image; "
+            f"teacher: {self.teacher_params:,} parameters, {self.teacher_ms:.1f} ms "
+            f"(student/teacher: {self.student_params / self.teacher_params:.2f}x the parameters, "
+            f"{self.student_ms / self.teacher_ms:.2f}x the latency)"
+        )
 
 
 QUICK_ROUNDS = 6  # the size check's timing: enough to tell 2x apart, seconds on a slow machine
@@ -226,36 +258,52 @@ def measure_sizes(teacher: TrainedModel, student: Student, threads: int) -> Size
     if student.config.train.channels_last:  # the layout the trained student will run in
         model = model.to(memory_format=torch.channels_last)
     height, width = student.data.input_size
-    inputs = {"teacher": (teacher.model, torch.randn(1, teacher.channels, teacher.side, teacher.side)),
-              "student": (model, torch.randn(1, student.data.channels, height, width))}
+    inputs = {
+        "teacher": (teacher.model, torch.randn(1, teacher.channels, teacher.side, teacher.side)),
+        "student": (model, torch.randn(1, student.data.channels, height, width)),
+    }
     with torch_threads(threads):
         timings = time_models(inputs, rounds=QUICK_ROUNDS, max_seconds=20)
-    return SizeCheck(count_parameters(teacher.model)[0], count_parameters(model)[0],
-                     timings["teacher"].p50_ms, timings["student"].p50_ms)
+    return SizeCheck(
+        count_parameters(teacher.model)[0],
+        count_parameters(model)[0],
+        timings["teacher"].p50_ms,
+        timings["student"].p50_ms,
+    )
 
 
 def refuse_useless_student(sizes: SizeCheck, label: str, force: bool) -> None:
     """A student neither smaller nor faster than its teacher has nothing to gain from distillation."""
     if sizes.smaller or sizes.faster:
         if not (sizes.smaller and sizes.faster):
-            log.warning("the student %s is %s than its teacher: it is only %s", label,
-                        "no faster" if sizes.smaller else "larger", "smaller" if sizes.smaller else "faster")
+            log.warning(
+                "the student %s is %s than its teacher: it is only %s",
+                label,
+                "no faster" if sizes.smaller else "larger",
+                "smaller" if sizes.smaller else "faster",
+            )
         return
-    what = (f"the student {label} is no smaller and no faster than its teacher ({sizes.student_params:,} vs "
-            f"{sizes.teacher_params:,} parameters, {sizes.student_ms:.1f} vs {sizes.teacher_ms:.1f} ms per image)")
+    what = (
+        f"the student {label} is no smaller and no faster than its teacher ({sizes.student_params:,} vs "
+        f"{sizes.teacher_params:,} parameters, {sizes.student_ms:.1f} vs {sizes.teacher_ms:.1f} ms per image)"
+    )
     if force:
         log.warning("%s; going on (--force)", what)
         return
-    raise CnnlabError(f"{what}: pick a smaller student (the default, --student {PRUNED_STUDENT}, is a pruned copy "
-                      "of the teacher), or add --force to distil into it anyway")
+    raise CnnlabError(
+        f"{what}: pick a smaller student (the default, --student {PRUNED_STUDENT}, is a pruned copy "
+        "of the teacher), or add --force to distil into it anyway"
+    )
 
 
 def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> Any:
     """The teacher's logits for every training image, computed once, from images decoded at its own
     size and channels (the student's converted when the two splits do not line up)."""
-    own = prepare_data(dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels,
-                                           crop_pct=teacher.crop_pct),
-                       config.train.seed, InputNeeds(teacher.channels, teacher.side, teacher.crop_pct)).splits["train"]
+    own = prepare_data(
+        dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels, crop_pct=teacher.crop_pct),
+        config.train.seed,
+        InputNeeds(teacher.channels, teacher.side, teacher.crop_pct),
+    ).splits["train"]
     train = data.splits["train"]
     if own.ids != train.ids:
         log.info("the teacher's decoding of the data does not line up with the student's: converting")
@@ -263,8 +311,14 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     return teacher.precompute(own)
 
 
-def train_student(student: Student, name: str, command: str, hooks: TrainingHooks,
-                  distillation: dict[str, Any] | None = None, note: str | None = None) -> RunFiles:
+def train_student(
+    student: Student,
+    name: str,
+    command: str,
+    hooks: TrainingHooks,
+    distillation: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> RunFiles:
     """Trains a copy of the student's starting network as a run of its own (tested, reported)."""
     config = dataclasses.replace(student.config, name=name)
     model = copy.deepcopy(student.model)
@@ -298,21 +352,29 @@ def majority_verdict(files: RunFiles, data: PreparedData) -> dict[str, Any] | No
     counts = torch.bincount(test.labels, minlength=data.num_classes)
     top = int(counts.argmax())
     rate = int(counts[top]) / len(test)
-    return {"accuracy": accuracy, "majority_class": data.class_names[top], "majority_rate": rate,
-            "failed": accuracy <= rate + 0.5 / len(test)}
+    return {
+        "accuracy": accuracy,
+        "majority_class": data.class_names[top],
+        "majority_rate": rate,
+        "failed": accuracy <= rate + 0.5 / len(test),
+    }
 
 
 def _what_to_try(student: Student, config: RunConfig, alone_failed: bool) -> str:
     if not alone_failed:
-        return ("the same student alone did better, so the teacher's term misled it: try a lower --alpha (more "
-                "weight on the labels) or --temperature")
+        return (
+            "the same student alone did better, so the teacher's term misled it: try a lower --alpha (more "
+            "weight on the labels) or --temperature"
+        )
     lr = config.train.lr if isinstance(config.train.lr, float) else 1e-3
     tips = f"a lower --lr (e.g. {lr / 10:g}) or more --epochs"
     if student.pruned is not None:
         return f"the student alone failed too: try a lower --student-sparsity (e.g. 0.3), {tips}"
-    return (f"the student alone failed too, so it cannot learn this data at these settings: try --student "
-            f"{PRUNED_STUDENT} (a copy of the teacher with part of its channels removed, starting from its "
-            f"weights), a student with pretrained weights (--pretrained, or --weights FILE offline), {tips}")
+    return (
+        f"the student alone failed too, so it cannot learn this data at these settings: try --student "
+        f"{PRUNED_STUDENT} (a copy of the teacher with part of its channels removed, starting from its "
+        f"weights), a student with pretrained weights (--pretrained, or --weights FILE offline), {tips}"
+    )
 
 
 def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> list[str]:
@@ -335,8 +397,10 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
         if verdict is not None:
             record["verdict"] = verdict
         if verdict is not None and verdict["failed"]:
-            message = (f"the {who} ({student.label}) FAILED: {verdict['accuracy']:.2%} test accuracy is no better "
-                       f"than answering '{verdict['majority_class']}' for every image ({verdict['majority_rate']:.2%})")
+            message = (
+                f"the {who} ({student.label}) FAILED: {verdict['accuracy']:.2%} test accuracy is no better "
+                f"than answering '{verdict['majority_class']}' for every image ({verdict['majority_rate']:.2%})"
+            )
             if who == "distilled student":
                 message += f"; {_what_to_try(student, student.config, alone_failed)}"
             failures.append(message)
@@ -348,13 +412,26 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
 def _row(label: str, architecture: str, files: RunFiles, trained: TrainedModel, timing: Any) -> list[str]:
     test = read_optional_json(files.metrics_json).get("test") or {}
     acc = test.get("accuracy")
-    return [label, architecture, f"{count_parameters(trained.model)[0]:,}",
-            f"{weights_mb(trained.model):.2f}", f"{timing.p50_ms:.2f}", f"{timing.throughput:.0f}",
-            f"{100 * acc:.2f}%" if acc is not None else "—"]
+    return [
+        label,
+        architecture,
+        f"{count_parameters(trained.model)[0]:,}",
+        f"{weights_mb(trained.model):.2f}",
+        f"{timing.p50_ms:.2f}",
+        f"{timing.throughput:.0f}",
+        f"{100 * acc:.2f}%" if acc is not None else "—",
+    ]
 
 
-def compare(teacher_files: RunFiles, alone: RunFiles, distilled: RunFiles, student: Student,
-            threads: int, settings: dict[str, Any], failures: list[str]) -> Table:
+def compare(
+    teacher_files: RunFiles,
+    alone: RunFiles,
+    distilled: RunFiles,
+    student: Student,
+    threads: int,
+    settings: dict[str, Any],
+    failures: list[str],
+) -> Table:
     """Teacher, student alone and distilled student: accuracy, size and speed side by side."""
     runs = {"teacher": teacher_files, "student alone": alone, "distilled student": distilled}
     trained = {k: load_trained(f) for k, f in runs.items()}
@@ -363,42 +440,74 @@ def compare(teacher_files: RunFiles, alone: RunFiles, distilled: RunFiles, stude
     tests = {"teacher": teacher_test, "student alone": data.splits["test"], "distilled student": data.splits["test"]}
     with torch_threads(threads):
         threads = torch.get_num_threads()  # the count asked for, or the thread policy's
-        models = {k: (open_runtime(runs[k], "pytorch", threads, t).model, normalized(tests[k].images, t.normalize))
-                  for k, t in trained.items()}
+        models = {
+            k: (open_runtime(runs[k], "pytorch", threads, t).model, normalized(tests[k].images, t.normalize))
+            for k, t in trained.items()
+        }
         timings = time_models(models)
     names = {"teacher": trained["teacher"].meta["model"]["name"]}
     rows = [_row(k, names.get(k, student.label), runs[k], trained[k], timings[k]) for k in runs]
     ratio = timings["distilled student"].p50_ms / timings["teacher"].p50_ms
-    notes = [*(f"FAILED: {failure}" for failure in failures),
-             (f"temperature {settings['temperature']:g}, alpha {settings['alpha']:g}; the student alone had the "
-              f"same options, starting weights and budget ({alone.root})"), f"teacher: {teacher_files.root}",
-             f"the distilled student answers one image in {ratio:.2f}x the teacher's time",
-             (f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
-              f"{'s' if threads > 1 else ''}, interleaved")]
+    notes = [
+        *(f"FAILED: {failure}" for failure in failures),
+        (
+            f"temperature {settings['temperature']:g}, alpha {settings['alpha']:g}; the student alone had the "
+            f"same options, starting weights and budget ({alone.root})"
+        ),
+        f"teacher: {teacher_files.root}",
+        f"the distilled student answers one image in {ratio:.2f}x the teacher's time",
+        (
+            f"batch-1 latency and batch-32 throughput in PyTorch eager, {threads} thread"
+            f"{'s' if threads > 1 else ''}, interleaved"
+        ),
+    ]
     if student.pruned is not None:
         before = (read_optional_json(student.pruned.metrics_json).get("test") or {}).get("accuracy")
         if before is not None:
             notes.append(f"the pruned student before any training: {before:.2%} ({student.pruned.root})")
     if teacher_test.fingerprint() != data.splits["test"].fingerprint():
-        notes.append("the teacher's test split is not the student's: its accuracy is on other images, and it may "
-                     "have trained on some of the student's test images")
-    return Table(f"Distillation into {distilled.root.name}", ["model", "architecture", "parameters", "size MB",
-                 "batch 1 p50 ms", "batch 32 img/s", "test accuracy"], rows, notes,
-                 {**settings, "latency_ratio": ratio, "failed": bool(failures)})
+        notes.append(
+            "the teacher's test split is not the student's: its accuracy is on other images, and it may "
+            "have trained on some of the student's test images"
+        )
+    return Table(
+        f"Distillation into {distilled.root.name}",
+        ["model", "architecture", "parameters", "size MB", "batch 1 p50 ms", "batch 32 img/s", "test accuracy"],
+        rows,
+        notes,
+        {**settings, "latency_ratio": ratio, "failed": bool(failures)},
+    )
 
 
-def _student(teacher_files: RunFiles, teacher: TrainedModel, options: dict[str, Any], setups: tuple[str | None, ...],
-             sparsity: float, threads: int, command: str) -> Student:
+def _student(
+    teacher_files: RunFiles,
+    teacher: TrainedModel,
+    options: dict[str, Any],
+    setups: tuple[str | None, ...],
+    sparsity: float,
+    threads: int,
+    command: str,
+) -> Student:
     """The student named by ``options['model']``, or the pruned copy of the teacher when none is."""
     if options.get("model", PRUNED_STUDENT) == PRUNED_STUDENT:
         return pruned_student(teacher_files, teacher, options, setups, sparsity, threads, command)
     return named_student(teacher_files, teacher, options, setups)
 
 
-def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERATURE, alpha: float = ALPHA,
-            recipe: str | None = None, config_file: str | None = None, augment: str | None = None,
-            threads: int = DEFAULT_THREADS, command: str = "cnnlab distill", *,
-            sparsity: float = STUDENT_SPARSITY, force: bool = False) -> Distilled:
+def distill(
+    teacher: str,
+    options: dict[str, Any],
+    temperature: float = TEMPERATURE,
+    alpha: float = ALPHA,
+    recipe: str | None = None,
+    config_file: str | None = None,
+    augment: str | None = None,
+    threads: int = DEFAULT_THREADS,
+    command: str = "cnnlab distill",
+    *,
+    sparsity: float = STUDENT_SPARSITY,
+    force: bool = False,
+) -> Distilled:
     """``cnnlab distill``: trains the student alone and from the teacher, then compares the three.
 
     Args:
@@ -417,28 +526,46 @@ def distill(teacher: str, options: dict[str, Any], temperature: float = TEMPERAT
             resolve_name(options["model"])  # before the teacher trains
     teacher_files = teacher_run(teacher, options, command)
     trained_teacher = load_trained(teacher_files)
-    student = _student(teacher_files, trained_teacher, options, (recipe, config_file, augment), sparsity, threads,
-                       command)
+    student = _student(
+        teacher_files, trained_teacher, options, (recipe, config_file, augment), sparsity, threads, command
+    )
     sizes = measure_sizes(trained_teacher, student, threads)
     print(sizes.describe(student.label))
     refuse_useless_student(sizes, student.label, force)
     return _distill_into(student, teacher_files, trained_teacher, sizes, (temperature, alpha), threads, command)
 
 
-def _distill_into(student: Student, teacher_files: RunFiles, trained_teacher: TrainedModel, sizes: SizeCheck,
-                  soft: tuple[float, float], threads: int, command: str) -> Distilled:
+def _distill_into(
+    student: Student,
+    teacher_files: RunFiles,
+    trained_teacher: TrainedModel,
+    sizes: SizeCheck,
+    soft: tuple[float, float],
+    threads: int,
+    command: str,
+) -> Distilled:
     """Trains the student from the teacher and alone, judges both, and compares the three runs."""
     temperature, alpha = soft
     config = student.config
     name = config.name or student.name
     for param in trained_teacher.model.parameters():
         param.requires_grad_(False)
-    teacher_net = Teacher(trained_teacher.model, trained_teacher.normalize, trained_teacher.channels,
-                          trained_teacher.side, trained_teacher.crop_pct)
+    teacher_net = Teacher(
+        trained_teacher.model,
+        trained_teacher.normalize,
+        trained_teacher.channels,
+        trained_teacher.side,
+        trained_teacher.crop_pct,
+    )
     cached = build_batch_augment(config.augment) is None
-    settings = {"teacher": str(teacher_files.root), "student": student.label, "temperature": temperature,
-                "alpha": alpha, "size_check": dataclasses.asdict(sizes),
-                "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)"}
+    settings = {
+        "teacher": str(teacher_files.root),
+        "student": student.label,
+        "temperature": temperature,
+        "alpha": alpha,
+        "size_check": dataclasses.asdict(sizes),
+        "teacher_logits": "computed once" if cached else "computed per batch (augmentation is on)",
+    }
     if student.pruned is not None:
         settings["pruned_from"] = str(student.pruned.root)
     began = time.perf_counter()
@@ -449,18 +576,35 @@ def _distill_into(student: Student, teacher_files: RunFiles, trained_teacher: Tr
     # Both students keep their epoch of best validation accuracy: the distilled one learns the teacher's
     # softened outputs, not the labels' loss; on dtd10 its validation loss was lowest at its first epoch
     # (46% right) while its accuracy rose to 61% three epochs later.
-    hooks = TrainingHooks(partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
-                          logits, [fresh_stats], select="accuracy")
+    hooks = TrainingHooks(
+        partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
+        logits,
+        [fresh_stats],
+        select="accuracy",
+    )
     distilled_name = name if config.name else f"{name}-distilled"
     distilled = train_student(student, distilled_name, command, hooks, settings)
     alone_hooks = TrainingHooks(callbacks=[fresh_stats], select="accuracy")
-    alone = train_student(student, f"{name}-alone", f"{command} (student alone)", alone_hooks, note=(
-        f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the labels alone, "
-        "with the same options, starting weights and budget."))
-    failures = judge(distilled, alone, student, (
-        f"Distilled from the teacher {teacher_files.root.name} into {student.label} (temperature {temperature:g}, "
-        f"alpha {alpha:g}); the same student trained alone is {alone.root.name} (teacher, alone and distilled "
-        "compared under Deployment)."))
+    alone = train_student(
+        student,
+        f"{name}-alone",
+        f"{command} (student alone)",
+        alone_hooks,
+        note=(
+            f"The baseline of the distilled run {distilled.root.name}: {student.label} trained on the labels alone, "
+            "with the same options, starting weights and budget."
+        ),
+    )
+    failures = judge(
+        distilled,
+        alone,
+        student,
+        (
+            f"Distilled from the teacher {teacher_files.root.name} into {student.label} (temperature {temperature:g}, "
+            f"alpha {alpha:g}); the same student trained alone is {alone.root.name} (teacher, alone and distilled "
+            "compared under Deployment)."
+        ),
+    )
     for failure in failures:
         log.warning(failure)
     table = compare(teacher_files, alone, distilled, student, threads, settings, failures)

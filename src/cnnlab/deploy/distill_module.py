@@ -46,8 +46,9 @@ class Teacher:
             else:
                 unit = (unit * torch.tensor(LUMA, device=unit.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if tuple(unit.shape[2:]) != (self.side, self.side):
-            unit = F.interpolate(unit, size=(self.side, self.side), mode="bilinear", antialias=True,
-                                 align_corners=False)
+            unit = F.interpolate(
+                unit, size=(self.side, self.side), mode="bilinear", antialias=True, align_corners=False
+            )
         return self.normalize.to(unit.device)(unit)
 
     @torch.no_grad()
@@ -67,8 +68,15 @@ class Teacher:
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(teacher's softened distribution || student's), averaged over the batch."""
-    return F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
-                    log_target=True, reduction="batchmean") * temperature**2
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
 
 
 class DistillationModule(ClassifierModule):
@@ -129,12 +137,15 @@ class FreshBatchNormStats(L.Callback):
         self.images, self.batch = images, batch
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                              for m in pl_module.modules()):
+        if trainer.sanity_checking or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in pl_module.modules()
+        ):
             return
         normalize, model = pl_module.normalize, pl_module.model
         assert isinstance(model, nn.Module) and isinstance(normalize, Normalize)
         with torch.no_grad():
-            batches = [normalize(Normalize.to_unit(self.images[i : i + self.batch].to(pl_module.device)))
-                       for i in range(0, len(self.images), self.batch)]
+            batches = [
+                normalize(Normalize.to_unit(self.images[i : i + self.batch].to(pl_module.device)))
+                for i in range(0, len(self.images), self.batch)
+            ]
         recalibrate_batchnorm(model, batches)

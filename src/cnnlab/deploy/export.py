@@ -77,8 +77,14 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:
         with _quiet():
-            program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["logits"],
-                                        dynamic_shapes=({0: batch},), dynamo=True)
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                dynamo=True,
+            )
             assert program is not None  # dynamo=True returns the program
             program.model.metadata_props[ONNX_KEY] = json.dumps(meta)
             program.save(str(path), external_data=False)  # one file: no model.onnx.data sidecar
@@ -89,12 +95,21 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, meta
 
     try:
         with _quiet():
-            torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-                              opset_version=17)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+                opset_version=17,
+            )
     except Exception as exc:  # noqa: BLE001  the exporter fails in many ways on unsupported models
-        raise CnnlabError(f"this model cannot be exported to ONNX ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120]}); try --format torchscript") from None
+        raise CnnlabError(
+            f"this model cannot be exported to ONNX ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120]}); try --format torchscript"
+        ) from None
     graph = onnx.load(str(path))
     onnx.helper.set_model_props(graph, {ONNX_KEY: json.dumps(meta)})
     onnx.save(graph, str(path))
@@ -107,8 +122,9 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Pat
             traced = torch.jit.trace(model, example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(meta)})
     except Exception as exc:  # noqa: BLE001  tracing fails in many ways on unsupported models
-        raise CnnlabError(f"this model cannot be traced to TorchScript ({type(exc).__name__}); "
-                          "use --format onnx") from None
+        raise CnnlabError(
+            f"this model cannot be traced to TorchScript ({type(exc).__name__}); use --format onnx"
+        ) from None
     return "torch.jit.trace"
 
 
@@ -120,14 +136,27 @@ def check_parity(reference: torch.nn.Module, candidate: torch.nn.Module, inputs:
         whole = candidate(inputs).float()
         singles = torch.cat([candidate(inputs[i : i + 1]).float() for i in range(min(8, len(inputs)))])
     diff = max(float((whole - ref).abs().max()), float((singles - ref[: len(singles)]).abs().max()))
-    agree = float((whole.argmax(1) == ref.argmax(1)).float().mean()) if ref.shape[1] > 1 else \
-        float(((whole > 0) == (ref > 0)).float().mean())
-    return {"images": len(inputs), "max_abs_diff": diff, "top1_agreement": agree,
-            "max_abs_logit": float(ref.abs().max())}
+    agree = (
+        float((whole.argmax(1) == ref.argmax(1)).float().mean())
+        if ref.shape[1] > 1
+        else float(((whole > 0) == (ref > 0)).float().mean())
+    )
+    return {
+        "images": len(inputs),
+        "max_abs_diff": diff,
+        "top1_agreement": agree,
+        "max_abs_logit": float(ref.abs().max()),
+    }
 
 
-def export_model(files: RunFiles, trained: TrainedModel, data: PreparedData, fmt: Format = "onnx",
-                 tolerance: float = PARITY_TOLERANCE, threads: int = DEFAULT_THREADS) -> Export:
+def export_model(
+    files: RunFiles,
+    trained: TrainedModel,
+    data: PreparedData,
+    fmt: Format = "onnx",
+    tolerance: float = PARITY_TOLERANCE,
+    threads: int = DEFAULT_THREADS,
+) -> Export:
     """Exports the run's model to ``model.onnx`` or ``model.ts``, only if it matches the checkpoint.
 
     Raises:
@@ -152,28 +181,41 @@ def export_model(files: RunFiles, trained: TrainedModel, data: PreparedData, fmt
                 raise CnnlabError(
                     f"the exported model differs from the checkpoint: max |logit difference| "
                     f"{parity['max_abs_diff']:.2e} > --tolerance {tolerance:g} on {parity['images']} images "
-                    f"(top-1 agreement {parity['top1_agreement']:.1%}); {path.name} was not written")
+                    f"(top-1 agreement {parity['top1_agreement']:.1%}); {path.name} was not written"
+                )
             eager = open_runtime(files, "pytorch", threads, trained).model  # as predict would run it
-            timings = time_models({"pytorch": (eager, inputs), runtime: (served.model, inputs)}, rounds=10,
-                                  max_seconds=10)
+            timings = time_models(
+                {"pytorch": (eager, inputs), runtime: (served.model, inputs)}, rounds=10, max_seconds=10
+            )
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     latency = {name: round(t.p50_ms, 3) for name, t in timings.items()}
-    record = {"runtime": runtime, "exporter": how, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "export_seconds": round(seconds, 2), "size_mb": round(path.stat().st_size / 1e6, 3),
-              "parity": parity, "tolerance": tolerance}
+    record = {
+        "runtime": runtime,
+        "exporter": how,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "export_seconds": round(seconds, 2),
+        "size_mb": round(path.stat().st_size / 1e6, 3),
+        "parity": parity,
+        "tolerance": tolerance,
+    }
     speed = read_sidecar(files).get("speed") or {}
     if not speed or speed.get("measured_by") == "cnnlab export":  # a full benchmark's figures are kept
         old = speed.get("latency_ms") or {}
-        speed = {"measured_by": "cnnlab export", "threads": threads, "latency_ms": {**old, **latency},
-                 "accuracy": speed.get("accuracy") or {}}
+        speed = {
+            "measured_by": "cnnlab export",
+            "threads": threads,
+            "latency_ms": {**old, **latency},
+            "accuracy": speed.get("accuracy") or {},
+        }
     update_sidecar(files, trained, {path.name: record}, speed)
     return Export(path, runtime, seconds, parity, latency)
 
 
-def export_run(run: str | Path, fmt: Format = "onnx", tolerance: float = PARITY_TOLERANCE,
-               threads: int = DEFAULT_THREADS) -> Export:
+def export_run(
+    run: str | Path, fmt: Format = "onnx", tolerance: float = PARITY_TOLERANCE, threads: int = DEFAULT_THREADS
+) -> Export:
     """``cnnlab export RUN``: the run's checkpoint as ``RUN/model.onnx`` (or ``model.ts``)."""
     if tolerance <= 0:
         raise CnnlabError(f"--tolerance must be above 0, got {tolerance:g}")
@@ -186,12 +228,21 @@ def describe(result: Export) -> str:
     """The lines ``cnnlab export`` prints."""
     p = result.parity
     pytorch, artifact = result.latency_ms.get("pytorch"), result.latency_ms.get(result.runtime)
-    speed = f"{artifact:.2f} ms per image vs {pytorch:.2f} ms in PyTorch ({pytorch / artifact:.1f}x)" \
-        if pytorch and artifact else ""
-    return "\n".join([
-        (f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {RUNTIMES[result.runtime]}, "
-         f"{result.seconds:.1f} s)"),
-        (f"parity on {p['images']} images of the run's data: max |logit difference| {p['max_abs_diff']:.2e}, "
-         f"top-1 agreement {p['top1_agreement']:.1%}"),
-        f"speed at batch 1: {speed}",
-    ])
+    speed = (
+        f"{artifact:.2f} ms per image vs {pytorch:.2f} ms in PyTorch ({pytorch / artifact:.1f}x)"
+        if pytorch and artifact
+        else ""
+    )
+    return "\n".join(
+        [
+            (
+                f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {RUNTIMES[result.runtime]}, "
+                f"{result.seconds:.1f} s)"
+            ),
+            (
+                f"parity on {p['images']} images of the run's data: max |logit difference| {p['max_abs_diff']:.2e}, "
+                f"top-1 agreement {p['top1_agreement']:.1%}"
+            ),
+            f"speed at batch 1: {speed}",
+        ]
+    )

@@ -66,14 +66,17 @@ def array_to_image(array: np.ndarray) -> Image.Image:
         raise CnnlabError(f"an image array must be (H, W) or (H, W, 1, 3 or 4), got shape {values.shape}")
     if values.dtype != np.uint8:
         if not np.issubdtype(values.dtype, np.floating) or values.min() < 0 or values.max() > 1:
-            raise CnnlabError(f"an image array must be uint8 (0-255) or float in [0, 1], got {values.dtype} "
-                              f"from {values.min()} to {values.max()}")
+            raise CnnlabError(
+                f"an image array must be uint8 (0-255) or float in [0, 1], got {values.dtype} "
+                f"from {values.min()} to {values.max()}"
+            )
         values = np.round(values * 255).astype(np.uint8)
     return Image.fromarray(values)
 
 
-def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, workers: int = 4,
-                   tta: bool = False) -> list[dict[str, Any]]:
+def predict_images(
+    trained: Classifier, items: Sequence[Any], k: int = 3, workers: int = 4, tta: bool = False
+) -> list[dict[str, Any]]:
     """Top-k classes per image: ``[{input, top: [{class, probability}], error}]``, in order.
 
     ``tta``: each image's probabilities are the mean over its test-time views (``cnnlab.models.tta``).
@@ -92,8 +95,9 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
                 rows.append({"input": str(path), "top": [], "error": None})
             continue
         image = item if isinstance(item, Image.Image) else array_to_image(item)
-        rows.append({"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [],
-                     "error": None})
+        rows.append(
+            {"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None}
+        )
         in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.stored_side)))
     decoded, skipped = decode_files(files, trained.channels, trained.stored_side, workers)
     row_of = {str(path): row for path, row in files}
@@ -109,8 +113,14 @@ def predict_images(trained: Classifier, items: Sequence[Any], k: int = 3, worker
     return rows
 
 
-def predict_with(target: str | Path, items: Sequence[Any], k: int = 3, runtime: str = "auto",
-                 threads: int = DEFAULT_THREADS, tta: bool = False) -> list[dict[str, Any]]:
+def predict_with(
+    target: str | Path,
+    items: Sequence[Any],
+    k: int = 3,
+    runtime: str = "auto",
+    threads: int = DEFAULT_THREADS,
+    tta: bool = False,
+) -> list[dict[str, Any]]:
     """:func:`predict_images` with a run folder or an exported artifact; each row's ``runtime`` names
     the one that answered (a key of ``deploy.settings.RUNTIMES``), which is also logged with why.
 

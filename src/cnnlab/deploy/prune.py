@@ -132,11 +132,18 @@ def open_parent(run: str | Path) -> Parent:
     data = run_data(files, trained)
     val, test = data.splits.get("val"), data.splits["test"]
     if val is None or len(val) == 0:
-        raise CnnlabError(f"run '{files.root}' has no validation split: cnnlab prune fine-tunes and chooses on it; "
-                          "retrain with --val-split auto")
-    return Parent(files, trained, read_run_config(files), data,
-                  accuracy(trained.model, val.images, val.labels, trained.normalize),
-                  accuracy(trained.model, test.images, test.labels, trained.normalize))
+        raise CnnlabError(
+            f"run '{files.root}' has no validation split: cnnlab prune fine-tunes and chooses on it; "
+            "retrain with --val-split auto"
+        )
+    return Parent(
+        files,
+        trained,
+        read_run_config(files),
+        data,
+        accuracy(trained.model, val.images, val.labels, trained.normalize),
+        accuracy(trained.model, test.images, test.labels, trained.normalize),
+    )
 
 
 def finetune_lr(config: RunConfig, given: float | None) -> float | Literal["auto"]:
@@ -153,13 +160,26 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
     most FINETUNE_BATCH."""
     config, trained = parent.config, parent.trained
     return dataclasses.replace(
-        config, name=f"{kind}-{round(100 * sparsity)}", runs_dir=str(parent.files.pruned),
+        config,
+        name=f"{kind}-{round(100 * sparsity)}",
+        runs_dir=str(parent.files.pruned),
         model=dataclasses.replace(config.model, pretrained=False, weights=None),
-        data=dataclasses.replace(config.data, image_size=trained.side, channels=trained.channels,
-                                 crop_pct=trained.crop_pct, batch_size=min(config.data.batch_size, FINETUNE_BATCH)),
-        train=dataclasses.replace(config.train, epochs=max(1, tuning.epochs), lr=finetune_lr(config, tuning.lr),
-                                  time_budget=tuning.budget, patience=FINETUNE_PATIENCE),
-        transfer=dataclasses.replace(config.transfer, stages="full"))
+        data=dataclasses.replace(
+            config.data,
+            image_size=trained.side,
+            channels=trained.channels,
+            crop_pct=trained.crop_pct,
+            batch_size=min(config.data.batch_size, FINETUNE_BATCH),
+        ),
+        train=dataclasses.replace(
+            config.train,
+            epochs=max(1, tuning.epochs),
+            lr=finetune_lr(config, tuning.lr),
+            time_budget=tuning.budget,
+            patience=FINETUNE_PATIENCE,
+        ),
+        transfer=dataclasses.replace(config.transfer, stages="full"),
+    )
 
 
 def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: int) -> tuple[torch.nn.Module, list]:
@@ -181,8 +201,9 @@ def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: in
     return model, masks
 
 
-def _new_child(parent: Parent, model: torch.nn.Module, kind: str, sparsity: float, tuning: FineTuning,
-               command: str) -> Any:
+def _new_child(
+    parent: Parent, model: torch.nn.Module, kind: str, sparsity: float, tuning: FineTuning, command: str
+) -> Any:
     """The pruned run's folder: config, pruned weights, layer widths; returns its training context."""
     trained = parent.trained
     child_config = _child_config(parent, kind, sparsity, tuning)
@@ -205,12 +226,23 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, info: dict[str, Any]) -> N
     ctx.hooks = TrainingHooks(callbacks=[recovery, *([KeepZeros(masks)] if masks else [])], select="accuracy")
     finish_run(train_run(ctx))
     stage = (ctx.meta.get("stages") or [{}])[-1]
-    info.update(finetune_epochs=stage.get("epochs"), finetune_seconds=stage.get("seconds"),
-                recovered_at_epoch=recovery.recovered_at)
+    info.update(
+        finetune_epochs=stage.get("epochs"),
+        finetune_seconds=stage.get("seconds"),
+        recovered_at_epoch=recovery.recovered_at,
+    )
 
 
-def prune_once(parent: Parent, sparsity: float, structured: bool, tuning: FineTuning, threads: int,
-               command: str, rounds: int = ROUNDS, max_drop: float = MAX_DROP) -> Pruned:
+def prune_once(
+    parent: Parent,
+    sparsity: float,
+    structured: bool,
+    tuning: FineTuning,
+    threads: int,
+    command: str,
+    rounds: int = ROUNDS,
+    max_drop: float = MAX_DROP,
+) -> Pruned:
     """Prunes ``sparsity`` of the parent's channels (or weights), fine-tunes, and measures the result
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
@@ -221,15 +253,23 @@ def prune_once(parent: Parent, sparsity: float, structured: bool, tuning: FineTu
     val, test = parent.data.splits["val"], parent.data.splits["test"]
     normalize = parent.trained.normalize
     achieved = (1 - channels(model) / channels(parent.trained.model)) if structured else weight_sparsity(model)
-    info = {"from": str(parent.files.root), "kind": kind, "requested": sparsity, "achieved": achieved,
-            "finetune_epochs": 0, "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
-            "finetune_budget": tuning.budget if tuning.epochs else None,
-            "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
-            "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize)}
+    info = {
+        "from": str(parent.files.root),
+        "kind": kind,
+        "requested": sparsity,
+        "achieved": achieved,
+        "finetune_epochs": 0,
+        "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
+        "finetune_budget": tuning.budget if tuning.epochs else None,
+        "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
+        "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
+    }
     ctx.meta["pruning"] = info
     what = "of channels" if structured else "of weights"
-    ctx.meta.setdefault("notes", []).append(f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
-                                            f"{what} removed (before/after table under Deployment).")
+    ctx.meta.setdefault("notes", []).append(
+        f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
+        f"{what} removed (before/after table under Deployment)."
+    )
     write_meta(child, ctx.meta)
     if tuning.epochs:
         _fine_tune(ctx, parent, masks, info)
@@ -247,20 +287,45 @@ def prune_once(parent: Parent, sparsity: float, structured: bool, tuning: FineTu
     return Pruned(child, table, warnings)
 
 
-MEASURED = ("parent_params", "params", "parent_val_accuracy", "val_accuracy", "parent_test_accuracy",
-            "final_accuracy", "parent_ms", "pruned_ms", "speedup_batch1")  # also in the pruned run's run.json
+MEASURED = (
+    "parent_params",
+    "params",
+    "parent_val_accuracy",
+    "val_accuracy",
+    "parent_test_accuracy",
+    "final_accuracy",
+    "parent_ms",
+    "pruned_ms",
+    "speedup_batch1",
+)  # also in the pruned run's run.json
 
 
-def _row(label: str, model: torch.nn.Module, example: torch.Tensor, sparsity: str, val_acc: float, acc: float,
-         timing: Any | None) -> list[str]:
+def _row(
+    label: str,
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    sparsity: str,
+    val_acc: float,
+    acc: float,
+    timing: Any | None,
+) -> list[str]:
     macs = count_macs(model, example)
     speed = [f"{timing.p50_ms:.2f}", f"{timing.throughput:.0f}"] if timing else ["—", "—"]
-    return [label, sparsity, f"{nonzero_parameters(model):,}", f"{macs / 1e6:.2f}M", f"{weights_mb(model):.2f}",
-            *speed, f"{100 * val_acc:.2f}%", f"{100 * acc:.2f}%"]
+    return [
+        label,
+        sparsity,
+        f"{nonzero_parameters(model):,}",
+        f"{macs / 1e6:.2f}M",
+        f"{weights_mb(model):.2f}",
+        *speed,
+        f"{100 * val_acc:.2f}%",
+        f"{100 * acc:.2f}%",
+    ]
 
 
-def _compare(parent: Parent, child: RunFiles, pruned: torch.nn.Module, info: dict[str, Any], threads: int,
-             rounds: int) -> Table:
+def _compare(
+    parent: Parent, child: RunFiles, pruned: torch.nn.Module, info: dict[str, Any], threads: int, rounds: int
+) -> Table:
     """The before/after table: the original, the pruned model before fine-tuning (if it was
     fine-tuned), and the pruned run as every command reloads it, timed side by side."""
     files, trained = parent.files, parent.trained
@@ -271,38 +336,81 @@ def _compare(parent: Parent, child: RunFiles, pruned: torch.nn.Module, info: dic
     what = f"{info['achieved']:.0%} " + ("of channels" if kind == "structured" else "of weights")
     with torch_threads(threads):
         threads = torch.get_num_threads()
-        eager = {"original": open_runtime(files, "pytorch", threads, trained).model,
-                 "pruned": open_runtime(child, "pytorch", threads, final).model}
+        eager = {
+            "original": open_runtime(files, "pytorch", threads, trained).model,
+            "pruned": open_runtime(child, "pytorch", threads, final).model,
+        }
         timings = time_models({k: (m, normalized(test.images, trained.normalize)) for k, m in eager.items()}, rounds)
         val_acc = accuracy(final.model, val.images, val.labels, final.normalize)
         final_acc = accuracy(final.model, test.images, test.labels, final.normalize)
-        rows = [_row("original", trained.model, example, "0%", parent.val_accuracy, parent.test_accuracy,
-                     timings["original"])]
+        rows = [
+            _row(
+                "original", trained.model, example, "0%", parent.val_accuracy, parent.test_accuracy, timings["original"]
+            )
+        ]
         if epochs:
-            rows.append(_row(f"pruned {kind}, before fine-tuning", pruned, example, what,
-                             info["val_accuracy_before_finetune"], info["accuracy_before_finetune"], None))
+            rows.append(
+                _row(
+                    f"pruned {kind}, before fine-tuning",
+                    pruned,
+                    example,
+                    what,
+                    info["val_accuracy_before_finetune"],
+                    info["accuracy_before_finetune"],
+                    None,
+                )
+            )
         label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
         rows.append(_row(label, final.model, example, what, val_acc, final_acc, timings["pruned"]))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [(f"batch-1 latency and batch-32 throughput in PyTorch eager, {plural(threads, 'thread')}, "
-              f"interleaved; accuracy on {len(val)} validation and {len(test)} test images"),
-             f"speed-up at batch 1: {speedup:.2f}x",
-             f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)"]
+    notes = [
+        (
+            f"batch-1 latency and batch-32 throughput in PyTorch eager, {plural(threads, 'thread')}, "
+            f"interleaved; accuracy on {len(val)} validation and {len(test)} test images"
+        ),
+        f"speed-up at batch 1: {speedup:.2f}x",
+        f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)",
+    ]
     if info.get("recovered_at_epoch"):
-        notes.append(f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back "
-                     "to the original's")
+        notes.append(
+            f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back to the original's"
+        )
     if kind == "unstructured":
-        notes.append("unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
-                     "take as long as before (use --structured to make the network smaller and faster)")
-    data = {**info, "parent_params": nonzero_parameters(trained.model), "params": nonzero_parameters(final.model),
-            "parent_val_accuracy": parent.val_accuracy, "val_accuracy": val_acc,
-            "parent_test_accuracy": parent.test_accuracy, "final_accuracy": final_acc,
-            "parent_ms": timings["original"].p50_ms, "pruned_ms": timings["pruned"].p50_ms,
-            "speedup_batch1": speedup, "threads": threads}
-    return Table(f"{kind.capitalize()} pruning of {files.root.name} ({info['requested']:.0%} "
-                 f"{'of channels' if kind == 'structured' else 'of weights'})",
-                 ["model", "sparsity", "non-zero params", "MACs", "size MB", "batch 1 p50 ms", "batch 32 img/s",
-                  "val accuracy", "test accuracy"], rows, notes, data)
+        notes.append(
+            "unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
+            "take as long as before (use --structured to make the network smaller and faster)"
+        )
+    data = {
+        **info,
+        "parent_params": nonzero_parameters(trained.model),
+        "params": nonzero_parameters(final.model),
+        "parent_val_accuracy": parent.val_accuracy,
+        "val_accuracy": val_acc,
+        "parent_test_accuracy": parent.test_accuracy,
+        "final_accuracy": final_acc,
+        "parent_ms": timings["original"].p50_ms,
+        "pruned_ms": timings["pruned"].p50_ms,
+        "speedup_batch1": speedup,
+        "threads": threads,
+    }
+    return Table(
+        f"{kind.capitalize()} pruning of {files.root.name} ({info['requested']:.0%} "
+        f"{'of channels' if kind == 'structured' else 'of weights'})",
+        [
+            "model",
+            "sparsity",
+            "non-zero params",
+            "MACs",
+            "size MB",
+            "batch 1 p50 ms",
+            "batch 32 img/s",
+            "val accuracy",
+            "test accuracy",
+        ],
+        rows,
+        notes,
+        data,
+    )
 
 
 def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
@@ -317,18 +425,27 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
         if not epochs:
             what = "fine-tune it (leave out --finetune-epochs 0), "
         elif budget and (data.get("finetune_seconds") or 0) >= 0.9 * budget and not data.get("recovered_at_epoch"):
-            what = (f"fine-tuning used up its {budget:g} s after {plural(epochs, 'epoch')}: "
-                    f"give it --finetune-budget {2 * budget:g}, or ")
+            what = (
+                f"fine-tuning used up its {budget:g} s after {plural(epochs, 'epoch')}: "
+                f"give it --finetune-budget {2 * budget:g}, or "
+            )
         else:
             what = ""
-        warnings.append(f"pruning --sparsity {sparsity} lost {drop:.1f} points of test accuracy (more than "
-                        f"{max_drop:g}): {what}try --sparsity {lower:g}, or --max-drop {max_drop:g} for the largest "
-                        "sparsity within it")
+        warnings.append(
+            f"pruning --sparsity {sparsity} lost {drop:.1f} points of test accuracy (more than "
+            f"{max_drop:g}): {what}try --sparsity {lower:g}, or --max-drop {max_drop:g} for the largest "
+            "sparsity within it"
+        )
     if data["speedup_batch1"] < MIN_SPEEDUP:
-        how = ("--structured removes whole channels" if data["kind"] == "unstructured"
-               else "try a higher --sparsity, or cnnlab quantize (INT8) on the parent")
-        warnings.append(f"the pruned model is no faster than its parent ({data['speedup_batch1']:.2f}x at batch 1, "
-                        f"under {MIN_SPEEDUP:g}x): {how}")
+        how = (
+            "--structured removes whole channels"
+            if data["kind"] == "unstructured"
+            else "try a higher --sparsity, or cnnlab quantize (INT8) on the parent"
+        )
+        warnings.append(
+            f"the pruned model is no faster than its parent ({data['speedup_batch1']:.2f}x at batch 1, "
+            f"under {MIN_SPEEDUP:g}x): {how}"
+        )
     return warnings
 
 
@@ -345,9 +462,16 @@ def _checked(sparsity: float | None, max_drop: float | None, tuning: FineTuning)
         raise CnnlabError(f"--finetune-budget must be a positive number of seconds, got {tuning.budget:g}")
 
 
-def prune_run(run: str | Path, sparsity: float | None = None, structured: bool = True,
-              tuning: FineTuning = FineTuning(), threads: int = DEFAULT_THREADS, command: str = "cnnlab prune",
-              rounds: int = ROUNDS, max_drop: float | None = None) -> Pruned:
+def prune_run(
+    run: str | Path,
+    sparsity: float | None = None,
+    structured: bool = True,
+    tuning: FineTuning = FineTuning(),
+    threads: int = DEFAULT_THREADS,
+    command: str = "cnnlab prune",
+    rounds: int = ROUNDS,
+    max_drop: float | None = None,
+) -> Pruned:
     """Prunes the run's model (``sparsity``, or the largest within ``max_drop`` points on validation),
     fine-tunes until validation recovers, and compares. What went wrong (``Pruned.warnings``: more than
     the drop lost, or no faster) is in the table's notes, the pruned run's run.json and both reports;
@@ -363,7 +487,8 @@ def prune_run(run: str | Path, sparsity: float | None = None, structured: bool =
         result = prune_once(parent, sparsity, structured, tuning, threads, command, rounds, drop)
     else:
         result = sweep_sparsities(
-            lambda ratio: prune_once(parent, ratio, structured, tuning, threads, command, rounds, drop), drop)
+            lambda ratio: prune_once(parent, ratio, structured, tuning, threads, command, rounds, drop), drop
+        )
         write_report(result.files.root)  # now with the sweep's table and curve
     write_report(parent.files.root)  # its Deployment section lists its pruned copies
     return result

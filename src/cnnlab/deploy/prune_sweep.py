@@ -34,8 +34,9 @@ def within(data: dict[str, Any], max_drop: float) -> bool:
     return val_drop(data) <= max_drop + 1e-9
 
 
-def sweep_sparsities(measure: Callable[[float], Pruned], max_drop: float,
-                     grid: Sequence[float] = SWEEP_SPARSITIES) -> Pruned:
+def sweep_sparsities(
+    measure: Callable[[float], Pruned], max_drop: float, grid: Sequence[float] = SWEEP_SPARSITIES
+) -> Pruned:
     """Bisects ``grid`` for the largest sparsity whose pruned run (``measure(sparsity)``) keeps
     validation accuracy within ``max_drop`` points; returns that run (or, when none does, the
     least pruned one tried, with a warning) carrying the sweep's table, also saved in it with the curve."""
@@ -45,48 +46,102 @@ def sweep_sparsities(measure: Callable[[float], Pruned], max_drop: float,
         middle = (below + above) // 2
         point = points[grid[middle]] = measure(grid[middle])
         ok = within(point.table.data, max_drop)
-        print(f"sweep: {grid[middle]:.0%} sparsity: validation {100 * point.table.data['val_accuracy']:.2f}% "
-              f"({0.0 - val_drop(point.table.data):+.2f} points), {point.table.data['speedup_batch1']:.2f}x faster at "
-              f"batch 1: {'within' if ok else 'over'} the {max_drop:g}-point drop", flush=True)
+        print(
+            f"sweep: {grid[middle]:.0%} sparsity: validation {100 * point.table.data['val_accuracy']:.2f}% "
+            f"({0.0 - val_drop(point.table.data):+.2f} points), {point.table.data['speedup_batch1']:.2f}x faster at "
+            f"batch 1: {'within' if ok else 'over'} the {max_drop:g}-point drop",
+            flush=True,
+        )
         below, above = (middle, above) if ok else (below, middle)
     chosen = points[grid[below]] if below >= 0 else points[min(points)]
     warnings = list(chosen.warnings)
     if below < 0:
         first = points[min(points)].table.data
-        warnings.insert(0, f"no sparsity of {grid[0]:.0%} or more keeps validation accuracy within {max_drop:g} "
-                           f"points ({grid[0]:.0%} lost {val_drop(first):.1f}): keep the original, or try a longer "
-                           "--finetune-budget or a larger --max-drop")
+        warnings.insert(
+            0,
+            f"no sparsity of {grid[0]:.0%} or more keeps validation accuracy within {max_drop:g} "
+            f"points ({grid[0]:.0%} lost {val_drop(first):.1f}): keep the original, or try a longer "
+            "--finetune-budget or a larger --max-drop",
+        )
     table = sweep_table(points, max_drop, chosen, warnings, found=below >= 0)
     table.save(chosen.files.tables, SWEEP_TABLE)
-    draw_sweep([p.table.data for p in points.values()], max_drop, chosen.table.data["requested"] if below >= 0
-               else None, chosen.files.figure("prune_sweep"))
+    draw_sweep(
+        [p.table.data for p in points.values()],
+        max_drop,
+        chosen.table.data["requested"] if below >= 0 else None,
+        chosen.files.figure("prune_sweep"),
+    )
     return dataclasses.replace(chosen, warnings=warnings, sweep=table)
 
 
-def sweep_table(points: dict[float, Pruned], max_drop: float, chosen: Pruned, warnings: list[str],
-                found: bool) -> Table:
+def sweep_table(
+    points: dict[float, Pruned], max_drop: float, chosen: Pruned, warnings: list[str], found: bool
+) -> Table:
     """One row per sparsity tried (the original first), the kept one marked."""
     first = next(iter(points.values())).table.data
-    rows = [["original", "0%", f"{first['parent_params']:,}", f"{100 * first['parent_val_accuracy']:.2f}%",
-             f"{100 * first['parent_test_accuracy']:.2f}%", f"{first['parent_ms']:.2f}", "1.00x", "", ""]]
+    rows = [
+        [
+            "original",
+            "0%",
+            f"{first['parent_params']:,}",
+            f"{100 * first['parent_val_accuracy']:.2f}%",
+            f"{100 * first['parent_test_accuracy']:.2f}%",
+            f"{first['parent_ms']:.2f}",
+            "1.00x",
+            "",
+            "",
+        ]
+    ]
     for sparsity in sorted(points):
         data, files = points[sparsity].table.data, points[sparsity].files
-        rows.append([f"{sparsity:.0%}" + (" (kept)" if points[sparsity] is chosen else ""),
-                     f"{data['achieved']:.0%}", f"{data['params']:,}",
-                     f"{100 * data['val_accuracy']:.2f}% ({0.0 - val_drop(data):+.2f})",
-                     f"{100 * data['final_accuracy']:.2f}%", f"{data['pruned_ms']:.2f}",
-                     f"{data['speedup_batch1']:.2f}x", "yes" if within(data, max_drop) else "no", files.root.name])
+        rows.append(
+            [
+                f"{sparsity:.0%}" + (" (kept)" if points[sparsity] is chosen else ""),
+                f"{data['achieved']:.0%}",
+                f"{data['params']:,}",
+                f"{100 * data['val_accuracy']:.2f}% ({0.0 - val_drop(data):+.2f})",
+                f"{100 * data['final_accuracy']:.2f}%",
+                f"{data['pruned_ms']:.2f}",
+                f"{data['speedup_batch1']:.2f}x",
+                "yes" if within(data, max_drop) else "no",
+                files.root.name,
+            ]
+        )
     grid = ", ".join(f"{s:.0%}" for s in SWEEP_SPARSITIES)
-    notes = [*(f"WARNING: {w}" for w in warnings),
-             (f"the largest sparsity within {max_drop:g} points of validation accuracy, bisecting {grid}: the "
-             "sparsities not shown were not needed"),
-             ("each point was pruned, fine-tuned and timed beside the original (batch-1 latency in PyTorch eager; "
-             "the original's, first row, from the first point's timing)")]
-    data = {"max_drop": max_drop, "chosen": chosen.table.data["requested"], "found": found,
-            "points": [points[s].table.data for s in sorted(points)]}
-    return Table(f"Pruning sweep of {Path(first['from']).name}: the largest sparsity within {max_drop:g} points",
-                 ["sparsity", "removed", "non-zero params", "val accuracy (change)", "test accuracy",
-                  "batch 1 p50 ms", "speed-up", "within drop", "pruned run"], rows, notes, data)
+    notes = [
+        *(f"WARNING: {w}" for w in warnings),
+        (
+            f"the largest sparsity within {max_drop:g} points of validation accuracy, bisecting {grid}: the "
+            "sparsities not shown were not needed"
+        ),
+        (
+            "each point was pruned, fine-tuned and timed beside the original (batch-1 latency in PyTorch eager; "
+            "the original's, first row, from the first point's timing)"
+        ),
+    ]
+    data = {
+        "max_drop": max_drop,
+        "chosen": chosen.table.data["requested"],
+        "found": found,
+        "points": [points[s].table.data for s in sorted(points)],
+    }
+    return Table(
+        f"Pruning sweep of {Path(first['from']).name}: the largest sparsity within {max_drop:g} points",
+        [
+            "sparsity",
+            "removed",
+            "non-zero params",
+            "val accuracy (change)",
+            "test accuracy",
+            "batch 1 p50 ms",
+            "speed-up",
+            "within drop",
+            "pruned run",
+        ],
+        rows,
+        notes,
+        data,
+    )
 
 
 def draw_sweep(points: list[dict[str, Any]], max_drop: float, chosen: float | None, out: Path) -> Path:
@@ -96,12 +151,26 @@ def draw_sweep(points: list[dict[str, Any]], max_drop: float, chosen: float | No
     first = points[0]
     fig = new_figure(7, 4)
     ax = fig.subplots()
-    ax.plot(xs, [100 * first["parent_val_accuracy"], *(100 * p["val_accuracy"] for p in points)], "o-",
-            color="#1d6b35", label="validation accuracy")
-    ax.plot(xs, [100 * first["parent_test_accuracy"], *(100 * p["final_accuracy"] for p in points)], "s--",
-            color="#8cbf9b", label="test accuracy")
-    ax.axhline(100 * first["parent_val_accuracy"] - max_drop, color="#b03030", linestyle=":",
-               label=f"validation floor (drop {max_drop:g} points)")
+    ax.plot(
+        xs,
+        [100 * first["parent_val_accuracy"], *(100 * p["val_accuracy"] for p in points)],
+        "o-",
+        color="#1d6b35",
+        label="validation accuracy",
+    )
+    ax.plot(
+        xs,
+        [100 * first["parent_test_accuracy"], *(100 * p["final_accuracy"] for p in points)],
+        "s--",
+        color="#8cbf9b",
+        label="test accuracy",
+    )
+    ax.axhline(
+        100 * first["parent_val_accuracy"] - max_drop,
+        color="#b03030",
+        linestyle=":",
+        label=f"validation floor (drop {max_drop:g} points)",
+    )
     if chosen is not None:
         ax.axvline(100 * chosen, color="#555", linewidth=0.8, label=f"kept: {chosen:.0%}")
     shown = [100 * p[k] for p in points for k in ("val_accuracy", "final_accuracy")]
@@ -112,8 +181,13 @@ def draw_sweep(points: list[dict[str, Any]], max_drop: float, chosen: float | No
     latency = ax.twinx()
     # Each point was timed beside the parent in its own command: its speed-up is the fair figure, so
     # every latency is the first timing of the parent divided by the point's speed-up.
-    latency.plot(xs, [first["parent_ms"], *(first["parent_ms"] / p["speedup_batch1"] for p in points)], "^-",
-                 color="#3a6ea5", label="batch-1 latency (ms)")
+    latency.plot(
+        xs,
+        [first["parent_ms"], *(first["parent_ms"] / p["speedup_batch1"] for p in points)],
+        "^-",
+        color="#3a6ea5",
+        label="batch-1 latency (ms)",
+    )
     latency.set_ylabel("batch-1 latency (ms)", color="#3a6ea5")
     latency.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()

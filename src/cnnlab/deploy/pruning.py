@@ -44,12 +44,18 @@ def prune_channels(model: nn.Module, example: torch.Tensor, ratio: float, round_
     try:
         import torch_pruning as tp
     except ImportError:
-        raise CnnlabError("structured pruning needs Torch-Pruning: pip install torch-pruning "
-                          "(or use --unstructured)") from None
+        raise CnnlabError(
+            "structured pruning needs Torch-Pruning: pip install torch-pruning (or use --unstructured)"
+        ) from None
     model.eval()
     pruner = tp.pruner.BasePruner(  # MagnitudePruner/MetaPruner are deprecated names of it
-        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-        ignored_layers=[output_layer(model)], round_to=round_to)
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        ignored_layers=[output_layer(model)],
+        round_to=round_to,
+    )
     pruner.step()
 
 
@@ -74,8 +80,9 @@ class KeepZeros(L.Callback):
     def __init__(self, masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.masks = masks
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         with torch.no_grad():
             for weight, mask in self.masks:
                 weight.mul_(mask.to(weight.device))
@@ -118,8 +125,11 @@ def weight_sparsity(model: nn.Module) -> float:
 def channels(model: nn.Module) -> int:
     """Output channels of all convs and features of all linear layers but the output layer."""
     last = output_layer(model)
-    return sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-               for m in model.modules() if isinstance(m, PRUNED_TYPES) and m is not last)
+    return sum(
+        m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        for m in model.modules()
+        if isinstance(m, PRUNED_TYPES) and m is not last
+    )
 
 
 def nonzero_parameters(model: nn.Module) -> int:

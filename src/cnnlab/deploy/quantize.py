@@ -109,12 +109,17 @@ def _stride(batches: int, most: int = 4) -> int:
 
 
 # The settings the search on this CPU chose (module docstring); benchmarks pass others to compare.
-SETTINGS = {"quant_format": "QDQ", "per_channel": True, "reduce_range": False, "activation_type": "QUInt8",
-            "weight_type": "QInt8", "calibrate_method": "MinMax"}
+SETTINGS = {
+    "quant_format": "QDQ",
+    "per_channel": True,
+    "reduce_range": False,
+    "activation_type": "QUInt8",
+    "weight_type": "QInt8",
+    "calibrate_method": "MinMax",
+}
 
 
-def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str, object],
-                  **settings: object) -> None:
+def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str, object], **settings: object) -> None:
     """Static INT8 of ``source`` into ``target``, with :data:`SETTINGS` unless ``settings`` override
     them (by name: ``activation_type="QInt8"``, ``quant_format="QOperator"``...)."""
     import onnx
@@ -122,8 +127,12 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     chosen: dict[str, Any] = {**SETTINGS, **settings}
-    enums = {"quant_format": QuantFormat, "activation_type": QuantType, "weight_type": QuantType,
-             "calibrate_method": CalibrationMethod}
+    enums = {
+        "quant_format": QuantFormat,
+        "activation_type": QuantType,
+        "weight_type": QuantType,
+        "calibrate_method": CalibrationMethod,
+    }
     options = {k: getattr(enums[k], v) if k in enums else v for k, v in chosen.items()}
 
     with tempfile.TemporaryDirectory(dir=target.parent) as folder:
@@ -136,8 +145,9 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
         input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
         reader = _reader(images, input_name)
         # (CalibMaxIntermediateOutputs would bound memory too, but ORT 1.32's MinMax drops the data it clears.)
-        quantize_static(str(prepared), str(target), reader, **options,
-                        extra_options={"CalibStridedMinMax": _stride(len(reader))})
+        quantize_static(
+            str(prepared), str(target), reader, **options, extra_options={"CalibStridedMinMax": _stride(len(reader))}
+        )
     graph = onnx.load(str(target))
     props = {p.key: p.value for p in graph.metadata_props}
     props[ONNX_KEY] = json.dumps(meta)
@@ -145,8 +155,14 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
     onnx.save(graph, str(target))
 
 
-def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, calibration: int = CALIBRATION_IMAGES,
-                   threads: int = DEFAULT_THREADS, seed: int = 0) -> Quantized:
+def quantize_model(
+    files: RunFiles,
+    trained: TrainedModel,
+    data: PreparedData,
+    calibration: int = CALIBRATION_IMAGES,
+    threads: int = DEFAULT_THREADS,
+    seed: int = 0,
+) -> Quantized:
     """Writes ``model.int8.onnx`` and the FP32/INT8 table; exports ``model.onnx`` first if needed.
 
     Raises:
@@ -159,15 +175,20 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
     exported = None if files.onnx.is_file() else export_model(files, trained, data, "onnx", threads=threads)
     train = data.splits["train"]
     images = calibration_set(train, calibration, trained.normalize, seed)
-    meta = {**model_metadata(trained, files), "quantized": True,
-            "calibration": {"split": "train", "images": len(images)}}
+    meta = {
+        **model_metadata(trained, files),
+        "quantized": True,
+        "calibration": {"split": "train", "images": len(images)},
+    }
     temporary = files.int8_onnx.with_name(f".model.{os.getpid()}.tmp.int8.onnx")
     try:
         quantize_file(files.onnx, temporary, images, meta)
         ops = operator_counts(temporary)
         if not any(is_integer_op(op) for op in ops):
-            raise CnnlabError(f"quantization left no integer operator in the graph ({describe_ops(ops)}); "
-                              f"{files.int8_onnx.name} was not written: this model is not INT8")
+            raise CnnlabError(
+                f"quantization left no integer operator in the graph ({describe_ops(ops)}); "
+                f"{files.int8_onnx.name} was not written: this model is not INT8"
+            )
         os.replace(temporary, files.int8_onnx)
     finally:
         temporary.unlink(missing_ok=True)
@@ -186,18 +207,37 @@ def quantize_model(files: RunFiles, trained: TrainedModel, data: PreparedData, c
         warnings.append(f"INT8 loses {100 * drop:.1f} points of test accuracy (more than 1): predict keeps FP32")
     for warning in warnings:
         log.warning(warning)
-    notes = [f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
-             (f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-              f"QUInt8 activations, MinMax"), f"{plural(threads, 'thread')}; {len(test)} test images",
-             *warnings]
+    notes = [
+        f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
+        (
+            f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
+            f"QUInt8 activations, MinMax"
+        ),
+        f"{plural(threads, 'thread')}; {len(test)} test images",
+        *warnings,
+    ]
     labels = {name: RUNTIMES[name] for name in served}
-    table = Table(f"INT8 quantization of {files.root.name}", speed_columns(RUNTIMES["onnx"]),
-                  speed_rows(results, "onnx", labels), notes,
-                  {**speed_record(results, threads, "cnnlab quantize"), "ops": ops, "int8_speedup": speedup,
-                   "int8_accuracy_drop": drop})
+    table = Table(
+        f"INT8 quantization of {files.root.name}",
+        speed_columns(RUNTIMES["onnx"]),
+        speed_rows(results, "onnx", labels),
+        notes,
+        {
+            **speed_record(results, threads, "cnnlab quantize"),
+            "ops": ops,
+            "int8_speedup": speedup,
+            "int8_accuracy_drop": drop,
+        },
+    )
     table.save(files.tables, "quantize")
-    record = {"runtime": "int8", "size_mb": round(files.int8_onnx.stat().st_size / 1e6, 3), "operators": ops,
-              "calibration": meta["calibration"], "accuracy_drop": drop, "speedup_vs_fp32": round(speedup, 3)}
+    record = {
+        "runtime": "int8",
+        "size_mb": round(files.int8_onnx.stat().st_size / 1e6, 3),
+        "operators": ops,
+        "calibration": meta["calibration"],
+        "accuracy_drop": drop,
+        "speedup_vs_fp32": round(speedup, 3),
+    }
     update_sidecar(files, trained, {files.int8_onnx.name: record}, speed_record(results, threads, "cnnlab quantize"))
     write_report(files.root)
     return Quantized(files.int8_onnx, ops, table, warnings, exported)

@@ -45,16 +45,27 @@ def artifact_path(files: RunFiles, runtime: str) -> Path | None:
 
 def model_metadata(trained: TrainedModel, files: RunFiles) -> dict[str, Any]:
     """What an artifact carries so that it predicts on its own: classes and preprocessing."""
-    return {"format": FORMAT, "class_names": trained.class_names, "preprocess": trained.meta["preprocess"],
-            "run": files.root.name, "model": (trained.meta.get("model") or {}).get("name")}
+    return {
+        "format": FORMAT,
+        "class_names": trained.class_names,
+        "preprocess": trained.meta["preprocess"],
+        "run": files.root.name,
+        "model": (trained.meta.get("model") or {}).get("name"),
+    }
 
 
 def _checked(meta: Any, where: Path) -> dict[str, Any]:
     pre = meta.get("preprocess") if isinstance(meta, dict) else None
-    if not (isinstance(meta, dict) and isinstance(meta.get("class_names"), list) and isinstance(pre, dict)
-            and all(k in pre for k in ("image_size", "channels", "mean", "std"))):
-        raise CnnlabError(f"'{where}' has no cnnlab metadata (classes and preprocessing); export it with "
-                          "cnnlab export RUN, or pass the run folder")
+    if not (
+        isinstance(meta, dict)
+        and isinstance(meta.get("class_names"), list)
+        and isinstance(pre, dict)
+        and all(k in pre for k in ("image_size", "channels", "mean", "std"))
+    ):
+        raise CnnlabError(
+            f"'{where}' has no cnnlab metadata (classes and preprocessing); export it with "
+            "cnnlab export RUN, or pass the run folder"
+        )
     return meta
 
 
@@ -187,13 +198,16 @@ def open_artifact(path: str | Path, threads: int = DEFAULT_THREADS) -> Served:
     elif path.suffix.lower() == ".onnx":
         model, meta, runtime = _open_onnx(path, threads)
     else:
-        raise CnnlabError(f"'{path}' is neither an ONNX model (.onnx) nor a TorchScript file; "
-                          "give a run folder or a file written by cnnlab export")
+        raise CnnlabError(
+            f"'{path}' is neither an ONNX model (.onnx) nor a TorchScript file; "
+            "give a run folder or a file written by cnnlab export"
+        )
     return Served(model, list(meta["class_names"]), dict(meta["preprocess"]), runtime, path, for_command(threads))
 
 
-def open_runtime(files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS,
-                 trained: TrainedModel | None = None) -> Served:
+def open_runtime(
+    files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS, trained: TrainedModel | None = None
+) -> Served:
     """One runtime of a run: ``pytorch`` (the checkpoint) or one of its exported artifacts.
 
     Raises:
@@ -209,8 +223,9 @@ def open_runtime(files: RunFiles, runtime: str, threads: int = DEFAULT_THREADS,
     if path is None:
         raise CnnlabError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
     if not path.is_file():
-        make = {"int8": "cnnlab quantize",
-                "torchscript": "cnnlab export --format torchscript"}.get(runtime, "cnnlab export")
+        make = {"int8": "cnnlab quantize", "torchscript": "cnnlab export --format torchscript"}.get(
+            runtime, "cnnlab export"
+        )
         raise CnnlabError(f"run '{files.root}' has no {path.name} yet; make it with: {make} {files.root}")
     return open_artifact(path, threads)
 
@@ -220,8 +235,9 @@ def read_sidecar(files: RunFiles) -> dict[str, Any]:
     return read_optional_json(files.deploy_meta)
 
 
-def update_sidecar(files: RunFiles, trained: TrainedModel, artifacts: dict[str, Any] | None = None,
-                   speed: dict[str, Any] | None = None) -> dict[str, Any]:
+def update_sidecar(
+    files: RunFiles, trained: TrainedModel, artifacts: dict[str, Any] | None = None, speed: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Records artifact facts and measured speeds in ``model.json`` (merged with what is there)."""
     sidecar = read_sidecar(files)
     sidecar.update(model_metadata(trained, files))
@@ -262,8 +278,11 @@ def fastest_runtime(files: RunFiles, choice: str = "auto") -> tuple[str, str]:
     measured = _measured(files, speed.get("latency_ms") or {})
     drop = _int8_drop(speed.get("accuracy") or {})
     int8_kept = drop is not None and drop <= ACCURACY_TOLERANCE
-    allowed = {r: ms for r, ms in measured.items() if r in EXACT_RUNTIMES or (choice == "fastest" and r == "int8"
-                                                                             and int8_kept)}
+    allowed = {
+        r: ms
+        for r, ms in measured.items()
+        if r in EXACT_RUNTIMES or (choice == "fastest" and r == "int8" and int8_kept)
+    }
     if not allowed:
         if files.onnx.is_file():
             return "onnx", "exported, not timed yet (cnnlab benchmark RUN measures every runtime)"
@@ -275,13 +294,17 @@ def fastest_runtime(files: RunFiles, choice: str = "auto") -> tuple[str, str]:
     int8_ms = measured.get("int8")
     if best != "int8" and int8_ms is not None and int8_ms < allowed[best] and drop is not None:
         change = f"{-100 * drop:+.1f} points of test accuracy"
-        why += (f"; INT8 is faster ({int8_ms:.2f} ms, {change}) but changes the outputs: --runtime fastest or int8 "
-                "uses it" if int8_kept else f"; INT8 ({int8_ms:.2f} ms) is left out: {change}")
+        why += (
+            f"; INT8 is faster ({int8_ms:.2f} ms, {change}) but changes the outputs: --runtime fastest or int8 uses it"
+            if int8_kept
+            else f"; INT8 ({int8_ms:.2f} ms) is left out: {change}"
+        )
     return best, why
 
 
-def open_for_prediction(target: str | Path, runtime: str = "auto",
-                        threads: int = DEFAULT_THREADS) -> tuple[Served, str]:
+def open_for_prediction(
+    target: str | Path, runtime: str = "auto", threads: int = DEFAULT_THREADS
+) -> tuple[Served, str]:
     """A run folder (the runtime ``auto``/``fastest`` picks, or ``runtime``) or an artifact file; and why it was chosen.
 
     Raises:

@@ -6,8 +6,12 @@ Kept free of heavy imports, so the CLI builds its help from them without loading
 from __future__ import annotations
 
 # A runtime's one name (what --runtime takes and what every prediction says answered it): its label.
-RUNTIMES = {"pytorch": "PyTorch eager", "torchscript": "TorchScript", "onnx": "ONNX Runtime FP32",
-            "int8": "ONNX Runtime INT8"}
+RUNTIMES = {
+    "pytorch": "PyTorch eager",
+    "torchscript": "TorchScript",
+    "onnx": "ONNX Runtime FP32",
+    "int8": "ONNX Runtime INT8",
+}
 # The runtimes that give the checkpoint's own outputs: export keeps an artifact only when its logits
 # match the checkpoint's (PARITY_TOLERANCE). INT8 does not: on 224 px photos it moved a probability
 # from 98.1% to 89.3% and flipped a class, with test accuracy within a point.
@@ -15,15 +19,19 @@ EXACT_RUNTIMES = ("pytorch", "torchscript", "onnx")
 # auto: the fastest exact runtime, so a prediction is what the report, evaluate and Grad-CAM say;
 # fastest: INT8 too, when its measured test accuracy is within ACCURACY_TOLERANCE.
 RUNTIME_CHOICES = ("auto", "fastest", *RUNTIMES)
-RUNTIME_HELP = ("auto: the run's fastest runtime with the checkpoint's own outputs (PyTorch, TorchScript or ONNX "
-                "FP32); fastest: INT8 too when cnnlab benchmark/quantize measured it within 1 point of test "
-                "accuracy; or one of pytorch, torchscript, onnx, int8 (default: auto)")
+RUNTIME_HELP = (
+    "auto: the run's fastest runtime with the checkpoint's own outputs (PyTorch, TorchScript or ONNX "
+    "FP32); fastest: INT8 too when cnnlab benchmark/quantize measured it within 1 point of test "
+    "accuracy; or one of pytorch, torchscript, onnx, int8 (default: auto)"
+)
 # 0: cnnlab's thread policy (cnnlab.threads): the cores other processes leave free, re-checked
 # while the command runs. One thread is what it picks under load: EfficientNet-Lite0 in ONNX Runtime
 # at batch 1 took 9.4 ms with 1 thread vs 14.2 ms with 2 while another job held a core.
 DEFAULT_THREADS = 0
-THREADS_HELP = ("CPU threads (default: 0 = auto, the cores other processes leave free, re-checked while the "
-                "command runs; N pins it)")
+THREADS_HELP = (
+    "CPU threads (default: 0 = auto, the cores other processes leave free, re-checked while the "
+    "command runs; N pins it)"
+)
 ACCURACY_TOLERANCE = 0.01  # INT8 losing more than 1 point of test accuracy is never picked by itself
 EXPORT_FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-3  # max |logit difference|; float32 graph rewrites give ~1e-5 on Lite0, 1e-7 on small CNNs

@@ -129,8 +129,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> tuple[list[dict[str, An
     curves = {row["run"]: h for row, h in zip(rows, histories) if len(h)}
     if not curves:
         return rows, None
-    return rows, plot_curves(curves, out_dir / "comparison.png", f"Comparing {len(rows)} runs (validation)",
-                             splits=("val",))
+    return rows, plot_curves(
+        curves, out_dir / "comparison.png", f"Comparing {len(rows)} runs (validation)", splits=("val",)
+    )
 
 
 def format_value(key: str, value: Any) -> str:

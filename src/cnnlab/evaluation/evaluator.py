@@ -34,8 +34,9 @@ MAX_KEPT_PROBS = 20_000_000  # probabilities kept for the reliability diagram (~
 HARDEST = 25  # misclassified images shown
 
 
-def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names: list[str],
-                        only_missing: bool = False) -> None:
+def draw_metric_figures(
+    files: ResultFiles, metrics: dict[str, Any], class_names: list[str], only_missing: bool = False
+) -> None:
     """The figures a metrics dict alone can draw: both confusion matrices, most confused, per class."""
     cm = np.asarray(metrics["confusion_matrix"])
     recall = {name: row["recall"] for name, row in metrics["per_class"].items()}
@@ -50,8 +51,14 @@ def draw_metric_figures(files: ResultFiles, metrics: dict[str, Any], class_names
             draw(files.figure(key))
 
 
-def score_split(model: nn.Module, normalize: Normalize, image_set: ImageSet, num_classes: int,
-                autocast: torch.dtype | None = None, tta: bool = False) -> tuple[MetricAccumulator, np.ndarray | None]:
+def score_split(
+    model: nn.Module,
+    normalize: Normalize,
+    image_set: ImageSet,
+    num_classes: int,
+    autocast: torch.dtype | None = None,
+    tta: bool = False,
+) -> tuple[MetricAccumulator, np.ndarray | None]:
     """One pass over a split: the metric accumulator, and every probability while they fit in memory.
 
     ``tta``: each image's probabilities are the mean over its test-time views (``cnnlab.models.tta``).
@@ -106,15 +113,24 @@ def evaluate_split(
         if tta:
             results.update(_tta_results(model, normalize, image_set, class_names, split, autocast, plain_seconds))
         atomic_write_json(files.metrics_json, {**results, **(extra or {})})
-        atomic_write_text(files.classification_report,
-                          classification_report_text(labels, accumulator.predictions(), class_names) + "\n")
+        atomic_write_text(
+            files.classification_report,
+            classification_report_text(labels, accumulator.predictions(), class_names) + "\n",
+        )
     with phase("figures"):
         _draw_result_figures(model, normalize, image_set, class_names, files, metrics, accumulator, probs, explain)
     return metrics
 
 
-def _tta_results(model: nn.Module, normalize: Normalize, image_set: ImageSet, class_names: list[str], split: str,
-                 autocast: torch.dtype | None, plain_seconds: float) -> dict[str, Any]:
+def _tta_results(
+    model: nn.Module,
+    normalize: Normalize,
+    image_set: ImageSet,
+    class_names: list[str],
+    split: str,
+    autocast: torch.dtype | None,
+    plain_seconds: float,
+) -> dict[str, Any]:
     """The split scored with test-time augmentation, and what it took beside the plain pass."""
     warning = mirror_warning(class_names)
     if warning:
@@ -124,15 +140,28 @@ def _tta_results(model: nn.Module, normalize: Normalize, image_set: ImageSet, cl
     seconds = time.perf_counter() - began
     views, how = views_of(normalize, image_set.shape[-1])
     count = max(1, len(image_set))
-    return {f"{split}_tta": accumulator.compute(class_names),
-            "tta": {"split": split, "views": views, "how": how,
-                    "ms_per_image": {"plain": round(1000 * plain_seconds / count, 3),
-                                     "tta": round(1000 * seconds / count, 3)}}}
+    return {
+        f"{split}_tta": accumulator.compute(class_names),
+        "tta": {
+            "split": split,
+            "views": views,
+            "how": how,
+            "ms_per_image": {"plain": round(1000 * plain_seconds / count, 3), "tta": round(1000 * seconds / count, 3)},
+        },
+    }
 
 
-def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, class_names: list[str],
-                         files: ResultFiles, metrics: dict[str, Any], accumulator: Any, probs: Any,
-                         explain: bool) -> None:
+def _draw_result_figures(
+    model: nn.Module,
+    normalize: Normalize,
+    image_set: ImageSet,
+    class_names: list[str],
+    files: ResultFiles,
+    metrics: dict[str, Any],
+    accumulator: Any,
+    probs: Any,
+    explain: bool,
+) -> None:
     labels = image_set.labels.numpy()
     draw_metric_figures(files, metrics, class_names)
     hardest = accumulator.hardest()
@@ -141,8 +170,11 @@ def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: Imag
         index = [row["index"] for row in hardest]
         figures.plot_misclassified(
             normalize.view(image_set.take(index)).numpy(),  # the centre crop the model saw
-            [row["true"] for row in hardest], [row["pred"] for row in hardest],
-            [row["confidence"] for row in hardest], class_names, misclassified,
+            [row["true"] for row in hardest],
+            [row["pred"] for row in hardest],
+            [row["confidence"] for row in hardest],
+            class_names,
+            misclassified,
         )
     else:
         misclassified.unlink(missing_ok=True)  # nothing wrong any more: no stale grid
@@ -152,9 +184,16 @@ def _draw_result_figures(model: nn.Module, normalize: Normalize, image_set: Imag
         draw_explain_figures(model, normalize, image_set, accumulator.predictions(), hardest, class_names, files)
 
 
-def draw_explain_figures(model: nn.Module, normalize: Normalize, image_set: ImageSet, predictions: np.ndarray,
-                         mistakes: list[dict[str, Any]], class_names: list[str], files: ResultFiles,
-                         scope: str = "") -> None:
+def draw_explain_figures(
+    model: nn.Module,
+    normalize: Normalize,
+    image_set: ImageSet,
+    predictions: np.ndarray,
+    mistakes: list[dict[str, Any]],
+    class_names: list[str],
+    files: ResultFiles,
+    scope: str = "",
+) -> None:
     """The report's Explain figures; a failure is a warning, since the run's results are already written."""
     from cnnlab.explain.report import write_explain_figures
 
@@ -177,16 +216,22 @@ def class_counts(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {s: v["per_class"] for s, v in splits.items() if isinstance(v, dict) and v.get("per_class")}
 
 
-def write_training_figures(files: RunFiles, train_set: ImageSet, class_names: list[str], meta: dict[str, Any],
-                           augment: AugmentConfig | None = None) -> None:
+def write_training_figures(
+    files: RunFiles,
+    train_set: ImageSet,
+    class_names: list[str],
+    meta: dict[str, Any],
+    augment: AugmentConfig | None = None,
+) -> None:
     """History curves, the sample grid, class counts and (when used) the augmentation preview."""
     from cnnlab.augment.preview import preset_preview
 
     draw_history(files)
     per_class = [(train_set.labels == c).nonzero()[:8, 0] for c in range(len(class_names))]
     index = torch.cat(per_class)  # a few of each class: no need to pass the whole split
-    plot_samples_per_class(train_set.take(index).numpy(), train_set.labels[index].numpy(), class_names,
-                           files.figure("samples"))
+    plot_samples_per_class(
+        train_set.take(index).numpy(), train_set.labels[index].numpy(), class_names, files.figure("samples")
+    )
     plot_class_counts(class_counts(meta), files.figure("class_counts"))
     if augment is not None and augment != AugmentConfig():
         picks = [image.permute(1, 2, 0).numpy() for image in train_set.take(index[:: max(1, len(index) // 4)][:4])]

@@ -94,8 +94,13 @@ def plot_most_confused(pairs: Sequence[tuple[str, str, int]], out: Path) -> Path
 
 
 def plot_misclassified(
-    images: np.ndarray, y_true: Sequence[int], y_pred: Sequence[int], confidence: Sequence[float],
-    class_names: Sequence[str], out: Path, max_images: int = 25,
+    images: np.ndarray,
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    confidence: Sequence[float],
+    class_names: Sequence[str],
+    out: Path,
+    max_images: int = 25,
 ) -> Path:
     """Grid of wrongly classified images titled "true: X / pred: Y (87%)"."""
     n = min(len(images), max_images)
@@ -112,9 +117,16 @@ def plot_misclassified(
         tile_h, tile_w = images.shape[-2] + gap, images.shape[-1] + gap
         for i in range(n):
             r, c = divmod(i, cols)
-            ax.text((c + 0.5) * tile_w - gap / 2, r * tile_h - gap / 8,
-                    f"true: {short(class_names[int(y_true[i])], 14)}\npred: {short(class_names[int(y_pred[i])], 14)}"
-                    f" ({float(confidence[i]):.0%})", ha="center", va="bottom", fontsize=8, color="firebrick")
+            ax.text(
+                (c + 0.5) * tile_w - gap / 2,
+                r * tile_h - gap / 8,
+                f"true: {short(class_names[int(y_true[i])], 14)}\npred: {short(class_names[int(y_pred[i])], 14)}"
+                f" ({float(confidence[i]):.0%})",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="firebrick",
+            )
         ax.set_ylim(picture.shape[0], -gap)  # room above the first row's captions
     return save_figure(fig, out, f"Misclassified test images ({n} shown)")
 

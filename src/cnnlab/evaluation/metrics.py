@@ -112,14 +112,19 @@ def classification_report_text(
     """scikit-learn's text classification report, every class listed even when absent."""
     labels = list(range(len(class_names)))
     report: str = skm.classification_report(
-        np.asarray(y_true), np.asarray(y_pred), labels=labels, target_names=list(class_names),
-        digits=digits, zero_division=0,
+        np.asarray(y_true),
+        np.asarray(y_pred),
+        labels=labels,
+        target_names=list(class_names),
+        digits=digits,
+        zero_division=0,
     )
     return report
 
 
-def most_confused_pairs(cm: np.ndarray | list[list[int]], class_names: Sequence[str],
-                        k: int = 10) -> list[tuple[str, str, int]]:
+def most_confused_pairs(
+    cm: np.ndarray | list[list[int]], class_names: Sequence[str], k: int = 10
+) -> list[tuple[str, str, int]]:
     """The k largest off-diagonal confusion counts as (true, predicted, count), largest first."""
     m = np.array(cm, dtype=np.int64)
     np.fill_diagonal(m, 0)
@@ -159,8 +164,9 @@ class MetricAccumulator:
         nll = _nll(y, p)
         self.nll_sum += float(nll.sum())
         if self.num_classes > 5:
-            self.top5_hits += int(skm.top_k_accuracy_score(y, p, k=5, labels=list(range(self.num_classes)),
-                                                           normalize=False))
+            self.top5_hits += int(
+                skm.top_k_accuracy_score(y, p, k=5, labels=list(range(self.num_classes)), normalize=False)
+            )
         if self.num_classes == 2:
             self._binary_scores.append(p[:, 1])
         self.calib += _calibration_counts(y, p, ECE_BINS)
@@ -191,8 +197,9 @@ class MetricAccumulator:
             raise CnnlabError("no samples to evaluate: the test split is empty")
         y_true, y_pred, labels = np.concatenate(self._true), self.predictions(), list(range(k))
         prec, rec, f1, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-        report = skm.classification_report(y_true, y_pred, labels=labels, target_names=[f"#{i}" for i in labels],
-                                           output_dict=True, zero_division=0)
+        report = skm.classification_report(
+            y_true, y_pred, labels=labels, target_names=[f"#{i}" for i in labels], output_dict=True, zero_division=0
+        )
         present = sup > 0  # balanced accuracy averages recall over classes that occur in y_true
         out: dict[str, Any] = {
             "num_samples": self.seen,

@@ -26,8 +26,13 @@ from cnnlab.training.history import load_history
 from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
 
 SECTIONS = [
-    ("summary", "Summary"), ("training", "Training"), ("results", "Results"), ("explain", "Explain"),
-    ("deployment", "Deployment"), ("data", "Data"), ("reproduce", "Reproduce"),
+    ("summary", "Summary"),
+    ("training", "Training"),
+    ("results", "Results"),
+    ("explain", "Explain"),
+    ("deployment", "Deployment"),
+    ("data", "Data"),
+    ("reproduce", "Reproduce"),
 ]
 OPTIONAL_SECTIONS = {"deployment"}  # shown only when the run has something for them
 MAX_SKIPPED_ROWS = 100
@@ -63,8 +68,10 @@ def _figure(files: RunFiles, key: str) -> str:
         return ""
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     caption = FIGURES[key].caption
-    return (f'<figure><img src="{uri}" alt="{_e(caption)}">'
-            f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>")
+    return (
+        f'<figure><img src="{uri}" alt="{_e(caption)}">'
+        f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>"
+    )
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -81,7 +88,7 @@ def _stat(value: str, label: str) -> str:
 
 
 def _crop_text(pre: dict[str, Any]) -> str:
-    """", the centre 87.5% of 256-px stored squares" when images are stored with a margin, else ""."""
+    """ ", the centre 87.5% of 256-px stored squares" when images are stored with a margin, else ""."""
     pct = float(pre.get("crop_pct", 1.0))
     return f", the centre {100 * pct:g}% of {decode_side(pre)}-px stored squares" if pct < 1.0 else ""
 
@@ -102,18 +109,22 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
         stats.insert(0, _stat(_pct(test["top5_accuracy"]), "top-5 accuracy"))
     if test.get("loss") is not None:
         stats.append(_stat(f"{float(test['loss']):.4f}", "test loss"))
-    out.append(f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
-               f'<small>test accuracy</small></p>{"".join(stats)}</div>')
+    out.append(
+        f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
+        f"<small>test accuracy</small></p>{''.join(stats)}</div>"
+    )
     out.append(_improvement(stages))
     kept = _object(run.get("kept"))
     if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
         out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
     refit = _object(run.get("refit"))
     if refit.get("done"):  # the headline is the refit model's; the stage table's validation figures are not its
-        out.append(f"<p>{_e(str(refit.get('line', 'refit')).capitalize())}: the test accuracy above is the refit "
-                   f"model's (the model validation chose: {_e(_pct(refit.get('validated_test_acc')))}, kept as "
-                   f"{_e(refit.get('validated_checkpoint', 'validated.ckpt'))}); the validation figures are that "
-                   "model's, the refit trained on the validation images.</p>")
+        out.append(
+            f"<p>{_e(str(refit.get('line', 'refit')).capitalize())}: the test accuracy above is the refit "
+            f"model's (the model validation chose: {_e(_pct(refit.get('validated_test_acc')))}, kept as "
+            f"{_e(refit.get('validated_checkpoint', 'validated.ckpt'))}); the validation figures are that "
+            "model's, the refit trained on the validation images.</p>"
+        )
     resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
     if resumes:
         times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
@@ -122,26 +133,34 @@ def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
     names = run.get("class_names") or []
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
     rows = [
-        ("Run", run.get("name", "—")), ("Status", status), ("Model", model.get("name", "—")),
+        ("Run", run.get("name", "—")),
+        ("Status", status),
+        ("Model", model.get("name", "—")),
         ("Parameters", _parameters(run)),
-        ("Data", data.get("source", "—")), ("Classes", f"{len(names)}: {shown}" if names else "—"),
-        ("Input", f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}"
-         if pre else "—"),
+        ("Data", data.get("source", "—")),
+        ("Classes", f"{len(names)}: {shown}" if names else "—"),
+        (
+            "Input",
+            f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}" if pre else "—",
+        ),
         ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
-        ("Time by phase", phase_line(timing["phases"])[len("time: "):] if timing.get("phases") else "—"),
+        ("Time by phase", phase_line(timing["phases"])[len("time: ") :] if timing.get("phases") else "—"),
         ("Peak memory", _peak_memory(run.get("memory") or {})),
-        ("Created", run.get("created", "—")), ("cnnlab version", run.get("cnnlab_version", "—")),
+        ("Created", run.get("created", "—")),
+        ("cnnlab version", run.get("cnnlab_version", "—")),
     ]
     last = (run.get("attempts") or [{}])[-1]
     if isinstance(last, dict) and last.get("processes"):  # trained by several processes (DDP)
-        processes = (f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
-                     f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}")
+        processes = (
+            f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
+            f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"
+        )
         rows.insert(-2, ("Processes", processes))
     return "".join(out) + _pairs(rows)
 
 
 def _parameters(run: dict[str, Any]) -> str:
-    """"3,383,818 total; trained: 12,810 in stage frozen, 1,982,730 in stage finetune (kept)".
+    """ "3,383,818 total; trained: 12,810 in stage frozen, 1,982,730 in stage finetune (kept)".
 
     Each stage trains its own share (a frozen base, then the top too), so one "trainable" count
     (the model's as built, i.e. stage 1's) would understate what the kept model learned.
@@ -155,8 +174,11 @@ def _parameters(run: dict[str, Any]) -> str:
         trainable = stages[0]["params_trainable"] if stages else model.get("params_trainable")
         return f"{total}, {format_value('params', trainable)} trainable"
     kept = (kept_stage(run) or {}).get("name")
-    shares = [f"{format_value('params', s['params_trainable'])} in stage {s.get('name', '?')}"
-              + (" (kept)" if s.get("name") == kept else "") for s in stages]
+    shares = [
+        f"{format_value('params', s['params_trainable'])} in stage {s.get('name', '?')}"
+        + (" (kept)" if s.get("name") == kept else "")
+        for s in stages
+    ]
     return f"{total}; trained: {', '.join(shares)}"
 
 
@@ -176,37 +198,62 @@ def _improvement(stages: list[dict[str, Any]]) -> str:
     if a is None or b is None:
         return ""
     diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
-    return (f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} '
-            f"test accuracy from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>")
+    return (
+        f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} '
+        f"test accuracy from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>"
+    )
 
 
 def _training(files: RunFiles, run: dict[str, Any]) -> str:
     out = [_figure(files, "history") or _missing("Training history")]
     found: dict[str, Any] = run["lr_find"] if isinstance(run.get("lr_find"), dict) else {}
     if found.get("lr") is not None:  # --lr auto: the rate the finder picked, and how
-        out.append(f"<p>Learning rate {float(found['lr']):.3g} for stage '{_e(found.get('stage', ''))}', picked by "
-                   f"the learning-rate finder ({_e(found.get('steps'))} rates from {_e(found.get('start_lr'))} to "
-                   f"{_e(found.get('end_lr'))}, {_e(found.get('seconds'))} s). Rule: {_e(found.get('rule', ''))}.</p>"
-                   + _figure(files, "lr_find"))
+        out.append(
+            f"<p>Learning rate {float(found['lr']):.3g} for stage '{_e(found.get('stage', ''))}', picked by "
+            f"the learning-rate finder ({_e(found.get('steps'))} rates from {_e(found.get('start_lr'))} to "
+            f"{_e(found.get('end_lr'))}, {_e(found.get('seconds'))} s). Rule: {_e(found.get('rule', ''))}.</p>"
+            + _figure(files, "lr_find")
+        )
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     if stages:
         history = load_history(files.metrics_csv)
         kept = (kept_stage(run) or {}).get("name") if len(stages) > 1 else None
-        rows = [[str(s.get("name", "—")) + (" (kept)" if s.get("name") == kept else ""), s.get("epochs", "—"),
-                 format_value("params", s.get("params_trainable")), format_value("train_seconds", s.get("seconds")),
-                 _pct(kept_val_accuracy({"stages": [s]}, history)), _pct(s.get("test_acc")),
-                 "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}"] for s in stages]
-        headers = ["Stage", "Epochs", "Trainable parameters", "Time", "Val acc (kept epoch)", "Test acc",
-                   "Best val loss"]
+        rows = [
+            [
+                str(s.get("name", "—")) + (" (kept)" if s.get("name") == kept else ""),
+                s.get("epochs", "—"),
+                format_value("params", s.get("params_trainable")),
+                format_value("train_seconds", s.get("seconds")),
+                _pct(kept_val_accuracy({"stages": [s]}, history)),
+                _pct(s.get("test_acc")),
+                "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}",
+            ]
+            for s in stages
+        ]
+        headers = [
+            "Stage",
+            "Epochs",
+            "Trainable parameters",
+            "Time",
+            "Val acc (kept epoch)",
+            "Test acc",
+            "Best val loss",
+        ]
         keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
         out.append(_table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep))))
     return "".join(out)
 
 
 METRIC_ROWS = [
-    ("accuracy", "Accuracy"), ("top5_accuracy", "Top-5 accuracy"), ("balanced_accuracy", "Balanced accuracy"),
-    ("macro_f1", "Macro F1"), ("weighted_f1", "Weighted F1"), ("roc_auc", "ROC-AUC"),
-    ("loss", "Loss (mean NLL)"), ("ece", "Calibration error (ECE)"), ("num_samples", "Images"),
+    ("accuracy", "Accuracy"),
+    ("top5_accuracy", "Top-5 accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("macro_f1", "Macro F1"),
+    ("weighted_f1", "Weighted F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("loss", "Loss (mean NLL)"),
+    ("ece", "Calibration error (ECE)"),
+    ("num_samples", "Images"),
 ]
 
 
@@ -222,15 +269,19 @@ def _results(files: RunFiles, metrics: dict[str, Any]) -> str:
     splits = {k: v for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v}
     out = []
     if splits:
-        rows = [[label] + [_metric_cell(v, key) for v in splits.values()] for key, label in METRIC_ROWS
-                if any(_metric_cell(v, key) != "—" for v in splits.values())]
+        rows = [
+            [label] + [_metric_cell(v, key) for v in splits.values()]
+            for key, label in METRIC_ROWS
+            if any(_metric_cell(v, key) != "—" for v in splits.values())
+        ]
         headers = [f"{k[:-4]}, with TTA" if k.endswith("_tta") else k for k in splits]
         out.append(_table(["Metric", *headers], rows, numeric=range(1, len(splits) + 1)))
         out.append(_tta(metrics))
     else:
         out.append(_missing("Test metrics (metrics.json)"))
-    out.extend(_figure(files, key)
-               for key in ("confusion_matrix", "misclassified", "per_class_accuracy", "most_confused"))
+    out.extend(
+        _figure(files, key) for key in ("confusion_matrix", "misclassified", "per_class_accuracy", "most_confused")
+    )
     more = _figure(files, "confusion_matrix_normalized") + _figure(files, "reliability")
     report = read_text(files.classification_report)
     if report:
@@ -249,26 +300,39 @@ def _tta(metrics: dict[str, Any]) -> str:
         return ""
     cost = tta.get("ms_per_image") or {}
     change = 100 * (float(augmented["accuracy"]) - float(plain["accuracy"]))
-    text = (f"<p>Test-time augmentation (<code>cnnlab evaluate RUN --tta</code>): each image's probabilities are "
-            f"the mean over {_e(tta.get('how', 'its views'))}. It changed {_e(split)} accuracy by {change:+.2f} "
-            f"points, at {float(cost.get('tta', 0)):.2f} ms per image against {float(cost.get('plain', 0)):.2f} ms "
-            "plain (this machine, batched).</p>")
+    text = (
+        f"<p>Test-time augmentation (<code>cnnlab evaluate RUN --tta</code>): each image's probabilities are "
+        f"the mean over {_e(tta.get('how', 'its views'))}. It changed {_e(split)} accuracy by {change:+.2f} "
+        f"points, at {float(cost.get('tta', 0)):.2f} ms per image against {float(cost.get('plain', 0)):.2f} ms "
+        "plain (this machine, batched).</p>"
+    )
     names = [n for n in plain.get("per_class") or {} if n in (augmented.get("per_class") or {})]
-    rows = [[n, _pct(plain["per_class"][n].get("recall")), _pct(augmented["per_class"][n].get("recall"))]
-            for n in names[:MAX_CLASS_ROWS]]
-    return text + (_folded("Accuracy (recall) per class, plain and with TTA",
-                           _table(["Class", "Plain", "With TTA"], rows, numeric=[1, 2])) if rows else "")
+    rows = [
+        [n, _pct(plain["per_class"][n].get("recall")), _pct(augmented["per_class"][n].get("recall"))]
+        for n in names[:MAX_CLASS_ROWS]
+    ]
+    return text + (
+        _folded(
+            "Accuracy (recall) per class, plain and with TTA",
+            _table(["Class", "Plain", "With TTA"], rows, numeric=[1, 2]),
+        )
+        if rows
+        else ""
+    )
 
 
 def _explain(files: RunFiles) -> str:
     figures = _figure(files, "explain_filters") + _figure(files, "explain_gradcam")
     if not figures:
-        return (_missing("The Explain figures")
-                + '<p class="muted">cnnlab report RUN draws them from the checkpoint.</p>')
-    return ("<p>What the network looks at. The first layer's filters respond to edges, colours and textures. "
-            "Grad-CAM colours the parts of an image whose features raised the predicted class (red = most): "
-            "a mistake whose heat sits on the background hints at a shortcut the model learned. "
-            "For any image: <code>cnnlab explain gradcam RUN IMAGE</code>.</p>" + figures)
+        return (
+            _missing("The Explain figures") + '<p class="muted">cnnlab report RUN draws them from the checkpoint.</p>'
+        )
+    return (
+        "<p>What the network looks at. The first layer's filters respond to edges, colours and textures. "
+        "Grad-CAM colours the parts of an image whose features raised the predicted class (red = most): "
+        "a mistake whose heat sits on the background hints at a shortcut the model learned. "
+        "For any image: <code>cnnlab explain gradcam RUN IMAGE</code>.</p>" + figures
+    )
 
 
 def _deployment(files: RunFiles) -> str:
@@ -281,8 +345,11 @@ def _deployment(files: RunFiles) -> str:
 def _pruned_copies(files: RunFiles) -> str:
     """One row per pruned copy of this run (``cnnlab prune`` writes ``RUN/pruned/<kind>-<percent>/``),
     read from the before/after table each copy saved: its figures were measured beside this run."""
-    found = [(child.name, Table.load(RunFiles(child).table("prune")))
-             for child in sorted(files.pruned.glob("*")) if child.is_dir()]
+    found = [
+        (child.name, Table.load(RunFiles(child).table("prune")))
+        for child in sorted(files.pruned.glob("*"))
+        if child.is_dir()
+    ]
     copies = [(name, table.data) for name, table in found if table is not None and table.data.get("kind")]
     if not copies:
         return ""
@@ -293,22 +360,46 @@ def _pruned_copies(files: RunFiles) -> str:
 
     rows, notes = [], []
     for name, d in copies:
-        change = (100 * (d["final_accuracy"] - d["parent_test_accuracy"])
-                  if isinstance(d.get("parent_test_accuracy"), (int, float)) else None)
-        rows.append([name, number(d.get("achieved"), ".0%"), number(d.get("params"), ",") + " of "
-                     + number(d.get("parent_params"), ","), _pct(d.get("val_accuracy")),
-                     f"{_pct(d.get('final_accuracy'))} ({number(change, '+.2f')})",
-                     f"{number(d.get('pruned_ms'), '.2f')} vs {number(d.get('parent_ms'), '.2f')}",
-                     number(d.get("speedup_batch1"), ".2f") + "x", str(d.get("finetune_epochs") or 0),
-                     "yes (below)" if d.get("warnings") else "none"])
+        change = (
+            100 * (d["final_accuracy"] - d["parent_test_accuracy"])
+            if isinstance(d.get("parent_test_accuracy"), (int, float))
+            else None
+        )
+        rows.append(
+            [
+                name,
+                number(d.get("achieved"), ".0%"),
+                number(d.get("params"), ",") + " of " + number(d.get("parent_params"), ","),
+                _pct(d.get("val_accuracy")),
+                f"{_pct(d.get('final_accuracy'))} ({number(change, '+.2f')})",
+                f"{number(d.get('pruned_ms'), '.2f')} vs {number(d.get('parent_ms'), '.2f')}",
+                number(d.get("speedup_batch1"), ".2f") + "x",
+                str(d.get("finetune_epochs") or 0),
+                "yes (below)" if d.get("warnings") else "none",
+            ]
+        )
         notes += [f"{name}: {w}" for w in d.get("warnings") or []]
-    notes.append("batch-1 latency (ms) of each copy against this run's, timed side by side (PyTorch eager) "
-                 "when the copy was made; test accuracy change in points; cnnlab prune RUN --max-drop POINTS "
-                 "finds the largest sparsity within a drop")
-    return Table("Pruned copies of this run (cnnlab prune)",
-                 ["pruned run", "sparsity", "non-zero params", "val accuracy", "test accuracy (change)",
-                  "batch 1 ms (pruned vs this run)", "speed-up", "fine-tuning epochs", "warnings"],
-                 rows, notes).html()
+    notes.append(
+        "batch-1 latency (ms) of each copy against this run's, timed side by side (PyTorch eager) "
+        "when the copy was made; test accuracy change in points; cnnlab prune RUN --max-drop POINTS "
+        "finds the largest sparsity within a drop"
+    )
+    return Table(
+        "Pruned copies of this run (cnnlab prune)",
+        [
+            "pruned run",
+            "sparsity",
+            "non-zero params",
+            "val accuracy",
+            "test accuracy (change)",
+            "batch 1 ms (pruned vs this run)",
+            "speed-up",
+            "fine-tuning epochs",
+            "warnings",
+        ],
+        rows,
+        notes,
+    ).html()
 
 
 def _data(files: RunFiles, run: dict[str, Any]) -> str:
@@ -319,8 +410,9 @@ def _data(files: RunFiles, run: dict[str, Any]) -> str:
         out.append(_table(["Split", "Images"], [(s, v.get("count", "—")) for s, v in splits.items()], numeric=[1]))
         classes = list(dict.fromkeys(c for v in splits.values() for c in (v.get("per_class") or {})))
         if classes:
-            rows = [[c] + [(v.get("per_class") or {}).get(c, 0) for v in splits.values()]
-                    for c in classes[:MAX_CLASS_ROWS]]
+            rows = [
+                [c] + [(v.get("per_class") or {}).get(c, 0) for v in splits.values()] for c in classes[:MAX_CLASS_ROWS]
+            ]
             table = _table(["Class", *splits], rows, numeric=range(1, len(splits) + 1))
             if len(classes) > MAX_CLASS_ROWS:
                 table += f'<p class="muted">… and {len(classes) - MAX_CLASS_ROWS} more classes (see figure).</p>'

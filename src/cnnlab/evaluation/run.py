@@ -39,16 +39,26 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     started = time.perf_counter()
     files, data = result.files, result.data
     metrics = evaluate_split(
-        result.module.model, result.module.normalize, data.splits["test"], data.class_names, files,
-        extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")}, explain=True,
+        result.module.model,
+        result.module.normalize,
+        data.splits["test"],
+        data.class_names,
+        files,
+        extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")},
+        explain=True,
         autocast=run_autocast(result.config.train),
     )
     scores = _final_scores(result, metrics)
     with phase("figures"):
         write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     result.meta.setdefault("timing", {})["evaluate_seconds"] = round(time.perf_counter() - started, 2)
-    update_meta(files, status="completed", memory=_with_evaluation_peak(result.meta.get("memory")),
-                **_time_record(result.meta), **scores)
+    update_meta(
+        files,
+        status="completed",
+        memory=_with_evaluation_peak(result.meta.get("memory")),
+        **_time_record(result.meta),
+        **scores,
+    )
     with phase("report"):
         write_report(files.root)
     if result.meta.get("tracking"):
@@ -103,8 +113,9 @@ def train_and_evaluate(
     return in_processes(train_config, _train_and_evaluate, config, command, resume_path)
 
 
-def _train_and_evaluate(ranks: Ranks, config: RunConfig | None, command: str,
-                        resume_path: str | None) -> tuple[RunFiles, dict[str, Any]]:
+def _train_and_evaluate(
+    ranks: Ranks, config: RunConfig | None, command: str, resume_path: str | None
+) -> tuple[RunFiles, dict[str, Any]]:
     phases.begin_unless_active()
     try:
         try:
@@ -127,8 +138,15 @@ def finish_interrupted(result: FitResult) -> None:
     files, data = result.files, result.data
     metrics = None
     if files.best.is_file() or files.last.is_file():
-        metrics = evaluate_split(result.module.model, result.module.normalize, data.splits["test"],
-                                 data.class_names, files, explain=True, autocast=run_autocast(result.config.train))
+        metrics = evaluate_split(
+            result.module.model,
+            result.module.normalize,
+            data.splits["test"],
+            data.class_names,
+            files,
+            explain=True,
+            autocast=run_autocast(result.config.train),
+        )
         update_meta(files, **_final_scores(result, metrics))
     write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
     update_meta(files, **_time_record(result.meta))
@@ -143,8 +161,11 @@ def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
     """
     config = read_run_config(files)
     side, crop_pct = trained.side, trained.crop_pct
-    prepared = prepare_data(replace(config.data, image_size=side, channels=trained.channels, crop_pct=crop_pct),
-                            config.train.seed, InputNeeds(trained.channels, side, crop_pct))
+    prepared = prepare_data(
+        replace(config.data, image_size=side, channels=trained.channels, crop_pct=crop_pct),
+        config.train.seed,
+        InputNeeds(trained.channels, side, crop_pct),
+    )
     expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
     if expected and expected != prepared.splits["test"].fingerprint():
         log.warning("the data has changed since training: the test split is not the same images")
@@ -172,8 +193,16 @@ def write_run_report(run_path: str | Path) -> Path:
             test = test.subset(np.linspace(0, len(test) - 1, REDRAW_SAMPLE).round().astype(int))
             scope = f" (among {REDRAW_SAMPLE} test images)"
         accumulator, _ = score_split(trained.model, trained.normalize, test, len(trained.class_names))
-        draw_explain_figures(trained.model, trained.normalize, test, accumulator.predictions(), accumulator.hardest(),
-                             trained.class_names, files, scope)
+        draw_explain_figures(
+            trained.model,
+            trained.normalize,
+            test,
+            accumulator.predictions(),
+            accumulator.hardest(),
+            trained.class_names,
+            files,
+            scope,
+        )
     return write_report(files.root)
 
 
@@ -195,9 +224,17 @@ def evaluate_run(run_path: str | Path, data: str | None = None, tta: bool = Fals
     else:
         test = load_for_classes(data, trained.class_names, trained.channels, trained.stored_side, config.data.workers)
         out = files.evaluation(data)
-    metrics = evaluate_split(trained.model, trained.normalize, test, trained.class_names, out,
-                             extra={"data": data or trained.meta["data"]["source"]}, explain=data is None,
-                             autocast=run_autocast(config.train), tta=tta)
+    metrics = evaluate_split(
+        trained.model,
+        trained.normalize,
+        test,
+        trained.class_names,
+        out,
+        extra={"data": data or trained.meta["data"]["source"]},
+        explain=data is None,
+        autocast=run_autocast(config.train),
+        tta=tta,
+    )
     if data is None:
         write_report(files.root)
     return out.root, metrics

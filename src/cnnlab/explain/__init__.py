@@ -45,8 +45,9 @@ def filters(run: Any, out: str | Path | None = None) -> Explanation:
     return explain_filters(_path(run), None if out is None else Path(out))
 
 
-def feature_maps(run: Any, images: Sequence[str | Path] | str | Path, layers: list[str] | None = None,
-                 out: str | Path | None = None) -> Explanation:
+def feature_maps(
+    run: Any, images: Sequence[str | Path] | str | Path, layers: list[str] | None = None, out: str | Path | None = None
+) -> Explanation:
     """What a few layers (early to late, or ``layers``) of a run's network output for ``images``."""
     from cnnlab.explain.run import explain_feature_maps
 
@@ -54,8 +55,14 @@ def feature_maps(run: Any, images: Sequence[str | Path] | str | Path, layers: li
     return explain_feature_maps(_path(run), items, layers, None if out is None else Path(out))
 
 
-def gradcam(run: Any, images: Sequence[str | Path] | str | Path, class_name: str | None = None,
-            method: str = "gradcam", layer: str | None = None, out: str | Path | None = None) -> Explanation:
+def gradcam(
+    run: Any,
+    images: Sequence[str | Path] | str | Path,
+    class_name: str | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    out: str | Path | None = None,
+) -> Explanation:
     """Where a run's network looks to classify ``images`` (files or folders): heat maps over each image."""
     from cnnlab.explain.run import explain_gradcam
 

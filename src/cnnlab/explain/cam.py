@@ -53,8 +53,10 @@ class Heatmaps:
 
 def no_evidence_text(class_name: str) -> str:
     """What a flat map means, said the same way on the console and on the serving page."""
-    return (f"no evidence for '{class_name}' in this photo: nothing in it raised the class's score, so its "
-            "Grad-CAM map is flat (all blue), not a place to look")
+    return (
+        f"no evidence for '{class_name}' in this photo: nothing in it raised the class's score, so its "
+        "Grad-CAM map is flat (all blue), not a place to look"
+    )
 
 
 def _keep_raw_peaks(cam: Any, peaks: list[float]) -> None:
@@ -125,8 +127,10 @@ def cam_session(model: nn.Module, layer: str, normalize: Normalize, method: str 
                     x = x.contiguous(memory_format=layout)
                     wanted = None if classes is None else classes[start : start + BATCH]
                     with torch.inference_mode(False), torch.enable_grad():
-                        heat = cam(input_tensor=x, targets=None if wanted is None else
-                                   [ClassifierOutputTarget(int(c)) for c in wanted])
+                        heat = cam(
+                            input_tensor=x,
+                            targets=None if wanted is None else [ClassifierOutputTarget(int(c)) for c in wanted],
+                        )
                         batch_probs = torch.softmax(cam.outputs.detach().float().cpu(), dim=1)
                     cam.activations_and_grads.clear()  # no graph or activations kept between batches
                     heats.append(np.nan_to_num(np.asarray(heat, dtype=np.float32)))
@@ -141,4 +145,3 @@ def cam_session(model: nn.Module, layer: str, normalize: Normalize, method: str 
                 cam.activations_and_grads.release()
             for p, flag in flags:
                 p.requires_grad_(flag)
-

@@ -59,8 +59,10 @@ def conv_demo(image: Path | None, filters: str | None, out: Path) -> Demo:
     gray = _grayscale(_load(image))
     results = lesson.convolve(torch.from_numpy(gray).float(), names)
     path = plot_image_conv(gray, results, Path(out) / f"conv_{Path(image).stem}.png", Path(image).name)
-    text = (f"{Path(image).name} in grayscale ({gray.shape[1]}x{gray.shape[0]}) through each filter: "
-            f"feature maps {gray.shape[1] - 2}x{gray.shape[0] - 2} (valid convolution, stride 1).\n")
+    text = (
+        f"{Path(image).name} in grayscale ({gray.shape[1]}x{gray.shape[0]}) through each filter: "
+        f"feature maps {gray.shape[1] - 2}x{gray.shape[0] - 2} (valid convolution, stride 1).\n"
+    )
     return Demo([path], text + lesson.conv_explanation(results, on_lesson_image=False))
 
 
@@ -83,8 +85,10 @@ def pool_demo(image: Path | None, size: int, out: Path) -> Demo:
     path = plot_image_pool(levels, size, Path(out) / f"pool_{Path(image).stem}.png", Path(image).name)
     sides = " -> ".join(f"{x.shape[2]}x{x.shape[1]}" for x in levels["max"])
     kept = 1 / (size * size) ** POOL_LEVELS
-    text = (f"{Path(image).name}: {sides} after 1, 2 and {POOL_LEVELS} poolings of {size}x{size} "
-            f"(each keeps 1/{size * size} of the values, {kept:.2%} after {POOL_LEVELS}).\n"
-            "Max pooling keeps the brightest pixel of each window (edges and highlights survive); average pooling "
-            "blurs. Detail is lost at every step, but what is left still shows what the image contains.")
+    text = (
+        f"{Path(image).name}: {sides} after 1, 2 and {POOL_LEVELS} poolings of {size}x{size} "
+        f"(each keeps 1/{size * size} of the values, {kept:.2%} after {POOL_LEVELS}).\n"
+        "Max pooling keeps the brightest pixel of each window (edges and highlights survive); average pooling "
+        "blurs. Detail is lost at every step, but what is left still shows what the image contains."
+    )
     return Demo([path], text)

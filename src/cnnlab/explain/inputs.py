@@ -66,12 +66,15 @@ def load_images(run: ExplainedRun, inputs: Sequence[str | Path]) -> UserImages:
     paths = expand_inputs(inputs)
     named = {Path(text).expanduser() for text in inputs if Path(text).expanduser().is_file()}
     trained = run.trained
-    decoded, skipped = decode_files([(path, i) for i, path in enumerate(paths)], trained.channels, trained.stored_side,
-                                    run.workers)
+    decoded, skipped = decode_files(
+        [(path, i) for i, path in enumerate(paths)], trained.channels, trained.stored_side, run.workers
+    )
     for item in skipped:
         if Path(item.path) in named:
-            raise CnnlabError(f"IMG {item.path} could not be read as an image ({item.reason}); "
-                              "give image files (.png, .jpg, ...) or folders of them")
+            raise CnnlabError(
+                f"IMG {item.path} could not be read as an image ({item.reason}); "
+                "give image files (.png, .jpg, ...) or folders of them"
+            )
     if skipped:
         log.warning("%d unreadable file(s) skipped (first: %s: %s)", len(skipped), skipped[0].path, skipped[0].reason)
     if len(decoded) == 0:

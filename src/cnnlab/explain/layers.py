@@ -72,6 +72,7 @@ def probe(model: nn.Module, x: torch.Tensor) -> list[Layer]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             if name not in seen and isinstance(output, torch.Tensor):  # a shared module: its first call
                 seen[name] = (module, output, output._version)
+
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
@@ -161,8 +162,9 @@ def spread_stages(model: nn.Module, layers: list[Layer], count: int = 4) -> list
             last_at.pop(stage.shape[1:], None)
             last_at[stage.shape[1:]] = stage  # re-inserted: ordered by where each resolution ends
         named = list(last_at.values())
-    ends = sorted({stage.group: stage for stage in [*named, gradcam_layer(model, layers)]}.values(),
-                  key=lambda layer: layer.order)
+    ends = sorted(
+        {stage.group: stage for stage in [*named, gradcam_layer(model, layers)]}.values(), key=lambda layer: layer.order
+    )
     if len(ends) <= count:
         return ends
     picks = sorted({round(i * (len(ends) - 1) / (count - 1)) for i in range(count)})
@@ -181,15 +183,30 @@ def find_layer(model: nn.Module, layers: list[Layer], name: str) -> Layer:
     if layer is None:
         stages = [s.name for s in feature_stages(model, layers)]
         listed = ", ".join(stages[:MAX_LISTED]) + (f", ... ({len(stages)} in all)" if len(stages) > MAX_LISTED else "")
-        raise CnnlabError(f"--layer: no layer '{name}' in this {type(model).__name__}"
-                          + suggest(name, valid, f"its feature stages are: {listed}"))
+        raise CnnlabError(
+            f"--layer: no layer '{name}' in this {type(model).__name__}"
+            + suggest(name, valid, f"its feature stages are: {listed}")
+        )
     if not layer.spatial:
-        raise CnnlabError(f"--layer {name} gives a {len(layer.shape)}-D output, not a feature map; "
-                          f"choose a convolutional layer such as {gradcam_layer(model, layers).name}")
+        raise CnnlabError(
+            f"--layer {name} gives a {len(layer.shape)}-D output, not a feature map; "
+            f"choose a convolutional layer such as {gradcam_layer(model, layers).name}"
+        )
     if layer.changed_later:
-        after = next((other.name for other in layers if other.order > layer.order and other.spatial
-                      and not other.changed_later and other.shape == layer.shape), None)
+        after = next(
+            (
+                other.name
+                for other in layers
+                if other.order > layer.order
+                and other.spatial
+                and not other.changed_later
+                and other.shape == layer.shape
+            ),
+            None,
+        )
         hint = f"use '{after}' (the same map after that operation)" if after else "choose its block instead"
-        raise CnnlabError(f"--layer {name}: its output is changed in place by a later operation (e.g. "
-                          f"ReLU(inplace=True)), so a hook would read overwritten values; {hint}")
+        raise CnnlabError(
+            f"--layer {name}: its output is changed in place by a later operation (e.g. "
+            f"ReLU(inplace=True)), so a hook would read overwritten values; {hint}"
+        )
     return layer

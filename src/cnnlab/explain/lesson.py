@@ -64,8 +64,9 @@ def parse_filters(text: str | None) -> list[str]:
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     for name in names:
         if name not in FILTERS:
-            raise CnnlabError(f"--filters: unknown filter '{name}'"
-                              + suggest(name, FILTERS, f"choose from {', '.join(FILTERS)}"))
+            raise CnnlabError(
+                f"--filters: unknown filter '{name}'" + suggest(name, FILTERS, f"choose from {', '.join(FILTERS)}")
+            )
     if not names:
         raise CnnlabError(f"--filters needs at least one of {', '.join(FILTERS)}")
     return list(dict.fromkeys(names))
@@ -99,8 +100,10 @@ def pool_levels(image: torch.Tensor, size: int, levels: int = 3) -> dict[str, li
     """
     side = min(image.shape[-2:])
     if side < size**levels:
-        raise CnnlabError(f"the image is {side} px: too small for {levels} poolings of {size}x{size}; "
-                          f"use a larger image or a smaller --size")
+        raise CnnlabError(
+            f"the image is {side} px: too small for {levels} poolings of {size}x{size}; "
+            f"use a larger image or a smaller --size"
+        )
     out: dict[str, list[torch.Tensor]] = {"max": [image.float()], "average": [image.float()]}
     for _ in range(levels):
         out["max"].append(F.max_pool2d(out["max"][-1][None], size)[0])
@@ -120,30 +123,39 @@ def conv_explanation(results: list[ConvResult], on_lesson_image: bool) -> str:
     for result in results:
         fmap = result.feature_map
         strength = fmap.abs().mean().item()
-        lines.append(f"{result.name}: {FILTER_NOTES[result.name]}; mean |response| {strength:.3g}, "
-                     f"range {fmap.min().item():.3g} to {fmap.max().item():.3g}")
+        lines.append(
+            f"{result.name}: {FILTER_NOTES[result.name]}; mean |response| {strength:.3g}, "
+            f"range {fmap.min().item():.3g} to {fmap.max().item():.3g}"
+        )
         if on_lesson_image:
             rows = "  ".join("[" + " ".join(f"{v:g}" for v in row.tolist()) + "]" for row in fmap)
             lines.append(f"  feature map rows: {rows}")
     by_name = {r.name: r.feature_map for r in results}
     if on_lesson_image and {"vertical", "horizontal"} <= set(by_name):
         peak, flat = by_name["vertical"].max().item(), by_name["horizontal"].abs().max().item()
-        lines.append(f"The vertical filter responds strongly ({peak:g}) where the window straddles the edge and 0 "
-                     f"on flat areas; the horizontal one stays at {flat:g}: there is no horizontal edge. "
-                     "A trained CNN learns filters like these by itself.")
+        lines.append(
+            f"The vertical filter responds strongly ({peak:g}) where the window straddles the edge and 0 "
+            f"on flat areas; the horizontal one stays at {flat:g}: there is no horizontal edge. "
+            "A trained CNN learns filters like these by itself."
+        )
     return "\n".join(lines)
 
 
 def pool_explanation(feature_map: torch.Tensor, size: int, biggest: torch.Tensor, mean: torch.Tensor) -> str:
     """The short text printed with the lesson's pooling figure."""
+
     def fmt(t: torch.Tensor) -> str:
         return "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in row.tolist()) + "]" for row in t) + "]"
 
     (h, w), (ph, pw) = feature_map.shape, biggest.shape
-    return "\n".join([
-        f"A {size}x{size} window moves {size} cells at a time over the {h}x{w} map: each window becomes one cell.",
-        f"max pooling keeps the strongest response of each window: {fmt(biggest)}",
-        f"average pooling keeps their mean: {fmt(mean)}",
-        (f"size {h}x{w} -> {ph}x{pw}: {h * w} values -> {ph * pw} ({ph * pw / (h * w):.0%}), the exact position "
-         "inside each window is lost, which makes the next layers tolerant of small shifts."),
-    ])
+    return "\n".join(
+        [
+            f"A {size}x{size} window moves {size} cells at a time over the {h}x{w} map: each window becomes one cell.",
+            f"max pooling keeps the strongest response of each window: {fmt(biggest)}",
+            f"average pooling keeps their mean: {fmt(mean)}",
+            (
+                f"size {h}x{w} -> {ph}x{pw}: {h * w} values -> {ph * pw} ({ph * pw / (h * w):.0%}), the exact position "
+                "inside each window is lost, which makes the next layers tolerant of small shifts."
+            ),
+        ]
+    )

@@ -19,8 +19,9 @@ def _number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
 
 
-def draw_matrix(ax: Axes, values: torch.Tensor, title: str, cmap: str = "gray", vmin: float | None = None,
-                vmax: float | None = None) -> None:
+def draw_matrix(
+    ax: Axes, values: torch.Tensor, title: str, cmap: str = "gray", vmin: float | None = None, vmax: float | None = None
+) -> None:
     """A small matrix as coloured cells with each value written in its cell."""
     data = values.detach().float().numpy()
     low = float(data.min()) if vmin is None else vmin
@@ -34,8 +35,9 @@ def draw_matrix(ax: Axes, values: torch.Tensor, title: str, cmap: str = "gray", 
     for (i, j), value in np.ndenumerate(data):
         r, g, b, _ = image.cmap(image.norm(value))
         light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
-        ax.text(j, i, _number(float(value)), ha="center", va="center", fontsize=font,
-                color="black" if light else "white")
+        ax.text(
+            j, i, _number(float(value)), ha="center", va="center", fontsize=font, color="black" if light else "white"
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
@@ -51,8 +53,9 @@ def plot_lesson_conv(image: torch.Tensor, results: list[ConvResult], out: Path) 
         k = float(result.kernel.abs().max()) or 1.0
         draw_matrix(row[1], result.kernel, f"* '{result.name}' filter", cmap="RdBu_r", vmin=-k, vmax=k)
         strength = "strong" if float(result.feature_map.abs().max()) >= 0.5 * peak else "weak"
-        draw_matrix(row[2], result.feature_map, f"= feature map 4x4 ({strength} response)", cmap="RdBu_r",
-                    vmin=-peak, vmax=peak)
+        draw_matrix(
+            row[2], result.feature_map, f"= feature map 4x4 ({strength} response)", cmap="RdBu_r", vmin=-peak, vmax=peak
+        )
     return save_figure(fig, out, "Convolution: the lesson's vertical edge (torch conv2d, valid, stride 1)")
 
 
@@ -61,12 +64,14 @@ def plot_image_conv(gray: np.ndarray, results: list[ConvResult], out: Path, labe
     n = len(results)
     fig = new_figure(3.0 * (n + 1), 4.6)
     grid = fig.add_gridspec(2, n + 1, height_ratios=[1, 3])
-    show_image(fig.add_subplot(grid[1, 0]), gray[None],
-               f"{short(label, 24)}\n(grayscale, {gray.shape[1]}x{gray.shape[0]})")
+    show_image(
+        fig.add_subplot(grid[1, 0]), gray[None], f"{short(label, 24)}\n(grayscale, {gray.shape[1]}x{gray.shape[0]})"
+    )
     for i, result in enumerate(results, 1):
         k = float(result.kernel.abs().max()) or 1.0
-        draw_matrix(fig.add_subplot(grid[0, i]), result.kernel, f"'{result.name}' filter", cmap="RdBu_r",
-                    vmin=-k, vmax=k)
+        draw_matrix(
+            fig.add_subplot(grid[0, i]), result.kernel, f"'{result.name}' filter", cmap="RdBu_r", vmin=-k, vmax=k
+        )
         fmap = result.feature_map.numpy()
         ax = fig.add_subplot(grid[1, i])
         if result.name in ("blur", "sharpen"):  # these keep an image, not signed edges
@@ -81,12 +86,21 @@ def plot_image_conv(gray: np.ndarray, results: list[ConvResult], out: Path, labe
 
 def _outline_blocks(ax: Axes, shape: tuple[int, int], size: int) -> None:
     for index, (top, left) in enumerate((y, x) for y in range(0, shape[0], size) for x in range(0, shape[1], size)):
-        ax.add_patch(Rectangle((left - 0.5, top - 0.5), size, size, fill=False, linewidth=3,
-                               edgecolor=BLOCK_COLOURS[index % len(BLOCK_COLOURS)]))
+        ax.add_patch(
+            Rectangle(
+                (left - 0.5, top - 0.5),
+                size,
+                size,
+                fill=False,
+                linewidth=3,
+                edgecolor=BLOCK_COLOURS[index % len(BLOCK_COLOURS)],
+            )
+        )
 
 
-def plot_lesson_pool(feature_map: torch.Tensor, biggest: torch.Tensor, mean: torch.Tensor, size: int,
-                     out: Path) -> Path:
+def plot_lesson_pool(
+    feature_map: torch.Tensor, biggest: torch.Tensor, mean: torch.Tensor, size: int, out: Path
+) -> Path:
     """The 4x4 map with its pooling windows outlined, then the max- and average-pooled maps."""
     fig = new_figure(10, 3.8)
     axes = fig.subplots(1, 3, width_ratios=[2, 1, 1])
@@ -119,7 +133,13 @@ def plot_image_pool(levels: dict[str, list[torch.Tensor]], size: int, out: Path,
     ax = (fig := new_figure(2.6 * count, 2.6 * count * picture.shape[0] / picture.shape[1] + 0.5)).add_subplot()
     ax.imshow(picture, interpolation="nearest")
     for i, title in enumerate(titles):
-        ax.text((i % count) * (side + gap) + side / 2, (i // count) * (side + band + gap) + band - 2, title,
-                ha="center", va="bottom", fontsize=8)
+        ax.text(
+            (i % count) * (side + gap) + side / 2,
+            (i // count) * (side + band + gap) + band - 2,
+            title,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_axis_off()
     return save_figure(fig, out, f"Pooling {size}x{size} repeatedly: each step keeps 1/{size * size} of the values")

@@ -35,8 +35,10 @@ class CamPanel:
     evidence: bool = True  # False: nothing raised the explained class's score, the map is flat
 
 
-CAM_SCALE = ("evidence for the class the map explains (the prediction, unless the title names another)\n"
-             "each map scaled to its own peak")
+CAM_SCALE = (
+    "evidence for the class the map explains (the prediction, unless the title names another)\n"
+    "each map scaled to its own peak"
+)
 EIGENCAM_SCALE = "activation of the layer's main pattern (class-agnostic)\neach map scaled to its own peak"
 
 
@@ -60,8 +62,9 @@ def plot_filters(weight: torch.Tensor, layer: str, out: Path) -> Path:
         colour = "red = positive, blue = negative weight"
     ax.set_axis_off()
     more = f", first {len(kernels)} of {out_c}" if len(kernels) < out_c else ""
-    return save_figure(fig, out, f"First-layer filters: {layer}, {out_c} kernels {kh}x{kw} over {in_c} "
-                                 f"channel(s){more}\n({colour})")
+    return save_figure(
+        fig, out, f"First-layer filters: {layer}, {out_c} kernels {kh}x{kw} over {in_c} channel(s){more}\n({colour})"
+    )
 
 
 def plot_feature_maps(image: np.ndarray, maps: Sequence[tuple[str, torch.Tensor]], out: Path, label: str) -> Path:
@@ -81,9 +84,13 @@ def plot_feature_maps(image: np.ndarray, maps: Sequence[tuple[str, torch.Tensor]
         names.append((f"{short(name, 26)}: {c} x {h}x{w}", order))
     gap = max(2, side // 16)
     band = side // 4  # room for the row's title
-    rows = [np.pad(r, ((band, 0), (0, 0), (0, 0)), constant_values=1.0)
-            for r in (mosaic(tiles[i : i + MAPS_PER_LAYER + 1], MAPS_PER_LAYER + 1, gap, 1.0)
-                      for i in range(0, len(tiles), MAPS_PER_LAYER + 1))]
+    rows = [
+        np.pad(r, ((band, 0), (0, 0), (0, 0)), constant_values=1.0)
+        for r in (
+            mosaic(tiles[i : i + MAPS_PER_LAYER + 1], MAPS_PER_LAYER + 1, gap, 1.0)
+            for i in range(0, len(tiles), MAPS_PER_LAYER + 1)
+        )
+    ]
     picture = mosaic(rows, 1, gap, 1.0)
     width = 1.25 * (MAPS_PER_LAYER + 1)
     ax = (fig := new_figure(width, width * picture.shape[0] / picture.shape[1] + 0.5)).add_subplot()
@@ -92,8 +99,11 @@ def plot_feature_maps(image: np.ndarray, maps: Sequence[tuple[str, torch.Tensor]
         top = row * (band + side + gap)
         ax.text(0, top + band - 2, f"{title}   channels {', '.join(f'#{c}' for c in order)}", fontsize=7, va="bottom")
     ax.set_axis_off()
-    return save_figure(fig, out, f"Feature maps of {short(label, 40)}: the {MAPS_PER_LAYER} most active channels "
-                                 "per layer (yellow = strong)")
+    return save_figure(
+        fig,
+        out,
+        f"Feature maps of {short(label, 40)}: the {MAPS_PER_LAYER} most active channels per layer (yellow = strong)",
+    )
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -127,14 +137,22 @@ def _colour_bar(fig: Figure, ax: Axes, label: str) -> None:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize as Scale
 
-    bar = fig.colorbar(ScalarMappable(Scale(0, 1), colormaps["jet"]), ax=ax, orientation="horizontal",
-                       shrink=0.6, aspect=30, pad=0.02, ticks=[0, 1])
+    bar = fig.colorbar(
+        ScalarMappable(Scale(0, 1), colormaps["jet"]),
+        ax=ax,
+        orientation="horizontal",
+        shrink=0.6,
+        aspect=30,
+        pad=0.02,
+        ticks=[0, 1],
+    )
     bar.ax.set_xticklabels(["low", "high"], fontsize=7)
     bar.set_label(label, fontsize=7)
 
 
-def gradcam_figure(panels: Sequence[CamPanel], per_row: int = 2, inches: float | None = None,
-                   scale: str = CAM_SCALE) -> Figure:
+def gradcam_figure(
+    panels: Sequence[CamPanel], per_row: int = 2, inches: float | None = None, scale: str = CAM_SCALE
+) -> Figure:
     """Each image beside its heat map overlay, titled with the prediction (and truth when known), above
     a colour bar saying what the colours mean (``scale``).
 
@@ -161,15 +179,29 @@ def gradcam_figure(panels: Sequence[CamPanel], per_row: int = 2, inches: float |
         ax.text(left + w / 2, top + band - 2, short(panel.label, 28), ha="center", va="bottom", fontsize=7)
         ax.text(left + 1.5 * w + gap, top + band - 2, text, ha="center", va="bottom", fontsize=7, color=colour)
         if not panel.evidence:  # on the map itself: an all-blue map is no "look here"
-            ax.text(left + 1.5 * w + gap, top + band + h / 2, "no evidence", ha="center", va="center", fontsize=7,
-                    color="white", bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0})
+            ax.text(
+                left + 1.5 * w + gap,
+                top + band + h / 2,
+                "no evidence",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0},
+            )
     ax.set_axis_off()
     _colour_bar(fig, ax, scale)
     return fig
 
 
-def plot_gradcam(panels: Sequence[CamPanel], out: Path, title: str, per_row: int = 2,
-                 inches: float | None = None, scale: str = CAM_SCALE) -> Path:
+def plot_gradcam(
+    panels: Sequence[CamPanel],
+    out: Path,
+    title: str,
+    per_row: int = 2,
+    inches: float | None = None,
+    scale: str = CAM_SCALE,
+) -> Path:
     """:func:`gradcam_figure` written to ``out`` under ``title``."""
     return save_figure(gradcam_figure(panels, per_row, inches, scale), out, title)
 

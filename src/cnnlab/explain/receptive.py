@@ -92,8 +92,16 @@ def _per_axis(value: Callable[[int], int]) -> Pair:
 
 
 def _step(flow: _Flow, g: Geometry) -> _Flow:
-    size = _per_axis(lambda a: _out_side(flow.size[a], g.kernel[a], g.stride[a], g.dilation[a],
-                                         None if g.padding is None else g.padding[a], g.ceil_mode))
+    size = _per_axis(
+        lambda a: _out_side(
+            flow.size[a],
+            g.kernel[a],
+            g.stride[a],
+            g.dilation[a],
+            None if g.padding is None else g.padding[a],
+            g.ceil_mode,
+        )
+    )
     field = _per_axis(lambda a: flow.field[a] + g.dilation[a] * (g.kernel[a] - 1) * flow.jump[a])
     jump = _per_axis(lambda a: flow.jump[a] * g.stride[a])
     return _Flow(field, jump, size)
@@ -109,8 +117,9 @@ class _Tracer(fx.Tracer):
         self._leaves = tuple(get_notrace_modules())
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (geometry(m) is not None or isinstance(m, self._leaves)
-                or super().is_leaf_module(m, module_qualified_name))
+        return (
+            geometry(m) is not None or isinstance(m, self._leaves) or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
 def _real_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, Pair]:
@@ -120,6 +129,7 @@ def _real_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, Pair]:
     def record(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             sizes.setdefault(name, (int(output.shape[-2]), int(output.shape[-1])))
+
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if geometry(m) is not None]
@@ -144,8 +154,10 @@ def _walk(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Geome
         traced = fx.GraphModule(model, graph)
         ShapeProp(traced).propagate(x)
     except Exception as exc:  # noqa: BLE001  any model code fx cannot follow
-        raise CnnlabError(f"cannot follow the graph of {type(model).__name__} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120]}); receptive fields need a traceable model") from None
+        raise CnnlabError(
+            f"cannot follow the graph of {type(model).__name__} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120]}); receptive fields need a traceable model"
+        ) from None
     modules = dict(model.named_modules())
     flows: dict[fx.Node, _Flow] = {}
     out: list[tuple[str, nn.Module, Geometry, _Flow]] = []
@@ -187,8 +199,12 @@ def receptive_fields(model: nn.Module, channels: int, side: int) -> list[FieldRo
     for name, module, window, flow in walked:
         size = real.get(name, flow.size)
         if size != flow.size:  # a layer whose padding rule is not modelled here: trust the real pass
-            log.warning("layer %s: output %s by the formula but %s in the forward pass; showing the latter",
-                        name, flow.size, size)
+            log.warning(
+                "layer %s: output %s by the formula but %s in the forward pass; showing the latter",
+                name,
+                flow.size,
+                size,
+            )
         rows.append(FieldRow(name, type(module).__name__, window, size, flow.jump, flow.field))
     return rows
 
@@ -200,7 +216,15 @@ def side_text(pair: Pair) -> str:
 
 def table_rows(rows: list[FieldRow]) -> list[dict[str, str | int]]:
     """The rows as the CSV and the printed table show them."""
-    return [{
-        "layer": r.name, "type": r.kind, "kernel": side_text(r.geometry.kernel), "stride": side_text(r.geometry.stride),
-        "output": f"{r.size[0]}x{r.size[1]}", "jump": side_text(r.jump), "receptive_field": side_text(r.field),
-    } for r in rows]
+    return [
+        {
+            "layer": r.name,
+            "type": r.kind,
+            "kernel": side_text(r.geometry.kernel),
+            "stride": side_text(r.geometry.stride),
+            "output": f"{r.size[0]}x{r.size[1]}",
+            "jump": side_text(r.jump),
+            "receptive_field": side_text(r.field),
+        }
+        for r in rows
+    ]

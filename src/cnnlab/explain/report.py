@@ -22,8 +22,9 @@ CORRECT_SHOWN = 3  # a row of right answers, one class after another...
 MISTAKES_SHOWN = 3  # ...and a row of the most confident wrong ones
 
 
-def report_picks(labels: np.ndarray, predictions: np.ndarray,
-                 mistakes: Sequence[dict[str, Any]]) -> tuple[list[int], int]:
+def report_picks(
+    labels: np.ndarray, predictions: np.ndarray, mistakes: Sequence[dict[str, Any]]
+) -> tuple[list[int], int]:
     """Test indices to explain: correct ones from as many classes as possible, then the most confident
     mistakes (``mistakes`` as ``MetricAccumulator.hardest()`` gives them). Returns (indices, number correct)."""
     correct_by_class: dict[int, list[int]] = {}
@@ -39,9 +40,16 @@ def report_picks(labels: np.ndarray, predictions: np.ndarray,
     return correct + wrong, len(correct)
 
 
-def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet, predictions: np.ndarray,
-                          mistakes: Sequence[dict[str, Any]], class_names: list[str], files: ResultFiles,
-                          scope: str = "") -> list[Path]:
+def write_explain_figures(
+    model: nn.Module,
+    normalize: Normalize,
+    test: ImageSet,
+    predictions: np.ndarray,
+    mistakes: Sequence[dict[str, Any]],
+    class_names: list[str],
+    files: ResultFiles,
+    scope: str = "",
+) -> list[Path]:
     """Draws the report's ``explain_filters`` and ``explain_gradcam`` figures into ``files``.
 
     Cheap: one probe pass and one Grad-CAM pass over at most six images. ``scope`` ends the
@@ -61,9 +69,18 @@ def write_explain_figures(model: nn.Module, normalize: Normalize, test: ImageSet
     panels = []
     for row, index in enumerate(picks):
         predicted = int(maps.probs[row].argmax())
-        panels.append(CamPanel(images[row].numpy(), maps.heat[row], Path(test.ids[index]).name,
-                               class_names[predicted], float(maps.probs[row, predicted]), class_names[predicted],
-                               class_names[int(labels[index])], evidence=not maps.no_evidence(row)))
+        panels.append(
+            CamPanel(
+                images[row].numpy(),
+                maps.heat[row],
+                Path(test.ids[index]).name,
+                class_names[predicted],
+                float(maps.probs[row, predicted]),
+                class_names[predicted],
+                class_names[int(labels[index])],
+                evidence=not maps.no_evidence(row),
+            )
+        )
     wrong = len(picks) - correct
     title = f"Grad-CAM on {layer.name}: {plural(correct, 'correct test image')}"
     title += (f", then the {plural(wrong, 'most confident mistake')}" if wrong else ", no mistakes to show") + scope

@@ -78,12 +78,15 @@ def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanatio
     conv = first_conv(layers)
     path = filters_figure(run.trained.model, layers, run.out_dir(out) / "filters.png")
     kernels = tuple(cast(nn.Conv2d, conv.module).weight.shape)
-    return Explanation([path], note=f"{conv.name}: {kernels[0]} filters of {kernels[2]}x{kernels[3]} over "
-                                    f"{kernels[1]} input channel(s)")
+    return Explanation(
+        [path],
+        note=f"{conv.name}: {kernels[0]} filters of {kernels[2]}x{kernels[3]} over {kernels[1]} input channel(s)",
+    )
 
 
-def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
-                   run: ExplainedRun) -> dict[str, torch.Tensor]:
+def _layer_outputs(
+    model: nn.Module, names: list[str], images: torch.Tensor, run: ExplainedRun
+) -> dict[str, torch.Tensor]:
     """The outputs of the named layers for uint8 ``images``, through the run's own input scaling."""
     from cnnlab.models.inference import run_batches
 
@@ -98,6 +101,7 @@ def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
             if name not in fresh:
                 fresh.add(name)
                 outputs[name].append(output.detach().float().cpu().clone())
+
         return hook
 
     handles = [model.register_forward_pre_hook(new_batch)]
@@ -111,14 +115,18 @@ def _layer_outputs(model: nn.Module, names: list[str], images: torch.Tensor,
     return {name: torch.cat(chunks) for name, chunks in outputs.items()}
 
 
-def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: list[str] | None = None,
-                         out: Path | None = None) -> Explanation:
+def explain_feature_maps(
+    run_path: str | Path, inputs: list[str], layer_names: list[str] | None = None, out: Path | None = None
+) -> Explanation:
     """Per image, the most active channels of a few layers early to late: ``feature_maps_<image>.png``."""
     run = open_explained(run_path)
     model = run.trained.model
     layers = probe_run(run)
-    chosen = ([net_layers.find_layer(model, layers, n) for n in layer_names] if layer_names
-              else net_layers.spread_stages(model, layers))
+    chosen = (
+        [net_layers.find_layer(model, layers, n) for n in layer_names]
+        if layer_names
+        else net_layers.spread_stages(model, layers)
+    )
     images = load_images(run, inputs)
     folder, written = run.out_dir(out), []
     names = file_names(images.paths, "feature_maps")
@@ -130,25 +138,33 @@ def explain_feature_maps(run_path: str | Path, inputs: list[str], layer_names: l
                 rows = [(layer.name, maps[layer.name][i]) for layer in chosen]
                 path = images.paths[start + i]
                 written.append(plot_feature_maps(chunk[i].numpy(), rows, folder / names[start + i], path.name))
-    return Explanation(written, [{"layer": layer.name, "type": layer.kind,
-                                  "output": "x".join(map(str, layer.shape))} for layer in chosen])
+    return Explanation(
+        written,
+        [{"layer": layer.name, "type": layer.kind, "output": "x".join(map(str, layer.shape))} for layer in chosen],
+    )
 
 
-def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | None = None,
-                    method: str = "gradcam", layer_name: str | None = None,
-                    out: Path | None = None) -> Explanation:
+def explain_gradcam(
+    run_path: str | Path,
+    inputs: list[str],
+    class_name: str | None = None,
+    method: str = "gradcam",
+    layer_name: str | None = None,
+    out: Path | None = None,
+) -> Explanation:
     """Per image, where the network looked for the predicted class (or ``class_name``): ``<method>_<image>.png``."""
     if method not in METHODS:
         raise CnnlabError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     if method == "eigencam" and class_name is not None:
-        raise CnnlabError("--class has no effect with --method eigencam (it maps the layer's main activation "
-                          "pattern, whatever the class); use gradcam or gradcam++ to explain a class")
+        raise CnnlabError(
+            "--class has no effect with --method eigencam (it maps the layer's main activation "
+            "pattern, whatever the class); use gradcam or gradcam++ to explain a class"
+        )
     run = open_explained(run_path)
     wanted = class_index(run, class_name)
     model, names = run.trained.model, run.trained.class_names
     layers = probe_run(run)
-    layer = (net_layers.find_layer(model, layers, layer_name) if layer_name
-             else net_layers.gradcam_layer(model, layers))
+    layer = net_layers.find_layer(model, layers, layer_name) if layer_name else net_layers.gradcam_layer(model, layers)
     images = load_images(run, inputs)
     with cam_session(model, layer.name, run.trained.normalize, method) as explain:
         maps = explain(images.images, None if wanted is None else [wanted] * len(images.images))
@@ -160,16 +176,36 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], class_name: str | N
         predicted = int(probs.argmax())
         true = images.true[i]
         explained = names[maps.target[i]]
-        panel = CamPanel(images.images[i].numpy(), maps.heat[i], path.name, names[predicted], float(probs[predicted]),
-                         explained, None if true is None else names[true], float(probs[maps.target[i]]),
-                         not maps.no_evidence(i))
-        written.append(plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0,
-                                    scale))
-        rows.append({"image": str(path), "predicted": names[predicted], "probability": float(probs[predicted]),
-                     "true": panel.true or "", "explained": explained, "evidence": panel.evidence,
-                     "figure": str(written[-1])})
-    shows = ("the layer's main activation pattern (class-agnostic)" if method == "eigencam"
-             else "red = where the evidence for the class is")
+        panel = CamPanel(
+            images.images[i].numpy(),
+            maps.heat[i],
+            path.name,
+            names[predicted],
+            float(probs[predicted]),
+            explained,
+            None if true is None else names[true],
+            float(probs[maps.target[i]]),
+            not maps.no_evidence(i),
+        )
+        written.append(
+            plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0, scale)
+        )
+        rows.append(
+            {
+                "image": str(path),
+                "predicted": names[predicted],
+                "probability": float(probs[predicted]),
+                "true": panel.true or "",
+                "explained": explained,
+                "evidence": panel.evidence,
+                "figure": str(written[-1]),
+            }
+        )
+    shows = (
+        "the layer's main activation pattern (class-agnostic)"
+        if method == "eigencam"
+        else "red = where the evidence for the class is"
+    )
     note = f"heat map of layer {layer.name} ({'x'.join(map(str, layer.shape))}): {shows}"
     flat = [row for row in rows if not row["evidence"]]
     if flat:
@@ -187,9 +223,15 @@ def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
     classes = sorted({row["explained"] for row in flat})
     which = f"'{classes[0]}'" if len(classes) == 1 else "the class of their map"
     names = ", ".join(Path(row["image"]).name for row in flat[:listed])
-    log.warning("no evidence for %s in %d of %d photos (%s and %d more): nothing in them raised the class's "
-                "score, so their Grad-CAM maps are flat (all blue); the evidence column lists them",
-                which, len(flat), total, names, len(flat) - listed)
+    log.warning(
+        "no evidence for %s in %d of %d photos (%s and %d more): nothing in them raised the class's "
+        "score, so their Grad-CAM maps are flat (all blue); the evidence column lists them",
+        which,
+        len(flat),
+        total,
+        names,
+        len(flat) - listed,
+    )
 
 
 def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:
@@ -208,7 +250,10 @@ def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Ex
     png = plot_receptive_fields(rows, side, folder / "receptive_field.png", run.model_name)
     last = rows[-1]
     covers = "more than the whole image" if max(last.field) > side else f"{max(last.field)} of {side} px"
-    return Explanation([csv_path, png], table, note=f"input {side}x{side} px; the last layer ({last.name}) sees "
-                                                    f"{max(last.field)} px ({covers}), one output every "
-                                                    f"{max(last.jump)} px")
-
+    return Explanation(
+        [csv_path, png],
+        table,
+        note=f"input {side}x{side} px; the last layer ({last.name}) sees "
+        f"{max(last.field)} px ({covers}), one output every "
+        f"{max(last.jump)} px",
+    )

@@ -90,8 +90,11 @@ def catalog(pretrained: bool, pattern: str | None, limit: int) -> tuple[list[lis
     rows: list[list[str]] = []
     if not pretrained:  # own CNNs are trained from scratch
         rows += [[name, "cnnlab (own)", _count(name), "data's", "-"] for name in own_model_names() if matches(name)]
-    rows += [_row(", ".join(names), target) for target, names in alias_groups().items()
-             if any(matches(name) for name in [*names, target])]
+    rows += [
+        _row(", ".join(names), target)
+        for target, names in alias_groups().items()
+        if any(matches(name) for name in [*names, target])
+    ]
     if pattern and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
     names = [name for name in timm.list_models(pattern or "", pretrained=pretrained) if name not in ALIASES]

@@ -153,8 +153,9 @@ def _fast_shift(bn: nn.BatchNorm2d, lr_scale: float) -> None:
 class ConvGroup(nn.Module):
     """airbench's block: conv, 2x2 max-pool, BN, GELU, conv, BN, GELU."""
 
-    def __init__(self, in_chans: int, out_chans: int, pool: bool = True, shift_lr: float = 1.0,
-                 dirac: bool = False) -> None:
+    def __init__(
+        self, in_chans: int, out_chans: int, pool: bool = True, shift_lr: float = 1.0, dirac: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
@@ -268,5 +269,4 @@ def fast_cifar(num_classes: int, in_chans: int, image_size: tuple[int, int], dro
     Full width (64/256/256) costs 3.5x the time per image on a 2-core CPU (bf16: 9.2 vs 2.6 ms),
     which leaves under 3 epochs in 20 minutes; half width trains about 8 in that time.
     """
-    return FastCifarNet(num_classes, in_chans, image_size, widths=(32, 128, 128), dropout=dropout,
-                        tta="flip-translate")
+    return FastCifarNet(num_classes, in_chans, image_size, widths=(32, 128, 128), dropout=dropout, tta="flip-translate")

@@ -69,8 +69,12 @@ def build_head(kind: str, in_features: int, num_outputs: int, dropout: float = 0
     if kind == "production":
         return nn.Sequential(
             _SafeBatchNorm1d(in_features),
-            nn.Linear(in_features, 512), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(512, 256), nn.ReLU(inplace=True), nn.Dropout(dropout * 0.6),
+            nn.Linear(in_features, 512),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(512, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout * 0.6),
             nn.Linear(256, num_outputs),
         )
     raise CnnlabError(f"--head must be one of {', '.join(HEADS)}, got '{kind}'")

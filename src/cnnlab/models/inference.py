@@ -104,15 +104,21 @@ def run_batches(
             yield start, out
 
 
-def predict_probs(model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize,
-                  autocast: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+def predict_probs(
+    model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize, autocast: torch.dtype | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, softmax probabilities)`` per batch: memory stays flat whatever N is."""
     for start, logits in run_batches(model, images, normalize, autocast=autocast):
         yield start, torch.softmax(logits, dim=1)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor | LazyImages, labels: torch.Tensor, normalize: Normalize,
-             autocast: torch.dtype | None = None) -> float:
+def accuracy(
+    model: nn.Module,
+    images: torch.Tensor | LazyImages,
+    labels: torch.Tensor,
+    normalize: Normalize,
+    autocast: torch.dtype | None = None,
+) -> float:
     """Top-1 accuracy on uint8 images."""
     correct = 0
     for start, logits in run_batches(model, images, normalize, autocast=autocast):

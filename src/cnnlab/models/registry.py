@@ -71,6 +71,11 @@ def resolve_name(name: str) -> str:
         return key
     # The names a user most likely meant first: cnnlab's own CNNs and the lesson's names (among them
     # efficientnet_lite0, whose ImageNet weights are built in), before timm's thousand others.
-    hint = suggest(key.lower(), [*_OWN_MODELS, *ALIASES, *_timm_names()], "see 'cnnlab models list'", n=3,
-                   first=[*_OWN_MODELS, *ALIASES])
+    hint = suggest(
+        key.lower(),
+        [*_OWN_MODELS, *ALIASES, *_timm_names()],
+        "see 'cnnlab models list'",
+        n=3,
+        first=[*_OWN_MODELS, *ALIASES],
+    )
     raise CnnlabError(f"unknown model '{name}'{hint}")

@@ -32,22 +32,14 @@ class SimpleCNN(nn.Module):
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        in_chans: int = 1,
-        image_size: tuple[int, int] = (28, 28),
-        dropout: float = 0.5,
+        self, num_classes: int, in_chans: int = 1, image_size: tuple[int, int] = (28, 28), dropout: float = 0.5
     ) -> None:
         super().__init__()
         valid_side = ((min(image_size) - 2) // 2 - 2) // 2  # side after the valid stack
         self.features = _conv_stack(in_chans, padding=0 if valid_side >= 1 else 1)
         flat = _flat_features(self.features, in_chans, image_size)
         self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 128),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(128, num_classes),
+            nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(128, num_classes)
         )
 
     # timm's interface, so transfer stages, the feature cache and explain treat it like a timm model.

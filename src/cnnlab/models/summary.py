@@ -8,8 +8,13 @@ from torch import nn
 
 from cnnlab.models.inference import modes_kept
 
-_COUNT_UNITS = {"NONE": "count", "KILOBYTES": "thousands", "MEGABYTES": "millions", "GIGABYTES": "billions",
-                "TERABYTES": "trillions"}
+_COUNT_UNITS = {
+    "NONE": "count",
+    "KILOBYTES": "thousands",
+    "MEGABYTES": "millions",
+    "GIGABYTES": "billions",
+    "TERABYTES": "trillions",
+}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

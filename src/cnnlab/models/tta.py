@@ -53,8 +53,7 @@ def describe(stored: int, side: int | None) -> str:
     """The views in words, for the console, metrics.json and the report."""
     if view_count(stored, side) == 2:
         return "2 views: the image and its mirror image"
-    return (f"10 views: the centre and the 4 corner {side}-px crops of the {stored}-px stored image, "
-            "each also mirrored")
+    return f"10 views: the centre and the 4 corner {side}-px crops of the {stored}-px stored image, each also mirrored"
 
 
 def views_of(normalize: Normalize, stored: int) -> tuple[int, str]:
@@ -82,12 +81,14 @@ def tta_forward(side: int | None) -> Forward:
     return forward
 
 
-def tta_probs(model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize,
-              autocast: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+def tta_probs(
+    model: nn.Module, images: torch.Tensor | LazyImages, normalize: Normalize, autocast: torch.dtype | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields ``(start, mean probabilities over the views)`` per batch, as ``predict_probs`` does without TTA.
 
     ``normalize.crop`` (the model's input side when images are stored larger) decides the crops.
     """
-    for start, log_mean in run_batches(model, images, normalize.uncropped(), tta_forward(normalize.crop),
-                                       autocast=autocast):
+    for start, log_mean in run_batches(
+        model, images, normalize.uncropped(), tta_forward(normalize.crop), autocast=autocast
+    ):
         yield start, torch.softmax(log_mean, dim=1)

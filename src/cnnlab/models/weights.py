@@ -115,8 +115,9 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
-                   optional: tuple[str, ...] = ()) -> tuple[list[str], list[str], list[str]]:
+def state_mismatch(
+    own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], optional: tuple[str, ...] = ()
+) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, differently shaped) keys of ``state`` against a model's ``own`` state;
     keys under the ``optional`` prefixes may be missing. Named here to say why loading fails."""
     missing = [k for k in own if k not in state and not _under(k, optional)]
@@ -144,8 +145,11 @@ def _fit_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         )
     model.load_state_dict(state, strict=False)
     if dropped:
-        log.warning("%s: classifier of another size or design not used (%s); it starts fresh",
-                    path.name, ", ".join(dropped[:4]) + (" ..." if len(dropped) > 4 else ""))
+        log.warning(
+            "%s: classifier of another size or design not used (%s); it starts fresh",
+            path.name,
+            ", ".join(dropped[:4]) + (" ..." if len(dropped) > 4 else ""),
+        )
 
 
 def load_local_weights(model: nn.Module, path_text: str) -> None:

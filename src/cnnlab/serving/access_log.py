@@ -60,7 +60,7 @@ class AccessLog:
         path = quote(scope.get("root_path", "") + scope["path"])  # as uvicorn: a %0A cannot start a fake line
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{path}?{query}" if query else path
-        request = f'{scope["method"]} {target} HTTP/{scope.get("http_version", "1.1")}'
+        request = f"{scope['method']} {target} HTTP/{scope.get('http_version', '1.1')}"
         line = f'{who} - "{request}" {status} {_phrase(status)} {ms:.1f} ms'
         for hidden in self._hidden:
             line = line.replace(hidden, HIDDEN)

@@ -40,10 +40,26 @@ from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
 
-_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": [FIELD],
-    "properties": {FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
-                           "description": "one or more image files (JPEG, PNG, BMP, GIF, TIFF, WebP)"}}}}}}}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or more image files (JPEG, PNG, BMP, GIF, TIFF, WebP)",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 MAX_TOP_K = 1000
@@ -87,17 +103,23 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         ticket = batcher.admit()
         if ticket is None:
             wait = min(RETRY_AFTER_MAX_S, max(1, math.ceil(batcher.drain_seconds())))
-            raise HTTPException(503, f"the server is busy: {settings.max_queue} requests are already waiting for "
-                                     f"the model (its --max-queue); retry in {wait} s",
-                                headers={"Retry-After": str(wait)})
+            raise HTTPException(
+                503,
+                f"the server is busy: {settings.max_queue} requests are already waiting for "
+                f"the model (its --max-queue); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         try:
             async with asyncio.timeout(settings.request_timeout):
                 yield ticket
         except TimeoutError:
             timed_out[0] += 1
-            raise HTTPException(504, f"no answer within the server's {settings.request_timeout:g} s time limit "
-                                     "(--request-timeout): the model is busy or the upload too slow; "
-                                     "retry later") from None
+            raise HTTPException(
+                504,
+                f"no answer within the server's {settings.request_timeout:g} s time limit "
+                "(--request-timeout): the model is busy or the upload too slow; "
+                "retry later",
+            ) from None
         finally:
             ticket.release()
 
@@ -108,13 +130,24 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         await batcher.stop()  # uvicorn calls this after the requests in flight have finished
 
     needs_key = f" Needs the server's API key: {HOW_TO_SEND}." if guard.key_required else ""
-    app = FastAPI(title=f"cnnlab: {model.name}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description=f"Classifies images into {len(served.class_names)} classes with "
-                              f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}")
+    app = FastAPI(
+        title=f"cnnlab: {model.name}",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description=f"Classifies images into {len(served.class_names)} classes with "
+        f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}",
+    )
     add_offline_docs(app)  # /docs and /redoc without a CDN: they work on an offline machine
     if settings.cors_origins:  # off by default: the page is same-origin and needs no CORS
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key"], expose_headers=["Retry-After"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key"],
+            expose_headers=["Retry-After"],
+        )
     if settings.access_log:  # added last: the outermost layer, so it sees every answer, CORS's included
         app.add_middleware(AccessLog, api_key=settings.api_key)
 
@@ -131,26 +164,43 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
     async def page() -> HTMLResponse:
         classes = len(served.class_names)  # the page asks for predict's default k, at most every class
         text = resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(text.replace("{{TOP_K}}", str(min(DEFAULT_TOP_K, classes)))
-                            .replace("{{CLASSES}}", str(classes)))
+        return HTMLResponse(
+            text.replace("{{TOP_K}}", str(min(DEFAULT_TOP_K, classes))).replace("{{CLASSES}}", str(classes))
+        )
 
     @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model.name, **model.describe(), "gradcam": model.has_checkpoint,
-                "uptime_s": round(time.monotonic() - started, 1), **counts,
-                "batching": {**batcher.stats(), "decision": batching},
-                "auth": {"api_key_required": guard.key_required,
-                         "how": HOW_TO_SEND if guard.key_required else "no key needed",
-                         "unauthorized": guard.unauthorized, "cross_site_refused": guard.cross_site_refused},
-                "queue": {"waiting": batcher.waiting, "peak_waiting": batcher.peak_waiting,
-                          "max_queue": settings.max_queue, "rejected_busy": batcher.rejected_busy,
-                          "request_timeout_s": settings.request_timeout, "timed_out": timed_out[0]},
-                "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
-                "cors_origins": list(settings.cors_origins), "version": __version__}
+        return {
+            "status": "ok",
+            "model": model.name,
+            **model.describe(),
+            "gradcam": model.has_checkpoint,
+            "uptime_s": round(time.monotonic() - started, 1),
+            **counts,
+            "batching": {**batcher.stats(), "decision": batching},
+            "auth": {
+                "api_key_required": guard.key_required,
+                "how": HOW_TO_SEND if guard.key_required else "no key needed",
+                "unauthorized": guard.unauthorized,
+                "cross_site_refused": guard.cross_site_refused,
+            },
+            "queue": {
+                "waiting": batcher.waiting,
+                "peak_waiting": batcher.peak_waiting,
+                "max_queue": settings.max_queue,
+                "rejected_busy": batcher.rejected_busy,
+                "request_timeout_s": settings.request_timeout,
+                "timed_out": timed_out[0],
+            },
+            "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
+            "cors_origins": list(settings.cors_origins),
+            "version": __version__,
+        }
 
     @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
-    async def predict(request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
-                                                       description="classes per image")) -> dict[str, Any]:
+    async def predict(
+        request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="classes per image")
+    ) -> dict[str, Any]:
         start = time.perf_counter()
         async with to_the_model(request) as ticket:
             form = await read_form(request, settings)
@@ -165,16 +215,28 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         predictions = []
         for upload, probs in zip(uploads, scored.probs):
             top = top_k(probs, served.class_names, k)
-            predictions.append({"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"],
-                                "top": top})
-        return {"predictions": predictions, "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime],
-                "latency_ms": {"total": _ms(start), "receive_decode": decoded_ms, "queue": round(scored.queue_ms, 2),
-                               "inference": round(scored.inference_ms, 2)},
-                "batch_images": scored.batch_images}
+            predictions.append(
+                {"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"], "top": top}
+            )
+        return {
+            "predictions": predictions,
+            "runtime": served.runtime,
+            "runtime_name": RUNTIMES[served.runtime],
+            "latency_ms": {
+                "total": _ms(start),
+                "receive_decode": decoded_ms,
+                "queue": round(scored.queue_ms, 2),
+                "inference": round(scored.inference_ms, 2),
+            },
+            "batch_images": scored.batch_images,
+        }
 
-    @app.post("/explain", summary="Grad-CAM overlay of one image for the class the served runtime answers "
-                                   "(a run folder with a checkpoint)",
-              openapi_extra=_UPLOAD_BODY)
+    @app.post(
+        "/explain",
+        summary="Grad-CAM overlay of one image for the class the served runtime answers "
+        "(a run folder with a checkpoint)",
+        openapi_extra=_UPLOAD_BODY,
+    )
     async def explain(request: Request) -> dict[str, Any]:
         if not model.has_checkpoint:
             raise HTTPException(404, "Grad-CAM needs the run's checkpoint: serve the run folder, not an artifact alone")
@@ -191,12 +253,22 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
             answer = await batcher.run_alone(lambda: model.gradcam(_as_batch([upload.pixels])[0]), ticket)
         caption, note = model.cam_words(answer)
         names = served.class_names
-        return {"image": upload.name, "label": names[answer.target], "probability": answer.probability,
-                "runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime], "computed_on": "pytorch",
-                "checkpoint": {"label": names[answer.checkpoint_top],
-                               "probability": float(answer.checkpoint_probs[answer.checkpoint_top])},
-                "evidence": answer.evidence, "caption": caption, "note": note,
-                "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
-                "latency_ms": {"total": _ms(start)}}
+        return {
+            "image": upload.name,
+            "label": names[answer.target],
+            "probability": answer.probability,
+            "runtime": served.runtime,
+            "runtime_name": RUNTIMES[served.runtime],
+            "computed_on": "pytorch",
+            "checkpoint": {
+                "label": names[answer.checkpoint_top],
+                "probability": float(answer.checkpoint_probs[answer.checkpoint_top]),
+            },
+            "evidence": answer.evidence,
+            "caption": caption,
+            "note": note,
+            "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
+            "latency_ms": {"total": _ms(start)},
+        }
 
     return app

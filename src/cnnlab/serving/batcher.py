@@ -194,10 +194,16 @@ class MicroBatcher:
             start = 0
             for job in jobs:
                 if not job.future.done():  # its client may have gone away
-                    job.future.set_result(Scored(probs[start : start + len(job.images)],
-                                                 (started - job.queued) * 1000, took, len(images)))
+                    job.future.set_result(
+                        Scored(probs[start : start + len(job.images)], (started - job.queued) * 1000, took, len(images))
+                    )
                 start += len(job.images)
 
     def stats(self) -> dict[str, Any]:
-        return {"max_batch": self.max_batch, "window_ms": self.window * 1000, "batches": self.batches,
-                "images": self.images, "mean_batch": round(self.images / self.batches, 2) if self.batches else None}
+        return {
+            "max_batch": self.max_batch,
+            "window_ms": self.window * 1000,
+            "batches": self.batches,
+            "images": self.images,
+            "mean_batch": round(self.images / self.batches, 2) if self.batches else None,
+        }

@@ -30,11 +30,14 @@ def add_offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")  # behind a proxy that mounts the app under a path
-        return get_swagger_ui_html(openapi_url=root + openapi_url, title=f"{app.title} - API docs",
-                                   oauth2_redirect_url=root + redirect_url,
-                                   swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{ASSETS}/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - API docs",
+            oauth2_redirect_url=root + redirect_url,
+            swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
+        )
 
     @app.get(redirect_url, include_in_schema=False)
     async def oauth2_redirect() -> HTMLResponse:

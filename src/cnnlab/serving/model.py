@@ -120,25 +120,36 @@ class ServedModel:
 
         names, runtime = self.served.class_names, self.served.runtime
         explained = f"'{names[answer.target]}' ({answer.probability:.1%})"
-        caption = (f"Grad-CAM map for {explained}, the class the PyTorch checkpoint answered" if runtime == "pytorch"
-                   else f"Grad-CAM map for {explained}, the class {RUNTIMES[runtime]} answered; computed on the "
-                        "PyTorch checkpoint")
+        caption = (
+            f"Grad-CAM map for {explained}, the class the PyTorch checkpoint answered"
+            if runtime == "pytorch"
+            else f"Grad-CAM map for {explained}, the class {RUNTIMES[runtime]} answered; computed on the "
+            "PyTorch checkpoint"
+        )
         notes = []
         if not answer.evidence:
             said = no_evidence_text(names[answer.target])
             notes.append(f"{said[0].upper()}{said[1:]}.")
         if answer.checkpoint_top != answer.target:
             own = answer.checkpoint_probs
-            notes.append(f"The checkpoint's own top class is '{names[answer.checkpoint_top]}' "
-                         f"({float(own[answer.checkpoint_top]):.1%}); it gives '{names[answer.target]}' "
-                         f"{float(own[answer.target]):.1%}.")
+            notes.append(
+                f"The checkpoint's own top class is '{names[answer.checkpoint_top]}' "
+                f"({float(own[answer.checkpoint_top]):.1%}); it gives '{names[answer.target]}' "
+                f"{float(own[answer.target]):.1%}."
+            )
         return caption, " ".join(notes)
 
     def describe(self) -> dict[str, Any]:
         served = self.served
-        return {"runtime": served.runtime, "runtime_name": RUNTIMES[served.runtime], "why": self.why,
-                "source": str(served.source), "threads": served.threads, "classes": served.class_names,
-                "input": {"size": served.side, "channels": served.channels}}
+        return {
+            "runtime": served.runtime,
+            "runtime_name": RUNTIMES[served.runtime],
+            "why": self.why,
+            "source": str(served.source),
+            "threads": served.threads,
+            "classes": served.class_names,
+            "input": {"size": served.side, "channels": served.channels},
+        }
 
 
 def _cam_model(run: Path | None) -> tuple[Any, str]:

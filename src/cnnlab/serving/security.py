@@ -18,8 +18,9 @@ import hmac
 
 from fastapi import HTTPException, Request
 
-HOW_TO_SEND = ("send it as the header 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
-               "(curl -H 'Authorization: Bearer KEY' ...)")
+HOW_TO_SEND = (
+    "send it as the header 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (curl -H 'Authorization: Bearer KEY' ...)"
+)
 OTHER_SITES = ("cross-site", "same-site")
 
 
@@ -46,20 +47,26 @@ class Guard:
         origin = headers.get("origin")
         if headers.get("sec-fetch-site") in OTHER_SITES and origin not in self.allowed_origins:
             self.cross_site_refused += 1
-            raise HTTPException(403, f"requests from pages of another site ({origin or 'no Origin'}) are refused; "
-                                     "start the server with --cors-origin ORIGIN to allow that site's pages")
+            raise HTTPException(
+                403,
+                f"requests from pages of another site ({origin or 'no Origin'}) are refused; "
+                "start the server with --cors-origin ORIGIN to allow that site's pages",
+            )
         if self._key is None:
             return
         sent = _sent_key(headers.get("authorization"), headers.get("x-api-key"))
         if sent is None:
             self.unauthorized += 1
-            raise HTTPException(401, f"this server needs an API key: {HOW_TO_SEND}",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, f"this server needs an API key: {HOW_TO_SEND}", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not hmac.compare_digest(_digest(sent), self._key):
             self.unauthorized += 1
-            raise HTTPException(401,
-                                f"the API key sent is not this server's; ask its owner for the key and {HOW_TO_SEND}",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise HTTPException(
+                401,
+                f"the API key sent is not this server's; ask its owner for the key and {HOW_TO_SEND}",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
 
 
 def _sent_key(authorization: str | None, x_api_key: str | None) -> str | None:

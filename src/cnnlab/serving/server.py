@@ -41,8 +41,10 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
-        raise CnnlabError(f"--host '{host}' is not an address of this machine ({exc.strerror}); "
-                          "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+        raise CnnlabError(
+            f"--host '{host}' is not an address of this machine ({exc.strerror}); "
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -50,8 +52,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise CnnlabError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port "
-                          "(--port 0 takes any free one)") from None
+        raise CnnlabError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port (--port 0 takes any free one)"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -75,11 +78,19 @@ def exposure_warnings(settings: ServeSettings) -> list[str]:
         return []
     where = f"listening on {settings.host}"
     if settings.api_key is None:
-        return [(f"warning: {where} without an API key: anyone who can reach this machine can use the model; "
-                 "set CNNLAB_API_KEY or give --api-key-file (README: Serving to other machines)")]
+        return [
+            (
+                f"warning: {where} without an API key: anyone who can reach this machine can use the model; "
+                "set CNNLAB_API_KEY or give --api-key-file (README: Serving to other machines)"
+            )
+        ]
     if not settings.tls:
-        return [(f"warning: {where} over plain HTTP: the API key and the images cross the network unencrypted, "
-                 "readable by anyone on the way; give --ssl-certfile and --ssl-keyfile")]
+        return [
+            (
+                f"warning: {where} over plain HTTP: the API key and the images cross the network unencrypted, "
+                "readable by anyone on the way; give --ssl-certfile and --ssl-keyfile"
+            )
+        ]
     return []
 
 
@@ -112,8 +123,9 @@ def _say(line: str) -> None:
     print(line, flush=True)  # at once, also into a pipe or a log file (where print alone waits for 8 KB)
 
 
-def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = _say,
-          notes: Sequence[str] = ()) -> None:
+def serve(
+    target: str | Path, settings: ServeSettings, announce: Callable[[str], None] = _say, notes: Sequence[str] = ()
+) -> None:
     """Serves a run folder (the runtime ``settings.runtime`` picks) or an exported artifact until Ctrl-C or SIGTERM.
 
     Args:
@@ -133,17 +145,26 @@ def serve(target: str | Path, settings: ServeSettings, announce: Callable[[str],
     if settings.access_log:
         _log_access_to_stdout()
     # uvicorn's access log stays off: it has no latency, and ours (access_log.AccessLog) replaces it.
-    config = uvicorn.Config(create_app(model, settings, batching), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False,
-                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
+    config = uvicorn.Config(
+        create_app(model, settings, batching),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+    )
     server = _Server(config)
     url = url_of(sock, settings.tls)
     served = model.served
     announce(f"serving {served.source} on {url}  (page: {url}/, API docs: {url}/docs)")
     announce(f"runtime: {served.describe()}; {model.why}")
     announce(f"batching: {batching}; uploads up to {settings.max_upload_mb:g} MB and {settings.max_files} files")
-    announce(f"queue: at most {settings.max_queue} requests wait for the model (more get 503 at once), each "
-             f"answered within {settings.request_timeout:g} s (else 504)")
+    announce(
+        f"queue: at most {settings.max_queue} requests wait for the model (more get 503 at once), each "
+        f"answered within {settings.request_timeout:g} s (else 504)"
+    )
     key = f"API key required (from {settings.key_source})" if settings.api_key is not None else "no API key"
     cors = ", ".join(settings.cors_origins) or "none (same-origin page only)"
     announce(f"access: {key}; {'HTTPS' if settings.tls else 'plain HTTP'}; cross-origin pages allowed: {cors}")

@@ -72,14 +72,19 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise CnnlabError(f"batching must be one of {', '.join(BATCHING)}, got '{self.batching}'")
-        for flag, value in (("--max-files", self.max_files), ("--max-batch", self.max_batch),
-                            ("--max-queue", self.max_queue)):
+        for flag, value in (
+            ("--max-files", self.max_files),
+            ("--max-batch", self.max_batch),
+            ("--max-queue", self.max_queue),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise CnnlabError(f"{flag} must be a whole number of at least 1, got {value!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise CnnlabError(f"--threads must be 0 (auto) or a count of threads, got {self.threads!r}")
-        for flag, number, low in (("--max-upload-mb", self.max_upload_mb, 0.0),
-                                  ("--request-timeout", self.request_timeout, 0.0)):
+        for flag, number, low in (
+            ("--max-upload-mb", self.max_upload_mb, 0.0),
+            ("--request-timeout", self.request_timeout, 0.0),
+        ):
             if not number > low:
                 raise CnnlabError(f"{flag} must be above {low:g}, got {number!r}")
         if self.batch_window_ms < 0:
@@ -94,8 +99,9 @@ class ServeSettings:
             if value is not None:
                 object.__setattr__(self, name, str(Path(value).expanduser()))
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            given, missing = (("--ssl-certfile", "--ssl-keyfile") if self.ssl_keyfile is None
-                              else ("--ssl-keyfile", "--ssl-certfile"))
+            given, missing = (
+                ("--ssl-certfile", "--ssl-keyfile") if self.ssl_keyfile is None else ("--ssl-keyfile", "--ssl-certfile")
+            )
             raise CnnlabError(f"{given} needs {missing} too: HTTPS takes the certificate and its private key")
         if self.api_key is not None:
             check_key(self.api_key, self.key_source or "the API key")
@@ -114,15 +120,18 @@ def check_key(key: str, source: str) -> None:
     if not key:
         raise CnnlabError(f"{source} is empty; put a key in it, e.g. {MAKE_KEY}")
     if any(not 33 <= ord(c) <= 126 for c in key):
-        raise CnnlabError(f"{source} holds spaces or characters other than visible ASCII, which an HTTP header "
-                          f"cannot carry; use letters and digits, e.g. {MAKE_KEY}")
+        raise CnnlabError(
+            f"{source} holds spaces or characters other than visible ASCII, which an HTTP header "
+            f"cannot carry; use letters and digits, e.g. {MAKE_KEY}"
+        )
     if len(key) < MIN_KEY_CHARS:
-        raise CnnlabError(f"{source} is {len(key)} characters, under the {MIN_KEY_CHARS} a key needs not to be "
-                          f"guessed; make a longer one, e.g. {MAKE_KEY}")
+        raise CnnlabError(
+            f"{source} is {len(key)} characters, under the {MIN_KEY_CHARS} a key needs not to be "
+            f"guessed; make a longer one, e.g. {MAKE_KEY}"
+        )
 
 
-def read_api_key(api_key_file: str | Path | None, environ: Mapping[str, str] | None = None
-                 ) -> tuple[str | None, str]:
+def read_api_key(api_key_file: str | Path | None, environ: Mapping[str, str] | None = None) -> tuple[str | None, str]:
     """(key, where it came from): ``--api-key-file`` first, else ``$CNNLAB_API_KEY``, else (None, "").
 
     The file's surrounding white space (its final newline) is not part of the key.
@@ -138,16 +147,19 @@ def read_api_key(api_key_file: str | Path | None, environ: Mapping[str, str] | N
             key = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-            raise CnnlabError(f"cannot read {source} ({reason}); give a readable file holding the key, "
-                              f"e.g. {MAKE_KEY}") from None
+            raise CnnlabError(
+                f"cannot read {source} ({reason}); give a readable file holding the key, e.g. {MAKE_KEY}"
+            ) from None
         check_key(key, source)
         return key, source
     if API_KEY_ENV in environ:
         source = f"${API_KEY_ENV}"
         key = environ[API_KEY_ENV].strip()
         if not key:  # set but empty: serving without a key was not what was meant
-            raise CnnlabError(f"{source} is set but empty; put the key in it (e.g. export {API_KEY_ENV}=$(openssl "
-                              f"rand -hex 32)) or unset it to serve without a key")
+            raise CnnlabError(
+                f"{source} is set but empty; put the key in it (e.g. export {API_KEY_ENV}=$(openssl "
+                f"rand -hex 32)) or unset it to serve without a key"
+            )
         check_key(key, source)
         return key, source
     return None, ""
@@ -174,17 +186,28 @@ def cors_origin(text: str) -> str:
         CnnlabError: not an http(s) origin, a path or query given, or '*'.
     """
     if text.strip() == "*":
-        raise CnnlabError("--cors-origin '*' would let every web site a user visits use the model; name each "
-                          "site that may, e.g. --cors-origin https://app.example.com")
+        raise CnnlabError(
+            "--cors-origin '*' would let every web site a user visits use the model; name each "
+            "site that may, e.g. --cors-origin https://app.example.com"
+        )
     parts = urlsplit(text.strip())
     try:
         port = parts.port
     except ValueError:
         port = -1
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1 \
-            or parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise CnnlabError(f"--cors-origin '{text}' is not an origin; give the scheme, host and port of the "
-                          "site whose pages call this server, e.g. https://app.example.com or http://localhost:5173")
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or port == -1
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise CnnlabError(
+            f"--cors-origin '{text}' is not an origin; give the scheme, host and port of the "
+            "site whose pages call this server, e.g. https://app.example.com or http://localhost:5173"
+        )
     scheme = parts.scheme.lower()
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     default = {"http": 80, "https": 443}[scheme]
@@ -210,6 +233,8 @@ def check_tls(settings: ServeSettings) -> None:
         context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile), password=lambda: b"")
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
-        raise CnnlabError(f"cannot use --ssl-certfile {settings.ssl_certfile} with --ssl-keyfile "
-                          f"{settings.ssl_keyfile} ({reason}); both must be PEM files, the key unencrypted and "
-                          "the certificate's own (see README, 'Serving to other machines')") from None
+        raise CnnlabError(
+            f"cannot use --ssl-certfile {settings.ssl_certfile} with --ssl-keyfile "
+            f"{settings.ssl_keyfile} ({reason}); both must be PEM files, the key unencrypted and "
+            "the certificate's own (see README, 'Serving to other machines')"
+        ) from None

@@ -40,8 +40,11 @@ def _mb(size: int) -> str:
 
 
 def too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"the upload is over the {_mb(limit)} limit; send smaller images "
-                              "(or start the server with a larger --max-upload-mb)")
+    return HTTPException(
+        413,
+        f"the upload is over the {_mb(limit)} limit; send smaller images "
+        "(or start the server with a larger --max-upload-mb)",
+    )
 
 
 def counting_receive(receive: Receive, limit: int) -> Receive:
@@ -87,12 +90,16 @@ async def read_form(request: Request, settings: ServeSettings) -> FormData:
     check_headers(request, settings)
     limited = Request(request.scope, counting_receive(request.receive, settings.max_upload_bytes))
     try:
-        return await limited.form(max_files=settings.max_files, max_fields=settings.max_files + 16,
-                                  max_part_size=FIELD_BYTES)
+        return await limited.form(
+            max_files=settings.max_files, max_fields=settings.max_files + 16, max_part_size=FIELD_BYTES
+        )
     except StarletteHTTPException as exc:  # the parser's own 400s (FastAPI's HTTPException subclasses it)
         if exc.status_code == 400 and "Too many files" in str(exc.detail):
-            raise HTTPException(400, f"too many files in one request: at most {settings.max_files} "
-                                     "(the server's --max-files); send the rest in another request") from None
+            raise HTTPException(
+                400,
+                f"too many files in one request: at most {settings.max_files} "
+                "(the server's --max-files); send the rest in another request",
+            ) from None
         if exc.status_code == 400:
             raise HTTPException(400, f"the form could not be read ({exc.detail}); {HOW}") from None
         raise
@@ -121,8 +128,9 @@ def _decode_all(files: list[UploadFile], channels: int, side: int) -> list[Uploa
         try:
             decoded.append(Upload(name, decode_image(upload.file, channels, side)))
         except UnreadableImage as exc:
-            raise HTTPException(422, f"'{name}' could not be read: {exc.reason}; "
-                                     "send JPEG, PNG, BMP, GIF, TIFF or WebP files") from None
+            raise HTTPException(
+                422, f"'{name}' could not be read: {exc.reason}; send JPEG, PNG, BMP, GIF, TIFF or WebP files"
+            ) from None
     return decoded
 
 

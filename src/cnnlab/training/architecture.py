@@ -23,8 +23,17 @@ from cnnlab.training.run_dir import RunFiles
 
 FORMAT = "cnnlab-architecture/1"
 # The attributes that size a layer (Conv, Linear, BatchNorm, LayerNorm, GroupNorm).
-SHAPE_ATTRIBUTES = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
-                    "normalized_shape", "num_channels", "num_groups")
+SHAPE_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "groups",
+    "num_features",
+    "in_features",
+    "out_features",
+    "normalized_shape",
+    "num_channels",
+    "num_groups",
+)
 
 
 def _shape_attributes(module: nn.Module) -> dict[str, Any]:
@@ -85,8 +94,10 @@ def apply_architecture(model: nn.Module, resized: dict[str, dict[str, Any]], sta
     modules = dict(model.named_modules())
     for name, attributes in resized.items():
         if name not in modules:
-            raise CnnlabError(f"the stored architecture names a layer '{name}' this model does not have; "
-                              "was the run's config.yaml changed?")
+            raise CnnlabError(
+                f"the stored architecture names a layer '{name}' this model does not have; "
+                "was the run's config.yaml changed?"
+            )
         for key, value in attributes.items():
             setattr(modules[name], key, tuple(value) if isinstance(value, list) else value)
     for key, tensor in state.items():

@@ -51,5 +51,7 @@ def split_line(total: float, stage_names: list[str]) -> str:
     if len(stage_names) == 1:
         return f"time budget {total:g} s: all of it for stage '{stage_names[0]}'"
     first = FROZEN_SHARE * total
-    return (f"time budget {total:g} s: stage '{stage_names[0]}' (feature extraction included) up to "
-            f"{first:.0f} s, stage '{stage_names[1]}' the rest (at least {total - first:.0f} s)")
+    return (
+        f"time budget {total:g} s: stage '{stage_names[0]}' (feature extraction included) up to "
+        f"{first:.0f} s, stage '{stage_names[1]}' the rest (at least {total - first:.0f} s)"
+    )

@@ -30,8 +30,14 @@ class EpochLines(L.Callback):
     SLOW_S = 2.0  # an epoch this long is worth a line of its own
     EVERY_S = 30.0  # and a run of quick ones shows one line this often
 
-    def __init__(self, stage: str = "", every_epoch: bool = False, slow_s: float | None = None,
-                 every_s: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        stage: str = "",
+        every_epoch: bool = False,
+        slow_s: float | None = None,
+        every_s: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.stage = f"{stage} " if stage else ""
         self.every_epoch, self.clock = every_epoch, clock
         self.slow_s = self.SLOW_S if slow_s is None else slow_s
@@ -57,8 +63,10 @@ class EpochLines(L.Callback):
         metrics = trainer.callback_metrics
         parts = [f"{key} {float(metrics[key]):.4g}" for key in self.KEYS if key in metrics]
         hidden = f"; {self.hidden} quicker epoch{'s' if self.hidden > 1 else ''} not shown" if self.hidden else ""
-        print(f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts)
-              + f"  ({seconds:.1f}s{hidden})", flush=True)
+        print(
+            f"{self.stage}epoch {epoch + 1}/{trainer.max_epochs}  " + "  ".join(parts) + f"  ({seconds:.1f}s{hidden})",
+            flush=True,
+        )
         self._last_line, self.hidden = self.clock(), 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -157,11 +165,13 @@ class ThreadWatchTicks(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         new_phase()  # a stage's batches are not the previous phase's: compare throughput within it
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._began = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         images = batch[0] if isinstance(batch, (list, tuple)) and batch else batch
         tick(int(getattr(images, "shape", [1])[0]), time.perf_counter() - self._began)

@@ -109,8 +109,10 @@ def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]
         return model_state(read_checkpoint(path))
     if files.pruned_weights.is_file():
         return read_state_dict(files.pruned_weights)  # safetensors: tensors only
-    raise CnnlabError(f"run '{files.root}' has no checkpoint yet (it stopped before its first epoch "
-                      f"ended); resume it with: cnnlab train --resume {files.root}")
+    raise CnnlabError(
+        f"run '{files.root}' has no checkpoint yet (it stopped before its first epoch "
+        f"ended); resume it with: cnnlab train --resume {files.root}"
+    )
 
 
 def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
@@ -136,8 +138,10 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CnnlabError(f"the weights of '{files.root}' do not fit its model ({str(exc).splitlines()[0][:120]}); "
-                          "was config.yaml or architecture.json edited?") from None
+        raise CnnlabError(
+            f"the weights of '{files.root}' do not fit its model ({str(exc).splitlines()[0][:120]}); "
+            "was config.yaml or architecture.json edited?"
+        ) from None
     model.eval()
     if config.train.channels_last:
         # The layout it trained and was validated in: scoring a fast-cifar run channels_last took

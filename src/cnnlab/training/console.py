@@ -21,8 +21,11 @@ log = logging.getLogger("cnnlab")
 SHOWN_CLASSES = 12  # more classes than this are abbreviated, as in the report: the first ones, then how many more
 LABEL_WIDTH = 8  # the header's labels ("data", "classes", ...) padded to one column
 
-_WHAT_TRAINS = {"head": "the head trains on a frozen backbone", "top": "the head and the backbone's top train",
-                "all": "every layer trains"}
+_WHAT_TRAINS = {
+    "head": "the head trains on a frozen backbone",
+    "top": "the head and the backbone's top train",
+    "all": "every layer trains",
+}
 _CHANNELS = {1: "grayscale", 3: "RGB"}
 
 
@@ -45,8 +48,10 @@ def _labelled(label: str, lines: list[str]) -> list[str]:
 def split_text(data: PreparedData, seed: int) -> str:
     """'860 train / 100 val held out of train / 240 test': the counts, and which splits cnnlab carved."""
     held = [name for name in data.splits if name in data.held_out]
-    counts = " / ".join(f"{len(image_set):,} {name}" + (" held out of train" if held == [name] else "")
-                        for name, image_set in data.splits.items())
+    counts = " / ".join(
+        f"{len(image_set):,} {name}" + (" held out of train" if held == [name] else "")
+        for name, image_set in data.splits.items()
+    )
     if len(held) > 1:
         counts += f" ({' and '.join(held)} held out of the images)"
     return counts + (f", stratified, seed {seed}" if held else "")
@@ -71,8 +76,10 @@ def input_text(data: PreparedData, preprocess: dict[str, Any]) -> str:
     if data.crop is None:
         return f"{height}x{width} px {mode} ({preprocess.get('resize', 'resized')})"
     stored = data.image_size[0]
-    return (f"{height}x{width} px {mode}: images stored at {stored} px (shorter side), the centre "
-            f"{data.crop_pct:.1%} at evaluation, random crops in training")
+    return (
+        f"{height}x{width} px {mode}: images stored at {stored} px (shorter side), the centre "
+        f"{data.crop_pct:.1%} at evaluation, random crops in training"
+    )
 
 
 def model_text(config: RunConfig, meta: dict[str, Any]) -> str:
@@ -94,8 +101,11 @@ def _stage_text(stage: Stage, config: RunConfig) -> str:
     what = _WHAT_TRAINS[stage.prepare]
     if stage.prepare == "top":
         transfer = config.transfer
-        top = (f"last {transfer.finetune_layers} layers" if transfer.finetune_layers is not None
-               else f"last {transfer.finetune_blocks} blocks")
+        top = (
+            f"last {transfer.finetune_layers} layers"
+            if transfer.finetune_layers is not None
+            else f"last {transfer.finetune_blocks} blocks"
+        )
         what = f"the head and the backbone's {top} train"
     lr = "lr auto (finder)" if stage.lr == "auto" else f"lr {stage.lr:g}"
     schedule = stage.scheduler or config.train.scheduler
@@ -105,13 +115,24 @@ def _stage_text(stage: Stage, config: RunConfig) -> str:
 def plan_lines(plan: list[Stage], config: RunConfig, budget_line: str | None) -> list[str]:
     """The stages to run, one line each, then early stopping and the time budget."""
     lines = [f"stage {i} {_stage_text(stage, config)}" for i, stage in enumerate(plan, 1)]
-    lines.append(f"early stopping after {config.train.patience} epochs without a lower val loss; "
-                 + (budget_line or "no time budget"))
+    lines.append(
+        f"early stopping after {config.train.patience} epochs without a lower val loss; "
+        + (budget_line or "no time budget")
+    )
     return lines
 
 
-def header(config: RunConfig, data: PreparedData, meta: dict[str, Any], plan: list[Stage], *, run: str,
-           threads: str, budget_line: str | None = None, resumed_at: str | None = None) -> str:
+def header(
+    config: RunConfig,
+    data: PreparedData,
+    meta: dict[str, Any],
+    plan: list[Stage],
+    *,
+    run: str,
+    threads: str,
+    budget_line: str | None = None,
+    resumed_at: str | None = None,
+) -> str:
     """The block a run opens with: data, classes, input, model, plan, run folder, threads."""
     lines = [
         *_labelled("data", [f"{data.source}: {split_text(data, config.train.seed)}"]),
@@ -119,19 +140,24 @@ def header(config: RunConfig, data: PreparedData, meta: dict[str, Any], plan: li
         *_labelled("input", [input_text(data, meta.get("preprocess") or {})]),
         *_labelled("model", [model_text(config, meta)]),
         *_labelled("plan", plan_lines(plan, config, budget_line)),
-        *_labelled("run", [run + (f", resumed {resumed_at}" if resumed_at else "")
-                           + " (the model's layer table: model_summary.txt)"]),
+        *_labelled(
+            "run",
+            [run + (f", resumed {resumed_at}" if resumed_at else "") + " (the model's layer table: model_summary.txt)"],
+        ),
         *_labelled("threads", [threads]),
     ]
     return "\n".join(lines)
 
 
-def stage_start(stage: Stage, position: int, trainable: int, frozen: int, how: str, lr_text: str,
-                budget_seconds: float | None) -> str:
+def stage_start(
+    stage: Stage, position: int, trainable: int, frozen: int, how: str, lr_text: str, budget_seconds: float | None
+) -> str:
     """The line a stage starts with: what trains (how many parameters), on what, how long."""
     budget = f", {budget_seconds:.0f} s of the time budget" if budget_seconds is not None else ""
-    return (f"\nstage {position} '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}; {trainable:,} of "
-            f"{trainable + frozen:,} parameters train; {lr_text}, up to {epochs_text(stage.epochs)}{budget}")
+    return (
+        f"\nstage {position} '{stage.name}': {_WHAT_TRAINS[stage.prepare]}{how}; {trainable:,} of "
+        f"{trainable + frozen:,} parameters train; {lr_text}, up to {epochs_text(stage.epochs)}{budget}"
+    )
 
 
 def _val_text(record: dict[str, Any], prefix: str = "") -> str:
@@ -140,8 +166,10 @@ def _val_text(record: dict[str, Any], prefix: str = "") -> str:
     if not best:
         return "no validation epoch finished"
     right = best["images"] - best["errors"]
-    return (f"{prefix}val acc {best['accuracy']:.1%} ({right}/{best['images']}), val loss {best['loss']:.4f} "
-            f"(epoch {best['epoch']})")
+    return (
+        f"{prefix}val acc {best['accuracy']:.1%} ({right}/{best['images']}), val loss {best['loss']:.4f} "
+        f"(epoch {best['epoch']})"
+    )
 
 
 def stage_end(record: dict[str, Any], position: int, planned_epochs: int, interrupted: bool) -> str:
@@ -186,8 +214,9 @@ def results_lines(meta: dict[str, Any]) -> list[str]:
     lines = [_result_line(record, i, width, kept, several) for i, record in enumerate(stages, 1)]
     if not last.get("done"):
         after = "; what fine-tuning gives is said when it finishes" if several else ""
-        lines.append(f"stage '{last.get('name')}' did not finish: the run keeps the best weights saved so far "
-                     f"(best.ckpt){after}")
+        lines.append(
+            f"stage '{last.get('name')}' did not finish: the run keeps the best weights saved so far (best.ckpt){after}"
+        )
     elif several and kept not in (None, last.get("name")):
         lines.append(f"fine-tuning kept no weights: the model is stage '{kept}''s")
     elif meta.get("improvement"):

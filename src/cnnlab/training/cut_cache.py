@@ -93,14 +93,16 @@ class CutCache:
         with Progress(f"computing the frozen layers' output below {self.cut.where}", total) as progress:
             for name, image_set in splits.items():
                 chunks = []
-                for _, out in run_batches(self.cut.model, image_set.for_pass, normalize,
-                                          lambda _model, x: self.cut.bottom_forward(x)):
+                for _, out in run_batches(
+                    self.cut.model, image_set.for_pass, normalize, lambda _model, x: self.cut.bottom_forward(x)
+                ):
                     chunks.append(out)
                     progress.advance(len(out))
                 self.activations[name] = torch.cat(chunks)
 
-    def training(self, module_kwargs: dict[str, Any], data: PreparedData, batch_size: int, seed: int,
-                 balanced: bool) -> tuple[CutTopModule, FeatureDataModule]:
+    def training(
+        self, module_kwargs: dict[str, Any], data: PreparedData, batch_size: int, seed: int, balanced: bool
+    ) -> tuple[CutTopModule, FeatureDataModule]:
         """The stage's module and data: the top trained on the cached activations."""
         if not all(name in self.activations for name in ("train", "val", "test")):
             self._extract(data, module_kwargs["normalize"])
@@ -117,8 +119,13 @@ class CutCache:
         return sum(t.numel() * t.element_size() for t in self.activations.values())
 
 
-def top_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, inputs: torch.Tensor,
-                 labels: torch.Tensor, batch_size: int = 256) -> float:
+def top_accuracy(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 256,
+) -> float:
     """Accuracy of ``forward`` over cached ``inputs`` in eval mode (every module's mode restored after)."""
     from cnnlab.models.outputs import as_class_logits
 
@@ -130,8 +137,9 @@ def top_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Modu
     return correct / max(1, len(labels))
 
 
-def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: PreparedData,
-             normalize: Normalize) -> tuple[CutCache | None, str]:
+def plan_cut(
+    model: nn.Module, stages: list[Stage], config: RunConfig, data: PreparedData, normalize: Normalize
+) -> tuple[CutCache | None, str]:
     """Stage 2's verified cut, decided before any stage runs (so stage 1 can catch its activations).
 
     Sets the model's trainable layers as the fine-tuning stage will, verifies the cut on a few
@@ -164,8 +172,9 @@ def plan_cut(model: nn.Module, stages: list[Stage], config: RunConfig, data: Pre
         per_image = cut.bottom_forward(sample[:1]).numel() * 4
     needed = per_image * sum(len(s) for s in data.splits.values())
     if needed > MAX_BYTES:
-        return None, (f"its activations would take {needed / 2**30:.1f} GiB "
-                      f"(the cache's limit is {MAX_BYTES / 2**30:.0f})")
+        return None, (
+            f"its activations would take {needed / 2**30:.1f} GiB (the cache's limit is {MAX_BYTES / 2**30:.0f})"
+        )
     return CutCache(cut, stage), ""
 
 

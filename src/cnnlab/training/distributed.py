@@ -61,12 +61,15 @@ def _fabric(cfg: TrainConfig) -> Any:
 
     try:
         with quiet_lightning():
-            return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                          strategy=cfg.strategy)
+            return Fabric(
+                accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy
+            )
     except (ValueError, TypeError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnlabError(f"--accelerator {cfg.accelerator} --devices {cfg.devices} --num-nodes {cfg.num_nodes} "
-                          f"--strategy {cfg.strategy}: {first}") from None
+        raise CnnlabError(
+            f"--accelerator {cfg.accelerator} --devices {cfg.devices} --num-nodes {cfg.num_nodes} "
+            f"--strategy {cfg.strategy}: {first}"
+        ) from None
 
 
 def _check_nodes_are_launched(cfg: TrainConfig, fabric: Any) -> None:
@@ -76,8 +79,10 @@ def _check_nodes_are_launched(cfg: TrainConfig, fabric: Any) -> None:
 
     environment = getattr(fabric.strategy, "cluster_environment", None)
     if cfg.num_nodes > 1 and type(environment) is LightningEnvironment and "NODE_RANK" not in os.environ:
-        raise CnnlabError(f"--num-nodes {cfg.num_nodes}: start the same command on each machine, under torchrun "
-                          "or srun, or with MASTER_ADDR, MASTER_PORT and NODE_RANK set (README: Scaling out)")
+        raise CnnlabError(
+            f"--num-nodes {cfg.num_nodes}: start the same command on each machine, under torchrun "
+            "or srun, or with MASTER_ADDR, MASTER_PORT and NODE_RANK set (README: Scaling out)"
+        )
 
 
 def trainer_strategy(cfg: TrainConfig) -> str:
@@ -160,8 +165,14 @@ def _as_rank(fabric: Any, call: _Call, spawned: bool) -> _Outcome:
 
     if spawned:  # a spawned worker inherits the ignored Ctrl-C of the process that waits for it
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    ranks = Ranks(fabric.global_rank, fabric.world_size, fabric.local_rank, getattr(fabric.strategy, "num_nodes", 1),
-                  fabric.device, dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_ZERO))
+    ranks = Ranks(
+        fabric.global_rank,
+        fabric.world_size,
+        fabric.local_rank,
+        getattr(fabric.strategy, "num_nodes", 1),
+        fabric.device,
+        dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_ZERO),
+    )
     _current = ranks
     # The group lives as long as the process (a second run in it reuses it) and is left at exit, so no
     # gloo thread is cut off mid-way; a spawned worker (whose exit skips atexit) leaves when it is done.

@@ -47,7 +47,6 @@ class FeatureSet:
         return len(self.labels) // self.views
 
 
-
 def extract_features(
     model: nn.Module,
     images: ImageSet | torch.Tensor,
@@ -111,16 +110,24 @@ def cache_features(
     views = {name: max(1, train_views) if name == "train" and augment is not None else 1 for name in data.splits}
     # A split smaller than the number of processes is extracted whole by each: a share must not be empty.
     sharded = {name: ranks.several and len(image_set) >= ranks.world_size for name, image_set in data.splits.items()}
-    shares = {name: image_set.subset(ranks.shard(len(image_set)).numpy()) if sharded[name] else image_set
-              for name, image_set in data.splits.items()}
+    shares = {
+        name: image_set.subset(ranks.shard(len(image_set)).numpy()) if sharded[name] else image_set
+        for name, image_set in data.splits.items()
+    }
     total = sum(len(shares[name]) * views[name] for name in data.splits)
     what = f" (this process's share, 1 of {ranks.world_size})" if ranks.several else ""
     result = {}
     with Progress(f"extracting backbone features{what}", total, listener=listener) as progress:
         for name, image_set in data.splits.items():
             part = extract_features(
-                model, shares[name], normalize, batch_size, augment=augment if name == "train" else None,
-                views=views[name], device=device, progress=progress,
+                model,
+                shares[name],
+                normalize,
+                batch_size,
+                augment=augment if name == "train" else None,
+                views=views[name],
+                device=device,
+                progress=progress,
             )
             result[name] = _gathered(part, image_set.labels, ranks) if sharded[name] else part
     return result
@@ -151,8 +158,9 @@ class _Rows(Dataset):
 class _ViewBatches(EpochBatches):
     """The image loader's batch order (same seed -> same batches), on view ``epoch % views``."""
 
-    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, seed: int, balanced: bool,
-                 shard: tuple[int, int]) -> None:
+    def __init__(
+        self, features: FeatureSet, batch_size: int, shuffle: bool, seed: int, balanced: bool, shard: tuple[int, int]
+    ) -> None:
         super().__init__(features.labels[: len(features)], batch_size, shuffle, seed, balanced, *shard, pad=shuffle)
         self.views = features.views
 
@@ -163,7 +171,11 @@ class _ViewBatches(EpochBatches):
 
 
 def feature_loader(
-    features: FeatureSet, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False,
+    features: FeatureSet,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    balanced: bool = False,
     shard: tuple[int, int] = (0, 1),
 ) -> DataLoader:
     """A DataLoader of (features, labels) batches, like ``cnnlab.data.loaders.batch_loader``."""
@@ -180,8 +192,9 @@ class FeatureDataModule(L.LightningDataModule):
         self.features, self.batch_size, self.seed, self.balanced = features, batch_size, seed, balanced
 
     def train_dataloader(self) -> DataLoader:
-        return feature_loader(self.features["train"], self.batch_size, True, self.seed, self.balanced,
-                              trainer_shard(self))
+        return feature_loader(
+            self.features["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return feature_loader(self.features["val"], max(self.batch_size, EVAL_BATCH_SIZE), shard=trainer_shard(self))
@@ -202,13 +215,21 @@ class FeatureHeadModule(ClassifierModule):
     of 2,000 features 40x slower than one thread (2.6 s vs 0.064 s, 2 shared cores). None: leave it.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, train_cfg: Any, cpu_threads: int | None = 1,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, num_classes: int, train_cfg: Any, cpu_threads: int | None = 1, **kwargs: Any
+    ) -> None:
         kwargs.pop("augment", None)
         kwargs.pop("mix", None)
         kwargs.pop("normalize", None)
-        super().__init__(model=model, num_classes=num_classes, normalize=Normalize([0.0], [1.0]),
-                         train_cfg=train_cfg, augment=None, mix=None, **kwargs)
+        super().__init__(
+            model=model,
+            num_classes=num_classes,
+            normalize=Normalize([0.0], [1.0]),
+            train_cfg=train_cfg,
+            augment=None,
+            mix=None,
+            **kwargs,
+        )
         self.cpu_threads = cpu_threads
         self._saved_threads: int | None = None
 

@@ -25,8 +25,13 @@ def default_out(config: RunConfig) -> Path:
     return Path("lr-find") / default_name(config)
 
 
-def find_rate(config: RunConfig, out: str | Path | None = None, steps: int = STEPS, start_lr: float = START_LR,
-              end_lr: float = END_LR) -> tuple[LrFinding, ResultFiles]:
+def find_rate(
+    config: RunConfig,
+    out: str | Path | None = None,
+    steps: int = STEPS,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+) -> tuple[LrFinding, ResultFiles]:
     """Runs the finder on the first stage a run of ``config`` would train; writes lr_find.png and lr_find.json.
 
     Returns:

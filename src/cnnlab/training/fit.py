@@ -66,8 +66,9 @@ class TrainingInterrupted(Exception):
     sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
     """
 
-    def __init__(self, result: FitResult | None, files: RunFiles | None = None,
-                 saved: str = "the last finished epoch is saved") -> None:
+    def __init__(
+        self, result: FitResult | None, files: RunFiles | None = None, saved: str = "the last finished epoch is saved"
+    ) -> None:
         if files is None:
             assert result is not None, "an interruption carries its result or its files"
             files = result.files
@@ -101,8 +102,11 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
         # resumable, and say so on stderr (still open) rather than leave a run that claims to be running.
         _on_record_as_interrupted(ctx)
         why = "output closed (broken pipe)" if isinstance(stop, BrokenPipeError) else "the process is exiting"
-        log.warning("%s: training stopped, every finished epoch is saved; go on with cnnlab train --resume %s",
-                    why, ctx.files.root)
+        log.warning(
+            "%s: training stopped, every finished epoch is saved; go on with cnnlab train --resume %s",
+            why,
+            ctx.files.root,
+        )
         raise
 
 
@@ -124,8 +128,13 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     aug, data = ctx.config.augment, ctx.data
     mix = None
     if aug.mixup > 0 or aug.cutmix > 0:
-        mix = partial(mix_batch, num_classes=data.num_classes, mixup_alpha=aug.mixup,
-                      cutmix_alpha=aug.cutmix, label_smoothing=aug.label_smoothing)
+        mix = partial(
+            mix_batch,
+            num_classes=data.num_classes,
+            mixup_alpha=aug.mixup,
+            cutmix_alpha=aug.cutmix,
+            label_smoothing=aug.label_smoothing,
+        )
     preprocess = ctx.meta["preprocess"]
     return {
         "model": ctx.model,
@@ -168,8 +177,7 @@ def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
     return attempt
 
 
-def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None,
-                       todo: list[Any]) -> str:
+def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None, todo: list[Any]) -> str:
     """Where a resumed run picks up, in words: 'after epoch 2 of stage finetune', ..."""
     if resumable is not None:
         return f"after epoch {int(epoch or 0) + 1} of stage {resumable}"
@@ -201,8 +209,9 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, 
         elif scored:
             outcome.record["test_acc"] = scored()
         else:
-            outcome.record["test_acc"] = accuracy(ctx.model, test.for_pass, test.labels, normalize,
-                                                  run_autocast(ctx.config.train))
+            outcome.record["test_acc"] = accuracy(
+                ctx.model, test.for_pass, test.labels, normalize, run_autocast(ctx.config.train)
+            )
         return outcome.record
 
     record = ctx.ranks.from_zero(on_zero)
@@ -238,6 +247,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if ranks.is_zero:
         trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
     if records and resumable is None:  # the next stage starts from the best so far
+
         def load_best() -> None:
             if files.best.is_file():
                 load_model_weights(ctx.model, files.best)
@@ -252,8 +262,12 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if ranks.is_zero:
         _print_header(ctx, plan, attempt, split_line(budget_total, [s.name for s in plan]) if budget_total else None)
     if ranks.several:
-        attempt.update(processes=ranks.world_size, nodes=ranks.num_nodes, global_batch=batches.global_batch,
-                       device_batch=batches.per_device)
+        attempt.update(
+            processes=ranks.world_size,
+            nodes=ranks.num_nodes,
+            global_batch=batches.global_batch,
+            device_batch=batches.per_device,
+        )
         print(scale_line(batches, config.train, ranks), flush=True)
     ctx.save_meta()  # the attempt is on record even if this process is killed
     module_kwargs = _module_kwargs(ctx)
@@ -272,15 +286,27 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
             budget = stage_budget(budget_total, len(todo) - index, used, checkpoint_seconds(ckpt))
             if budget.left < MIN_STAGE_SECONDS and records:
                 ctx.meta.setdefault("notes", []).append(
-                    f"the time budget ({budget_total:g} s) was used up before stage '{stage.name}': it was skipped")
+                    f"the time budget ({budget_total:g} s) was used up before stage '{stage.name}': it was skipped"
+                )
                 log.warning(ctx.meta["notes"][-1])
                 break
         previous = records[-1] if records else None  # its best.ckpt is the one to beat
         with phase("training"):
             outcome = _fit_guarded(
-                partial(fit_stage, ctx, stage, module_kwargs, ckpt, previous, budget, plan.index(stage),
-                        batches.per_device, cut_cache),
-                files, config.data.batch_size,
+                partial(
+                    fit_stage,
+                    ctx,
+                    stage,
+                    module_kwargs,
+                    ckpt,
+                    previous,
+                    budget,
+                    plan.index(stage),
+                    batches.per_device,
+                    cut_cache,
+                ),
+                files,
+                config.data.batch_size,
             )
         module, features = outcome.module, outcome.features or features
         # What the final evaluation scores anyway (after a refit, the refit's model: every stage is scored here).
@@ -292,8 +318,9 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
             print(stage_end(record, plan.index(stage) + 1, stage.epochs, outcome.interrupted), flush=True)
         if outcome.interrupted:
             ctx.meta["stages"] = [*records, record]
-            _stop_interrupted(ctx, attempt, module, module_kwargs,
-                              _interrupted_text(record, plan.index(stage) + 1, stage.epochs))
+            _stop_interrupted(
+                ctx, attempt, module, module_kwargs, _interrupted_text(record, plan.index(stage) + 1, stage.epochs)
+            )
         record["done"] = True
         records.append(record)
         ctx.meta["stages"] = records
@@ -301,7 +328,8 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         if outcome.budget_spent and index + 1 < len(todo):
             ctx.meta.setdefault("notes", []).append(
                 f"the time budget ({budget_total:g} s) could not be met: feature extraction alone outran it, "
-                "so only stage 1 was trained")
+                "so only stage 1 was trained"
+            )
             break
     if len(records) > 1:
         ctx.meta["kept"] = kept_weights(records)
@@ -329,42 +357,64 @@ def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], bud
     """The run's opening block (data, model, plan); the full layer table too with ``--verbose``."""
     if verbose() and ctx.files.summary.is_file():
         print(ctx.files.summary.read_text(encoding="utf-8"), flush=True)
-    print(header(ctx.config, ctx.data, ctx.meta, plan, run=str(ctx.files.root), threads=attempt["threads"],
-                 budget_line=budget_line, resumed_at=attempt.get("resumed_at")), flush=True)
+    print(
+        header(
+            ctx.config,
+            ctx.data,
+            ctx.meta,
+            plan,
+            run=str(ctx.files.root),
+            threads=attempt["threads"],
+            budget_line=budget_line,
+            resumed_at=attempt.get("resumed_at"),
+        ),
+        flush=True,
+    )
 
 
 def _interrupted_text(record: dict[str, Any], position: int, planned_epochs: int) -> str:
     """What a Ctrl-C inside a stage's epochs kept: said by the command, beside how to resume."""
-    return (f"stage {position} '{record['name']}' after {record.get('epochs', 0)} of {planned_epochs} epochs; "
-            "the last finished epoch is saved (last.ckpt) and the best weights so far are kept (best.ckpt)")
+    return (
+        f"stage {position} '{record['name']}' after {record.get('epochs', 0)} of {planned_epochs} epochs; "
+        "the last finished epoch is saved (last.ckpt) and the best weights so far are kept (best.ckpt)"
+    )
 
 
-def _stop_interrupted(ctx: RunContext, attempt: dict[str, Any], module: ClassifierModule,
-                      module_kwargs: dict[str, Any], saved: str) -> None:
+def _stop_interrupted(
+    ctx: RunContext, attempt: dict[str, Any], module: ClassifierModule, module_kwargs: dict[str, Any], saved: str
+) -> None:
     """Puts Ctrl-C on record (run.json) and raises TrainingInterrupted with the model to report on."""
     attempt["ended"] = "interrupted"
     ctx.meta["status"] = "interrupted"
     ctx.save_meta()
-    raise TrainingInterrupted(FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config),
-                              saved=saved)
+    raise TrainingInterrupted(
+        FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config), saved=saved
+    )
 
 
-def _refit(ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple[str | None, str | None],
-           device_batch: int) -> ClassifierModule | None:
+def _refit(
+    ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple[str | None, str | None], device_batch: int
+) -> ClassifierModule | None:
     """Trains the refit on train + val (``cnnlab.training.refit``); returns its module (None: nothing left
     to train). Ctrl-C in it reports the validated model (best.ckpt until the refit ends)."""
     refit_ctx = dataclasses.replace(ctx, data=refit_data(ctx.data))
     refit_kwargs = _module_kwargs(refit_ctx)  # class weights and the like from train + val
     with phase("training"):
-        module, interrupted = _fit_guarded(partial(refit.train, refit_ctx, refit_kwargs, *resume, device_batch),
-                                           ctx.files, ctx.config.data.batch_size)
+        module, interrupted = _fit_guarded(
+            partial(refit.train, refit_ctx, refit_kwargs, *resume, device_batch), ctx.files, ctx.config.data.batch_size
+        )
     _note_thread_changes(attempt)
     if interrupted and module is not None:
         ctx.ranks.from_zero(lambda: load_model_weights(ctx.model, ctx.files.best))  # the validated model
         ctx.ranks.share_weights(ctx.model)
-        _stop_interrupted(ctx, attempt, module, _module_kwargs(ctx),
-                          "the refit on train + val: its last finished epoch is saved (last.ckpt), and best.ckpt "
-                          "is still the model validation chose")
+        _stop_interrupted(
+            ctx,
+            attempt,
+            module,
+            _module_kwargs(ctx),
+            "the refit on train + val: its last finished epoch is saved (last.ckpt), and best.ckpt "
+            "is still the model validation chose",
+        )
     return module
 
 

@@ -53,9 +53,11 @@ def rule_picks(lrs: list[float], losses: list[float]) -> dict[str, float]:
     lr, loss = lr[keep], loss[keep]
     if len(lr) < 3:
         return {}
-    return {"lightning": float(lr[np.argmin(np.gradient(loss, lr))]),
-            "steepest": float(lr[np.argmin(np.gradient(loss, np.log(lr)))]),
-            "minimum": float(lr[np.argmin(loss)] / 10)}
+    return {
+        "lightning": float(lr[np.argmin(np.gradient(loss, lr))]),
+        "steepest": float(lr[np.argmin(np.gradient(loss, np.log(lr)))]),
+        "minimum": float(lr[np.argmin(loss)] / 10),
+    }
 
 
 @dataclass
@@ -79,8 +81,10 @@ class LrFinding:
         return {k: v for k, v in asdict(self).items() if k not in ("lrs", "losses", "folder")}
 
     def line(self) -> str:
-        return (f"learning-rate finder ({self.stage} stage, {self.steps} rates from {self.start_lr:g} to "
-                f"{self.end_lr:g}, {self.seconds:.1f} s): pick {self.lr:.3g}; rule: {self.rule}")
+        return (
+            f"learning-rate finder ({self.stage} stage, {self.steps} rates from {self.start_lr:g} to "
+            f"{self.end_lr:g}, {self.seconds:.1f} s): pick {self.lr:.3g}; rule: {self.rule}"
+        )
 
     def save(self, curve: Path, figure: Path) -> None:
         """Writes the curve (JSON) and the plot: loss vs rate on a log axis, the pick marked."""
@@ -149,9 +153,17 @@ def _finder_trainer(cfg: TrainConfig, workdir: Path, steps: int) -> L.Trainer:
     )
 
 
-def find_lr(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: TrainConfig, stage: str,
-            workdir: Path | None = None, steps: int = STEPS, start_lr: float = START_LR,
-            end_lr: float = END_LR, rule: str = "") -> LrFinding:
+def find_lr(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: TrainConfig,
+    stage: str,
+    workdir: Path | None = None,
+    steps: int = STEPS,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+    rule: str = "",
+) -> LrFinding:
     """Runs the range test on ``module`` with ``datamodule``'s training batches; the module comes back unchanged.
 
     Raises:
@@ -164,12 +176,16 @@ def find_lr(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: T
     if not 0 < start_lr < end_lr:
         raise CnnlabError(f"the finder's rates must grow: --start-lr {start_lr:g} must be below --end-lr {end_lr:g}")
     began = time.perf_counter()
-    with (tempfile.TemporaryDirectory(dir=workdir, prefix=".lr-find-") as folder, quiet_lightning(),
-          _bar_only_on_terminal()):
+    with (
+        tempfile.TemporaryDirectory(dir=workdir, prefix=".lr-find-") as folder,
+        quiet_lightning(),
+        _bar_only_on_terminal(),
+    ):
         trainer = _finder_trainer(cfg, Path(folder), steps)
         try:
-            result = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=start_lr, max_lr=end_lr,
-                                            num_training=steps, update_attr=False)
+            result = Tuner(trainer).lr_find(
+                module, datamodule=datamodule, min_lr=start_lr, max_lr=end_lr, num_training=steps, update_attr=False
+            )
         except SystemExit:  # Lightning's answer to Ctrl-C inside a fit: stop as a Ctrl-C anywhere else does
             if not trainer.interrupted:
                 raise
@@ -178,7 +194,19 @@ def find_lr(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: T
     losses = [float(x) for x in result.results["loss"]] if result is not None else []
     picks = rule_picks(lrs, losses)
     if rule not in picks:
-        raise CnnlabError(f"the learning-rate finder could not read the loss at enough rates ({len(lrs)} of {steps}); "
-                          "give --lr a number, or use more training images")
-    return LrFinding(picks[rule], RULES[rule], stage, len(lrs), round(time.perf_counter() - began, 2), start_lr, end_lr,
-                     picks, lrs, losses)
+        raise CnnlabError(
+            f"the learning-rate finder could not read the loss at enough rates ({len(lrs)} of {steps}); "
+            "give --lr a number, or use more training images"
+        )
+    return LrFinding(
+        picks[rule],
+        RULES[rule],
+        stage,
+        len(lrs),
+        round(time.perf_counter() - began, 2),
+        start_lr,
+        end_lr,
+        picks,
+        lrs,
+        losses,
+    )

@@ -22,16 +22,15 @@ log = logging.getLogger("cnnlab")
 def build_optimizer(params: Iterable[Any], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """Adam (the lesson's), AdamW or SGD with Nesterov momentum, over ``params`` (or groups)."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+        )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
-) -> dict[str, Any] | None:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> dict[str, Any] | None:
     """The Lightning ``lr_scheduler`` dict for ``cfg.scheduler``, or None for a constant LR.
 
     ``plateau`` steps once per epoch on val_loss (the lesson's ReduceLROnPlateau); ``onecycle``
@@ -60,17 +59,17 @@ def build_scheduler(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr)
         return {"scheduler": scheduler, "interval": "step"}
     if cfg.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr
-        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr)
         return {"scheduler": scheduler, "interval": "step"}
     return None
 
 
 def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook: 4-D inputs in NHWC memory order (same values, same shape)."""
-    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4
-                 else a for a in args)
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4 else a
+        for a in args
+    )
 
 
 def compile_model(model: nn.Module) -> bool:

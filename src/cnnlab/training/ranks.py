@@ -35,8 +35,9 @@ def _exchange() -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:  # torch.distributed.DistError and gloo's "connection closed" are RuntimeErrors
-        raise StoppedElsewhere(f"another process of the run stopped ({str(exc).splitlines()[0][:120]}); "
-                               "see its messages") from None
+        raise StoppedElsewhere(
+            f"another process of the run stopped ({str(exc).splitlines()[0][:120]}); see its messages"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,15 @@ def scale_line(plan: BatchPlan, cfg: TrainConfig, ranks: Ranks) -> str:
     per_node = ranks.world_size // max(ranks.num_nodes, 1)
     device = ranks.device.type if ranks.device is not None else "device"
     strategy = "auto: ddp" if cfg.strategy == "auto" else cfg.strategy
-    line = (f"{ranks.world_size} processes ({strategy}; {ranks.num_nodes} machine(s) x {per_node} {device} "
-            f"device(s)): global batch {plan.global_batch} = {ranks.world_size} x {plan.per_device} per device")
+    line = (
+        f"{ranks.world_size} processes ({strategy}; {ranks.num_nodes} machine(s) x {per_node} {device} "
+        f"device(s)): global batch {plan.global_batch} = {ranks.world_size} x {plan.per_device} per device"
+    )
     if cfg.batch_per_device:
-        return (line + f" (--batch-per-device); the learning rates are as given, not scaled (the linear "
-                f"rule would multiply them by {ranks.world_size})")
+        return (
+            line + f" (--batch-per-device); the learning rates are as given, not scaled (the linear "
+            f"rule would multiply them by {ranks.world_size})"
+        )
     if plan.global_batch != plan.asked:
         line += f" (--batch-size {plan.asked} does not split evenly over {ranks.world_size} processes)"
     return line + "; the learning rates are as given, for this global batch (the same training as one process)"

@@ -70,15 +70,20 @@ def refit_wanted(config: RunConfig, data: PreparedData, pretrained: bool, severa
         return "a command's own training (distill, prune or tune)"
     if not len(data.splits["val"]):
         if mode == "on":
-            raise CnnlabError("--refit on needs a validation split to choose the epochs it refits; "
-                              "give --val-split (e.g. auto) or use --refit off")
+            raise CnnlabError(
+                "--refit on needs a validation split to choose the epochs it refits; "
+                "give --val-split (e.g. auto) or use --refit off"
+            )
         return "no validation split"
     if mode == "on":
         return ""
     pool = len(data.splits["train"]) + len(data.splits["val"])
-    reasons = [(not pretrained, "trained from scratch"),
-               (pool >= REFIT_MAX_IMAGES, f"{pool:,} train + val images (auto refits below {REFIT_MAX_IMAGES:,})"),
-               (bool(config.train.time_budget), "a time budget"), (several, "several processes")]
+    reasons = [
+        (not pretrained, "trained from scratch"),
+        (pool >= REFIT_MAX_IMAGES, f"{pool:,} train + val images (auto refits below {REFIT_MAX_IMAGES:,})"),
+        (bool(config.train.time_budget), "a time budget"),
+        (several, "several processes"),
+    ]
     return next((f"{why}; --refit on refits anyway" for applies, why in reasons if applies), "")
 
 
@@ -100,8 +105,9 @@ class RefitStage:
 
     def plan(self) -> Stage:
         """The stage the refit trains: the chosen epochs; a per-epoch schedule is replayed (``ReplayRates``)."""
-        return dataclasses.replace(self.stage, name=self.name, epochs=self.epochs,
-                                   scheduler="none" if self.replays else self.stage.scheduler)
+        return dataclasses.replace(
+            self.stage, name=self.name, epochs=self.epochs, scheduler="none" if self.replays else self.stage.scheduler
+        )
 
 
 def chosen_stages(plan: list[Stage], records: list[dict[str, Any]], config: RunConfig) -> list[RefitStage]:
@@ -121,8 +127,9 @@ def chosen_stages(plan: list[Stage], records: list[dict[str, Any]], config: RunC
 
 def refit_line(images: int, stages: list[RefitStage]) -> str:
     """'refit on 245 images (train + val) with stage 1: 12 epochs, stage 2: 3 epochs'."""
-    parts = [f"stage {index + 1}: {item.epochs} epoch{'s' if item.epochs != 1 else ''}"
-             for index, item in enumerate(stages)]
+    parts = [
+        f"stage {index + 1}: {item.epochs} epoch{'s' if item.epochs != 1 else ''}" for index, item in enumerate(stages)
+    ]
     return f"refit on {images:,} images (train + val) with " + ", ".join(parts)
 
 
@@ -170,8 +177,9 @@ def validated_rates(files: RunFiles, stage: str, epochs: int) -> list[float]:
     return [] if rates.isna().any() else [float(rate) for rate in rates]
 
 
-def joined_features(features: dict[str, FeatureSet], model: torch.nn.Module, data: PreparedData, config: RunConfig,
-                    normalize: Any) -> dict[str, FeatureSet]:
+def joined_features(
+    features: dict[str, FeatureSet], model: torch.nn.Module, data: PreparedData, config: RunConfig, normalize: Any
+) -> dict[str, FeatureSet]:
     """Stage 1's cached features with the validation images joined to the training ones, in as many
     views: the training rows are reused, only the validation images' views are extracted."""
     train, val = features["train"], data.splits["val"]
@@ -179,14 +187,21 @@ def joined_features(features: dict[str, FeatureSet], model: torch.nn.Module, dat
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     extra = extract_features(model, val, normalize, augment=augment, views=train.views if augment else 1)
     row = train.features.shape[1:]  # (D,) pooled, or (C, H, W) for an own CNN whose head flattens
-    rows = torch.cat([train.features.reshape(train.views, -1, *row), extra.features.reshape(train.views, -1, *row)],
-                     dim=1)
+    rows = torch.cat(
+        [train.features.reshape(train.views, -1, *row), extra.features.reshape(train.views, -1, *row)], dim=1
+    )
     labels = torch.cat([train.labels[: len(train)], val.labels]).repeat(train.views)
     return {**features, "train": FeatureSet(rows.reshape(-1, *row), labels, train.views)}
 
 
-def joined_cut(cut_cache: CutCache | None, model: torch.nn.Module, stage: Stage, config: RunConfig,
-               data: PreparedData, normalize: Any) -> CutCache | None:
+def joined_cut(
+    cut_cache: CutCache | None,
+    model: torch.nn.Module,
+    stage: Stage,
+    config: RunConfig,
+    data: PreparedData,
+    normalize: Any,
+) -> CutCache | None:
     """The fine-tuning stage's cut for the refit, its activations joined as the splits are (computed at
     the stage's start when the stages' own are not in memory, e.g. after a resume)."""
     if not stage.name.endswith("finetune"):
@@ -232,10 +247,18 @@ class Refit:
     def record(self, meta: dict[str, Any], data: PreparedData) -> dict[str, Any]:
         """run.json's ``refit`` (created at the refit's start, kept across resumes); ``data``: the refit's."""
         images, val = len(data.splits["train"]), len(data.splits["val"])
-        return meta.setdefault("refit", {
-            "line": refit_line(images, self.stages), "images": images, "train_images": images - val, "val_images": val,
-            "chosen": [{"stage": item.stage.name, "epochs": item.epochs} for item in self.stages],
-            "stages": [], "done": False})
+        return meta.setdefault(
+            "refit",
+            {
+                "line": refit_line(images, self.stages),
+                "images": images,
+                "train_images": images - val,
+                "val_images": val,
+                "chosen": [{"stage": item.stage.name, "epochs": item.epochs} for item in self.stages],
+                "stages": [],
+                "done": False,
+            },
+        )
 
     def frozen_features(self, ctx: Any, normalize: Any, position: int) -> dict[str, FeatureSet] | None:
         """The refit's features for a frozen stage: stage 1's, the validation images joined to the training ones.
@@ -250,8 +273,14 @@ class Refit:
             self.features = stage_features(ctx.config, ctx.model, self.data, normalize, ctx.ranks)
         return joined_features(self.features, ctx.model, ctx.data, ctx.config, normalize)
 
-    def train(self, ctx: Any, module_kwargs: dict[str, Any], resume_from: str | None, resumable: str | None,
-              device_batch: int | None) -> tuple[ClassifierModule | None, bool]:
+    def train(
+        self,
+        ctx: Any,
+        module_kwargs: dict[str, Any],
+        resume_from: str | None,
+        resumable: str | None,
+        device_batch: int | None,
+    ) -> tuple[ClassifierModule | None, bool]:
         """Trains the refit's stages not yet done (from ``resume_from`` for the stage it holds).
 
         ``ctx`` is the run's context with the refit's data (:func:`refit_data`); ``module_kwargs`` are
@@ -276,8 +305,15 @@ class Refit:
             features = self.frozen_features(ctx, normalize, position) if stage.head_only else None
             cut = joined_cut(self.cut_cache, ctx.model, stage, ctx.config, ctx.data, normalize)
             module, stage_record, interrupted = fit_refit_stage(
-                ctx, item, module_kwargs, resume_from if item.name == resumable else None, features, cut,
-                position, device_batch)
+                ctx,
+                item,
+                module_kwargs,
+                resume_from if item.name == resumable else None,
+                features,
+                cut,
+                position,
+                device_batch,
+            )
             record["stages"] = [r for r in record["stages"] if r["name"] != item.name] + [stage_record]
             if interrupted:
                 return module, True
@@ -285,15 +321,25 @@ class Refit:
             ctx.save_meta()
         if ctx.ranks.is_zero:
             swap_in_refit(ctx.files)
-        record.update(done=True, seconds=round(sum(r["seconds"] for r in record["stages"]), 2),
-                      validated_checkpoint=str(ctx.files.validated.relative_to(ctx.files.root)))
+        record.update(
+            done=True,
+            seconds=round(sum(r["seconds"] for r in record["stages"]), 2),
+            validated_checkpoint=str(ctx.files.validated.relative_to(ctx.files.root)),
+        )
         ctx.save_meta()
         return module, False
 
 
-def fit_refit_stage(ctx: Any, item: RefitStage, module_kwargs: dict[str, Any], resume_from: str | None,
-                    features: dict[str, FeatureSet] | None, cut: CutCache | None, position: int,
-                    device_batch: int | None) -> tuple[ClassifierModule, dict[str, Any], bool]:
+def fit_refit_stage(
+    ctx: Any,
+    item: RefitStage,
+    module_kwargs: dict[str, Any],
+    resume_from: str | None,
+    features: dict[str, FeatureSet] | None,
+    cut: CutCache | None,
+    position: int,
+    device_batch: int | None,
+) -> tuple[ClassifierModule, dict[str, Any], bool]:
     """One refit stage: the validated stage's module and data on train + val, for the chosen epochs, no validation."""
     stage = item.plan()
     if stage.lr == AUTO:  # --lr auto: the rate the finder picked for the validated stage (in config.yaml since)
@@ -309,10 +355,18 @@ def fit_refit_stage(ctx: Any, item: RefitStage, module_kwargs: dict[str, Any], r
     if ctx.ranks.several:
         callbacks.append(SyncedStop(ctx.ranks))
     with quiet_lightning(), compile_fallback(ctx.config.train.compile):
-        trainer, _ = build_trainer(inputs.train_cfg, ctx.files, item.stage.epochs, stage.name,
-                                   extra_callbacks=callbacks, validate=False)
+        trainer, _ = build_trainer(
+            inputs.train_cfg, ctx.files, item.stage.epochs, stage.name, extra_callbacks=callbacks, validate=False
+        )
         interrupted = fit_until_ctrl_c(trainer, inputs.module, inputs.datamodule, resume_from)
-    record = {"name": stage.name, "epochs": trainer.current_epoch, "seconds": round(clock.seconds(), 2),
-              "lr": stage.lr, "schedule": schedule, "images": len(ctx.data.splits["train"]),
-              "feature_cache": inputs.cached, "activation_cache": inputs.on_cut}
+    record = {
+        "name": stage.name,
+        "epochs": trainer.current_epoch,
+        "seconds": round(clock.seconds(), 2),
+        "lr": stage.lr,
+        "schedule": schedule,
+        "images": len(ctx.data.splits["train"]),
+        "feature_cache": inputs.cached,
+        "activation_cache": inputs.on_cut,
+    }
     return inputs.module, record, interrupted

@@ -31,11 +31,13 @@ class FigureFile:
 # Every figure of a run, in the order the report shows them within its sections.
 FIGURES: dict[str, FigureFile] = {
     "history": FigureFile("history.png", "Training and validation accuracy and loss per epoch, and the learning rate"),
-    "lr_find": FigureFile("lr_find.png", "Learning-rate finder: training loss as the rate grows (log scale), the "
-                          "pick marked"),
+    "lr_find": FigureFile(
+        "lr_find.png", "Learning-rate finder: training loss as the rate grows (log scale), the pick marked"
+    ),
     "confusion_matrix": FigureFile("confusion_matrix.png", "Confusion matrix (counts; rows = true class)"),
-    "confusion_matrix_normalized": FigureFile("confusion_matrix_normalized.png",
-                                              "Confusion matrix normalised per true class (recall)"),
+    "confusion_matrix_normalized": FigureFile(
+        "confusion_matrix_normalized.png", "Confusion matrix normalised per true class (recall)"
+    ),
     "misclassified": FigureFile("misclassified.png", "The most confident mistakes on the test set"),
     "per_class_accuracy": FigureFile("per_class_accuracy.png", "Accuracy (recall) per class"),
     "most_confused": FigureFile("most_confused.png", "Most frequent mistakes"),
@@ -43,13 +45,19 @@ FIGURES: dict[str, FigureFile] = {
     "class_counts": FigureFile("class_counts.png", "Images per class"),
     "samples": FigureFile("samples.png", "Sample images per class"),
     "augmentation": FigureFile("augmentation.png", "Augmented training images"),
-    "prune_sweep": FigureFile("prune_sweep.png", "Pruning sweep (cnnlab prune --max-drop): validation and test "
-                              "accuracy and batch-1 latency by sparsity, the allowed drop and the kept one marked"),
-    "explain_filters": FigureFile("explain/filters.png",
-                                  "The first convolution's filters: what the network looks for in raw pixels"),
-    "explain_gradcam": FigureFile("explain/gradcam_test.png",
-                                  "Grad-CAM on test images: where the model looked (red = most), correct "
-                                  "predictions first, then the most confident mistakes"),
+    "prune_sweep": FigureFile(
+        "prune_sweep.png",
+        "Pruning sweep (cnnlab prune --max-drop): validation and test "
+        "accuracy and batch-1 latency by sparsity, the allowed drop and the kept one marked",
+    ),
+    "explain_filters": FigureFile(
+        "explain/filters.png", "The first convolution's filters: what the network looks for in raw pixels"
+    ),
+    "explain_gradcam": FigureFile(
+        "explain/gradcam_test.png",
+        "Grad-CAM on test images: where the model looked (red = most), correct "
+        "predictions first, then the most confident mistakes",
+    ),
 }
 
 
@@ -186,13 +194,30 @@ class RunFiles(ResultFiles):
 
     def written_names(self) -> list[str]:
         """Paths (relative, ``*`` for any file below a folder) of everything a run may write."""
-        files = [self.config, self.meta, self.metrics_csv, self.metrics_json, self.classification_report,
-                 self.best, self.last, self.skipped, self.summary, self.report, self.onnx, self.int8_onnx,
-                 self.torchscript, self.deploy_meta, self.architecture, self.pruned_weights, self.lr_find_curve]
+        files = [
+            self.config,
+            self.meta,
+            self.metrics_csv,
+            self.metrics_json,
+            self.classification_report,
+            self.best,
+            self.last,
+            self.skipped,
+            self.summary,
+            self.report,
+            self.onnx,
+            self.int8_onnx,
+            self.torchscript,
+            self.deploy_meta,
+            self.architecture,
+            self.pruned_weights,
+            self.lr_find_curve,
+        ]
         names = [p.relative_to(self.root).as_posix() for p in files]
         folders = [self.tensorboard, self.root / "eval", self.explain, self.tables, self.pruned]
-        return (names + [f.file for f in FIGURES.values()]
-                + [f"{p.relative_to(self.root).as_posix()}/*" for p in folders])
+        return (
+            names + [f.file for f in FIGURES.values()] + [f"{p.relative_to(self.root).as_posix()}/*" for p in folders]
+        )
 
 
 def default_name(config: RunConfig) -> str:
@@ -211,8 +236,10 @@ def renamed_note(config: RunConfig, files: RunFiles) -> str | None:
     if config.name is None or files.root.name == config.name:
         return None
     taken = files.root.parent / config.name
-    return (f"run folder '{taken}' exists, so this run is '{files.root}' (to continue that run instead: "
-            f"cnnlab train --resume {taken})")
+    return (
+        f"run folder '{taken}' exists, so this run is '{files.root}' (to continue that run instead: "
+        f"cnnlab train --resume {taken})"
+    )
 
 
 def claim_folder(base: Path, name: str, what: str, option: str = "--runs-dir") -> Path:

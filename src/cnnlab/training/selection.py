@@ -85,8 +85,14 @@ class ValidationRecord(L.Callback):
         if self.criterion != "loss":  # the loss criterion's checkpoint watches val_loss itself
             pl_module.log(SELECT_METRIC, score, on_epoch=True)
         if self.best is None or score < self.best["score"]:
-            self.best = {"epoch": trainer.current_epoch + 1, "loss": loss, "accuracy": accuracy, "errors": errors,
-                         "images": self.val_images, "score": score}
+            self.best = {
+                "epoch": trainer.current_epoch + 1,
+                "loss": loss,
+                "accuracy": accuracy,
+                "errors": errors,
+                "images": self.val_images,
+                "score": score,
+            }
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -105,10 +111,14 @@ def verdict(record: dict[str, Any], previous: dict[str, Any]) -> str:
         if record.get("replaced_best", ours < theirs):
             return f"stage '{name}' lowered the validation loss from {theirs:.4f} to {ours:.4f}"
         return f"stage '{name}' did not lower the validation loss ({ours:.4f} at best, against {theirs:.4f})"
-    compared = (f"stage '{name}' got {own['images'] - own['errors']} of {own['images']} validation images right "
-                f"(epoch {own['epoch']}), stage '{previous['name']}' {before['images'] - before['errors']}")
+    compared = (
+        f"stage '{name}' got {own['images'] - own['errors']} of {own['images']} validation images right "
+        f"(epoch {own['epoch']}), stage '{previous['name']}' {before['images'] - before['errors']}"
+    )
     losses = f"validation loss {own['loss']:.4f} against {before['loss']:.4f}"
     if record.get("replaced_best"):
         return compared + ("" if before["errors"] - own["errors"] > MARGIN_IMAGES else f", with a lower {losses}")
-    return (f"{compared}, {losses}: fine-tuning replaces it only with more than {MARGIN_IMAGES} more image "
-            f"right, or {MARGIN_IMAGES} more with a lower loss")
+    return (
+        f"{compared}, {losses}: fine-tuning replaces it only with more than {MARGIN_IMAGES} more image "
+        f"right, or {MARGIN_IMAGES} more with a lower loss"
+    )

@@ -120,8 +120,13 @@ def _feature_device(config: RunConfig) -> str:
 def stage_train_config(config: RunConfig, stage: Stage, budget: StageBudget | None) -> TrainConfig:
     """The run's training options with the stage's length, learning rate and share of the budget."""
     seconds = max(budget.seconds, 1e-3) if budget is not None else None
-    return dataclasses.replace(config.train, epochs=stage.epochs, lr=stage.lr, time_budget=seconds,
-                               scheduler=stage.scheduler or config.train.scheduler)
+    return dataclasses.replace(
+        config.train,
+        epochs=stage.epochs,
+        lr=stage.lr,
+        time_budget=seconds,
+        scheduler=stage.scheduler or config.train.scheduler,
+    )
 
 
 class _ExtractionWatch:
@@ -138,9 +143,13 @@ class _ExtractionWatch:
         expected = self.clock.seconds() + spent * (total - done) / done
         if expected > self.budget.seconds:
             self.too_long = True
-            log.warning("the time budget cannot be met: extracting the backbone's features alone takes about "
-                        "%.0f s of the %.0f s this stage may use; the head still trains its epochs on them "
-                        "(milliseconds each), and fine-tuning is skipped", expected, self.budget.seconds)
+            log.warning(
+                "the time budget cannot be met: extracting the backbone's features alone takes about "
+                "%.0f s of the %.0f s this stage may use; the head still trains its epochs on them "
+                "(milliseconds each), and fine-tuning is skipped",
+                expected,
+                self.budget.seconds,
+            )
 
 
 def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
@@ -172,22 +181,37 @@ class StageInputs:
     features: dict[str, FeatureSet] | None = None
 
 
-def stage_features(config: RunConfig, model: torch.nn.Module, data: Any, normalize: Any, ranks: Any,
-                   listener: Any = None) -> dict[str, FeatureSet]:
+def stage_features(
+    config: RunConfig, model: torch.nn.Module, data: Any, normalize: Any, ranks: Any, listener: Any = None
+) -> dict[str, FeatureSet]:
     """A frozen stage's cached features: every split once, the training images in augmented views.
 
     Drawn from torch's random stream as it stands (a stage seeds it first), so the same seed gives the same views.
     """
     augment = build_batch_augment(config.augment, crop=normalize.crop)
-    return cache_features(model, data, normalize, augment=augment,
-                          train_views=AUGMENTED_VIEWS if augment is not None else 1,
-                          device=ranks.device if ranks.several else _feature_device(config), listener=listener,
-                          ranks=ranks)
+    return cache_features(
+        model,
+        data,
+        normalize,
+        augment=augment,
+        train_views=AUGMENTED_VIEWS if augment is not None else 1,
+        device=ranks.device if ranks.several else _feature_device(config),
+        listener=listener,
+        ranks=ranks,
+    )
 
 
-def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget: StageBudget | None = None,
-                  position: int = 0, batch_size: int | None = None, cut_cache: CutCache | None = None,
-                  watch: Any = None, features: dict[str, FeatureSet] | None = None) -> StageInputs:
+def prepare_stage(
+    ctx: Any,
+    stage: Stage,
+    module_kwargs: dict[str, Any],
+    budget: StageBudget | None = None,
+    position: int = 0,
+    batch_size: int | None = None,
+    cut_cache: CutCache | None = None,
+    watch: Any = None,
+    features: dict[str, FeatureSet] | None = None,
+) -> StageInputs:
     """Seeds the stage's random stream, sets what trains, and builds its module and data.
 
     A frozen stage extracts the backbone's features here (once), unless given its ``features``
@@ -209,12 +233,13 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
     on_cut = cut_here is not None
     how = " (backbone features computed once, then cached)" if cached else ""
     if cut_here is not None:
-        how = (f" (on the frozen layers' output below {cut_here.cut.where}, computed once: "
-               "each epoch runs only the top)")
+        how = f" (on the frozen layers' output below {cut_here.cut.where}, computed once: each epoch runs only the top)"
     lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
     if ranks.is_zero:
-        print(stage_start(stage, position + 1, trainable, frozen, how, lr_text,
-                          budget.seconds if budget else None), flush=True)
+        print(
+            stage_start(stage, position + 1, trainable, frozen, how, lr_text, budget.seconds if budget else None),
+            flush=True,
+        )
         if verbose():  # the Keras-style table of what trains; the start line has its totals
             print(trainable_table(model), flush=True)
     balanced = config.data.sampler == "balanced"
@@ -226,8 +251,11 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
         # The budget bounds the extraction, not the head: its epochs on cached features cost
         # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
         head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
-        module: ClassifierModule = FeatureHeadModule(model=model, num_classes=data.num_classes, **{
-            k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")})
+        module: ClassifierModule = FeatureHeadModule(
+            model=model,
+            num_classes=data.num_classes,
+            **{k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")},
+        )
         datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
         test = features["test"]
         test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
@@ -238,8 +266,18 @@ def prepare_stage(ctx: Any, stage: Stage, module_kwargs: dict[str, Any], budget:
     else:
         module = hooks.module_factory(**kwargs)
         datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
-    return StageInputs(stage, train_cfg, module, datamodule, cached, on_cut, trainable, frozen, test_accuracy,
-                       features if cached else None)
+    return StageInputs(
+        stage,
+        train_cfg,
+        module,
+        datamodule,
+        cached,
+        on_cut,
+        trainable,
+        frozen,
+        test_accuracy,
+        features if cached else None,
+    )
 
 
 def use_rate(inputs: StageInputs, lr: float, weight_decay: float, model: Any) -> StageInputs:
@@ -255,8 +293,10 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
     recorded in config.yaml (so a resume trains at it too), run.json and the report."""
     config = ctx.config
     if ctx.ranks.several:
-        raise CnnlabError("--lr auto runs the learning-rate finder in one process; find the rate first "
-                          "(cnnlab lr-find DATA with the same options) and give it to --lr")
+        raise CnnlabError(
+            "--lr auto runs the learning-rate finder in one process; find the rate first "
+            "(cnnlab lr-find DATA with the same options) and give it to --lr"
+        )
     finding = find_lr(inputs.module, inputs.datamodule, inputs.train_cfg, inputs.stage.name, ctx.files.root)
     print(finding.line(), flush=True)
     ctx.config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=finding.lr))
@@ -270,8 +310,9 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
     return use_rate(inputs, finding.lr, config.train.weight_decay, ctx.model)
 
 
-def fit_until_ctrl_c(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
-                     resume_from: str | None) -> bool:
+def fit_until_ctrl_c(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume_from: str | None
+) -> bool:
     """``trainer.fit`` (from ``resume_from`` if given); True when Ctrl-C stopped it (last.ckpt holds the last epoch)."""
     sigint = signal.getsignal(signal.SIGINT)
     try:
@@ -333,19 +374,30 @@ def fit_stage(
     if ranks.several:
         callbacks.append(SyncedStop(ranks))
     if budget is not None and not cached:
-        callbacks.append(TimeBudget(max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start,
-                                    already=stage_clock.already))
+        callbacks.append(
+            TimeBudget(
+                max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start, already=stage_clock.already
+            )
+        )
     with quiet_lightning(), compile_fallback(config.train.compile):
         tracker = stage_logger(ctx.meta, stage.name) if ranks.is_zero else None  # rank 0 alone logs
-        trainer, checkpoint = build_trainer(train_cfg, ctx.files, stage.epochs, stage.name, extra_callbacks=callbacks,
-                                            monitor=monitor(criterion), extra_loggers=[tracker] if tracker else None)
+        trainer, checkpoint = build_trainer(
+            train_cfg,
+            ctx.files,
+            stage.epochs,
+            stage.name,
+            extra_callbacks=callbacks,
+            monitor=monitor(criterion),
+            extra_loggers=[tracker] if tracker else None,
+        )
         if to_beat is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
             carry_best(checkpoint, str(ctx.files.best), to_beat)
         interrupted = fit_until_ctrl_c(trainer, module, datamodule, resume_from)
     best_score = checkpoint.best_model_score
     own = validation.best  # the stage's own best epoch on its criterion
-    replaced = own is not None and (to_beat is None
-                                    or (best_score is not None and float(best_score) < float(torch.tensor(to_beat))))
+    replaced = own is not None and (
+        to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat)))
+    )
     kept_loss = own["loss"] if replaced and own else (previous or {}).get("best_val_loss")
     record = {
         "name": stage.name,
@@ -366,5 +418,6 @@ def fit_stage(
     if budget is not None:
         record["budget_seconds"] = round(budget.seconds, 2)
     budget_spent = ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
-    return StageOutcome(module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy,
-                        features=inputs.features)
+    return StageOutcome(
+        module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy, features=inputs.features
+    )

@@ -87,8 +87,15 @@ def plan_stages(config: RunConfig, pretrained: bool, warn: bool = True) -> list[
     stages = [Stage("frozen", frozen_epochs, train.lr, "head")]
     if mode == "both":
         stages.append(
-            Stage("finetune", finetune_epochs, transfer.finetune_lr, "top", transfer.layer_decay, bn_eval=True,
-                  scheduler=transfer.finetune_scheduler)
+            Stage(
+                "finetune",
+                finetune_epochs,
+                transfer.finetune_lr,
+                "top",
+                transfer.layer_decay,
+                bn_eval=True,
+                scheduler=transfer.finetune_scheduler,
+            )
         )
     stages = [stage for stage in stages if stage.epochs > 0]
     if not stages:
@@ -156,8 +163,11 @@ def kept_weights(records: list[dict]) -> dict[str, str]:
         reasons.append(verdict(record, kept))
         if record.get("replaced_best"):
             kept = record
-    return {"stage": kept["name"], "select": records[-1].get("select", "loss"),
-            "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons)}
+    return {
+        "stage": kept["name"],
+        "select": records[-1].get("select", "loss"),
+        "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons),
+    }
 
 
 def improvement_line(before: float, after: float) -> str:
@@ -180,8 +190,12 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
         return
     else:
         stages[-1]["test_acc"] = test_accuracy
-    if len(stages) > 1 and stages[0].get("test_acc") is not None and stages[-1].get("done") \
-            and stages[-1].get("test_acc") is not None:
+    if (
+        len(stages) > 1
+        and stages[0].get("test_acc") is not None
+        and stages[-1].get("done")
+        and stages[-1].get("test_acc") is not None
+    ):
         meta["improvement"] = improvement_line(stages[0]["test_acc"], stages[-1]["test_acc"])
 
 
@@ -193,8 +207,12 @@ def record_refit_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
     validated = next((s.get("test_acc") for s in stages if s.get("name") == kept), None)
     refit.update(test_acc=test_accuracy, validated_test_acc=validated)
     if validated is not None:
-        log.info("refit on train + val: test accuracy %.2f%%, the validated model's %.2f%% (%+.2f points)",
-                 100 * test_accuracy, 100 * validated, 100 * (test_accuracy - validated))
+        log.info(
+            "refit on train + val: test accuracy %.2f%%, the validated model's %.2f%% (%+.2f points)",
+            100 * test_accuracy,
+            100 * validated,
+            100 * (test_accuracy - validated),
+        )
 
 
 class FrozenBatchNormEval(L.Callback):

@@ -74,8 +74,9 @@ class RunContext:
             write_meta(self.files, self.meta)
 
 
-def _prepare_here(config: RunConfig,
-                  cache_read_only: bool) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare_here(
+    config: RunConfig, cache_read_only: bool
+) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     needs = model_input(config.model.name, config.model.pretrained).needs()
     with phase("data"):
@@ -118,16 +119,26 @@ def _same_data_everywhere(data: PreparedData, ranks: Ranks) -> None:
     if not ranks.any(differs):
         return
     if differs:
-        raise CnnlabError(f"the data at '{data.source}' differs from rank 0's (other files or classes); every "
-                          "machine needs the same data at the same path")
+        raise CnnlabError(
+            f"the data at '{data.source}' differs from rank 0's (other files or classes); every "
+            "machine needs the same data at the same path"
+        )
     if ranks.is_zero:
-        raise CnnlabError(f"another process of the run found other data at '{data.source}' (see its message); "
-                          "every machine needs the same data at the same path")
+        raise CnnlabError(
+            f"another process of the run found other data at '{data.source}' (see its message); "
+            "every machine needs the same data at the same path"
+        )
     raise StoppedElsewhere("the data differs between the processes")
 
 
-def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess: dict[str, Any],
-                model: torch.nn.Module, summary: str) -> tuple[str, dict[str, Any]]:
+def _create_run(
+    config: RunConfig,
+    command: str,
+    data: PreparedData,
+    preprocess: dict[str, Any],
+    model: torch.nn.Module,
+    summary: str,
+) -> tuple[str, dict[str, Any]]:
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
     files = new_run_dir(config)
@@ -152,8 +163,12 @@ def _create_run(config: RunConfig, command: str, data: PreparedData, preprocess:
         "class_names": data.class_names,
         "preprocess": preprocess,
         "data": data.summary(),
-        "model": {"name": config.model.name, "resolved": resolve_name(config.model.name),
-                  "params_total": total, "params_trainable": trainable},
+        "model": {
+            "name": config.model.name,
+            "resolved": resolve_name(config.model.name),
+            "params_total": total,
+            "params_trainable": trainable,
+        },
         "stages": [],
         "timing": {},
     }
@@ -173,8 +188,15 @@ def start_run(config: RunConfig, command: str, ranks: Ranks = SINGLE) -> RunCont
     return open_new_run(config, command, data, preprocess, model, summary, ranks)
 
 
-def open_new_run(config: RunConfig, command: str, data: PreparedData, preprocess: dict[str, Any],
-                 model: torch.nn.Module, summary: str, ranks: Ranks = SINGLE) -> RunContext:
+def open_new_run(
+    config: RunConfig,
+    command: str,
+    data: PreparedData,
+    preprocess: dict[str, Any],
+    model: torch.nn.Module,
+    summary: str,
+    ranks: Ranks = SINGLE,
+) -> RunContext:
     """Creates the run folder of a prepared model and data (rank 0): config, summary, skipped files, run.json."""
     root, meta = ranks.from_zero(lambda: _create_run(config, command, data, preprocess, model, summary))
     return RunContext(config, RunFiles(Path(root)), data, model, meta, ranks)
@@ -191,8 +213,10 @@ def resume_config(path: str) -> tuple[RunFiles, dict[str, Any], RunConfig]:
     if meta.get("status") == "completed":
         raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
     if meta.get("distillation"):
-        raise CnnlabError(f"run '{files.root}' was distilled from a teacher; --resume would go on without it: "
-                          "run cnnlab distill again")
+        raise CnnlabError(
+            f"run '{files.root}' was distilled from a teacher; --resume would go on without it: "
+            "run cnnlab distill again"
+        )
     return files, meta, read_run_config(files)
 
 
@@ -208,6 +232,7 @@ def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None
     files, meta, config = ranks.from_zero(lambda: resume_config(path))
     data, _, model, _ = _prepare(config, ranks)
     resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
+
     def checked_resume_point() -> str | None:
         check_same_data(meta, data)
         return resume_point(files)

@@ -103,8 +103,9 @@ class TimeBudget(L.Callback):
         already: seconds spent before ``start`` (by an earlier attempt of a resumed stage).
     """
 
-    def __init__(self, seconds: float, clock: Clock = time.perf_counter, start: float | None = None,
-                 already: float = 0.0) -> None:
+    def __init__(
+        self, seconds: float, clock: Clock = time.perf_counter, start: float | None = None, already: float = 0.0
+    ) -> None:
         if not seconds > 0:
             raise ValueError(f"time budget must be > 0 seconds, got {seconds}")
         self.seconds, self._clock = float(seconds), clock
@@ -162,8 +163,9 @@ class TimeBudget(L.Callback):
                 schedule.budget = self
         self._val_images = _validation_size(trainer)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         now = self._clock()
         if self._val_start is not None:  # a validation (and its checkpoint saving) just ended
             self._record_validation(now - self._val_start)

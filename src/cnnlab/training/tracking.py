@@ -33,8 +33,7 @@ META_KEY = "tracking"  # run.json's record of the MLflow run
 DB_NAME = "mlflow.db"  # the default store, beside the run folders
 # What a finished run sends as artifacts, besides its figures (a checkpoint is left out: it is large,
 # and export's model files are the ones to deploy).
-RUN_FILES = ("report", "config", "meta", "metrics_csv", "metrics_json", "classification_report", "summary",
-             "skipped")
+RUN_FILES = ("report", "config", "meta", "metrics_csv", "metrics_json", "classification_report", "summary", "skipped")
 
 
 def store_uri(config: RunConfig) -> str:
@@ -77,7 +76,7 @@ def artifact_location(uri: str) -> str | None:
     in whichever folder the command ran in); a server decides for itself (None)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts").as_uri()
+    return (Path(uri[len("sqlite:///") :]).expanduser().resolve().parent / "mlartifacts").as_uri()
 
 
 def _client(uri: str) -> Any:
@@ -129,8 +128,9 @@ def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, 
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":  # its name stays taken: bring it back
                 client.restore_experiment(experiment_id)
-        run = client.create_run(experiment_id, run_name=run_name,
-                                tags={"cnnlab.version": __version__, "cnnlab.command": command[:5000]})
+        run = client.create_run(
+            experiment_id, run_name=run_name, tags={"cnnlab.version": __version__, "cnnlab.command": command[:5000]}
+        )
         params = [Param(key, value[:6000]) for key, value in flat_params(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per call
             client.log_batch(run.info.run_id, params=params[start : start + 100])
@@ -138,8 +138,13 @@ def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, 
         raise
     except Exception as exc:  # noqa: BLE001  MLflow raises many kinds (REST, SQLAlchemy, OS): any is "cannot use"
         raise _unreachable(uri, exc) from None
-    return {"tracker": "mlflow", "uri": uri, "experiment": name, "experiment_id": experiment_id,
-            "run_id": run.info.run_id}
+    return {
+        "tracker": "mlflow",
+        "uri": uri,
+        "experiment": name,
+        "experiment_id": experiment_id,
+        "run_id": run.info.run_id,
+    }
 
 
 def _record(meta: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -187,8 +192,10 @@ class EpochLogger(MLFlowLogger):
             super().log_metrics(values, step)
         except Exception as exc:  # noqa: BLE001  the tracker is a copy: its failure must not stop the run
             self.failed = True
-            log.warning("MLflow stopped taking metrics (%s); the run goes on, its folder keeps everything",
-                        str(exc).splitlines()[0][:160])
+            log.warning(
+                "MLflow stopped taking metrics (%s); the run goes on, its folder keeps everything",
+                str(exc).splitlines()[0][:160],
+            )
 
     def finalize(self, status: str = "success") -> None:
         """A stage's end is not the run's."""
@@ -210,8 +217,13 @@ def _log_files(client: Any, run_id: str, root: Path, paths: list[Path]) -> None:
             client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
 
-def finish_tracking(files: Any, meta: Mapping[str, Any], metrics: Mapping[str, Any] | None,
-                    status: str = "FINISHED", figures: list[Path] | None = None) -> None:
+def finish_tracking(
+    files: Any,
+    meta: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None,
+    status: str = "FINISHED",
+    figures: list[Path] | None = None,
+) -> None:
     """Sends a run's end to MLflow (rank 0): test metrics, stage records, report, figures, status.
 
     Args:
@@ -228,8 +240,11 @@ def finish_tracking(files: Any, meta: Mapping[str, Any], metrics: Mapping[str, A
 
         client = _client(record["uri"])
         run_id = record["run_id"]
-        scalars = {f"test_{key}": float(value) for key, value in (metrics or {}).items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        scalars = {
+            f"test_{key}": float(value)
+            for key, value in (metrics or {}).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         stages = [s for s in meta.get("stages") or [] if isinstance(s, dict)]
         for stage in stages:
             for key in ("test_acc", "best_val_loss", "epochs", "seconds"):
@@ -246,8 +261,11 @@ def finish_tracking(files: Any, meta: Mapping[str, Any], metrics: Mapping[str, A
     except CnnlabError:
         raise
     except Exception as exc:  # noqa: BLE001  the tracker is a copy: its failure must not stop the run
-        log.warning("MLflow run %s not completed (%s); the run folder has everything",
-                    record["run_id"], str(exc).splitlines()[0][:160])
+        log.warning(
+            "MLflow run %s not completed (%s); the run folder has everything",
+            record["run_id"],
+            str(exc).splitlines()[0][:160],
+        )
 
 
 def log_model_files(files: Any, meta: Mapping[str, Any], paths: list[Path]) -> None:

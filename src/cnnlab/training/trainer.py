@@ -176,13 +176,23 @@ def build_trainer(
         use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[checkpoint, *stopping, *([progress] if progress else []), lines, *weight_averaging(cfg),
-                   CheapValidationTTA(), ThreadWatchTicks(), *(extra_callbacks or [])],
+        callbacks=[
+            checkpoint,
+            *stopping,
+            *([progress] if progress else []),
+            lines,
+            *weight_averaging(cfg),
+            CheapValidationTTA(),
+            ThreadWatchTicks(),
+            *(extra_callbacks or []),
+        ],
         logger=[
             HistoryCSVLogger(save_dir=files.root, stage=stage),
             TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
             *(extra_loggers or []),
-        ] if validate else False,  # a refit's epochs are not the run's validated history (metrics.csv)
+        ]
+        if validate
+        else False,  # a refit's epochs are not the run's validated history (metrics.csv)
         limit_val_batches=None if validate else 0,
         enable_progress_bar=progress is not None,
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes

@@ -55,16 +55,27 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     """One row per trial: number, state, validation accuracy and loss, epochs, seconds, parameters, run."""
     rows = []
     for trial in study.trials:
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
-            if trial.datetime_complete and trial.datetime_start else None
+        seconds = (
+            (trial.datetime_complete - trial.datetime_start).total_seconds()
+            if trial.datetime_complete and trial.datetime_start
+            else None
+        )
         value = trial.value
         if value is None and trial.intermediate_values:  # a pruned trial: its last report
             value = trial.intermediate_values[max(trial.intermediate_values)]
-        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "val_acc": value,
-                     "val_loss": trial.user_attrs.get("val_loss"), "epochs": trial.user_attrs.get("epochs"),
-                     "seconds": None if seconds is None else round(seconds, 1),
-                     "baseline": bool(trial.user_attrs.get("baseline")),
-                     **{f"param_{k}": v for k, v in trial.params.items()}, "run": trial.user_attrs.get("run", "")})
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "val_acc": value,
+                "val_loss": trial.user_attrs.get("val_loss"),
+                "epochs": trial.user_attrs.get("epochs"),
+                "seconds": None if seconds is None else round(seconds, 1),
+                "baseline": bool(trial.user_attrs.get("baseline")),
+                **{f"param_{k}": v for k, v in trial.params.items()},
+                "run": trial.user_attrs.get("run", ""),
+            }
+        )
     return rows
 
 

@@ -53,19 +53,27 @@ def search_space(base: RunConfig) -> list[Param]:
     smoothing, batch size, and epochs (from scratch) or fine-tuning blocks and epochs (transfer)."""
     sgd = base.train.optimizer == "sgd"
     lr = float(base.train.lr) if base.train.lr != "auto" else 1e-3
-    space = [Param("lr", "float", *_around(1e-3 if sgd else 1e-4, 0.5 if sgd else 3e-2, lr), log=True),
-             Param("weight_decay", "float", *_around(WEIGHT_DECAY_FLOOR, 1e-2, max(base.train.weight_decay,
-                                                                                  WEIGHT_DECAY_FLOOR)), log=True),
-             Param("augment", "choice", choices=TUNED_PRESETS),
-             Param("augment_strength", "float", 0.5, 1.5),
-             Param("label_smoothing", "float", *_around(0.0, 0.2, base.augment.label_smoothing)),
-             Param("batch_size", "choice", choices=tuple(sorted({*BATCHES, base.data.batch_size})))]
+    space = [
+        Param("lr", "float", *_around(1e-3 if sgd else 1e-4, 0.5 if sgd else 3e-2, lr), log=True),
+        Param(
+            "weight_decay",
+            "float",
+            *_around(WEIGHT_DECAY_FLOOR, 1e-2, max(base.train.weight_decay, WEIGHT_DECAY_FLOOR)),
+            log=True,
+        ),
+        Param("augment", "choice", choices=TUNED_PRESETS),
+        Param("augment_strength", "float", 0.5, 1.5),
+        Param("label_smoothing", "float", *_around(0.0, 0.2, base.augment.label_smoothing)),
+        Param("batch_size", "choice", choices=tuple(sorted({*BATCHES, base.data.batch_size}))),
+    ]
     if transfer_run(base):
         blocks = base.transfer.finetune_blocks
         epochs = base.transfer.finetune_epochs or base.train.epochs
-        space += [Param("finetune_lr", "float", *_around(1e-5, 1e-3, base.transfer.finetune_lr), log=True),
-                  Param("finetune_blocks", "int", *_around(1, 6, blocks)),
-                  Param("finetune_epochs", "int", *_around(2, 8, epochs))]
+        space += [
+            Param("finetune_lr", "float", *_around(1e-5, 1e-3, base.transfer.finetune_lr), log=True),
+            Param("finetune_blocks", "int", *_around(1, 6, blocks)),
+            Param("finetune_epochs", "int", *_around(2, 8, epochs)),
+        ]
     else:
         space.append(Param("epochs", "int", max(1, base.train.epochs // 3), base.train.epochs))
     return space
@@ -84,14 +92,19 @@ def base_params(base: RunConfig) -> dict[str, Any] | None:
         return None
     values: dict[str, Any] = {
         "lr": float(base.train.lr) if base.train.lr != "auto" else 1e-3,
-        "weight_decay": max(base.train.weight_decay, WEIGHT_DECAY_FLOOR), "augment": preset,
-        "label_smoothing": base.augment.label_smoothing, "batch_size": base.data.batch_size,
+        "weight_decay": max(base.train.weight_decay, WEIGHT_DECAY_FLOOR),
+        "augment": preset,
+        "label_smoothing": base.augment.label_smoothing,
+        "batch_size": base.data.batch_size,
     }
     if preset != "none":
         values["augment_strength"] = 1.0
     if transfer_run(base):
-        values.update(finetune_lr=base.transfer.finetune_lr, finetune_blocks=base.transfer.finetune_blocks,
-                      finetune_epochs=base.transfer.finetune_epochs or base.train.epochs)
+        values.update(
+            finetune_lr=base.transfer.finetune_lr,
+            finetune_blocks=base.transfer.finetune_blocks,
+            finetune_epochs=base.transfer.finetune_epochs or base.train.epochs,
+        )
     else:
         values["epochs"] = base.train.epochs
     return values
@@ -119,13 +132,17 @@ def scaled_augment(preset: str, strength: float, label_smoothing: float) -> Augm
     return dataclasses.replace(augment, **changes)
 
 
-def trial_config(base: RunConfig, params: dict[str, Any], name: str, runs_dir: str,
-                 budget: float | None) -> RunConfig:
+def trial_config(base: RunConfig, params: dict[str, Any], name: str, runs_dir: str, budget: float | None) -> RunConfig:
     """The base run with a trial's parameters, named and budgeted, checked like a command line."""
     augment = scaled_augment(params["augment"], params.get("augment_strength", 1.0), params["label_smoothing"])
-    options: dict[str, Any] = {"lr": params["lr"], "weight_decay": params["weight_decay"],
-                               "batch_size": params["batch_size"], "name": name, "runs_dir": runs_dir,
-                               "time_budget": budget}
+    options: dict[str, Any] = {
+        "lr": params["lr"],
+        "weight_decay": params["weight_decay"],
+        "batch_size": params["batch_size"],
+        "name": name,
+        "runs_dir": runs_dir,
+        "time_budget": budget,
+    }
     for key in ("epochs", "finetune_lr", "finetune_blocks", "finetune_epochs"):
         if key in params:
             options[key] = params[key]
@@ -167,5 +184,4 @@ def changed_flags(base: RunConfig, best: RunConfig) -> list[str]:
     return flags
 
 
-__all__ = ["Param", "base_params", "changed_flags", "config_for_file", "scaled_augment",
-           "search_space", "trial_config"]
+__all__ = ["Param", "base_params", "changed_flags", "config_for_file", "scaled_augment", "search_space", "trial_config"]

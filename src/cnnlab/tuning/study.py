@@ -64,9 +64,13 @@ def _storage(files: TuneFiles) -> Any:
 
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4.9-5: stable since 2.8 in fact
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(f"sqlite:///{files.study}", heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-                          engine_kwargs={"connect_args": {"timeout": 30}})
+        return RDBStorage(
+            f"sqlite:///{files.study}",
+            heartbeat_interval=HEARTBEAT,
+            grace_period=GRACE,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            engine_kwargs={"connect_args": {"timeout": 30}},
+        )
 
 
 def _open_study(files: TuneFiles, base: RunConfig, seed: int) -> Any:
@@ -80,8 +84,14 @@ def _open_study(files: TuneFiles, base: RunConfig, seed: int) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    study = optuna.create_study(study_name=STUDY, storage=_storage(files), direction="maximize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=STUDY,
+        storage=_storage(files),
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
     saved = study.user_attrs.get("base")
     mine = to_dict(dataclasses.replace(base, name=None))
     if saved is None:
@@ -90,16 +100,19 @@ def _open_study(files: TuneFiles, base: RunConfig, seed: int) -> Any:
         if params is not None:  # trial 0: the run as the user asked for it, the yardstick of the search
             study.enqueue_trial(params, user_attrs={"baseline": True})
     elif to_dict(from_dict(saved)) != mine:  # through the schema: an option added since has its default
-        raise CnnlabError(f"'{files.root}' holds a search with other options (data, model or the rest); give this "
-                          "search another --out, or repeat the first one's options to continue it")
+        raise CnnlabError(
+            f"'{files.root}' holds a search with other options (data, model or the rest); give this "
+            "search another --out, or repeat the first one's options to continue it"
+        )
     return study
 
 
 def _val_scores(result: Any) -> tuple[float, float]:
     """(accuracy, loss) of the kept weights on the validation split: what trials are compared on."""
     val = result.data.splits["val"]
-    accumulator, _ = score_split(result.module.model, result.module.normalize, val, result.data.num_classes,
-                                 run_autocast(result.config.train))
+    accumulator, _ = score_split(
+        result.module.model, result.module.normalize, val, result.data.num_classes, run_autocast(result.config.train)
+    )
     scores = accumulator.compute(result.data.class_names)
     return float(scores["accuracy"]), float(scores["loss"])
 
@@ -115,20 +128,27 @@ class _Clock:
         return self.deadline - time.monotonic() - self.overhead
 
 
-def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, clock: _Clock,
-               command: str) -> Callable[[Any], float]:
+def _objective(
+    base: RunConfig, files: TuneFiles, trial_budget: float, clock: _Clock, command: str
+) -> Callable[[Any], float]:
     import optuna
 
     space = search_space(base)
 
     def objective(trial: Any) -> float:
         began = time.monotonic()
-        params = {p.name: p.suggest(trial) for p in space
-                  if not (p.name == "augment_strength" and trial.params.get("augment") == "none")}
+        params = {
+            p.name: p.suggest(trial)
+            for p in space
+            if not (p.name == "augment_strength" and trial.params.get("augment") == "none")
+        }
         budget = max(1.0, min(trial_budget, clock.left()))
         config = trial_config(base, params, f"trial-{trial.number:03d}", str(files.runs), budget)
-        print(f"\n=== trial {trial.number}: {', '.join(f'{k} {_short(v)}' for k, v in params.items())}; "
-              f"{budget:.0f} s of training ({max(0.0, clock.deadline - began):.0f} s of the search left)", flush=True)
+        print(
+            f"\n=== trial {trial.number}: {', '.join(f'{k} {_short(v)}' for k, v in params.items())}; "
+            f"{budget:.0f} s of training ({max(0.0, clock.deadline - began):.0f} s of the search left)",
+            flush=True,
+        )
         ctx = start_run(config, f"{command}  # trial {trial.number}")
         trial.set_user_attr("run", str(ctx.files.root))
         pruning = PruneOnValidation(trial)
@@ -148,9 +168,18 @@ def _objective(base: RunConfig, files: TuneFiles, trial_budget: float, clock: _C
         trial.set_user_attr("val_loss", loss)
         trial.set_user_attr("epochs", sum(int(s.get("epochs") or 0) for s in result.meta.get("stages", [])))
         pruned = pruning.pruned_at is not None  # stopped in its last stage: the run is whole, the trial pruned
-        update_meta(ctx.files, **({"status": "pruned"} if pruned else {}), notes=[
-            f"tune trial {trial.number}: " + ("pruned" if pruned else f"validation accuracy {accuracy:.4f}; the test "
-                                              "split is scored only for the best trial")])
+        update_meta(
+            ctx.files,
+            **({"status": "pruned"} if pruned else {}),
+            notes=[
+                f"tune trial {trial.number}: "
+                + (
+                    "pruned"
+                    if pruned
+                    else f"validation accuracy {accuracy:.4f}; the test split is scored only for the best trial"
+                )
+            ],
+        )
         spent()
         if pruned:
             raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at}")
@@ -167,8 +196,14 @@ def _seconds_used(study: Any) -> float:
     return float(study.user_attrs.get("seconds_used", 0.0))
 
 
-def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: float | None = None,
-         trials: int | None = None, command: str = "cnnlab tune") -> TuneResult:
+def tune(
+    base: RunConfig,
+    out: str | Path,
+    time_budget: float,
+    trial_budget: float | None = None,
+    trials: int | None = None,
+    command: str = "cnnlab tune",
+) -> TuneResult:
     """Searches ``base``'s options within ``time_budget`` seconds (all sessions of the study together).
 
     Raises:
@@ -192,8 +227,9 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
     clock = _Clock(started + left)
     notes = []
     if used_before:
-        notes.append(f"continued the study in {files.study.name}: {len(study.trials)} trials and {used_before:.0f} s "
-                     "from before")
+        notes.append(
+            f"continued the study in {files.study.name}: {len(study.trials)} trials and {used_before:.0f} s from before"
+        )
         print(notes[-1], flush=True)
     stop = None
 
@@ -205,8 +241,13 @@ def tune(base: RunConfig, out: str | Path, time_budget: float, trial_budget: flo
 
     if clock.left() >= max(MIN_TRIAL_SECONDS, 0.25 * share):
         try:
-            study.optimize(_objective(base, files, share, clock, command), n_trials=trials, callbacks=[keep_time],
-                           catch=(CnnlabError,), gc_after_trial=True)
+            study.optimize(
+                _objective(base, files, share, clock, command),
+                n_trials=trials,
+                callbacks=[keep_time],
+                catch=(CnnlabError,),
+                gc_after_trial=True,
+            )
         except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
             stop = interrupted
         study.set_user_attr("seconds_used", used_before + time.monotonic() - started)
@@ -225,8 +266,16 @@ def _finish(files: TuneFiles, study: Any, base: RunConfig, budget: float, notes:
     rows = write_outputs(files, study, base)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        return TuneResult(files, rows, None, None, None, _seconds_used(study), budget,
-                          [*notes, "no trial finished: give a larger --time-budget or --trial-budget"])
+        return TuneResult(
+            files,
+            rows,
+            None,
+            None,
+            None,
+            _seconds_used(study),
+            budget,
+            [*notes, "no trial finished: give a larger --time-budget or --trial-budget"],
+        )
     best = max(complete, key=lambda t: (t.value, -t.user_attrs.get("val_loss", 0.0)))
     run = RunFiles(Path(best.user_attrs["run"]))
     config = read_run_config(run)
@@ -244,8 +293,8 @@ def _finish(files: TuneFiles, study: Any, base: RunConfig, budget: float, notes:
 def _best_yaml(config: RunConfig, trial: Any) -> str:
     import yaml
 
-    head = (f"# cnnlab tune: the best trial ({trial.number}), validation accuracy {trial.value:.4f}; "
-            "train with: cnnlab train DATA --config THIS_FILE\n")
+    head = (
+        f"# cnnlab tune: the best trial ({trial.number}), validation accuracy {trial.value:.4f}; "
+        "train with: cnnlab train DATA --config THIS_FILE\n"
+    )
     return head + yaml.safe_dump(config_for_file(config), sort_keys=False)
-
-
