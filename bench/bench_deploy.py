@@ -41,7 +41,7 @@ from cnnlab.cli.main import main as cnnlab  # noqa: E402
 from cnnlab.deploy.benchmark import normalized, time_models  # noqa: E402
 from cnnlab.deploy.quantize import calibration_set, operator_counts, quantize_file  # noqa: E402
 from cnnlab.deploy.runtime import OrtModule, ort_session  # noqa: E402
-from cnnlab.evaluation.run import run_data  # noqa: E402
+from cnnlab.evaluation.run_evaluation import run_data  # noqa: E402
 from cnnlab.models.inference import accuracy  # noqa: E402
 from cnnlab.tables import Table  # noqa: E402
 from cnnlab.training.checkpoint import load_trained  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench_mnist_whole import run_cnnlab
 from common import dataset, spread, write_page
 
-from cnnlab.data.cache import cache_root
+from cnnlab.data.decoded_cache import cache_root
 
 GOAL = 0.990
 

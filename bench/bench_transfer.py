@@ -48,7 +48,7 @@ from cnnlab.models import create_model, model_input
 from cnnlab.models.freeze import set_frozen_bn_eval
 from cnnlab.models.heads import head_forward
 from cnnlab.training.feature_cache import cache_features
-from cnnlab.training.stages import Stage, apply_stage, plan_stages, stage_param_groups
+from cnnlab.training.stage_plan import Stage, apply_stage, plan_stages, stage_param_groups
 
 HERE = Path(__file__).resolve().parent
 DATASETS = Path.home() / ".cache" / "cnnlab" / "datasets"

@@ -34,7 +34,7 @@ def draw_views(run: Path, out: Path) -> None:
     from cnnlab.models.tta import crop_views
 
     trained = cnnlab.load_run(run).trained
-    from cnnlab.evaluation.run import run_data
+    from cnnlab.evaluation.run_evaluation import run_data
     from cnnlab.training.run_dir import open_run
 
     test = run_data(open_run(run), trained).splits["test"]

@@ -7,7 +7,7 @@ validation out of train as ``--val-split`` says): one pass of the frozen backbon
 cut any candidate needs (activations cached in memory), stage 1 as cnnlab runs it (head on pooled
 features, Adam 1e-3, ReduceLROnPlateau, early stopping on val loss, best restored), then every
 stage-2 candidate from the same stage-1 weights, on cached activations at its own cut (the top
-only, as ``cnnlab.training.cut_cache`` trains it), with cnnlab's optimisers and schedules. Per
+only, as ``cnnlab.training.activation_cache`` trains it), with cnnlab's optimisers and schedules. Per
 epoch: validation loss and accuracy, test accuracy (off the clock). Summary: for
 each rule of ``select`` (stage 1 is epoch 0), the test change of the model it keeps, mean over seeds.
 """
@@ -225,7 +225,7 @@ def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, ima
     acts = Activations(model, lowest, data, normalize)
     print(f"  activations at {lowest.where}: {acts.extract_seconds:.0f} s, "
           f"{sum(v.numel() * 4 for v in acts.at[lowest.where].values()) / 2**20:.0f} MiB", flush=True)
-    # Stage 1 on pooled features, as cnnlab trains it (cnnlab.training.stages: frozen stage).
+    # Stage 1 on pooled features, as cnnlab trains it (cnnlab.training.stage_plan: frozen stage).
     freeze_backbone(model)
     model.train()
     set_frozen_bn_eval(model)

@@ -144,7 +144,7 @@ def fitted_meta(result) -> dict:
     """A ``fit`` result's run.json as the final evaluation completes it: the last stage's test
     accuracy (and the improvement line) come from scoring the kept weights once."""
     from cnnlab.models.inference import accuracy
-    from cnnlab.training.stages import record_final_accuracy
+    from cnnlab.training.stage_plan import record_final_accuracy
 
     test = result.data.splits["test"]
     record_final_accuracy(

@@ -100,11 +100,11 @@ def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:
 
     for package in (
         "training.fit",
-        "evaluation.run",
+        "evaluation.run_evaluation",
         "comparison.options",
         "deploy.export",
         "serving.settings",
-        "explain.run",
+        "explain.commands",
         "tuning.study",
         "cleaning.issues",
         "training.find_rate",

@@ -128,7 +128,7 @@ def test_parser_registers_list_and_show() -> None:
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
-    from cnnlab.evaluation.run import train_and_evaluate
+    from cnnlab.evaluation.run_evaluation import train_and_evaluate
     from cnnlab.training.fit import fit
 
     config = merge_config(RunConfig(), recipe_overrides(name))

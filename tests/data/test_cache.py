@@ -15,7 +15,7 @@ import pytest
 from messy import noise
 
 import cnnlab.data.folder as folder
-from cnnlab.data.cache import DecodedCache, cache_file, file_key
+from cnnlab.data.decoded_cache import DecodedCache, cache_file, file_key
 from cnnlab.data.folder import decode_files
 
 pytestmark = pytest.mark.usefixtures("own_cache")
@@ -125,7 +125,7 @@ def test_concurrent_threads_leave_a_readable_cache(tmp_path, counted):
 
 _WRITER = """
 import sys, numpy as np
-from cnnlab.data.cache import DecodedCache, file_key
+from cnnlab.data.decoded_cache import DecodedCache, file_key
 paths, seed = sys.argv[2:], int(sys.argv[1])
 store = DecodedCache()
 for round in range(5 if seed < 100 else 10**9):  # seed >= 100: write until killed

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cnnlab.config import DataConfig
-from cnnlab.data.packed import MANIFEST, PackedSplit, open_packed, read_manifest
+from cnnlab.data.pack_read import MANIFEST, PackedSplit, open_packed, read_manifest
 from cnnlab.data.prepare import prepare_data
 from cnnlab.errors import CnnlabError
 from conftest import read_json, write_shapes_folder

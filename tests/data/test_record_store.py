@@ -15,7 +15,7 @@ from messy import noise
 
 from cnnlab.data.folder import decode_files
 from cnnlab.data.loaders import batch_loader
-from cnnlab.data.record_store import RecordFile, decode_stored, store_root
+from cnnlab.data.split_records import RecordFile, decode_stored, store_root
 from cnnlab.data.types import ImageSet
 from cnnlab.machine import status_kib
 
@@ -78,7 +78,7 @@ _BUILDER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 import numpy as np
-from cnnlab.data.record_store import open_store  # no torch: the processes start fast
+from cnnlab.data.split_records import open_store  # no torch: the processes start fast
 store = open_store(sys.argv[1:], 3, 24, workers=1)
 good = np.flatnonzero([reason is None for reason in store.reasons])
 print(int(store.records.read(good).sum()), len(good), len(store.reasons) - len(good))

@@ -251,7 +251,7 @@ def test_batchnorm_statistics_are_fresh_before_validation() -> None:
 
     from cnnlab.config import TrainConfig
     from cnnlab.data.normalize import Normalize
-    from cnnlab.deploy.distill_module import FreshBatchNormStats
+    from cnnlab.deploy.distill_step import FreshBatchNormStats
     from cnnlab.training.module import ClassifierModule
 
     torch.manual_seed(0)

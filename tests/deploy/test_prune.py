@@ -46,7 +46,7 @@ def test_structured_pruning_makes_a_smaller_run_every_command_takes(cli, run_cop
 def test_unstructured_pruning_reaches_the_sparsity_and_fine_tuning_keeps_it(cli, run_copy) -> None:
     code, _, err = cli("prune", run_copy, "--sparsity", "0.7", "--unstructured", "--finetune-epochs", "1")
     assert code == 0, err
-    from cnnlab.deploy.pruning import weight_sparsity
+    from cnnlab.deploy.prune_network import weight_sparsity
     from cnnlab.training.checkpoint import load_trained
     from cnnlab.training.run_dir import RunFiles
 
@@ -85,7 +85,7 @@ def test_fine_tuning_stops_once_validation_recovers_and_keeps_its_best_epoch(cli
 
 def _point(sparsity: float, val_drop: float, files):
     """What one measured sparsity returns (no model: the bisection reads only the figures)."""
-    from cnnlab.deploy.prune import Pruned
+    from cnnlab.deploy.prune_run import Pruned
     from cnnlab.tables import Table
 
     return Pruned(
@@ -178,7 +178,7 @@ def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_report
 
 
 def test_no_speed_up_is_said(cli, run_copy, monkeypatch) -> None:
-    import cnnlab.deploy.prune as prune
+    import cnnlab.deploy.prune_run as prune
 
     monkeypatch.setattr(prune, "MIN_SPEEDUP", 1000.0)  # no pruned model is 1000x faster
     code, _, err = cli("prune", run_copy, "--sparsity", "0.3", "--unstructured", "--finetune-epochs", "0")

@@ -15,9 +15,9 @@ from playwright.sync_api import Page, expect
 from cnnlab.cli import report_cmd
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import figures as F
-from cnnlab.evaluation.compare import compare_runs
 from cnnlab.evaluation.metrics import classification_report_text, compute_metrics
 from cnnlab.evaluation.report import OPTIONAL_SECTIONS, SECTIONS, write_report
+from cnnlab.evaluation.runs_summary import compare_runs
 from cnnlab.figures import DPI, plot_samples_per_class
 from cnnlab.training.history import load_history
 

@@ -14,10 +14,10 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models import create_model
 from cnnlab.models.cut import cut_below_trainable
-from cnnlab.training.cut_cache import plan_cut
+from cnnlab.training.activation_cache import plan_cut
 from cnnlab.training.feature_cache import cache_features
 from cnnlab.training.optim import apply_speedups
-from cnnlab.training.stages import apply_stage, plan_stages
+from cnnlab.training.stage_plan import apply_stage, plan_stages
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from cnnlab.cli.main import main
 from cnnlab.config import build_config
-from cnnlab.evaluation.run import run_data
+from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.models import create_model
 from cnnlab.models.inference import predict_probs
 from cnnlab.training.checkpoint import load_trained

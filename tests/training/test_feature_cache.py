@@ -24,7 +24,7 @@ from cnnlab.training.feature_cache import (
     feature_loader,
 )
 from cnnlab.training.module import ClassifierModule
-from cnnlab.training.stages import FrozenBatchNormEval
+from cnnlab.training.stage_plan import FrozenBatchNormEval
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

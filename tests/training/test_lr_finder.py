@@ -17,8 +17,8 @@ def _digits_stage(tmp_path, **options):
     from cnnlab.config import build_config
     from cnnlab.training.fit import _module_kwargs
     from cnnlab.training.run_dir import RunFiles
-    from cnnlab.training.staged import prepare_stage
-    from cnnlab.training.stages import plan_stages
+    from cnnlab.training.stage_fit import prepare_stage
+    from cnnlab.training.stage_plan import plan_stages
     from cnnlab.training.start import RunContext, prepare_inputs
 
     config = build_config(data="digits", **options)

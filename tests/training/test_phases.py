@@ -47,15 +47,17 @@ CTRL_C_AT_EPOCH_3 = """
 import os, signal, sys
 import lightning as L
 from cnnlab.cli.main import main
-from cnnlab.training import staged
+from cnnlab.training import stage_fit
 
 class CtrlC(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-build = staged.build_trainer
-staged.build_trainer = lambda *a, extra_callbacks=None, **k: build(*a, extra_callbacks=[*extra_callbacks, CtrlC()], **k)
+build = stage_fit.build_trainer
+def build_stopping(*a, extra_callbacks=None, **k):
+    return build(*a, extra_callbacks=[*extra_callbacks, CtrlC()], **k)
+stage_fit.build_trainer = build_stopping
 sys.exit(main(sys.argv[1:]))
 """
 

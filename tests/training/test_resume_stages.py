@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import save_file
 
 from cnnlab.training.checkpoint import read_checkpoint
-from cnnlab.training.staged import CLOCK_KEY
+from cnnlab.training.stage_fit import CLOCK_KEY
 from conftest import read_json
 
 # KILL is "stage:hook:epoch" or "evaluate"; the process sends itself SIGKILL there.
@@ -26,15 +26,15 @@ KILLER = """
 import os, signal, sys
 import lightning as L
 from cnnlab.cli.main import main
-from cnnlab.training import staged
-from cnnlab.evaluation import run as evaluate_run
+from cnnlab.training import stage_fit
+from cnnlab.evaluation import run_evaluation as evaluate_run
 
 where = sys.argv[1]
 die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 if where == "evaluate":
     evaluate_run.evaluate_split = die
 elif where == "between":
-    fit_stage = staged.fit_stage
+    fit_stage = stage_fit.fit_stage
     def between(ctx, stage, *args, **kwargs):
         if stage.name == "finetune":
             die()
@@ -49,10 +49,10 @@ else:
         if pl_module.metadata.get("stage") == stage and trainer.current_epoch == int(epoch):
             die()
     setattr(Kill, hook, hooked)
-    build = staged.build_trainer
+    build = stage_fit.build_trainer
     def build_killing(*a, extra_callbacks=None, **k):
         return build(*a, extra_callbacks=[*extra_callbacks, Kill()], **k)
-    staged.build_trainer = build_killing
+    stage_fit.build_trainer = build_killing
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab.config import build_config
 from cnnlab.training.selection import score_to_beat, select_score, stage_criterion, verdict
-from cnnlab.training.stages import kept_weights
+from cnnlab.training.stage_plan import kept_weights
 
 
 def _record(name: str, errors: int, loss: float, select: str = "accuracy", images: int = 100) -> dict:

@@ -15,7 +15,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.heads import head_forward
 from cnnlab.training.feature_cache import extract_features
-from cnnlab.training.stages import (
+from cnnlab.training.stage_plan import (
     Stage,
     apply_stage,
     improvement_line,

@@ -21,13 +21,12 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
-from cnnlab.training import fit as fit_module, staged
-from cnnlab.training.budget import FROZEN_SHARE
+from cnnlab.training import fit as fit_module, stage_fit
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, build_scheduler
 from cnnlab.training.run_dir import new_run_dir, open_run, read_meta
-from cnnlab.training.time_budget import BudgetSchedule, TimeBudget, onecycle_factor
+from cnnlab.training.time_budget import FROZEN_SHARE, BudgetSchedule, TimeBudget, onecycle_factor
 from cnnlab.training.trainer import build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -123,13 +122,13 @@ def test_budget_shorter_than_an_epoch_still_validates(digits, tmp_path: Path) ->
 def fake_time(monkeypatch: pytest.MonkeyPatch):
     """A fake clock for stage times and budgets; batches take 0.05 s, validation batches 0.02 s."""
     clock = FakeClock()
-    monkeypatch.setattr(staged, "CLOCK", clock)
-    original = staged.build_trainer
+    monkeypatch.setattr(stage_fit, "CLOCK", clock)
+    original = stage_fit.build_trainer
 
     def build(*args, extra_callbacks=None, **kwargs):
         return original(*args, extra_callbacks=[*(extra_callbacks or []), Ticker(clock, 0.05, 0.02)], **kwargs)
 
-    monkeypatch.setattr(staged, "build_trainer", build)
+    monkeypatch.setattr(stage_fit, "build_trainer", build)
     return clock
 
 
@@ -171,9 +170,9 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
             if trainer.current_epoch == 2 and pl_module.metadata.get("stage") == "finetune":
                 raise KeyboardInterrupt
 
-    original = staged.build_trainer
+    original = stage_fit.build_trainer
     monkeypatch.setattr(
-        staged,
+        stage_fit,
         "build_trainer",
         lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, Kill()], **k),
     )
@@ -182,8 +181,8 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
     files = open_run(tmp_path / "runs" / "budget")
     saved = read_checkpoint(files.last)
     assert saved["cnnlab"]["stage"] == "finetune"
-    used_before_kill = read_meta(files)["stages"][0]["seconds"] + saved[staged.CLOCK_KEY]
-    monkeypatch.setattr(staged, "build_trainer", original)
+    used_before_kill = read_meta(files)["stages"][0]["seconds"] + saved[stage_fit.CLOCK_KEY]
+    monkeypatch.setattr(stage_fit, "build_trainer", original)
     fake_time.now += 1000.0  # time passes between the attempts: it does not count
     resumed = fit_module.resume(str(files.root))
     frozen, finetune = resumed.meta["stages"]
@@ -196,7 +195,7 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
 def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
     fake_time, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    real_cache_features = staged.cache_features
+    real_cache_features = stage_fit.cache_features
 
     def slow_extraction(*args, listener=None, **kwargs):  # four batches of 2 fake seconds each
         for done in (100, 200, 300, 400):
@@ -204,7 +203,7 @@ def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
             listener(done, 400, 0.0)
         return real_cache_features(*args, **kwargs)
 
-    monkeypatch.setattr(staged, "cache_features", slow_extraction)
+    monkeypatch.setattr(stage_fit, "cache_features", slow_extraction)
     config = _pretrained_run(tmp_path, 5.0, feature_cache=True, frozen_epochs=4)
     result = fit_module.fit(config, "test")
     assert [s["name"] for s in result.meta["stages"]] == ["frozen"]  # no fine-tuning

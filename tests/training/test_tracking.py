@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.training import staged
+from cnnlab.training import stage_fit
 from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.training.history import load_history
 
@@ -120,19 +120,19 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run_epochs_counted_through_sta
             if trainer.current_epoch == 1 and pl_module.metadata.get("stage") == "finetune":
                 raise KeyboardInterrupt
 
-    original = staged.build_trainer
+    original = stage_fit.build_trainer
 
     def with_kill(*args, extra_callbacks=None, **kwargs):
         return original(*args, extra_callbacks=[*extra_callbacks, Kill()], **kwargs)
 
-    monkeypatch.setattr(staged, "build_trainer", with_kill)
+    monkeypatch.setattr(stage_fit, "build_trainer", with_kill)
     with pytest.raises(TrainingInterrupted):
         cnnlab.train("digits", **options)
     folder = tmp_path / "runs" / "r"
     record = json.loads((folder / "run.json").read_text())["tracking"]
     client = MlflowClient(record["uri"])
     assert client.get_run(record["run_id"]).info.status == "KILLED"
-    monkeypatch.setattr(staged, "build_trainer", original)
+    monkeypatch.setattr(stage_fit, "build_trainer", original)
 
     cnnlab.resume(folder)
     assert json.loads((folder / "run.json").read_text())["tracking"] == record

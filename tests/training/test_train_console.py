@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 from safetensors.torch import save_file
 
-from cnnlab.training import staged
+from cnnlab.training import stage_fit
 from cnnlab.training.callbacks import EpochLines
 from conftest import read_json, write_shapes_folder
 
@@ -146,9 +146,9 @@ class _CtrlCInFinetune(L.Callback):
 
 
 def test_a_stage_interrupted_says_so_and_no_improvement_is_claimed(cli, tmp_path: Path, monkeypatch) -> None:
-    original = staged.build_trainer
+    original = stage_fit.build_trainer
     monkeypatch.setattr(
-        staged,
+        stage_fit,
         "build_trainer",
         lambda *a, extra_callbacks=None, **k: original(*a, extra_callbacks=[*extra_callbacks, _CtrlCInFinetune()], **k),
     )
@@ -167,7 +167,7 @@ def test_ctrl_c_during_feature_extraction_says_what_stopped(cli, tmp_path: Path,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what Ctrl-C raises during the feature pass, before stage 1's first epoch
 
-    monkeypatch.setattr(staged, "cache_features", interrupted)
+    monkeypatch.setattr(stage_fit, "cache_features", interrupted)
     code, out, err = cli(*_two_stage(tmp_path))
     run = tmp_path / "runs" / "two"
     assert code == 130, err
@@ -216,7 +216,7 @@ def test_many_classes_are_abbreviated_and_uneven_counts_given_as_a_range() -> No
 
 def test_an_interruption_before_a_stage_trains_says_what_the_run_keeps() -> None:
     from cnnlab.training.console import interruption_text
-    from cnnlab.training.stages import Stage
+    from cnnlab.training.stage_plan import Stage
 
     finetune = Stage("finetune", 5, 1e-4, "top")
     assert interruption_text("the caching of the frozen layers' output", finetune, 2, ["frozen"], False) == (

@@ -89,7 +89,7 @@ def test_lesson_frozen_base_command_trains_only_the_lesson_head(cli, tmp_path: P
 
 
 def test_ctrl_c_while_features_are_computed_is_on_record_and_resumes(cli, tmp_path: Path, monkeypatch) -> None:
-    import cnnlab.training.staged as staged
+    import cnnlab.training.stage_fit as staged
 
     real = staged.cache_features
 

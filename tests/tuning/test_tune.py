@@ -148,7 +148,7 @@ def test_a_stage_on_cached_features_reports_once_its_best_and_a_pruned_trial_ski
     import torch
 
     from cnnlab.training.feature_cache import FeatureHeadModule
-    from cnnlab.tuning.pruning import STAGE_STEPS, PruneOnValidation
+    from cnnlab.tuning.trial_pruning import STAGE_STEPS, PruneOnValidation
 
     class Trial:
         def __init__(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.api.run import ImageLike, Run, evaluation_jobs, items_of
+from cnnlab.api.run_folder import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
 from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, DEFAULT_TOP_K, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
 from cnnlab.serving import settings as serving
@@ -289,7 +289,7 @@ def distill(
     removed, starting from its weights. A student neither smaller nor faster than the teacher is
     refused unless ``force``; one no better than the most common class is logged as failed.
     """
-    from cnnlab.deploy.distill import distill as distill_run
+    from cnnlab.deploy.distill_run import distill as distill_run
 
     path = str(teacher.path if isinstance(teacher, Run) else teacher)
     result = distill_run(

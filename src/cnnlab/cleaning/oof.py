@@ -22,7 +22,7 @@ from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
-from cnnlab.data.packed import streamable
+from cnnlab.data.pack_read import streamable
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.models.inference import predict_probs

@@ -170,7 +170,7 @@ def _print_report(report: dict[str, Any]) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     from cnnlab.config import DataConfig
     from cnnlab.data.inspect import inspect_data, write_inspection_figures
-    from cnnlab.data.packed import is_packed
+    from cnnlab.data.pack_read import is_packed
 
     if is_packed(args.data):
         describe_packed(args.data)
@@ -189,8 +189,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from cnnlab.data.cache import DecodedCache, cache_file
-    from cnnlab.data.record_store import clear_stores, store_root, store_usage
+    from cnnlab.data.decoded_cache import DecodedCache, cache_file
+    from cnnlab.data.split_records import clear_stores, store_root, store_usage
 
     store = DecodedCache()
     if args.clear:
@@ -211,7 +211,7 @@ def run_cache(args: argparse.Namespace) -> int:
     store.close()
     import time
 
-    from cnnlab.data.packed import is_packed
+    from cnnlab.data.pack_read import is_packed
     from cnnlab.errors import CnnlabError
 
     if is_packed(args.data):

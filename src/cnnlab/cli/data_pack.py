@@ -64,7 +64,7 @@ def add_pack_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run_pack(args: argparse.Namespace) -> int:
     from cnnlab.config import build_config
-    from cnnlab.data.pack import pack_folder
+    from cnnlab.data.pack_write import pack_folder
     from cnnlab.errors import CnnlabError
     from cnnlab.models import model_input
 
@@ -95,7 +95,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
 def describe_packed(source: str) -> None:
     """Prints what a packed folder holds (cnnlab data inspect on a packed folder)."""
-    from cnnlab.data.packed import read_manifest
+    from cnnlab.data.pack_read import read_manifest
 
     manifest = read_manifest(source)
     print(f"{source}: packed by cnnlab data pack (format {manifest['version']}) from {manifest['source']}")

@@ -256,7 +256,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.prune import FineTuning, prune_run
+    from cnnlab.deploy.prune_run import FineTuning, prune_run
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
     tuning = FineTuning(args.finetune_epochs, args.finetune_budget, args.finetune_lr)
@@ -281,7 +281,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.distill import distill
+    from cnnlab.deploy.distill_run import distill
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
     with progress_to_stderr(args.format):

@@ -143,7 +143,7 @@ def run_pool(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from cnnlab.explain.run import explain_filters
+    from cnnlab.explain.commands import explain_filters
 
     result = explain_filters(args.run, args.out)
     print(result.note)
@@ -152,7 +152,7 @@ def run_filters(args: argparse.Namespace) -> int:
 
 
 def run_feature_maps(args: argparse.Namespace) -> int:
-    from cnnlab.explain.run import explain_feature_maps
+    from cnnlab.explain.commands import explain_feature_maps
 
     result = explain_feature_maps(args.run, args.images, args.layer, args.out)
     print("layers: " + ", ".join(f"{row['layer']} ({row['output']})" for row in result.rows))
@@ -169,7 +169,7 @@ def _emit(rows: list[dict[str, Any]], fmt: str, title: str, shown: list[dict[str
 
 
 def run_gradcam(args: argparse.Namespace) -> int:
-    from cnnlab.explain.run import explain_gradcam
+    from cnnlab.explain.commands import explain_gradcam
 
     result = explain_gradcam(args.run, args.images, args.class_name, args.method, args.layer, args.out)
     hidden = {"figure"} | (set() if args.class_name else {"explained"})  # the figure paths: one line below
@@ -188,7 +188,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
 
 
 def run_receptive_field(args: argparse.Namespace) -> int:
-    from cnnlab.explain.run import explain_receptive_field
+    from cnnlab.explain.commands import explain_receptive_field
 
     result = explain_receptive_field(args.run, args.out)
     _emit(result.rows, args.format, "Receptive fields")

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Writes the report and optionally opens it; returns the exit code."""
     from rich.console import Console
 
-    from cnnlab.evaluation.run import write_run_report
+    from cnnlab.evaluation.run_evaluation import write_run_report
 
     console = Console()
     path = write_run_report(args.run)
@@ -105,7 +105,7 @@ LIST_COLUMNS = [
 
 
 def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> Table:
-    from cnnlab.evaluation.compare import format_value
+    from cnnlab.evaluation.runs_summary import format_value
 
     return Table(
         title,
@@ -116,7 +116,7 @@ def _runs_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str,
 
 def run_list(args: argparse.Namespace) -> int:
     """Prints the runs and the tracker command(s); returns the exit code."""
-    from cnnlab.evaluation.compare import list_runs
+    from cnnlab.evaluation.runs_summary import list_runs
 
     rows, trackers = list_runs(args.runs_dir)
     if args.format != "table" or rows:
@@ -134,7 +134,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Prints the comparison table and where the files went; returns the exit code."""
-    from cnnlab.evaluation.compare import compare_runs
+    from cnnlab.evaluation.runs_summary import compare_runs
 
     rows, png = compare_runs(list(args.runs), args.out)
     console = print_output(_runs_table(plural(len(rows), "run"), rows, COLUMNS), args.format, records=rows)

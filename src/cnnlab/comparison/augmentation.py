@@ -12,7 +12,7 @@ import pandas as pd
 
 from cnnlab.config import AugmentConfig, RunConfig, resolve_augment
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation.run import train_and_evaluate
+from cnnlab.evaluation.run_evaluation import train_and_evaluate
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_json, atomic_write_text
 from cnnlab.training.distributed import in_processes

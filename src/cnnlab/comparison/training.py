@@ -15,9 +15,9 @@ from typing import Any
 from cnnlab.config import AugmentConfig, RunConfig, merge_config
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.errors import CnnlabError, plural
-from cnnlab.evaluation.run import train_and_evaluate
+from cnnlab.evaluation.run_evaluation import train_and_evaluate
 from cnnlab.training.run_dir import RunFiles, read_meta
-from cnnlab.training.stages import plan_stages
+from cnnlab.training.stage_plan import plan_stages
 
 
 def split_counts(config: RunConfig) -> dict[str, int]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.data.cache import cache_root
+from cnnlab.data.decoded_cache import cache_root
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnlab.data.cache import DecodedCache, FileKey, cache_enabled, file_key
 from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.data.decoded_cache import DecodedCache, FileKey, cache_enabled, file_key
 from cnnlab.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported in decode_files: spawned decoding workers start without it
@@ -133,7 +133,7 @@ def decode_files(
     """Decodes ``(path, label)`` pairs to an ImageSet of ``size`` x ``size`` images.
 
     With ``cache`` (default: on unless ``CNNLAB_NO_CACHE`` is set) images decoded by an earlier
-    run are read from the decoded-image cache (see cnnlab.data.cache) when their file is
+    run are read from the decoded-image cache (see cnnlab.data.decoded_cache) when their file is
     unchanged, and newly decoded ones are added to it, unless ``cache_read_only``.
     """
     import torch

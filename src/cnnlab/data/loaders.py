@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnlab.data.batch_size import EVAL_BATCH_SIZE, eval_batch_size  # noqa: F401  EVAL_BATCH_SIZE: imported from here too
-from cnnlab.data.packed import streamable
+from cnnlab.data.pack_read import streamable
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError
 

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from cnnlab.config import DataConfig, SplitSpec
 from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
-from cnnlab.data.cache import cache_enabled
 from cnnlab.data.crop import NO_MARGIN, stored_side
+from cnnlab.data.decoded_cache import cache_enabled
 from cnnlab.data.discover import Listing, discover, too_few_classes
 from cnnlab.data.folder import decode_files, default_side, guess_format
-from cnnlab.data.packed import is_packed, open_packed
-from cnnlab.data.record_store import decode_stored
+from cnnlab.data.pack_read import is_packed, open_packed
+from cnnlab.data.split_records import decode_stored
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
 from cnnlab.errors import CnnlabError, suggest

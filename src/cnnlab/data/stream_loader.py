@@ -1,6 +1,6 @@
 """litdata's StreamingDataLoader, its epoch told by the Trainer: a resumed run shuffles as an uninterrupted one.
 
-Imported only once litdata is known to be installed (cnnlab.data.packed.require_litdata).
+Imported only once litdata is known to be installed (cnnlab.data.pack_read.require_litdata).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 
 
 class RecordSource(Protocol):
-    """Images kept outside memory (cnnlab.data.record_store.RecordFile): a shape and reads by row."""
+    """Images kept outside memory (cnnlab.data.split_records.RecordFile): a shape and reads by row."""
 
     shape: tuple[int, int, int, int]
 

@@ -23,7 +23,7 @@ from cnnlab.deploy.runtime import Served, artifact_path, fastest_runtime, open_r
 from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES
 from cnnlab.errors import plural
 from cnnlab.evaluation.report import write_report
-from cnnlab.evaluation.run import run_data
+from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.models.inference import accuracy, is_channels_last
 from cnnlab.tables import Table
 from cnnlab.threads import CpuSampler, busy_while_timed

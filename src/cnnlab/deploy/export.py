@@ -36,7 +36,7 @@ from cnnlab.deploy.runtime import (
 )
 from cnnlab.deploy.settings import DEFAULT_THREADS, PARITY_TOLERANCE, RUNTIMES
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation.run import run_data
+from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.run_dir import RunFiles, open_run
 

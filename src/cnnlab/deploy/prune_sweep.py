@@ -20,7 +20,7 @@ from cnnlab.figures import new_figure, save_figure
 from cnnlab.tables import Table
 
 if TYPE_CHECKING:
-    from cnnlab.deploy.prune import Pruned
+    from cnnlab.deploy.prune_run import Pruned
 
 SWEEP_TABLE = "prune_sweep"  # tables/prune_sweep.json in the kept pruned run
 

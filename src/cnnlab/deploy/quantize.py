@@ -30,7 +30,7 @@ from cnnlab.deploy.runtime import ONNX_KEY, model_metadata, open_runtime, ort_se
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.report import write_report
-from cnnlab.evaluation.run import run_data
+from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.tables import Table
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.run_dir import RunFiles, open_run

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data.crop import decode_side
-from cnnlab.evaluation.compare import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
+from cnnlab.evaluation.runs_summary import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the functions import their modules when called
+    from cnnlab.explain.commands import Explanation
     from cnnlab.explain.demos import Demo
-    from cnnlab.explain.run import Explanation
 
 # ``run`` below is a run folder's path, or a ``cnnlab.Run`` (anything with a ``path``).
 
@@ -40,7 +40,7 @@ def pool(image: str | Path | None = None, size: int = 2, out: str | Path = ".") 
 
 def filters(run: Any, out: str | Path | None = None) -> Explanation:
     """A run's first-layer kernels as an image grid."""
-    from cnnlab.explain.run import explain_filters
+    from cnnlab.explain.commands import explain_filters
 
     return explain_filters(_path(run), None if out is None else Path(out))
 
@@ -49,7 +49,7 @@ def feature_maps(
     run: Any, images: Sequence[str | Path] | str | Path, layers: list[str] | None = None, out: str | Path | None = None
 ) -> Explanation:
     """What a few layers (early to late, or ``layers``) of a run's network output for ``images``."""
-    from cnnlab.explain.run import explain_feature_maps
+    from cnnlab.explain.commands import explain_feature_maps
 
     items = [str(images)] if isinstance(images, (str, Path)) else [str(i) for i in images]
     return explain_feature_maps(_path(run), items, layers, None if out is None else Path(out))
@@ -64,7 +64,7 @@ def gradcam(
     out: str | Path | None = None,
 ) -> Explanation:
     """Where a run's network looks to classify ``images`` (files or folders): heat maps over each image."""
-    from cnnlab.explain.run import explain_gradcam
+    from cnnlab.explain.commands import explain_gradcam
 
     items = [str(images)] if isinstance(images, (str, Path)) else [str(i) for i in images]
     return explain_gradcam(_path(run), items, class_name, method, layer, None if out is None else Path(out))
@@ -72,6 +72,6 @@ def gradcam(
 
 def receptive_field(run: Any, out: str | Path | None = None) -> Explanation:
     """Per layer of a run's network: output size, stride and receptive field."""
-    from cnnlab.explain.run import explain_receptive_field
+    from cnnlab.explain.commands import explain_receptive_field
 
     return explain_receptive_field(_path(run), None if out is None else Path(out))

@@ -13,9 +13,9 @@ from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import plural
 from cnnlab.explain.cam import cam_session
+from cnnlab.explain.commands import filters_figure
 from cnnlab.explain.layers import gradcam_layer, probe, sample_input
 from cnnlab.explain.model_figures import CamPanel, plot_gradcam
-from cnnlab.explain.run import filters_figure
 from cnnlab.training.run_dir import ResultFiles
 
 CORRECT_SHOWN = 3  # a row of right answers, one class after another...

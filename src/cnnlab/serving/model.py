@@ -154,9 +154,9 @@ class ServedModel:
 
 def _cam_model(run: Path | None) -> tuple[Any, str]:
     """The run's checkpoint model and its default Grad-CAM layer (the last spatial block)."""
+    from cnnlab.explain.commands import probe_run
     from cnnlab.explain.inputs import open_explained
     from cnnlab.explain.layers import gradcam_layer
-    from cnnlab.explain.run import probe_run
 
     if run is None:
         raise CnnlabError("Grad-CAM needs a run folder with a checkpoint; this server serves an artifact alone")

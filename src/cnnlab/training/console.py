@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnlab.config import RunConfig
 from cnnlab.data.types import PreparedData
-from cnnlab.training.stages import Stage
+from cnnlab.training.stage_plan import Stage
 
 log = logging.getLogger("cnnlab")
 

@@ -15,8 +15,8 @@ from cnnlab.training.fit import _module_kwargs
 from cnnlab.training.lr_finder import END_LR, START_LR, STEPS, LrFinding, find_lr
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.run_dir import ResultFiles, RunFiles, claim_folder, default_name
-from cnnlab.training.staged import prepare_stage
-from cnnlab.training.stages import plan_stages
+from cnnlab.training.stage_fit import prepare_stage
+from cnnlab.training.stage_plan import plan_stages
 from cnnlab.training.start import RunContext, prepare_inputs
 
 

@@ -27,10 +27,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
 from cnnlab.phases import phase
 from cnnlab.threads import watch
-from cnnlab.training.budget import MIN_STAGE_SECONDS, split_line, stage_budget
+from cnnlab.training.activation_cache import plan_cut
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
 from cnnlab.training.console import header, stage_end, verbose
-from cnnlab.training.cut_cache import plan_cut
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.feature_cache import FeatureHeadModule
 from cnnlab.training.history import trim_history
@@ -39,9 +38,10 @@ from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.refit import Refit, chosen_stages, refit_data, refit_wanted
 from cnnlab.training.run_dir import RunFiles
-from cnnlab.training.staged import StageOutcome, checkpoint_seconds, fit_stage
-from cnnlab.training.stages import kept_weights, plan_stages
+from cnnlab.training.stage_fit import StageOutcome, checkpoint_seconds, fit_stage
+from cnnlab.training.stage_plan import kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
+from cnnlab.training.time_budget import MIN_STAGE_SECONDS, split_line, stage_budget
 from cnnlab.training.tracking import finish_tracking, resume_tracking
 from cnnlab.training.trainer import run_autocast
 
@@ -223,7 +223,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
 
     A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
-    fine-tunes the top at a low learning rate (``cnnlab.training.stages``). A resumed run keeps the
+    fine-tunes the top at a low learning rate (``cnnlab.training.stage_plan``). A resumed run keeps the
     history of its finished stages, redoes only what its checkpoint does not hold, and keeps
     counting each stage's time (and the time budget) where it stopped.
 
@@ -271,10 +271,10 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
         print(scale_line(batches, config.train, ranks), flush=True)
     ctx.save_meta()  # the attempt is on record even if this process is killed
     module_kwargs = _module_kwargs(ctx)
-    cut_cache = None
+    activation_cache = None
     why = "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
     if not why:
-        cut_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
+        activation_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
     if why and any(stage.name == "finetune" for stage in todo):
         log.info("fine-tuning trains on images: %s", why)
     module, features = None, None
@@ -303,7 +303,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
                     budget,
                     plan.index(stage),
                     batches.per_device,
-                    cut_cache,
+                    activation_cache,
                 ),
                 files,
                 config.data.batch_size,
@@ -337,7 +337,7 @@ def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
     if no_refit:
         ctx.meta["refit"] = {"done": False, "why": no_refit}
     elif initial is not None and records and not ctx.meta.get("refit", {}).get("done"):
-        refit = Refit(chosen_stages(plan, records, config), initial, ctx.data, features, cut_cache)
+        refit = Refit(chosen_stages(plan, records, config), initial, ctx.data, features, activation_cache)
         module = _refit(ctx, refit, attempt, (resume_from, resumable), batches.per_device) or module
     refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
     ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records) + refit_seconds, 2)}

@@ -36,16 +36,23 @@ from cnnlab.config.sections import REFIT_MAX_IMAGES
 from cnnlab.data.splits import joined
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
+from cnnlab.training.activation_cache import ActivationCache, plan_cut
 from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import load_model_weights
-from cnnlab.training.cut_cache import CutCache, plan_cut
 from cnnlab.training.feature_cache import FeatureSet, extract_features
 from cnnlab.training.history import load_history
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.run_dir import RunFiles
-from cnnlab.training.staged import AUTO, StageClock, checkpoint_seconds, fit_until_ctrl_c, prepare_stage, stage_features
-from cnnlab.training.stages import FrozenBatchNormEval, Stage, use_feature_cache
+from cnnlab.training.stage_fit import (
+    AUTO,
+    StageClock,
+    checkpoint_seconds,
+    fit_until_ctrl_c,
+    prepare_stage,
+    stage_features,
+)
+from cnnlab.training.stage_plan import FrozenBatchNormEval, Stage, use_feature_cache
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
@@ -195,26 +202,26 @@ def joined_features(
 
 
 def joined_cut(
-    cut_cache: CutCache | None,
+    activation_cache: ActivationCache | None,
     model: torch.nn.Module,
     stage: Stage,
     config: RunConfig,
     data: PreparedData,
     normalize: Any,
-) -> CutCache | None:
+) -> ActivationCache | None:
     """The fine-tuning stage's cut for the refit, its activations joined as the splits are (computed at
     the stage's start when the stages' own are not in memory, e.g. after a resume)."""
     if not stage.name.endswith("finetune"):
         return None
-    if cut_cache is None:
-        cut_cache, _ = plan_cut(model, [dataclasses.replace(stage, name="finetune")], config, data, normalize)
-        if cut_cache is None:
+    if activation_cache is None:
+        activation_cache, _ = plan_cut(model, [dataclasses.replace(stage, name="finetune")], config, data, normalize)
+        if activation_cache is None:
             return None
-    own = cut_cache.activations
+    own = activation_cache.activations
     activations = {}
     if all(name in own for name in ("train", "val", "test")):
         activations = {"train": torch.cat([own["train"], own["val"]]), "val": own["val"], "test": own["test"]}
-    return CutCache(cut_cache.cut, stage, activations)
+    return ActivationCache(activation_cache.cut, stage, activations)
 
 
 def swap_in_refit(files: RunFiles) -> None:
@@ -234,7 +241,7 @@ class Refit:
 
     ``initial``: the model's weights before any stage (the pretrained backbone, the new head); ``data``: the
     stages' splits;
-    ``features``: stage 1's cached features, when this process extracted them; ``cut_cache``: stage 2's
+    ``features``: stage 1's cached features, when this process extracted them; ``activation_cache``: stage 2's
     cut, with the activations stage 1 caught.
     """
 
@@ -242,7 +249,7 @@ class Refit:
     initial: dict[str, torch.Tensor]
     data: PreparedData  # the run's own splits (the stages')
     features: dict[str, FeatureSet] | None = None
-    cut_cache: CutCache | None = None
+    activation_cache: ActivationCache | None = None
 
     def record(self, meta: dict[str, Any], data: PreparedData) -> dict[str, Any]:
         """run.json's ``refit`` (created at the refit's start, kept across resumes); ``data``: the refit's."""
@@ -303,7 +310,7 @@ class Refit:
                 continue
             stage = item.plan()
             features = self.frozen_features(ctx, normalize, position) if stage.head_only else None
-            cut = joined_cut(self.cut_cache, ctx.model, stage, ctx.config, ctx.data, normalize)
+            cut = joined_cut(self.activation_cache, ctx.model, stage, ctx.config, ctx.data, normalize)
             module, stage_record, interrupted = fit_refit_stage(
                 ctx,
                 item,
@@ -336,7 +343,7 @@ def fit_refit_stage(
     module_kwargs: dict[str, Any],
     resume_from: str | None,
     features: dict[str, FeatureSet] | None,
-    cut: CutCache | None,
+    cut: ActivationCache | None,
     position: int,
     device_batch: int | None,
 ) -> tuple[ClassifierModule, dict[str, Any], bool]:

@@ -12,7 +12,7 @@ Stage 1 keeps its epoch of lowest validation loss. Stage 2 is judged by ``--fine
 Either way the final model is never worse than stage 1's on validation in the criterion's
 terms. The criterion is one number, lower better (``select_score``), logged as ``val_select``:
 Lightning's ModelCheckpoint keeps the best epoch by it and, given stage 1's score less the
-margin as the one to beat (``staged.carry_best``), replaces stage 1's best.ckpt only when beaten.
+margin as the one to beat (``stage_fit.carry_best``), replaces stage 1's best.ckpt only when beaten.
 """
 
 from __future__ import annotations

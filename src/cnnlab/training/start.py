@@ -45,7 +45,7 @@ from cnnlab.training.run_dir import (
     write_meta,
     write_skipped,
 )
-from cnnlab.training.stages import plan_stages
+from cnnlab.training.stage_plan import plan_stages
 from cnnlab.training.tracking import META_KEY, start_tracking
 from cnnlab.version import __version__
 

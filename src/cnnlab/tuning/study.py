@@ -20,7 +20,7 @@ from typing import Any
 from cnnlab.config import RunConfig, from_dict, to_dict
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.evaluator import score_split
-from cnnlab.evaluation.run import evaluate_run
+from cnnlab.evaluation.run_evaluation import evaluate_run
 from cnnlab.io import atomic_write_text
 from cnnlab.training.fit import TrainingInterrupted, train_run
 from cnnlab.training.hooks import TrainingHooks
@@ -28,8 +28,8 @@ from cnnlab.training.run_dir import RunFiles, read_run_config, update_meta
 from cnnlab.training.start import start_run
 from cnnlab.training.trainer import run_autocast
 from cnnlab.tuning.outputs import TuneFiles, write_outputs
-from cnnlab.tuning.pruning import PruneOnValidation
 from cnnlab.tuning.space import base_params, config_for_file, search_space, trial_config
+from cnnlab.tuning.trial_pruning import PruneOnValidation
 
 log = logging.getLogger("cnnlab")
 

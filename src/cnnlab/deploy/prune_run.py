@@ -28,8 +28,7 @@ import torch
 from cnnlab.config import RunConfig
 from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import ROUNDS, normalized, sample, time_models, weights_mb
-from cnnlab.deploy.prune_sweep import sweep_sparsities
-from cnnlab.deploy.pruning import (
+from cnnlab.deploy.prune_network import (
     KeepZeros,
     channels,
     count_macs,
@@ -39,6 +38,7 @@ from cnnlab.deploy.pruning import (
     recalibrate_batchnorm,
     weight_sparsity,
 )
+from cnnlab.deploy.prune_sweep import sweep_sparsities
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import (
     DEFAULT_THREADS,
@@ -52,7 +52,7 @@ from cnnlab.deploy.settings import (
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
 from cnnlab.evaluation.report import write_report
-from cnnlab.evaluation.run import finish_run, run_data
+from cnnlab.evaluation.run_evaluation import finish_run, run_data
 from cnnlab.models import own_model_names, resolve_name
 from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import model_summary

@@ -33,12 +33,12 @@ from cnnlab.config import ModelConfig, RunConfig, TrainConfig, TransferConfig, b
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import normalized, sample, time_models, weights_mb
-from cnnlab.deploy.distill_module import DistillationModule, FreshBatchNormStats, Teacher
+from cnnlab.deploy.distill_step import DistillationModule, FreshBatchNormStats, Teacher
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, FASTER_SHARE, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.report import write_report
-from cnnlab.evaluation.run import finish_run, run_data, train_and_evaluate
+from cnnlab.evaluation.run_evaluation import finish_run, run_data, train_and_evaluate
 from cnnlab.models import resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.tables import Table
@@ -191,7 +191,7 @@ def pruned_student(
 ) -> Student:
     """The teacher with ``sparsity`` of its channels removed by ``cnnlab prune`` (its own run, not
     fine-tuned), starting from the teacher's weights."""
-    from cnnlab.deploy.prune import FineTuning, prune_run  # the pruning command's code, whatever it improves
+    from cnnlab.deploy.prune_run import FineTuning, prune_run  # the pruning command's code, whatever it improves
 
     given = {k: v for k, v in options.items() if k != "model"}
     config = student_config(teacher_files, given, setups, pruned_from=teacher)

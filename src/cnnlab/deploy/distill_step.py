@@ -22,7 +22,7 @@ from cnnlab.config.sections import Channels
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import LUMA
 from cnnlab.data.types import ImageSet
-from cnnlab.deploy.pruning import recalibrate_batchnorm
+from cnnlab.deploy.prune_network import recalibrate_batchnorm
 from cnnlab.models.inference import eval_mode, run_batches
 from cnnlab.models.outputs import as_class_logits
 from cnnlab.training.module import ClassifierModule

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from cnnlab.data.cache import FORMAT_VERSION, cache_root, file_key
+from cnnlab.data.decoded_cache import FORMAT_VERSION, cache_root, file_key
 from cnnlab.data.folder import CHUNK, decode_parallel
 from cnnlab.io import atomic_write_json
 

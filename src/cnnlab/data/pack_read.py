@@ -1,6 +1,6 @@
 """A packed folder (``cnnlab data pack``): streaming shards that ``cnnlab train OUT`` trains from.
 
-Layout of a packed folder (written by cnnlab.data.pack):
+Layout of a packed folder (written by cnnlab.data.pack_write):
 
 - ``cnnlab-pack.json``: the manifest, all training needs besides the shards: format version, class
   names, channels, side, the seed and split sizes that made the splits, per split its image count,

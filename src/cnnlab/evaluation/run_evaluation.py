@@ -24,7 +24,7 @@ from cnnlab.training.distributed import in_processes
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.ranks import Ranks
 from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, update_meta
-from cnnlab.training.stages import record_final_accuracy
+from cnnlab.training.stage_plan import record_final_accuracy
 from cnnlab.training.start import resume_config
 from cnnlab.training.tracking import finish_tracking
 from cnnlab.training.trainer import run_autocast

@@ -1,4 +1,4 @@
-"""``cnnlab data pack``: a labelled image folder written as streaming shards (see cnnlab.data.packed).
+"""``cnnlab data pack``: a labelled image folder written as streaming shards (see cnnlab.data.pack_read).
 
 The folder goes through ``prepare_data`` exactly as ``cnnlab train FOLDER`` would take it (the same
 discovery, bad-file skipping, class names, image format and, for a folder without val/ and test/,
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.config import DataConfig
-from cnnlab.data.packed import MANIFEST, PACK_VERSION, SPLITS, is_packed, items_file, local_path, require_litdata
+from cnnlab.data.pack_read import MANIFEST, PACK_VERSION, SPLITS, is_packed, items_file, local_path, require_litdata
 from cnnlab.data.prepare import InputNeeds, prepare_data
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError

@@ -10,7 +10,7 @@ them), so the bottom costs no pass of its own; a run resumed in stage 2 computes
 stage's start.
 
 Integration: :func:`plan_cut` (before stage 1: can stage 2 use a cut, and where) ->
-:meth:`CutCache.catching` around stage 1's extraction -> :meth:`CutCache.training` at stage 2:
+:meth:`ActivationCache.catching` around stage 1's extraction -> :meth:`ActivationCache.training` at stage 2:
 a ``CutTopModule`` (a ``ClassifierModule`` whose forward is the top: same loss, metrics,
 optimiser, schedule and whole-model checkpoints) and cnnlab's ``FeatureDataModule`` (the image
 loader's batch order). Anything that changes the bottom's output between epochs (augmentation,
@@ -36,7 +36,7 @@ from cnnlab.models.cut import Cut, cut_below_trainable
 from cnnlab.models.inference import eval_mode, modes_kept, run_batches
 from cnnlab.progress import Progress
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet
-from cnnlab.training.stages import Stage, apply_stage, set_trainable
+from cnnlab.training.stage_plan import Stage, apply_stage, set_trainable
 
 log = logging.getLogger("cnnlab")
 
@@ -58,7 +58,7 @@ def _no_cache_reason(stage: Stage, config: RunConfig) -> str:
 
 
 @dataclass
-class CutCache:
+class ActivationCache:
     """Stage 2's cut and its activations per split, filled during stage 1 or at stage 2's start."""
 
     cut: Cut
@@ -139,7 +139,7 @@ def top_accuracy(
 
 def plan_cut(
     model: nn.Module, stages: list[Stage], config: RunConfig, data: PreparedData, normalize: Normalize
-) -> tuple[CutCache | None, str]:
+) -> tuple[ActivationCache | None, str]:
     """Stage 2's verified cut, decided before any stage runs (so stage 1 can catch its activations).
 
     Sets the model's trainable layers as the fine-tuning stage will, verifies the cut on a few
@@ -175,7 +175,7 @@ def plan_cut(
         return None, (
             f"its activations would take {needed / 2**30:.1f} GiB (the cache's limit is {MAX_BYTES / 2**30:.0f})"
         )
-    return CutCache(cut, stage), ""
+    return ActivationCache(cut, stage), ""
 
 
 def apply_stage_quietly(model: nn.Module, stage: Stage, config: RunConfig) -> None:
@@ -202,4 +202,4 @@ class CutTopModule(FeatureHeadModule):
         return self.cut.top_forward(activations)
 
 
-__all__ = ["CutCache", "CutTopModule", "apply_stage", "plan_cut", "top_accuracy"]
+__all__ = ["ActivationCache", "CutTopModule", "apply_stage", "plan_cut", "top_accuracy"]

@@ -27,11 +27,10 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
-from cnnlab.training.budget import StageBudget
+from cnnlab.training.activation_cache import ActivationCache, top_accuracy
 from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.console import interruption_text, stage_start, verbose
-from cnnlab.training.cut_cache import CutCache, top_accuracy
 from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet, cache_features
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.lr_finder import find_lr
@@ -39,8 +38,8 @@ from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.run_dir import write_config
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
-from cnnlab.training.stages import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
-from cnnlab.training.time_budget import TimeBudget
+from cnnlab.training.stage_plan import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
+from cnnlab.training.time_budget import StageBudget, TimeBudget
 from cnnlab.training.tracking import stage_logger
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
@@ -208,7 +207,7 @@ def prepare_stage(
     budget: StageBudget | None = None,
     position: int = 0,
     batch_size: int | None = None,
-    cut_cache: CutCache | None = None,
+    activation_cache: ActivationCache | None = None,
     watch: Any = None,
     features: dict[str, FeatureSet] | None = None,
 ) -> StageInputs:
@@ -229,7 +228,9 @@ def prepare_stage(
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
     hooks: TrainingHooks = ctx.hooks
     cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
-    cut_here = cut_cache if cut_cache is not None and cut_cache.stage == stage else None  # trains on its activations
+    cut_here = (
+        activation_cache if activation_cache is not None and activation_cache.stage == stage else None
+    )  # trains on its activations
     on_cut = cut_here is not None
     how = " (backbone features computed once, then cached)" if cached else ""
     if cut_here is not None:
@@ -245,7 +246,9 @@ def prepare_stage(
     balanced = config.data.sampler == "balanced"
     test_accuracy = None
     if cached:
-        catching = cut_cache.catching(data) if cut_cache is not None and not on_cut else contextlib.nullcontext()
+        catching = (
+            activation_cache.catching(data) if activation_cache is not None and not on_cut else contextlib.nullcontext()
+        )
         with catching, _preparing("feature extraction"):
             features = features or stage_features(config, model, data, kwargs["normalize"], ranks, watch)
         # The budget bounds the extraction, not the head: its epochs on cached features cost
@@ -336,7 +339,7 @@ def fit_stage(
     budget: StageBudget | None,
     position: int = 0,
     device_batch: int | None = None,
-    cut_cache: CutCache | None = None,
+    activation_cache: ActivationCache | None = None,
 ) -> StageOutcome:
     """Trains one stage; returns the module with the stage's best weights loaded.
 
@@ -349,14 +352,14 @@ def fit_stage(
             whatever ran before it, so a run resumed at this stage draws what an uninterrupted one
             does (a checkpoint's saved RNG state then takes over).
         device_batch: the batch of each process (default ``--batch-size``: one process).
-        cut_cache: the fine-tuning stage's cut (``cnnlab.training.cut_cache``): a frozen stage
+        activation_cache: the fine-tuning stage's cut (``cnnlab.training.activation_cache``): a frozen stage
             catches its activations while extracting features, the fine-tuning stage trains its top on them.
     """
     config, data, ranks = ctx.config, ctx.data, ctx.ranks
     stage_clock = StageClock(checkpoint_seconds(resume_from))
     watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
     try:
-        inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, cut_cache, watch)
+        inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, activation_cache, watch)
     except PreparationInterrupted as stop:
         finished = [r["name"] for r in ctx.meta.get("stages", []) if r.get("done")]
         stop.saved = interruption_text(stop.what, stage, position + 1, finished, resume_from is not None)
@@ -407,7 +410,7 @@ def fit_stage(
         "params_trainable": trainable,
         "params_frozen": frozen,
         "feature_cache": cached,
-        "activation_cache": cut_cache.cut.where if on_cut and cut_cache is not None else None,
+        "activation_cache": activation_cache.cut.where if on_cut and activation_cache is not None else None,
         "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
         "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
         "val_at_best": own,  # the validation figures of the stage's own best epoch

@@ -37,7 +37,7 @@ ImageLike: TypeAlias = "str | Path | Image.Image | np.ndarray"
 
 
 def evaluation_jobs() -> ModuleType:  # the training and evaluation packages, imported on first use
-    from cnnlab.evaluation import run as evaluation_run
+    from cnnlab.evaluation import run_evaluation as evaluation_run
 
     return evaluation_run
 
@@ -221,7 +221,7 @@ class Run:
         validation recovers, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``.
         ``sparsity=None, max_drop=POINTS``: the largest sparsity within that drop on validation. A
         result losing more than ``max_drop`` (default 2) points, or no faster, is logged as a warning."""
-        from cnnlab.deploy.prune import FineTuning, prune_run
+        from cnnlab.deploy.prune_run import FineTuning, prune_run
 
         pruned = prune_run(
             self.path,
@@ -253,7 +253,7 @@ class Run:
 
     def report(self) -> Path:
         """Rebuilds report.html (redrawing missing figures) and returns its path, as ``cnnlab report``."""
-        from cnnlab.evaluation.run import write_run_report
+        from cnnlab.evaluation.run_evaluation import write_run_report
 
         return write_run_report(self.files.root)
 
