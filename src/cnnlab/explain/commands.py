@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import layers as net_layers
-from cnnlab.explain.cam import METHODS, cam_session, no_evidence_text
+from cnnlab.explain.cam import cam_session, no_evidence_text
 from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
 from cnnlab.explain.model_figures import (
     CAM_SCALE,
@@ -28,6 +28,7 @@ from cnnlab.explain.model_figures import (
     plot_receptive_fields,
 )
 from cnnlab.explain.receptive import receptive_fields, table_rows
+from cnnlab.explain.settings import FeatureMapsOptions, FiguresOptions, GradcamOptions
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 
@@ -71,8 +72,9 @@ def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) 
     return plot_filters(cast(nn.Conv2d, conv.module).weight, conv.name, out)
 
 
-def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
+def explain_filters(run_path: str | Path, options: FiguresOptions) -> Explanation:
     """The first convolution's kernels as an image grid: ``filters.png``."""
+    out = options.out
     run = open_explained(run_path)
     layers = probe_run(run)
     conv = first_conv(layers)
@@ -115,10 +117,9 @@ def _layer_outputs(
     return {name: torch.cat(chunks) for name, chunks in outputs.items()}
 
 
-def explain_feature_maps(
-    run_path: str | Path, inputs: list[str], layer_names: list[str] | None = None, out: Path | None = None
-) -> Explanation:
+def explain_feature_maps(run_path: str | Path, inputs: list[str], options: FeatureMapsOptions) -> Explanation:
     """Per image, the most active channels of a few layers early to late: ``feature_maps_<image>.png``."""
+    layer_names, out = options.layers, options.out
     run = open_explained(run_path)
     model = run.trained.model
     layers = probe_run(run)
@@ -144,22 +145,9 @@ def explain_feature_maps(
     )
 
 
-def explain_gradcam(
-    run_path: str | Path,
-    inputs: list[str],
-    class_name: str | None = None,
-    method: str = "gradcam",
-    layer_name: str | None = None,
-    out: Path | None = None,
-) -> Explanation:
-    """Per image, where the network looked for the predicted class (or ``class_name``): ``<method>_<image>.png``."""
-    if method not in METHODS:
-        raise CnnlabError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
-    if method == "eigencam" and class_name is not None:
-        raise CnnlabError(
-            "--class has no effect with --method eigencam (it maps the layer's main activation "
-            "pattern, whatever the class); use gradcam or gradcam++ to explain a class"
-        )
+def explain_gradcam(run_path: str | Path, inputs: list[str], options: GradcamOptions) -> Explanation:
+    """Per image, where the network looked for the predicted class (or ``--class``): ``<method>_<image>.png``."""
+    class_name, method, layer_name, out = options.class_name, options.method, options.layer, options.out
     run = open_explained(run_path)
     wanted = class_index(run, class_name)
     model, names = run.trained.model, run.trained.class_names
@@ -234,8 +222,9 @@ def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
     )
 
 
-def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:
+def explain_receptive_field(run_path: str | Path, options: FiguresOptions) -> Explanation:
     """Per convolution/pooling layer: output size, jump and receptive field; ``receptive_field.csv`` and ``.png``."""
+    out = options.out
     run = open_explained(run_path)
     side = run.trained.side
     rows = receptive_fields(run.trained.model, run.trained.channels, side)
