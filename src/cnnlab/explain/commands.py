@@ -16,8 +16,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import layers as net_layers
-from cnnlab.explain.cam import cam_session, no_evidence_text
-from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
+from cnnlab.explain.cam import Heatmaps, cam_session, no_evidence_text
+from cnnlab.explain.inputs import ExplainedRun, UserImages, class_index, file_names, load_images, open_explained
 from cnnlab.explain.model_figures import (
     CAM_SCALE,
     EIGENCAM_SCALE,
@@ -156,35 +156,19 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], options: GradcamOpt
     images = load_images(run, inputs)
     with cam_session(model, layer.name, run.trained.normalize, method) as explain:
         maps = explain(images.images, None if wanted is None else [wanted] * len(images.images))
+    title = f"{method}: {layer.name} of {run.model_name}"
     folder, written, rows = run.out_dir(out), [], []
-    prefix = method.replace("++", "pp")
     scale = EIGENCAM_SCALE if method == "eigencam" else CAM_SCALE
-    for i, (path, name) in enumerate(zip(images.paths, file_names(images.paths, prefix))):
-        probs = maps.probs[i]
-        predicted = int(probs.argmax())
-        true = images.true[i]
-        explained = names[maps.target[i]]
-        panel = CamPanel(
-            images.images[i].numpy(),
-            maps.heat[i],
-            path.name,
-            names[predicted],
-            float(probs[predicted]),
-            explained,
-            None if true is None else names[true],
-            float(probs[maps.target[i]]),
-            not maps.no_evidence(i),
-        )
-        written.append(
-            plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0, scale)
-        )
+    for i, name in enumerate(file_names(images.paths, method.replace("++", "pp"))):
+        panel = _cam_panel(images, maps, i, names)
+        written.append(plot_gradcam([panel], folder / name, title, 1, 3.0, scale))
         rows.append(
             {
-                "image": str(path),
-                "predicted": names[predicted],
-                "probability": float(probs[predicted]),
+                "image": str(images.paths[i]),
+                "predicted": panel.predicted,
+                "probability": panel.probability,
                 "true": panel.true or "",
-                "explained": explained,
+                "explained": panel.explained,
                 "evidence": panel.evidence,
                 "figure": str(written[-1]),
             }
@@ -200,6 +184,24 @@ def explain_gradcam(run_path: str | Path, inputs: list[str], options: GradcamOpt
         _warn_flat(flat, len(rows))
         note += f"; {len(flat)} of {len(rows)} map(s) flat: their photo holds no evidence for the class"
     return Explanation(written, rows, note=note)
+
+
+def _cam_panel(images: UserImages, maps: Heatmaps, i: int, names: list[str]) -> CamPanel:
+    """Image ``i`` with its heat map, what the model predicted, and the class the map explains."""
+    probs = maps.probs[i]
+    predicted = int(probs.argmax())
+    true = images.true[i]
+    return CamPanel(
+        images.images[i].numpy(),
+        maps.heat[i],
+        images.paths[i].name,
+        names[predicted],
+        float(probs[predicted]),
+        names[maps.target[i]],
+        None if true is None else names[true],
+        float(probs[maps.target[i]]),
+        not maps.no_evidence(i),
+    )
 
 
 def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
