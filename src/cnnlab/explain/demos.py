@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explain import lesson
-from cnnlab.explain.lesson_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
+from cnnlab.explain import demo_numbers as lesson
+from cnnlab.explain.demo_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
 from cnnlab.explain.settings import ConvOptions, PoolOptions
 from cnnlab.figures import png_html
 
