@@ -1,0 +1,55 @@
+"""Ctrl-C during training, in one place: what stops, what is kept, and how the run says so.
+
+Three moments: while a stage prepares its inputs (features, activations: :class:`PreparationInterrupted`,
+raised by :func:`preparing`), inside an epoch (Lightning stops at a step: :func:`fit_until_ctrl_c`
+returns True) and around them (``cnnlab.training.fit`` puts the run on record as interrupted and raises
+:class:`TrainingInterrupted`, with what to resume from).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+import lightning as L
+
+
+class PreparationInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a stage prepares its inputs (features, activations), before its first epoch.
+
+    ``what`` names the work; ``saved`` (filled in by ``fit_stage``) says what the run keeps.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what, self.saved = what, ""
+
+
+@contextlib.contextmanager
+def preparing(what: str) -> Iterator[None]:
+    """Turns a Ctrl-C inside into :class:`PreparationInterrupted` naming ``what`` was running."""
+    try:
+        yield
+    except PreparationInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise PreparationInterrupted(what) from None
+
+
+def fit_until_ctrl_c(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume_from: str | None
+) -> bool:
+    """``trainer.fit`` (from ``resume_from`` if given); True when Ctrl-C stopped it (last.ckpt holds the last epoch)."""
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
+        if not trainer.interrupted:
+            raise
+        return True
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
+    return False
