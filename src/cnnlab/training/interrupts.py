@@ -12,8 +12,14 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
+
+from cnnlab.training.run_dir import RunFiles
+
+if TYPE_CHECKING:
+    from cnnlab.training.fit import FitResult
 
 
 class PreparationInterrupted(KeyboardInterrupt):
@@ -53,3 +59,24 @@ def fit_until_ctrl_c(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
     return False
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume.
+
+    ``result`` (the model and data, to report what was done: a ``cnnlab.training.fit.FitResult``) stays in
+    the process that trained: sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
+    """
+
+    def __init__(
+        self, result: FitResult | None, files: RunFiles | None = None, saved: str = "the last finished epoch is saved"
+    ) -> None:
+        if files is None:
+            assert result is not None, "an interruption carries its result or its files"
+            files = result.files
+        self.files: RunFiles = files
+        super().__init__(f"interrupted: {self.files.root}")
+        self.result, self.saved = result, saved
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return TrainingInterrupted, (None, self.files, self.saved)

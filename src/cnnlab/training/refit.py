@@ -44,7 +44,7 @@ from cnnlab.training.history import load_history
 from cnnlab.training.interrupts import fit_until_ctrl_c
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
-from cnnlab.training.rng import seed_stage
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.stage_data import stage_features
 from cnnlab.training.stage_fit import AUTO, StageClock, checkpoint_seconds, prepare_stage, stage_callbacks
@@ -187,7 +187,7 @@ def joined_features(
     views: the training rows are reused, only the validation images' views are extracted."""
     train, val = features["train"], data.splits["val"]
     augment = build_batch_augment(config.augment, crop=normalize.crop) if train.views > 1 else None
-    seed_stage(config.train.seed)
+    seed_streams(config.train.seed)
     extra = extract_features(model, val, normalize, augment=augment, views=train.views if augment else 1)
     row = train.features.shape[1:]  # (D,) pooled, or (C, H, W) for an own CNN whose head flattens
     rows = torch.cat(
@@ -272,7 +272,7 @@ class Refit:
         if not use_feature_cache(self.stages[position].stage, ctx.config):
             return None
         if self.features is None:
-            seed_stage(ctx.config.train.seed, position)
+            seed_streams(ctx.config.train.seed, position)
             self.features = stage_features(ctx.config, ctx.model, self.data, normalize, ctx.ranks)
         return joined_features(self.features, ctx.model, ctx.data, ctx.config, normalize)
 

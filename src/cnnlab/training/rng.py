@@ -56,8 +56,10 @@ def split_for_rank(rank: int) -> None:
     random.seed(seed)
 
 
-def seed_stage(seed: int, position: int = 0) -> None:
-    """Starts every random stream (torch, NumPy, Python, loader workers) of the stage at ``position`` in
-    the plan from ``seed + position``, whatever ran before it: a run resumed at that stage draws what an
-    uninterrupted one does (a checkpoint's saved state then takes over)."""
+def seed_streams(seed: int, position: int = 0) -> None:
+    """Starts every random stream (torch, NumPy, Python, loader workers) from ``seed + position``.
+
+    A stage's streams start from the seed plus its place in the plan, whatever ran before it: a run
+    resumed at that stage draws what an uninterrupted one does (a checkpoint's saved state then takes over).
+    """
     L.seed_everything(seed + position, workers=True, verbose=False)

@@ -35,7 +35,7 @@ from cnnlab.training.lr_finder import find_lr
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.ranks import Ranks
-from cnnlab.training.rng import seed_stage
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import write_config
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
 from cnnlab.training.stage_data import Batches, StageData, choose_stage_data
@@ -190,7 +190,7 @@ def prepare_stage(
     :func:`use_rate` replaces (the finder sets every group's rate itself).
     """
     config = ctx.config
-    seed_stage(config.train.seed, position)
+    seed_streams(config.train.seed, position)
     at_rate = dataclasses.replace(stage, lr=PLACEHOLDER_LR if stage.lr == AUTO else stage.lr)
     train_cfg = stage_train_config(config, at_rate, budget)
     counts = apply_stage(ctx.model, stage, config.transfer)
@@ -231,7 +231,7 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
         finding.save(ctx.files.lr_find_curve, ctx.files.figure("lr_find"))
         ctx.save_meta()
     # The test drew from the random stream: start the stage's draws again, as a run given --lr PICK would.
-    seed_stage(config.train.seed, position)
+    seed_streams(config.train.seed, position)
     return use_rate(inputs, finding.lr, config.train.weight_decay, ctx.model)
 
 
