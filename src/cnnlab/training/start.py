@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 import cnnlab.phases as phases
@@ -34,6 +33,7 @@ from cnnlab.training.build import build_model, preprocess_meta
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import (
     RunFiles,
     new_run_dir,
@@ -77,7 +77,7 @@ class RunContext:
 def _prepare_here(
     config: RunConfig, cache_read_only: bool
 ) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    seed_streams(config.train.seed)  # the model's initial weights and the split's draws
     needs = model_input(config.model.name, config.model.pretrained).needs()
     with phase("data"):
         data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
