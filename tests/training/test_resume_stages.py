@@ -112,7 +112,7 @@ def reference(tmp_path_factory) -> dict:
 
 KILL_POINTS = {
     "before the first checkpoint": "frozen:on_train_batch_end:0",
-    "during stage 1": "frozen:on_train_epoch_start:3",
+    "during stage 1": "frozen:on_train_batch_end:3",  # mid-epoch: the epoch's first batch done, then lost
     "between the stages": "between",
     "during stage 2": "finetune:on_train_epoch_start:2",
     "during the final evaluation": "evaluate",
@@ -126,8 +126,9 @@ RESUMED_AT = {
 }
 
 
-# make test kills at three points (mid stage 1, between the stages, during the final evaluation);
-# the other two, whose resume paths those share, run with the slow tests.
+# make test kills at three points (mid-epoch in stage 1, between the stages, during the final
+# evaluation); the other two, whose resume paths those share, run with the slow tests. The mid-epoch
+# kill also stands for test_resume's from-scratch kills, which run with the slow tests.
 SLOW_POINTS = {"before the first checkpoint", "during stage 2"}
 
 
