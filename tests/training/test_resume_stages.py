@@ -84,6 +84,10 @@ def _train_args(tmp_path: Path) -> list[str]:
         "1e-3",
         "--batch-size",
         "64",
+        # One thread, kept by --resume: tiny tensors gain nothing from two, and every process (the
+        # reference, the killed one, the resumed one) then sums floats alike on any machine and load.
+        "--threads",
+        "1",
         "--runs-dir",
         str(tmp_path / "runs"),
     ]
