@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.collector import collector_paused
 from cnnlab.errors import CnnlabError, plural
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -49,16 +50,21 @@ def find_images(folder: Path, ignored: list[tuple[Path, str]] | None = None) -> 
         base = Path(current)
         parts = base.relative_to(folder).parts
         for name in names:
-            if _is_litter(name):
-                continue
-            path = base / name
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(((*parts, name), path))
-            elif ignored is not None:
+            if _extension(name) in IMAGE_EXTENSIONS and not name.startswith("."):  # no litter has an image's
+                found.append(((*parts, name), base / name))
+            elif not _is_litter(name) and ignored is not None:
+                path = base / name
                 ignored.append((path, f"not an image file type ({path.suffix or 'no extension'})"))
     # Sorted by path components, as sorted(rglob()) did, so splits drawn from earlier
     # listings (and their fingerprints) stay the same.
-    return [path for _, path in sorted(found, key=lambda item: item[0])]
+    found.sort(key=lambda item: item[0])
+    return [path for _, path in found]
+
+
+def _extension(name: str) -> str:
+    """``os.path.splitext(name)[1].lower()`` for a file name, in a third of its time."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > 0 else ""
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -149,6 +155,16 @@ def _from_csv(path: Path) -> Listing:
 
 
 def discover(root: Path) -> Listing:
+    """Lists labelled files (see :func:`_discover`), the garbage collector paused meanwhile.
+
+    A listing is a Path and a tuple per file: 70,000 files made the collector walk every object
+    of the process several times (0.4 s of the 0.7 s listing MNIST took with cnnlab.training imported).
+    """
+    with collector_paused():
+        return _discover(root)
+
+
+def _discover(root: Path) -> Listing:
     """Lists labelled files: ``root/{train,val,test}/<class>/...``, ``root/<class>/...`` or a CSV.
 
     Class folders may hold nested subfolders; hidden files and OS litter are skipped silently,

@@ -1,0 +1,30 @@
+"""The interpreter's garbage collector paused around work that builds many objects at once.
+
+A command that imports torch, Lightning, matplotlib and pandas holds about 550,000 objects the
+collector tracks (790,000 once ``cnnlab.training.fit`` is imported), and each full collection walks
+them all (0.3 s of CPU here). Allocating many objects in a burst (importing those libraries; listing
+70,000 image files, a Path and a tuple each) triggers such collections again and again, and they find
+almost nothing to free: module objects and a listing live on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic collections while the block runs; the collector's state is restored.
+
+    Imports and file listings make few reference cycles (a few hundred objects were freed by the
+    seven collections ``cnnlab train``'s imports ran), so pausing it costs no memory to speak of.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
