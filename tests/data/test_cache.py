@@ -207,7 +207,7 @@ def test_file_keys_are_file_key_of_each_path(tmp_path, monkeypatch):
 def test_load_reads_chunks_and_a_file_listed_twice(tmp_path, monkeypatch):
     files = [str(path) for path, _ in _files(tmp_path, count=11)[:-1]]
     decode_files([(p, 0) for p in files], 3, 8, workers=1)
-    monkeypatch.setattr(decoded_cache, "LOAD_CHUNK", 3)  # 11 paths: 4 queries
+    monkeypatch.setattr(decoded_cache, "LOAD_CHUNK", 3)  # 13 positions: 5 queries
     listed = [*files, files[4], files[0]]  # a CSV may list a file twice
     keys = decoded_cache.file_keys(listed)
     out = np.zeros((len(listed), 3, 8, 8), np.uint8)
