@@ -108,7 +108,8 @@ def _class_folders(split_dir: Path, listing: Listing) -> list[tuple[Path, str]]:
         if _is_litter(entry.name):
             continue
         if entry.is_dir():
-            files += [(path, entry.name) for path in find_images(entry, listing.ignored)]
+            label = entry.name
+            files += [(path, label) for path in find_images(entry, listing.ignored)]
         elif entry.suffix.lower() in IMAGE_EXTENSIONS:  # a stray image; a README here is fine
             listing.ignored.append((entry, f"not inside a class folder (move it into {split_dir.name}/<class>/)"))
     return files

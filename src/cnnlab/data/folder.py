@@ -172,7 +172,7 @@ def decode_files(
     if not good.all():
         out = out[good]
     with collector_paused():
-        kept = [item for item, ok in zip(files, good.tolist()) if ok]
+        kept = files if len(skipped) == 0 else [item for item, ok in zip(files, good.tolist()) if ok]
         labels = torch.as_tensor([label for _, label in kept], dtype=torch.long)
         ids = [str(path) for path, _ in kept]
     return ImageSet(torch.from_numpy(out), labels, ids), skipped
