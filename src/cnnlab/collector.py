@@ -18,8 +18,9 @@ from collections.abc import Iterator
 def collector_paused() -> Iterator[None]:
     """No automatic collections while the block runs; the collector's state is restored.
 
-    Imports and file listings make few reference cycles (a few hundred objects were freed by the
-    seven collections ``cnnlab train``'s imports ran), so pausing it costs no memory to speak of.
+    Imports, file listings and decoding make few reference cycles (a few hundred objects were freed
+    by the seven collections ``cnnlab train``'s imports ran; decoding 1,000 photos left 17
+    unreachable objects), so pausing it costs no memory to speak of.
     """
     enabled = gc.isenabled()
     gc.disable()
