@@ -15,17 +15,25 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused(keep: bool = False) -> Iterator[None]:
     """No automatic collections while the block runs; the collector's state is restored.
 
     Imports, file listings and decoding make few reference cycles (a few hundred objects were freed
     by the seven collections ``cnnlab train``'s imports ran; decoding 1,000 photos left 17
     unreachable objects), so pausing it costs no memory to speak of.
+
+    ``keep``: every object alive at the end is kept for the life of the process (the modules a
+    command imports) and moved out of the collector's reach (``gc.freeze``). Without it the first
+    full collection after the block still walks them all: once the data step no longer ran it,
+    it fell on the first training step of ``cnnlab train`` (0.8 s), and a ``--time-budget`` run
+    read that as its step time.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if keep:
+            gc.freeze()
     finally:
         if enabled:
             gc.enable()
