@@ -16,6 +16,7 @@ from cnnlab.data.crop import center_crop, random_crop, stored_side
 from cnnlab.data.decode import decode_image
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import Preprocess
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def test_centre_crop_of_the_stored_square_is_timms_evaluation_transform(tmp_path
 
     def ours(crop_pct: float) -> torch.Tensor:
         stored = torch.from_numpy(decode_image(path, 3, stored_side(64, crop_pct))).permute(2, 0, 1)
-        return Normalize.of({"image_size": 64, "mean": [0.0] * 3, "std": [1 / 255] * 3, "crop_pct": crop_pct})(
+        return Normalize.of(Preprocess(64, 3, (0.0,) * 3, (1 / 255,) * 3, crop_pct=crop_pct))(
             stored[None].float() / 255
         )[0]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import AugmentConfig, RunConfig, merge_config
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import ModelInput
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.run_evaluation import train_and_evaluate
 from cnnlab.training.run_dir import RunFiles, read_meta
@@ -29,7 +30,7 @@ def split_counts(config: RunConfig) -> dict[str, int]:
     Raises:
         CnnlabError: a missing folder, too few classes or images, and the like.
     """
-    data = prepare_data(config.data, config.train.seed, InputNeeds(None, config.data.image_size))
+    data = prepare_data(config.data, config.train.seed, ModelInput(image_size=config.data.image_size))
     return {name: len(images) for name, images in data.splits.items()}
 
 

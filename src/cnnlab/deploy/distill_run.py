@@ -30,7 +30,8 @@ from torch import nn
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import ModelConfig, RunConfig, TrainConfig, TransferConfig, build_config
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import ModelInput, Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import normalized, sample, time_models, weights_mb
 from cnnlab.deploy.distill_step import DistillationModule, FreshBatchNormStats, Teacher
@@ -43,7 +44,7 @@ from cnnlab.models import resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
@@ -80,7 +81,7 @@ class Student:
     config: RunConfig
     label: str  # e.g. "efficientnet_lite0 with 50% of its channels pruned"
     data: PreparedData
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     model: nn.Module  # starting weights; each run trains a copy, so alone and distilled start alike
     summary: str
     name: str  # its runs are <name>-distilled and <name>-alone unless --name is given
@@ -140,8 +141,9 @@ def student_config(
     data = dataclasses.replace(taught.data, image_size=None, channels=None)  # the student's own input
     model, transfer = ModelConfig(), TransferConfig()
     if pruned_from is not None:
+        wanted = pruned_from.preprocess
         data = dataclasses.replace(
-            taught.data, image_size=pruned_from.side, channels=pruned_from.channels, crop_pct=pruned_from.crop_pct
+            taught.data, image_size=wanted.side, channels=wanted.channels, crop_pct=wanted.crop_pct
         )
         model = dataclasses.replace(taught.model, pretrained=False, weights=None)
         transfer = dataclasses.replace(transfer, stages="full")
@@ -195,7 +197,7 @@ def pruned_student(
 
     given = {k: v for k, v in options.items() if k != "model"}
     config = student_config(teacher_files, given, setups, pruned_from=teacher)
-    data = prepare_data(config.data, config.train.seed, InputNeeds(teacher.channels, teacher.side, teacher.crop_pct))
+    data = prepare_data(config.data, config.train.seed, teacher.preprocess.request())
     _check_classes(data, teacher)
     print(f"student: pruning {sparsity:.0%} of the channels of the teacher {teacher_files.root.name}")
     pruned = prune_run(
@@ -209,11 +211,9 @@ def pruned_student(
     )  # distill times it again
     model = load_trained(pruned.files).model.to(memory_format=torch.contiguous_format)
     # Its weights were learnt on the teacher's scaling: keep the teacher's mean and std.
-    preprocess = {
-        **preprocess_meta(data, config),
-        "mean": teacher.meta["preprocess"]["mean"],
-        "std": teacher.meta["preprocess"]["std"],
-    }
+    preprocess = dataclasses.replace(
+        preprocess_of(data, config), mean=teacher.preprocess.mean, std=teacher.preprocess.std
+    )
     achieved = pruned.table.data.get("achieved", sparsity)
     label = f"{config.model.name} with {achieved:.0%} of its channels pruned"
     summary = model_summary(model, (data.channels, *data.input_size))
@@ -302,7 +302,7 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     own = prepare_data(
         dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels, crop_pct=teacher.crop_pct),
         config.train.seed,
-        InputNeeds(teacher.channels, teacher.side, teacher.crop_pct),
+        ModelInput(teacher.channels, teacher.side, teacher.crop_pct),
     ).splits["train"]
     train = data.splits["train"]
     if own.ids != train.ids:
@@ -553,9 +553,9 @@ def _distill_into(
     teacher_net = Teacher(
         trained_teacher.model,
         trained_teacher.normalize,
-        trained_teacher.channels,
-        trained_teacher.side,
-        trained_teacher.crop_pct,
+        trained_teacher.preprocess.channels,
+        trained_teacher.preprocess.side,
+        trained_teacher.preprocess.crop_pct,
     )
     cached = build_batch_augment(config.augment) is None
     settings = {

@@ -166,9 +166,9 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
         model=dataclasses.replace(config.model, pretrained=False, weights=None),
         data=dataclasses.replace(
             config.data,
-            image_size=trained.side,
-            channels=trained.channels,
-            crop_pct=trained.crop_pct,
+            image_size=trained.preprocess.side,
+            channels=trained.preprocess.channels,
+            crop_pct=trained.preprocess.crop_pct,
             batch_size=min(config.data.batch_size, FINETUNE_BATCH),
         ),
         train=dataclasses.replace(
@@ -207,9 +207,9 @@ def _new_child(
     """The pruned run's folder: config, pruned weights, layer widths; returns its training context."""
     trained = parent.trained
     child_config = _child_config(parent, kind, sparsity, tuning)
-    summary = model_summary(model, (trained.channels, trained.side, trained.side))
-    ctx = open_new_run(child_config, command, parent.data, trained.meta["preprocess"], model, summary)
-    original = build_model(child_config, parent.data.num_classes, trained.meta["preprocess"])
+    summary = model_summary(model, (trained.preprocess.channels, *trained.preprocess.size))
+    ctx = open_new_run(child_config, command, parent.data, trained.preprocess, model, summary)
+    original = build_model(child_config, parent.data.num_classes, trained.preprocess)
     resized = write_architecture(ctx.files.architecture, original, model, {"pruned_from": str(parent.files.root)})
     if not resized:
         ctx.files.architecture.unlink()  # same shapes as the config builds: nothing to describe

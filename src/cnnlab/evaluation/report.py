@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.crop import decode_side
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
 from cnnlab.evaluation.runs_summary import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
 from cnnlab.figures import plot_class_counts
@@ -89,8 +89,10 @@ def _stat(value: str, label: str) -> str:
 
 def _crop_text(pre: dict[str, Any]) -> str:
     """ ", the centre 87.5% of 256-px stored squares" when images are stored with a margin, else ""."""
-    pct = float(pre.get("crop_pct", 1.0))
-    return f", the centre {100 * pct:g}% of {decode_side(pre)}-px stored squares" if pct < 1.0 else ""
+    typed = Preprocess.from_json(pre)
+    return (
+        f", the centre {100 * typed.crop_pct:g}% of {typed.stored_side}-px stored squares" if typed.has_margin else ""
+    )
 
 
 def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:

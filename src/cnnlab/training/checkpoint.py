@@ -5,14 +5,14 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cnnlab.config.sections import Channels
-from cnnlab.data.crop import crop_pct_of, decode_side, input_side
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models.weights import read_state_dict
 from cnnlab.threads import for_command
@@ -67,35 +67,31 @@ def load_module_weights(module: ClassifierModule, path: str | Path) -> None:
 
 @dataclass
 class TrainedModel:
-    """A reopened run: its network in eval mode, input scaling, classes and metadata."""
+    """A reopened run: its network in eval mode, input scaling, classes, input format and metadata."""
 
     model: nn.Module
     normalize: Normalize
     class_names: list[str]
     meta: dict[str, Any]
+    preprocess: Preprocess  # the input format it trained on (run.json's "preprocess")
 
+    # Shorthands of ``preprocess`` that evaluation/run_evaluation.py still reads (until issue 28's typed
+    # records reach it); everything else reads ``trained.preprocess``.
     @property
     def channels(self) -> Channels:
-        return cast(Channels, int(self.meta["preprocess"]["channels"]))  # 1 or 3, as it was trained
-
-    @property
-    def image_size(self) -> int | list[int]:
-        return self.meta["preprocess"]["image_size"]
+        return self.preprocess.channels
 
     @property
     def side(self) -> int:
-        """The (square) side of the model's input."""
-        return input_side(self.meta["preprocess"])
+        return self.preprocess.side
 
     @property
     def crop_pct(self) -> float:
-        """The fraction of the stored square the model sees (1: images are stored at its input size)."""
-        return crop_pct_of(self.meta["preprocess"])
+        return self.preprocess.crop_pct
 
     @property
     def stored_side(self) -> int:
-        """The side image files are decoded to for this model: its input plus the stored margin."""
-        return decode_side(self.meta["preprocess"])
+        return self.preprocess.stored_side
 
 
 def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]:
@@ -131,7 +127,8 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     state = run_weights(files, which)
     # Architecture only: the trained weights replace any starting weights.
     config = replace(config, model=replace(config.model, pretrained=False, weights=None))
-    model = build_model(config, len(meta["class_names"]), meta["preprocess"])
+    preprocess = Preprocess.from_json(meta.get("preprocess"), str(files.meta))
+    model = build_model(config, len(meta["class_names"]), preprocess)
     resized = read_architecture(files.architecture)
     if resized:
         apply_architecture(model, resized, state)
@@ -147,5 +144,4 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
         # The layout it trained and was validated in: scoring a fast-cifar run channels_last took
         # 6.3-7.5 s against 13.6-14.6 s contiguous for 5,000 images (bf16, 2 cores).
         model.to(memory_format=torch.channels_last)
-    normalize = Normalize.of(meta["preprocess"])
-    return TrainedModel(model, normalize, list(meta["class_names"]), meta)
+    return TrainedModel(model, Normalize.of(preprocess), list(meta["class_names"]), meta, preprocess)

@@ -22,6 +22,7 @@ from cnnlab.augment.batch import build_batch_augment
 from cnnlab.augment.mix import mix_batch
 from cnnlab.config import RunConfig
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
@@ -139,7 +140,7 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     return {
         "model": ctx.model,
         "num_classes": data.num_classes,
-        "normalize": Normalize.of(preprocess),
+        "normalize": Normalize.of(Preprocess.from_json(preprocess)),
         "train_cfg": ctx.config.train,
         "augment": build_batch_augment(aug, crop=data.crop),
         "mix": mix,

@@ -18,6 +18,7 @@ from cnnlab.config import RunConfig, config_yaml, from_dict, load_yaml
 from cnnlab.data.types import SkippedFile
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.training.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,19 @@ def read_meta(files: RunFiles) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CnnlabError(f"{files.meta} should hold a JSON object")
     return data
+
+
+def read_record(files: RunFiles) -> RunRecord:
+    """run.json as its types (older files included: see ``cnnlab.training.record``).
+
+    Raises:
+        CnnlabError: when it is not valid JSON, or its input format is incomplete.
+    """
+    return RunRecord.from_json(read_meta(files))
+
+
+def write_record(files: RunFiles, record: RunRecord) -> None:
+    atomic_write_json(files.meta, record.to_json())
 
 
 def read_optional_json(path: Path) -> dict[str, Any]:

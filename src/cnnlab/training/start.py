@@ -22,6 +22,7 @@ import cnnlab.phases as phases
 from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text
@@ -30,7 +31,7 @@ from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.phases import phase
 from cnnlab.training.architecture import resize_to_run
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
@@ -74,15 +75,13 @@ class RunContext:
             write_meta(self.files, self.meta)
 
 
-def _prepare_here(
-    config: RunConfig, cache_read_only: bool
-) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    needs = model_input(config.model.name, config.model.pretrained).needs()
+    needs = model_input(config.model.name, config.model.pretrained)
     with phase("data"):
         data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
     with phase("model"):
-        preprocess = preprocess_meta(data, config)
+        preprocess = preprocess_of(data, config)
         model = build_model(config, data.num_classes, preprocess)
         pretrained = config.model.pretrained or bool(config.model.weights)
         if plan_stages(config, pretrained, warn=False)[0].head_only:
@@ -97,12 +96,12 @@ def _prepare_here(
     return data, preprocess, model, summary
 
 
-def prepare_inputs(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def prepare_inputs(config: RunConfig) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     """Data, preprocessing, network and its summary as a run of ``config`` gets them (one process, no run folder)."""
     return _prepare_here(config, cache_read_only=False)
 
 
-def _prepare(config: RunConfig, ranks: Ranks) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare(config: RunConfig, ranks: Ranks) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     """Data, preprocessing, network and its summary; rank 0 first (it alone writes the image cache)."""
     prepared = ranks.zero_first(lambda: _prepare_here(config, cache_read_only=not ranks.is_zero))
     _same_data_everywhere(prepared[0], ranks)
@@ -132,12 +131,7 @@ def _same_data_everywhere(data: PreparedData, ranks: Ranks) -> None:
 
 
 def _create_run(
-    config: RunConfig,
-    command: str,
-    data: PreparedData,
-    preprocess: dict[str, Any],
-    model: torch.nn.Module,
-    summary: str,
+    config: RunConfig, command: str, data: PreparedData, preprocess: Preprocess, model: torch.nn.Module, summary: str
 ) -> tuple[str, dict[str, Any]]:
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
@@ -161,7 +155,7 @@ def _create_run(
         "command": command,
         "status": "running",
         "class_names": data.class_names,
-        "preprocess": preprocess,
+        "preprocess": preprocess.to_json(),
         "data": data.summary(),
         "model": {
             "name": config.model.name,
@@ -192,7 +186,7 @@ def open_new_run(
     config: RunConfig,
     command: str,
     data: PreparedData,
-    preprocess: dict[str, Any],
+    preprocess: Preprocess,
     model: torch.nn.Module,
     summary: str,
     ranks: Ranks = SINGLE,
