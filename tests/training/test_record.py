@@ -154,3 +154,13 @@ def test_an_older_run_folder_still_opens(run_copy: Path, trained_shapes, cli) ->
     assert "Run status" not in (run_copy / "report.html").read_text()  # completed, as it was
     code, out, err = cli("runs", "list", "--runs-dir", run_copy.parent)
     assert code == 0 and "base" in out, err
+    import cnnlab
+
+    record = cnnlab.load_run(run_copy).record
+    assert record.preprocess is not None and record.preprocess.size == (side, side) and record.stages[0].done
+
+
+def test_a_damaged_input_format_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({**written("scratch"), "preprocess": {"channels": 3}}))
+    with pytest.raises(CnnlabError, match=f"{tmp_path / 'run.json'}: its 'preprocess' record is incomplete"):
+        read_record(RunFiles(tmp_path))

@@ -79,14 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() != 0:  # only rank 0 speaks
         return 0
     metrics = result.metrics
-    timing = result.meta.get("timing") or {}
-    if timing.get("phases"):
-        print("\n" + phases.phase_line(timing["phases"], timing.get("total_seconds")))
+    record = result.record
+    if record.timing.phases:
+        print("\n" + phases.phase_line(record.timing.phases, record.timing.total_seconds))
     _print_results(result.meta)
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")
     print(f"report:     {result.report_path}")
-    tracking = result.meta.get("tracking") or {}
+    tracking = record.tracking or {}
     if tracking.get("run_id"):
         from cnnlab.training.tracking import ui_command
 
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_results(meta: dict[str, Any]) -> None:
     """Each stage's validation and test result, when there were several or one was interrupted."""
     from cnnlab.training.console import results_lines
+    from cnnlab.training.record import RunRecord
 
-    stages = meta.get("stages") or []
-    if len(stages) > 1 or (stages and not stages[-1].get("done")):
+    stages = RunRecord.from_json(meta).stages
+    if len(stages) > 1 or (stages and not stages[-1].done):
         print("\n" + "\n".join(results_lines(meta)))

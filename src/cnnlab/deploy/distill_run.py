@@ -52,10 +52,11 @@ from cnnlab.training.run_dir import (
     RunFiles,
     default_name,
     open_run,
-    read_meta,
     read_optional_json,
+    read_record,
     read_run_config,
     write_meta,
+    write_record,
 )
 from cnnlab.training.start import open_new_run, prepare_inputs
 
@@ -384,16 +385,18 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
     under ``distillation_baseline``) and, when it failed, the message as its report's first note;
     the distilled run also gets ``note`` (how it was made, naming the baseline run).
     """
-    runs = {"distilled student": (distilled, "distillation"), "student alone": (alone, "distillation_baseline")}
-    verdicts = {who: majority_verdict(files, student.data) for who, (files, _) in runs.items()}
+    runs = {"distilled student": distilled, "student alone": alone}
+    verdicts = {who: majority_verdict(files, student.data) for who, files in runs.items()}
     alone_failed = bool((verdicts["student alone"] or {}).get("failed"))
     failures = []
-    for who, (files, key) in runs.items():
-        verdict, meta = verdicts[who], read_meta(files)
-        record = meta.setdefault(key, {} if who == "distilled student" else {"of": str(distilled.root)})
-        notes = meta.setdefault("notes", [])
+    for who, files in runs.items():
+        verdict, run = verdicts[who], read_record(files)
         if who == "distilled student":
-            notes.append(note)
+            run.distillation = record = run.distillation or {}
+            run.notes.append(note)
+        else:
+            run.distillation_baseline = record = run.distillation_baseline or {"of": str(distilled.root)}
+        notes = run.notes
         if verdict is not None:
             record["verdict"] = verdict
         if verdict is not None and verdict["failed"]:
@@ -405,7 +408,7 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
                 message += f"; {_what_to_try(student, student.config, alone_failed)}"
             failures.append(message)
             notes.insert(0, message[0].upper() + message[1:] + ".")
-        write_meta(files, meta)
+        write_record(files, run)
     return failures
 
 
@@ -445,7 +448,7 @@ def compare(
             for k, t in trained.items()
         }
         timings = time_models(models)
-    names = {"teacher": trained["teacher"].meta["model"]["name"]}
+    names = {"teacher": trained["teacher"].record.model.name or "teacher"}
     rows = [_row(k, names.get(k, student.label), runs[k], trained[k], timings[k]) for k in runs]
     ratio = timings["distilled student"].p50_ms / timings["teacher"].p50_ms
     notes = [

@@ -62,7 +62,8 @@ from cnnlab.training.build import build_model
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
-from cnnlab.training.run_dir import RunFiles, open_run, read_meta, read_run_config, update_meta, write_meta
+from cnnlab.training.record import RunRecord
+from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_meta, write_record
 from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
@@ -225,10 +226,10 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, info: dict[str, Any]) -> N
     recovery = RecoveryStop(parent.val_accuracy - 1 / len(val))
     ctx.hooks = TrainingHooks(callbacks=[recovery, *([KeepZeros(masks)] if masks else [])], select="accuracy")
     finish_run(train_run(ctx))
-    stage = (ctx.meta.get("stages") or [{}])[-1]
+    stages = RunRecord.from_json(ctx.meta).stages
     info.update(
-        finetune_epochs=stage.get("epochs"),
-        finetune_seconds=stage.get("seconds"),
+        finetune_epochs=stages[-1].epochs if stages else None,
+        finetune_seconds=stages[-1].seconds if stages else None,
         recovered_at_epoch=recovery.recovered_at,
     )
 
@@ -275,14 +276,18 @@ def prune_once(
         _fine_tune(ctx, parent, masks, info)
     else:
         evaluate_split(model, normalize, test, parent.data.class_names, child)
-        update_meta(child, status="completed")
+        run = read_record(child)
+        run.status = "completed"
+        write_record(child, run)
     table = _compare(parent, child, model, info, threads, rounds)
     warnings = verdict(table.data, max_drop)
     table.notes[:0] = [f"WARNING: {w}" for w in warnings]
     table.data.update(warnings=warnings, max_drop=max_drop)
     table.save(child.tables, "prune")
-    notes = list(read_meta(child).get("notes") or [])
-    update_meta(child, pruning=table.data, notes=[*notes, *(f"{w[0].upper()}{w[1:]}." for w in warnings)])
+    run = read_record(child)
+    run.pruning = table.data
+    run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
+    write_record(child, run)
     write_report(child.root)
     return Pruned(child, table, warnings)
 

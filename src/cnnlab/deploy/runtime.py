@@ -50,7 +50,7 @@ def model_metadata(trained: TrainedModel, files: RunFiles) -> dict[str, Any]:
         "class_names": trained.class_names,
         "preprocess": trained.preprocess.to_json(),
         "run": files.root.name,
-        "model": (trained.meta.get("model") or {}).get("name"),
+        "model": trained.record.model.name,
     }
 
 

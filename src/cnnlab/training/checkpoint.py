@@ -18,7 +18,8 @@ from cnnlab.models.weights import read_state_dict
 from cnnlab.threads import for_command
 from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.build import build_model
-from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
+from cnnlab.training.record import RunRecord
+from cnnlab.training.run_dir import RunFiles, read_record, read_run_config
 
 if TYPE_CHECKING:
     from cnnlab.training.module import ClassifierModule
@@ -67,13 +68,18 @@ def load_module_weights(module: ClassifierModule, path: str | Path) -> None:
 
 @dataclass
 class TrainedModel:
-    """A reopened run: its network in eval mode, input scaling, classes, input format and metadata."""
+    """A reopened run: its network in eval mode, input scaling, classes, input format and run record."""
 
     model: nn.Module
     normalize: Normalize
     class_names: list[str]
-    meta: dict[str, Any]
-    preprocess: Preprocess  # the input format it trained on (run.json's "preprocess")
+    record: RunRecord  # its run.json
+    preprocess: Preprocess  # the input format it trained on (the record's, checked to be there)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """run.json as a dict, for evaluation/run_evaluation.py until issue 28's typed records reach it."""
+        return self.record.to_json()
 
     # Shorthands of ``preprocess`` that evaluation/run_evaluation.py still reads (until issue 28's typed
     # records reach it); everything else reads ``trained.preprocess``.
@@ -123,12 +129,16 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     """
     for_command()  # every command that opens a run computes on the thread policy's count (cnnlab.threads)
     config = read_run_config(files)
-    meta = read_meta(files)
+    record = read_record(files)
     state = run_weights(files, which)
     # Architecture only: the trained weights replace any starting weights.
     config = replace(config, model=replace(config.model, pretrained=False, weights=None))
-    preprocess = Preprocess.from_json(meta.get("preprocess"), str(files.meta))
-    model = build_model(config, len(meta["class_names"]), preprocess)
+    preprocess = record.preprocess
+    if preprocess is None:
+        raise CnnlabError(
+            f"{files.meta} has no 'preprocess' record (the run's input format); restore it or train again"
+        )
+    model = build_model(config, len(record.class_names), preprocess)
     resized = read_architecture(files.architecture)
     if resized:
         apply_architecture(model, resized, state)
@@ -144,4 +154,4 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
         # The layout it trained and was validated in: scoring a fast-cifar run channels_last took
         # 6.3-7.5 s against 13.6-14.6 s contiguous for 5,000 images (bf16, 2 cores).
         model.to(memory_format=torch.channels_last)
-    return TrainedModel(model, Normalize.of(preprocess), list(meta["class_names"]), meta, preprocess)
+    return TrainedModel(model, Normalize.of(preprocess), list(record.class_names), record, preprocess)

@@ -375,6 +375,7 @@ class RunRecord(Record):
     memory: MemoryRecord | None = None
     improvement: str | None = None  # "improvement from fine-tuning: +1.23 points"
     distillation: dict[str, Any] | None = None  # how a distilled run was made (deploy.distill_run)
+    distillation_baseline: dict[str, Any] | None = None  # the student trained alone beside it: which run, its verdict
     pruning: dict[str, Any] | None = None  # how a pruned run was made (deploy.prune_run)
 
     def kept_stage(self) -> StageRecord | None:

@@ -297,7 +297,11 @@ def read_record(files: RunFiles) -> RunRecord:
     Raises:
         CnnlabError: when it is not valid JSON, or its input format is incomplete.
     """
-    return RunRecord.from_json(read_meta(files))
+    raw = read_meta(files)
+    try:
+        return RunRecord.from_json(raw)
+    except CnnlabError as exc:  # name the file, not just "run.json"
+        raise CnnlabError(str(exc).replace("run.json", str(files.meta), 1)) from None
 
 
 def write_record(files: RunFiles, record: RunRecord) -> None:
