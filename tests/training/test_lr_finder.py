@@ -23,7 +23,7 @@ def _digits_stage(tmp_path, **options):
 
     config = build_config(data="digits", **options)
     data, preprocess, model, _ = prepare_inputs(config)
-    meta = {"class_names": data.class_names, "preprocess": preprocess, "model": {"name": config.model.name}}
+    meta = {"class_names": data.class_names, "preprocess": preprocess.to_json(), "model": {"name": config.model.name}}
     ctx = RunContext(config, RunFiles(tmp_path), data, model, meta)
     stage = dataclasses.replace(plan_stages(config, False)[0], lr="auto")
     return model, prepare_stage(ctx, stage, _module_kwargs(ctx))

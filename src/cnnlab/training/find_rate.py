@@ -47,7 +47,7 @@ def find_rate(
     else:
         root = Path(out).expanduser()
         root.mkdir(parents=True, exist_ok=True)
-    meta = {"class_names": data.class_names, "preprocess": preprocess, "model": {"name": config.model.name}}
+    meta = {"class_names": data.class_names, "preprocess": preprocess.to_json(), "model": {"name": config.model.name}}
     ctx = RunContext(config, RunFiles(root), data, model, meta)
     apply_speedups(model, config.train)
     stage = plan_stages(config, config.model.pretrained or bool(config.model.weights), warn=False)[0]
