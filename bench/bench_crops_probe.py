@@ -41,7 +41,7 @@ IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 4
 def lite0() -> torch.nn.Module:
     import timm
 
-    from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
+    from cnnlab.models.lite0_offline import LITE0_TIMM_NAME, load_lite0_imagenet
 
     model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000)
     load_lite0_imagenet(model)

@@ -6,7 +6,7 @@ import pytest
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.catalog import catalog
-from cnnlab.models.lite0_weights import lite0_available
+from cnnlab.models.lite0_offline import lite0_available
 from cnnlab.models.registry import resolve_name
 
 

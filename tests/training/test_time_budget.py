@@ -21,7 +21,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
-from cnnlab.training import fit as fit_module, stage_fit
+from cnnlab.training import fit as fit_module, stage_data, stage_fit
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, build_scheduler
@@ -195,7 +195,7 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
 def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
     fake_time, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    real_cache_features = stage_fit.cache_features
+    real_cache_features = stage_data.cache_features
 
     def slow_extraction(*args, listener=None, **kwargs):  # four batches of 2 fake seconds each
         for done in (100, 200, 300, 400):
@@ -203,7 +203,7 @@ def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
             listener(done, 400, 0.0)
         return real_cache_features(*args, **kwargs)
 
-    monkeypatch.setattr(stage_fit, "cache_features", slow_extraction)
+    monkeypatch.setattr(stage_data, "cache_features", slow_extraction)
     config = _pretrained_run(tmp_path, 5.0, feature_cache=True, frozen_epochs=4)
     result = fit_module.fit(config, "test")
     assert [s["name"] for s in result.meta["stages"]] == ["frozen"]  # no fine-tuning

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 from safetensors.torch import save_file
 
-from cnnlab.training import stage_fit
+from cnnlab.training import stage_data, stage_fit
 from cnnlab.training.callbacks import EpochLines
 from conftest import read_json, write_shapes_folder
 
@@ -167,7 +167,7 @@ def test_ctrl_c_during_feature_extraction_says_what_stopped(cli, tmp_path: Path,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what Ctrl-C raises during the feature pass, before stage 1's first epoch
 
-    monkeypatch.setattr(stage_fit, "cache_features", interrupted)
+    monkeypatch.setattr(stage_data, "cache_features", interrupted)
     code, out, err = cli(*_two_stage(tmp_path))
     run = tmp_path / "runs" / "two"
     assert code == 130, err

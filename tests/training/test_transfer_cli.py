@@ -89,15 +89,15 @@ def test_lesson_frozen_base_command_trains_only_the_lesson_head(cli, tmp_path: P
 
 
 def test_ctrl_c_while_features_are_computed_is_on_record_and_resumes(cli, tmp_path: Path, monkeypatch) -> None:
-    import cnnlab.training.stage_fit as staged
+    import cnnlab.training.stage_data as stage_data
 
-    real = staged.cache_features
+    real = stage_data.cache_features
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what Ctrl-C raises during the feature pass (outside any epoch)
 
     photos = write_photo_crops(tmp_path / "photos", per_class=12)
-    monkeypatch.setattr(staged, "cache_features", interrupted)
+    monkeypatch.setattr(stage_data, "cache_features", interrupted)
     code, out, err = cli(
         "train",
         photos,
@@ -118,7 +118,7 @@ def test_ctrl_c_while_features_are_computed_is_on_record_and_resumes(cli, tmp_pa
     assert "interrupted: during feature extraction of stage 1 'frozen'" in out
     meta = read_json(run / "run.json")
     assert meta["status"] == "interrupted" and meta["attempts"][-1]["ended"] == "interrupted"
-    monkeypatch.setattr(staged, "cache_features", real)
+    monkeypatch.setattr(stage_data, "cache_features", real)
     code, out, err = cli("train", "--resume", run)
     assert code == 0, err
     assert read_json(run / "run.json")["status"] == "completed" and "test accuracy" in out

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.api.run_folder import ImageLike, Run, evaluation_jobs, items_of
 from cnnlab.config import RunConfig, build_config
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, DEFAULT_TOP_K, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
+from cnnlab.deploy.settings import (
+    DEFAULT_THREADS,
+    DEFAULT_TOP_K,
+    PRUNED_STUDENT,
+    STUDENT_SPARSITY,
+    DistillOptions,
+    PredictOptions,
+)
 from cnnlab.serving import settings as serving
 
 if TYPE_CHECKING:
@@ -223,11 +230,10 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Top-k classes of images with a run's model (see :meth:`Run.predict`), or with a ``.onnx`` /
     TorchScript file written by ``cnnlab export`` on its own; ``tta`` averages test-time views."""
-    if not isinstance(run, Run) and Path(run).expanduser().is_file():
-        from cnnlab.deploy.predict import predict_with
+    from cnnlab.deploy.predict import predict_with
 
-        return predict_with(run, items_of(images), top_k, runtime, threads, tta)
-    return (run if isinstance(run, Run) else Run(run)).predict(images, top_k, runtime, threads, tta)
+    options = PredictOptions.of({"top_k": top_k, "runtime": runtime, "threads": threads, "tta": tta}, "predict")
+    return predict_with(run.path if isinstance(run, Run) else run, items_of(images), options)
 
 
 def compare(
@@ -292,75 +298,49 @@ def distill(
     from cnnlab.deploy.distill_run import distill as distill_run
 
     path = str(teacher.path if isinstance(teacher, Run) else teacher)
+    settings = {
+        "temperature": temperature,
+        "alpha": alpha,
+        "student_sparsity": student_sparsity,
+        "force": force,
+        "threads": threads,
+    }
     result = distill_run(
         path,
         {**options, "model": student},
-        TEMPERATURE if temperature is None else temperature,
-        ALPHA if alpha is None else alpha,
+        DistillOptions.of(settings, "distill"),
         recipe,
         None if config is None else str(config),
         augment,
-        threads,
         f"cnnlab.distill({path!r}, {student!r})",
-        sparsity=student_sparsity,
-        force=force,
     )
     return Run(result.files.root)
 
 
-def serve(
-    run: Run | str | Path,
-    *,
-    host: str = serving.DEFAULT_HOST,
-    port: int = serving.DEFAULT_PORT,
-    max_upload_mb: float = serving.DEFAULT_MAX_UPLOAD_MB,
-    max_files: int = serving.DEFAULT_MAX_FILES,
-    batching: str = "auto",
-    max_batch: int = serving.DEFAULT_MAX_BATCH,
-    batch_window_ms: float = serving.DEFAULT_BATCH_WINDOW_MS,
-    runtime: str = "auto",
-    threads: int = DEFAULT_THREADS,
-    api_key_file: str | Path | None = None,
-    cors_origin: str | Sequence[str] = (),
-    ssl_certfile: str | Path | None = None,
-    ssl_keyfile: str | Path | None = None,
-    max_queue: int = serving.DEFAULT_MAX_QUEUE,
-    request_timeout: float = serving.DEFAULT_REQUEST_TIMEOUT,
-    access_log: bool = True,
-) -> None:
+def serve(run: Run | str | Path, **options: Any) -> None:
     """Serves a run (with the runtime ``runtime`` picks, as predict) or an exported model over HTTP until
     Ctrl-C, as ``cnnlab serve``.
 
+    ``options`` are the options of ``cnnlab serve`` by their flag names, with its defaults and checks
+    (``serving.settings.ServeSettings``): ``host``, ``port``, ``max_upload_mb``, ``max_files``,
+    ``batching``, ``max_batch``, ``batch_window_ms``, ``runtime``, ``threads``, ``api_key_file``,
+    ``cors_origins`` (one origin or a list; ``cors_origin`` as the flag says it), ``ssl_certfile``,
+    ``ssl_keyfile``, ``max_queue``, ``request_timeout``, ``access_log``.
     Blocks; the page is at ``http://HOST:PORT/``, the API at ``/predict``, ``/health`` and ``/docs``.
     The API key comes from ``api_key_file`` or the ``CNNLAB_API_KEY`` environment variable, never
     from an argument (it would sit in the notebook or script, as a flag would in shell history).
-    ``cors_origin`` is one origin or a list of them (the flag is repeatable).
 
     Raises:
         CnnlabError: a bad option, key file or TLS pair, no usable model, or the address is taken.
     """
+    import dataclasses
+
     from cnnlab.serving.server import serve as run_server
 
-    target = run.path if isinstance(run, Run) else run
-    api_key, key_source = serving.read_api_key(api_key_file)
-    warning = serving.key_file_warning(api_key_file)
-    settings = serving.ServeSettings(
-        host=host,
-        port=port,
-        max_upload_mb=max_upload_mb,
-        max_files=max_files,
-        batching=batching,
-        max_batch=max_batch,
-        batch_window_ms=batch_window_ms,
-        threads=threads,
-        runtime=runtime,
-        api_key=api_key,
-        key_source=key_source,
-        cors_origins=(cors_origin,) if isinstance(cors_origin, str) else tuple(cors_origin),
-        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
-        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
-        max_queue=max_queue,
-        request_timeout=request_timeout,
-        access_log=access_log,
-    )
-    run_server(target, settings, notes=[warning] if warning else [])
+    if "cors_origin" in options:  # the flag's name: --cors-origin, once per site
+        options["cors_origins"] = options.pop("cors_origin")
+    settings = serving.ServeSettings.of(options, "serve")
+    api_key, key_source = serving.read_api_key(settings.api_key_file)
+    warning = serving.key_file_warning(settings.api_key_file)
+    settings = dataclasses.replace(settings, api_key=api_key, key_source=key_source)
+    run_server(run.path if isinstance(run, Run) else run, settings, notes=[warning] if warning else [])

@@ -13,12 +13,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from cnnlab.config import RunConfig
 from cnnlab.deploy.settings import (
-    CALIBRATION_IMAGES,
     DEFAULT_THREADS,
     DEFAULT_TOP_K,
     FINETUNE_BUDGET,
     FINETUNE_EPOCHS,
-    PARITY_TOLERANCE,
+    ROUNDS,
+    BenchmarkOptions,
+    ExportOptions,
+    PredictOptions,
+    PruneOptions,
+    QuantizeOptions,
 )
 
 if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cnnlab``
@@ -170,7 +174,8 @@ class Run:
         """
         from cnnlab.deploy.predict import predict_with
 
-        return predict_with(self.path, items_of(images), top_k, runtime, threads, tta)
+        options = {"top_k": top_k, "runtime": runtime, "threads": threads, "tta": tta}
+        return predict_with(self.path, items_of(images), PredictOptions.of(options, "predict"))
 
     def evaluate(
         self, data: str | Path | None = None, threads: int = DEFAULT_THREADS, tta: bool = False
@@ -206,14 +211,16 @@ class Run:
         outputs match the checkpoint's on the run's own images, as ``cnnlab export``."""
         from cnnlab.deploy.export import export_run
 
-        return export_run(self.path, format, PARITY_TOLERANCE if tolerance is None else tolerance, threads)
+        return export_run(
+            self.path, ExportOptions.of({"format": format, "tolerance": tolerance, "threads": threads}, "export")
+        )
 
     def quantize(self, calibration: int | None = None, threads: int = DEFAULT_THREADS) -> Quantized:
         """Writes ``model.int8.onnx`` (static INT8 calibrated on training images) and returns its
         before/after table, as ``cnnlab quantize``."""
         from cnnlab.deploy.quantize import quantize_run
 
-        return quantize_run(self.path, calibration or CALIBRATION_IMAGES, threads)
+        return quantize_run(self.path, QuantizeOptions.of({"calibration": calibration, "threads": threads}, "quantize"))
 
     def prune(
         self,
@@ -229,28 +236,30 @@ class Run:
         validation recovers, and returns the pruned run (``<run>/pruned/...``), as ``cnnlab prune``.
         ``sparsity=None, max_drop=POINTS``: the largest sparsity within that drop on validation. A
         result losing more than ``max_drop`` (default 2) points, or no faster, is logged as a warning."""
-        from cnnlab.deploy.prune_run import FineTuning, prune_run
+        from cnnlab.deploy.prune_run import prune_run
 
-        pruned = prune_run(
-            self.path,
-            sparsity,
-            structured,
-            FineTuning(finetune_epochs, finetune_budget, finetune_lr),
-            threads,
-            f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})",
-            max_drop=max_drop,
-        )
+        options = {
+            "sparsity": sparsity,
+            "max_drop": max_drop,
+            "structured": structured,
+            "finetune_epochs": finetune_epochs,
+            "finetune_budget": finetune_budget,
+            "finetune_lr": finetune_lr,
+            "threads": threads,
+        }
+        command = f"cnnlab.load_run({str(self.path)!r}).prune(sparsity={sparsity!r})"
+        pruned = prune_run(self.path, PruneOptions.of(options, "prune"), command)
         for warning in pruned.warnings:
             logging.getLogger("cnnlab").warning(warning)
         return Run(pruned.files.root)
 
-    def benchmark(self, threads: int = DEFAULT_THREADS) -> Table:
+    def benchmark(self, threads: int = DEFAULT_THREADS, rounds: int = ROUNDS) -> Table:
         """Size, latency, throughput and accuracy of every runtime the run has, as ``cnnlab benchmark``;
         later predictions use the fastest with the checkpoint's own outputs (INT8 too with
         ``runtime="fastest"``, when it keeps accuracy)."""
         from cnnlab.deploy.benchmark import benchmark_run
 
-        table, _ = benchmark_run(self.path, threads)
+        table, _ = benchmark_run(self.path, BenchmarkOptions.of({"threads": threads, "rounds": rounds}, "benchmark"))
         return table
 
     def tables(self) -> list[Table]:

@@ -95,10 +95,31 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    """``cnnlab data inspect``'s report for people: the split/class table, then each kind of problem found."""
+    from rich.markup import escape
+
+    console = stdout_console()
+    print_wide(console, _class_table(report))
+    ratios = ", ".join(f"{split} {ratio:g}x" for split, ratio in report["imbalance"].items())
+    console.print(f"class imbalance (largest / smallest class): {ratios}")
+    for title, rows in _problem_sections(report):
+        if rows:
+            console.print(f"[b]{title} ({len(rows)})[/b]")
+            for row in rows[:MAX_LISTED]:
+                console.print("  " + escape(row), soft_wrap=True)
+            if len(rows) > MAX_LISTED:
+                console.print(f"  ... and {len(rows) - MAX_LISTED} more (--format json lists all)")
+    for note in report["notes"]:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
+    colour = "green" if report["verdict"] == "OK" else "yellow"
+    console.print(f"[b {colour}]verdict: {escape(report['verdict'])}[/b {colour}]", soft_wrap=True)
+
+
+def _class_table(report: dict[str, Any]) -> Any:
+    """One row per split and class (count, share, formats, modes, sizes, skipped), and each split's total."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = stdout_console()
     table = Table(
         "split",
         "class",
@@ -126,10 +147,12 @@ def _print_report(report: dict[str, Any]) -> None:
                 str(c["skipped"] or ""),
             )
         table.add_row(split, "[b]all[/b]", f"[b]{stats['count']}[/b]", "", "", "", "", "", end_section=True)
-    print_wide(console, table)
-    ratios = ", ".join(f"{split} {ratio:g}x" for split, ratio in report["imbalance"].items())
-    console.print(f"class imbalance (largest / smallest class): {ratios}")
-    sections = [
+    return table
+
+
+def _problem_sections(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(title, one line per finding) for each kind of problem the inspection looks for."""
+    return [
         ("skipped files", [f"{s['path']}: {s['reason']}" for s in report["skipped"]]),
         (
             "blank or near-blank images",
@@ -154,17 +177,6 @@ def _print_report(report: dict[str, Any]) -> None:
             ],
         ),
     ]
-    for title, rows in sections:
-        if rows:
-            console.print(f"[b]{title} ({len(rows)})[/b]")
-            for row in rows[:MAX_LISTED]:
-                console.print("  " + escape(row), soft_wrap=True)
-            if len(rows) > MAX_LISTED:
-                console.print(f"  ... and {len(rows) - MAX_LISTED} more (--format json lists all)")
-    for note in report["notes"]:
-        console.print(f"note: {escape(note)}", soft_wrap=True)
-    colour = "green" if report["verdict"] == "OK" else "yellow"
-    console.print(f"[b {colour}]verdict: {escape(report['verdict'])}[/b {colour}]", soft_wrap=True)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

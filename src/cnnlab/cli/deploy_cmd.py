@@ -12,31 +12,27 @@ import shlex
 import sys
 from typing import Any
 
-from cnnlab.cli.options import add_option, add_options, add_setup_arguments, given_options
+from cnnlab.cli.options import (
+    add_command_options,
+    add_option,
+    add_options,
+    add_setup_arguments,
+    command_options,
+    given_options,
+)
 from cnnlab.cli.output import add_format_argument, print_output, progress_to_stderr
-from cnnlab.cli.parser import positive_int, thread_count
 from cnnlab.config import all_options, options_by_dest
 from cnnlab.deploy.settings import (
-    ALPHA,
-    CALIBRATION_IMAGES,
-    DEFAULT_THREADS,
-    EXPORT_FORMATS,
-    FINETUNE_BUDGET,
-    FINETUNE_EPOCHS,
-    MAX_DROP,
-    PARITY_TOLERANCE,
     PRUNED_STUDENT,
-    STUDENT_SPARSITY,
-    TEMPERATURE,
-    THREADS_HELP,
+    BenchmarkOptions,
+    DistillOptions,
+    ExportOptions,
+    PruneOptions,
+    QuantizeOptions,
 )
 
 log = logging.getLogger("cnnlab")
 RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
-
-
-def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
 
 
 def _distill_options() -> list[Any]:
@@ -45,6 +41,16 @@ def _distill_options() -> list[Any]:
 
 
 def add_parser(subparsers: Any) -> None:
+    """Registers export, quantize, prune, distill and benchmark; each one's options come from its
+    ``CommandOptions`` in ``deploy/settings.py``, where the Python API checks them too."""
+    _add_export(subparsers)
+    _add_quantize(subparsers)
+    _add_prune(subparsers)
+    _add_distill(subparsers)
+    _add_benchmark(subparsers)
+
+
+def _add_export(subparsers: Any) -> None:
     e = subparsers.add_parser(
         "export",
         help="write the run's model as ONNX or TorchScript, checked against it",
@@ -52,23 +58,11 @@ def add_parser(subparsers: Any) -> None:
         "preprocessing inside; fails if its outputs differ from the checkpoint's.",
     )
     e.add_argument("run", metavar="RUN", help=RUN_HELP)
-    e.add_argument(
-        "--format",
-        choices=EXPORT_FORMATS,
-        default="onnx",
-        help="onnx (ONNX Runtime, fastest here) or "
-        "torchscript (deprecated by PyTorch, kept for C++/mobile) (default: onnx)",
-    )
-    e.add_argument(
-        "--tolerance",
-        type=float,
-        default=PARITY_TOLERANCE,
-        metavar="X",
-        help=f"largest |logit difference| allowed against the checkpoint (default: {PARITY_TOLERANCE:g})",
-    )
-    _threads(e)
+    add_command_options(e, ExportOptions)
     e.set_defaults(func=run_export)
 
+
+def _add_quantize(subparsers: Any) -> None:
     q = subparsers.add_parser(
         "quantize",
         help="static INT8 with ONNX Runtime; table of size, speed, accuracy",
@@ -76,17 +70,12 @@ def add_parser(subparsers: Any) -> None:
         "PyTorch, ONNX Runtime FP32 and INT8.",
     )
     q.add_argument("run", metavar="RUN", help=RUN_HELP)
-    q.add_argument(
-        "--calibration",
-        type=positive_int,
-        default=CALIBRATION_IMAGES,
-        metavar="N",
-        help=f"training images to calibrate on (default: {CALIBRATION_IMAGES})",
-    )
-    _threads(q)
+    add_command_options(q, QuantizeOptions)
     add_format_argument(q)
     q.set_defaults(func=run_quantize)
 
+
+def _add_prune(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "prune",
         help="prune channels (or weights), fine-tune, compare before/after",
@@ -94,63 +83,20 @@ def add_parser(subparsers: Any) -> None:
         "folder every command takes, and a before/after table.",
     )
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    add_command_options(p, PruneOptions)
+    # The older spelling of --no-structured, kept so existing scripts keep working.
     p.add_argument(
-        "--sparsity",
-        type=float,
-        default=None,
-        metavar="X",
-        help="fraction to remove, between 0 and 1: of each layer's channels (structured) or of all weights",
-    )
-    p.add_argument(
-        "--max-drop",
-        type=float,
-        default=None,
-        metavar="POINTS",
-        help="without --sparsity: the largest sparsity (10-80%%) that loses at most POINTS of validation "
-        "accuracy, found by bisection and drawn as a curve; with it: the drop that is warned about "
-        f"(default: {MAX_DROP:g})",
-    )
-    kind = p.add_mutually_exclusive_group()
-    kind.add_argument(
-        "--structured",
-        dest="structured",
-        action="store_true",
-        default=True,
-        help="remove whole channels: a smaller, faster network (default)",
-    )
-    kind.add_argument(
         "--unstructured",
         dest="structured",
         action="store_false",
-        help="zero single weights instead (same size and speed; for comparison)",
+        default=argparse.SUPPRESS,
+        help="same as --no-structured",
     )
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=FINETUNE_EPOCHS,
-        metavar="N",
-        help="most epochs of fine-tuning after pruning; it stops sooner once validation accuracy is back "
-        "to the original's or stops improving, keeping its best epoch; 0: none "
-        f"(default: {FINETUNE_EPOCHS})",
-    )
-    p.add_argument(
-        "--finetune-budget",
-        type=float,
-        default=FINETUNE_BUDGET,
-        metavar="SECONDS",
-        help=f"most seconds of fine-tuning for each pruned model (default: {FINETUNE_BUDGET:g})",
-    )
-    p.add_argument(
-        "--finetune-lr",
-        type=float,
-        default=None,
-        metavar="LR",
-        help="learning rate of that fine-tuning, every layer training (default: the run's --lr)",
-    )
-    _threads(p)
     add_format_argument(p)
     p.set_defaults(func=run_prune)
 
+
+def _add_distill(subparsers: Any) -> None:
     d = subparsers.add_parser(
         "distill",
         help="train a small student from a teacher; compare with the student alone",
@@ -165,34 +111,15 @@ def add_parser(subparsers: Any) -> None:
         metavar="RUN|MODEL",
         help="a run folder, or a pretrained model name (trained on DATA by transfer learning first)",
     )
-    d.add_argument(
-        "--temperature",
-        type=float,
-        default=TEMPERATURE,
-        metavar="T",
-        help=f"softens both models' outputs for the teacher term (default: {TEMPERATURE:g})",
-    )
-    d.add_argument(
-        "--alpha",
-        type=float,
-        default=ALPHA,
-        metavar="A",
-        help=f"weight of the teacher term; 1 - A goes to the labels (default: {ALPHA:g})",
-    )
-    d.add_argument(
-        "--student-sparsity",
-        type=float,
-        default=STUDENT_SPARSITY,
-        metavar="X",
-        help=f"--student {PRUNED_STUDENT}: the share of the teacher's channels removed, between 0 and 1 "
-        f"(default: {STUDENT_SPARSITY:g})",
-    )
-    d.add_argument(
-        "--force", action="store_true", help="go on with a student that is neither smaller nor faster than its teacher"
-    )
-    _threads(d)
+    add_command_options(d, DistillOptions)
     add_format_argument(d)
     add_setup_arguments(d)
+    _add_student_options(d)
+    d.set_defaults(func=run_distill)
+
+
+def _add_student_options(d: argparse.ArgumentParser) -> None:
+    """The student's run options: --student is the run's --model, DATA defaults to the teacher's."""
     specs = options_by_dest()
     student = dataclasses.replace(
         specs["model"],
@@ -212,8 +139,9 @@ def add_parser(subparsers: Any) -> None:
     add_option(d, student)
     add_option(d, data, positional_nargs="?")
     add_options(d, _distill_options(), positional_nargs="?")
-    d.set_defaults(func=run_distill)
 
+
+def _add_benchmark(subparsers: Any) -> None:
     b = subparsers.add_parser(
         "benchmark",
         help="size, latency, throughput and accuracy of every runtime of a run",
@@ -222,14 +150,7 @@ def add_parser(subparsers: Any) -> None:
         "with --runtime fastest, when it keeps accuracy).",
     )
     b.add_argument("run", metavar="RUN", help=RUN_HELP)
-    b.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=20,
-        metavar="N",
-        help="interleaved timing rounds at batch 1 (default: 20)",
-    )
-    _threads(b)
+    add_command_options(b, BenchmarkOptions)
     add_format_argument(b)
     b.set_defaults(func=run_benchmark)
 
@@ -237,7 +158,7 @@ def add_parser(subparsers: Any) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from cnnlab.deploy.export import describe, export_run
 
-    print(describe(export_run(args.run, args.format, args.tolerance, args.threads)))
+    print(describe(export_run(args.run, command_options(args, ExportOptions))))
     return 0
 
 
@@ -245,8 +166,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     from cnnlab.deploy.export import describe
     from cnnlab.deploy.quantize import quantize_run
 
+    options = command_options(args, QuantizeOptions)
     with progress_to_stderr(args.format):
-        result = quantize_run(args.run, args.calibration, args.threads)
+        result = quantize_run(args.run, options)
     if result.exported is not None and args.format == "table":
         print(describe(result.exported))
     print_output(result.table, args.format)
@@ -256,14 +178,12 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from cnnlab.deploy.prune_run import FineTuning, prune_run
+    from cnnlab.deploy.prune_run import prune_run
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
-    tuning = FineTuning(args.finetune_epochs, args.finetune_budget, args.finetune_lr)
+    options = command_options(args, PruneOptions)
     with progress_to_stderr(args.format):
-        result = prune_run(
-            args.run, args.sparsity, args.structured, tuning, args.threads, command, max_drop=args.max_drop
-        )
+        result = prune_run(args.run, options, command)
     tables = [result.table]
     if result.sweep and args.format == "json":  # one document for a script: the sweep rides in the data
         tables = [dataclasses.replace(result.table, data={**result.table.data, "sweep": result.sweep.data})]
@@ -284,21 +204,10 @@ def run_distill(args: argparse.Namespace) -> int:
     from cnnlab.deploy.distill_run import distill
 
     command = "cnnlab " + shlex.join(sys.argv[1:])
+    settings = command_options(args, DistillOptions)
     with progress_to_stderr(args.format):
         options = given_options(args, [s for s in all_options() if s.dest != "threads"])  # --student is "model"
-        result = distill(
-            args.teacher,
-            options,
-            args.temperature,
-            args.alpha,
-            args.recipe,
-            args.config,
-            args.augment,
-            args.threads,
-            command,
-            sparsity=args.student_sparsity,
-            force=args.force,
-        )
+        result = distill(args.teacher, options, settings, args.recipe, args.config, args.augment, command)
     print_output(result.table, args.format)
     if args.format == "table":
         print(
@@ -311,6 +220,6 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace) -> int:
     from cnnlab.deploy.benchmark import benchmark_run
 
-    table, _ = benchmark_run(args.run, args.threads, args.rounds)
+    table, _ = benchmark_run(args.run, command_options(args, BenchmarkOptions))
     print_output(table, args.format)
     return 0

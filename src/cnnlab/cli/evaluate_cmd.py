@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cnnlab.cli.options import add_command_options, given_options
 from cnnlab.cli.output import add_format_argument, print_output
-from cnnlab.cli.parser import positive_int, thread_count
-from cnnlab.deploy.settings import DEFAULT_THREADS, DEFAULT_TOP_K, RUNTIME_CHOICES, RUNTIME_HELP, THREADS_HELP
+from cnnlab.cli.parser import thread_count
+from cnnlab.config.schema import command_specs
+from cnnlab.deploy.settings import DEFAULT_THREADS, THREADS_HELP, TTA_HELP, PredictOptions
 from cnnlab.tables import Table
 
-TTA_HELP = (
-    "test-time augmentation: average each image's probabilities over its mirror image and, where the run "
-    "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes"
-)
 PREDICTION_FIELDS = ("image", "rank", "class", "probability", "error", "runtime")  # predict --format csv
 
 
@@ -37,17 +35,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("run", metavar="RUN", help="a run folder, or a .onnx / TorchScript file written by cnnlab export")
     p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image files and/or folders of images")
-    p.add_argument(
-        "--top-k",
-        dest="top_k",
-        type=positive_int,
-        default=DEFAULT_TOP_K,
-        help=f"classes per image, at most the run's classes (default: {DEFAULT_TOP_K})",
-    )
     add_format_argument(p)
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
-    p.add_argument("--tta", action="store_true", help=TTA_HELP)
-    p.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, help=THREADS_HELP)
+    add_command_options(p, PredictOptions)
     p.set_defaults(func=run_predict)
 
 
@@ -84,7 +73,7 @@ def _score_line(metrics: dict[str, Any]) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.api import predict
 
-    rows = predict(args.run, args.inputs, args.top_k, args.runtime, args.threads, args.tta)
+    rows = predict(args.run, args.inputs, **given_options(args, command_specs(PredictOptions)))
     print_output(
         _prediction_table(rows),
         args.format,

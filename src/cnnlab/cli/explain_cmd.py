@@ -6,16 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cli.options import add_command_options, command_options
 from cnnlab.cli.output import add_format_argument, print_output
-from cnnlab.cli.parser import positive_int
 from cnnlab.errors import plural
+from cnnlab.explain.settings import ConvOptions, FeatureMapsOptions, FiguresOptions, GradcamOptions, PoolOptions
 from cnnlab.tables import Table
 
-OUT_HELP = "folder for the figures (default: {})"
+RUN_HELP = "a run folder, e.g. runs/simple_cnn-mnist-sample"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers ``explain ACTION ...``; returns the ``explain`` parser."""
+    """Registers ``explain ACTION ...``; returns the ``explain`` parser. Each action's options come
+    from its ``CommandOptions`` in ``explain/settings.py``, where ``cnnlab.explain`` checks them too."""
     explain = subparsers.add_parser(
         "explain",
         help="the lesson's pictures, and what a trained run looks at",
@@ -23,7 +25,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "receptive fields. Figures of a run go to RUN/explain/ unless --out is given.",
     )
     actions = explain.add_subparsers(dest="explain_command", metavar="ACTION", required=True)
+    _add_lesson_demos(actions)
+    _add_run_figures(actions)
+    return explain
 
+
+def _add_lesson_demos(actions: Any) -> None:
+    """conv and pool: the lesson's numbers, or the user's image; no run needed."""
     conv = actions.add_parser(
         "conv",
         help="what 3x3 filters do to an image (the lesson's 6x6 edge, or yours)",
@@ -31,14 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "vertical and horizontal edge filters, every number drawn. With --image: "
         "the filters on your image in grayscale.",
     )
-    conv.add_argument("--image", type=Path, metavar="IMG", help="an image file to filter instead of the lesson's")
-    conv.add_argument(
-        "--filters",
-        metavar="LIST",
-        help="comma-separated from vertical, horizontal, sobel-v, sobel-h, laplacian, blur, sharpen "
-        "(default: vertical,horizontal, the lesson's)",
-    )
-    conv.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help=OUT_HELP.format("."))
+    add_command_options(conv, ConvOptions)
     conv.set_defaults(func=run_conv)
 
     pool = actions.add_parser(
@@ -47,17 +48,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Without --image: the lesson's 4x4 feature map pooled 2x2, values in the "
         "cells. With --image: your image pooled 1, 2 and 3 times.",
     )
-    pool.add_argument("--image", type=Path, metavar="IMG", help="an image file to pool instead of the lesson's map")
-    pool.add_argument("--size", type=positive_int, default=2, help="window side and stride (default: 2)")
-    pool.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help=OUT_HELP.format("."))
+    add_command_options(pool, PoolOptions)
     pool.set_defaults(func=run_pool)
 
+
+def _add_run_figures(actions: Any) -> None:
+    """filters, feature-maps, gradcam and receptive-field: figures of a trained run."""
     filters = actions.add_parser(
         "filters",
         help="a run's first-layer kernels as an image grid",
         description="The kernels of the first convolution of RUN's network.",
     )
-    _run_argument(filters)
+    filters.add_argument("run", metavar="RUN", type=Path, help=RUN_HELP)
+    add_command_options(filters, FiguresOptions)
     filters.set_defaults(func=run_filters)
 
     maps = actions.add_parser(
@@ -65,14 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="what a few layers of a run's network output for your images",
         description="The most active channels of a few layers, early to late, per image.",
     )
-    _run_argument(maps)
+    maps.add_argument("run", metavar="RUN", type=Path, help=RUN_HELP)
     maps.add_argument("images", metavar="IMG", nargs="+", help="image files and/or folders of images")
-    maps.add_argument(
-        "--layer",
-        action="append",
-        metavar="NAME",
-        help="a layer to show (repeat for more; default: a few stages spread from early to late)",
-    )
+    add_command_options(maps, FeatureMapsOptions)
     maps.set_defaults(func=run_feature_maps)
 
     cam = actions.add_parser(
@@ -81,23 +79,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="A Grad-CAM heat map per image over the last convolutional stage: red "
         "marks the regions whose features raised the class score.",
     )
-    _run_argument(cam)
+    cam.add_argument("run", metavar="RUN", type=Path, help=RUN_HELP)
     cam.add_argument(
         "images",
         metavar="IMG",
         nargs="+",
         help="image files and/or folders (an image in a folder named like a class shows its true class)",
     )
-    cam.add_argument(
-        "--class", dest="class_name", metavar="NAME", help="explain this class instead of each image's predicted one"
-    )
-    cam.add_argument(
-        "--method",
-        choices=("gradcam", "gradcam++", "eigencam"),
-        default="gradcam",
-        help="gradcam (default), gradcam++ (several objects), eigencam (no gradient: class-agnostic)",
-    )
-    cam.add_argument("--layer", metavar="NAME", help="the layer to explain (default: the last convolutional stage)")
+    add_command_options(cam, GradcamOptions)
     add_format_argument(cam)
     cam.set_defaults(func=run_gradcam)
 
@@ -108,15 +97,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "jump (input pixels between outputs) and receptive field, computed along "
         "the network's graph and checked against a real forward pass.",
     )
-    _run_argument(field)
+    field.add_argument("run", metavar="RUN", type=Path, help=RUN_HELP)
+    add_command_options(field, FiguresOptions)
     add_format_argument(field)
     field.set_defaults(func=run_receptive_field)
-    return explain
-
-
-def _run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", type=Path, help="a run folder, e.g. runs/simple_cnn-mnist-sample")
-    parser.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP.format("RUN/explain"))
 
 
 def _print_written(paths: list[Path]) -> None:
@@ -127,7 +111,7 @@ def _print_written(paths: list[Path]) -> None:
 def run_conv(args: argparse.Namespace) -> int:
     from cnnlab.explain.demos import conv_demo
 
-    demo = conv_demo(args.image, args.filters, args.out)
+    demo = conv_demo(command_options(args, ConvOptions))
     print(demo.text)
     _print_written(demo.written)
     return 0
@@ -136,7 +120,7 @@ def run_conv(args: argparse.Namespace) -> int:
 def run_pool(args: argparse.Namespace) -> int:
     from cnnlab.explain.demos import pool_demo
 
-    demo = pool_demo(args.image, args.size, args.out)
+    demo = pool_demo(command_options(args, PoolOptions))
     print(demo.text)
     _print_written(demo.written)
     return 0
@@ -145,7 +129,7 @@ def run_pool(args: argparse.Namespace) -> int:
 def run_filters(args: argparse.Namespace) -> int:
     from cnnlab.explain.commands import explain_filters
 
-    result = explain_filters(args.run, args.out)
+    result = explain_filters(args.run, command_options(args, FiguresOptions))
     print(result.note)
     _print_written(result.written)
     return 0
@@ -154,7 +138,7 @@ def run_filters(args: argparse.Namespace) -> int:
 def run_feature_maps(args: argparse.Namespace) -> int:
     from cnnlab.explain.commands import explain_feature_maps
 
-    result = explain_feature_maps(args.run, args.images, args.layer, args.out)
+    result = explain_feature_maps(args.run, args.images, command_options(args, FeatureMapsOptions))
     print("layers: " + ", ".join(f"{row['layer']} ({row['output']})" for row in result.rows))
     _print_written(result.written)
     return 0
@@ -171,14 +155,15 @@ def _emit(rows: list[dict[str, Any]], fmt: str, title: str, shown: list[dict[str
 def run_gradcam(args: argparse.Namespace) -> int:
     from cnnlab.explain.commands import explain_gradcam
 
-    result = explain_gradcam(args.run, args.images, args.class_name, args.method, args.layer, args.out)
-    hidden = {"figure"} | (set() if args.class_name else {"explained"})  # the figure paths: one line below
+    options = command_options(args, GradcamOptions)
+    result = explain_gradcam(args.run, args.images, options)
+    hidden = {"figure"} | (set() if options.class_name else {"explained"})  # the figure paths: one line below
     if all(row["evidence"] for row in result.rows):
         hidden.add("evidence")  # a column only when a map is flat (each also warned about above)
     _emit(
         result.rows,
         args.format,
-        f"{args.method}: {result.note}",
+        f"{options.method}: {result.note}",
         [{k: v for k, v in row.items() if k not in hidden} for row in result.rows],
     )
     if args.format != "table":
@@ -190,7 +175,7 @@ def run_gradcam(args: argparse.Namespace) -> int:
 def run_receptive_field(args: argparse.Namespace) -> int:
     from cnnlab.explain.commands import explain_receptive_field
 
-    result = explain_receptive_field(args.run, args.out)
+    result = explain_receptive_field(args.run, command_options(args, FiguresOptions))
     _emit(result.rows, args.format, "Receptive fields")
     if args.format == "table":
         print(result.note)

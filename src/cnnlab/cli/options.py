@@ -2,16 +2,21 @@
 
 Every generated flag defaults to ``argparse.SUPPRESS``, so ``given_options(args)`` holds exactly
 the flags the user typed; the values are checked where every front end's are, when the
-config is built (``cnnlab.config.build_config``).
+config is built (``cnnlab.config.build_config``). A command's own options (``CommandOptions``:
+serve, export, prune, explain ...) get their flags the same way (``add_command_options``) and are
+checked when ``command_options`` creates them, as the Python API does.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from cnnlab.config import PRESETS, FieldSpec, recipe_names
+from cnnlab.config.schema import CommandOptions, command_specs
+
+CommandOptionsT = TypeVar("CommandOptionsT", bound=CommandOptions)
 
 GROUP_TITLES = {
     None: "run",
@@ -49,8 +54,17 @@ def _help(spec: FieldSpec) -> str:
     return f"{text} (default: {spec.default})"
 
 
-def add_option(parser: argparse._ActionsContainer, spec: FieldSpec, positional_nargs: str | None = None) -> None:
-    """Adds the flag (or positional argument) of one config field."""
+def add_option(
+    parser: argparse._ActionsContainer,
+    spec: FieldSpec,
+    positional_nargs: str | None = None,
+    argparse_choices: bool = True,
+) -> None:
+    """Adds the flag (or positional argument) of one config field.
+
+    ``argparse_choices=False`` leaves a choice to the field's own check (``CommandOptions``), so a
+    wrong word gets the message the Python API gives.
+    """
     if spec.positional:
         parser.add_argument(spec.dest, metavar=spec.flag, nargs=positional_nargs, default=None, help=_help(spec))
         return
@@ -59,9 +73,14 @@ def add_option(parser: argparse._ActionsContainer, spec: FieldSpec, positional_n
         parser.add_argument(spec.flag, action=argparse.BooleanOptionalAction, **common)
     elif spec.kind == "pair":
         parser.add_argument(spec.flag, nargs=2, type=float, metavar=("LO", "HI"), **common)
+    elif spec.kind == "list":
+        parser.add_argument(spec.flag, action="append", metavar=spec.metavar or spec.dest.upper(), **common)
     elif spec.kind == "choice":
         choices = [str(c) for c in spec.choices or ()] + (["none"] if spec.optional else [])
-        parser.add_argument(spec.flag, choices=choices, **common)
+        if argparse_choices:
+            parser.add_argument(spec.flag, choices=choices, **common)
+        else:
+            parser.add_argument(spec.flag, metavar="{" + ",".join(choices) + "}", **common)
     else:
         metavar = spec.metavar or {"int": "N", "float": "X"}.get(spec.kind, spec.dest.upper())
         words = tuple(spec.choices or ()) if spec.kind in ("int", "float") else ()
@@ -93,6 +112,28 @@ def given_options(args: argparse.Namespace, specs: Iterable[FieldSpec]) -> dict[
             value = values[spec.dest]
             out[spec.dest] = None if spec.kind == "choice" and spec.optional and value == "none" else value
     return out
+
+
+def add_command_options(
+    parser: argparse._ActionsContainer,
+    options: type[CommandOptions],
+    only: Iterable[str] | None = None,
+    leave_out: Iterable[str] = (),
+) -> None:
+    """Adds the flags of a command's own options: ``options``' fields (or those named in ``only``) but ``leave_out``."""
+    wanted = None if only is None else set(only)
+    for spec in command_specs(options):
+        if (wanted is None or spec.name in wanted) and spec.name not in leave_out:
+            add_option(parser, spec, argparse_choices=False)
+
+
+def command_options(args: argparse.Namespace, options: type[CommandOptionsT]) -> CommandOptionsT:
+    """The command's options from the flags typed (the rest keep their defaults), checked.
+
+    Raises:
+        CnnlabError: a value out of range or not allowed, in the words the Python API uses.
+    """
+    return options(**given_options(args, command_specs(options)))
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser, preset_default: str = "none") -> None:

@@ -88,6 +88,27 @@ def _accuracy_bars(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
 
 def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
     """Accuracy against batch-1 latency: hollow circles cited ImageNet, squares measured test accuracy."""
+    drew = _scatter_points(ax, rows)
+    _latency_axes(ax)
+    if not drew:  # an empty chart says why, rather than showing bare axes
+        ax.text(
+            0.5,
+            0.5,
+            "no accuracy known: ImageNet top-1 is cited for pretrained weights,\n"
+            "and --data measures test accuracy on your images",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color="0.3",
+        )
+        return
+    ax.margins(x=0.25, y=0.2)
+    _marker_legend(ax, measured=any(row.get("test_acc") is not None for row in rows))
+
+
+def _scatter_points(ax: Axes, rows: Sequence[dict[str, Any]]) -> bool:
+    """One labelled point per model and kind of accuracy known; whether any was drawn."""
     drew = False
     for i, row in enumerate(rows):
         latency = _value(row, "latency_ms")
@@ -114,6 +135,11 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
                 color=f"C{i}",
             )
             drew = True
+    return drew
+
+
+def _latency_axes(ax: Axes) -> None:
+    """Latency on a log scale labelled in plain ms, accuracy up, and how to read the chart."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100...: read as plain ms
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -122,20 +148,10 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
     ax.set_ylabel("accuracy (%): up is better")
     ax.set_title("Accuracy vs latency: under a latency budget, take the highest point left of it", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    if not drew:
-        ax.text(
-            0.5,
-            0.5,
-            "no accuracy known: ImageNet top-1 is cited for pretrained weights,\n"
-            "and --data measures test accuracy on your images",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-            fontsize=9,
-            color="0.3",
-        )
-        return
-    ax.margins(x=0.25, y=0.2)
+
+
+def _marker_legend(ax: Axes, measured: bool) -> None:
+    """What the two markers mean (colours name the models beside each point, so they need no legend)."""
     handles = [
         Line2D(
             [],
@@ -148,7 +164,7 @@ def _scatter(ax: Axes, rows: Sequence[dict[str, Any]]) -> None:
             label="ImageNet top-1 (cited)",
         )
     ]
-    if any(row.get("test_acc") is not None for row in rows):
+    if measured:
         handles.append(
             Line2D([], [], marker="s", linestyle="", color="0.3", markersize=8, label="test accuracy on the data")
         )

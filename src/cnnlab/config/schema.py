@@ -2,11 +2,16 @@
 
 A section field is declared with :func:`option`: its help text (with the unit), its bounds, and
 its type annotation, which says what it holds: ``int``, ``float``, ``bool``, ``str``, a
-``Literal[...]`` of allowed values, or a ``tuple[float, float]`` range, each optionally
+``Literal[...]`` of allowed values, a ``tuple[float, float]`` range, or a ``tuple[str, ...]`` of
+texts given one by one (a repeatable flag), each optionally
 ``| None``; a number may also take a few words (``float | Literal["auto"]``: ``--lr auto``). From
 that one declaration come the command-line flag (``cnnlab.cli.options``), the
 YAML key, the Python keyword, and the validation, so all of them accept the same values and
 fail with the same message, which names the flag: ``--epochs must be at least 1, got 0``.
+
+A command's own options (serve, export, prune, explain gradcam, ...) are declared the same way, in a
+frozen dataclass deriving from :class:`CommandOptions`, kept in its package's light ``settings``
+module: the CLI builds the flags from it and every front end creates it, which checks the values.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -57,7 +63,7 @@ class FieldSpec:
 
     section: str | None  # "data", "train", ...; None for a top-level RunConfig field
     name: str
-    kind: str  # bool | int | float | str | choice | pair
+    kind: str  # bool | int | float | str | choice | pair | list
     choices: tuple[Any, ...] | None  # allowed values of a Literal field; the words an int/float field also takes
     optional: bool  # None is allowed
     default: Any
@@ -92,7 +98,7 @@ def _kind_of(hint: Any) -> tuple[str, tuple[Any, ...] | None, bool]:
     if get_origin(hint) is Literal:
         return "choice", get_args(hint), optional
     if get_origin(hint) is tuple:
-        return "pair", None, optional
+        return ("list" if get_args(hint)[1:] == (Ellipsis,) else "pair"), None, optional
     for kind in (bool, int, float, str):
         if hint is kind:
             return kind.__name__, None, optional
@@ -144,7 +150,9 @@ def _bounds_error(spec: FieldSpec, value: float) -> str | None:
         return None
     low = b["at_least"] if b["at_least"] is not None else b["above"]
     high = b["at_most"] if b["at_most"] is not None else b["below"]
-    if low is not None and high is not None:
+    if low is not None and high is not None and b["above"] is not None and b["below"] is not None:
+        rule = f"between {_number_text(low)} and {_number_text(high)} (exclusive)"
+    elif low is not None and high is not None:
         lo_text = _number_text(low) if b["at_least"] is not None else f"above {_number_text(low)}"
         hi_text = _number_text(high) if b["at_most"] is not None else f"below {_number_text(high)}"
         rule = f"between {lo_text} and {hi_text}"
@@ -183,6 +191,12 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise CnnlabError(f"{spec.flag} must be text, got {value!r}")
         return str(value)  # YAML reads "val_split: 0.1" and "devices: 2" as numbers
+    if kind == "list":
+        if isinstance(value, str):  # one text given alone, not a list of characters
+            value = (value,)
+        if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+            raise CnnlabError(f"{spec.flag} takes texts (the flag once per value), got {value!r}")
+        return tuple(value)
     if kind == "pair":
         if not isinstance(value, (tuple, list)) or len(value) != 2:
             raise CnnlabError(f"{spec.flag} takes two numbers LO HI (e.g. 0.8 1.2), got {value!r}")
@@ -224,3 +238,35 @@ def check_fields(instance: Any, section: str | None) -> None:
 def spec_of(cls: type, section: str | None, name: str) -> FieldSpec:
     """The FieldSpec of field ``name`` (for messages about one field)."""
     return next(s for s in field_specs(cls, section) if s.name == name)
+
+
+def command_specs(options: type) -> tuple[FieldSpec, ...]:
+    """The FieldSpecs of a command's own options (a ``CommandOptions`` dataclass), in declaration order."""
+    return field_specs(options, None)
+
+
+class CommandOptions:
+    """Base of a command's own options: a frozen dataclass of :func:`option` fields, checked when created.
+
+    ``ExportOptions(tolerance=-1)`` raises the ``CnnlabError`` the CLI prints for ``--tolerance -1``.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self, None)
+
+    @classmethod
+    def of(cls, options: dict[str, Any], command: str) -> Any:
+        """The options of ``command`` from keywords (a Python call), with a hint for a mistyped name.
+
+        A keyword given as None for an option that takes no None keeps its default, as a flag not typed.
+
+        Raises:
+            CnnlabError: an unknown keyword, or a value the flag would refuse.
+        """
+        specs = {spec.name: spec for spec in command_specs(cls)}
+        for name in options:
+            if name not in specs:
+                raise CnnlabError(f"unknown option '{name}'{suggest(name, specs, f'see cnnlab {command} --help')}")
+        given = {name: v for name, v in options.items() if v is not None or specs[name].optional}
+        # A path is text to a flag: Path("key.txt") is what --api-key-file key.txt gives.
+        return cls(**{name: str(v) if isinstance(v, os.PathLike) else v for name, v in given.items()})

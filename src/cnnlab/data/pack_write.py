@@ -34,7 +34,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data.pack_read import MANIFEST, PACK_VERSION, SPLITS, is_packed, items_file, local_path, require_litdata
 from cnnlab.data.prepare import prepare_data
 from cnnlab.data.preprocess import ModelInput
-from cnnlab.data.types import ImageSet
+from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
 from cnnlab.progress import Progress
@@ -112,51 +112,16 @@ def pack_folder(
     began = time.perf_counter()
     out = local_path(out)
     _check_out(out)
-    if cfg.source in ("", None) or not Path(cfg.source).expanduser().exists():
-        raise CnnlabError(f"folder '{cfg.source}' not found; give an image folder (one subfolder per class)")
-    if not Path(cfg.source).expanduser().is_dir():
-        raise CnnlabError(
-            f"'{cfg.source}' is not a folder; cnnlab data pack takes an image folder (one subfolder per class)"
-        )
-    if is_packed(cfg.source):
-        raise CnnlabError(f"'{cfg.source}' is already packed; train from it: cnnlab train {cfg.source}")
+    _check_source(cfg.source)
     require_litdata()
     data = prepare_data(cfg, seed, needs)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside ``out`` and renamed at the end: an interrupted pack leaves no half-packed folder.
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    shards = 0
     try:
         tmp.mkdir()
-        total = sum(len(s) for s in data.splits.values())
-        with Progress(f"packing {total:,} images into shards", total, "images") as progress:
-            for split in SPLITS:
-                image_set = data.splits[split]
-                order = write_order(image_set, split, seed)
-                shards += _write_split(image_set, order, tmp / split, int(shard_mb * 1e6), progress)
-                atomic_write_json(
-                    items_file(tmp, split),
-                    {"labels": image_set.labels[order].tolist(), "ids": [image_set.ids[i] for i in order.tolist()]},
-                )
-        manifest: dict[str, Any] = {
-            "format": "cnnlab-pack",
-            "version": PACK_VERSION,
-            "source": str(Path(cfg.source).expanduser().resolve()),
-            "class_names": data.class_names,
-            "channels": data.channels,
-            "image_size": data.image_size[0],
-            "seed": seed,
-            "val_split": cfg.val_split,
-            "test_split": cfg.test_split,
-            "splits": {
-                s: {
-                    "count": len(data.splits[s]),
-                    "per_class": dict(zip(data.class_names, data.splits[s].class_counts(data.num_classes))),
-                }
-                for s in SPLITS
-            },
-            "skipped": [{"path": s.path, "reason": s.reason} for s in data.skipped],
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)  # last: a folder without it is not a pack
+        shards = _write_splits(data, tmp, seed, shard_mb)
+        atomic_write_json(tmp / MANIFEST, _manifest(cfg, data, seed))  # last: a folder without it is not a pack
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
@@ -175,3 +140,54 @@ def pack_folder(
         size,
         time.perf_counter() - began,
     )
+
+
+def _check_source(source: str) -> None:
+    """Raises CnnlabError unless ``source`` is an image folder that is not packed yet."""
+    if not source or not Path(source).expanduser().exists():
+        raise CnnlabError(f"folder '{source}' not found; give an image folder (one subfolder per class)")
+    if not Path(source).expanduser().is_dir():
+        raise CnnlabError(
+            f"'{source}' is not a folder; cnnlab data pack takes an image folder (one subfolder per class)"
+        )
+    if is_packed(source):
+        raise CnnlabError(f"'{source}' is already packed; train from it: cnnlab train {source}")
+
+
+def _write_splits(data: PreparedData, folder: Path, seed: int, shard_mb: float) -> int:
+    """Each split's shards and item list (labels and ids in the shards' order) into ``folder``; the shard count."""
+    shards = 0
+    total = sum(len(s) for s in data.splits.values())
+    with Progress(f"packing {total:,} images into shards", total, "images") as progress:
+        for split in SPLITS:
+            image_set = data.splits[split]
+            order = write_order(image_set, split, seed)
+            shards += _write_split(image_set, order, folder / split, int(shard_mb * 1e6), progress)
+            atomic_write_json(
+                items_file(folder, split),
+                {"labels": image_set.labels[order].tolist(), "ids": [image_set.ids[i] for i in order.tolist()]},
+            )
+    return shards
+
+
+def _manifest(cfg: DataConfig, data: PreparedData, seed: int) -> dict[str, Any]:
+    """What a pack holds and how it was split, so training from it needs nothing else."""
+    return {
+        "format": "cnnlab-pack",
+        "version": PACK_VERSION,
+        "source": str(Path(cfg.source).expanduser().resolve()),
+        "class_names": data.class_names,
+        "channels": data.channels,
+        "image_size": data.image_size[0],
+        "seed": seed,
+        "val_split": cfg.val_split,
+        "test_split": cfg.test_split,
+        "splits": {
+            s: {
+                "count": len(data.splits[s]),
+                "per_class": dict(zip(data.class_names, data.splits[s].class_counts(data.num_classes))),
+            }
+            for s in SPLITS
+        },
+        "skipped": [{"path": s.path, "reason": s.reason} for s in data.skipped],
+    }

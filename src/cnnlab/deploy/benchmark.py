@@ -20,7 +20,7 @@ from torch import nn
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet
 from cnnlab.deploy.runtime import Served, artifact_path, fastest_runtime, open_runtime, torch_threads, update_sidecar
-from cnnlab.deploy.settings import DEFAULT_THREADS, RUNTIMES
+from cnnlab.deploy.settings import ROUNDS, RUNTIMES, BenchmarkOptions
 from cnnlab.errors import plural
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run_evaluation import run_data
@@ -32,7 +32,6 @@ from cnnlab.training.run_dir import open_run
 
 log = logging.getLogger("cnnlab")
 BATCH = 32  # the throughput batch
-ROUNDS = 20  # batch-1 rounds (each a burst of BURST calls, the first one not counted)
 BURST = 3
 GAP_SECONDS = 0.005  # lets one runtime's worker threads go idle before the next one is timed
 
@@ -183,7 +182,7 @@ def speed_record(results: dict[str, dict[str, Any]], threads: int, measured_by: 
     }
 
 
-def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int = ROUNDS) -> tuple[Table, str]:
+def benchmark_run(run: str | Path, options: BenchmarkOptions) -> tuple[Table, str]:
     """``cnnlab benchmark``: every runtime the run has, measured side by side on its test split.
 
     Returns:
@@ -193,6 +192,7 @@ def benchmark_run(run: str | Path, threads: int = DEFAULT_THREADS, rounds: int =
     files = open_run(run)
     trained = load_trained(files)
     test = run_data(files, trained).splits["test"]
+    threads, rounds = options.threads, options.rounds
     with torch_threads(threads):
         threads = torch.get_num_threads()  # the count asked for, or the thread policy's
         served = {"pytorch": open_runtime(files, "pytorch", threads, trained)}

@@ -36,7 +36,7 @@ from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import normalized, sample, time_models, weights_mb
 from cnnlab.deploy.distill_step import DistillationModule, FreshBatchNormStats, Teacher
 from cnnlab.deploy.runtime import open_runtime, torch_threads
-from cnnlab.deploy.settings import ALPHA, DEFAULT_THREADS, FASTER_SHARE, PRUNED_STUDENT, STUDENT_SPARSITY, TEMPERATURE
+from cnnlab.deploy.settings import FASTER_SHARE, PRUNED_STUDENT, DistillOptions, PruneOptions
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run_evaluation import finish_run, run_data, train_and_evaluate
@@ -87,15 +87,6 @@ class Student:
     summary: str
     name: str  # its runs are <name>-distilled and <name>-alone unless --name is given
     pruned: RunFiles | None = None  # the pruned copy's own run (its accuracy before distillation)
-
-
-def check_settings(temperature: float, alpha: float, sparsity: float = STUDENT_SPARSITY) -> None:
-    if not temperature > 0:
-        raise CnnlabError(f"--temperature must be above 0, got {temperature:g}; e.g. 4")
-    if not 0 <= alpha <= 1:
-        raise CnnlabError(f"--alpha must be between 0 and 1, got {alpha:g} (0: labels only, 1: teacher only)")
-    if not 0 < sparsity < 1:
-        raise CnnlabError(f"--student-sparsity must be between 0 and 1 (exclusive), got {sparsity:g}; e.g. 0.5")
 
 
 @contextlib.contextmanager
@@ -194,7 +185,7 @@ def pruned_student(
 ) -> Student:
     """The teacher with ``sparsity`` of its channels removed by ``cnnlab prune`` (its own run, not
     fine-tuned), starting from the teacher's weights."""
-    from cnnlab.deploy.prune_run import FineTuning, prune_run  # the pruning command's code, whatever it improves
+    from cnnlab.deploy.prune_run import prune_run  # the pruning command's code, whatever it improves
 
     given = {k: v for k, v in options.items() if k != "model"}
     config = student_config(teacher_files, given, setups, pruned_from=teacher)
@@ -203,10 +194,7 @@ def pruned_student(
     print(f"student: pruning {sparsity:.0%} of the channels of the teacher {teacher_files.root.name}")
     pruned = prune_run(
         teacher_files.root,
-        sparsity,
-        structured=True,
-        tuning=FineTuning(epochs=0),
-        threads=threads,
+        PruneOptions(sparsity=sparsity, finetune_epochs=0, threads=threads),
         command=f"{command} (pruned student)",
         rounds=QUICK_ROUNDS,
     )  # distill times it again
@@ -500,30 +488,31 @@ def _student(
 def distill(
     teacher: str,
     options: dict[str, Any],
-    temperature: float = TEMPERATURE,
-    alpha: float = ALPHA,
+    settings: DistillOptions,
     recipe: str | None = None,
     config_file: str | None = None,
     augment: str | None = None,
-    threads: int = DEFAULT_THREADS,
     command: str = "cnnlab distill",
-    *,
-    sparsity: float = STUDENT_SPARSITY,
-    force: bool = False,
 ) -> Distilled:
     """``cnnlab distill``: trains the student alone and from the teacher, then compares the three.
 
     Args:
         options: run options by flat name; ``model`` is the student (absent or ``"pruned"``: the
-            teacher with ``sparsity`` of its channels pruned, starting from its weights).
-        force: go on with a student that is neither smaller nor faster than the teacher.
+            teacher with ``settings.student_sparsity`` of its channels pruned, starting from its weights).
+        settings: the teacher term, the default student's sparsity, ``force`` (go on with a student
+            neither smaller nor faster than the teacher) and the threads; checked when created.
 
     Raises:
         CnnlabError: an unknown model name, a teacher run without a checkpoint, classes that
             differ between teacher and data, settings out of range, or a student neither smaller
             nor faster than its teacher (without ``force``).
     """
-    check_settings(temperature, alpha, sparsity)
+    temperature, alpha, sparsity, threads = (
+        settings.temperature,
+        settings.alpha,
+        settings.student_sparsity,
+        settings.threads,
+    )
     if options.get("model", PRUNED_STUDENT) != PRUNED_STUDENT:
         with flag_named("--student"):
             resolve_name(options["model"])  # before the teacher trains
@@ -534,7 +523,7 @@ def distill(
     )
     sizes = measure_sizes(trained_teacher, student, threads)
     print(sizes.describe(student.label))
-    refuse_useless_student(sizes, student.label, force)
+    refuse_useless_student(sizes, student.label, settings.force)
     return _distill_into(student, teacher_files, trained_teacher, sizes, (temperature, alpha), threads, command)
 
 
@@ -551,15 +540,7 @@ def _distill_into(
     temperature, alpha = soft
     config = student.config
     name = config.name or student.name
-    for param in trained_teacher.model.parameters():
-        param.requires_grad_(False)
-    teacher_net = Teacher(
-        trained_teacher.model,
-        trained_teacher.normalize,
-        trained_teacher.preprocess.channels,
-        trained_teacher.preprocess.side,
-        trained_teacher.preprocess.crop_pct,
-    )
+    # Without augmentation a training image is the same every epoch, and so are the teacher's logits.
     cached = build_batch_augment(config.augment) is None
     settings = {
         "teacher": str(teacher_files.root),
@@ -571,23 +552,9 @@ def _distill_into(
     }
     if student.pruned is not None:
         settings["pruned_from"] = str(student.pruned.root)
-    began = time.perf_counter()
-    logits = teacher_logits(teacher_net, student.data, config) if cached else None
-    if logits is not None:
-        print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
-    fresh_stats = FreshBatchNormStats(sample(student.data.splits["train"].images, BATCHNORM_IMAGES))
-    # Both students keep their epoch of best validation accuracy: the distilled one learns the teacher's
-    # softened outputs, not the labels' loss; on dtd10 its validation loss was lowest at its first epoch
-    # (46% right) while its accuracy rose to 61% three epochs later.
-    hooks = TrainingHooks(
-        partial(DistillationModule, teacher=teacher_net, temperature=temperature, alpha=alpha),
-        logits,
-        [fresh_stats],
-        select="accuracy",
-    )
+    hooks, alone_hooks = _training_hooks(student, _frozen_teacher(trained_teacher), soft, cached)
     distilled_name = name if config.name else f"{name}-distilled"
     distilled = train_student(student, distilled_name, command, hooks, settings)
-    alone_hooks = TrainingHooks(callbacks=[fresh_stats], select="accuracy")
     alone = train_student(
         student,
         f"{name}-alone",
@@ -615,3 +582,38 @@ def _distill_into(
     write_report(distilled.root)
     write_report(alone.root)
     return Distilled(distilled, alone, teacher_files, table, failures)
+
+
+def _frozen_teacher(trained_teacher: TrainedModel) -> Teacher:
+    """The teacher network with its own input scaling, its weights frozen (it only gives targets)."""
+    for param in trained_teacher.model.parameters():
+        param.requires_grad_(False)
+    return Teacher(
+        trained_teacher.model,
+        trained_teacher.normalize,
+        trained_teacher.preprocess.channels,
+        trained_teacher.preprocess.side,
+        trained_teacher.preprocess.crop_pct,
+    )
+
+
+def _training_hooks(
+    student: Student, teacher: Teacher, soft: tuple[float, float], cached: bool
+) -> tuple[TrainingHooks, TrainingHooks]:
+    """How the distilled student trains (the teacher's soft targets) and how the student alone does."""
+    temperature, alpha = soft
+    began = time.perf_counter()
+    logits = teacher_logits(teacher, student.data, student.config) if cached else None
+    if logits is not None:
+        print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
+    fresh_stats = FreshBatchNormStats(sample(student.data.splits["train"].images, BATCHNORM_IMAGES))
+    # Both students keep their epoch of best validation accuracy: the distilled one learns the teacher's
+    # softened outputs, not the labels' loss; on dtd10 its validation loss was lowest at its first epoch
+    # (46% right) while its accuracy rose to 61% three epochs later.
+    distilled = TrainingHooks(
+        partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
+        logits,
+        [fresh_stats],
+        select="accuracy",
+    )
+    return distilled, TrainingHooks(callbacks=[fresh_stats], select="accuracy")

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -34,14 +34,14 @@ from cnnlab.deploy.runtime import (
     torch_threads,
     update_sidecar,
 )
-from cnnlab.deploy.settings import DEFAULT_THREADS, PARITY_TOLERANCE, RUNTIMES
+from cnnlab.deploy.settings import DEFAULT_THREADS, PARITY_TOLERANCE, RUNTIMES, ExportFormat, ExportOptions
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.run_dir import RunFiles, open_run
 
 log = logging.getLogger("cnnlab")
-Format = Literal["onnx", "torchscript"]
+Format = ExportFormat  # declared with --format in deploy/settings.py
 PARITY_IMAGES = 64
 MAX_BATCH = 4096  # the dynamic batch's upper bound in the ONNX graph
 
@@ -176,13 +176,7 @@ def export_model(
         seconds = time.perf_counter() - started
         with torch_threads(threads):
             served = open_artifact(temporary, threads)
-            parity = check_parity(model, served.model, inputs)
-            if parity["max_abs_diff"] > tolerance:
-                raise CnnlabError(
-                    f"the exported model differs from the checkpoint: max |logit difference| "
-                    f"{parity['max_abs_diff']:.2e} > --tolerance {tolerance:g} on {parity['images']} images "
-                    f"(top-1 agreement {parity['top1_agreement']:.1%}); {path.name} was not written"
-                )
+            parity = _matching(check_parity(model, served.model, inputs), tolerance, path)
             eager = open_runtime(files, "pytorch", threads, trained).model  # as predict would run it
             timings = time_models(
                 {"pytorch": (eager, inputs), runtime: (served.model, inputs)}, rounds=10, max_seconds=10
@@ -200,8 +194,29 @@ def export_model(
         "parity": parity,
         "tolerance": tolerance,
     }
+    update_sidecar(files, trained, {path.name: record}, _speed_after_export(files, threads, latency))
+    return Export(path, runtime, seconds, parity, latency)
+
+
+def _matching(parity: dict[str, Any], tolerance: float, path: Path) -> dict[str, Any]:
+    """``parity``, when the artifact's logits are within ``tolerance`` of the checkpoint's.
+
+    Raises:
+        CnnlabError: they differ by more (the artifact is not kept).
+    """
+    if parity["max_abs_diff"] > tolerance:
+        raise CnnlabError(
+            f"the exported model differs from the checkpoint: max |logit difference| "
+            f"{parity['max_abs_diff']:.2e} > --tolerance {tolerance:g} on {parity['images']} images "
+            f"(top-1 agreement {parity['top1_agreement']:.1%}); {path.name} was not written"
+        )
+    return parity
+
+
+def _speed_after_export(files: RunFiles, threads: int, latency: dict[str, float]) -> dict[str, Any]:
+    """The run's speed record with export's quick timing added; a full benchmark's figures are kept."""
     speed = read_sidecar(files).get("speed") or {}
-    if not speed or speed.get("measured_by") == "cnnlab export":  # a full benchmark's figures are kept
+    if not speed or speed.get("measured_by") == "cnnlab export":
         old = speed.get("latency_ms") or {}
         speed = {
             "measured_by": "cnnlab export",
@@ -209,19 +224,14 @@ def export_model(
             "latency_ms": {**old, **latency},
             "accuracy": speed.get("accuracy") or {},
         }
-    update_sidecar(files, trained, {path.name: record}, speed)
-    return Export(path, runtime, seconds, parity, latency)
+    return speed
 
 
-def export_run(
-    run: str | Path, fmt: Format = "onnx", tolerance: float = PARITY_TOLERANCE, threads: int = DEFAULT_THREADS
-) -> Export:
+def export_run(run: str | Path, options: ExportOptions) -> Export:
     """``cnnlab export RUN``: the run's checkpoint as ``RUN/model.onnx`` (or ``model.ts``)."""
-    if tolerance <= 0:
-        raise CnnlabError(f"--tolerance must be above 0, got {tolerance:g}")
     files = open_run(run)
     trained = load_trained(files)
-    return export_model(files, trained, run_data(files, trained), fmt, tolerance, threads)
+    return export_model(files, trained, run_data(files, trained), options.format, options.tolerance, options.threads)
 
 
 def describe(result: Export) -> str:

@@ -23,7 +23,7 @@ from cnnlab.data.folder import decode_files
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.preprocess import Preprocess
 from cnnlab.deploy.runtime import open_for_prediction, torch_threads
-from cnnlab.deploy.settings import DEFAULT_THREADS
+from cnnlab.deploy.settings import PredictOptions
 from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import predict_probs
 from cnnlab.models.tta import tta_probs, views_of
@@ -112,22 +112,17 @@ def predict_images(
     return rows
 
 
-def predict_with(
-    target: str | Path,
-    items: Sequence[Any],
-    k: int = 3,
-    runtime: str = "auto",
-    threads: int = DEFAULT_THREADS,
-    tta: bool = False,
-) -> list[dict[str, Any]]:
+def predict_with(target: str | Path, items: Sequence[Any], options: PredictOptions) -> list[dict[str, Any]]:
     """:func:`predict_images` with a run folder or an exported artifact; each row's ``runtime`` names
     the one that answered (a key of ``deploy.settings.RUNTIMES``), which is also logged with why.
 
     Args:
         target: a run folder, or a ``.onnx`` / TorchScript file written by ``cnnlab export``.
-        runtime: for a run folder, ``auto`` (the fastest with the checkpoint's own outputs),
-            ``fastest`` (INT8 too when it keeps test accuracy), or pytorch, torchscript, onnx, int8.
+        options: ``runtime`` for a run folder: ``auto`` (the fastest with the checkpoint's own outputs),
+            ``fastest`` (INT8 too when it keeps test accuracy), or pytorch, torchscript, onnx, int8;
+            ``top_k``, ``tta`` and ``threads`` as ``cnnlab predict`` takes them.
     """
+    k, runtime, threads, tta = options.top_k, options.runtime, options.threads, options.tta
     served, why = open_for_prediction(target, runtime, threads)
     log.info("runtime: %s; %s", served.describe(), why)
     if tta:

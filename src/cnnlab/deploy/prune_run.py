@@ -41,13 +41,13 @@ from cnnlab.deploy.prune_network import (
 from cnnlab.deploy.prune_sweep import sweep_sparsities
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import (
-    DEFAULT_THREADS,
     FINETUNE_BATCH,
     FINETUNE_BUDGET,
     FINETUNE_EPOCHS,
     FINETUNE_PATIENCE,
     MAX_DROP,
     MIN_SPEEDUP,
+    PruneOptions,
 )
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
@@ -328,6 +328,19 @@ def _row(
     ]
 
 
+COMPARE_COLUMNS = [
+    "model",
+    "sparsity",
+    "non-zero params",
+    "MACs",
+    "size MB",
+    "batch 1 p50 ms",
+    "batch 32 img/s",
+    "val accuracy",
+    "test accuracy",
+]
+
+
 def _compare(
     parent: Parent, child: RunFiles, pruned: torch.nn.Module, info: dict[str, Any], threads: int, rounds: int
 ) -> Table:
@@ -336,9 +349,6 @@ def _compare(
     files, trained = parent.files, parent.trained
     final = load_trained(child)  # what every other command will load: proves the files reopen
     val, test = parent.data.splits["val"], parent.data.splits["test"]
-    example = parent.example
-    kind, epochs = info["kind"], info["finetune_epochs"]
-    what = f"{info['achieved']:.0%} " + ("of channels" if kind == "structured" else "of weights")
     with torch_threads(threads):
         threads = torch.get_num_threads()
         eager = {
@@ -348,43 +358,8 @@ def _compare(
         timings = time_models({k: (m, normalized(test.images, trained.normalize)) for k, m in eager.items()}, rounds)
         val_acc = accuracy(final.model, val.images, val.labels, final.normalize)
         final_acc = accuracy(final.model, test.images, test.labels, final.normalize)
-        rows = [
-            _row(
-                "original", trained.model, example, "0%", parent.val_accuracy, parent.test_accuracy, timings["original"]
-            )
-        ]
-        if epochs:
-            rows.append(
-                _row(
-                    f"pruned {kind}, before fine-tuning",
-                    pruned,
-                    example,
-                    what,
-                    info["val_accuracy_before_finetune"],
-                    info["accuracy_before_finetune"],
-                    None,
-                )
-            )
-        label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
-        rows.append(_row(label, final.model, example, what, val_acc, final_acc, timings["pruned"]))
+        rows = _compare_rows(parent, pruned, final.model, info, timings, (val_acc, final_acc))
     speedup = timings["original"].p50_ms / timings["pruned"].p50_ms
-    notes = [
-        (
-            f"batch-1 latency and batch-32 throughput in PyTorch eager, {plural(threads, 'thread')}, "
-            f"interleaved; accuracy on {len(val)} validation and {len(test)} test images"
-        ),
-        f"speed-up at batch 1: {speedup:.2f}x",
-        f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)",
-    ]
-    if info.get("recovered_at_epoch"):
-        notes.append(
-            f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back to the original's"
-        )
-    if kind == "unstructured":
-        notes.append(
-            "unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
-            "take as long as before (use --structured to make the network smaller and faster)"
-        )
     data = {
         **info,
         "parent_params": nonzero_parameters(trained.model),
@@ -398,24 +373,76 @@ def _compare(
         "speedup_batch1": speedup,
         "threads": threads,
     }
-    return Table(
+    kind = info["kind"]
+    title = (
         f"{kind.capitalize()} pruning of {files.root.name} ({info['requested']:.0%} "
-        f"{'of channels' if kind == 'structured' else 'of weights'})",
-        [
-            "model",
-            "sparsity",
-            "non-zero params",
-            "MACs",
-            "size MB",
-            "batch 1 p50 ms",
-            "batch 32 img/s",
-            "val accuracy",
-            "test accuracy",
-        ],
-        rows,
-        notes,
-        data,
+        f"{'of channels' if kind == 'structured' else 'of weights'})"
     )
+    notes = _compare_notes(info, child, threads, (len(val), len(test)), speedup)
+    return Table(title, COMPARE_COLUMNS, rows, notes, data)
+
+
+def _compare_rows(
+    parent: Parent,
+    pruned: torch.nn.Module,
+    final: torch.nn.Module,
+    info: dict[str, Any],
+    timings: dict[str, Any],
+    accuracies: tuple[float, float],
+) -> list[list[str]]:
+    """The original; the pruned model before fine-tuning, when it was fine-tuned; the pruned run."""
+    kind, epochs, example = info["kind"], info["finetune_epochs"], parent.example
+    what = f"{info['achieved']:.0%} " + ("of channels" if kind == "structured" else "of weights")
+    rows = [
+        _row(
+            "original",
+            parent.trained.model,
+            example,
+            "0%",
+            parent.val_accuracy,
+            parent.test_accuracy,
+            timings["original"],
+        )
+    ]
+    if epochs:
+        rows.append(
+            _row(
+                f"pruned {kind}, before fine-tuning",
+                pruned,
+                example,
+                what,
+                info["val_accuracy_before_finetune"],
+                info["accuracy_before_finetune"],
+                None,
+            )
+        )
+    label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
+    rows.append(_row(label, final, example, what, *accuracies, timings["pruned"]))
+    return rows
+
+
+def _compare_notes(
+    info: dict[str, Any], child: RunFiles, threads: int, images: tuple[int, int], speedup: float
+) -> list[str]:
+    """How the table was measured, the speed-up, where the pruned run is, and why fine-tuning stopped."""
+    notes = [
+        (
+            f"batch-1 latency and batch-32 throughput in PyTorch eager, {plural(threads, 'thread')}, "
+            f"interleaved; accuracy on {images[0]} validation and {images[1]} test images"
+        ),
+        f"speed-up at batch 1: {speedup:.2f}x",
+        f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)",
+    ]
+    if info.get("recovered_at_epoch"):
+        notes.append(
+            f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back to the original's"
+        )
+    if info["kind"] == "unstructured":
+        notes.append(
+            "unstructured pruning only zeroes weights: the tensors keep their shapes, so dense kernels "
+            "take as long as before (use --structured to make the network smaller and faster)"
+        )
+    return notes
 
 
 def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
@@ -454,38 +481,21 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
     return warnings
 
 
-def _checked(sparsity: float | None, max_drop: float | None, tuning: FineTuning) -> None:
-    if sparsity is None and max_drop is None:
-        raise CnnlabError("give --sparsity X (e.g. 0.5) or --max-drop POINTS (the largest sparsity within that drop)")
-    if sparsity is not None and not 0 < sparsity < 1:
-        raise CnnlabError(f"--sparsity must be between 0 and 1 (exclusive), got {sparsity:g}; e.g. 0.5")
-    if max_drop is not None and max_drop < 0:
-        raise CnnlabError(f"--max-drop must be 0 or more points of accuracy, got {max_drop:g}; e.g. 2")
-    if tuning.epochs < 0:
-        raise CnnlabError(f"--finetune-epochs must be at least 0, got {tuning.epochs}")
-    if tuning.budget is not None and tuning.budget <= 0:
-        raise CnnlabError(f"--finetune-budget must be a positive number of seconds, got {tuning.budget:g}")
-
-
-def prune_run(
-    run: str | Path,
-    sparsity: float | None = None,
-    structured: bool = True,
-    tuning: FineTuning = FineTuning(),
-    threads: int = DEFAULT_THREADS,
-    command: str = "cnnlab prune",
-    rounds: int = ROUNDS,
-    max_drop: float | None = None,
-) -> Pruned:
+def prune_run(run: str | Path, options: PruneOptions, command: str = "cnnlab prune", rounds: int = ROUNDS) -> Pruned:
     """Prunes the run's model (``sparsity``, or the largest within ``max_drop`` points on validation),
     fine-tunes until validation recovers, and compares. What went wrong (``Pruned.warnings``: more than
     the drop lost, or no faster) is in the table's notes, the pruned run's run.json and both reports;
     the caller says it too (the CLI after the table, ``Run.prune`` as log warnings).
 
+    ``options`` were checked when created (``PruneOptions``), as every front end's are.
+
     Raises:
-        CnnlabError: neither a sparsity nor a drop, a sparsity outside (0, 1), or a run without a checkpoint.
+        CnnlabError: neither a sparsity nor a drop, or a run without a checkpoint.
     """
-    _checked(sparsity, max_drop, tuning)
+    sparsity, max_drop, structured, threads = options.sparsity, options.max_drop, options.structured, options.threads
+    if sparsity is None and max_drop is None:
+        raise CnnlabError("give --sparsity X (e.g. 0.5) or --max-drop POINTS (the largest sparsity within that drop)")
+    tuning = FineTuning(options.finetune_epochs, options.finetune_budget, options.finetune_lr)
     parent = open_parent(run)
     drop = MAX_DROP if max_drop is None else max_drop
     if sparsity is not None:

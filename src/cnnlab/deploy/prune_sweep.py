@@ -74,39 +74,28 @@ def sweep_sparsities(
     return dataclasses.replace(chosen, warnings=warnings, sweep=table)
 
 
+SWEEP_COLUMNS = [
+    "sparsity",
+    "removed",
+    "non-zero params",
+    "val accuracy (change)",
+    "test accuracy",
+    "batch 1 p50 ms",
+    "speed-up",
+    "within drop",
+    "pruned run",
+]
+
+
 def sweep_table(
     points: dict[float, Pruned], max_drop: float, chosen: Pruned, warnings: list[str], found: bool
 ) -> Table:
     """One row per sparsity tried (the original first), the kept one marked."""
     first = next(iter(points.values())).table.data
-    rows = [
-        [
-            "original",
-            "0%",
-            f"{first['parent_params']:,}",
-            f"{100 * first['parent_val_accuracy']:.2f}%",
-            f"{100 * first['parent_test_accuracy']:.2f}%",
-            f"{first['parent_ms']:.2f}",
-            "1.00x",
-            "",
-            "",
-        ]
+    rows = [_original_row(first)]
+    rows += [
+        _point_row(sparsity, points[sparsity], points[sparsity] is chosen, max_drop) for sparsity in sorted(points)
     ]
-    for sparsity in sorted(points):
-        data, files = points[sparsity].table.data, points[sparsity].files
-        rows.append(
-            [
-                f"{sparsity:.0%}" + (" (kept)" if points[sparsity] is chosen else ""),
-                f"{data['achieved']:.0%}",
-                f"{data['params']:,}",
-                f"{100 * data['val_accuracy']:.2f}% ({0.0 - val_drop(data):+.2f})",
-                f"{100 * data['final_accuracy']:.2f}%",
-                f"{data['pruned_ms']:.2f}",
-                f"{data['speedup_batch1']:.2f}x",
-                "yes" if within(data, max_drop) else "no",
-                files.root.name,
-            ]
-        )
     grid = ", ".join(f"{s:.0%}" for s in SWEEP_SPARSITIES)
     notes = [
         *(f"WARNING: {w}" for w in warnings),
@@ -125,23 +114,39 @@ def sweep_table(
         "found": found,
         "points": [points[s].table.data for s in sorted(points)],
     }
-    return Table(
-        f"Pruning sweep of {Path(first['from']).name}: the largest sparsity within {max_drop:g} points",
-        [
-            "sparsity",
-            "removed",
-            "non-zero params",
-            "val accuracy (change)",
-            "test accuracy",
-            "batch 1 p50 ms",
-            "speed-up",
-            "within drop",
-            "pruned run",
-        ],
-        rows,
-        notes,
-        data,
-    )
+    title = f"Pruning sweep of {Path(first['from']).name}: the largest sparsity within {max_drop:g} points"
+    return Table(title, SWEEP_COLUMNS, rows, notes, data)
+
+
+def _original_row(first: dict[str, Any]) -> list[str]:
+    """The unpruned model, as the first point measured it beside its pruned copy."""
+    return [
+        "original",
+        "0%",
+        f"{first['parent_params']:,}",
+        f"{100 * first['parent_val_accuracy']:.2f}%",
+        f"{100 * first['parent_test_accuracy']:.2f}%",
+        f"{first['parent_ms']:.2f}",
+        "1.00x",
+        "",
+        "",
+    ]
+
+
+def _point_row(sparsity: float, point: Pruned, kept: bool, max_drop: float) -> list[str]:
+    """One sparsity tried: what it removed, its accuracy and change, its speed, whether it stayed within the drop."""
+    data = point.table.data
+    return [
+        f"{sparsity:.0%}" + (" (kept)" if kept else ""),
+        f"{data['achieved']:.0%}",
+        f"{data['params']:,}",
+        f"{100 * data['val_accuracy']:.2f}% ({0.0 - val_drop(data):+.2f})",
+        f"{100 * data['final_accuracy']:.2f}%",
+        f"{data['pruned_ms']:.2f}",
+        f"{data['speedup_batch1']:.2f}x",
+        "yes" if within(data, max_drop) else "no",
+        point.files.root.name,
+    ]
 
 
 def draw_sweep(points: list[dict[str, Any]], max_drop: float, chosen: float | None, out: Path) -> Path:

@@ -27,7 +27,7 @@ from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.deploy.benchmark import measure_served, normalized, sample, speed_columns, speed_record, speed_rows
 from cnnlab.deploy.export import Export, export_model
 from cnnlab.deploy.runtime import ONNX_KEY, model_metadata, open_runtime, ort_session, torch_threads, update_sidecar
-from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES
+from cnnlab.deploy.settings import ACCURACY_TOLERANCE, CALIBRATION_IMAGES, DEFAULT_THREADS, RUNTIMES, QuantizeOptions
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run_evaluation import run_data
@@ -155,6 +155,9 @@ def quantize_file(source: Path, target: Path, images: np.ndarray, meta: dict[str
     onnx.save(graph, str(target))
 
 
+HOW_QUANTIZED = "QDQ, per-channel QInt8 weights, QUInt8 activations, MinMax"  # what quantize_file asks of ONNX Runtime
+
+
 def quantize_model(
     files: RunFiles,
     trained: TrainedModel,
@@ -170,16 +173,60 @@ def quantize_model(
     """
     import torch
 
-    if calibration < 1:
-        raise CnnlabError(f"--calibration must be at least 1 image, got {calibration}")
     exported = None if files.onnx.is_file() else export_model(files, trained, data, "onnx", threads=threads)
-    train = data.splits["train"]
-    images = calibration_set(train, calibration, trained.normalize, seed)
+    images = calibration_set(data.splits["train"], calibration, trained.normalize, seed)
     meta = {
         **model_metadata(trained, files),
         "quantized": True,
         "calibration": {"split": "train", "images": len(images)},
     }
+    ops = _write_int8(files, images, meta)
+    test = data.splits["test"]
+    with torch_threads(threads):
+        threads = torch.get_num_threads()  # the count asked for, or the thread policy's (0 means auto)
+        served = {runtime: open_runtime(files, runtime, threads, trained) for runtime in ("pytorch", "onnx", "int8")}
+        results = measure_served(served, test)
+    fp32, int8 = results["onnx"], results["int8"]
+    speedup = fp32["timing"].p50_ms / int8["timing"].p50_ms
+    drop = fp32["accuracy"] - int8["accuracy"]
+    warnings = _int8_warnings(speedup, drop)
+    notes = [
+        f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
+        f"calibrated on {len(images)} training images (never test images); {HOW_QUANTIZED}",
+        f"{plural(threads, 'thread')}; {len(test)} test images",
+        *warnings,
+    ]
+    speed = speed_record(results, threads, "cnnlab quantize")
+    table = Table(
+        f"INT8 quantization of {files.root.name}",
+        speed_columns(RUNTIMES["onnx"]),
+        speed_rows(results, "onnx", {name: RUNTIMES[name] for name in served}),
+        notes,
+        {**speed, "ops": ops, "int8_speedup": speedup, "int8_accuracy_drop": drop},
+    )
+    table.save(files.tables, "quantize")
+    record = {
+        "runtime": "int8",
+        "size_mb": round(files.int8_onnx.stat().st_size / 1e6, 3),
+        "operators": ops,
+        "calibration": meta["calibration"],
+        "accuracy_drop": drop,
+        "speedup_vs_fp32": round(speedup, 3),
+    }
+    update_sidecar(files, trained, {files.int8_onnx.name: record}, speed)
+    write_report(files.root)
+    return Quantized(files.int8_onnx, ops, table, warnings, exported)
+
+
+def _write_int8(files: RunFiles, images: Any, meta: dict[str, Any]) -> dict[str, int]:
+    """Quantizes ``model.onnx`` into ``model.int8.onnx``; its operator counts.
+
+    Written beside it and renamed only once it holds integer operators, so a failed quantization
+    leaves no INT8 file that predict would pick up.
+
+    Raises:
+        CnnlabError: the graph has no integer operator (nothing is written).
+    """
     temporary = files.int8_onnx.with_name(f".model.{os.getpid()}.tmp.int8.onnx")
     try:
         quantize_file(files.onnx, temporary, images, meta)
@@ -192,14 +239,11 @@ def quantize_model(
         os.replace(temporary, files.int8_onnx)
     finally:
         temporary.unlink(missing_ok=True)
-    test = data.splits["test"]
-    with torch_threads(threads):
-        threads = torch.get_num_threads()  # the count asked for, or the thread policy's (0 means auto)
-        served = {runtime: open_runtime(files, runtime, threads, trained) for runtime in ("pytorch", "onnx", "int8")}
-        results = measure_served(served, test)
-    fp32, int8 = results["onnx"], results["int8"]
-    speedup = fp32["timing"].p50_ms / int8["timing"].p50_ms
-    drop = fp32["accuracy"] - int8["accuracy"]
+    return ops
+
+
+def _int8_warnings(speedup: float, drop: float) -> list[str]:
+    """What speaks against using INT8 (logged, and in the table's notes)."""
     warnings = []
     if speedup < 1:
         warnings.append(f"INT8 is slower than FP32 here ({speedup:.2f}x at batch 1): keep model.onnx")
@@ -207,44 +251,11 @@ def quantize_model(
         warnings.append(f"INT8 loses {100 * drop:.1f} points of test accuracy (more than 1): predict keeps FP32")
     for warning in warnings:
         log.warning(warning)
-    notes = [
-        f"quantized operators ONNX Runtime runs: {describe_ops(ops)}",
-        (
-            f"calibrated on {len(images)} training images (never test images); QDQ, per-channel QInt8 weights, "
-            f"QUInt8 activations, MinMax"
-        ),
-        f"{plural(threads, 'thread')}; {len(test)} test images",
-        *warnings,
-    ]
-    labels = {name: RUNTIMES[name] for name in served}
-    table = Table(
-        f"INT8 quantization of {files.root.name}",
-        speed_columns(RUNTIMES["onnx"]),
-        speed_rows(results, "onnx", labels),
-        notes,
-        {
-            **speed_record(results, threads, "cnnlab quantize"),
-            "ops": ops,
-            "int8_speedup": speedup,
-            "int8_accuracy_drop": drop,
-        },
-    )
-    table.save(files.tables, "quantize")
-    record = {
-        "runtime": "int8",
-        "size_mb": round(files.int8_onnx.stat().st_size / 1e6, 3),
-        "operators": ops,
-        "calibration": meta["calibration"],
-        "accuracy_drop": drop,
-        "speedup_vs_fp32": round(speedup, 3),
-    }
-    update_sidecar(files, trained, {files.int8_onnx.name: record}, speed_record(results, threads, "cnnlab quantize"))
-    write_report(files.root)
-    return Quantized(files.int8_onnx, ops, table, warnings, exported)
+    return warnings
 
 
-def quantize_run(run: str | Path, calibration: int = CALIBRATION_IMAGES, threads: int = DEFAULT_THREADS) -> Quantized:
+def quantize_run(run: str | Path, options: QuantizeOptions) -> Quantized:
     """``cnnlab quantize RUN``: ``RUN/model.int8.onnx`` and its table against PyTorch and ONNX FP32."""
     files = open_run(run)
     trained = load_trained(files)
-    return quantize_model(files, trained, run_data(files, trained), calibration, threads)
+    return quantize_model(files, trained, run_data(files, trained), options.calibration, options.threads)

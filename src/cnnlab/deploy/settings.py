@@ -1,9 +1,17 @@
-"""The deploy commands' names and defaults, with the measurements behind them.
+"""The deploy commands' options, names and defaults, with the measurements behind them.
 
-Kept free of heavy imports, so the CLI builds its help from them without loading torch.
+Each command's options are declared once, as a ``CommandOptions`` dataclass (``ExportOptions``,
+``PruneOptions``, ...): the CLI builds its flags from it and the Python API creates it, so both
+accept the same values and refuse the others with the same message. Kept free of heavy imports, so
+the CLI builds its help from them without loading torch.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from cnnlab.config.schema import CommandOptions, option
 
 # A runtime's one name (what --runtime takes and what every prediction says answered it): its label.
 RUNTIMES = {
@@ -18,7 +26,9 @@ RUNTIMES = {
 EXACT_RUNTIMES = ("pytorch", "torchscript", "onnx")
 # auto: the fastest exact runtime, so a prediction is what the report, evaluate and Grad-CAM say;
 # fastest: INT8 too, when its measured test accuracy is within ACCURACY_TOLERANCE.
-RUNTIME_CHOICES = ("auto", "fastest", *RUNTIMES)
+RuntimeChoice = Literal["auto", "fastest", "pytorch", "torchscript", "onnx", "int8"]
+RUNTIME_CHOICES: tuple[str, ...] = get_args(RuntimeChoice)
+assert RUNTIME_CHOICES == ("auto", "fastest", *RUNTIMES)
 RUNTIME_HELP = (
     "auto: the run's fastest runtime with the checkpoint's own outputs (PyTorch, TorchScript or ONNX "
     "FP32); fastest: INT8 too when cnnlab benchmark/quantize measured it within 1 point of test "
@@ -32,8 +42,12 @@ THREADS_HELP = (
     "CPU threads (default: 0 = auto, the cores other processes leave free, re-checked while the "
     "command runs; N pins it)"
 )
+TTA_HELP = (  # predict's --tta and evaluate's
+    "test-time augmentation: average each image's probabilities over its mirror image and, where the run "
+    "stores images larger than the model's input, 5 crops each mirrored (10 views); costs that many passes"
+)
 ACCURACY_TOLERANCE = 0.01  # INT8 losing more than 1 point of test accuracy is never picked by itself
-EXPORT_FORMATS = ("onnx", "torchscript")
+ExportFormat = Literal["onnx", "torchscript"]
 PARITY_TOLERANCE = 1e-3  # max |logit difference|; float32 graph rewrites give ~1e-5 on Lite0, 1e-7 on small CNNs
 # cnnlab prune. A pruned model losing more than MAX_DROP points of test accuracy (or --max-drop), or
 # less than MIN_SPEEDUP times faster at batch 1 than its parent, is reported as such (issue #29's goal:
@@ -66,3 +80,114 @@ STUDENT_SPARSITY = 0.5
 # A student counts as faster only below this share of the teacher's batch-1 latency: a quick
 # measurement on a shared machine moves by several per cent between runs.
 FASTER_SHARE = 0.9
+
+ROUNDS = 20  # batch-1 rounds of cnnlab benchmark (each a burst of calls, the first one not counted)
+
+
+def threads_option() -> Any:
+    """``--threads`` of every deploy and serve command (one declaration, one check)."""
+    return option(DEFAULT_THREADS, THREADS_HELP, at_least=0)
+
+
+def runtime_option() -> Any:
+    """``--runtime`` of predict and serve."""
+    return option("auto", RUNTIME_HELP)
+
+
+@dataclass(frozen=True)
+class PredictOptions(CommandOptions):
+    """``cnnlab predict`` / ``cnnlab.predict`` / ``Run.predict``."""
+
+    top_k: int = option(DEFAULT_TOP_K, "classes per image, at most the run's classes", at_least=1, metavar="N")
+    runtime: RuntimeChoice = runtime_option()
+    tta: bool = option(False, TTA_HELP)
+    threads: int = threads_option()
+
+
+@dataclass(frozen=True)
+class ExportOptions(CommandOptions):
+    """``cnnlab export`` / ``Run.export``."""
+
+    format: ExportFormat = option(
+        "onnx", "onnx (ONNX Runtime, fastest here) or torchscript (deprecated by PyTorch, kept for C++/mobile)"
+    )
+    tolerance: float = option(
+        PARITY_TOLERANCE, "largest |logit difference| allowed against the checkpoint", above=0, metavar="X"
+    )
+    threads: int = threads_option()
+
+
+@dataclass(frozen=True)
+class QuantizeOptions(CommandOptions):
+    """``cnnlab quantize`` / ``Run.quantize``."""
+
+    calibration: int = option(CALIBRATION_IMAGES, "training images to calibrate on", at_least=1, metavar="N")
+    threads: int = threads_option()
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions(CommandOptions):
+    """``cnnlab benchmark`` / ``Run.benchmark``."""
+
+    rounds: int = option(ROUNDS, "interleaved timing rounds at batch 1", at_least=1, metavar="N")
+    threads: int = threads_option()
+
+
+@dataclass(frozen=True)
+class PruneOptions(CommandOptions):
+    """``cnnlab prune`` / ``Run.prune``: how much to prune, and the fine-tuning after it."""
+
+    sparsity: float | None = option(
+        None,
+        "fraction to remove, between 0 and 1: of each layer's channels (structured) or of all weights",
+        above=0,
+        below=1,
+        metavar="X",
+    )
+    max_drop: float | None = option(
+        None,
+        "without --sparsity: the largest sparsity (10-80%%) that loses at most POINTS of validation "
+        "accuracy, found by bisection and drawn as a curve; with it: the drop that is warned about "
+        f"(default: {MAX_DROP:g})",
+        at_least=0,
+        metavar="POINTS",
+    )
+    structured: bool = option(
+        True,
+        "remove whole channels: a smaller, faster network; --no-structured (or --unstructured) zeroes single "
+        "weights instead (same size and speed; for comparison)",
+    )
+    finetune_epochs: int = option(
+        FINETUNE_EPOCHS,
+        "most epochs of fine-tuning after pruning; it stops sooner once validation accuracy is back "
+        "to the original's or stops improving, keeping its best epoch; 0: none",
+        at_least=0,
+        metavar="N",
+    )
+    finetune_budget: float | None = option(
+        FINETUNE_BUDGET, "most seconds of fine-tuning for each pruned model", above=0, metavar="SECONDS"
+    )
+    finetune_lr: float | None = option(
+        None, "learning rate of that fine-tuning, every layer training (default: the run's --lr)", above=0, metavar="LR"
+    )
+    threads: int = threads_option()
+
+
+@dataclass(frozen=True)
+class DistillOptions(CommandOptions):
+    """``cnnlab distill`` / ``cnnlab.distill``: the teacher term and the default student (the student's
+    training options are run options)."""
+
+    temperature: float = option(TEMPERATURE, "softens both models' outputs for the teacher term", above=0, metavar="T")
+    alpha: float = option(
+        ALPHA, "weight of the teacher term; 1 - A goes to the labels", at_least=0, at_most=1, metavar="A"
+    )
+    student_sparsity: float = option(
+        STUDENT_SPARSITY,
+        f"--student {PRUNED_STUDENT}: the share of the teacher's channels removed, between 0 and 1",
+        above=0,
+        below=1,
+        metavar="X",
+    )
+    force: bool = option(False, "go on with a student that is neither smaller nor faster than its teacher")
+    threads: int = threads_option()

@@ -30,10 +30,11 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalize
 from cnnlab.explain.layers import eager
+from cnnlab.explain.settings import CAM_METHODS
 from cnnlab.models.inference import eval_mode, is_channels_last, model_device
 from cnnlab.models.outputs import as_class_logits
 
-METHODS = ("gradcam", "gradcam++", "eigencam")
+METHODS = CAM_METHODS  # declared with --method in explain/settings.py
 BATCH = 16  # images per forward/backward pass: bounded memory for any number of images
 
 

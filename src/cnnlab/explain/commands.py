@@ -16,8 +16,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import layers as net_layers
-from cnnlab.explain.cam import METHODS, cam_session, no_evidence_text
-from cnnlab.explain.inputs import ExplainedRun, class_index, file_names, load_images, open_explained
+from cnnlab.explain.cam import Heatmaps, cam_session, no_evidence_text
+from cnnlab.explain.inputs import ExplainedRun, UserImages, class_index, file_names, load_images, open_explained
 from cnnlab.explain.model_figures import (
     CAM_SCALE,
     EIGENCAM_SCALE,
@@ -28,6 +28,7 @@ from cnnlab.explain.model_figures import (
     plot_receptive_fields,
 )
 from cnnlab.explain.receptive import receptive_fields, table_rows
+from cnnlab.explain.settings import FeatureMapsOptions, FiguresOptions, GradcamOptions
 from cnnlab.figures import png_html
 from cnnlab.io import atomic_write_text
 
@@ -73,8 +74,9 @@ def filters_figure(model: nn.Module, layers: list[net_layers.Layer], out: Path) 
     return plot_filters(cast(nn.Conv2d, conv.module).weight, conv.name, out)
 
 
-def explain_filters(run_path: str | Path, out: Path | None = None) -> Explanation:
+def explain_filters(run_path: str | Path, options: FiguresOptions) -> Explanation:
     """The first convolution's kernels as an image grid: ``filters.png``."""
+    out = options.out
     run = open_explained(run_path)
     layers = probe_run(run)
     conv = first_conv(layers)
@@ -117,10 +119,9 @@ def _layer_outputs(
     return {name: torch.cat(chunks) for name, chunks in outputs.items()}
 
 
-def explain_feature_maps(
-    run_path: str | Path, inputs: list[str], layer_names: list[str] | None = None, out: Path | None = None
-) -> Explanation:
+def explain_feature_maps(run_path: str | Path, inputs: list[str], options: FeatureMapsOptions) -> Explanation:
     """Per image, the most active channels of a few layers early to late: ``feature_maps_<image>.png``."""
+    layer_names, out = options.layers, options.out
     run = open_explained(run_path)
     model = run.trained.model
     layers = probe_run(run)
@@ -146,22 +147,9 @@ def explain_feature_maps(
     )
 
 
-def explain_gradcam(
-    run_path: str | Path,
-    inputs: list[str],
-    class_name: str | None = None,
-    method: str = "gradcam",
-    layer_name: str | None = None,
-    out: Path | None = None,
-) -> Explanation:
-    """Per image, where the network looked for the predicted class (or ``class_name``): ``<method>_<image>.png``."""
-    if method not in METHODS:
-        raise CnnlabError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
-    if method == "eigencam" and class_name is not None:
-        raise CnnlabError(
-            "--class has no effect with --method eigencam (it maps the layer's main activation "
-            "pattern, whatever the class); use gradcam or gradcam++ to explain a class"
-        )
+def explain_gradcam(run_path: str | Path, inputs: list[str], options: GradcamOptions) -> Explanation:
+    """Per image, where the network looked for the predicted class (or ``--class``): ``<method>_<image>.png``."""
+    class_name, method, layer_name, out = options.class_name, options.method, options.layer, options.out
     run = open_explained(run_path)
     wanted = class_index(run, class_name)
     model, names = run.trained.model, run.trained.class_names
@@ -170,35 +158,19 @@ def explain_gradcam(
     images = load_images(run, inputs)
     with cam_session(model, layer.name, run.trained.normalize, method) as explain:
         maps = explain(images.images, None if wanted is None else [wanted] * len(images.images))
+    title = f"{method}: {layer.name} of {run.model_name}"
     folder, written, rows = run.out_dir(out), [], []
-    prefix = method.replace("++", "pp")
     scale = EIGENCAM_SCALE if method == "eigencam" else CAM_SCALE
-    for i, (path, name) in enumerate(zip(images.paths, file_names(images.paths, prefix))):
-        probs = maps.probs[i]
-        predicted = int(probs.argmax())
-        true = images.true[i]
-        explained = names[maps.target[i]]
-        panel = CamPanel(
-            images.images[i].numpy(),
-            maps.heat[i],
-            path.name,
-            names[predicted],
-            float(probs[predicted]),
-            explained,
-            None if true is None else names[true],
-            float(probs[maps.target[i]]),
-            not maps.no_evidence(i),
-        )
-        written.append(
-            plot_gradcam([panel], folder / name, f"{method}: {layer.name} of {run.model_name}", 1, 3.0, scale)
-        )
+    for i, name in enumerate(file_names(images.paths, method.replace("++", "pp"))):
+        panel = _cam_panel(images, maps, i, names)
+        written.append(plot_gradcam([panel], folder / name, title, 1, 3.0, scale))
         rows.append(
             {
-                "image": str(path),
-                "predicted": names[predicted],
-                "probability": float(probs[predicted]),
+                "image": str(images.paths[i]),
+                "predicted": panel.predicted,
+                "probability": panel.probability,
                 "true": panel.true or "",
-                "explained": explained,
+                "explained": panel.explained,
                 "evidence": panel.evidence,
                 "figure": str(written[-1]),
             }
@@ -214,6 +186,24 @@ def explain_gradcam(
         _warn_flat(flat, len(rows))
         note += f"; {len(flat)} of {len(rows)} map(s) flat: their photo holds no evidence for the class"
     return Explanation(written, rows, note=note)
+
+
+def _cam_panel(images: UserImages, maps: Heatmaps, i: int, names: list[str]) -> CamPanel:
+    """Image ``i`` with its heat map, what the model predicted, and the class the map explains."""
+    probs = maps.probs[i]
+    predicted = int(probs.argmax())
+    true = images.true[i]
+    return CamPanel(
+        images.images[i].numpy(),
+        maps.heat[i],
+        images.paths[i].name,
+        names[predicted],
+        float(probs[predicted]),
+        names[maps.target[i]],
+        None if true is None else names[true],
+        float(probs[maps.target[i]]),
+        not maps.no_evidence(i),
+    )
 
 
 def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
@@ -236,8 +226,9 @@ def _warn_flat(flat: list[dict[str, Any]], total: int, listed: int = 3) -> None:
     )
 
 
-def explain_receptive_field(run_path: str | Path, out: Path | None = None) -> Explanation:
+def explain_receptive_field(run_path: str | Path, options: FiguresOptions) -> Explanation:
     """Per convolution/pooling layer: output size, jump and receptive field; ``receptive_field.csv`` and ``.png``."""
+    out = options.out
     run = open_explained(run_path)
     side = run.trained.preprocess.side
     rows = receptive_fields(run.trained.model, run.trained.preprocess.channels, side)

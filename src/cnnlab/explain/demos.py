@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explain import lesson
-from cnnlab.explain.lesson_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
+from cnnlab.explain import demo_numbers as lesson
+from cnnlab.explain.demo_figures import plot_image_conv, plot_image_pool, plot_lesson_conv, plot_lesson_pool
+from cnnlab.explain.settings import ConvOptions, PoolOptions
 from cnnlab.figures import png_html
 
 POOL_LEVELS = 3
@@ -46,17 +47,18 @@ def _grayscale(image: np.ndarray) -> np.ndarray:
     return convert_images(torch.from_numpy(image)[None], 1, None)[0, 0].numpy()
 
 
-def conv_demo(image: Path | None, filters: str | None, out: Path) -> Demo:
-    """The lesson's 6x6 edge image (or ``image`` in grayscale) through the named 3x3 filters.
+def conv_demo(options: ConvOptions) -> Demo:
+    """The lesson's 6x6 edge image (or ``options.image`` in grayscale) through the named 3x3 filters.
 
-    Writes ``conv.png`` (or ``conv_<image name>.png``) to ``out``.
+    Writes ``conv.png`` (or ``conv_<image name>.png``) to ``options.out``.
     """
-    names = lesson.parse_filters(filters)
+    image, out = options.image, options.out
+    names = lesson.parse_filters(options.filters)
     if image is None:
         results = lesson.convolve(lesson.EDGE_IMAGE, names)
         path = plot_lesson_conv(lesson.EDGE_IMAGE, results, Path(out) / "conv.png")
         return Demo([path], lesson.conv_explanation(results, on_lesson_image=True))
-    gray = _grayscale(_load(image))
+    gray = _grayscale(_load(Path(image)))
     results = lesson.convolve(torch.from_numpy(gray).float(), names)
     path = plot_image_conv(gray, results, Path(out) / f"conv_{Path(image).stem}.png", Path(image).name)
     text = (
@@ -66,13 +68,12 @@ def conv_demo(image: Path | None, filters: str | None, out: Path) -> Demo:
     return Demo([path], text + lesson.conv_explanation(results, on_lesson_image=False))
 
 
-def pool_demo(image: Path | None, size: int, out: Path) -> Demo:
-    """The lesson's 4x4 map pooled once (or ``image`` pooled 1, 2 and 3 times), max and average.
+def pool_demo(options: PoolOptions) -> Demo:
+    """The lesson's 4x4 map pooled once (or ``options.image`` pooled 1, 2 and 3 times), max and average.
 
-    Writes ``pool.png`` (or ``pool_<image name>.png``) to ``out``.
+    Writes ``pool.png`` (or ``pool_<image name>.png``) to ``options.out``.
     """
-    if size < 2:
-        raise CnnlabError(f"--size must be at least 2 (a 1x1 window changes nothing), got {size}")
+    image, size, out = options.image, options.size, options.out
     if image is None:
         fmap = lesson.FEATURE_MAP
         if size > min(fmap.shape):
@@ -80,7 +81,7 @@ def pool_demo(image: Path | None, size: int, out: Path) -> Demo:
         biggest, mean = lesson.pool(fmap, size)
         path = plot_lesson_pool(fmap, biggest, mean, size, Path(out) / "pool.png")
         return Demo([path], lesson.pool_explanation(fmap, size, biggest, mean))
-    pixels = torch.from_numpy(_load(image))
+    pixels = torch.from_numpy(_load(Path(image)))
     levels = lesson.pool_levels(pixels.float(), size, POOL_LEVELS)
     path = plot_image_pool(levels, size, Path(out) / f"pool_{Path(image).stem}.png", Path(image).name)
     sides = " -> ".join(f"{x.shape[2]}x{x.shape[1]}" for x in levels["max"])

@@ -25,7 +25,7 @@ class ExplainedRun:
     model_name: str
     workers: int
 
-    def out_dir(self, out: Path | None) -> Path:
+    def out_dir(self, out: str | Path | None) -> Path:
         """Where a command writes: ``--out``, else ``RUN/explain/``."""
         return Path(out) if out is not None else self.files.explain
 

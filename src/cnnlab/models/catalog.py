@@ -10,7 +10,7 @@ from typing import Any
 import timm
 import torch
 
-from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, lite0_available
+from cnnlab.models.lite0_offline import LITE0_TIMM_NAME, lite0_available
 from cnnlab.models.registry import ALIASES, own_builder, own_model_names
 
 

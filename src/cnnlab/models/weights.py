@@ -54,7 +54,7 @@ def load_pretrained_timm(resolved: str, num_classes: int, in_chans: int, drop_ra
     """A timm model with ImageNet weights and a fresh ``num_classes`` classifier."""
     import timm
 
-    from cnnlab.models.lite0_weights import LITE0_TIMM_NAME, load_lite0_imagenet
+    from cnnlab.models.lite0_offline import LITE0_TIMM_NAME, load_lite0_imagenet
 
     if resolved.split(".")[0] == LITE0_TIMM_NAME:  # built in: no network needed
         model: Any = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=1000, drop_rate=drop_rate)

@@ -18,11 +18,12 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -30,12 +31,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from cnnlab.deploy.predict import top_k
 from cnnlab.deploy.settings import RUNTIMES
 from cnnlab.serving.access_log import AccessLog
-from cnnlab.serving.batcher import MicroBatcher, Ticket
+from cnnlab.serving.batcher import MicroBatcher, Scored, Ticket
 from cnnlab.serving.docs import add_offline_docs
-from cnnlab.serving.model import ServedModel
+from cnnlab.serving.model import CamAnswer, ServedModel
 from cnnlab.serving.security import HOW_TO_SEND, Guard
 from cnnlab.serving.settings import DEFAULT_TOP_K, RETRY_AFTER_MAX_S, ServeSettings
-from cnnlab.serving.uploads import FIELD, decode_uploads, form_files, read_form
+from cnnlab.serving.uploads import FIELD, Upload, decode_uploads, form_files, read_form
 from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
@@ -87,57 +88,127 @@ def _as_batch(pixels: list[Any]) -> torch.Tensor:
 
 
 def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") -> FastAPI:
-    """The application serving ``model`` with ``settings``' limits and batching (``batching``: why, for /health)."""
-    batcher = MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms, settings.max_queue)
-    guard = Guard(settings.api_key, settings.cors_origins)
-    started = time.monotonic()
-    counts = {"requests": 0, "images": 0}
-    timed_out = [0]
-    served = model.served
+    """The application serving ``model`` with ``settings``' limits and batching (``batching``: why, for /health).
+
+    The routes come in two groups: what anyone may read (the page, /health) and what goes to the
+    model (/predict, /explain: key, queue and time limit first).
+    """
+    service = _Service(
+        model,
+        settings,
+        batching,
+        MicroBatcher(model.infer, settings.max_batch, settings.batch_window_ms, settings.max_queue),
+        Guard(settings.api_key, settings.cors_origins),
+    )
+    app = _new_app(service)
+    app.include_router(_open_routes(service))
+    app.include_router(_model_routes(service))
+    return app
+
+
+@dataclass
+class _Service:
+    """What the routes share: the model, the limits, the batcher and the guard, and /health's counters."""
+
+    model: ServedModel
+    settings: ServeSettings
+    batching: str  # why it batches or not, as /health says
+    batcher: MicroBatcher
+    guard: Guard
+    started: float = field(default_factory=time.monotonic)
+    counts: dict[str, int] = field(default_factory=lambda: {"requests": 0, "images": 0})
+    timed_out: int = 0
 
     @contextlib.asynccontextmanager
-    async def to_the_model(request: Request) -> AsyncIterator[Ticket]:
+    async def to_the_model(self, request: Request) -> AsyncIterator[Ticket]:
         """Checks the request's origin and key, takes a place in the queue (or 503) and holds the
         request to ``--request-timeout`` (or 504); the place is freed however the request ends."""
-        guard.check(request)
-        ticket = batcher.admit()
+        self.guard.check(request)
+        ticket = self.batcher.admit()
         if ticket is None:
-            wait = min(RETRY_AFTER_MAX_S, max(1, math.ceil(batcher.drain_seconds())))
+            wait = min(RETRY_AFTER_MAX_S, max(1, math.ceil(self.batcher.drain_seconds())))
             raise HTTPException(
                 503,
-                f"the server is busy: {settings.max_queue} requests are already waiting for "
+                f"the server is busy: {self.settings.max_queue} requests are already waiting for "
                 f"the model (its --max-queue); retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
         try:
-            async with asyncio.timeout(settings.request_timeout):
+            async with asyncio.timeout(self.settings.request_timeout):
                 yield ticket
         except TimeoutError:
-            timed_out[0] += 1
+            self.timed_out += 1
             raise HTTPException(
                 504,
-                f"no answer within the server's {settings.request_timeout:g} s time limit "
+                f"no answer within the server's {self.settings.request_timeout:g} s time limit "
                 "(--request-timeout): the model is busy or the upload too slow; "
                 "retry later",
             ) from None
         finally:
             ticket.release()
 
+    async def uploads(self, request: Request, one: bool = False) -> list[Upload]:
+        """The request's images, decoded at the model's input size (``one``: exactly one, or 400)."""
+        served = self.model.served
+        form = await read_form(request, self.settings)
+        try:
+            files = form_files(form)
+            if one and len(files) != 1:
+                raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
+            return await decode_uploads(files, served.channels, served.stored_side)
+        finally:
+            await form.close()  # the spooled upload files
+
+    def health(self) -> dict[str, Any]:
+        """/health: the model, uptime, counters, batching, who may call and what waits."""
+        batcher, guard, settings = self.batcher, self.guard, self.settings
+        return {
+            "status": "ok",
+            "model": self.model.name,
+            **self.model.describe(),
+            "gradcam": self.model.has_checkpoint,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            **self.counts,
+            "batching": {**batcher.stats(), "decision": self.batching},
+            "auth": {
+                "api_key_required": guard.key_required,
+                "how": HOW_TO_SEND if guard.key_required else "no key needed",
+                "unauthorized": guard.unauthorized,
+                "cross_site_refused": guard.cross_site_refused,
+            },
+            "queue": {
+                "waiting": batcher.waiting,
+                "peak_waiting": batcher.peak_waiting,
+                "max_queue": settings.max_queue,
+                "rejected_busy": batcher.rejected_busy,
+                "request_timeout_s": settings.request_timeout,
+                "timed_out": self.timed_out,
+            },
+            "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
+            "cors_origins": list(settings.cors_origins),
+            "version": __version__,
+        }
+
+
+def _new_app(service: _Service) -> FastAPI:
+    """The FastAPI application: its description, offline docs, CORS, access log and JSON errors."""
+    model, settings = service.model, service.settings
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
+        await service.batcher.start()
         yield
-        await batcher.stop()  # uvicorn calls this after the requests in flight have finished
+        await service.batcher.stop()  # uvicorn calls this after the requests in flight have finished
 
-    needs_key = f" Needs the server's API key: {HOW_TO_SEND}." if guard.key_required else ""
+    needs_key = f" Needs the server's API key: {HOW_TO_SEND}." if service.guard.key_required else ""
     app = FastAPI(
         title=f"cnnlab: {model.name}",
         version=__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        description=f"Classifies images into {len(served.class_names)} classes with "
-        f"{served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}",
+        description=f"Classifies images into {len(model.served.class_names)} classes with "
+        f"{model.served.describe()}. POST images to /predict as multipart field '{FIELD}'.{needs_key}",
     )
     add_offline_docs(app)  # /docs and /redoc without a CDN: they work on an offline machine
     if settings.cors_origins:  # off by default: the page is same-origin and needs no CORS
@@ -160,7 +231,15 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         log.error("error serving %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    return app
+
+
+def _open_routes(service: _Service) -> APIRouter:
+    """The page and /health: open to anyone (the page asks for the key; /health says whether one is needed)."""
+    router = APIRouter()
+    served = service.model.served
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         classes = len(served.class_names)  # the page asks for predict's default k, at most every class
         text = resources.files("cnnlab.serving").joinpath("page.html").read_text(encoding="utf-8")
@@ -168,70 +247,34 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
             text.replace("{{TOP_K}}", str(min(DEFAULT_TOP_K, classes))).replace("{{CLASSES}}", str(classes))
         )
 
-    @app.get("/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed")
+    @router.get(
+        "/health", summary="Model, classes, runtime, uptime, batching and queue counters, whether a key is needed"
+    )
     async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": model.name,
-            **model.describe(),
-            "gradcam": model.has_checkpoint,
-            "uptime_s": round(time.monotonic() - started, 1),
-            **counts,
-            "batching": {**batcher.stats(), "decision": batching},
-            "auth": {
-                "api_key_required": guard.key_required,
-                "how": HOW_TO_SEND if guard.key_required else "no key needed",
-                "unauthorized": guard.unauthorized,
-                "cross_site_refused": guard.cross_site_refused,
-            },
-            "queue": {
-                "waiting": batcher.waiting,
-                "peak_waiting": batcher.peak_waiting,
-                "max_queue": settings.max_queue,
-                "rejected_busy": batcher.rejected_busy,
-                "request_timeout_s": settings.request_timeout,
-                "timed_out": timed_out[0],
-            },
-            "limits": {"max_upload_mb": settings.max_upload_mb, "max_files": settings.max_files},
-            "cors_origins": list(settings.cors_origins),
-            "version": __version__,
-        }
+        return service.health()
 
-    @app.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
+    return router
+
+
+def _model_routes(service: _Service) -> APIRouter:
+    """/predict and /explain: through the key check, the queue and the time limit to the model."""
+    router = APIRouter()
+    model, served = service.model, service.model.served
+
+    @router.post("/predict", summary="Classify one or more images", openapi_extra=_UPLOAD_BODY)
     async def predict(
         request: Request, k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="classes per image")
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        async with to_the_model(request) as ticket:
-            form = await read_form(request, settings)
-            try:
-                uploads = await decode_uploads(form_files(form), served.channels, served.stored_side)
-            finally:
-                await form.close()  # the spooled upload files
+        async with service.to_the_model(request) as ticket:
+            uploads = await service.uploads(request)
             decoded_ms = _ms(start)
-            scored = await batcher.score(_as_batch([u.pixels for u in uploads]), ticket)
-        counts["requests"] += 1
-        counts["images"] += len(uploads)
-        predictions = []
-        for upload, probs in zip(uploads, scored.probs):
-            top = top_k(probs, served.class_names, k)
-            predictions.append(
-                {"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"], "top": top}
-            )
-        return {
-            "predictions": predictions,
-            "runtime": served.runtime,
-            "runtime_name": RUNTIMES[served.runtime],
-            "latency_ms": {
-                "total": _ms(start),
-                "receive_decode": decoded_ms,
-                "queue": round(scored.queue_ms, 2),
-                "inference": round(scored.inference_ms, 2),
-            },
-            "batch_images": scored.batch_images,
-        }
+            scored = await service.batcher.score(_as_batch([u.pixels for u in uploads]), ticket)
+        service.counts["requests"] += 1
+        service.counts["images"] += len(uploads)
+        return _predict_answer(served, uploads, scored, k, {"total": _ms(start), "receive_decode": decoded_ms})
 
-    @app.post(
+    @router.post(
         "/explain",
         summary="Grad-CAM overlay of one image for the class the served runtime answers "
         "(a run folder with a checkpoint)",
@@ -241,34 +284,51 @@ def create_app(model: ServedModel, settings: ServeSettings, batching: str = "") 
         if not model.has_checkpoint:
             raise HTTPException(404, "Grad-CAM needs the run's checkpoint: serve the run folder, not an artifact alone")
         start = time.perf_counter()
-        async with to_the_model(request) as ticket:
-            form = await read_form(request, settings)
-            try:
-                files = form_files(form)
-                if len(files) != 1:
-                    raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
-                upload = (await decode_uploads(files, served.channels, served.stored_side))[0]
-            finally:
-                await form.close()
-            answer = await batcher.run_alone(lambda: model.gradcam(_as_batch([upload.pixels])[0]), ticket)
-        caption, note = model.cam_words(answer)
-        names = served.class_names
-        return {
-            "image": upload.name,
-            "label": names[answer.target],
-            "probability": answer.probability,
-            "runtime": served.runtime,
-            "runtime_name": RUNTIMES[served.runtime],
-            "computed_on": "pytorch",
-            "checkpoint": {
-                "label": names[answer.checkpoint_top],
-                "probability": float(answer.checkpoint_probs[answer.checkpoint_top]),
-            },
-            "evidence": answer.evidence,
-            "caption": caption,
-            "note": note,
-            "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
-            "latency_ms": {"total": _ms(start)},
-        }
+        async with service.to_the_model(request) as ticket:
+            upload = (await service.uploads(request, one=True))[0]
+            answer = await service.batcher.run_alone(lambda: model.gradcam(_as_batch([upload.pixels])[0]), ticket)
+        return {**_explain_answer(model, upload, answer), "latency_ms": {"total": _ms(start)}}
 
-    return app
+    return router
+
+
+def _predict_answer(
+    served: Any, uploads: list[Upload], scored: Scored, k: int, latency_ms: dict[str, float]
+) -> dict[str, Any]:
+    """/predict's answer: each image's top ``k`` classes, the runtime, where the time went, the batch."""
+    predictions = []
+    for upload, probs in zip(uploads, scored.probs):
+        top = top_k(probs, served.class_names, k)
+        predictions.append(
+            {"image": upload.name, "label": top[0]["class"], "probability": top[0]["probability"], "top": top}
+        )
+    return {
+        "predictions": predictions,
+        "runtime": served.runtime,
+        "runtime_name": RUNTIMES[served.runtime],
+        "latency_ms": {**latency_ms, "queue": round(scored.queue_ms, 2), "inference": round(scored.inference_ms, 2)},
+        "batch_images": scored.batch_images,
+    }
+
+
+def _explain_answer(model: ServedModel, upload: Upload, answer: CamAnswer) -> dict[str, Any]:
+    """/explain's answer: the class explained, the checkpoint's own answer, the evidence and the overlay."""
+    served = model.served
+    caption, note = model.cam_words(answer)
+    names = served.class_names
+    return {
+        "image": upload.name,
+        "label": names[answer.target],
+        "probability": answer.probability,
+        "runtime": served.runtime,
+        "runtime_name": RUNTIMES[served.runtime],
+        "computed_on": "pytorch",
+        "checkpoint": {
+            "label": names[answer.checkpoint_top],
+            "probability": float(answer.checkpoint_probs[answer.checkpoint_top]),
+        },
+        "evidence": answer.evidence,
+        "caption": caption,
+        "note": note,
+        "overlay": "data:image/png;base64," + base64.b64encode(answer.png).decode("ascii"),
+    }

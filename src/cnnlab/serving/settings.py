@@ -1,7 +1,8 @@
 """The server's options, defaults and checks, free of heavy imports so the CLI builds its help from them.
 
-Every front end (``cnnlab serve``, ``cnnlab.serve``) builds a ``ServeSettings``, whose checks raise
-the same one-line ``CnnlabError`` naming the flag; ``read_api_key`` and ``check_tls`` read files,
+``ServeSettings`` declares each option once (``option(...)``: default, bounds, help): ``cnnlab serve``
+builds its flags from it, and every front end (``cnnlab serve``, ``cnnlab.serve``) creates one, whose
+checks raise the same one-line ``CnnlabError`` naming the flag; ``read_api_key`` and ``check_tls`` read files,
 so the API calls them once at start rather than on every ``replace``.
 """
 
@@ -13,9 +14,16 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from cnnlab.deploy.settings import DEFAULT_TOP_K  # noqa: F401  the server's default k: predict's
+from cnnlab.config.schema import CommandOptions, option
+from cnnlab.deploy.settings import (
+    DEFAULT_TOP_K,  # noqa: F401  the server's default k: predict's
+    RuntimeChoice,
+    runtime_option,
+    threads_option,
+)
 from cnnlab.errors import CnnlabError
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from other machines only when asked with --host
@@ -25,7 +33,7 @@ DEFAULT_MAX_FILES = 16
 # Batching pays only when the model scores a batch faster per image than single images, which on
 # this 2-core CPU holds for the MNIST CNN but not for EfficientNet-Lite0 at 224 px in either PyTorch
 # or ONNX Runtime (bench/out/serve.md). So "auto" times both at start and decides.
-BATCHING = ("auto", "on", "off")
+Batching = Literal["auto", "on", "off"]
 BATCHING_GAIN = 0.8  # auto batches when a batch costs at most 80% per image of one image alone
 DEFAULT_MAX_BATCH = 16
 # No waiting for company by default: requests that queue while the model runs are batched anyway,
@@ -48,53 +56,80 @@ MAKE_KEY = "openssl rand -hex 32 > key.txt"
 
 
 @dataclass(frozen=True)
-class ServeSettings:
-    """How one server listens, who may use it, what it accepts, how it batches and how much may wait."""
+class ServeSettings(CommandOptions):
+    """How one server listens, who may use it, what it accepts, how it batches and how much may wait.
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT  # 0: any free port (the URL printed at start names it)
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    max_files: int = DEFAULT_MAX_FILES
-    batching: str = "auto"  # one of BATCHING
-    max_batch: int = DEFAULT_MAX_BATCH
-    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
-    threads: int = 0  # 0: cnnlab's thread policy (cnnlab.threads)
-    runtime: str = "auto"
+    Each option field is ``cnnlab serve``'s flag and ``cnnlab.serve``'s keyword, checked here for both.
+    """
+
+    host: str = option(
+        DEFAULT_HOST, "address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)"
+    )
+    port: int = option(
+        DEFAULT_PORT, f"TCP port (default: {DEFAULT_PORT}; 0 takes any free port)", at_least=0, at_most=65535
+    )
+    max_upload_mb: float = option(
+        DEFAULT_MAX_UPLOAD_MB, "largest request body, checked while it arrives", above=0, metavar="MB"
+    )
+    max_files: int = option(DEFAULT_MAX_FILES, "images per request", at_least=1, metavar="N")
+    batching: Batching = option(
+        "auto",
+        "score concurrent requests' images together: auto times the model at start and batches only when a "
+        "batch is cheaper per image on the serving machine (it says which at start: on a 2-core CPU, yes for "
+        "the MNIST CNN, no for EfficientNet-Lite0)",
+    )
+    max_batch: int = option(DEFAULT_MAX_BATCH, "most images scored in one call when batching", at_least=1, metavar="N")
+    batch_window_ms: float = option(
+        DEFAULT_BATCH_WINDOW_MS,
+        "how long an idle batcher waits for more requests to batch with the first; requests that queue "
+        "while the model runs are batched anyway",
+        at_least=0,
+        metavar="MS",
+    )
+    runtime: RuntimeChoice = runtime_option()
+    threads: int = threads_option()
+    api_key_file: str | None = option(
+        None,
+        f"require the key in FILE (e.g. from '{MAKE_KEY}') on /predict and /explain, sent as 'Authorization: "
+        f"Bearer KEY' or 'X-API-Key: KEY'; without it, the environment variable {API_KEY_ENV} if set. There is "
+        "no flag taking the key itself: it would show in shell history and ps",
+        metavar="FILE",
+    )
+    cors_origins: tuple[str, ...] = option(
+        (),
+        "let pages of this site (scheme://host[:port]) call the server from the browser; repeat for more "
+        "sites (default: none, the server's own page needs no CORS)",
+        flag="--cors-origin",
+        metavar="URL",
+    )
+    ssl_certfile: str | None = option(
+        None, "serve HTTPS with this PEM certificate (with --ssl-keyfile)", metavar="FILE"
+    )
+    ssl_keyfile: str | None = option(
+        None, "the certificate's unencrypted PEM private key (with --ssl-certfile)", metavar="FILE"
+    )
+    max_queue: int = option(
+        DEFAULT_MAX_QUEUE,
+        "requests that may wait for the model; more are answered 503 with Retry-After at once",
+        at_least=1,
+        metavar="N",
+    )
+    request_timeout: float = option(
+        DEFAULT_REQUEST_TIMEOUT,
+        "seconds a request may take from arrival to answer (upload, queue, inference); past it, 504",
+        above=0,
+        metavar="S",
+    )
+    access_log: bool = option(
+        True, "one line per request on stdout: client, method, path, status, latency; never headers or the key"
+    )
     api_key: str | None = field(default=None, repr=False)  # never printed: repr() may reach a log
     key_source: str = ""  # where the key came from, for the start-up lines
-    cors_origins: tuple[str, ...] = ()
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    max_queue: int = DEFAULT_MAX_QUEUE
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    access_log: bool = True
 
     def __post_init__(self) -> None:
-        if self.batching not in BATCHING:
-            raise CnnlabError(f"batching must be one of {', '.join(BATCHING)}, got '{self.batching}'")
-        for flag, value in (
-            ("--max-files", self.max_files),
-            ("--max-batch", self.max_batch),
-            ("--max-queue", self.max_queue),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise CnnlabError(f"{flag} must be a whole number of at least 1, got {value!r}")
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise CnnlabError(f"--threads must be 0 (auto) or a count of threads, got {self.threads!r}")
-        for flag, number, low in (
-            ("--max-upload-mb", self.max_upload_mb, 0.0),
-            ("--request-timeout", self.request_timeout, 0.0),
-        ):
-            if not number > low:
-                raise CnnlabError(f"{flag} must be above {low:g}, got {number!r}")
-        if self.batch_window_ms < 0:
-            raise CnnlabError(f"--batch-window-ms must be at least 0, got {self.batch_window_ms!r}")
-        if not 0 <= self.port <= 65535:
-            raise CnnlabError(f"--port must be 0 (any free port) to 65535, got {self.port}")
-        if isinstance(self.cors_origins, str):  # one origin given alone, not a list of characters
-            object.__setattr__(self, "cors_origins", (self.cors_origins,))
+        super().__post_init__()  # the option fields: each against its declaration
         object.__setattr__(self, "cors_origins", tuple(dict.fromkeys(cors_origin(o) for o in self.cors_origins)))
-        for name in ("ssl_certfile", "ssl_keyfile"):
+        for name in ("ssl_certfile", "ssl_keyfile", "api_key_file"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(Path(value).expanduser()))

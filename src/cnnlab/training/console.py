@@ -34,6 +34,11 @@ def epochs_text(count: int) -> str:
     return f"{count} epoch{'' if count == 1 else 's'}"
 
 
+def say(text: str) -> None:
+    """Prints one of the run's lines at once (flushed: the lines and Lightning's bar share the terminal)."""
+    print(text, flush=True)
+
+
 def verbose() -> bool:
     """Whether the console shows everything (``cnnlab train --verbose``: the cnnlab logger at DEBUG)."""
     return log.isEnabledFor(logging.DEBUG)

@@ -1,5 +1,9 @@
 """``fit``: from a config to a trained model in a run folder (evaluation is the next package's).
 
+How a run trains reads top to bottom in :func:`train_run`, one named step a line: plan the stages,
+begin the attempt, plan the activation cache, fit each stage (``cnnlab.training.stage_fit``), record
+the stage kept, refit (or say why not), record the end, hand the model to evaluation.
+
 With several processes (``--devices``, ``--num-nodes``; see ``cnnlab.training.distributed``) every
 rank runs this same code: the Trainer's fits are where they work together; around them rank 0
 writes the run folder and decides, and the others receive its decisions, so all stay in step.
@@ -11,10 +15,10 @@ import dataclasses
 import datetime as dt
 import errno
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -28,21 +32,22 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.inference import accuracy
 from cnnlab.phases import phase
 from cnnlab.threads import watch
-from cnnlab.training.activation_cache import plan_cut
+from cnnlab.training.activation_cache import ActivationCache, plan_cut
 from cnnlab.training.checkpoint import load_model_weights, load_module_weights, read_checkpoint
-from cnnlab.training.console import header, stage_end, verbose
+from cnnlab.training.console import header, say, stage_end, verbose
 from cnnlab.training.distributed import in_processes
-from cnnlab.training.feature_cache import FeatureHeadModule
+from cnnlab.training.feature_cache import FeatureHeadModule, FeatureSet
 from cnnlab.training.history import trim_history
+from cnnlab.training.interrupts import TrainingInterrupted as TrainingInterrupted
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.ranks import Ranks, batch_plan, scale_line
 from cnnlab.training.refit import Refit, chosen_stages, refit_data, refit_wanted
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.stage_fit import StageOutcome, checkpoint_seconds, fit_stage
-from cnnlab.training.stage_plan import kept_weights, plan_stages
+from cnnlab.training.stage_plan import Stage, kept_weights, plan_stages
 from cnnlab.training.start import RunContext, reopen_run, resume_config, start_run
-from cnnlab.training.time_budget import MIN_STAGE_SECONDS, split_line, stage_budget
+from cnnlab.training.time_budget import MIN_STAGE_SECONDS, StageBudget, split_line, stage_budget
 from cnnlab.training.tracking import finish_tracking, resume_tracking
 from cnnlab.training.trainer import run_autocast
 
@@ -60,25 +65,54 @@ class FitResult:
     config: RunConfig
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume.
+@dataclass
+class Training:
+    """What :func:`train_run` knows as it goes: the plan, the stages done, this attempt, what the stages share."""
 
-    ``result`` (the model and data, to report what was done) stays in the process that trained:
-    sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
+    plan: list[Stage]
+    todo: list[Stage]  # the stages not finished yet, in order
+    records: list[dict[str, Any]]  # the finished stages' records (run.json's ``stages``)
+    resume_from: str | None  # the checkpoint to go on from
+    resumable: str | None  # the stage it holds (None: the next stage starts afresh)
+    resumed_at: str  # where this attempt picks up, in words
+    no_refit: str  # why the run does not refit ("" when it does)
+    initial: dict[str, torch.Tensor] | None  # the weights before any stage (what a refit starts again from)
+    attempt: dict[str, Any] = field(default_factory=dict)  # this attempt's entry in run.json's ``attempts``
+    device_batch: int = 0
+    module_kwargs: dict[str, Any] = field(default_factory=dict)  # ClassifierModule's arguments, every stage's
+    activation_cache: ActivationCache | None = None  # the fine-tuning stage's cut, when it trains on one
+    features: dict[str, FeatureSet] | None = None  # stage 1's cached features (a refit reuses them)
+    module: ClassifierModule | None = None  # the last stage's module, holding its best weights
+
+
+def fit(config: RunConfig, command: str) -> FitResult:
+    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint.
+
+    Several devices or nodes: runs in each of the processes (started here if need be); returns
+    rank 0's result.
     """
+    return in_processes(config.train, _fit, config, command)
 
-    def __init__(
-        self, result: FitResult | None, files: RunFiles | None = None, saved: str = "the last finished epoch is saved"
-    ) -> None:
-        if files is None:
-            assert result is not None, "an interruption carries its result or its files"
-            files = result.files
-        self.files: RunFiles = files
-        super().__init__(f"interrupted: {self.files.root}")
-        self.result, self.saved = result, saved
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return TrainingInterrupted, (None, self.files, self.saved)
+def _fit(ranks: Ranks, config: RunConfig, command: str) -> FitResult:
+    return _interruptible(start_run(config, command, ranks))
+
+
+def resume(path: str) -> FitResult:
+    """Continues a stopped run from its last checkpoint (or from scratch if it has none), in as
+    many processes as it was started with."""
+    return in_processes(resume_config(path)[2].train, _resume, path)
+
+
+def _resume(ranks: Ranks, path: str) -> FitResult:
+    ctx, checkpoint = reopen_run(path, ranks)
+    if checkpoint is None:
+        log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
+    ctx.meta["status"] = "running"
+    ctx.save_meta()
+    if ctx.ranks.is_zero:
+        resume_tracking(ctx.meta)  # the same MLflow run goes on
+    return _interruptible(ctx, checkpoint)
 
 
 def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult:
@@ -120,9 +154,137 @@ def _on_record_as_interrupted(ctx: RunContext) -> None:
         finish_tracking(ctx.files, ctx.meta, None, "KILLED")
 
 
-def _class_weights(data: PreparedData) -> torch.Tensor:
-    counts = torch.tensor(data.splits["train"].class_counts(data.num_classes), dtype=torch.float32)
-    return counts.sum() / (counts.clamp(min=1) * len(counts))  # inverse frequency, mean ~1
+def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
+    """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
+
+    A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
+    fine-tunes the top at a low learning rate (``cnnlab.training.stage_plan``). A resumed run keeps the
+    history of its finished stages, redoes only what its checkpoint does not hold, and keeps
+    counting each stage's time (and the time budget) where it stopped.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
+        CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
+    """
+    apply_speedups(ctx.model, ctx.config.train)  # channels_last / torch.compile when asked for
+    run = plan_training(ctx, resume_from)
+    begin_attempt(ctx, run)
+    run.module_kwargs = _module_kwargs(ctx)
+    run.activation_cache = plan_activation_cache(ctx, run)
+    fit_stages(ctx, run)
+    record_kept_stage(ctx, run)
+    refit_or_say_why(ctx, run)
+    record_trained(ctx, run)
+    return trained_result(ctx, run)
+
+
+def plan_training(ctx: RunContext, resume_from: str | None) -> Training:
+    """The stages to train and where to start: after the finished ones, from ``resume_from`` for the stage
+    it holds; the history trimmed to what the checkpoint holds, the best weights so far loaded."""
+    config, files, ranks = ctx.config, ctx.files, ctx.ranks
+    pretrained = config.model.pretrained or bool(config.model.weights)
+    plan = plan_stages(config, pretrained)
+    hooked = ctx.hooks.custom or bool(ctx.hooks.callbacks)
+    no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, hooked)  # "": a refit follows
+    # The refit starts again from the weights the stages started from (taken before any stage's are loaded).
+    initial = None if no_refit else {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+    records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
+    finished = [r["name"] for r in records]
+    checkpoint = read_checkpoint(resume_from) if resume_from else {}
+    checkpoint_stage = (checkpoint.get("cnnlab") or {}).get("stage")
+    resumable = checkpoint_stage if checkpoint_stage not in finished else None
+    if ranks.is_zero:
+        trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
+    if records and resumable is None:  # the next stage starts from the best so far
+        _load_best_so_far(ctx)
+    todo = [stage for stage in plan if stage.name not in finished]
+    resumed_at = _resume_point_text(records, resumable, checkpoint.get("epoch"), todo)
+    return Training(plan, todo, records, resume_from, resumable, resumed_at, no_refit, initial)
+
+
+def _load_best_so_far(ctx: RunContext) -> None:
+    """best.ckpt's weights (rank 0's file) in the model on every rank."""
+
+    def load_best() -> None:
+        if ctx.files.best.is_file():
+            load_model_weights(ctx.model, ctx.files.best)
+
+    ctx.ranks.from_zero(load_best)
+    ctx.ranks.share_weights(ctx.model)
+
+
+def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None, todo: list[Any]) -> str:
+    """Where a resumed run picks up, in words: 'after epoch 2 of stage finetune', ..."""
+    if resumable is not None:
+        return f"after epoch {int(epoch or 0) + 1} of stage {resumable}"
+    if not todo:
+        return "at the final evaluation"
+    if records:
+        return f"at the start of stage {todo[0].name}"
+    return "at the start (no checkpoint yet)"
+
+
+def begin_attempt(ctx: RunContext, run: Training) -> None:
+    """Puts this attempt on record (run.json, even if the process is killed), sets the threads and
+    batches, and prints the run's header."""
+    config, ranks = ctx.config, ctx.ranks
+    attempt = run.attempt = _attempt(ctx, run.resumed_at)
+    batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
+    run.device_batch = batches.per_device
+    attempt["threads"] = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
+    budget_total = config.train.time_budget
+    if ranks.is_zero:
+        _print_header(
+            ctx, run.plan, attempt, split_line(budget_total, [s.name for s in run.plan]) if budget_total else None
+        )
+    if ranks.several:
+        attempt.update(
+            processes=ranks.world_size,
+            nodes=ranks.num_nodes,
+            global_batch=batches.global_batch,
+            device_batch=batches.per_device,
+        )
+        say(scale_line(batches, config.train, ranks))
+    ctx.save_meta()
+
+
+def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
+    """Records this attempt in run.json: when it started, and (for a resume) where it picked up."""
+    attempt: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds")}
+    if ctx.meta.get("attempts"):
+        attempt["resumed_at"] = where
+    ctx.meta.setdefault("attempts", []).append(attempt)
+    ctx.attempt = attempt  # its time goes on record with each save
+    return attempt
+
+
+def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], budget_line: str | None) -> None:
+    """The run's opening block (data, model, plan); the full layer table too with ``--verbose``."""
+    if verbose() and ctx.files.summary.is_file():
+        say(ctx.files.summary.read_text(encoding="utf-8"))
+    say(
+        header(
+            ctx.config,
+            ctx.data,
+            ctx.meta,
+            plan,
+            run=str(ctx.files.root),
+            threads=attempt["threads"],
+            budget_line=budget_line,
+            resumed_at=attempt.get("resumed_at"),
+        )
+    )
+
+
+def plan_activation_cache(ctx: RunContext, run: Training) -> ActivationCache | None:
+    """The fine-tuning stage's cut (``cnnlab.training.activation_cache``), or None: it trains on images (logged why)."""
+    activation_cache = None
+    why = "a custom training module" if ctx.hooks.custom else "several processes" if ctx.ranks.several else ""
+    if not why:
+        activation_cache, why = plan_cut(ctx.model, run.todo, ctx.config, ctx.data, run.module_kwargs["normalize"])
+    if why and any(stage.name == "finetune" for stage in run.todo):
+        log.info("fine-tuning trains on images: %s", why)
+    return activation_cache
 
 
 def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
@@ -150,6 +312,73 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def _class_weights(data: PreparedData) -> torch.Tensor:
+    counts = torch.tensor(data.splits["train"].class_counts(data.num_classes), dtype=torch.float32)
+    return counts.sum() / (counts.clamp(min=1) * len(counts))  # inverse frequency, mean ~1
+
+
+def fit_stages(ctx: RunContext, run: Training) -> None:
+    """Fits each stage not yet done, each on record once it is; stops early when the time budget is spent."""
+    for index, stage in enumerate(run.todo):
+        budget, enough = _stage_budget(ctx, run, index, stage)
+        if not enough:
+            break
+        outcome = _fit_one_stage(ctx, run, stage, budget)
+        run.module, run.features = outcome.module, outcome.features or run.features
+        _record_stage(ctx, run, stage, outcome)
+        if outcome.budget_spent and index + 1 < len(run.todo):
+            ctx.meta.setdefault("notes", []).append(
+                f"the time budget ({ctx.config.train.time_budget:g} s) could not be met: feature extraction alone "
+                "outran it, so only stage 1 was trained"
+            )
+            break
+
+
+def _stage_budget(ctx: RunContext, run: Training, index: int, stage: Stage) -> tuple[StageBudget | None, bool]:
+    """The stage's share of ``--time-budget`` (None: no budget), and False when too little is left to start
+    it after an earlier stage (then skipped, with a note)."""
+    total = ctx.config.train.time_budget
+    if not total:
+        return None, True
+    used = sum(r["seconds"] for r in run.records)
+    checkpoint = run.resume_from if stage.name == run.resumable else None
+    budget = stage_budget(total, len(run.todo) - index, used, checkpoint_seconds(checkpoint))
+    if budget.left < MIN_STAGE_SECONDS and run.records:
+        ctx.meta.setdefault("notes", []).append(
+            f"the time budget ({total:g} s) was used up before stage '{stage.name}': it was skipped"
+        )
+        log.warning(ctx.meta["notes"][-1])
+        return budget, False
+    return budget, True
+
+
+def _fit_one_stage(ctx: RunContext, run: Training, stage: Stage, budget: StageBudget | None) -> StageOutcome:
+    """``fit_stage`` (``cnnlab.training.stage_fit``) from the stage's checkpoint if it has one, out of memory and
+    a full disk turned into clear errors."""
+    checkpoint = run.resume_from if stage.name == run.resumable else None
+    previous = run.records[-1] if run.records else None  # its best.ckpt is the one to beat
+    with phase("training"):
+        return cast(
+            StageOutcome,
+            _fit_guarded(
+                partial(
+                    fit_stage,
+                    ctx,
+                    stage,
+                    run.module_kwargs,
+                    checkpoint,
+                    previous,
+                    budget,
+                    run.plan.index(stage),
+                    run.device_batch,
+                    run.activation_cache,
+                ),
+                ctx.files,
+                ctx.config.data.batch_size,
+            ),
+        )
+
+
 def _fit_guarded(run: Any, files: RunFiles, batch_size: int) -> Any:
     """Runs ``run()`` turning out-of-memory and a full disk into clear, actionable errors."""
     try:
@@ -168,25 +397,25 @@ def _fit_guarded(run: Any, files: RunFiles, batch_size: int) -> Any:
         ) from None
 
 
-def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
-    """Records this attempt in run.json: when it started, and (for a resume) where it picked up."""
-    attempt: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds")}
-    if ctx.meta.get("attempts"):
-        attempt["resumed_at"] = where
-    ctx.meta.setdefault("attempts", []).append(attempt)
-    ctx.attempt = attempt  # its time goes on record with each save
-    return attempt
-
-
-def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None, todo: list[Any]) -> str:
-    """Where a resumed run picks up, in words: 'after epoch 2 of stage finetune', ..."""
-    if resumable is not None:
-        return f"after epoch {int(epoch or 0) + 1} of stage {resumable}"
-    if not todo:
-        return "at the final evaluation"
-    if records:
-        return f"at the start of stage {todo[0].name}"
-    return "at the start (no checkpoint yet)"
+def _record_stage(ctx: RunContext, run: Training, stage: Stage, outcome: StageOutcome) -> None:
+    """Scores the stage (its test accuracy, unless the final evaluation will), says how it ended and puts it
+    on record; after a Ctrl-C in it, stops the run (:class:`TrainingInterrupted`)."""
+    position = run.plan.index(stage) + 1
+    # What the final evaluation scores anyway (after a refit, the refit's model: every stage is scored here).
+    last = (stage is run.plan[-1] and bool(run.no_refit)) or outcome.interrupted
+    with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
+        record = _stage_result(ctx, outcome, run.module_kwargs["normalize"], score_test=not last)
+    _note_thread_changes(run.attempt)
+    if ctx.ranks.is_zero:
+        say(stage_end(record, position, stage.epochs, outcome.interrupted))
+    if outcome.interrupted:
+        ctx.meta["stages"] = [*run.records, record]
+        saved = _interrupted_text(record, position, stage.epochs)
+        _stop_interrupted(ctx, run.attempt, outcome.module, run.module_kwargs, saved)
+    record["done"] = True
+    run.records.append(record)
+    ctx.meta["stages"] = run.records
+    ctx.save_meta()
 
 
 def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, score_test: bool) -> dict[str, Any]:
@@ -220,159 +449,6 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, 
     return record
 
 
-def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
-    """Trains (or continues) the run's stages with the Lightning Trainer; keeps the best weights.
-
-    A from-scratch run has one stage; a pretrained one trains its head on a frozen base, then
-    fine-tunes the top at a low learning rate (``cnnlab.training.stage_plan``). A resumed run keeps the
-    history of its finished stages, redoes only what its checkpoint does not hold, and keeps
-    counting each stage's time (and the time budget) where it stopped.
-
-    Raises:
-        TrainingInterrupted: on Ctrl-C, after the last finished epoch is safe in last.ckpt.
-        CnnlabError: out of memory (with a smaller batch size to try) or a full disk.
-    """
-    config, files, ranks = ctx.config, ctx.files, ctx.ranks
-    apply_speedups(ctx.model, config.train)  # channels_last / torch.compile when asked for
-    pretrained = config.model.pretrained or bool(config.model.weights)
-    plan = plan_stages(config, pretrained)
-    hooked = ctx.hooks.custom or bool(ctx.hooks.callbacks)
-    no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, hooked)  # "": a refit follows
-    # The refit starts again from the weights the stages started from (taken before any stage's are loaded).
-    initial = None if no_refit else {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-    records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
-    finished = [r["name"] for r in records]
-    checkpoint = read_checkpoint(resume_from) if resume_from else {}
-    checkpoint_stage = (checkpoint.get("cnnlab") or {}).get("stage")
-    resumable = checkpoint_stage if checkpoint_stage not in finished else None
-    if ranks.is_zero:
-        trim_history(files.metrics_csv, finished, resumable, checkpoint.get("epoch") if resumable else None)
-    if records and resumable is None:  # the next stage starts from the best so far
-
-        def load_best() -> None:
-            if files.best.is_file():
-                load_model_weights(ctx.model, files.best)
-
-        ranks.from_zero(load_best)
-        ranks.share_weights(ctx.model)
-    todo = [stage for stage in plan if stage.name not in finished]
-    attempt = _attempt(ctx, _resume_point_text(records, resumable, checkpoint.get("epoch"), todo))
-    batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
-    attempt["threads"] = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
-    budget_total = config.train.time_budget
-    if ranks.is_zero:
-        _print_header(ctx, plan, attempt, split_line(budget_total, [s.name for s in plan]) if budget_total else None)
-    if ranks.several:
-        attempt.update(
-            processes=ranks.world_size,
-            nodes=ranks.num_nodes,
-            global_batch=batches.global_batch,
-            device_batch=batches.per_device,
-        )
-        print(scale_line(batches, config.train, ranks), flush=True)
-    ctx.save_meta()  # the attempt is on record even if this process is killed
-    module_kwargs = _module_kwargs(ctx)
-    activation_cache = None
-    why = "a custom training module" if ctx.hooks.custom else "several processes" if ranks.several else ""
-    if not why:
-        activation_cache, why = plan_cut(ctx.model, todo, config, ctx.data, module_kwargs["normalize"])
-    if why and any(stage.name == "finetune" for stage in todo):
-        log.info("fine-tuning trains on images: %s", why)
-    module, features = None, None
-    for index, stage in enumerate(todo):
-        ckpt = resume_from if stage.name == resumable else None
-        budget = None
-        if budget_total:
-            used = sum(r["seconds"] for r in records)
-            budget = stage_budget(budget_total, len(todo) - index, used, checkpoint_seconds(ckpt))
-            if budget.left < MIN_STAGE_SECONDS and records:
-                ctx.meta.setdefault("notes", []).append(
-                    f"the time budget ({budget_total:g} s) was used up before stage '{stage.name}': it was skipped"
-                )
-                log.warning(ctx.meta["notes"][-1])
-                break
-        previous = records[-1] if records else None  # its best.ckpt is the one to beat
-        with phase("training"):
-            outcome = _fit_guarded(
-                partial(
-                    fit_stage,
-                    ctx,
-                    stage,
-                    module_kwargs,
-                    ckpt,
-                    previous,
-                    budget,
-                    plan.index(stage),
-                    batches.per_device,
-                    activation_cache,
-                ),
-                files,
-                config.data.batch_size,
-            )
-        module, features = outcome.module, outcome.features or features
-        # What the final evaluation scores anyway (after a refit, the refit's model: every stage is scored here).
-        last = (stage is plan[-1] and bool(no_refit)) or outcome.interrupted
-        with phase("evaluation"):  # each earlier stage's test accuracy, for the stage table
-            record = _stage_result(ctx, outcome, module_kwargs["normalize"], score_test=not last)
-        _note_thread_changes(attempt)
-        if ranks.is_zero:
-            print(stage_end(record, plan.index(stage) + 1, stage.epochs, outcome.interrupted), flush=True)
-        if outcome.interrupted:
-            ctx.meta["stages"] = [*records, record]
-            _stop_interrupted(
-                ctx, attempt, module, module_kwargs, _interrupted_text(record, plan.index(stage) + 1, stage.epochs)
-            )
-        record["done"] = True
-        records.append(record)
-        ctx.meta["stages"] = records
-        ctx.save_meta()
-        if outcome.budget_spent and index + 1 < len(todo):
-            ctx.meta.setdefault("notes", []).append(
-                f"the time budget ({budget_total:g} s) could not be met: feature extraction alone outran it, "
-                "so only stage 1 was trained"
-            )
-            break
-    if len(records) > 1:
-        ctx.meta["kept"] = kept_weights(records)
-        log.info("%s", ctx.meta["kept"]["why"])
-    if no_refit:
-        ctx.meta["refit"] = {"done": False, "why": no_refit}
-    elif initial is not None and records and not ctx.meta.get("refit", {}).get("done"):
-        refit = Refit(chosen_stages(plan, records, config), initial, ctx.data, features, activation_cache)
-        module = _refit(ctx, refit, attempt, (resume_from, resumable), batches.per_device) or module
-    refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
-    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in records) + refit_seconds, 2)}
-    ctx.meta["memory"] = {"peak_rss_mb": ranks.peak_rss_mb()}  # per process: what each needed to train
-    if budget_total:
-        ctx.meta["timing"]["budget_seconds"] = budget_total
-    attempt["ended"] = "trained"
-    ctx.meta["status"] = "trained"
-    ctx.save_meta()
-    if module is None:  # every stage was already done: rebuild a module around the best weights
-        ranks.from_zero(lambda: load_model_weights(ctx.model, files.best))  # only rank 0 evaluates
-        module = ClassifierModule(**module_kwargs)
-    return FitResult(files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, config)
-
-
-def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], budget_line: str | None) -> None:
-    """The run's opening block (data, model, plan); the full layer table too with ``--verbose``."""
-    if verbose() and ctx.files.summary.is_file():
-        print(ctx.files.summary.read_text(encoding="utf-8"), flush=True)
-    print(
-        header(
-            ctx.config,
-            ctx.data,
-            ctx.meta,
-            plan,
-            run=str(ctx.files.root),
-            threads=attempt["threads"],
-            budget_line=budget_line,
-            resumed_at=attempt.get("resumed_at"),
-        ),
-        flush=True,
-    )
-
-
 def _interrupted_text(record: dict[str, Any], position: int, planned_epochs: int) -> str:
     """What a Ctrl-C inside a stage's epochs kept: said by the command, beside how to resume."""
     return (
@@ -391,6 +467,32 @@ def _stop_interrupted(
     raise TrainingInterrupted(
         FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config), saved=saved
     )
+
+
+def _note_thread_changes(attempt: dict[str, Any]) -> None:
+    """Puts the thread watch's changes (another process started or ended) on the attempt's record."""
+    watching = watch()
+    if watching is not None and watching.changes:
+        attempt["thread_changes"] = list(watching.changes)
+
+
+def record_kept_stage(ctx: RunContext, run: Training) -> None:
+    """With several stages: which one's weights the run keeps, and why (``cnnlab.training.stage_plan``)."""
+    if len(run.records) > 1:
+        ctx.meta["kept"] = kept_weights(run.records)
+        log.info("%s", ctx.meta["kept"]["why"])
+
+
+def refit_or_say_why(ctx: RunContext, run: Training) -> None:
+    """Trains the refit on train + val (``cnnlab.training.refit``) when the run refits and has not yet,
+    else puts why not on record."""
+    if run.no_refit:
+        ctx.meta["refit"] = {"done": False, "why": run.no_refit}
+    elif run.initial is not None and run.records and not ctx.meta.get("refit", {}).get("done"):
+        chosen = chosen_stages(run.plan, run.records, ctx.config)
+        refit = Refit(chosen, run.initial, ctx.data, run.features, run.activation_cache)
+        resume = (run.resume_from, run.resumable)
+        run.module = _refit(ctx, refit, run.attempt, resume, run.device_batch) or run.module
 
 
 def _refit(
@@ -419,11 +521,27 @@ def _refit(
     return module
 
 
-def _note_thread_changes(attempt: dict[str, Any]) -> None:
-    """Puts the thread watch's changes (another process started or ended) on the attempt's record."""
-    watching = watch()
-    if watching is not None and watching.changes:
-        attempt["thread_changes"] = list(watching.changes)
+def record_trained(ctx: RunContext, run: Training) -> None:
+    """Puts the training's end on record: its time (every attempt's), each process's peak memory, the status."""
+    budget_total = ctx.config.train.time_budget
+    refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
+    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in run.records) + refit_seconds, 2)}
+    ctx.meta["memory"] = {"peak_rss_mb": ctx.ranks.peak_rss_mb()}  # per process: what each needed to train
+    if budget_total:
+        ctx.meta["timing"]["budget_seconds"] = budget_total
+    run.attempt["ended"] = "trained"
+    ctx.meta["status"] = "trained"
+    ctx.save_meta()
+
+
+def trained_result(ctx: RunContext, run: Training) -> FitResult:
+    """What evaluation gets: the module holding the weights to score (rebuilt around best.ckpt when every
+    stage was already done) and the run's data."""
+    module = run.module
+    if module is None:  # every stage was already done: rebuild a module around the best weights
+        ctx.ranks.from_zero(lambda: load_model_weights(ctx.model, ctx.files.best))  # only rank 0 evaluates
+        module = ClassifierModule(**run.module_kwargs)
+    return FitResult(ctx.files, _eval_module(module, run.module_kwargs), ctx.data, ctx.meta, ctx.config)
 
 
 def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> ClassifierModule:
@@ -431,33 +549,3 @@ def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> Cla
     if isinstance(module, FeatureHeadModule):
         return ClassifierModule(**module_kwargs)
     return module
-
-
-def _fit(ranks: Ranks, config: RunConfig, command: str) -> FitResult:
-    return _interruptible(start_run(config, command, ranks))
-
-
-def fit(config: RunConfig, command: str) -> FitResult:
-    """Trains a model as ``config`` says and leaves a run folder with its best checkpoint.
-
-    Several devices or nodes: runs in each of the processes (started here if need be); returns
-    rank 0's result.
-    """
-    return in_processes(config.train, _fit, config, command)
-
-
-def _resume(ranks: Ranks, path: str) -> FitResult:
-    ctx, checkpoint = reopen_run(path, ranks)
-    if checkpoint is None:
-        log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
-    ctx.meta["status"] = "running"
-    ctx.save_meta()
-    if ctx.ranks.is_zero:
-        resume_tracking(ctx.meta)  # the same MLflow run goes on
-    return _interruptible(ctx, checkpoint)
-
-
-def resume(path: str) -> FitResult:
-    """Continues a stopped run from its last checkpoint (or from scratch if it has none), in as
-    many processes as it was started with."""
-    return in_processes(resume_config(path)[2].train, _resume, path)

@@ -37,22 +37,18 @@ from cnnlab.data.splits import joined
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.training.activation_cache import ActivationCache, plan_cut
-from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import load_model_weights
+from cnnlab.training.console import say
 from cnnlab.training.feature_cache import FeatureSet, extract_features
 from cnnlab.training.history import load_history
+from cnnlab.training.interrupts import fit_until_ctrl_c
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import RunFiles
-from cnnlab.training.stage_fit import (
-    AUTO,
-    StageClock,
-    checkpoint_seconds,
-    fit_until_ctrl_c,
-    prepare_stage,
-    stage_features,
-)
-from cnnlab.training.stage_plan import FrozenBatchNormEval, Stage, use_feature_cache
+from cnnlab.training.stage_data import stage_features
+from cnnlab.training.stage_fit import AUTO, StageClock, checkpoint_seconds, prepare_stage, stage_callbacks
+from cnnlab.training.stage_plan import Stage, use_feature_cache
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
@@ -191,7 +187,7 @@ def joined_features(
     views: the training rows are reused, only the validation images' views are extracted."""
     train, val = features["train"], data.splits["val"]
     augment = build_batch_augment(config.augment, crop=normalize.crop) if train.views > 1 else None
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    seed_streams(config.train.seed)
     extra = extract_features(model, val, normalize, augment=augment, views=train.views if augment else 1)
     row = train.features.shape[1:]  # (D,) pooled, or (C, H, W) for an own CNN whose head flattens
     rows = torch.cat(
@@ -276,7 +272,7 @@ class Refit:
         if not use_feature_cache(self.stages[position].stage, ctx.config):
             return None
         if self.features is None:
-            L.seed_everything(ctx.config.train.seed + position, workers=True, verbose=False)
+            seed_streams(ctx.config.train.seed, position)
             self.features = stage_features(ctx.config, ctx.model, self.data, normalize, ctx.ranks)
         return joined_features(self.features, ctx.model, ctx.data, ctx.config, normalize)
 
@@ -301,7 +297,7 @@ class Refit:
                 load_model_weights(ctx.model, ctx.files.refit)
             elif not done:
                 ctx.model.load_state_dict(self.initial)
-        print(f"\n{record['line']}", flush=True)
+        say(f"\n{record['line']}")
         log.info("the refit's validation figures would be on images it trains on: it has none; test is what counts")
         normalize = module_kwargs["normalize"]
         module = None
@@ -353,14 +349,13 @@ def fit_refit_stage(
         stage = dataclasses.replace(stage, lr=ctx.config.train.lr)
     clock = StageClock(checkpoint_seconds(resume_from))
     inputs = prepare_stage(ctx, stage, module_kwargs, None, position, device_batch, cut, None, features)
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), clock, StopAfter(item.epochs)]
+    own: list[L.Callback] = [StopAfter(item.epochs)]
     schedule = f"{stage.scheduler} over the validated stage's {item.stage.epochs} epochs, stopped after {item.epochs}"
     if item.replays:
         rates = validated_rates(ctx.files, item.stage.name, item.epochs)
-        callbacks.append(ReplayRates(rates or [float(stage.lr)]))
+        own.append(ReplayRates(rates or [float(stage.lr)]))
         schedule = "the validated epochs' learning rates, replayed" if rates else "a constant learning rate"
-    if ctx.ranks.several:
-        callbacks.append(SyncedStop(ctx.ranks))
+    callbacks = stage_callbacks(stage, clock, ctx.ranks, own)
     with quiet_lightning(), compile_fallback(ctx.config.train.compile):
         trainer, _ = build_trainer(
             inputs.train_cfg, ctx.files, item.stage.epochs, stage.name, extra_callbacks=callbacks, validate=False

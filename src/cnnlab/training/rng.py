@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any, cast
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -53,3 +54,12 @@ def split_for_rank(rank: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def seed_streams(seed: int, position: int = 0) -> None:
+    """Starts every random stream (torch, NumPy, Python, loader workers) from ``seed + position``.
+
+    A stage's streams start from the seed plus its place in the plan, whatever ran before it: a run
+    resumed at that stage draws what an uninterrupted one does (a checkpoint's saved state then takes over).
+    """
+    L.seed_everything(seed + position, workers=True, verbose=False)

@@ -1,4 +1,8 @@
-"""One Lightning ``fit`` per transfer stage: frozen head training, then fine-tuning the top.
+"""One Lightning ``fit`` per stage: frozen head training, then fine-tuning the top.
+
+Fitting a stage reads top to bottom in :func:`fit_stage`: prepare what it trains (:func:`prepare_stage`:
+seed, set what trains, choose its data source, ``cnnlab.training.stage_data``), find its learning rate
+if asked (``--lr auto``), gather its callbacks (:func:`stage_callbacks`), fit, and write its record.
 
 Each stage has its own optimiser (only trainable parameters, at the stage's LR), early stopping
 and LR schedule; a frozen stage trains on cached backbone features when it can. A stage's clock
@@ -8,43 +12,39 @@ resumed stage goes on counting where it stopped: run.json and ``--time-budget`` 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig, TrainConfig
-from cnnlab.data.loaders import ImageDataModule
 from cnnlab.errors import CnnlabError
-from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.models.summary import trainable_table
-from cnnlab.training.activation_cache import ActivationCache, top_accuracy
+from cnnlab.training.activation_cache import ActivationCache
 from cnnlab.training.callbacks import SyncedStop
 from cnnlab.training.checkpoint import read_checkpoint
-from cnnlab.training.console import interruption_text, stage_start, verbose
-from cnnlab.training.feature_cache import FeatureDataModule, FeatureHeadModule, FeatureSet, cache_features
-from cnnlab.training.hooks import TrainingHooks
+from cnnlab.training.console import interruption_text, say, stage_start, verbose
+from cnnlab.training.feature_cache import FeatureSet
+from cnnlab.training.interrupts import PreparationInterrupted, fit_until_ctrl_c
 from cnnlab.training.lr_finder import find_lr
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
+from cnnlab.training.ranks import Ranks
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import write_config
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
-from cnnlab.training.stage_plan import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups, use_feature_cache
+from cnnlab.training.stage_data import Batches, StageData, choose_stage_data
+from cnnlab.training.stage_plan import FrozenBatchNormEval, Stage, apply_stage, stage_param_groups
 from cnnlab.training.time_budget import StageBudget, TimeBudget
 from cnnlab.training.tracking import stage_logger
 from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("cnnlab")
-AUGMENTED_VIEWS = 5  # augmented copies of the training set cached for a frozen stage
 CLOCK_KEY = "cnnlab_stage_seconds"  # in a checkpoint: the seconds its stage had used when it was saved
 CLOCK = time.perf_counter  # what stage times and budgets are measured with (tests put a fake one here)
 AUTO = "auto"  # --lr auto: the stage's rate comes from the learning-rate finder
@@ -64,28 +64,6 @@ class StageOutcome:
     features: dict[str, FeatureSet] | None = None  # a frozen stage's cached features (a refit reuses them)
 
 
-class PreparationInterrupted(KeyboardInterrupt):
-    """Ctrl-C while a stage prepares its inputs (features, activations), before its first epoch.
-
-    ``what`` names the work; ``saved`` (filled in by ``fit_stage``) says what the run keeps.
-    """
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what, self.saved = what, ""
-
-
-@contextlib.contextmanager
-def _preparing(what: str) -> Iterator[None]:
-    """Turns a Ctrl-C inside into :class:`PreparationInterrupted` naming ``what`` was running."""
-    try:
-        yield
-    except PreparationInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise PreparationInterrupted(what) from None
-
-
 class StageClock(L.Callback):
     """The seconds a stage has used: this attempt's, plus those of earlier attempts (``already``)."""
 
@@ -103,17 +81,6 @@ class StageClock(L.Callback):
 def checkpoint_seconds(path: str | None) -> float:
     """The seconds a checkpoint's stage had used when it was saved (0 without a checkpoint)."""
     return float(read_checkpoint(path).get(CLOCK_KEY, 0.0)) if path else 0.0
-
-
-def _feature_device(config: RunConfig) -> str:
-    """Where to run the one feature-extraction pass: the training accelerator when there is one."""
-    wanted = config.train.accelerator
-    if torch.cuda.is_available() and wanted in ("auto", "cuda", "gpu"):
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available() and wanted in ("auto", "mps"):
-        return "mps"
-    return "cpu"
 
 
 def stage_train_config(config: RunConfig, stage: Stage, budget: StageBudget | None) -> TrainConfig:
@@ -166,38 +133,43 @@ def carry_best(checkpoint: ModelCheckpoint, path: str, score: float) -> None:
 
 @dataclasses.dataclass
 class StageInputs:
-    """What one stage trains: its module and data, and how (cached features, cut activations or images)."""
+    """What one stage trains: its module and data, from its source (cached features, cut activations or images)."""
 
     stage: Stage
     train_cfg: TrainConfig
     module: ClassifierModule
     datamodule: L.LightningDataModule
-    cached: bool  # the head on cached backbone features
-    on_cut: bool  # the top on the frozen layers' cached output
+    source: StageData
     trainable: int
     frozen: int
-    test_accuracy: Callable[[], float] | None = None
-    features: dict[str, FeatureSet] | None = None
+
+    @property
+    def cached(self) -> bool:
+        """The head trains on cached backbone features."""
+        return self.source.feature_cache
+
+    @property
+    def on_cut(self) -> bool:
+        """The top trains on the frozen layers' cached output."""
+        return self.source.cut_where is not None
+
+    @property
+    def test_accuracy(self) -> Callable[[], float] | None:
+        return self.source.test_accuracy()
+
+    @property
+    def features(self) -> dict[str, FeatureSet] | None:
+        return self.source.features
 
 
-def stage_features(
-    config: RunConfig, model: torch.nn.Module, data: Any, normalize: Any, ranks: Any, listener: Any = None
-) -> dict[str, FeatureSet]:
-    """A frozen stage's cached features: every split once, the training images in augmented views.
-
-    Drawn from torch's random stream as it stands (a stage seeds it first), so the same seed gives the same views.
-    """
-    augment = build_batch_augment(config.augment, crop=normalize.crop)
-    return cache_features(
-        model,
-        data,
-        normalize,
-        augment=augment,
-        train_views=AUGMENTED_VIEWS if augment is not None else 1,
-        device=ranks.device if ranks.several else _feature_device(config),
-        listener=listener,
-        ranks=ranks,
-    )
+def _announce(
+    model: torch.nn.Module, stage: Stage, position: int, counts: tuple[int, int], how: str, budget: Any
+) -> None:
+    """The stage's start line (what trains, on what, how long); with ``--verbose`` its trainable table too."""
+    lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
+    say(stage_start(stage, position + 1, *counts, how, lr_text, budget.seconds if budget else None))
+    if verbose():  # the Keras-style table of what trains; the start line has its totals
+        say(trainable_table(model))
 
 
 def prepare_stage(
@@ -217,70 +189,20 @@ def prepare_stage(
     (a refit's, from the stages' own); ``stage.lr`` ``auto`` is built at a placeholder rate that
     :func:`use_rate` replaces (the finder sets every group's rate itself).
     """
-    config, model, data, ranks = ctx.config, ctx.model, ctx.data, ctx.ranks
-    batch_size = batch_size or config.data.batch_size
-    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
-    rate = PLACEHOLDER_LR if stage.lr == AUTO else stage.lr
-    train_cfg = stage_train_config(config, dataclasses.replace(stage, lr=rate), budget)
-    trainable, frozen = apply_stage(model, stage, config.transfer)
-    groups = stage_param_groups(model, dataclasses.replace(stage, lr=rate), config.train.weight_decay)
+    config = ctx.config
+    seed_streams(config.train.seed, position)
+    at_rate = dataclasses.replace(stage, lr=PLACEHOLDER_LR if stage.lr == AUTO else stage.lr)
+    train_cfg = stage_train_config(config, at_rate, budget)
+    counts = apply_stage(ctx.model, stage, config.transfer)
+    groups = stage_param_groups(ctx.model, at_rate, config.train.weight_decay)
     kwargs = {**module_kwargs, "train_cfg": train_cfg, "param_groups": groups}
     kwargs["metadata"] = {**module_kwargs["metadata"], "stage": stage.name}
-    hooks: TrainingHooks = ctx.hooks
-    cached = use_feature_cache(stage, config) and splits_into_features_and_head(model) and not hooks.custom
-    cut_here = (
-        activation_cache if activation_cache is not None and activation_cache.stage == stage else None
-    )  # trains on its activations
-    on_cut = cut_here is not None
-    how = " (backbone features computed once, then cached)" if cached else ""
-    if cut_here is not None:
-        how = f" (on the frozen layers' output below {cut_here.cut.where}, computed once: each epoch runs only the top)"
-    lr_text = "lr auto (the learning-rate finder runs first)" if stage.lr == AUTO else f"lr {stage.lr:g}"
-    if ranks.is_zero:
-        print(
-            stage_start(stage, position + 1, trainable, frozen, how, lr_text, budget.seconds if budget else None),
-            flush=True,
-        )
-        if verbose():  # the Keras-style table of what trains; the start line has its totals
-            print(trainable_table(model), flush=True)
-    balanced = config.data.sampler == "balanced"
-    test_accuracy = None
-    if cached:
-        catching = (
-            activation_cache.catching(data) if activation_cache is not None and not on_cut else contextlib.nullcontext()
-        )
-        with catching, _preparing("feature extraction"):
-            features = features or stage_features(config, model, data, kwargs["normalize"], ranks, watch)
-        # The budget bounds the extraction, not the head: its epochs on cached features cost
-        # milliseconds, and a slow extraction (a busy machine) must not leave it one epoch.
-        head_kwargs = {**kwargs, "train_cfg": dataclasses.replace(train_cfg, time_budget=None)}
-        module: ClassifierModule = FeatureHeadModule(
-            model=model,
-            num_classes=data.num_classes,
-            **{k: v for k, v in head_kwargs.items() if k not in ("model", "num_classes")},
-        )
-        datamodule: L.LightningDataModule = FeatureDataModule(features, batch_size, config.train.seed, balanced)
-        test = features["test"]
-        test_accuracy = lambda: top_accuracy(lambda f: head_forward(model, f), model, test.features, test.labels)  # noqa: E731
-    elif cut_here is not None:
-        with _preparing("the caching of the frozen layers' output"):
-            module, datamodule = cut_here.training(kwargs, data, batch_size, config.train.seed, balanced)
-        test_accuracy = lambda: cut_here.test_accuracy(data.splits["test"].labels)  # noqa: E731
-    else:
-        module = hooks.module_factory(**kwargs)
-        datamodule = ImageDataModule(data, batch_size, config.train.seed, balanced, hooks.train_extra)
-    return StageInputs(
-        stage,
-        train_cfg,
-        module,
-        datamodule,
-        cached,
-        on_cut,
-        trainable,
-        frozen,
-        test_accuracy,
-        features if cached else None,
-    )
+    source = choose_stage_data(ctx, stage, activation_cache, watch, features)
+    if ctx.ranks.is_zero:
+        _announce(ctx.model, stage, position, counts, source.how(), budget)
+    batches = Batches(batch_size or config.data.batch_size, config.train.seed, config.data.sampler == "balanced")
+    module, datamodule = source.build(kwargs, batches)
+    return StageInputs(stage, train_cfg, module, datamodule, source, *counts)
 
 
 def use_rate(inputs: StageInputs, lr: float, weight_decay: float, model: Any) -> StageInputs:
@@ -301,7 +223,7 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
             "(cnnlab lr-find DATA with the same options) and give it to --lr"
         )
     finding = find_lr(inputs.module, inputs.datamodule, inputs.train_cfg, inputs.stage.name, ctx.files.root)
-    print(finding.line(), flush=True)
+    say(finding.line())
     ctx.config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=finding.lr))
     ctx.meta["lr_find"] = finding.record()
     if ctx.ranks.is_zero:
@@ -309,25 +231,85 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
         finding.save(ctx.files.lr_find_curve, ctx.files.figure("lr_find"))
         ctx.save_meta()
     # The test drew from the random stream: start the stage's draws again, as a run given --lr PICK would.
-    L.seed_everything(config.train.seed + position, workers=True, verbose=False)
+    seed_streams(config.train.seed, position)
     return use_rate(inputs, finding.lr, config.train.weight_decay, ctx.model)
 
 
-def fit_until_ctrl_c(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume_from: str | None
-) -> bool:
-    """``trainer.fit`` (from ``resume_from`` if given); True when Ctrl-C stopped it (last.ckpt holds the last epoch)."""
-    sigint = signal.getsignal(signal.SIGINT)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown, then exit(1)
-        if not trainer.interrupted:
-            raise
-        return True
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C from then on; a notebook must not
-    return False
+def stage_callbacks(
+    stage: Stage, clock: StageClock, ranks: Ranks, own: list[L.Callback], budget: StageBudget | None = None
+) -> list[L.Callback]:
+    """A stage's callbacks beside the Trainer's own (``cnnlab.training.trainer``), in the order they run:
+    frozen BatchNorm kept in eval mode, the stage's clock, the stage's ``own`` (validation record, a
+    command's, a refit's stop), the processes' common stop, and the time budget's stop."""
+    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), clock, *own]
+    if ranks.several:
+        callbacks.append(SyncedStop(ranks))
+    if budget is not None:
+        callbacks.append(
+            TimeBudget(max(budget.seconds, 1e-3), clock=clock.clock, start=clock.start, already=clock.already)
+        )
+    return callbacks
+
+
+def _kept_text(ctx: Any, stop: PreparationInterrupted, stage: Stage, position: int, resume_from: str | None) -> str:
+    """What the run keeps after a Ctrl-C while the stage computed its cache (said beside how to resume)."""
+    finished = [r["name"] for r in ctx.meta.get("stages", []) if r.get("done")]
+    return interruption_text(stop.what, stage, position + 1, finished, resume_from is not None)
+
+
+def _train(
+    ctx: Any, inputs: StageInputs, callbacks: list[L.Callback], criterion: str, to_beat: Any, resume_from: str | None
+) -> tuple[L.Trainer, ModelCheckpoint, bool]:
+    """Builds the stage's Trainer and fits it; returns it, its checkpoint callback and whether Ctrl-C stopped it."""
+    stage = inputs.stage
+    with quiet_lightning(), compile_fallback(ctx.config.train.compile):
+        tracker = stage_logger(ctx.meta, stage.name) if ctx.ranks.is_zero else None  # rank 0 alone logs
+        trainer, checkpoint = build_trainer(
+            inputs.train_cfg,
+            ctx.files,
+            stage.epochs,
+            stage.name,
+            extra_callbacks=callbacks,
+            monitor=monitor(criterion),
+            extra_loggers=[tracker] if tracker else None,
+        )
+        if to_beat is not None and resume_from is None and ctx.ranks.from_zero(ctx.files.best.is_file):
+            carry_best(checkpoint, str(ctx.files.best), to_beat)
+        interrupted = fit_until_ctrl_c(trainer, inputs.module, inputs.datamodule, resume_from)
+    return trainer, checkpoint, interrupted
+
+
+def _stage_record(
+    inputs: StageInputs,
+    trainer: L.Trainer,
+    checkpoint: ModelCheckpoint,
+    seconds: float,
+    validation: ValidationRecord,
+    previous: dict[str, Any] | None,
+    to_beat: Any,
+) -> dict[str, Any]:
+    """The stage's record for run.json (``best_checkpoint``: where its best weights are, taken out by ``fit``)."""
+    best_score = checkpoint.best_model_score
+    own = validation.best  # the stage's own best epoch on its criterion
+    replaced = own is not None and (
+        to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat)))
+    )
+    return {
+        "name": inputs.stage.name,
+        "epochs": trainer.current_epoch,
+        "seconds": round(seconds, 2),
+        "lr": inputs.stage.lr,
+        "params_trainable": inputs.trainable,
+        "params_frozen": inputs.frozen,
+        "feature_cache": inputs.cached,
+        "activation_cache": inputs.source.cut_where,
+        "best_val_loss": own["loss"] if replaced and own else (previous or {}).get("best_val_loss"),  # best.ckpt's
+        "select": validation.criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
+        "val_at_best": own,  # the validation figures of the stage's own best epoch
+        "stage_best_val_loss": own["loss"] if own and torch.isfinite(torch.tensor(own["loss"])) else None,
+        "replaced_best": replaced,  # best.ckpt now holds this stage's weights (else the previous stage's)
+        "best_checkpoint": checkpoint.best_model_path or None,
+    }
 
 
 def fit_stage(
@@ -355,72 +337,25 @@ def fit_stage(
         activation_cache: the fine-tuning stage's cut (``cnnlab.training.activation_cache``): a frozen stage
             catches its activations while extracting features, the fine-tuning stage trains its top on them.
     """
-    config, data, ranks = ctx.config, ctx.data, ctx.ranks
-    stage_clock = StageClock(checkpoint_seconds(resume_from))
-    watch = _ExtractionWatch(stage_clock, budget) if budget is not None else None
+    clock = StageClock(checkpoint_seconds(resume_from))
+    watch = _ExtractionWatch(clock, budget) if budget is not None else None
     try:
         inputs = prepare_stage(ctx, stage, module_kwargs, budget, position, device_batch, activation_cache, watch)
     except PreparationInterrupted as stop:
-        finished = [r["name"] for r in ctx.meta.get("stages", []) if r.get("done")]
-        stop.saved = interruption_text(stop.what, stage, position + 1, finished, resume_from is not None)
+        stop.saved = _kept_text(ctx, stop, stage, position, resume_from)
         raise
     if stage.lr == AUTO:
         inputs = _run_finder(ctx, inputs, position)
-    stage, train_cfg, module, datamodule = inputs.stage, inputs.train_cfg, inputs.module, inputs.datamodule
-    cached, on_cut, test_accuracy = inputs.cached, inputs.on_cut, inputs.test_accuracy
-    trainable, frozen = inputs.trainable, inputs.frozen
-    hooks: TrainingHooks = ctx.hooks
-    criterion = hooks.select or stage_criterion(stage.name, config)
+    criterion = ctx.hooks.select or stage_criterion(inputs.stage.name, ctx.config)
     to_beat = score_to_beat(previous, criterion)
-    validation = ValidationRecord(criterion, len(data.splits["val"]))
-    callbacks: list[L.Callback] = [FrozenBatchNormEval(stage.bn_eval), stage_clock, validation, *hooks.callbacks]
-    if ranks.several:
-        callbacks.append(SyncedStop(ranks))
-    if budget is not None and not cached:
-        callbacks.append(
-            TimeBudget(
-                max(budget.seconds, 1e-3), clock=stage_clock.clock, start=stage_clock.start, already=stage_clock.already
-            )
-        )
-    with quiet_lightning(), compile_fallback(config.train.compile):
-        tracker = stage_logger(ctx.meta, stage.name) if ranks.is_zero else None  # rank 0 alone logs
-        trainer, checkpoint = build_trainer(
-            train_cfg,
-            ctx.files,
-            stage.epochs,
-            stage.name,
-            extra_callbacks=callbacks,
-            monitor=monitor(criterion),
-            extra_loggers=[tracker] if tracker else None,
-        )
-        if to_beat is not None and resume_from is None and ranks.from_zero(ctx.files.best.is_file):
-            carry_best(checkpoint, str(ctx.files.best), to_beat)
-        interrupted = fit_until_ctrl_c(trainer, module, datamodule, resume_from)
-    best_score = checkpoint.best_model_score
-    own = validation.best  # the stage's own best epoch on its criterion
-    replaced = own is not None and (
-        to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat)))
-    )
-    kept_loss = own["loss"] if replaced and own else (previous or {}).get("best_val_loss")
-    record = {
-        "name": stage.name,
-        "epochs": trainer.current_epoch,
-        "seconds": round(stage_clock.seconds(), 2),
-        "lr": stage.lr,
-        "params_trainable": trainable,
-        "params_frozen": frozen,
-        "feature_cache": cached,
-        "activation_cache": activation_cache.cut.where if on_cut and activation_cache is not None else None,
-        "best_val_loss": kept_loss,  # of the model best.ckpt holds after this stage
-        "select": criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
-        "val_at_best": own,  # the validation figures of the stage's own best epoch
-        "stage_best_val_loss": own["loss"] if own and torch.isfinite(torch.tensor(own["loss"])) else None,
-        "replaced_best": replaced,  # best.ckpt now holds this stage's weights (else the previous stage's)
-        "best_checkpoint": checkpoint.best_model_path or None,
-    }
+    validation = ValidationRecord(criterion, len(ctx.data.splits["val"]))
+    own = [validation, *ctx.hooks.callbacks]
+    callbacks = stage_callbacks(inputs.stage, clock, ctx.ranks, own, None if inputs.cached else budget)
+    trainer, checkpoint, interrupted = _train(ctx, inputs, callbacks, criterion, to_beat, resume_from)
+    record = _stage_record(inputs, trainer, checkpoint, clock.seconds(), validation, previous, to_beat)
     if budget is not None:
         record["budget_seconds"] = round(budget.seconds, 2)
-    budget_spent = ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
+    budget_spent = ctx.ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
     return StageOutcome(
-        module, record, interrupted, budget_spent=budget_spent, test_accuracy=test_accuracy, features=inputs.features
+        inputs.module, record, interrupted, budget_spent, test_accuracy=inputs.test_accuracy, features=inputs.features
     )

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 import cnnlab.phases as phases
@@ -35,6 +34,7 @@ from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
 from cnnlab.training.resume import check_same_data, resume_point
+from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import (
     RunFiles,
     new_run_dir,
@@ -76,7 +76,7 @@ class RunContext:
 
 
 def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    seed_streams(config.train.seed)  # the model's initial weights and the split's draws
     needs = model_input(config.model.name, config.model.pretrained)
     with phase("data"):
         data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)

@@ -131,6 +131,48 @@ def _progress_bar() -> L.Callback | None:
     return None
 
 
+def _checkpoints(files: RunFiles, monitor: str, validate: bool) -> ModelCheckpoint:
+    """best.ckpt (lowest ``monitor``) and last.ckpt; for a refit, its latest epoch in refit.ckpt."""
+    return ModelCheckpoint(
+        dirpath=files.checkpoints,
+        filename=files.best.stem if validate else files.refit.stem,
+        monitor=monitor if validate else None,  # None: the latest epoch is kept
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
+    )
+
+
+def _trainer_callbacks(
+    cfg: TrainConfig, checkpoint: ModelCheckpoint, progress: L.Callback | None, validate: bool
+) -> list[L.Callback]:
+    """The callbacks every stage's Trainer has, before the stage's own (``stage_fit.stage_callbacks``)."""
+    # Early stopping always watches the loss: an error count on a small validation split jumps by
+    # whole images and stopped a fine-tuning stage at its first dip (a 40-image split).
+    stopping = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)] if validate else []
+    # Beside any bar, the epochs worth a line of their own (every one with --verbose): cnnlab.training.callbacks
+    lines = EpochLines(every_epoch=verbose())
+    return [
+        checkpoint,
+        *stopping,
+        *([progress] if progress else []),
+        lines,
+        *weight_averaging(cfg),
+        CheapValidationTTA(),
+        ThreadWatchTicks(),
+    ]
+
+
+def _loggers(files: RunFiles, stage: str, extra_loggers: list[Logger] | None) -> list[Logger]:
+    """Where a validated stage's epoch metrics go: metrics.csv, TensorBoard, and any tracker's."""
+    return [
+        HistoryCSVLogger(save_dir=files.root, stage=stage),
+        TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
+        *(extra_loggers or []),
+    ]
+
+
 def build_trainer(
     cfg: TrainConfig,
     files: RunFiles,
@@ -152,21 +194,8 @@ def build_trainer(
         validate: False for a refit on train + val (``cnnlab.training.refit``): no validation, no early
             stopping and no history; each epoch's weights go to refit.ckpt (and last.ckpt), best.ckpt is left alone.
     """
-    checkpoint = ModelCheckpoint(
-        dirpath=files.checkpoints,
-        filename=files.best.stem if validate else files.refit.stem,
-        monitor=monitor if validate else None,  # None: the latest epoch is kept
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        enable_version_counter=False,  # overwrite best.ckpt rather than best-v1.ckpt
-    )
-    # Early stopping always watches the loss: an error count on a small validation split jumps by
-    # whole images and stopped a fine-tuning stage at its first dip (a 40-image split).
-    stopping = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)] if validate else []
+    checkpoint = _checkpoints(files, monitor, validate)
     progress = _progress_bar()
-    # Beside any bar, the epochs worth a line of their own (every one with --verbose): cnnlab.training.callbacks
-    lines = EpochLines(every_epoch=verbose())
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
@@ -176,23 +205,9 @@ def build_trainer(
         use_distributed_sampler=False,  # cnnlab's batch samplers shard each epoch themselves (EpochBatches)
         precision=resolve_precision(cfg),
         deterministic=cfg.deterministic,
-        callbacks=[
-            checkpoint,
-            *stopping,
-            *([progress] if progress else []),
-            lines,
-            *weight_averaging(cfg),
-            CheapValidationTTA(),
-            ThreadWatchTicks(),
-            *(extra_callbacks or []),
-        ],
-        logger=[
-            HistoryCSVLogger(save_dir=files.root, stage=stage),
-            TensorBoardLogger(save_dir=files.root, name=files.tensorboard.name, version="", default_hp_metric=False),
-            *(extra_loggers or []),
-        ]
-        if validate
-        else False,  # a refit's epochs are not the run's validated history (metrics.csv)
+        callbacks=[*_trainer_callbacks(cfg, checkpoint, progress, validate), *(extra_callbacks or [])],
+        # a refit's epochs are not the run's validated history (metrics.csv)
+        logger=_loggers(files, stage, extra_loggers) if validate else False,
         limit_val_batches=None if validate else 0,
         enable_progress_bar=progress is not None,
         enable_model_summary=False,  # cnnlab prints its own, Keras-style, with output shapes

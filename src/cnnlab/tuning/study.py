@@ -229,10 +229,9 @@ def tune(
     files.root.mkdir(parents=True, exist_ok=True)
     study = _open_study(files, base, base.train.seed)
     used_before = _seconds_used(study)
-    left = time_budget - used_before
     share = trial_budget or time_budget / TRIAL_SHARE
     started = time.monotonic()
-    clock = _Clock(started + left)
+    session = _Session(files, base, used_before, started, _Clock(started + time_budget - used_before))
     notes = []
     if used_before:
         notes.append(
@@ -240,31 +239,60 @@ def tune(
         )
         print(notes[-1], flush=True)
     stop = None
-
-    def keep_time(study: Any, _trial: Any) -> None:  # after each trial: the budget spent, the files current
-        study.set_user_attr("seconds_used", used_before + time.monotonic() - started)
-        write_outputs(files, study, base)
-        if clock.left() < max(MIN_TRIAL_SECONDS, 0.25 * share):
-            study.stop()  # what is left would be too short a trial to say anything
-
-    if clock.left() >= max(MIN_TRIAL_SECONDS, 0.25 * share):
-        try:
-            study.optimize(
-                _objective(base, files, share, clock, command),
-                n_trials=trials,
-                callbacks=[keep_time],
-                catch=(CnnlabError,),
-                gc_after_trial=True,
-            )
-        except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
-            stop = interrupted
-        study.set_user_attr("seconds_used", used_before + time.monotonic() - started)
+    if session.clock.left() >= _shortest_trial(share):
+        stop = _run_trials(study, session, share, trials, command)
     else:
         notes.append(f"the time budget ({time_budget:g} s) was used up before: no new trial")
     if stop is not None:  # the outputs as they stand; the best is scored when the search ends
         write_outputs(files, study, base)
         raise TrainingInterrupted(None, RunFiles(files.root), "every finished trial is in the study") from None
     return _finish(files, study, base, time_budget, notes)
+
+
+@dataclass
+class _Session:
+    """This session of a study: its files, trial 0's options, the time spent before it, its start and clock."""
+
+    files: TuneFiles
+    base: RunConfig
+    used_before: float
+    started: float
+    clock: _Clock
+
+    def record_time(self, study: Any) -> None:
+        """The seconds every session spent so far, in the study (the budget is for all sessions together)."""
+        study.set_user_attr("seconds_used", self.used_before + time.monotonic() - self.started)
+
+
+def _shortest_trial(share: float) -> float:
+    """Less time than this is too short a trial to say anything."""
+    return max(MIN_TRIAL_SECONDS, 0.25 * share)
+
+
+def _run_trials(
+    study: Any, session: _Session, share: float, trials: int | None, command: str
+) -> TrainingInterrupted | KeyboardInterrupt | None:
+    """Runs trials until the budget or the trial count is spent; the Ctrl-C that stopped them, if one did."""
+
+    def keep_time(study: Any, _trial: Any) -> None:  # after each trial: the budget spent, the files current
+        session.record_time(study)
+        write_outputs(session.files, study, session.base)
+        if session.clock.left() < _shortest_trial(share):
+            study.stop()
+
+    stop = None
+    try:
+        study.optimize(
+            _objective(session.base, session.files, share, session.clock, command),
+            n_trials=trials,
+            callbacks=[keep_time],
+            catch=(CnnlabError,),
+            gc_after_trial=True,
+        )
+    except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
+        stop = interrupted
+    session.record_time(study)
+    return stop
 
 
 def _finish(files: TuneFiles, study: Any, base: RunConfig, budget: float, notes: list[str]) -> TuneResult:

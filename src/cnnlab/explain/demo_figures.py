@@ -9,7 +9,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from cnnlab.explain.lesson import ConvResult
+from cnnlab.explain.demo_numbers import ConvResult
 from cnnlab.figures import enlarge, mosaic, new_figure, save_figure, short, show_image
 
 BLOCK_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange")

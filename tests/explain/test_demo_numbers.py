@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explain import lesson
+from cnnlab.explain import demo_numbers as lesson
 from conftest import png_size
 
 
