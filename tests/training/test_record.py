@@ -14,7 +14,7 @@ import pytest
 
 from cnnlab.data.preprocess import ModelInput, Preprocess
 from cnnlab.errors import CnnlabError
-from cnnlab.training.record import AttemptRecord, RunRecord, StageRecord, ValScores
+from cnnlab.training.record import AttemptRecord, RefitRecord, RunRecord, StageRecord, ValScores
 from cnnlab.training.run_dir import RunFiles, read_record, write_record
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "run_json"
@@ -71,7 +71,7 @@ def test_an_older_run_json_opens_with_defaults_and_gains_only_its_crop() -> None
     assert record.preprocess is not None and record.preprocess.crop_pct == 1.0  # stored at the input size
     assert record.preprocess.stored_side == record.preprocess.side == 8
     assert record.attempts == [] and record.refit is None and record.memory is None
-    assert record.stages[0].replaced_best and record.stages[0].val_at_best is None
+    assert record.stages[0].replaced_best is None and record.stages[0].val_at_best is None  # not recorded
     assert record.kept_stage() is record.stages[0]
     # written back, the input format says its crop (1: none); nothing else is added
     assert same_text(record.to_json(), {**old, "preprocess": {**old["preprocess"], "crop_pct": 1.0}})
@@ -164,3 +164,15 @@ def test_a_damaged_input_format_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({**written("scratch"), "preprocess": {"channels": 3}}))
     with pytest.raises(CnnlabError, match=f"{tmp_path / 'run.json'}: its 'preprocess' record is incomplete"):
         read_record(RunFiles(tmp_path))
+
+
+def test_a_new_refit_record_writes_its_stage_list_and_both_test_accuracies() -> None:
+    started = RefitRecord(line="refit on 54 images", images=54, done=False)
+    assert list(started.to_json()) == ["line", "images", "chosen", "stages", "done"]
+    assert RefitRecord(done=False, why="--refit off").to_json() == {"done": False, "why": "--refit off"}
+    loaded = RefitRecord.from_json(started.to_json())
+    loaded.test_acc = 0.8  # the validated model was not scored: its accuracy is written as unknown
+    assert loaded.to_json()["validated_test_acc"] is None and list(loaded.to_json())[-2:] == [
+        "test_acc",
+        "validated_test_acc",
+    ]

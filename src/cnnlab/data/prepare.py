@@ -26,11 +26,6 @@ from cnnlab.errors import CnnlabError, suggest
 log = logging.getLogger("cnnlab")
 
 
-# The name before ModelInput took its place (evaluation/run_evaluation.py still says it, until issue 28's
-# typed records reach that file): positional arguments mean the same (channels, image_size, crop_pct).
-InputNeeds = ModelInput
-
-
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
 
 

@@ -55,7 +55,6 @@ from cnnlab.training.run_dir import (
     read_optional_json,
     read_record,
     read_run_config,
-    write_meta,
     write_record,
 )
 from cnnlab.training.start import open_new_run, prepare_inputs
@@ -248,7 +247,7 @@ def measure_sizes(teacher: TrainedModel, student: Student, threads: int) -> Size
         model = model.to(memory_format=torch.channels_last)
     height, width = student.data.input_size
     inputs = {
-        "teacher": (teacher.model, torch.randn(1, teacher.channels, teacher.side, teacher.side)),
+        "teacher": (teacher.model, torch.randn(1, teacher.preprocess.channels, *teacher.preprocess.size)),
         "student": (model, torch.randn(1, student.data.channels, height, width)),
     }
     with torch_threads(threads):
@@ -320,10 +319,10 @@ def train_student(
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(ctx.files.pruned_weights))
     ctx.hooks = hooks
     if distillation is not None:
-        ctx.meta["distillation"] = distillation  # also what refuses --resume: the teacher would be missing
+        ctx.record.distillation = distillation  # also what refuses --resume: the teacher would be missing
     if note is not None:
-        ctx.meta.setdefault("notes", []).append(note)
-    write_meta(ctx.files, ctx.meta)
+        ctx.record.notes.append(note)
+    write_record(ctx.files, ctx.record)
     finish_run(train_run(ctx))
     return ctx.files
 

@@ -62,8 +62,7 @@ from cnnlab.training.build import build_model
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
-from cnnlab.training.record import RunRecord
-from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_meta, write_record
+from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_record
 from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
@@ -226,7 +225,7 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, info: dict[str, Any]) -> N
     recovery = RecoveryStop(parent.val_accuracy - 1 / len(val))
     ctx.hooks = TrainingHooks(callbacks=[recovery, *([KeepZeros(masks)] if masks else [])], select="accuracy")
     finish_run(train_run(ctx))
-    stages = RunRecord.from_json(ctx.meta).stages
+    stages = ctx.record.stages
     info.update(
         finetune_epochs=stages[-1].epochs if stages else None,
         finetune_seconds=stages[-1].seconds if stages else None,
@@ -265,13 +264,13 @@ def prune_once(
         "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
         "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
     }
-    ctx.meta["pruning"] = info
+    ctx.record.pruning = info
     what = "of channels" if structured else "of weights"
-    ctx.meta.setdefault("notes", []).append(
+    ctx.record.notes.append(
         f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
         f"{what} removed (before/after table under Deployment)."
     )
-    write_meta(child, ctx.meta)
+    write_record(child, ctx.record)
     if tuning.epochs:
         _fine_tune(ctx, parent, masks, info)
     else:

@@ -247,7 +247,7 @@ def update_sidecar(
         sidecar["speed"] = speed
     atomic_write_json(files.deploy_meta, sidecar)
     if artifacts:  # a tracked run's MLflow run gets the model files it now has
-        log_model_files(files, trained.meta, [files.root / name for name in artifacts] + [files.deploy_meta])
+        log_model_files(files, trained.record, [files.root / name for name in artifacts] + [files.deploy_meta])
     return sidecar
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cnnlab.config.sections import Channels
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.preprocess import Preprocess
 from cnnlab.errors import CnnlabError
@@ -75,29 +74,6 @@ class TrainedModel:
     class_names: list[str]
     record: RunRecord  # its run.json
     preprocess: Preprocess  # the input format it trained on (the record's, checked to be there)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """run.json as a dict, for evaluation/run_evaluation.py until issue 28's typed records reach it."""
-        return self.record.to_json()
-
-    # Shorthands of ``preprocess`` that evaluation/run_evaluation.py still reads (until issue 28's typed
-    # records reach it); everything else reads ``trained.preprocess``.
-    @property
-    def channels(self) -> Channels:
-        return self.preprocess.channels
-
-    @property
-    def side(self) -> int:
-        return self.preprocess.side
-
-    @property
-    def crop_pct(self) -> float:
-        return self.preprocess.crop_pct
-
-    @property
-    def stored_side(self) -> int:
-        return self.preprocess.stored_side
 
 
 def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]:

@@ -10,8 +10,8 @@ How a record is written: a record built in Python writes every field but the ``O
 at their default (a stage without a time budget has no ``budget_seconds``); a record read from a
 file writes the keys the file had, in its order, plus every field changed since, so an older
 run.json gains no key it did not have. Sections owned elsewhere and read by one command each
-stay plain mappings: ``tracking`` (training.tracking's MLflow record), ``distillation`` and
-``pruning`` (the deploy commands').
+stay plain mappings: ``tracking`` (training.tracking's MLflow record), ``distillation``,
+``distillation_baseline`` and ``pruning`` (the deploy commands').
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class Record:
     file had (None: built in Python, written in field order)."""
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()  # fields written only when set (new records)
+    WRITTEN_WITH: ClassVar[dict[str, str]] = {}  # field -> the field whose being set writes it too
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
@@ -106,8 +107,14 @@ class Record:
                 values[key] = load(value) if load is not None else value
         return cls(**values, extra=extra, keys=tuple(raw))
 
+    def _set(self, spec: Field[Any]) -> bool:
+        return bool(getattr(self, spec.name) != _default(spec))
+
     def _written(self, spec: Field[Any]) -> bool:
-        changed = getattr(self, spec.name) != _default(spec)
+        changed = self._set(spec)
+        partner = self.WRITTEN_WITH.get(spec.name)
+        if partner is not None and self._set(next(f for f in fields(self) if f.name == partner)):
+            return True
         if self.keys is not None:
             return spec.name in self.keys or changed
         return spec.name not in self.OPTIONAL or changed
@@ -153,6 +160,8 @@ class DataRecord(Record):
 class ModelRecord(Record):
     """``model``: the network by the name given and the one it resolved to, and its size."""
 
+    OPTIONAL = frozenset({"resolved", "params_total", "params_trainable"})
+
     name: str | None = None
     resolved: str | None = None
     params_total: int | None = None
@@ -189,7 +198,7 @@ class StageRecord(Record):
     select: str = "loss"  # what the stage's best epoch was chosen by (training.selection)
     val_at_best: ValScores | None = None
     stage_best_val_loss: float | None = None
-    replaced_best: bool = True  # best.ckpt holds this stage's weights (old runs: it always did)
+    replaced_best: bool | None = None  # best.ckpt holds this stage's weights (None: not recorded, old runs)
     budget_seconds: float | None = None
     test_acc: float | None = None
     done: bool = False  # finished (an interrupted stage is on record without it)
@@ -294,6 +303,9 @@ class RefitRecord(Record):
         }
     )
 
+    # a refit's record lists its stages from the start; its test accuracy comes with the validated model's
+    WRITTEN_WITH: ClassVar[dict[str, str]] = {"chosen": "line", "stages": "line", "validated_test_acc": "test_acc"}
+
     line: str | None = None
     images: int | None = None
     train_images: int | None = None
@@ -306,12 +318,6 @@ class RefitRecord(Record):
     validated_checkpoint: str | None = None
     test_acc: float | None = None
     validated_test_acc: float | None = None  # the kept stage's, scored before the refit (None: not scored)
-
-    def to_json(self) -> dict[str, Any]:
-        out = super().to_json()
-        if self.test_acc is not None:  # written together, the validated model's even when unknown
-            out.setdefault("validated_test_acc", self.validated_test_acc)
-        return out
 
 
 @dataclass(kw_only=True)
@@ -388,7 +394,7 @@ class RunRecord(Record):
         for stage in self.stages:
             if named is not None and stage.name == named:
                 return stage
-        replaced = [stage for stage in self.stages if stage.replaced_best]
+        replaced = [stage for stage in self.stages if stage.replaced_best is not False]  # old runs: every stage
         candidates = replaced or self.stages
         return candidates[-1] if candidates else None
 

@@ -325,18 +325,6 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-def write_meta(files: RunFiles, meta: dict[str, Any]) -> None:
-    atomic_write_json(files.meta, meta)
-
-
-def update_meta(files: RunFiles, **changes: Any) -> dict[str, Any]:
-    """Reads run.json, applies ``changes``, writes it back atomically."""
-    meta = read_meta(files)
-    meta.update(changes)
-    write_meta(files, meta)
-    return meta
-
-
 def read_run_config(files: RunFiles) -> RunConfig:
     if not files.config.is_file():
         raise CnnlabError(f"'{files.root}' has no config.yaml; it is not a complete cnnlab run folder")

@@ -24,7 +24,6 @@ from cnnlab.evaluation.run_evaluation import evaluate_run
 from cnnlab.io import atomic_write_text
 from cnnlab.training.fit import TrainingInterrupted, train_run
 from cnnlab.training.hooks import TrainingHooks
-from cnnlab.training.record import RunRecord
 from cnnlab.training.run_dir import RunFiles, read_record, read_run_config, write_record
 from cnnlab.training.start import start_run
 from cnnlab.training.trainer import run_autocast
@@ -165,7 +164,7 @@ def _objective(
         ctx.hooks = TrainingHooks(callbacks=[pruning])
 
         def spent() -> None:  # what the trial cost besides training: the next trials keep it free
-            trained = sum(float(s.seconds or 0) for s in RunRecord.from_json(ctx.meta).stages)
+            trained = sum(float(s.seconds or 0) for s in ctx.record.stages)
             clock.overhead = max(1.0, time.monotonic() - began - trained)
 
         try:
@@ -176,7 +175,7 @@ def _objective(
             raise
         accuracy, loss = _val_scores(result)
         trial.set_user_attr("val_loss", loss)
-        trial.set_user_attr("epochs", sum(int(s.epochs or 0) for s in RunRecord.from_json(result.meta).stages))
+        trial.set_user_attr("epochs", sum(int(s.epochs or 0) for s in result.record.stages))
         pruned = pruning.pruned_at is not None  # stopped in its last stage: the run is whole, the trial pruned
         _mark(
             ctx.files,
