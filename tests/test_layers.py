@@ -17,6 +17,7 @@ LAYERS = {
     "version": 0,
     "machine": 0,
     "markup": 0,
+    "collector": 0,
     "figures": 1,
     "progress": 1,
     "phases": 1,

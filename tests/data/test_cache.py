@@ -15,6 +15,7 @@ import pytest
 from messy import noise
 
 import cnnlab.data.folder as folder
+from cnnlab.data import decoded_cache
 from cnnlab.data.decoded_cache import DecodedCache, cache_file, file_key
 from cnnlab.data.folder import decode_files
 
@@ -184,3 +185,38 @@ def test_process_pool_decodes_the_same_as_threads(tmp_path, monkeypatch):
     processes, bad_p = decode_files(files, 3, 16, workers=2, cache=False)
     assert torch_equal(threads.images, processes.images) and threads.ids == processes.ids
     assert [(s.path, s.reason) for s in bad_t] == [(s.path, s.reason) for s in bad_p]
+
+
+def test_file_keys_are_file_key_of_each_path(tmp_path, monkeypatch):
+    files = [path for path, _ in _files(tmp_path)]
+    monkeypatch.chdir(tmp_path)
+    given = [
+        *files,
+        "imgs/0.png",  # relative to the working folder
+        "./imgs/1.png",
+        "imgs/../imgs/2.png",
+        Path("imgs") / "3.png",
+        "imgs/missing.png",  # cannot be stat'ed: no key
+        "imgs/.",  # not a plain file name: made absolute whole
+    ]
+    keys = decoded_cache.file_keys(given)
+    assert keys == [file_key(p) for p in given]
+    assert keys[len(files)] == file_key(files[0]) and keys[-2] is None
+
+
+def test_load_reads_chunks_and_a_file_listed_twice(tmp_path, monkeypatch):
+    files = [str(path) for path, _ in _files(tmp_path, count=11)[:-1]]
+    decode_files([(p, 0) for p in files], 3, 8, workers=1)
+    monkeypatch.setattr(decoded_cache, "LOAD_CHUNK", 3)  # 13 positions: 5 queries
+    listed = [*files, files[4], files[0]]  # a CSV may list a file twice
+    keys = decoded_cache.file_keys(listed)
+    out = np.zeros((len(listed), 3, 8, 8), np.uint8)
+    with DecodedCache() as store:
+        hits = store.load(keys, 8, 3, out)
+    assert hits.all()
+    single = np.zeros((1, 3, 8, 8), np.uint8)
+    for i, key in enumerate(keys):
+        with DecodedCache() as store:
+            assert store.load([key], 8, 3, single).all()
+        assert (out[i] == single[0]).all(), i
+    assert not (out[0] == out[1]).all()

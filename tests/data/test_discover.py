@@ -102,6 +102,30 @@ def test_order_is_sorted_by_path_components(tmp_path):
     assert files == sorted(files, key=lambda s: s.split("/")) == ["a/b/0.png", "a/b-c.png", "a/b.png", "z/0.png"]
 
 
+@pytest.mark.parametrize("root", ["tree", "."])
+def test_listing_is_the_files_sorted_by_components_nested_or_not(tmp_path, monkeypatch, root):
+    """The order and the paths themselves (their text is a split's fingerprint) of the full sort by
+    path components, whether a class folder has subfolders or only files, from a relative root too."""
+    names = ["10.png", "9.png", "a-b.png", "a.png", "B.jpg", "\u00e9.PNG", "a b.png", "x.jpeg"]
+    for name in names:
+        (tmp_path / "tree" / "cat" / "a").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / "cat" / name).write_bytes(b"")
+        (tmp_path / "tree" / "cat" / "a" / name).write_bytes(b"")
+        (tmp_path / "tree" / "dog").mkdir(exist_ok=True)
+        (tmp_path / "tree" / "dog" / name).write_bytes(b"")
+    (tmp_path / "tree" / "cat" / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path / "tree" if root == "." else tmp_path)
+    listing = discover(Path(root))
+    base = Path(root)
+    for label in ("cat", "dog"):
+        every = [p for p in (base / label).rglob("*") if p.is_file() and p.suffix != ".txt"]
+        expected = sorted(every, key=lambda p: p.relative_to(base / label).parts)
+        listed = [path for path, name in listing.files["train"] if name == label]
+        assert listed == expected and [str(p) for p in listed] == [str(p) for p in expected]
+        assert all(type(p) is type(base) for p in listed)
+    assert [str(p) for p, _ in listing.ignored] == [str(base / "cat" / "notes.txt")]
+
+
 def test_a_one_label_csv_is_told_about_labels_not_subfolders(tmp_path):
     rows = ["path,label"] + [f"{p.name},ants" for p in _images(tmp_path, 3)]
     (tmp_path / "one.csv").write_text("\n".join(rows) + "\n")

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import read_json, unnamed_run_files
 
 RUN_FILES = [
@@ -72,6 +74,11 @@ def test_mnist_sample_one_epoch_beats_chance_and_reopens(cli, tmp_path):
     assert read_json(run / "metrics.json")["test"]["accuracy"] == metrics["accuracy"]
 
 
+# In make test, two deterministic runs are compared by test_api's test_the_api_and_the_cli_make_the_same_run
+# (metrics.csv and metrics.json equal) and, on this image folder, by test_stored_training's
+# test_disk_and_memory_stores_give_the_same_first_epoch (the same history to the last digit); test_same_metrics
+# and the resume tests compare more. This third pair of runs adds no path.
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_metrics(cli, shapes_folder, tmp_path):
     results = []
     for name in ("a", "b"):

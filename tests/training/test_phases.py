@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 
 def test_a_run_records_and_prints_its_phases(cli, tmp_path) -> None:
@@ -62,14 +65,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+# make test stops and resumes a run once, in test_resume.py's test_ctrl_c_saves_reports_and_resumes,
+# which checks its phases with check_phases_of_every_attempt: this run, stopped the same way (SIGINT
+# inside an epoch after whole epochs) and resumed with the same command, adds no path of its own.
+@pytest.mark.slow
 def test_phases_of_a_stopped_and_resumed_run_count_every_attempt(tmp_path) -> None:
     """timing.phases is the sum of the attempts' phases (each kept in attempts[]), so its training
     time covers train_seconds, which counts every attempt's work; once it held the last attempt's only."""
     import signal
     import subprocess
     import sys
-
-    import pytest
 
     run = tmp_path / "runs" / "stopped"
     train = [
@@ -97,11 +102,18 @@ def test_phases_of_a_stopped_and_resumed_run_count_every_attempt(tmp_path) -> No
     )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     first = json.loads((run / "run.json").read_text())["attempts"]
-    assert len(first) == 1 and first[0]["phases"]["training"] > 0  # the stopped attempt's time is on record
     resumed = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "--resume", str(run)], capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    check_phases_of_every_attempt(run, first)
+
+
+def check_phases_of_every_attempt(run: Path, first: list[dict]) -> None:
+    """A run stopped once (``first``: its attempts[] then) and resumed to the end: timing.phases is the sum
+    of the attempts' phases, each kept in attempts[], so its training time covers train_seconds, which
+    counts every attempt's work; once it held the last attempt's only."""
+    assert len(first) == 1 and first[0]["phases"]["training"] > 0  # the stopped attempt's time is on record
     meta = json.loads((run / "run.json").read_text())
     attempts, timing = meta["attempts"], meta["timing"]
     assert len(attempts) == 2 and attempts[0]["phases"] == first[0]["phases"]

@@ -5,12 +5,15 @@ Tiny real-photo runs (crops of two photos, pretrained EfficientNet-Lite0 at 64 p
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from cnnlab.cli.main import main
 from cnnlab.training import refit
 from cnnlab.training.checkpoint import model_state, read_checkpoint
 from conftest import read_json, write_photo_crops
@@ -46,8 +49,15 @@ class SeenImages(L.Callback):
         self.per_epoch[key] = self.per_epoch.get(key, 0) + len(batch[1])
 
 
-@pytest.fixture
-def seen(monkeypatch: pytest.MonkeyPatch) -> SeenImages:
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_photo_crops(tmp_path_factory.mktemp("refit") / "photos", per_class=24)
+
+
+@pytest.fixture(scope="module")
+def refitted(photos: Path, tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> tuple[Path, str, SeenImages]:
+    """(run, printed output, images seen per refit epoch) of one ``--refit on`` run, trained once for the
+    module: every test that needs the deterministic refit run reads this one."""
     counter = SeenImages()
     fit = refit.fit_until_ctrl_c
 
@@ -55,13 +65,14 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> SeenImages:
         trainer.callbacks.append(counter)
         return fit(trainer, *args)
 
-    monkeypatch.setattr(refit, "fit_until_ctrl_c", counting)
-    return counter
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_photo_crops(tmp_path_factory.mktemp("refit") / "photos", per_class=24)
+    runs = tmp_path_factory.mktemp("refitted") / "runs"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
+        monkeypatch.setattr(refit, "fit_until_ctrl_c", counting)
+        code = main(["train", str(photos), *ARGS, "--refit", "on", "--runs-dir", str(runs)])
+    assert code == 0, printed.getvalue()[-2000:]
+    (run,) = runs.iterdir()
+    return run, printed.getvalue(), counter
 
 
 def _run(cli, photos: Path, runs: Path, *extra: str) -> Path:
@@ -71,12 +82,8 @@ def _run(cli, photos: Path, runs: Path, *extra: str) -> Path:
     return run
 
 
-def test_refit_trains_the_chosen_epochs_on_train_and_val(
-    cli, photos: Path, tmp_path: Path, seen: SeenImages, capsys
-) -> None:
-    code, out, err = cli("train", photos, *ARGS, "--refit", "on", "--runs-dir", tmp_path / "runs")
-    assert code == 0, err
-    run = next((tmp_path / "runs").iterdir())
+def test_refit_trains_the_chosen_epochs_on_train_and_val(refitted: tuple[Path, str, SeenImages]) -> None:
+    run, out, seen = refitted
     meta = read_json(run / "run.json")
     splits = meta["data"]["splits"]
     pool = splits["train"]["count"] + splits["val"]["count"]
@@ -110,9 +117,11 @@ def test_refit_trains_the_chosen_epochs_on_train_and_val(
     assert f"Refit on {pool} images (train + val)" in page and "validated.ckpt" in page
 
 
-def test_refit_off_is_the_validated_run_and_on_leaves_its_stages_alone(cli, photos: Path, tmp_path: Path) -> None:
+def test_refit_off_is_the_validated_run_and_on_leaves_its_stages_alone(
+    cli, photos: Path, tmp_path: Path, refitted: tuple[Path, str, SeenImages]
+) -> None:
     off = _run(cli, photos, tmp_path / "off", "--refit", "off")
-    on = _run(cli, photos, tmp_path / "on", "--refit", "on")
+    on = refitted[0]
     meta_off, meta_on = read_json(off / "run.json"), read_json(on / "run.json")
     assert meta_off["refit"] == {"done": False, "why": "--refit off"}
     assert not (off / "checkpoints" / "validated.ckpt").exists()
@@ -152,9 +161,9 @@ def test_auto_refits_small_pretrained_sets_only(cli, tmp_path: Path) -> None:
 
 
 def test_a_refit_interrupted_mid_epoch_resumes_to_the_uninterrupted_model(
-    cli, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refitted: tuple[Path, str, SeenImages]
 ) -> None:
-    whole = _run(cli, photos, tmp_path / "whole", "--refit", "on")
+    whole = refitted[0]
 
     class CtrlC(L.Callback):  # what Ctrl-C raises inside an epoch: Lightning shuts down gracefully
         def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

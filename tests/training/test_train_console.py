@@ -178,19 +178,18 @@ def test_ctrl_c_during_feature_extraction_says_what_stopped(cli, tmp_path: Path,
     assert f"resume with: cnnlab train --resume {run}" in out and "between epochs" not in out
 
 
-def test_a_taken_name_says_which_folder_the_run_got(cli, tmp_path: Path) -> None:
-    args = ["train", "digits", "--epochs", "1", "--runs-dir", tmp_path / "runs", "--name", "dup"]
-    assert cli(*args)[0] == 0
-    code, _, err = cli(*args)
+def test_a_taken_name_says_which_folder_the_run_got(cli, tmp_path: Path, run_copy: Path) -> None:
+    # The name is taken by a finished run: a copy of the session's trained run, tmp_path/runs/base.
+    code, _, err = cli("train", "digits", "--epochs", "1", "--runs-dir", tmp_path / "runs", "--name", "base")
     assert code == 0, err
-    taken, got = tmp_path / "runs" / "dup", tmp_path / "runs" / "dup-2"
+    taken, got = run_copy, tmp_path / "runs" / "base-2"
     note = (
         f"run folder '{taken}' exists, so this run is '{got}' (to continue that run instead: "
         f"cnnlab train --resume {taken})"
     )
     assert f"warning: {note}" in err
     meta = read_json(got / "run.json")
-    assert meta["name"] == "dup-2" and meta["notes"] == [note] and "notes" not in read_json(taken / "run.json")
+    assert meta["name"] == "base-2" and meta["notes"] == [note] and "notes" not in read_json(taken / "run.json")
 
 
 def test_many_classes_are_abbreviated_and_uneven_counts_given_as_a_range() -> None:

@@ -11,27 +11,11 @@ as the process, so those walks find almost nothing to free.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
-from collections.abc import Iterator
+
+from cnnlab.collector import collector_paused  # noqa: F401  # the start-up's rule, shared with the data step
 
 _exit_registered = False
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """No automatic collections while the block runs (the heavy imports); the collector's state is restored.
-
-    Imports make few reference cycles (a few hundred objects were freed by those seven collections),
-    so pausing it costs no memory to speak of.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def exit_without_collecting() -> None:

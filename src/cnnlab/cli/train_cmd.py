@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     phases.begin(with_startup=True)
     if args.verbose:  # the console's extra detail (cnnlab.training.console.verbose); not a run option
         logging.getLogger("cnnlab").setLevel(logging.DEBUG)
-    with phases.phase("start-up"), collector_paused():  # importing torch and Lightning is most of start-up
+    with phases.phase("start-up"), collector_paused(keep=True):  # importing torch and Lightning is most of start-up
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank
         from cnnlab.training.fit import TrainingInterrupted

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnnlab.collector import collector_paused
 from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
-from cnnlab.data.decoded_cache import DecodedCache, FileKey, cache_enabled, file_key
+from cnnlab.data.decoded_cache import DecodedCache, FileKey, cache_enabled, file_keys
 from cnnlab.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported in decode_files: spawned decoding workers start without it
@@ -149,8 +150,9 @@ def decode_files(
     if store is not None:
         # stat before reading: a file changed during decoding gets the old key, so it is
         # re-decoded next time rather than served stale.
-        keys = [file_key(path) for path, _ in files]
-        hits = store.load(keys, size, channels, out)
+        with collector_paused():  # a key per file: as a listing, see discover
+            keys = file_keys([path for path, _ in files])
+            hits = store.load(keys, size, channels, out)
         store.close()  # no open SQLite handle across the fork of decoding processes; save reopens
     todo = np.flatnonzero(~hits)
     target = out if len(todo) == count else np.empty((len(todo), channels, size, size), dtype=np.uint8)
@@ -169,7 +171,8 @@ def decode_files(
         store.close()
     if not good.all():
         out = out[good]
-    kept = [item for item, ok in zip(files, good) if ok]
-    images = torch.from_numpy(out)
-    labels = torch.as_tensor([label for _, label in kept], dtype=torch.long)
-    return ImageSet(images, labels, [str(path) for path, _ in kept]), skipped
+    with collector_paused():
+        kept = files if len(skipped) == 0 else [item for item, ok in zip(files, good.tolist()) if ok]
+        labels = torch.as_tensor([label for _, label in kept], dtype=torch.long)
+        ids = [str(path) for path, _ in kept]
+    return ImageSet(torch.from_numpy(out), labels, ids), skipped

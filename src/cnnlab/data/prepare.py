@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cnnlab.collector import collector_paused
 from cnnlab.config import DataConfig, SplitSpec
 from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
@@ -174,7 +175,8 @@ def prepare_data(
         pool = given.pop("train")
         side = int(pool.shape[-1])
     else:
-        pool, given, class_names, side = _folder(cfg, needs, crop_pct, skipped, cache_read_only)
+        with collector_paused():  # a Path and tuples per file, freed on return: see cnnlab.collector
+            pool, given, class_names, side = _folder(cfg, needs, crop_pct, skipped, cache_read_only)
     labels = pool.labels.numpy()
     splits = dict(given)
     if "test" not in splits:
