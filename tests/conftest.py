@@ -148,9 +148,9 @@ def fitted_meta(result) -> dict:
 
     test = result.data.splits["test"]
     record_final_accuracy(
-        result.meta, accuracy(result.module.model, test.for_pass, test.labels, result.module.normalize)
+        result.record, accuracy(result.module.model, test.for_pass, test.labels, result.module.normalize)
     )
-    return result.meta
+    return result.record.to_json()
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -64,9 +64,9 @@ def test_fast_learns_digits_in_its_one_epoch(tmp_path: Path) -> None:
     from cnnlab.training.fit import fit
 
     config = merge_config(build_config(recipe="fast", data="digits"), {"runs_dir": str(tmp_path), "name": "one"})
-    stage = fit(config, "test").meta["stages"][0]
-    assert stage["epochs"] == 1
-    assert stage["val_at_best"]["accuracy"] > 0.5  # chance is 0.1; about 20 steps of batch 64
+    stage = fit(config, "test").record.stages[0]
+    assert stage.epochs == 1
+    assert stage.val_at_best is not None and stage.val_at_best.accuracy > 0.5  # chance 0.1; ~20 steps of batch 64
 
 
 def test_unknown_recipe_names_the_closest() -> None:

@@ -16,6 +16,7 @@ from cnnlab.data.crop import center_crop, random_crop, stored_side
 from cnnlab.data.decode import decode_image
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import Preprocess
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def test_centre_crop_of_the_stored_square_is_timms_evaluation_transform(tmp_path
 
     def ours(crop_pct: float) -> torch.Tensor:
         stored = torch.from_numpy(decode_image(path, 3, stored_side(64, crop_pct))).permute(2, 0, 1)
-        return Normalize.of({"image_size": 64, "mean": [0.0] * 3, "std": [1 / 255] * 3, "crop_pct": crop_pct})(
+        return Normalize.of(Preprocess(64, 3, (0.0,) * 3, (1 / 255,) * 3, crop_pct=crop_pct))(
             stored[None].float() / 255
         )[0]
 
@@ -113,7 +114,7 @@ def test_an_old_run_without_crop_pct_predicts_as_before(run_copy: Path, trained_
     assert meta["preprocess"].pop("crop_pct") == 1.0
     meta_path.write_text(json.dumps(meta))
     old = load_trained(RunFiles(run_copy))
-    assert old.normalize.crop is None and old.stored_side == old.side == 20
+    assert old.normalize.crop is None and old.preprocess.stored_side == old.preprocess.side == 20
     assert predict_images(old, [image]) == now
 
 
@@ -140,11 +141,11 @@ def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_
         "test",
     )
     trained = load_trained(RunFiles(tmp_path / "runs" / "m"))
-    assert trained.meta["preprocess"]["image_size"] == 16 and trained.meta["preprocess"]["crop_pct"] == 0.8
-    assert trained.stored_side == 20
+    assert trained.preprocess.image_size == 16 and trained.preprocess.crop_pct == 0.8
+    assert trained.preprocess.stored_side == 20
     image = next(shapes_folder.glob("right/*.png"))
     centre = torch.from_numpy(np.array(Image.open(image))[2:18, 2:18]).permute(2, 0, 1)[None].float() / 255
-    mean, std = (torch.tensor(trained.meta["preprocess"][k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    mean, std = (torch.tensor(values).view(1, -1, 1, 1) for values in (trained.preprocess.mean, trained.preprocess.std))
     with torch.no_grad():
         expected = torch.softmax(trained.model((centre - mean) / std), 1)[0]
     top = predict_images(trained, [image], k=3)[0]["top"]

@@ -120,7 +120,7 @@ def test_data_cache_for_a_pretrained_model_warms_what_its_training_reads(cli, me
     code, out, _ = cli("data", "cache", messy, "--model", "efficientnet_lite0", "--pretrained")
     assert code == 0 and "cached 38 images at 256x256, 3 channels" in out
     counted.clear()
-    prepare_data(DataConfig(source=str(messy)), 0, model_input("efficientnet_lite0", True).needs())
+    prepare_data(DataConfig(source=str(messy)), 0, model_input("efficientnet_lite0", True))
     assert sorted(counted) == sorted(BAD)  # only the unreadable files are tried again: the rest came from the cache
 
 

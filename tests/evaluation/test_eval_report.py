@@ -279,7 +279,8 @@ def test_compare_shows_the_kept_models_validation_accuracy(cli, tmp_path: Path, 
 
 def test_no_improvement_is_claimed_for_an_unfinished_fine_tuning() -> None:
     from cnnlab.evaluation.report import _improvement
+    from cnnlab.training.record import StageRecord
 
-    frozen = {"name": "frozen", "test_acc": 0.68, "done": True}
-    assert "+9.00 points" in _improvement([frozen, {"name": "finetune", "test_acc": 0.77, "done": True}])
-    assert _improvement([frozen, {"name": "finetune", "test_acc": 0.77}]) == ""  # interrupted in stage 2
+    frozen = StageRecord(name="frozen", test_acc=0.68, done=True)
+    assert "+9.00 points" in _improvement([frozen, StageRecord(name="finetune", test_acc=0.77, done=True)])
+    assert _improvement([frozen, StageRecord(name="finetune", test_acc=0.77)]) == ""  # interrupted in stage 2

@@ -66,7 +66,8 @@ def _train(crops_and_weights: tuple[Path, Path], tmp_path: Path, **options) -> t
         **options,
     )  # the stages' own model
     result = fit(config, "test")
-    assert json.loads(result.files.meta.read_text())["stages"] == result.meta["stages"]  # on record as in memory
+    on_disk = json.loads(result.files.meta.read_text())["stages"]
+    assert on_disk == [stage.to_json() for stage in result.record.stages]  # on record as in memory
     return fitted_meta(result), result.files.best
 
 

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _digits_stage(tmp_path, **options):
     from cnnlab.config import build_config
     from cnnlab.training.fit import _module_kwargs
+    from cnnlab.training.record import ModelRecord, RunRecord
     from cnnlab.training.run_dir import RunFiles
     from cnnlab.training.stage_fit import prepare_stage
     from cnnlab.training.stage_plan import plan_stages
@@ -23,8 +24,8 @@ def _digits_stage(tmp_path, **options):
 
     config = build_config(data="digits", **options)
     data, preprocess, model, _ = prepare_inputs(config)
-    meta = {"class_names": data.class_names, "preprocess": preprocess, "model": {"name": config.model.name}}
-    ctx = RunContext(config, RunFiles(tmp_path), data, model, meta)
+    record = RunRecord(class_names=data.class_names, preprocess=preprocess, model=ModelRecord(name=config.model.name))
+    ctx = RunContext(config, RunFiles(tmp_path), data, model, record)
     stage = dataclasses.replace(plan_stages(config, False)[0], lr="auto")
     return model, prepare_stage(ctx, stage, _module_kwargs(ctx))
 

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from cnnlab.machine import cpu_name
+from cnnlab.training.record import RunRecord
 from conftest import write_photo_crops
 
 RECORDED = Path(__file__).parent.parent / "fixtures" / "same_metrics"
@@ -124,3 +125,6 @@ def test_a_deterministic_run_gives_the_recorded_metrics(kind: str, tmp_path: Pat
             shutil.copy(run / name, RECORDED / kind / name)
         (RECORDED / "recorded_on.json").write_text(json.dumps(signature(), indent=2) + "\n")
     check_same(run, RECORDED / kind)
+    # run.json read through its types and written back is the file training wrote (keys, values, order)
+    raw = json.loads((run / "run.json").read_text())
+    assert json.dumps(RunRecord.from_json(raw).to_json(), indent=2) == json.dumps(raw, indent=2)

@@ -25,7 +25,7 @@ from cnnlab.training import fit as fit_module, stage_data, stage_fit
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, build_scheduler
-from cnnlab.training.run_dir import new_run_dir, open_run, read_meta
+from cnnlab.training.run_dir import new_run_dir, open_run, read_record
 from cnnlab.training.time_budget import FROZEN_SHARE, BudgetSchedule, TimeBudget, onecycle_factor
 from cnnlab.training.trainer import build_trainer
 
@@ -153,12 +153,12 @@ def _pretrained_run(tmp_path: Path, budget: float, **options) -> RunConfig:
 
 def test_a_two_stage_run_keeps_to_its_budget_split_between_the_stages(fake_time, tmp_path: Path, capsys) -> None:
     result = fit_module.fit(_pretrained_run(tmp_path, 12.0), "test")
-    frozen, finetune = result.meta["stages"]
-    assert frozen["budget_seconds"] == pytest.approx(FROZEN_SHARE * 12.0)
-    assert frozen["seconds"] <= frozen["budget_seconds"]
-    assert finetune["budget_seconds"] == pytest.approx(12.0 - frozen["seconds"], abs=0.01)  # the rest
-    assert frozen["seconds"] + finetune["seconds"] == pytest.approx(result.meta["timing"]["train_seconds"], abs=0.02)
-    assert 12.0 * 0.8 < result.meta["timing"]["train_seconds"] <= 12.0
+    frozen, finetune = result.record.stages
+    assert frozen.budget_seconds == pytest.approx(FROZEN_SHARE * 12.0)
+    assert frozen.seconds <= frozen.budget_seconds
+    assert finetune.budget_seconds == pytest.approx(12.0 - frozen.seconds, abs=0.01)  # the rest
+    assert frozen.seconds + finetune.seconds == pytest.approx(result.record.timing.train_seconds, abs=0.02)
+    assert 12.0 * 0.8 < result.record.timing.train_seconds <= 12.0
     assert "time budget 12 s: stage 'frozen'" in capsys.readouterr().out
 
 
@@ -181,15 +181,15 @@ def test_a_resumed_run_gets_only_what_is_left(fake_time, tmp_path: Path, monkeyp
     files = open_run(tmp_path / "runs" / "budget")
     saved = read_checkpoint(files.last)
     assert saved["cnnlab"]["stage"] == "finetune"
-    used_before_kill = read_meta(files)["stages"][0]["seconds"] + saved[stage_fit.CLOCK_KEY]
+    used_before_kill = read_record(files).stages[0].seconds + saved[stage_fit.CLOCK_KEY]
     monkeypatch.setattr(stage_fit, "build_trainer", original)
     fake_time.now += 1000.0  # time passes between the attempts: it does not count
     resumed = fit_module.resume(str(files.root))
-    frozen, finetune = resumed.meta["stages"]
-    assert finetune["budget_seconds"] == pytest.approx(12.0 - frozen["seconds"], abs=0.01)
-    assert finetune["seconds"] + frozen["seconds"] <= 12.0  # the resume used only the remainder
-    assert finetune["seconds"] + frozen["seconds"] > used_before_kill
-    assert [a.get("resumed_at") for a in resumed.meta["attempts"]] == [None, "after epoch 2 of stage finetune"]
+    frozen, finetune = resumed.record.stages
+    assert finetune.budget_seconds == pytest.approx(12.0 - frozen.seconds, abs=0.01)
+    assert finetune.seconds + frozen.seconds <= 12.0  # the resume used only the remainder
+    assert finetune.seconds + frozen.seconds > used_before_kill
+    assert [a.resumed_at for a in resumed.record.attempts] == [None, "after epoch 2 of stage finetune"]
 
 
 def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
@@ -206,10 +206,10 @@ def test_a_budget_smaller_than_the_extraction_says_so_and_keeps_a_stage_1_model(
     monkeypatch.setattr(stage_data, "cache_features", slow_extraction)
     config = _pretrained_run(tmp_path, 5.0, feature_cache=True, frozen_epochs=4)
     result = fit_module.fit(config, "test")
-    assert [s["name"] for s in result.meta["stages"]] == ["frozen"]  # no fine-tuning
-    assert result.meta["stages"][0]["epochs"] == 4  # the head still trained its epochs on the cached features
+    assert [s.name for s in result.record.stages] == ["frozen"]  # no fine-tuning
+    assert result.record.stages[0].epochs == 4  # the head still trained its epochs on the cached features
     assert "cannot be met" in caplog.text and "extracting the backbone's features" in caplog.text
-    assert any("only stage 1 was trained" in note for note in result.meta["notes"])
+    assert any("only stage 1 was trained" in note for note in result.record.notes)
     assert open_run(tmp_path / "runs" / "budget").best.is_file()  # a stage-1 model to evaluate
 
 

@@ -240,6 +240,7 @@ def _record(name: str, right: int, test: float | None, done: bool = True, replac
 
 def test_results_say_which_weights_were_kept_and_claim_no_gain_for_unkept_or_unfinished_stages() -> None:
     from cnnlab.training.console import results_lines, stage_end
+    from cnnlab.training.record import RunRecord, StageRecord
 
     frozen = _record("frozen", 82, 0.87)
     kept = {
@@ -247,21 +248,21 @@ def test_results_say_which_weights_were_kept_and_claim_no_gain_for_unkept_or_unf
         "kept": {"stage": "finetune"},
         "improvement": "improvement from fine-tuning: +3.00 points",
     }
-    lines = results_lines(kept)
+    lines = results_lines(RunRecord.from_json(kept))
     assert lines[1].endswith("test acc 90.00%  <- kept") and lines[-1] == "improvement from fine-tuning: +3.00 points"
     not_kept = {
         "stages": [frozen, _record("finetune", 82, 0.87, replaced=False)],
         "kept": {"stage": "frozen"},
         "improvement": "improvement from fine-tuning: +0.00 points",
     }
-    lines = results_lines(not_kept)
+    lines = results_lines(RunRecord.from_json(not_kept))
     assert lines[0].endswith("test acc 87.00%  <- kept")
     assert "not kept (no better on validation than stage 'frozen'), so not scored on test" in lines[1]
     assert lines[-1] == "fine-tuning kept no weights: the model is stage 'frozen''s"
     unfinished = {"stages": [frozen, _record("finetune", 84, 0.88, done=False)]}
-    lines = results_lines(unfinished)
+    lines = results_lines(RunRecord.from_json(unfinished))
     assert "test acc 88.00% of the weights kept so far (interrupted)" in lines[1]
     assert lines[-1].startswith("stage 'finetune' did not finish") and not any("improvement" in x for x in lines)
-    assert stage_end({"name": "train", "epochs": 0, "seconds": 0.2}, 1, 5, interrupted=True) == (
+    assert stage_end(StageRecord(name="train", epochs=0, seconds=0.2), 1, 5, interrupted=True) == (
         "stage 1 'train': interrupted after 0 of 5 epochs in 0.2 s; no validation epoch finished"
     )

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # heavy imports happen when a method runs, not at ``import cn
     from cnnlab.deploy.quantize import Quantized
     from cnnlab.tables import Table
     from cnnlab.training.checkpoint import TrainedModel
+    from cnnlab.training.record import RunRecord
 
 ImageLike: TypeAlias = "str | Path | Image.Image | np.ndarray"
 
@@ -96,10 +97,17 @@ class Run:
 
     @property
     def meta(self) -> dict[str, Any]:
-        """run.json: classes, preprocessing, data counts, stages, timing, the command."""
+        """run.json as it is on disk: classes, preprocessing, data counts, stages, timing, the command."""
         from cnnlab.training.run_dir import read_meta
 
         return read_meta(self.files)
+
+    @property
+    def record(self) -> RunRecord:
+        """run.json as types (``cnnlab.training.record``): ``run.record.stages[0].test_acc``, ..."""
+        from cnnlab.training.run_dir import read_record
+
+        return read_record(self.files)
 
     @functools.cached_property
     def config(self) -> RunConfig:
@@ -110,7 +118,7 @@ class Run:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.record.class_names)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -297,16 +305,16 @@ class Run:
 
     def _repr_html_(self) -> str:
         """A compact summary for Jupyter: the headline numbers and the two key figures."""
-        meta, metrics = self.meta, self.metrics
+        record, metrics = self.record, self.metrics
         accuracy = metrics.get("accuracy")
-        seconds = (meta.get("timing") or {}).get("train_seconds")
+        seconds = record.timing.train_seconds
         rows = [
-            ("model", (meta.get("model") or {}).get("name")),
-            ("data", (meta.get("data") or {}).get("source")),
-            ("classes", len(meta.get("class_names") or [])),
+            ("model", record.model.name),
+            ("data", record.data.source),
+            ("classes", len(record.class_names)),
             ("epochs", len(self.history)),
             ("training time", f"{seconds:.0f} s" if seconds is not None else "—"),
-            ("status", meta.get("status")),
+            ("status", record.status),
             ("folder", str(self.path)),
         ]
         table = "".join(

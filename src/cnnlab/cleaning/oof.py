@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -23,6 +22,7 @@ from cnnlab.config import RunConfig
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.pack_read import streamable
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.models.inference import predict_probs
@@ -102,7 +102,7 @@ def _fold_trainer(config: RunConfig) -> L.Trainer:
 
 
 def probabilities_from_training(
-    config: RunConfig, data: PreparedData, images: ImageSet, folds: np.ndarray, preprocess: dict[str, Any]
+    config: RunConfig, data: PreparedData, images: ImageSet, folds: np.ndarray, preprocess: Preprocess
 ) -> np.ndarray:
     """Out-of-fold probabilities of the run's own CNN, trained from scratch once per fold.
 

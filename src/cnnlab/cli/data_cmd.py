@@ -236,7 +236,7 @@ def run_cache(args: argparse.Namespace) -> int:
     specs = options_by_dest()
     config = build_config(data=args.data, **given_options(args, [specs[name] for name in CACHE_OPTIONS]))
     started = time.perf_counter()
-    done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained).needs())
+    done = warm_cache(config.data, model_input(config.model.name, config.model.pretrained))
     print(
         f"cached {plural(done.images, 'image')} at {done.size}x{done.size}, {plural(done.channels, 'channel')}, in "
         f"{time.perf_counter() - started:.1f} s{f' ({done.skipped} unreadable skipped)' if done.skipped else ''}"

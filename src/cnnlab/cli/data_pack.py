@@ -74,7 +74,7 @@ def run_pack(args: argparse.Namespace) -> int:
     given = given_options(args, [specs[name] for name in PACK_OPTIONS])
     config = build_config(data=args.folder, **given)
     # The model's input itself, without the margin a folder run stores for random crops: shards hold one format.
-    needs = dataclasses.replace(model_input(config.model.name, config.model.pretrained).needs(), crop_pct=None)
+    needs = dataclasses.replace(model_input(config.model.name, config.model.pretrained), crop_pct=None)
     done = pack_folder(config.data, args.out, config.train.seed, args.shard_size, needs)
     counts = ", ".join(f"{split} {count:,}" for split, count in done.counts.items())
     classes = plural(len(done.class_names), "class", "classes")

@@ -6,12 +6,15 @@ import argparse
 import logging
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.cli.options import add_options, add_setup_arguments, given_options
 from cnnlab.cli.startup import collector_paused
 from cnnlab.config import RunConfig, all_options, build_config
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.training.record import RunRecord
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank
         from cnnlab.training.fit import TrainingInterrupted
+        from cnnlab.training.record import RunRecord
         from cnnlab.training.run_dir import read_optional_json
 
     if args.resume:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         if process_rank() != 0:  # rank 0 tells the user; a non-zero code here would make the launcher kill it
             return 0
-        _print_results(read_optional_json(stop.files.meta))
+        _print_results(RunRecord.from_json(read_optional_json(stop.files.meta)))
         report = f"; report: {stop.files.report}" if stop.files.report.is_file() else ""
         print(f"\ninterrupted: {stop.saved}{report}")
         print(f"resume with: cnnlab train --resume {stop.files.root}")
@@ -79,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() != 0:  # only rank 0 speaks
         return 0
     metrics = result.metrics
-    timing = result.meta.get("timing") or {}
-    if timing.get("phases"):
-        print("\n" + phases.phase_line(timing["phases"], timing.get("total_seconds")))
-    _print_results(result.meta)
+    record = result.record
+    if record.timing.phases:
+        print("\n" + phases.phase_line(record.timing.phases, record.timing.total_seconds))
+    _print_results(record)
     print(f"\ntest accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}")
     print(f"run folder: {result.path}")
     print(f"report:     {result.report_path}")
-    tracking = result.meta.get("tracking") or {}
+    tracking = record.tracking or {}
     if tracking.get("run_id"):
         from cnnlab.training.tracking import ui_command
 
@@ -94,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(meta: dict[str, Any]) -> None:
+def _print_results(record: RunRecord) -> None:
     """Each stage's validation and test result, when there were several or one was interrupted."""
     from cnnlab.training.console import results_lines
 
-    stages = meta.get("stages") or []
-    if len(stages) > 1 or (stages and not stages[-1].get("done")):
-        print("\n" + "\n".join(results_lines(meta)))
+    stages = record.stages
+    if len(stages) > 1 or (stages and not stages[-1].done):
+        print("\n" + "\n".join(results_lines(record)))

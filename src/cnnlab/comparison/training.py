@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import AugmentConfig, RunConfig, merge_config
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import ModelInput
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.run_evaluation import train_and_evaluate
-from cnnlab.training.run_dir import RunFiles, read_meta
+from cnnlab.training.run_dir import RunFiles, read_record
 from cnnlab.training.stage_plan import plan_stages
 
 
@@ -29,7 +30,7 @@ def split_counts(config: RunConfig) -> dict[str, int]:
     Raises:
         CnnlabError: a missing folder, too few classes or images, and the like.
     """
-    data = prepare_data(config.data, config.train.seed, InputNeeds(None, config.data.image_size))
+    data = prepare_data(config.data, config.train.seed, ModelInput(image_size=config.data.image_size))
     return {name: len(images) for name, images in data.splits.items()}
 
 
@@ -88,19 +89,18 @@ def _stage_text(name: str, epochs: int, lr: float | str) -> str:
 
 
 def _run_row(files: RunFiles, metrics: dict[str, Any]) -> dict[str, Any]:
-    meta = read_meta(files)
-    stages = [s for s in meta.get("stages", []) if s.get("done")]
-    epochs = sum(int(s.get("epochs") or 0) for s in stages)
-    last = stages[-1] if stages else {}
-    per_epoch = last.get("seconds", 0) / last["epochs"] if last.get("epochs") else None
+    run = read_record(files)
+    stages = run.done_stages()
+    last = stages[-1] if stages else None
+    per_epoch = last.seconds / last.epochs if last is not None and last.epochs else None
     return {
         "test_acc": metrics.get("accuracy"),
-        "train_seconds": (meta.get("timing") or {}).get("train_seconds"),
-        "epochs": epochs,
+        "train_seconds": run.timing.train_seconds,
+        "epochs": sum(int(s.epochs or 0) for s in stages),
         "epoch_seconds": None if per_epoch is None else round(per_epoch, 3),  # last stage: the one on images
-        "stages": ", ".join(f"{s['name']} {s.get('epochs')} ep {s.get('seconds', 0):.1f} s" for s in stages),
+        "stages": ", ".join(f"{s.name} {s.epochs} ep {s.seconds:.1f} s" for s in stages),
         "run": str(files.root),
-        "run_notes": "; ".join(meta.get("notes") or []),  # e.g. a time budget that feature extraction outran
+        "run_notes": "; ".join(run.notes),  # e.g. a time budget that feature extraction outran
     }
 
 

@@ -14,7 +14,6 @@ Records stay fixed-size squares, so the memory, cache and record-store paths are
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
@@ -24,22 +23,6 @@ NO_MARGIN = 1.0  # runs saved before crop_pct existed stored the model's input i
 def stored_side(side: int, crop_pct: float) -> int:
     """The side images are stored at for a model input of ``side``: timm's ``floor(side / crop_pct)``."""
     return side if crop_pct >= 1.0 else math.floor(side / crop_pct)
-
-
-def crop_pct_of(preprocess: dict[str, Any]) -> float:
-    """A run's crop fraction; NO_MARGIN for runs saved before it was recorded."""
-    return float(preprocess.get("crop_pct", NO_MARGIN))
-
-
-def input_side(preprocess: dict[str, Any]) -> int:
-    """The side of the model's input (``image_size``; the first of a [height, width] pair)."""
-    size = preprocess["image_size"]
-    return int(size) if isinstance(size, int) else int(size[0])
-
-
-def decode_side(preprocess: dict[str, Any]) -> int:
-    """The side files are decoded to for a run: its input side plus the stored margin."""
-    return stored_side(input_side(preprocess), crop_pct_of(preprocess))
 
 
 def center_crop(images: torch.Tensor, side: int) -> torch.Tensor:

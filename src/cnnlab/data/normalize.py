@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from cnnlab.data.crop import NO_MARGIN, center_crop, crop_pct_of, input_side
+from cnnlab.data.crop import center_crop
+from cnnlab.data.preprocess import Preprocess
 
 
 class Normalize(nn.Module):
@@ -46,10 +46,9 @@ class Normalize(nn.Module):
         return Normalize(self.mean.flatten().tolist(), self.std.flatten().tolist(), crop=None)
 
     @classmethod
-    def of(cls, preprocess: dict[str, Any]) -> Normalize:
-        """The scaling (and centre crop) a run's ``preprocess`` metadata describes."""
-        margin = crop_pct_of(preprocess) < NO_MARGIN
-        return cls(preprocess["mean"], preprocess["std"], input_side(preprocess) if margin else None)
+    def of(cls, preprocess: Preprocess) -> Normalize:
+        """The scaling (and centre crop) a run's input format describes."""
+        return cls(preprocess.mean, preprocess.std, preprocess.side if preprocess.has_margin else None)
 
 
 def default_stats(

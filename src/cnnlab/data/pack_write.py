@@ -32,7 +32,8 @@ import numpy as np
 
 from cnnlab.config import DataConfig
 from cnnlab.data.pack_read import MANIFEST, PACK_VERSION, SPLITS, is_packed, items_file, local_path, require_litdata
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import ModelInput
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
@@ -95,7 +96,7 @@ def _check_out(out: Path) -> None:
 
 
 def pack_folder(
-    cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0, needs: InputNeeds = InputNeeds()
+    cfg: DataConfig, out: str | Path, seed: int, shard_mb: float = 64.0, needs: ModelInput = ModelInput()
 ) -> PackSummary:
     """Packs the folder ``cfg.source`` into streaming shards in ``out`` (a new or empty folder).
 

@@ -18,21 +18,13 @@ from cnnlab.data.decoded_cache import cache_enabled
 from cnnlab.data.discover import Listing, discover, too_few_classes
 from cnnlab.data.folder import decode_files, default_side, guess_format
 from cnnlab.data.pack_read import is_packed, open_packed
+from cnnlab.data.preprocess import ModelInput
 from cnnlab.data.split_records import decode_stored
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
 from cnnlab.errors import CnnlabError, suggest
 
 log = logging.getLogger("cnnlab")
-
-
-@dataclass(frozen=True)
-class InputNeeds:
-    """What a model asks of its input (a pretrained backbone wants 3 channels at its size)."""
-
-    channels: int | None = None
-    image_size: int | None = None
-    crop_pct: float | None = None  # the centre share of the stored image its evaluation sees (timm's)
 
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B, as PIL's convert("L")
@@ -55,7 +47,7 @@ def convert_images(images: torch.Tensor, channels: int, size: int | None) -> tor
     return images.contiguous()
 
 
-def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> tuple[int, int]:
+def image_format(listing: Listing, cfg: DataConfig, needs: ModelInput = ModelInput()) -> tuple[int, int]:
     """(channels, side) the images of ``listing`` are decoded to: as asked, as the model needs, or
     from the files (grayscale when all are; the median shorter side, capped for a CPU)."""
     asked_channels, asked_side = cfg.channels or needs.channels, cfg.image_size or needs.image_size
@@ -66,7 +58,7 @@ def image_format(listing: Listing, cfg: DataConfig, needs: InputNeeds = InputNee
     return int(channels), int(cfg.image_size or needs.image_size or default_side(median_side))
 
 
-def crop_fraction(cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> float:
+def crop_fraction(cfg: DataConfig, needs: ModelInput = ModelInput()) -> float:
     """The share of each stored image the model sees: as asked, the pretrained model's, or all of it."""
     return float(cfg.crop_pct or needs.crop_pct or NO_MARGIN)
 
@@ -79,7 +71,7 @@ def use_record_store(choice: str, decoded_bytes: int) -> bool:
 
 
 def _builtin(
-    cfg: DataConfig, needs: InputNeeds, crop_pct: float
+    cfg: DataConfig, needs: ModelInput, crop_pct: float
 ) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
     pool, test, class_names = load_builtin(cfg.source)
     channels = cfg.channels or needs.channels or pool.images.shape[1]
@@ -92,7 +84,7 @@ def _builtin(
 
 
 def _folder(
-    cfg: DataConfig, needs: InputNeeds, crop_pct: float, skipped: list[SkippedFile], cache_read_only: bool
+    cfg: DataConfig, needs: ModelInput, crop_pct: float, skipped: list[SkippedFile], cache_read_only: bool
 ) -> tuple[ImageSet, dict[str, ImageSet], list[str], int]:
     root = Path(cfg.source).expanduser()
     listing = discover(root)
@@ -161,7 +153,7 @@ def _check_nonempty(splits: dict[str, ImageSet], class_names: list[str], held_ou
 
 
 def prepare_data(
-    cfg: DataConfig, seed: int, needs: InputNeeds = InputNeeds(), cache_read_only: bool = False
+    cfg: DataConfig, seed: int, needs: ModelInput = ModelInput(), cache_read_only: bool = False
 ) -> PreparedData:
     """Loads, decodes and splits the data named by ``cfg.source``.
 
@@ -218,7 +210,7 @@ class CacheWarmup:
     on_disk: bool = False  # in the record store rather than the SQLite cache
 
 
-def warm_cache(cfg: DataConfig, needs: InputNeeds = InputNeeds()) -> CacheWarmup:
+def warm_cache(cfg: DataConfig, needs: ModelInput = ModelInput()) -> CacheWarmup:
     """Decodes every image of the folder ``cfg.source`` into the decoded-image cache, ahead of training.
 
     Uses the format ``cnnlab train`` would pick for a model that ``needs`` this (default: its own

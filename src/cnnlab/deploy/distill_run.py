@@ -30,7 +30,8 @@ from torch import nn
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import ModelConfig, RunConfig, TrainConfig, TransferConfig, build_config
-from cnnlab.data.prepare import InputNeeds, prepare_data
+from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import ModelInput, Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.deploy.benchmark import normalized, sample, time_models, weights_mb
 from cnnlab.deploy.distill_step import DistillationModule, FreshBatchNormStats, Teacher
@@ -43,7 +44,7 @@ from cnnlab.models import resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
@@ -51,10 +52,10 @@ from cnnlab.training.run_dir import (
     RunFiles,
     default_name,
     open_run,
-    read_meta,
     read_optional_json,
+    read_record,
     read_run_config,
-    write_meta,
+    write_record,
 )
 from cnnlab.training.start import open_new_run, prepare_inputs
 
@@ -80,7 +81,7 @@ class Student:
     config: RunConfig
     label: str  # e.g. "efficientnet_lite0 with 50% of its channels pruned"
     data: PreparedData
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     model: nn.Module  # starting weights; each run trains a copy, so alone and distilled start alike
     summary: str
     name: str  # its runs are <name>-distilled and <name>-alone unless --name is given
@@ -131,8 +132,9 @@ def student_config(
     data = dataclasses.replace(taught.data, image_size=None, channels=None)  # the student's own input
     model, transfer = ModelConfig(), TransferConfig()
     if pruned_from is not None:
+        wanted = pruned_from.preprocess
         data = dataclasses.replace(
-            taught.data, image_size=pruned_from.side, channels=pruned_from.channels, crop_pct=pruned_from.crop_pct
+            taught.data, image_size=wanted.side, channels=wanted.channels, crop_pct=wanted.crop_pct
         )
         model = dataclasses.replace(taught.model, pretrained=False, weights=None)
         transfer = dataclasses.replace(transfer, stages="full")
@@ -186,7 +188,7 @@ def pruned_student(
 
     given = {k: v for k, v in options.items() if k != "model"}
     config = student_config(teacher_files, given, setups, pruned_from=teacher)
-    data = prepare_data(config.data, config.train.seed, InputNeeds(teacher.channels, teacher.side, teacher.crop_pct))
+    data = prepare_data(config.data, config.train.seed, teacher.preprocess.request())
     _check_classes(data, teacher)
     print(f"student: pruning {sparsity:.0%} of the channels of the teacher {teacher_files.root.name}")
     pruned = prune_run(
@@ -197,11 +199,9 @@ def pruned_student(
     )  # distill times it again
     model = load_trained(pruned.files).model.to(memory_format=torch.contiguous_format)
     # Its weights were learnt on the teacher's scaling: keep the teacher's mean and std.
-    preprocess = {
-        **preprocess_meta(data, config),
-        "mean": teacher.meta["preprocess"]["mean"],
-        "std": teacher.meta["preprocess"]["std"],
-    }
+    preprocess = dataclasses.replace(
+        preprocess_of(data, config), mean=teacher.preprocess.mean, std=teacher.preprocess.std
+    )
     achieved = pruned.table.data.get("achieved", sparsity)
     label = f"{config.model.name} with {achieved:.0%} of its channels pruned"
     summary = model_summary(model, (data.channels, *data.input_size))
@@ -247,7 +247,7 @@ def measure_sizes(teacher: TrainedModel, student: Student, threads: int) -> Size
         model = model.to(memory_format=torch.channels_last)
     height, width = student.data.input_size
     inputs = {
-        "teacher": (teacher.model, torch.randn(1, teacher.channels, teacher.side, teacher.side)),
+        "teacher": (teacher.model, torch.randn(1, teacher.preprocess.channels, *teacher.preprocess.size)),
         "student": (model, torch.randn(1, student.data.channels, height, width)),
     }
     with torch_threads(threads):
@@ -290,7 +290,7 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     own = prepare_data(
         dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels, crop_pct=teacher.crop_pct),
         config.train.seed,
-        InputNeeds(teacher.channels, teacher.side, teacher.crop_pct),
+        ModelInput(teacher.channels, teacher.side, teacher.crop_pct),
     ).splits["train"]
     train = data.splits["train"]
     if own.ids != train.ids:
@@ -319,10 +319,10 @@ def train_student(
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(ctx.files.pruned_weights))
     ctx.hooks = hooks
     if distillation is not None:
-        ctx.meta["distillation"] = distillation  # also what refuses --resume: the teacher would be missing
+        ctx.record.distillation = distillation  # also what refuses --resume: the teacher would be missing
     if note is not None:
-        ctx.meta.setdefault("notes", []).append(note)
-    write_meta(ctx.files, ctx.meta)
+        ctx.record.notes.append(note)
+    write_record(ctx.files, ctx.record)
     finish_run(train_run(ctx))
     return ctx.files
 
@@ -372,16 +372,18 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
     under ``distillation_baseline``) and, when it failed, the message as its report's first note;
     the distilled run also gets ``note`` (how it was made, naming the baseline run).
     """
-    runs = {"distilled student": (distilled, "distillation"), "student alone": (alone, "distillation_baseline")}
-    verdicts = {who: majority_verdict(files, student.data) for who, (files, _) in runs.items()}
+    runs = {"distilled student": distilled, "student alone": alone}
+    verdicts = {who: majority_verdict(files, student.data) for who, files in runs.items()}
     alone_failed = bool((verdicts["student alone"] or {}).get("failed"))
     failures = []
-    for who, (files, key) in runs.items():
-        verdict, meta = verdicts[who], read_meta(files)
-        record = meta.setdefault(key, {} if who == "distilled student" else {"of": str(distilled.root)})
-        notes = meta.setdefault("notes", [])
+    for who, files in runs.items():
+        verdict, run = verdicts[who], read_record(files)
         if who == "distilled student":
-            notes.append(note)
+            run.distillation = record = run.distillation or {}
+            run.notes.append(note)
+        else:
+            run.distillation_baseline = record = run.distillation_baseline or {"of": str(distilled.root)}
+        notes = run.notes
         if verdict is not None:
             record["verdict"] = verdict
         if verdict is not None and verdict["failed"]:
@@ -393,7 +395,7 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
                 message += f"; {_what_to_try(student, student.config, alone_failed)}"
             failures.append(message)
             notes.insert(0, message[0].upper() + message[1:] + ".")
-        write_meta(files, meta)
+        write_record(files, run)
     return failures
 
 
@@ -433,7 +435,7 @@ def compare(
             for k, t in trained.items()
         }
         timings = time_models(models)
-    names = {"teacher": trained["teacher"].meta["model"]["name"]}
+    names = {"teacher": trained["teacher"].record.model.name or "teacher"}
     rows = [_row(k, names.get(k, student.label), runs[k], trained[k], timings[k]) for k in runs]
     ratio = timings["distilled student"].p50_ms / timings["teacher"].p50_ms
     notes = [
@@ -588,9 +590,9 @@ def _frozen_teacher(trained_teacher: TrainedModel) -> Teacher:
     return Teacher(
         trained_teacher.model,
         trained_teacher.normalize,
-        trained_teacher.channels,
-        trained_teacher.side,
-        trained_teacher.crop_pct,
+        trained_teacher.preprocess.channels,
+        trained_teacher.preprocess.side,
+        trained_teacher.preprocess.crop_pct,
     )
 
 

@@ -21,6 +21,7 @@ from cnnlab.data.decode import image_to_array
 from cnnlab.data.discover import expand_inputs
 from cnnlab.data.folder import decode_files
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.deploy.runtime import open_for_prediction, torch_threads
 from cnnlab.deploy.settings import PredictOptions
 from cnnlab.errors import CnnlabError
@@ -41,10 +42,7 @@ class Classifier(Protocol):
     def normalize(self) -> Normalize: ...
 
     @property
-    def channels(self) -> int: ...
-
-    @property
-    def stored_side(self) -> int: ...
+    def preprocess(self) -> Preprocess: ...
 
 
 def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[dict[str, Any]]:
@@ -88,6 +86,7 @@ def predict_images(
     rows: list[dict[str, Any]] = []
     files: list[tuple[Path, int]] = []
     in_memory: list[tuple[int, np.ndarray]] = []
+    pre = trained.preprocess
     for item in items:
         if isinstance(item, (str, Path)):
             for path in expand_inputs([item]):
@@ -98,8 +97,8 @@ def predict_images(
         rows.append(
             {"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None}
         )
-        in_memory.append((len(rows) - 1, image_to_array(image, trained.channels, trained.stored_side)))
-    decoded, skipped = decode_files(files, trained.channels, trained.stored_side, workers)
+        in_memory.append((len(rows) - 1, image_to_array(image, pre.channels, pre.stored_side)))
+    decoded, skipped = decode_files(files, pre.channels, pre.stored_side, workers)
     row_of = {str(path): row for path, row in files}
     for item in skipped:
         rows[row_of[item.path]]["error"] = item.reason

@@ -62,7 +62,7 @@ from cnnlab.training.build import build_model
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
-from cnnlab.training.run_dir import RunFiles, open_run, read_meta, read_run_config, update_meta, write_meta
+from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_record
 from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
@@ -166,9 +166,9 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
         model=dataclasses.replace(config.model, pretrained=False, weights=None),
         data=dataclasses.replace(
             config.data,
-            image_size=trained.side,
-            channels=trained.channels,
-            crop_pct=trained.crop_pct,
+            image_size=trained.preprocess.side,
+            channels=trained.preprocess.channels,
+            crop_pct=trained.preprocess.crop_pct,
             batch_size=min(config.data.batch_size, FINETUNE_BATCH),
         ),
         train=dataclasses.replace(
@@ -207,9 +207,9 @@ def _new_child(
     """The pruned run's folder: config, pruned weights, layer widths; returns its training context."""
     trained = parent.trained
     child_config = _child_config(parent, kind, sparsity, tuning)
-    summary = model_summary(model, (trained.channels, trained.side, trained.side))
-    ctx = open_new_run(child_config, command, parent.data, trained.meta["preprocess"], model, summary)
-    original = build_model(child_config, parent.data.num_classes, trained.meta["preprocess"])
+    summary = model_summary(model, (trained.preprocess.channels, *trained.preprocess.size))
+    ctx = open_new_run(child_config, command, parent.data, trained.preprocess, model, summary)
+    original = build_model(child_config, parent.data.num_classes, trained.preprocess)
     resized = write_architecture(ctx.files.architecture, original, model, {"pruned_from": str(parent.files.root)})
     if not resized:
         ctx.files.architecture.unlink()  # same shapes as the config builds: nothing to describe
@@ -225,10 +225,10 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, info: dict[str, Any]) -> N
     recovery = RecoveryStop(parent.val_accuracy - 1 / len(val))
     ctx.hooks = TrainingHooks(callbacks=[recovery, *([KeepZeros(masks)] if masks else [])], select="accuracy")
     finish_run(train_run(ctx))
-    stage = (ctx.meta.get("stages") or [{}])[-1]
+    stages = ctx.record.stages
     info.update(
-        finetune_epochs=stage.get("epochs"),
-        finetune_seconds=stage.get("seconds"),
+        finetune_epochs=stages[-1].epochs if stages else None,
+        finetune_seconds=stages[-1].seconds if stages else None,
         recovered_at_epoch=recovery.recovered_at,
     )
 
@@ -264,25 +264,29 @@ def prune_once(
         "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
         "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
     }
-    ctx.meta["pruning"] = info
+    ctx.record.pruning = info
     what = "of channels" if structured else "of weights"
-    ctx.meta.setdefault("notes", []).append(
+    ctx.record.notes.append(
         f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
         f"{what} removed (before/after table under Deployment)."
     )
-    write_meta(child, ctx.meta)
+    write_record(child, ctx.record)
     if tuning.epochs:
         _fine_tune(ctx, parent, masks, info)
     else:
         evaluate_split(model, normalize, test, parent.data.class_names, child)
-        update_meta(child, status="completed")
+        run = read_record(child)
+        run.status = "completed"
+        write_record(child, run)
     table = _compare(parent, child, model, info, threads, rounds)
     warnings = verdict(table.data, max_drop)
     table.notes[:0] = [f"WARNING: {w}" for w in warnings]
     table.data.update(warnings=warnings, max_drop=max_drop)
     table.save(child.tables, "prune")
-    notes = list(read_meta(child).get("notes") or [])
-    update_meta(child, pruning=table.data, notes=[*notes, *(f"{w[0].upper()}{w[1:]}." for w in warnings)])
+    run = read_record(child)
+    run.pruning = table.data
+    run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
+    write_record(child, run)
     write_report(child.root)
     return Pruned(child, table, warnings)
 

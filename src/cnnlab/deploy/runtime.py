@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.data.crop import decode_side, input_side
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.deploy.settings import ACCURACY_TOLERANCE, DEFAULT_THREADS, EXACT_RUNTIMES, RUNTIME_CHOICES, RUNTIMES
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json
@@ -48,9 +48,9 @@ def model_metadata(trained: TrainedModel, files: RunFiles) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "class_names": trained.class_names,
-        "preprocess": trained.meta["preprocess"],
+        "preprocess": trained.preprocess.to_json(),
         "run": files.root.name,
-        "model": (trained.meta.get("model") or {}).get("name"),
+        "model": trained.record.model.name,
     }
 
 
@@ -75,7 +75,7 @@ class Served:
 
     model: nn.Module
     class_names: list[str]
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     runtime: str  # a key of RUNTIMES
     source: Path
     threads: int
@@ -86,17 +86,17 @@ class Served:
 
     @property
     def channels(self) -> int:
-        return int(self.preprocess["channels"])
+        return self.preprocess.channels
 
     @property
     def side(self) -> int:
         """The (square) side of the model's input."""
-        return input_side(self.preprocess)
+        return self.preprocess.side
 
     @property
     def stored_side(self) -> int:
         """The side uploads and files are decoded to: the input plus the margin it is centre-cropped from."""
-        return decode_side(self.preprocess)
+        return self.preprocess.stored_side
 
     @property
     def label(self) -> str:
@@ -202,7 +202,8 @@ def open_artifact(path: str | Path, threads: int = DEFAULT_THREADS) -> Served:
             f"'{path}' is neither an ONNX model (.onnx) nor a TorchScript file; "
             "give a run folder or a file written by cnnlab export"
         )
-    return Served(model, list(meta["class_names"]), dict(meta["preprocess"]), runtime, path, for_command(threads))
+    preprocess = Preprocess.from_json(meta["preprocess"], str(path))
+    return Served(model, list(meta["class_names"]), preprocess, runtime, path, for_command(threads))
 
 
 def open_runtime(
@@ -218,7 +219,7 @@ def open_runtime(
         # NHWC: the faster eager layout for conv nets on this CPU (run_batches feeds NHWC input to it);
         # on a copy, so the caller's model keeps its layout (the ONNX exporter wants NCHW).
         model = copy.deepcopy(trained.model).to(memory_format=torch.channels_last)
-        return Served(model, trained.class_names, trained.meta["preprocess"], runtime, files.root, for_command(threads))
+        return Served(model, trained.class_names, trained.preprocess, runtime, files.root, for_command(threads))
     path = artifact_path(files, runtime)
     if path is None:
         raise CnnlabError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
@@ -246,7 +247,7 @@ def update_sidecar(
         sidecar["speed"] = speed
     atomic_write_json(files.deploy_meta, sidecar)
     if artifacts:  # a tracked run's MLflow run gets the model files it now has
-        log_model_files(files, trained.meta, [files.root / name for name in artifacts] + [files.deploy_meta])
+        log_model_files(files, trained.record, [files.root / name for name in artifacts] + [files.deploy_meta])
     return sidecar
 
 

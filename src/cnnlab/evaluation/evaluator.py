@@ -26,6 +26,7 @@ from cnnlab.models.tta import tta_probs, views_of
 from cnnlab.phases import phase
 from cnnlab.progress import Progress
 from cnnlab.training.history import load_history
+from cnnlab.training.record import RunRecord
 from cnnlab.training.run_dir import ResultFiles, RunFiles
 
 log = logging.getLogger("cnnlab")
@@ -210,18 +211,8 @@ def draw_history(files: RunFiles) -> None:
         plot_curves({files.root.name: history}, files.figure("history"), "Training history")
 
 
-def class_counts(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Images per split and class, as run.json records them."""
-    splits = (meta.get("data") or {}).get("splits") or {}
-    return {s: v["per_class"] for s, v in splits.items() if isinstance(v, dict) and v.get("per_class")}
-
-
 def write_training_figures(
-    files: RunFiles,
-    train_set: ImageSet,
-    class_names: list[str],
-    meta: dict[str, Any],
-    augment: AugmentConfig | None = None,
+    files: RunFiles, train_set: ImageSet, class_names: list[str], run: RunRecord, augment: AugmentConfig | None = None
 ) -> None:
     """History curves, the sample grid, class counts and (when used) the augmentation preview."""
     from cnnlab.augment.preview import preset_preview
@@ -232,7 +223,7 @@ def write_training_figures(
     plot_samples_per_class(
         train_set.take(index).numpy(), train_set.labels[index].numpy(), class_names, files.figure("samples")
     )
-    plot_class_counts(class_counts(meta), files.figure("class_counts"))
+    plot_class_counts(run.data.class_counts(), files.figure("class_counts"))
     if augment is not None and augment != AugmentConfig():
         picks = [image.permute(1, 2, 0).numpy() for image in train_set.take(index[:: max(1, len(index) // 4)][:4])]
         preset_preview(picks, augment, draws=6, out=files.figure("augmentation"))

@@ -14,16 +14,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.crop import decode_side
-from cnnlab.evaluation.evaluator import class_counts, draw_history, draw_metric_figures
-from cnnlab.evaluation.runs_summary import final_test_accuracy, format_value, kept_stage, kept_val_accuracy
+from cnnlab.data.preprocess import Preprocess
+from cnnlab.evaluation.evaluator import draw_history, draw_metric_figures
+from cnnlab.evaluation.runs_summary import final_test_accuracy, format_value, kept_val_accuracy
 from cnnlab.figures import plot_class_counts
 from cnnlab.io import atomic_write_text
 from cnnlab.markup import escape as _e, folded as _folded, missing as _missing, pairs as _pairs, table as _table
 from cnnlab.phases import phase_line
 from cnnlab.tables import Table
 from cnnlab.training.history import load_history
-from cnnlab.training.run_dir import FIGURES, RunFiles, open_run, read_meta, read_optional_json, read_skipped, read_text
+from cnnlab.training.record import RunRecord, StageRecord
+from cnnlab.training.run_dir import (
+    FIGURES,
+    RunFiles,
+    open_run,
+    read_optional_json,
+    read_record,
+    read_skipped,
+    read_text,
+)
 
 SECTIONS = [
     ("summary", "Summary"),
@@ -87,161 +96,167 @@ def _stat(value: str, label: str) -> str:
     return f'<div class="stat">{_e(value)}<small>{_e(label)}</small></div>'
 
 
-def _crop_text(pre: dict[str, Any]) -> str:
-    """ ", the centre 87.5% of 256-px stored squares" when images are stored with a margin, else ""."""
-    pct = float(pre.get("crop_pct", 1.0))
-    return f", the centre {100 * pct:g}% of {decode_side(pre)}-px stored squares" if pct < 1.0 else ""
+def _input_text(pre: Preprocess | None) -> str:
+    """ "224 px, 3 channel(s), the centre 87.5% of 256-px stored squares" (the margin only when there is one)."""
+    if pre is None:
+        return "—"
+    size = pre.image_size if isinstance(pre.image_size, int) else list(pre.image_size)
+    crop = f", the centre {100 * pre.crop_pct:g}% of {pre.stored_side}-px stored squares" if pre.has_margin else ""
+    return f"{size} px, {pre.channels} channel(s){crop}"
 
 
-def _summary(run: dict[str, Any], metrics: dict[str, Any]) -> str:
-    model, data, timing = run.get("model") or {}, run.get("data") or {}, run.get("timing") or {}
-    pre = run.get("preprocess") or {}
-    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
+def _headline(run: RunRecord, metrics: dict[str, Any]) -> str:
+    """The test accuracy in large print, the other headline numbers beside it."""
     test = _object(metrics.get("test"))
-    status = str(run.get("status", "unknown"))
-    out = []
-    if status != "completed":
-        out.append(f'<p class="banner">Run status: <b>{_e(status)}</b>: results may be partial.</p>')
-    stats = [_stat(format_value("train_seconds", timing.get("train_seconds")), "training time")]
+    stats = [_stat(format_value("train_seconds", run.timing.train_seconds), "training time")]
     if test.get("balanced_accuracy") is not None:
         stats.insert(0, _stat(_pct(test["balanced_accuracy"]), "balanced accuracy"))
     if test.get("top5_accuracy") is not None:
         stats.insert(0, _stat(_pct(test["top5_accuracy"]), "top-5 accuracy"))
     if test.get("loss") is not None:
         stats.append(_stat(f"{float(test['loss']):.4f}", "test loss"))
-    out.append(
-        f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, stages)))} '
+    return (
+        f'<div class="headline"><p class="big">{_e(_pct(final_test_accuracy(metrics, run.stages)))} '
         f"<small>test accuracy</small></p>{''.join(stats)}</div>"
     )
-    out.append(_improvement(stages))
-    kept = _object(run.get("kept"))
-    if kept.get("why"):  # which stage's weights the run ended with: stage 2 never replaces a better stage 1
-        out.append(f"<p>{_e(str(kept['why'])[0].upper() + str(kept['why'])[1:])}.</p>")
-    refit = _object(run.get("refit"))
-    if refit.get("done"):  # the headline is the refit model's; the stage table's validation figures are not its
+
+
+def _how_it_ended(run: RunRecord) -> list[str]:
+    """Paragraphs on which weights were kept, the refit, resumes and the run's notes."""
+    out = [_improvement(run.stages)]
+    if run.kept is not None and run.kept.why:  # which stage's weights the run ended with
+        out.append(f"<p>{_e(run.kept.why[0].upper() + run.kept.why[1:])}.</p>")
+    refit = run.refit
+    if refit is not None and refit.done:  # the headline is the refit model's; the stage table's figures are not its
         out.append(
-            f"<p>{_e(str(refit.get('line', 'refit')).capitalize())}: the test accuracy above is the refit "
-            f"model's (the model validation chose: {_e(_pct(refit.get('validated_test_acc')))}, kept as "
-            f"{_e(refit.get('validated_checkpoint', 'validated.ckpt'))}); the validation figures are that "
+            f"<p>{_e((refit.line or 'refit').capitalize())}: the test accuracy above is the refit "
+            f"model's (the model validation chose: {_e(_pct(refit.validated_test_acc))}, kept as "
+            f"{_e(refit.validated_checkpoint or 'validated.ckpt')}); the validation figures are that "
             "model's, the refit trained on the validation images.</p>"
         )
-    resumes = [a["resumed_at"] for a in run.get("attempts") or [] if isinstance(a, dict) and a.get("resumed_at")]
+    resumes = [attempt.resumed_at for attempt in run.attempts if attempt.resumed_at]
     if resumes:
         times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
         out.append(f"<p>Resumed {times}: {_e('; '.join(resumes))}. Times count the work of every attempt.</p>")
-    out.extend(f'<p class="banner">{_e(note)}</p>' for note in run.get("notes") or [])
-    names = run.get("class_names") or []
+    out.extend(f'<p class="banner">{_e(note)}</p>' for note in run.notes)
+    return out
+
+
+def _facts(run: RunRecord, status: str) -> list[tuple[str, Any]]:
+    """The summary's table: what the run was, on what, and what it took."""
+    names, timing = run.class_names, run.timing
     shown = ", ".join(map(str, names[:12])) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-    rows = [
-        ("Run", run.get("name", "—")),
+    rows: list[tuple[str, Any]] = [
+        ("Run", run.name or "—"),
         ("Status", status),
-        ("Model", model.get("name", "—")),
+        ("Model", run.model.name or "—"),
         ("Parameters", _parameters(run)),
-        ("Data", data.get("source", "—")),
+        ("Data", run.data.source or "—"),
         ("Classes", f"{len(names)}: {shown}" if names else "—"),
-        (
-            "Input",
-            f"{pre.get('image_size', '?')} px, {pre.get('channels', '?')} channel(s){_crop_text(pre)}" if pre else "—",
-        ),
-        ("Total time", format_value("train_seconds", timing.get("total_seconds"))),
-        ("Time by phase", phase_line(timing["phases"])[len("time: ") :] if timing.get("phases") else "—"),
-        ("Peak memory", _peak_memory(run.get("memory") or {})),
-        ("Created", run.get("created", "—")),
-        ("cnnlab version", run.get("cnnlab_version", "—")),
+        ("Input", _input_text(run.preprocess)),
+        ("Total time", format_value("train_seconds", timing.total_seconds)),
+        ("Time by phase", phase_line(timing.phases)[len("time: ") :] if timing.phases else "—"),
+        ("Peak memory", _peak_memory(run.memory.peak_rss_mb if run.memory else [])),
+        ("Created", run.created or "—"),
+        ("cnnlab version", run.cnnlab_version or "—"),
     ]
-    last = (run.get("attempts") or [{}])[-1]
-    if isinstance(last, dict) and last.get("processes"):  # trained by several processes (DDP)
+    last = run.attempts[-1] if run.attempts else None
+    if last is not None and last.processes:  # trained by several processes (DDP)
         processes = (
-            f"{last['processes']} on {last.get('nodes', 1)} machine(s), global batch "
-            f"{last.get('global_batch')} = {last['processes']} x {last.get('device_batch')}"
+            f"{last.processes} on {last.nodes or 1} machine(s), global batch "
+            f"{last.global_batch} = {last.processes} x {last.device_batch}"
         )
         rows.insert(-2, ("Processes", processes))
-    return "".join(out) + _pairs(rows)
+    return rows
 
 
-def _parameters(run: dict[str, Any]) -> str:
+def _summary(run: RunRecord, metrics: dict[str, Any]) -> str:
+    status = run.status or "unknown"
+    out = []
+    if status != "completed":
+        out.append(f'<p class="banner">Run status: <b>{_e(status)}</b>: results may be partial.</p>')
+    out.append(_headline(run, metrics))
+    out.extend(_how_it_ended(run))
+    return "".join(out) + _pairs(_facts(run, status))
+
+
+def _parameters(run: RunRecord) -> str:
     """ "3,383,818 total; trained: 12,810 in stage frozen, 1,982,730 in stage finetune (kept)".
 
     Each stage trains its own share (a frozen base, then the top too), so one "trainable" count
     (the model's as built, i.e. stage 1's) would understate what the kept model learned.
     """
-    model = _object(run.get("model"))
-    if not model.get("params_total"):
+    if not run.model.params_total:
         return "—"
-    total = f"{format_value('params', model['params_total'])} total"
-    stages = [s for s in run.get("stages") or [] if isinstance(s, dict) and s.get("params_trainable") is not None]
+    total = f"{format_value('params', run.model.params_total)} total"
+    stages = [stage for stage in run.stages if stage.params_trainable is not None]
     if len(stages) < 2:
-        trainable = stages[0]["params_trainable"] if stages else model.get("params_trainable")
+        trainable = stages[0].params_trainable if stages else run.model.params_trainable
         return f"{total}, {format_value('params', trainable)} trainable"
-    kept = (kept_stage(run) or {}).get("name")
+    kept = run.kept_stage()
     shares = [
-        f"{format_value('params', s['params_trainable'])} in stage {s.get('name', '?')}"
-        + (" (kept)" if s.get("name") == kept else "")
+        f"{format_value('params', s.params_trainable)} in stage {s.name or '?'}"
+        + (" (kept)" if kept is not None and s.name == kept.name else "")
         for s in stages
     ]
     return f"{total}; trained: {', '.join(shares)}"
 
 
-def _peak_memory(memory: dict[str, Any]) -> str:
+def _peak_memory(peak_rss_mb: list[Any]) -> str:
     """Peak resident memory per process: "812 MiB", or "812, 640 MiB (per process)"."""
-    peaks = [int(p) for p in memory.get("peak_rss_mb") or [] if isinstance(p, (int, float)) and p > 0]
+    peaks = [int(p) for p in peak_rss_mb if isinstance(p, (int, float)) and p > 0]
     if not peaks:
         return "—"
     return f"{', '.join(f'{p:,}' for p in peaks)} MiB" + (" (per process)" if len(peaks) > 1 else "")
 
 
-def _improvement(stages: list[dict[str, Any]]) -> str:
+def _improvement(stages: list[StageRecord]) -> str:
     """The "improvement from fine-tuning" line: last stage vs first, on test accuracy, once the last finished."""
-    if len(stages) < 2 or not stages[-1].get("done"):  # an interrupted stage 2 has improved nothing yet
+    if len(stages) < 2 or not stages[-1].done:  # an interrupted stage 2 has improved nothing yet
         return ""
-    a, b = stages[0].get("test_acc"), stages[-1].get("test_acc")
+    a, b = stages[0].test_acc, stages[-1].test_acc
     if a is None or b is None:
         return ""
-    diff, name = 100 * (float(b) - float(a)), stages[-1].get("name", "fine-tuning")
+    diff, name = 100 * (float(b) - float(a)), stages[-1].name or "fine-tuning"
     return (
         f'<p class="{"good" if diff > 0 else "muted"}">{_e(name)} {"improved" if diff > 0 else "changed"} '
         f"test accuracy from {_e(_pct(a))} to {_e(_pct(b))} ({diff:+.2f} points).</p>"
     )
 
 
-def _training(files: RunFiles, run: dict[str, Any]) -> str:
+def _training(files: RunFiles, run: RunRecord) -> str:
     out = [_figure(files, "history") or _missing("Training history")]
-    found: dict[str, Any] = run["lr_find"] if isinstance(run.get("lr_find"), dict) else {}
-    if found.get("lr") is not None:  # --lr auto: the rate the finder picked, and how
+    found = run.lr_find
+    if found is not None and found.lr is not None:  # --lr auto: the rate the finder picked, and how
         out.append(
-            f"<p>Learning rate {float(found['lr']):.3g} for stage '{_e(found.get('stage', ''))}', picked by "
-            f"the learning-rate finder ({_e(found.get('steps'))} rates from {_e(found.get('start_lr'))} to "
-            f"{_e(found.get('end_lr'))}, {_e(found.get('seconds'))} s). Rule: {_e(found.get('rule', ''))}.</p>"
-            + _figure(files, "lr_find")
+            f"<p>Learning rate {float(found.lr):.3g} for stage '{_e(found.stage)}', picked by "
+            f"the learning-rate finder ({_e(found.steps)} rates from {_e(found.start_lr)} to "
+            f"{_e(found.end_lr)}, {_e(found.seconds)} s). Rule: {_e(found.rule)}.</p>" + _figure(files, "lr_find")
         )
-    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    if stages:
-        history = load_history(files.metrics_csv)
-        kept = (kept_stage(run) or {}).get("name") if len(stages) > 1 else None
-        rows = [
-            [
-                str(s.get("name", "—")) + (" (kept)" if s.get("name") == kept else ""),
-                s.get("epochs", "—"),
-                format_value("params", s.get("params_trainable")),
-                format_value("train_seconds", s.get("seconds")),
-                _pct(kept_val_accuracy({"stages": [s]}, history)),
-                _pct(s.get("test_acc")),
-                "—" if s.get("best_val_loss") is None else f"{float(s['best_val_loss']):.4f}",
-            ]
-            for s in stages
-        ]
-        headers = [
-            "Stage",
-            "Epochs",
-            "Trainable parameters",
-            "Time",
-            "Val acc (kept epoch)",
-            "Test acc",
-            "Best val loss",
-        ]
-        keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
-        out.append(_table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep))))
+    if run.stages:
+        out.append(_stage_table(files, run))
     return "".join(out)
+
+
+def _stage_table(files: RunFiles, run: RunRecord) -> str:
+    """One row per stage: epochs, what trained, time, validation and test accuracy (unrecorded columns dropped)."""
+    history = load_history(files.metrics_csv)
+    kept = run.kept_stage() if len(run.stages) > 1 else None
+    rows = [
+        [
+            (s.name or "—") + (" (kept)" if kept is not None and s.name == kept.name else ""),
+            s.epochs,
+            format_value("params", s.params_trainable),
+            format_value("train_seconds", s.seconds),
+            _pct(kept_val_accuracy(s, history)),
+            _pct(s.test_acc),
+            "—" if s.best_val_loss is None else f"{float(s.best_val_loss):.4f}",
+        ]
+        for s in run.stages
+    ]
+    headers = ["Stage", "Epochs", "Trainable parameters", "Time", "Val acc (kept epoch)", "Test acc", "Best val loss"]
+    keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
+    return _table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep)))
 
 
 METRIC_ROWS = [
@@ -402,17 +417,14 @@ def _pruned_copies(files: RunFiles) -> str:
     ).html()
 
 
-def _data(files: RunFiles, run: dict[str, Any]) -> str:
-    data = run.get("data") or {}
-    splits = {k: v for k, v in (data.get("splits") or {}).items() if isinstance(v, dict)}
+def _data(files: RunFiles, run: RunRecord) -> str:
+    splits = run.data.splits
     out = []
     if splits:
-        out.append(_table(["Split", "Images"], [(s, v.get("count", "—")) for s, v in splits.items()], numeric=[1]))
-        classes = list(dict.fromkeys(c for v in splits.values() for c in (v.get("per_class") or {})))
+        out.append(_table(["Split", "Images"], [(name, split.count) for name, split in splits.items()], numeric=[1]))
+        classes = list(dict.fromkeys(c for split in splits.values() for c in split.per_class))
         if classes:
-            rows = [
-                [c] + [(v.get("per_class") or {}).get(c, 0) for v in splits.values()] for c in classes[:MAX_CLASS_ROWS]
-            ]
+            rows = [[c] + [split.per_class.get(c, 0) for split in splits.values()] for c in classes[:MAX_CLASS_ROWS]]
             table = _table(["Class", *splits], rows, numeric=range(1, len(splits) + 1))
             if len(classes) > MAX_CLASS_ROWS:
                 table += f'<p class="muted">… and {len(classes) - MAX_CLASS_ROWS} more classes (see figure).</p>'
@@ -429,9 +441,9 @@ def _data(files: RunFiles, run: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _reproduce(files: RunFiles, run: dict[str, Any]) -> str:
-    command = run.get("command")
-    if isinstance(command, list):
+def _reproduce(files: RunFiles, run: RunRecord) -> str:
+    command: Any = run.command
+    if isinstance(command, list):  # older runs kept the arguments as a list
         command = shlex.join(map(str, command))
     out = [f"<p>To reproduce this run:</p><pre>{_e(command)}</pre>" if command else _missing("Command")]
     config, summary = read_text(files.config), read_text(files.summary)
@@ -440,14 +452,14 @@ def _reproduce(files: RunFiles, run: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def redraw_missing_figures(files: RunFiles, run: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+def redraw_missing_figures(files: RunFiles, run: RunRecord, metrics: dict[str, Any]) -> list[str]:
     """Draws the figures that metrics.csv, metrics.json and run.json can rebuild, if they are missing.
 
     Image grids need the images, so they are not redrawn. Returns problems worth showing.
     """
     test = _object(metrics.get("test"))
-    names = list(run.get("class_names") or (test.get("per_class") or {}).keys())
-    counts = class_counts(run)
+    names = list(run.class_names or (test.get("per_class") or {}).keys())
+    counts = run.data.class_counts()
     jobs: list[tuple[str, Callable[[], Any]]] = [("history", lambda: draw_history(files))]
     if counts:
         jobs.append(("class_counts", lambda: plot_class_counts(counts, files.figure("class_counts"))))
@@ -476,7 +488,7 @@ def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
         The path of the written report.
     """
     files = open_run(run_dir)
-    run = read_meta(files)
+    run = read_record(files)
     metrics = read_optional_json(files.metrics_json)
     notes = redraw_missing_figures(files, run, metrics) if regenerate else []
     bodies = {
@@ -488,7 +500,7 @@ def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
         "data": _data(files, run),
         "reproduce": _reproduce(files, run),
     }
-    title = f"cnnlab run: {run.get('name', files.root.name)}"
+    title = f"cnnlab run: {run.name if run.name is not None else files.root.name}"
     shown = [(sid, label) for sid, label in SECTIONS if bodies[sid] or sid not in OPTIONAL_SECTIONS]
     nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in shown)
     parts = [
@@ -497,7 +509,7 @@ def write_report(run_dir: Path | str, regenerate: bool = True) -> Path:
         f"<h1>{_e(title)}</h1><nav>{nav}</nav>",
         *(f'<p class="banner">{_e(n)}</p>' for n in notes),
         *(f'<section id="{sid}"><h2>{_e(label)}</h2>{bodies[sid]}</section>' for sid, label in shown),
-        f'<p class="muted">Generated by cnnlab {_e(run.get("cnnlab_version", ""))} from {_e(files.root.name)}.</p>',
+        f'<p class="muted">Generated by cnnlab {_e(run.cnnlab_version or "")} from {_e(files.root.name)}.</p>',
         "</body></html>\n",
     ]
     atomic_write_text(files.report, "\n".join(parts))

@@ -13,7 +13,7 @@ import numpy as np
 
 import cnnlab.phases as phases
 from cnnlab.config import RunConfig
-from cnnlab.data.prepare import InputNeeds, load_for_classes, prepare_data
+from cnnlab.data.prepare import load_for_classes, prepare_data
 from cnnlab.data.types import PreparedData
 from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
 from cnnlab.evaluation.report import write_report
@@ -23,9 +23,10 @@ from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
 from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.ranks import Ranks
-from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, update_meta
+from cnnlab.training.record import MemoryRecord, RunRecord
+from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, write_record
 from cnnlab.training.stage_plan import record_final_accuracy
-from cnnlab.training.start import resume_config
+from cnnlab.training.start import resume_config, spent_on
 from cnnlab.training.tracking import finish_tracking
 from cnnlab.training.trainer import run_autocast
 
@@ -37,65 +38,57 @@ REDRAW_SAMPLE = 200  # test images scored to pick the report's Grad-CAM images w
 def finish_run(result: FitResult) -> dict[str, Any]:
     """Evaluates a freshly trained model on its test split and writes figures and report."""
     started = time.perf_counter()
-    files, data = result.files, result.data
+    files, data, record = result.files, result.data, result.record
     metrics = evaluate_split(
         result.module.model,
         result.module.normalize,
         data.splits["test"],
         data.class_names,
         files,
-        extra={"best_val_loss": result.meta["stages"][-1].get("best_val_loss")},
+        extra={"best_val_loss": record.stages[-1].best_val_loss},
         explain=True,
         autocast=run_autocast(result.config.train),
     )
-    scores = _final_scores(result, metrics)
+    record_final_accuracy(record, metrics["accuracy"])  # on record before the report reads it
     with phase("figures"):
-        write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
-    result.meta.setdefault("timing", {})["evaluate_seconds"] = round(time.perf_counter() - started, 2)
-    update_meta(
-        files,
-        status="completed",
-        memory=_with_evaluation_peak(result.meta.get("memory")),
-        **_time_record(result.meta),
-        **scores,
-    )
+        write_training_figures(files, data.splits["train"], data.class_names, record, result.config.augment)
+    record.timing.evaluate_seconds = round(time.perf_counter() - started, 2)
+    record.status = "completed"
+    record.memory = _with_evaluation_peak(record.memory)
+    _bring_time_up_to_now(record)
+    write_record(files, record)
     with phase("report"):
         write_report(files.root)
-    if result.meta.get("tracking"):
+    if record.tracking:
         with phase("tracking"):  # MLflow gets the report as written
-            finish_tracking(files, result.meta, metrics, "FINISHED", _figures(files))
-    update_meta(files, **_time_record(result.meta))
+            finish_tracking(files, record, metrics, "FINISHED", _figures(files))
+    _bring_time_up_to_now(record)
+    write_record(files, record)
     return metrics
 
 
-def _time_record(meta: dict[str, Any]) -> dict[str, Any]:
-    """The run.json keys that say where the time went, brought up to now: this attempt's phases on
-    its record, and ``timing`` summing every attempt's (a resumed run's work, as train_seconds counts it)."""
-    attempts = meta.get("attempts") or []
-    if attempts and isinstance(attempts[-1], dict):
-        attempts[-1].update(phases.attempt_record())
+def _bring_time_up_to_now(run: RunRecord) -> None:
+    """Where the time went, up to now: this attempt's phases on its record, and ``timing`` summing every
+    attempt's (a resumed run's work, as train_seconds counts it)."""
+    if run.attempts:
+        spent_on(run.attempts[-1])
+        attempts = [attempt.to_json() for attempt in run.attempts]
     else:  # a run from before attempts were recorded: this command alone
         attempts = [phases.attempt_record()]
-    meta["timing"] = {**(meta.get("timing") or {}), **phases.across_attempts(attempts)}
-    return {"timing": meta["timing"], **({"attempts": meta["attempts"]} if meta.get("attempts") else {})}
+    across = phases.across_attempts(attempts)
+    if across:
+        run.timing.phases, run.timing.total_seconds = across["phases"], across["total_seconds"]
 
 
 def _figures(files: RunFiles) -> list[Path]:
     return [files.figure(key) for key in FIGURES]
 
 
-def _final_scores(result: FitResult, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The last stage's test accuracy is the final evaluation's: the run.json keys it changes, to
-    write with the next update (before the report reads them)."""
-    record_final_accuracy(result.meta, metrics["accuracy"])
-    return {key: result.meta[key] for key in ("stages", "improvement", "refit") if key in result.meta}
-
-
-def _with_evaluation_peak(memory: dict[str, Any] | None) -> dict[str, Any]:
+def _with_evaluation_peak(memory: MemoryRecord | None) -> MemoryRecord:
     """The run's per-process peaks, rank 0's raised to what evaluating took (it alone evaluates)."""
-    peaks = list((memory or {}).get("peak_rss_mb") or [0])
+    peaks = list(memory.peak_rss_mb if memory is not None else []) or [0]
     peaks[0] = max(peaks[0], round((peak_rss_bytes() or 0) / 2**20))
-    return {**(memory or {}), "peak_rss_mb": peaks}
+    return replace(memory, peak_rss_mb=peaks) if memory is not None else MemoryRecord(peak_rss_mb=peaks)
 
 
 def train_and_evaluate(
@@ -135,7 +128,7 @@ def _train_and_evaluate(
 
 def finish_interrupted(result: FitResult) -> None:
     """Scores what the interrupted run has (its best checkpoint so far) and writes the report."""
-    files, data = result.files, result.data
+    files, data, record = result.files, result.data, result.record
     metrics = None
     if files.best.is_file() or files.last.is_file():
         metrics = evaluate_split(
@@ -147,11 +140,12 @@ def finish_interrupted(result: FitResult) -> None:
             explain=True,
             autocast=run_autocast(result.config.train),
         )
-        update_meta(files, **_final_scores(result, metrics))
-    write_training_figures(files, data.splits["train"], data.class_names, result.meta, result.config.augment)
-    update_meta(files, **_time_record(result.meta))
+        record_final_accuracy(record, metrics["accuracy"])
+    write_training_figures(files, data.splits["train"], data.class_names, record, result.config.augment)
+    _bring_time_up_to_now(record)
+    write_record(files, record)
     write_report(files.root)
-    finish_tracking(files, result.meta, metrics, "KILLED", _figures(files))
+    finish_tracking(files, record, metrics, "KILLED", _figures(files))
 
 
 def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
@@ -160,13 +154,14 @@ def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
     Warns when the test split is no longer the images the run was scored on.
     """
     config = read_run_config(files)
-    side, crop_pct = trained.side, trained.crop_pct
+    pre = trained.preprocess
     prepared = prepare_data(
-        replace(config.data, image_size=side, channels=trained.channels, crop_pct=crop_pct),
+        replace(config.data, image_size=pre.side, channels=pre.channels, crop_pct=pre.crop_pct),
         config.train.seed,
-        InputNeeds(trained.channels, side, crop_pct),
+        pre.request(),
     )
-    expected = trained.meta["data"]["splits"]["test"].get("fingerprint")
+    test = trained.record.data.splits.get("test")
+    expected = test.fingerprint if test is not None else None
     if expected and expected != prepared.splits["test"].fingerprint():
         log.warning("the data has changed since training: the test split is not the same images")
     return prepared
@@ -222,7 +217,8 @@ def evaluate_run(run_path: str | Path, data: str | None = None, tta: bool = Fals
     if data is None:
         test = run_data(files, trained).splits["test"]
     else:
-        test = load_for_classes(data, trained.class_names, trained.channels, trained.stored_side, config.data.workers)
+        pre = trained.preprocess
+        test = load_for_classes(data, trained.class_names, pre.channels, pre.stored_side, config.data.workers)
         out = files.evaluation(data)
     metrics = evaluate_split(
         trained.model,
@@ -230,7 +226,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, tta: bool = Fals
         test,
         trained.class_names,
         out,
-        extra={"data": data or trained.meta["data"]["source"]},
+        extra={"data": data or trained.record.data.source},
         explain=data is None,
         autocast=run_autocast(config.train),
         tta=tta,

@@ -12,48 +12,33 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures import plot_curves
 from cnnlab.io import atomic_write_text
 from cnnlab.training.history import load_history
-from cnnlab.training.run_dir import open_run, read_meta, read_optional_json
-from cnnlab.training.tracking import DB_NAME, META_KEY, ui_command
+from cnnlab.training.record import StageRecord
+from cnnlab.training.run_dir import open_run, read_optional_json, read_record
+from cnnlab.training.tracking import DB_NAME, ui_command
 
 
-def final_test_accuracy(metrics: dict[str, Any], stages: list[dict[str, Any]]) -> float | None:
+def final_test_accuracy(metrics: dict[str, Any], stages: list[StageRecord]) -> float | None:
     """Test accuracy from metrics.json, else from the last stage that recorded one."""
     test = metrics.get("test")
     if isinstance(test, dict) and test.get("accuracy") is not None:
         return float(test["accuracy"])
-    accs = [s["test_acc"] for s in stages if s.get("test_acc") is not None]
+    accs = [stage.test_acc for stage in stages if stage.test_acc is not None]
     return float(accs[-1]) if accs else None
 
 
-def kept_stage(run: dict[str, Any]) -> dict[str, Any] | None:
-    """The record of the stage whose weights the run ended with (best.ckpt), or None before any stage.
+def kept_val_accuracy(stage: StageRecord | None, history: pd.DataFrame) -> float | None:
+    """The validation accuracy of the kept model (``stage``: ``RunRecord.kept_stage()``): its epoch's,
+    not the best any epoch reached.
 
-    run.json names it under ``kept`` when there were several stages; else a later stage holds the
-    weights when it replaced the earlier one's (``replaced_best``, missing in old runs: it did).
-    """
-    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    named = (run.get("kept") or {}).get("stage") if isinstance(run.get("kept"), dict) else None
-    for stage in stages:
-        if named is not None and stage.get("name") == named:
-            return stage
-    replaced = [s for s in stages if s.get("replaced_best", True)]
-    candidates = replaced or stages
-    return candidates[-1] if candidates else None
-
-
-def kept_val_accuracy(run: dict[str, Any], history: pd.DataFrame) -> float | None:
-    """The validation accuracy of the kept model: its epoch's, not the best any epoch reached.
-
-    Runs record it per stage (``val_at_best``); for older runs, the kept stage's epoch of lowest
+    Runs record it per stage (``val_at_best``); for older runs, the stage's epoch of lowest
     validation loss (what they selected by) in the history.
     """
-    stage = kept_stage(run)
-    best = (stage or {}).get("val_at_best")
-    if isinstance(best, dict) and best.get("accuracy") is not None:
-        return float(best["accuracy"])
+    best = stage.val_at_best if stage is not None else None
+    if best is not None and best.accuracy is not None:
+        return float(best.accuracy)
     if "val_acc" not in history or "val_loss" not in history:
         return None
-    rows = history[history["stage"] == stage["name"]] if stage and "stage" in history else history
+    rows = history[history["stage"] == stage.name] if stage and "stage" in history else history
     rows = rows[rows["val_loss"].notna() & rows["val_acc"].notna()].reset_index(drop=True)
     return float(rows["val_acc"].iloc[int(rows["val_loss"].to_numpy().argmin())]) if len(rows) else None
 
@@ -61,19 +46,18 @@ def kept_val_accuracy(run: dict[str, Any], history: pd.DataFrame) -> float | Non
 def summarise_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """One comparison row for a run folder, and its history."""
     files = open_run(run_dir)
-    run = read_meta(files)
+    run = read_record(files)
     history = load_history(files.metrics_csv)
-    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
     row = {
-        "run": str(run.get("name") or files.root.name),
-        "model": (run.get("model") or {}).get("name"),
-        "data": (run.get("data") or {}).get("source"),
+        "run": str(run.name or files.root.name),
+        "model": run.model.name,
+        "data": run.data.source,
         "epochs": len(history) or None,
-        "kept_val_acc": kept_val_accuracy(run, history),
-        "test_acc": final_test_accuracy(read_optional_json(files.metrics_json), stages),
-        "params": (run.get("model") or {}).get("params_total"),
-        "train_seconds": (run.get("timing") or {}).get("train_seconds"),
-        "status": run.get("status"),
+        "kept_val_acc": kept_val_accuracy(run.kept_stage(), history),
+        "test_acc": final_test_accuracy(read_optional_json(files.metrics_json), run.stages),
+        "params": run.model.params_total,
+        "train_seconds": run.timing.train_seconds,
+        "status": run.status,
         "path": str(run_dir),
     }
     return row, history
@@ -92,10 +76,9 @@ def list_runs(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     rows, stores = [], []
     for folder in sorted(p for p in runs_dir.iterdir() if (p / "run.json").is_file()):
         row, _ = summarise_run(folder)
-        meta = read_meta(open_run(folder))
-        raw = meta.get(META_KEY)
-        tracking: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        row.update(created=meta.get("created"), tracking=tracking.get("uri"))
+        run = read_record(open_run(folder))
+        tracking: dict[str, Any] = run.tracking if isinstance(run.tracking, dict) else {}
+        row.update(created=run.created, tracking=tracking.get("uri"))
         rows.append(row)
         if tracking.get("uri") and tracking["uri"] not in stores:
             stores.append(tracking["uri"])

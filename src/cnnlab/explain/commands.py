@@ -51,7 +51,9 @@ class Explanation:
 def probe_run(run: ExplainedRun) -> list[net_layers.Layer]:
     """Every layer of the run's network, from one forward pass of a blank image of its input size."""
     model = run.trained.model
-    return net_layers.probe(model, net_layers.sample_input(model, run.trained.channels, run.trained.side))
+    return net_layers.probe(
+        model, net_layers.sample_input(model, run.trained.preprocess.channels, run.trained.preprocess.side)
+    )
 
 
 def first_conv(layers: list[net_layers.Layer]) -> net_layers.Layer:
@@ -228,8 +230,8 @@ def explain_receptive_field(run_path: str | Path, options: FiguresOptions) -> Ex
     """Per convolution/pooling layer: output size, jump and receptive field; ``receptive_field.csv`` and ``.png``."""
     out = options.out
     run = open_explained(run_path)
-    side = run.trained.side
-    rows = receptive_fields(run.trained.model, run.trained.channels, side)
+    side = run.trained.preprocess.side
+    rows = receptive_fields(run.trained.model, run.trained.preprocess.channels, side)
     table = table_rows(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]))

@@ -67,7 +67,10 @@ def load_images(run: ExplainedRun, inputs: Sequence[str | Path]) -> UserImages:
     named = {Path(text).expanduser() for text in inputs if Path(text).expanduser().is_file()}
     trained = run.trained
     decoded, skipped = decode_files(
-        [(path, i) for i, path in enumerate(paths)], trained.channels, trained.stored_side, run.workers
+        [(path, i) for i, path in enumerate(paths)],
+        trained.preprocess.channels,
+        trained.preprocess.stored_side,
+        run.workers,
     )
     for item in skipped:
         if Path(item.path) in named:

@@ -3,46 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 
+from cnnlab.data.preprocess import ModelInput
 from cnnlab.errors import CnnlabError
 from cnnlab.models import fast_cnn, simple_cnn  # noqa: F401  importing them registers their models
 from cnnlab.models.heads import HeadedModel, build_head, feature_dim, output_count
 from cnnlab.models.registry import own_builder, resolve_name
 from cnnlab.models.weights import load_local_weights, load_pretrained_timm
 
-if TYPE_CHECKING:
-    from cnnlab.data.prepare import InputNeeds
-
 log = logging.getLogger("cnnlab")
 
 
-@dataclass(frozen=True)
-class ModelInput:
-    """How a model wants its images: from its pretrained config, never hard-coded constants."""
-
-    channels: int | None  # None: whatever the data has (own CNNs adapt)
-    image_size: int | None  # None: the data's own size
-    mean: tuple[float, ...] | None  # None: plain 0-1 rescale, the lesson's 1/255
-    std: tuple[float, ...] | None
-    interpolation: str = "bilinear"
-    crop_pct: float | None = None  # the share of the resized image its evaluation centre-crops (timm's)
-
-    def needs(self) -> InputNeeds:
-        """What the data must be decoded to for this model: channels, size and stored margin."""
-        from cnnlab.data.prepare import InputNeeds
-
-        return InputNeeds(self.channels, self.image_size, self.crop_pct)
-
-
 def model_input(name: str, pretrained: bool) -> ModelInput:
-    """What the named model expects of its input, before it is built."""
+    """What the named model expects of its input, before it is built (and before data exists).
+
+    Its request, not the run's format: the data fills what it leaves open, and the run records
+    the result as its ``Preprocess`` (``training.build.preprocess_of``).
+    """
     resolved = resolve_name(name)
     if own_builder(resolved) is not None:
-        return ModelInput(None, None, None, None)
+        return ModelInput()
     from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 

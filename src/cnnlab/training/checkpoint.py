@@ -5,20 +5,20 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from cnnlab.config.sections import Channels
-from cnnlab.data.crop import crop_pct_of, decode_side, input_side
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models.weights import read_state_dict
 from cnnlab.threads import for_command
 from cnnlab.training.architecture import apply_architecture, read_architecture
 from cnnlab.training.build import build_model
-from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
+from cnnlab.training.record import RunRecord
+from cnnlab.training.run_dir import RunFiles, read_record, read_run_config
 
 if TYPE_CHECKING:
     from cnnlab.training.module import ClassifierModule
@@ -67,35 +67,13 @@ def load_module_weights(module: ClassifierModule, path: str | Path) -> None:
 
 @dataclass
 class TrainedModel:
-    """A reopened run: its network in eval mode, input scaling, classes and metadata."""
+    """A reopened run: its network in eval mode, input scaling, classes, input format and run record."""
 
     model: nn.Module
     normalize: Normalize
     class_names: list[str]
-    meta: dict[str, Any]
-
-    @property
-    def channels(self) -> Channels:
-        return cast(Channels, int(self.meta["preprocess"]["channels"]))  # 1 or 3, as it was trained
-
-    @property
-    def image_size(self) -> int | list[int]:
-        return self.meta["preprocess"]["image_size"]
-
-    @property
-    def side(self) -> int:
-        """The (square) side of the model's input."""
-        return input_side(self.meta["preprocess"])
-
-    @property
-    def crop_pct(self) -> float:
-        """The fraction of the stored square the model sees (1: images are stored at its input size)."""
-        return crop_pct_of(self.meta["preprocess"])
-
-    @property
-    def stored_side(self) -> int:
-        """The side image files are decoded to for this model: its input plus the stored margin."""
-        return decode_side(self.meta["preprocess"])
+    record: RunRecord  # its run.json
+    preprocess: Preprocess  # the input format it trained on (the record's, checked to be there)
 
 
 def run_weights(files: RunFiles, which: str = "best") -> dict[str, torch.Tensor]:
@@ -127,11 +105,16 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
     """
     for_command()  # every command that opens a run computes on the thread policy's count (cnnlab.threads)
     config = read_run_config(files)
-    meta = read_meta(files)
+    record = read_record(files)
     state = run_weights(files, which)
     # Architecture only: the trained weights replace any starting weights.
     config = replace(config, model=replace(config.model, pretrained=False, weights=None))
-    model = build_model(config, len(meta["class_names"]), meta["preprocess"])
+    preprocess = record.preprocess
+    if preprocess is None:
+        raise CnnlabError(
+            f"{files.meta} has no 'preprocess' record (the run's input format); restore it or train again"
+        )
+    model = build_model(config, len(record.class_names), preprocess)
     resized = read_architecture(files.architecture)
     if resized:
         apply_architecture(model, resized, state)
@@ -147,5 +130,4 @@ def load_trained(files: RunFiles, which: str = "best") -> TrainedModel:
         # The layout it trained and was validated in: scoring a fast-cifar run channels_last took
         # 6.3-7.5 s against 13.6-14.6 s contiguous for 5,000 images (bf16, 2 cores).
         model.to(memory_format=torch.channels_last)
-    normalize = Normalize.of(meta["preprocess"])
-    return TrainedModel(model, normalize, list(meta["class_names"]), meta)
+    return TrainedModel(model, Normalize.of(preprocess), list(record.class_names), record, preprocess)

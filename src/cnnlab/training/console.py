@@ -10,10 +10,11 @@ logger at DEBUG) prints it too, with every epoch's line and each stage's trainab
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from cnnlab.config import RunConfig
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.types import PreparedData
+from cnnlab.training.record import ModelRecord, RunRecord, StageRecord
 from cnnlab.training.stage_plan import Stage
 
 log = logging.getLogger("cnnlab")
@@ -74,12 +75,12 @@ def classes_text(data: PreparedData) -> str:
     return f"{len(names)}: {shown}; {each}"
 
 
-def input_text(data: PreparedData, preprocess: dict[str, Any]) -> str:
+def input_text(data: PreparedData, preprocess: Preprocess | None) -> str:
     """What the model sees: '224x224 px RGB: the centre 87.5% of images stored at 256 px ...'."""
     height, width = data.input_size
     mode = _CHANNELS.get(data.channels, f"{data.channels} channels")
     if data.crop is None:
-        return f"{height}x{width} px {mode} ({preprocess.get('resize', 'resized')})"
+        return f"{height}x{width} px {mode} ({preprocess.resize if preprocess else 'resized'})"
     stored = data.image_size[0]
     return (
         f"{height}x{width} px {mode}: images stored at {stored} px (shorter side), the centre "
@@ -87,10 +88,9 @@ def input_text(data: PreparedData, preprocess: dict[str, Any]) -> str:
     )
 
 
-def model_text(config: RunConfig, meta: dict[str, Any]) -> str:
+def model_text(config: RunConfig, model: ModelRecord) -> str:
     """'efficientnet_lite0 (tf_efficientnet_lite0.in1k): 3,383,818 parameters, pretrained (ImageNet)'."""
-    model = meta.get("model") or {}
-    name, resolved = config.model.name, model.get("resolved")
+    name, resolved = config.model.name, model.resolved
     named = f"{name} ({resolved})" if resolved and resolved != name else name
     if config.model.weights:
         start = f"starts from {config.model.weights}"
@@ -98,7 +98,7 @@ def model_text(config: RunConfig, meta: dict[str, Any]) -> str:
         start = "pretrained (ImageNet weights)"
     else:
         start = "from scratch (random weights)"
-    total = model.get("params_total")
+    total = model.params_total
     return f"{named}: {total:,} parameters, {start}" if total else f"{named}, {start}"
 
 
@@ -130,7 +130,7 @@ def plan_lines(plan: list[Stage], config: RunConfig, budget_line: str | None) ->
 def header(
     config: RunConfig,
     data: PreparedData,
-    meta: dict[str, Any],
+    run_record: RunRecord,
     plan: list[Stage],
     *,
     run: str,
@@ -142,8 +142,8 @@ def header(
     lines = [
         *_labelled("data", [f"{data.source}: {split_text(data, config.train.seed)}"]),
         *_labelled("classes", [classes_text(data)]),
-        *_labelled("input", [input_text(data, meta.get("preprocess") or {})]),
-        *_labelled("model", [model_text(config, meta)]),
+        *_labelled("input", [input_text(data, run_record.preprocess)]),
+        *_labelled("model", [model_text(config, run_record.model)]),
         *_labelled("plan", plan_lines(plan, config, budget_line)),
         *_labelled(
             "run",
@@ -165,72 +165,69 @@ def stage_start(
     )
 
 
-def _val_text(record: dict[str, Any], prefix: str = "") -> str:
+def _val_text(record: StageRecord, prefix: str = "") -> str:
     """'val acc 82.0% (82/100), val loss 0.5127 (epoch 37)': the stage's best epoch on validation."""
-    best = record.get("val_at_best")
-    if not best:
+    best = record.val_at_best
+    if best is None:
         return "no validation epoch finished"
-    right = best["images"] - best["errors"]
-    return (
-        f"{prefix}val acc {best['accuracy']:.1%} ({right}/{best['images']}), val loss {best['loss']:.4f} "
-        f"(epoch {best['epoch']})"
-    )
+    right = best.images - best.errors
+    return f"{prefix}val acc {best.accuracy:.1%} ({right}/{best.images}), val loss {best.loss:.4f} (epoch {best.epoch})"
 
 
-def stage_end(record: dict[str, Any], position: int, planned_epochs: int, interrupted: bool) -> str:
+def stage_end(record: StageRecord, position: int, planned_epochs: int, interrupted: bool) -> str:
     """The line a stage ends with: epochs run, why it stopped, its best epoch, its test accuracy if scored."""
-    epochs, seconds = record.get("epochs", 0), record.get("seconds", 0.0)
+    epochs, seconds = record.epochs, record.seconds
     if interrupted:
         why = f"interrupted after {epochs} of {planned_epochs} epochs"
     elif epochs < planned_epochs:
         why = f"{epochs} of {planned_epochs} epochs (stopped early)"
     else:
         why = epochs_text(epochs)
-    test = record.get("test_acc")
+    test = record.test_acc
     scored = f"; test acc {test:.2%}" if test is not None else ""
-    return f"stage {position} '{record.get('name')}': {why} in {seconds:.1f} s; {_val_text(record, 'best ')}{scored}"
+    return f"stage {position} '{record.name}': {why} in {seconds:.1f} s; {_val_text(record, 'best ')}{scored}"
 
 
-def _result_line(record: dict[str, Any], position: int, width: int, kept: str | None, several: bool) -> str:
-    name = f"'{record.get('name')}'"
-    test = record.get("test_acc")
-    if several and kept is not None and kept != record.get("name") and position > 1:
+def _result_line(record: StageRecord, position: int, width: int, kept: str | None, several: bool) -> str:
+    name = f"'{record.name}'"
+    test = record.test_acc
+    if several and kept is not None and kept != record.name and position > 1:
         scored = f"not kept (no better on validation than stage '{kept}'), so not scored on test"
     elif test is None:
         scored = "not scored on test"
     else:
-        scored = f"test acc {test:.2%}" + ("" if record.get("done") else " of the weights kept so far (interrupted)")
-    mark = "  <- kept" if several and kept == record.get("name") else ""
+        scored = f"test acc {test:.2%}" + ("" if record.done else " of the weights kept so far (interrupted)")
+    mark = "  <- kept" if several and kept == record.name else ""
     return f"stage {position} {name:<{width}} {_val_text(record)}; {scored}{mark}"
 
 
-def results_lines(meta: dict[str, Any]) -> list[str]:
+def results_lines(run: RunRecord) -> list[str]:
     """Each stage's result on validation and test, which weights were kept, and what fine-tuning gave.
 
     The improvement line comes only when the last stage finished and its weights were kept; an
     interrupted stage says so, and what the run kept.
     """
-    stages = [s for s in meta.get("stages") or [] if isinstance(s, dict)]
+    stages = run.stages
     if not stages:
         return []
     last, several = stages[-1], len(stages) > 1
-    kept = (meta.get("kept") or {}).get("stage") if last.get("done") else None
-    width = max(len(str(s.get("name"))) for s in stages) + 2
+    kept = run.kept.stage if last.done and run.kept is not None else None
+    width = max(len(str(s.name)) for s in stages) + 2
     lines = [_result_line(record, i, width, kept, several) for i, record in enumerate(stages, 1)]
-    if not last.get("done"):
+    if not last.done:
         after = "; what fine-tuning gives is said when it finishes" if several else ""
         lines.append(
-            f"stage '{last.get('name')}' did not finish: the run keeps the best weights saved so far (best.ckpt){after}"
+            f"stage '{last.name}' did not finish: the run keeps the best weights saved so far (best.ckpt){after}"
         )
-    elif several and kept not in (None, last.get("name")):
+    elif several and kept not in (None, last.name):
         lines.append(f"fine-tuning kept no weights: the model is stage '{kept}''s")
-    elif meta.get("improvement"):
-        lines.append(str(meta["improvement"]))
-    refit = meta.get("refit") or {}
-    if refit.get("done") and refit.get("test_acc") is not None:  # the final model is the refit's
-        validated = refit.get("validated_test_acc")
+    elif run.improvement:
+        lines.append(run.improvement)
+    refit = run.refit
+    if refit is not None and refit.done and refit.test_acc is not None:  # the final model is the refit's
+        validated = refit.validated_test_acc
         before = f" (the model validation chose: {validated:.2%})" if validated is not None else ""
-        lines.append(f"{refit['line']}: test acc {refit['test_acc']:.2%}{before}; the final model")
+        lines.append(f"{refit.line}: test acc {refit.test_acc:.2%}{before}; the final model")
     return lines
 
 

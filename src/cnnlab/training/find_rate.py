@@ -14,6 +14,7 @@ from cnnlab.config import RunConfig
 from cnnlab.training.fit import _module_kwargs
 from cnnlab.training.lr_finder import END_LR, START_LR, STEPS, LrFinding, find_lr
 from cnnlab.training.optim import apply_speedups, apply_threads
+from cnnlab.training.record import ModelRecord, RunRecord
 from cnnlab.training.run_dir import ResultFiles, RunFiles, claim_folder, default_name
 from cnnlab.training.stage_fit import prepare_stage
 from cnnlab.training.stage_plan import plan_stages
@@ -47,8 +48,8 @@ def find_rate(
     else:
         root = Path(out).expanduser()
         root.mkdir(parents=True, exist_ok=True)
-    meta = {"class_names": data.class_names, "preprocess": preprocess, "model": {"name": config.model.name}}
-    ctx = RunContext(config, RunFiles(root), data, model, meta)
+    record = RunRecord(class_names=data.class_names, preprocess=preprocess, model=ModelRecord(name=config.model.name))
+    ctx = RunContext(config, RunFiles(root), data, model, record)
     apply_speedups(model, config.train)
     stage = plan_stages(config, config.model.pretrained or bool(config.model.weights), warn=False)[0]
     inputs = prepare_stage(ctx, dataclasses.replace(stage, lr="auto"), _module_kwargs(ctx))

@@ -41,6 +41,7 @@ from cnnlab.training.interrupts import TrainingInterrupted as TrainingInterrupte
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.ranks import Ranks, batch_plan, scale_line
+from cnnlab.training.record import AttemptRecord, MemoryRecord, RefitRecord, RunRecord, StageRecord, TimingRecord
 from cnnlab.training.refit import Refit, chosen_stages, refit_data, refit_wanted
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.stage_fit import StageOutcome, checkpoint_seconds, fit_stage
@@ -60,7 +61,7 @@ class FitResult:
     files: RunFiles
     module: ClassifierModule
     data: PreparedData
-    meta: dict[str, Any]
+    record: RunRecord  # run.json as training left it
     config: RunConfig
 
 
@@ -70,13 +71,13 @@ class Training:
 
     plan: list[Stage]
     todo: list[Stage]  # the stages not finished yet, in order
-    records: list[dict[str, Any]]  # the finished stages' records (run.json's ``stages``)
+    records: list[StageRecord]  # the finished stages' records (run.json's ``stages``)
     resume_from: str | None  # the checkpoint to go on from
     resumable: str | None  # the stage it holds (None: the next stage starts afresh)
     resumed_at: str  # where this attempt picks up, in words
     no_refit: str  # why the run does not refit ("" when it does)
     initial: dict[str, torch.Tensor] | None  # the weights before any stage (what a refit starts again from)
-    attempt: dict[str, Any] = field(default_factory=dict)  # this attempt's entry in run.json's ``attempts``
+    attempt: AttemptRecord = field(default_factory=AttemptRecord)  # this attempt's entry in run.json's ``attempts``
     device_batch: int = 0
     module_kwargs: dict[str, Any] = field(default_factory=dict)  # ClassifierModule's arguments, every stage's
     activation_cache: ActivationCache | None = None  # the fine-tuning stage's cut, when it trains on one
@@ -107,10 +108,10 @@ def _resume(ranks: Ranks, path: str) -> FitResult:
     ctx, checkpoint = reopen_run(path, ranks)
     if checkpoint is None:
         log.warning("no checkpoint in %s yet: training from the first epoch", ctx.files.root)
-    ctx.meta["status"] = "running"
+    ctx.record.status = "running"
     ctx.save_meta()
     if ctx.ranks.is_zero:
-        resume_tracking(ctx.meta)  # the same MLflow run goes on
+        resume_tracking(ctx.record)  # the same MLflow run goes on
     return _interruptible(ctx, checkpoint)
 
 
@@ -124,7 +125,7 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
         raise  # reported (and tracked) by the caller, which writes the report of what was done
     except CnnlabError:
         if ctx.ranks.is_zero:
-            finish_tracking(ctx.files, ctx.meta, None, "FAILED")
+            finish_tracking(ctx.files, ctx.record, None, "FAILED")
         raise
     except KeyboardInterrupt as stop:
         _on_record_as_interrupted(ctx)
@@ -145,12 +146,12 @@ def _interruptible(ctx: RunContext, resume_from: str | None = None) -> FitResult
 
 
 def _on_record_as_interrupted(ctx: RunContext) -> None:
-    ctx.meta["status"] = "interrupted"
-    if ctx.meta.get("attempts"):
-        ctx.meta["attempts"][-1]["ended"] = "interrupted"
+    ctx.record.status = "interrupted"
+    if ctx.record.attempts:
+        ctx.record.attempts[-1].ended = "interrupted"
     ctx.save_meta()
     if ctx.ranks.is_zero:
-        finish_tracking(ctx.files, ctx.meta, None, "KILLED")
+        finish_tracking(ctx.files, ctx.record, None, "KILLED")
 
 
 def train_run(ctx: RunContext, resume_from: str | None = None) -> FitResult:
@@ -187,8 +188,8 @@ def plan_training(ctx: RunContext, resume_from: str | None) -> Training:
     no_refit = refit_wanted(config, ctx.data, pretrained, ranks.several, hooked)  # "": a refit follows
     # The refit starts again from the weights the stages started from (taken before any stage's are loaded).
     initial = None if no_refit else {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-    records = [r for r in ctx.meta.get("stages", []) if r.get("done")]
-    finished = [r["name"] for r in records]
+    records = ctx.record.done_stages()
+    finished = [r.name for r in records]
     checkpoint = read_checkpoint(resume_from) if resume_from else {}
     checkpoint_stage = (checkpoint.get("cnnlab") or {}).get("stage")
     resumable = checkpoint_stage if checkpoint_stage not in finished else None
@@ -212,7 +213,7 @@ def _load_best_so_far(ctx: RunContext) -> None:
     ctx.ranks.share_weights(ctx.model)
 
 
-def _resume_point_text(records: list[dict[str, Any]], resumable: str | None, epoch: int | None, todo: list[Any]) -> str:
+def _resume_point_text(records: list[StageRecord], resumable: str | None, epoch: int | None, todo: list[Any]) -> str:
     """Where a resumed run picks up, in words: 'after epoch 2 of stage finetune', ..."""
     if resumable is not None:
         return f"after epoch {int(epoch or 0) + 1} of stage {resumable}"
@@ -230,34 +231,30 @@ def begin_attempt(ctx: RunContext, run: Training) -> None:
     attempt = run.attempt = _attempt(ctx, run.resumed_at)
     batches = batch_plan(config.data.batch_size, ranks.world_size, config.train.batch_per_device)
     run.device_batch = batches.per_device
-    attempt["threads"] = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
+    attempt.threads = apply_threads(config.train, max(1, ranks.world_size // ranks.num_nodes))
     budget_total = config.train.time_budget
     if ranks.is_zero:
         _print_header(
             ctx, run.plan, attempt, split_line(budget_total, [s.name for s in run.plan]) if budget_total else None
         )
     if ranks.several:
-        attempt.update(
-            processes=ranks.world_size,
-            nodes=ranks.num_nodes,
-            global_batch=batches.global_batch,
-            device_batch=batches.per_device,
-        )
+        attempt.processes, attempt.nodes = ranks.world_size, ranks.num_nodes
+        attempt.global_batch, attempt.device_batch = batches.global_batch, batches.per_device
         say(scale_line(batches, config.train, ranks))
     ctx.save_meta()
 
 
-def _attempt(ctx: RunContext, where: str) -> dict[str, Any]:
+def _attempt(ctx: RunContext, where: str) -> AttemptRecord:
     """Records this attempt in run.json: when it started, and (for a resume) where it picked up."""
-    attempt: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds")}
-    if ctx.meta.get("attempts"):
-        attempt["resumed_at"] = where
-    ctx.meta.setdefault("attempts", []).append(attempt)
+    attempt = AttemptRecord(started=dt.datetime.now().isoformat(timespec="seconds"))
+    if ctx.record.attempts:
+        attempt.resumed_at = where
+    ctx.record.attempts.append(attempt)
     ctx.attempt = attempt  # its time goes on record with each save
     return attempt
 
 
-def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], budget_line: str | None) -> None:
+def _print_header(ctx: RunContext, plan: list[Any], attempt: AttemptRecord, budget_line: str | None) -> None:
     """The run's opening block (data, model, plan); the full layer table too with ``--verbose``."""
     if verbose() and ctx.files.summary.is_file():
         say(ctx.files.summary.read_text(encoding="utf-8"))
@@ -265,12 +262,12 @@ def _print_header(ctx: RunContext, plan: list[Any], attempt: dict[str, Any], bud
         header(
             ctx.config,
             ctx.data,
-            ctx.meta,
+            ctx.record,
             plan,
             run=str(ctx.files.root),
-            threads=attempt["threads"],
+            threads=attempt.threads or "",
             budget_line=budget_line,
-            resumed_at=attempt.get("resumed_at"),
+            resumed_at=attempt.resumed_at,
         )
     )
 
@@ -297,7 +294,8 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
             cutmix_alpha=aug.cutmix,
             label_smoothing=aug.label_smoothing,
         )
-    preprocess = ctx.meta["preprocess"]
+    preprocess = ctx.record.preprocess
+    assert preprocess is not None, "a run in training has its input format"
     return {
         "model": ctx.model,
         "num_classes": data.num_classes,
@@ -307,7 +305,11 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
         "mix": mix,
         "label_smoothing": aug.label_smoothing,
         "class_weights": _class_weights(data) if ctx.config.train.class_weights == "auto" else None,
-        "metadata": {k: ctx.meta[k] for k in ("class_names", "preprocess", "model")},
+        "metadata": {  # in each checkpoint (hyperparameters), as run.json has them
+            "class_names": ctx.record.class_names,
+            "preprocess": preprocess.to_json(),
+            "model": ctx.record.model.to_json(),
+        },
     }
 
 
@@ -326,7 +328,7 @@ def fit_stages(ctx: RunContext, run: Training) -> None:
         run.module, run.features = outcome.module, outcome.features or run.features
         _record_stage(ctx, run, stage, outcome)
         if outcome.budget_spent and index + 1 < len(run.todo):
-            ctx.meta.setdefault("notes", []).append(
+            ctx.record.notes.append(
                 f"the time budget ({ctx.config.train.time_budget:g} s) could not be met: feature extraction alone "
                 "outran it, so only stage 1 was trained"
             )
@@ -339,14 +341,14 @@ def _stage_budget(ctx: RunContext, run: Training, index: int, stage: Stage) -> t
     total = ctx.config.train.time_budget
     if not total:
         return None, True
-    used = sum(r["seconds"] for r in run.records)
+    used = sum(r.seconds for r in run.records)
     checkpoint = run.resume_from if stage.name == run.resumable else None
     budget = stage_budget(total, len(run.todo) - index, used, checkpoint_seconds(checkpoint))
     if budget.left < MIN_STAGE_SECONDS and run.records:
-        ctx.meta.setdefault("notes", []).append(
+        ctx.record.notes.append(
             f"the time budget ({total:g} s) was used up before stage '{stage.name}': it was skipped"
         )
-        log.warning(ctx.meta["notes"][-1])
+        log.warning(ctx.record.notes[-1])
         return budget, False
     return budget, True
 
@@ -408,16 +410,16 @@ def _record_stage(ctx: RunContext, run: Training, stage: Stage, outcome: StageOu
     if ctx.ranks.is_zero:
         say(stage_end(record, position, stage.epochs, outcome.interrupted))
     if outcome.interrupted:
-        ctx.meta["stages"] = [*run.records, record]
+        ctx.record.stages = [*run.records, record]
         saved = _interrupted_text(record, position, stage.epochs)
         _stop_interrupted(ctx, run.attempt, outcome.module, run.module_kwargs, saved)
-    record["done"] = True
+    record.done = True
     run.records.append(record)
-    ctx.meta["stages"] = run.records
+    ctx.record.stages = run.records
     ctx.save_meta()
 
 
-def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, score_test: bool) -> dict[str, Any]:
+def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, score_test: bool) -> StageRecord:
     """The stage's record as rank 0 has it, the best weights loaded on every rank.
 
     Rank 0 loads the best checkpoint (EarlyStopping's "restore best weights"), scores the test
@@ -426,19 +428,19 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, 
     others: the next stage starts from the same weights everywhere, and reads no file written by
     another machine.
     """
-    best = outcome.record.pop("best_checkpoint")
+    best = outcome.best_checkpoint
 
-    def on_zero() -> dict[str, Any]:
+    def on_zero() -> StageRecord:
         if best and Path(best).is_file():
             load_module_weights(outcome.module, best)
         test = ctx.data.splits["test"]
         scored = outcome.test_accuracy  # from cached features or activations: no pass over the images
         if not score_test:
-            outcome.record["test_acc"] = None
+            outcome.record.test_acc = None
         elif scored:
-            outcome.record["test_acc"] = scored()
+            outcome.record.test_acc = scored()
         else:
-            outcome.record["test_acc"] = accuracy(
+            outcome.record.test_acc = accuracy(
                 ctx.model, test.for_pass, test.labels, normalize, run_autocast(ctx.config.train)
             )
         return outcome.record
@@ -448,46 +450,46 @@ def _stage_result(ctx: RunContext, outcome: StageOutcome, normalize: Normalize, 
     return record
 
 
-def _interrupted_text(record: dict[str, Any], position: int, planned_epochs: int) -> str:
+def _interrupted_text(record: StageRecord, position: int, planned_epochs: int) -> str:
     """What a Ctrl-C inside a stage's epochs kept: said by the command, beside how to resume."""
     return (
-        f"stage {position} '{record['name']}' after {record.get('epochs', 0)} of {planned_epochs} epochs; "
+        f"stage {position} '{record.name}' after {record.epochs} of {planned_epochs} epochs; "
         "the last finished epoch is saved (last.ckpt) and the best weights so far are kept (best.ckpt)"
     )
 
 
 def _stop_interrupted(
-    ctx: RunContext, attempt: dict[str, Any], module: ClassifierModule, module_kwargs: dict[str, Any], saved: str
+    ctx: RunContext, attempt: AttemptRecord, module: ClassifierModule, module_kwargs: dict[str, Any], saved: str
 ) -> None:
     """Puts Ctrl-C on record (run.json) and raises TrainingInterrupted with the model to report on."""
-    attempt["ended"] = "interrupted"
-    ctx.meta["status"] = "interrupted"
+    attempt.ended = "interrupted"
+    ctx.record.status = "interrupted"
     ctx.save_meta()
     raise TrainingInterrupted(
-        FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.meta, ctx.config), saved=saved
+        FitResult(ctx.files, _eval_module(module, module_kwargs), ctx.data, ctx.record, ctx.config), saved=saved
     )
 
 
-def _note_thread_changes(attempt: dict[str, Any]) -> None:
+def _note_thread_changes(attempt: AttemptRecord) -> None:
     """Puts the thread watch's changes (another process started or ended) on the attempt's record."""
     watching = watch()
     if watching is not None and watching.changes:
-        attempt["thread_changes"] = list(watching.changes)
+        attempt.thread_changes = list(watching.changes)
 
 
 def record_kept_stage(ctx: RunContext, run: Training) -> None:
     """With several stages: which one's weights the run keeps, and why (``cnnlab.training.stage_plan``)."""
     if len(run.records) > 1:
-        ctx.meta["kept"] = kept_weights(run.records)
-        log.info("%s", ctx.meta["kept"]["why"])
+        ctx.record.kept = kept_weights(run.records)
+        log.info("%s", ctx.record.kept.why)
 
 
 def refit_or_say_why(ctx: RunContext, run: Training) -> None:
     """Trains the refit on train + val (``cnnlab.training.refit``) when the run refits and has not yet,
     else puts why not on record."""
     if run.no_refit:
-        ctx.meta["refit"] = {"done": False, "why": run.no_refit}
-    elif run.initial is not None and run.records and not ctx.meta.get("refit", {}).get("done"):
+        ctx.record.refit = RefitRecord(done=False, why=run.no_refit)
+    elif run.initial is not None and run.records and not (ctx.record.refit and ctx.record.refit.done):
         chosen = chosen_stages(run.plan, run.records, ctx.config)
         refit = Refit(chosen, run.initial, ctx.data, run.features, run.activation_cache)
         resume = (run.resume_from, run.resumable)
@@ -495,7 +497,7 @@ def refit_or_say_why(ctx: RunContext, run: Training) -> None:
 
 
 def _refit(
-    ctx: RunContext, refit: Refit, attempt: dict[str, Any], resume: tuple[str | None, str | None], device_batch: int
+    ctx: RunContext, refit: Refit, attempt: AttemptRecord, resume: tuple[str | None, str | None], device_batch: int
 ) -> ClassifierModule | None:
     """Trains the refit on train + val (``cnnlab.training.refit``); returns its module (None: nothing left
     to train). Ctrl-C in it reports the validated model (best.ckpt until the refit ends)."""
@@ -523,13 +525,13 @@ def _refit(
 def record_trained(ctx: RunContext, run: Training) -> None:
     """Puts the training's end on record: its time (every attempt's), each process's peak memory, the status."""
     budget_total = ctx.config.train.time_budget
-    refit_seconds = ctx.meta.get("refit", {}).get("seconds", 0.0)
-    ctx.meta["timing"] = {"train_seconds": round(sum(r["seconds"] for r in run.records) + refit_seconds, 2)}
-    ctx.meta["memory"] = {"peak_rss_mb": ctx.ranks.peak_rss_mb()}  # per process: what each needed to train
-    if budget_total:
-        ctx.meta["timing"]["budget_seconds"] = budget_total
-    run.attempt["ended"] = "trained"
-    ctx.meta["status"] = "trained"
+    refit_seconds = (ctx.record.refit.seconds if ctx.record.refit else None) or 0.0
+    ctx.record.timing = TimingRecord(
+        train_seconds=round(sum(r.seconds for r in run.records) + refit_seconds, 2), budget_seconds=budget_total or None
+    )
+    ctx.record.memory = MemoryRecord(peak_rss_mb=ctx.ranks.peak_rss_mb())  # per process: what each needed to train
+    run.attempt.ended = "trained"
+    ctx.record.status = "trained"
     ctx.save_meta()
 
 
@@ -540,7 +542,7 @@ def trained_result(ctx: RunContext, run: Training) -> FitResult:
     if module is None:  # every stage was already done: rebuild a module around the best weights
         ctx.ranks.from_zero(lambda: load_model_weights(ctx.model, ctx.files.best))  # only rank 0 evaluates
         module = ClassifierModule(**run.module_kwargs)
-    return FitResult(ctx.files, _eval_module(module, run.module_kwargs), ctx.data, ctx.meta, ctx.config)
+    return FitResult(ctx.files, _eval_module(module, run.module_kwargs), ctx.data, ctx.record, ctx.config)
 
 
 def _eval_module(module: ClassifierModule, module_kwargs: dict[str, Any]) -> ClassifierModule:

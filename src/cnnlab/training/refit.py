@@ -44,6 +44,7 @@ from cnnlab.training.history import load_history
 from cnnlab.training.interrupts import fit_until_ctrl_c
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
+from cnnlab.training.record import ChosenEpochs, RefitRecord, RefitStageRecord, RunRecord, StageRecord
 from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import RunFiles
 from cnnlab.training.stage_data import stage_features
@@ -113,16 +114,16 @@ class RefitStage:
         )
 
 
-def chosen_stages(plan: list[Stage], records: list[dict[str, Any]], config: RunConfig) -> list[RefitStage]:
+def chosen_stages(plan: list[Stage], records: list[StageRecord], config: RunConfig) -> list[RefitStage]:
     """The stages the refit trains, each for its best epoch on validation: the first stage, and a later
     one only when its weights replaced the earlier stage's (kept on validation)."""
-    done = {record["name"]: record for record in records}
+    done = {record.name: record for record in records}
     chosen = []
     for index, stage in enumerate(plan):
         record = done.get(stage.name)
-        if record is None or (index and not record.get("replaced_best")):
+        if record is None or (index and not record.replaced_best):
             continue
-        best = (record.get("val_at_best") or {}).get("epoch") or record.get("epochs") or stage.epochs
+        best = (record.val_at_best.epoch if record.val_at_best else None) or record.epochs or stage.epochs
         scheduler = stage.scheduler or config.train.scheduler
         chosen.append(RefitStage(dataclasses.replace(stage, scheduler=scheduler), int(best)))
     return chosen
@@ -247,21 +248,20 @@ class Refit:
     features: dict[str, FeatureSet] | None = None
     activation_cache: ActivationCache | None = None
 
-    def record(self, meta: dict[str, Any], data: PreparedData) -> dict[str, Any]:
+    def record(self, run: RunRecord, data: PreparedData) -> RefitRecord:
         """run.json's ``refit`` (created at the refit's start, kept across resumes); ``data``: the refit's."""
-        images, val = len(data.splits["train"]), len(data.splits["val"])
-        return meta.setdefault(
-            "refit",
-            {
-                "line": refit_line(images, self.stages),
-                "images": images,
-                "train_images": images - val,
-                "val_images": val,
-                "chosen": [{"stage": item.stage.name, "epochs": item.epochs} for item in self.stages],
-                "stages": [],
-                "done": False,
-            },
-        )
+        if run.refit is None:
+            images, val = len(data.splits["train"]), len(data.splits["val"])
+            run.refit = RefitRecord(
+                line=refit_line(images, self.stages),
+                images=images,
+                train_images=images - val,
+                val_images=val,
+                chosen=[ChosenEpochs(stage=item.stage.name, epochs=item.epochs) for item in self.stages],
+                stages=[],
+                done=False,
+            )
+        return run.refit
 
     def frozen_features(self, ctx: Any, normalize: Any, position: int) -> dict[str, FeatureSet] | None:
         """The refit's features for a frozen stage: stage 1's, the validation images joined to the training ones.
@@ -289,15 +289,15 @@ class Refit:
         ``ctx`` is the run's context with the refit's data (:func:`refit_data`); ``module_kwargs`` are
         built from it. Returns (the module holding the refit's weights, interrupted).
         """
-        record = self.record(ctx.meta, ctx.data)
-        done = {r["name"] for r in record["stages"] if r.get("done")}
+        record = self.record(ctx.record, ctx.data)
+        done = {r.name for r in record.stages if r.done}
         if resumable not in {item.name for item in self.stages}:
             resume_from = None
             if done and ctx.files.refit.is_file():  # between two refit stages: the last one's weights
                 load_model_weights(ctx.model, ctx.files.refit)
             elif not done:
                 ctx.model.load_state_dict(self.initial)
-        say(f"\n{record['line']}")
+        say(f"\n{record.line}")
         log.info("the refit's validation figures would be on images it trains on: it has none; test is what counts")
         normalize = module_kwargs["normalize"]
         module = None
@@ -317,18 +317,16 @@ class Refit:
                 position,
                 device_batch,
             )
-            record["stages"] = [r for r in record["stages"] if r["name"] != item.name] + [stage_record]
+            record.stages = [r for r in record.stages if r.name != item.name] + [stage_record]
             if interrupted:
                 return module, True
-            stage_record["done"] = True
+            stage_record.done = True
             ctx.save_meta()
         if ctx.ranks.is_zero:
             swap_in_refit(ctx.files)
-        record.update(
-            done=True,
-            seconds=round(sum(r["seconds"] for r in record["stages"]), 2),
-            validated_checkpoint=str(ctx.files.validated.relative_to(ctx.files.root)),
-        )
+        record.done = True
+        record.seconds = round(sum(r.seconds for r in record.stages), 2)
+        record.validated_checkpoint = str(ctx.files.validated.relative_to(ctx.files.root))
         ctx.save_meta()
         return module, False
 
@@ -342,7 +340,7 @@ def fit_refit_stage(
     cut: ActivationCache | None,
     position: int,
     device_batch: int | None,
-) -> tuple[ClassifierModule, dict[str, Any], bool]:
+) -> tuple[ClassifierModule, RefitStageRecord, bool]:
     """One refit stage: the validated stage's module and data on train + val, for the chosen epochs, no validation."""
     stage = item.plan()
     if stage.lr == AUTO:  # --lr auto: the rate the finder picked for the validated stage (in config.yaml since)
@@ -361,14 +359,14 @@ def fit_refit_stage(
             inputs.train_cfg, ctx.files, item.stage.epochs, stage.name, extra_callbacks=callbacks, validate=False
         )
         interrupted = fit_until_ctrl_c(trainer, inputs.module, inputs.datamodule, resume_from)
-    record = {
-        "name": stage.name,
-        "epochs": trainer.current_epoch,
-        "seconds": round(clock.seconds(), 2),
-        "lr": stage.lr,
-        "schedule": schedule,
-        "images": len(ctx.data.splits["train"]),
-        "feature_cache": inputs.cached,
-        "activation_cache": inputs.on_cut,
-    }
+    record = RefitStageRecord(
+        name=stage.name,
+        epochs=trainer.current_epoch,
+        seconds=round(clock.seconds(), 2),
+        lr=stage.lr,
+        schedule=schedule,
+        images=len(ctx.data.splits["train"]),
+        feature_cache=inputs.cached,
+        activation_cache=inputs.on_cut,
+    )
     return inputs.module, record, interrupted

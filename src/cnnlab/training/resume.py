@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.training.checkpoint import read_checkpoint
+from cnnlab.training.record import RunRecord
 from cnnlab.training.run_dir import RunFiles
 
 
@@ -18,11 +17,11 @@ def resume_point(files: RunFiles) -> str | None:
     return str(files.last)
 
 
-def check_same_data(meta: dict[str, Any], data: PreparedData) -> None:
+def check_same_data(run: RunRecord, data: PreparedData) -> None:
     """Refuses to resume on a different split: the result would not be the run it claims to be."""
-    saved = meta.get("data", {}).get("splits", {})
+    saved = run.data.splits
     for name, image_set in data.splits.items():
-        expected = saved.get(name, {}).get("fingerprint")
+        expected = saved[name].fingerprint if name in saved else None
         if expected and expected != image_set.fingerprint():
             raise CnnlabError(
                 f"the {name} split differs from when the run started (files added, removed or "

@@ -18,6 +18,7 @@ from cnnlab.config import RunConfig, config_yaml, from_dict, load_yaml
 from cnnlab.data.types import SkippedFile
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_json, atomic_write_text
+from cnnlab.training.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,23 @@ def read_meta(files: RunFiles) -> dict[str, Any]:
     return data
 
 
+def read_record(files: RunFiles) -> RunRecord:
+    """run.json as its types (older files included: see ``cnnlab.training.record``).
+
+    Raises:
+        CnnlabError: when it is not valid JSON, or its input format is incomplete.
+    """
+    raw = read_meta(files)
+    try:
+        return RunRecord.from_json(raw)
+    except CnnlabError as exc:  # name the file, not just "run.json"
+        raise CnnlabError(str(exc).replace("run.json", str(files.meta), 1)) from None
+
+
+def write_record(files: RunFiles, record: RunRecord) -> None:
+    atomic_write_json(files.meta, record.to_json())
+
+
 def read_optional_json(path: Path) -> dict[str, Any]:
     """A JSON object file, or {} when it is missing or unreadable (an interrupted run)."""
     try:
@@ -305,18 +323,6 @@ def read_text(path: Path) -> str | None:
         return Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-
-
-def write_meta(files: RunFiles, meta: dict[str, Any]) -> None:
-    atomic_write_json(files.meta, meta)
-
-
-def update_meta(files: RunFiles, **changes: Any) -> dict[str, Any]:
-    """Reads run.json, applies ``changes``, writes it back atomically."""
-    meta = read_meta(files)
-    meta.update(changes)
-    write_meta(files, meta)
-    return meta
 
 
 def read_run_config(files: RunFiles) -> RunConfig:

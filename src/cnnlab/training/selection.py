@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 
 from cnnlab.config import RunConfig
+from cnnlab.training.record import StageRecord
 
 SELECT_METRIC = "val_select"
 MARGIN_IMAGES = 1  # stage 2 must get more than this many more validation images right (or as many, plus a lower loss)
@@ -46,7 +47,7 @@ def monitor(criterion: str) -> str:
     return "val_loss" if criterion == "loss" else SELECT_METRIC
 
 
-def score_to_beat(previous: dict[str, Any] | None, criterion: str) -> float | None:
+def score_to_beat(previous: StageRecord | None, criterion: str) -> float | None:
     """What the stage must get below to replace the previous stage's best.ckpt (None: nothing to beat).
 
     Args:
@@ -54,10 +55,10 @@ def score_to_beat(previous: dict[str, Any] | None, criterion: str) -> float | No
     """
     if previous is None:
         return None
-    best = previous.get("val_at_best")
-    if criterion == "loss" or not best:
-        return previous.get("best_val_loss")
-    return select_score(best["errors"], best["loss"], criterion) - MARGIN_IMAGES
+    best = previous.val_at_best
+    if criterion == "loss" or best is None or best.loss is None:
+        return previous.best_val_loss
+    return select_score(best.errors, best.loss, criterion) - MARGIN_IMAGES
 
 
 class ValidationRecord(L.Callback):
@@ -101,23 +102,23 @@ class ValidationRecord(L.Callback):
         self.best = state_dict.get("best")
 
 
-def verdict(record: dict[str, Any], previous: dict[str, Any]) -> str:
+def verdict(record: StageRecord, previous: StageRecord) -> str:
     """Why ``record``'s stage did or did not replace ``previous``'s weights, in its criterion's terms."""
-    name, own, before = record["name"], record.get("val_at_best"), previous.get("val_at_best")
-    if record.get("select", "loss") == "loss" or not own or not before:
-        ours, theirs = record.get("stage_best_val_loss"), previous.get("best_val_loss")
+    name, own, before = record.name, record.val_at_best, previous.val_at_best
+    if record.select == "loss" or own is None or before is None:
+        ours, theirs = record.stage_best_val_loss, previous.best_val_loss
         if ours is None or theirs is None:
             return f"stage '{name}' has no validation loss to compare"
-        if record.get("replaced_best", ours < theirs):
+        if record.replaced_best if record.replaced_best is not None else ours < theirs:
             return f"stage '{name}' lowered the validation loss from {theirs:.4f} to {ours:.4f}"
         return f"stage '{name}' did not lower the validation loss ({ours:.4f} at best, against {theirs:.4f})"
     compared = (
-        f"stage '{name}' got {own['images'] - own['errors']} of {own['images']} validation images right "
-        f"(epoch {own['epoch']}), stage '{previous['name']}' {before['images'] - before['errors']}"
+        f"stage '{name}' got {own.images - own.errors} of {own.images} validation images right "
+        f"(epoch {own.epoch}), stage '{previous.name}' {before.images - before.errors}"
     )
-    losses = f"validation loss {own['loss']:.4f} against {before['loss']:.4f}"
-    if record.get("replaced_best"):
-        return compared + ("" if before["errors"] - own["errors"] > MARGIN_IMAGES else f", with a lower {losses}")
+    losses = f"validation loss {own.loss:.4f} against {before.loss:.4f}"
+    if record.replaced_best:
+        return compared + ("" if before.errors - own.errors > MARGIN_IMAGES else f", with a lower {losses}")
     return (
         f"{compared}, {losses}: fine-tuning replaces it only with more than {MARGIN_IMAGES} more image "
         f"right, or {MARGIN_IMAGES} more with a lower loss"

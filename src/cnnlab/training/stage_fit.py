@@ -35,6 +35,7 @@ from cnnlab.training.lr_finder import find_lr
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import compile_fallback
 from cnnlab.training.ranks import Ranks
+from cnnlab.training.record import LrFindRecord, StageRecord, ValScores
 from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import write_config
 from cnnlab.training.selection import ValidationRecord, monitor, score_to_beat, stage_criterion
@@ -56,8 +57,9 @@ class StageOutcome:
     """What one stage leaves: the module holding the best weights, and its record for run.json."""
 
     module: ClassifierModule
-    record: dict[str, Any]
+    record: StageRecord
     interrupted: bool
+    best_checkpoint: str | None = None  # where the stage's best epoch was saved (None: no epoch finished)
     budget_spent: bool = False  # extraction alone outran the time budget: later stages are skipped
     # The test accuracy of the model as it is now, from cached features or activations (None: score images).
     test_accuracy: Callable[[], float] | None = None
@@ -225,7 +227,7 @@ def _run_finder(ctx: Any, inputs: StageInputs, position: int) -> StageInputs:
     finding = find_lr(inputs.module, inputs.datamodule, inputs.train_cfg, inputs.stage.name, ctx.files.root)
     say(finding.line())
     ctx.config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=finding.lr))
-    ctx.meta["lr_find"] = finding.record()
+    ctx.record.lr_find = LrFindRecord.from_json(finding.record())
     if ctx.ranks.is_zero:
         write_config(ctx.files, ctx.config)
         finding.save(ctx.files.lr_find_curve, ctx.files.figure("lr_find"))
@@ -253,7 +255,7 @@ def stage_callbacks(
 
 def _kept_text(ctx: Any, stop: PreparationInterrupted, stage: Stage, position: int, resume_from: str | None) -> str:
     """What the run keeps after a Ctrl-C while the stage computed its cache (said beside how to resume)."""
-    finished = [r["name"] for r in ctx.meta.get("stages", []) if r.get("done")]
+    finished = [r.name for r in ctx.record.done_stages()]
     return interruption_text(stop.what, stage, position + 1, finished, resume_from is not None)
 
 
@@ -263,7 +265,7 @@ def _train(
     """Builds the stage's Trainer and fits it; returns it, its checkpoint callback and whether Ctrl-C stopped it."""
     stage = inputs.stage
     with quiet_lightning(), compile_fallback(ctx.config.train.compile):
-        tracker = stage_logger(ctx.meta, stage.name) if ctx.ranks.is_zero else None  # rank 0 alone logs
+        tracker = stage_logger(ctx.record, stage.name) if ctx.ranks.is_zero else None  # rank 0 alone logs
         trainer, checkpoint = build_trainer(
             inputs.train_cfg,
             ctx.files,
@@ -285,31 +287,34 @@ def _stage_record(
     checkpoint: ModelCheckpoint,
     seconds: float,
     validation: ValidationRecord,
-    previous: dict[str, Any] | None,
+    previous: StageRecord | None,
     to_beat: Any,
-) -> dict[str, Any]:
-    """The stage's record for run.json (``best_checkpoint``: where its best weights are, taken out by ``fit``)."""
+    budget: StageBudget | None,
+) -> StageRecord:
+    """The stage's record for run.json."""
     best_score = checkpoint.best_model_score
     own = validation.best  # the stage's own best epoch on its criterion
     replaced = own is not None and (
         to_beat is None or (best_score is not None and float(best_score) < float(torch.tensor(to_beat)))
     )
-    return {
-        "name": inputs.stage.name,
-        "epochs": trainer.current_epoch,
-        "seconds": round(seconds, 2),
-        "lr": inputs.stage.lr,
-        "params_trainable": inputs.trainable,
-        "params_frozen": inputs.frozen,
-        "feature_cache": inputs.cached,
-        "activation_cache": inputs.source.cut_where,
-        "best_val_loss": own["loss"] if replaced and own else (previous or {}).get("best_val_loss"),  # best.ckpt's
-        "select": validation.criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
-        "val_at_best": own,  # the validation figures of the stage's own best epoch
-        "stage_best_val_loss": own["loss"] if own and torch.isfinite(torch.tensor(own["loss"])) else None,
-        "replaced_best": replaced,  # best.ckpt now holds this stage's weights (else the previous stage's)
-        "best_checkpoint": checkpoint.best_model_path or None,
-    }
+    return StageRecord(
+        name=inputs.stage.name,
+        epochs=trainer.current_epoch,
+        seconds=round(seconds, 2),
+        lr=inputs.stage.lr,
+        params_trainable=inputs.trainable,
+        params_frozen=inputs.frozen,
+        feature_cache=inputs.cached,
+        activation_cache=inputs.source.cut_where,
+        best_val_loss=own["loss"]
+        if replaced and own
+        else (previous.best_val_loss if previous else None),  # best.ckpt's
+        select=validation.criterion,  # what the stage's best epoch was chosen by (cnnlab.training.selection)
+        val_at_best=ValScores.from_json(own) if own else None,  # the stage's own best epoch on validation
+        stage_best_val_loss=own["loss"] if own and torch.isfinite(torch.tensor(own["loss"])) else None,
+        replaced_best=replaced,  # best.ckpt now holds this stage's weights (else the previous stage's)
+        budget_seconds=round(budget.seconds, 2) if budget is not None else None,
+    )
 
 
 def fit_stage(
@@ -317,7 +322,7 @@ def fit_stage(
     stage: Stage,
     module_kwargs: dict[str, Any],
     resume_from: str | None,
-    previous: dict[str, Any] | None,
+    previous: StageRecord | None,
     budget: StageBudget | None,
     position: int = 0,
     device_batch: int | None = None,
@@ -352,10 +357,14 @@ def fit_stage(
     own = [validation, *ctx.hooks.callbacks]
     callbacks = stage_callbacks(inputs.stage, clock, ctx.ranks, own, None if inputs.cached else budget)
     trainer, checkpoint, interrupted = _train(ctx, inputs, callbacks, criterion, to_beat, resume_from)
-    record = _stage_record(inputs, trainer, checkpoint, clock.seconds(), validation, previous, to_beat)
-    if budget is not None:
-        record["budget_seconds"] = round(budget.seconds, 2)
+    record = _stage_record(inputs, trainer, checkpoint, clock.seconds(), validation, previous, to_beat, budget)
     budget_spent = ctx.ranks.broadcast(bool(watch and watch.too_long))  # rank 0's clock decides for all
     return StageOutcome(
-        inputs.module, record, interrupted, budget_spent, test_accuracy=inputs.test_accuracy, features=inputs.features
+        inputs.module,
+        record,
+        interrupted,
+        checkpoint.best_model_path or None,
+        budget_spent,
+        test_accuracy=inputs.test_accuracy,
+        features=inputs.features,
     )

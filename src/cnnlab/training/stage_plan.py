@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 from torch import nn
@@ -28,6 +28,7 @@ from cnnlab.models.freeze import (
     unfreeze_last_layers,
 )
 from cnnlab.models.summary import count_parameters
+from cnnlab.training.record import KeptRecord, RefitRecord, RunRecord, StageRecord
 from cnnlab.training.selection import verdict
 
 log = logging.getLogger("cnnlab")
@@ -151,7 +152,7 @@ def use_feature_cache(stage: Stage, config: RunConfig) -> bool:
     return stage.head_only and config.transfer.feature_cache and not mixing
 
 
-def kept_weights(records: list[dict]) -> dict[str, str]:
+def kept_weights(records: list[StageRecord]) -> KeptRecord:
     """Which stage's weights a run ended with, and why, from its finished stages' records.
 
     Each stage starts from the best weights so far and replaces them (best.ckpt) only when its
@@ -161,13 +162,11 @@ def kept_weights(records: list[dict]) -> dict[str, str]:
     kept, reasons = records[0], []
     for record in records[1:]:
         reasons.append(verdict(record, kept))
-        if record.get("replaced_best"):
+        if record.replaced_best:
             kept = record
-    return {
-        "stage": kept["name"],
-        "select": records[-1].get("select", "loss"),
-        "why": f"weights of stage '{kept['name']}' kept: " + "; ".join(reasons),
-    }
+    return KeptRecord(
+        stage=kept.name, select=records[-1].select, why=f"weights of stage '{kept.name}' kept: " + "; ".join(reasons)
+    )
 
 
 def improvement_line(before: float, after: float) -> str:
@@ -175,7 +174,7 @@ def improvement_line(before: float, after: float) -> str:
     return f"improvement from fine-tuning: {100.0 * (after - before):+.2f} points"
 
 
-def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
+def record_final_accuracy(run: RunRecord, test_accuracy: float) -> None:
     """Gives the run's last stage the final evaluation's test accuracy, and the run its improvement line.
 
     The last stage ends with the weights the final evaluation scores, so its test accuracy is
@@ -183,29 +182,25 @@ def record_final_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
     A last stage that was interrupted gets the score of the weights kept so far, and the run no
     improvement line: fine-tuning did not finish.
     """
-    stages = meta.get("stages") or []
-    if (meta.get("refit") or {}).get("done"):  # every stage was scored before the refit
-        record_refit_accuracy(meta, test_accuracy)
-    elif not stages or stages[-1].get("test_acc") is not None:
+    stages = run.stages
+    if run.refit is not None and run.refit.done:  # every stage was scored before the refit
+        record_refit_accuracy(run, run.refit, test_accuracy)
+    elif not stages or stages[-1].test_acc is not None:
         return
     else:
-        stages[-1]["test_acc"] = test_accuracy
-    if (
-        len(stages) > 1
-        and stages[0].get("test_acc") is not None
-        and stages[-1].get("done")
-        and stages[-1].get("test_acc") is not None
-    ):
-        meta["improvement"] = improvement_line(stages[0]["test_acc"], stages[-1]["test_acc"])
+        stages[-1].test_acc = test_accuracy
+    first, last = (stages[0].test_acc, stages[-1].test_acc) if stages else (None, None)
+    if len(stages) > 1 and first is not None and stages[-1].done and last is not None:
+        run.improvement = improvement_line(first, last)
 
 
-def record_refit_accuracy(meta: dict[str, Any], test_accuracy: float) -> None:
+def record_refit_accuracy(run: RunRecord, refit: RefitRecord, test_accuracy: float) -> None:
     """After a refit the final evaluation scores the refit's model: its test accuracy goes to run.json's
     ``refit``, beside the validated model's (the kept stage's, scored before the refit)."""
-    refit, stages = meta["refit"], meta.get("stages") or []
-    kept = (meta.get("kept") or {}).get("stage") or (stages[0]["name"] if stages else None)
-    validated = next((s.get("test_acc") for s in stages if s.get("name") == kept), None)
-    refit.update(test_acc=test_accuracy, validated_test_acc=validated)
+    kept = run.kept.stage if run.kept is not None else None
+    kept = kept or (run.stages[0].name if run.stages else None)
+    validated = next((s.test_acc for s in run.stages if s.name == kept), None)
+    refit.test_acc, refit.validated_test_acc = test_accuracy, validated
     if validated is not None:
         log.info(
             "refit on train + val: test accuracy %.2f%%, the validated model's %.2f%% (%+.2f points)",

@@ -13,7 +13,6 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,6 +20,7 @@ import cnnlab.phases as phases
 from cnnlab.augment.meaning import meaning_warnings
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import prepare_data
+from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.errors import CnnlabError
 from cnnlab.io import atomic_write_text
@@ -29,27 +29,35 @@ from cnnlab.models.freeze import freeze_backbone
 from cnnlab.models.summary import count_parameters, model_summary
 from cnnlab.phases import phase
 from cnnlab.training.architecture import resize_to_run
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
+from cnnlab.training.record import AttemptRecord, DataRecord, ModelRecord, RunRecord
 from cnnlab.training.resume import check_same_data, resume_point
 from cnnlab.training.rng import seed_streams
 from cnnlab.training.run_dir import (
     RunFiles,
     new_run_dir,
     open_run,
-    read_meta,
+    read_record,
     read_run_config,
     renamed_note,
     write_config,
-    write_meta,
+    write_record,
     write_skipped,
 )
 from cnnlab.training.stage_plan import plan_stages
-from cnnlab.training.tracking import META_KEY, start_tracking
+from cnnlab.training.tracking import start_tracking
 from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
+
+
+def spent_on(attempt: AttemptRecord) -> None:
+    """This command's time so far (``cnnlab.phases``: its phases and total) on the attempt's record."""
+    spent = phases.attempt_record()
+    if spent:  # {} when no command began a record: nothing true to say
+        attempt.phases, attempt.total_seconds = spent["phases"], spent["total_seconds"]
 
 
 @dataclass
@@ -60,29 +68,27 @@ class RunContext:
     files: RunFiles
     data: PreparedData
     model: torch.nn.Module
-    meta: dict[str, Any]
+    record: RunRecord  # run.json
     ranks: Ranks = field(default_factory=lambda: SINGLE)
     hooks: TrainingHooks = field(default_factory=TrainingHooks)
-    attempt: dict[str, Any] | None = None  # this process's entry in meta["attempts"], once it has one
+    attempt: AttemptRecord | None = None  # this process's entry in record.attempts, once it has one
 
     def save_meta(self) -> None:
-        """Writes run.json (rank 0 only: the other ranks keep the same dict in memory), this attempt's
+        """Writes run.json (rank 0 only: the other ranks keep the same record in memory), this attempt's
         time so far on its record: a killed attempt keeps what it had spent when last saved."""
         if self.attempt is not None:
-            self.attempt.update(phases.attempt_record())
+            spent_on(self.attempt)
         if self.ranks.is_zero:
-            write_meta(self.files, self.meta)
+            write_record(self.files, self.record)
 
 
-def _prepare_here(
-    config: RunConfig, cache_read_only: bool
-) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare_here(config: RunConfig, cache_read_only: bool) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     seed_streams(config.train.seed)  # the model's initial weights and the split's draws
-    needs = model_input(config.model.name, config.model.pretrained).needs()
+    needs = model_input(config.model.name, config.model.pretrained)
     with phase("data"):
         data = prepare_data(config.data, config.train.seed, needs, cache_read_only=cache_read_only)
     with phase("model"):
-        preprocess = preprocess_meta(data, config)
+        preprocess = preprocess_of(data, config)
         model = build_model(config, data.num_classes, preprocess)
         pretrained = config.model.pretrained or bool(config.model.weights)
         if plan_stages(config, pretrained, warn=False)[0].head_only:
@@ -97,12 +103,12 @@ def _prepare_here(
     return data, preprocess, model, summary
 
 
-def prepare_inputs(config: RunConfig) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def prepare_inputs(config: RunConfig) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     """Data, preprocessing, network and its summary as a run of ``config`` gets them (one process, no run folder)."""
     return _prepare_here(config, cache_read_only=False)
 
 
-def _prepare(config: RunConfig, ranks: Ranks) -> tuple[PreparedData, dict[str, Any], torch.nn.Module, str]:
+def _prepare(config: RunConfig, ranks: Ranks) -> tuple[PreparedData, Preprocess, torch.nn.Module, str]:
     """Data, preprocessing, network and its summary; rank 0 first (it alone writes the image cache)."""
     prepared = ranks.zero_first(lambda: _prepare_here(config, cache_read_only=not ranks.is_zero))
     _same_data_everywhere(prepared[0], ranks)
@@ -132,13 +138,8 @@ def _same_data_everywhere(data: PreparedData, ranks: Ranks) -> None:
 
 
 def _create_run(
-    config: RunConfig,
-    command: str,
-    data: PreparedData,
-    preprocess: dict[str, Any],
-    model: torch.nn.Module,
-    summary: str,
-) -> tuple[str, dict[str, Any]]:
+    config: RunConfig, command: str, data: PreparedData, preprocess: Preprocess, model: torch.nn.Module, summary: str
+) -> tuple[str, RunRecord]:
     for warning in meaning_warnings(config.augment, data.channels, data.class_names):
         log.warning(warning)
     files = new_run_dir(config)
@@ -154,32 +155,29 @@ def _create_run(
         log.warning("%d files skipped (unreadable or not images): see %s", len(data.skipped), files.skipped)
     atomic_write_text(files.summary, summary + "\n")  # the run header names it; --verbose prints it
     total, trainable = count_parameters(model)
-    meta: dict[str, Any] = {
-        "name": files.root.name,
-        "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "cnnlab_version": __version__,
-        "command": command,
-        "status": "running",
-        "class_names": data.class_names,
-        "preprocess": preprocess,
-        "data": data.summary(),
-        "model": {
-            "name": config.model.name,
-            "resolved": resolve_name(config.model.name),
-            "params_total": total,
-            "params_trainable": trainable,
-        },
-        "stages": [],
-        "timing": {},
-    }
-    if tracking:
-        meta[META_KEY] = tracking
+    record = RunRecord(
+        name=files.root.name,
+        created=dt.datetime.now().isoformat(timespec="seconds"),
+        cnnlab_version=__version__,
+        command=command,
+        status="running",
+        class_names=data.class_names,
+        preprocess=preprocess,
+        data=DataRecord.from_json(data.summary()),
+        model=ModelRecord(
+            name=config.model.name,
+            resolved=resolve_name(config.model.name),
+            params_total=total,
+            params_trainable=trainable,
+        ),
+        tracking=tracking or None,
+    )
     renamed = renamed_note(config, files)
     if renamed:
         log.warning(renamed)
-        meta["notes"] = [renamed]
-    write_meta(files, meta)
-    return str(files.root), meta
+        record.notes = [renamed]
+    write_record(files, record)
+    return str(files.root), record
 
 
 def start_run(config: RunConfig, command: str, ranks: Ranks = SINGLE) -> RunContext:
@@ -192,32 +190,32 @@ def open_new_run(
     config: RunConfig,
     command: str,
     data: PreparedData,
-    preprocess: dict[str, Any],
+    preprocess: Preprocess,
     model: torch.nn.Module,
     summary: str,
     ranks: Ranks = SINGLE,
 ) -> RunContext:
     """Creates the run folder of a prepared model and data (rank 0): config, summary, skipped files, run.json."""
-    root, meta = ranks.from_zero(lambda: _create_run(config, command, data, preprocess, model, summary))
-    return RunContext(config, RunFiles(Path(root)), data, model, meta, ranks)
+    root, record = ranks.from_zero(lambda: _create_run(config, command, data, preprocess, model, summary))
+    return RunContext(config, RunFiles(Path(root)), data, model, record, ranks)
 
 
-def resume_config(path: str) -> tuple[RunFiles, dict[str, Any], RunConfig]:
+def resume_config(path: str) -> tuple[RunFiles, RunRecord, RunConfig]:
     """A stopped run's folder, run.json and options, checked to be resumable.
 
     Raises:
         CnnlabError: when it is not a run, or is complete already.
     """
     files = open_run(path)
-    meta = read_meta(files)
-    if meta.get("status") == "completed":
+    record = read_record(files)
+    if record.status == "completed":
         raise CnnlabError(f"run '{files.root}' is already complete; start a new run instead of --resume")
-    if meta.get("distillation"):
+    if record.distillation:
         raise CnnlabError(
             f"run '{files.root}' was distilled from a teacher; --resume would go on without it: "
             "run cnnlab distill again"
         )
-    return files, meta, read_run_config(files)
+    return files, record, read_run_config(files)
 
 
 def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None]:
@@ -229,13 +227,13 @@ def reopen_run(path: str, ranks: Ranks = SINGLE) -> tuple[RunContext, str | None
     Raises:
         CnnlabError: when the run is complete, or its data changed since it started.
     """
-    files, meta, config = ranks.from_zero(lambda: resume_config(path))
+    files, record, config = ranks.from_zero(lambda: resume_config(path))
     data, _, model, _ = _prepare(config, ranks)
     resize_to_run(model, files)  # a pruned run: its own layer widths, from its pruned weights
 
     def checked_resume_point() -> str | None:
-        check_same_data(meta, data)
+        check_same_data(record, data)
         return resume_point(files)
 
     checkpoint = ranks.from_zero(checked_resume_point)
-    return RunContext(config, files, data, model, meta, ranks), checkpoint
+    return RunContext(config, files, data, model, record, ranks), checkpoint

@@ -25,11 +25,11 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from cnnlab.config import RunConfig, to_dict
 from cnnlab.errors import CnnlabError
+from cnnlab.training.record import RunRecord
 from cnnlab.version import __version__
 
 log = logging.getLogger("cnnlab")
 
-META_KEY = "tracking"  # run.json's record of the MLflow run
 DB_NAME = "mlflow.db"  # the default store, beside the run folders
 # What a finished run sends as artifacts, besides its figures (a checkpoint is left out: it is large,
 # and export's model files are the ones to deploy).
@@ -147,14 +147,14 @@ def start_tracking(config: RunConfig, run_name: str, command: str) -> dict[str, 
     }
 
 
-def _record(meta: Mapping[str, Any]) -> dict[str, Any] | None:
-    record = meta.get(META_KEY)
+def _record(run: RunRecord) -> dict[str, Any] | None:
+    record = run.tracking
     return record if isinstance(record, dict) and record.get("run_id") else None
 
 
-def resume_tracking(meta: Mapping[str, Any]) -> None:
+def resume_tracking(run: RunRecord) -> None:
     """A resumed run's MLflow run is running again (rank 0); a tracker that is gone is a warning."""
-    record = _record(meta)
+    record = _record(run)
     if record is None:
         return
     try:
@@ -201,13 +201,13 @@ class EpochLogger(MLFlowLogger):
         """A stage's end is not the run's."""
 
 
-def stage_logger(meta: Mapping[str, Any], stage: str) -> EpochLogger | None:
+def stage_logger(run: RunRecord, stage: str) -> EpochLogger | None:
     """The MLflow logger of a stage's Trainer (rank 0 of a tracked run), else None."""
-    record = _record(meta)
+    record = _record(run)
     if record is None:
         return None
-    done = [r for r in meta.get("stages") or [] if r.get("done") and r.get("name") != stage]
-    return EpochLogger(record, stage, sum(int(r.get("epochs") or 0) for r in done))
+    done = [r for r in run.done_stages() if r.name != stage]
+    return EpochLogger(record, stage, sum(int(r.epochs or 0) for r in done))
 
 
 def _log_files(client: Any, run_id: str, root: Path, paths: list[Path]) -> None:
@@ -219,7 +219,7 @@ def _log_files(client: Any, run_id: str, root: Path, paths: list[Path]) -> None:
 
 def finish_tracking(
     files: Any,
-    meta: Mapping[str, Any],
+    run: RunRecord,
     metrics: Mapping[str, Any] | None,
     status: str = "FINISHED",
     figures: list[Path] | None = None,
@@ -232,7 +232,7 @@ def finish_tracking(
         status: MLflow's ``FINISHED``, ``KILLED`` (interrupted) or ``FAILED``.
         figures: the figure files to send (default none).
     """
-    record = _record(meta)
+    record = _record(run)
     if record is None:
         return
     try:
@@ -245,7 +245,7 @@ def finish_tracking(
             for key, value in (metrics or {}).items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         }
-        stages = [s for s in meta.get("stages") or [] if isinstance(s, dict)]
+        stages = [stage.to_json() for stage in run.stages]
         for stage in stages:
             for key in ("test_acc", "best_val_loss", "epochs", "seconds"):
                 if isinstance(stage.get(key), (int, float)):
@@ -254,8 +254,8 @@ def finish_tracking(
         if scalars:
             client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])
         client.log_dict(run_id, stages, "stages.json")
-        if meta.get("kept"):
-            client.set_tag(run_id, "cnnlab.kept", str(meta["kept"].get("why", ""))[:5000])
+        if run.kept is not None:
+            client.set_tag(run_id, "cnnlab.kept", run.kept.why[:5000])
         _log_files(client, run_id, files.root, [getattr(files, name) for name in RUN_FILES] + list(figures or []))
         client.set_terminated(run_id, status)
     except CnnlabError:
@@ -268,9 +268,9 @@ def finish_tracking(
         )
 
 
-def log_model_files(files: Any, meta: Mapping[str, Any], paths: list[Path]) -> None:
+def log_model_files(files: Any, run: RunRecord, paths: list[Path]) -> None:
     """Adds exported model files (and model.json) to the run's MLflow run, when it is tracked."""
-    record = _record(meta)
+    record = _record(run)
     if record is None:
         return
     try:

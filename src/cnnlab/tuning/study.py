@@ -24,7 +24,7 @@ from cnnlab.evaluation.run_evaluation import evaluate_run
 from cnnlab.io import atomic_write_text
 from cnnlab.training.fit import TrainingInterrupted, train_run
 from cnnlab.training.hooks import TrainingHooks
-from cnnlab.training.run_dir import RunFiles, read_run_config, update_meta
+from cnnlab.training.run_dir import RunFiles, read_record, read_run_config, write_record
 from cnnlab.training.start import start_run
 from cnnlab.training.trainer import run_autocast
 from cnnlab.tuning.outputs import TuneFiles, write_outputs
@@ -117,6 +117,15 @@ def _val_scores(result: Any) -> tuple[float, float]:
     return float(scores["accuracy"]), float(scores["loss"])
 
 
+def _mark(files: RunFiles, status: str | None, note: str | None = None) -> None:
+    """A trial's run.json gets its status (None: unchanged) and, as its only note, what the trial was."""
+    record = read_record(files)
+    record.status = status or record.status
+    if note is not None:
+        record.notes = [note]
+    write_record(files, record)
+
+
 @dataclass
 class _Clock:
     """The search's wall clock: its deadline, and what a trial costs besides training (start, scoring, files)."""
@@ -155,30 +164,28 @@ def _objective(
         ctx.hooks = TrainingHooks(callbacks=[pruning])
 
         def spent() -> None:  # what the trial cost besides training: the next trials keep it free
-            trained = sum(float(s.get("seconds") or 0) for s in ctx.meta.get("stages", []))
+            trained = sum(float(s.seconds or 0) for s in ctx.record.stages)
             clock.overhead = max(1.0, time.monotonic() - began - trained)
 
         try:
             result = train_run(ctx)
         except optuna.TrialPruned:
-            update_meta(ctx.files, status="pruned", notes=[f"tune trial {trial.number}: pruned"])
+            _mark(ctx.files, "pruned", f"tune trial {trial.number}: pruned")
             spent()
             raise
         accuracy, loss = _val_scores(result)
         trial.set_user_attr("val_loss", loss)
-        trial.set_user_attr("epochs", sum(int(s.get("epochs") or 0) for s in result.meta.get("stages", [])))
+        trial.set_user_attr("epochs", sum(int(s.epochs or 0) for s in result.record.stages))
         pruned = pruning.pruned_at is not None  # stopped in its last stage: the run is whole, the trial pruned
-        update_meta(
+        _mark(
             ctx.files,
-            **({"status": "pruned"} if pruned else {}),
-            notes=[
-                f"tune trial {trial.number}: "
-                + (
-                    "pruned"
-                    if pruned
-                    else f"validation accuracy {accuracy:.4f}; the test split is scored only for the best trial"
-                )
-            ],
+            "pruned" if pruned else None,
+            f"tune trial {trial.number}: "
+            + (
+                "pruned"
+                if pruned
+                else f"validation accuracy {accuracy:.4f}; the test split is scored only for the best trial"
+            ),
         )
         spent()
         if pruned:
@@ -311,7 +318,7 @@ def _finish(files: TuneFiles, study: Any, base: RunConfig, budget: float, notes:
     tested = study.user_attrs.get("tested") or {}
     if tested.get("trial") != best.number:
         _, metrics = evaluate_run(run.root)
-        update_meta(run, status="completed")
+        _mark(run, "completed")
         tested = {"trial": best.number, "accuracy": float(metrics["accuracy"])}
         study.set_user_attr("tested", tested)
     best_row = next(r for r in rows if r["trial"] == best.number)
