@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-import cnnlab.training.fit  # noqa: F401  # what `cnnlab train` holds in memory when it prepares data
+import cnnlab.training.run_fit  # noqa: F401  # what `cnnlab train` holds in memory when it prepares data
 from cnnlab.config import build_config
 from cnnlab.data import decoded_cache
 from cnnlab.data.decoded_cache import DecodedCache

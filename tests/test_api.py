@@ -99,7 +99,7 @@ def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:
     import inspect
 
     for package in (
-        "training.fit",
+        "training.run_fit",
         "evaluation.run_evaluation",
         "comparison.options",
         "deploy.export",

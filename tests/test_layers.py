@@ -44,7 +44,7 @@ LAYERS = {
 
 
 def _layer(module: str) -> str:
-    """``cnnlab.training.fit`` -> ``training``; ``cnnlab`` -> ``__init__``."""
+    """``cnnlab.training.run_fit`` -> ``training``; ``cnnlab`` -> ``__init__``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 

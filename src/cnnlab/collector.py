@@ -1,7 +1,7 @@
 """The interpreter's garbage collector paused around work that builds many objects at once.
 
 A command that imports torch, Lightning, matplotlib and pandas holds about 550,000 objects the
-collector tracks (790,000 once ``cnnlab.training.fit`` is imported), and each full collection walks
+collector tracks (790,000 once ``cnnlab.training.run_fit`` is imported), and each full collection walks
 them all (0.3 s of CPU here). Allocating many objects in a burst (importing those libraries; listing
 70,000 image files, a Path and a tuple each) triggers such collections again and again, and they find
 almost nothing to free: module objects and a listing live on.

@@ -53,7 +53,7 @@ def test_mlflow_is_imported_only_by_a_tracked_run() -> None:
     """Importing MLflow costs 1.2-1.9 s here: the training, evaluation and deploy paths leave it to --tracking."""
     probe = (
         "import sys\n"
-        "import cnnlab.cli.train_cmd, cnnlab.api, cnnlab.training.fit, cnnlab.evaluation.run_evaluation\n"
+        "import cnnlab.cli.train_cmd, cnnlab.api, cnnlab.training.run_fit, cnnlab.evaluation.run_evaluation\n"
         "import cnnlab.deploy.runtime\n"
         "import cnnlab.training.tracking, cnnlab.evaluation.runs_summary\n"
         "print('mlflow' in sys.modules)\n"

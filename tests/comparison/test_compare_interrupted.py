@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab.comparison import architectures
 from cnnlab.config import RunConfig
-from cnnlab.training.fit import TrainingInterrupted
+from cnnlab.training.run_fit import TrainingInterrupted
 
 
 @pytest.mark.parametrize("between_epochs", [True, False])

@@ -61,7 +61,7 @@ def test_fast_is_one_whole_epoch_on_nearly_all_the_images() -> None:
 
 def test_fast_learns_digits_in_its_one_epoch(tmp_path: Path) -> None:
     """The recipe's network and schedule, as they are: one epoch takes 8x8 digits far above chance."""
-    from cnnlab.training.fit import fit
+    from cnnlab.training.run_fit import fit
 
     config = merge_config(build_config(recipe="fast", data="digits"), {"runs_dir": str(tmp_path), "name": "one"})
     stage = fit(config, "test").record.stages[0]
@@ -129,7 +129,7 @@ def test_parser_registers_list_and_show() -> None:
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_trains_on_tiny_data(name: str, tmp_path: Path) -> None:
     from cnnlab.evaluation.run_evaluation import train_and_evaluate
-    from cnnlab.training.fit import fit
+    from cnnlab.training.run_fit import fit
 
     config = merge_config(RunConfig(), recipe_overrides(name))
     config = merge_config(

@@ -123,8 +123,8 @@ def test_a_run_with_a_margin_predicts_on_the_centre_crop(tmp_path: Path, shapes_
     from cnnlab.deploy.predict import predict_images
     from cnnlab.serving.model import open_served
     from cnnlab.training.checkpoint import load_trained
-    from cnnlab.training.fit import fit
     from cnnlab.training.run_dir import RunFiles
+    from cnnlab.training.run_fit import fit
 
     # Training alone (no report): random crops of the 20-px stored squares, 16 px each.
     fit(

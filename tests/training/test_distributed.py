@@ -29,8 +29,8 @@ from cnnlab.evaluation.run_evaluation import run_data
 from cnnlab.models import create_model
 from cnnlab.models.inference import predict_probs
 from cnnlab.training.checkpoint import load_trained
-from cnnlab.training.fit import fit
 from cnnlab.training.run_dir import open_run
+from cnnlab.training.run_fit import fit
 from conftest import fitted_meta, read_json, write_shapes_folder
 
 # A rank left waiting for a peer that died waits inside torch (30 min): end the session instead.

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from cnnlab.config import build_config
 from cnnlab.models import create_model
-from cnnlab.training.fit import fit
+from cnnlab.training.run_fit import fit
 from conftest import fitted_meta
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

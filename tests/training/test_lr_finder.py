@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _digits_stage(tmp_path, **options):
     from cnnlab.config import build_config
-    from cnnlab.training.fit import _module_kwargs
     from cnnlab.training.record import ModelRecord, RunRecord
     from cnnlab.training.run_dir import RunFiles
+    from cnnlab.training.run_fit import _module_kwargs
     from cnnlab.training.stage_fit import prepare_stage
     from cnnlab.training.stage_plan import plan_stages
     from cnnlab.training.start import RunContext, prepare_inputs

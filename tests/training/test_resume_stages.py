@@ -39,7 +39,7 @@ elif where == "between":
         if stage.name == "finetune":
             die()
         return fit_stage(ctx, stage, *args, **kwargs)
-    from cnnlab.training import fit
+    from cnnlab.training import run_fit as fit
     fit.fit_stage = between
 else:
     stage, hook, epoch = where.split(":")

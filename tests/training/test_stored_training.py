@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("own_cache")
 
 def test_disk_and_memory_stores_give_the_same_first_epoch(cli, shapes_folder, tmp_path):
     from cnnlab.config import build_config
-    from cnnlab.training.fit import fit
+    from cnnlab.training.run_fit import fit
 
     runs = tmp_path / "runs"
     code, _, err = cli(
@@ -62,7 +62,7 @@ def test_disk_and_memory_stores_give_the_same_first_epoch(cli, shapes_folder, tm
 _TRAIN = """
 import sys
 from cnnlab.config import build_config
-from cnnlab.training.fit import fit
+from cnnlab.training.run_fit import fit
 fit(build_config(data=sys.argv[1], image_store="disk", epochs=1, batch_size=64, model="simple_cnn",
                  runs_dir=sys.argv[2], name="small"), "test")
 """

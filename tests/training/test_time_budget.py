@@ -21,7 +21,7 @@ from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.models import create_model
-from cnnlab.training import fit as fit_module, stage_data, stage_fit
+from cnnlab.training import run_fit as fit_module, stage_data, stage_fit
 from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups, build_scheduler

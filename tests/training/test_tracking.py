@@ -20,8 +20,8 @@ import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.training import stage_fit
-from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.training.history import load_history
+from cnnlab.training.run_fit import TrainingInterrupted
 
 mlflow = pytest.importorskip("mlflow", reason="MLflow is not installed: pip install 'cnnlab[track]'")
 from mlflow.tracking import MlflowClient  # noqa: E402

@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     with phases.phase("start-up"), collector_paused(keep=True):  # importing torch and Lightning is most of start-up
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank
-        from cnnlab.training.fit import TrainingInterrupted
         from cnnlab.training.record import RunRecord
         from cnnlab.training.run_dir import read_optional_json
+        from cnnlab.training.run_fit import TrainingInterrupted
 
     if args.resume:
         if given_options(args, all_options()) or args.config or args.recipe or args.augment:

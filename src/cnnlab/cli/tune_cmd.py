@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.api import tune
-    from cnnlab.training.fit import TrainingInterrupted
+    from cnnlab.training.run_fit import TrainingInterrupted
 
     config = config_from_args(args)
     if config.train.time_budget is None:

@@ -26,8 +26,8 @@ from cnnlab.errors import CnnlabError, plural
 from cnnlab.machine import machine_line
 from cnnlab.models import resolve_name
 from cnnlab.threads import CpuSampler, busy_while_timed, choose
-from cnnlab.training.fit import TrainingInterrupted
 from cnnlab.training.run_dir import claim_folder
+from cnnlab.training.run_fit import TrainingInterrupted
 
 if TYPE_CHECKING:
     from cnnlab.comparison.probe import ChildProbe, LocalProbe

@@ -46,7 +46,6 @@ from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.checkpoint import TrainedModel, load_trained
-from cnnlab.training.fit import train_run
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.run_dir import (
     RunFiles,
@@ -57,6 +56,7 @@ from cnnlab.training.run_dir import (
     read_run_config,
     write_record,
 )
+from cnnlab.training.run_fit import train_run
 from cnnlab.training.start import open_new_run, prepare_inputs
 
 log = logging.getLogger("cnnlab")

@@ -21,10 +21,10 @@ from cnnlab.machine import peak_rss_bytes
 from cnnlab.phases import phase
 from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.distributed import in_processes
-from cnnlab.training.fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.ranks import Ranks
 from cnnlab.training.record import MemoryRecord, RunRecord
 from cnnlab.training.run_dir import FIGURES, ResultFiles, RunFiles, open_run, read_run_config, write_record
+from cnnlab.training.run_fit import FitResult, TrainingInterrupted, fit, resume
 from cnnlab.training.stage_plan import record_final_accuracy
 from cnnlab.training.start import resume_config, spent_on
 from cnnlab.training.tracking import finish_tracking

@@ -11,11 +11,11 @@ import dataclasses
 from pathlib import Path
 
 from cnnlab.config import RunConfig
-from cnnlab.training.fit import _module_kwargs
 from cnnlab.training.lr_finder import END_LR, START_LR, STEPS, LrFinding, find_lr
 from cnnlab.training.optim import apply_speedups, apply_threads
 from cnnlab.training.record import ModelRecord, RunRecord
 from cnnlab.training.run_dir import ResultFiles, RunFiles, claim_folder, default_name
+from cnnlab.training.run_fit import _module_kwargs
 from cnnlab.training.stage_fit import prepare_stage
 from cnnlab.training.stage_plan import plan_stages
 from cnnlab.training.start import RunContext, prepare_inputs

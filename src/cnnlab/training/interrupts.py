@@ -2,7 +2,7 @@
 
 Three moments: while a stage prepares its inputs (features, activations: :class:`PreparationInterrupted`,
 raised by :func:`preparing`), inside an epoch (Lightning stops at a step: :func:`fit_until_ctrl_c`
-returns True) and around them (``cnnlab.training.fit`` puts the run on record as interrupted and raises
+returns True) and around them (``cnnlab.training.run_fit`` puts the run on record as interrupted and raises
 :class:`TrainingInterrupted`, with what to resume from).
 """
 
@@ -19,7 +19,7 @@ import lightning as L
 from cnnlab.training.run_dir import RunFiles
 
 if TYPE_CHECKING:
-    from cnnlab.training.fit import FitResult
+    from cnnlab.training.run_fit import FitResult
 
 
 class PreparationInterrupted(KeyboardInterrupt):
@@ -64,7 +64,7 @@ def fit_until_ctrl_c(
 class TrainingInterrupted(Exception):
     """Ctrl-C during training: last.ckpt holds the last finished epoch, ready for --resume.
 
-    ``result`` (the model and data, to report what was done: a ``cnnlab.training.fit.FitResult``) stays in
+    ``result`` (the model and data, to report what was done: a ``cnnlab.training.run_fit.FitResult``) stays in
     the process that trained: sent to another process (a spawned rank 0's waiting parent) only ``files`` travels.
     """
 

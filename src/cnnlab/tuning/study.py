@@ -22,9 +22,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.evaluator import score_split
 from cnnlab.evaluation.run_evaluation import evaluate_run
 from cnnlab.io import atomic_write_text
-from cnnlab.training.fit import TrainingInterrupted, train_run
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.run_dir import RunFiles, read_record, read_run_config, write_record
+from cnnlab.training.run_fit import TrainingInterrupted, train_run
 from cnnlab.training.start import start_run
 from cnnlab.training.trainer import run_autocast
 from cnnlab.tuning.outputs import TuneFiles, write_outputs
