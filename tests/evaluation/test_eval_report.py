@@ -175,12 +175,14 @@ def test_compare_runs_and_cli(cli, tmp_path: Path) -> None:
 
 
 def test_report_cli_and_open(cli, tmp_path: Path, monkeypatch) -> None:
-    run_dir = make_run(tmp_path, full=False)
+    # A path longer than a terminal line: in a pipe it must come out whole, never broken by a newline.
+    run_dir = make_run(tmp_path / "a-folder-whose-name-alone-is-longer-than-half-of-an-eighty-column-line", full=False)
     opened: list[str] = []
     monkeypatch.setattr(report_cmd.webbrowser, "open", lambda uri: opened.append(uri) or False)
     code, out, _ = cli("report", run_dir, "--open")
     assert code == 0
-    assert "report.html" in out and "No web browser" in out
+    assert f"Report written to {run_dir / 'report.html'}\n" in out
+    assert f"No web browser available here: open {run_dir / 'report.html'} yourself." in out
     assert opened and opened[0].startswith("file://")
 
 

@@ -39,20 +39,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Writes the report and optionally opens it; returns the exit code."""
-    from rich.console import Console
-
     from cnnlab.evaluation.run_evaluation import write_run_report
 
-    console = Console()
+    console = stdout_console()
     path = write_run_report(args.run)
-    console.print(f"Report written to [bold]{path}[/bold]")
+    # soft_wrap: a long path is never broken by an inserted newline (a pipe got "report.\nhtml")
+    console.print(f"Report written to [bold]{path}[/bold]", soft_wrap=True)
     if getattr(args, "open", False):
         try:
             opened = webbrowser.open(path.resolve().as_uri())
         except webbrowser.Error:
             opened = False
         if not opened:
-            console.print(f"No web browser available here: open {path} yourself.")
+            console.print(f"No web browser available here: open {path} yourself.", soft_wrap=True)
     return 0
 
 
