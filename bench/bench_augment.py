@@ -67,11 +67,14 @@ def batched(x8: torch.Tensor, preset: str, policy_chunk: int = 16) -> Callable[[
 
 def table(repeats: int) -> None:
     """Time every method on both data shapes at the current torch thread count and print the rows."""
-    affine = v2.Compose([
-        v2.RandomAffine(degrees=20, translate=(0.2, 0.2), scale=(0.8, 1.2),
-                        interpolation=v2.InterpolationMode.BILINEAR),
-        v2.RandomHorizontalFlip(),
-    ])
+    affine = v2.Compose(
+        [
+            v2.RandomAffine(
+                degrees=20, translate=(0.2, 0.2), scale=(0.8, 1.2), interpolation=v2.InterpolationMode.BILINEAR
+            ),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
     print(f"\ntorch threads: {torch.get_num_threads()}")
     print(f"{'data':<11} {'method':<44} {'median ms':>9} {'min ms':>7} {'images/s':>9} {'vs PIL':>7}")
     for data, shape in SHAPES.items():
@@ -94,12 +97,19 @@ def main() -> None:
     """Parse the flags, print the machine, then one table per torch thread count."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median and min are shown)")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="torch intra-op thread counts to run (default: 1 and torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch intra-op thread counts to run (default: 1 and torch's default)",
+    )
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
-    print(f"CPU: {cpu_name()} | cores: {os.cpu_count()} | torch default threads: {default_threads} | "
-          f"torch {torch.__version__} | batch {BATCH} | {args.repeats} interleaved rounds")
+    print(
+        f"CPU: {cpu_name()} | cores: {os.cpu_count()} | torch default threads: {default_threads} | "
+        f"torch {torch.__version__} | batch {BATCH} | {args.repeats} interleaved rounds"
+    )
     # 1 thread too: on a shared machine a descheduled second thread stalls every parallel op.
     for threads in args.threads or sorted({1, default_threads}):
         torch.set_num_threads(threads)

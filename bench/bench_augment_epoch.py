@@ -30,10 +30,14 @@ from cnnlab.training.trainer import build_trainer, quiet_lightning
 
 def epoch_seconds(data, config: RunConfig, preset: str, folder: Path) -> float:
     """Wall time of one training epoch (plus 1,000 validation images) with the given preset."""
-    model = create_model("simple_cnn", num_classes=data.num_classes, in_chans=data.channels,
-                         image_size=data.image_size)
-    module = ClassifierModule(model, data.num_classes, Normalize([0.0], [1.0]), config.train,
-                              augment=build_batch_augment(resolve_augment(preset)))
+    model = create_model("simple_cnn", num_classes=data.num_classes, in_chans=data.channels, image_size=data.image_size)
+    module = ClassifierModule(
+        model,
+        data.num_classes,
+        Normalize([0.0], [1.0]),
+        config.train,
+        augment=build_batch_augment(resolve_augment(preset)),
+    )
     files = RunFiles(folder / preset)
     datamodule = ImageDataModule(data, config.data.batch_size, seed=0)
     with quiet_lightning():
@@ -73,8 +77,12 @@ def main() -> None:
     ]
     for preset, values in times.items():
         lines.append(f"| {preset} | {statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f}) |")
-    lines += ["", f"**production / none: {statistics.median(ratios):.2f}x** (per pair: "
-              + ", ".join(f"{r:.2f}" for r in ratios) + "; goal: under 1.3x)"]
+    lines += [
+        "",
+        f"**production / none: {statistics.median(ratios):.2f}x** (per pair: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + "; goal: under 1.3x)",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     OUT.mkdir(exist_ok=True)

@@ -44,26 +44,46 @@ def whole_run(source: Path, work: Path, minutes: float, src: Path | None, label:
     budget = max(minutes * 60 - fixed - MARGIN, 30.0)
     print(f"{label}: fixed costs {fixed:.0f} s -> --time-budget {budget:.0f}", flush=True)
     load_before = machine().split("load average ")[1]
-    run = run_cnnlab(source, work, f"{label}-{minutes:g}", cache, ["--time-budget", f"{budget:.0f}"],
-                     "fast-cifar", src)
+    run = run_cnnlab(source, work, f"{label}-{minutes:g}", cache, ["--time-budget", f"{budget:.0f}"], "fast-cifar", src)
     epochs = sum(stage.get("epochs", 0) for stage in run["meta"].get("stages", []))  # epochs begun
-    return {"code": label, "minutes": minutes, "budget": round(budget), "wall": round(run["wall"], 1),
-            "acc": run["accuracy"], "phases": run["timing"].get("phases", {}), "epochs": epochs,
-            "threads": run["meta"].get("attempts", [{}])[-1].get("threads"), "fixed": round(fixed, 1),
-            "load_before": load_before, "load_after": machine().split("load average ")[1]}
+    return {
+        "code": label,
+        "minutes": minutes,
+        "budget": round(budget),
+        "wall": round(run["wall"], 1),
+        "acc": run["accuracy"],
+        "phases": run["timing"].get("phases", {}),
+        "epochs": epochs,
+        "threads": run["meta"].get("attempts", [{}])[-1].get("threads"),
+        "fixed": round(fixed, 1),
+        "load_before": load_before,
+        "load_after": machine().split("load average ")[1],
+    }
 
 
 def whole_table(runs: list[dict]) -> list[str]:
     """One row per whole command: goal, wall time, test accuracy, where the time went."""
-    rows = ["| code | goal | --time-budget (s) | whole command (s) | test accuracy | goal met | epochs | "
-            "threads | load average before / after |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| code | goal | --time-budget (s) | whole command (s) | test accuracy | goal met | epochs | "
+        "threads | load average before / after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         goal = GOALS.get(int(r["minutes"]))
-        met = "-" if goal is None else ("yes" if r["acc"] >= goal and r["wall"] <= r["minutes"] * 60 else
-                                        f"no: {100 * (goal - r['acc']):.2f} points short")
-        rows.append(f"| {r['code']} | {goal or 0:.0%} in {r['minutes']:g} min | {r['budget']} | {r['wall']:.0f} | "
-                    f"{r['acc']:.2%} | {met} | {r['epochs']} | {r['threads']} | {r['load_before']} / "
-                    f"{r['load_after']} |")
+        met = (
+            "-"
+            if goal is None
+            else (
+                "yes"
+                if r["acc"] >= goal and r["wall"] <= r["minutes"] * 60
+                else f"no: {100 * (goal - r['acc']):.2f} points short"
+            )
+        )
+        rows.append(
+            f"| {r['code']} | {goal or 0:.0%} in {r['minutes']:g} min | {r['budget']} | {r['wall']:.0f} | "
+            f"{r['acc']:.2%} | {met} | {r['epochs']} | {r['threads']} | {r['load_before']} / "
+            f"{r['load_after']} |"
+        )
     rows.append("")
     rows += [f"- {r['code']}, {r['minutes']:g} min: {phase_line(r['phases'], r['wall'])}" for r in runs]
     return rows
@@ -72,21 +92,34 @@ def whole_table(runs: list[dict]) -> list[str]:
 def variants_table(stored: dict) -> list[str]:
     """Validation accuracy per variant at fixed epochs (median over seeds), with and without TTA."""
     runs = stored.get("runs", [])
-    rows = ["| variant | epochs | runs | val acc, no TTA | flip TTA | flip + translate TTA | "
-            "TTA time on 5,000 val images (s) |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| variant | epochs | runs | val acc, no TTA | flip TTA | flip + translate TTA | "
+        "TTA time on 5,000 val images (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key in sorted({(r["variant"], r["epochs"]) for r in runs}, key=lambda k: (k[1], k[0] != "base", k[0])):
         group = [r for r in runs if (r["variant"], r["epochs"]) == key]
         med = {t: statistics.median(r["val"][t] for r in group) for t in ("none", "flip", "flip-translate")}
         seconds = statistics.median(r["val"]["flip-translate_s"] for r in group)
-        rows.append(f"| {key[0]} | {key[1]} | {len(group)} | {med['none']:.2%} | {med['flip']:.2%} | "
-                    f"{med['flip-translate']:.2%} | {seconds:.1f} |")
+        rows.append(
+            f"| {key[0]} | {key[1]} | {len(group)} | {med['none']:.2%} | {med['flip']:.2%} | "
+            f"{med['flip-translate']:.2%} | {seconds:.1f} |"
+        )
     loads = [float(r["load"].split(",")[0]) for r in runs]
     if loads:
-        rows += ["", f"Load average (1 min) as these ended: {min(loads):.1f}-{max(loads):.1f} "
-                     "(accuracy at fixed epochs does not depend on it)."]
+        rows += [
+            "",
+            f"Load average (1 min) as these ended: {min(loads):.1f}-{max(loads):.1f} "
+            "(accuracy at fixed epochs does not depend on it).",
+        ]
     for entry in stored.get("speed", []):
-        rows += ["", f"Training step speed (images/s, forward + backward + SGD, interleaved; {entry['machine']}):", "",
-                 "| variant | images/s | time per image vs base |", "|---|---|---|"]
+        rows += [
+            "",
+            f"Training step speed (images/s, forward + backward + SGD, interleaved; {entry['machine']}):",
+            "",
+            "| variant | images/s | time per image vs base |",
+            "|---|---|---|",
+        ]
         base = entry["images_per_s"]["base"]
         rows += [f"| {name} | {speed:.0f} | {base / speed:.2f}x |" for name, speed in entry["images_per_s"].items()]
     return rows
@@ -149,14 +182,29 @@ def render(command: str) -> str:
     commands = sorted({r["command"] for r in stored.get("whole", []) if r.get("command")})
     command = "`; `".join(commands + VARIANT_COMMANDS) if commands else command
     variants = json.loads(VARIANTS.read_text()) if VARIANTS.is_file() else {}
-    body = ["## Whole commands", "", *whole_table(stored.get("whole", [])), "",
-            "## What was tried (validation split, fixed epochs: `bench/cifar_variants.py`)", "",
-            *variants_table(variants), "", "## Notes", "", *NOTES]
-    return write_page("cifar", "CIFAR-10 from scratch, whole command: --recipe fast-cifar", command,
-                      "Process start to the written report of `cnnlab train CIFAR10 --recipe fast-cifar "
-                      "--time-budget T`, T chosen so the whole command fits the minutes (warm decoded-image "
-                      "cache); test accuracy from the run's metrics.json. This 2-core machine was shared "
-                      "with other work: see the load averages.", body)
+    body = [
+        "## Whole commands",
+        "",
+        *whole_table(stored.get("whole", [])),
+        "",
+        "## What was tried (validation split, fixed epochs: `bench/cifar_variants.py`)",
+        "",
+        *variants_table(variants),
+        "",
+        "## Notes",
+        "",
+        *NOTES,
+    ]
+    return write_page(
+        "cifar",
+        "CIFAR-10 from scratch, whole command: --recipe fast-cifar",
+        command,
+        "Process start to the written report of `cnnlab train CIFAR10 --recipe fast-cifar "
+        "--time-budget T`, T chosen so the whole command fits the minutes (warm decoded-image "
+        "cache); test accuracy from the run's metrics.json. This 2-core machine was shared "
+        "with other work: see the load averages.",
+        body,
+    )
 
 
 SPEED_NOTE = (  # the run before this machine, kept because its CPU differs in the one way that matters here
@@ -164,14 +212,19 @@ SPEED_NOTE = (  # the run before this machine, kept because its CPU differs in t
     "in us per image: fp32 NCHW 1593, channels_last 1080 (0.68x), bf16-mixed 972 (0.61x), channels_last + "
     "bf16-mixed 663 (0.42x), + compile 776 (0.49x), 1 thread 1196 (0.75x). Where bf16 is emulated (no "
     "avx512_bf16 or AMX, as on an Intel Xeon without them) it is 2-3x slower than fp32, so cnnlab's "
-    "bf16-mixed recipes train in fp32 there (`training/trainer.py: resolve_precision`).")
+    "bf16-mixed recipes train in fp32 there (`training/trainer.py: resolve_precision`)."
+)
 
 
 def speed(command: str) -> int:
     """Training-step time of each speed-up (layout, precision, compile, threads) for fast_cifar."""
-    write_page("speedups_cifar", "Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)", command,
-               "Forward + backward + SGD step on random batches; variants timed round-robin, 5 rounds.",
-               [*speed_table("fast_cifar", 3, 32, 256, rounds=5), "", SPEED_NOTE])
+    write_page(
+        "speedups_cifar",
+        "Training-step speed-ups on this CPU (fast_cifar, 32x32x3, batch 256)",
+        command,
+        "Forward + backward + SGD step on random batches; variants timed round-robin, 5 rounds.",
+        [*speed_table("fast_cifar", 3, 32, 256, rounds=5), "", SPEED_NOTE],
+    )
     return 0
 
 
@@ -181,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--main-src", type=Path, help="also run this cnnlab source tree (main's), the same way")
     p.add_argument("--render", action="store_true", help="only rewrite the page from stored results")
     p.add_argument("--speed", action="store_true", help="only the training-step speed-ups (speedups_cifar.md)")
-    p.add_argument("--data", type=Path, help="the CIFAR-10 folder (default: unpacked from ../shared/data into the cache)")
+    p.add_argument(
+        "--data", type=Path, help="the CIFAR-10 folder (default: unpacked from ../shared/data into the cache)"
+    )
     p.add_argument("--fixed", type=float, help="the fixed costs in seconds (default: measured by a probe run)")
     args = p.parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -54,8 +54,11 @@ def _digits(value: float) -> int:
 
 
 def _runs_of(runs: list[dict[str, Any]], index: int, key: str, low: str, high: str) -> list[tuple[float, float, float]]:
-    return [(r["rows"][index][key], r["rows"][index][low], r["rows"][index][high]) for r in runs
-            if r["rows"][index].get(key) is not None]
+    return [
+        (r["rows"][index][key], r["rows"][index][low], r["rows"][index][high])
+        for r in runs
+        if r["rows"][index].get(key) is not None
+    ]
 
 
 def measure_table(runs: dict[int, list[dict[str, Any]]], batch: int) -> list[str]:
@@ -73,8 +76,10 @@ def measure_table(runs: dict[int, list[dict[str, Any]]], batch: int) -> list[str
         latency = {t: _runs_of(runs[t], index, "latency_ms", "latency_p25_ms", "latency_p75_ms") for t in threads}
         cells += [_median_spread(latency[t], _digits(latency[t][0][0])) if latency[t] else "-" for t in threads]
         base = statistics.median(v[0] for v in latency[threads[0]]) if latency[threads[0]] else None
-        cells += [f"{statistics.median(v[0] for v in latency[t]) / base:.2f}x" if base and latency[t] else "-"
-                  for t in threads[1:]]
+        cells += [
+            f"{statistics.median(v[0] for v in latency[t]) / base:.2f}x" if base and latency[t] else "-"
+            for t in threads[1:]
+        ]
         for t in threads:
             values = _runs_of(runs[t], index, "throughput", "throughput_p25", "throughput_p75")
             cells.append(_median_spread(values, _digits(values[0][0])) if values else "-")
@@ -84,8 +89,16 @@ def measure_table(runs: dict[int, list[dict[str, Any]]], batch: int) -> list[str
 
 
 def data_table(result: dict[str, Any]) -> list[str]:
-    head = ["model", "trained from", "test accuracy", "training time", "epochs", "s/epoch (last stage)",
-            "latency ms, batch 1", "ImageNet top-1 (cited)"]
+    head = [
+        "model",
+        "trained from",
+        "test accuracy",
+        "training time",
+        "epochs",
+        "s/epoch (last stage)",
+        "latency ms, batch 1",
+        "ImageNet top-1 (cited)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
         keys = ("trained_from", "test_acc", "train_seconds", "epochs", "epoch_seconds", "latency_ms", "imagenet_top1")
@@ -105,38 +118,71 @@ def measure_page(args: argparse.Namespace, command: str) -> None:
     body = measure_table(runs, args.batch_size)
     vgg = next((r for r in example["rows"] if r["model"] == "vgg16" and r.get("memory_mb")), None)
     if vgg is not None:  # the one memory figure that needs a word: its first pass holds a second fc6
-        body += ["", f"VGG16's first forward pass peaks {vgg['memory_mb']:.0f} MB above its loaded weights even at "
-                 "batch 1: about the size of its fc6 weights (4096 x 512 x 7 x 7 floats = 411 MB), which the "
-                 "convolution library copies into its own layout on the first call (as NCHW too)."]
+        body += [
+            "",
+            f"VGG16's first forward pass peaks {vgg['memory_mb']:.0f} MB above its loaded weights even at "
+            "batch 1: about the size of its fc6 weights (4096 x 512 x 7 x 7 floats = 411 MB), which the "
+            "convolution library copies into its own layout on the first call (as NCHW too).",
+        ]
     threads = ", ".join(f"{t}" for t in args.threads)
-    body += ["", f"How measured (threads: {threads}, as the columns say): " +
-             "; ".join(f"**{k}**: {re.sub(r', [0-9]+ threads?,', ',', v)}" for k, v in how.items() if k != "imagenet")
-             + ".",
-             "", f"ImageNet top-1: {how['imagenet']}; the weights of each row: " +
-             ", ".join(f"{r['model']} = {r['imagenet_weights']} at {r['imagenet_px']} px"
-                       for r in example["rows"] if r.get("imagenet_weights")) + ".",
-             "", "Machine during each run: " + "; ".join(
-                 f"{t} thread{'s' if t > 1 else ''}, round {i + 1}: {r['machine'].split('load average ')[-1]}"
-                 for t in args.threads for i, r in enumerate(runs[t])) + " (load averages).",
-             "", "Each run's own files (comparison.md, .csv, .png) are in bench/out/compare/ (not committed)."]
-    write_page("compare", "Comparing architectures", command,
-               "`cnnlab compare` measures each model on this machine (random weights: size, cost and speed do not "
-               "depend on them) at 224x224 px with a 1000-class head, so parameters match the published ImageNet "
-               f"models. Latency: median over {args.rounds} runs of each run's median, in brackets the lowest "
-               "25th and highest 75th percentile of those runs; the same for throughput.", body)
+    body += [
+        "",
+        f"How measured (threads: {threads}, as the columns say): "
+        + "; ".join(f"**{k}**: {re.sub(r', [0-9]+ threads?,', ',', v)}" for k, v in how.items() if k != "imagenet")
+        + ".",
+        "",
+        f"ImageNet top-1: {how['imagenet']}; the weights of each row: "
+        + ", ".join(
+            f"{r['model']} = {r['imagenet_weights']} at {r['imagenet_px']} px"
+            for r in example["rows"]
+            if r.get("imagenet_weights")
+        )
+        + ".",
+        "",
+        "Machine during each run: "
+        + "; ".join(
+            f"{t} thread{'s' if t > 1 else ''}, round {i + 1}: {r['machine'].split('load average ')[-1]}"
+            for t in args.threads
+            for i, r in enumerate(runs[t])
+        )
+        + " (load averages).",
+        "",
+        "Each run's own files (comparison.md, .csv, .png) are in bench/out/compare/ (not committed).",
+    ]
+    write_page(
+        "compare",
+        "Comparing architectures",
+        command,
+        "`cnnlab compare` measures each model on this machine (random weights: size, cost and speed do not "
+        "depend on them) at 224x224 px with a 1000-class head, so parameters match the published ImageNet "
+        f"models. Latency: median over {args.rounds} runs of each run's median, in brackets the lowest "
+        "25th and highest 75th percentile of those runs; the same for throughput.",
+        body,
+    )
 
 
 def photos_page(args: argparse.Namespace, command: str) -> None:
     out = OUT / "compare" / "photos"
-    flags = ["--data", args.data, "--pretrained", "--time-budget", f"{args.time_budget:g}",
-             "--image-size", str(args.image_size)]
+    flags = [
+        "--data",
+        args.data,
+        "--pretrained",
+        "--time-budget",
+        f"{args.time_budget:g}",
+        "--image-size",
+        str(args.image_size),
+    ]
     result = compare([*DATA_MODELS, *flags, "--threads", "1", "--out", str(out), "--repeats", str(args.repeats)])
-    body = [*data_table(result), "", result["trained_the_same_way"], "",
-            f"Machine at the end: {result['machine']}."]
-    write_page("compare_photos", f"Exercise 2: the same models trained on {Path(args.data).name}", command,
-               f"`cnnlab compare {' '.join(DATA_MODELS)} {' '.join(flags)}`: the lesson's exercise 2 as one command. "
-               "Offline only EfficientNet-Lite0 has ImageNet weights, so it takes the transfer path and the others "
-               "train from scratch; latency is measured at 1 thread.", body)
+    body = [*data_table(result), "", result["trained_the_same_way"], "", f"Machine at the end: {result['machine']}."]
+    write_page(
+        "compare_photos",
+        f"Exercise 2: the same models trained on {Path(args.data).name}",
+        command,
+        f"`cnnlab compare {' '.join(DATA_MODELS)} {' '.join(flags)}`: the lesson's exercise 2 as one command. "
+        "Offline only EfficientNet-Lite0 has ImageNet weights, so it takes the transfer path and the others "
+        "train from scratch; latency is measured at 1 thread.",
+        body,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

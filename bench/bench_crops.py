@@ -63,8 +63,22 @@ def train(folder: Path, pct: float, runs: Path, seed: int, locked: bool = True) 
     if saved.is_file():
         return json.loads(saved.read_text())
     cache = runs / f"cache-{name}"
-    command = [sys.executable, "-m", "cnnlab", "train", str(folder), *BASE, "--crop-pct", f"{pct:g}",
-               "--seed", str(seed), "--runs-dir", str(runs), "--name", name]
+    command = [
+        sys.executable,
+        "-m",
+        "cnnlab",
+        "train",
+        str(folder),
+        *BASE,
+        "--crop-pct",
+        f"{pct:g}",
+        "--seed",
+        str(seed),
+        "--runs-dir",
+        str(runs),
+        "--name",
+        name,
+    ]
     env = {**os.environ, "CNNLAB_CACHE_DIR": str(cache)}
     with bench_lock() if locked else contextlib.nullcontext():
         load = os.getloadavg()[0]
@@ -77,10 +91,19 @@ def train(folder: Path, pct: float, runs: Path, seed: int, locked: bool = True) 
     meta = json.loads((runs / name / "run.json").read_text())
     test = json.loads((runs / name / "metrics.json").read_text())["test"]
     stored = sum(p.stat().st_size for p in (cache / "decoded").glob("*") if p.is_file())
-    result = {"folder": folder.name, "pct": pct, "acc": test["accuracy"], "loss": test["loss"],
-              "top5": test.get("top5_accuracy"), "count": test["num_samples"], "wall": wall,
-              "data_s": meta["timing"]["phases"].get("data"), "stored_mb": stored / 2**20, "load": load,
-              "locked": locked}
+    result = {
+        "folder": folder.name,
+        "pct": pct,
+        "acc": test["accuracy"],
+        "loss": test["loss"],
+        "top5": test.get("top5_accuracy"),
+        "count": test["num_samples"],
+        "wall": wall,
+        "data_s": meta["timing"]["phases"].get("data"),
+        "stored_mb": stored / 2**20,
+        "load": load,
+        "locked": locked,
+    }
     saved.write_text(json.dumps(result))
     print(json.dumps(result), flush=True)
     return result
@@ -113,38 +136,61 @@ def main() -> None:
     results = {}
     for i, folder in enumerate(args.folders):  # every training first: the decode timings wait for the lock
         order = PCTS if i % 2 == 0 else PCTS[::-1]
-        results[folder] = {r["pct"]: r for r in (train(folder, pct, args.out_runs, args.seed, not args.unlocked_training)
-                                                 for pct in order)}
+        results[folder] = {
+            r["pct"]: r
+            for r in (train(folder, pct, args.out_runs, args.seed, not args.unlocked_training) for pct in order)
+        }
     for folder, got in results.items():
         old, new = got[1.0], got[0.875]
         delta = 100 * (new["acc"] - old["acc"])
-        rows.append(f"| {folder.name} | {old['count']} | {100 * old['acc']:.2f}% | {100 * new['acc']:.2f}% | "
-                    f"{delta:+.2f} ({delta / (100 / old['count']):+.0f} photos) | {old['loss']:.3f} / {new['loss']:.3f} | "
-                    f"{old['wall']:.0f} s / {new['wall']:.0f} s{'' if old.get('locked', True) and new.get('locked', True) else ' (unlocked)'} | "
-                    f"{old['data_s']:.1f} s / {new['data_s']:.1f} s | "
-                    f"{old['stored_mb']:.0f} / {new['stored_mb']:.0f} MB | {old['load']:.1f} / {new['load']:.1f} |")
+        rows.append(
+            f"| {folder.name} | {old['count']} | {100 * old['acc']:.2f}% | {100 * new['acc']:.2f}% | "
+            f"{delta:+.2f} ({delta / (100 / old['count']):+.0f} photos) | {old['loss']:.3f} / {new['loss']:.3f} | "
+            f"{old['wall']:.0f} s / {new['wall']:.0f} s{'' if old.get('locked', True) and new.get('locked', True) else ' (unlocked)'} | "
+            f"{old['data_s']:.1f} s / {new['data_s']:.1f} s | "
+            f"{old['stored_mb']:.0f} / {new['stored_mb']:.0f} MB | {old['load']:.1f} / {new['load']:.1f} |"
+        )
         if args.no_decode_timing:
             continue
         seconds = decode_times(folder)
         count = sum(len(split) for split in discover(folder).files.values())
-        decode_rows.append(f"| {folder.name} | {count} | {count / seconds[1.0]:.0f} img/s | {count / seconds[0.875]:.0f} img/s "
-                           f"| {seconds[0.875] / seconds[1.0]:.2f} |")
-    command = " ".join(["PYTHONPATH=src python bench/bench_crops.py", *map(str, args.folders),
-                        "--out-runs", str(args.out_runs), "--seed", str(args.seed)]
-                       + (["--unlocked-training"] if args.unlocked_training else [])
-                       + (["--no-decode-timing"] if args.no_decode_timing else []))
-    intro = ("Each row: `cnnlab train DATA --model efficientnet_lite0 --pretrained --crop-pct PCT --seed "
-             f"{args.seed}` for PCT 1 (the 224-px square stored, the model's input: cnnlab before #22) and 0.875 "
-             "(the 256-px square stored, the centre 224 px evaluated: timm's eval transform, now the default "
-             "for pretrained models), each with an empty decoded-image cache. Both keep every photo's aspect "
-             "(shorter side resized, the long side's ends cut): neither squashes. One seed each: one test photo "
-             "is 100/count points. Without `--augment` (the default) training also sees the centre crop; "
-             "stored MB is the decoded-image cache (SQLite) after the run.")
-    body = ["| data | test photos | test acc, pct 1 | test acc, pct 0.875 | change | test loss | whole command | "
-            "data phase (cold decode) | stored | load avg |", "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
-            "Decoding every file of the folder, no cache, 2 workers, 3 interleaved rounds, median:", "",
-            "| data | files | to 224 px (pct 1) | to 256 px (pct 0.875) | time ratio 256/224 |", "|---|---|---|---|---|",
-            *(decode_rows or ["(not measured in this run: `--no-decode-timing`)"])]
+        decode_rows.append(
+            f"| {folder.name} | {count} | {count / seconds[1.0]:.0f} img/s | {count / seconds[0.875]:.0f} img/s "
+            f"| {seconds[0.875] / seconds[1.0]:.2f} |"
+        )
+    command = " ".join(
+        [
+            "PYTHONPATH=src python bench/bench_crops.py",
+            *map(str, args.folders),
+            "--out-runs",
+            str(args.out_runs),
+            "--seed",
+            str(args.seed),
+        ]
+        + (["--unlocked-training"] if args.unlocked_training else [])
+        + (["--no-decode-timing"] if args.no_decode_timing else [])
+    )
+    intro = (
+        "Each row: `cnnlab train DATA --model efficientnet_lite0 --pretrained --crop-pct PCT --seed "
+        f"{args.seed}` for PCT 1 (the 224-px square stored, the model's input: cnnlab before #22) and 0.875 "
+        "(the 256-px square stored, the centre 224 px evaluated: timm's eval transform, now the default "
+        "for pretrained models), each with an empty decoded-image cache. Both keep every photo's aspect "
+        "(shorter side resized, the long side's ends cut): neither squashes. One seed each: one test photo "
+        "is 100/count points. Without `--augment` (the default) training also sees the centre crop; "
+        "stored MB is the decoded-image cache (SQLite) after the run."
+    )
+    body = [
+        "| data | test photos | test acc, pct 1 | test acc, pct 0.875 | change | test loss | whole command | "
+        "data phase (cold decode) | stored | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Decoding every file of the folder, no cache, 2 workers, 3 interleaved rounds, median:",
+        "",
+        "| data | files | to 224 px (pct 1) | to 256 px (pct 0.875) | time ratio 256/224 |",
+        "|---|---|---|---|---|",
+        *(decode_rows or ["(not measured in this run: `--no-decode-timing`)"]),
+    ]
     write_page("crops", "Stored margin and centre crops vs the model-sized square (issue #22)", command, intro, body)
 
 

@@ -34,8 +34,18 @@ from cnnlab.models.inference import run_batches  # noqa: E402
 PCTS = (1.0, 0.875)
 SIDE = 224
 # Imagenette's folders (WordNet ids) and their ImageNet-1k class indices.
-IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
-              "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
+IMAGENETTE = {
+    "n01440764": 0,
+    "n02102040": 217,
+    "n02979186": 482,
+    "n03000684": 491,
+    "n03028079": 497,
+    "n03394916": 566,
+    "n03417042": 569,
+    "n03425413": 571,
+    "n03445777": 574,
+    "n03888257": 701,
+}
 
 
 def lite0() -> torch.nn.Module:
@@ -93,24 +103,37 @@ def main() -> None:
         if set(names) <= set(IMAGENETTE):
             index = [IMAGENETTE[name] for name in names]
             zero = {pct: float((got[pct][1][:, index].argmax(1) == got[pct][2]).mean()) for pct in PCTS}
-        zero_text = (f"{100 * zero[1.0]:.2f}% / {100 * zero[0.875]:.2f}% ({100 * (zero[0.875] - zero[1.0]):+.2f})"
-                     if zero else "—")
-        rows.append(f"| {folder.name} | {len(got[1.0][2])} | {100 * statistics.mean(scores[1.0]):.2f}% | "
-                    f"{100 * statistics.mean(scores[0.875]):.2f}% | {statistics.mean(diffs):+.2f} ± "
-                    f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f} ({sum(d > 0 for d in diffs)} up, "
-                    f"{sum(d < 0 for d in diffs)} down of {len(diffs)}; {tested} test photos each) | {zero_text} |")
+        zero_text = (
+            f"{100 * zero[1.0]:.2f}% / {100 * zero[0.875]:.2f}% ({100 * (zero[0.875] - zero[1.0]):+.2f})"
+            if zero
+            else "—"
+        )
+        rows.append(
+            f"| {folder.name} | {len(got[1.0][2])} | {100 * statistics.mean(scores[1.0]):.2f}% | "
+            f"{100 * statistics.mean(scores[0.875]):.2f}% | {statistics.mean(diffs):+.2f} ± "
+            f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f} ({sum(d > 0 for d in diffs)} up, "
+            f"{sum(d < 0 for d in diffs)} down of {len(diffs)}; {tested} test photos each) | {zero_text} |"
+        )
         print(rows[-1], flush=True)
-    command = " ".join(["PYTHONPATH=src python bench/bench_crops_probe.py", *map(str, args.folders),
-                        "--splits", str(args.splits)])
-    intro = ("Frozen ImageNet EfficientNet-Lite0 features of every photo as stored with crop_pct 1 (the 224-px "
-             "square) and 0.875 (the centre 224 px of the 256-px square, timm's eval view); a logistic regression "
-             f"on {args.splits} paired random 80/20 stratified splits. Change: mean paired difference in points ± "
-             "its standard error. Zero-shot: the network's ImageNet prediction among the 10 Imagenette classes, "
-             "all photos, no training.")
-    body = ["| data | photos | linear probe, pct 1 | linear probe, pct 0.875 | change (points) | "
-            "zero-shot ImageNet, pct 1 / 0.875 |", "|---|---|---|---|---|---|", *rows]
-    write_page("crops_probe", "Centre crop of a margin vs the whole square: frozen pretrained features",
-               command, intro, body)
+    command = " ".join(
+        ["PYTHONPATH=src python bench/bench_crops_probe.py", *map(str, args.folders), "--splits", str(args.splits)]
+    )
+    intro = (
+        "Frozen ImageNet EfficientNet-Lite0 features of every photo as stored with crop_pct 1 (the 224-px "
+        "square) and 0.875 (the centre 224 px of the 256-px square, timm's eval view); a logistic regression "
+        f"on {args.splits} paired random 80/20 stratified splits. Change: mean paired difference in points ± "
+        "its standard error. Zero-shot: the network's ImageNet prediction among the 10 Imagenette classes, "
+        "all photos, no training."
+    )
+    body = [
+        "| data | photos | linear probe, pct 1 | linear probe, pct 0.875 | change (points) | "
+        "zero-shot ImageNet, pct 1 / 0.875 |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+    write_page(
+        "crops_probe", "Centre crop of a margin vs the whole square: frozen pretrained features", command, intro, body
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ def run_once(extra: list[str], env: dict[str, str], runs: Path) -> dict[str, flo
     """One whole command: wall seconds, median epoch seconds, test accuracy."""
     started = time.perf_counter()
     environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *TRAIN, *extra, "--verbose", "--runs-dir", str(runs)],
-                            capture_output=True, text=True, env={**environment, "CI": "1", **env}, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnlab", *TRAIN, *extra, "--verbose", "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        env={**environment, "CI": "1", **env},
+        timeout=1800,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
@@ -59,18 +64,26 @@ def main(argv: list[str] | None = None) -> int:
             for name, extra, env in VARIANTS:
                 found[name].append(run_once(extra, env, Path(tmp) / "runs"))
                 print(f"round {round_ + 1}: {name}: {found[name][-1]}", flush=True)
-    med = {name: {k: statistics.median(r[k] for r in rows) for k in ("seconds", "epoch", "accuracy")}
-           for name, rows in found.items()}
+    med = {
+        name: {k: statistics.median(r[k] for r in rows) for k in ("seconds", "epoch", "accuracy")}
+        for name, rows in found.items()
+    }
     one = med[VARIANTS[0][0]]
-    body = ["| run | whole command (median s) | epoch (median s) | test accuracy (median) | command ratio | epoch ratio |",
-            "|---|---|---|---|---|---|"]
+    body = [
+        "| run | whole command (median s) | epoch (median s) | test accuracy (median) | command ratio | epoch ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in med.items():
-        body.append(f"| {name} | {m['seconds']:.1f} | {m['epoch']:.2f} | {m['accuracy']:.2f}% | "
-                    f"{m['seconds'] / one['seconds']:.2f} | {m['epoch'] / one['epoch']:.2f} |")
+        body.append(
+            f"| {name} | {m['seconds']:.1f} | {m['epoch']:.2f} | {m['accuracy']:.2f}% | "
+            f"{m['seconds'] / one['seconds']:.2f} | {m['epoch'] / one['epoch']:.2f} |"
+        )
     command = f"PYTHONPATH=src python bench/bench_ddp_cpu.py --rounds {args.rounds}"
-    intro = (f"`cnnlab {' '.join(TRAIN)}` as one process (default threads, then `OMP_NUM_THREADS=1`) and as "
-             f"`--devices 2 --strategy ddp`, interleaved, {args.rounds} rounds, global batch 128 in all. Ratios are "
-             "to the first row.")
+    intro = (
+        f"`cnnlab {' '.join(TRAIN)}` as one process (default threads, then `OMP_NUM_THREADS=1`) and as "
+        f"`--devices 2 --strategy ddp`, interleaved, {args.rounds} rounds, global batch 128 in all. Ratios are "
+        "to the first row."
+    )
     write_page("ddp_cpu", "One process vs two DDP processes on a 2-core CPU", command, intro, body)
     return 0
 

@@ -100,29 +100,40 @@ def search_int8(files: RunFiles, calibration: int, rounds: int) -> tuple[list[st
             models[label] = OrtModule(ort_session(path, 1))
             print(f"{label}: {results[label]['calibrate_s']:.0f} s", flush=True)
     with torch.inference_mode():
-        reference = torch.cat([models["FP32"](normalized(test.images[i:i + 50], trained.normalize, 50))
-                               for i in range(0, len(test), 50)]).argmax(1)
-    timings = time_models({k: (m, normalized(test.images, trained.normalize)) for k, m in models.items()}, rounds,
-                          max_seconds=240)
+        reference = torch.cat(
+            [
+                models["FP32"](normalized(test.images[i : i + 50], trained.normalize, 50))
+                for i in range(0, len(test), 50)
+            ]
+        ).argmax(1)
+    timings = time_models(
+        {k: (m, normalized(test.images, trained.normalize)) for k, m in models.items()}, rounds, max_seconds=240
+    )
     base = timings["FP32"]
     rows = []
     for label, model in models.items():
         with torch.inference_mode():
-            top = torch.cat([model(normalized(test.images[i:i + 50], trained.normalize, 50))
-                             for i in range(0, len(test), 50)]).argmax(1)
+            top = torch.cat(
+                [model(normalized(test.images[i : i + 50], trained.normalize, 50)) for i in range(0, len(test), 50)]
+            ).argmax(1)
         acc = float((top == test.labels).float().mean())
         agree = float((top == reference).float().mean())
         t = timings[label]
         ops = results.get(label, {}).get("ops", {})
         integer = sum(n for op, n in ops.items() if op.startswith("QLinear") or op in ("QGemm", "ConvInteger"))
         floats = sum(n for op, n in ops.items() if op in ("Conv", "Gemm", "MatMul"))
-        rows.append(f"| {label} | {100 * acc:.1f}% | {100 * agree:.1f}% | {t.p50_ms:.2f} ({base.p50_ms / t.p50_ms:.2f}x) "
-                    f"| {t.throughput:.0f} ({t.throughput / base.throughput:.2f}x) | "
-                    f"{integer if ops else '—'} / {floats if ops else '—'} | "
-                    f"{results.get(label, {}).get('calibrate_s', 0):.0f} |")
+        rows.append(
+            f"| {label} | {100 * acc:.1f}% | {100 * agree:.1f}% | {t.p50_ms:.2f} ({base.p50_ms / t.p50_ms:.2f}x) "
+            f"| {t.throughput:.0f} ({t.throughput / base.throughput:.2f}x) | "
+            f"{integer if ops else '—'} / {floats if ops else '—'} | "
+            f"{results.get(label, {}).get('calibrate_s', 0):.0f} |"
+        )
         results.setdefault(label, {}).update(accuracy=acc, agree=agree, p50=t.p50_ms, throughput=t.throughput)
-    head = ["| setting | test accuracy | top-1 agrees with FP32 | batch 1 ms (vs FP32) | batch 32 img/s (vs FP32) | "
-            "integer / float compute ops run | calibration s |", "|---|---|---|---|---|---|---|"]
+    head = [
+        "| setting | test accuracy | top-1 agrees with FP32 | batch 1 ms (vs FP32) | batch 32 img/s (vs FP32) | "
+        "integer / float compute ops run | calibration s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     return head + rows, results
 
 
@@ -149,8 +160,11 @@ def thread_table(files: RunFiles, rounds: int) -> list[str]:
         candidates[f"ORT INT8, {threads}"] = (OrtModule(ort_session(files.int8_onnx, threads)), images)
     timings = time_models(candidates, rounds, max_seconds=240)
     torch.set_num_threads(1)
-    rows = ["| runtime | batch 1 ms, 1 thread | batch 1 ms, 2 threads | batch 32 img/s, 1 thread | "
-            "batch 32 img/s, 2 threads |", "|---|---|---|---|---|"]
+    rows = [
+        "| runtime | batch 1 ms, 1 thread | batch 1 ms, 2 threads | batch 32 img/s, 1 thread | "
+        "batch 32 img/s, 2 threads |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("PyTorch eager", "ORT FP32", "ORT INT8"):
         one, two = timings[f"{name}, 1"], timings[f"{name}, 2"]
         rows.append(f"| {name} | {one.p50_ms:.2f} | {two.p50_ms:.2f} | {one.throughput:.0f} | {two.throughput:.0f} |")
@@ -164,8 +178,22 @@ def predict_commands(files: RunFiles, folder: Path, repeats: int) -> list[str]:
     for _ in range(repeats):
         for runtime in times:
             began = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(files.root), str(folder),
-                                   "--runtime", runtime, "--format", "csv"], capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cnnlab",
+                    "predict",
+                    str(files.root),
+                    str(folder),
+                    "--runtime",
+                    runtime,
+                    "--format",
+                    "csv",
+                ],
+                capture_output=True,
+                text=True,
+            )
             times[runtime].append(time.perf_counter() - began)
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
@@ -173,9 +201,11 @@ def predict_commands(files: RunFiles, folder: Path, repeats: int) -> list[str]:
                 chosen = next(line for line in done.stderr.splitlines() if line.startswith("info: runtime:"))
     count = sum(1 for _ in folder.rglob("*.JPEG"))
     a, b = statistics.median(times["pytorch"]), statistics.median(times["auto"])
-    return [f"| `cnnlab predict RUN {count} photos --runtime pytorch` | {a:.1f} s |",
-            f"| `cnnlab predict RUN {count} photos` (default: {chosen.removeprefix('info: runtime: ').split(' (')[0]}) | "
-            f"{b:.1f} s ({a / b:.2f}x) |"]
+    return [
+        f"| `cnnlab predict RUN {count} photos --runtime pytorch` | {a:.1f} s |",
+        f"| `cnnlab predict RUN {count} photos` (default: {chosen.removeprefix('info: runtime: ').split(' (')[0]}) | "
+        f"{b:.1f} s ({a / b:.2f}x) |",
+    ]
 
 
 def subset(source: Path, target: Path, per_class: int) -> Path:
@@ -208,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         subset(dataset("mnist") / "test", work / "mnist" / "test", 100)
     seconds = {}
     lite0 = RunFiles(runs / "lite0")
-    seconds["train Lite0"] = train(runs, "lite0", photos, "--model", "efficientnet_lite0", "--pretrained",
-                                   "--finetune-epochs", "1")
+    seconds["train Lite0"] = train(
+        runs, "lite0", photos, "--model", "efficientnet_lite0", "--pretrained", "--finetune-epochs", "1"
+    )
     seconds["quantize Lite0"] = run("quantize", lite0.root, "--calibration", 64 if args.quick else 512)
     seconds["benchmark Lite0"] = run("benchmark", lite0.root, "--rounds", args.rounds)
     lite0_table = table_of(lite0, "benchmark")
@@ -224,28 +255,56 @@ def main(argv: list[str] | None = None) -> int:
     fast = RunFiles(runs / "fast")
     seconds["train fast_cnn"] = train(runs, "fast", mnist, "--model", "fast_cnn", "--epochs", "2", *quick)
     shutil.rmtree(fast.pruned, ignore_errors=True)
-    seconds["prune fast_cnn"] = run("prune", fast.root, "--sparsity", "0.5", "--finetune-epochs", "1" if args.quick
-                                    else "2")
+    seconds["prune fast_cnn"] = run(
+        "prune", fast.root, "--sparsity", "0.5", "--finetune-epochs", "1" if args.quick else "2"
+    )
     pruned = RunFiles(fast.pruned / "structured-50")
     prune_table = table_of(pruned, "prune")
     for files in (fast, pruned):
         run("export", files.root)
         run("benchmark", files.root, "--rounds", args.rounds)
-    page(command, lite0_table, table_of(lite0, "quantize"), search_rows, search, threads_rows, predict_rows,
-         table_of(simple, "benchmark"), prune_table, table_of(fast, "benchmark"), table_of(pruned, "benchmark"),
-         seconds)
+    page(
+        command,
+        lite0_table,
+        table_of(lite0, "quantize"),
+        search_rows,
+        search,
+        threads_rows,
+        predict_rows,
+        table_of(simple, "benchmark"),
+        prune_table,
+        table_of(fast, "benchmark"),
+        table_of(pruned, "benchmark"),
+        seconds,
+    )
     print(f"runs kept in {work}")
     return 0
 
 
-def page(command: str, lite0: Table, quantize: Table, search_rows: list[str], search: dict, threads: list[str],
-         predict: list[str], simple: Table, prune: Table, fast: Table, pruned: Table, seconds: dict) -> None:
+def page(
+    command: str,
+    lite0: Table,
+    quantize: Table,
+    search_rows: list[str],
+    search: dict,
+    threads: list[str],
+    predict: list[str],
+    simple: Table,
+    prune: Table,
+    fast: Table,
+    pruned: Table,
+    seconds: dict,
+) -> None:
     from bench_deploy_page import body
 
-    write_page("deploy", "Deploy: ONNX Runtime, INT8, pruning", command,
-               "Each model was trained and shrunk through cnnlab's own commands in one process; each table's "
-               "runtimes were timed interleaved (round-robin, median of the rounds), 1 thread unless said.",
-               body(lite0, quantize, search_rows, search, threads, predict, simple, prune, fast, pruned, seconds))
+    write_page(
+        "deploy",
+        "Deploy: ONNX Runtime, INT8, pruning",
+        command,
+        "Each model was trained and shrunk through cnnlab's own commands in one process; each table's "
+        "runtimes were timed interleaved (round-robin, median of the rounds), 1 thread unless said.",
+        body(lite0, quantize, search_rows, search, threads, predict, simple, prune, fast, pruned, seconds),
+    )
 
 
 if __name__ == "__main__":

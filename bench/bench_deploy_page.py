@@ -56,42 +56,76 @@ def goals(lite0: Table, simple: Table, prune: Table, fast: Table, pruned: Table)
         runtime = _ratio(lat, "pytorch", best)
         int8 = _ratio(lat, "onnx", "int8")
         drop = 100 * (acc["onnx"] - acc["int8"])
-        lines.append(f"- {name}: default runtime ({best}) vs PyTorch eager at batch 1: {runtime:.2f}x "
-                     f"(goal 4x: {_verdict(runtime >= 4)}); INT8 vs ONNX Runtime FP32: {int8:.2f}x at batch 1, "
-                     f"{table.data['throughput']['int8'] / table.data['throughput']['onnx']:.2f}x at batch 32, "
-                     f"test accuracy {-drop:+.2f} points (goal 2x and at most 1 point lost: "
-                     f"{_verdict(int8 >= 2 and drop <= 1)})")
+        lines.append(
+            f"- {name}: default runtime ({best}) vs PyTorch eager at batch 1: {runtime:.2f}x "
+            f"(goal 4x: {_verdict(runtime >= 4)}); INT8 vs ONNX Runtime FP32: {int8:.2f}x at batch 1, "
+            f"{table.data['throughput']['int8'] / table.data['throughput']['onnx']:.2f}x at batch 32, "
+            f"test accuracy {-drop:+.2f} points (goal 2x and at most 1 point lost: "
+            f"{_verdict(int8 >= 2 and drop <= 1)})"
+        )
     data = prune.data
     change = 100 * (data["final_accuracy"] - float(prune.rows[0][-1].rstrip("%")) / 100)
     ort = fast.data["latency_ms"]["onnx"] / pruned.data["latency_ms"]["onnx"]
     eager32 = float(prune.rows[-1][-2]) / float(prune.rows[0][-2])
     ok = max(data["speedup_batch1"], ort) >= 1.5 and change >= -2
-    lines.append(f"- fast_cnn on MNIST, 50% of channels pruned and fine-tuned: {data['speedup_batch1']:.2f}x at batch 1 "
-                 f"in PyTorch eager, {eager32:.2f}x at batch 32, {ort:.2f}x at batch 1 in ONNX Runtime; test accuracy "
-                 f"{change:+.2f} points (goal 1.5x and at most 2 points lost: {_verdict(ok)})")
+    lines.append(
+        f"- fast_cnn on MNIST, 50% of channels pruned and fine-tuned: {data['speedup_batch1']:.2f}x at batch 1 "
+        f"in PyTorch eager, {eager32:.2f}x at batch 32, {ort:.2f}x at batch 1 in ONNX Runtime; test accuracy "
+        f"{change:+.2f} points (goal 1.5x and at most 2 points lost: {_verdict(ok)})"
+    )
     return lines + [""]
 
 
-def body(lite0: Table, quantize: Table, search_rows: list[str], search: dict, threads: list[str],
-         predict: list[str], simple: Table, prune: Table, fast: Table, pruned: Table, seconds: dict) -> list[str]:
+def body(
+    lite0: Table,
+    quantize: Table,
+    search_rows: list[str],
+    search: dict,
+    threads: list[str],
+    predict: list[str],
+    simple: Table,
+    prune: Table,
+    fast: Table,
+    pruned: Table,
+    seconds: dict,
+) -> list[str]:
     return [
         *goals(lite0, simple, prune, fast, pruned),
-        "### EfficientNet-Lite0 at 224 px, transfer-trained on Imagenette photos (`cnnlab benchmark`)", "",
-        lite0.markdown(), quantize.markdown(),
-        "### INT8 settings, re-measured on that model", "",
+        "### EfficientNet-Lite0 at 224 px, transfer-trained on Imagenette photos (`cnnlab benchmark`)",
+        "",
+        lite0.markdown(),
+        quantize.markdown(),
+        "### INT8 settings, re-measured on that model",
+        "",
         "Each setting quantized the same `model.onnx`, calibrated on the same training photos; all were timed in "
         "one interleaved run, 1 thread; accuracy on the run's test photos. 'integer / float compute ops' counts "
-        "the operators ONNX Runtime actually runs after its fusions.", "",
-        *search_rows, "", EARLIER_SEARCH,
-        "### Threads (`--threads`)", "",
-        "The same models with 1 and with 2 threads, interleaved, while other jobs shared the 2 cores:", "",
-        *threads, "",
-        "### The whole `cnnlab predict` command", "",
-        "Separate processes (start-up, decoding and the model), alternated 3 times, median wall time:", "",
-        "| command | wall time |", "|---|---|", *predict, "",
-        "### MNIST lesson CNN (simple_cnn, 2 epochs on 60,000 digits; 10,000 test digits)", "",
+        "the operators ONNX Runtime actually runs after its fusions.",
+        "",
+        *search_rows,
+        "",
+        EARLIER_SEARCH,
+        "### Threads (`--threads`)",
+        "",
+        "The same models with 1 and with 2 threads, interleaved, while other jobs shared the 2 cores:",
+        "",
+        *threads,
+        "",
+        "### The whole `cnnlab predict` command",
+        "",
+        "Separate processes (start-up, decoding and the model), alternated 3 times, median wall time:",
+        "",
+        "| command | wall time |",
+        "|---|---|",
+        *predict,
+        "",
+        "### MNIST lesson CNN (simple_cnn, 2 epochs on 60,000 digits; 10,000 test digits)",
+        "",
         simple.markdown(),
-        "### Structured pruning: fast_cnn on MNIST, 50% of channels, 2 epochs of fine-tuning", "",
-        prune.markdown(), fast.markdown(), pruned.markdown(),
-        "Command times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), "",
+        "### Structured pruning: fast_cnn on MNIST, 50% of channels, 2 epochs of fine-tuning",
+        "",
+        prune.markdown(),
+        fast.markdown(),
+        pruned.markdown(),
+        "Command times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "",
     ]

@@ -51,9 +51,11 @@ def goal_lines(table: dict) -> list[str]:
     ratio = float(distilled[4]) / float(teacher[4])
     gap = percent(teacher[6]) - percent(distilled[6])
     gain = percent(distilled[6]) - percent(alone[6])
-    return [f"- latency: {ratio:.2f}x the teacher's at batch 1 (goal at most 0.5x): {'yes' if ratio <= 0.5 else 'no'}",
-            f"- accuracy: {gap:.2f} points below the teacher (goal within 5): {'yes' if gap <= 5 else 'no'}",
-            f"- against the same student alone: {gain:+.2f} points (goal above 0): {'yes' if gain > 0 else 'no'}"]
+    return [
+        f"- latency: {ratio:.2f}x the teacher's at batch 1 (goal at most 0.5x): {'yes' if ratio <= 0.5 else 'no'}",
+        f"- accuracy: {gap:.2f} points below the teacher (goal within 5): {'yes' if gap <= 5 else 'no'}",
+        f"- against the same student alone: {gain:+.2f} points (goal above 0): {'yes' if gain > 0 else 'no'}",
+    ]
 
 
 def main() -> None:
@@ -70,8 +72,7 @@ def main() -> None:
     for path in [teacher, *teacher.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)  # a read-only run copies read-only
     runs = args.workdir / "runs"
-    command = ["distill", "--teacher", str(teacher), "--runs-dir", str(runs), "--name", "student",
-               *args.distill_args]
+    command = ["distill", "--teacher", str(teacher), "--runs-dir", str(runs), "--name", "student", *args.distill_args]
     before, began = load(), time.perf_counter()
     evaluated = (teacher / "metrics.json").is_file()  # scored on its test split already
     if (not evaluated and cnnlab(["evaluate", str(teacher)]) != 0) or cnnlab(command) != 0:
@@ -79,17 +80,34 @@ def main() -> None:
     minutes, after = (time.perf_counter() - began) / 60, load()
     table = json.loads((runs / "student" / "tables" / "distill.json").read_text())
     header = "| " + " | ".join(table["columns"]) + " |\n|" + "---|" * len(table["columns"])
-    body = [header, *("| " + " | ".join(row) + " |" for row in table["rows"]), "",
-            *(f"- {note}" for note in table["notes"]), "", "Goals (#29):", "", *goal_lines(table), "",
-            (f"Load average (1, 5, 15 min) before: {before}; after: {after}; {minutes:.0f} min in all. The machine "
-             "was shared with other jobs throughout: the latencies are interleaved, so their ratio holds better "
-             "than the milliseconds.")]
-    write_page(args.page, "Distillation: a pruned copy of the teacher, distilled vs alone",
-               "cnnlab " + shlex.join(command), (
-                   f"Teacher: a copy of {args.teacher} (`cnnlab evaluate` first). The default student is the "
-                   "teacher with half of its channels pruned by `cnnlab prune`, starting from its weights; it is "
-                   "trained once from the teacher (distilled) and once on the labels alone, with the same options "
-                   "and budget."), body)
+    body = [
+        header,
+        *("| " + " | ".join(row) + " |" for row in table["rows"]),
+        "",
+        *(f"- {note}" for note in table["notes"]),
+        "",
+        "Goals (#29):",
+        "",
+        *goal_lines(table),
+        "",
+        (
+            f"Load average (1, 5, 15 min) before: {before}; after: {after}; {minutes:.0f} min in all. The machine "
+            "was shared with other jobs throughout: the latencies are interleaved, so their ratio holds better "
+            "than the milliseconds."
+        ),
+    ]
+    write_page(
+        args.page,
+        "Distillation: a pruned copy of the teacher, distilled vs alone",
+        "cnnlab " + shlex.join(command),
+        (
+            f"Teacher: a copy of {args.teacher} (`cnnlab evaluate` first). The default student is the "
+            "teacher with half of its channels pruned by `cnnlab prune`, starting from its weights; it is "
+            "trained once from the teacher (distilled) and once on the labels alone, with the same options "
+            "and budget."
+        ),
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,13 @@ from common import write_page  # noqa: E402
 from cnnlab.data.loaders import EVAL_BATCH_SIZE, eval_batch_size  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 
-CASES = [("efficientnet_lite0", 3, 224), ("efficientnet_lite0", 3, 160), ("efficientnet_lite0", 3, 96),
-         ("fast_cifar", 3, 32), ("simple_cnn", 1, 28)]
+CASES = [
+    ("efficientnet_lite0", 3, 224),
+    ("efficientnet_lite0", 3, 160),
+    ("efficientnet_lite0", 3, 96),
+    ("fast_cifar", 3, 32),
+    ("simple_cnn", 1, 28),
+]
 
 
 def images_per_second(model: torch.nn.Module, images: torch.Tensor, batch: int) -> float:
@@ -58,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         ours, fixed = (statistics.median(timings[b]) for b in (chosen, EVAL_BATCH_SIZE))
         rows.append(f"| {name} | {side} | {chosen} | {ours:.0f} | {fixed:.0f} | {ours / fixed:.2f}x |")
         print(rows[-1], flush=True)
-    write_page("eval_batch", "Inference batch size on a CPU", command,
-               "Evaluation, prediction and feature extraction batch by a pixel budget on a CPU (about 400k pixels, "
-               "`cnnlab.data.loaders.eval_batch_size`) instead of a fixed 512 images: large batches of large "
-               "images outgrow the caches. Median of interleaved rounds over the same images.",
-               rows)
+    write_page(
+        "eval_batch",
+        "Inference batch size on a CPU",
+        command,
+        "Evaluation, prediction and feature extraction batch by a pixel budget on a CPU (about 400k pixels, "
+        "`cnnlab.data.loaders.eval_batch_size`) instead of a fixed 512 images: large batches of large "
+        "images outgrow the caches. Median of interleaved rounds over the same images.",
+        rows,
+    )
     return 0
 
 

@@ -40,28 +40,31 @@ def cnnlab(*args: object) -> float:
 
 def end_of_run(run: Path, rounds: int) -> tuple[float, float, int]:
     """Median seconds of (evaluation + figures, Explain figures) on a copy of ``run``; test images."""
-    from cnnlab.data.prepare import InputNeeds, prepare_data
+    from cnnlab.data.prepare import prepare_data
     from cnnlab.evaluation.evaluator import draw_explain_figures, evaluate_split, score_split, write_training_figures
     from cnnlab.explain.inputs import open_explained
-    from cnnlab.training.run_dir import RunFiles, read_meta, read_run_config
+    from cnnlab.training.run_dir import RunFiles, read_record, read_run_config
 
     copy = Path(tempfile.mkdtemp()) / run.name
     shutil.copytree(run, copy)
     explained, config = open_explained(copy), read_run_config(RunFiles(copy))
     trained, files = explained.trained, explained.files
-    data = prepare_data(replace(config.data, image_size=trained.side, channels=trained.channels), config.train.seed,
-                        InputNeeds(trained.channels, trained.side))
-    test, meta = data.splits["test"], read_meta(files)
+    form = trained.preprocess
+    data = prepare_data(
+        replace(config.data, image_size=form.side, channels=form.channels), config.train.seed, form.request()
+    )
+    test, record = data.splits["test"], read_record(files)
     rest, explain = [], []
     for _ in range(rounds):
         started = time.perf_counter()
         evaluate_split(trained.model, trained.normalize, test, trained.class_names, files)
-        write_training_figures(files, data.splits["train"], trained.class_names, meta)
+        write_training_figures(files, data.splits["train"], trained.class_names, record)
         rest.append(time.perf_counter() - started)
         scores, _ = score_split(trained.model, trained.normalize, test, len(trained.class_names))
         started = time.perf_counter()
-        draw_explain_figures(trained.model, trained.normalize, test, scores.predictions(), scores.hardest(),
-                             trained.class_names, files)
+        draw_explain_figures(
+            trained.model, trained.normalize, test, scores.predictions(), scores.hardest(), trained.class_names, files
+        )
         explain.append(time.perf_counter() - started)
     return statistics.median(rest), statistics.median(explain), len(test)
 
@@ -77,8 +80,23 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(dataset("imagenette_sub") / split / wnid, photos / split / name)
     runs = work / "runs"
     cnnlab("train", "mnist-sample", "--model", "simple_cnn", "--epochs", "1", "--runs-dir", runs, "--name", "mnist")
-    cnnlab("train", photos, "--model", "efficientnet_lite0", "--pretrained", "--stages", "frozen", "--image-size", "128",
-           "--frozen-epochs", "5", "--runs-dir", runs, "--name", "lite0")
+    cnnlab(
+        "train",
+        photos,
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--stages",
+        "frozen",
+        "--image-size",
+        "128",
+        "--frozen-epochs",
+        "5",
+        "--runs-dir",
+        runs,
+        "--name",
+        "lite0",
+    )
     rows = ["| run | test images | evaluation + figures | Explain figures | added |", "|---|---:|---:|---:|---:|"]
     for name, label in (("mnist", "simple_cnn, mnist-sample, 28 px"), ("lite0", "Lite0 stage 1, 3 classes, 128 px")):
         rest, explain, count = end_of_run(runs / name, args.rounds)
@@ -96,9 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(seconds["predict"])
     table = ["| command (Lite0 run, 4 photos) | median | vs predict |", "|---|---:|---:|"]
     for name, values in seconds.items():
-        table.append(f"| `cnnlab {name}` | {statistics.median(values):.1f} s | {statistics.median(values) / base:.2f}x |")
+        table.append(
+            f"| `cnnlab {name}` | {statistics.median(values):.1f} s | {statistics.median(values) / base:.2f}x |"
+        )
     write_page(
-        "explain", "Explain: what the report's figures and the commands cost",
+        "explain",
+        "Explain: what the report's figures and the commands cost",
         f"PYTHONPATH=src python bench/bench_explain.py --rounds {args.rounds}",
         f"Medians of {args.rounds} interleaved rounds in one process (end of run), and of "
         f"{max(1, args.rounds // 2)} fresh processes per command. The Explain figures are drawn after every "

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args(argv)
-    command = "PYTHONPATH=src python bench/bench_finetune_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "PYTHONPATH=src python bench/bench_finetune_step.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ["| px | batch | NCHW ms per image | channels_last ms per image | speed-up |", "|---|---|---|---|---|"]
@@ -67,14 +69,20 @@ def main(argv: list[str] | None = None) -> int:
                 step()
                 times[layout].append((time.perf_counter() - began) / batch * 1e3)
         nchw, nhwc = (statistics.median(times[layout]) for layout in (False, True))
-        rows.append(f"| {side} | {batch} | {spread(times[False], '{:.1f}')} | {spread(times[True], '{:.1f}')} | "
-                    f"{nchw / nhwc:.2f}x |")
+        rows.append(
+            f"| {side} | {batch} | {spread(times[False], '{:.1f}')} | {spread(times[True], '{:.1f}')} | "
+            f"{nchw / nhwc:.2f}x |"
+        )
         print(rows[-1], flush=True)
-    write_page("finetune_step", "Fine-tuning step on a CPU: channels_last", command,
-               "EfficientNet-Lite0, last 10 layers + head trainable, BatchNorm in inference mode, Adam; time per "
-               "image of one training step, median (min-max) of interleaved rounds. cnnlab trains in channels_last by "
-               "default (`--no-channels-last` turns it off).",
-               rows)
+    write_page(
+        "finetune_step",
+        "Fine-tuning step on a CPU: channels_last",
+        command,
+        "EfficientNet-Lite0, last 10 layers + head trainable, BatchNorm in inference mode, Adam; time per "
+        "image of one training step, median (min-max) of interleaved rounds. cnnlab trains in channels_last by "
+        "default (`--no-channels-last` turns it off).",
+        rows,
+    )
     return 0
 
 

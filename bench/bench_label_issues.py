@@ -28,8 +28,13 @@ OPTIONS = {"model": "efficientnet_lite0", "pretrained": True}
 
 def flipped_listing(root: Path, out: Path, seed: int = 0) -> set[str]:
     """A CSV of every image of ``root`` with SHARE of the labels changed; returns the changed paths."""
-    files = sorted((split.name, label.name, path) for split in root.iterdir() if split.is_dir()
-                   for label in split.iterdir() for path in label.iterdir())
+    files = sorted(
+        (split.name, label.name, path)
+        for split in root.iterdir()
+        if split.is_dir()
+        for label in split.iterdir()
+        for path in label.iterdir()
+    )
     classes = sorted({label for _, label, _ in files})
     rng = random.Random(seed)
     chosen = set(rng.sample(range(len(files)), round(SHARE * len(files))))
@@ -56,8 +61,11 @@ def shrink(source: Path, out: Path, width: int = 820) -> None:
 
 def main() -> None:
     root = dataset("dtd10")
-    lines = ["| data | images | flagged | flipped | flipped among flagged (precision) | flipped found (recall) | "
-             "flipped in the top 60 | time |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | images | flagged | flipped | flipped among flagged (precision) | flipped found (recall) | "
+        "flipped in the top 60 | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         clean = cnnlab.label_issues(root, out=Path(tmp) / "clean", **OPTIONS)
         flagged = [r for r in clean.rows if r["issue"].startswith("label")]
@@ -71,14 +79,21 @@ def main() -> None:
         suspects = {r["path"] for r in noisy.rows if r["issue"].startswith("label")}
         top = {r["path"] for r in noisy.rows[: len(changed)]}
         hits = len(suspects & changed)
-        lines.append(f"| dtd10, {SHARE:.0%} flipped | {noisy.images} | {len(suspects)} | {len(changed)} | "
-                     f"{hits} ({hits / max(1, len(suspects)):.0%}) | {hits / len(changed):.0%} | "
-                     f"{len(top & changed)} | {noisy.seconds:.0f} s |")
-    write_page("label_issues", "Label issues on real photos", "python bench/bench_label_issues.py",
-               f"EfficientNet-Lite0's ImageNet features, 5-fold logistic regression, cleanlab's find_label_issues. "
-               f"On dtd10 as it is, {len(flagged)} images are flagged (the gallery in docs/figures shows the first "
-               f"24) and {len(copies)} are copies of a picture under another label. Precision counts only the flipped "
-               "images as right: the set's own suspects count against it.", lines)
+        lines.append(
+            f"| dtd10, {SHARE:.0%} flipped | {noisy.images} | {len(suspects)} | {len(changed)} | "
+            f"{hits} ({hits / max(1, len(suspects)):.0%}) | {hits / len(changed):.0%} | "
+            f"{len(top & changed)} | {noisy.seconds:.0f} s |"
+        )
+    write_page(
+        "label_issues",
+        "Label issues on real photos",
+        "python bench/bench_label_issues.py",
+        f"EfficientNet-Lite0's ImageNet features, 5-fold logistic regression, cleanlab's find_label_issues. "
+        f"On dtd10 as it is, {len(flagged)} images are flagged (the gallery in docs/figures shows the first "
+        f"24) and {len(copies)} are copies of a picture under another label. Precision counts only the flipped "
+        "images as right: the set's own suspects count against it.",
+        lines,
+    )
 
 
 if __name__ == "__main__":

@@ -84,17 +84,49 @@ class Commands:
         return phase_seconds(out, "scoring"), seconds, {}
 
     def epoch(self) -> tuple[float, float, dict[str, Any]]:
-        seconds, out = run(["train", "mnist-sample", "--model", "simple_cnn", "--epochs", "2", "--verbose",
-                            "--runs-dir", str(self.work / "runs"), "--name", self._name()], self.work)
+        seconds, out = run(
+            [
+                "train",
+                "mnist-sample",
+                "--model",
+                "simple_cnn",
+                "--epochs",
+                "2",
+                "--verbose",
+                "--runs-dir",
+                str(self.work / "runs"),
+                "--name",
+                self._name(),
+            ],
+            self.work,
+        )
         epochs = [float(s) for s in re.findall(r"^epoch \d+/2 .*\(([\d.]+)s\)$", out, re.MULTILINE)]
         return statistics.median(epochs), seconds, {}
 
     def extraction(self) -> tuple[float, float, dict[str, Any]]:
         name = self._name()
-        seconds, out = run(["train", str(self.photos), "--model", "efficientnet_lite0", "--pretrained",
-                            "--time-budget", "30", "--runs-dir", str(self.work / "runs"), "--name", name], self.work)
+        seconds, out = run(
+            [
+                "train",
+                str(self.photos),
+                "--model",
+                "efficientnet_lite0",
+                "--pretrained",
+                "--time-budget",
+                "30",
+                "--runs-dir",
+                str(self.work / "runs"),
+                "--name",
+                name,
+            ],
+            self.work,
+        )
         meta = json.loads((self.work / "runs" / name / "run.json").read_text())
-        return phase_seconds(out, "extracting backbone features"), seconds, {"train_seconds": meta["timing"]["train_seconds"]}
+        return (
+            phase_seconds(out, "extracting backbone features"),
+            seconds,
+            {"train_seconds": meta["timing"]["train_seconds"]},
+        )
 
     def predict(self) -> tuple[float, float, dict[str, Any]]:
         seconds, _ = run(["predict", str(self.base_run), str(self.test), "--format", "json"], self.work)
@@ -102,14 +134,18 @@ class Commands:
 
     def compare(self) -> tuple[float, float, dict[str, Any]]:
         out_dir = self.work / "cmp" / self._name()
-        seconds, out = run(["compare", *LESSON_MODELS, "--batch-size", "4", "--repeats", "10", "--out", str(out_dir)],
-                           self.work)
+        seconds, out = run(
+            ["compare", *LESSON_MODELS, "--batch-size", "4", "--repeats", "10", "--out", str(out_dir)], self.work
+        )
         rows = {row["model"]: row for row in csv.DictReader((out_dir / "comparison.csv").open())}
         latency = {name: float(rows[name]["latency_ms"]) for name in LESSON_MODELS}
         timing = float(re.findall(r"timed \d+ models in turns in ([\d.]+) s", out)[-1])
         busy = "Measured on a busy machine" in (out_dir / "comparison.md").read_text()
-        return timing, seconds, {"latency_ms": latency, "busy": busy,
-                                 "ranking": sorted(latency, key=latency.__getitem__, reverse=True)}
+        return (
+            timing,
+            seconds,
+            {"latency_ms": latency, "busy": busy, "ranking": sorted(latency, key=latency.__getitem__, reverse=True)},
+        )
 
 
 def load_average() -> str:
@@ -128,9 +164,23 @@ LOADS = {
 def start_load(work: Path, kind: str) -> subprocess.Popen:
     """Another training: fast-cifar on CIFAR-10 (see :data:`LOADS`)."""
     log = (work / "load.log").open("w")
-    load = subprocess.Popen([*CNNLAB, "train", str(dataset("cifar10")), "--recipe", "fast-cifar", *LOADS[kind],
-                             "--runs-dir", str(work / "load-runs"), "--name", f"load{time.time_ns()}"],
-                            cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    load = subprocess.Popen(
+        [
+            *CNNLAB,
+            "train",
+            str(dataset("cifar10")),
+            "--recipe",
+            "fast-cifar",
+            *LOADS[kind],
+            "--runs-dir",
+            str(work / "load-runs"),
+            "--name",
+            f"load{time.time_ns()}",
+        ],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(LOAD_WARMUP)
     if load.poll() is not None:
         raise SystemExit(f"the load process ended early; see {work / 'load.log'}")
@@ -151,8 +201,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cnnlab-load-"))
     photos = photo_folder(work)
     print(f"set-up in {work}: a Lite0 run to evaluate and predict with", flush=True)
-    run(["train", str(photos), "--model", "efficientnet_lite0", "--pretrained", "--stages", "frozen",
-         "--runs-dir", str(work / "runs"), "--name", "base"], work)
+    run(
+        [
+            "train",
+            str(photos),
+            "--model",
+            "efficientnet_lite0",
+            "--pretrained",
+            "--stages",
+            "frozen",
+            "--runs-dir",
+            str(work / "runs"),
+            "--name",
+            "base",
+        ],
+        work,
+    )
     commands = Commands(work, photos, work / "runs" / "base")
     names: dict[str, Callable[[], tuple[float, float, dict[str, Any]]]] = {
         "evaluate: scoring 240 photos (Lite0, 224 px)": commands.evaluate,
@@ -176,20 +240,29 @@ def main() -> None:
             stop_load(load)
         for name in names:
             results[name].append({"idle": idle[name], "loaded": loaded[name]})
-            print(f"{name}: idle {idle[name][0]:.2f} s, loaded {loaded[name][0]:.2f} s "
-                  f"({loaded[name][0] / idle[name][0]:.2f}x)", flush=True)
+            print(
+                f"{name}: idle {idle[name][0]:.2f} s, loaded {loaded[name][0]:.2f} s "
+                f"({loaded[name][0] / idle[name][0]:.2f}x)",
+                flush=True,
+            )
     (OUT / "load.json").write_text(json.dumps(results, indent=1))
-    body = ["| command (its work) | idle work s | loaded work s | loaded/idle | idle whole s | loaded whole s | "
-            f"goal ≤ {GOAL}x |", "|---|---|---|---|---|---|---|"]
+    body = [
+        "| command (its work) | idle work s | loaded work s | loaded/idle | idle whole s | loaded whole s | "
+        f"goal ≤ {GOAL}x |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
     def joined(values: list[float], form: str) -> str:
         return " / ".join(format(value, form) for value in values)
 
     for name, pairs in results.items():
         idle_work, loaded_work = [p["idle"][0] for p in pairs], [p["loaded"][0] for p in pairs]
         ratios = [loaded / idle for idle, loaded in zip(idle_work, loaded_work)]
-        body.append(f"| {name} | {joined(idle_work, '.2f')} | {joined(loaded_work, '.2f')} | "
-                    f"{' / '.join(f'{r:.2f}x' for r in ratios)} | {joined([p['idle'][1] for p in pairs], '.1f')} | "
-                    f"{joined([p['loaded'][1] for p in pairs], '.1f')} | {'met' if max(ratios) <= GOAL else 'missed'} |")
+        body.append(
+            f"| {name} | {joined(idle_work, '.2f')} | {joined(loaded_work, '.2f')} | "
+            f"{' / '.join(f'{r:.2f}x' for r in ratios)} | {joined([p['idle'][1] for p in pairs], '.1f')} | "
+            f"{joined([p['loaded'][1] for p in pairs], '.1f')} | {'met' if max(ratios) <= GOAL else 'missed'} |"
+        )
     extra = []
     for name, pairs in results.items():
         for index, pair in enumerate(pairs, 1):
@@ -197,21 +270,30 @@ def main() -> None:
                 facts = pair[when][2]
                 if "ranking" in facts:
                     order = " > ".join(f"{m} {facts['latency_ms'][m]:.1f} ms" for m in facts["ranking"])
-                    extra.append(f"- compare, repeat {index}, {when}: slowest first {order}"
-                                 f"{'; marked busy' if facts['busy'] else ''}")
+                    extra.append(
+                        f"- compare, repeat {index}, {when}: slowest first {order}"
+                        f"{'; marked busy' if facts['busy'] else ''}"
+                    )
                 if "train_seconds" in facts:
-                    extra.append(f"- `--time-budget 30` transfer run, repeat {index}, {when}: stages took "
-                                 f"{facts['train_seconds']:.1f} s (goal: ≤ 33 s idle, ≤ 45 s loaded)")
-    what = ("`cnnlab train CIFAR10 --recipe fast-cifar` trains with default options (it follows the same thread "
-            "policy, so it yields a core while the measured command runs)" if args.load == "cnnlab" else
-            "`cnnlab train CIFAR10 --recipe fast-cifar --threads 2` trains (two threads pinned: the load never "
-            "yields, like another tool's training or an older cnnlab)")
-    write_page("load" if args.load == "cnnlab" else "load_pinned",
-               f"Commands on a busy machine: idle vs while another training runs ({args.load} load, issue #34)",
-               f"python bench/bench_load.py --repeats {args.repeats} --load {args.load}",
-               "Each command's own work (the phase it reports) and the whole command, first on the quiet machine, "
-               f"then while {what}. Values per repeat, separated by /. A fair share of two cores is half: 2x.",
-               [*body, "", *extra, "", *loads])
+                    extra.append(
+                        f"- `--time-budget 30` transfer run, repeat {index}, {when}: stages took "
+                        f"{facts['train_seconds']:.1f} s (goal: ≤ 33 s idle, ≤ 45 s loaded)"
+                    )
+    what = (
+        "`cnnlab train CIFAR10 --recipe fast-cifar` trains with default options (it follows the same thread "
+        "policy, so it yields a core while the measured command runs)"
+        if args.load == "cnnlab"
+        else "`cnnlab train CIFAR10 --recipe fast-cifar --threads 2` trains (two threads pinned: the load never "
+        "yields, like another tool's training or an older cnnlab)"
+    )
+    write_page(
+        "load" if args.load == "cnnlab" else "load_pinned",
+        f"Commands on a busy machine: idle vs while another training runs ({args.load} load, issue #34)",
+        f"python bench/bench_load.py --repeats {args.repeats} --load {args.load}",
+        "Each command's own work (the phase it reports) and the whole command, first on the quiet machine, "
+        f"then while {what}. Values per repeat, separated by /. A fair share of two cores is half: 2x.",
+        [*body, "", *extra, "", *loads],
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -95,8 +95,9 @@ def run_torchvision(root: Path, size: int, workers: int, batch: int) -> int:
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
-    loader = DataLoader(datasets.ImageFolder(str(root), transform=tf), batch_size=batch, shuffle=True,
-                        num_workers=workers)
+    loader = DataLoader(
+        datasets.ImageFolder(str(root), transform=tf), batch_size=batch, shuffle=True, num_workers=workers
+    )
     return sum(len(images) for images, _ in loader)
 
 
@@ -139,10 +140,16 @@ def bench(name: str, root: Path, size: int, args: argparse.Namespace) -> list[di
     methods: dict[str, Callable[[], int]] = {
         "torchvision ImageFolder + DataLoader": lambda: run_torchvision(root, size, args.workers, args.batch),
         "cnnlab cold (decode, write cache)": lambda: run_cnnlab(root, size, args.workers, args.batch, True),
-        "cnnlab cold, no cache, threads": lambda: forced("threads", run_cnnlab, root, size, args.workers, args.batch, False),
-        "cnnlab cold, no cache, processes": lambda: forced("processes", run_cnnlab, root, size, args.workers, args.batch, False),
+        "cnnlab cold, no cache, threads": lambda: forced(
+            "threads", run_cnnlab, root, size, args.workers, args.batch, False
+        ),
+        "cnnlab cold, no cache, processes": lambda: forced(
+            "processes", run_cnnlab, root, size, args.workers, args.batch, False
+        ),
         "cnnlab warm (cache)": lambda: run_cnnlab(root, size, args.workers, args.batch, True),
-        "cnnlab warm (cache), torch 1 thread": lambda: one_thread(run_cnnlab, root, size, args.workers, args.batch, True),
+        "cnnlab warm (cache), torch 1 thread": lambda: one_thread(
+            run_cnnlab, root, size, args.workers, args.batch, True
+        ),
     }
     best = {m: (float("inf"), float("nan")) for m in methods}  # (total, of which loading)
     for _ in range(args.repeats):
@@ -156,8 +163,10 @@ def bench(name: str, root: Path, size: int, args: argparse.Namespace) -> list[di
                 if total < best[method][0]:
                     best[method] = (total, LOAD_SECONDS[0] if LOAD_SECONDS else float("nan"))
     base = best["torchvision ImageFolder + DataLoader"][0]
-    return [{"data": name, "method": m, "images": count, "seconds": t, "load": load, "rate": count / t,
-             "ratio": base / t} for m, (t, load) in best.items()]
+    return [
+        {"data": name, "method": m, "images": count, "seconds": t, "load": load, "rate": count / t, "ratio": base / t}
+        for m, (t, load) in best.items()
+    ]
 
 
 NOTE = (
@@ -174,19 +183,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    machine = f"{cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"machine: {machine}\nworkers {args.workers}, batch {args.batch}, best of {args.repeats}", flush=True)
     cifar = cifar_subset(None if args.full else 1000)
     rows = bench(f"CIFAR-10 train{'' if args.full else ' 10k'}, 32-px JPEG -> 32", cifar, 32, args)
     rows += bench("2,000 400x400 JPEGs -> 224", big_jpegs(), 224, args)
-    header = ("| data | method | images | seconds | of which to tensors | images/s | vs torchvision |\n"
-              "|---|---|---:|---:|---:|---:|---:|")
-    lines = [f"| {r['data']} | {r['method']} | {r['images']} | {r['seconds']:.2f} | "
-             f"{'-' if r['load'] != r['load'] else format(r['load'], '.2f')} | {r['rate']:,.0f} | {r['ratio']:.2f}x |"
-             for r in rows]
+    header = (
+        "| data | method | images | seconds | of which to tensors | images/s | vs torchvision |\n"
+        "|---|---|---:|---:|---:|---:|---:|"
+    )
+    lines = [
+        f"| {r['data']} | {r['method']} | {r['images']} | {r['seconds']:.2f} | "
+        f"{'-' if r['load'] != r['load'] else format(r['load'], '.2f')} | {r['rate']:,.0f} | {r['ratio']:.2f}x |"
+        for r in rows
+    ]
     command = "PYTHONPATH=src python bench/bench_loader.py " + " ".join(sys.argv[1:])
-    text = f"Command: `{command.strip()}`\n\nMachine: {machine}; workers {args.workers}, batch {args.batch}, " \
-           f"best of {args.repeats}.\n\n{header}\n" + "\n".join(lines) + "\n\n" + NOTE
+    text = (
+        f"Command: `{command.strip()}`\n\nMachine: {machine}; workers {args.workers}, batch {args.batch}, "
+        f"best of {args.repeats}.\n\n{header}\n" + "\n".join(lines) + "\n\n" + NOTE
+    )
     print(text)
     out = HERE / "out" / "loader.md"
     out.parent.mkdir(exist_ok=True)

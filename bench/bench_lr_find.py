@@ -24,8 +24,10 @@ from cnnlab.training.lr_finder import DEFAULT_RULE, RULES  # noqa: E402
 
 TASKS = {
     "digits, simple_cnn from scratch": ("digits", {"model": "simple_cnn", "epochs": 15}),
-    "dtd10, efficientnet_lite0 stage 1 (head on cached features)":
-        (str(dataset("dtd10")), {"model": "efficientnet_lite0", "pretrained": True, "stages": "frozen"}),
+    "dtd10, efficientnet_lite0 stage 1 (head on cached features)": (
+        str(dataset("dtd10")),
+        {"model": "efficientnet_lite0", "pretrained": True, "stages": "frozen"},
+    ),
 }
 
 
@@ -43,13 +45,19 @@ def main() -> None:
             for name, lr in rates.items():
                 began = time.perf_counter()
                 run = cnnlab.train(data, lr=lr, runs_dir=str(Path(tmp) / "runs"), **options)
-                rows.append(f"| {task} | {name} | {lr:.3g} | {best_val(run):.2%} | {run.metrics['accuracy']:.2%} | "
-                            f"{time.perf_counter() - began:.0f} s |")
+                rows.append(
+                    f"| {task} | {name} | {lr:.3g} | {best_val(run):.2%} | {run.metrics['accuracy']:.2%} | "
+                    f"{time.perf_counter() - began:.0f} s |"
+                )
     rules = "; ".join(f"'{name}': {text}" for name, text in RULES.items())
-    write_page("lr_find", "Learning-rate finder: the rules' picks, trained", "python bench/bench_lr_find.py",
-               f"One range test per task (100 rates from 1e-6 to 1); the rules: {rules}. The default rule is "
-               f"'{DEFAULT_RULE}'. Accuracy: the best validation epoch, and the test split at the kept weights.",
-               ["| task | rate from | lr | best val acc | test acc | time |", "|---|---|---|---|---|---|", *rows])
+    write_page(
+        "lr_find",
+        "Learning-rate finder: the rules' picks, trained",
+        "python bench/bench_lr_find.py",
+        f"One range test per task (100 rates from 1e-6 to 1); the rules: {rules}. The default rule is "
+        f"'{DEFAULT_RULE}'. Accuracy: the best validation epoch, and the test split at the kept weights.",
+        ["| task | rate from | lr | best val acc | test acc | time |", "|---|---|---|---|---|---|", *rows],
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import (OUT, RunResult, dataset, load_data, machine, recipe_config, speed_table, spread,  # noqa: E402
-                    train_once)
+from common import (
+    OUT,
+    RunResult,
+    dataset,
+    load_data,
+    machine,
+    recipe_config,
+    speed_table,
+    spread,  # noqa: E402
+    train_once,
+)
 
 GOALS = (0.990, 0.995)
 
@@ -47,9 +56,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def speed(command: str) -> int:
     """Per-step timing of each speed-up for the lesson's and the fast recipe's networks."""
-    parts = ["# Training-step speed-ups on this CPU (MNIST-sized networks)", "",
-             f"Command: `{command}`  ", f"Machine: {machine()}  ", "",
-             "Forward + backward + SGD step on random 28x28x1 batches of 128; variants timed round-robin, 15 rounds.", ""]
+    parts = [
+        "# Training-step speed-ups on this CPU (MNIST-sized networks)",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        "",
+        "Forward + backward + SGD step on random 28x28x1 batches of 128; variants timed round-robin, 15 rounds.",
+        "",
+    ]
     for name in ("simple_cnn", "fast_cnn"):
         parts += [f"**{name}**", "", *speed_table(name, 1, 28, 128, rounds=15), ""]
         print("\n".join(parts[-4:]), flush=True)
@@ -108,37 +123,53 @@ def main(argv: list[str] | None = None) -> int:
             result = train_once(config, data[name], args.probes, stop_at=stop)
             runs[name].append(result)
             hit = result.probe.first_reaching(GOALS[0])
-            print(f"{name} seed {seed}: 99.0% at {hit[0] if hit else float('nan'):.1f}s "
-                  f"(epoch {hit[2] if hit else float('nan'):.2f}), final {result.final_acc:.2%}, "
-                  f"trained {result.train_seconds:.0f}s; probes: "
-                  + " ".join(f"{p[2]:.2f}:{p[3]:.4f}" for p in result.probe.points), flush=True)
+            print(
+                f"{name} seed {seed}: 99.0% at {hit[0] if hit else float('nan'):.1f}s "
+                f"(epoch {hit[2] if hit else float('nan'):.2f}), final {result.final_acc:.2%}, "
+                f"trained {result.train_seconds:.0f}s; probes: "
+                + " ".join(f"{p[2]:.2f}:{p[3]:.4f}" for p in result.probe.points),
+                flush=True,
+            )
     wall, bounds = speedups(runs, 0)
     cpu, _ = speedups(runs, 1)
-    header = ["recipe", "time to 99.0% (s)", "CPU s to 99.0%", "epochs to 99.0%", "time to 99.5% (s)",
-              "CPU s to 99.5%", "epochs to 99.5%",
-              "final test acc % (best ckpt)", "best probe acc %", "training time (s)", "epochs trained"]
+    header = [
+        "recipe",
+        "time to 99.0% (s)",
+        "CPU s to 99.0%",
+        "epochs to 99.0%",
+        "time to 99.5% (s)",
+        "CPU s to 99.5%",
+        "epochs to 99.5%",
+        "final test acc % (best ckpt)",
+        "best probe acc %",
+        "training time (s)",
+        "epochs trained",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row(name, runs[name])) + " |" for name in ("lesson", "fast")]
     bound = f" (lower bounds: the lesson missed 99.0% in {bounds} seeds)" if bounds else ""
     goal_met = bool(wall) and statistics.median(wall) >= 10
     fast_995 = [r.probe.first_reaching(GOALS[1]) for r in runs["fast"]]
-    text = "\n".join([
-        "# MNIST from scratch: --recipe fast vs --recipe lesson",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Seeds: {args.seeds} per recipe, interleaved; median (min-max). Test accuracy probed "
-        f"{args.probes}x per epoch, probe time excluded. Lesson capped at {args.lesson_epochs} epochs"
-        + ("" if args.lesson_full else " and stopped once it reached 99.0%") + ".",
-        "",
-        *lines,
-        "",
-        f"**Speed-up to 99.0% (lesson time / fast time, per seed pair): {spread(wall, '{:.1f}')}x wall "
-        f"time, {spread(cpu, '{:.1f}')}x CPU time{bound}** (goal: at least 10x wall time: "
-        f"{'met' if goal_met else 'not met'}); fast reached 99.5% in "
-        f"{sum(h is not None for h in fast_995)}/{len(fast_995)} seeds.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# MNIST from scratch: --recipe fast vs --recipe lesson",
+            "",
+            f"Command: `{command}`  ",
+            f"Machine: {machine()}  ",
+            f"Seeds: {args.seeds} per recipe, interleaved; median (min-max). Test accuracy probed "
+            f"{args.probes}x per epoch, probe time excluded. Lesson capped at {args.lesson_epochs} epochs"
+            + ("" if args.lesson_full else " and stopped once it reached 99.0%")
+            + ".",
+            "",
+            *lines,
+            "",
+            f"**Speed-up to 99.0% (lesson time / fast time, per seed pair): {spread(wall, '{:.1f}')}x wall "
+            f"time, {spread(cpu, '{:.1f}')}x CPU time{bound}** (goal: at least 10x wall time: "
+            f"{'met' if goal_met else 'not met'}); fast reached 99.5% in "
+            f"{sum(h is not None for h in fast_995)}/{len(fast_995)} seeds.",
+            "",
+        ]
+    )
     OUT.mkdir(exist_ok=True)
     (OUT / "mnist.md").write_text(text)
     print("\n" + text)

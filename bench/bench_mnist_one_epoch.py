@@ -46,30 +46,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="more cnnlab train flags (after --)")
     args = parser.parse_args(argv)
     command = "PYTHONPATH=src python bench/bench_mnist_one_epoch.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+        argv if argv is not None else sys.argv[1:]
+    )
     mnist = dataset("mnist")
     load_before = load_average()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             runs.append(one_seed(mnist, Path(tmp), seed, args.extra))
-            print(f"seed {seed}: {runs[-1]['accuracy']:.2%} test after {runs[-1]['epochs']} epoch(s), "
-                  f"training {runs[-1]['train_seconds']:.1f} s", flush=True)
+            print(
+                f"seed {seed}: {runs[-1]['accuracy']:.2%} test after {runs[-1]['epochs']} epoch(s), "
+                f"training {runs[-1]['train_seconds']:.1f} s",
+                flush=True,
+            )
     accuracies = [100 * r["accuracy"] for r in runs]
     reached = sum(r["accuracy"] >= GOAL for r in runs)
     rows = ["| seed | test accuracy | epochs | training stage (s) | whole command (s) |", "|---|---|---|---|---|"]
-    rows += [f"| {seed} | {r['accuracy']:.2%} | {r['epochs']} | {r['train_seconds']:.1f} | {r['wall']:.1f} |"
-             for seed, r in enumerate(runs)]
-    summary = (f"**Test accuracy after one epoch: min {min(accuracies):.2f}%, median "
-               f"{statistics.median(accuracies):.2f}%, max {max(accuracies):.2f}%** ({reached}/{len(runs)} seeds at "
-               f"99.0% or more). Training stage (one epoch with its validation): "
-               f"{spread([r['train_seconds'] for r in runs])} s, median (min-max).")
-    load = (f"Load average (1, 5, 15 min) before: {load_before}; after: {load_average()}. The times are this "
-            "machine's at that load, not a quiet machine's; the accuracies do not depend on it.")
+    rows += [
+        f"| {seed} | {r['accuracy']:.2%} | {r['epochs']} | {r['train_seconds']:.1f} | {r['wall']:.1f} |"
+        for seed, r in enumerate(runs)
+    ]
+    summary = (
+        f"**Test accuracy after one epoch: min {min(accuracies):.2f}%, median "
+        f"{statistics.median(accuracies):.2f}%, max {max(accuracies):.2f}%** ({reached}/{len(runs)} seeds at "
+        f"99.0% or more). Training stage (one epoch with its validation): "
+        f"{spread([r['train_seconds'] for r in runs])} s, median (min-max)."
+    )
+    load = (
+        f"Load average (1, 5, 15 min) before: {load_before}; after: {load_average()}. The times are this "
+        "machine's at that load, not a quiet machine's; the accuracies do not depend on it."
+    )
     body = [summary, "", *rows, "", load]
-    write_page("mnist_one_epoch", "MNIST in one epoch: --recipe fast", command,
-               "`cnnlab train MNIST --recipe fast --seed S` as whole processes, one per seed, warm cache; "
-               "test accuracy on MNIST's 10,000 test digits after the recipe's one epoch.", body)
+    write_page(
+        "mnist_one_epoch",
+        "MNIST in one epoch: --recipe fast",
+        command,
+        "`cnnlab train MNIST --recipe fast --seed S` as whole processes, one per seed, warm cache; "
+        "test accuracy on MNIST's 10,000 test digits after the recipe's one epoch.",
+        body,
+    )
     return 0
 
 

@@ -46,8 +46,9 @@ def run_keras(mnist: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str], recipe: str = "fast",
-               src: Path | None = None) -> dict:
+def run_cnnlab(
+    mnist: Path, work: Path, name: str, cache: Path, extra: list[str], recipe: str = "fast", src: Path | None = None
+) -> dict:
     """One whole ``cnnlab train`` process; its wall time, test accuracy and recorded phases.
 
     ``src``: run the cnnlab source tree there (e.g. main's, side by side) instead of this one's.
@@ -55,8 +56,18 @@ def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str]
     env = {**os.environ, "CNNLAB_CACHE_DIR": str(cache)}
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    command = [str(Path(sys.executable).parent / "cnnlab"), "train", str(mnist), "--recipe", recipe,
-               "--runs-dir", str(work), "--name", name, *extra]
+    command = [
+        str(Path(sys.executable).parent / "cnnlab"),
+        "train",
+        str(mnist),
+        "--recipe",
+        recipe,
+        "--runs-dir",
+        str(work),
+        "--name",
+        name,
+        *extra,
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -64,8 +75,13 @@ def run_cnnlab(mnist: Path, work: Path, name: str, cache: Path, extra: list[str]
         raise SystemExit(f"cnnlab failed:\n{result.stderr[-3000:]}")
     meta = json.loads((work / name / "run.json").read_text())
     metrics = json.loads((work / name / "metrics.json").read_text())["test"]
-    return {"wall": wall, "accuracy": metrics["accuracy"], "timing": meta.get("timing", {}), "meta": meta,
-            "stdout": result.stdout}
+    return {
+        "wall": wall,
+        "accuracy": metrics["accuracy"],
+        "timing": meta.get("timing", {}),
+        "meta": meta,
+        "stdout": result.stdout,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             cache = work / f"cache{round_}"
             cold.append(run_cnnlab(mnist, work, f"cold{round_}", cache, extra))
             warm.append(run_cnnlab(mnist, work, f"warm{round_}", cache, extra))
-            print(f"round {round_ + 1}: cold {cold[-1]['wall']:.1f} s ({cold[-1]['accuracy']:.2%}), "
-                  f"warm {warm[-1]['wall']:.1f} s ({warm[-1]['accuracy']:.2%})", flush=True)
+            print(
+                f"round {round_ + 1}: cold {cold[-1]['wall']:.1f} s ({cold[-1]['accuracy']:.2%}), "
+                f"warm {warm[-1]['wall']:.1f} s ({warm[-1]['accuracy']:.2%})",
+                flush=True,
+            )
         keras = run_keras(mnist, work / "keras.json")
     keras_99 = keras["seconds_to_99"]
     median = {name: statistics.median(r["wall"] for r in runs) for name, runs in (("cold", cold), ("warm", warm))}
@@ -92,20 +111,38 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in (("cold", cold), ("warm", warm)):
         ratio = f"{keras_99 / median[name]:.1f}x faster" if keras_99 else "Keras never reached 99.0%"
         accuracies = ", ".join(f"{r['accuracy']:.2%}" for r in runs)
-        rows.append(f"| `cnnlab train MNIST --recipe fast`, {name} cache | {median[name]:.1f} s | {accuracies} | {ratio} |")
+        rows.append(
+            f"| `cnnlab train MNIST --recipe fast`, {name} cache | {median[name]:.1f} s | {accuracies} | {ratio} |"
+        )
     epochs = keras["epochs"]
-    rows.append(f"| lesson's Keras (TensorFlow {keras['tensorflow']}), to 99.0% test | "
-                f"{keras_99 if keras_99 else '-'} s of training | {keras['final_test_acc']:.2%} after "
-                f"{len(epochs)} epochs ({epochs[-1]['seconds']:.0f} s; stopped at 99.0%) | 1x |")
-    body = rows + [""] + [
-        f"Where a {name} run's time went (its run.json, median run): "
-        + phase_line(runs[len(runs) // 2]["timing"].get("phases", {}), runs[len(runs) // 2]["timing"].get("total_seconds"))
-        for name, runs in (("cold", sorted(cold, key=lambda r: r["wall"])), ("warm", sorted(warm, key=lambda r: r["wall"])))
-    ]
-    write_page("mnist_whole", "MNIST, whole command vs the lesson's Keras", command,
-               "Process start to exit for cnnlab (report written); Keras counted from its first epoch to "
-               "the first epoch whose test accuracy reaches 99.0% (data loading, model building and its "
-               "per-epoch test scoring excluded: favourable to Keras).", body)
+    rows.append(
+        f"| lesson's Keras (TensorFlow {keras['tensorflow']}), to 99.0% test | "
+        f"{keras_99 if keras_99 else '-'} s of training | {keras['final_test_acc']:.2%} after "
+        f"{len(epochs)} epochs ({epochs[-1]['seconds']:.0f} s; stopped at 99.0%) | 1x |"
+    )
+    body = (
+        rows
+        + [""]
+        + [
+            f"Where a {name} run's time went (its run.json, median run): "
+            + phase_line(
+                runs[len(runs) // 2]["timing"].get("phases", {}), runs[len(runs) // 2]["timing"].get("total_seconds")
+            )
+            for name, runs in (
+                ("cold", sorted(cold, key=lambda r: r["wall"])),
+                ("warm", sorted(warm, key=lambda r: r["wall"])),
+            )
+        ]
+    )
+    write_page(
+        "mnist_whole",
+        "MNIST, whole command vs the lesson's Keras",
+        command,
+        "Process start to exit for cnnlab (report written); Keras counted from its first epoch to "
+        "the first epoch whose test accuracy reaches 99.0% (data loading, model building and its "
+        "per-epoch test scoring excluded: favourable to Keras).",
+        body,
+    )
     return 0
 
 

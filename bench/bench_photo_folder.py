@@ -69,33 +69,55 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # as each command gets it, so the machine line says so
-    command = "PYTHONPATH=src python bench/bench_photo_folder.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "PYTHONPATH=src python bench/bench_photo_folder.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     runs_dir = DATASETS.parent / "bench-runs" / "photo-folder"
     shutil.rmtree(runs_dir, ignore_errors=True)
-    rows = ["| photos | command | wall time (s) | stage-1 test acc (own split) | final test acc (own split) "
-            "| held-out test acc (2,000 photos) |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| photos | command | wall time (s) | stage-1 test acc (own split) | final test acc (own split) "
+        "| held-out test acc (2,000 photos) |",
+        "|---|---|---|---|---|---|",
+    ]
     for pair in PAIRS:
         train, held_out = photo_folders(pair, args.per_class)
         for label, flags in VARIANTS:
             name = f"{pair[0]}-{pair[1]}-{label.strip('-').replace(' ', '')}"
-            seconds, _ = cnnlab("train", str(train), "--model", "efficientnet_lite0", "--pretrained", *flags,
-                                "--runs-dir", str(runs_dir), "--name", name, threads=args.threads)
+            seconds, _ = cnnlab(
+                "train",
+                str(train),
+                "--model",
+                "efficientnet_lite0",
+                "--pretrained",
+                *flags,
+                "--runs-dir",
+                str(runs_dir),
+                "--name",
+                name,
+                threads=args.threads,
+            )
             run = runs_dir / name
             meta = json.loads((run / "run.json").read_text())
             cnnlab("evaluate", str(run), "--data", str(held_out), threads=args.threads)
             held_acc = json.loads((run / "eval" / held_out.name / "metrics.json").read_text())["test"]["accuracy"]
             stages = meta["stages"]
-            rows.append(f"| {pair[0]} vs {pair[1]}, {2 * args.per_class} | `{label}` | {seconds:.0f} | "
-                        f"{100 * stages[0]['test_acc']:.1f}% | {100 * stages[-1]['test_acc']:.1f}% | "
-                        f"{100 * held_acc:.1f}% |")
+            rows.append(
+                f"| {pair[0]} vs {pair[1]}, {2 * args.per_class} | `{label}` | {seconds:.0f} | "
+                f"{100 * stages[0]['test_acc']:.1f}% | {100 * stages[-1]['test_acc']:.1f}% | "
+                f"{100 * held_acc:.1f}% |"
+            )
             print(rows[-1], flush=True)
-    write_page("photo_folder", "A small folder of real photos, pretrained EfficientNet-Lite0, offline", command,
-               f"Each row is one `cnnlab train FOLDER --model efficientnet_lite0 --pretrained [flags]` on {args.per_class} "
-               "CIFAR-10 training photos per class (a flat folder: cnnlab keeps 80% for training, 10% for validation, "
-               "10% for its own test split), timed from process start to the written report, with the built-in "
-               "ImageNet weights and no network. The held-out column is `cnnlab evaluate RUN --data` on the two "
-               "classes' 2,000 CIFAR-10 test photos.",
-               rows)
+    write_page(
+        "photo_folder",
+        "A small folder of real photos, pretrained EfficientNet-Lite0, offline",
+        command,
+        f"Each row is one `cnnlab train FOLDER --model efficientnet_lite0 --pretrained [flags]` on {args.per_class} "
+        "CIFAR-10 training photos per class (a flat folder: cnnlab keeps 80% for training, 10% for validation, "
+        "10% for its own test split), timed from process start to the written report, with the built-in "
+        "ImageNet weights and no network. The held-out column is `cnnlab evaluate RUN --data` on the two "
+        "classes' 2,000 CIFAR-10 test photos.",
+        rows,
+    )
     return 0
 
 

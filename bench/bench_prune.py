@@ -55,8 +55,13 @@ def run_variant(parent: Path, work: Path, variant: str) -> dict:
     (copy / "bench-prune.log").write_text(done.stdout + done.stderr)
     if done.returncode:
         raise SystemExit(f"{variant}: exit {done.returncode}\n{done.stderr[-2000:]}")
-    record = {"variant": variant, "command": "cnnlab prune RUN " + " ".join(VARIANTS[variant]),
-              "seconds": seconds, "load_before": load_before, "load_after": load_after}
+    record = {
+        "variant": variant,
+        "command": "cnnlab prune RUN " + " ".join(VARIANTS[variant]),
+        "seconds": seconds,
+        "load_before": load_before,
+        "load_after": load_after,
+    }
     (copy / "bench-prune.json").write_text(json.dumps(record))
     return collect(copy, record)
 
@@ -68,20 +73,26 @@ def collect(copy: Path, record: dict) -> dict:
     kept = json.loads(sweep.read_text())["data"]["chosen"] if sweep else None
     chosen = [t for t in tables if kept is None or json.loads(t.read_text())["data"]["requested"] == kept]
     data = json.loads(chosen[-1].read_text())["data"]
-    return {**record, **data, "run": chosen[-1].parent.parent.name,
-            "sweep": json.loads(sweep.read_text())["data"] if sweep else None}
+    return {
+        **record,
+        **data,
+        "run": chosen[-1].parent.parent.name,
+        "sweep": json.loads(sweep.read_text())["data"] if sweep else None,
+    }
 
 
 def row(r: dict) -> str:
     drop = 100 * (r["parent_test_accuracy"] - r["final_accuracy"])
     recovered = f"epoch {r['recovered_at_epoch']}" if r.get("recovered_at_epoch") else "no"
     warned = "; ".join(r.get("warnings") or []) or "none"
-    return (f"| {r['variant']} | `{r['command']}` | {r['run']} | {100 * r['parent_test_accuracy']:.2f}% -> "
-            f"{100 * r['accuracy_before_finetune']:.2f}% -> {100 * r['final_accuracy']:.2f}% ({-drop:+.2f}) | "
-            f"{100 * r['parent_val_accuracy']:.0f}% -> {100 * r['val_accuracy']:.0f}% | {r['finetune_epochs']} "
-            f"({recovered}) | {r['parent_ms']:.1f} -> {r['pruned_ms']:.1f} ms ({r['speedup_batch1']:.2f}x) | "
-            f"{r['params']:,} of {r['parent_params']:,} | {r['seconds']:.0f} s | {r['load_before']:.1f} / "
-            f"{r['load_after']:.1f} | {warned} |")
+    return (
+        f"| {r['variant']} | `{r['command']}` | {r['run']} | {100 * r['parent_test_accuracy']:.2f}% -> "
+        f"{100 * r['accuracy_before_finetune']:.2f}% -> {100 * r['final_accuracy']:.2f}% ({-drop:+.2f}) | "
+        f"{100 * r['parent_val_accuracy']:.0f}% -> {100 * r['val_accuracy']:.0f}% | {r['finetune_epochs']} "
+        f"({recovered}) | {r['parent_ms']:.1f} -> {r['pruned_ms']:.1f} ms ({r['speedup_batch1']:.2f}x) | "
+        f"{r['params']:,} of {r['parent_params']:,} | {r['seconds']:.0f} s | {r['load_before']:.1f} / "
+        f"{r['load_after']:.1f} | {warned} |"
+    )
 
 
 def goal_line(r: dict) -> str:
@@ -89,8 +100,10 @@ def goal_line(r: dict) -> str:
     met = drop <= GOAL_DROP and r["speedup_batch1"] >= GOAL_SPEEDUP
     said = bool(r.get("warnings"))
     verdict = "**met**" if met else ("**missed, and the command said so**" if said else "**missed, unsaid**")
-    return (f"- {r['variant']}: {drop:.2f} points lost, {r['speedup_batch1']:.2f}x at batch 1 "
-            f"(goal <= {GOAL_DROP:g} points and >= {GOAL_SPEEDUP:g}x, or a warning): {verdict}")
+    return (
+        f"- {r['variant']}: {drop:.2f} points lost, {r['speedup_batch1']:.2f}x at batch 1 "
+        f"(goal <= {GOAL_DROP:g} points and >= {GOAL_SPEEDUP:g}x, or a warning): {verdict}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,24 +121,54 @@ def main(argv: list[str] | None = None) -> int:
             results.append(collect(copy, json.loads((copy / "bench-prune.json").read_text())))
         else:
             results.append(run_variant(args.parent, args.workdir, variant))
-    body = ["**Goal** (issue #29):", "", *map(goal_line, results), "",
-            ("| variant | command | pruned run | test accuracy: parent -> pruned -> fine-tuned | val accuracy | "
+    body = [
+        "**Goal** (issue #29):",
+        "",
+        *map(goal_line, results),
+        "",
+        (
+            "| variant | command | pruned run | test accuracy: parent -> pruned -> fine-tuned | val accuracy | "
             "epochs fine-tuned (recovered) | batch-1 latency, side by side | non-zero params | wall time | "
-            "load before / after | warnings |"), "|" + "---|" * 11, *map(row, results)]
+            "load before / after | warnings |"
+        ),
+        "|" + "---|" * 11,
+        *map(row, results),
+    ]
     for r in results:
         if r["sweep"]:
             points = r["sweep"]["points"]
-            body += ["", f"Sweep of `{r['command']}` (chosen on validation: {r['sweep']['chosen']:.0%}):", "",
-                     "| sparsity | val accuracy | test accuracy | batch-1 ms | speed-up |", "|---|---|---|---|---|",
-                     *(f"| {p['requested']:.0%} | {100 * p['val_accuracy']:.0f}% | {100 * p['final_accuracy']:.2f}% | "
-                       f"{p['pruned_ms']:.1f} | {p['speedup_batch1']:.2f}x |" for p in points)]
-    how = " ".join(["PYTHONPATH=src python bench/bench_prune.py", str(args.parent), "--workdir", str(args.workdir),
-                    *(f"--variant '{v}'" for v in args.variant or []), *(["--collect"] if args.collect else [])])
+            body += [
+                "",
+                f"Sweep of `{r['command']}` (chosen on validation: {r['sweep']['chosen']:.0%}):",
+                "",
+                "| sparsity | val accuracy | test accuracy | batch-1 ms | speed-up |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {p['requested']:.0%} | {100 * p['val_accuracy']:.0f}% | {100 * p['final_accuracy']:.2f}% | "
+                    f"{p['pruned_ms']:.1f} | {p['speedup_batch1']:.2f}x |"
+                    for p in points
+                ),
+            ]
+    how = " ".join(
+        [
+            "PYTHONPATH=src python bench/bench_prune.py",
+            str(args.parent),
+            "--workdir",
+            str(args.workdir),
+            *(f"--variant '{v}'" for v in args.variant or []),
+            *(["--collect"] if args.collect else []),
+        ]
+    )
     collected = " Collected (--collect) from the folders the commands wrote." if args.collect else ""
-    write_page("prune", "Pruning a Lite0 transfer run", how,
-               f"Parent: {args.parent.name} (copied per variant).{collected} Each variant is one `cnnlab prune` command; "
-               "latencies are PyTorch eager at batch 1, the parent and the pruned model timed interleaved in the same "
-               "command. The machine is shared with other jobs (load averages in the table).", body)
+    write_page(
+        "prune",
+        "Pruning a Lite0 transfer run",
+        how,
+        f"Parent: {args.parent.name} (copied per variant).{collected} Each variant is one `cnnlab prune` command; "
+        "latencies are PyTorch eager at batch 1, the parent and the pruned model timed interleaved in the same "
+        "command. The machine is shared with other jobs (load averages in the table).",
+        body,
+    )
     return 0
 
 

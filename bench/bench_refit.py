@@ -40,8 +40,22 @@ def run_one(folder: Path, mode: str, seed: int, runs: Path) -> dict:
     saved = runs / f"{name}.result.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    command = [sys.executable, "-m", "cnnlab", "train", str(folder), *BASE, "--seed", str(seed), "--refit", mode,
-               "--runs-dir", str(runs), "--name", name]
+    command = [
+        sys.executable,
+        "-m",
+        "cnnlab",
+        "train",
+        str(folder),
+        *BASE,
+        "--seed",
+        str(seed),
+        "--refit",
+        mode,
+        "--runs-dir",
+        str(runs),
+        "--name",
+        name,
+    ]
     load, started = os.getloadavg()[0], time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -54,12 +68,19 @@ def run_one(folder: Path, mode: str, seed: int, runs: Path) -> dict:
     stages = meta["stages"]
     kept = (meta.get("kept") or {}).get("stage", stages[0]["name"])
     result = {
-        "data": folder.name, "seed": seed, "mode": mode, "train": splits["train"]["count"],
-        "val": splits["val"]["count"], "test_images": splits["test"]["count"],
+        "data": folder.name,
+        "seed": seed,
+        "mode": mode,
+        "train": splits["train"]["count"],
+        "val": splits["val"]["count"],
+        "test_images": splits["test"]["count"],
         "test": metrics["test"]["accuracy"],
         "validated": next(s["test_acc"] for s in stages if s["name"] == kept) if refit.get("done") else None,
-        "epochs": [c["epochs"] for c in refit.get("chosen", [])], "refit_seconds": refit.get("seconds"),
-        "kept": kept, "wall": wall, "load": load,
+        "epochs": [c["epochs"] for c in refit.get("chosen", [])],
+        "refit_seconds": refit.get("seconds"),
+        "kept": kept,
+        "wall": wall,
+        "load": load,
     }
     saved.write_text(json.dumps(result))
     print(f"{name}: test {100 * result['test']:.2f}%  wall {wall:.0f} s  load {load:.1f}", flush=True)
@@ -67,32 +88,44 @@ def run_one(folder: Path, mode: str, seed: int, runs: Path) -> dict:
 
 
 def page(results: list[dict], args: argparse.Namespace, loads: list[str]) -> None:
-    header = ("| data (train / val / test) | seed | refit | test accuracy | validated model's test | "
-              "epochs refit (stage 1, 2) | refit s | whole command | load at start |")
+    header = (
+        "| data (train / val / test) | seed | refit | test accuracy | validated model's test | "
+        "epochs refit (stage 1, 2) | refit s | whole command | load at start |"
+    )
     rows = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         validated = "—" if r["validated"] is None else f"{100 * r['validated']:.2f}%"
         epochs = ", ".join(map(str, r["epochs"])) or "—"
         refit_s = "—" if r["refit_seconds"] is None else f"{r['refit_seconds']:.0f}"
-        rows.append(f"| {r['data']} ({r['train']} / {r['val']} / {r['test_images']}) | {r['seed']} | {r['mode']} | "
-                    f"{100 * r['test']:.2f}% | {validated} | {epochs} | {refit_s} | {r['wall'] / 60:.1f} min | "
-                    f"{r['load']:.1f} |")
+        rows.append(
+            f"| {r['data']} ({r['train']} / {r['val']} / {r['test_images']}) | {r['seed']} | {r['mode']} | "
+            f"{100 * r['test']:.2f}% | {validated} | {epochs} | {refit_s} | {r['wall'] / 60:.1f} min | "
+            f"{r['load']:.1f} |"
+        )
     rows += ["", "Change with the refit (on minus off, same seed), in test images:", ""]
     for (data, seed), pair in _pairs(results).items():
         off, on = pair["off"], pair["on"]
         images = round((on["test"] - off["test"]) * on["test_images"])
-        rows.append(f"* {data}, seed {seed}: {100 * (on['test'] - off['test']):+.2f} points ({images:+d} of "
-                    f"{on['test_images']} test images); whole command {on['wall'] / off['wall']:.2f}x the time")
+        rows.append(
+            f"* {data}, seed {seed}: {100 * (on['test'] - off['test']):+.2f} points ({images:+d} of "
+            f"{on['test_images']} test images); whole command {on['wall'] / off['wall']:.2f}x the time"
+        )
     rows += ["", *(f"`uptime` {when}: {line}  " for when, line in zip(("before", "after"), loads))]
-    intro = ("Each row is one whole command (decoding, stages, refit, evaluation, report) at 224 px on today's code; "
-             "test accuracy never chooses anything. The validated model's test accuracy is the one the refit run "
-             "scored before refitting. On a test split of a few hundred images one image is 0.3-0.7 points: a "
-             "difference of an image or two is noise, and so is the difference between two runs of the same "
-             "command (without --deterministic the thread count follows the machine's load): compare each refit "
-             "with its own run's validated model too. The machine was shared with other jobs (load above): times "
-             f"are indicative. {args.note}")
-    command = args.command or ("PYTHONPATH=src python bench/bench_refit.py " + " ".join(map(str, args.data))
-                               + " --seeds " + " ".join(map(str, args.seeds)))
+    intro = (
+        "Each row is one whole command (decoding, stages, refit, evaluation, report) at 224 px on today's code; "
+        "test accuracy never chooses anything. The validated model's test accuracy is the one the refit run "
+        "scored before refitting. On a test split of a few hundred images one image is 0.3-0.7 points: a "
+        "difference of an image or two is noise, and so is the difference between two runs of the same "
+        "command (without --deterministic the thread count follows the machine's load): compare each refit "
+        "with its own run's validated model too. The machine was shared with other jobs (load above): times "
+        f"are indicative. {args.note}"
+    )
+    command = args.command or (
+        "PYTHONPATH=src python bench/bench_refit.py "
+        + " ".join(map(str, args.data))
+        + " --seeds "
+        + " ".join(map(str, args.seeds))
+    )
     write_page("refit", "Refit on train + val (issue #29)", command, intro, rows)
 
 

@@ -76,8 +76,11 @@ def load_cifar(train: int, val: int, test: int) -> PreparedData:
         return ImageSet(tensor, torch.tensor(labels), ids)
 
     per = {k: v // len(classes) for k, v in {"train": train, "val": val, "test": test}.items()}
-    splits = {"train": read("train", 0, per["train"]), "val": read("train", per["train"], per["val"]),
-              "test": read("test", 0, per["test"])}
+    splits = {
+        "train": read("train", 0, per["train"]),
+        "val": read("train", per["train"], per["val"]),
+        "test": read("test", 0, per["test"]),
+    }
     return PreparedData(splits, classes, "cifar10-subset")
 
 
@@ -142,9 +145,11 @@ def image_eval(model: torch.nn.Module, data: PreparedData, norm: Normalize):
         model.eval()
         images, labels = data.splits[split].images, data.splits[split].labels
         with torch.inference_mode():
-            logits = torch.cat([model(nhwc(norm(Normalize.to_unit(images[i : i + 256]))))
-                                for i in range(0, len(images), 256)])
+            logits = torch.cat(
+                [model(nhwc(norm(Normalize.to_unit(images[i : i + 256])))) for i in range(0, len(images), 256)]
+            )
         return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+
     return evaluate
 
 
@@ -157,12 +162,21 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
     data = resized(base, size)
     wanted = model_input("efficientnet_lite0", True)
     norm = Normalize(wanted.mean, wanted.std)
-    config = RunConfig(train=TrainConfig(epochs=15), transfer=TransferConfig(
-        frozen_epochs=args.frozen_epochs, finetune_epochs=args.finetune_epochs))
+    config = RunConfig(
+        train=TrainConfig(epochs=15),
+        transfer=TransferConfig(frozen_epochs=args.frozen_epochs, finetune_epochs=args.finetune_epochs),
+    )
     stage1, stage2 = plan_stages(config, pretrained=True)
     torch.manual_seed(0)
-    model = create_model("efficientnet_lite0", pretrained=True, num_classes=10, in_chans=3,
-                         image_size=(size, size), head="lesson", dropout=0.5)
+    model = create_model(
+        "efficientnet_lite0",
+        pretrained=True,
+        num_classes=10,
+        in_chans=3,
+        image_size=(size, size),
+        head="lesson",
+        dropout=0.5,
+    )
     model = model.to(memory_format=torch.channels_last)  # ~2x faster depthwise convs on CPU
     apply_stage(model, stage1, config.transfer)
     n = len(data.splits["train"])
@@ -177,6 +191,7 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
                 logits = head_forward(net, feats[split].features)
             labels = feats[split].labels
             return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+
         return evaluate
 
     def feat_step(net: torch.nn.Module):
@@ -195,8 +210,9 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
         s1_seconds, s1_epochs, _ = Fit(model, stage1, feat_step(model), feat_eval(model), n).run(False)
     acc1 = feat_eval(model)("test")[1]
     # Interleaved rounds, so load from other users of the machine falls on both alike; median.
-    rounds = [(epoch_seconds(model, False), *[epoch_seconds(model, True) for _ in range(3)])
-              for _ in range(args.rounds)]
+    rounds = [
+        (epoch_seconds(model, False), *[epoch_seconds(model, True) for _ in range(3)]) for _ in range(args.rounds)
+    ]
     uncached_epoch = statistics.median(r[0] for r in rounds)
     cached_epoch = statistics.median(t for r in rounds for t in r[1:])
 
@@ -213,20 +229,35 @@ def run_size(base: PreparedData, size: int, args: argparse.Namespace) -> list[di
         evaluate = image_eval(model, data, norm)
         s2_seconds, s2_epochs, _ = Fit(model, stage, image_step(model, data, norm), evaluate, n).run(bn_eval)
         acc2 = evaluate("test")[1]
-        rows.append({
-            "size": size, "stage2": label, "trainable2": trainable,
-            "acc1": acc1, "s1": extract + s1_seconds, "s1_epochs": s1_epochs, "extract": extract,
-            "cached_epoch": cached_epoch, "uncached_epoch": uncached_epoch,
-            "acc2": acc2, "s2": s2_seconds, "s2_epochs": s2_epochs,
-        })
-        print(f"{size}px {label}: stage 1 {acc1:.4f} ({extract + s1_seconds:.0f}s), stage 2 {acc2:.4f} "
-              f"({s2_seconds:.0f}s, {s2_epochs} epochs)", flush=True)
+        rows.append(
+            {
+                "size": size,
+                "stage2": label,
+                "trainable2": trainable,
+                "acc1": acc1,
+                "s1": extract + s1_seconds,
+                "s1_epochs": s1_epochs,
+                "extract": extract,
+                "cached_epoch": cached_epoch,
+                "uncached_epoch": uncached_epoch,
+                "acc2": acc2,
+                "s2": s2_seconds,
+                "s2_epochs": s2_epochs,
+            }
+        )
+        print(
+            f"{size}px {label}: stage 1 {acc1:.4f} ({extract + s1_seconds:.0f}s), stage 2 {acc2:.4f} "
+            f"({s2_seconds:.0f}s, {s2_epochs} epochs)",
+            flush=True,
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| px | stage 2 | stage-1 test acc | stage-1 time (extract + epochs) | stage-2 test acc | gain (points) "
-            "| stage-2 time (epochs) | stage-1 epoch: no cache | cached | speed-up | acc per minute (both stages) |")
+    head = (
+        "| px | stage 2 | stage-1 test acc | stage-1 time (extract + epochs) | stage-2 test acc | gain (points) "
+        "| stage-2 time (epochs) | stage-1 epoch: no cache | cached | speed-up | acc per minute (both stages) |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         total_min = (r["s1"] + r["s2"]) / 60
@@ -252,9 +283,11 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="stage-2 alternatives at the first size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    machine = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-               f"({args.threads} threads), Python {platform.python_version()}, load average at start "
-               f"{os.getloadavg()[0]:.1f} (shared machine)")
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+        f"({args.threads} threads), Python {platform.python_version()}, load average at start "
+        f"{os.getloadavg()[0]:.1f} (shared machine)"
+    )
     print(machine, flush=True)
     base = load_cifar(args.train, args.val, args.test)
     print(f"CIFAR-10 subset: {args.train} train / {args.val} val / {args.test} test images", flush=True)
@@ -263,9 +296,15 @@ def main() -> None:
     print(text)
     out = HERE / "out" / "transfer.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = "PYTHONPATH=src python bench/bench_transfer.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if k != "variants") + (" --variants" if args.variants else "")
+    command = (
+        "PYTHONPATH=src python bench/bench_transfer.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "variants"
+        )
+        + (" --variants" if args.variants else "")
+    )
     out.write_text(
         f"# Transfer learning: EfficientNet-Lite0 on a CIFAR-10 subset\n\n`{command}`\n\n{machine}\n\n"
         f"{args.train} train / {args.val} val / {args.test} test images (balanced, first files per class), "

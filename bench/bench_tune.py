@@ -49,8 +49,17 @@ def draw_views(run: Path, out: Path) -> None:
     save_figure(fig, out, f"TTA's 10 views of a test photo ({trained.class_names[int(test.labels[pick])]})")
 
 
-PARAMS = ("lr", "weight_decay", "augment", "augment_strength", "label_smoothing", "batch_size", "finetune_lr",
-          "finetune_blocks", "finetune_epochs")
+PARAMS = (
+    "lr",
+    "weight_decay",
+    "augment",
+    "augment_strength",
+    "label_smoothing",
+    "batch_size",
+    "finetune_lr",
+    "finetune_blocks",
+    "finetune_epochs",
+)
 
 
 def _number(text: str) -> str:
@@ -71,8 +80,15 @@ def trials_table(trials_csv: Path) -> list[str]:
     for row in rows:
         label = f"{row['trial']} (defaults)" if row["baseline"] == "True" else row["trial"]
         acc = f"{float(row['val_acc']):.0%}" if row["val_acc"] else ""
-        cells = [label, row["state"], acc, _number(row["val_loss"]), row["epochs"], f"{float(row['seconds']):.0f}",
-                 *(_number(row.get(f"param_{p}") or "") for p in shown)]
+        cells = [
+            label,
+            row["state"],
+            acc,
+            _number(row["val_loss"]),
+            row["epochs"],
+            f"{float(row['seconds']):.0f}",
+            *(_number(row.get(f"param_{p}") or "") for p in shown),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -90,8 +106,10 @@ def main(seconds: float) -> None:
     for label, row in (("trial 0: the defaults", baseline), (f"trial {best['trial']}: the search's best", best)):
         metrics = cnnlab.evaluate(row["run"], tta=True)
         cost = metrics["tta"]["ms_per_image"]
-        lines.append(f"| {label} | {row['val_acc']:.2%} | {metrics['accuracy']:.2%} | {metrics['tta']['accuracy']:.2%} "
-                     f"| {cost['tta']:.1f} ({cost['plain']:.1f}) |")
+        lines.append(
+            f"| {label} | {row['val_acc']:.2%} | {metrics['accuracy']:.2%} | {metrics['tta']['accuracy']:.2%} "
+            f"| {cost['tta']:.1f} ({cost['plain']:.1f}) |"
+        )
     draw_views(Path(best["run"]), FIGURES / "tta_views_dtd10.png")
     states = [r["state"] for r in rows.values()]
     splits = json.loads((Path(baseline["run"]) / "run.json").read_text())["data"]["splits"]
@@ -101,16 +119,24 @@ def main(seconds: float) -> None:
     for name in ("history.png", "importance.png"):
         if (folder / name).is_file():
             shutil.copy(folder / name, FIGURES / f"tune_dtd10_{name}")
-    write_page("tune", "cnnlab tune on dtd10: the search's best vs the defaults",
-               f"python bench/bench_tune.py {seconds:g}",
-               f"EfficientNet-Lite0 with its built-in ImageNet weights on dtd10 ({counts} photos). Budget {seconds:g} s for the "
-               f"whole search ({result.seconds_used:.0f} s used by the trials, {wall:.0f} s wall time with the best's "
-               f"test scoring); {len(states)} trials: {states.count('complete')} complete, {states.count('pruned')} "
-               f"pruned, {states.count('fail')} failed. Trial 0 is the default transfer run. The search compared "
-               f"validation accuracy only; the test column of trial 0 was scored afterwards for this page. Best "
-               f"settings: {json.dumps(params)}.",
-               lines + ["", "Every trial (a pruned trial's accuracy is its last report to the pruner):", "",
-                        *trials_table(folder / "trials.csv")])
+    write_page(
+        "tune",
+        "cnnlab tune on dtd10: the search's best vs the defaults",
+        f"python bench/bench_tune.py {seconds:g}",
+        f"EfficientNet-Lite0 with its built-in ImageNet weights on dtd10 ({counts} photos). Budget {seconds:g} s for the "
+        f"whole search ({result.seconds_used:.0f} s used by the trials, {wall:.0f} s wall time with the best's "
+        f"test scoring); {len(states)} trials: {states.count('complete')} complete, {states.count('pruned')} "
+        f"pruned, {states.count('fail')} failed. Trial 0 is the default transfer run. The search compared "
+        f"validation accuracy only; the test column of trial 0 was scored afterwards for this page. Best "
+        f"settings: {json.dumps(params)}.",
+        lines
+        + [
+            "",
+            "Every trial (a pruned trial's accuracy is its last report to the pruner):",
+            "",
+            *trials_table(folder / "trials.csv"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,11 @@ def build_net(spec: dict[str, Any]) -> FastCifarNet:
 def run_variant(name: str, epochs: int, seed: int, source: Path, data: Any) -> dict[str, Any]:
     """Trains one variant for ``epochs`` epochs; validation accuracy without, with flip and with flip+translate TTA."""
     spec = VARIANTS[name]
-    updates = {"train": {"epochs": epochs, "patience": 1000, "time_budget": None, **spec.get("train", {})},
-               "data": spec.get("data", {}), "augment": spec.get("augment", {})}
+    updates = {
+        "train": {"epochs": epochs, "patience": 1000, "time_budget": None, **spec.get("train", {})},
+        "data": spec.get("data", {}),
+        "augment": spec.get("augment", {}),
+    }
     config = recipe_config("fast-cifar", source, seed, updates)
     result = train_once(config, data, model=build_net(spec))
     net, normalize = result.model, result.extra["normalize"]
@@ -72,8 +75,15 @@ def run_variant(name: str, epochs: int, seed: int, source: Path, data: Any) -> d
         began = time.perf_counter()
         scores[tta] = accuracy(net, normalize, data.splits["val"])
         scores[f"{tta}_s"] = time.perf_counter() - began
-    return {"variant": name, "epochs": epochs, "seed": seed, "val": scores, "train_s": result.train_seconds,
-            "images_per_s": result.extra["images_per_s"], "load": machine().split("load average ")[1]}
+    return {
+        "variant": name,
+        "epochs": epochs,
+        "seed": seed,
+        "val": scores,
+        "train_s": result.train_seconds,
+        "images_per_s": result.extra["images_per_s"],
+        "load": machine().split("load average ")[1],
+    }
 
 
 def speed(names: list[str], rounds: int) -> dict[str, float]:
@@ -82,12 +92,19 @@ def speed(names: list[str], rounds: int) -> dict[str, float]:
     for name in names:
         spec = VARIANTS[name]
         factory: Callable[[], FastCifarNet] = lambda spec=spec: build_net(spec)  # noqa: E731
-        variants[name] = {"model": factory, "channels_last": True,
-                          "bf16": spec.get("train", {}).get("precision") != "32-true",
-                          "batch": spec.get("data", {}).get("batch_size", 256)}
+        variants[name] = {
+            "model": factory,
+            "channels_last": True,
+            "bf16": spec.get("train", {}).get("precision") != "32-true",
+            "batch": spec.get("data", {}).get("batch_size", 256),
+        }
     for threads in (1, 2):
         variants[f"base, {threads} thread{'s' * (threads > 1)}"] = {
-            "model": lambda: build_net({}), "channels_last": True, "bf16": True, "threads": threads}
+            "model": lambda: build_net({}),
+            "channels_last": True,
+            "bf16": True,
+            "threads": threads,
+        }
     rows = speed_table("fast_cifar", 3, 32, 256, rounds=rounds, variants=variants)
     print("\n".join(rows))
     out: dict[str, float] = {}

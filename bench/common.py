@@ -26,7 +26,7 @@ from cnnlab.data.prepare import prepare_data
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.machine import machine_line
 from cnnlab.models import model_input
-from cnnlab.training.build import build_model, preprocess_meta
+from cnnlab.training.build import build_model, preprocess_of
 from cnnlab.training.checkpoint import load_module_weights
 from cnnlab.training.module import ClassifierModule
 from cnnlab.training.optim import apply_speedups
@@ -57,8 +57,7 @@ def machine() -> str:
 
 def write_page(name: str, title: str, command: str, intro: str, body: list[str]) -> str:
     """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it."""
-    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine()}  ", "", intro, "",
-                      *body, ""])
+    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine()}  ", "", intro, "", *body, ""])
     OUT.mkdir(exist_ok=True)
     (OUT / f"{name}.md").write_text(text)
     print("\n" + text)
@@ -121,8 +120,9 @@ class TestProbe(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % self.every == 0 and batch_idx + 1 < trainer.num_training_batches:
             self._probe(trainer, pl_module, trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches)
 
@@ -147,20 +147,31 @@ class RunResult:
     model: torch.nn.Module | None = None  # the trained network (best checkpoint), in eval mode
 
 
-def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0, stop_at: float | None = None,
-               workdir: Path | None = None, model: torch.nn.Module | None = None,
-               callbacks: list[L.Callback] | None = None) -> RunResult:
+def train_once(
+    config: RunConfig,
+    data: PreparedData,
+    probes_per_epoch: int = 0,
+    stop_at: float | None = None,
+    workdir: Path | None = None,
+    model: torch.nn.Module | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> RunResult:
     """Trains ``config`` on ``data`` the way ``cnnlab train`` does; scores the best checkpoint on test.
 
     ``model`` replaces the config's network (a variant under study); ``callbacks`` join the Trainer's.
     """
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    preprocess = preprocess_meta(data, config)
+    preprocess = preprocess_of(data, config)
     model = apply_speedups(model or build_model(config, data.num_classes, preprocess), config.train)
-    normalize = Normalize(preprocess["mean"], preprocess["std"])
-    module = ClassifierModule(model, data.num_classes, normalize, config.train,
-                              augment=build_batch_augment(config.augment),
-                              label_smoothing=config.augment.label_smoothing)
+    normalize = Normalize(preprocess.mean, preprocess.std)
+    module = ClassifierModule(
+        model,
+        data.num_classes,
+        normalize,
+        config.train,
+        augment=build_batch_augment(config.augment),
+        label_smoothing=config.augment.label_smoothing,
+    )
     datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         files = new_run_dir(merge_config(config, {"runs_dir": tmp, "name": "bench"}))
@@ -174,8 +185,9 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
         if budget is not None:
             callbacks.append(budget)
         with quiet_lightning():
-            trainer, checkpoint = build_trainer(config.train, files, config.train.epochs, "train",
-                                                extra_callbacks=callbacks)
+            trainer, checkpoint = build_trainer(
+                config.train, files, config.train.epochs, "train", extra_callbacks=callbacks
+            )
             started = time.perf_counter()
             trainer.fit(module, datamodule=datamodule)
         finished = time.perf_counter()
@@ -190,10 +202,15 @@ def train_once(config: RunConfig, data: PreparedData, probes_per_epoch: int = 0,
     batches = -(-len(data.splits["train"]) // config.data.batch_size)
     epochs = trainer.global_step / batches  # fractional: a budget can end mid-epoch
     images = min(trainer.global_step * config.data.batch_size, epochs * len(data.splits["train"]))
-    return RunResult(seconds, epochs, accuracy(module.model, normalize, data.splits["test"]),
-                     probe, budget, {"wall_seconds": wall, "images_per_s": images / max(seconds, 1e-9),
-                                       "normalize": normalize},
-                     module.model.eval())
+    return RunResult(
+        seconds,
+        epochs,
+        accuracy(module.model, normalize, data.splits["test"]),
+        probe,
+        budget,
+        {"wall_seconds": wall, "images_per_s": images / max(seconds, 1e-9), "normalize": normalize},
+        module.model.eval(),
+    )
 
 
 def spread(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -214,8 +231,14 @@ SPEED_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: int = 5,
-                variants: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def speed_table(
+    model_name: str,
+    in_chans: int,
+    side: int,
+    batch: int,
+    rounds: int = 5,
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """Markdown rows: training-step time per image (forward, backward, SGD step) for each speed-up.
 
     All variants are built first, then timed round-robin (5 steps each per round), so a change in
@@ -232,10 +255,14 @@ def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: i
     steps_x: dict[str, torch.Tensor] = {}
     for label, v in variants.items():
         torch.manual_seed(0)
-        model = (v["model"]() if "model" in v  # a variant's own network (a factory)
-                 else create_model(model_name, num_classes=10, in_chans=in_chans, image_size=(side, side), dropout=0.0))
-        model = apply_speedups(model, TrainConfig(channels_last=v.get("channels_last", False),
-                                                  compile=v.get("compile", False)))
+        model = (
+            v["model"]()
+            if "model" in v  # a variant's own network (a factory)
+            else create_model(model_name, num_classes=10, in_chans=in_chans, image_size=(side, side), dropout=0.0)
+        )
+        model = apply_speedups(
+            model, TrainConfig(channels_last=v.get("channels_last", False), compile=v.get("compile", False))
+        )
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         size = v.get("batch", batch)
         x, y = torch.rand(size, in_chans, side, side), torch.randint(0, 10, (size,))
@@ -263,6 +290,8 @@ def speed_table(model_name: str, in_chans: int, side: int, batch: int, rounds: i
     base = statistics.median(next(iter(times.values())))
     lines = ["| variant | us per image (median, min-max) | time vs default | warm-up (s) |", "|---|---|---|---|"]
     for label, values in times.items():
-        lines.append(f"| {label} | {spread(values, '{:.0f}')} | {statistics.median(values) / base:.2f}x | "
-                     f"{steps[label][1]:.1f} |")
+        lines.append(
+            f"| {label} | {spread(values, '{:.0f}')} | {statistics.median(values) / base:.2f}x | "
+            f"{steps[label][1]:.1f} |"
+        )
     return lines

@@ -37,7 +37,7 @@ from cnnlab.models.freeze import freeze_backbone, param_groups, set_frozen_bn_ev
 from cnnlab.models.freeze import unfreeze_last_blocks, unfreeze_last_layers  # noqa: E402
 from cnnlab.models.heads import head_forward  # noqa: E402
 from cnnlab.models.inference import run_batches  # noqa: E402
-from cnnlab.training.build import build_model, preprocess_meta  # noqa: E402
+from cnnlab.training.build import build_model, preprocess_of  # noqa: E402
 from cnnlab.training.optim import apply_speedups, build_optimizer, build_scheduler  # noqa: E402
 
 from common import load_data  # noqa: E402
@@ -63,24 +63,78 @@ CANDIDATES = {
     "lesson": Candidate("lesson: 10 layers, 1e-5, plateau, 3 ep"),
     "l10-1e5-10": Candidate("10 layers, 1e-5, plateau, 10 ep", epochs=10),
     "l10-1e4-oc5": Candidate("10 layers, 1e-4, onecycle, 5 ep", lr=1e-4, scheduler="onecycle", epochs=5),
-    "b2-3e4-oc5": Candidate("2 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=2, lr=3e-4, scheduler="onecycle", epochs=5),
-    "b3-1e4-oc5": Candidate("3 blocks, 1e-4, onecycle, 5 ep", layers=None, blocks=3, lr=1e-4, scheduler="onecycle", epochs=5),
-    "b3-3e4-oc5": Candidate("3 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=3, lr=3e-4, scheduler="onecycle", epochs=5),
-    "b3-1e3-oc5": Candidate("3 blocks, 1e-3, onecycle, 5 ep", layers=None, blocks=3, lr=1e-3, scheduler="onecycle", epochs=5),
-    "b6-3e4-oc5": Candidate("6 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=6, lr=3e-4, scheduler="onecycle", epochs=5),
-    "b6-3e4-ld-oc5": Candidate("6 blocks, 3e-4, decay 0.8, onecycle, 5 ep", layers=None, blocks=6, lr=3e-4,
-                               scheduler="onecycle", epochs=5, layer_decay=0.8),
-    "b9-3e4-ld-oc5": Candidate("9 blocks, 3e-4, decay 0.8, onecycle, 5 ep", layers=None, blocks=9, lr=3e-4,
-                               scheduler="onecycle", epochs=5, layer_decay=0.8),
-    "b3-3e4-oc10": Candidate("3 blocks, 3e-4, onecycle, 10 ep", layers=None, blocks=3, lr=3e-4, scheduler="onecycle", epochs=10),
-    "b3-1e4-oc5-ls1": Candidate("3 blocks, 1e-4, onecycle, 5 ep, smoothing 0.1", layers=None, blocks=3, lr=1e-4,
-                                scheduler="onecycle", epochs=5, label_smoothing=0.1),
-    "b3-3e4-oc5-ls1": Candidate("3 blocks, 3e-4, onecycle, 5 ep, smoothing 0.1", layers=None, blocks=3, lr=3e-4,
-                                scheduler="onecycle", epochs=5, label_smoothing=0.1),
-    "b3-3e4-oc8-ls1": Candidate("3 blocks, 3e-4, onecycle, 8 ep, smoothing 0.1", layers=None, blocks=3, lr=3e-4,
-                                scheduler="onecycle", epochs=8, label_smoothing=0.1),
-    "b6-1e3-ld-oc5": Candidate("6 blocks, 1e-3, decay 0.7, onecycle, 5 ep", layers=None, blocks=6, lr=1e-3,
-                               scheduler="onecycle", epochs=5, layer_decay=0.7),
+    "b2-3e4-oc5": Candidate(
+        "2 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=2, lr=3e-4, scheduler="onecycle", epochs=5
+    ),
+    "b3-1e4-oc5": Candidate(
+        "3 blocks, 1e-4, onecycle, 5 ep", layers=None, blocks=3, lr=1e-4, scheduler="onecycle", epochs=5
+    ),
+    "b3-3e4-oc5": Candidate(
+        "3 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=3, lr=3e-4, scheduler="onecycle", epochs=5
+    ),
+    "b3-1e3-oc5": Candidate(
+        "3 blocks, 1e-3, onecycle, 5 ep", layers=None, blocks=3, lr=1e-3, scheduler="onecycle", epochs=5
+    ),
+    "b6-3e4-oc5": Candidate(
+        "6 blocks, 3e-4, onecycle, 5 ep", layers=None, blocks=6, lr=3e-4, scheduler="onecycle", epochs=5
+    ),
+    "b6-3e4-ld-oc5": Candidate(
+        "6 blocks, 3e-4, decay 0.8, onecycle, 5 ep",
+        layers=None,
+        blocks=6,
+        lr=3e-4,
+        scheduler="onecycle",
+        epochs=5,
+        layer_decay=0.8,
+    ),
+    "b9-3e4-ld-oc5": Candidate(
+        "9 blocks, 3e-4, decay 0.8, onecycle, 5 ep",
+        layers=None,
+        blocks=9,
+        lr=3e-4,
+        scheduler="onecycle",
+        epochs=5,
+        layer_decay=0.8,
+    ),
+    "b3-3e4-oc10": Candidate(
+        "3 blocks, 3e-4, onecycle, 10 ep", layers=None, blocks=3, lr=3e-4, scheduler="onecycle", epochs=10
+    ),
+    "b3-1e4-oc5-ls1": Candidate(
+        "3 blocks, 1e-4, onecycle, 5 ep, smoothing 0.1",
+        layers=None,
+        blocks=3,
+        lr=1e-4,
+        scheduler="onecycle",
+        epochs=5,
+        label_smoothing=0.1,
+    ),
+    "b3-3e4-oc5-ls1": Candidate(
+        "3 blocks, 3e-4, onecycle, 5 ep, smoothing 0.1",
+        layers=None,
+        blocks=3,
+        lr=3e-4,
+        scheduler="onecycle",
+        epochs=5,
+        label_smoothing=0.1,
+    ),
+    "b3-3e4-oc8-ls1": Candidate(
+        "3 blocks, 3e-4, onecycle, 8 ep, smoothing 0.1",
+        layers=None,
+        blocks=3,
+        lr=3e-4,
+        scheduler="onecycle",
+        epochs=8,
+        label_smoothing=0.1,
+    ),
+    "b6-1e3-ld-oc5": Candidate(
+        "6 blocks, 1e-3, decay 0.7, onecycle, 5 ep",
+        layers=None,
+        blocks=6,
+        lr=1e-3,
+        scheduler="onecycle",
+        epochs=5,
+        layer_decay=0.7,
+    ),
 }
 
 
@@ -100,14 +154,20 @@ class Activations:
     def __init__(self, model: torch.nn.Module, lowest: Cut, data: Any, normalize: Normalize) -> None:
         self.model, self.lowest, self.labels = model, lowest, {k: v.labels for k, v in data.splits.items()}
         started = time.perf_counter()
-        self.at: dict[str, dict[str, torch.Tensor]] = {lowest.where: {
-            split: torch.cat([z for _, z in run_batches(model, s.images, normalize, lambda m, x: lowest.bottom_forward(x))])
-            for split, s in data.splits.items()}}
+        self.at: dict[str, dict[str, torch.Tensor]] = {
+            lowest.where: {
+                split: torch.cat(
+                    [z for _, z in run_batches(model, s.images, normalize, lambda m, x: lowest.bottom_forward(x))]
+                )
+                for split, s in data.splits.items()
+            }
+        }
         self.extract_seconds = time.perf_counter() - started
         self.names = [n for n, _ in self._chain()]
 
     def _chain(self) -> list[tuple[str, torch.nn.Module]]:
         from cnnlab.models.cut import feature_chain
+
         return feature_chain(self.model)
 
     def get(self, where: str) -> dict[str, torch.Tensor]:
@@ -117,8 +177,13 @@ class Activations:
             start, stop = names.index(self.lowest.where), names.index(where) if where in names else len(names)
             between = torch.nn.Sequential(*[m for _, m in chain[start:stop]]).eval()
             with torch.inference_mode():
-                parts = {k: [between(v[i:i + 64].contiguous(memory_format=torch.channels_last))
-                             for i in range(0, len(v), 64)] for k, v in self.at[self.lowest.where].items()}
+                parts = {
+                    k: [
+                        between(v[i : i + 64].contiguous(memory_format=torch.channels_last))
+                        for i in range(0, len(v), 64)
+                    ]
+                    for k, v in self.at[self.lowest.where].items()
+                }
             self.at[where] = {k: torch.cat(v) for k, v in parts.items()}  # outside inference mode: trainable inputs
         return self.at[where]
 
@@ -127,14 +192,25 @@ def evaluate(forward, z: torch.Tensor, labels: torch.Tensor, model: torch.nn.Mod
     was = [(m, m.training) for m in model.modules()]
     model.eval()
     with torch.inference_mode():
-        logits = torch.cat([forward(z[i:i + 256]) for i in range(0, len(z), 256)])
+        logits = torch.cat([forward(z[i : i + 256]) for i in range(0, len(z), 256)])
     for m, t in was:
         m.training = t
     return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
 
 
-def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, epochs: int, seed: int,
-             patience: int = 5, restore_modes=None, label_smoothing: float = 0.0) -> dict[str, Any]:
+def fit_loop(
+    model,
+    forward,
+    z: dict[str, torch.Tensor],
+    labels,
+    params,
+    cfg,
+    epochs: int,
+    seed: int,
+    patience: int = 5,
+    restore_modes=None,
+    label_smoothing: float = 0.0,
+) -> dict[str, Any]:
     """cnnlab's stage loop: optimiser and schedule from ``cfg``, early stopping, best val loss kept."""
     optimizer = build_optimizer(params, cfg, cfg.lr)
     steps_per_epoch = -(-len(labels["train"]) // BATCH)
@@ -162,8 +238,9 @@ def fit_loop(model, forward, z: dict[str, torch.Tensor], labels, params, cfg, ep
             sched["scheduler"].step(val[0])
         clock += time.perf_counter() - started
         test = evaluate(forward, z["test"], labels["test"], model)  # off the clock
-        history.append({"epoch": epoch + 1, "val_loss": val[0], "val_acc": val[1], "test_acc": test[1],
-                        "seconds": clock})
+        history.append(
+            {"epoch": epoch + 1, "val_loss": val[0], "val_acc": val[1], "test_acc": test[1], "seconds": clock}
+        )
         if val[0] < best:
             best, bad, best_state = val[0], 0, copy.deepcopy(model.state_dict())
         else:
@@ -193,29 +270,37 @@ def select(hist: list[dict], rule: str, val_images: int) -> dict:
         return min(hist, key=lambda h: (errors(h), h["val_loss"]))
     if rule == "last":
         last = hist[-1]
-        better = errors(last) < errors(first) or (errors(last) == errors(first) and last["val_loss"] < first["val_loss"])
+        better = errors(last) < errors(first) or (
+            errors(last) == errors(first) and last["val_loss"] < first["val_loss"]
+        )
         return last if better else first
     best = min(hist[1:], key=lambda h: select_score(errors(h), h["val_loss"], "accuracy"))
     stage1 = {"val_at_best": {"errors": errors(first), "loss": first["val_loss"]}}
-    return best if select_score(errors(best), best["val_loss"], "accuracy") < score_to_beat(stage1, "accuracy") else first
+    return (
+        best if select_score(errors(best), best["val_loss"], "accuracy") < score_to_beat(stage1, "accuracy") else first
+    )
 
 
 RULES = ["loss", "acc", "last", "cnnlab"]
 
 
 def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, image_size: int | None) -> dict:
-    overrides: dict[str, Any] = {"data": folder, "model": "efficientnet_lite0", "pretrained": True,
-                                 "val_split": val_split}
+    overrides: dict[str, Any] = {
+        "data": folder,
+        "model": "efficientnet_lite0",
+        "pretrained": True,
+        "val_split": val_split,
+    }
     if image_size:
         overrides["image_size"] = image_size
     config = build_config(**overrides)
     data = load_data(config)
     sizes = {k: len(v) for k, v in data.splits.items()}
     print(f"{folder}: {sizes}, val split {val_split}", flush=True)
-    preprocess = preprocess_meta(data, config)
+    preprocess = preprocess_of(data, config)
     torch.manual_seed(0)
     model = apply_speedups(build_model(config, data.num_classes, preprocess), config.train)
-    normalize = Normalize(preprocess["mean"], preprocess["std"])
+    normalize = Normalize(preprocess.mean, preprocess.std)
     labels = {k: v.labels for k, v in data.splits.items()}
     lowest_blocks = max(c.blocks or 0 for c in (CANDIDATES[k] for k in keys)) or 3
     set_trainable(model, Candidate("lowest", layers=None, blocks=max(lowest_blocks, 3)))
@@ -223,8 +308,11 @@ def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, ima
     lowest, why = cut_below_trainable(model, sample)
     assert lowest is not None, why
     acts = Activations(model, lowest, data, normalize)
-    print(f"  activations at {lowest.where}: {acts.extract_seconds:.0f} s, "
-          f"{sum(v.numel() * 4 for v in acts.at[lowest.where].values()) / 2**20:.0f} MiB", flush=True)
+    print(
+        f"  activations at {lowest.where}: {acts.extract_seconds:.0f} s, "
+        f"{sum(v.numel() * 4 for v in acts.at[lowest.where].values()) / 2**20:.0f} MiB",
+        flush=True,
+    )
     # Stage 1 on pooled features, as cnnlab trains it (cnnlab.training.stage_plan: frozen stage).
     freeze_backbone(model)
     model.train()
@@ -236,17 +324,34 @@ def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, ima
     stage1_cfg = dataclasses.replace(config.train, lr=1e-3)
     started = time.perf_counter()
     torch.set_num_threads(1)
-    result1 = fit_loop(model, lambda f: head_forward(model, f), pooled, labels,
-                       [p for p in model.parameters() if p.requires_grad], stage1_cfg, 50, 42,
-                       restore_modes=lambda: (model.train(), set_frozen_bn_eval(model)))
+    result1 = fit_loop(
+        model,
+        lambda f: head_forward(model, f),
+        pooled,
+        labels,
+        [p for p in model.parameters() if p.requires_grad],
+        stage1_cfg,
+        50,
+        42,
+        restore_modes=lambda: (model.train(), set_frozen_bn_eval(model)),
+    )
     torch.set_num_threads(THREADS)
     stage1_seconds = time.perf_counter() - started
     best1 = min(result1["history"], key=lambda h: h["val_loss"])
-    print(f"  stage 1: test {best1['test_acc']:.4f} val {best1['val_acc']:.4f} (epoch {best1['epoch']}, "
-          f"{stage1_seconds:.1f} s)", flush=True)
+    print(
+        f"  stage 1: test {best1['test_acc']:.4f} val {best1['val_acc']:.4f} (epoch {best1['epoch']}, "
+        f"{stage1_seconds:.1f} s)",
+        flush=True,
+    )
     stage1_state = copy.deepcopy(model.state_dict())
-    out = {"folder": folder, "sizes": sizes, "val_split": val_split, "stage1": best1,
-           "extract_seconds": acts.extract_seconds, "candidates": {}}
+    out = {
+        "folder": folder,
+        "sizes": sizes,
+        "val_split": val_split,
+        "stage1": best1,
+        "extract_seconds": acts.extract_seconds,
+        "candidates": {},
+    }
     for key in keys:
         cand = CANDIDATES[key]
         runs = []
@@ -256,20 +361,38 @@ def run_data(folder: str, keys: list[str], seeds: list[int], val_split: str, ima
             cut, why = cut_below_trainable(model, sample)
             assert cut is not None, why
             z = acts.get(cut.where)
-            cfg = dataclasses.replace(config.train, lr=cand.lr, scheduler=cand.scheduler, optimizer=cand.optimizer,
-                                      weight_decay=cand.weight_decay)
+            cfg = dataclasses.replace(
+                config.train,
+                lr=cand.lr,
+                scheduler=cand.scheduler,
+                optimizer=cand.optimizer,
+                weight_decay=cand.weight_decay,
+            )
             torch.manual_seed(seed)
             groups = param_groups(model, cand.lr, cand.layer_decay, cand.weight_decay)
-            result = fit_loop(model, cut.top_forward, z, labels, groups, cfg, cand.epochs, seed,
-                              restore_modes=lambda: (model.train(), set_frozen_bn_eval(model, include_trainable=True)),
-                              label_smoothing=cand.label_smoothing)
+            result = fit_loop(
+                model,
+                cut.top_forward,
+                z,
+                labels,
+                groups,
+                cfg,
+                cand.epochs,
+                seed,
+                restore_modes=lambda: (model.train(), set_frozen_bn_eval(model, include_trainable=True)),
+                label_smoothing=cand.label_smoothing,
+            )
             hist = result["history"]
             chosen = min(hist, key=lambda h: h["val_loss"])
-            runs.append({"seed": seed, "cut": cut.where, "history": hist, "chosen": chosen,
-                         "seconds": result["seconds"]})
-            print(f"  {cand.name} seed {seed}: cut {cut.where}, last test {hist[-1]['test_acc']:.4f}, "
-                  f"best-by-val epoch {chosen['epoch']} test {chosen['test_acc']:.4f}, max test "
-                  f"{max(h['test_acc'] for h in hist):.4f}, {result['seconds']:.1f} s", flush=True)
+            runs.append(
+                {"seed": seed, "cut": cut.where, "history": hist, "chosen": chosen, "seconds": result["seconds"]}
+            )
+            print(
+                f"  {cand.name} seed {seed}: cut {cut.where}, last test {hist[-1]['test_acc']:.4f}, "
+                f"best-by-val epoch {chosen['epoch']} test {chosen['test_acc']:.4f}, max test "
+                f"{max(h['test_acc'] for h in hist):.4f}, {result['seconds']:.1f} s",
+                flush=True,
+            )
         out["candidates"][key] = runs
     return out
 
@@ -307,19 +430,27 @@ def summarize(results: list[dict]) -> None:
     """Per data set and candidate: mean test change against stage 1 under each selection rule."""
     for r in results:
         val_images = r["sizes"]["val"]
-        print(f"\n{r['folder']} stage 1 test {r['stage1']['test_acc']:.4f}, {val_images} validation images; "
-              f"test change (points) of the model each rule keeps, mean over seeds [kept stage 2 in n of seeds]")
+        print(
+            f"\n{r['folder']} stage 1 test {r['stage1']['test_acc']:.4f}, {val_images} validation images; "
+            f"test change (points) of the model each rule keeps, mean over seeds [kept stage 2 in n of seeds]"
+        )
         print(f"  {'candidate':50s} " + " ".join(f"{rule:>14s}" for rule in RULES) + "   max test  seconds")
         for key, runs in r["candidates"].items():
             cells = []
             for rule in RULES:
                 chosen = [select(run["history"], rule, val_images) for run in runs]
-                change = statistics.mean(100 * (c["test_acc"] - run["history"][0]["test_acc"]) for c, run in zip(chosen, runs))
+                change = statistics.mean(
+                    100 * (c["test_acc"] - run["history"][0]["test_acc"]) for c, run in zip(chosen, runs)
+                )
                 cells.append(f"{change:+6.2f} [{sum(c['epoch'] > 0 for c in chosen)}/{len(runs)}]")
-            best = statistics.mean(100 * (max(h["test_acc"] for h in run["history"]) - run["history"][0]["test_acc"])
-                                   for run in runs)
-            print(f"  {CANDIDATES[key].name:50s} " + " ".join(f"{c:>14s}" for c in cells)
-                  + f"  {best:+7.2f}  {statistics.mean(run['seconds'] for run in runs):6.0f}")
+            best = statistics.mean(
+                100 * (max(h["test_acc"] for h in run["history"]) - run["history"][0]["test_acc"]) for run in runs
+            )
+            print(
+                f"  {CANDIDATES[key].name:50s} "
+                + " ".join(f"{c:>14s}" for c in cells)
+                + f"  {best:+7.2f}  {statistics.mean(run['seconds'] for run in runs):6.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,14 @@ class TestEveryEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.trained += time.perf_counter() - self._start
         _, accuracy = self.model.evaluate(self.x_test, self.y_test, batch_size=512, verbose=0)
-        self.rows.append({"epoch": epoch + 1, "seconds": round(self.trained, 2), "test_acc": float(accuracy),
-                          "val_acc": float((logs or {}).get("val_accuracy", 0.0))})
+        self.rows.append(
+            {
+                "epoch": epoch + 1,
+                "seconds": round(self.trained, 2),
+                "test_acc": float(accuracy),
+                "val_acc": float((logs or {}).get("val_accuracy", 0.0)),
+            }
+        )
         print(f"epoch {epoch + 1}: {self.trained:.1f} s of training, test accuracy {accuracy:.4f}", flush=True)
         if self.stop_at is not None and accuracy >= self.stop_at:
             self.model.stop_training = True  # the time to it is all the benchmark needs
@@ -70,17 +76,19 @@ def main(folder: Path, out: Path, stop_at: float | None = None) -> None:
     x_val, y_val = x_train[-10000:], y_train[-10000:]
     x_train, y_train = x_train[:-10000], y_train[:-10000]
     loaded = time.perf_counter() - started
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     probe = TestEveryEpoch(x_test, y_test, stop_at)
     callbacks = [
@@ -88,12 +96,18 @@ def main(folder: Path, out: Path, stop_at: float | None = None) -> None:
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-7),
         probe,
     ]
-    model.fit(x_train, y_train, batch_size=128, epochs=15, validation_data=(x_val, y_val), callbacks=callbacks,
-              verbose=0)
+    model.fit(
+        x_train, y_train, batch_size=128, epochs=15, validation_data=(x_val, y_val), callbacks=callbacks, verbose=0
+    )
     reached = next((row["seconds"] for row in probe.rows if row["test_acc"] >= 0.99), None)
-    result = {"tensorflow": tf.__version__, "threads": os.cpu_count(), "load_seconds": round(loaded, 1),
-              "epochs": probe.rows, "seconds_to_99": reached,
-              "final_test_acc": float(model.evaluate(x_test, y_test, verbose=0)[1])}
+    result = {
+        "tensorflow": tf.__version__,
+        "threads": os.cpu_count(),
+        "load_seconds": round(loaded, 1),
+        "epochs": probe.rows,
+        "seconds_to_99": reached,
+        "final_test_acc": float(model.evaluate(x_test, y_test, verbose=0)[1]),
+    }
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "epochs"}))
 

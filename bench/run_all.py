@@ -6,8 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_augment.py", "bench_loader.py", "bench_mnist.py", "bench_cifar.py", "bench_transfer.py",
-           "bench_augment_epoch.py", "bench_explain.py", "bench_compare.py", "bench_deploy.py", "bench_load.py"]
+BENCHES = [
+    "bench_augment.py",
+    "bench_loader.py",
+    "bench_mnist.py",
+    "bench_cifar.py",
+    "bench_transfer.py",
+    "bench_augment_epoch.py",
+    "bench_explain.py",
+    "bench_compare.py",
+    "bench_deploy.py",
+    "bench_load.py",
+]
 
 
 def main() -> int:
