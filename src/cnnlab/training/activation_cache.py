@@ -85,7 +85,7 @@ class ActivationCache:
         sizes = [len(image_set) for image_set in data.splits.values()]
         if sum(len(batch) for batch in caught) == sum(sizes):
             everything = torch.cat(caught)  # outside inference mode: a normal tensor, fit to train on
-            self.activations = dict(zip(data.splits, everything.split(sizes)))
+            self.activations = dict(zip(data.splits, torch.split(everything, sizes)))
 
     def _extract(self, data: PreparedData, normalize: Normalize) -> None:
         splits = {name: data.splits[name] for name in ("train", "val", "test") if name not in self.activations}

@@ -82,7 +82,8 @@ def read_architecture(path: Path) -> dict[str, dict[str, Any]] | None:
         raise CnnlabError(f"{path} is not valid JSON ({exc}); prune the model again") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("resized"), dict):
         raise CnnlabError(f"{path} is not a cnnlab architecture description ({FORMAT})")
-    return data["resized"]
+    resized: dict[str, dict[str, Any]] = data["resized"]
+    return resized
 
 
 def apply_architecture(model: nn.Module, resized: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:

@@ -34,7 +34,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CnnlabError(f"checkpoint '{path}' not found; was the run finished or interrupted early?")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     except pickle.UnpicklingError:
         raise CnnlabError(
             f"checkpoint '{path}' holds pickled Python objects that could run code; refused "

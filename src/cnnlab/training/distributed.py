@@ -24,7 +24,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cnnlab.errors import CnnlabError
 from cnnlab.training.ranks import SINGLE, Ranks, StoppedElsewhere
@@ -75,7 +75,7 @@ def _fabric(cfg: TrainConfig) -> Any:
 def _check_nodes_are_launched(cfg: TrainConfig, fabric: Any) -> None:
     """Several machines need a launcher (or the environment one sets); without, rank 0 would wait
     30 minutes for machines that were never asked to join."""
-    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.plugins.environments.lightning import LightningEnvironment
 
     environment = getattr(fabric.strategy, "cluster_environment", None)
     if cfg.num_nodes > 1 and type(environment) is LightningEnvironment and "NODE_RANK" not in os.environ:
@@ -104,7 +104,7 @@ def in_processes(cfg: TrainConfig, fn: Callable[..., T], *args: Any) -> T:
         return fn(SINGLE, *args)
     _check_nodes_are_launched(cfg, fabric)
     from lightning.fabric.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-    from torch.multiprocessing import ProcessExitedException
+    from torch.multiprocessing.spawn import ProcessExitedException
 
     from cnnlab.training.trainer import quiet_lightning
 
@@ -114,7 +114,7 @@ def in_processes(cfg: TrainConfig, fn: Callable[..., T], *args: Any) -> T:
             outcome = fabric.launch(_as_rank, _Call(fn, args), spawns)
     except ProcessExitedException as exc:
         raise CnnlabError(f"a process of the run stopped ({exc}); its messages are above") from None
-    return outcome.unwrap()
+    return cast(T, outcome.unwrap())
 
 
 @contextlib.contextmanager
@@ -133,7 +133,7 @@ class _Call:
     """A function and its arguments, as a plain object: Lightning's spawn launcher walks dataclass
     arguments to unshare tensors, and fails on frozen ones (the run config)."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.loaders import EVAL_BATCH_SIZE, EpochBatches, trainer_shard
+from cnnlab.data.batch_size import EVAL_BATCH_SIZE
+from cnnlab.data.loaders import EpochBatches, trainer_shard
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.models.heads import head_forward, pooled_features
@@ -141,7 +142,7 @@ def _gathered(part: FeatureSet, labels: torch.Tensor, ranks: Ranks) -> FeatureSe
     return FeatureSet(whole.contiguous(), labels.repeat(views), views)
 
 
-class _Rows(Dataset):
+class _Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Indexed by a whole list of row positions, returning the stacked batch."""
 
     def __init__(self, features: FeatureSet) -> None:
@@ -177,7 +178,7 @@ def feature_loader(
     seed: int = 0,
     balanced: bool = False,
     shard: tuple[int, int] = (0, 1),
-) -> DataLoader:
+) -> DataLoader[Any]:
     """A DataLoader of (features, labels) batches, like ``cnnlab.data.loaders.batch_loader``."""
     sampler = _ViewBatches(features, batch_size, shuffle, seed, balanced, shard)
     return DataLoader(_Rows(features), sampler=sampler, batch_size=None)
@@ -191,15 +192,15 @@ class FeatureDataModule(L.LightningDataModule):
         super().__init__()
         self.features, self.batch_size, self.seed, self.balanced = features, batch_size, seed, balanced
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Any]:
         return feature_loader(
             self.features["train"], self.batch_size, True, self.seed, self.balanced, trainer_shard(self)
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Any]:
         return feature_loader(self.features["val"], max(self.batch_size, EVAL_BATCH_SIZE), shard=trainer_shard(self))
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[Any]:
         return feature_loader(self.features["test"], max(self.batch_size, EVAL_BATCH_SIZE), shard=trainer_shard(self))
 
 

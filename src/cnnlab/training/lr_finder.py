@@ -126,12 +126,13 @@ def _bar_only_on_terminal() -> Iterator[None]:
     if sys.stderr.isatty() or in_notebook():
         yield
         return
-    bar = lightning_finder.tqdm
-    lightning_finder.tqdm = functools.partial(bar, disable=True)
+    finder: Any = lightning_finder  # its tqdm is an import of Lightning's module, not exported
+    bar = finder.tqdm
+    finder.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
-        lightning_finder.tqdm = bar
+        finder.tqdm = bar
 
 
 def _finder_trainer(cfg: TrainConfig, workdir: Path, steps: int) -> L.Trainer:
@@ -169,7 +170,7 @@ def find_lr(
     Raises:
         CnnlabError: when the loss could not be read at enough rates (too few batches, or NaN).
     """
-    from lightning.pytorch.tuner import Tuner
+    from lightning.pytorch.tuner.tuning import Tuner
 
     rule = rule or DEFAULT_RULE
 

@@ -57,7 +57,8 @@ class ClassifierModule(L.LightningModule):
         self.val_loss = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return as_class_logits(self(x))  # a one-output sigmoid head becomes [0, z]: CE == BCE

@@ -73,7 +73,7 @@ class Ranks:
         box: list[Any] = [value if self.is_zero else None]
         with _exchange():
             dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
+        return cast(T, box[0])
 
     def _zero_runs(self, fn: Callable[[], T], share: bool) -> T | None:
         if self.is_zero:

@@ -503,6 +503,7 @@ def _refit(
     to train). Ctrl-C in it reports the validated model (best.ckpt until the refit ends)."""
     refit_ctx = dataclasses.replace(ctx, data=refit_data(ctx.data))
     refit_kwargs = _module_kwargs(refit_ctx)  # class weights and the like from train + val
+    module: ClassifierModule | None
     with phase("training"):
         module, interrupted = _fit_guarded(
             partial(refit.train, refit_ctx, refit_kwargs, *resume, device_batch), ctx.files, ctx.config.data.batch_size

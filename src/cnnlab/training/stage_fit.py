@@ -76,7 +76,7 @@ class StageClock(L.Callback):
     def seconds(self) -> float:
         return self.already + self.clock() - self.start
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLOCK_KEY] = self.seconds()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 from torch import nn
@@ -136,7 +136,7 @@ def apply_stage(model: nn.Module, stage: Stage, transfer_cfg: TransferConfig) ->
     return trainable, total - trainable
 
 
-def stage_param_groups(model: nn.Module, stage: Stage, weight_decay: float = 0.0) -> list[dict]:
+def stage_param_groups(model: nn.Module, stage: Stage, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """Optimizer groups for ``stage`` (trainable parameters only, layer decay if set)."""
     assert not isinstance(stage.lr, str), "lr auto: the learning-rate finder sets the rate before the groups"
     return param_groups(model, stage.lr, stage.layer_decay, weight_decay)
