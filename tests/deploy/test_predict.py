@@ -7,33 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_shapes_folder
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    from cnnlab.cli.main import main
-
-    root = tmp_path_factory.mktemp("predict")
-    shapes = write_shapes_folder(root / "shapes")
-    assert (
-        main(
-            [
-                "train",
-                str(shapes),
-                "--epochs",
-                "5",
-                "--batch-size",
-                "16",
-                "--runs-dir",
-                str(root / "runs"),
-                "--name",
-                "p",
-            ]
-        )
-        == 0
-    )
-    return root / "runs" / "p", shapes
+@pytest.fixture
+def trained(trained_shapes) -> tuple[Path, Path]:
+    """The session's trained run (simple_cnn on 20 px bars, no exported model): predict only reads it."""
+    return trained_shapes
 
 
 def test_files_and_folders_in_order_with_top_k(cli, trained) -> None:
