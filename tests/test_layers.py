@@ -18,6 +18,7 @@ LAYERS = {
     "machine": 0,
     "markup": 0,
     "collector": 0,
+    "aside": 0,
     "figures": 1,
     "progress": 1,
     "phases": 1,

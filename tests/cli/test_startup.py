@@ -85,7 +85,36 @@ NOT_FOR_TRAINING_CNNLAB = (
     "cnnlab.cleaning",
     "cnnlab.comparison.",
 )
-PARSER_SETTINGS = ("cnnlab.deploy.settings", "cnnlab.serving.settings", "cnnlab.comparison.options")  # flag defaults
+PARSER_SETTINGS = (
+    "cnnlab.deploy.settings",
+    "cnnlab.serving.settings",
+    "cnnlab.explain.settings",
+    "cnnlab.comparison.options",
+)  # flag defaults
+
+
+def test_training_start_up_imports_no_deploy_serving_or_explain_stack() -> None:
+    """What ``cnnlab train`` imports before its data step (its start-up phase): the explain stack (Grad-CAM)
+    comes later, for the report's figures, and only then; deploy, serving and tuning never."""
+    probe = (
+        "import sys\n"
+        "from cnnlab.cli.main import build_parser\n"
+        "build_parser()\n"
+        "from cnnlab.api import resume, run_training\n"
+        "from cnnlab.training.distributed import process_rank\n"
+        "from cnnlab.training.record import RunRecord\n"
+        "from cnnlab.training.run_dir import read_optional_json\n"
+        "from cnnlab.training.run_fit import TrainingInterrupted\n"
+        "print(*sorted(sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = result.stdout.split()
+    assert "lightning" in modules  # the probe imported the training stack
+    top = {name.split(".")[0] for name in modules}
+    assert sorted(top & {*NOT_FOR_TRAINING, "pytorch_grad_cam"}) == []
+    stack = (*NOT_FOR_TRAINING_CNNLAB, "cnnlab.explain.")
+    assert [name for name in modules if name.startswith(stack) and name not in PARSER_SETTINGS] == []
 
 
 @dataclass
@@ -134,7 +163,7 @@ def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> TrainProcess:
     for line in process.stdout:
         last = time.monotonic()
         with_cpu = watched.cpu_times()
-        cpu = with_cpu.user + with_cpu.system
+        cpu = with_cpu.user + with_cpu.system + with_cpu.children_user + with_cpu.children_system  # as wait4 counts
         lines.append(line.rstrip("\n"))
     _, status, usage = os.wait4(process.pid, 0)
     ended = time.monotonic()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import cnnlab.phases as phases
+from cnnlab.aside import Aside
 from cnnlab.config import RunConfig
 from cnnlab.data.prepare import load_for_classes, prepare_data
 from cnnlab.data.types import PreparedData
@@ -39,6 +40,13 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     """Evaluates a freshly trained model on its test split and writes figures and report."""
     started = time.perf_counter()
     files, data, record = result.files, result.data, result.record
+    with phase("figures"):  # drawn on another core while this one scores the test split
+        training_figures = Aside(
+            partial(
+                write_training_figures, files, data.splits["train"], data.class_names, record, result.config.augment
+            ),
+            "training figures",
+        )
     metrics = evaluate_split(
         result.module.model,
         result.module.normalize,
@@ -51,7 +59,7 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     )
     record_final_accuracy(record, metrics["accuracy"])  # on record before the report reads it
     with phase("figures"):
-        write_training_figures(files, data.splits["train"], data.class_names, record, result.config.augment)
+        training_figures.join()
     record.timing.evaluate_seconds = round(time.perf_counter() - started, 2)
     record.status = "completed"
     record.memory = _with_evaluation_peak(record.memory)
