@@ -91,7 +91,7 @@ def test_errors_are_raised_not_exits(tmp_path: Path) -> None:
         cnnlab.train("digits", epoch=3)
     with pytest.raises(CnnlabError, match="not found"):
         cnnlab.load_run(tmp_path / "nope")
-    assert cnnlab.configure("digits", recipe="fast", epochs=1).model.name == "fast_cnn_small"
+    assert cnnlab.configure("digits", recipe="fast", epochs=1).model.name == "fast_cnn_slim"
 
 
 def test_the_api_names_stay_functions_once_every_package_is_loaded() -> None:

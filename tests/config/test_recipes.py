@@ -85,7 +85,7 @@ def test_yaml_and_flags_override_the_recipe(tmp_path: Path) -> None:
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("train:\n  epochs: 7\n  optimizer: sgd\n")
     config = build_config(recipe="fast", config_file=yaml_file, batch_size=32)  # defaults -> recipe -> YAML -> flags
-    assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn_small")
+    assert (config.train.epochs, config.data.batch_size, config.model.name) == (7, 32, "fast_cnn_slim")
     assert config.train.optimizer == "sgd"  # untouched recipe values stay
 
 

@@ -1,4 +1,4 @@
-"""fast_cnn, fast_cnn_small and fast_cifar: shapes for 1 and 3 channels and small sizes, whitening, flip TTA."""
+"""fast_cnn, fast_cnn_small, fast_cnn_slim and fast_cifar: shapes (1 and 3 channels, small sizes), whitening, TTA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from cnnlab.models import create_model, own_model_names
 from cnnlab.models.fast_cnn import FastCifarNet, PatchWhitening
 
 
-@pytest.mark.parametrize("name", ["fast_cnn", "fast_cnn_small", "fast_cifar"])
+@pytest.mark.parametrize("name", ["fast_cnn", "fast_cnn_small", "fast_cnn_slim", "fast_cifar"])
 @pytest.mark.parametrize("chans,side", [(1, 28), (3, 32), (1, 8), (3, 12), (3, 64)])
 def test_forward_shapes(name: str, chans: int, side: int) -> None:
     torch.manual_seed(0)
@@ -22,12 +22,38 @@ def test_forward_shapes(name: str, chans: int, side: int) -> None:
 
 
 def test_registered_and_sized() -> None:
-    assert {"fast_cnn", "fast_cnn_small", "fast_cifar"} <= set(own_model_names())
+    assert {"fast_cnn", "fast_cnn_small", "fast_cnn_slim", "fast_cifar"} <= set(own_model_names())
     sizes = {
         name: sum(p.numel() for p in create_model(name, num_classes=10, in_chans=1, image_size=(28, 28)).parameters())
-        for name in ("fast_cnn", "fast_cnn_small")
+        for name in ("fast_cnn", "fast_cnn_small", "fast_cnn_slim")
     }
-    assert 30_000 < sizes["fast_cnn_small"] < sizes["fast_cnn"] < 300_000  # seconds per MNIST epoch on a CPU
+    assert 30_000 < sizes["fast_cnn_slim"] < sizes["fast_cnn_small"] < sizes["fast_cnn"] < 300_000
+
+
+def test_slim_net_learns_a_tiny_task() -> None:
+    """--recipe fast's net: a few SGD steps on digits-like images (a bar on the left or the right) learn it."""
+    torch.manual_seed(0)
+    images = torch.rand(128, 1, 28, 28) * 0.3
+    labels = torch.randint(0, 2, (128,))
+    for i, label in enumerate(labels.tolist()):
+        images[i, 0, 6:22, (5 if label == 0 else 19) : (9 if label == 0 else 23)] = 1.0
+    model = create_model("fast_cnn_slim", num_classes=2, in_chans=1, image_size=(28, 28))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    def accuracy() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float((model(images).argmax(1) == labels).float().mean())
+
+    before = accuracy()
+    model.train()
+    for step in range(30):
+        batch = slice(32 * (step % 4), 32 * (step % 4 + 1))
+        loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert accuracy() >= max(0.95, before + 0.2)
 
 
 def test_whitening_is_set_from_the_first_training_batch_and_kept() -> None:
