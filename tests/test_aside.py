@@ -52,3 +52,22 @@ def test_without_fork_the_work_runs_in_place_at_join(tmp_path: Path, monkeypatch
     assert work.process is None and not out.exists()
     work.join()
     assert out.read_text() == str(os.getpid())
+
+
+@pytest.mark.skipif(sys.platform != "linux" or (os.cpu_count() or 1) < 2, reason="fork with two cores")
+def test_work_stuck_aside_is_killed_and_done_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aside, "PATIENCE", 0.5)
+    out = tmp_path / "pid.txt"
+
+    def stuck_when_forked() -> None:
+        if os.getpid() != parent:
+            time.sleep(60)  # like a lock another thread held at fork time
+        out.write_text(str(os.getpid()))
+
+    parent = os.getpid()
+    started = time.monotonic()
+    work = Aside(stuck_when_forked, "test work")
+    work.join()
+    assert time.monotonic() - started < 10
+    assert out.read_text() == str(parent)
+    assert work.process is not None and not work.process.is_alive()

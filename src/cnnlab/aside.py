@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 log = logging.getLogger("cnnlab")
+PATIENCE = 120.0  # seconds: a forked child that has not finished by then is stuck (a lock held at fork)
 
 
 def _forkable() -> bool:
@@ -54,8 +55,11 @@ class Aside:
     def join(self) -> None:
         """Returns once the work is done: waited for, or done here if the fork failed or could not run."""
         if self.process is not None:
-            self.process.join()
+            self.process.join(PATIENCE)
             if self.process.exitcode == 0:
                 return
+            if self.process.exitcode is None:  # forking a threaded process can leave a lock held for ever
+                self.process.kill()
+                self.process.join()
             log.debug("%s failed in its process (exit code %s): again here", self.name, self.process.exitcode)
         self.work()
