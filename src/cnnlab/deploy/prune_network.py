@@ -9,12 +9,14 @@ kernels run as slowly as before; it is there to show that difference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
+from cnnlab.deploy.prune_reconstruct import RemovedChannels, prune_groups, taylor_gradients
 from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import classifier_of
 from cnnlab.models.inference import modes_kept
@@ -34,12 +36,24 @@ def output_layer(model: nn.Module) -> nn.Module:
     return layers[-1]
 
 
-def prune_channels(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None = None) -> None:
-    """Removes ``ratio`` of the channels of every prunable group, least L2 magnitude first.
+def prune_channels(
+    model: nn.Module,
+    example: torch.Tensor,
+    ratio: float,
+    round_to: int | None = None,
+    labelled: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    keep_residual: bool = True,
+) -> RemovedChannels:
+    """Removes ``ratio`` of the channels of every prunable group, least important first.
 
     Args:
         example: one input batch, traced to find which layers' channels are coupled.
         round_to: keep channel counts a multiple of this (8 suits SIMD kernels on big models).
+        labelled: (images, labels) batches: importance is then Taylor's (weight x loss gradient),
+            else the weights' L2 magnitude.
+        keep_residual: leave channels that meet a residual addition whole (prune_reconstruct.py).
+    Returns:
+        the channels each layer lost, for ``reconstruct_layers``.
     """
     try:
         import torch_pruning as tp
@@ -48,15 +62,20 @@ def prune_channels(model: nn.Module, example: torch.Tensor, ratio: float, round_
             "structured pruning needs Torch-Pruning: pip install torch-pruning (or use --unstructured)"
         ) from None
     model.eval()
+    importance = tp.importance.GroupTaylorImportance() if labelled else tp.importance.GroupMagnitudeImportance(p=2)
     pruner = tp.pruner.BasePruner(  # MagnitudePruner/MetaPruner are deprecated names of it
         model,
         example,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        importance=importance,
         pruning_ratio=ratio,
         ignored_layers=[output_layer(model)],
         round_to=round_to,
     )
-    pruner.step()
+    if labelled:
+        taylor_gradients(model, labelled)
+    removed = prune_groups(pruner, model, keep_residual)
+    model.zero_grad(set_to_none=True)
+    return removed
 
 
 def prune_weights(model: nn.Module, amount: float) -> list[tuple[torch.Tensor, torch.Tensor]]:

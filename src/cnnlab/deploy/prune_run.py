@@ -27,7 +27,7 @@ import torch
 
 from cnnlab.config import RunConfig
 from cnnlab.data.types import PreparedData
-from cnnlab.deploy.benchmark import ROUNDS, normalized, sample, time_models, weights_mb
+from cnnlab.deploy.benchmark import ROUNDS, normalized, time_models, weights_mb
 from cnnlab.deploy.prune_network import (
     KeepZeros,
     channels,
@@ -38,6 +38,7 @@ from cnnlab.deploy.prune_network import (
     recalibrate_batchnorm,
     weight_sparsity,
 )
+from cnnlab.deploy.prune_reconstruct import all_refittable, reconstruct_layers
 from cnnlab.deploy.prune_sweep import sweep_sparsities
 from cnnlab.deploy.runtime import open_runtime, torch_threads
 from cnnlab.deploy.settings import (
@@ -67,6 +68,7 @@ from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
 RECALIBRATION_IMAGES = 512  # training images that re-estimate BatchNorm statistics after pruning
+RECONSTRUCTION_IMAGES = 256  # training images that choose channels (Taylor) and refit layers: 8 batches
 
 
 @dataclass
@@ -183,20 +185,36 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
 
 
 def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: int) -> tuple[torch.nn.Module, list]:
-    """A pruned copy of the parent's network with re-estimated BatchNorm statistics, and its masks
-    (unstructured: fine-tuning keeps the zeros at zero)."""
+    """A pruned copy of the parent's network and its masks (unstructured: fine-tuning keeps the zeros
+    at zero). Structured: channels chosen by Taylor importance on labelled training images, the
+    residual stream kept whole, then the layers that lost inputs refitted to the parent's outputs
+    (prune_reconstruct.py); BatchNorm statistics are re-estimated where a layer could not be refitted."""
     # Plain layout: torch's pruning flattens weights with .view, which NHWC weights refuse.
     model = copy.deepcopy(parent.trained.model).to(memory_format=torch.contiguous_format)
     masks = []
-    normalize = parent.trained.normalize
+    normalize, train = parent.trained.normalize, parent.data.splits["train"]
+    order = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
+    images, labels = (
+        train.images[order[:RECALIBRATION_IMAGES]],
+        torch.as_tensor(train.labels)[order[:RECALIBRATION_IMAGES]],
+    )
+    batches = [normalized(images[i : i + 32], normalize) for i in range(0, len(images), 32)]
+    refitted = True
     with torch_threads(max(threads, torch.get_num_threads())):
         if structured:
             own = resolve_name(parent.config.model.name) in own_model_names()
-            prune_channels(model, parent.example, sparsity, round_to=None if own else 8)
+            fitting = batches[: RECONSTRUCTION_IMAGES // 32]
+            labelled = list(zip(fitting, labels.split(32)))
+            removed = prune_channels(model, parent.example, sparsity, None if own else 8, labelled)
+            refitted = all_refittable(model, removed)
         else:
             masks = prune_weights(model, sparsity)
-        train = sample(parent.data.splits["train"].images, RECALIBRATION_IMAGES)
-        recalibrate_batchnorm(model, [normalized(train[i : i + 32], normalize) for i in range(0, len(train), 32)])
+            refitted = False
+        if not refitted:
+            recalibrate_batchnorm(model, batches)
+        if structured:
+            original = copy.deepcopy(parent.trained.model).to(memory_format=torch.contiguous_format).eval()
+            reconstruct_layers(model, original, removed, fitting)
     model.eval()
     return model, masks
 
