@@ -37,6 +37,7 @@ SECTIONS = [
     ("label_issues", "Label issues: flipped labels found on real photos (issue #31)"),
     ("tune", "cnnlab tune: an hour's search against the defaults, and TTA (issue #31)"),
     ("refit", "Transfer that uses every labelled photo: refit on train + val (issue #29)"),
+    ("crop_mode", "The centre crop against the whole photo: --crop-mode (issue #29)"),
     ("prune", "Pruning a Lite0 transfer run: what 50% of the channels costs (issue #29)"),
     ("distill", "Distillation: a pruned copy of the teacher, distilled vs alone (issue #29)"),
     ("distill_long", "Distillation trained 4x longer: 16 epochs instead of 4 (issue #29)"),

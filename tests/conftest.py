@@ -27,6 +27,17 @@ def write_shapes_folder(root: Path, per_class: int = 24, size: int = 20, seed: i
     return root
 
 
+def write_wide_bars(root: Path) -> Path:
+    """write_shapes_folder's bars (left, middle, right) made 3:1 wide (90x30 px): a centre crop keeps only the
+    middle third, where only the "middle" class has its bar, so it cannot tell "left" from "right"."""
+    folder = write_shapes_folder(root, per_class=24, size=30)
+    for path in folder.glob("*/*.png"):
+        with Image.open(path) as image:
+            wide = image.resize((90, 30), Image.Resampling.NEAREST)
+        wide.save(path)
+    return folder
+
+
 def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int = 0) -> Path:
     """Two classes of real photos: random crops of scikit-learn's temple and flower pictures."""
     from sklearn.datasets import load_sample_images

@@ -67,6 +67,11 @@ CASES = [
         "--frozen-epochs must be at least 0",
     ),
     ("mistyped choice", lambda t: ["train", "digits", "--optimizer", "adamm"], "did you mean adam"),
+    (
+        "unknown crop mode",
+        lambda t: ["train", "digits", "--crop-mode", "stretch"],
+        "unknown --crop-mode 'stretch'; choose from center, squash, border",
+    ),
     ("unknown recipe", lambda t: ["train", "digits", "--recipe", "fsat"], "did you mean fast"),
     ("missing run folder", lambda t: ["evaluate", t / "runs" / "nope"], "not found"),
     ("not a run folder", lambda t: ["evaluate", _empty(t)], "not a cnnlab run"),

@@ -220,3 +220,31 @@ def test_load_reads_chunks_and_a_file_listed_twice(tmp_path, monkeypatch):
             assert store.load([key], 8, 3, single).all()
         assert (out[i] == single[0]).all(), i
     assert not (out[0] == out[1]).all()
+
+
+def test_a_cache_file_from_before_crop_modes_keeps_its_entries_and_gains_the_others(tmp_path, counted, caplog):
+    """A file with only the ``decoded`` table (cnnlab before --crop-mode): read-only it finds no squashed
+    image and no error; opened for writing it keeps its centre-cropped entries and stores squashed ones apart."""
+    import sqlite3
+
+    from cnnlab.data.decode import Fit
+
+    files = _files(tmp_path)[:4]
+    decode_files(files, 3, 16, workers=1)
+    with sqlite3.connect(cache_file()) as db:  # as an older cnnlab left it
+        db.execute(f"DROP TABLE {decoded_cache.FIT_TABLE}")
+    keys = [file_key(path) for path, _ in files]
+    out = np.zeros((4, 3, 16, 16), dtype=np.uint8)
+    with DecodedCache(read_only=True) as store:
+        assert not store.load(keys, 16, 3, out, Fit("squash").key).any()
+        assert store.load(keys, 16, 3, out).all()
+    assert "not usable" not in caplog.text
+    counted.clear()
+    squashed, _ = decode_files(files, 3, 16, workers=1, fit=Fit("squash"))
+    assert len(counted) == 4  # decoded, not served the centre crops
+    centre, _ = decode_files(files, 3, 16, workers=1)
+    again, _ = decode_files(files, 3, 16, workers=1, fit=Fit("squash"))
+    assert len(counted) == 4  # both found: each in its table
+    assert np.array_equal(centre.images.numpy(), out) and np.array_equal(again.images, squashed.images)
+    assert not np.array_equal(centre.images.numpy(), squashed.images.numpy())  # 24x20 photos: the modes differ
+    assert DecodedCache().stats()[0] == 8

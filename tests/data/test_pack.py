@@ -187,5 +187,7 @@ def test_pack_refuses_bad_arguments(packed, cli, tmp_path) -> None:
     assert code == 2 and "already packed" in err
     code, _, err = cli("train", packed["out"], "--channels", "1", "--epochs", "1")
     assert code == 2 and "--channels 1" in err and "pack again" in err
+    code, _, err = cli("train", packed["out"], "--crop-mode", "squash", "--epochs", "1")  # shards hold centre crops
+    assert code == 2 and "packed with --crop-mode center" in err and "pack again with --crop-mode squash" in err
     code, _, err = cli("train", packed["out"], "--sampler", "balanced", "--epochs", "1")
     assert code == 2 and "balanced" in err

@@ -54,9 +54,9 @@ def test_the_records_are_typed_all_the_way_down() -> None:
 
 
 def older(raw: dict) -> dict:
-    """``raw`` as cnnlab wrote it before crop_pct, attempts, the refit and the stage's selection record."""
+    """``raw`` as cnnlab wrote it before crop_pct, crop_mode, attempts, the refit and the stage's selection record."""
     old = {k: v for k, v in raw.items() if k not in ("attempts", "refit", "memory")}
-    old["preprocess"] = {k: v for k, v in raw["preprocess"].items() if k != "crop_pct"}
+    old["preprocess"] = {k: v for k, v in raw["preprocess"].items() if k not in ("crop_pct", "crop_mode")}
     old["stages"] = [
         {k: v for k, v in stage.items() if k not in ("val_at_best", "replaced_best", "select", "stage_best_val_loss")}
         for stage in raw["stages"]
@@ -69,12 +69,14 @@ def test_an_older_run_json_opens_with_defaults_and_gains_only_its_crop() -> None
     old = older(written("scratch"))
     record = RunRecord.from_json(old)
     assert record.preprocess is not None and record.preprocess.crop_pct == 1.0  # stored at the input size
+    assert record.preprocess.crop_mode == "center" and record.preprocess.fit.mode == "center"  # as it was decoded
     assert record.preprocess.stored_side == record.preprocess.side == 8
     assert record.attempts == [] and record.refit is None and record.memory is None
     assert record.stages[0].replaced_best is None and record.stages[0].val_at_best is None  # not recorded
     assert record.kept_stage() is record.stages[0]
-    # written back, the input format says its crop (1: none); nothing else is added
-    assert same_text(record.to_json(), {**old, "preprocess": {**old["preprocess"], "crop_pct": 1.0}})
+    # written back, the input format says its crop (1: none) and crop mode; nothing else is added
+    expected = {**old, "preprocess": {**old["preprocess"], "crop_pct": 1.0, "crop_mode": "center"}}
+    assert same_text(record.to_json(), expected)
 
 
 def test_keys_this_version_does_not_know_are_written_back() -> None:
@@ -121,6 +123,7 @@ def test_preprocess_reads_both_image_size_shapes_and_writes_them_back() -> None:
         "interpolation": "bilinear",
         "resize": "shorter side to size, then center crop",
         "crop_pct": 0.875,
+        "crop_mode": "center",
     }
     assert pre.request() == ModelInput(3, 48, 0.875, (0.5,) * 3, (0.25,) * 3)
     assert not Preprocess.from_json({**wide, "image_size": 32, "crop_pct": 1}).has_margin
@@ -131,6 +134,7 @@ def test_preprocess_reads_both_image_size_shapes_and_writes_them_back() -> None:
     [
         ({"channels": 3, "mean": [0.0], "std": [1.0]}, "image_size"),
         ({"image_size": 8, "channels": 2, "mean": [0.0], "std": [1.0]}, "not 1 or 3"),
+        ({"image_size": 8, "channels": 3, "mean": [0.0], "std": [1.0], "crop_mode": "stretch"}, "crop_mode 'stretch'"),
     ],
 )
 def test_an_incomplete_preprocess_is_a_clear_error(broken: dict, says: str) -> None:

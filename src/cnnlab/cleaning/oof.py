@@ -131,6 +131,7 @@ def probabilities_from_training(
                 data.source,
                 crop_pct=data.crop_pct,
                 crop=data.crop,
+                crop_mode=data.crop_mode,
             )
             model = apply_speedups(build_model(config, data.num_classes, preprocess), config.train)
             module = ClassifierModule(

@@ -17,7 +17,7 @@ MAX_LISTED = 15  # rows per problem list in the table; --format json has them al
 
 
 # --model/--pretrained: the size, channels and margin that model's training run decodes to.
-CACHE_OPTIONS = ("model", "pretrained", "image_size", "channels", "crop_pct", "workers", "image_store")
+CACHE_OPTIONS = ("model", "pretrained", "image_size", "channels", "crop_pct", "crop_mode", "workers", "image_store")
 
 
 def _data_options(parser: argparse.ArgumentParser, *names: str) -> None:

@@ -17,6 +17,7 @@ PACK_OPTIONS = (
     "pretrained",
     "image_size",
     "channels",
+    "crop_mode",
     "val_split",
     "test_split",
     "seed",

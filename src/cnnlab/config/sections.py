@@ -39,6 +39,10 @@ Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "6
 # parameters that some steps leave unused (DDP refuses those otherwise). Frozen ones are not a reason.
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
 Channels = Literal[1, 3]
+# How a photo becomes the stored square, timm's eval crop_mode: center (shorter side fits, the long
+# side's ends are cut), squash (the whole photo resized to the square, aspect not kept), border
+# (the longer side fits, the rest padded with the normalisation's mean, i.e. zero after it).
+CropMode = Literal["center", "squash", "border"]
 Tracking = Literal["off", "mlflow"]
 
 
@@ -56,7 +60,7 @@ class DataConfig:
         None, "side in px (default: the data's own size, or the model's)", at_least=8, at_most=4096
     )
     channels: Channels | None = option(None, "1 (grayscale) or 3 (RGB) (default: from the data, or the model's)")
-    # Stored squares keep the photo's aspect either way (shorter side resized, long side's ends cut).
+    # Stored squares are made by --crop-mode (default: shorter side resized, long side's ends cut).
     crop_pct: float | None = option(
         None,
         "the model sees the centre PCT of each stored image: photos are stored at "
@@ -66,6 +70,14 @@ class DataConfig:
         metavar="PCT",
         at_least=0.5,
         at_most=1,
+    )
+    crop_mode: CropMode = option(
+        "center",
+        "how a photo becomes the stored square (timm's crop_mode): center fits the shorter side "
+        "and cuts the long side's ends; squash resizes the whole photo to the square (aspect not "
+        "kept); border fits the longer side and pads the rest with the model's mean. --crop-pct "
+        "still applies after it, as in timm: the model sees the centre PCT of the square (add "
+        "--crop-pct 1 to show it the whole photo)",
     )
     val_split: str = option(
         "auto",

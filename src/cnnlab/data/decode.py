@@ -23,6 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from cnnlab.config.sections import CropMode
 from cnnlab.errors import CnnlabError
 
 # PIL's own default (~89 Mpx), but checked by us from the header: explicit and per call.
@@ -42,6 +43,33 @@ _EXIF_ORIENTATION = 0x0112
 
 # A file on disk, or an open seekable binary file (an upload the server spooled): one decoder for both.
 ImageSource = Path | BinaryIO
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a photo becomes the stored square (``--crop-mode``, timm's eval ``crop_mode``).
+
+    ``center``: the shorter side resized to the square, the long side's ends cut (aspect kept);
+    ``squash``: the whole photo resized to the square (aspect not kept); ``border``: the longer side
+    resized to the square and the rest padded with ``fill`` (per channel, 0-255: timm pads with
+    ``round(255 * mean)``, the colour that normalises to zero).
+    """
+
+    mode: CropMode = "center"
+    fill: tuple[int, ...] = (0,)
+
+    @property
+    def key(self) -> str:
+        """What tells its pixels apart in a cache: the mode, and the fill for ``border``."""
+        return f"border:{','.join(map(str, self.fill))}" if self.mode == "border" else self.mode
+
+    @classmethod
+    def of(cls, mode: CropMode, mean: tuple[float, ...] | list[float] | None) -> Fit:
+        """The fit of ``mode`` for a model normalised with ``mean`` (None: 0-1 rescale, fill black)."""
+        return cls(mode, tuple(round(255 * value) for value in mean) if mean else (0,))
+
+
+CENTER = Fit()  # cnnlab's storage before --crop-mode, and its default
 
 
 class UnreadableImage(Exception):
@@ -142,14 +170,15 @@ def decode_image(
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
+    fit: Fit = CENTER,
 ) -> np.ndarray:
     """Decode an image file to a writable ``uint8`` array of shape (H, W, channels).
 
     EXIF orientation applied; transparency composited onto ``background``; 16-bit and
     float scaled (see ``_high_depth_to_l``); 1 channel = luminance (PIL "L"), 3 replicate
-    gray; first frame of animations. ``size``: shorter side resized to ``size``
-    (bilinear, antialiased), then centre-cropped to ``size`` x ``size``. ``path`` may also be
-    an open binary file (read from its start).
+    gray; first frame of animations. ``size``: made a ``size`` x ``size`` square as ``fit`` says
+    (default: shorter side resized, bilinear and antialiased, then centre-cropped). ``path`` may
+    also be an open binary file (read from its start).
 
     Raises:
         UnreadableImage: any file that cannot be fully decoded.
@@ -172,7 +201,7 @@ def decode_image(
             im.draft("L" if channels == 1 else "RGB", (size, size) if size else None)
         im.load()  # forced inside _opened so truncation becomes UnreadableImage
         ImageOps.exif_transpose(im, in_place=True)
-        return image_to_array(im, channels, size, background)
+        return image_to_array(im, channels, size, background, fit)
 
 
 def decode_preview(path: ImageSource, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -217,13 +246,17 @@ def decode_for_display(path: Path, max_side: int, what: str = "IMAGE") -> np.nda
 
 
 def image_to_array(
-    image: Image.Image, channels: int, size: int | None = None, background: tuple[int, int, int] = (255, 255, 255)
+    image: Image.Image,
+    channels: int,
+    size: int | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    fit: Fit = CENTER,
 ) -> np.ndarray:
-    """A loaded PIL image as :func:`decode_image` returns a file: uint8 (H, W, channels), the shorter
-    side resized to ``size`` and centre-cropped. For images that are already in memory."""
+    """A loaded PIL image as :func:`decode_image` returns a file: uint8 (H, W, channels), made a
+    ``size`` square as ``fit`` says. For images that are already in memory."""
     out = _to_8bit(image, channels, background)
     if size is not None:
-        out = _resize_center_crop(out, size)
+        out = _to_square(out, size, fit)
     # A copy: asarray over PIL's bytes is read-only (torch.from_numpy warns), and a decoded
     # file's image is unusable once it is closed.
     arr = np.array(out, dtype=np.uint8)
@@ -364,6 +397,30 @@ def _to_8bit(im: Image.Image, channels: int, background: tuple[int, int, int]) -
             raise UnreadableImage(f"unsupported colour mode {im.mode}") from exc
     target = "L" if channels == 1 else "RGB"
     return im if im.mode == target else im.convert(target)
+
+
+def _to_square(im: Image.Image, size: int, fit: Fit) -> Image.Image:
+    """``im`` as a ``size`` x ``size`` square, the way ``fit`` says (timm's eval crop modes)."""
+    if fit.mode == "squash":
+        return im if im.size == (size, size) else im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if fit.mode == "border":
+        return _resize_pad(im, size, fit.fill)
+    return _resize_center_crop(im, size)
+
+
+def _resize_pad(im: Image.Image, size: int, fill: tuple[int, ...]) -> Image.Image:
+    """The longer side resized to ``size`` (aspect kept), centred on a ``size`` square of ``fill``."""
+    width, height = im.size
+    scale = size / max(width, height)
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if fitted != im.size:
+        im = im.resize(fitted, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if fitted == (size, size):
+        return im
+    colour = round(sum(fill) / len(fill)) if im.mode == "L" else tuple((fill * 3)[:3] if len(fill) == 1 else fill[:3])
+    square = Image.new(im.mode, (size, size), colour)
+    square.paste(im, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
+    return square
 
 
 def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:

@@ -1,7 +1,10 @@
 """On-disk cache of decoded, resized uint8 images, so later runs skip JPEG/PNG decoding.
 
 One SQLite file (stdlib, no server) with a row per (file path, stored side, channels) that
-records the file's size and mtime_ns when it was decoded. A lookup matches only when the file
+records the file's size and mtime_ns when it was decoded. Squares made another way than the
+default centre crop (``--crop-mode squash|border``) have their rows in a second table keyed by
+that way too, so a squashed image is never served for a centre-cropped one, and a cache file
+stays readable by cnnlab versions that know only the first table. A lookup matches only when the file
 on disk still has that size and mtime, so a changed file is re-decoded alone; writing it again
 replaces its row, so edits do not pile up stale entries. The side is the stored square's
 (``cnnlab.data.crop``: 256 px for a 224-px model with crop_pct 0.875, 224 px without margin), and
@@ -51,6 +54,14 @@ CREATE TABLE decoded (
     path TEXT NOT NULL, side INTEGER NOT NULL, channels INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, pixels BLOB NOT NULL,
     PRIMARY KEY (path, side, channels)
+)"""
+CENTER_FIT = "center"  # the default crop mode: its rows are in ``decoded``, the others in FIT_TABLE
+FIT_TABLE = "decoded_fit"
+_FIT_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {FIT_TABLE} (
+    path TEXT NOT NULL, side INTEGER NOT NULL, channels INTEGER NOT NULL, fit TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, pixels BLOB NOT NULL,
+    PRIMARY KEY (path, side, channels, fit)
 )"""
 
 
@@ -154,8 +165,10 @@ class DecodedCache:
                     db.execute("BEGIN IMMEDIATE")
                     if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
                         db.execute("DROP TABLE IF EXISTS decoded")
+                        db.execute(f"DROP TABLE IF EXISTS {FIT_TABLE}")
                         db.execute(_SCHEMA)
                         db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            db.execute(_FIT_SCHEMA)  # files written before --crop-mode have only ``decoded``
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
         return self._db
@@ -165,19 +178,22 @@ class DecodedCache:
         self._broken = True
         self.close()
 
-    def load(self, keys: list[FileKey | None], side: int, channels: int, out: np.ndarray) -> np.ndarray:
+    def load(
+        self, keys: list[FileKey | None], side: int, channels: int, out: np.ndarray, fit: str = CENTER_FIT
+    ) -> np.ndarray:
         """Fills ``out[i]`` for every key found; returns a bool array of the hits.
 
-        An entry is a hit only when its recorded size and mtime are the key's (the file as it is now).
+        An entry is a hit only when its recorded size and mtime are the key's (the file as it is now)
+        and its square was made the way ``fit`` says (``decode.Fit.key``).
         """
         hits = np.zeros(len(keys), dtype=bool)
         db = self._connect()
-        if db is None:
+        if db is None or (fit != CENTER_FIT and not self._has_fit_table(db)):
             return hits
         listed = [(i, key) for i, key in enumerate(keys) if key is not None]
         try:
             for start in range(0, len(listed), LOAD_CHUNK):
-                rows = self._select(db, listed[start : start + LOAD_CHUNK], side, channels)
+                rows = self._select(db, listed[start : start + LOAD_CHUNK], side, channels, fit)
                 if rows:  # one copy per chunk rather than a small array per image
                     found = [i for i, _ in rows]
                     pixels = b"".join(blob for _, blob in rows)
@@ -188,36 +204,50 @@ class DecodedCache:
             hits[:] = False
         return hits
 
+    def _has_fit_table(self, db: sqlite3.Connection) -> bool:
+        """A read-only open of a file written before --crop-mode has no FIT_TABLE (nothing to find)."""
+        try:
+            return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (FIT_TABLE,)).fetchone() is not None
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return False
+
     @staticmethod
     def _select(
-        db: sqlite3.Connection, listed: list[tuple[int, FileKey]], side: int, channels: int
+        db: sqlite3.Connection, listed: list[tuple[int, FileKey]], side: int, channels: int, fit: str
     ) -> list[tuple[int, bytes]]:
         """(position, pixels) of each of ``listed`` whose entry has its key's size and mtime: one query."""
+        table, same_fit, fit_value = ("decoded", "", ()) if fit == CENTER_FIT else (FIT_TABLE, " AND d.fit = ?", (fit,))
         query = (
             f"WITH k(i, path, size, mtime_ns) AS (VALUES {','.join(['(?,?,?,?)'] * len(listed))}) "
-            "SELECT k.i, d.pixels FROM k JOIN decoded d ON d.path = k.path AND d.side = ? AND d.channels = ? "
-            "AND d.size = k.size AND d.mtime_ns = k.mtime_ns AND length(d.pixels) = ?"
+            f"SELECT k.i, d.pixels FROM k JOIN {table} d ON d.path = k.path AND d.side = ? AND d.channels = ? "
+            f"AND d.size = k.size AND d.mtime_ns = k.mtime_ns AND length(d.pixels) = ?{same_fit}"
         )
         params = [value for i, key in listed for value in (i, key.path, key.size, key.mtime_ns)]
-        return db.execute(query, (*params, side, channels, channels * side * side)).fetchall()
+        return db.execute(query, (*params, side, channels, channels * side * side, *fit_value)).fetchall()
 
-    def save(self, entries: Iterable[tuple[FileKey, np.ndarray]], side: int, channels: int) -> int:
-        """Stores (key, (channels, side, side) uint8 image) pairs in one transaction; returns the count."""
+    def save(
+        self, entries: Iterable[tuple[FileKey, np.ndarray]], side: int, channels: int, fit: str = CENTER_FIT
+    ) -> int:
+        """Stores (key, (channels, side, side) uint8 image) pairs, their squares made as ``fit`` says, in one
+        transaction; returns the count."""
         if self.read_only:
             return 0
         db = self._connect()
         if db is None:
             return 0
+        fit_column = () if fit == CENTER_FIT else (fit,)
         rows = [
-            (key.path, side, channels, key.size, key.mtime_ns, np.ascontiguousarray(image).tobytes())
+            (key.path, side, channels, *fit_column, key.size, key.mtime_ns, np.ascontiguousarray(image).tobytes())
             for key, image in entries
         ]
         if not rows:
             return 0  # do not take the write lock for nothing
+        table = "decoded" if fit == CENTER_FIT else FIT_TABLE
         try:
             with db:  # one transaction: all rows or, if interrupted, none
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT OR REPLACE INTO decoded VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
         except sqlite3.Error as exc:
             self._fail(exc)
             return 0
@@ -228,7 +258,10 @@ class DecodedCache:
         if not self.path.exists():
             return 0, 0
         db = self._connect()
-        count = db.execute("SELECT COUNT(*) FROM decoded").fetchone()[0] if db is not None else 0
+        count = 0
+        if db is not None:
+            tables = ["decoded", FIT_TABLE] if self._has_fit_table(db) else ["decoded"]
+            count = sum(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables)
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
         return int(count), size
 
@@ -237,14 +270,16 @@ class DecodedCache:
         db = self._connect() if self.path.exists() else None
         if db is None:
             return 0
-        stale = []
-        for path, size, mtime_ns in db.execute("SELECT DISTINCT path, size, mtime_ns FROM decoded"):
-            key = file_key(path)
-            if key is None or (key.size, key.mtime_ns) != (size, mtime_ns):
-                stale.append((path, size, mtime_ns))
+        stale = set()
+        for table in ("decoded", FIT_TABLE):
+            for path, size, mtime_ns in db.execute(f"SELECT DISTINCT path, size, mtime_ns FROM {table}"):
+                key = file_key(path)
+                if key is None or (key.size, key.mtime_ns) != (size, mtime_ns):
+                    stale.add((path, size, mtime_ns))
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM decoded WHERE path=? AND size=? AND mtime_ns=?", stale)
+            for table in ("decoded", FIT_TABLE):
+                db.executemany(f"DELETE FROM {table} WHERE path=? AND size=? AND mtime_ns=?", sorted(stale))
         db.execute("VACUUM")  # give the space back to the disk
         return len(stale)
 

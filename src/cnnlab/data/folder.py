@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnlab.collector import collector_paused
-from cnnlab.data.decode import UnreadableImage, decode_image, is_grayscale, probe_image
+from cnnlab.data.decode import CENTER, Fit, UnreadableImage, decode_image, is_grayscale, probe_image
 from cnnlab.data.decoded_cache import DecodedCache, FileKey, cache_enabled, file_keys
 from cnnlab.progress import Progress
 
@@ -50,22 +50,23 @@ def default_side(median_side: int) -> int:
     return min(median_side, LARGEST_DEFAULT_SIDE)
 
 
-def decode_into(paths: list[str], out: np.ndarray, channels: int, size: int) -> list[str | None]:
-    """Decodes ``paths`` into ``out[i]`` (C, H, W); per file None, or why it is unusable."""
+def decode_into(paths: list[str], out: np.ndarray, channels: int, size: int, fit: Fit = CENTER) -> list[str | None]:
+    """Decodes ``paths`` into ``out[i]`` (C, H, W), squares made as ``fit`` says; per file None, or why
+    it is unusable."""
     reasons: list[str | None] = []
     for i, path in enumerate(paths):
         try:
-            out[i] = decode_image(Path(path), channels=channels, size=size).transpose(2, 0, 1)
+            out[i] = decode_image(Path(path), channels=channels, size=size, fit=fit).transpose(2, 0, 1)
             reasons.append(None)
         except UnreadableImage as exc:
             reasons.append(exc.reason)
     return reasons
 
 
-def _decode_chunk(paths: list[str], channels: int, size: int) -> tuple[np.ndarray, list[str | None]]:
+def _decode_chunk(paths: list[str], channels: int, size: int, fit: Fit) -> tuple[np.ndarray, list[str | None]]:
     """One process-pool task: a chunk of files decoded into a new array."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
-    return out, decode_into(paths, out, channels, size)
+    return out, decode_into(paths, out, channels, size, fit)
 
 
 def _pool_context() -> BaseContext:
@@ -79,7 +80,9 @@ def _use_processes(count: int, channels: int, size: int, workers: int) -> bool:
     return workers > 1 and count >= PROCESS_MIN_FILES and channels * size * size <= PROCESS_MAX_BYTES
 
 
-def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int, workers: int) -> list[str | None]:
+def decode_parallel(
+    paths: list[str], out: np.ndarray, channels: int, size: int, workers: int, fit: Fit = CENTER
+) -> list[str | None]:
     """Decodes in chunks of CHUNK files on a pool of ``workers``, into ``out``.
 
     Threads or processes, whichever bench/bench_loader.py measured faster (2-core AMD EPYC,
@@ -91,17 +94,17 @@ def decode_parallel(paths: list[str], out: np.ndarray, channels: int, size: int,
     they write straight into ``out`` while processes pickle 150 KB per image back.
     """
     with Progress(f"decoding {len(paths):,} image files", len(paths), "images") as progress:
-        return _decode_chunks(paths, out, channels, size, workers, progress)
+        return _decode_chunks(paths, out, channels, size, workers, progress, fit)
 
 
 def _decode_chunks(
-    paths: list[str], out: np.ndarray, channels: int, size: int, workers: int, progress: Progress
+    paths: list[str], out: np.ndarray, channels: int, size: int, workers: int, progress: Progress, fit: Fit
 ) -> list[str | None]:
     starts = list(range(0, len(paths), CHUNK))
     if _use_processes(len(paths), channels, size, workers):
         try:
             with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                jobs = [(paths[s : s + CHUNK], channels, size) for s in starts]
+                jobs = [(paths[s : s + CHUNK], channels, size, fit) for s in starts]
                 reasons: list[str | None] = []
                 for start, (arrays, chunk) in zip(starts, pool.map(_decode_chunk, *zip(*jobs))):
                     out[start : start + len(chunk)] = arrays
@@ -113,7 +116,7 @@ def _decode_chunks(
 
     def work(start: int) -> list[str | None]:
         end = min(start + CHUNK, len(paths))
-        reasons = decode_into(paths[start:end], out[start:end], channels, size)
+        reasons = decode_into(paths[start:end], out[start:end], channels, size, fit)
         progress.advance(len(reasons))
         return reasons
 
@@ -130,8 +133,9 @@ def decode_files(
     workers: int,
     cache: bool | None = None,
     cache_read_only: bool = False,
+    fit: Fit = CENTER,
 ) -> tuple[ImageSet, list[SkippedFile]]:
-    """Decodes ``(path, label)`` pairs to an ImageSet of ``size`` x ``size`` images.
+    """Decodes ``(path, label)`` pairs to an ImageSet of ``size`` x ``size`` images, made as ``fit`` says.
 
     With ``cache`` (default: on unless ``CNNLAB_NO_CACHE`` is set) images decoded by an earlier
     run are read from the decoded-image cache (see cnnlab.data.decoded_cache) when their file is
@@ -152,11 +156,11 @@ def decode_files(
         # re-decoded next time rather than served stale.
         with collector_paused():  # a key per file: as a listing, see discover
             keys = file_keys([path for path, _ in files])
-            hits = store.load(keys, size, channels, out)
+            hits = store.load(keys, size, channels, out, fit.key)
         store.close()  # no open SQLite handle across the fork of decoding processes; save reopens
     todo = np.flatnonzero(~hits)
     target = out if len(todo) == count else np.empty((len(todo), channels, size, size), dtype=np.uint8)
-    reasons = decode_parallel([str(files[i][0]) for i in todo], target, channels, size, workers)
+    reasons = decode_parallel([str(files[i][0]) for i in todo], target, channels, size, workers, fit)
     if target is not out:
         out[todo] = target
     good = np.ones(count, dtype=bool)
@@ -167,7 +171,7 @@ def decode_files(
             skipped.append(SkippedFile(str(files[i][0]), reason))
     if store is not None:
         fresh = [(i, key) for i, reason in zip(todo, reasons) if reason is None and (key := keys[i]) is not None]
-        store.save(((key, out[i]) for i, key in fresh), size, channels)
+        store.save(((key, out[i]) for i, key in fresh), size, channels, fit.key)
         store.close()
     if not good.all():
         out = out[good]

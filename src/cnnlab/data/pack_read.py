@@ -192,12 +192,12 @@ class PackedSplit:
 
 
 def open_packed(
-    source: str, channels: int | None, side: int | None
+    source: str, channels: int | None, side: int | None, crop_mode: str | None = None
 ) -> tuple[dict[str, ImageSet], list[str], list[SkippedFile]]:
     """The splits of a packed folder as ImageSets, its class names and the files skipped when packing.
 
-    ``channels``/``side``: what the run asks for (None: the packed format); the shards hold one
-    format, so asking for another is an error that says how to pack it.
+    ``channels``/``side``/``crop_mode``: what the run asks for (None: the packed format); the shards
+    hold one format, so asking for another is an error that says how to pack it.
 
     Raises:
         CnnlabError: see :func:`read_manifest`, or a format other than the packed one.
@@ -215,6 +215,12 @@ def open_packed(
             f"'{root}' is packed at {packed[1]} px, {packed[0]} channel(s), this run needs {asked[1]} px, "
             f"{asked[0]} channel(s); pack again with --image-size {asked[1]} --channels {asked[0]} (or "
             f"train with --image-size {packed[1]})"
+        )
+    packed_mode = str(manifest.get("crop_mode", "center"))  # packs made before --crop-mode: centre crops
+    if crop_mode is not None and crop_mode != packed_mode:
+        raise CnnlabError(
+            f"'{root}' is packed with --crop-mode {packed_mode}, this run asks for --crop-mode {crop_mode}; "
+            f"pack again with --crop-mode {crop_mode} (or train with --crop-mode {packed_mode})"
         )
     splits = {}
     for split in SPLITS:

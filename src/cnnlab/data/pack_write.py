@@ -179,6 +179,7 @@ def _manifest(cfg: DataConfig, data: PreparedData, seed: int) -> dict[str, Any]:
         "class_names": data.class_names,
         "channels": data.channels,
         "image_size": data.image_size[0],
+        "crop_mode": data.crop_mode,
         "seed": seed,
         "val_split": cfg.val_split,
         "test_split": cfg.test_split,

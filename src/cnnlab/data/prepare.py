@@ -14,9 +14,11 @@ from cnnlab.config import DataConfig, SplitSpec
 from cnnlab.config.sections import DISK_MIN_BYTES
 from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
 from cnnlab.data.crop import NO_MARGIN, stored_side
+from cnnlab.data.decode import CENTER, Fit
 from cnnlab.data.decoded_cache import cache_enabled
 from cnnlab.data.discover import Listing, discover, too_few_classes
 from cnnlab.data.folder import decode_files, default_side, guess_format
+from cnnlab.data.normalize import default_stats
 from cnnlab.data.pack_read import is_packed, open_packed
 from cnnlab.data.preprocess import ModelInput
 from cnnlab.data.split_records import decode_stored
@@ -63,6 +65,11 @@ def crop_fraction(cfg: DataConfig, needs: ModelInput = ModelInput()) -> float:
     return float(cfg.crop_pct or needs.crop_pct or NO_MARGIN)
 
 
+def square_fit(cfg: DataConfig, needs: ModelInput, channels: int) -> Fit:
+    """How each photo becomes the stored square (``--crop-mode``); ``border`` pads with the model's mean."""
+    return Fit.of(cfg.crop_mode, default_stats(channels, needs.mean, needs.std)[0])
+
+
 def use_record_store(choice: str, decoded_bytes: int) -> bool:
     """Whether a folder whose images decode to ``decoded_bytes`` is kept in the record store on disk."""
     if choice == "auto":
@@ -106,7 +113,8 @@ def _folder(
     index = {name: i for i, name in enumerate(class_names)}
     decoded = {}
     stored = stored_side(size, crop_pct)
-    for split, (image_set, bad) in _decode_listing(listing, index, channels, stored, cfg, cache_read_only).items():
+    fit = square_fit(cfg, needs, channels)
+    for split, (image_set, bad) in _decode_listing(listing, index, channels, stored, cfg, fit, cache_read_only).items():
         decoded[split] = image_set
         skipped += bad
     pool = decoded.pop("train")
@@ -119,6 +127,7 @@ def _decode_listing(
     channels: int,
     size: int,
     cfg: DataConfig,
+    fit: Fit,
     cache_read_only: bool = False,
     cache: bool | None = None,
 ) -> dict[str, tuple[ImageSet, list[SkippedFile]]]:
@@ -128,9 +137,9 @@ def _decode_listing(
     decoded = {}
     for split, files in listing.files.items():
         labelled = [(path, index.get(label, 0)) for path, label in files]
-        found = decode_stored(labelled, channels, size, cfg.workers) if on_disk else None
+        found = decode_stored(labelled, channels, size, cfg.workers, fit) if on_disk else None
         if found is None:
-            found = decode_files(labelled, channels, size, cfg.workers, cache, cache_read_only)
+            found = decode_files(labelled, channels, size, cfg.workers, cache, cache_read_only, fit)
         decoded[split] = found
     return decoded
 
@@ -171,7 +180,9 @@ def prepare_data(
     elif is_packed(cfg.source):  # shards of cnnlab data pack: split when packed, the train split streams
         crop_pct = NO_MARGIN  # shards hold the pixels packed, the model's input itself (no margin)
         packed_side = int(cfg.image_size or needs.image_size or 0) or None
-        given, class_names, skipped = open_packed(cfg.source, cfg.channels or needs.channels, packed_side)
+        given, class_names, skipped = open_packed(
+            cfg.source, cfg.channels or needs.channels, packed_side, cfg.crop_mode
+        )
         pool = given.pop("train")
         side = int(pool.shape[-1])
     else:
@@ -196,7 +207,7 @@ def prepare_data(
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     crop = side if crop_pct < NO_MARGIN else None
     held_out = tuple(name for name in ("val", "test") if name not in given)
-    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop, held_out)
+    return PreparedData(ordered, class_names, cfg.source, skipped, crop_pct, crop, held_out, cfg.crop_mode)
 
 
 @dataclass(frozen=True)
@@ -225,16 +236,19 @@ def warm_cache(cfg: DataConfig, needs: ModelInput = ModelInput()) -> CacheWarmup
     size = stored_side(side, crop_fraction(cfg, needs))
     count = skipped = 0
     on_disk = False
-    for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, cache=True).values():
+    fit = square_fit(cfg, needs, channels)
+    for decoded, bad in _decode_listing(listing, {}, channels, size, cfg, fit, cache=True).values():
         count, skipped, on_disk = count + len(decoded), skipped + len(bad), decoded.stored
     if count == 0:
         raise CnnlabError(f"no usable image in '{cfg.source}'; see cnnlab data inspect {cfg.source}")
     return CacheWarmup(count, skipped, channels, size, on_disk)
 
 
-def load_for_classes(source: str, class_names: list[str], channels: int, size: int, workers: int) -> ImageSet:
+def load_for_classes(
+    source: str, class_names: list[str], channels: int, size: int, workers: int, fit: Fit = CENTER
+) -> ImageSet:
     """Every image of ``source`` (its test split if it has one), labelled by a trained model's classes,
-    decoded to ``size`` (a run's ``stored_side``: the model's input plus its margin).
+    decoded to ``size`` (a run's ``stored_side``: the model's input plus its margin) as ``fit`` says.
 
     Raises:
         CnnlabError: a class the model does not know, or no usable image.
@@ -247,7 +261,7 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
             (image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)
         ]
     elif is_packed(source):  # its test split, read from the shards
-        splits, names, _ = open_packed(source, channels, size)
+        splits, names, _ = open_packed(source, channels, size, fit.mode)
         image_set = splits["test"]
         files = [(image_set.ids[i], names[int(label)]) for i, label in enumerate(image_set.labels)]
     else:
@@ -265,7 +279,7 @@ def load_for_classes(source: str, class_names: list[str], channels: int, size: i
     if image_set is not None:
         image_set.labels = torch.tensor([index[label] for _, label in files])
         return image_set
-    decoded, skipped = decode_files([(Path(p), index[label]) for p, label in files], channels, size, workers)
+    decoded, skipped = decode_files([(Path(p), index[label]) for p, label in files], channels, size, workers, fit=fit)
     if skipped:
         log.warning(
             "%d unreadable files skipped in %s (first: %s: %s)",

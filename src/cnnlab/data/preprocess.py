@@ -15,12 +15,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast, get_args
 
-from cnnlab.config.sections import Channels
+from cnnlab.config.sections import Channels, CropMode
 from cnnlab.data.crop import NO_MARGIN, stored_side
+from cnnlab.data.decode import Fit
 from cnnlab.errors import CnnlabError
 
 RESIZE = "shorter side to size, then center crop"  # how files are fitted to the stored square (data.decode)
-_KNOWN = ("image_size", "channels", "mean", "std", "interpolation", "resize", "crop_pct")
+# run.json's "resize": the words for each --crop-mode (center's are the ones runs have always recorded)
+RESIZES: dict[str, str] = {
+    "center": RESIZE,
+    "squash": "whole image resized to size (aspect not kept)",
+    "border": "longer side to size, padded with the mean",
+}
+# the same, in the few words the console and the report put beside the stored side
+FITTED: dict[str, str] = {"center": "shorter side", "squash": "whole photo squashed", "border": "whole photo padded"}
+_KNOWN = ("image_size", "channels", "mean", "std", "interpolation", "resize", "crop_pct", "crop_mode")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Preprocess:
     # stored at floor(image_size / crop_pct), the model sees the centre crop (cnnlab.data.crop);
     # runs saved before it was recorded stored the model's input itself (NO_MARGIN)
     crop_pct: float = NO_MARGIN
+    # how each file became the stored square (--crop-mode); runs saved before it was recorded: center
+    crop_mode: CropMode = "center"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
@@ -79,6 +90,11 @@ class Preprocess:
         """The side image files are decoded to for this model: its input side plus the stored margin."""
         return stored_side(self.side, self.crop_pct)
 
+    @property
+    def fit(self) -> Fit:
+        """How image files are made the stored square for this model: its crop mode, padded with its mean."""
+        return Fit.of(self.crop_mode, self.mean)
+
     def request(self) -> ModelInput:
         """The same format as a request to ``prepare_data`` (new data for a trained model)."""
         return ModelInput(self.channels, self.side, self.crop_pct, self.mean, self.std, self.interpolation)
@@ -87,8 +103,9 @@ class Preprocess:
     def from_json(cls, raw: Any, where: str = "run.json") -> Preprocess:
         """The format of a run.json or an exported model's metadata, older ones included.
 
-        Missing ``crop_pct`` is 1 (no margin: runs before it existed); ``interpolation`` and
-        ``resize`` take their defaults. ``image_size`` may be a side or [height, width].
+        Missing ``crop_pct`` is 1 (no margin: runs before it existed), missing ``crop_mode`` is
+        ``center``; ``interpolation`` and ``resize`` take their defaults. ``image_size`` may be a side
+        or [height, width].
 
         Raises:
             CnnlabError: when ``channels``, ``image_size``, ``mean`` or ``std`` is missing or malformed.
@@ -106,6 +123,7 @@ class Preprocess:
                 interpolation=str(raw.get("interpolation", "bilinear")),
                 resize=str(raw.get("resize", RESIZE)),
                 crop_pct=float(raw.get("crop_pct", NO_MARGIN)),
+                crop_mode=_crop_mode(raw.get("crop_mode", "center")),
                 extra={k: v for k, v in raw.items() if k not in _KNOWN},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -125,6 +143,7 @@ class Preprocess:
             "interpolation": self.interpolation,
             "resize": self.resize,
             "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
             **self.extra,
         }
 
@@ -133,6 +152,12 @@ def _channels(value: Any) -> Channels:
     if int(value) not in get_args(Channels):
         raise ValueError(f"channels {value!r}, not 1 or 3")
     return cast(Channels, int(value))
+
+
+def _crop_mode(value: Any) -> CropMode:
+    if value not in get_args(CropMode):
+        raise ValueError(f"crop_mode {value!r}, not one of {', '.join(get_args(CropMode))}")
+    return cast(CropMode, value)
 
 
 def _pair(size: Sequence[Any]) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from cnnlab.data.decode import CENTER, Fit
 from cnnlab.data.decoded_cache import FORMAT_VERSION, cache_root, file_key
 from cnnlab.data.folder import CHUNK, decode_parallel
 from cnnlab.io import atomic_write_json
@@ -143,8 +144,9 @@ class StoredImages:
     reasons: list[str | None]
 
 
-def _digest(paths: list[str], channels: int, side: int) -> str:
-    """The store's name: its files' common folder, channels and side.
+def _digest(paths: list[str], channels: int, side: int, fit: Fit = CENTER) -> str:
+    """The store's name: its files' common folder, channels, side, and how squares are made (only when
+    not the default centre crop, so stores built before --crop-mode keep their names).
 
     Not the exact file list: a folder that gains or loses files keeps its store, which is rebuilt
     decoding only the new files (the others are copied), instead of a new full store beside the old.
@@ -153,7 +155,7 @@ def _digest(paths: list[str], channels: int, side: int) -> str:
         where = os.path.commonpath(paths) if paths else ""
     except ValueError:  # paths on several drives (Windows)
         where = json.dumps(sorted(paths))
-    text = json.dumps([STORE_VERSION, FORMAT_VERSION, channels, side, where])
+    text = json.dumps([STORE_VERSION, FORMAT_VERSION, channels, side, where, *([fit.key] if fit != CENTER else [])])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
@@ -189,6 +191,7 @@ def _build(
     channels: int,
     side: int,
     workers: int,
+    fit: Fit,
 ) -> dict:
     """Writes a new data file (copying old records whose file is unchanged) and then its manifest."""
     reuse: dict[int, int] = {}
@@ -212,7 +215,7 @@ def _build(
                 todo = rows[~copied]
                 if len(todo):
                     fresh = np.empty((len(todo), channels, side, side), dtype=np.uint8)
-                    got = decode_parallel([paths[i] for i in todo], fresh, channels, side, workers)
+                    got = decode_parallel([paths[i] for i in todo], fresh, channels, side, workers, fit)
                     out[~copied] = fresh
                     for i, reason in zip(todo, got):
                         reasons[i] = reason
@@ -236,14 +239,15 @@ def _build(
     return manifest
 
 
-def open_store(paths: list[str], channels: int, side: int, workers: int) -> StoredImages | None:
-    """The store of ``paths`` at (channels, side), built or brought up to date first if need be.
+def open_store(paths: list[str], channels: int, side: int, workers: int, fit: Fit = CENTER) -> StoredImages | None:
+    """The store of ``paths`` at (channels, side), squares made as ``fit`` says, built or brought up to
+    date first if need be.
 
     Returns None (after one warning) when the cache folder cannot be used (read-only, full, no
     locks): the caller then decodes into memory. The store may make a run lighter, never fail it.
     """
     folder = store_root()
-    digest = _digest([os.path.abspath(p) for p in paths], channels, side)
+    digest = _digest([os.path.abspath(p) for p in paths], channels, side, fit)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(folder / f"{digest}.lock", timeout=LOCK_TIMEOUT_S):
@@ -253,7 +257,7 @@ def open_store(paths: list[str], channels: int, side: int, workers: int) -> Stor
                 old = _manifest_keys(manifest) if manifest else []
                 changed = len(keys) if len(old) != len(keys) else sum(a != b for a, b in zip(old, keys))
                 log.info("image store %s: decoding %d of %d files", digest, changed, len(keys))
-                manifest = _build(folder, digest, paths, keys, manifest, channels, side, workers)
+                manifest = _build(folder, digest, paths, keys, manifest, channels, side, workers, fit)
             records = RecordFile(folder / manifest["data"], len(keys), channels, side)
     except (OSError, Timeout) as exc:
         log.warning("image store in %s not usable (%s); decoding into memory", folder, exc)
@@ -262,7 +266,7 @@ def open_store(paths: list[str], channels: int, side: int, workers: int) -> Stor
 
 
 def decode_stored(
-    files: list[tuple[Path, int]], channels: int, side: int, workers: int
+    files: list[tuple[Path, int]], channels: int, side: int, workers: int, fit: Fit = CENTER
 ) -> tuple[ImageSet, list[SkippedFile]] | None:
     """As ``folder.decode_files``, but the ImageSet's images stay in the store, read per batch.
 
@@ -272,7 +276,7 @@ def decode_stored(
 
     from cnnlab.data.types import ImageSet, SkippedFile
 
-    store = open_store([str(path) for path, _ in files], channels, side, workers)
+    store = open_store([str(path) for path, _ in files], channels, side, workers, fit)
     if store is None:
         return None
     skipped = [SkippedFile(str(files[i][0]), reason) for i, reason in enumerate(store.reasons) if reason is not None]

@@ -9,6 +9,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from cnnlab.config.sections import CropMode
+
 
 class RecordSource(Protocol):
     """Images kept outside memory (cnnlab.data.split_records.RecordFile): a shape and reads by row."""
@@ -138,6 +140,7 @@ class PreparedData:
     crop_pct: float = 1.0  # images are stored larger than the model's input (cnnlab.data.crop) when < 1
     crop: int | None = None  # then the model's input side, cut from each stored image
     held_out: tuple[str, ...] = ()  # the splits cnnlab held out of the training images (seeded), not given
+    crop_mode: CropMode = "center"  # how each photo became its stored square (--crop-mode, data.decode.Fit)
 
     @property
     def channels(self) -> int:

@@ -134,7 +134,11 @@ def student_config(
     if pruned_from is not None:
         wanted = pruned_from.preprocess
         data = dataclasses.replace(
-            taught.data, image_size=wanted.side, channels=wanted.channels, crop_pct=wanted.crop_pct
+            taught.data,
+            image_size=wanted.side,
+            channels=wanted.channels,
+            crop_pct=wanted.crop_pct,
+            crop_mode=wanted.crop_mode,
         )
         model = dataclasses.replace(taught.model, pretrained=False, weights=None)
         transfer = dataclasses.replace(transfer, stages="full")
@@ -288,9 +292,15 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     """The teacher's logits for every training image, computed once, from images decoded at its own
     size and channels (the student's converted when the two splits do not line up)."""
     own = prepare_data(
-        dataclasses.replace(config.data, image_size=teacher.side, channels=teacher.channels, crop_pct=teacher.crop_pct),
+        dataclasses.replace(
+            config.data,
+            image_size=teacher.side,
+            channels=teacher.channels,
+            crop_pct=teacher.crop_pct,
+            crop_mode=teacher.crop_mode,
+        ),
         config.train.seed,
-        ModelInput(teacher.channels, teacher.side, teacher.crop_pct),
+        ModelInput(teacher.channels, teacher.side, teacher.crop_pct, teacher.mean),
     ).splits["train"]
     train = data.splits["train"]
     if own.ids != train.ids:
@@ -593,6 +603,8 @@ def _frozen_teacher(trained_teacher: TrainedModel) -> Teacher:
         trained_teacher.preprocess.channels,
         trained_teacher.preprocess.side,
         trained_teacher.preprocess.crop_pct,
+        trained_teacher.preprocess.crop_mode,
+        trained_teacher.preprocess.mean,
     )
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.config.sections import Channels
+from cnnlab.config.sections import Channels, CropMode
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import LUMA
 from cnnlab.data.types import ImageSet
@@ -37,6 +37,8 @@ class Teacher:
     channels: Channels
     side: int
     crop_pct: float = 1.0  # its images are stored at side / crop_pct and centre-cropped (cnnlab.data.crop)
+    crop_mode: CropMode = "center"  # how each file became that stored square (--crop-mode)
+    mean: tuple[float, ...] | None = None  # its normalisation's mean: what --crop-mode border pads with
 
     def inputs(self, unit: torch.Tensor) -> torch.Tensor:
         """Student images in [0, 1] (N, C, H, W) as this teacher's normalised input."""

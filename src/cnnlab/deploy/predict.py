@@ -97,8 +97,8 @@ def predict_images(
         rows.append(
             {"input": f"<image {len(rows)}: {image.width}x{image.height} {image.mode}>", "top": [], "error": None}
         )
-        in_memory.append((len(rows) - 1, image_to_array(image, pre.channels, pre.stored_side)))
-    decoded, skipped = decode_files(files, pre.channels, pre.stored_side, workers)
+        in_memory.append((len(rows) - 1, image_to_array(image, pre.channels, pre.stored_side, fit=pre.fit)))
+    decoded, skipped = decode_files(files, pre.channels, pre.stored_side, workers, fit=pre.fit)
     row_of = {str(path): row for path, row in files}
     for item in skipped:
         rows[row_of[item.path]]["error"] = item.reason

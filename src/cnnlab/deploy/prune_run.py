@@ -171,6 +171,7 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
             image_size=trained.preprocess.side,
             channels=trained.preprocess.channels,
             crop_pct=trained.preprocess.crop_pct,
+            crop_mode=trained.preprocess.crop_mode,
             batch_size=min(config.data.batch_size, FINETUNE_BATCH),
         ),
         train=dataclasses.replace(

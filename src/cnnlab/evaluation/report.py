@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.preprocess import FITTED, Preprocess
 from cnnlab.evaluation.evaluator import draw_history, draw_metric_figures
 from cnnlab.evaluation.runs_summary import final_test_accuracy, format_value, kept_val_accuracy
 from cnnlab.figures import plot_class_counts
@@ -102,7 +102,8 @@ def _input_text(pre: Preprocess | None) -> str:
         return "—"
     size = pre.image_size if isinstance(pre.image_size, int) else list(pre.image_size)
     crop = f", the centre {100 * pre.crop_pct:g}% of {pre.stored_side}-px stored squares" if pre.has_margin else ""
-    return f"{size} px, {pre.channels} channel(s){crop}"
+    fitted = f" ({FITTED[pre.crop_mode]})" if pre.crop_mode != "center" else ""
+    return f"{size} px, {pre.channels} channel(s){crop}{fitted}"
 
 
 def _headline(run: RunRecord, metrics: dict[str, Any]) -> str:

@@ -164,7 +164,9 @@ def run_data(files: RunFiles, trained: TrainedModel) -> PreparedData:
     config = read_run_config(files)
     pre = trained.preprocess
     prepared = prepare_data(
-        replace(config.data, image_size=pre.side, channels=pre.channels, crop_pct=pre.crop_pct),
+        replace(
+            config.data, image_size=pre.side, channels=pre.channels, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode
+        ),
         config.train.seed,
         pre.request(),
     )
@@ -226,7 +228,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, tta: bool = Fals
         test = run_data(files, trained).splits["test"]
     else:
         pre = trained.preprocess
-        test = load_for_classes(data, trained.class_names, pre.channels, pre.stored_side, config.data.workers)
+        test = load_for_classes(data, trained.class_names, pre.channels, pre.stored_side, config.data.workers, pre.fit)
         out = files.evaluation(data)
     metrics = evaluate_split(
         trained.model,

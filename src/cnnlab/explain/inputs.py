@@ -71,6 +71,7 @@ def load_images(run: ExplainedRun, inputs: Sequence[str | Path]) -> UserImages:
         trained.preprocess.channels,
         trained.preprocess.stored_side,
         run.workers,
+        fit=trained.preprocess.fit,
     )
     for item in skipped:
         if Path(item.path) in named:

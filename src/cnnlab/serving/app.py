@@ -155,7 +155,7 @@ class _Service:
             files = form_files(form)
             if one and len(files) != 1:
                 raise HTTPException(400, f"Grad-CAM explains one image per request, got {len(files)}")
-            return await decode_uploads(files, served.channels, served.stored_side)
+            return await decode_uploads(files, served.channels, served.stored_side, served.preprocess.fit)
         finally:
             await form.close()  # the spooled upload files
 

@@ -19,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
-from cnnlab.data.decode import UnreadableImage, decode_image
+from cnnlab.data.decode import CENTER, Fit, UnreadableImage, decode_image
 from cnnlab.serving.settings import ServeSettings
 
 FIELD = "image"
@@ -121,12 +121,12 @@ def form_files(form: FormData) -> list[UploadFile]:
     return [v for v in values if isinstance(v, UploadFile)]
 
 
-def _decode_all(files: list[UploadFile], channels: int, side: int) -> list[Upload]:
+def _decode_all(files: list[UploadFile], channels: int, side: int, fit: Fit) -> list[Upload]:
     decoded = []
     for number, upload in enumerate(files, 1):
         name = upload.filename or f"image {number}"
         try:
-            decoded.append(Upload(name, decode_image(upload.file, channels, side)))
+            decoded.append(Upload(name, decode_image(upload.file, channels, side, fit=fit)))
         except UnreadableImage as exc:
             raise HTTPException(
                 422, f"'{name}' could not be read: {exc.reason}; send JPEG, PNG, BMP, GIF, TIFF or WebP files"
@@ -134,10 +134,10 @@ def _decode_all(files: list[UploadFile], channels: int, side: int) -> list[Uploa
     return decoded
 
 
-async def decode_uploads(files: list[UploadFile], channels: int, side: int) -> list[Upload]:
+async def decode_uploads(files: list[UploadFile], channels: int, side: int, fit: Fit = CENTER) -> list[Upload]:
     """Each upload decoded as training decoded its images, in a worker thread (PIL releases the GIL).
 
     Raises:
         HTTPException: 422 naming the first file that is not a readable image.
     """
-    return await run_in_threadpool(_decode_all, files, channels, side)
+    return await run_in_threadpool(_decode_all, files, channels, side, fit)

@@ -9,7 +9,7 @@ import torch
 from cnnlab.config import RunConfig
 from cnnlab.config.sections import Channels
 from cnnlab.data.normalize import default_stats
-from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.preprocess import RESIZES, Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.models import create_model, model_input
 
@@ -27,6 +27,8 @@ def preprocess_of(data: PreparedData, config: RunConfig) -> Preprocess:
         std=tuple(std),
         interpolation=wanted.interpolation,
         crop_pct=data.crop_pct,
+        crop_mode=data.crop_mode,
+        resize=RESIZES[data.crop_mode],
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from cnnlab.config import RunConfig
-from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.preprocess import FITTED, Preprocess
 from cnnlab.data.types import PreparedData
 from cnnlab.training.record import ModelRecord, RunRecord, StageRecord
 from cnnlab.training.stage_plan import Stage
@@ -83,7 +83,7 @@ def input_text(data: PreparedData, preprocess: Preprocess | None) -> str:
         return f"{height}x{width} px {mode} ({preprocess.resize if preprocess else 'resized'})"
     stored = data.image_size[0]
     return (
-        f"{height}x{width} px {mode}: images stored at {stored} px (shorter side), the centre "
+        f"{height}x{width} px {mode}: images stored at {stored} px ({FITTED[data.crop_mode]}), the centre "
         f"{data.crop_pct:.1%} at evaluation, random crops in training"
     )
 
