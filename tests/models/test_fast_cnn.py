@@ -30,7 +30,7 @@ def test_registered_and_sized() -> None:
     assert 30_000 < sizes["fast_cnn_slim"] < sizes["fast_cnn_small"] < sizes["fast_cnn"] < 300_000
 
 
-def test_slim_net_learns_a_tiny_task() -> None:
+def test_slim_net_learns_a_tiny_task(one_torch_thread) -> None:
     """--recipe fast's net: a few SGD steps on digits-like images (a bar on the left or the right) learn it."""
     torch.manual_seed(0)
     images = torch.rand(128, 1, 28, 28) * 0.3
