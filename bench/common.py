@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnnlab.augment.batch import build_batch_augment
+from cnnlab.augment.batch import alternating_flip, build_batch_augment
 from cnnlab.config import RunConfig, build_config, merge_config
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
@@ -72,7 +72,7 @@ def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] 
 
 def load_data(config: RunConfig) -> PreparedData:
     """Decodes and splits once; every seed then trains on the same split (the seed varies training)."""
-    return prepare_data(config.data, config.train.seed, model_input(config.model.name, config.model.pretrained).needs())
+    return prepare_data(config.data, config.train.seed, model_input(config.model.name, config.model.pretrained))
 
 
 @torch.no_grad()
@@ -169,10 +169,11 @@ def train_once(
         data.num_classes,
         normalize,
         config.train,
-        augment=build_batch_augment(config.augment),
+        augment=build_batch_augment(config.augment, loader_flips=config.augment.flip_mode == "alternate"),
         label_smoothing=config.augment.label_smoothing,
     )
-    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed)
+    flips = alternating_flip(config.augment, config.train.seed)
+    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, train_by_position=flips)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         files = new_run_dir(merge_config(config, {"runs_dir": tmp, "name": "bench"}))
         callbacks = list(callbacks or [])
