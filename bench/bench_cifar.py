@@ -90,20 +90,21 @@ def whole_table(runs: list[dict]) -> list[str]:
 
 
 def variants_table(stored: dict) -> list[str]:
-    """Validation accuracy per variant at fixed epochs (median over seeds), with and without TTA."""
+    """Validation accuracy per variant at fixed epochs (mean over seeds), with and without TTA."""
     runs = stored.get("runs", [])
     rows = [
         "| variant | epochs | runs | val acc, no TTA | flip TTA | flip + translate TTA | "
-        "TTA time on 5,000 val images (s) |",
-        "|---|---|---|---|---|---|---|",
+        "TTA time on 5,000 val images (s) | flip + translate TTA per seed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted({(r["variant"], r["epochs"]) for r in runs}, key=lambda k: (k[1], k[0] != "base", k[0])):
-        group = [r for r in runs if (r["variant"], r["epochs"]) == key]
-        med = {t: statistics.median(r["val"][t] for r in group) for t in ("none", "flip", "flip-translate")}
+        group = sorted((r for r in runs if (r["variant"], r["epochs"]) == key), key=lambda r: r["seed"])
+        mean = {t: statistics.mean(r["val"][t] for r in group) for t in ("none", "flip", "flip-translate")}
         seconds = statistics.median(r["val"]["flip-translate_s"] for r in group)
+        seeds = ", ".join(f"{r['seed']}: {r['val']['flip-translate']:.2%}" for r in group)
         rows.append(
-            f"| {key[0]} | {key[1]} | {len(group)} | {med['none']:.2%} | {med['flip']:.2%} | "
-            f"{med['flip-translate']:.2%} | {seconds:.1f} |"
+            f"| {key[0]} | {key[1]} | {len(group)} | {mean['none']:.2%} | {mean['flip']:.2%} | "
+            f"{mean['flip-translate']:.2%} | {seconds:.1f} | {seeds} |"
         )
     loads = [float(r["load"].split(",")[0]) for r in runs]
     if loads:
@@ -204,6 +205,7 @@ def render(command: str) -> str:
         "cache); test accuracy from the run's metrics.json. This 2-core machine was shared "
         "with other work: see the load averages.",
         body,
+        stored.get("machine"),
     )
 
 
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                     fixed[label] = row["fixed"]
                     print(json.dumps(row), flush=True)
                     stored["whole"].append(row)
+                    stored["machine"] = machine()  # the page's machine line: where the whole commands ran
                     OUT.mkdir(exist_ok=True)
                     RESULTS.write_text(json.dumps(stored, indent=1))
     render(command)

@@ -55,9 +55,13 @@ def machine() -> str:
     return machine_line() + " (shared machine)"
 
 
-def write_page(name: str, title: str, command: str, intro: str, body: list[str]) -> str:
-    """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it."""
-    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine()}  ", "", intro, "", *body, ""])
+def write_page(name: str, title: str, command: str, intro: str, body: list[str], measured_on: str | None = None) -> str:
+    """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it.
+
+    ``measured_on``: the machine line of the runs shown, when the page is re-rendered elsewhere.
+    """
+    on = measured_on or machine()
+    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {on}  ", "", intro, "", *body, ""])
     OUT.mkdir(exist_ok=True)
     (OUT / f"{name}.md").write_text(text)
     print("\n" + text)
