@@ -218,14 +218,14 @@ class TrainConfig:
     )
     lookahead: int = option(
         0,
-        "wrap the optimiser in Lookahead (timm's): every K steps the weights step --lookahead-alpha of the "
-        "way from a slow copy towards where the optimiser took them, and continue from there; 0: off "
-        "(airbench: 5)",
+        "wrap the optimiser in Lookahead (timm's): every K steps a slow copy of the weights moves "
+        "--lookahead-alpha of the way towards where the optimiser took them, and training continues "
+        "from it; 0: off (airbench: 5)",
         metavar="K",
         at_least=0,
     )
     lookahead_alpha: float = option(
-        0.5, "how far Lookahead's slow weights move towards the fast ones every K steps", above=0, at_most=1
+        0.5, "the fraction of the way Lookahead's slow weights move every K steps", above=0, at_most=1
     )
     time_budget: float | None = option(
         None,
