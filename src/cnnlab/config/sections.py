@@ -158,7 +158,9 @@ class TransferConfig:
     )
     finetune_lr: float = option(1e-4, "stage 2 peak learning rate (the lesson's: 1e-5)", above=0)
     finetune_scheduler: Scheduler = option(
-        "onecycle", "stage 2 schedule: onecycle (warm-up, then cosine decay), cosine, plateau (the lesson's) or none"
+        "onecycle",
+        "stage 2 schedule: onecycle (warm-up, then cosine decay), cosine, linear (as --scheduler), plateau "
+        "(the lesson's) or none",
     )
     finetune_select: Select = option(
         "accuracy",
@@ -205,7 +207,7 @@ class TrainConfig:
     scheduler: Scheduler = option(
         "plateau",
         "plateau: ReduceLROnPlateau on val_loss (the lesson's); onecycle (warm-up, then cosine decay), cosine "
-        "and linear (airbench's: from 0.2x up to the rate over 23% of the run, then straight down to 0.07x) "
+        "and linear (airbench's: from 0.2x up to the rate over the first 23 percent of the steps, then straight down to 0.07x) "
         "step every batch",
     )
     momentum: float = option(0.9, "SGD momentum", at_least=0, below=1)
