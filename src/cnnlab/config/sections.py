@@ -207,8 +207,8 @@ class TrainConfig:
     scheduler: Scheduler = option(
         "plateau",
         "plateau: ReduceLROnPlateau on val_loss (the lesson's); onecycle (warm-up, then cosine decay), cosine "
-        "and linear (airbench's: from 0.2x up to the rate over the first 23 percent of the steps, then straight down to 0.07x) "
-        "step every batch",
+        "and linear (airbench's: from 0.2x up to the rate over the first 23 percent of the steps, then "
+        "straight down to 0.07x) step every batch",
     )
     momentum: float = option(0.9, "SGD momentum", at_least=0, below=1)
     ema: float = option(
