@@ -102,7 +102,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # start, fast BN shifts and an EMA (--ema) measured no better after 5 epochs here: off
     # (bench/out/cifar.md). Nor did its other levers (validation with TTA after 5 epochs, seeds 0
     # and 1, against 85.20% / 84.92%): --flip-mode alternate 84.92% / 84.72%, --lookahead 5
-    # 84.36% / 84.16%, --scheduler linear 84.88% / 85.90% (mean +0.33, seed 0 below): random flips, plain SGD, one-cycle kept.
+    # 84.36% / 84.16%, --scheduler linear 84.88% / 85.90% (mean +0.33, seed 0 below): random
+    # flips, plain SGD and the one-cycle are kept.
     "fast-cifar": {
         "data": {"batch_size": 256, "val_split": "0.1"},
         "model": {"name": "fast_cifar", "dropout": 0.0},
