@@ -49,6 +49,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"train": {"precision": "32-true"}},
     # The recipe's augmentation before whole-pixel moves: bilinear sub-pixel shifts by up to 2 px.
     "shifts": {"augment": {"translate": 0, "width_shift": 0.0625, "height_shift": 0.0625}},
+    # airbench94's levers Speed II did not try: each image mirrored on alternate epochs instead of a
+    # coin each time; Lookahead (timm's, every 5 steps, alpha 0.5); its linear warm-up and decay.
+    "alternate-flip": {"augment": {"flip_mode": "alternate"}},
+    "lookahead": {"train": {"lookahead": 5}},
+    "alternate-flip+lookahead": {"augment": {"flip_mode": "alternate"}, "train": {"lookahead": 5}},
+    "linear-lr": {"train": {"scheduler": "linear"}},
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnnlab.augment.batch import build_batch_augment
+from cnnlab.augment.batch import alternating_flip, build_batch_augment
 from cnnlab.config import RunConfig, build_config, merge_config
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
@@ -55,9 +55,13 @@ def machine() -> str:
     return machine_line() + " (shared machine)"
 
 
-def write_page(name: str, title: str, command: str, intro: str, body: list[str]) -> str:
-    """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it."""
-    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine()}  ", "", intro, "", *body, ""])
+def write_page(name: str, title: str, command: str, intro: str, body: list[str], measured_on: str | None = None) -> str:
+    """Writes bench/out/<name>.md (title, command, machine line, intro, body) and prints it.
+
+    ``measured_on``: the machine line of the runs shown, when the page is re-rendered elsewhere.
+    """
+    on = measured_on or machine()
+    text = "\n".join([f"# {title}", "", f"Command: `{command}`  ", f"Machine: {on}  ", "", intro, "", *body, ""])
     OUT.mkdir(exist_ok=True)
     (OUT / f"{name}.md").write_text(text)
     print("\n" + text)
@@ -72,7 +76,7 @@ def recipe_config(recipe: str, source: Path, seed: int, updates: dict[str, Any] 
 
 def load_data(config: RunConfig) -> PreparedData:
     """Decodes and splits once; every seed then trains on the same split (the seed varies training)."""
-    return prepare_data(config.data, config.train.seed, model_input(config.model.name, config.model.pretrained).needs())
+    return prepare_data(config.data, config.train.seed, model_input(config.model.name, config.model.pretrained))
 
 
 @torch.no_grad()
@@ -169,10 +173,11 @@ def train_once(
         data.num_classes,
         normalize,
         config.train,
-        augment=build_batch_augment(config.augment),
+        augment=build_batch_augment(config.augment, loader_flips=config.augment.flip_mode == "alternate"),
         label_smoothing=config.augment.label_smoothing,
     )
-    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed)
+    flips = alternating_flip(config.augment, config.train.seed)
+    datamodule = ImageDataModule(data, config.data.batch_size, config.train.seed, train_by_position=flips)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         files = new_run_dir(merge_config(config, {"runs_dir": tmp, "name": "bench"}))
         callbacks = list(callbacks or [])

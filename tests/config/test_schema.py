@@ -57,8 +57,12 @@ def _invalid(spec: FieldSpec) -> tuple[Any, list[str]] | None:
     return value, [f"{spec.flag}={value}"]
 
 
-# Fields that are valid only beside another (a tracking store needs tracking on): (name, value, words).
-COMPANIONS = {"tracking_uri": ("tracking", "mlflow", ["--tracking", "mlflow"])}
+# Fields that are valid only beside another of their section (a tracking store needs tracking on,
+# alternating flips need flips): (name, value, words).
+COMPANIONS = {
+    "tracking_uri": ("tracking", "mlflow", ["--tracking", "mlflow"]),
+    "flip_mode": ("hflip", True, ["--hflip"]),
+}
 
 
 def _from_flags(words: list[str]) -> RunConfig:
@@ -69,9 +73,9 @@ def _from_flags(words: list[str]) -> RunConfig:
 def _from_yaml(tmp_path: Path, spec: FieldSpec, value: Any) -> RunConfig:
     plain = list(value) if isinstance(value, tuple) else value
     nested = {spec.section: {spec.name: plain}} if spec.section else {spec.name: plain}
-    if spec.name in COMPANIONS:  # top-level fields only, as the companions are
+    if spec.name in COMPANIONS:
         name, companion, _ = COMPANIONS[spec.name]
-        nested[name] = companion
+        (nested[spec.section] if spec.section else nested)[name] = companion
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(nested))
     return build_config(config_file=path, data="digits")

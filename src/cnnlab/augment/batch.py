@@ -23,11 +23,13 @@ no generator), so seed with ``torch.manual_seed`` / Lightning's ``seed_everythin
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from cnnlab.augment.flip import AlternatingFlip
 from cnnlab.config import AugmentConfig
 from cnnlab.data.crop import random_crop
 
@@ -165,6 +167,9 @@ class BatchAugment(torch.nn.Module):
         crop: The model's input side when images are stored with a margin (``cnnlab.data.crop``):
             each image first becomes a random crop of that side, or, with ``random_resized_crop``,
             a random box of the whole stored square resized to it.
+        loader_flips: the training loader mirrors the images (``--flip-mode alternate``:
+            ``augment.flip.AlternatingFlip``), so ``--hflip`` draws no coin here. Without a loader
+            that knows each image's position and epoch (cached feature views), the flips stay random.
     """
 
     def __init__(
@@ -173,10 +178,14 @@ class BatchAugment(torch.nn.Module):
         generator: torch.Generator | None = None,
         policy_chunk: int = 16,
         crop: int | None = None,
+        loader_flips: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.crop = crop
+        self.random_hflip = cfg.hflip and not loader_flips
+        # Whether anything is left for the warp: with only --hflip on, the loader's flips replace it.
+        self.warps = cfg.geometric if self.random_hflip else replace(cfg, hflip=False, flip_mode="random").geometric
         self.generator = generator
         self.policy_chunk = policy_chunk
         self.policy: torch.nn.Module | None = None
@@ -229,7 +238,7 @@ class BatchAugment(torch.nn.Module):
             translate_frac=shift,
             scale=1 + self._symmetric(n, c.zoom, x),
             shear_deg=self._symmetric(n, c.shear, x),
-            hflip=self._coin(n, c.hflip, x),
+            hflip=self._coin(n, self.random_hflip, x),
             vflip=self._coin(n, c.vflip, x),
             crop=self._crop_boxes(n, x) if c.random_resized_crop is not None else None,
         )
@@ -288,7 +297,7 @@ class BatchAugment(torch.nn.Module):
             x = random_crop(x, self.crop, self.generator)
         if self.cfg.translate:
             x = translate(x, self.cfg.translate, self.cfg.fill_mode, self.generator)
-        if self.cfg.geometric:
+        if self.warps:
             x = self._geometric(x, self.crop if resized_crop else None)
         if self.cfg.photometric:
             x = self._photometric(x)
@@ -303,13 +312,23 @@ class BatchAugment(torch.nn.Module):
 
 
 def build_batch_augment(
-    cfg: AugmentConfig, generator: torch.Generator | None = None, policy_chunk: int = 16, crop: int | None = None
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    policy_chunk: int = 16,
+    crop: int | None = None,
+    loader_flips: bool = False,
 ) -> BatchAugment | None:
     """A BatchAugment for the config, or None when no per-image op is on (the step pays nothing).
 
-    ``crop``: see BatchAugment. Random crops come with augmentation: a run without any trains on the
-    centre crops it is evaluated on, so frozen layers' outputs stay the same each epoch (cacheable).
+    ``crop``, ``loader_flips``: see BatchAugment. Random crops come with augmentation: a run without
+    any trains on the centre crops it is evaluated on, so frozen layers' outputs stay the same each
+    epoch (cacheable).
     """
     if not (cfg.translate or cfg.geometric or cfg.photometric or cfg.policy is not None or cfg.random_erasing):
         return None
-    return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk, crop=crop)
+    return BatchAugment(cfg, generator=generator, policy_chunk=policy_chunk, crop=crop, loader_flips=loader_flips)
+
+
+def alternating_flip(cfg: AugmentConfig, seed: int) -> AlternatingFlip | None:
+    """The training loader's flips for ``--flip-mode alternate`` (None: BatchAugment's coins, if any)."""
+    return AlternatingFlip(seed) if cfg.flip_mode == "alternate" else None  # the config checked --hflip

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.augment.batch import build_batch_augment
+from cnnlab.augment.batch import alternating_flip, build_batch_augment
 from cnnlab.config import RunConfig
 from cnnlab.data.loaders import ImageDataModule
 from cnnlab.data.normalize import Normalize
@@ -139,12 +139,20 @@ def probabilities_from_training(
                 data.num_classes,
                 normalize,
                 train_cfg,
-                augment=build_batch_augment(config.augment, crop=data.crop),
+                augment=build_batch_augment(
+                    config.augment, crop=data.crop, loader_flips=config.augment.flip_mode == "alternate"
+                ),
                 label_smoothing=config.augment.label_smoothing,
             )
             with quiet_lightning():
                 _fold_trainer(config).fit(
-                    module, datamodule=ImageDataModule(fold_data, config.data.batch_size, config.train.seed)
+                    module,
+                    datamodule=ImageDataModule(
+                        fold_data,
+                        config.data.batch_size,
+                        config.train.seed,
+                        train_by_position=alternating_flip(config.augment, config.train.seed),
+                    ),
                 )
             held_set = fold_data.splits["val"]
             for start, batch in predict_probs(model, held_set.for_pass, normalize):

@@ -26,7 +26,7 @@ def _augment_text(augment: dict[str, Any]) -> str:
     """Short summary of the augmentation overrides, e.g. 'rot 10, shift 0.1, smooth 0.1'."""
     parts = []
     if augment.get("hflip"):
-        parts.append("flip")
+        parts.append("alternating flip" if augment.get("flip_mode") == "alternate" else "flip")
     if augment.get("rotation"):
         parts.append(f"rot {augment['rotation']:g}°")
     shift = max(augment.get("width_shift", 0), augment.get("height_shift", 0))
@@ -47,8 +47,9 @@ def _training_text(train: dict[str, Any], data: dict[str, Any]) -> str:
     length = f"{train['epochs']} epoch{'s' if train['epochs'] != 1 else ''}"
     if train["time_budget"]:  # the schedule fits the time; the epochs are only an upper bound
         length = f"{train['time_budget']:g} s (at most {length})"
+    lookahead = f" + lookahead {train['lookahead']}" if train.get("lookahead") else ""
     return (
-        f"{train['optimizer']} {train['lr']:g}, {train['scheduler']}, "
+        f"{train['optimizer']} {train['lr']:g}{lookahead}, {train['scheduler']}, "
         f"batch {data['batch_size']}, {length}, val {data['val_split']}"
     )
 

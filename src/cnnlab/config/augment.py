@@ -21,6 +21,7 @@ from cnnlab.errors import CnnlabError, suggest
 
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Policy = Literal["randaugment", "trivialaugment"]
+FlipMode = Literal["random", "alternate"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class AugmentConfig:
     )
     hflip: bool = option(False, "mirror left-right with probability 0.5")
     vflip: bool = option(False, "mirror top-bottom with probability 0.5")
+    flip_mode: FlipMode = option(
+        "random",
+        "which images --hflip mirrors: random (a coin per image each time) or alternate (a seeded half "
+        "in the first epoch, then each image on every other epoch: airbench's alternating flip)",
+    )
     # 1 - zoom must stay above 0
     zoom: float = option(0.0, "zoom by a factor in [1-Z, 1+Z] (lesson: 0.2)", metavar="Z", at_least=0, below=1)
     # tan() explodes towards 90°
@@ -89,6 +95,8 @@ class AugmentConfig:
             if pair is not None and pair[0] > pair[1]:
                 flag = spec_of(AugmentConfig, "augment", name).flag
                 raise CnnlabError(f"{flag} needs LO <= HI, got {pair[0]:g} {pair[1]:g}; swap the two numbers")
+        if self.flip_mode == "alternate" and not self.hflip:
+            raise CnnlabError("--flip-mode alternate chooses which images --hflip mirrors: add --hflip")
 
     @property
     def geometric(self) -> bool:

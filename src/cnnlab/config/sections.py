@@ -25,7 +25,7 @@ BinaryHead = Literal["softmax", "sigmoid"]
 Stages = Literal["auto", "frozen", "both", "full"]
 ClassWeights = Literal["none", "auto"]
 Optimizer = Literal["adam", "adamw", "sgd"]
-Scheduler = Literal["plateau", "onecycle", "cosine", "none"]
+Scheduler = Literal["plateau", "onecycle", "cosine", "linear", "none"]
 Select = Literal["accuracy", "loss"]
 Refit = Literal["auto", "on", "off"]
 # --refit auto refits pretrained runs below this many train + val images: there --val-split auto holds
@@ -170,7 +170,9 @@ class TransferConfig:
     )
     finetune_lr: float = option(1e-4, "stage 2 peak learning rate (the lesson's: 1e-5)", above=0)
     finetune_scheduler: Scheduler = option(
-        "onecycle", "stage 2 schedule: onecycle (warm-up, then cosine decay), cosine, plateau (the lesson's) or none"
+        "onecycle",
+        "stage 2 schedule: onecycle (warm-up, then cosine decay), cosine, linear (as --scheduler), plateau "
+        "(the lesson's) or none",
     )
     finetune_select: Select = option(
         "accuracy",
@@ -215,7 +217,10 @@ class TrainConfig:
     class_weights: ClassWeights = option("none", "auto: weigh the loss by inverse class frequency")
     optimizer: Optimizer = option("adam", "adam (the lesson's), adamw, or sgd (Nesterov momentum)")
     scheduler: Scheduler = option(
-        "plateau", "plateau: ReduceLROnPlateau on val_loss (the lesson's); onecycle and cosine step every batch"
+        "plateau",
+        "plateau: ReduceLROnPlateau on val_loss (the lesson's); onecycle (warm-up, then cosine decay), cosine "
+        "and linear (airbench's: from 0.2x up to the rate over the first 23 percent of the steps, then "
+        "straight down to 0.07x) step every batch",
     )
     momentum: float = option(0.9, "SGD momentum", at_least=0, below=1)
     ema: float = option(
@@ -224,6 +229,17 @@ class TrainConfig:
         "(e.g. 0.99), validated, checkpointed and kept at the end; 0: off",
         at_least=0,
         below=1,
+    )
+    lookahead: int = option(
+        0,
+        "wrap the optimiser in Lookahead (timm's): every K steps a slow copy of the weights moves "
+        "--lookahead-alpha of the way towards where the optimiser took them, and training continues "
+        "from it; 0: off (airbench: 5)",
+        metavar="K",
+        at_least=0,
+    )
+    lookahead_alpha: float = option(
+        0.5, "the fraction of the way Lookahead's slow weights move every K steps", above=0, at_most=1
     )
     time_budget: float | None = option(
         None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypeAlias
 
 import lightning as L
 import numpy as np
@@ -14,23 +15,38 @@ from cnnlab.data.pack_read import streamable
 from cnnlab.data.types import ImageSet, PreparedData
 from cnnlab.errors import CnnlabError
 
+# A training batch's transform that depends on which images it holds and the epoch:
+# (uint8 images, their positions in the split, epoch) -> images (e.g. augment.flip.AlternatingFlip).
+ByPosition: TypeAlias = Callable[[torch.Tensor, np.ndarray, int], torch.Tensor]
+
 
 class _BatchIndexed(Dataset):
     """Indexed by a whole list of positions, returning the stacked batch (images, labels).
 
     With ``extra`` (one row per image, e.g. a teacher's logits), batches are (images, labels, extra).
+    ``by_position``: applied to each batch's images with their positions and ``epoch_of()``.
     """
 
-    def __init__(self, image_set: ImageSet, extra: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        image_set: ImageSet,
+        extra: torch.Tensor | None = None,
+        by_position: ByPosition | None = None,
+        epoch_of: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._set, self._labels = image_set, image_set.labels.numpy()
         self._extra = extra.numpy() if extra is not None else None
+        self._by_position, self._epoch_of = by_position, epoch_of
 
     def __len__(self) -> int:
         return len(self._labels)
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
         index = np.asarray(positions)
-        batch = (self._set.take(index), torch.from_numpy(self._labels[index]))
+        images = self._set.take(index)
+        if self._by_position is not None:
+            images = self._by_position(images, index, self._epoch_of())
+        batch = (images, torch.from_numpy(self._labels[index]))
         return batch if self._extra is None else (*batch, torch.from_numpy(self._extra[index]))
 
 
@@ -110,12 +126,15 @@ def batch_loader(
     balanced: bool = False,
     shard: tuple[int, int] = (0, 1),
     extra: torch.Tensor | None = None,
+    by_position: ByPosition | None = None,
 ) -> DataLoader:
     """A DataLoader of (uint8 images, labels[, extra rows]) batches from an in-memory split.
 
     ``shard``: (rank, world_size) of this process: its share of each epoch (see EpochBatches);
     training shards (``shuffle``) are padded to equal length, evaluation ones are not.
     ``extra``: rows served with each image (e.g. a teacher's logits computed once).
+    ``by_position``: a transform of each batch by its images' positions and the sampler's epoch
+    (which Lightning sets, on a resume too).
     """
     sampler = EpochBatches(
         image_set.labels,
@@ -128,7 +147,7 @@ def batch_loader(
         prefetch=image_set.prefetch if image_set.stored else None,
     )
     return DataLoader(
-        _BatchIndexed(image_set, extra),
+        _BatchIndexed(image_set, extra, by_position, lambda: sampler.epoch),
         sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches
         pin_memory=torch.cuda.is_available(),
@@ -145,7 +164,8 @@ class ImageDataModule(L.LightningDataModule):
     """Serves the prepared splits to the Lightning Trainer, each process its share.
 
     ``batch_size`` is the batch of one process (the per-device batch); ``train_extra``: rows served
-    with each training image, e.g. a teacher's logits computed once.
+    with each training image, e.g. a teacher's logits computed once; ``train_by_position``: a
+    transform of each training batch by its images' positions and the epoch (see batch_loader).
     """
 
     def __init__(
@@ -155,12 +175,20 @@ class ImageDataModule(L.LightningDataModule):
         seed: int,
         balanced: bool = False,
         train_extra: torch.Tensor | None = None,
+        train_by_position: ByPosition | None = None,
     ):
         super().__init__()
         self.data, self.batch_size, self.seed, self.balanced = data, batch_size, seed, balanced
-        self.train_extra = train_extra
-        if streamable(data.splits["train"]) is not None and (balanced or train_extra is not None):
-            what = "--sampler balanced" if balanced else "distillation (a teacher's logits per image)"
+        self.train_extra, self.train_by_position = train_extra, train_by_position
+        streamed = streamable(data.splits["train"]) is not None
+        if streamed and (balanced or train_extra is not None or train_by_position is not None):
+            what = (
+                "--sampler balanced"
+                if balanced
+                else "distillation (a teacher's logits per image)"
+                if train_extra is not None
+                else "--flip-mode alternate"
+            )
             raise CnnlabError(
                 f"{what} needs random access to the training images; packed data streams them: "
                 f"train from the folder '{data.source}' was packed from instead"
@@ -187,6 +215,7 @@ class ImageDataModule(L.LightningDataModule):
             self.balanced,
             trainer_shard(self),
             self.train_extra,
+            self.train_by_position,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -301,7 +301,7 @@ def _module_kwargs(ctx: RunContext) -> dict[str, Any]:
         "num_classes": data.num_classes,
         "normalize": Normalize.of(preprocess),
         "train_cfg": ctx.config.train,
-        "augment": build_batch_augment(aug, crop=data.crop),
+        "augment": build_batch_augment(aug, crop=data.crop, loader_flips=aug.flip_mode == "alternate"),
         "mix": mix,
         "label_smoothing": aug.label_smoothing,
         "class_weights": _class_weights(data) if ctx.config.train.class_weights == "auto" else None,

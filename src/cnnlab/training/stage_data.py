@@ -26,7 +26,7 @@ import torch
 
 from cnnlab.augment.batch import build_batch_augment
 from cnnlab.config import RunConfig
-from cnnlab.data.loaders import ImageDataModule
+from cnnlab.data.loaders import ByPosition, ImageDataModule
 from cnnlab.data.types import PreparedData
 from cnnlab.models.heads import head_forward, splits_into_features_and_head
 from cnnlab.training.activation_cache import ActivationCache, top_accuracy
@@ -46,6 +46,7 @@ class Batches:
     size: int  # per process
     seed: int
     balanced: bool  # --sampler balanced
+    by_position: ByPosition | None = None  # --flip-mode alternate: the loader mirrors the images
 
 
 class StageData(Protocol):
@@ -94,7 +95,9 @@ class Images:
 
     def build(self, module_kwargs: dict[str, Any], batches: Batches) -> tuple[ClassifierModule, L.LightningDataModule]:
         module = self.hooks.module_factory(**module_kwargs)
-        data = ImageDataModule(self.data, batches.size, batches.seed, batches.balanced, self.hooks.train_extra)
+        data = ImageDataModule(
+            self.data, batches.size, batches.seed, batches.balanced, self.hooks.train_extra, batches.by_position
+        )
         return module, data
 
     def test_accuracy(self) -> Callable[[], float] | None:

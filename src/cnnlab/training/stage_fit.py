@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from cnnlab.augment.batch import alternating_flip
 from cnnlab.config import RunConfig, TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.models.summary import trainable_table
@@ -202,7 +203,12 @@ def prepare_stage(
     source = choose_stage_data(ctx, stage, activation_cache, watch, features)
     if ctx.ranks.is_zero:
         _announce(ctx.model, stage, position, counts, source.how(), budget)
-    batches = Batches(batch_size or config.data.batch_size, config.train.seed, config.data.sampler == "balanced")
+    batches = Batches(
+        batch_size or config.data.batch_size,
+        config.train.seed,
+        config.data.sampler == "balanced",
+        alternating_flip(config.augment, config.train.seed),
+    )
     module, datamodule = source.build(kwargs, batches)
     return StageInputs(stage, train_cfg, module, datamodule, source, *counts)
 

@@ -95,6 +95,25 @@ def cosine_factor(progress: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+# airbench94's shape: linear from 0.2x up to the peak over 23% of the run, then linear down to 0.07x.
+LINEAR_PEAK, LINEAR_START, LINEAR_END = 0.23, 0.2, 0.07
+
+
+def linear_factor(progress: float) -> float:
+    """LR multiplier at ``progress`` in [0, 1]: linear warm-up, then linear decay (airbench94's)."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < LINEAR_PEAK:
+        return LINEAR_START + (1 - LINEAR_START) * p / LINEAR_PEAK
+    return 1 - (1 - LINEAR_END) * (p - LINEAR_PEAK) / (1 - LINEAR_PEAK)
+
+
+SHAPES: dict[str, Callable[[float], float]] = {
+    "onecycle": onecycle_factor,
+    "cosine": cosine_factor,
+    "linear": linear_factor,
+}
+
+
 class BudgetSchedule:
     """``LambdaLR`` factor whose progress is the larger of steps done and budget used.
 
@@ -103,7 +122,7 @@ class BudgetSchedule:
     """
 
     def __init__(self, shape: str, seconds: float, total_steps: int, clock: Clock = time.perf_counter) -> None:
-        self.shape = onecycle_factor if shape == "onecycle" else cosine_factor
+        self.shape = SHAPES[shape]
         self.seconds, self.total_steps = seconds, max(total_steps, 1)
         self._clock, self._start = clock, clock()
         self.budget: TimeBudget | None = None
@@ -136,7 +155,7 @@ class BudgetLR(torch.optim.lr_scheduler.LambdaLR):
 
 
 def budget_scheduler(optimizer: torch.optim.Optimizer, shape: str, seconds: float, total_steps: int) -> BudgetLR:
-    """A per-step LR schedule following ``shape`` (onecycle or cosine) over the time budget."""
+    """A per-step LR schedule following ``shape`` (one of :data:`SHAPES`) over the time budget."""
     return BudgetLR(optimizer, BudgetSchedule(shape, seconds, total_steps))
 
 
