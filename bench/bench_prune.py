@@ -34,6 +34,7 @@ from common import write_page  # noqa: E402
 VARIANTS = {
     "sparsity 0.5 (defaults)": ["--sparsity", "0.5"],
     "sparsity 0.5, fine-tuning up to 2400 s": ["--sparsity", "0.5", "--finetune-budget", "2400"],
+    "sparsity 0.5, fine-tuning at 1e-4": ["--sparsity", "0.5", "--finetune-lr", "1e-4"],
     "max drop 2 (sweep)": ["--max-drop", "2"],
 }
 GOAL_DROP, GOAL_SPEEDUP = 2.0, 1.3
