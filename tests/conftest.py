@@ -38,6 +38,16 @@ def write_wide_bars(root: Path) -> Path:
     return folder
 
 
+def train_squash_bars(cli, root: Path) -> tuple[Path, Path]:
+    """(run folder, image folder): 3 epochs of simple_cnn on write_wide_bars, --crop-mode squash."""
+    folder = write_wide_bars(root / "bars")
+    runs = root / "runs"
+    args = ("--image-size", "20", "--crop-pct", "0.8", "--epochs", "3", "--batch-size", "16", "--runs-dir", runs)
+    code, _, err = cli("train", folder, "--crop-mode", "squash", *args, "--name", "sq")
+    assert code == 0, err
+    return runs / "sq", folder
+
+
 def write_photo_crops(root: Path, per_class: int = 30, side: int = 96, seed: int = 0) -> Path:
     """Two classes of real photos: random crops of scikit-learn's temple and flower pictures."""
     from sklearn.datasets import load_sample_images

@@ -49,6 +49,13 @@ def test_every_option_of_every_command_has_help(capsys) -> None:
     walk(build_parser())
 
 
+def _probe(code: str) -> str:
+    """The standard output of ``code`` run in a fresh interpreter (what it imports is its own)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_mlflow_is_imported_only_by_a_tracked_run() -> None:
     """Importing MLflow costs 1.2-1.9 s here: the training, evaluation and deploy paths leave it to --tracking."""
     probe = (
@@ -58,9 +65,7 @@ def test_mlflow_is_imported_only_by_a_tracked_run() -> None:
         "import cnnlab.training.tracking, cnnlab.evaluation.runs_summary\n"
         "print('mlflow' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert _probe(probe).strip().splitlines()[-1] == "False"
 
 
 # What a training run has no use for: the deploy, serving, tuning and label-cleaning stacks, and timm
@@ -107,9 +112,7 @@ def test_training_start_up_imports_no_deploy_serving_or_explain_stack() -> None:
         "from cnnlab.training.run_fit import TrainingInterrupted\n"
         "print(*sorted(sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    modules = result.stdout.split()
+    modules = _probe(probe).split()
     assert "lightning" in modules  # the probe imported the training stack
     top = {name.split(".")[0] for name in modules}
     assert sorted(top & {*NOT_FOR_TRAINING, "pytorch_grad_cam"}) == []

@@ -15,7 +15,7 @@ from cnnlab.data.decode import Fit, decode_image
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.prepare import prepare_data
 from cnnlab.data.preprocess import Preprocess
-from conftest import read_json, write_wide_bars
+from conftest import read_json, train_squash_bars
 
 RED = (255, 0, 0)
 GREY = (90, 90, 90)
@@ -102,11 +102,8 @@ def test_a_squash_run_records_its_mode_and_predict_squashes_too(tmp_path: Path, 
     from cnnlab.training.checkpoint import load_trained
     from cnnlab.training.run_dir import RunFiles
 
-    folder = write_wide_bars(tmp_path / "bars")
-    runs = tmp_path / "runs"
-    args = ("--image-size", "20", "--crop-pct", "0.8", "--epochs", "3", "--batch-size", "16", "--runs-dir", runs)
-    code, out, err = cli("train", folder, "--crop-mode", "squash", *args, "--name", "sq")
-    assert code == 0, err
+    run, folder = train_squash_bars(cli, tmp_path)
+    runs = run.parent
     pre = read_json(runs / "sq" / "run.json")["preprocess"]
     assert pre["crop_mode"] == "squash" and pre["resize"] == "whole image resized to size (aspect not kept)"
     # the bars at the photos' ends were seen: left and right told apart (a centre crop cannot: 4 of 7 on this set)

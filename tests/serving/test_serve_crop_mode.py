@@ -7,7 +7,7 @@ from pathlib import Path
 
 from servers import post_images, start_server
 
-from conftest import write_wide_bars
+from conftest import train_squash_bars
 
 
 def _top(out: str) -> dict[str, float]:
@@ -15,11 +15,8 @@ def _top(out: str) -> dict[str, float]:
 
 
 def test_a_squash_run_serves_and_exports_squashing(tmp_path: Path, cli, one_torch_thread) -> None:
-    folder = write_wide_bars(tmp_path / "bars")
-    runs = tmp_path / "runs"
-    args = ("--image-size", "20", "--crop-pct", "0.8", "--epochs", "3", "--batch-size", "16", "--runs-dir", runs)
-    code, _, err = cli("train", folder, "--crop-mode", "squash", *args, "--name", "sq")
-    assert code == 0, err
+    run, folder = train_squash_bars(cli, tmp_path)
+    runs = run.parent
     image = next(folder.glob("right/*.png"))
     code, out, err = cli("predict", runs / "sq", image, "--format", "json", "--top-k", "3")
     assert code == 0, err
