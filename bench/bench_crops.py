@@ -34,7 +34,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_page  # noqa: E402
+from common import CNNLAB_TRAIN, write_page  # noqa: E402
 
 from cnnlab.data.crop import stored_side  # noqa: E402
 from cnnlab.data.discover import discover  # noqa: E402
@@ -64,10 +64,7 @@ def train(folder: Path, pct: float, runs: Path, seed: int, locked: bool = True) 
         return json.loads(saved.read_text())
     cache = runs / f"cache-{name}"
     command = [
-        sys.executable,
-        "-m",
-        "cnnlab",
-        "train",
+        *CNNLAB_TRAIN,
         str(folder),
         *BASE,
         "--crop-pct",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_page  # noqa: E402
+from common import CNNLAB_TRAIN, write_page  # noqa: E402
 
 BASE = ["--model", "efficientnet_lite0", "--pretrained"]
 # "issue start": stage 2 as it was when issue #20 was filed (the lesson's 10 layers at 1e-5 on
@@ -68,19 +68,7 @@ def right(stage: dict) -> str:
 
 def run_one(folder: Path, variant: str, runs: Path) -> dict:
     name = f"{folder.name}-{variant.replace(', ', '-').replace(' ', '')}"
-    command = [
-        sys.executable,
-        "-m",
-        "cnnlab",
-        "train",
-        str(folder),
-        *BASE,
-        *VARIANTS[variant],
-        "--runs-dir",
-        str(runs),
-        "--name",
-        name,
-    ]
+    command = [*CNNLAB_TRAIN, str(folder), *BASE, *VARIANTS[variant], "--runs-dir", str(runs), "--name", name]
     load = os.getloadavg()[0]
     cpu, started = children_cpu(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)

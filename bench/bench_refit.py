@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_page  # noqa: E402
+from common import CNNLAB_TRAIN, write_page  # noqa: E402
 
 BASE = ["--model", "efficientnet_lite0", "--pretrained"]
 MODES = ("off", "on")
@@ -41,10 +41,7 @@ def run_one(folder: Path, mode: str, seed: int, runs: Path) -> dict:
     if saved.is_file():
         return json.loads(saved.read_text())
     command = [
-        sys.executable,
-        "-m",
-        "cnnlab",
-        "train",
+        *CNNLAB_TRAIN,
         str(folder),
         *BASE,
         "--seed",

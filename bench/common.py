@@ -7,6 +7,8 @@ ImageDataModule, ``build_trainer``'s Lightning Trainer and callbacks); what it a
 
 from __future__ import annotations
 
+import sys
+
 import statistics
 import tarfile
 import tempfile
@@ -38,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 DATASETS = Path.home() / ".cache" / "cnnlab" / "datasets"
 SHARED = HERE.parent.parent / "shared" / "data"
+
+
+CNNLAB_TRAIN = (sys.executable, "-m", "cnnlab", "train")  # a whole `cnnlab train` process, as a user runs it
 
 
 def dataset(name: str) -> Path:
