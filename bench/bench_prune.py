@@ -35,6 +35,7 @@ VARIANTS = {
     "sparsity 0.5 (defaults)": ["--sparsity", "0.5"],
     "sparsity 0.5, fine-tuning up to 2400 s": ["--sparsity", "0.5", "--finetune-budget", "2400"],
     "sparsity 0.5, fine-tuning at 1e-4": ["--sparsity", "0.5", "--finetune-lr", "1e-4"],
+    "sparsity 0.5, fine-tuning at 1e-3": ["--sparsity", "0.5", "--finetune-lr", "1e-3"],
     "max drop 2 (sweep)": ["--max-drop", "2"],
 }
 GOAL_DROP, GOAL_SPEEDUP = 2.0, 1.3

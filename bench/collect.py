@@ -41,6 +41,7 @@ SECTIONS = [
     ("prune", "Pruning a Lite0 transfer run: what 50% of the channels costs (issue #29)"),
     ("distill", "Distillation: a pruned copy of the teacher, distilled vs alone (issue #29)"),
     ("distill_long", "Distillation trained 4x longer: 16 epochs instead of 4 (issue #29)"),
+    ("distill_augment", "Distillation with a new view of each photo every epoch: --augment light (issue #29)"),
     ("mnist_one_epoch", "MNIST in one epoch: the fast recipe over 5 seeds (issue #32)"),
 ]
 INTRO = """# Benchmarks

@@ -221,6 +221,31 @@ def trained_shapes(tmp_path_factory) -> tuple[Path, Path]:
     return root / "runs" / "base", shapes
 
 
+@pytest.fixture(scope="session")
+def lite0_photos_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, photo folder), trained once per session: EfficientNet-Lite0 transferred from its
+    built-in ImageNet weights to two classes of photo crops at 64 px; the networks ``cnnlab prune``
+    refits (inverted-residual blocks, a residual stream)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("lite0")
+    photos = write_photo_crops(root / "photos", per_class=20)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors at 64 px: see one_torch_thread
+    try:
+        args = ["train", str(photos), "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64"]
+        args += ["--frozen-epochs", "5", "--finetune-epochs", "1", "--refit", "off", "--batch-size", "16"]
+        assert main([*args, "--runs-dir", str(root / "runs"), "--name", "lite0"]) == 0
+    finally:
+        torch.set_num_threads(saved)
+    return root / "runs" / "lite0", photos
+
+
+def batchnorm_statistics(state: dict) -> dict:
+    """The running means and variances of a state dict (BatchNorm's statistics, not its weights)."""
+    return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
 @pytest.fixture
 def run_copy(trained_shapes, tmp_path) -> Path:
     """A fresh copy of the trained run, free to be changed."""

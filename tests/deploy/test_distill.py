@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_json, write_shapes_folder
+from conftest import batchnorm_statistics, read_json, write_shapes_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: no OpenMP spin-waits
 
@@ -92,6 +92,10 @@ def test_alpha_zero_is_plain_training(cli, noisy_task) -> None:
     assert distilled == alone  # same seed, same batches, the same loss: identical results
     runs = teacher.parent
     assert (runs / "zero" / "metrics.csv").read_text() == (runs / "zero-alone" / "metrics.csv").read_text()
+    # no better than alone, and said so: in the table's notes and first in the distilled run's
+    notes = json.loads((runs / "zero" / "tables" / "distill.json").read_text())["notes"]
+    assert any(note.startswith("WARNING: distillation did not help") for note in notes)
+    assert read_json(runs / "zero" / "run.json")["notes"][0].startswith("Distillation did not help")
 
 
 def test_a_teacher_rescues_a_student_taught_wrong_labels(cli, noisy_task) -> None:
@@ -102,6 +106,7 @@ def test_a_teacher_rescues_a_student_taught_wrong_labels(cli, noisy_task) -> Non
     table = json.loads((teacher.parent / "taught" / "tables" / "distill.json").read_text())
     assert [row[0] for row in table["rows"]] == ["teacher", "student alone", "distilled student"]
     assert table["data"]["teacher_logits"] == "computed once"
+    assert not any("did not help" in note for note in table["notes"])
     assert "Distillation into taught" in (teacher.parent / "taught" / "report.html").read_text()
 
 
@@ -267,3 +272,29 @@ def test_batchnorm_statistics_are_fresh_before_validation() -> None:
     FreshBatchNormStats(images, batch=64).on_validation_epoch_start(SimpleNamespace(sanity_checking=False), module)
     assert torch.allclose(net(unit), in_training, atol=1e-3)
     assert not net.training  # validation goes on in evaluation mode
+
+
+def test_a_refitted_pruned_student_trains_with_the_teachers_batchnorm_statistics(
+    cli, lite0_photos_run, tmp_path
+) -> None:
+    """The default student of a Lite0 teacher is refitted to the teacher's outputs through its BatchNorm
+    statistics: both students keep them, at the stage-2 rate, and the table says so."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from cnnlab.training.checkpoint import load_trained
+    from cnnlab.training.run_dir import RunFiles, read_run_config
+
+    teacher = Path(shutil.copytree(lite0_photos_run[0], tmp_path / "runs" / "lite0"))
+    code, out, err = cli("distill", "--teacher", teacher, "--epochs", "1", "--batch-size", "16", "--name", "small")
+    assert code == 0, err
+    assert "both students trained with BatchNorm statistics fixed (refitted copy), lr 0.0001" in out
+    pruned = Path(read_json(teacher.parent / "small" / "run.json")["distillation"]["pruned_from"])
+    statistics = batchnorm_statistics(load_file(str(pruned / "pruned.safetensors")))
+    for name in ("small", "small-alone"):
+        files = RunFiles(teacher.parent / name)
+        assert read_run_config(files).train.lr == 1e-4
+        trained = load_trained(files).model.state_dict()
+        assert statistics and all(torch.equal(trained[k], v) for k, v in statistics.items()), name

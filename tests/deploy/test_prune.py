@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import unnamed_run_files
+from conftest import batchnorm_statistics, read_json, unnamed_run_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: no OpenMP spin-waits
 
@@ -188,6 +190,18 @@ def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_report
     assert "Pruned copies of this run" in parent and "structured-98: pruning --sparsity 0.98 lost" in parent
 
 
+def test_fine_tuning_that_lowered_the_pruned_copy_says_to_lower_its_rate() -> None:
+    from cnnlab.deploy.prune_run import verdict
+
+    measured = {"kind": "structured", "requested": 0.5, "parent_test_accuracy": 0.87, "speedup_batch1": 1.5}
+    worse = {**measured, "accuracy_before_finetune": 0.73, "final_accuracy": 0.19, "finetune_epochs": 9}
+    (warning,) = verdict({**worse, "finetune_lr": 1e-3}, 2.0)
+    assert "fine-tuning lowered it from 73.00%" in warning and "--finetune-lr 0.0001" in warning
+    better = {**worse, "final_accuracy": 0.78, "finetune_lr": 1e-4}
+    (warning,) = verdict(better, 2.0)
+    assert "lost 9.0 points" in warning and "--finetune-lr" not in warning  # it helped: not the rate
+
+
 def test_no_speed_up_is_said(cli, run_copy, monkeypatch) -> None:
     import cnnlab.deploy.prune_run as prune
 
@@ -215,3 +229,29 @@ def test_the_parents_report_lists_its_pruned_copies(cli, run_copy) -> None:
 def test_neither_sparsity_nor_drop_is_refused(cli, run_copy) -> None:
     code, _, err = cli("prune", run_copy)
     assert code == 2 and "--sparsity" in err and "--max-drop" in err and err.count("\n") == 1
+
+
+def test_a_refitted_copy_fine_tunes_with_its_batchnorm_statistics_fixed_at_the_stage_2_rate(
+    cli, lite0_photos_run, tmp_path
+) -> None:
+    """Lite0's pruned layers are refitted to the parent's outputs through its BatchNorm statistics:
+    fine-tuning keeps them (training-mode BatchNorm would normalise with each batch's) and trains at
+    the run's --finetune-lr, as stage 2 did."""
+    from safetensors.torch import load_file
+
+    from cnnlab.training.checkpoint import load_trained
+    from cnnlab.training.run_dir import RunFiles, read_run_config
+
+    run = Path(shutil.copytree(lite0_photos_run[0], tmp_path / "lite0"))
+    code, out, err = cli("prune", run, "--sparsity", "0.5", "--finetune-epochs", "1")
+    assert code == 0, err
+    pruned = run / "pruned" / "structured-50"
+    meta = read_json(pruned / "run.json")
+    assert meta["pruning"]["refitted"] and meta["pruning"]["finetune_epochs"] == 1
+    assert meta["pruning"]["finetune_lr"] == read_run_config(RunFiles(run)).transfer.finetune_lr == 1e-4
+    assert "fine-tuned at lr 0.0001 with BatchNorm statistics kept fixed" in out
+    start = load_file(str(pruned / "pruned.safetensors"))
+    tuned = load_trained(RunFiles(pruned)).model.state_dict()
+    statistics = batchnorm_statistics(start)
+    assert statistics and all(torch.equal(tuned[k], v) for k, v in statistics.items())
+    assert not all(torch.equal(tuned[k], v) for k, v in start.items() if k.endswith("weight"))  # it did train

@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -57,6 +58,7 @@ from cnnlab.training.run_dir import (
     write_record,
 )
 from cnnlab.training.run_fit import train_run
+from cnnlab.training.stage_plan import FrozenBatchNormEval
 from cnnlab.training.start import open_new_run, prepare_inputs
 
 log = logging.getLogger("cnnlab")
@@ -72,6 +74,7 @@ class Distilled:
     teacher: RunFiles
     table: Table
     failures: list[str] = dataclasses.field(default_factory=list)  # students no better than the majority class
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. distillation did not beat the student alone
 
 
 @dataclass
@@ -86,6 +89,9 @@ class Student:
     summary: str
     name: str  # its runs are <name>-distilled and <name>-alone unless --name is given
     pruned: RunFiles | None = None  # the pruned copy's own run (its accuracy before distillation)
+    # A pruned copy whose layers were refitted to the teacher's outputs through the teacher's BatchNorm
+    # statistics: it trains with them fixed (prune_run.finetune_lr says why, and at which rate).
+    fixed_statistics: bool = False
 
 
 @contextlib.contextmanager
@@ -187,8 +193,9 @@ def pruned_student(
     command: str,
 ) -> Student:
     """The teacher with ``sparsity`` of its channels removed by ``cnnlab prune`` (its own run, not
-    fine-tuned), starting from the teacher's weights."""
-    from cnnlab.deploy.prune_run import prune_run  # the pruning command's code, whatever it improves
+    fine-tuned), starting from the teacher's weights. Refitted, it trains as ``cnnlab prune``
+    fine-tunes one: BatchNorm statistics fixed, at ``finetune_lr`` unless ``--lr`` is given."""
+    from cnnlab.deploy.prune_run import finetune_lr, prune_run  # the pruning command's code, whatever it improves
 
     given = {k: v for k, v in options.items() if k != "model"}
     config = student_config(teacher_files, given, setups, pruned_from=teacher)
@@ -210,7 +217,10 @@ def pruned_student(
     label = f"{config.model.name} with {achieved:.0%} of its channels pruned"
     summary = model_summary(model, (data.channels, *data.input_size))
     name = f"{teacher_files.root.name}-pruned{round(100 * sparsity)}"
-    return Student(config, label, data, preprocess, model, summary, name, pruned.files)
+    refitted = bool(pruned.table.data.get("refitted"))
+    lr = finetune_lr(config, given.get("lr"), refitted)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=lr))
+    return Student(config, label, data, preprocess, model, summary, name, pruned.files, refitted)
 
 
 @dataclass
@@ -409,6 +419,22 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
     return failures
 
 
+def no_gain(distilled: RunFiles, alone: RunFiles) -> str | None:
+    """What to say when the distilled student is no better on test than the same student alone (both
+    learnt something: a failure is judge's), recorded in the distilled run's notes too."""
+    scores = [(read_optional_json(f.metrics_json).get("test") or {}).get("accuracy") for f in (distilled, alone)]
+    if None in scores or scores[0] > scores[1]:
+        return None
+    message = (
+        f"distillation did not help: the distilled student scored {scores[0]:.2%} test accuracy, the same student "
+        f"alone {scores[1]:.2%}: use that run ({alone.root})"
+    )
+    run = read_record(distilled)
+    run.notes.insert(0, message[0].upper() + message[1:] + ".")
+    write_record(distilled, run)
+    return message
+
+
 def _row(label: str, architecture: str, files: RunFiles, trained: TrainedModel, timing: Any) -> list[str]:
     test = read_optional_json(files.metrics_json).get("test") or {}
     acc = test.get("accuracy")
@@ -431,6 +457,7 @@ def compare(
     threads: int,
     settings: dict[str, Any],
     failures: list[str],
+    warnings: list[str],
 ) -> Table:
     """Teacher, student alone and distilled student: accuracy, size and speed side by side."""
     runs = {"teacher": teacher_files, "student alone": alone, "distilled student": distilled}
@@ -450,6 +477,7 @@ def compare(
     ratio = timings["distilled student"].p50_ms / timings["teacher"].p50_ms
     notes = [
         *(f"FAILED: {failure}" for failure in failures),
+        *(f"WARNING: {warning}" for warning in warnings),
         (
             f"temperature {settings['temperature']:g}, alpha {settings['alpha']:g}; the student alone had the "
             f"same options, starting weights and budget ({alone.root})"
@@ -465,6 +493,8 @@ def compare(
         before = (read_optional_json(student.pruned.metrics_json).get("test") or {}).get("accuracy")
         if before is not None:
             notes.append(f"the pruned student before any training: {before:.2%} ({student.pruned.root})")
+    if "batchnorm" in settings:
+        notes.append(f"both students trained with BatchNorm {settings['batchnorm']}")
     if teacher_test.fingerprint() != data.splits["test"].fingerprint():
         notes.append(
             "the teacher's test split is not the student's: its accuracy is on other images, and it may "
@@ -561,6 +591,8 @@ def _distill_into(
     }
     if student.pruned is not None:
         settings["pruned_from"] = str(student.pruned.root)
+    if student.fixed_statistics:
+        settings["batchnorm"] = f"statistics fixed (refitted copy), lr {config.train.lr}"
     hooks, alone_hooks = _training_hooks(student, _frozen_teacher(trained_teacher), soft, cached)
     distilled_name = name if config.name else f"{name}-distilled"
     distilled = train_student(student, distilled_name, command, hooks, settings)
@@ -584,13 +616,14 @@ def _distill_into(
             "compared under Deployment)."
         ),
     )
-    for failure in failures:
-        log.warning(failure)
-    table = compare(teacher_files, alone, distilled, student, threads, settings, failures)
+    warnings = [] if failures else [w for w in [no_gain(distilled, alone)] if w]
+    for message in failures + warnings:
+        log.warning(message)
+    table = compare(teacher_files, alone, distilled, student, threads, settings, failures, warnings)
     table.save(distilled.tables, "distill")
     write_report(distilled.root)
     write_report(alone.root)
-    return Distilled(distilled, alone, teacher_files, table, failures)
+    return Distilled(distilled, alone, teacher_files, table, failures, warnings)
 
 
 def _frozen_teacher(trained_teacher: TrainedModel) -> Teacher:
@@ -617,14 +650,18 @@ def _training_hooks(
     logits = teacher_logits(teacher, student.data, student.config) if cached else None
     if logits is not None:
         print(f"teacher logits computed once for {len(logits)} training images ({time.perf_counter() - began:.0f} s)")
-    fresh_stats = FreshBatchNormStats(sample(student.data.splits["train"].images, BATCHNORM_IMAGES))
+    statistics: L.Callback = (
+        FrozenBatchNormEval(include_trainable=True)
+        if student.fixed_statistics
+        else FreshBatchNormStats(sample(student.data.splits["train"].images, BATCHNORM_IMAGES))
+    )
     # Both students keep their epoch of best validation accuracy: the distilled one learns the teacher's
     # softened outputs, not the labels' loss; on dtd10 its validation loss was lowest at its first epoch
     # (46% right) while its accuracy rose to 61% three epochs later.
     distilled = TrainingHooks(
         partial(DistillationModule, teacher=teacher, temperature=temperature, alpha=alpha),
         logits,
-        [fresh_stats],
+        [statistics],
         select="accuracy",
     )
-    return distilled, TrainingHooks(callbacks=[fresh_stats], select="accuracy")
+    return distilled, TrainingHooks(callbacks=[statistics], select="accuracy")

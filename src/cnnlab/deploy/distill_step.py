@@ -129,7 +129,8 @@ class FreshBatchNormStats(L.Callback):
     mobilenetv3_small_100 from scratch on 144 photos of two textures (batch 128: 2 steps an epoch)
     answered one class in evaluation at every epoch (validation 50%) while its training accuracy
     rose to 79%; the same weights with re-estimated statistics scored 65%. Validation, the kept
-    checkpoint and the test scores then judge the network that was trained.
+    checkpoint and the test scores then judge the network that was trained. Not for a refitted pruned
+    copy of the teacher: its statistics are the teacher's and stay fixed (``Student.fixed_statistics``).
 
     Args:
         images: uint8 training images (a sample: statistics settle within a few hundred).

@@ -5,9 +5,11 @@ folder, so ``evaluate``, ``predict``, ``export``, ``quantize`` and ``benchmark``
 run. Its weights are plain tensors (``pruned.safetensors``, then fine-tuning's checkpoints) and
 its layer widths are data (``architecture.json``): nothing in it is unpickled.
 
-After pruning, the BatchNorm statistics are re-estimated and the whole network fine-tunes at a low
-rate until validation accuracy is back to the parent's (``RecoveryStop``), stops improving, or the
-epoch / time budget is spent; the epoch with the best validation accuracy is kept. ``--max-drop``
+After pruning, the layers that lost inputs are refitted to the parent's outputs (or, where one
+cannot be, the BatchNorm statistics are re-estimated), and the whole network fine-tunes until
+validation accuracy is back to the parent's (``RecoveryStop``), stops improving, or the epoch / time
+budget is spent; the epoch with the best validation accuracy is kept. A refitted copy fine-tunes as
+transfer's stage 2 does: BatchNorm statistics fixed, at the stage-2 rate (``finetune_lr``). ``--max-drop``
 bisects a grid of sparsities for the largest one within that drop on validation. A result that
 loses more than the drop, or is no faster than its parent, says so in the console, run.json and
 both reports (the parent's Deployment section lists its pruned copies).
@@ -64,6 +66,7 @@ from cnnlab.training.checkpoint import TrainedModel, load_trained
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_record
 from cnnlab.training.run_fit import train_run
+from cnnlab.training.stage_plan import FrozenBatchNormEval
 from cnnlab.training.start import open_new_run
 
 log = logging.getLogger("cnnlab")
@@ -104,7 +107,7 @@ class FineTuning:
 
     epochs: int = FINETUNE_EPOCHS
     budget: float | None = FINETUNE_BUDGET
-    lr: float | None = None  # None: the run's own --lr (finetune_lr)
+    lr: float | None = None  # None: finetune_lr() chooses
 
 
 class RecoveryStop(L.Callback):
@@ -148,16 +151,20 @@ def open_parent(run: str | Path) -> Parent:
     )
 
 
-def finetune_lr(config: RunConfig, given: float | None) -> float | Literal["auto"]:
-    """The fine-tuning rate: ``given``, else the run's own ``--lr``. Chosen when pruning left Lite0 at
-    chance (1e-3 reached 33% validation accuracy on dtd10 after one epoch where 1e-4 reached 15%).
-    With the layers refitted the copy starts at 73% and both rates end within a test photo of each
-    other (73.75% / 74.17%; validation 76 / 81 of 100, bench/out/prune.md): left as it is until more
-    sets are measured."""
-    return config.train.lr if given is None else given  # "auto": the finder picks it for the pruned model
+def finetune_lr(config: RunConfig, given: float | None, refitted: bool) -> float | Literal["auto"]:
+    """The fine-tuning rate: ``given``; else, for a refitted copy, the run's stage-2 rate
+    (``--finetune-lr``): its BatchNorm statistics stay fixed, as in transfer's stage 2, and without
+    BatchNorm renormalising each batch a higher rate undoes the refit (dtd10 Lite0 at 50%, 72.92%
+    before fine-tuning: 18.33% after 4 epochs at 1e-3, 67.50% at 3e-4, 78.33% at 1e-4; with
+    training-mode BatchNorm 66.67% at 1e-4 and 74.17% at 1e-3, bench/out/prune.md). Otherwise the run's
+    own ``--lr``: chosen when pruning left Lite0 at chance (1e-3 reached 33% validation accuracy on
+    dtd10 after one epoch where 1e-4 reached 15%)."""
+    if given is not None:
+        return given
+    return config.transfer.finetune_lr if refitted else config.train.lr  # "auto": the finder picks it
 
 
-def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning) -> RunConfig:
+def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning, refitted: bool) -> RunConfig:
     """The pruned run's config: the parent's, built from scratch at the parent's input size (the
     weights come from the pruned file), one stage in which every layer fine-tunes, in batches of at
     most FINETUNE_BATCH."""
@@ -178,7 +185,7 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
         train=dataclasses.replace(
             config.train,
             epochs=max(1, tuning.epochs),
-            lr=finetune_lr(config, tuning.lr),
+            lr=finetune_lr(config, tuning.lr, refitted),
             time_budget=tuning.budget,
             patience=FINETUNE_PATIENCE,
         ),
@@ -186,11 +193,14 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
     )
 
 
-def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: int) -> tuple[torch.nn.Module, list]:
-    """A pruned copy of the parent's network and its masks (unstructured: fine-tuning keeps the zeros
-    at zero). Structured: channels chosen by Taylor importance on labelled training images, the
-    residual stream kept whole, then the layers that lost inputs refitted to the parent's outputs
-    (prune_reconstruct.py); BatchNorm statistics are re-estimated where a layer could not be refitted."""
+def _pruned_model(
+    parent: Parent, sparsity: float, structured: bool, threads: int
+) -> tuple[torch.nn.Module, list, bool]:
+    """A pruned copy of the parent's network, its masks (unstructured: fine-tuning keeps the zeros
+    at zero) and whether it was refitted. Structured: channels chosen by Taylor importance on
+    labelled training images, the residual stream kept whole, then the layers that lost inputs
+    refitted to the parent's outputs (prune_reconstruct.py); BatchNorm statistics are re-estimated
+    where a layer could not be refitted."""
     # Plain layout: torch's pruning flattens weights with .view, which NHWC weights refuse.
     model = copy.deepcopy(parent.trained.model).to(memory_format=torch.contiguous_format)
     masks = []
@@ -218,15 +228,15 @@ def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: in
             original = copy.deepcopy(parent.trained.model).to(memory_format=torch.contiguous_format).eval()
             reconstruct_layers(model, original, removed, fitting)
     model.eval()
-    return model, masks
+    return model, masks, refitted
 
 
 def _new_child(
-    parent: Parent, model: torch.nn.Module, kind: str, sparsity: float, tuning: FineTuning, command: str
+    parent: Parent, model: torch.nn.Module, kind: str, sparsity: float, tuning: FineTuning, command: str, refitted: bool
 ) -> Any:
     """The pruned run's folder: config, pruned weights, layer widths; returns its training context."""
     trained = parent.trained
-    child_config = _child_config(parent, kind, sparsity, tuning)
+    child_config = _child_config(parent, kind, sparsity, tuning, refitted)
     summary = model_summary(model, (trained.preprocess.channels, *trained.preprocess.size))
     ctx = open_new_run(child_config, command, parent.data, trained.preprocess, model, summary)
     original = build_model(child_config, parent.data.num_classes, trained.preprocess)
@@ -239,11 +249,18 @@ def _new_child(
     return ctx
 
 
-def _fine_tune(ctx: Any, parent: Parent, masks: list, info: dict[str, Any]) -> None:
-    """Fine-tunes the pruned run through cnnlab's trainer, selecting its epoch by validation accuracy."""
+def _fine_tune(ctx: Any, parent: Parent, masks: list, refitted: bool, info: dict[str, Any]) -> None:
+    """Fine-tunes the pruned run through cnnlab's trainer, selecting its epoch by validation accuracy.
+    A refitted copy keeps its BatchNorm statistics (``FrozenBatchNormEval``): the refit matched the
+    parent's outputs through them, and training-mode BatchNorm would normalise with each batch's."""
     val = parent.data.splits["val"]
     recovery = RecoveryStop(parent.val_accuracy - 1 / len(val))
-    ctx.hooks = TrainingHooks(callbacks=[recovery, *([KeepZeros(masks)] if masks else [])], select="accuracy")
+    callbacks: list[L.Callback] = [recovery]
+    if masks:
+        callbacks.append(KeepZeros(masks))
+    if refitted:
+        callbacks.append(FrozenBatchNormEval(include_trainable=True))
+    ctx.hooks = TrainingHooks(callbacks=callbacks, select="accuracy")
     finish_run(train_run(ctx))
     stages = ctx.record.stages
     info.update(
@@ -267,8 +284,8 @@ def prune_once(
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
     kind = "structured" if structured else "unstructured"
-    model, masks = _pruned_model(parent, sparsity, structured, threads)
-    ctx = _new_child(parent, model, kind, sparsity, tuning, command)
+    model, masks, refitted = _pruned_model(parent, sparsity, structured, threads)
+    ctx = _new_child(parent, model, kind, sparsity, tuning, command, refitted=refitted)
     child = ctx.files
     val, test = parent.data.splits["val"], parent.data.splits["test"]
     normalize = parent.trained.normalize
@@ -278,6 +295,7 @@ def prune_once(
         "kind": kind,
         "requested": sparsity,
         "achieved": achieved,
+        "refitted": refitted,
         "finetune_epochs": 0,
         "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
         "finetune_budget": tuning.budget if tuning.epochs else None,
@@ -292,7 +310,7 @@ def prune_once(
     )
     write_record(child, ctx.record)
     if tuning.epochs:
-        _fine_tune(ctx, parent, masks, info)
+        _fine_tune(ctx, parent, masks, refitted, info)
     else:
         evaluate_split(model, normalize, test, parent.data.class_names, child)
         run = read_record(child)
@@ -452,6 +470,16 @@ def _compare_notes(
         f"speed-up at batch 1: {speedup:.2f}x",
         f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)",
     ]
+    if info.get("refitted"):
+        notes.append(
+            f"the layers that lost inputs were refitted to the original's outputs on {RECONSTRUCTION_IMAGES} "
+            "training images"
+            + (
+                f"; fine-tuned at lr {info['finetune_lr']:g} with BatchNorm statistics kept fixed"
+                if info["finetune_epochs"] and isinstance(info["finetune_lr"], int | float)
+                else ""
+            )
+        )
     if info.get("recovered_at_epoch"):
         notes.append(
             f"fine-tuning stopped at epoch {info['recovered_at_epoch']}: validation accuracy was back to the original's"
@@ -473,8 +501,14 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
     if drop > max_drop:
         lower = max(0.1, round(data["requested"] - 0.2, 1))
         budget, epochs = data.get("finetune_budget"), data.get("finetune_epochs") or 0
+        before, lr = data.get("accuracy_before_finetune"), data.get("finetune_lr")
         if not epochs:
             what = "fine-tune it (leave out --finetune-epochs 0), "
+        elif before is not None and data["final_accuracy"] < before and isinstance(lr, int | float):
+            what = (
+                f"fine-tuning lowered it from {before:.2%} (its rate is too high for this copy): "
+                f"try --finetune-lr {lr / 10:g}, or "
+            )
         elif budget and (data.get("finetune_seconds") or 0) >= 0.9 * budget and not data.get("recovered_at_epoch"):
             what = (
                 f"fine-tuning used up its {budget:g} s after {plural(epochs, 'epoch')}: "

@@ -168,7 +168,12 @@ class PruneOptions(CommandOptions):
         FINETUNE_BUDGET, "most seconds of fine-tuning for each pruned model", above=0, metavar="SECONDS"
     )
     finetune_lr: float | None = option(
-        None, "learning rate of that fine-tuning, every layer training (default: the run's --lr)", above=0, metavar="LR"
+        None,
+        "learning rate of that fine-tuning, every layer training (default: the run's stage-2 --finetune-lr "
+        "when the pruned layers were refitted, as for Lite0 and other timm networks, since their BatchNorm "
+        "statistics then stay fixed; else the run's --lr)",
+        above=0,
+        metavar="LR",
     )
     threads: int = threads_option()
 
