@@ -255,3 +255,25 @@ def test_a_refitted_copy_fine_tunes_with_its_batchnorm_statistics_fixed_at_the_s
     statistics = batchnorm_statistics(start)
     assert statistics and all(torch.equal(tuned[k], v) for k, v in statistics.items())
     assert not all(torch.equal(tuned[k], v) for k, v in start.items() if k.endswith("weight"))  # it did train
+
+
+def test_fine_tuning_that_never_beats_the_pruned_copy_on_validation_keeps_the_copy(cli, run_copy) -> None:
+    from safetensors.torch import load_file
+
+    from cnnlab.training.checkpoint import load_trained
+    from cnnlab.training.run_dir import RunFiles
+
+    # A rate far too high: every epoch ends below the copy as pruned (BatchNorm re-estimated, ~90%).
+    code, out, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "2", "--finetune-lr", "5")
+    assert code == 0, err
+    pruned = run_copy / "pruned" / "structured-50"
+    record = _pruning_record(pruned)
+    assert record["finetune_kept"] is False and record["finetune_epochs"] >= 1
+    # what every command loads is the copy as pruned, and its scores are that copy's
+    start, kept = load_file(str(pruned / "pruned.safetensors")), load_trained(RunFiles(pruned)).model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in start.items())
+    assert read_json(pruned / "metrics.json")["test"]["accuracy"] == record["accuracy_before_finetune"]
+    assert record["final_accuracy"] == record["accuracy_before_finetune"]
+    assert "pruned structured (fine-tuning kept nothing)" in out
+    notes = read_json(pruned / "run.json")["notes"]
+    assert any(note.startswith("Fine-tuning never beat the pruned copy") for note in notes)

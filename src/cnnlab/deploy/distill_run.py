@@ -422,12 +422,12 @@ def judge(distilled: RunFiles, alone: RunFiles, student: Student, note: str) -> 
 def no_gain(distilled: RunFiles, alone: RunFiles) -> str | None:
     """What to say when the distilled student is no better on test than the same student alone (both
     learnt something: a failure is judge's), recorded in the distilled run's notes too."""
-    scores = [(read_optional_json(f.metrics_json).get("test") or {}).get("accuracy") for f in (distilled, alone)]
-    if None in scores or scores[0] > scores[1]:
+    ours, theirs = ((read_optional_json(f.metrics_json).get("test") or {}).get("accuracy") for f in (distilled, alone))
+    if ours is None or theirs is None or ours > theirs:
         return None
     message = (
-        f"distillation did not help: the distilled student scored {scores[0]:.2%} test accuracy, the same student "
-        f"alone {scores[1]:.2%}: use that run ({alone.root})"
+        f"distillation did not help: the distilled student scored {ours:.2%} test accuracy, the same student "
+        f"alone {theirs:.2%}: use that run ({alone.root})"
     )
     run = read_record(distilled)
     run.notes.insert(0, message[0].upper() + message[1:] + ".")

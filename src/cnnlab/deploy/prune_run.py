@@ -8,7 +8,8 @@ its layer widths are data (``architecture.json``): nothing in it is unpickled.
 After pruning, the layers that lost inputs are refitted to the parent's outputs (or, where one
 cannot be, the BatchNorm statistics are re-estimated), and the whole network fine-tunes until
 validation accuracy is back to the parent's (``RecoveryStop``), stops improving, or the epoch / time
-budget is spent; the epoch with the best validation accuracy is kept. A refitted copy fine-tunes as
+budget is spent; the epoch with the best validation accuracy is kept if it beats the copy as pruned
+on validation, else the copy is. A refitted copy fine-tunes as
 transfer's stage 2 does: BatchNorm statistics fixed, at the stage-2 rate (``finetune_lr``). ``--max-drop``
 bisects a grid of sparsities for the largest one within that drop on validation. A result that
 loses more than the drop, or is no faster than its parent, says so in the console, run.json and
@@ -59,13 +60,14 @@ from cnnlab.evaluation.run_evaluation import finish_run, run_data
 from cnnlab.models import own_model_names, resolve_name
 from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import model_summary
+from cnnlab.models.weights import read_state_dict
 from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model
-from cnnlab.training.checkpoint import TrainedModel, load_trained
+from cnnlab.training.checkpoint import TrainedModel, load_trained, replace_model_weights
 from cnnlab.training.hooks import TrainingHooks
 from cnnlab.training.run_dir import RunFiles, open_run, read_record, read_run_config, write_record
-from cnnlab.training.run_fit import train_run
+from cnnlab.training.run_fit import FitResult, train_run
 from cnnlab.training.stage_plan import FrozenBatchNormEval
 from cnnlab.training.start import open_new_run
 
@@ -250,7 +252,8 @@ def _new_child(
 
 
 def _fine_tune(ctx: Any, parent: Parent, masks: list, refitted: bool, info: dict[str, Any]) -> None:
-    """Fine-tunes the pruned run through cnnlab's trainer, selecting its epoch by validation accuracy.
+    """Fine-tunes the pruned run through cnnlab's trainer, selecting its epoch by validation accuracy,
+    and keeps the copy as pruned when no epoch beat it on validation (``_keep_the_start``).
     A refitted copy keeps its BatchNorm statistics (``FrozenBatchNormEval``): the refit matched the
     parent's outputs through them, and training-mode BatchNorm would normalise with each batch's."""
     val = parent.data.splits["val"]
@@ -261,13 +264,34 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, refitted: bool, info: dict
     if refitted:
         callbacks.append(FrozenBatchNormEval(include_trainable=True))
     ctx.hooks = TrainingHooks(callbacks=callbacks, select="accuracy")
-    finish_run(train_run(ctx))
+    result = train_run(ctx)
+    kept_start = _keep_the_start(result, info["val_accuracy_before_finetune"])
+    finish_run(result)
     stages = ctx.record.stages
     info.update(
         finetune_epochs=stages[-1].epochs if stages else None,
         finetune_seconds=stages[-1].seconds if stages else None,
         recovered_at_epoch=recovery.recovered_at,
+        finetune_kept=not kept_start,
     )
+
+
+def _keep_the_start(result: FitResult, start_accuracy: float) -> bool:
+    """Puts the copy as pruned back (model and best.ckpt) when fine-tuning's best epoch is below it on
+    validation, as transfer's stage 2 never replaces a better stage 1: at too high a rate a refitted
+    Lite0 copy fell from 79 to 21 of 100 validation photos. Returns whether it did."""
+    stages = result.record.stages
+    best = stages[-1].val_at_best if stages else None
+    if best is None or best.accuracy is None or best.accuracy >= start_accuracy - 1e-9:
+        return False
+    start = read_state_dict(result.files.pruned_weights)
+    result.module.model.load_state_dict(start)
+    replace_model_weights(result.files.best, start)
+    result.record.notes.append(
+        f"Fine-tuning never beat the pruned copy on validation ({best.accuracy:.2%} at best, epoch "
+        f"{best.epoch}, against {start_accuracy:.2%}): the copy as pruned is kept."
+    )
+    return True
 
 
 def prune_once(
@@ -454,6 +478,8 @@ def _compare_rows(
             )
         )
     label = f"pruned {kind}" + (f" + {plural(epochs, 'epoch')} of fine-tuning" if epochs else "")
+    if info.get("finetune_kept") is False:
+        label = f"pruned {kind} (fine-tuning kept nothing)"
     rows.append(_row(label, final, example, what, *accuracies, timings["pruned"]))
     return rows
 
@@ -504,6 +530,11 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
         before, lr = data.get("accuracy_before_finetune"), data.get("finetune_lr")
         if not epochs:
             what = "fine-tune it (leave out --finetune-epochs 0), "
+        elif data.get("finetune_kept") is False and isinstance(lr, int | float):
+            what = (
+                "fine-tuning never beat the pruned copy on validation, so the copy is kept as pruned: "
+                f"try --finetune-lr {lr / 10:g}, or "
+            )
         elif before is not None and data["final_accuracy"] < before and isinstance(lr, int | float):
             what = (
                 f"fine-tuning lowered it from {before:.2%} (its rate is too high for this copy): "

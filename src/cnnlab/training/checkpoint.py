@@ -56,6 +56,20 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
+def replace_model_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Writes ``state`` as the network weights of the checkpoint at ``path`` (the rest of it, e.g. the
+    epoch and optimiser state, unchanged), atomically: a crash leaves the old file whole."""
+    import io
+
+    from cnnlab.io import atomic_write_bytes
+
+    checkpoint = read_checkpoint(path)
+    checkpoint["state_dict"].update({f"model.{k}": v.detach().cpu() for k, v in state.items()})
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def load_model_weights(model: nn.Module, path: str | Path) -> None:
     """Loads a checkpoint's network weights into ``model``."""
     model.load_state_dict(model_state(read_checkpoint(path)))
