@@ -190,15 +190,14 @@ def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_report
     assert "Pruned copies of this run" in parent and "structured-98: pruning --sparsity 0.98 lost" in parent
 
 
-def test_fine_tuning_that_lowered_the_pruned_copy_says_to_lower_its_rate() -> None:
+def test_a_fine_tuning_that_kept_nothing_says_to_lower_its_rate() -> None:
     from cnnlab.deploy.prune_run import verdict
 
     measured = {"kind": "structured", "requested": 0.5, "parent_test_accuracy": 0.87, "speedup_batch1": 1.5}
-    worse = {**measured, "accuracy_before_finetune": 0.73, "final_accuracy": 0.19, "finetune_epochs": 9}
-    (warning,) = verdict({**worse, "finetune_lr": 1e-3}, 2.0)
-    assert "fine-tuning lowered it from 73.00%" in warning and "--finetune-lr 0.0001" in warning
-    better = {**worse, "final_accuracy": 0.78, "finetune_lr": 1e-4}
-    (warning,) = verdict(better, 2.0)
+    kept_nothing = {**measured, "final_accuracy": 0.73, "finetune_epochs": 9, "finetune_kept": False}
+    (warning,) = verdict({**kept_nothing, "finetune_lr": 1e-3}, 2.0)
+    assert "never beat the pruned copy on validation" in warning and "--finetune-lr 0.0001" in warning
+    (warning,) = verdict({**kept_nothing, "finetune_kept": True, "final_accuracy": 0.78, "finetune_lr": 1e-4}, 2.0)
     assert "lost 9.0 points" in warning and "--finetune-lr" not in warning  # it helped: not the rate
 
 

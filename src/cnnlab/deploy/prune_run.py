@@ -527,17 +527,12 @@ def verdict(data: dict[str, Any], max_drop: float) -> list[str]:
     if drop > max_drop:
         lower = max(0.1, round(data["requested"] - 0.2, 1))
         budget, epochs = data.get("finetune_budget"), data.get("finetune_epochs") or 0
-        before, lr = data.get("accuracy_before_finetune"), data.get("finetune_lr")
+        lr = data.get("finetune_lr")
         if not epochs:
             what = "fine-tune it (leave out --finetune-epochs 0), "
         elif data.get("finetune_kept") is False and isinstance(lr, int | float):
             what = (
                 "fine-tuning never beat the pruned copy on validation, so the copy is kept as pruned: "
-                f"try --finetune-lr {lr / 10:g}, or "
-            )
-        elif before is not None and data["final_accuracy"] < before and isinstance(lr, int | float):
-            what = (
-                f"fine-tuning lowered it from {before:.2%} (its rate is too high for this copy): "
                 f"try --finetune-lr {lr / 10:g}, or "
             )
         elif budget and (data.get("finetune_seconds") or 0) >= 0.9 * budget and not data.get("recovered_at_epoch"):
