@@ -224,7 +224,7 @@ def trained_shapes(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def lite0_photos_run(tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, photo folder), trained once per session: EfficientNet-Lite0 transferred from its
-    built-in ImageNet weights to two classes of photo crops at 64 px; the networks ``cnnlab prune``
+    built-in ImageNet weights to two classes of photo crops at 48 px; the networks ``cnnlab prune``
     refits (inverted-residual blocks, a residual stream)."""
     import torch
 
@@ -233,8 +233,8 @@ def lite0_photos_run(tmp_path_factory) -> tuple[Path, Path]:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors at 64 px: see one_torch_thread
     try:
-        args = ["train", str(photos), "--model", "efficientnet_lite0", "--pretrained", "--image-size", "64"]
-        args += ["--frozen-epochs", "5", "--finetune-epochs", "1", "--refit", "off", "--batch-size", "16"]
+        args = ["train", str(photos), "--model", "efficientnet_lite0", "--pretrained", "--image-size", "48"]
+        args += ["--frozen-epochs", "2", "--finetune-epochs", "1", "--refit", "off", "--batch-size", "16"]
         assert main([*args, "--runs-dir", str(root / "runs"), "--name", "lite0"]) == 0
     finally:
         torch.set_num_threads(saved)

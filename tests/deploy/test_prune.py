@@ -263,7 +263,7 @@ def test_fine_tuning_that_never_beats_the_pruned_copy_on_validation_keeps_the_co
     from cnnlab.training.run_dir import RunFiles
 
     # A rate far too high: every epoch ends below the copy as pruned (BatchNorm re-estimated, ~90%).
-    code, out, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "2", "--finetune-lr", "5")
+    code, out, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "1", "--finetune-lr", "5")
     assert code == 0, err
     pruned = run_copy / "pruned" / "structured-50"
     record = _pruning_record(pruned)
