@@ -616,7 +616,8 @@ def _distill_into(
             "compared under Deployment)."
         ),
     )
-    warnings = [] if failures else [w for w in [no_gain(distilled, alone)] if w]
+    gain = None if failures else no_gain(distilled, alone)  # a failure says more than "no gain"
+    warnings = [gain] if gain else []
     for message in failures + warnings:
         log.warning(message)
     table = compare(teacher_files, alone, distilled, student, threads, settings, failures, warnings)

@@ -9,11 +9,11 @@ After pruning, the layers that lost inputs are refitted to the parent's outputs 
 cannot be, the BatchNorm statistics are re-estimated), and the whole network fine-tunes until
 validation accuracy is back to the parent's (``RecoveryStop``), stops improving, or the epoch / time
 budget is spent; the epoch with the best validation accuracy is kept if it beats the copy as pruned
-on validation, else the copy is. A refitted copy fine-tunes as
-transfer's stage 2 does: BatchNorm statistics fixed, at the stage-2 rate (``finetune_lr``). ``--max-drop``
-bisects a grid of sparsities for the largest one within that drop on validation. A result that
-loses more than the drop, or is no faster than its parent, says so in the console, run.json and
-both reports (the parent's Deployment section lists its pruned copies).
+on validation, else the copy is. A refitted copy fine-tunes as transfer's stage 2 does: BatchNorm
+statistics fixed, at the stage-2 rate (``finetune_lr``). ``--max-drop`` bisects a grid of sparsities
+for the largest one within that drop on validation. A result that loses more than the drop, or is no
+faster than its parent, says so in the console, run.json and both reports (the parent's Deployment
+section lists its pruned copies).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from torch import nn
 from cnnlab.data.normalize import Normalize
 from cnnlab.data.preprocess import Preprocess
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_bytes
 from cnnlab.models.weights import read_state_dict
 from cnnlab.threads import for_command
 from cnnlab.training.architecture import apply_architecture, read_architecture
@@ -59,10 +61,6 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 def replace_model_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Writes ``state`` as the network weights of the checkpoint at ``path`` (the rest of it, e.g. the
     epoch and optimiser state, unchanged), atomically: a crash leaves the old file whole."""
-    import io
-
-    from cnnlab.io import atomic_write_bytes
-
     checkpoint = read_checkpoint(path)
     checkpoint["state_dict"].update({f"model.{k}": v.detach().cpu() for k, v in state.items()})
     buffer = io.BytesIO()
