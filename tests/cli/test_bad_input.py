@@ -46,6 +46,8 @@ def _has_cuda() -> bool:
 
 CASES = [
     ("missing path", lambda t: ["train", t / "nope"], "not found"),
+    ("built-in set miscased", lambda t: ["train", "MNIST"], "'MNIST' not found; did you mean mnist? (names are case"),
+    ("built-in set mistyped", lambda t: ["train", "cifar-10"], "did you mean cifar10?"),
     ("empty folder", lambda t: ["train", _empty(t)], "no images found"),
     ("one class only", lambda t: ["train", _one_class(t)], "at least 2"),
     ("too few to split", lambda t: ["train", _too_few(t)], "'dogs'"),

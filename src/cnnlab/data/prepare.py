@@ -185,6 +185,11 @@ def prepare_data(
         )
         pool = given.pop("train")
         side = int(pool.shape[-1])
+    elif not Path(cfg.source).expanduser().exists() and suggest(cfg.source, BUILTIN_NAMES):
+        # 'MNIST' or 'cifar-10' for a built-in set: its name, rather than "not found" alone
+        raise CnnlabError(
+            f"data '{cfg.source}' not found{suggest(cfg.source, BUILTIN_NAMES)}; built-in sets: cnnlab data list"
+        )
     else:
         with collector_paused():  # a Path and tuples per file, freed on return: see cnnlab.collector
             pool, given, class_names, side = _folder(cfg, needs, crop_pct, skipped, cache_read_only)
