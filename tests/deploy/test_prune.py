@@ -274,5 +274,8 @@ def test_fine_tuning_that_never_beats_the_pruned_copy_on_validation_keeps_the_co
     assert read_json(pruned / "metrics.json")["test"]["accuracy"] == record["accuracy_before_finetune"]
     assert record["final_accuracy"] == record["accuracy_before_finetune"]
     assert "pruned structured (fine-tuning kept nothing)" in out
-    notes = read_json(pruned / "run.json")["notes"]
-    assert any(note.startswith("Fine-tuning never beat the pruned copy") for note in notes)
+    run = read_json(pruned / "run.json")
+    assert any(note.startswith("Fine-tuning never beat the pruned copy") for note in run["notes"])
+    # the report's stage table does not present the fine-tuning's epoch as the model scored
+    assert run["stages"][-1]["replaced_best"] is False and run["stages"][-1]["best_val_loss"] is None
+    assert "(not kept)" in (pruned / "report.html").read_text()

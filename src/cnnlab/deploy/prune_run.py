@@ -103,6 +103,15 @@ class Parent:
         return normalized(self.data.splits["train"].images, self.trained.normalize, 1)
 
 
+@dataclass
+class PrunedCopy:
+    """The parent's network with channels (or weights) removed, before any fine-tuning."""
+
+    model: torch.nn.Module
+    masks: list  # unstructured: each layer's kept weights (fine-tuning keeps the zeros at zero)
+    refitted: bool  # layers refitted to the parent's outputs through its BatchNorm statistics
+
+
 @dataclass(frozen=True)
 class FineTuning:
     """How a pruned model is fine-tuned: at most ``epochs`` epochs and ``budget`` seconds, at ``lr``."""
@@ -195,11 +204,8 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
     )
 
 
-def _pruned_model(
-    parent: Parent, sparsity: float, structured: bool, threads: int
-) -> tuple[torch.nn.Module, list, bool]:
-    """A pruned copy of the parent's network, its masks (unstructured: fine-tuning keeps the zeros
-    at zero) and whether it was refitted. Structured: channels chosen by Taylor importance on
+def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: int) -> PrunedCopy:
+    """A pruned copy of the parent's network. Structured: channels chosen by Taylor importance on
     labelled training images, the residual stream kept whole, then the layers that lost inputs
     refitted to the parent's outputs (prune_reconstruct.py); BatchNorm statistics are re-estimated
     where a layer could not be refitted."""
@@ -230,15 +236,13 @@ def _pruned_model(
             original = copy.deepcopy(parent.trained.model).to(memory_format=torch.contiguous_format).eval()
             reconstruct_layers(model, original, removed, fitting)
     model.eval()
-    return model, masks, refitted
+    return PrunedCopy(model, masks, refitted)
 
 
-def _new_child(
-    parent: Parent, model: torch.nn.Module, kind: str, sparsity: float, tuning: FineTuning, command: str, refitted: bool
-) -> Any:
+def _new_child(parent: Parent, pruned: PrunedCopy, kind: str, sparsity: float, tuning: FineTuning, command: str) -> Any:
     """The pruned run's folder: config, pruned weights, layer widths; returns its training context."""
-    trained = parent.trained
-    child_config = _child_config(parent, kind, sparsity, tuning, refitted)
+    trained, model = parent.trained, pruned.model
+    child_config = _child_config(parent, kind, sparsity, tuning, pruned.refitted)
     summary = model_summary(model, (trained.preprocess.channels, *trained.preprocess.size))
     ctx = open_new_run(child_config, command, parent.data, trained.preprocess, model, summary)
     original = build_model(child_config, parent.data.num_classes, trained.preprocess)
@@ -251,7 +255,7 @@ def _new_child(
     return ctx
 
 
-def _fine_tune(ctx: Any, parent: Parent, masks: list, refitted: bool, info: dict[str, Any]) -> None:
+def _fine_tune(ctx: Any, parent: Parent, pruned: PrunedCopy, info: dict[str, Any]) -> None:
     """Fine-tunes the pruned run through cnnlab's trainer, selecting its epoch by validation accuracy,
     and keeps the copy as pruned when no epoch beat it on validation (``_keep_the_start``).
     A refitted copy keeps its BatchNorm statistics (``FrozenBatchNormEval``): the refit matched the
@@ -259,9 +263,9 @@ def _fine_tune(ctx: Any, parent: Parent, masks: list, refitted: bool, info: dict
     val = parent.data.splits["val"]
     recovery = RecoveryStop(parent.val_accuracy - 1 / len(val))
     callbacks: list[L.Callback] = [recovery]
-    if masks:
-        callbacks.append(KeepZeros(masks))
-    if refitted:
+    if pruned.masks:
+        callbacks.append(KeepZeros(pruned.masks))
+    if pruned.refitted:
         callbacks.append(FrozenBatchNormEval(include_trainable=True))
     ctx.hooks = TrainingHooks(callbacks=callbacks, select="accuracy")
     result = train_run(ctx)
@@ -287,6 +291,9 @@ def _keep_the_start(result: FitResult, start_accuracy: float) -> bool:
     start = read_state_dict(result.files.pruned_weights)
     result.module.model.load_state_dict(start)
     replace_model_weights(result.files.best, start)
+    # On record as a stage whose weights were not kept (the report's stage table says so), and no
+    # validation loss for best.ckpt: the copy's was not measured.
+    stages[-1].replaced_best, stages[-1].best_val_loss = False, None
     result.record.notes.append(
         f"Fine-tuning never beat the pruned copy on validation ({best.accuracy:.2%} at best, epoch "
         f"{best.epoch}, against {start_accuracy:.2%}): the copy as pruned is kept."
@@ -308,8 +315,9 @@ def prune_once(
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
     kind = "structured" if structured else "unstructured"
-    model, masks, refitted = _pruned_model(parent, sparsity, structured, threads)
-    ctx = _new_child(parent, model, kind, sparsity, tuning, command, refitted=refitted)
+    pruned = _pruned_model(parent, sparsity, structured, threads)
+    model = pruned.model
+    ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
     child = ctx.files
     val, test = parent.data.splits["val"], parent.data.splits["test"]
     normalize = parent.trained.normalize
@@ -319,7 +327,7 @@ def prune_once(
         "kind": kind,
         "requested": sparsity,
         "achieved": achieved,
-        "refitted": refitted,
+        "refitted": pruned.refitted,
         "finetune_epochs": 0,
         "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
         "finetune_budget": tuning.budget if tuning.epochs else None,
@@ -334,7 +342,7 @@ def prune_once(
     )
     write_record(child, ctx.record)
     if tuning.epochs:
-        _fine_tune(ctx, parent, masks, refitted, info)
+        _fine_tune(ctx, parent, pruned, info)
     else:
         evaluate_split(model, normalize, test, parent.data.class_names, child)
         run = read_record(child)

@@ -245,7 +245,7 @@ def _stage_table(files: RunFiles, run: RunRecord) -> str:
     kept = run.kept_stage() if len(run.stages) > 1 else None
     rows = [
         [
-            (s.name or "—") + (" (kept)" if kept is not None and s.name == kept.name else ""),
+            (s.name or "—") + _kept_mark(s, kept, len(run.stages)),
             s.epochs,
             format_value("params", s.params_trainable),
             format_value("train_seconds", s.seconds),
@@ -258,6 +258,15 @@ def _stage_table(files: RunFiles, run: RunRecord) -> str:
     headers = ["Stage", "Epochs", "Trainable parameters", "Time", "Val acc (kept epoch)", "Test acc", "Best val loss"]
     keep = [i for i in range(len(headers)) if any(r[i] != "—" for r in rows)]  # drop unrecorded columns
     return _table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], range(1, len(keep)))
+
+
+def _kept_mark(stage: StageRecord, kept: StageRecord | None, stages: int) -> str:
+    """ " (kept)" on the stage whose weights a run of several ended with; " (not kept)" on a lone stage
+    whose best epoch did not replace the weights it started from (a pruned copy's fine-tuning)."""
+    if kept is not None and stage.name == kept.name:
+        return " (kept)"
+    lone_and_beaten = stages == 1 and stage.replaced_best is False and stage.val_at_best is not None
+    return " (not kept)" if lone_and_beaten else ""
 
 
 METRIC_ROWS = [
