@@ -8,7 +8,11 @@ Side by side in one run on this machine:
 * the lesson's Keras pipeline (``bench/keras_lesson.py``, TensorFlow in a throwaway virtual
   environment made here), timed to 99.0% test accuracy from its first epoch (favourable to Keras).
 
-    python bench/bench_mnist_whole.py [--rounds 2] [--threads N]
+* with ``--against SRC``: the warm command again on another checkout's source tree (e.g. the code
+  before a change: ``git worktree add /tmp/before HEAD~3``, then ``--against /tmp/before/src``),
+  in the same rounds, so the two are compared side by side on the same machine and load.
+
+    python bench/bench_mnist_whole.py [--rounds 2] [--threads N] [--against SRC]
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ def keras_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(KERAS_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *KERAS_PACKAGES], check=True)
     return python
+
+
+def source_label(src: Path) -> str:
+    """A checkout's short commit (its folder if it is not a git checkout)."""
+    found = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else str(src)
 
 
 def run_keras(mnist: Path, out: Path) -> dict:
@@ -88,52 +98,61 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="cold+warm cnnlab pairs (default 2)")
     parser.add_argument("--threads", type=int, help="passed to cnnlab as --threads when given")
+    parser.add_argument("--against", type=Path, help="another checkout's src/ folder, timed warm in the same rounds")
     args = parser.parse_args(argv)
     command = "python bench/bench_mnist_whole.py " + " ".join(argv if argv is not None else sys.argv[1:])
     mnist = dataset("mnist")
     extra = ["--threads", str(args.threads)] if args.threads else []
-    cold, warm = [], []
+    cold, warm, against = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for round_ in range(args.rounds):
             cache = work / f"cache{round_}"
             cold.append(run_cnnlab(mnist, work, f"cold{round_}", cache, extra))
             warm.append(run_cnnlab(mnist, work, f"warm{round_}", cache, extra))
+            if args.against:
+                against.append(run_cnnlab(mnist, work, f"against{round_}", cache, extra, src=args.against))
             print(
                 f"round {round_ + 1}: cold {cold[-1]['wall']:.1f} s ({cold[-1]['accuracy']:.2%}), "
-                f"warm {warm[-1]['wall']:.1f} s ({warm[-1]['accuracy']:.2%})",
+                f"warm {warm[-1]['wall']:.1f} s ({warm[-1]['accuracy']:.2%})"
+                + (f", against {against[-1]['wall']:.1f} s ({against[-1]['accuracy']:.2%})" if against else ""),
                 flush=True,
             )
         keras = run_keras(mnist, work / "keras.json")
     keras_99 = keras["seconds_to_99"]
-    median = {name: statistics.median(r["wall"] for r in runs) for name, runs in (("cold", cold), ("warm", warm))}
+    kinds = [("cold cache", cold), ("warm cache", warm)]
+    if against:
+        kinds.append((f"warm cache, the code at {source_label(args.against)}", against))
+    median = {name: statistics.median(r["wall"] for r in runs) for name, runs in kinds}
     rows = ["| command | whole command (median) | test accuracy | vs Keras to 99.0% |", "|---|---|---|---|"]
-    for name, runs in (("cold", cold), ("warm", warm)):
+    for name, runs in kinds:
         ratio = f"{keras_99 / median[name]:.1f}x faster" if keras_99 else "Keras never reached 99.0%"
         accuracies = ", ".join(f"{r['accuracy']:.2%}" for r in runs)
-        rows.append(
-            f"| `cnnlab train MNIST --recipe fast`, {name} cache | {median[name]:.1f} s | {accuracies} | {ratio} |"
-        )
+        rows.append(f"| `cnnlab train MNIST --recipe fast`, {name} | {median[name]:.1f} s | {accuracies} | {ratio} |")
     epochs = keras["epochs"]
     rows.append(
         f"| lesson's Keras (TensorFlow {keras['tensorflow']}), to 99.0% test | "
-        f"{keras_99 if keras_99 else '-'} s of training | {keras['final_test_acc']:.2%} after "
+        f"{keras_99 or '-'} s of training | {keras['final_test_acc']:.2%} after "
         f"{len(epochs)} epochs ({epochs[-1]['seconds']:.0f} s; stopped at 99.0%) | 1x |"
     )
     body = (
         rows
         + [""]
         + [
-            f"Where a {name} run's time went (its run.json, median run): "
+            f"- Where the time went, {name} (the median run's run.json): "
             + phase_line(
                 runs[len(runs) // 2]["timing"].get("phases", {}), runs[len(runs) // 2]["timing"].get("total_seconds")
             )
-            for name, runs in (
-                ("cold", sorted(cold, key=lambda r: r["wall"])),
-                ("warm", sorted(warm, key=lambda r: r["wall"])),
-            )
+            for name, runs in ((name, sorted(runs, key=lambda r: r["wall"])) for name, runs in kinds)
         ]
     )
+    if against:
+        pairs = [a["wall"] / w["wall"] for w, a in zip(warm, against, strict=True)]
+        body.append(
+            f"\nWarm, this code against the code at {source_label(args.against)}, round by round: "
+            + ", ".join(f"{ratio:.2f}x" for ratio in pairs)
+            + f" faster (median {statistics.median(pairs):.2f}x)"
+        )
     write_page(
         "mnist_whole",
         "MNIST, whole command vs the lesson's Keras",

@@ -71,3 +71,26 @@ def test_work_stuck_aside_is_killed_and_done_here(tmp_path: Path, monkeypatch: p
     assert time.monotonic() - started < 10
     assert out.read_text() == str(parent)
     assert work.process is not None and not work.process.is_alive()
+
+
+@pytest.mark.skipif(sys.platform != "linux" or (os.cpu_count() or 1) < 2, reason="fork with two cores")
+@pytest.mark.parametrize("pinned", [False, True])
+def test_while_work_runs_aside_this_process_leaves_it_a_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinned: bool
+) -> None:
+    """Two OpenMP threads beside a busy child on two cores wait on each other; --threads is the user's."""
+    import torch
+
+    from cnnlab import threads
+
+    before = torch.get_num_threads()
+    choice = threads.ThreadChoice(2, "test", pinned=pinned, share=2)
+    monkeypatch.setattr(threads, "_WATCH", threads.ThreadWatch(choice))
+    try:
+        torch.set_num_threads(2)
+        work = Aside(lambda: time.sleep(0.2), "test work")
+        assert torch.get_num_threads() == (2 if pinned else 1)
+        work.join()
+        assert torch.get_num_threads() == 2 and not threads.watch().held
+    finally:
+        torch.set_num_threads(before)

@@ -18,7 +18,7 @@ LAYERS = {
     "machine": 0,
     "markup": 0,
     "collector": 0,
-    "aside": 0,
+    "aside": 2,  # above threads: a forked helper leaves the parent the cores it does not take
     "figures": 1,
     "progress": 1,
     "phases": 1,

@@ -199,3 +199,32 @@ def test_a_training_run_moves_its_threads_when_the_machine_gets_busy(cli, tmp_pa
     assert attempt["threads"].startswith("2 (auto: 2 cores, other processes use 0.0")
     assert [(c["from"], c["to"]) for c in attempt["thread_changes"]] == [(2, 1)]
     assert "machine busy: other processes use 1.0 of 2 cores" in err
+
+
+def test_the_first_look_begun_at_a_command_s_start_is_not_waited_for_again(monkeypatch) -> None:
+    """cnnlab's CLI begins the look before its imports, which take longer than the look needs."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    waits: list[float] = []
+    monkeypatch.setattr(threads.time, "sleep", waits.append)
+    threads.choose()
+    assert waits == [pytest.approx(threads.SAMPLE_SECONDS, abs=0.01)]  # no early look: all of it is waited for
+    threads.look_early()
+    began = time.monotonic()
+    while time.monotonic() - began < threads.SAMPLE_SECONDS:  # the command's imports
+        pass
+    choice = threads.choose()
+    assert waits[1] == 0.0 and "auto" in choice.why
+    threads.choose()
+    assert waits[2] == pytest.approx(threads.SAMPLE_SECONDS, abs=0.01)  # the early look is used once
+
+
+def test_the_sampler_counts_children_that_ended_as_this_command_s_work() -> None:
+    """Decoding workers end before training starts; their seconds are not another process's load."""
+    before = threads.CpuSampler._read()
+    subprocess.run(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"],
+        check=True,
+    )
+    after = threads.CpuSampler._read()
+    assert before is not None and after is not None
+    assert after[2] - before[2] >= 0.45

@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from cnnlab.threads import watch
+
 log = logging.getLogger("cnnlab")
 PATIENCE = 120.0  # seconds: a forked child that has not finished by then is stuck (a lock held at fork)
 
@@ -51,9 +53,20 @@ class Aside:
             except OSError as exc:  # process limits, no memory to fork: in place then
                 log.debug("%s in this process: %s", name, exc)
                 self.process = None
+        self._watch = watch() if self.process is not None else None
+        if self._watch is not None and not self._watch.choice.pinned and not self._watch.held:
+            # The child takes a core: OpenMP threads on the cores left, or each parallel region waits
+            # for a descheduled thread (cnnlab.threads). Scoring 10,000 MNIST digits beside the
+            # training figures: 1.1 s on two threads, 0.4 s on one.
+            self._watch.hold(max(1, self._watch.threads - 1))
+        else:
+            self._watch = None
 
     def join(self) -> None:
         """Returns once the work is done: waited for, or done here if the fork failed or could not run."""
+        if self._watch is not None:
+            self._watch.release()
+            self._watch = None
         if self.process is not None:
             self.process.join(PATIENCE)
             if self.process.exitcode == 0:

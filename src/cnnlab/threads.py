@@ -66,7 +66,14 @@ class CpuSampler:
                 - getattr(total, "guest_nice", 0.0)
             )
             me = psutil.Process()
-            own = sum(me.cpu_times()[:2])
+            times = me.cpu_times()
+            # Children that ended (decoding workers) count in children_*: this command's work too.
+            own = (
+                times.user
+                + times.system
+                + getattr(times, "children_user", 0.0)
+                + getattr(times, "children_system", 0.0)
+            )
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):  # ended between listing and reading
                     own += sum(child.cpu_times()[:2])
@@ -81,6 +88,27 @@ class CpuSampler:
         if now is None or last is None or now[0] - last[0] <= 0:
             return None
         return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+
+
+# A command's first look at the machine, begun at its start (see look_early) and taken by choose.
+_early_look: tuple[CpuSampler, float] | None = None
+
+
+def look_early() -> None:
+    """Begins a command's first look at the machine now, at its start: its imports (seconds) then cover
+    the :data:`SAMPLE_SECONDS` the look needs, where :func:`choose` would otherwise wait them out. The
+    sampler counts this process's CPU time as its own, so the imports do not read as a busy machine."""
+    global _early_look
+    _early_look = (CpuSampler(), time.monotonic())
+
+
+def _first_look() -> CpuSampler:
+    """The sampler begun by :func:`look_early` (once), else a new one; at least SAMPLE_SECONDS old."""
+    global _early_look
+    sampler, began = _early_look or (CpuSampler(), time.monotonic())
+    _early_look = None
+    time.sleep(max(0.0, SAMPLE_SECONDS - (time.monotonic() - began)))
+    return sampler
 
 
 def threads_for(others: float | None, cores: int, share: int) -> int:
@@ -136,8 +164,7 @@ def choose(
             current, f"{current} (torch's current count: --deterministic keeps it; --threads sets it)", True, share
         )
     if sampler is None:
-        sampler = CpuSampler()
-        time.sleep(SAMPLE_SECONDS)
+        sampler = _first_look()
     others = sampler.others()
     threads = threads_for(others, cores, share)
     if others is None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.augment import BatchAugment, affine_batch, build_batch_augment
-from cnnlab.augment.batch import affine_theta, warp
+from cnnlab.augment.batch import affine_theta, sampling_grid, warp
 from cnnlab.config import AugmentConfig, resolve_augment
 
 
@@ -171,3 +172,15 @@ def test_translate_alone_turns_augmentation_on_and_caps_at_the_image_side() -> N
     assert build_batch_augment(AugmentConfig(translate=1)) is not None
     tiny = torch.rand(4, 1, 3, 3)
     assert BatchAugment(AugmentConfig(translate=64, fill_mode="reflect")).train()(tiny).shape == tiny.shape
+
+
+@pytest.mark.parametrize("n, height, width", [(64, 28, 28), (3, 17, 31), (2, 224, 160)])
+def test_sampling_grid_matches_torchs_affine_grid(n: int, height: int, width: int) -> None:
+    theta = affine_theta(
+        n, height, width, torch.zeros(1), angle_deg=torch.rand(n) * 40 - 20, translate_frac=torch.rand(n, 2) * 0.2
+    )
+    theta = theta + torch.randn(n, 2, 3) * 0.1  # any matrix, not only those the ops make
+    expected = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    grid = sampling_grid(theta, height, width)
+    assert grid.shape == expected.shape
+    assert torch.allclose(grid, expected, atol=1e-6)

@@ -30,6 +30,7 @@ from cnnlab.cli import (
 from cnnlab.cli.parser import Parser
 from cnnlab.cli.startup import exit_without_collecting
 from cnnlab.errors import CnnlabError
+from cnnlab.threads import look_early
 from cnnlab.version import __version__
 
 # The sub-command layers below ``command``: their dests, for errors worded in the right terms.
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.subcommand(path).error(f"unrecognized arguments: {' '.join(extras)}")
     _setup_logging()
     exit_without_collecting()
+    look_early()  # the first look at the load, while the command imports what it needs
     # With several processes (cnnlab.training.distributed) rank 0 speaks for the run; another rank
     # reports only its own errors, and ends quietly with 0 when rank 0 stopped the run (a non-zero
     # code would make Lightning's launcher kill rank 0 while it is still writing its report).
