@@ -79,10 +79,18 @@ def run_cnnlab(
         *extra,
     ]
     started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"cnnlab failed:\n{result.stderr[-3000:]}")
+    # Read line by line: when the last line came, to time how long the process lingers after it.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output, last_line = [], started
+    for line in process.stdout:
+        output.append(line)
+        last_line = time.perf_counter()
+    process.wait()
+    ended = time.perf_counter()
+    wall = ended - started
+    if process.returncode != 0:
+        raise SystemExit(f"cnnlab failed:\n{''.join(output)[-3000:]}")
     meta = json.loads((work / name / "run.json").read_text())
     metrics = json.loads((work / name / "metrics.json").read_text())["test"]
     return {
@@ -90,7 +98,8 @@ def run_cnnlab(
         "accuracy": metrics["accuracy"],
         "timing": meta.get("timing", {}),
         "meta": meta,
-        "stdout": result.stdout,
+        "stdout": "".join(output),
+        "exit_after_last_line": ended - last_line,
     }
 
 
@@ -145,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, runs in ((name, sorted(runs, key=lambda r: r["wall"])) for name, runs in kinds)
         ]
+    )
+    lingering = [r["exit_after_last_line"] for r in cold + warm]
+    body.append(
+        f"\nThe process ended {statistics.median(lingering):.2f} s (median; {min(lingering):.2f}-"
+        f"{max(lingering):.2f} s) after its last line of output, over the {len(lingering)} cnnlab runs above."
     )
     if against:
         pairs = [a["wall"] / w["wall"] for w, a in zip(warm, against, strict=True)]

@@ -33,6 +33,7 @@ from common import write_page  # noqa: E402
 
 VARIANTS = {
     "sparsity 0.5 (defaults)": ["--sparsity", "0.5"],
+    "sparsity 0.5, the same share of every layer": ["--sparsity", "0.5", "--ranking", "layer"],
     "sparsity 0.5, fine-tuning up to 2400 s": ["--sparsity", "0.5", "--finetune-budget", "2400"],
     "sparsity 0.5, fine-tuning at 1e-4": ["--sparsity", "0.5", "--finetune-lr", "1e-4"],
     "sparsity 0.5, fine-tuning at 1e-3": ["--sparsity", "0.5", "--finetune-lr", "1e-3"],

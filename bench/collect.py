@@ -6,6 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = [
+    ("goals", "Goals of issues #29 and #32 at a glance"),
     ("loader", "Data loading (issue #3)"),
     ("augment_epoch", "Augmentation cost per epoch (issue #4)"),
     ("augment", "Batched augmentation vs per-image PIL (issue #4)"),

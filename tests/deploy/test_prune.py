@@ -15,7 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: no Open
 
 
 def test_structured_pruning_makes_a_smaller_run_every_command_takes(cli, run_copy, trained_shapes) -> None:
-    code, out, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "1", "--format", "json")
+    code, out, err = cli(
+        "prune", run_copy, "--sparsity", "0.5", "--ranking", "layer", "--finetune-epochs", "1", "--format", "json"
+    )
     assert code == 0, err
     table = json.loads(out)  # training's progress went to stderr
     data = table["data"]
@@ -64,6 +66,24 @@ def test_sparsity_outside_zero_one_is_refused(cli, run_copy, sparsity) -> None:
     assert not (run_copy / "pruned").exists()
 
 
+def test_global_ranking_takes_the_channels_from_where_they_matter_least(cli, run_copy) -> None:
+    from cnnlab.training.checkpoint import load_trained
+    from cnnlab.training.run_dir import RunFiles
+
+    code, _, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "0")
+    assert code == 0, err
+    pruned = run_copy / "pruned" / "structured-50"
+    assert _pruning_record(pruned)["ranking"] == "global"  # the default
+
+    def widths(run: Path) -> list[int]:
+        return [m.out_channels for m in load_trained(RunFiles(run)).model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    kept = [after / before for before, after in zip(widths(run_copy), widths(pruned), strict=True)]
+    assert sum(widths(pruned)) == pytest.approx(0.5 * sum(widths(run_copy)), rel=0.1)  # half the channels in all
+    assert max(kept) - min(kept) > 0.1  # but not half of each layer
+    assert min(kept) >= 0.2 - 1e-9  # no layer loses more than 80%
+
+
 def _pruning_record(run) -> dict:
     return json.loads((run / "run.json").read_text())["pruning"]
 
@@ -75,11 +95,11 @@ def test_fine_tuning_stops_once_validation_recovers_and_keeps_its_best_epoch(cli
     from cnnlab.deploy import prune_run
 
     by_magnitude = prune_run.prune_channels
-    monkeypatch.setattr(
-        prune_run,
-        "prune_channels",
-        lambda model, example, ratio, round_to, labelled: by_magnitude(model, example, ratio, round_to),
-    )
+
+    def every_layer_by_magnitude(model, example, ratio, round_to, labelled, **how):
+        return by_magnitude(model, example, ratio, round_to, ranking="layer")
+
+    monkeypatch.setattr(prune_run, "prune_channels", every_layer_by_magnitude)
     monkeypatch.setattr(prune_run, "reconstruct_layers", lambda *args: [])
     code, _, err = cli("prune", run_copy, "--sparsity", "0.8", "--finetune-epochs", "40")
     assert code == 0, err
@@ -175,7 +195,9 @@ def test_max_drop_sweep_on_a_tiny_run_keeps_the_largest_sparsity_within_the_drop
 
 def test_a_drop_beyond_the_limit_is_said_in_the_console_run_json_and_both_reports(cli, run_copy) -> None:
     # 98% of the channels and no fine-tuning: the tiny model falls to chance.
-    code, out, err = cli("prune", run_copy, "--sparsity", "0.98", "--finetune-epochs", "0", "--max-drop", "1")
+    code, out, err = cli(
+        "prune", run_copy, "--sparsity", "0.98", "--ranking", "layer", "--finetune-epochs", "0", "--max-drop", "1"
+    )
     assert code == 0, err
     warning = [line for line in err.splitlines() if line.startswith("warning: pruning --sparsity 0.98 lost")]
     assert len(warning) == 1 and "more than 1)" in warning[0] and "--max-drop 1" in warning[0]

@@ -54,7 +54,7 @@ def _images(count: int = 64, seed: int = 1) -> torch.Tensor:
 
 def test_the_residual_stream_is_kept_whole_and_only_the_blocks_inside_is_pruned() -> None:
     net = _network()
-    removed = prune_channels(net, _images(2), 0.5)
+    removed = prune_channels(net, _images(2), 0.5, ranking="layer")
     assert net.conv_stem.out_channels == 8 and net.block.conv_pwl.out_channels == 8  # the stream
     assert net.block.conv_pw.out_channels == 16 and net.block.conv_pwl.in_channels == 16  # inside
     assert len(removed.inputs["block.conv_pwl"]) == 16 and len(removed.outputs["block.conv_pw"]) == 16
@@ -63,7 +63,7 @@ def test_the_residual_stream_is_kept_whole_and_only_the_blocks_inside_is_pruned(
 
 def test_without_keep_residual_the_stream_is_pruned_too() -> None:
     net = _network()
-    prune_channels(net, _images(2), 0.5, keep_residual=False)
+    prune_channels(net, _images(2), 0.5, keep_residual=False, ranking="layer")
     assert net.conv_stem.out_channels == 4
 
 
@@ -76,8 +76,8 @@ def test_taylor_importance_removes_channels_that_do_not_change_the_loss_even_whe
     images = _images()
     labels = original(images).argmax(1)
     magnitude = copy.deepcopy(net)
-    prune_channels(magnitude, images[:2], 0.5)
-    prune_channels(net, images[:2], 0.5, labelled=[(images, labels)])
+    prune_channels(magnitude, images[:2], 0.5, ranking="layer")
+    prune_channels(net, images[:2], 0.5, labelled=[(images, labels)], ranking="layer")
     with torch.no_grad():
         assert torch.allclose(net(images), original(images), atol=1e-5)  # only the dead channels went
         assert not torch.allclose(magnitude(images), original(images), atol=1e-2)
@@ -87,7 +87,7 @@ def test_reconstruction_refits_the_projection_so_the_output_comes_back() -> None
     net = _network()
     original = copy.deepcopy(net)
     images = _images(128)
-    removed = prune_channels(net, images[:2], 0.5)
+    removed = prune_channels(net, images[:2], 0.5, ranking="layer")
     with torch.no_grad():
         before = (net(images) - original(images)).pow(2).mean()
         refitted = reconstruct_layers(net, original, removed, list(images.split(32)))

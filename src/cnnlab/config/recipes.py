@@ -130,8 +130,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPE_HELP: dict[str, str] = {
     "lesson": "the lesson's Keras setup, to compare against (MNIST: 99.0% after about 7 epochs)",
     "fast": "MNIST-sized data: one epoch over 59,000 of MNIST's 60,000 training digits, 99.20-99.25% test "
-    "(median 99.21%) over 5 seeds; the whole command 17 s with a warm cache, 20 s cold, on 2 CPU cores "
-    "(the lesson's Keras: 52 s of training to 99.0% in the same run); --epochs 5 --time-budget 90 trains longer",
+    "(median 99.21%) over 5 seeds; the whole command 17 s with a warm cache, 20-23 s cold, on 2 CPU cores "
+    "(the lesson's Keras: 52-94 s of training to 99.0% in the same runs); --epochs 5 --time-budget 90 trains longer",
     "fast-cifar": "CIFAR-10-sized photos: 560 s of training, the whole command about 10 min on CIFAR-10 "
     "here for 87.7-88.4% test (2 CPU cores: 10 epochs on an Intel Xeon, 14 on an AMD EPYC); "
     "--time-budget 850: 15 min, 88.8%",

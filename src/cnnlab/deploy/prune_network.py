@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from cnnlab.deploy.prune_reconstruct import RemovedChannels, prune_groups, taylor_gradients
+from cnnlab.deploy.settings import PruneRanking
 from cnnlab.errors import CnnlabError
 from cnnlab.models.heads import classifier_of
 from cnnlab.models.inference import modes_kept
 
 PRUNED_TYPES = (nn.Conv2d, nn.Linear)
+MAX_GROUP_RATIO = 0.8  # global pruning may empty a layer whose channels all score low: keep a fifth
 
 
 def output_layer(model: nn.Module) -> nn.Module:
@@ -43,8 +45,16 @@ def prune_channels(
     round_to: int | None = None,
     labelled: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     keep_residual: bool = True,
+    ranking: PruneRanking = "global",
 ) -> RemovedChannels:
-    """Removes ``ratio`` of the channels of every prunable group, least important first.
+    """Removes ``ratio`` of the network's prunable channels, least important first.
+
+    ``ranking`` "global": channels ranked across the whole network (Torch-Pruning's global pruning;
+    each group's scores normalised by their mean; at most :data:`MAX_GROUP_RATIO` of a group, or
+    ``ratio`` if higher), so layers whose channels matter keep more of them. Against "layer" (the
+    same ratio in every group), on a Lite0 transfer run (dtd10, 50%): 78.3% test instead of 72.9%
+    before fine-tuning, 80.4% instead of 77.5% after, 1.44 M parameters instead of 1.50 M, as fast
+    at batch 1 (bench/out/prune.md).
 
     Args:
         example: one input batch, traced to find which layers' channels are coupled.
@@ -68,6 +78,8 @@ def prune_channels(
         example,
         importance=importance,
         pruning_ratio=ratio,
+        global_pruning=ranking == "global",
+        max_pruning_ratio=max(MAX_GROUP_RATIO, ratio) if ranking == "global" else 1.0,
         ignored_layers=[output_layer(model)],
         round_to=round_to,
     )

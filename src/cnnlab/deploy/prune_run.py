@@ -52,6 +52,7 @@ from cnnlab.deploy.settings import (
     MAX_DROP,
     MIN_SPEEDUP,
     PruneOptions,
+    PruneRanking,
 )
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
@@ -204,7 +205,9 @@ def _child_config(parent: Parent, kind: str, sparsity: float, tuning: FineTuning
     )
 
 
-def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: int) -> PrunedCopy:
+def _pruned_model(
+    parent: Parent, sparsity: float, structured: bool, threads: int, ranking: PruneRanking = "global"
+) -> PrunedCopy:
     """A pruned copy of the parent's network. Structured: channels chosen by Taylor importance on
     labelled training images, the residual stream kept whole, then the layers that lost inputs
     refitted to the parent's outputs (prune_reconstruct.py); BatchNorm statistics are re-estimated
@@ -225,7 +228,7 @@ def _pruned_model(parent: Parent, sparsity: float, structured: bool, threads: in
             own = resolve_name(parent.config.model.name) in own_model_names()
             fitting = batches[: RECONSTRUCTION_IMAGES // 32]
             labelled = list(zip(fitting, labels.split(32)))
-            removed = prune_channels(model, parent.example, sparsity, None if own else 8, labelled)
+            removed = prune_channels(model, parent.example, sparsity, None if own else 8, labelled, ranking=ranking)
             refitted = all_refittable(model, removed)
         else:
             masks = prune_weights(model, sparsity)
@@ -310,12 +313,13 @@ def prune_once(
     command: str,
     rounds: int = ROUNDS,
     max_drop: float = MAX_DROP,
+    ranking: PruneRanking = "global",
 ) -> Pruned:
     """Prunes ``sparsity`` of the parent's channels (or weights), fine-tunes, and measures the result
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
     kind = "structured" if structured else "unstructured"
-    pruned = _pruned_model(parent, sparsity, structured, threads)
+    pruned = _pruned_model(parent, sparsity, structured, threads, ranking)
     model = pruned.model
     ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
     child = ctx.files
@@ -327,6 +331,7 @@ def prune_once(
         "kind": kind,
         "requested": sparsity,
         "achieved": achieved,
+        "ranking": ranking if structured else None,
         "refitted": pruned.refitted,
         "finetune_epochs": 0,
         "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
@@ -580,16 +585,17 @@ def prune_run(run: str | Path, options: PruneOptions, command: str = "cnnlab pru
         CnnlabError: neither a sparsity nor a drop, or a run without a checkpoint.
     """
     sparsity, max_drop, structured, threads = options.sparsity, options.max_drop, options.structured, options.threads
+    ranking = options.ranking
     if sparsity is None and max_drop is None:
         raise CnnlabError("give --sparsity X (e.g. 0.5) or --max-drop POINTS (the largest sparsity within that drop)")
     tuning = FineTuning(options.finetune_epochs, options.finetune_budget, options.finetune_lr)
     parent = open_parent(run)
     drop = MAX_DROP if max_drop is None else max_drop
     if sparsity is not None:
-        result = prune_once(parent, sparsity, structured, tuning, threads, command, rounds, drop)
+        result = prune_once(parent, sparsity, structured, tuning, threads, command, rounds, drop, ranking)
     else:
         result = sweep_sparsities(
-            lambda ratio: prune_once(parent, ratio, structured, tuning, threads, command, rounds, drop), drop
+            lambda ratio: prune_once(parent, ratio, structured, tuning, threads, command, rounds, drop, ranking), drop
         )
         write_report(result.files.root)  # now with the sweep's table and curve
     write_report(parent.files.root)  # its Deployment section lists its pruned copies

@@ -38,6 +38,7 @@ RUNTIME_HELP = (
 # while the command runs. One thread is what it picks under load: EfficientNet-Lite0 in ONNX Runtime
 # at batch 1 took 9.4 ms with 1 thread vs 14.2 ms with 2 while another job held a core.
 DEFAULT_THREADS = 0
+PruneRanking = Literal["global", "layer"]  # cnnlab prune --ranking (deploy.prune_network.prune_channels)
 THREADS_HELP = (
     "CPU threads (default: 0 = auto, the cores other processes leave free, re-checked while the "
     "command runs; N pins it)"
@@ -139,7 +140,8 @@ class PruneOptions(CommandOptions):
 
     sparsity: float | None = option(
         None,
-        "fraction to remove, between 0 and 1: of each layer's channels (structured) or of all weights",
+        "fraction to remove, between 0 and 1: of the network's channels (structured; --ranking says from "
+        "which layers) or of all weights",
         above=0,
         below=1,
         metavar="X",
@@ -156,6 +158,13 @@ class PruneOptions(CommandOptions):
         True,
         "remove whole channels: a smaller, faster network; --no-structured (or --unstructured) zeroes single "
         "weights instead (same size and speed; for comparison)",
+    )
+    ranking: PruneRanking = option(
+        "global",
+        "which channels go: global ranks them across the whole network by their effect on the loss, so "
+        "a layer keeps what it needs (at most 80%% of a layer goes, unless --sparsity asks more); layer "
+        "removes the same share from every layer (Lite0 on dtd10 at 0.5: 80.4%% against 77.5%% test "
+        "after fine-tuning, as fast)",
     )
     finetune_epochs: int = option(
         FINETUNE_EPOCHS,
