@@ -67,6 +67,19 @@ def end() -> None:
 
 
 @contextmanager
+def recording() -> Iterator[None]:
+    """A record for a run made inside another command (a pruned copy, a distilled student), so its
+    run.json and report say where its time went: begun unless one is active, then ended if begun here."""
+    began_here = not _active
+    begin_unless_active()
+    try:
+        yield
+    finally:
+        if began_here:
+            end()
+
+
+@contextmanager
 def phase(name: str) -> Iterator[None]:
     """Adds the time spent in the block to phase ``name`` (phases entered twice add up)."""
     start = time.perf_counter()

@@ -188,6 +188,11 @@ def test_the_default_student_is_a_pruned_copy_of_the_teacher(cli, noisy_task) ->
     assert read_json(pruned / "metrics.json")["test"]["accuracy"] > 0.6
     assert read_json(teacher.parent / "copy" / "metrics.json")["test"]["accuracy"] > 0.6
     assert (teacher.parent / "copy-alone" / "architecture.json").is_file()  # reloads at its own widths
+    # each run made here says where its time went, as a trained run does
+    for run in (teacher.parent / "copy", teacher.parent / "copy-alone", pruned):
+        timing = read_json(run / "run.json")["timing"]
+        assert timing["total_seconds"] > 0 and "evaluation" in timing["phases"], run
+    assert "training" in read_json(teacher.parent / "copy" / "run.json")["timing"]["phases"]
 
 
 def _imbalanced_listing(path: Path, shapes: Path) -> Path:

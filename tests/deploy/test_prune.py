@@ -300,4 +300,8 @@ def test_fine_tuning_that_never_beats_the_pruned_copy_on_validation_keeps_the_co
     assert any(note.startswith("Fine-tuning never beat the pruned copy") for note in run["notes"])
     # the report's stage table does not present the fine-tuning's epoch as the model scored
     assert run["stages"][-1]["replaced_best"] is False and run["stages"][-1]["best_val_loss"] is None
-    assert "(not kept)" in (pruned / "report.html").read_text()
+    report = (pruned / "report.html").read_text()
+    assert "(not kept)" in report
+    # where the pruned run's time went, as a trained run's report says it
+    assert {"model", "training", "evaluation"} <= set(run["timing"]["phases"]) and run["timing"]["total_seconds"] > 0
+    assert "Time by phase" in report and "model " in report

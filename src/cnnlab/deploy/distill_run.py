@@ -43,6 +43,7 @@ from cnnlab.evaluation.report import write_report
 from cnnlab.evaluation.run_evaluation import finish_run, run_data, train_and_evaluate
 from cnnlab.models import resolve_name
 from cnnlab.models.summary import count_parameters, model_summary
+from cnnlab.phases import recording
 from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model, preprocess_of
@@ -328,6 +329,18 @@ def train_student(
     note: str | None = None,
 ) -> RunFiles:
     """Trains a copy of the student's starting network as a run of its own (tested, reported)."""
+    with recording():  # the student run's own time (its run.json and report say where it went)
+        return _train_student(student, name, command, hooks, distillation, note)
+
+
+def _train_student(
+    student: Student,
+    name: str,
+    command: str,
+    hooks: TrainingHooks,
+    distillation: dict[str, Any] | None,
+    note: str | None,
+) -> RunFiles:
     config = dataclasses.replace(student.config, name=name)
     model = copy.deepcopy(student.model)
     ctx = open_new_run(config, command, student.data, student.preprocess, model, student.summary)

@@ -57,11 +57,12 @@ from cnnlab.deploy.settings import (
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.evaluation.evaluator import evaluate_split
 from cnnlab.evaluation.report import write_report
-from cnnlab.evaluation.run_evaluation import finish_run, run_data
+from cnnlab.evaluation.run_evaluation import bring_time_up_to_now, finish_run, run_data
 from cnnlab.models import own_model_names, resolve_name
 from cnnlab.models.inference import accuracy
 from cnnlab.models.summary import model_summary
 from cnnlab.models.weights import read_state_dict
+from cnnlab.phases import phase, recording
 from cnnlab.tables import Table
 from cnnlab.training.architecture import write_architecture
 from cnnlab.training.build import build_model
@@ -318,52 +319,55 @@ def prune_once(
     """Prunes ``sparsity`` of the parent's channels (or weights), fine-tunes, and measures the result
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
-    kind = "structured" if structured else "unstructured"
-    pruned = _pruned_model(parent, sparsity, structured, threads, ranking)
-    model = pruned.model
-    ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
-    child = ctx.files
-    val, test = parent.data.splits["val"], parent.data.splits["test"]
-    normalize = parent.trained.normalize
-    achieved = (1 - channels(model) / channels(parent.trained.model)) if structured else weight_sparsity(model)
-    info = {
-        "from": str(parent.files.root),
-        "kind": kind,
-        "requested": sparsity,
-        "achieved": achieved,
-        "ranking": ranking if structured else None,
-        "refitted": pruned.refitted,
-        "finetune_epochs": 0,
-        "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
-        "finetune_budget": tuning.budget if tuning.epochs else None,
-        "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
-        "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
-    }
-    ctx.record.pruning = info
-    what = "of channels" if structured else "of weights"
-    ctx.record.notes.append(
-        f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
-        f"{what} removed (before/after table under Deployment)."
-    )
-    write_record(child, ctx.record)
-    if tuning.epochs:
-        _fine_tune(ctx, parent, pruned, info)
-    else:
-        evaluate_split(model, normalize, test, parent.data.class_names, child)
+    with recording():  # the pruned run's own time: pruning ("model"), fine-tuning, evaluation, figures
+        kind = "structured" if structured else "unstructured"
+        with phase("model"):
+            pruned = _pruned_model(parent, sparsity, structured, threads, ranking)
+        model = pruned.model
+        ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
+        child = ctx.files
+        val, test = parent.data.splits["val"], parent.data.splits["test"]
+        normalize = parent.trained.normalize
+        achieved = (1 - channels(model) / channels(parent.trained.model)) if structured else weight_sparsity(model)
+        info = {
+            "from": str(parent.files.root),
+            "kind": kind,
+            "requested": sparsity,
+            "achieved": achieved,
+            "ranking": ranking if structured else None,
+            "refitted": pruned.refitted,
+            "finetune_epochs": 0,
+            "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
+            "finetune_budget": tuning.budget if tuning.epochs else None,
+            "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
+            "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
+        }
+        ctx.record.pruning = info
+        what = "of channels" if structured else "of weights"
+        ctx.record.notes.append(
+            f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
+            f"{what} removed (before/after table under Deployment)."
+        )
+        write_record(child, ctx.record)
+        if tuning.epochs:
+            _fine_tune(ctx, parent, pruned, info)
+        else:
+            evaluate_split(model, normalize, test, parent.data.class_names, child)
+            run = read_record(child)
+            run.status = "completed"
+            write_record(child, run)
+        table = _compare(parent, child, model, info, threads, rounds)
+        warnings = verdict(table.data, max_drop)
+        table.notes[:0] = [f"WARNING: {w}" for w in warnings]
+        table.data.update(warnings=warnings, max_drop=max_drop)
+        table.save(child.tables, "prune")
         run = read_record(child)
-        run.status = "completed"
+        run.pruning = table.data
+        run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
+        bring_time_up_to_now(run)  # the comparison's timing too
         write_record(child, run)
-    table = _compare(parent, child, model, info, threads, rounds)
-    warnings = verdict(table.data, max_drop)
-    table.notes[:0] = [f"WARNING: {w}" for w in warnings]
-    table.data.update(warnings=warnings, max_drop=max_drop)
-    table.save(child.tables, "prune")
-    run = read_record(child)
-    run.pruning = table.data
-    run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
-    write_record(child, run)
-    write_report(child.root)
-    return Pruned(child, table, warnings)
+        write_report(child.root)
+        return Pruned(child, table, warnings)
 
 
 MEASURED = (

@@ -63,19 +63,19 @@ def finish_run(result: FitResult) -> dict[str, Any]:
     record.timing.evaluate_seconds = round(time.perf_counter() - started, 2)
     record.status = "completed"
     record.memory = _with_evaluation_peak(record.memory)
-    _bring_time_up_to_now(record)
+    bring_time_up_to_now(record)
     write_record(files, record)
     with phase("report"):
         write_report(files.root)
     if record.tracking:
         with phase("tracking"):  # MLflow gets the report as written
             finish_tracking(files, record, metrics, "FINISHED", _figures(files))
-    _bring_time_up_to_now(record)
+    bring_time_up_to_now(record)
     write_record(files, record)
     return metrics
 
 
-def _bring_time_up_to_now(run: RunRecord) -> None:
+def bring_time_up_to_now(run: RunRecord) -> None:
     """Where the time went, up to now: this attempt's phases on its record, and ``timing`` summing every
     attempt's (a resumed run's work, as train_seconds counts it)."""
     if run.attempts:
@@ -150,7 +150,7 @@ def finish_interrupted(result: FitResult) -> None:
         )
         record_final_accuracy(record, metrics["accuracy"])
     write_training_figures(files, data.splits["train"], data.class_names, record, result.config.augment)
-    _bring_time_up_to_now(record)
+    bring_time_up_to_now(record)
     write_record(files, record)
     write_report(files.root)
     finish_tracking(files, record, metrics, "KILLED", _figures(files))
