@@ -73,7 +73,11 @@ def test_global_ranking_takes_the_channels_from_where_they_matter_least(cli, run
     code, _, err = cli("prune", run_copy, "--sparsity", "0.5", "--finetune-epochs", "0")
     assert code == 0, err
     pruned = run_copy / "pruned" / "structured-50"
-    assert _pruning_record(pruned)["ranking"] == "global"  # the default
+    assert _pruning_record(pruned)["ranking"] == "global"  # the default, and the table says it
+    assert any(
+        n.startswith("channels ranked across the whole network")
+        for n in read_json(pruned / "tables" / "prune.json")["notes"]
+    )
 
     def widths(run: Path) -> list[int]:
         return [m.out_channels for m in load_trained(RunFiles(run)).model.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -501,6 +501,14 @@ def _compare_rows(
     return rows
 
 
+RANKING_NOTES = {
+    "global": "channels ranked across the whole network by their effect on the loss: each layer kept what "
+    "it needs (--ranking layer: the same share of every layer)",
+    "layer": "the same share of every layer's channels removed (--ranking layer; the default, global, ranks "
+    "them across the network)",
+}
+
+
 def _compare_notes(
     info: dict[str, Any], child: RunFiles, threads: int, images: tuple[int, int], speedup: float
 ) -> list[str]:
@@ -513,6 +521,8 @@ def _compare_notes(
         f"speed-up at batch 1: {speedup:.2f}x",
         f"pruned run: {child.root} (evaluate, predict, export, quantize and benchmark take it)",
     ]
+    if info.get("ranking"):
+        notes.append(RANKING_NOTES[info["ranking"]])
     if info.get("refitted"):
         notes.append(
             f"the layers that lost inputs were refitted to the original's outputs on {RECONSTRUCTION_IMAGES} "
