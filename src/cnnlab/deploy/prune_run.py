@@ -356,18 +356,31 @@ def prune_once(
             run = read_record(child)
             run.status = "completed"
             write_record(child, run)
-        table = _compare(parent, child, model, info, threads, rounds)
-        warnings = verdict(table.data, max_drop)
-        table.notes[:0] = [f"WARNING: {w}" for w in warnings]
-        table.data.update(warnings=warnings, max_drop=max_drop)
-        table.save(child.tables, "prune")
-        run = read_record(child)
-        run.pruning = table.data
-        run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
-        bring_time_up_to_now(run)  # the comparison's timing too
-        write_record(child, run)
-        write_report(child.root)
-        return Pruned(child, table, warnings)
+        return _judged(parent, child, model, info, threads, rounds, max_drop)
+
+
+def _judged(
+    parent: Parent,
+    child: RunFiles,
+    model: torch.nn.Module,
+    info: dict[str, Any],
+    threads: int,
+    rounds: int,
+    max_drop: float,
+) -> Pruned:
+    """The pruned run measured beside its parent, what went wrong (``verdict``), both on its record."""
+    table = _compare(parent, child, model, info, threads, rounds)
+    warnings = verdict(table.data, max_drop)
+    table.notes[:0] = [f"WARNING: {w}" for w in warnings]
+    table.data.update(warnings=warnings, max_drop=max_drop)
+    table.save(child.tables, "prune")
+    run = read_record(child)
+    run.pruning = table.data
+    run.notes += [f"{w[0].upper()}{w[1:]}." for w in warnings]
+    bring_time_up_to_now(run)  # the comparison's timing too
+    write_record(child, run)
+    write_report(child.root)
+    return Pruned(child, table, warnings)
 
 
 MEASURED = (
