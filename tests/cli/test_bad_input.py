@@ -111,3 +111,17 @@ def test_bad_input_is_one_clear_line(cli, tmp_path, name, argv, expected):
     lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
     assert len(lines) == 1, err
     assert expected in lines[0], lines[0]
+
+
+def test_a_mistyped_data_argument_is_refused_before_torch_is_imported() -> None:
+    """A typo is told at once, not after the seconds a training command spends importing."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from cnnlab.cli.main import main; "
+        "code = main(['train', 'MNIST']); print(code, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "did you mean mnist?" in done.stderr and done.stderr.count("\n") == 1

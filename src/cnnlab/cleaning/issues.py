@@ -31,8 +31,8 @@ from cnnlab.cleaning.oof import (
     split_names,
 )
 from cnnlab.config import RunConfig
-from cnnlab.data.builtin import BUILTIN_NAMES
 from cnnlab.data.normalize import Normalize
+from cnnlab.data.sources import BUILTIN_NAMES
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError, plural
 from cnnlab.figures import grid_shape, new_figure, save_figure, short, show_image

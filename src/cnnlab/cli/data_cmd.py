@@ -80,10 +80,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from cnnlab.data.builtin import DESCRIPTIONS, availability
+    from cnnlab.data.builtin import availability
+    from cnnlab.data.sources import BUILTIN_DESCRIPTIONS
 
     table = Table("name", "where", "what", title="built-in data sets (cnnlab train NAME)")
-    for name, what in DESCRIPTIONS.items():
+    for name, what in BUILTIN_DESCRIPTIONS.items():
         table.add_row(name, availability(name), what)
     stdout_console().print(table)
     print("Your own data: cnnlab train path/to/images  (train/<class>/*, <class>/*, or a CSV path,label)")

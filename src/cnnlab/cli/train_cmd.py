@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.cli.options import add_options, add_setup_arguments, given_options
 from cnnlab.cli.startup import collector_paused
 from cnnlab.config import RunConfig, all_options, build_config
+from cnnlab.data.sources import check_source
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     phases.begin(with_startup=True)
     if args.verbose:  # the console's extra detail (cnnlab.training.console.verbose); not a run option
         logging.getLogger("cnnlab").setLevel(logging.DEBUG)
+    if args.data is not None and not args.resume:
+        check_source(args.data)  # a mistyped DATA is told at once, not after seconds of imports
     with phases.phase("start-up"), collector_paused(keep=True):  # importing torch and Lightning is most of start-up
         from cnnlab.api import resume, run_training
         from cnnlab.training.distributed import process_rank

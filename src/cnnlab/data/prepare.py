@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from cnnlab.collector import collector_paused
 from cnnlab.config import DataConfig, SplitSpec
 from cnnlab.config.sections import DISK_MIN_BYTES
-from cnnlab.data.builtin import BUILTIN_NAMES, load_builtin
+from cnnlab.data.builtin import load_builtin
 from cnnlab.data.crop import NO_MARGIN, stored_side
 from cnnlab.data.decode import CENTER, Fit
 from cnnlab.data.decoded_cache import cache_enabled
@@ -21,6 +21,7 @@ from cnnlab.data.folder import decode_files, default_side, guess_format
 from cnnlab.data.normalize import default_stats
 from cnnlab.data.pack_read import is_packed, open_packed
 from cnnlab.data.preprocess import ModelInput
+from cnnlab.data.sources import BUILTIN_NAMES
 from cnnlab.data.split_records import decode_stored
 from cnnlab.data.splits import hold_out
 from cnnlab.data.types import ImageSet, PreparedData, SkippedFile
@@ -185,11 +186,6 @@ def prepare_data(
         )
         pool = given.pop("train")
         side = int(pool.shape[-1])
-    elif not Path(cfg.source).expanduser().exists() and suggest(cfg.source, BUILTIN_NAMES):
-        # 'MNIST' or 'cifar-10' for a built-in set: its name, rather than "not found" alone
-        raise CnnlabError(
-            f"data '{cfg.source}' not found{suggest(cfg.source, BUILTIN_NAMES)}; built-in sets: cnnlab data list"
-        )
     else:
         with collector_paused():  # a Path and tuples per file, freed on return: see cnnlab.collector
             pool, given, class_names, side = _folder(cfg, needs, crop_pct, skipped, cache_read_only)
