@@ -53,14 +53,13 @@ class Aside:
             except OSError as exc:  # process limits, no memory to fork: in place then
                 log.debug("%s in this process: %s", name, exc)
                 self.process = None
-        self._watch = watch() if self.process is not None else None
-        if self._watch is not None and not self._watch.choice.pinned and not self._watch.held:
-            # The child takes a core: OpenMP threads on the cores left, or each parallel region waits
-            # for a descheduled thread (cnnlab.threads). Scoring 10,000 MNIST digits beside the
-            # training figures: 1.1 s on two threads, 0.4 s on one.
+        # The child takes a core: OpenMP threads on the cores left, or each parallel region waits for
+        # a descheduled thread (cnnlab.threads). Scoring 10,000 MNIST digits beside the training
+        # figures: 1.1 s on two threads, 0.4 s on one. --threads (pinned) is the user's to keep.
+        watching = watch() if self.process is not None else None
+        self._watch = watching if watching is not None and not (watching.choice.pinned or watching.held) else None
+        if self._watch is not None:
             self._watch.hold(max(1, self._watch.threads - 1))
-        else:
-            self._watch = None
 
     def join(self) -> None:
         """Returns once the work is done: waited for, or done here if the fork failed or could not run."""

@@ -320,6 +320,7 @@ def teacher_logits(teacher: Teacher, data: PreparedData, config: RunConfig) -> A
     return teacher.precompute(own)
 
 
+@recording()  # the student run's own time: its run.json and report say where it went
 def train_student(
     student: Student,
     name: str,
@@ -329,18 +330,6 @@ def train_student(
     note: str | None = None,
 ) -> RunFiles:
     """Trains a copy of the student's starting network as a run of its own (tested, reported)."""
-    with recording():  # the student run's own time (its run.json and report say where it went)
-        return _train_student(student, name, command, hooks, distillation, note)
-
-
-def _train_student(
-    student: Student,
-    name: str,
-    command: str,
-    hooks: TrainingHooks,
-    distillation: dict[str, Any] | None,
-    note: str | None,
-) -> RunFiles:
     config = dataclasses.replace(student.config, name=name)
     model = copy.deepcopy(student.model)
     ctx = open_new_run(config, command, student.data, student.preprocess, model, student.summary)

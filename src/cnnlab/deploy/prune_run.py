@@ -305,6 +305,7 @@ def _keep_the_start(result: FitResult, start_accuracy: float) -> bool:
     return True
 
 
+@recording()  # the pruned run's own time: pruning ("model"), fine-tuning, evaluation, figures
 def prune_once(
     parent: Parent,
     sparsity: float,
@@ -319,44 +320,43 @@ def prune_once(
     """Prunes ``sparsity`` of the parent's channels (or weights), fine-tunes, and measures the result
     beside the parent. Its table and what went wrong (``verdict``) are saved in the pruned run
     (tables, run.json, report), not printed: the caller says what matters."""
-    with recording():  # the pruned run's own time: pruning ("model"), fine-tuning, evaluation, figures
-        kind = "structured" if structured else "unstructured"
-        with phase("model"):
-            pruned = _pruned_model(parent, sparsity, structured, threads, ranking)
-        model = pruned.model
-        ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
-        child = ctx.files
-        val, test = parent.data.splits["val"], parent.data.splits["test"]
-        normalize = parent.trained.normalize
-        achieved = (1 - channels(model) / channels(parent.trained.model)) if structured else weight_sparsity(model)
-        info = {
-            "from": str(parent.files.root),
-            "kind": kind,
-            "requested": sparsity,
-            "achieved": achieved,
-            "ranking": ranking if structured else None,
-            "refitted": pruned.refitted,
-            "finetune_epochs": 0,
-            "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
-            "finetune_budget": tuning.budget if tuning.epochs else None,
-            "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
-            "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
-        }
-        ctx.record.pruning = info
-        what = "of channels" if structured else "of weights"
-        ctx.record.notes.append(
-            f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
-            f"{what} removed (before/after table under Deployment)."
-        )
-        write_record(child, ctx.record)
-        if tuning.epochs:
-            _fine_tune(ctx, parent, pruned, info)
-        else:
-            evaluate_split(model, normalize, test, parent.data.class_names, child)
-            run = read_record(child)
-            run.status = "completed"
-            write_record(child, run)
-        return _judged(parent, child, model, info, threads, rounds, max_drop)
+    kind = "structured" if structured else "unstructured"
+    with phase("model"):
+        pruned = _pruned_model(parent, sparsity, structured, threads, ranking)
+    model = pruned.model
+    ctx = _new_child(parent, pruned, kind, sparsity, tuning, command)
+    child = ctx.files
+    val, test = parent.data.splits["val"], parent.data.splits["test"]
+    normalize = parent.trained.normalize
+    achieved = (1 - channels(model) / channels(parent.trained.model)) if structured else weight_sparsity(model)
+    info = {
+        "from": str(parent.files.root),
+        "kind": kind,
+        "requested": sparsity,
+        "achieved": achieved,
+        "ranking": ranking if structured else None,
+        "refitted": pruned.refitted,
+        "finetune_epochs": 0,
+        "finetune_lr": ctx.config.train.lr if tuning.epochs else None,
+        "finetune_budget": tuning.budget if tuning.epochs else None,
+        "accuracy_before_finetune": accuracy(model, test.images, test.labels, normalize),
+        "val_accuracy_before_finetune": accuracy(model, val.images, val.labels, normalize),
+    }
+    ctx.record.pruning = info
+    what = "of channels" if structured else "of weights"
+    ctx.record.notes.append(
+        f"A pruned copy of run {parent.files.root.name}: {kind}, {achieved:.0%} "
+        f"{what} removed (before/after table under Deployment)."
+    )
+    write_record(child, ctx.record)
+    if tuning.epochs:
+        _fine_tune(ctx, parent, pruned, info)
+    else:
+        evaluate_split(model, normalize, test, parent.data.class_names, child)
+        run = read_record(child)
+        run.status = "completed"
+        write_record(child, run)
+    return _judged(parent, child, model, info, threads, rounds, max_drop)
 
 
 def _judged(
